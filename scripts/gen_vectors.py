@@ -1,0 +1,312 @@
+"""Make vectors/protocol.json from fixed inputs; with --check, fail if it has drifted.
+
+Every value in the file is computed here by the protocol core from the inputs written
+below, so the file changes exactly when the protocol does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from instantroom.protocol import frames
+from instantroom.protocol.codes import ErrorCode
+from instantroom.protocol.envelope import (
+    Kind,
+    Message,
+    _signed_part,
+    pad,
+    seal_envelope,
+)
+from instantroom.protocol.errors import FrameError
+from instantroom.protocol.join import sign_join_proof
+from instantroom.protocol.kdf import DeviceKey, RoomKeys, fingerprint, private_key_bytes
+from instantroom.protocol.minikey import (
+    BASE58_ALPHABET,
+    format_minikey,
+    parse_minikey,
+    root_secret,
+    spell_minikey,
+)
+
+OUT = Path(__file__).resolve().parent.parent / "vectors" / "protocol.json"
+KEY_A = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy"  # the published example of the format
+
+
+def fixed_bytes(label: str, size: int) -> bytes:
+    """Deterministic test input: SHA-256 counter blocks over a label."""
+    out = b""
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(f"{label}/{counter}".encode()).digest()
+        counter += 1
+    return out[:size]
+
+
+def fixed_minikey(seed: int) -> str:
+    rng = random.Random(seed)  # fixed inputs for vectors, not for real keys
+    while True:
+        candidate = "S" + "".join(rng.choice(BASE58_ALPHABET) for _ in range(29))
+        if hashlib.sha256(candidate.encode() + b"?").digest()[0] == 0:
+            return candidate
+
+
+KEY_B = fixed_minikey(2)
+DEVICE_A = DeviceKey.from_private_bytes(fixed_bytes("device-a", 32))
+DEVICE_B = DeviceKey.from_private_bytes(fixed_bytes("device-b", 32))
+
+
+def derivation(key: str) -> dict[str, Any]:
+    room = RoomKeys.from_minikey(key)
+    return {
+        "minikey": key,
+        "grouped": format_minikey(key),
+        "spelled": spell_minikey(key),
+        "root_secret": root_secret(key).hex(),
+        "message_key": room.message_key.hex(),
+        "room_signing_seed": private_key_bytes(room.signing_key).hex(),
+        "room_public_key": room.public_key.hex(),
+        "room_id": room.room_id.hex(),
+    }
+
+
+def message_fields(message: Message) -> dict[str, Any]:
+    return {
+        "message_id": message.message_id.hex(),
+        "timestamp_ms": message.timestamp_ms,
+        "kind": message.kind,
+        "sender_public_key": message.sender_key.hex(),
+        "sender_name": message.sender_name,
+        "body": message.body.hex(),
+    }
+
+
+def envelopes() -> list[dict[str, Any]]:
+    cases = [
+        ("text-short", KEY_A, DEVICE_A, "alice", Kind.TEXT, "hello, room".encode()),
+        ("text-unicode-name", KEY_A, DEVICE_B, "Zoë 🦊", Kind.TEXT, "ça va ?".encode()),
+        ("join-empty-body", KEY_B, DEVICE_A, "alice", Kind.JOIN, b""),
+        ("text-second-bucket", KEY_B, DEVICE_B, "bob", Kind.TEXT, b"x" * 300),
+        ("text-fits-first-bucket", KEY_A, DEVICE_A, "a", Kind.TEXT, b"y" * 65),
+        ("text-spills-to-second-bucket", KEY_A, DEVICE_A, "a", Kind.TEXT, b"y" * 66),
+    ]
+    out = []
+    for number, (name, key, device, sender, kind, body) in enumerate(cases):
+        room = RoomKeys.from_minikey(key)
+        message = Message(
+            fixed_bytes(f"message-id-{number}", 16),
+            1_790_000_000_000 + number,
+            kind,
+            device.public_key,
+            sender,
+            body,
+        )
+        nonce = fixed_bytes(f"nonce-{number}", 12)
+        envelope = seal_envelope(room, device, message, nonce)
+        out.append(
+            {
+                "id": name,
+                "minikey": key,
+                "device_seed": private_key_bytes(device.private_key).hex(),
+                "message": message_fields(message),
+                "nonce": nonce.hex(),
+                "padded_size": len(envelope) - 1 - 12 - 16,
+                "envelope": envelope.hex(),
+            }
+        )
+    return out
+
+
+def envelope_failures() -> list[dict[str, Any]]:
+    room = RoomKeys.from_minikey(KEY_A)
+    message = Message(fixed_bytes("bad-id", 16), 1_790_000_000_000, Kind.TEXT,
+                      DEVICE_A.public_key, "alice", b"I am alice")  # fmt: skip
+    nonce = fixed_bytes("bad-nonce", 12)
+    good = seal_envelope(room, DEVICE_A, message, nonce)
+    aesgcm = AESGCM(room.message_key)
+    aad = b"\x01" + room.room_id
+
+    def flipped(index: int) -> str:
+        data = bytearray(good)
+        data[index] ^= 0x01
+        return bytes(data).hex()
+
+    signed = _signed_part(message)
+    signature = DEVICE_A.private_key.sign(
+        b"instantroom/v1/message-signature" + room.room_id + signed
+    )
+    relabelled = signed.replace(DEVICE_A.public_key, DEVICE_B.public_key, 1)
+    relabelled_envelope = b"\x01" + nonce + aesgcm.encrypt(nonce, pad(relabelled + signature), aad)
+    bad_padding = (signed + signature).ljust(256, b"\x00")
+    bad_padding_envelope = b"\x01" + nonce + aesgcm.encrypt(nonce, bad_padding, aad)
+    other_room = RoomKeys.from_minikey(KEY_B)
+    return [
+        {"id": "flipped-version", "minikey": KEY_A, "envelope": flipped(0),
+         "error": "DecryptionFailed"},
+        {"id": "flipped-nonce", "minikey": KEY_A, "envelope": flipped(5),
+         "error": "DecryptionFailed"},
+        {"id": "flipped-ciphertext", "minikey": KEY_A, "envelope": flipped(40),
+         "error": "DecryptionFailed"},
+        {"id": "flipped-tag", "minikey": KEY_A, "envelope": flipped(len(good) - 1),
+         "error": "DecryptionFailed"},
+        {"id": "other-room", "minikey": KEY_B, "envelope": good.hex(),
+         "error": "DecryptionFailed"},
+        {"id": "relabelled-sender", "minikey": KEY_A, "envelope": relabelled_envelope.hex(),
+         "error": "BadSignature"},
+        {"id": "bad-padding", "minikey": KEY_A, "envelope": bad_padding_envelope.hex(),
+         "error": "MalformedEnvelope"},
+        {"id": "truncated", "minikey": KEY_A, "envelope": good[:100].hex(),
+         "error": "MalformedEnvelope"},
+    ] + [
+        {"id": "wrong-room-id-in-aad", "minikey": KEY_A,
+         "envelope": (b"\x01" + nonce + aesgcm.encrypt(
+             nonce, pad(signed + signature), b"\x01" + other_room.room_id)).hex(),
+         "error": "DecryptionFailed"},
+    ]  # fmt: skip
+
+
+def join_proofs() -> list[dict[str, Any]]:
+    out = []
+    for number, key in enumerate([KEY_A, KEY_B]):
+        room = RoomKeys.from_minikey(key)
+        challenge = fixed_bytes(f"challenge-{number}", 32)
+        out.append(
+            {
+                "id": f"proof-{number}",
+                "minikey": key,
+                "room_id": room.room_id.hex(),
+                "room_public_key": room.public_key.hex(),
+                "challenge": challenge.hex(),
+                "signature": sign_join_proof(room.signing_key, room.room_id, challenge).hex(),
+            }
+        )
+    return out
+
+
+def frame_cases() -> list[dict[str, Any]]:
+    room = RoomKeys.from_minikey(KEY_A)
+    rid = room.room_id
+    envelope = bytes.fromhex(envelopes()[0]["envelope"])
+    cases: list[tuple[str, frames.Frame]] = [
+        ("join", frames.Join(rid, room.public_key, 1_790_086_400_000)),
+        ("join-expiry-unknown", frames.Join(rid, room.public_key, 0)),
+        ("challenge", frames.Challenge(rid, fixed_bytes("challenge-0", 32))),
+        ("proof", frames.Proof(rid, fixed_bytes("signature", 64))),
+        ("joined", frames.Joined(rid, 1_790_086_400_000, 3)),
+        ("leave", frames.Leave(rid)),
+        ("publish", frames.Publish(7, rid, envelope)),
+        ("deliver", frames.Deliver(rid, envelope)),
+        ("ack", frames.Ack(7)),
+        ("presence", frames.Presence(rid, 12)),
+        ("ping", frames.Ping(0x0102030405060708)),
+        ("pong", frames.Pong(0x0102030405060708)),
+        ("error-room", frames.Error(ErrorCode.ROOM_FULL, 0, rid, "This room is full.")),
+        ("error-publish", frames.Error(ErrorCode.RATE_LIMITED, 7, frames.NO_ROOM, "Slow down.")),
+    ]
+    out = []
+    for name, frame in cases:
+        fields = {
+            key: (value.hex() if isinstance(value, bytes) else value)
+            for key, value in vars(frame).items()
+        }
+        out.append({"id": name, "type": type(frame).__name__, "fields": fields,
+                    "encoded": frames.encode_frame(frame).hex()})  # fmt: skip
+    return out
+
+
+def frame_failures() -> list[dict[str, Any]]:
+    inputs = {
+        "empty": b"",
+        "unknown-type": b"\x99" + bytes(8),
+        "join-short": b"\x01" + bytes(40),
+        "join-long": b"\x01" + bytes(73),
+        "publish-no-envelope": b"\x10" + bytes(36),
+        "deliver-no-envelope": b"\x11" + bytes(32),
+        "error-bad-utf8": b"\x7f" + bytes(38) + b"\xff",
+        "ping-short": b"\x20\x00",
+        "too-large": b"\x10" + bytes(frames.MAX_FRAME_SIZE),
+    }
+    out = []
+    for name, data in inputs.items():
+        try:
+            frames.decode_frame(data)
+        except FrameError as exc:
+            code = ErrorCode(exc.code).name
+        else:
+            raise AssertionError(f"{name} decoded")
+        shown = data.hex() if len(data) < 1000 else None
+        out.append({"id": name, "encoded": shown, "length": len(data), "first_byte": data[:1].hex(),
+                    "error_code": code})  # fmt: skip
+    return out
+
+
+def minikey_errors() -> list[dict[str, Any]]:
+    cases = {
+        "typo": "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRz",
+        "too-short": "S6c56bnXQiBjk9mqSYE7ykVQ7NzrR",
+        "zero": "S0c56bnXQiBjk9mqSYE7ykVQ7NzrRy",
+        "wrong-prefix": "T6c56bnXQiBjk9mqSYE7ykVQ7NzrRy",
+        "grouped-ok": "S6c56 bnXQi-Bjk9m qSYE7 ykVQ7 NzrRy ",
+    }
+    out = []
+    for name, text in cases.items():
+        try:
+            parse_minikey(text)
+            error = None
+        except Exception as exc:
+            error = type(exc).__name__
+        out.append({"id": name, "input": text, "error": error})
+    return out
+
+
+def build() -> dict[str, Any]:
+    return {
+        "about": "InstantRoom protocol v1 test vectors. Made by scripts/gen_vectors.py; "
+        "see PROTOCOL.md, section 'Test vectors', for the format and how to check each.",
+        "derivations": [derivation(KEY_A), derivation(KEY_B)],
+        "fingerprints": [
+            {"public_key": d.public_key.hex(), "fingerprint": fingerprint(d.public_key)}
+            for d in (DEVICE_A, DEVICE_B)
+        ],
+        "devices": [
+            {"seed": private_key_bytes(d.private_key).hex(), "public_key": d.public_key.hex()}
+            for d in (DEVICE_A, DEVICE_B)
+        ],
+        "minikey_parsing": minikey_errors(),
+        "envelopes": envelopes(),
+        "envelope_failures": envelope_failures(),
+        "join_proofs": join_proofs(),
+        "frames": frame_cases(),
+        "frame_failures": frame_failures(),
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail if the file has drifted")
+    args = parser.parse_args()
+    text = render()
+    if args.check:
+        if not OUT.exists() or OUT.read_text(encoding="utf-8") != text:
+            print(f"{OUT} is out of date: run scripts/gen_vectors.py", file=sys.stderr)
+            return 1
+        print(f"{OUT.name} matches the protocol core.")
+        return 0
+    OUT.write_text(text, encoding="utf-8")
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

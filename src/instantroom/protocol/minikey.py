@@ -1,0 +1,93 @@
+"""The room secret as people handle it: Bitcoin's 30-character mini key format.
+
+A key is ``S`` followed by 29 base58 characters. It is well-formed only when the first
+byte of SHA-256(key + "?") is 0x00: that byte is the typo check (one mistyped key in 256
+slips past it). The room's root secret is SHA-256(key). Making a key tries random
+candidates until one passes the check, about 256 tries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from .errors import ChecksumMismatch, NotBase58, WrongLength, WrongPrefix
+
+BASE58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+MINIKEY_LENGTH = 30
+GROUP_SIZE = 5
+
+_BASE58 = frozenset(BASE58_ALPHABET)
+# Characters people type that the grouping adds or that separate groups.
+_SEPARATORS = str.maketrans("", "", " \t\r\n-_.\u00a0\u2013\u2014")
+
+_NATO = {
+    "a": "alfa", "b": "bravo", "c": "charlie", "d": "delta", "e": "echo", "f": "foxtrot",
+    "g": "golf", "h": "hotel", "i": "india", "j": "juliett", "k": "kilo", "l": "lima",
+    "m": "mike", "n": "november", "o": "oscar", "p": "papa", "q": "quebec", "r": "romeo",
+    "s": "sierra", "t": "tango", "u": "uniform", "v": "victor", "w": "whiskey",
+    "x": "x-ray", "y": "yankee", "z": "zulu",
+}  # fmt: skip
+_DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def _passes_check(key: str) -> bool:
+    return hashlib.sha256(key.encode("ascii") + b"?").digest()[0] == 0
+
+
+def make_minikey(randbelow: Callable[[int], int]) -> str:
+    """Make a fresh key. Pass ``secrets.randbelow``: the core takes its randomness."""
+    while True:
+        candidate = "S" + "".join(BASE58_ALPHABET[randbelow(58)] for _ in range(29))
+        if _passes_check(candidate):
+            return candidate
+
+
+def parse_minikey(text: str) -> str:
+    """Return the key in ``text``, ignoring surrounding and grouping spaces and dashes.
+
+    Raises a ``MiniKeyError`` subclass naming what is wrong, checked in this order:
+    length, characters, the leading S, then the typo check.
+    """
+    key = text.translate(_SEPARATORS)
+    if len(key) != MINIKEY_LENGTH:
+        raise WrongLength(
+            f"A room key has {MINIKEY_LENGTH} characters; this one has {len(key)} "
+            "(spaces and dashes are not counted)."
+        )
+    for position, char in enumerate(key, start=1):
+        if char not in _BASE58:
+            hint = " (0, O, I and l are never used)" if char in "0OIl" else ""
+            raise NotBase58(f"Character {position} ({char!r}) cannot be in a room key{hint}.")
+    if key[0] != "S":
+        raise WrongPrefix("A room key starts with a capital S.")
+    if not _passes_check(key):
+        raise ChecksumMismatch(
+            "This room key does not pass its check: most likely a typo. "
+            "Compare it character by character, minding upper and lower case."
+        )
+    return key
+
+
+def root_secret(key: str) -> bytes:
+    """The room's root secret: SHA-256 of the key's ASCII bytes, as in Bitcoin."""
+    return hashlib.sha256(key.encode("ascii")).digest()
+
+
+def format_minikey(key: str) -> str:
+    """The key in groups of five, for reading: ``S6c56 bnXQi Bjk9m ...``."""
+    return " ".join(key[i : i + GROUP_SIZE] for i in range(0, len(key), GROUP_SIZE))
+
+
+def spell_character(char: str) -> str:
+    """One character said aloud, telling upper from lower case: ``capital S``."""
+    if char.isdigit():
+        return _DIGITS[int(char)]
+    word = _NATO[char.lower()]
+    return f"capital {char} ({word})" if char.isupper() else f"small {char} ({word})"
+
+
+def spell_minikey(key: str) -> list[str]:
+    """The key spelled out, one line per group of five."""
+    groups = format_minikey(key).split(" ")
+    return [", ".join(spell_character(c) for c in group) for group in groups]
