@@ -90,7 +90,7 @@ def message_fields(message: Message) -> dict[str, Any]:
 
 def envelopes() -> list[dict[str, Any]]:
     cases = [
-        ("text-short", KEY_A, DEVICE_A, "alice", Kind.TEXT, "hello, room".encode()),
+        ("text-short", KEY_A, DEVICE_A, "alice", Kind.TEXT, b"hello, room"),
         ("text-unicode-name", KEY_A, DEVICE_B, "Zoë 🦊", Kind.TEXT, "ça va ?".encode()),
         ("join-empty-body", KEY_B, DEVICE_A, "alice", Kind.JOIN, b""),
         ("text-second-bucket", KEY_B, DEVICE_B, "bob", Kind.TEXT, b"x" * 300),
@@ -164,7 +164,6 @@ def envelope_failures() -> list[dict[str, Any]]:
          "error": "MalformedEnvelope"},
         {"id": "truncated", "minikey": KEY_A, "envelope": good[:100].hex(),
          "error": "MalformedEnvelope"},
-    ] + [
         {"id": "wrong-room-id-in-aad", "minikey": KEY_A,
          "envelope": (b"\x01" + nonce + aesgcm.encrypt(
              nonce, pad(signed + signature), b"\x01" + other_room.room_id)).hex(),
