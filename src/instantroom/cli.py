@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from . import __version__
-from .protocol.errors import MiniKeyError
-from .protocol.kdf import RoomKeys
+from .protocol.errors import MiniKeyError, ProtocolError
+from .protocol.kdf import DeviceKey, RoomKeys
 from .protocol.minikey import format_minikey, make_minikey, parse_minikey, spell_minikey
+from .relay.config import add_relay_options
 
 
 def _key_new(args: argparse.Namespace) -> int:
@@ -49,6 +54,113 @@ def _key_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .relay.config import config_from_args
+    from .relay.logs import setup_logging
+    from .relay.server import Relay
+
+    config = config_from_args(args)
+    setup_logging(config.log_level)
+    asyncio.run(Relay(config).run_until_signal())
+    return 0
+
+
+def _room_from_key(text: str) -> RoomKeys:
+    return RoomKeys.from_minikey(parse_minikey(_key_from_invite(text)))
+
+
+def _key_from_invite(text: str) -> str:
+    """Accept a bare key or an invite link ``https://relay/#KEY``."""
+    return text.rsplit("#", 1)[-1] if "#" in text else text
+
+
+def _device_for_cli() -> DeviceKey:
+    # Until the key store exists, each run of send/listen is its own device.
+    return DeviceKey.from_private_bytes(secrets.token_bytes(32))
+
+
+async def _send(args: argparse.Namespace) -> int:
+    from .client.connection import JoinRefused, RoomClient
+
+    room = _room_from_key(args.key)
+    async with RoomClient(args.server, _device_for_cli(), args.name) as client:
+        try:
+            await asyncio.wait_for(client.join(room), args.timeout)
+            await asyncio.wait_for(client.send_text(room.room_id, args.text), args.timeout)
+        except JoinRefused as exc:
+            print(f"instantroom: the relay refused to join: {exc}", file=sys.stderr)
+            return 1
+        except TimeoutError:
+            print("instantroom: the relay did not take the message in time.", file=sys.stderr)
+            return 1
+    return 0
+
+
+async def _listen(args: argparse.Namespace) -> int:
+    from .client.connection import JoinRefused, RoomClient
+    from .protocol.envelope import Kind
+
+    room = _room_from_key(args.key)
+    async with RoomClient(args.server, _device_for_cli(), args.name) as client:
+        try:
+            await client.join(room)
+        except JoinRefused as exc:
+            print(f"instantroom: the relay refused to join: {exc}", file=sys.stderr)
+            return 1
+        if not args.json:
+            print(f"listening in room {room.room_id.hex()[:12]}...", file=sys.stderr, flush=True)
+        async for received in client.messages():
+            message = received.message
+            if message.kind != Kind.TEXT:
+                continue
+            stamp = datetime.fromtimestamp(message.timestamp_ms / 1000, tz=UTC)
+            if args.json:
+                line = json.dumps(
+                    {
+                        "time": stamp.isoformat(timespec="milliseconds"),
+                        "timestamp_ms": message.timestamp_ms,
+                        "name": message.sender_name,
+                        "fingerprint": received.fingerprint,
+                        "key_changed": received.key_changed,
+                        "message_id": message.message_id.hex(),
+                        "text": message.text,
+                    },
+                    ensure_ascii=False,
+                )
+            else:
+                warning = " [NEW KEY for this name]" if received.key_changed else ""
+                line = (
+                    f"{stamp.astimezone():%H:%M:%S} {message.sender_name} "
+                    f"({received.fingerprint}){warning}: {message.text}"
+                )
+            print(line, flush=True)
+    return 0
+
+
+def _run_async(
+    command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
+) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return asyncio.run(command(args))
+        except KeyboardInterrupt:
+            return 130
+
+    return run
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("INSTANTROOM_SERVER", "http://127.0.0.1:8080"),
+        help="the relay's URL, http(s):// or ws(s):// [env INSTANTROOM_SERVER]",
+    )
+    parser.add_argument("--key", required=True, help="the room key, or an invite link")
+    parser.add_argument(
+        "--name", default=os.environ.get("INSTANTROOM_NAME", "anonymous"), help="your name"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instantroom",
@@ -67,12 +179,36 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("key", metavar="KEY")
     show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(run=_key_show)
+    serve = commands.add_parser(
+        "serve",
+        help="run a relay: the WebSocket endpoint, /healthz, /metrics and the web client",
+        description="Run an InstantRoom relay. It carries ciphertext between the members of "
+        "each room, keeps nothing, and cannot read a message. Every option can also be set "
+        "by the environment variable named in its help.",
+    )
+    add_relay_options(serve)
+    serve.set_defaults(run=_serve)
+
+    send = commands.add_parser("send", help="send one message; exit 0 once the relay took it")
+    _add_client_options(send)
+    send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the relay")
+    send.add_argument("text", metavar="TEXT")
+    send.set_defaults(run=_run_async(_send))
+
+    listen = commands.add_parser("listen", help="print each message of a room as it arrives")
+    _add_client_options(listen)
+    listen.add_argument("--json", action="store_true", help="one JSON object per line")
+    listen.set_defaults(run=_run_async(_listen))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except ProtocolError as exc:
+        print(f"instantroom: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

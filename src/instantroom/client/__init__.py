@@ -1,0 +1,1 @@
+"""Client side: the asyncio library that talks to any relay."""

@@ -1,0 +1,324 @@
+"""The client endpoint: one sans-I/O object that every client drives.
+
+Feed it what the relay sent (``receive``) and tell it what the user wants (``join``,
+``send``); take the frames to send from ``frames_to_send()`` and what happened from
+``events()``. It never touches a socket or a clock: the caller passes ``now_ms``.
+
+    join(room) ----JOIN-----> relay
+               <--CHALLENGE--
+               ----PROOF----> (signed with the room key, for this challenge only)
+               <--JOINED----- => Joined event; the outbox for the room is sent
+    send(text) ---PUBLISH(ref)->                    <--ACK(ref)-- => Accepted event
+               <--DELIVER---- => MessageReceived (opened, signature checked, not a replay)
+
+The outbox keeps every message until the relay acknowledges it. After a reconnect
+(``connection_lost`` then ``connection_made``) the session joins its rooms again and
+resends what was not acknowledged; receivers drop the duplicates by message id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import frames
+from .codes import ErrorCode
+from .envelope import Kind, Message, ReplayFilter, new_message, open_envelope, seal_envelope
+from .errors import EnvelopeError, FrameError, UsageError
+from .join import sign_join_proof
+from .kdf import DeviceKey, RoomKeys, fingerprint
+
+MAX_REF = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Joined:
+    room_id: bytes
+    expires_at_ms: int
+    members: int
+
+
+@dataclass(frozen=True)
+class PresenceChanged:
+    room_id: bytes
+    members: int
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    room_id: bytes
+    message: Message
+    fingerprint: str
+    # True when this name was seen in the room before with another device key.
+    key_changed: bool
+
+
+@dataclass(frozen=True)
+class MessageRejected:
+    """A DELIVER that could not be trusted; ``reason`` is the error's class name."""
+
+    room_id: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
+class Accepted:
+    room_id: bytes
+    message_id: bytes
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The relay refused something. ``ref`` is set when it was one of our messages."""
+
+    code: int
+    room_id: bytes
+    ref: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class RoomExpired:
+    room_id: bytes
+
+
+@dataclass(frozen=True)
+class PongReceived:
+    token: int
+
+
+Event = (
+    Joined | PresenceChanged | MessageReceived | MessageRejected | Accepted | Refused
+    | RoomExpired | PongReceived
+)  # fmt: skip
+
+# Refusals after which the session stops trying a room.
+_FATAL_FOR_ROOM = {
+    ErrorCode.PROOF_FAILED,
+    ErrorCode.ROOM_EXPIRED,
+    ErrorCode.ROOM_FULL,
+    ErrorCode.TOO_MANY_ROOMS,
+    ErrorCode.EXPIRY_TOO_FAR,
+}
+
+
+@dataclass
+class RoomState:
+    keys: RoomKeys = field(repr=False)
+    expires_at_ms: int
+    joined: bool = False
+    members: int = 0
+    # After a reconnect the outbox waits until the room has as many members as before,
+    # so that what was written during the outage reaches those who come back.
+    awaited_members: int = 0
+    names: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class _Outgoing:
+    room_id: bytes
+    message_id: bytes
+    envelope: bytes = field(repr=False)
+    ref: int = 0
+
+
+class ClientSession:
+    """A client's protocol state across any number of rooms and reconnects."""
+
+    def __init__(
+        self,
+        device: DeviceKey,
+        name: str,
+        *,
+        token_bytes: Callable[[int], bytes],
+        replay_filter: ReplayFilter | None = None,
+    ) -> None:
+        self.device = device
+        self.name = name
+        self.rooms: dict[bytes, RoomState] = {}
+        self.connected = False
+        self._token_bytes = token_bytes
+        self._replays = replay_filter or ReplayFilter()
+        self._outbox: list[_Outgoing] = []
+        self._next_ref = 1
+        self._frames: list[bytes] = []
+        self._events: list[Event] = []
+
+    # what the caller takes
+
+    def frames_to_send(self) -> list[bytes]:
+        out, self._frames = self._frames, []
+        return out
+
+    def events(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    @property
+    def unacknowledged(self) -> int:
+        return len(self._outbox)
+
+    # what the user does
+
+    def join(self, room: RoomKeys, expires_at_ms: int = 0) -> None:
+        """Join ``room`` now if connected, and again after every reconnect."""
+        if room.room_id in self.rooms:
+            return
+        self.rooms[room.room_id] = RoomState(room, expires_at_ms)
+        if self.connected:
+            self._send_join(room.room_id)
+
+    def leave(self, room_id: bytes) -> None:
+        if self.rooms.pop(room_id, None) is not None and self.connected:
+            self._frames.append(frames.encode_frame(frames.Leave(room_id)))
+        self._outbox = [o for o in self._outbox if o.room_id != room_id]
+
+    def send(self, room_id: bytes, kind: int, body: bytes, now_ms: int) -> Message:
+        """Seal a message into the outbox; it leaves as soon as the room is joined."""
+        state = self.rooms.get(room_id)
+        if state is None:
+            raise UsageError("Join the room before sending to it.")
+        message = new_message(
+            self.device, self.name, kind, body, token_bytes=self._token_bytes, now_ms=now_ms
+        )
+        envelope = seal_envelope(state.keys, self.device, message, self._token_bytes(12))
+        outgoing = _Outgoing(room_id, message.message_id, envelope)
+        self._outbox.append(outgoing)
+        if self.connected and state.joined and not self.holding(room_id):
+            self._publish(outgoing)
+        return message
+
+    def send_text(self, room_id: bytes, text: str, now_ms: int) -> Message:
+        return self.send(room_id, Kind.TEXT, text.encode("utf-8"), now_ms)
+
+    def ping(self, token: int) -> None:
+        self._frames.append(frames.encode_frame(frames.Ping(token)))
+
+    # what the connection does
+
+    def connection_made(self) -> None:
+        self.connected = True
+        for room_id in self.rooms:
+            self._send_join(room_id)
+
+    def connection_lost(self) -> None:
+        self.connected = False
+        self._frames.clear()
+        for state in self.rooms.values():
+            if state.joined:
+                state.awaited_members = state.members
+            state.joined = False
+        for outgoing in self._outbox:
+            outgoing.ref = 0
+
+    def holding(self, room_id: bytes) -> bool:
+        """True while the outbox of ``room_id`` waits for members to come back."""
+        state = self.rooms.get(room_id)
+        return state is not None and state.joined and state.members < state.awaited_members
+
+    def release(self, room_id: bytes) -> None:
+        """Stop waiting for members of ``room_id`` (the caller's grace time is over)."""
+        state = self.rooms.get(room_id)
+        if state is not None:
+            state.awaited_members = 0
+            self._flush_room(room_id)
+
+    def resend_unacknowledged(self) -> None:
+        """Send again what the relay refused for the moment (it said: rate limited)."""
+        for room_id in self.rooms:
+            self._flush_room(room_id)
+
+    def receive(self, data: bytes, now_ms: int) -> None:
+        """Handle one frame from the relay. A frame that makes no sense raises FrameError."""
+        frame = frames.decode_frame(data)
+        match frame:
+            case frames.Deliver(room_id, envelope):
+                self._deliver(room_id, envelope, now_ms)
+            case frames.Ack(ref):
+                self._acknowledged(ref)
+            case frames.Challenge(room_id, challenge):
+                state = self.rooms.get(room_id)
+                if state is not None:
+                    signature = sign_join_proof(state.keys.signing_key, room_id, challenge)
+                    self._frames.append(frames.encode_frame(frames.Proof(room_id, signature)))
+            case frames.Joined(room_id, expires_at_ms, members):
+                state = self.rooms.get(room_id)
+                if state is not None:
+                    state.joined = True
+                    state.expires_at_ms = expires_at_ms
+                    state.members = members
+                    self._events.append(Joined(room_id, expires_at_ms, members))
+                    self._flush_room(room_id)
+            case frames.Presence(room_id, members):
+                state = self.rooms.get(room_id)
+                if state is not None:
+                    state.members = members
+                    self._events.append(PresenceChanged(room_id, members))
+                    self._flush_room(room_id)
+            case frames.Pong(token):
+                self._events.append(PongReceived(token))
+            case frames.Error(code, ref, room_id, reason):
+                self._refused(code, ref, room_id, reason)
+            case _:
+                raise FrameError(
+                    "The relay sent a frame only clients send.", ErrorCode.UNKNOWN_FRAME_TYPE
+                )
+
+    # inside
+
+    def _send_join(self, room_id: bytes) -> None:
+        state = self.rooms[room_id]
+        join = frames.Join(room_id, state.keys.public_key, state.expires_at_ms)
+        self._frames.append(frames.encode_frame(join))
+
+    def _flush_room(self, room_id: bytes) -> None:
+        state = self.rooms.get(room_id)
+        if state is None or not state.joined or not self.connected or self.holding(room_id):
+            return
+        state.awaited_members = 0
+        for outgoing in self._outbox:
+            if outgoing.room_id == room_id and outgoing.ref == 0:
+                self._publish(outgoing)
+
+    def _publish(self, outgoing: _Outgoing) -> None:
+        outgoing.ref = self._next_ref
+        self._next_ref = self._next_ref % MAX_REF + 1
+        publish = frames.Publish(outgoing.ref, outgoing.room_id, outgoing.envelope)
+        self._frames.append(frames.encode_frame(publish))
+
+    def _acknowledged(self, ref: int) -> None:
+        for index, outgoing in enumerate(self._outbox):
+            if outgoing.ref == ref:
+                del self._outbox[index]
+                self._events.append(Accepted(outgoing.room_id, outgoing.message_id))
+                return
+
+    def _deliver(self, room_id: bytes, envelope: bytes, now_ms: int) -> None:
+        state = self.rooms.get(room_id)
+        if state is None:
+            return
+        try:
+            message = open_envelope(state.keys, envelope)
+            self._replays.accept(message, now_ms)
+        except EnvelopeError as exc:
+            self._events.append(MessageRejected(room_id, type(exc).__name__))
+            return
+        known = state.names.get(message.sender_name)
+        key_changed = known is not None and known != message.sender_key
+        state.names[message.sender_name] = message.sender_key
+        self._events.append(
+            MessageReceived(room_id, message, fingerprint(message.sender_key), key_changed)
+        )
+
+    def _refused(self, code: int, ref: int, room_id: bytes, reason: str) -> None:
+        if ref:
+            for outgoing in self._outbox:
+                if outgoing.ref == ref:
+                    outgoing.ref = 0  # not taken: stays in the outbox
+        self._events.append(Refused(code, room_id, ref, reason))
+        if code == ErrorCode.ROOM_EXPIRED and room_id in self.rooms:
+            del self.rooms[room_id]
+            self._outbox = [o for o in self._outbox if o.room_id != room_id]
+            self._events.append(RoomExpired(room_id))
+        elif code in _FATAL_FOR_ROOM and room_id in self.rooms:
+            self.rooms[room_id].joined = False

@@ -1,0 +1,108 @@
+"""The relay's settings: every option is a flag and an INSTANTROOM_* environment variable."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Defaults fit a public relay on a small machine. Times are seconds."""
+
+    host: str = field(default="0.0.0.0", metadata={"help": "address to listen on"})  # noqa: S104
+    port: int = field(default=8080, metadata={"help": "TCP port (0 picks a free one)"})
+    max_frame_size: int = field(
+        default=70_000, metadata={"help": "largest frame accepted, in bytes; larger closes 1009"}
+    )
+    messages_per_second: float = field(
+        default=50.0, metadata={"help": "frames per second per connection (token bucket rate)"}
+    )
+    message_burst: int = field(
+        default=200, metadata={"help": "frames a connection may send at once (bucket size)"}
+    )
+    max_refusals: int = field(
+        default=500, metadata={"help": "refused frames in a row before a connection is closed"}
+    )
+    connections_per_address: int = field(
+        default=64, metadata={"help": "open connections from one client address"}
+    )
+    rooms_per_connection: int = field(default=32, metadata={"help": "rooms one connection joins"})
+    members_per_room: int = field(default=256, metadata={"help": "members of one room"})
+    handshake_timeout: float = field(
+        default=10.0, metadata={"help": "time to finish the WebSocket handshake and join a room"}
+    )
+    ping_interval: float = field(default=20.0, metadata={"help": "ping a quiet connection after"})
+    idle_timeout: float = field(
+        default=60.0, metadata={"help": "close a connection that sent nothing for this long"}
+    )
+    send_buffer: int = field(
+        default=1_048_576,
+        metadata={"help": "bytes queued to a reader before it is cut off as too slow"},
+    )
+    max_room_lifetime: float = field(
+        default=31 * 24 * 3600.0,
+        metadata={
+            "help": "longest room lifetime accepted; also the lifetime of rooms of unknown expiry"
+        },
+    )
+    origins: str = field(
+        default="",
+        metadata={"help": "comma-separated browser origins allowed (default: same origin only)"},
+    )
+    tls_cert: str = field(default="", metadata={"help": "PEM certificate chain: serve TLS"})
+    tls_key: str = field(default="", metadata={"help": "PEM private key for --tls-cert"})
+    log_ids: bool = field(
+        default=False, metadata={"help": "log room ids and client addresses (off: privacy)"}
+    )
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    trust_proxy: bool = field(
+        default=False,
+        metadata={"help": "take the client address from X-Forwarded-For (behind a proxy)"},
+    )
+    shutdown_grace: float = field(
+        default=3.0, metadata={"help": "seconds to let members hear the shutdown"}
+    )
+
+    @property
+    def origin_list(self) -> list[str]:
+        return [o.strip() for o in self.origins.split(",") if o.strip()]
+
+
+def env_name(name: str) -> str:
+    return "INSTANTROOM_" + name.upper()
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a yes/no value: {text!r}")
+
+
+def add_relay_options(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; each defaults to its environment variable, then the default."""
+    defaults = RelayConfig()
+    for spec in fields(RelayConfig):
+        flag = "--" + spec.name.replace("_", "-")
+        default: Any = getattr(defaults, spec.name)
+        env = env_name(spec.name)
+        raw = os.environ.get(env)
+        help_text = f"{spec.metadata['help']} [env {env}; default {default!r}]"
+        if isinstance(default, bool):
+            value = _parse_bool(raw) if raw is not None else default
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=value, help=help_text
+            )
+        else:
+            kind = type(default)
+            value = kind(raw) if raw is not None else default
+            parser.add_argument(flag, type=kind, default=value, help=help_text)
+
+
+def config_from_args(args: argparse.Namespace) -> RelayConfig:
+    return RelayConfig(**{spec.name: getattr(args, spec.name) for spec in fields(RelayConfig)})

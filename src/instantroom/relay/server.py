@@ -1,0 +1,721 @@
+"""The relay: WebSocket connections in, ciphertext fanned out, nothing kept.
+
+Each connection is an ``asyncio.Protocol`` around websockets' sans-I/O ``ServerProtocol``
+(HTTP handshake and WebSocket framing come from the library). The hot path:
+
+    PUBLISH in -> look up the room by its 32 id bytes -> DELIVER = 0x11 || frame[5:]
+    -> one WebSocket frame encoded once -> appended to each member's out buffer
+
+Out buffers are flushed once per event-loop pass, so a member that is sent several
+frames in one pass gets them in one write, and a lone frame waits for nothing. A member
+whose kernel buffer passes ``send_buffer`` is cut off: it never stalls its room.
+
+The relay imports the frame codec and the join proof check, never a key derivation or
+an envelope: it cannot decrypt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import http
+import json
+import logging
+import secrets
+import signal
+import ssl
+import time
+from collections import Counter
+from importlib import resources
+from typing import Any
+
+from websockets.datastructures import Headers
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.typing import Origin, Subprotocol
+
+from instantroom import __version__
+from instantroom.protocol import frames
+from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode, FrameType
+from instantroom.protocol.errors import FrameError, JoinProofError
+from instantroom.protocol.join import verify_join_proof
+
+from .config import RelayConfig
+from .hub import Hub, MemoryHub
+from .logs import Redactor, log_event
+from .metrics import RelayMetrics, render_metrics
+
+WEBSOCKET_PATH = "/ws"
+_PUBLISH = FrameType.PUBLISH
+_ACK = bytes([FrameType.ACK])
+_DELIVER = bytes([FrameType.DELIVER])
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".webmanifest": "application/manifest+json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".txt": "text/plain; charset=utf-8",
+}
+_SECURITY_HEADERS = [
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        "media-src 'self' blob:; connect-src 'self' ws: wss: http: https:; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-cache"),
+]
+# websockets logs every connection at INFO with no way to hide addresses; keep it quiet.
+_ws_logger = logging.getLogger("instantroom.relay.websockets")
+_ws_logger.setLevel(logging.WARNING)
+
+
+def encode_wire(frame: bytes) -> bytes:
+    """One unmasked binary WebSocket frame: the same bytes for every recipient."""
+    return Frame(Opcode.BINARY, frame).serialize(mask=False)
+
+
+def _error_wire(
+    code: ErrorCode, reason: str, ref: int = 0, room_id: bytes = frames.NO_ROOM
+) -> bytes:
+    return encode_wire(frames.encode_frame(frames.Error(code, ref, room_id, reason)))
+
+
+class RoomRefused(Exception):
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Room:
+    __slots__ = ("expires_at_ms", "members", "room_id")
+
+    def __init__(self, room_id: bytes, expires_at_ms: int) -> None:
+        self.room_id = room_id
+        self.expires_at_ms = expires_at_ms
+        self.members: set[RelayConnection] = set()
+
+
+class TokenBucket:
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
+
+
+class RelayConnection(asyncio.Protocol):
+    """One client connection: handshake, then frames."""
+
+    __slots__ = (
+        "address",
+        "bucket",
+        "closing",
+        "dirty",
+        "fragments",
+        "last_seen",
+        "opened_at",
+        "out",
+        "pending",
+        "ping_sent",
+        "refusals",
+        "relay",
+        "rooms",
+        "transport",
+        "ws",
+    )
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.transport: asyncio.Transport | None = None
+        self.ws = ServerProtocol(
+            subprotocols=[Subprotocol(SUBPROTOCOL)],
+            max_size=relay.config.max_frame_size,
+            logger=_ws_logger,
+        )
+        self.address = ""
+        self.out: list[bytes] = []
+        self.dirty = False
+        self.closing = False
+        self.rooms: dict[bytes, Room] = {}
+        self.pending: dict[bytes, tuple[bytes, int, bytes]] = {}
+        self.fragments: list[bytes] | None = None
+        now = relay.now()
+        self.opened_at = now
+        self.last_seen = now
+        self.ping_sent = False
+        self.refusals = 0
+        self.bucket = TokenBucket(relay.config.messages_per_second, relay.config.message_burst, now)
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=self.relay.config.send_buffer)
+        peer = transport.get_extra_info("peername")
+        self.address = str(peer[0]) if peer else "unknown"
+        self.relay.connection_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        relay = self.relay
+        self.last_seen = relay.now()
+        self.ping_sent = False
+        relay.metrics.bytes_in += len(data)
+        ws = self.ws
+        ws.receive_data(data)
+        for event in ws.events_received():
+            if isinstance(event, Frame):
+                self._frame_received(event)
+            elif isinstance(event, Request):
+                self._request_received(event)
+            if self.transport is None:
+                return
+        self._pull_protocol_writes()
+
+    def eof_received(self) -> bool | None:
+        self.ws.receive_eof()
+        self._pull_protocol_writes()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.closing = True
+        self.out.clear()
+        self.relay.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self.drop("too_slow")
+
+    # sending
+
+    def push(self, wire: bytes) -> None:
+        """Queue one encoded WebSocket frame; it leaves with this pass's flush."""
+        if self.closing:
+            return
+        self.out.append(wire)
+        if not self.dirty:
+            self.dirty = True
+            self.relay.mark_dirty(self)
+
+    def flush(self) -> None:
+        self.dirty = False
+        out = self.out
+        transport = self.transport
+        if not out or transport is None:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self.relay.metrics.frames_out += len(out)
+        self.relay.metrics.bytes_out += len(data)
+        out.clear()
+        transport.write(data)
+        if self.closing and self.transport is not None:
+            self.transport.close()
+
+    def _pull_protocol_writes(self) -> None:
+        for chunk in self.ws.data_to_send():
+            if chunk:
+                self.out.append(chunk)
+            else:  # websockets asks for EOF: finish what is queued, then close
+                self.closing = True
+        if self.ws.state is State.CLOSED or self.ws.close_expected():
+            self.closing = True
+        if (self.out or self.closing) and not self.dirty:
+            self.dirty = True
+            self.relay.mark_dirty(self)
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """Say goodbye with a close frame, then hang up once it is written."""
+        if self.closing or self.transport is None:
+            return
+        self.relay.metrics.disconnects[code.name.lower()] += 1
+        if self.ws.state is State.OPEN:
+            self.ws.send_close(code, reason)
+        self._pull_protocol_writes()
+        self.closing = True
+        self.relay.leave_all(self)
+
+    def drop(self, reason: str) -> None:
+        """Hang up at once, with no goodbye: for readers too slow to hear one."""
+        if self.transport is None:
+            return
+        self.relay.metrics.disconnects[reason] += 1
+        log_event(
+            "connection.dropped", reason=reason, address=self.relay.redact.address(self.address)
+        )
+        self.closing = True
+        self.out.clear()
+        self.relay.leave_all(self)
+        self.transport.abort()
+
+    # HTTP
+
+    def _request_received(self, request: Request) -> None:
+        relay = self.relay
+        if relay.config.trust_proxy:
+            forwarded = request.headers.get("X-Forwarded-For", "")
+            if forwarded:
+                self.address = forwarded.split(",")[-1].strip()
+                if not relay.claim_address(self, late=True):
+                    return
+        path = request.path.split("?", 1)[0]
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if path == WEBSOCKET_PATH and upgrade:
+            self._accept_websocket(request)
+            return
+        self.ws.send_response(relay.http_response(self.ws, path))
+
+    def _accept_websocket(self, request: Request) -> None:
+        ws = self.ws
+        relay = self.relay
+        allowed = relay.config.origin_list
+        host = request.headers.get("Host", "")
+        ws.origins = (
+            [None, *(Origin(o) for o in allowed)]
+            if allowed
+            else [
+                None,
+                Origin(f"http://{host}"),
+                Origin(f"https://{host}"),
+            ]
+        )
+        response = ws.accept(request)
+        if response.status_code == 101 and ws.subprotocol is None:
+            response = ws.reject(400, f"Speak the {SUBPROTOCOL} subprotocol.\n")
+        if response.status_code != 101:
+            reason = (
+                "origin"
+                if ws.handshake_exc and "origin" in str(ws.handshake_exc).lower()
+                else "handshake"
+            )
+            relay.metrics.rejections[reason] += 1
+        ws.send_response(response)
+
+    # frames
+
+    def _frame_received(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.BINARY:
+            if frame.fin:
+                self._message_received(bytes(frame.data))
+            else:
+                self.fragments = [bytes(frame.data)]
+        elif opcode is Opcode.CONT and self.fragments is not None:
+            self.fragments.append(bytes(frame.data))
+            if frame.fin:
+                data = b"".join(self.fragments)
+                self.fragments = None
+                self._message_received(data)
+        elif opcode is Opcode.TEXT:
+            self.relay.metrics.rejections["text_frame"] += 1
+            self.close(CloseCode.POLICY_VIOLATION, "binary frames only")
+        # CLOSE, PING and PONG are answered by websockets itself.
+
+    def _refuse(
+        self, code: ErrorCode, reason: str, ref: int = 0, room_id: bytes = frames.NO_ROOM
+    ) -> None:
+        relay = self.relay
+        relay.metrics.rejections[code.name.lower()] += 1
+        self.refusals += 1
+        if self.refusals > relay.config.max_refusals:
+            self.close(CloseCode.POLICY_VIOLATION, "too many refused frames")
+            return
+        self.push(_error_wire(code, reason, ref, room_id))
+
+    def _message_received(self, data: bytes) -> None:
+        relay = self.relay
+        relay.metrics.frames_in += 1
+        if self.closing:
+            return
+        is_publish = data[:1] == b"\x10"
+        if not self.bucket.take(relay.now()):
+            ref = int.from_bytes(data[1:5]) if is_publish and len(data) >= 5 else 0
+            self._refuse(ErrorCode.RATE_LIMITED, "Too many frames: slow down.", ref)
+            return
+        if is_publish and len(data) > frames.PUBLISH_HEADER_SIZE:
+            # The hot path: no decode, one slice, one encoding for all members.
+            room = self.rooms.get(data[5:37])
+            if room is None:
+                self._refuse(
+                    ErrorCode.NOT_JOINED, "Join the room first.", int.from_bytes(data[1:5])
+                )
+                return
+            self.refusals = 0
+            relay.fan_out(room, self, encode_wire(_DELIVER + data[5:]))
+            self.push(encode_wire(_ACK + data[1:5]))
+            return
+        try:
+            frame = frames.decode_frame(data)
+        except FrameError as exc:
+            self._refuse(ErrorCode(exc.code), str(exc))
+            return
+        match frame:
+            case frames.Join():
+                self._join(frame)
+            case frames.Proof():
+                self._prove(frame)
+            case frames.Leave():
+                if frame.room_id in self.rooms:
+                    relay.leave(self, frame.room_id)
+                self.pending.pop(frame.room_id, None)
+            case frames.Ping():
+                self.push(encode_wire(frames.encode_frame(frames.Pong(frame.token))))
+            case _:
+                self._refuse(ErrorCode.UNKNOWN_FRAME_TYPE, "Clients do not send this frame type.")
+                return
+        if not self.closing:
+            self.refusals = 0
+
+    def _join(self, frame: frames.Join) -> None:
+        room_id = frame.room_id
+        if room_id in self.rooms:
+            self._refuse(ErrorCode.ALREADY_JOINED, "Already in this room.", room_id=room_id)
+            return
+        if room_id not in self.pending and (
+            len(self.rooms) + len(self.pending) >= self.relay.config.rooms_per_connection
+        ):
+            self._refuse(
+                ErrorCode.TOO_MANY_ROOMS, "Too many rooms on one connection.", room_id=room_id
+            )
+            return
+        challenge = secrets.token_bytes(32)
+        self.pending[room_id] = (frame.room_public_key, frame.expires_at_ms, challenge)
+        self.push(encode_wire(frames.encode_frame(frames.Challenge(room_id, challenge))))
+
+    def _prove(self, frame: frames.Proof) -> None:
+        room_id = frame.room_id
+        pending = self.pending.pop(room_id, None)  # a challenge is good once
+        if pending is None:
+            self._refuse(
+                ErrorCode.NO_CHALLENGE,
+                "Send JOIN first, then a proof for its challenge.",
+                room_id=room_id,
+            )
+            return
+        public_key, expires_at_ms, challenge = pending
+        try:
+            verify_join_proof(public_key, room_id, challenge, frame.signature)
+        except JoinProofError:
+            self._refuse(ErrorCode.PROOF_FAILED, "The join proof does not verify.", room_id=room_id)
+            return
+        try:
+            self.relay.admit(self, room_id, expires_at_ms)
+        except RoomRefused as exc:
+            self._refuse(exc.code, exc.reason, room_id=room_id)
+
+
+class Relay:
+    """Rooms, connections and limits of one relay process."""
+
+    def __init__(self, config: RelayConfig, hub: Hub | None = None) -> None:
+        self.config = config
+        self.hub: Hub = hub or MemoryHub()
+        self.metrics = RelayMetrics()
+        self.redact = Redactor(config.log_ids)
+        self.rooms: dict[bytes, Room] = {}
+        # Room facts: the expiry of every room seen, kept past its members until it passes.
+        self.expiries: dict[bytes, int] = {}
+        self._expiry_heap: list[tuple[int, bytes]] = []
+        self.connections: set[RelayConnection] = set()
+        self.per_address: Counter[str] = Counter()
+        self._dirty: list[RelayConnection] = []
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._all_closed: asyncio.Event | None = None
+        self._static = self._load_static()
+        self.port = 0
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+    @staticmethod
+    def now_ms() -> int:
+        return time.time_ns() // 1_000_000
+
+    # lifecycle
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        await self.hub.start(self._remote_delivery)
+        context = None
+        if self.config.tls_cert:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.config.tls_cert, self.config.tls_key or None)
+        self._server = await loop.create_server(
+            lambda: RelayConnection(self),
+            self.config.host,
+            self.config.port,
+            ssl=context,
+            reuse_address=True,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._sweeper = loop.call_later(1.0, self._sweep)
+        log_event("relay.started", version=__version__, port=self.port, tls=bool(context))
+
+    async def shutdown(self) -> None:
+        """Stop accepting, tell every member to reconnect elsewhere or later, then stop."""
+        if self._server is None:
+            return
+        self._server.close()
+        for conn in list(self.connections):
+            conn.close(CloseCode.SERVICE_RESTART, "relay restarting: reconnect")
+        self._flush()
+        if self.connections:
+            self._all_closed = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_closed.wait(), self.config.shutdown_grace)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if self._sweeper:
+            self._sweeper.cancel()
+        await self.hub.close()
+        self._server = None
+        log_event("relay.stopped")
+
+    async def run_until_signal(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log_event("relay.stopping")
+        await self.shutdown()
+
+    # connections
+
+    def connection_opened(self, conn: RelayConnection) -> None:
+        self.connections.add(conn)
+        self.metrics.connections_total += 1
+        if not self.config.trust_proxy:
+            self.claim_address(conn, late=False)
+
+    def claim_address(self, conn: RelayConnection, late: bool) -> bool:
+        if self.per_address[conn.address] >= self.config.connections_per_address:
+            self.metrics.rejections["too_many_connections"] += 1
+            response = conn.ws.reject(429, "Too many connections from your address.\n")
+            conn.ws.send_response(response)
+            conn._pull_protocol_writes()
+            conn.address = ""
+            return False
+        self.per_address[conn.address] += 1
+        return True
+
+    def connection_closed(self, conn: RelayConnection) -> None:
+        self.connections.discard(conn)
+        if conn.address:
+            self.per_address[conn.address] -= 1
+            if self.per_address[conn.address] <= 0:
+                del self.per_address[conn.address]
+        self.leave_all(conn)
+        if self._all_closed is not None and not self.connections:
+            self._all_closed.set()
+
+    def mark_dirty(self, conn: RelayConnection) -> None:
+        self._dirty.append(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
+
+    # rooms
+
+    def admit(self, conn: RelayConnection, room_id: bytes, requested_ms: int) -> None:
+        now_ms = self.now_ms()
+        longest_ms = now_ms + int(self.config.max_room_lifetime * 1000)
+        expires = self.expiries.get(room_id)
+        if expires is None:
+            if requested_ms > longest_ms:
+                raise RoomRefused(ErrorCode.EXPIRY_TOO_FAR, "This relay keeps rooms for less time.")
+            expires = requested_ms or longest_ms
+            if expires > now_ms:
+                self.expiries[room_id] = expires
+                heapq.heappush(self._expiry_heap, (expires, room_id))
+        if expires <= now_ms:
+            raise RoomRefused(ErrorCode.ROOM_EXPIRED, "This room has expired.")
+        room = self.rooms.get(room_id)
+        if room is None:
+            room = self.rooms[room_id] = Room(room_id, expires)
+            self.hub.room_opened(room_id)
+        elif len(room.members) >= self.config.members_per_room:
+            raise RoomRefused(ErrorCode.ROOM_FULL, "This room is full.")
+        room.members.add(conn)
+        conn.rooms[room_id] = room
+        count = len(room.members)
+        conn.push(encode_wire(frames.encode_frame(frames.Joined(room_id, expires, count))))
+        self._presence(room, exclude=conn)
+
+    def leave(self, conn: RelayConnection, room_id: bytes) -> None:
+        room = conn.rooms.pop(room_id, None)
+        if room is None:
+            return
+        room.members.discard(conn)
+        if room.members:
+            self._presence(room)
+        else:
+            del self.rooms[room_id]
+            self.hub.room_closed(room_id)
+
+    def leave_all(self, conn: RelayConnection) -> None:
+        for room_id in list(conn.rooms):
+            self.leave(conn, room_id)
+        conn.pending.clear()
+
+    def _presence(self, room: Room, exclude: RelayConnection | None = None) -> None:
+        wire = encode_wire(frames.encode_frame(frames.Presence(room.room_id, len(room.members))))
+        for member in room.members:
+            if member is not exclude:
+                member.push(wire)
+
+    def fan_out(self, room: Room, sender: RelayConnection | None, wire: bytes) -> None:
+        members = room.members
+        for member in members:
+            if member is not sender:
+                member.push(wire)
+        self.metrics.messages_delivered += len(members) - (sender is not None)
+        if sender is not None:
+            self.hub.publish(room.room_id, wire)
+
+    def _remote_delivery(self, room_id: bytes, wire: bytes) -> None:
+        room = self.rooms.get(room_id)
+        if room is not None:
+            self.fan_out(room, None, wire)
+
+    def _expire_rooms(self, now_ms: int) -> None:
+        heap = self._expiry_heap
+        while heap and heap[0][0] <= now_ms:
+            expires, room_id = heapq.heappop(heap)
+            if self.expiries.get(room_id) != expires:
+                continue
+            # Keep the fact a while so that the room cannot be opened again at once.
+            tombstone = expires + int(self.config.max_room_lifetime * 1000)
+            if tombstone > now_ms:
+                heapq.heappush(heap, (tombstone, room_id))
+                self.expiries[room_id] = -tombstone
+            room = self.rooms.get(room_id)
+            if room is None:
+                continue
+            wire = _error_wire(ErrorCode.ROOM_EXPIRED, "This room has expired.", room_id=room_id)
+            for member in list(room.members):
+                member.push(wire)
+                self.leave(member, room_id)
+            log_event("room.expired", room=self.redact.room(room_id))
+        # Tombstones are stored negated so the heap can tell them from live expiries.
+        while heap and -self.expiries.get(heap[0][1], 0) == heap[0][0] and heap[0][0] <= now_ms:
+            del self.expiries[heapq.heappop(heap)[1]]
+
+    def _sweep(self) -> None:
+        """Once a second: expiries, handshake deadlines, idle pings and timeouts."""
+        assert self._loop is not None
+        self._sweeper = self._loop.call_later(1.0, self._sweep)
+        self._expire_rooms(self.now_ms())
+        now = self.now()
+        config = self.config
+        for conn in list(self.connections):
+            if conn.closing:
+                continue
+            if not conn.rooms and now - conn.opened_at > config.handshake_timeout:
+                self.metrics.rejections["handshake_timeout"] += 1
+                if conn.ws.state is State.OPEN:
+                    conn.close(CloseCode.HANDSHAKE_TIMEOUT, "join a room sooner")
+                else:
+                    conn.drop("handshake_timeout")
+                continue
+            quiet = now - conn.last_seen
+            if quiet > config.idle_timeout:
+                conn.close(CloseCode.IDLE_TIMEOUT, "idle")
+            elif (
+                quiet > config.ping_interval and not conn.ping_sent and conn.ws.state is State.OPEN
+            ):
+                conn.ping_sent = True
+                conn.ws.send_ping(secrets.token_bytes(4))
+                conn._pull_protocol_writes()
+
+    # HTTP
+
+    @staticmethod
+    def _load_static() -> dict[str, tuple[bytes, str]]:
+        files: dict[str, tuple[bytes, str]] = {}
+        root = resources.files("instantroom.relay") / "static"
+
+        def walk(node: Any, prefix: str) -> None:
+            for child in node.iterdir():
+                name = f"{prefix}/{child.name}"
+                if child.is_dir():
+                    walk(child, name)
+                else:
+                    suffix = "." + child.name.rsplit(".", 1)[-1]
+                    files[name] = (
+                        child.read_bytes(),
+                        _CONTENT_TYPES.get(suffix, "application/octet-stream"),
+                    )
+
+        walk(root, "")
+        if "/index.html" in files:
+            files["/"] = files["/index.html"]
+        return files
+
+    def gauges(self) -> dict[str, float]:
+        return {
+            "connections_open": len(self.connections),
+            "rooms_open": len(self.rooms),
+            "room_members": sum(len(r.members) for r in self.rooms.values()),
+            "backplane_healthy": 1.0 if self.hub.healthy else 0.0,
+        }
+
+    def http_response(self, ws: ServerProtocol, path: str) -> Response:
+        if path == "/healthz":
+            status = "ok" if self.hub.healthy else "degraded"
+            body = json.dumps({"status": status, "version": __version__}).encode()
+            return self._response(200, body, "application/json")
+        if path == "/metrics":
+            body = render_metrics(self.metrics, self.gauges)
+            return self._response(200, body, "text/plain; version=0.0.4; charset=utf-8")
+        found = self._static.get(path)
+        if found is None:
+            return self._response(404, b"Not found.\n", "text/plain; charset=utf-8")
+        return self._response(200, found[0], found[1])
+
+    @staticmethod
+    def _response(status: int, body: bytes, content_type: str) -> Response:
+        headers = Headers(
+            [
+                ("Content-Type", content_type),
+                ("Content-Length", str(len(body))),
+                ("Connection", "close"),
+                *_SECURITY_HEADERS,
+            ]
+        )
+        return Response(status, http.HTTPStatus(status).phrase, headers, body)
