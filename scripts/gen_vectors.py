@@ -94,8 +94,10 @@ def envelopes() -> list[dict[str, Any]]:
         ("text-unicode-name", KEY_A, DEVICE_B, "Zoë 🦊", Kind.TEXT, "ça va ?".encode()),
         ("join-empty-body", KEY_B, DEVICE_A, "alice", Kind.JOIN, b""),
         ("text-second-bucket", KEY_B, DEVICE_B, "bob", Kind.TEXT, b"x" * 300),
-        ("text-fits-first-bucket", KEY_A, DEVICE_A, "a", Kind.TEXT, b"y" * 65),
-        ("text-spills-to-second-bucket", KEY_A, DEVICE_A, "a", Kind.TEXT, b"y" * 66),
+        # head 58 + name 1 + body length 4 + body 128 + signature 64 = 255: with the
+        # 0x80 byte it fills 256 exactly; one more byte of body spills into 1024.
+        ("text-fits-first-bucket", KEY_A, DEVICE_A, "a", Kind.TEXT, b"y" * 128),
+        ("text-spills-to-second-bucket", KEY_A, DEVICE_A, "a", Kind.TEXT, b"y" * 129),
     ]
     out = []
     for number, (name, key, device, sender, kind, body) in enumerate(cases):
@@ -253,15 +255,16 @@ def minikey_errors() -> list[dict[str, Any]]:
         "zero": "S0c56bnXQiBjk9mqSYE7ykVQ7NzrRy",
         "wrong-prefix": "T6c56bnXQiBjk9mqSYE7ykVQ7NzrRy",
         "grouped-ok": "S6c56 bnXQi-Bjk9m qSYE7 ykVQ7 NzrRy ",
+        "other-separators": "\tS6c56_bnXQi.Bjk9m\u00a0qSYE7\u2013ykVQ7\u2014NzrRy\n",
     }
     out = []
     for name, text in cases.items():
         try:
-            parse_minikey(text)
+            parsed: str | None = parse_minikey(text)
             error = None
         except Exception as exc:
-            error = type(exc).__name__
-        out.append({"id": name, "input": text, "error": error})
+            parsed, error = None, type(exc).__name__
+        out.append({"id": name, "input": text, "key": parsed, "error": error})
     return out
 
 

@@ -84,13 +84,18 @@ def new_message(
 
 
 def _signed_part(message: Message) -> bytes:
-    name = message.sender_name.encode("utf-8")
+    try:
+        name = message.sender_name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UsageError("A name must be encodable as UTF-8.") from exc
     if len(name) > MAX_NAME_BYTES:
         raise UsageError(f"A name is at most {MAX_NAME_BYTES} bytes of UTF-8.")
     if len(message.body) > MAX_BODY_BYTES:
         raise UsageError(f"A message body is at most {MAX_BODY_BYTES} bytes.")
     if len(message.message_id) != MESSAGE_ID_SIZE or not 0 <= message.kind <= 255:
         raise UsageError("A message id is 16 bytes and a kind fits in one byte.")
+    if not 0 <= message.timestamp_ms < 2**64 or len(message.sender_key) != 32:
+        raise UsageError("A timestamp fits in 64 bits and a device key is 32 bytes.")
     head = _HEAD.pack(
         message.message_id, message.timestamp_ms, message.kind, message.sender_key, len(name)
     )
@@ -167,12 +172,16 @@ def _parse_inner(inner: bytes) -> tuple[Message, bytes, bytes]:
         raise MalformedEnvelope("The message is too short.")
     message_id, timestamp_ms, kind, sender_key, name_length = _HEAD.unpack_from(inner)
     offset = _HEAD.size
+    if name_length > MAX_NAME_BYTES:
+        raise MalformedEnvelope("The sender's name is longer than allowed.")
     name_bytes = inner[offset : offset + name_length]
     offset += name_length
     if len(name_bytes) != name_length or len(inner) < offset + _BODY_LENGTH.size:
         raise MalformedEnvelope("The message's name field is cut short.")
     (body_length,) = _BODY_LENGTH.unpack_from(inner, offset)
     offset += _BODY_LENGTH.size
+    if body_length > MAX_BODY_BYTES:
+        raise MalformedEnvelope("The message body is longer than allowed.")
     if len(inner) != offset + body_length + SIGNATURE_SIZE:
         raise MalformedEnvelope("The message's body length does not match.")
     body = inner[offset : offset + body_length]
@@ -214,7 +223,11 @@ class ReplayFilter:
         if message.timestamp_ms < oldest or message.timestamp_ms > now_ms + self.max_future_ms:
             raise StaleMessage("The message's time is too far from the present.")
         while self._by_time and self._by_time[0][0] < now_ms - self.max_age_ms:
-            self._seen.discard(heapq.heappop(self._by_time)[1])
+            # The floor rises with what is forgotten: a clock that steps back cannot
+            # bring a forgotten message back inside the window.
+            timestamp, forgotten = heapq.heappop(self._by_time)
+            self._seen.discard(forgotten)
+            self._floor_ms = max(self._floor_ms, timestamp)
         if message.message_id in self._seen:
             raise ReplayedMessage("This message was already received.")
         if len(self._by_time) >= self.capacity:

@@ -176,7 +176,10 @@ def _encode(frame: Frame) -> bytes:
         case Pong(token):
             return bytes([FrameType.PONG]) + _TOKEN.pack(token)
         case Error(code, ref, room_id, reason):
-            text = reason.encode("utf-8")
+            try:
+                text = reason.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise UsageError("An error reason must be encodable as UTF-8.") from exc
             if len(text) > MAX_REASON_BYTES:
                 raise UsageError(f"An error reason is at most {MAX_REASON_BYTES} bytes.")
             head = _ERROR.pack(code, ref, _exact(room_id, ROOM_ID_SIZE))
@@ -217,6 +220,8 @@ def decode_frame(data: bytes) -> Frame:
         head = 1 + (4 if kind == FrameType.PUBLISH else 0) + ROOM_ID_SIZE
         if len(data) <= head:
             raise FrameError("A message frame without a message.", ErrorCode.MALFORMED_FRAME)
+        if len(data) - head > MAX_ENVELOPE_SIZE:
+            raise FrameError("The envelope is larger than any can be.", ErrorCode.FRAME_TOO_LARGE)
         if kind == FrameType.PUBLISH:
             ref, room_id = _PUBLISH.unpack_from(data, 1)
             return Publish(ref, room_id, data[head:])
@@ -225,6 +230,8 @@ def decode_frame(data: bytes) -> Frame:
         if len(data) < 1 + _ERROR.size:
             raise FrameError("An ERROR frame is cut short.", ErrorCode.MALFORMED_FRAME)
         code, ref, room_id = _ERROR.unpack_from(data, 1)
+        if len(data) - 1 - _ERROR.size > MAX_REASON_BYTES:
+            raise FrameError("An ERROR reason is too long.", ErrorCode.MALFORMED_FRAME)
         try:
             reason = data[1 + _ERROR.size :].decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -46,8 +46,11 @@ def make_minikey(randbelow: Callable[[int], int]) -> str:
 def parse_minikey(text: str) -> str:
     """Return the key in ``text``, ignoring surrounding and grouping spaces and dashes.
 
-    Raises a ``MiniKeyError`` subclass naming what is wrong, checked in this order:
-    length, characters, the leading S, then the typo check.
+    Separators are dropped anywhere in the text: spaces, tabs, line breaks, ``-``,
+    ``_``, ``.``, no-break spaces and en or em dashes. Raises a ``MiniKeyError``
+    subclass naming what is wrong, checked in this order: length, characters, the
+    leading S, then the typo check. A message may quote a character that is not
+    base58: such a character cannot be part of any key, so it reveals nothing.
     """
     key = text.translate(_SEPARATORS)
     if len(key) != MINIKEY_LENGTH:
