@@ -256,6 +256,7 @@ def minikey_errors() -> list[dict[str, Any]]:
         "wrong-prefix": "T6c56bnXQiBjk9mqSYE7ykVQ7NzrRy",
         "grouped-ok": "S6c56 bnXQi-Bjk9m qSYE7 ykVQ7 NzrRy ",
         "other-separators": "\tS6c56_bnXQi.Bjk9m\u00a0qSYE7\u2013ykVQ7\u2014NzrRy\n",
+        "thin-and-zero-width-spaces": "S6c56\u2009bnXQi\u202fBjk9m\u200bqSYE7 ykVQ7 NzrRy",
     }
     out = []
     for name, text in cases.items():

@@ -26,7 +26,7 @@ def _key_new(args: argparse.Namespace) -> int:
 
 def _key_check(args: argparse.Namespace) -> int:
     try:
-        parse_minikey(args.key)
+        parse_minikey(" ".join(args.key))
     except MiniKeyError as exc:
         print(f"instantroom: {exc}", file=sys.stderr)
         return 1
@@ -36,7 +36,7 @@ def _key_check(args: argparse.Namespace) -> int:
 
 def _key_show(args: argparse.Namespace) -> int:
     try:
-        key = parse_minikey(args.key)
+        key = parse_minikey(" ".join(args.key))
     except MiniKeyError as exc:
         print(f"instantroom: {exc}", file=sys.stderr)
         return 1
@@ -61,7 +61,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     setup_logging(config.log_level)
-    asyncio.run(Relay(config).run_until_signal())
+    import uvloop
+
+    uvloop.run(Relay(config).run_until_signal())
     return 0
 
 
@@ -173,10 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     key_commands = key.add_subparsers(dest="key_command", required=True, metavar="ACTION")
     key_commands.add_parser("new", help="print a fresh room key").set_defaults(run=_key_new)
     check = key_commands.add_parser("check", help="exit 0 if KEY is well-formed, else say why")
-    check.add_argument("key", metavar="KEY")
+    check.add_argument("key", metavar="KEY", nargs="+", help="the key; spaces allowed")
     check.set_defaults(run=_key_check)
     show = key_commands.add_parser("show", help="show KEY grouped, spelled out, and its room id")
-    show.add_argument("key", metavar="KEY")
+    show.add_argument("key", metavar="KEY", nargs="+", help="the key; spaces allowed")
     show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(run=_key_show)
     serve = commands.add_parser(

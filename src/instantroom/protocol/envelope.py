@@ -96,6 +96,11 @@ def _signed_part(message: Message) -> bytes:
         raise UsageError("A message id is 16 bytes and a kind fits in one byte.")
     if not 0 <= message.timestamp_ms < 2**64 or len(message.sender_key) != 32:
         raise UsageError("A timestamp fits in 64 bits and a device key is 32 bytes.")
+    if message.kind == Kind.TEXT:
+        try:
+            message.body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError("A text message's body must be UTF-8.") from exc
     head = _HEAD.pack(
         message.message_id, message.timestamp_ms, message.kind, message.sender_key, len(name)
     )

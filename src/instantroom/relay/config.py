@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from instantroom.protocol.frames import MAX_FRAME_SIZE
+
 
 @dataclass(frozen=True)
 class RelayConfig:
@@ -15,7 +17,8 @@ class RelayConfig:
     host: str = field(default="0.0.0.0", metadata={"help": "address to listen on"})  # noqa: S104
     port: int = field(default=8080, metadata={"help": "TCP port (0 picks a free one)"})
     max_frame_size: int = field(
-        default=70_000, metadata={"help": "largest frame accepted, in bytes; larger closes 1009"}
+        default=MAX_FRAME_SIZE,
+        metadata={"help": "largest frame accepted, in bytes; larger closes 1009"},
     )
     messages_per_second: float = field(
         default=50.0, metadata={"help": "frames per second per connection (token bucket rate)"}

@@ -28,7 +28,7 @@ import ssl
 import time
 from collections import Counter
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from websockets.datastructures import Headers
 from websockets.frames import Frame, Opcode
@@ -49,6 +49,8 @@ from .logs import Redactor, log_event
 from .metrics import RelayMetrics, render_metrics
 
 WEBSOCKET_PATH = "/ws"
+CLOSE_TIMEOUT = 2.0  # seconds a peer has to answer our close frame or EOF
+ACK_DELAY = 0.005  # seconds an ACK may wait for company
 _PUBLISH = FrameType.PUBLISH
 _ACK = bytes([FrameType.ACK])
 _DELIVER = bytes([FrameType.DELIVER])
@@ -129,11 +131,14 @@ class RelayConnection(asyncio.Protocol):
     """One client connection: handshake, then frames."""
 
     __slots__ = (
+        "acks_waiting",
         "address",
         "bucket",
         "closing",
+        "closing_since",
         "dirty",
         "fragments",
+        "hangup",
         "last_seen",
         "opened_at",
         "out",
@@ -157,7 +162,10 @@ class RelayConnection(asyncio.Protocol):
         self.address = ""
         self.out: list[bytes] = []
         self.dirty = False
+        self.acks_waiting = False
         self.closing = False
+        self.closing_since = 0.0  # set by the sweeper: when it first saw us closing
+        self.hangup = False  # send EOF after the queued bytes
         self.rooms: dict[bytes, Room] = {}
         self.pending: dict[bytes, tuple[bytes, int, bytes]] = {}
         self.fragments: list[bytes] | None = None
@@ -171,8 +179,8 @@ class RelayConnection(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=self.relay.config.send_buffer)
         peer = transport.get_extra_info("peername")
         self.address = str(peer[0]) if peer else "unknown"
@@ -219,26 +227,54 @@ class RelayConnection(asyncio.Protocol):
             self.dirty = True
             self.relay.mark_dirty(self)
 
+    def push_ack(self, wire: bytes) -> None:
+        """Queue an ACK. It leaves with the next frame to this member, or within
+        ``ACK_DELAY``: a sender's ACKs then share writes instead of costing one each."""
+        if self.closing:
+            return
+        self.out.append(wire)
+        if not self.dirty and not self.acks_waiting:
+            self.acks_waiting = True
+            self.relay.ack_later(self)
+
     def flush(self) -> None:
         self.dirty = False
         out = self.out
         transport = self.transport
-        if not out or transport is None:
+        if transport is None:
             return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        self.relay.metrics.frames_out += len(out)
-        self.relay.metrics.bytes_out += len(data)
-        out.clear()
-        transport.write(data)
-        if self.closing and self.transport is not None:
-            self.transport.close()
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            self.relay.metrics.frames_out += len(out)
+            self.relay.metrics.bytes_out += len(data)
+            out.clear()
+            transport.write(data)
+        if self.hangup:
+            self.hangup = False
+            self._hang_up(transport)
+
+    @staticmethod
+    def _hang_up(transport: asyncio.Transport) -> None:
+        """Send EOF after the queued bytes, and keep reading until the peer closes too.
+
+        Closing a socket that still has unread input resets the connection, and the
+        peer may then lose the close frame or HTTP response just written. The peer's
+        EOF closes the transport (``eof_received``); the sweeper aborts laggards.
+        """
+        if transport.is_closing():
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:  # TLS cannot half-close
+            transport.close()
 
     def _pull_protocol_writes(self) -> None:
         for chunk in self.ws.data_to_send():
             if chunk:
                 self.out.append(chunk)
-            else:  # websockets asks for EOF: finish what is queued, then close
+            else:  # websockets asks for EOF: finish what is queued, then hang up
                 self.closing = True
+                self.hangup = True
         if self.ws.state is State.CLOSED or self.ws.close_expected():
             self.closing = True
         if (self.out or self.closing) and not self.dirty:
@@ -250,11 +286,13 @@ class RelayConnection(asyncio.Protocol):
         if self.closing or self.transport is None:
             return
         self.relay.metrics.disconnects[code.name.lower()] += 1
-        if self.ws.state is State.OPEN:
-            self.ws.send_close(code, reason)
-        self._pull_protocol_writes()
         self.closing = True
         self.relay.leave_all(self)
+        if self.ws.state is State.OPEN:
+            self.ws.send_close(code, reason)  # websockets asks for EOF when answered
+            self._pull_protocol_writes()
+        else:  # no WebSocket yet, nothing to say goodbye with
+            self.transport.close()
 
     def drop(self, reason: str) -> None:
         """Hang up at once, with no goodbye: for readers too slow to hear one."""
@@ -363,7 +401,7 @@ class RelayConnection(asyncio.Protocol):
                 return
             self.refusals = 0
             relay.fan_out(room, self, encode_wire(_DELIVER + data[5:]))
-            self.push(encode_wire(_ACK + data[1:5]))
+            self.push_ack(encode_wire(_ACK + data[1:5]))
             return
         try:
             frame = frames.decode_frame(data)
@@ -441,6 +479,8 @@ class Relay:
         self.per_address: Counter[str] = Counter()
         self._dirty: list[RelayConnection] = []
         self._flush_scheduled = False
+        self._acks: list[RelayConnection] = []
+        self._ack_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -544,6 +584,20 @@ class Relay:
             assert self._loop is not None
             self._loop.call_soon(self._flush)
 
+    def ack_later(self, conn: RelayConnection) -> None:
+        self._acks.append(conn)
+        if self._ack_timer is None:
+            assert self._loop is not None
+            self._ack_timer = self._loop.call_later(ACK_DELAY, self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        self._ack_timer = None
+        waiting, self._acks = self._acks, []
+        for conn in waiting:
+            conn.acks_waiting = False
+            if not conn.dirty:
+                conn.flush()
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
@@ -645,6 +699,12 @@ class Relay:
         config = self.config
         for conn in list(self.connections):
             if conn.closing:
+                # Past CLOSE_TIMEOUT, a peer that has not answered our close frame or EOF
+                # is cut off.
+                if not conn.closing_since:
+                    conn.closing_since = now
+                elif now - conn.closing_since > CLOSE_TIMEOUT and conn.transport is not None:
+                    conn.transport.abort()
                 continue
             if not conn.rooms and now - conn.opened_at > config.handshake_timeout:
                 self.metrics.rejections["handshake_timeout"] += 1

@@ -1,0 +1,246 @@
+"""Every published vector, checked against the code. pytest ids are the vector ids."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any
+
+import pytest
+
+from instantroom.protocol import errors, frames
+from instantroom.protocol.codes import ErrorCode
+from instantroom.protocol.envelope import Message, open_envelope, seal_envelope
+from instantroom.protocol.errors import FrameError, JoinProofError, MiniKeyError
+from instantroom.protocol.join import room_id_for, sign_join_proof, verify_join_proof
+from instantroom.protocol.kdf import DeviceKey, RoomKeys, fingerprint, private_key_bytes
+from instantroom.protocol.minikey import (
+    BASE58_ALPHABET,
+    format_minikey,
+    parse_minikey,
+    root_secret,
+    spell_minikey,
+)
+
+from .corpus import (
+    ENVELOPE_OVERHEAD,
+    MINIKEY,
+    PROTOCOL,
+    ROOM_ID_LABEL,
+    bucket_for,
+    cases,
+    hkdf_sha256,
+    inner_size,
+)
+
+FRAME_TYPES: dict[str, type[Any]] = {
+    name: getattr(frames, name)
+    for name in (
+        "Join", "Challenge", "Proof", "Joined", "Leave", "Publish", "Deliver", "Ack",
+        "Presence", "Ping", "Pong", "Error",
+    )
+}  # fmt: skip
+
+
+def test_every_section_is_checked() -> None:
+    checked = {
+        "about", "derivations", "fingerprints", "devices", "minikey_parsing", "envelopes",
+        "envelope_failures", "join_proofs", "frames", "frame_failures",
+    }  # fmt: skip
+    assert set(PROTOCOL) == checked, "a new vector section needs its tests here"
+    assert all(PROTOCOL[section] for section in checked - {"about"})
+
+
+# vectors/minikey.json: the published Bitcoin example
+
+
+def test_minikey_alphabet_is_base58() -> None:
+    assert MINIKEY["base58_alphabet"] == BASE58_ALPHABET
+
+
+@pytest.mark.parametrize("entry", MINIKEY["valid"], ids=lambda e: e["minikey"])
+def test_minikey_valid(entry: dict[str, Any]) -> None:
+    key = entry["minikey"]
+    assert parse_minikey(key) == key
+    assert root_secret(key).hex() == entry["sha256"]
+    assert hashlib.sha256(key.encode()).hexdigest() == entry["sha256"]
+
+
+@pytest.mark.parametrize("entry", MINIKEY["invalid"], ids=lambda e: e["why"])
+def test_minikey_invalid(entry: dict[str, Any]) -> None:
+    with pytest.raises(MiniKeyError):
+        parse_minikey(entry["minikey"])
+
+
+# protocol.json
+
+
+@pytest.mark.parametrize("entry", cases("derivations", "minikey"))
+def test_derivation(entry: dict[str, Any]) -> None:
+    key = entry["minikey"]
+    assert parse_minikey(key) == key
+    assert parse_minikey(entry["grouped"]) == key
+    assert format_minikey(key) == entry["grouped"]
+    assert spell_minikey(key) == entry["spelled"]
+    root = root_secret(key)
+    assert root.hex() == entry["root_secret"]
+    room = RoomKeys.from_minikey(key)
+    from_root = RoomKeys.from_root(root)
+    assert (from_root.message_key, from_root.room_id) == (room.message_key, room.room_id)
+    assert room.message_key.hex() == entry["message_key"]
+    assert private_key_bytes(room.signing_key).hex() == entry["room_signing_seed"]
+    assert room.public_key.hex() == entry["room_public_key"]
+    assert room.room_id.hex() == entry["room_id"]
+    # The same values computed from the documented formulas, not by the code under test.
+    assert hashlib.sha256(key.encode("ascii")).hexdigest() == entry["root_secret"]
+    assert hkdf_sha256(root, b"instantroom/v1/message-key").hex() == entry["message_key"]
+    assert hkdf_sha256(root, b"instantroom/v1/room-signing-key").hex() == entry["room_signing_seed"]
+    public_key = bytes.fromhex(entry["room_public_key"])
+    assert hashlib.sha256(ROOM_ID_LABEL + public_key).hexdigest() == entry["room_id"]
+    assert room_id_for(public_key).hex() == entry["room_id"]
+
+
+@pytest.mark.parametrize("entry", cases("fingerprints", "fingerprint"))
+def test_fingerprint(entry: dict[str, Any]) -> None:
+    assert fingerprint(bytes.fromhex(entry["public_key"])) == entry["fingerprint"]
+
+
+@pytest.mark.parametrize("entry", cases("devices", "public_key"))
+def test_device(entry: dict[str, Any]) -> None:
+    device = DeviceKey.from_private_bytes(bytes.fromhex(entry["seed"]))
+    assert device.public_key.hex() == entry["public_key"]
+    assert private_key_bytes(device.private_key).hex() == entry["seed"]
+
+
+@pytest.mark.parametrize("entry", cases("minikey_parsing"))
+def test_minikey_parsing(entry: dict[str, Any]) -> None:
+    if entry["error"] is None:
+        key = entry["key"]
+        assert parse_minikey(entry["input"]) == key
+        # What is left once the separators go: the key's characters, in order.
+        assert "".join(char for char in entry["input"] if char in BASE58_ALPHABET) == key
+        return
+    assert entry["key"] is None
+    expected = getattr(errors, entry["error"])
+    with pytest.raises(MiniKeyError) as caught:
+        parse_minikey(entry["input"])
+    assert type(caught.value) is expected
+
+
+def _message(fields: dict[str, Any]) -> Message:
+    return Message(
+        message_id=bytes.fromhex(fields["message_id"]),
+        timestamp_ms=fields["timestamp_ms"],
+        kind=fields["kind"],
+        sender_key=bytes.fromhex(fields["sender_public_key"]),
+        sender_name=fields["sender_name"],
+        body=bytes.fromhex(fields["body"]),
+    )
+
+
+@pytest.mark.parametrize("entry", cases("envelopes"))
+def test_envelope_seal(entry: dict[str, Any]) -> None:
+    room = RoomKeys.from_minikey(entry["minikey"])
+    device = DeviceKey.from_private_bytes(bytes.fromhex(entry["device_seed"]))
+    message = _message(entry["message"])
+    assert device.public_key == message.sender_key
+    sealed = seal_envelope(room, device, message, bytes.fromhex(entry["nonce"]))
+    assert sealed.hex() == entry["envelope"]
+
+
+@pytest.mark.parametrize("entry", cases("envelopes"))
+def test_envelope_open(entry: dict[str, Any]) -> None:
+    room = RoomKeys.from_minikey(entry["minikey"])
+    assert open_envelope(room, bytes.fromhex(entry["envelope"])) == _message(entry["message"])
+
+
+@pytest.mark.parametrize("entry", cases("envelopes"))
+def test_envelope_padded_size(entry: dict[str, Any]) -> None:
+    envelope = bytes.fromhex(entry["envelope"])
+    assert len(envelope) - ENVELOPE_OVERHEAD == entry["padded_size"]
+    message = _message(entry["message"])
+    assert entry["padded_size"] == bucket_for(inner_size(message.sender_name, message.body))
+
+
+@pytest.mark.parametrize("entry", cases("envelope_failures"))
+def test_envelope_failure(entry: dict[str, Any]) -> None:
+    room = RoomKeys.from_minikey(entry["minikey"])
+    expected = getattr(errors, entry["error"])
+    with pytest.raises(errors.EnvelopeError) as caught:
+        open_envelope(room, bytes.fromhex(entry["envelope"]))
+    assert type(caught.value) is expected
+
+
+@pytest.mark.parametrize("entry", cases("join_proofs"))
+def test_join_proof(entry: dict[str, Any]) -> None:
+    room = RoomKeys.from_minikey(entry["minikey"])
+    room_id = bytes.fromhex(entry["room_id"])
+    public_key = bytes.fromhex(entry["room_public_key"])
+    challenge = bytes.fromhex(entry["challenge"])
+    signature = bytes.fromhex(entry["signature"])
+    assert room.room_id == room_id
+    assert room.public_key == public_key
+    assert sign_join_proof(room.signing_key, room_id, challenge) == signature
+    verify_join_proof(public_key, room_id, challenge, signature)
+
+    other = next(e for e in PROTOCOL["join_proofs"] if e["id"] != entry["id"])
+    with pytest.raises(JoinProofError):
+        verify_join_proof(public_key, bytes.fromhex(other["room_id"]), challenge, signature)
+    with pytest.raises(JoinProofError):
+        verify_join_proof(
+            bytes.fromhex(other["room_public_key"]),
+            bytes.fromhex(other["room_id"]),
+            challenge,
+            signature,
+        )
+    changed = bytes([challenge[0] ^ 0x01]) + challenge[1:]
+    with pytest.raises(JoinProofError):
+        verify_join_proof(public_key, room_id, changed, signature)
+    with pytest.raises(JoinProofError):
+        verify_join_proof(public_key, room_id, bytes.fromhex(other["challenge"]), signature)
+    flipped = signature[:-1] + bytes([signature[-1] ^ 0x80])
+    with pytest.raises(JoinProofError):
+        verify_join_proof(public_key, room_id, challenge, flipped)
+
+
+def _frame(entry: dict[str, Any]) -> frames.Frame:
+    cls = FRAME_TYPES[entry["type"]]
+    kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+    assert set(kinds) == set(entry["fields"])
+    values = {
+        name: bytes.fromhex(value) if kinds[name] == "bytes" else value
+        for name, value in entry["fields"].items()
+    }
+    frame: frames.Frame = cls(**values)
+    return frame
+
+
+@pytest.mark.parametrize("entry", cases("frames"))
+def test_frame_encode(entry: dict[str, Any]) -> None:
+    assert frames.encode_frame(_frame(entry)).hex() == entry["encoded"]
+
+
+@pytest.mark.parametrize("entry", cases("frames"))
+def test_frame_decode(entry: dict[str, Any]) -> None:
+    decoded = frames.decode_frame(bytes.fromhex(entry["encoded"]))
+    assert type(decoded).__name__ == entry["type"]
+    assert decoded == _frame(entry)
+
+
+def test_publish_vector_becomes_deliver_vector() -> None:
+    encoded = {entry["id"]: bytes.fromhex(entry["encoded"]) for entry in PROTOCOL["frames"]}
+    assert frames.deliver_from_publish(encoded["publish"]) == encoded["deliver"]
+
+
+@pytest.mark.parametrize("entry", cases("frame_failures"))
+def test_frame_failure(entry: dict[str, Any]) -> None:
+    if entry["encoded"] is None:
+        first = bytes.fromhex(entry["first_byte"])
+        data = first + bytes(entry["length"] - len(first))
+    else:
+        data = bytes.fromhex(entry["encoded"])
+    assert len(data) == entry["length"]
+    assert data[:1].hex() == entry["first_byte"]
+    with pytest.raises(FrameError) as caught:
+        frames.decode_frame(data)
+    assert caught.value.code == ErrorCode[entry["error_code"]]
