@@ -1,0 +1,252 @@
+"""The sans-I/O client session, driven frame by frame with no event loop and no relay."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from instantroom.protocol import frames
+from instantroom.protocol.codes import ErrorCode
+from instantroom.protocol.envelope import Kind
+from instantroom.protocol.join import verify_join_proof
+from instantroom.protocol.kdf import DeviceKey, RoomKeys
+from instantroom.protocol.session import (
+    Accepted,
+    ClientSession,
+    Joined,
+    MessageReceived,
+    MessageRejected,
+    PongReceived,
+    PresenceChanged,
+    Refused,
+    RoomExpired,
+)
+
+KEY_A = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy"
+KEY_B = "SDehB97fmBnFwezqLcANLCCQkQyfz1"
+NOW = 1_790_000_000_000
+
+
+def make_session(seed: int, name: str) -> ClientSession:
+    device = DeviceKey.from_private_bytes(bytes([seed]) * 32)
+    counter = itertools.count(seed * 1_000_000)
+    return ClientSession(device, name, token_bytes=lambda n: next(counter).to_bytes(n, "big"))
+
+
+def decoded(session: ClientSession) -> list[frames.Frame]:
+    return [frames.decode_frame(f) for f in session.frames_to_send()]
+
+
+def join_fully(session: ClientSession, room: RoomKeys, members: int = 1) -> None:
+    """Play the relay's side of the handshake and check the proof as a relay would."""
+    session.join(room)
+    (join,) = decoded(session)
+    assert isinstance(join, frames.Join)
+    assert join.room_id == room.room_id
+    assert join.room_public_key == room.public_key
+    challenge = bytes(range(32))
+    session.receive(frames.encode_frame(frames.Challenge(room.room_id, challenge)), NOW)
+    (proof,) = decoded(session)
+    assert isinstance(proof, frames.Proof)
+    verify_join_proof(join.room_public_key, room.room_id, challenge, proof.signature)
+    session.receive(frames.encode_frame(frames.Joined(room.room_id, NOW + 3_600_000, members)), NOW)
+    assert session.events() == [Joined(room.room_id, NOW + 3_600_000, members)]
+
+
+def relay_deliver(publish: bytes) -> bytes:
+    return frames.deliver_from_publish(publish)
+
+
+@pytest.fixture
+def room() -> RoomKeys:
+    return RoomKeys.from_minikey(KEY_A)
+
+
+def test_join_answers_the_challenge_with_a_proof_that_verifies(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+
+
+def test_a_message_crosses_from_one_session_to_another(room: RoomKeys) -> None:
+    alice, bob = make_session(1, "alice"), make_session(2, "bob")
+    for session in (alice, bob):
+        session.connection_made()
+        join_fully(session, room, members=2)
+    sent = alice.send_text(room.room_id, "hello bob", NOW)
+    (publish,) = alice.frames_to_send()
+    bob.receive(relay_deliver(publish), NOW + 5)
+    (event,) = bob.events()
+    assert isinstance(event, MessageReceived)
+    assert event.message.text == "hello bob"
+    assert event.message.sender_name == "alice"
+    assert event.message.message_id == sent.message_id
+    assert event.fingerprint == alice.device.fingerprint
+    assert not event.key_changed
+
+
+def test_the_outbox_holds_a_message_until_the_relay_acknowledges_it(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    sent = alice.send_text(room.room_id, "one", NOW)
+    (publish,) = decoded(alice)
+    assert isinstance(publish, frames.Publish)
+    assert publish.ref != 0
+    assert alice.unacknowledged == 1
+    alice.receive(frames.encode_frame(frames.Ack(publish.ref)), NOW)
+    assert alice.events() == [Accepted(room.room_id, sent.message_id)]
+    assert alice.unacknowledged == 0
+
+
+def test_a_message_written_before_joining_leaves_once_joined(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.join(room)
+    alice.send_text(room.room_id, "early", NOW)
+    assert alice.frames_to_send() == []  # not connected: nothing to send yet
+    alice.connection_made()
+    (join,) = decoded(alice)
+    assert isinstance(join, frames.Join)
+    alice.receive(frames.encode_frame(frames.Challenge(room.room_id, bytes(32))), NOW)
+    decoded(alice)
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 1)), NOW)
+    (publish,) = decoded(alice)
+    assert isinstance(publish, frames.Publish)
+
+
+def test_after_a_reconnect_unacknowledged_messages_are_resent_byte_for_byte(
+    room: RoomKeys,
+) -> None:
+    alice, bob = make_session(1, "alice"), make_session(2, "bob")
+    for session in (alice, bob):
+        session.connection_made()
+        join_fully(session, room, members=2)
+    alice.send_text(room.room_id, "lost ack", NOW)
+    (first,) = decoded(alice)
+    assert isinstance(first, frames.Publish)
+    alice.connection_lost()
+    alice.send_text(room.room_id, "written while away", NOW + 1)
+    assert alice.frames_to_send() == []
+    alice.connection_made()
+    (join,) = decoded(alice)
+    assert isinstance(join, frames.Join)
+    alice.receive(frames.encode_frame(frames.Challenge(room.room_id, bytes(32))), NOW)
+    decoded(alice)
+    # Only alice is back: the outbox waits for the room to refill.
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 1)), NOW)
+    alice.events()
+    assert alice.holding(room.room_id)
+    assert alice.frames_to_send() == []
+    alice.receive(frames.encode_frame(frames.Presence(room.room_id, 2)), NOW)
+    assert alice.events() == [PresenceChanged(room.room_id, 2)]
+    resent = decoded(alice)
+    assert len(resent) == 2
+    assert isinstance(resent[0], frames.Publish)
+    assert resent[0].envelope == first.envelope
+    # The first copy had been delivered: bob drops the second by its id.
+    bob.receive(relay_deliver(frames.encode_frame(first)), NOW + 2)
+    bob.receive(relay_deliver(frames.encode_frame(resent[0])), NOW + 3)
+    events = bob.events()
+    assert [type(e) for e in events] == [MessageReceived, MessageRejected]
+    assert isinstance(events[1], MessageRejected)
+    assert events[1].reason == "ReplayedMessage"
+
+
+def test_release_ends_the_wait_for_members(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room, members=3)
+    alice.connection_lost()
+    alice.send_text(room.room_id, "anyone?", NOW)
+    alice.connection_made()
+    decoded(alice)
+    alice.receive(frames.encode_frame(frames.Challenge(room.room_id, bytes(32))), NOW)
+    decoded(alice)
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 1)), NOW)
+    assert alice.holding(room.room_id)
+    assert alice.frames_to_send() == []
+    alice.release(room.room_id)
+    (publish,) = decoded(alice)
+    assert isinstance(publish, frames.Publish)
+
+
+def test_a_rate_limited_message_stays_in_the_outbox_and_is_resent(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    alice.send_text(room.room_id, "too fast", NOW)
+    (publish,) = decoded(alice)
+    assert isinstance(publish, frames.Publish)
+    error = frames.Error(ErrorCode.RATE_LIMITED, publish.ref, frames.NO_ROOM, "slow down")
+    alice.receive(frames.encode_frame(error), NOW)
+    assert isinstance(alice.events()[0], Refused)
+    assert alice.unacknowledged == 1
+    alice.resend_unacknowledged()
+    (again,) = decoded(alice)
+    assert isinstance(again, frames.Publish)
+    assert again.envelope == publish.envelope
+
+
+def test_a_known_name_with_a_new_key_is_flagged(room: RoomKeys) -> None:
+    alice, mallory, bob = make_session(1, "alice"), make_session(3, "alice"), make_session(2, "b")
+    for session in (alice, mallory, bob):
+        session.connection_made()
+        join_fully(session, room)
+    alice.send_text(room.room_id, "it is me", NOW)
+    mallory.send_text(room.room_id, "it is me too", NOW)
+    bob.receive(relay_deliver(alice.frames_to_send()[0]), NOW)
+    bob.receive(relay_deliver(mallory.frames_to_send()[0]), NOW)
+    first, second = bob.events()
+    assert isinstance(first, MessageReceived)
+    assert isinstance(second, MessageReceived)
+    assert not first.key_changed
+    assert second.key_changed
+    assert first.fingerprint != second.fingerprint
+
+
+def test_a_delivery_from_another_room_is_rejected_not_shown(room: RoomKeys) -> None:
+    other = RoomKeys.from_minikey(KEY_B)
+    alice, bob = make_session(1, "alice"), make_session(2, "bob")
+    alice.connection_made()
+    join_fully(alice, other)
+    bob.connection_made()
+    join_fully(bob, room)
+    alice.send_text(other.room_id, "wrong room", NOW)
+    (publish,) = decoded(alice)
+    assert isinstance(publish, frames.Publish)
+    # A relay relabels the envelope with bob's room id.
+    forged = frames.encode_frame(frames.Deliver(room.room_id, publish.envelope))
+    bob.receive(forged, NOW)
+    assert bob.events() == [MessageRejected(room.room_id, "DecryptionFailed")]
+
+
+def test_room_expiry_forgets_the_room_and_its_outbox(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    alice.send(room.room_id, Kind.TEXT, b"late", NOW)
+    decoded(alice)
+    error = frames.Error(ErrorCode.ROOM_EXPIRED, 0, room.room_id, "expired")
+    alice.receive(frames.encode_frame(error), NOW)
+    events = alice.events()
+    assert RoomExpired(room.room_id) in events
+    assert room.room_id not in alice.rooms
+    assert alice.unacknowledged == 0
+
+
+def test_ping_and_pong(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    alice.ping(42)
+    assert decoded(alice) == [frames.Ping(42)]
+    alice.receive(frames.encode_frame(frames.Pong(42)), NOW)
+    assert alice.events() == [PongReceived(42)]
+
+
+def test_a_client_only_frame_from_the_relay_is_a_frame_error(room: RoomKeys) -> None:
+    from instantroom.protocol.errors import FrameError
+
+    alice = make_session(1, "alice")
+    with pytest.raises(FrameError):
+        alice.receive(frames.encode_frame(frames.Ping(1)), NOW)
