@@ -57,14 +57,15 @@ def _key_show(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from .relay.config import config_from_args
     from .relay.logs import setup_logging
-    from .relay.server import Relay
+    from .relay.workers import ConfigError, serve
 
     config = config_from_args(args)
     setup_logging(config.log_level)
-    import uvloop
-
-    uvloop.run(Relay(config).run_until_signal())
-    return 0
+    try:
+        return serve(config)
+    except ConfigError as exc:
+        print(f"instantroom: {exc}", file=sys.stderr)
+        return 2
 
 
 def _room_from_key(text: str) -> RoomKeys:

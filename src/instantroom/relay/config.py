@@ -65,6 +65,14 @@ class RelayConfig:
         default=False,
         metadata={"help": "take the client address from X-Forwarded-For (behind a proxy)"},
     )
+    backplane: str = field(
+        default="",
+        metadata={"help": "redis://HOST:PORT/DB to share rooms with other relays (default: none)"},
+    )
+    workers: int = field(
+        default=1,
+        metadata={"help": "relay processes sharing the port (more than 1 needs --backplane)"},
+    )
     shutdown_grace: float = field(
         default=3.0, metadata={"help": "seconds to let members hear the shutdown"}
     )

@@ -27,6 +27,7 @@ import signal
 import ssl
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from importlib import resources
 from typing import Any, cast
 
@@ -44,7 +45,7 @@ from instantroom.protocol.errors import FrameError, JoinProofError
 from instantroom.protocol.join import verify_join_proof
 
 from .config import RelayConfig
-from .hub import Hub, MemoryHub
+from .hub import Hub, HubUnavailable, MemoryHub
 from .logs import Redactor, log_event
 from .metrics import RelayMetrics, render_metrics
 
@@ -100,12 +101,13 @@ class RoomRefused(Exception):
 
 
 class Room:
-    __slots__ = ("expires_at_ms", "members", "room_id")
+    __slots__ = ("announced", "expires_at_ms", "members", "room_id")
 
     def __init__(self, room_id: bytes, expires_at_ms: int) -> None:
         self.room_id = room_id
         self.expires_at_ms = expires_at_ms
         self.members: set[RelayConnection] = set()
+        self.announced = 0  # the member count last told to members
 
 
 class TokenBucket:
@@ -312,11 +314,12 @@ class RelayConnection(asyncio.Protocol):
     def _request_received(self, request: Request) -> None:
         relay = self.relay
         if relay.config.trust_proxy:
-            forwarded = request.headers.get("X-Forwarded-For", "")
-            if forwarded:
-                self.address = forwarded.split(",")[-1].strip()
-                if not relay.claim_address(self, late=True):
-                    return
+            # The last entry is the one our proxy added; without one, the peer's address.
+            forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+            peer = self.transport.get_extra_info("peername") if self.transport else None
+            self.address = forwarded or (str(peer[0]) if peer else "unknown")
+            if not relay.claim_address(self, late=True):
+                return
         path = request.path.split("?", 1)[0]
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if path == WEBSOCKET_PATH and upgrade:
@@ -370,7 +373,7 @@ class RelayConnection(asyncio.Protocol):
             self.close(CloseCode.POLICY_VIOLATION, "binary frames only")
         # CLOSE, PING and PONG are answered by websockets itself.
 
-    def _refuse(
+    def refuse(
         self, code: ErrorCode, reason: str, ref: int = 0, room_id: bytes = frames.NO_ROOM
     ) -> None:
         relay = self.relay
@@ -389,15 +392,14 @@ class RelayConnection(asyncio.Protocol):
         is_publish = data[:1] == b"\x10"
         if not self.bucket.take(relay.now()):
             ref = int.from_bytes(data[1:5]) if is_publish and len(data) >= 5 else 0
-            self._refuse(ErrorCode.RATE_LIMITED, "Too many frames: slow down.", ref)
+            self.refuse(ErrorCode.RATE_LIMITED, "Too many frames: slow down.", ref)
             return
-        if is_publish and len(data) > frames.PUBLISH_HEADER_SIZE:
+        if is_publish and frames.PUBLISH_HEADER_SIZE < len(data) <= frames.MAX_FRAME_SIZE:
             # The hot path: no decode, one slice, one encoding for all members.
+            # (Past MAX_FRAME_SIZE no member could decode it: decode_frame refuses it.)
             room = self.rooms.get(data[5:37])
             if room is None:
-                self._refuse(
-                    ErrorCode.NOT_JOINED, "Join the room first.", int.from_bytes(data[1:5])
-                )
+                self.refuse(ErrorCode.NOT_JOINED, "Join the room first.", int.from_bytes(data[1:5]))
                 return
             self.refusals = 0
             relay.fan_out(room, self, encode_wire(_DELIVER + data[5:]))
@@ -406,7 +408,7 @@ class RelayConnection(asyncio.Protocol):
         try:
             frame = frames.decode_frame(data)
         except FrameError as exc:
-            self._refuse(ErrorCode(exc.code), str(exc))
+            self.refuse(ErrorCode(exc.code), str(exc))
             return
         match frame:
             case frames.Join():
@@ -420,7 +422,7 @@ class RelayConnection(asyncio.Protocol):
             case frames.Ping():
                 self.push(encode_wire(frames.encode_frame(frames.Pong(frame.token))))
             case _:
-                self._refuse(ErrorCode.UNKNOWN_FRAME_TYPE, "Clients do not send this frame type.")
+                self.refuse(ErrorCode.UNKNOWN_FRAME_TYPE, "Clients do not send this frame type.")
                 return
         if not self.closing:
             self.refusals = 0
@@ -428,12 +430,12 @@ class RelayConnection(asyncio.Protocol):
     def _join(self, frame: frames.Join) -> None:
         room_id = frame.room_id
         if room_id in self.rooms:
-            self._refuse(ErrorCode.ALREADY_JOINED, "Already in this room.", room_id=room_id)
+            self.refuse(ErrorCode.ALREADY_JOINED, "Already in this room.", room_id=room_id)
             return
         if room_id not in self.pending and (
             len(self.rooms) + len(self.pending) >= self.relay.config.rooms_per_connection
         ):
-            self._refuse(
+            self.refuse(
                 ErrorCode.TOO_MANY_ROOMS, "Too many rooms on one connection.", room_id=room_id
             )
             return
@@ -445,7 +447,7 @@ class RelayConnection(asyncio.Protocol):
         room_id = frame.room_id
         pending = self.pending.pop(room_id, None)  # a challenge is good once
         if pending is None:
-            self._refuse(
+            self.refuse(
                 ErrorCode.NO_CHALLENGE,
                 "Send JOIN first, then a proof for its challenge.",
                 room_id=room_id,
@@ -455,18 +457,20 @@ class RelayConnection(asyncio.Protocol):
         try:
             verify_join_proof(public_key, room_id, challenge, frame.signature)
         except JoinProofError:
-            self._refuse(ErrorCode.PROOF_FAILED, "The join proof does not verify.", room_id=room_id)
+            self.refuse(ErrorCode.PROOF_FAILED, "The join proof does not verify.", room_id=room_id)
             return
         try:
             self.relay.admit(self, room_id, expires_at_ms)
         except RoomRefused as exc:
-            self._refuse(exc.code, exc.reason, room_id=room_id)
+            self.refuse(exc.code, exc.reason, room_id=room_id)
 
 
 class Relay:
     """Rooms, connections and limits of one relay process."""
 
-    def __init__(self, config: RelayConfig, hub: Hub | None = None) -> None:
+    def __init__(
+        self, config: RelayConfig, hub: Hub | None = None, *, reuse_port: bool = False
+    ) -> None:
         self.config = config
         self.hub: Hub = hub or MemoryHub()
         self.metrics = RelayMetrics()
@@ -485,6 +489,9 @@ class Relay:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._all_closed: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reuse_port = reuse_port
+        self._lifetime_ms = int(config.max_room_lifetime * 1000)
         self._static = self._load_static()
         self.port = 0
 
@@ -501,7 +508,7 @@ class Relay:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
-        await self.hub.start(self._remote_delivery)
+        await self.hub.start(self._remote_delivery, self._members_changed)
         context = None
         if self.config.tls_cert:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -512,6 +519,7 @@ class Relay:
             self.config.port,
             ssl=context,
             reuse_address=True,
+            reuse_port=self._reuse_port,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._sweeper = loop.call_later(1.0, self._sweep)
@@ -522,6 +530,12 @@ class Relay:
         if self._server is None:
             return
         self._server.close()
+        # Everyone leaves at once: no presence counts going down before each one's close.
+        for room_id in self.rooms:
+            self.hub.room_closed(room_id)
+        self.rooms.clear()
+        for conn in self.connections:
+            conn.rooms.clear()
         for conn in list(self.connections):
             conn.close(CloseCode.SERVICE_RESTART, "relay restarting: reconnect")
         self._flush()
@@ -553,7 +567,9 @@ class Relay:
     def connection_opened(self, conn: RelayConnection) -> None:
         self.connections.add(conn)
         self.metrics.connections_total += 1
-        if not self.config.trust_proxy:
+        if self.config.trust_proxy:
+            conn.address = ""  # not counted until its request says whose it is
+        else:
             self.claim_address(conn, late=False)
 
     def claim_address(self, conn: RelayConnection, late: bool) -> bool:
@@ -607,17 +623,47 @@ class Relay:
     # rooms
 
     def admit(self, conn: RelayConnection, room_id: bytes, requested_ms: int) -> None:
-        now_ms = self.now_ms()
-        longest_ms = now_ms + int(self.config.max_room_lifetime * 1000)
+        """Let ``conn`` into ``room_id`` (its proof verified), or raise ``RoomRefused``."""
+        longest_ms = self.now_ms() + self._lifetime_ms
+        if requested_ms > longest_ms and room_id not in self.expiries:
+            raise RoomRefused(ErrorCode.EXPIRY_TOO_FAR, "This relay keeps rooms for less time.")
+        proposed_ms = requested_ms or longest_ms
+        if self.hub.shares_rooms:
+            self._spawn(self._admit_shared(conn, room_id, proposed_ms))
+            return
         expires = self.expiries.get(room_id)
         if expires is None:
-            if requested_ms > longest_ms:
-                raise RoomRefused(ErrorCode.EXPIRY_TOO_FAR, "This relay keeps rooms for less time.")
-            expires = requested_ms or longest_ms
-            if expires > now_ms:
-                self.expiries[room_id] = expires
-                heapq.heappush(self._expiry_heap, (expires, room_id))
-        if expires <= now_ms:
+            expires = proposed_ms
+            self._record_expiry(room_id, expires)
+        room = self._enter(conn, room_id, expires)
+        self._joined(conn, room, len(room.members))
+
+    async def _admit_shared(self, conn: RelayConnection, room_id: bytes, proposed_ms: int) -> None:
+        try:
+            expires = await self.hub.agree_expiry(room_id, proposed_ms, self._lifetime_ms)
+        except HubUnavailable:  # decide alone; the room's relays agree again once it is back
+            expires = self.expiries.get(room_id) or proposed_ms
+        if conn.closing or room_id in conn.rooms:
+            return
+        self._record_expiry(room_id, expires)
+        try:
+            room = self._enter(conn, room_id, expires)
+        except RoomRefused as exc:
+            conn.refuse(exc.code, exc.reason, room_id=room_id)
+            return
+        with contextlib.suppress(HubUnavailable):
+            await self.hub.subscribed(room_id)
+        total = await self._shared_count(room)
+        if conn.rooms.get(room_id) is room:
+            self._joined(conn, room, total)
+
+    def _record_expiry(self, room_id: bytes, expires: int) -> None:
+        if expires > self.now_ms() and self.expiries.get(room_id) != expires:
+            self.expiries[room_id] = expires
+            heapq.heappush(self._expiry_heap, (expires, room_id))
+
+    def _enter(self, conn: RelayConnection, room_id: bytes, expires: int) -> Room:
+        if expires <= self.now_ms():
             raise RoomRefused(ErrorCode.ROOM_EXPIRED, "This room has expired.")
         room = self.rooms.get(room_id)
         if room is None:
@@ -627,28 +673,71 @@ class Relay:
             raise RoomRefused(ErrorCode.ROOM_FULL, "This room is full.")
         room.members.add(conn)
         conn.rooms[room_id] = room
-        count = len(room.members)
-        conn.push(encode_wire(frames.encode_frame(frames.Joined(room_id, expires, count))))
-        self._presence(room, exclude=conn)
+        return room
+
+    def _joined(self, conn: RelayConnection, room: Room, total: int) -> None:
+        joined = frames.Joined(room.room_id, room.expires_at_ms, total)
+        conn.push(encode_wire(frames.encode_frame(joined)))
+        self._presence(room, total, exclude=conn)
 
     def leave(self, conn: RelayConnection, room_id: bytes) -> None:
         room = conn.rooms.pop(room_id, None)
         if room is None:
             return
         room.members.discard(conn)
-        if room.members:
-            self._presence(room)
-        else:
+        if not room.members:
             del self.rooms[room_id]
             self.hub.room_closed(room_id)
+        if self.hub.shares_rooms:
+            self._spawn(self._recount(room, local_changed=True))
+        elif room.members:
+            self._presence(room, len(room.members))
+
+    async def _shared_count(self, room: Room) -> int:
+        """Tell the other relays our count; return the room's total across relays."""
+        try:
+            return await self.hub.set_members(room.room_id, len(room.members))
+        except HubUnavailable:
+            return len(room.members)
+
+    async def _recount(self, room: Room, local_changed: bool = False) -> None:
+        if local_changed:
+            total = await self._shared_count(room)
+        else:
+            try:
+                total = await self.hub.members(room.room_id)
+            except HubUnavailable:
+                total = len(room.members)
+        if self.rooms.get(room.room_id) is room:
+            self._presence(room, total)
+
+    def _members_changed(self, room_id: bytes) -> None:
+        """Another relay's members of ``room_id`` came or went."""
+        room = self.rooms.get(room_id)
+        if room is not None:
+            self._spawn(self._recount(room))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log_event("relay.task_failed", logging.ERROR, error=type(task.exception()).__name__)
 
     def leave_all(self, conn: RelayConnection) -> None:
         for room_id in list(conn.rooms):
             self.leave(conn, room_id)
         conn.pending.clear()
 
-    def _presence(self, room: Room, exclude: RelayConnection | None = None) -> None:
-        wire = encode_wire(frames.encode_frame(frames.Presence(room.room_id, len(room.members))))
+    def _presence(self, room: Room, total: int, exclude: RelayConnection | None = None) -> None:
+        """Tell the room's members its new count, once per change."""
+        if total == room.announced and exclude is None:
+            return
+        room.announced = total
+        wire = encode_wire(frames.encode_frame(frames.Presence(room.room_id, total)))
         for member in room.members:
             if member is not exclude:
                 member.push(wire)
@@ -682,9 +771,13 @@ class Relay:
             if room is None:
                 continue
             wire = _error_wire(ErrorCode.ROOM_EXPIRED, "This room has expired.", room_id=room_id)
-            for member in list(room.members):
+            # All leave at once: no presence counts going down before each one's notice.
+            for member in room.members:
+                del member.rooms[room_id]
                 member.push(wire)
-                self.leave(member, room_id)
+            room.members.clear()
+            del self.rooms[room_id]
+            self.hub.room_closed(room_id)
             log_event("room.expired", room=self.redact.room(room_id))
         # Tombstones are stored negated so the heap can tell them from live expiries.
         while heap and -self.expiries.get(heap[0][1], 0) == heap[0][0] and heap[0][0] <= now_ms:

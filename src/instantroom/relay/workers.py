@@ -1,0 +1,75 @@
+"""Starting relays: one process, or ``--workers N`` processes sharing one port.
+
+Workers share the port with SO_REUSEPORT, so the kernel spreads connections over them,
+and share rooms through the backplane: without one, members of a room landing on two
+workers would not hear each other, so ``--workers`` above 1 needs ``--backplane``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from dataclasses import replace
+from types import FrameType
+from urllib.parse import urlsplit
+
+import uvloop
+
+from .config import RelayConfig
+from .hub import Hub, MemoryHub
+from .logs import setup_logging
+
+
+class ConfigError(Exception):
+    """The relay's settings do not fit together."""
+
+
+def make_hub(url: str) -> Hub:
+    """The backplane named by ``url``: none (memory) or ``redis://``/``rediss://``."""
+    scheme = urlsplit(url).scheme.lower() if url else "memory"
+    if scheme == "memory":
+        return MemoryHub()
+    if scheme in ("redis", "rediss"):
+        from .hub_redis import RedisHub
+
+        return RedisHub(url)
+    raise ConfigError(f"A backplane is a redis:// or rediss:// URL, not {scheme}://.")
+
+
+def _run_one(config: RelayConfig, reuse_port: bool) -> None:
+    from .server import Relay
+
+    setup_logging(config.log_level)
+    uvloop.run(Relay(config, make_hub(config.backplane), reuse_port=reuse_port).run_until_signal())
+
+
+def serve(config: RelayConfig) -> int:
+    """Run the relay (or its workers) until SIGTERM or SIGINT."""
+    make_hub(config.backplane)  # fail early on a bad URL
+    if config.workers <= 1:
+        _run_one(config, reuse_port=False)
+        return 0
+    if not config.backplane:
+        raise ConfigError(
+            "--workers above 1 needs --backplane redis://...: workers share rooms through it."
+        )
+    if config.port == 0:
+        raise ConfigError("--workers above 1 needs a fixed --port for the workers to share.")
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_run_one, args=(replace(config, workers=1), True), daemon=False)
+        for _ in range(config.workers)
+    ]
+    for worker in workers:
+        worker.start()
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                worker.terminate()
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        worker.join()
+    return max((w.exitcode or 0) for w in workers)
