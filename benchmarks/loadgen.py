@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import os
 import re
 import resource
 import secrets
+import socket
 import statistics
 import struct
 import subprocess
@@ -224,8 +226,9 @@ def instantroom_handler(dialect: Dialect, tally: Tally) -> Callable[[Link, bytes
 
 
 class RelayProcess:
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, extra: tuple[str, ...] = ()) -> None:
         self.kind = kind
+        self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -236,7 +239,7 @@ class RelayProcess:
                 "--messages-per-second", "1000000", "--message-burst", "1000000",
                 "--connections-per-address", "20000", "--members-per-room", "1000",
                 "--handshake-timeout", "600", "--idle-timeout", "600", "--ping-interval", "600",
-                "--send-buffer", "16777216",
+                "--send-buffer", "16777216", *self.extra,
             ]  # fmt: skip
             pattern = re.compile(rb"event=relay.started .*port=(\d+)")
             stream = "stderr"
@@ -259,6 +262,10 @@ class RelayProcess:
                 self.port = int(found.group(1))
                 return
         raise RuntimeError(f"{self.kind} relay did not start")
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port]
 
     def cpu_seconds(self) -> float:
         assert self.proc is not None
@@ -283,6 +290,63 @@ class RelayProcess:
                 self.proc.wait()
 
 
+class RedisProcess:
+    """A throwaway redis-server on a free loopback port, for the backplane runs."""
+
+    def __init__(self) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Fleet:
+    """Several InstantRoom relays on one Redis; CPU counts the relays and Redis."""
+
+    def __init__(self, size: int) -> None:
+        self.kind = f"{size} relay{'s' if size > 1 else ''} + redis"
+        self.redis = RedisProcess()
+        self.relays = [
+            RelayProcess("instantroom", ("--backplane", self.redis.url)) for _ in range(size)
+        ]
+
+    def start(self) -> None:
+        for relay in self.relays:
+            relay.start()
+        time.sleep(0.5)  # let each relay's backplane connect
+
+    @property
+    def ports(self) -> list[int]:
+        return [relay.port for relay in self.relays]
+
+    def cpu_seconds(self) -> float:
+        return sum(relay.cpu_seconds() for relay in self.relays) + self.redis.cpu_seconds()
+
+    def stop(self) -> None:
+        for relay in self.relays:
+            relay.stop()
+        self.redis.stop()
+
+
 # one measured run
 
 
@@ -301,8 +365,9 @@ class Result:
 
 
 async def connect_members(
-    dialect: Dialect, port: int, rooms: int, members: int, tally: Tally
+    dialect: Dialect, ports: list[int], rooms: int, members: int, tally: Tally
 ) -> list[list[Link]]:
+    """Members of each room are spread round-robin over the relays at ``ports``."""
     loop = asyncio.get_running_loop()
     handler = instantroom_handler(dialect, tally)
     keys = [RoomKeys.from_minikey(make_minikey(secrets.randbelow)) for _ in range(rooms)]
@@ -310,8 +375,9 @@ async def connect_members(
     batch = 200
     for number in range(rooms):
         group: list[Link] = []
-        uri = dialect.uri(port, number)
-        for _ in range(members):
+        for index in range(members):
+            port = ports[(number * members + index) % len(ports)]
+            uri = dialect.uri(port, number)
             _, link = await loop.create_connection(
                 functools.partial(Link, uri, dialect.subprotocol, handler), "127.0.0.1", port
             )
@@ -327,7 +393,7 @@ async def connect_members(
 
 
 async def run_load(
-    relay: RelayProcess,
+    relay: RelayProcess | Fleet,
     dialect: Dialect,
     scenario: str,
     rooms: int,
@@ -338,7 +404,7 @@ async def run_load(
     warmup: float = 1.0,
 ) -> Result:
     tally = Tally(wire_size=dialect.delivery_size())
-    groups = await connect_members(dialect, relay.port, rooms, members, tally)
+    groups = await connect_members(dialect, relay.ports, rooms, members, tally)
     for group in groups:
         # Senders and every tenth member (at least one per room) are parsed and timed.
         for index, link in enumerate(group):
@@ -406,7 +472,9 @@ async def idle_memory(
     tally = Tally()
     await asyncio.sleep(0.5)
     before = relay.rss_bytes()
-    groups = await connect_members(dialect, relay.port, connections // room_size, room_size, tally)
+    groups = await connect_members(
+        dialect, [relay.port], connections // room_size, room_size, tally
+    )
     await asyncio.sleep(1.0)
     after = relay.rss_bytes()
     for group in groups:
@@ -515,6 +583,39 @@ async def compare(loads: list[float], seconds: float, memory_connections: int) -
     return "\n".join(report)
 
 
+async def compare_backplane(load: float, seconds: float) -> str:
+    """The same total load on one relay alone, and on 1, 2 and 3 relays sharing Redis."""
+    results: list[Result] = []
+    for scenario, (rooms, members, senders) in SCENARIOS.items():
+        fleets: list[RelayProcess | Fleet] = [RelayProcess("instantroom")]
+        fleets += [Fleet(size) for size in (1, 2, 3)]
+        for fleet in fleets:
+            fleet.start()
+            try:
+                result = await run_load(
+                    fleet, InstantRoomDialect(), scenario, rooms, members, senders, load, seconds
+                )
+            finally:
+                fleet.stop()
+            result.relay = "1 relay, in memory" if isinstance(fleet, RelayProcess) else fleet.kind
+            results.append(result)
+            print(table([result]).splitlines()[-1], flush=True)
+    lines = [table(results), ""]
+    lines.append(
+        "| scenario | relays | CPU per delivery vs one relay in memory | p99 vs one relay |"
+    )
+    lines.append("|---|---|---:|---:|")
+    for scenario in SCENARIOS:
+        runs = [r for r in results if r.scenario == scenario]
+        alone = runs[0]
+        for r in runs[1:]:
+            cpu = r.cpu_us_per_delivery / alone.cpu_us_per_delivery
+            lines.append(
+                f"| {scenario} | {r.relay} | {cpu:.2f}x | {r.p99_ms / alone.p99_ms:.2f}x |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -528,6 +629,11 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="write py-spy samples of each run here")
     parser.add_argument("--scenario", choices=list(SCENARIOS), help="run only this scenario")
     parser.add_argument("--only", choices=["instantroom", "baseline"], help="run one relay only")
+    parser.add_argument(
+        "--backplane",
+        action="store_true",
+        help="instead: one relay alone against 1, 2 and 3 relays on Redis, at the first load",
+    )
     args = parser.parse_args()
     global PROFILE_DIR
     PROFILE_DIR = args.profile
@@ -539,6 +645,10 @@ def main() -> None:
         RELAYS[:] = [(k, d) for k, d in RELAYS if k == args.only]
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.backplane:
+        load = 5000.0 if args.quick else float(args.loads.split(",")[0])
+        print(asyncio.run(compare_backplane(load, 1.0 if args.quick else args.seconds)))
+        return
     if args.quick:
         loads, seconds, memory_connections = [5000.0], 1.0, 500
     else:

@@ -83,7 +83,7 @@ def _device_for_cli() -> DeviceKey:
 
 
 async def _send(args: argparse.Namespace) -> int:
-    from .client.connection import JoinRefused, RoomClient
+    from .client.connection import JoinRefused, RelayRefused, RoomClient
 
     room = _room_from_key(args.key)
     async with RoomClient(args.server, _device_for_cli(), args.name) as client:
@@ -93,6 +93,9 @@ async def _send(args: argparse.Namespace) -> int:
         except JoinRefused as exc:
             print(f"instantroom: the relay refused to join: {exc}", file=sys.stderr)
             return 1
+        except RelayRefused as exc:
+            print(f"instantroom: {exc}", file=sys.stderr)
+            return 1
         except TimeoutError:
             print("instantroom: the relay did not take the message in time.", file=sys.stderr)
             return 1
@@ -100,7 +103,7 @@ async def _send(args: argparse.Namespace) -> int:
 
 
 async def _listen(args: argparse.Namespace) -> int:
-    from .client.connection import JoinRefused, RoomClient
+    from .client.connection import JoinRefused, RelayRefused, RoomClient
     from .protocol.envelope import Kind
 
     room = _room_from_key(args.key)
@@ -109,6 +112,9 @@ async def _listen(args: argparse.Namespace) -> int:
             await client.join(room)
         except JoinRefused as exc:
             print(f"instantroom: the relay refused to join: {exc}", file=sys.stderr)
+            return 1
+        except RelayRefused as exc:
+            print(f"instantroom: {exc}", file=sys.stderr)
             return 1
         if not args.json:
             print(f"listening in room {room.room_id.hex()[:12]}...", file=sys.stderr, flush=True)

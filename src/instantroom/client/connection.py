@@ -22,11 +22,12 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Generator
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.client import backoff
-from websockets.exceptions import ConnectionClosed
+from websockets.client import backoff, process_exception
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
 from instantroom.protocol.codes import SUBPROTOCOL, ErrorCode
@@ -57,6 +58,18 @@ class JoinRefused(Exception):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
+
+
+class RelayRefused(Exception):
+    """What answers at the relay's URL refused the connection for good (not a relay, a
+    refused origin or protocol version, a bad URL): trying again would not help."""
+
+
+def _retry_or_give_up(exc: Exception) -> Exception | None:
+    """Back off and retry on whatever may pass, a 429 (too many connections) too."""
+    if isinstance(exc, InvalidStatus) and exc.response.status_code == 429:
+        return None
+    return process_exception(exc)
 
 
 def websocket_url(server: str) -> str:
@@ -106,6 +119,7 @@ class RoomClient:
         self._timers: set[asyncio.TimerHandle] = set()
         self._flushes: set[asyncio.Task[None]] = set()
         self._send_lock = asyncio.Lock()
+        self._failure: RelayRefused | None = None
 
     async def __aenter__(self) -> RoomClient:
         self.start()
@@ -123,18 +137,23 @@ class RoomClient:
     async def close(self) -> None:
         for timer in self._timers:
             timer.cancel()
+        # Cancelled, the task forgets its connection, and the iterator of connections that
+        # owns it is only closed when garbage-collected: close it here, now.
+        ws = self._ws
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._ws is not None:
-            await self._ws.close()
+        if ws is not None:
+            await ws.close()
 
     # rooms and messages
 
     async def join(self, room: RoomKeys, expires_at_ms: int = 0) -> Joined:
         """Join ``room`` and wait for the relay to let us in."""
+        if self._failure is not None:
+            raise self._failure
         future = self._joined.get(room.room_id)
         if future is None or future.done():
             future = self._joined[room.room_id] = asyncio.get_running_loop().create_future()
@@ -149,6 +168,8 @@ class RoomClient:
 
     async def send_text(self, room_id: bytes, text: str) -> Message:
         """Send ``text`` and return once the relay has taken it."""
+        if self._failure is not None:
+            raise self._failure
         message = self.session.send_text(room_id, text, now_ms())
         future = self._accepted[message.message_id] = asyncio.get_running_loop().create_future()
         await self._flush()
@@ -170,6 +191,17 @@ class RoomClient:
     # the connection
 
     async def _run(self) -> None:
+        try:
+            await self._connections()
+        except InvalidHandshake as exc:  # refused for good: whoever waits is told
+            self._failure = RelayRefused(f"The relay at {self.url} refused us: {exc}")
+            self._failure.__cause__ = exc
+            waiting: list[asyncio.Future[Any]] = [*self._joined.values(), *self._accepted.values()]
+            for future in waiting:
+                if not future.done():
+                    future.set_exception(self._failure)
+
+    async def _connections(self) -> None:
         async for ws in connect(
             self.url,
             subprotocols=[Subprotocol(SUBPROTOCOL)],
@@ -179,6 +211,7 @@ class RoomClient:
             reconnect_delays=self._delays,
             proxy=None,
             open_timeout=10,
+            process_exception=_retry_or_give_up,
         ):
             self._ws = ws
             self.session.connection_made()

@@ -279,6 +279,8 @@ class RelayConnection(asyncio.Protocol):
                 self.hangup = True
         if self.ws.state is State.CLOSED or self.ws.close_expected():
             self.closing = True
+            if self.rooms:  # a member saying goodbye has left: no need to wait for EOF
+                self.relay.leave_all(self)
         if (self.out or self.closing) and not self.dirty:
             self.dirty = True
             self.relay.mark_dirty(self)
@@ -553,11 +555,12 @@ class Relay:
         log_event("relay.stopped")
 
     async def run_until_signal(self) -> None:
-        await self.start()
+        # Handlers first: a SIGTERM right after "relay.started" is a graceful stop too.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        await self.start()
         await stop.wait()
         log_event("relay.stopping")
         await self.shutdown()

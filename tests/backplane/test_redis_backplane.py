@@ -1,0 +1,330 @@
+"""Several relays sharing rooms through a real redis-server on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import TypeVar
+
+import pytest
+import redis
+
+from instantroom.client.connection import RoomClient
+from instantroom.protocol import frames
+from instantroom.protocol.codes import ErrorCode
+from instantroom.protocol.kdf import DeviceKey, RoomKeys
+from instantroom.testing import (
+    RawClient,
+    RelayProcess,
+    assert_exited_cleanly,
+    fresh_room,
+    http_request,
+    raw_client,
+    run,
+    running_relay,
+)
+
+F = TypeVar("F", bound=frames.Frame)
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [REDIS, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--protected-mode", "yes"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = self.client()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def relays(count: int, backplane: str, *args: str) -> Iterator[list[RelayProcess]]:
+    with contextlib.ExitStack() as stack:
+        started = [
+            stack.enter_context(running_relay("--backplane", backplane, *args))
+            for _ in range(count)
+        ]
+        for relay in started:
+            relay.wait_for_log("event=backplane.up")
+        yield started
+    for relay in started:
+        assert_exited_cleanly(relay)
+
+
+async def logged_twice(relay: RelayProcess, text: str) -> None:
+    async with asyncio.timeout(15):
+        while relay.log_text().count(text) < 2:  # noqa: ASYNC110 - a log, not an event
+            await asyncio.sleep(0.05)
+
+
+def device() -> DeviceKey:
+    return DeviceKey.from_private_bytes(secrets.token_bytes(32))
+
+
+@contextlib.asynccontextmanager
+async def clients(urls: list[str]) -> AsyncIterator[list[RoomClient]]:
+    started = [RoomClient(url, device(), f"member{n}") for n, url in enumerate(urls)]
+    for client in started:
+        client.start()
+    try:
+        yield started
+    finally:
+        for client in started:
+            await client.close()
+
+
+async def next_text(client: RoomClient, wait: float = 5.0) -> str:
+    async with asyncio.timeout(wait):
+        async for received in client.messages():
+            return received.message.text
+    raise AssertionError("no message")
+
+
+async def expect_past_presence(client: RawClient, kind: type[F]) -> F:
+    """The next frame that is not a PRESENCE: counts from other relays come any time."""
+    while True:
+        frame = await client.recv()
+        if not isinstance(frame, frames.Presence):
+            assert isinstance(frame, kind), frame
+            return frame
+
+
+async def settle_presence(members: list[RoomClient], room: RoomKeys, want: int) -> list[int]:
+    """Wait until every member has heard the count ``want`` (or time out and show)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        counts = [client.presence.get(room.room_id, 0) for client in members]
+        if all(count == want for count in counts):
+            return counts
+        await asyncio.sleep(0.02)
+    return [client.presence.get(room.room_id, 0) for client in members]
+
+
+def test_members_on_three_relays_chat_and_agree_on_presence(redis_server: RedisServer) -> None:
+    with relays(3, redis_server.url) as (one, two, three):
+
+        async def scenario() -> None:
+            room = fresh_room()
+            async with clients([one.url, two.url, three.url]) as members:
+                for member in members:
+                    await member.join(room)
+                assert await settle_presence(members, room, 3) == [3, 3, 3]
+                for sender in members:
+                    await sender.send_text(room.room_id, f"from {sender.session.name}")
+                    for other in members:
+                        if other is not sender:
+                            assert await next_text(other) == f"from {sender.session.name}"
+                await members[2].leave(room.room_id)
+                assert await settle_presence(members[:2], room, 2) == [2, 2]
+
+        run(scenario())
+
+
+def test_rooms_stay_apart_across_relays(redis_server: RedisServer) -> None:
+    with relays(2, redis_server.url) as (one, two):
+
+        async def scenario() -> None:
+            room_a, room_b = fresh_room(), fresh_room()
+            async with (
+                raw_client(one.ws_url) as a1,
+                raw_client(two.ws_url) as a2,
+                raw_client(one.ws_url) as b1,
+                raw_client(two.ws_url) as b2,
+            ):
+                for client, room in ((a1, room_a), (a2, room_a), (b1, room_b), (b2, room_b)):
+                    await client.join(room)
+                await b1.send(frames.Publish(1, room_b.room_id, b"\x01" + bytes(284)))
+                await expect_past_presence(b1, frames.Ack)
+                delivered = await expect_past_presence(b2, frames.Deliver)
+                assert delivered.room_id == room_b.room_id
+                # Barriers on the members of room A: nothing of room B came before.
+                for client in (a1, a2):
+                    seen = await client.barrier()
+                    assert not any(isinstance(f, frames.Deliver) for f in seen), seen
+
+        run(scenario())
+
+
+def test_expiry_holds_on_every_relay(redis_server: RedisServer) -> None:
+    with relays(3, redis_server.url) as (one, two, three):
+
+        async def scenario() -> None:
+            room = fresh_room()
+            expires = int(time.time() * 1000) + 2_000
+            async with raw_client(one.ws_url) as first, raw_client(two.ws_url) as second:
+                joined = await first.join(room, expires)
+                assert joined.expires_at_ms == expires
+                # A relay that learns the room later, from a client that claims a longer
+                # life, still enforces the first expiry.
+                later = await second.join(room, expires + 600_000)
+                assert later.expires_at_ms == expires
+                for client in (first, second):
+                    client.timeout = 6.0
+                    error = await expect_past_presence(client, frames.Error)
+                    assert error.code == ErrorCode.ROOM_EXPIRED
+                    assert error.room_id == room.room_id
+            # After expiry, no relay lets anyone in, even one that never saw the room.
+            for relay in (one, two, three):
+                async with raw_client(relay.ws_url) as late:
+                    challenge = await late.challenge(room, 0)
+                    await late.send(RawClient.proof(room, challenge))
+                    await late.expect_error(ErrorCode.ROOM_EXPIRED)
+
+        run(scenario())
+
+
+def test_losing_redis_keeps_local_delivery_and_resumes_when_it_returns(
+    redis_server: RedisServer,
+) -> None:
+    with relays(2, redis_server.url) as (one, two):
+
+        async def scenario() -> None:
+            room = fresh_room()
+            async with clients([one.url, one.url, two.url]) as (left1, left2, right):
+                for member in (left1, left2, right):
+                    await member.join(room)
+                await left1.send_text(room.room_id, "before")
+                assert await next_text(left2) == "before"
+                assert await next_text(right) == "before"
+
+                redis_server.stop()
+                one.wait_for_log("event=backplane.down")
+                for relay in (one, two):
+                    response = await http_request(relay.port, "/healthz")
+                    assert response.status == 200
+                    assert json.loads(response.body)["status"] == "degraded"
+                    metrics = await http_request(relay.port, "/metrics")
+                    assert b"instantroom_backplane_healthy 0.0" in metrics.body
+                # Local delivery goes on; the relays stay up.
+                await left1.send_text(room.room_id, "during")
+                assert await next_text(left2) == "during"
+                # A new member joins the relay that is cut off from the others.
+                async with clients([two.url]) as (newcomer,):
+                    await newcomer.join(room)
+
+                redis_server.start()
+                for relay in (one, two):  # up once at start, and now again
+                    await logged_twice(relay, "event=backplane.up")
+                # Cross-relay delivery resumes by itself.
+                await left1.send_text(room.room_id, "after")
+                assert await next_text(left2) == "after"
+                texts = []
+                while "after" not in texts:
+                    texts.append(await next_text(right, wait=10))
+                assert "during" not in texts  # pub/sub keeps nothing while Redis was gone
+                for relay in (one, two):
+                    response = await http_request(relay.port, "/healthz")
+                    assert json.loads(response.body)["status"] == "ok"
+
+        run(scenario(), timeout=90)
+
+
+def test_redis_holds_only_short_lived_room_facts(redis_server: RedisServer) -> None:
+    secret_text = "the plaintext that must not be stored " + secrets.token_hex(8)
+    with relays(2, redis_server.url) as (one, two):
+
+        async def scenario() -> RoomKeys:
+            room = fresh_room()
+            async with clients([one.url, two.url]) as (alice, bob):
+                await alice.join(room)
+                await bob.join(room)
+                for n in range(20):
+                    await alice.send_text(room.room_id, f"{secret_text} {n}")
+                for _ in range(20):
+                    await next_text(bob)
+            return room
+
+        room = run(scenario())
+    store = redis_server.client()
+    keys = list(store.scan_iter(count=1000))
+    assert keys, "the room facts should be there while they last"
+    for key in keys:
+        assert key in (b"ir:x:" + room.room_id, b"ir:p:" + room.room_id), key
+        ttl = store.pttl(key)
+        assert 0 < ttl <= 31 * 24 * 3600 * 1000 * 2, (key, ttl)
+        kind = store.type(key)
+        values = [store.get(key)] if kind == b"string" else list(store.hgetall(key).values())
+        for value in values:
+            assert value is not None
+            assert secret_text.encode() not in value
+    dump = b"".join(store.dump(k) or b"" for k in keys)
+    assert secret_text.encode() not in dump
+
+
+def test_workers_need_a_backplane() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "instantroom", "serve", "--host", "127.0.0.1",
+         "--port", str(free_port()), "--workers", "2"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "--backplane" in result.stderr
+
+
+def test_workers_share_a_port_and_its_rooms(redis_server: RedisServer) -> None:
+    port = free_port()
+    with running_relay("--workers", "2", "--backplane", redis_server.url, port=port) as relay:
+
+        async def scenario() -> None:
+            room = fresh_room()
+            # Enough members that the kernel spreads them over both workers.
+            async with clients([relay.url] * 8) as members:
+                for member in members:
+                    await member.join(room)
+                assert await settle_presence(members, room, 8) == [8] * 8
+                await members[0].send_text(room.room_id, "to all workers")
+                for member in members[1:]:
+                    assert await next_text(member) == "to all workers"
+
+        run(scenario())
+    assert relay.returncode == 0

@@ -1,0 +1,177 @@
+"""``instantroom send`` and ``instantroom listen``, run as commands against a relay process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import signal
+import sys
+from datetime import datetime
+
+from instantroom.client.connection import RoomClient
+from instantroom.protocol.errors import ChecksumMismatch
+from instantroom.protocol.kdf import DeviceKey, RoomKeys
+from instantroom.protocol.minikey import (
+    BASE58_ALPHABET,
+    format_minikey,
+    make_minikey,
+    parse_minikey,
+)
+from instantroom.protocol.session import PresenceChanged
+from instantroom.testing import RelayProcess, run
+
+FINGERPRINT = re.compile(r"^[A-Z2-7]{4}(-[A-Z2-7]{4}){3}$")
+
+
+def environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
+
+
+async def instantroom(*args: str) -> tuple[int, str, str]:
+    """Run the command to its end: exit status, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "instantroom",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environment(),
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def typo_of(key: str) -> str:
+    """``key`` with one character changed, such that the typo check catches it."""
+    for position in range(1, len(key)):
+        for char in BASE58_ALPHABET:
+            candidate = key[:position] + char + key[position + 1 :]
+            try:
+                parse_minikey(candidate)
+            except ChecksumMismatch:
+                return candidate
+    raise AssertionError("every change passed the check")
+
+
+def test_send_and_listen(relay: RelayProcess) -> None:
+    key = make_minikey(secrets.randbelow)
+    room = RoomKeys.from_minikey(key)
+    carol_key = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+
+    async def scenario() -> None:
+        async with RoomClient(relay.url, carol_key, "carol") as carol:
+            await carol.join(room)
+            listener = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "instantroom",
+                "listen",
+                "--server",
+                relay.url,
+                "--key",
+                format_minikey(key),  # as read aloud, in groups
+                "--json",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=environment(),
+            )
+            assert listener.stdout is not None
+            try:
+                # The listener is in when the room counts two.
+                async with asyncio.timeout(10):
+                    while await carol.next_event() != PresenceChanged(room.room_id, 2):
+                        pass
+
+                status, out, err = await instantroom(
+                    "send", "--server", relay.url, "--key", key, "--name", "alice", "hi from alice"
+                )
+                assert (status, out) == (0, ""), err
+                # "Taken" means delivered to the members online: carol has it already.
+                from_alice = await anext(carol.messages())
+                assert from_alice.message.text == "hi from alice"
+
+                await carol.send_text(room.room_id, "and carol ✓")
+                invite = f"{relay.url}/#{key}"
+                status, _, err = await instantroom(
+                    "send", "--server", relay.url, "--key", invite, "--name", "bob", "bob here"
+                )
+                assert status == 0, err
+
+                lines = []
+                async with asyncio.timeout(10):
+                    for _ in range(3):
+                        lines.append(json.loads(await listener.stdout.readline()))
+            finally:
+                listener.send_signal(signal.SIGINT)
+                await listener.wait()
+
+        assert [(line["name"], line["text"]) for line in lines] == [
+            ("alice", "hi from alice"),
+            ("carol", "and carol ✓"),
+            ("bob", "bob here"),
+        ]
+        alice, carol_line, bob = lines
+        assert alice["fingerprint"] == from_alice.fingerprint
+        assert carol_line["fingerprint"] == carol_key.fingerprint
+        assert len({alice["fingerprint"], carol_line["fingerprint"], bob["fingerprint"]}) == 3
+        for line in lines:
+            assert FINGERPRINT.match(line["fingerprint"])
+            sent_at = datetime.fromisoformat(line["time"])
+            assert sent_at.tzinfo is not None
+            assert abs(sent_at.timestamp() * 1000 - line["timestamp_ms"]) < 1
+            assert len(bytes.fromhex(line["message_id"])) == 16
+        assert alice["message_id"] == from_alice.message.message_id.hex()
+
+    run(scenario())
+
+
+def test_a_mistyped_key_is_called_a_typo(relay: RelayProcess) -> None:
+    key = make_minikey(secrets.randbelow)
+
+    async def scenario() -> None:
+        for command in ("send", "listen"):
+            extra = ["some text"] if command == "send" else []
+            status, out, err = await instantroom(
+                command, "--server", relay.url, "--key", typo_of(key), *extra
+            )
+            assert status != 0
+            assert "typo" in err
+            assert out == ""
+
+    run(scenario())
+
+
+def test_send_without_a_relay_gives_up_at_its_timeout(relay: RelayProcess) -> None:
+    key = make_minikey(secrets.randbelow)
+    relay.terminate()
+
+    async def scenario() -> None:
+        status, _, err = await instantroom(
+            "send", "--server", relay.url, "--key", key, "--timeout", "1", "lost"
+        )
+        assert status == 1
+        assert "did not take the message" in err
+
+    run(scenario())
+
+
+def test_a_url_that_is_no_relay_is_an_error_not_a_hang(relay: RelayProcess) -> None:
+    key = make_minikey(secrets.randbelow)
+    wrong = f"{relay.url}/not/the/relay"
+
+    async def scenario() -> None:
+        for command in ("send", "listen"):
+            extra = ["some text"] if command == "send" else []
+            async with asyncio.timeout(10):
+                status, _, err = await instantroom(command, "--server", wrong, "--key", key, *extra)
+            assert status == 1
+            assert "refused" in err
+            assert "404" in err
+            assert "Traceback" not in err
+
+    run(scenario())

@@ -1,0 +1,182 @@
+"""The relay's HTTP side: /healthz, /metrics, the web page and its headers, and the
+Origin policy of the WebSocket endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+
+from instantroom.protocol import frames
+from instantroom.protocol.codes import ErrorCode
+from instantroom.protocol.join import sign_join_proof
+from instantroom.testing import (
+    LOOPBACK,
+    RelayProcess,
+    assert_exited_cleanly,
+    fresh_room,
+    http_request,
+    raw_client,
+    read_response_head,
+    run,
+    running_relay,
+    upgrade_request,
+)
+
+
+async def upgrade_status(port: int, request: bytes) -> int:
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        writer.write(request)
+        status, _ = await read_response_head(reader)
+        return status
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+def samples(exposition: str) -> dict[str, float]:
+    """``name{labels}`` -> value, for every sample of a Prometheus text exposition."""
+    found: dict[str, float] = {}
+    for line in exposition.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            found[name] = float(value)
+    return found
+
+
+def test_healthz_the_page_and_not_found(relay: RelayProcess) -> None:
+    async def scenario() -> None:
+        health = await http_request(relay.port, "/healthz")
+        assert health.status == 200
+        assert health.headers["content-type"] == "application/json"
+        assert json.loads(health.body)["status"] == "ok"
+
+        page = await http_request(relay.port, "/")
+        assert page.status == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert b"InstantRoom" in page.body
+        policy = page.headers["content-security-policy"]
+        directives = dict(d.strip().split(" ", 1) for d in policy.split(";") if d.strip())
+        assert directives["default-src"] == "'self'"
+        assert directives["script-src"] == "'self'"  # no inline or third-party script
+        assert directives["object-src"] == "'none'"
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert page.headers["referrer-policy"] == "no-referrer"
+        assert (await http_request(relay.port, "/index.html")).body == page.body
+
+        assert (await http_request(relay.port, "/no/such/file")).status == 404
+        # The WebSocket path without an upgrade is not a page.
+        assert (await http_request(relay.port, "/ws")).status == 404
+
+    run(scenario())
+
+
+def test_metrics_count_connections_frames_bytes_and_rejections(relay: RelayProcess) -> None:
+    room = fresh_room()
+    rid = room.room_id
+
+    async def scenario() -> None:
+        before = samples((await http_request(relay.port, "/metrics")).body.decode())
+        async with raw_client(relay.ws_url) as alice, raw_client(relay.ws_url) as bob:
+            await alice.join(room)
+            await bob.join(room)
+            await alice.send(frames.Publish(1, rid, b"x" * 300))
+            await alice.barrier()
+            await bob.barrier()
+            challenge = await bob.challenge(fresh_room())
+            await bob.send(frames.Proof(rid, sign_join_proof(room.signing_key, rid, challenge)))
+            await bob.expect_error(ErrorCode.NO_CHALLENGE)
+            await bob.send(b"\xee")
+            await bob.expect_error(ErrorCode.UNKNOWN_FRAME_TYPE)
+            response = await http_request(relay.port, "/metrics")
+        assert response.status == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        after = samples(response.body.decode())
+
+        def grew(name: str) -> float:
+            return after[name] - before.get(name, 0.0)
+
+        # The /metrics request itself counts as a connection.
+        assert grew("instantroom_connections_total") == 3
+        # alice: JOIN, PROOF, PUBLISH, PING; bob: JOIN, PROOF, PING, JOIN, PROOF, 0xee.
+        assert grew("instantroom_frames_received_total") == 10
+        # CHALLENGE x3, JOINED x2, PRESENCE, ACK, DELIVER, PONG x2, ERROR x2; and the relay
+        # counts its HTTP responses as sent frames too: two 101s and the first /metrics.
+        assert grew("instantroom_frames_sent_total") == 12 + 3
+        assert grew("instantroom_bytes_received_total") > 300
+        assert grew("instantroom_bytes_sent_total") > 300
+        assert grew("instantroom_messages_delivered_total") == 1
+        assert after['instantroom_rejections_total{reason="no_challenge"}'] == 1
+        assert after['instantroom_rejections_total{reason="unknown_frame_type"}'] == 1
+        assert after["instantroom_connections_open"] == 3
+        assert after["instantroom_rooms_open"] == 1
+        assert after["instantroom_room_members"] == 2
+        # Counts only: no room id in any form.
+        assert rid.hex()[:8] not in response.body.decode()
+
+    run(scenario())
+
+
+def test_origins_same_site_by_default_and_a_list_by_option() -> None:
+    evil = "https://evil.example"
+    friend = "https://chat.example"
+    with running_relay() as relay:
+        port = relay.port
+
+        async def by_default() -> None:
+            assert await upgrade_status(port, upgrade_request(port)) == 101  # no Origin: no browser
+            same = f"http://{LOOPBACK}:{port}"
+            assert await upgrade_status(port, upgrade_request(port, origin=same)) == 101
+            assert await upgrade_status(port, upgrade_request(port, origin=evil)) == 403
+            assert await upgrade_status(port, upgrade_request(port, origin=friend)) == 403
+            # Same host, other port: another origin.
+            other_port = f"http://{LOOPBACK}:{port + 1}"
+            assert await upgrade_status(port, upgrade_request(port, origin=other_port)) == 403
+            # Without our subprotocol, no WebSocket either.
+            assert await upgrade_status(port, upgrade_request(port, subprotocol=None)) == 400
+            exposition = (await http_request(port, "/metrics")).body.decode()
+            assert samples(exposition)['instantroom_rejections_total{reason="origin"}'] == 3
+
+        run(by_default())
+    assert_exited_cleanly(relay)
+
+    with running_relay("--origins", f"{friend}, https://other.example") as relay:
+        port = relay.port
+
+        async def with_a_list() -> None:
+            assert await upgrade_status(port, upgrade_request(port, origin=friend)) == 101
+            other = "https://other.example"
+            assert await upgrade_status(port, upgrade_request(port, origin=other)) == 101
+            assert await upgrade_status(port, upgrade_request(port, origin=evil)) == 403
+            assert await upgrade_status(port, upgrade_request(port)) == 101
+
+        run(with_a_list())
+    assert_exited_cleanly(relay)
+
+    with running_relay(env={"INSTANTROOM_ORIGINS": evil}) as relay:
+        port = relay.port
+        assert run(upgrade_status(port, upgrade_request(port, origin=evil))) == 101
+    assert_exited_cleanly(relay)
+
+
+def test_every_option_is_also_an_environment_variable() -> None:
+    """Spot checks, through behaviour: limits set by INSTANTROOM_* only."""
+    env = {"INSTANTROOM_MAX_FRAME_SIZE": "1000", "INSTANTROOM_ROOMS_PER_CONNECTION": "1"}
+    with running_relay(env=env) as relay:
+
+        async def scenario() -> None:
+            room = fresh_room()
+            async with raw_client(relay.ws_url) as client:
+                await client.join(room)
+                await client.send(frames.Join(fresh_room().room_id, room.public_key, 0))
+                await client.expect_error(ErrorCode.TOO_MANY_ROOMS)
+                await client.send(frames.Publish(1, room.room_id, bytes(1000)))
+                assert (await client.closed()).code == 1009
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+    assert re.search(r"event=relay\.started .*port=\d+", relay.log_text())

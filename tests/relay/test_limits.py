@@ -1,0 +1,564 @@
+"""Limits: each bad client is refused or cut off as its limit says, while a well-behaved
+member of the same room keeps receiving, and the relay stays up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import resource
+import secrets
+import time
+
+from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close, Frame, Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
+
+from instantroom.protocol import frames
+from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode
+from instantroom.protocol.kdf import RoomKeys
+from instantroom.testing import (
+    LOOPBACK,
+    RawClient,
+    RelayProcess,
+    assert_exited_cleanly,
+    fresh_room,
+    http_request,
+    raw_client,
+    read_response_head,
+    run,
+    running_relay,
+    upgrade_request,
+)
+
+
+async def still_flowing(sender: RawClient, receiver: RawClient, room: RoomKeys) -> None:
+    """A message from ``sender`` reaches ``receiver``, and nothing else is pending."""
+    sealed = secrets.token_bytes(300)
+    ref = secrets.randbelow(2**32)
+    await sender.send(frames.Publish(ref, room.room_id, sealed))
+    assert await sender.barrier() == [frames.Ack(ref)]
+    assert await receiver.barrier() == [frames.Deliver(room.room_id, sealed)]
+
+
+async def healthy(relay: RelayProcess) -> None:
+    response = await http_request(relay.port, "/healthz")
+    assert response.status == 200
+    assert b'"ok"' in response.body
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    """One sample of a Prometheus text exposition."""
+    pattern = re.escape(name + (f"{{{labels}}}" if labels else "")) + r" (\S+)"
+    match = re.search(r"^" + pattern + "$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+async def metrics(relay: RelayProcess) -> str:
+    return (await http_request(relay.port, "/metrics")).body.decode()
+
+
+def test_an_oversized_frame_closes_that_connection_with_1009() -> None:
+    room = fresh_room()
+    rid = room.room_id
+    with running_relay("--max-frame-size", "4096") as relay:
+
+        async def scenario() -> None:
+            async with (
+                raw_client(relay.ws_url) as alice,
+                raw_client(relay.ws_url) as bob,
+                raw_client(relay.ws_url) as mallory,
+            ):
+                for client in (alice, bob, mallory):
+                    await client.join(room)
+                assert await alice.barrier() == [frames.Presence(rid, 2), frames.Presence(rid, 3)]
+                # Exactly at the limit is fine...
+                largest = secrets.token_bytes(4096 - frames.PUBLISH_HEADER_SIZE)
+                await mallory.send(frames.Publish(1, rid, largest))
+                assert await mallory.barrier() == [frames.Ack(1)]
+                assert await alice.barrier() == [frames.Deliver(rid, largest)]
+                assert await bob.barrier() == [
+                    frames.Presence(rid, 3),
+                    frames.Deliver(rid, largest),
+                ]
+                # ... one byte more is not.
+                await mallory.send(frames.Publish(2, rid, largest + b"!"))
+                closed = await mallory.closed()
+                assert closed.code == CloseCode.MESSAGE_TOO_BIG
+                assert closed.frames == []
+                assert await alice.expect(frames.Presence) == frames.Presence(rid, 2)
+                await bob.expect(frames.Presence)
+                assert await alice.barrier() == []  # the big frame reached nobody
+                await still_flowing(bob, alice, room)
+                await still_flowing(alice, bob, room)
+
+            # Fragments count together: small ones adding up past the limit close too.
+            async with raw_client(relay.ws_url) as fragmenter:
+                await fragmenter.join(room)
+                publish = frames.encode_frame(frames.Publish(3, rid, largest + b"!"))
+                chunks = [publish[i : i + 1000] for i in range(0, len(publish), 1000)]
+                with contextlib.suppress(ConnectionClosed):
+                    await fragmenter.ws.send(chunks)
+                assert (await fragmenter.closed()).code == CloseCode.MESSAGE_TOO_BIG
+
+            await healthy(relay)
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
+def test_a_flood_is_rate_limited_then_closed_while_the_room_flows() -> None:
+    room = fresh_room()
+    rid = room.room_id
+    flags = ("--messages-per-second", "10", "--message-burst", "20", "--max-refusals", "30")
+    with running_relay(*flags) as relay:
+
+        async def scenario() -> None:
+            async with (
+                raw_client(relay.ws_url) as alice,
+                raw_client(relay.ws_url) as bob,
+                raw_client(relay.ws_url) as flooder,
+            ):
+                for client in (alice, bob, flooder):
+                    await client.join(room)
+                await alice.barrier()
+                await bob.barrier()
+                sent = {ref: secrets.token_bytes(300) for ref in range(1, 201)}
+                with contextlib.suppress(ConnectionClosed):  # once closed, sending fails
+                    for ref, sealed in sent.items():
+                        await flooder.send(frames.Publish(ref, rid, sealed))
+                closed = await flooder.closed()
+                assert closed.code == CloseCode.POLICY_VIOLATION
+                acked = [f.ref for f in closed.frames if isinstance(f, frames.Ack)]
+                errors = [f for f in closed.frames if isinstance(f, frames.Error)]
+                assert errors, closed.frames
+                assert {e.code for e in errors} == {ErrorCode.RATE_LIMITED}
+                limited = [e.ref for e in errors]
+                # The bucket let through its burst (less the JOIN and PROOF), then refused
+                # 30 frames in a row and closed on the 31st.
+                assert 1 <= len(acked) <= 20
+                assert len(limited) >= 30
+                assert set(acked).isdisjoint(limited)
+                assert acked == sorted(acked)
+                assert limited == sorted(limited)
+                assert len(acked) + len(limited) < len(sent)
+
+                # The good members got exactly what the relay took, and nothing else.
+                expected = [frames.Deliver(rid, sent[ref]) for ref in acked]
+                for member in (alice, bob):
+                    got = await member.barrier()
+                    assert got == [*expected, frames.Presence(rid, 2)]
+                await still_flowing(alice, bob, room)
+                await still_flowing(bob, alice, room)
+
+            text = await metrics(relay)
+            assert metric(text, "instantroom_rejections_total", 'reason="rate_limited"') >= 30
+            assert metric(text, "instantroom_disconnects_total", 'reason="policy_violation"') == 1
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
+async def send_raw(port: int, data: bytes) -> bytes:
+    """Write ``data`` on a fresh TCP connection; return all the relay answers before EOF."""
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        chunks = []
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := await reader.read(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+def test_garbage_on_the_socket_gets_a_400_or_a_close() -> None:
+    """Each gets an HTTP error or a close: at once when it cannot be a request, else (no
+    end of line yet) at the handshake timeout."""
+    room = fresh_room()
+    garbage = [
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + secrets.token_bytes(500),  # TLS hello
+        secrets.token_bytes(4096) + b"\r\n\r\n",
+        b"\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\n\x00\x01\x02: \xff\r\n\r\n",
+        b"BREW /ws HTCPCP/1.0\r\n\r\n",
+        b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: x\r\n" + b"X-Many: y\r\n" * 500 + b"\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nX-Long: " + b"y" * 20000 + b"\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    ]
+
+    with running_relay("--handshake-timeout", "1") as relay:
+
+        async def scenario() -> None:
+            async with raw_client(relay.ws_url) as alice, raw_client(relay.ws_url) as bob:
+                await alice.join(room)
+                await bob.join(room)
+                await alice.barrier()
+                async with asyncio.timeout(4):
+                    answers = await asyncio.gather(
+                        *(send_raw(relay.port, data) for data in garbage)
+                    )
+                for answer in answers:
+                    if answer:
+                        assert answer.startswith(b"HTTP/1.1 4"), answer[:100]
+                        status = int(answer.split(b" ", 2)[1])
+                        assert status in (400, 414, 426, 431), answer[:100]
+                    await still_flowing(bob, alice, room)
+                await healthy(relay)
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
+def test_a_text_frame_closes_with_1008(relay: RelayProcess) -> None:
+    room = fresh_room()
+
+    async def scenario() -> None:
+        async with (
+            raw_client(relay.ws_url) as alice,
+            raw_client(relay.ws_url) as bob,
+            raw_client(relay.ws_url) as texter,
+        ):
+            for client in (alice, bob, texter):
+                await client.join(room)
+            await texter.barrier()
+            await texter.send("hello as text")
+            closed = await texter.closed()
+            assert closed.code == CloseCode.POLICY_VIOLATION
+            assert closed.frames == []
+            assert [f for f in await alice.barrier() if isinstance(f, frames.Presence)][-1] == (
+                frames.Presence(room.room_id, 2)
+            )
+            await bob.barrier()
+            await still_flowing(bob, alice, room)
+
+    run(scenario())
+
+
+def test_half_open_handshakes_are_cut_off_after_the_handshake_timeout() -> None:
+    room = fresh_room()
+    with running_relay("--handshake-timeout", "1") as relay:
+
+        async def hang(data: bytes) -> float:
+            """Send ``data`` and wait for the relay to hang up; return how long it took."""
+            started = time.monotonic()
+            reader, writer = await asyncio.open_connection(LOOPBACK, relay.port)
+            try:
+                writer.write(data)
+                with contextlib.suppress(ConnectionResetError):
+                    assert await reader.read() == b""
+                return time.monotonic() - started
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+
+        async def upgraded_but_never_joined() -> tuple[float, int]:
+            started = time.monotonic()
+            async with raw_client(relay.ws_url) as idler:
+                closed = await idler.closed()
+                return time.monotonic() - started, closed.code
+
+        async def scenario() -> None:
+            async with raw_client(relay.ws_url) as alice, raw_client(relay.ws_url) as bob:
+                await alice.join(room)
+                await bob.join(room)
+                await alice.barrier()
+                partial = b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                async with asyncio.timeout(6):
+                    hangers = [asyncio.create_task(hang(partial)) for _ in range(20)]
+                    hangers += [asyncio.create_task(hang(b"")) for _ in range(5)]
+                    hangers += [asyncio.create_task(hang(b"G")) for _ in range(5)]
+                    idler = asyncio.create_task(upgraded_but_never_joined())
+                    # The room keeps flowing while they wait.
+                    await still_flowing(bob, alice, room)
+                    times = await asyncio.gather(*hangers)
+                    idle_time, idle_code = await idler
+                assert all(1.0 <= t < 3.5 for t in times), times
+                assert 1.0 <= idle_time < 3.5
+                assert idle_code == CloseCode.HANDSHAKE_TIMEOUT
+                # Members who joined are past their handshake: they stay.
+                await still_flowing(bob, alice, room)
+                await still_flowing(alice, bob, room)
+            await healthy(relay)
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
+def test_a_thousand_connections_from_one_address_are_capped() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:  # this process and the relay (which inherits it) each hold 1,000 sockets
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    room = fresh_room()
+    limit = 50
+    with running_relay("--connections-per-address", str(limit)) as relay:
+
+        async def scenario() -> None:
+            held: list[asyncio.StreamWriter] = []
+            statuses: list[int | str] = []
+            gate = asyncio.Semaphore(64)
+
+            async def attempt() -> None:
+                async with gate:
+                    reader, writer = await asyncio.open_connection(LOOPBACK, relay.port)
+                    held.append(writer)
+                    writer.write(upgrade_request(relay.port))
+                    try:
+                        status, _ = await read_response_head(reader)
+                    except (ConnectionResetError, asyncio.IncompleteReadError) as exc:
+                        statuses.append(type(exc).__name__)
+                    else:
+                        statuses.append(status)
+
+            try:
+                async with raw_client(relay.ws_url) as alice, raw_client(relay.ws_url) as bob:
+                    await alice.join(room)
+                    await bob.join(room)
+                    await alice.barrier()
+                    await asyncio.gather(*(attempt() for _ in range(1000)))
+                    # Two of the fifty are alice and bob.
+                    assert statuses.count(101) == limit - 2
+                    assert statuses.count(429) == 1000 - (limit - 2), sorted(
+                        {str(s) for s in statuses}
+                    )
+                    await still_flowing(bob, alice, room)
+                    await still_flowing(alice, bob, room)
+                    # Even full up, the relay answers on this address at once (with a 429).
+                    assert (await http_request(relay.port, "/healthz")).status == 429
+                    for writer in held:
+                        writer.close()
+                    await asyncio.gather(
+                        *(writer.wait_closed() for writer in held), return_exceptions=True
+                    )
+                    held.clear()
+                    await still_flowing(bob, alice, room)
+                    await healthy(relay)
+                    text = await metrics(relay)
+                    assert (
+                        metric(
+                            text, "instantroom_rejections_total", 'reason="too_many_connections"'
+                        )
+                        == 1000 - (limit - 2) + 1
+                    )  # and the /healthz above
+            finally:
+                for writer in held:
+                    writer.close()
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
+def test_members_per_room_and_rooms_per_connection() -> None:
+    full = fresh_room()
+    with running_relay("--members-per-room", "2", "--rooms-per-connection", "2") as relay:
+
+        async def scenario() -> None:
+            async with (
+                raw_client(relay.ws_url) as alice,
+                raw_client(relay.ws_url) as bob,
+                raw_client(relay.ws_url) as carol,
+            ):
+                await alice.join(full)
+                await bob.join(full)
+                challenge = await carol.challenge(full)
+                await carol.send(RawClient.proof(full, challenge))
+                refused = await carol.expect_error(ErrorCode.ROOM_FULL)
+                assert refused.room_id == full.room_id
+                assert await carol.barrier() == []
+                assert await alice.barrier() == [frames.Presence(full.room_id, 2)]
+                assert await bob.barrier() == []
+                await bob.send(frames.Leave(full.room_id))
+                assert await alice.expect(frames.Presence) == frames.Presence(full.room_id, 1)
+                assert (await carol.join(full)).members == 2
+
+                # carol is in one room and may ask for one more, but not two.
+                others = [fresh_room() for _ in range(3)]
+                await carol.challenge(others[0])
+                await carol.send(frames.Join(others[1].room_id, others[1].public_key, 0))
+                refused = await carol.expect_error(ErrorCode.TOO_MANY_ROOMS)
+                assert refused.room_id == others[1].room_id
+                await carol.send(frames.Leave(others[0].room_id))  # withdraws the request
+                await carol.join(others[1])
+                await carol.send(frames.Join(others[2].room_id, others[2].public_key, 0))
+                await carol.expect_error(ErrorCode.TOO_MANY_ROOMS)
+                await carol.send(frames.Leave(full.room_id))
+                assert (await carol.join(others[2])).members == 1
+                assert await alice.barrier() == [
+                    frames.Presence(full.room_id, 2),
+                    frames.Presence(full.room_id, 1),
+                ]
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
+class MuteClient:
+    """A WebSocket client that joins, then never sends a byte again: not even a pong.
+
+    Built on websockets' sans-I/O ClientProtocol over a raw socket, whose automatic
+    answers to pings this client simply never writes.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.protocol = ClientProtocol(
+            parse_uri(f"ws://{LOOPBACK}/ws"), subprotocols=[Subprotocol(SUBPROTOCOL)]
+        )
+        self.muted = False
+
+    @classmethod
+    async def join(cls, port: int, room: RoomKeys) -> MuteClient:
+        client = cls(*await asyncio.open_connection(LOOPBACK, port))
+        client.protocol.send_request(client.protocol.connect())
+        client._write()
+        while not any(isinstance(e, Response) for e in await client._events()):
+            pass
+        client.protocol.send_binary(
+            frames.encode_frame(frames.Join(room.room_id, room.public_key, 0))
+        )
+        client._write()
+        challenge = frames.decode_frame((await client.frames())[0])
+        assert isinstance(challenge, frames.Challenge)
+        client.protocol.send_binary(frames.encode_frame(RawClient.proof(room, challenge.challenge)))
+        client._write()
+        assert isinstance(frames.decode_frame((await client.frames())[0]), frames.Joined)
+        client.muted = True
+        return client
+
+    def _write(self) -> None:
+        data = b"".join(self.protocol.data_to_send())
+        if not self.muted:
+            self.writer.write(data)
+
+    async def _events(self) -> list[object]:
+        data = await self.reader.read(65536)
+        if data:
+            self.protocol.receive_data(data)
+        else:
+            self.protocol.receive_eof()
+        self._write()
+        return list(self.protocol.events_received())
+
+    async def frames(self) -> list[bytes]:
+        """The next binary messages to arrive (waiting for at least one)."""
+        while True:
+            found = [
+                bytes(e.data)
+                for e in await self._events()
+                if isinstance(e, Frame) and e.opcode is Opcode.BINARY
+            ]
+            if found:
+                return found
+
+    async def close_code(self) -> tuple[int, int]:
+        """Read until the relay closes; the close code and how many pings came first."""
+        pings = 0
+        while True:
+            for event in await self._events():
+                if isinstance(event, Frame) and event.opcode is Opcode.PING:
+                    pings += 1
+                if isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
+                    close = Close.parse(event.data)
+                    return close.code, pings
+            if self.protocol.state is State.CLOSED:
+                return 1006, pings
+
+    def close(self) -> None:
+        self.writer.transport.abort()
+
+
+def test_a_silent_member_is_pinged_then_closed_at_the_idle_timeout() -> None:
+    """A member that answers pings stays; one that answers nothing goes (close 4003)."""
+    room = fresh_room()
+    flags = ("--ping-interval", "1", "--idle-timeout", "2.5")
+    with running_relay(*flags) as relay:
+
+        async def scenario() -> None:
+            async with raw_client(relay.ws_url) as quiet:  # websockets answers pings
+                await quiet.join(room)
+                mute = await MuteClient.join(relay.port, room)
+                try:
+                    started = time.monotonic()
+                    async with asyncio.timeout(8):
+                        code, pings = await mute.close_code()
+                    assert code == CloseCode.IDLE_TIMEOUT
+                    assert pings >= 1
+                    assert 2.5 <= time.monotonic() - started < 5
+                finally:
+                    mute.close()
+                # The quiet member, who said nothing but answered the pings, is still in.
+                assert await quiet.barrier() == [
+                    frames.Presence(room.room_id, 2),
+                    frames.Presence(room.room_id, 1),
+                ]
+
+            text = await metrics(relay)
+            assert metric(text, "instantroom_disconnects_total", 'reason="idle_timeout"') == 1
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
+def test_behind_a_proxy_the_limit_is_per_forwarded_address() -> None:
+    """--trust-proxy: the address is the last X-Forwarded-For entry, or the peer's when the
+    header is missing; either way the per-address limit holds."""
+    with running_relay("--trust-proxy", "--connections-per-address", "3") as relay:
+        port = relay.port
+
+        async def scenario() -> None:
+            held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+            async def upgrade(forwarded: str | None) -> int:
+                reader, writer = await asyncio.open_connection(LOOPBACK, port)
+                held.append((reader, writer))
+                request = upgrade_request(port)
+                if forwarded is not None:
+                    header = f"X-Forwarded-For: {forwarded}\r\n".encode()
+                    request = request[:-2] + header + b"\r\n"
+                writer.write(request)
+                status, _ = await read_response_head(reader)
+                return status
+
+            async def hang_up_all() -> None:
+                """Hang up, and wait for the relay to hang up too: then it has let go."""
+                for reader, writer in held:
+                    with contextlib.suppress(OSError):
+                        writer.write_eof()
+                        await reader.read()
+                    writer.close()
+                held.clear()
+
+            try:
+                for forwarded in ("203.0.113.7", "198.51.100.1, 203.0.113.7", None):
+                    statuses = [await upgrade(forwarded) for _ in range(4)]
+                    assert statuses == [101, 101, 101, 429], forwarded
+                    await hang_up_all()
+                # Each address has its own count.
+                assert [await upgrade(f"192.0.2.{n}") for n in range(6)] == [101] * 6
+                await hang_up_all()
+                # Connections that go before saying anything do not count, coming or going.
+                assert [await upgrade(None) for _ in range(3)] == [101] * 3
+                for _ in range(3):
+                    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+                    writer.write_eof()
+                    assert await reader.read() == b""
+                    writer.close()
+                assert await upgrade(None) == 429
+            finally:
+                await hang_up_all()
+
+        run(scenario())
+    assert_exited_cleanly(relay)

@@ -1,0 +1,173 @@
+"""Fan-out and presence, frame by frame, against a relay process.
+
+Absence is shown with barriers: a member's PING is answered after everything the relay
+did before, so a DELIVER that was coming would arrive before the PONG.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from instantroom.protocol import frames
+from instantroom.protocol.codes import ErrorCode
+from instantroom.testing import RelayProcess, fresh_room, raw_client, run
+
+
+def envelope(size: int = 300) -> bytes:
+    """Stand-in ciphertext: the relay never looks inside."""
+    return secrets.token_bytes(size)
+
+
+def test_a_publish_reaches_every_other_member_as_sent_and_no_other_room(
+    relay: RelayProcess,
+) -> None:
+    room_a, room_b = fresh_room(), fresh_room()
+
+    async def scenario() -> None:
+        async with (
+            raw_client(relay.ws_url) as alice,
+            raw_client(relay.ws_url) as bob,
+            raw_client(relay.ws_url) as carol,
+            raw_client(relay.ws_url) as dave,
+        ):
+            assert (await alice.join(room_a)).members == 1
+            assert (await bob.join(room_a)).members == 2
+            assert (await carol.join(room_a)).members == 3
+            assert (await dave.join(room_b)).members == 1
+            assert await alice.barrier() == [
+                frames.Presence(room_a.room_id, 2),
+                frames.Presence(room_a.room_id, 3),
+            ]
+            assert await bob.barrier() == [frames.Presence(room_a.room_id, 3)]
+
+            sealed = envelope()
+            await alice.send(frames.Publish(7, room_a.room_id, sealed))
+            assert await alice.barrier() == [frames.Ack(7)]  # not echoed to the sender
+            deliver = frames.Deliver(room_a.room_id, sealed)
+            assert await bob.barrier() == [deliver]
+            assert await carol.barrier() == [deliver]
+            assert await dave.barrier() == []
+
+            # The other way: room B's traffic stays in room B.
+            await dave.send(frames.Publish(8, room_b.room_id, envelope()))
+            assert await dave.barrier() == [frames.Ack(8)]
+            for member in (alice, bob, carol):
+                assert await member.barrier() == []
+
+            # Publishing to a room one is not in is refused and reaches nobody.
+            await dave.send(frames.Publish(9, room_a.room_id, envelope()))
+            refused = await dave.expect_error(ErrorCode.NOT_JOINED)
+            assert (refused.ref, refused.room_id) == (9, frames.NO_ROOM)
+            for member in (alice, bob, carol):
+                assert await member.barrier() == []
+
+    run(scenario())
+
+
+def test_the_relay_sends_the_same_bytes_for_every_size_bucket(relay: RelayProcess) -> None:
+    room = fresh_room()
+
+    async def scenario() -> None:
+        async with raw_client(relay.ws_url) as alice, raw_client(relay.ws_url) as bob:
+            await alice.join(room)
+            await bob.join(room)
+            sent = [envelope(size) for size in (1, 285, 1053, 4125, 16413, 65565)]
+            for ref, sealed in enumerate(sent, start=1):
+                await alice.send(frames.Publish(ref, room.room_id, sealed))
+            assert await alice.barrier() == [
+                frames.Presence(room.room_id, 2),
+                *(frames.Ack(ref) for ref in range(1, len(sent) + 1)),
+            ]
+            assert await bob.barrier() == [frames.Deliver(room.room_id, s) for s in sent]
+
+    run(scenario())
+
+
+def test_one_connection_is_in_several_rooms(relay: RelayProcess) -> None:
+    room_a, room_b = fresh_room(), fresh_room()
+
+    async def scenario() -> None:
+        async with (
+            raw_client(relay.ws_url) as both,
+            raw_client(relay.ws_url) as only_a,
+            raw_client(relay.ws_url) as only_b,
+        ):
+            await both.join(room_a)
+            await both.join(room_b)
+            await only_a.join(room_a)
+            await only_b.join(room_b)
+            assert await both.barrier() == [
+                frames.Presence(room_a.room_id, 2),
+                frames.Presence(room_b.room_id, 2),
+            ]
+            to_a, to_b = envelope(), envelope()
+            await only_a.send(frames.Publish(1, room_a.room_id, to_a))
+            await only_b.send(frames.Publish(1, room_b.room_id, to_b))
+            assert await only_a.barrier() == [frames.Ack(1)]
+            assert await only_b.barrier() == [frames.Ack(1)]
+            assert await both.barrier() == [
+                frames.Deliver(room_a.room_id, to_a),
+                frames.Deliver(room_b.room_id, to_b),
+            ]
+            from_both = envelope()
+            await both.send(frames.Publish(2, room_b.room_id, from_both))
+            assert await both.barrier() == [frames.Ack(2)]
+            assert await only_b.barrier() == [frames.Deliver(room_b.room_id, from_both)]
+            assert await only_a.barrier() == []
+
+    run(scenario())
+
+
+def test_presence_counts_follow_joins_leaves_and_disconnects(relay: RelayProcess) -> None:
+    room = fresh_room()
+    rid = room.room_id
+
+    async def counts() -> None:
+        async with raw_client(relay.ws_url) as alice, raw_client(relay.ws_url) as bob:
+            joined = await alice.join(room)
+            assert joined.members == 1
+            assert (await bob.join(room)).members == 2
+            assert await alice.barrier() == [frames.Presence(rid, 2)]
+            async with raw_client(relay.ws_url) as carol:
+                third = await carol.join(room)
+                assert third == frames.Joined(rid, joined.expires_at_ms, 3)
+                assert await alice.barrier() == [frames.Presence(rid, 3)]
+                assert await bob.barrier() == [frames.Presence(rid, 3)]
+                await carol.send(frames.Leave(rid))
+                assert await carol.barrier() == []  # no count for one who left
+                assert await alice.barrier() == [frames.Presence(rid, 2)]
+                assert await bob.barrier() == [frames.Presence(rid, 2)]
+                # Having left, carol cannot publish there any more.
+                await carol.send(frames.Publish(1, rid, envelope()))
+                assert (await carol.expect_error(ErrorCode.NOT_JOINED)).ref == 1
+                # ... and may come back.
+                assert (await carol.join(room)).members == 3
+                assert await alice.barrier() == [frames.Presence(rid, 3)]
+                assert await bob.barrier() == [frames.Presence(rid, 3)]
+            # carol hung up: the others are told.
+            assert await alice.expect(frames.Presence) == frames.Presence(rid, 2)
+            assert await bob.expect(frames.Presence) == frames.Presence(rid, 2)
+            await bob.ws.close()
+            assert await alice.expect(frames.Presence) == frames.Presence(rid, 1)
+            assert await alice.barrier() == []
+
+    run(counts())
+
+
+def test_a_fragmented_message_is_one_frame(relay: RelayProcess) -> None:
+    """WebSocket fragments make one message: the relay reassembles them, the member gets
+    one DELIVER."""
+    room = fresh_room()
+    rid = room.room_id
+
+    async def scenario() -> None:
+        async with raw_client(relay.ws_url) as alice, raw_client(relay.ws_url) as bob:
+            await alice.join(room)
+            await bob.join(room)
+            sealed = envelope(5000)
+            publish = frames.encode_frame(frames.Publish(5, rid, sealed))
+            await alice.ws.send([publish[:3], publish[3:40], publish[40:4000], publish[4000:]])
+            assert await alice.barrier() == [frames.Presence(rid, 2), frames.Ack(5)]
+            assert await bob.barrier() == [frames.Deliver(rid, sealed)]
+
+    run(scenario())

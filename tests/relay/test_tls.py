@@ -1,0 +1,108 @@
+"""TLS served directly (--tls-cert/--tls-key): clients chat over wss://, and plain
+HTTP/WebSocket on the same port gets nowhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import secrets
+import ssl
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from instantroom.client.connection import RoomClient
+from instantroom.protocol.codes import CloseCode
+from instantroom.protocol.kdf import DeviceKey
+from instantroom.testing import (
+    LOOPBACK,
+    assert_exited_cleanly,
+    fresh_room,
+    raw_client,
+    run,
+    running_relay,
+    upgrade_request,
+)
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "instantroom test")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_clients_chat_over_tls(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    trust = ssl.create_default_context(cafile=str(cert))
+    room = fresh_room()
+    with running_relay("--tls-cert", str(cert), "--tls-key", str(key)) as relay:
+        assert "tls=True" in relay.log_text()
+        url = f"https://{LOOPBACK}:{relay.port}"
+
+        async def scenario() -> None:
+            alice_key = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+            async with (
+                RoomClient(url, alice_key, "alice", ssl_context=trust) as alice,
+                RoomClient(
+                    url,
+                    DeviceKey.from_private_bytes(secrets.token_bytes(32)),
+                    "bob",
+                    ssl_context=trust,
+                ) as bob,
+            ):
+                await alice.join(room)
+                await bob.join(room)
+                await alice.send_text(room.room_id, "over TLS")
+                async for received in bob.messages():
+                    assert received.message.text == "over TLS"
+                    assert received.fingerprint == alice_key.fingerprint
+                    break
+
+            # A relay-side close reaches a TLS client too (TLS cannot half-close).
+            wss = f"wss://{LOOPBACK}:{relay.port}/ws"
+            async with raw_client(wss, ssl=trust) as texter:
+                await texter.join(room)
+                await texter.send("text")
+                assert (await texter.closed()).code == CloseCode.POLICY_VIOLATION
+
+            # Plain text on the TLS port is not a request.
+            reader, writer = await asyncio.open_connection(LOOPBACK, relay.port)
+            writer.write(upgrade_request(relay.port))
+            async with asyncio.timeout(5):
+                with contextlib.suppress(ConnectionResetError):
+                    assert not (await reader.read()).startswith(b"HTTP/1.1 101")
+            writer.close()
+
+        run(scenario())
+    assert_exited_cleanly(relay)
