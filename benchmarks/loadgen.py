@@ -522,8 +522,8 @@ def start_profiler(
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     out = PROFILE_DIR / (re.sub(r"[^a-z0-9]+", "-", name.lower()) + ".txt")
     return subprocess.Popen(
-        ["py-spy", "record", "--pid", str(relay.proc.pid), "--duration", str(int(seconds + 2)), "--rate", "400",
-         "--format", "raw", "--output", str(out), "--nonblocking"],
+        ["py-spy", "record", "--pid", str(relay.proc.pid), "--duration", str(int(seconds + 2)),
+         "--rate", "400", "--format", "raw", "--output", str(out), "--nonblocking"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 

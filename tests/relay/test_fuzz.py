@@ -181,7 +181,7 @@ class Model:
                 return (
                     [frames.Ack(ref)]
                     if room_id in self.rooms
-                    else [error(ErrorCode.NOT_JOINED, ref)]
+                    else [error(ErrorCode.NOT_JOINED, ref, room_id)]
                 )
             case frames.Join(room_id, _, _):
                 if room_id in self.rooms:

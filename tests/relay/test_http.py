@@ -153,6 +153,9 @@ def test_origins_same_site_by_default_and_a_list_by_option() -> None:
             assert await upgrade_status(port, upgrade_request(port, origin=other)) == 101
             assert await upgrade_status(port, upgrade_request(port, origin=evil)) == 403
             assert await upgrade_status(port, upgrade_request(port)) == 101
+            # The relay's own pages stay allowed: the list adds origins, it removes none.
+            same = f"http://{LOOPBACK}:{port}"
+            assert await upgrade_status(port, upgrade_request(port, origin=same)) == 101
 
         run(with_a_list())
     assert_exited_cleanly(relay)

@@ -53,7 +53,7 @@ class RelayConfig:
     )
     origins: str = field(
         default="",
-        metadata={"help": "comma-separated browser origins allowed (default: same origin only)"},
+        metadata={"help": "comma-separated browser origins allowed besides the relay's own"},
     )
     tls_cert: str = field(default="", metadata={"help": "PEM certificate chain: serve TLS"})
     tls_key: str = field(default="", metadata={"help": "PEM private key for --tls-cert"})

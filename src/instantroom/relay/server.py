@@ -334,15 +334,14 @@ class RelayConnection(asyncio.Protocol):
         relay = self.relay
         allowed = relay.config.origin_list
         host = request.headers.get("Host", "")
-        ws.origins = (
-            [None, *(Origin(o) for o in allowed)]
-            if allowed
-            else [
-                None,
-                Origin(f"http://{host}"),
-                Origin(f"https://{host}"),
-            ]
-        )
+        # Non-browser clients send no Origin; a page served by this relay is always let in;
+        # --origins adds the pages elsewhere that may use it.
+        ws.origins = [
+            None,
+            Origin(f"http://{host}"),
+            Origin(f"https://{host}"),
+            *(Origin(o) for o in allowed),
+        ]
         response = ws.accept(request)
         if response.status_code == 101 and ws.subprotocol is None:
             response = ws.reject(400, f"Speak the {SUBPROTOCOL} subprotocol.\n")
@@ -401,7 +400,8 @@ class RelayConnection(asyncio.Protocol):
             # (Past MAX_FRAME_SIZE no member could decode it: decode_frame refuses it.)
             room = self.rooms.get(data[5:37])
             if room is None:
-                self.refuse(ErrorCode.NOT_JOINED, "Join the room first.", int.from_bytes(data[1:5]))
+                ref = int.from_bytes(data[1:5])
+                self.refuse(ErrorCode.NOT_JOINED, "Join the room first.", ref, data[5:37])
                 return
             self.refusals = 0
             relay.fan_out(room, self, encode_wire(_DELIVER + data[5:]))
