@@ -12,7 +12,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from . import __version__
+from . import __version__, rooms_cli
+from .client.keystore import KeyStoreError
 from .protocol.errors import MiniKeyError, ProtocolError
 from .protocol.kdf import DeviceKey, RoomKeys
 from .protocol.minikey import format_minikey, make_minikey, parse_minikey, spell_minikey
@@ -68,27 +69,32 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
 
-def _room_from_key(text: str) -> RoomKeys:
-    return RoomKeys.from_minikey(parse_minikey(_key_from_invite(text)))
+def _target(args: argparse.Namespace) -> tuple[RoomKeys, str, DeviceKey, int]:
+    """The room, relay, device key and known expiry that send/listen use.
 
+    ``--room`` takes them from the key store (this install's device key, so members see
+    the same fingerprint each time); ``--key`` makes a one-off device.
+    """
+    from .client.invite import parse_invite
 
-def _key_from_invite(text: str) -> str:
-    """Accept a bare key or an invite link ``https://relay/#KEY``."""
-    return text.rsplit("#", 1)[-1] if "#" in text else text
-
-
-def _device_for_cli() -> DeviceKey:
-    # Until the key store exists, each run of send/listen is its own device.
-    return DeviceKey.from_private_bytes(secrets.token_bytes(32))
+    if args.room:
+        store = rooms_cli.open_store(args)
+        stored = store.find(args.room)
+        keys = RoomKeys.from_minikey(stored.key)
+        return keys, args.server or stored.server, store.device, stored.expires_at_ms
+    linked_server, key = parse_invite(args.key)
+    server = args.server or linked_server or rooms_cli.DEFAULT_SERVER
+    device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+    return RoomKeys.from_minikey(key), server, device, 0
 
 
 async def _send(args: argparse.Namespace) -> int:
     from .client.connection import JoinRefused, RelayRefused, RoomClient
 
-    room = _room_from_key(args.key)
-    async with RoomClient(args.server, _device_for_cli(), args.name) as client:
+    room, server, device, expires = _target(args)
+    async with RoomClient(server, device, args.name) as client:
         try:
-            await asyncio.wait_for(client.join(room), args.timeout)
+            await asyncio.wait_for(client.join(room, expires), args.timeout)
             await asyncio.wait_for(client.send_text(room.room_id, args.text), args.timeout)
         except JoinRefused as exc:
             print(f"instantroom: the relay refused to join: {exc}", file=sys.stderr)
@@ -106,10 +112,10 @@ async def _listen(args: argparse.Namespace) -> int:
     from .client.connection import JoinRefused, RelayRefused, RoomClient
     from .protocol.envelope import Kind
 
-    room = _room_from_key(args.key)
-    async with RoomClient(args.server, _device_for_cli(), args.name) as client:
+    room, server, device, expires = _target(args)
+    async with RoomClient(server, device, args.name) as client:
         try:
-            await client.join(room)
+            await client.join(room, expires)
         except JoinRefused as exc:
             print(f"instantroom: the relay refused to join: {exc}", file=sys.stderr)
             return 1
@@ -161,10 +167,14 @@ def _run_async(
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server",
-        default=os.environ.get("INSTANTROOM_SERVER", "http://127.0.0.1:8080"),
-        help="the relay's URL, http(s):// or ws(s):// [env INSTANTROOM_SERVER]",
+        default=os.environ.get("INSTANTROOM_SERVER"),
+        help="the relay's URL, http(s):// or ws(s):// [env INSTANTROOM_SERVER; default: the "
+        "invite link's or the stored room's relay, else http://127.0.0.1:8080]",
     )
-    parser.add_argument("--key", required=True, help="the room key, or an invite link")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--key", help="the room key, or an invite link")
+    which.add_argument("--room", help="a room of your key store: its label or room id start")
+    rooms_cli.add_store_option(parser)
     parser.add_argument(
         "--name", default=os.environ.get("INSTANTROOM_NAME", "anonymous"), help="your name"
     )
@@ -204,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("text", metavar="TEXT")
     send.set_defaults(run=_run_async(_send))
 
+    rooms_cli.add_commands(commands)
+
     listen = commands.add_parser("listen", help="print each message of a room as it arrives")
     _add_client_options(listen)
     listen.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -215,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result: int = args.run(args)
-    except ProtocolError as exc:
+    except (ProtocolError, KeyStoreError) as exc:
         print(f"instantroom: {exc}", file=sys.stderr)
         return 2
     return result

@@ -1,0 +1,32 @@
+"""Invite links: ``https://<relay>/#<key>``.
+
+The key sits after ``#``, in the fragment, which browsers never send to a server: the
+relay that serves the web client never sees it. A bare key is accepted wherever an invite
+link is.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from instantroom.protocol.errors import UsageError
+from instantroom.protocol.minikey import parse_minikey
+
+
+def format_invite(server: str, key: str) -> str:
+    parts = urlsplit(server.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"An invite link needs an http:// or https:// server, not {server!r}.")
+    path = parts.path if parts.path.endswith("/") else parts.path + "/"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", key))
+
+
+def parse_invite(text: str) -> tuple[str | None, str]:
+    """``(server or None, key)`` from an invite link or a bare key; raises MiniKeyError."""
+    text = text.strip()
+    if "#" not in text:
+        return None, parse_minikey(text)
+    address, _, fragment = text.partition("#")
+    parts = urlsplit(address)
+    server = urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")) if parts.netloc else None
+    return server, parse_minikey(fragment)

@@ -1,0 +1,291 @@
+"""The commands that use the key store: new, join, rooms, qr, forget, passwd.
+
+The password comes from INSTANTROOM_PASSWORD when set (scripts, tests), else from a
+prompt. The store is ``--keystore PATH``, INSTANTROOM_KEYSTORE, or a file in the
+platform's user data folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import re
+import secrets
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import platformdirs
+import segno
+
+from instantroom.client.invite import format_invite, parse_invite
+from instantroom.client.keystore import KeyStore, StoredRoom
+from instantroom.protocol.kdf import DeviceKey, RoomKeys
+from instantroom.protocol.minikey import format_minikey, make_minikey, spell_minikey
+from instantroom.protocol.session import Joined
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+LIFETIMES = {"1h": 3600, "1d": 86400, "1w": 7 * 86400}
+_DURATION = re.compile(r"(\d+)([smhdw])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in ``1h``, ``1d``, ``1w`` or any sum like ``2h30m``."""
+    compact = text.strip().lower().replace(" ", "")
+    parts = _DURATION.findall(compact)
+    if not parts or "".join(n + u for n, u in parts) != compact:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a lifetime: say 1h, 1d, 1w, or for example 2h30m or 3d."
+        )
+    seconds = sum(int(number) * _UNIT[unit] for number, unit in parts)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("A room lives for some time: more than zero.")
+    return seconds
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def keystore_path(option: str | None) -> Path:
+    if option:
+        return Path(option).expanduser()
+    if os.environ.get("INSTANTROOM_KEYSTORE"):
+        return Path(os.environ["INSTANTROOM_KEYSTORE"]).expanduser()
+    return platformdirs.user_data_path("instantroom") / "keystore.json"
+
+
+def _password(prompt: str, confirm: bool = False) -> str:
+    given = os.environ.get("INSTANTROOM_PASSWORD")
+    if given is not None:
+        return given
+    password = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Once more: ") != password:
+        raise SystemExit("instantroom: the two passwords differ; nothing was changed.")
+    return password
+
+
+def open_store(args: argparse.Namespace, create: bool = False) -> KeyStore:
+    """Open the store, creating it (with a new password) if ``create`` and it is missing.
+
+    Rooms whose lifetime is over are deleted as the store opens.
+    """
+    path = keystore_path(args.keystore)
+    if not path.exists() and create:
+        password = _password("New password for your InstantRoom key store: ", confirm=True)
+        store = KeyStore.create(path, password)
+        print(f"Made a key store at {path}, locked by your password.", file=sys.stderr)
+        return store
+    store = KeyStore.open(path, _password("Password for your InstantRoom key store: "))
+    expired = store.purge_expired(now_ms())
+    if expired:
+        store.save()
+        for room in expired:
+            print(f"Room {room.label!r} has expired: its key and messages are deleted.",
+                  file=sys.stderr)  # fmt: skip
+    return store
+
+
+def _when(expires_at_ms: int) -> str:
+    if not expires_at_ms:
+        return "expiry not known yet"
+    left = (expires_at_ms - now_ms()) // 1000
+    stamp = datetime.fromtimestamp(expires_at_ms / 1000, tz=UTC).astimezone()
+    if left < 3600:
+        return f"expires {stamp:%H:%M} (in {max(0, left) // 60} min)"
+    if left < 2 * 86400:
+        return f"expires {stamp:%a %H:%M} (in {left // 3600} h)"
+    return f"expires {stamp:%Y-%m-%d %H:%M} (in {left // 86400} days)"
+
+
+def print_room_card(room: StoredRoom) -> None:
+    invite = format_invite(room.server, room.key)
+    print(f"Room {room.label!r} on {room.server}, {_when(room.expires_at_ms)}")
+    print()
+    print(f"  Key:     {format_minikey(room.key)}")
+    for number, line in enumerate(spell_minikey(room.key), start=1):
+        print(f"    {number}. {line}")
+    print(f"  Invite:  {invite}")
+    print()
+    segno.make(invite, error="m").terminal(compact=True, border=2)
+    print("Share the key by voice or the QR code in person; anyone who has it is in.")
+
+
+LOOK_TIMEOUT = 5.0
+
+
+async def look_in(room: StoredRoom) -> Joined | None:
+    """Join the room briefly, sending nothing: the relay's JOINED tells the room's
+    expiry and members online, and a first join fixes the lifetime the room was made
+    with. None if the relay is out of reach or refuses."""
+    from instantroom.client.connection import JoinRefused, RelayRefused, RoomClient
+
+    client = RoomClient(room.server, _throwaway_device(), "")
+    client.start()
+    try:
+        async with asyncio.timeout(LOOK_TIMEOUT):
+            return await client.join(RoomKeys.from_minikey(room.key), room.expires_at_ms)
+    except (TimeoutError, OSError, JoinRefused, RelayRefused):
+        return None
+    finally:
+        await client.close()
+
+
+def _throwaway_device() -> DeviceKey:
+    """A device key for a look at the relay that sends no message."""
+    return DeviceKey.from_private_bytes(secrets.token_bytes(32))
+
+
+# commands
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    store = open_store(args, create=True)
+    key = make_minikey(secrets.randbelow)
+    room = StoredRoom(
+        key=key,
+        label=args.label or f"room-{RoomKeys.from_minikey(key).room_id.hex()[:6]}",
+        server=args.server,
+        expires_at_ms=now_ms() + args.expires * 1000,
+        keep_history=args.history,
+    )
+    store.add_room(room)
+    store.save()
+    # The first join fixes the room's lifetime on the relay; later joins cannot stretch it.
+    if asyncio.run(look_in(room)) is None:
+        print(f"(The relay {room.server} is out of reach now; the room's lifetime reaches it "
+              "with the first member who joins.)", file=sys.stderr)  # fmt: skip
+    print_room_card(room)
+    return 0
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    server, key = parse_invite(args.invite)
+    store = open_store(args, create=True)
+    room = StoredRoom(
+        key=key,
+        label=args.label or f"room-{RoomKeys.from_minikey(key).room_id.hex()[:6]}",
+        server=server or args.server,
+        expires_at_ms=0,
+        keep_history=args.history,
+    )
+    room = store.add_room(room)
+    joined = asyncio.run(look_in(room))
+    if joined is not None:
+        room.expires_at_ms = joined.expires_at_ms
+    store.save()
+    print(f"Joined room {room.label!r} on {room.server}, {_when(room.expires_at_ms)}.")
+    return 0
+
+
+def cmd_rooms(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    if not store.rooms:
+        print("No rooms. Make one with `instantroom new`, or join one with `instantroom join`.")
+        return 0
+
+    async def looks() -> list[Joined | None]:
+        if args.offline:
+            return [None] * len(store.rooms)
+        return list(await asyncio.gather(*(look_in(room) for room in store.rooms)))
+
+    for room, joined in zip(store.rooms, asyncio.run(looks()), strict=True):
+        # The look itself is one of the members counted.
+        shown = "?" if joined is None else str(max(0, joined.members - 1))
+        print(f"{room.label:20} {room.room_id.hex()[:8]}  {room.server:28} "
+              f"{_when(room.expires_at_ms):34} online: {shown}")  # fmt: skip
+    return 0
+
+
+def cmd_qr(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    room = store.find(args.room)
+    code = segno.make(format_invite(room.server, room.key), error="m")
+    if args.png:
+        code.save(args.png, kind="png", scale=10, border=4)
+        os.chmod(args.png, 0o600)
+    elif args.svg:
+        code.save(args.svg, kind="svg", scale=10, border=4)
+        os.chmod(args.svg, 0o600)
+    else:
+        code.terminal(compact=True, border=2)
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    room = store.find(args.room)
+    store.forget(room)
+    store.save()
+    print(f"Forgot room {room.label!r}: its key and messages are deleted from this device.")
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    new = os.environ.get("INSTANTROOM_NEW_PASSWORD")
+    if new is None:
+        new = getpass.getpass("New password: ")
+        if getpass.getpass("Once more: ") != new:
+            print("instantroom: the two passwords differ; nothing was changed.", file=sys.stderr)
+            return 1
+    store.change_password(new)
+    print("The key store now opens with the new password.")
+    return 0
+
+
+def add_store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--keystore",
+        metavar="PATH",
+        help="the key store file [env INSTANTROOM_KEYSTORE; default: your user data folder]",
+    )
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    server_default = os.environ.get("INSTANTROOM_SERVER", DEFAULT_SERVER)
+
+    new = commands.add_parser("new", help="make a room: its key, invite link and QR code")
+    new.add_argument("--label", help="a name for the room, for you")
+    new.add_argument(
+        "--expires",
+        type=parse_duration,
+        default=LIFETIMES["1d"],
+        metavar="1h|1d|1w|DURATION",
+        help="the room's lifetime (default 1d)",
+    )
+    new.add_argument("--server", default=server_default, help="the relay's URL")
+    new.add_argument("--history", action="store_true", help="keep this room's messages here")
+    new.set_defaults(run=cmd_new)
+
+    join = commands.add_parser("join", help="store a room from its key or invite link")
+    join.add_argument("invite", metavar="KEY|INVITE-LINK")
+    join.add_argument("--label", help="a name for the room, for you")
+    join.add_argument("--server", default=server_default, help="the relay, for a bare key")
+    join.add_argument("--history", action="store_true", help="keep this room's messages here")
+    join.set_defaults(run=cmd_join)
+
+    rooms = commands.add_parser("rooms", help="list your rooms, with members online")
+    rooms.add_argument("--offline", action="store_true", help="do not ask the relays")
+    rooms.set_defaults(run=cmd_rooms)
+
+    qr = commands.add_parser("qr", help="show a room's invite QR code, or save it")
+    qr.add_argument("room", metavar="ROOM", help="a label, or the start of a room id")
+    where = qr.add_mutually_exclusive_group()
+    where.add_argument("--png", metavar="FILE", help="save as PNG")
+    where.add_argument("--svg", metavar="FILE", help="save as SVG")
+    qr.set_defaults(run=cmd_qr)
+
+    forget = commands.add_parser("forget", help="delete a room's key and messages here")
+    forget.add_argument("room", metavar="ROOM", help="a label, or the start of a room id")
+    forget.set_defaults(run=cmd_forget)
+
+    passwd = commands.add_parser("passwd", help="change the key store's password")
+    passwd.set_defaults(run=cmd_passwd)
+
+    for parser in (new, join, rooms, qr, forget, passwd):
+        add_store_option(parser)

@@ -1,0 +1,215 @@
+"""new, join, rooms, qr, forget and passwd, as real processes, against a real relay."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import segno
+import zxingcpp
+from PIL import Image
+
+from instantroom.client.invite import format_invite
+from instantroom.client.keystore import KeyStore, StoredRoom
+from instantroom.protocol.kdf import RoomKeys
+from instantroom.testing import RelayProcess, raw_client, run
+
+PASSWORD = "a long enough password"
+
+
+def cli(
+    store: Path,
+    *args: str,
+    password: str = PASSWORD,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
+    environ |= {"INSTANTROOM_PASSWORD": password, "INSTANTROOM_KEYSTORE": str(store)}
+    environ |= env or {}
+    result = subprocess.run(
+        [sys.executable, "-m", "instantroom", *args],
+        capture_output=True, text=True, env=environ, timeout=60, check=False,
+    )  # fmt: skip
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def decode(image: Image.Image) -> list[str]:
+    return [code.text for code in zxingcpp.read_barcodes(image)]
+
+
+def rasterise_terminal(text: str) -> Image.Image:
+    """Turn segno's compact terminal drawing back into pixels: each character is two
+    modules stacked, drawn light on a dark terminal (a full block is two light modules)."""
+    halves = {" ": (0, 0), "█": (1, 1), "▀": (1, 0), "▄": (0, 1)}
+    lines = [line for line in text.splitlines() if line and set(line) <= set(halves)]
+    width = max(len(line) for line in lines)
+    scale = 8
+    image = Image.new("L", (width * scale, len(lines) * 2 * scale), 0)
+    for y, line in enumerate(lines):
+        for x, char in enumerate(line):
+            for half, light in enumerate(halves[char]):
+                if light:
+                    box = (
+                        x * scale,
+                        (2 * y + half) * scale,
+                        (x + 1) * scale,
+                        (2 * y + half + 1) * scale,
+                    )
+                    image.paste(255, box)
+    # Printed light-on-dark, so the code is inverted; add a light quiet zone around it.
+    inverted = Image.eval(image, lambda v: 255 - v)
+    framed = Image.new("L", (inverted.width + 8 * scale, inverted.height + 8 * scale), 255)
+    framed.paste(inverted, (4 * scale, 4 * scale))
+    return framed
+
+
+def test_new_stores_the_room_prints_its_card_and_fixes_its_lifetime(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    store = tmp_path / "store.json"
+    result = cli(store, "new", "--label", "team", "--expires", "2h", "--server", relay.url)
+    opened = KeyStore.open(store, PASSWORD)
+    (room,) = opened.rooms
+    invite = format_invite(relay.url, room.key)
+    assert invite in result.stdout
+    assert " ".join(room.key[i : i + 5] for i in range(0, 30, 5)) in result.stdout
+    assert "capital S (sierra)" in result.stdout
+    assert abs(room.expires_at_ms - (time.time() * 1000 + 2 * 3600 * 1000)) < 60_000
+    # The terminal QR code in the card decodes to the invite link.
+    assert decode(rasterise_terminal(result.stdout)) == [invite]
+
+    async def a_member_joins_knowing_no_expiry() -> int:
+        async with raw_client(relay.ws_url) as member:
+            joined = await member.join(RoomKeys.from_minikey(room.key), 0)
+            return joined.expires_at_ms
+
+    # The relay learned the creator's lifetime when the room was made.
+    assert run(a_member_joins_knowing_no_expiry()) == room.expires_at_ms
+
+
+def test_qr_codes_saved_as_png_and_svg_decode_to_the_invite_link(tmp_path: Path) -> None:
+    store = tmp_path / "store.json"
+    opened = KeyStore.create(store, PASSWORD)
+    room = opened.add_room(
+        StoredRoom(key="S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy", label="team",
+                   server="https://relay.example/", expires_at_ms=0)
+    )  # fmt: skip
+    opened.save()
+    invite = format_invite(room.server, room.key)
+    png, svg = tmp_path / "room.png", tmp_path / "room.svg"
+    cli(store, "qr", "team", "--png", str(png))
+    assert decode(Image.open(png)) == [invite]
+    cli(store, "qr", "team", "--svg", str(svg))
+    assert svg.read_text().startswith("<?xml")
+    shown = cli(store, "qr", "team")
+    assert decode(rasterise_terminal(shown.stdout)) == [invite]
+    # The same code, drawn by segno straight to pixels, for comparison.
+    buffer = io.BytesIO()
+    segno.make(invite, error="m").save(buffer, kind="png", scale=4)
+    assert decode(Image.open(buffer)) == [invite]
+
+
+def test_join_rooms_and_forget(tmp_path: Path, relay: RelayProcess) -> None:
+    store = tmp_path / "store.json"
+    key = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy"
+    cli(store, "join", format_invite(relay.url, key), "--label", "friends")
+    (room,) = KeyStore.open(store, PASSWORD).rooms
+    assert room.server.rstrip("/") == relay.url.rstrip("/")
+    assert room.expires_at_ms > time.time() * 1000  # learned from the relay
+    listing = cli(store, "rooms").stdout
+    assert "friends" in listing
+    assert "online: 0" in listing
+    assert key not in listing
+    cli(store, "forget", "friends")
+    assert KeyStore.open(store, PASSWORD).rooms == []
+    assert "No rooms" in cli(store, "rooms").stdout
+
+
+def test_an_expired_room_is_gone_from_rooms_and_from_the_store(tmp_path: Path) -> None:
+    store = tmp_path / "store.json"
+    opened = KeyStore.create(store, PASSWORD)
+    now = int(time.time() * 1000)
+    opened.add_room(
+        StoredRoom("S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy", "over", "http://127.0.0.1:9/", now - 1000)
+    )
+    opened.add_room(
+        StoredRoom(
+            "SDehB97fmBnFwezqLcANLCCQkQyfz1", "still", "http://127.0.0.1:9/", now + 3_600_000
+        )
+    )
+    opened.save()
+    result = cli(store, "rooms", "--offline")
+    assert "still" in result.stdout
+    assert "over" not in result.stdout
+    assert "has expired" in result.stderr
+    assert [r.label for r in KeyStore.open(store, PASSWORD).rooms] == ["still"]
+
+
+def test_a_wrong_password_at_the_command_line_changes_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "store.json"
+    KeyStore.create(store, PASSWORD).save()
+    before = store.read_bytes()
+    result = cli(store, "rooms", password="not it", check=False)
+    assert result.returncode != 0
+    assert "Wrong password" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert store.read_bytes() == before
+
+
+def test_passwd_changes_the_password(tmp_path: Path) -> None:
+    store = tmp_path / "store.json"
+    KeyStore.create(store, PASSWORD).save()
+    cli(store, "passwd", env={"INSTANTROOM_NEW_PASSWORD": "the new one"})
+    assert cli(store, "rooms", password="the new one").returncode == 0
+    assert cli(store, "rooms", check=False).returncode != 0
+
+
+@pytest.mark.parametrize("text", ["1h", "1d", "1w", "2h30m", "45m"])
+def test_lifetimes_are_parsed(text: str) -> None:
+    from instantroom.rooms_cli import parse_duration
+
+    assert parse_duration(text) > 0
+
+
+def test_send_and_listen_use_the_store(tmp_path: Path, relay: RelayProcess) -> None:
+    store = tmp_path / "store.json"
+    cli(store, "new", "--label", "team", "--server", relay.url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
+    env |= {"INSTANTROOM_PASSWORD": PASSWORD, "INSTANTROOM_KEYSTORE": str(store)}
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "instantroom", "listen", "--room", "team", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+    )  # fmt: skip
+    try:
+        device = KeyStore.open(store, PASSWORD).device
+        deadline = time.monotonic() + 20
+        line = ""
+        while not line and time.monotonic() < deadline:
+            cli(store, "send", "--room", "team", "--name", "me", "hello from the store")
+            line = _read_line(listener, 1.0)
+        assert '"hello from the store"' in line
+        assert device.fingerprint in line  # the store's own device key signed it
+    finally:
+        listener.terminate()
+        listener.wait(10)
+        assert listener.stdout is not None
+        listener.stdout.close()
+
+
+def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
+    import selectors
+
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if selector.select(timeout):
+            return process.stdout.readline()
+    return ""
