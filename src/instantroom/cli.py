@@ -14,7 +14,7 @@ from typing import Any
 
 from . import __version__, rooms_cli
 from .client.keystore import KeyStoreError
-from .protocol.errors import MiniKeyError, ProtocolError
+from .protocol.errors import MiniKeyError, ProtocolError, UsageError
 from .protocol.kdf import DeviceKey, RoomKeys
 from .protocol.minikey import format_minikey, make_minikey, parse_minikey, spell_minikey
 from .relay.config import add_relay_options
@@ -27,7 +27,7 @@ def _key_new(args: argparse.Namespace) -> int:
 
 def _key_check(args: argparse.Namespace) -> int:
     try:
-        parse_minikey(" ".join(args.key))
+        parse_minikey(_key_text(" ".join(args.key)))
     except MiniKeyError as exc:
         print(f"instantroom: {exc}", file=sys.stderr)
         return 1
@@ -37,7 +37,7 @@ def _key_check(args: argparse.Namespace) -> int:
 
 def _key_show(args: argparse.Namespace) -> int:
     try:
-        key = parse_minikey(" ".join(args.key))
+        key = parse_minikey(_key_text(" ".join(args.key)))
     except MiniKeyError as exc:
         print(f"instantroom: {exc}", file=sys.stderr)
         return 1
@@ -69,6 +69,17 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
 
+def _key_text(given: str | None) -> str:
+    """The key as given: ``-`` reads it from standard input, and INSTANTROOM_KEY stands
+    in for a missing one (a key on the command line shows in ``ps`` and shell history)."""
+    text = given if given is not None else os.environ.get("INSTANTROOM_KEY")
+    if text is None:
+        raise UsageError("Say which room: --room, --key, or INSTANTROOM_KEY.")
+    if text == "-":
+        return sys.stdin.readline().strip()
+    return text
+
+
 def _target(args: argparse.Namespace) -> tuple[RoomKeys, str, DeviceKey, int]:
     """The room, relay, device key and known expiry that send/listen use.
 
@@ -82,7 +93,7 @@ def _target(args: argparse.Namespace) -> tuple[RoomKeys, str, DeviceKey, int]:
         stored = store.find(args.room)
         keys = RoomKeys.from_minikey(stored.key)
         return keys, args.server or stored.server, store.device, stored.expires_at_ms
-    linked_server, key = parse_invite(args.key)
+    linked_server, key = parse_invite(_key_text(args.key))
     server = args.server or linked_server or rooms_cli.DEFAULT_SERVER
     device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
     return RoomKeys.from_minikey(key), server, device, 0
@@ -171,8 +182,10 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
         help="the relay's URL, http(s):// or ws(s):// [env INSTANTROOM_SERVER; default: the "
         "invite link's or the stored room's relay, else http://127.0.0.1:8080]",
     )
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--key", help="the room key, or an invite link")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--key", help="the room key or an invite link; - reads it from stdin [env INSTANTROOM_KEY]"
+    )
     which.add_argument("--room", help="a room of your key store: its label or room id start")
     rooms_cli.add_store_option(parser)
     parser.add_argument(

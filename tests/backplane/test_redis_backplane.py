@@ -276,7 +276,7 @@ def test_redis_holds_only_short_lived_room_facts(redis_server: RedisServer) -> N
         async def scenario() -> RoomKeys:
             room = fresh_room()
             async with clients([one.url, two.url]) as (alice, bob):
-                await alice.join(room)
+                await alice.join(room, int(time.time() * 1000) + 3_600_000)
                 await bob.join(room)
                 for n in range(20):
                     await alice.send_text(room.room_id, f"{secret_text} {n}")

@@ -250,3 +250,64 @@ def test_a_client_only_frame_from_the_relay_is_a_frame_error(room: RoomKeys) -> 
     alice = make_session(1, "alice")
     with pytest.raises(FrameError):
         alice.receive(frames.encode_frame(frames.Ping(1)), NOW)
+
+
+def test_the_earlier_expiry_holds_and_a_relay_cannot_erase_it(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    alice.join(room, NOW + 1000)
+    decoded(alice)
+    alice.receive(frames.encode_frame(frames.Challenge(room.room_id, bytes(32))), NOW)
+    decoded(alice)
+    # The relay says "not known" (0): the room keeps its own expiry.
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 1)), NOW)
+    assert alice.events() == [Joined(room.room_id, NOW + 1000, 1)]
+    alice.expire(NOW + 999)
+    assert room.room_id in alice.rooms
+    alice.send_text(room.room_id, "unsent", NOW)
+    alice.expire(NOW + 1000)
+    assert alice.events() == [RoomExpired(room.room_id)]
+    assert room.room_id not in alice.rooms
+    assert alice.unacknowledged == 0
+
+
+def test_a_relay_cannot_stretch_a_room_past_what_the_client_knows(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    alice.join(room, NOW + 1000)
+    decoded(alice)
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, NOW + 10**9, 1)), NOW)
+    assert alice.rooms[room.room_id].expires_at_ms == NOW + 1000
+
+
+def test_one_room_cannot_exhaust_another_rooms_replay_filter(room: RoomKeys) -> None:
+    other = RoomKeys.from_minikey(KEY_B)
+    alice, bob = make_session(1, "alice"), make_session(2, "bob")
+    for session in (alice, bob):
+        session.connection_made()
+        join_fully(session, room)
+        join_fully(session, other)
+    bob.rooms[other.room_id].replays.capacity = 3
+    for n in range(5):  # a flood in the other room, stamped in the future
+        alice.send_text(other.room_id, f"flood {n}", NOW + 200_000)
+    for publish in alice.frames_to_send():
+        bob.receive(relay_deliver(publish), NOW)
+    bob.events()
+    alice.send_text(room.room_id, "still heard", NOW)
+    bob.receive(relay_deliver(alice.frames_to_send()[0]), NOW)
+    (event,) = bob.events()
+    assert isinstance(event, MessageReceived)
+    assert event.message.text == "still heard"
+
+
+def test_a_refused_join_forgets_the_room(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    alice.join(room)
+    decoded(alice)
+    refusal = frames.Error(ErrorCode.PROOF_FAILED, 0, room.room_id, "no")
+    alice.receive(frames.encode_frame(refusal), NOW)
+    assert room.room_id not in alice.rooms
+    alice.connection_lost()
+    alice.connection_made()
+    assert alice.frames_to_send() == []  # not asked again after a reconnect

@@ -49,7 +49,13 @@ from instantroom.protocol.session import (
 logger = logging.getLogger("instantroom.client")
 # How long the outbox waits, after a reconnect, for the room's members to come back.
 REJOIN_GRACE = 3.0
+QUEUE_LIMIT = 10_000
 RETRY_AFTER_RATE_LIMIT = 1.0
+
+
+class RoomGone(Exception):
+    """The room went away (it expired, we left it, or the relay refused it) before the
+    relay took the message."""
 
 
 class JoinRefused(Exception):
@@ -72,12 +78,20 @@ def _retry_or_give_up(exc: Exception) -> Exception | None:
     return process_exception(exc)
 
 
+def _offer(queue: asyncio.Queue[Any], item: Any) -> None:
+    """Put ``item`` in a bounded queue, dropping the oldest if nobody keeps up."""
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(item)
+
+
 def websocket_url(server: str) -> str:
     """The relay's WebSocket endpoint for a server URL: http(s):// or ws(s)://."""
     parts = urlsplit(server.strip())
     scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
     if scheme is None or not parts.netloc:
-        raise UsageError(f"A server is an http://, https://, ws:// or wss:// URL, not {server!r}.")
+        # Not echoed: what was typed there might be a key pasted in the wrong place.
+        raise UsageError("A server is an http://, https://, ws:// or wss:// URL.")
     path = parts.path.rstrip("/")
     if not path.endswith("/ws"):
         path += "/ws"
@@ -112,10 +126,12 @@ class RoomClient:
         self._delays = reconnect_delays
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
-        self._messages: asyncio.Queue[MessageReceived] = asyncio.Queue()
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        # Bounded: a reader that does not keep up loses the oldest, never our memory.
+        self._messages: asyncio.Queue[MessageReceived] = asyncio.Queue(QUEUE_LIMIT)
+        self._events: asyncio.Queue[Event] = asyncio.Queue(QUEUE_LIMIT)
         self._joined: dict[bytes, asyncio.Future[Joined]] = {}
-        self._accepted: dict[bytes, asyncio.Future[None]] = {}
+        # message id -> (room id, the future its sender awaits)
+        self._accepted: dict[bytes, tuple[bytes, asyncio.Future[None]]] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self._flushes: set[asyncio.Task[None]] = set()
         self._send_lock = asyncio.Lock()
@@ -133,6 +149,7 @@ class RoomClient:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="instantroom-client")
+            self._later(1.0, self._expire)
 
     async def close(self) -> None:
         for timer in self._timers:
@@ -154,16 +171,20 @@ class RoomClient:
         """Join ``room`` and wait for the relay to let us in."""
         if self._failure is not None:
             raise self._failure
+        state = self.session.rooms.get(room.room_id)
         future = self._joined.get(room.room_id)
+        if state is not None and state.joined and future is not None and future.done():
+            return Joined(room.room_id, state.expires_at_ms, state.members)
         if future is None or future.done():
             future = self._joined[room.room_id] = asyncio.get_running_loop().create_future()
-        self.session.join(room, expires_at_ms)
+        if state is None:
+            self.session.join(room, expires_at_ms)
         await self._flush()
         return await future
 
     async def leave(self, room_id: bytes) -> None:
         self.session.leave(room_id)
-        self.presence.pop(room_id, None)
+        self._room_gone(room_id, "You left the room.")
         await self._flush()
 
     async def send_text(self, room_id: bytes, text: str) -> Message:
@@ -171,7 +192,8 @@ class RoomClient:
         if self._failure is not None:
             raise self._failure
         message = self.session.send_text(room_id, text, now_ms())
-        future = self._accepted[message.message_id] = asyncio.get_running_loop().create_future()
+        future = asyncio.get_running_loop().create_future()
+        self._accepted[message.message_id] = (room_id, future)
         await self._flush()
         await future
         return message
@@ -196,10 +218,18 @@ class RoomClient:
         except InvalidHandshake as exc:  # refused for good: whoever waits is told
             self._failure = RelayRefused(f"The relay at {self.url} refused us: {exc}")
             self._failure.__cause__ = exc
-            waiting: list[asyncio.Future[Any]] = [*self._joined.values(), *self._accepted.values()]
-            for future in waiting:
-                if not future.done():
-                    future.set_exception(self._failure)
+        except Exception as exc:  # a bug or the unexpected: never leave anyone waiting
+            logger.exception("the client's connection task failed")
+            self._failure = RelayRefused(f"The connection to {self.url} failed: {exc!r}")
+        else:
+            return
+        waiting: list[asyncio.Future[Any]] = [
+            *self._joined.values(),
+            *(future for _, future in self._accepted.values()),
+        ]
+        for future in waiting:
+            if not future.done():
+                future.set_exception(self._failure)
 
     async def _connections(self) -> None:
         async for ws in connect(
@@ -261,9 +291,9 @@ class RoomClient:
         for event in events:
             match event:
                 case MessageReceived():
-                    self._messages.put_nowait(event)
+                    _offer(self._messages, event)
                 case Accepted(message_id=message_id):
-                    accepted = self._accepted.pop(message_id, None)
+                    _, accepted = self._accepted.pop(message_id, (b"", None))
                     if accepted is not None and not accepted.done():
                         accepted.set_result(None)
                 case PresenceChanged(room_id=room_id, members=members):
@@ -275,14 +305,39 @@ class RoomClient:
                         joined.set_result(event)
                     if self.session.holding(room_id):
                         self._later(REJOIN_GRACE, functools.partial(self.session.release, room_id))
-                case Refused(code=code, room_id=room_id, ref=ref, reason=reason):
-                    if code == ErrorCode.RATE_LIMITED and ref:
-                        self._later(RETRY_AFTER_RATE_LIMIT, self.session.resend_unacknowledged)
-                    waiting = self._joined.get(room_id)
-                    if waiting is not None and not waiting.done() and not ref:
-                        waiting.set_exception(JoinRefused(code, reason))
+                case Refused(code=ErrorCode.RATE_LIMITED, ref=ref, room_id=room_id):
+                    retry = (
+                        self.session.resend_unacknowledged
+                        if ref
+                        else functools.partial(self.session.retry_join, room_id)
+                    )
+                    self._later(RETRY_AFTER_RATE_LIMIT, retry)
+                case Refused(code=code, room_id=room_id, reason=reason):
+                    if room_id not in self.session.rooms:  # the session gave the room up
+                        waiting = self._joined.get(room_id)
+                        if waiting is not None and not waiting.done():
+                            waiting.set_exception(JoinRefused(code, reason))
+                        self._room_gone(room_id, reason)
                 case RoomExpired(room_id=room_id):
-                    self.presence.pop(room_id, None)
+                    self._room_gone(room_id, "The room has expired.")
                 case _:
                     pass
-            self._events.put_nowait(event)
+            _offer(self._events, event)
+
+    def _room_gone(self, room_id: bytes, reason: str) -> None:
+        """Nothing more will be sent to ``room_id``: tell whoever waits for it."""
+        self.presence.pop(room_id, None)
+        joined = self._joined.pop(room_id, None)
+        if joined is not None and not joined.done():
+            joined.set_exception(RoomGone(reason))
+        for message_id, (room, future) in list(self._accepted.items()):
+            if room == room_id:
+                del self._accepted[message_id]
+                if not future.done():
+                    future.set_exception(RoomGone(reason))
+
+    def _expire(self) -> None:
+        """Once a second: rooms whose time is over are forgotten, here and now."""
+        self.session.expire(now_ms())
+        self._dispatch(self.session.events())
+        self._later(1.0, self._expire)

@@ -46,6 +46,7 @@ class ErrorCode(IntEnum):
     ROOM_EXPIRED = 10
     ALREADY_JOINED = 11
     EXPIRY_TOO_FAR = 12
+    RELAY_FULL = 13  # the relay remembers as many rooms as it can: try later
 
 
 class CloseCode(IntEnum):
@@ -57,7 +58,6 @@ class CloseCode(IntEnum):
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012  # graceful shutdown: reconnect
-    TRY_AGAIN_LATER = 1013  # too many connections from this address
     HANDSHAKE_TIMEOUT = 4001  # joined no room in time
     TOO_SLOW = 4002  # send buffer passed its bound
     IDLE_TIMEOUT = 4003

@@ -56,13 +56,13 @@ class Kind(IntEnum):
 
 @dataclass(frozen=True)
 class Message:
-    """One message as its sender wrote it. ``repr`` leaves out the body."""
+    """One message as its sender wrote it. ``repr`` shows no content, name or key."""
 
     message_id: bytes
     timestamp_ms: int
     kind: int
-    sender_key: bytes
-    sender_name: str
+    sender_key: bytes = field(repr=False)
+    sender_name: str = field(repr=False)
     body: bytes = field(repr=False)
 
     @property

@@ -1,7 +1,9 @@
 """The relay wire format: every frame a client and a relay exchange.
 
 Each frame is one binary WebSocket message: a type byte, then fixed fields, then at most
-one variable field that runs to the end. Integers are big-endian.
+one variable field that runs to the end. Integers are big-endian. Frames print without
+their byte fields (room ids, keys, envelopes), so that none ends up in a log or a test
+report.
 
     JOIN       01 | room id (32) | room public key (32) | expires at ms (u64, 0 = unknown)
     CHALLENGE  02 | room id (32) | challenge (32)
@@ -23,7 +25,7 @@ the envelope, and sends the same bytes to every member.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .codes import MAX_ENVELOPE_SIZE, ErrorCode, FrameType
@@ -49,46 +51,46 @@ _ERROR = struct.Struct(f">HI{ROOM_ID_SIZE}s")
 
 @dataclass(frozen=True)
 class Join:
-    room_id: bytes
-    room_public_key: bytes
+    room_id: bytes = field(repr=False)
+    room_public_key: bytes = field(repr=False)
     expires_at_ms: int
 
 
 @dataclass(frozen=True)
 class Challenge:
-    room_id: bytes
-    challenge: bytes
+    room_id: bytes = field(repr=False)
+    challenge: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
 class Proof:
-    room_id: bytes
-    signature: bytes
+    room_id: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
 class Joined:
-    room_id: bytes
+    room_id: bytes = field(repr=False)
     expires_at_ms: int
     members: int
 
 
 @dataclass(frozen=True)
 class Leave:
-    room_id: bytes
+    room_id: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
 class Publish:
     ref: int
-    room_id: bytes
-    envelope: bytes
+    room_id: bytes = field(repr=False)
+    envelope: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
 class Deliver:
-    room_id: bytes
-    envelope: bytes
+    room_id: bytes = field(repr=False)
+    envelope: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ class Ack:
 
 @dataclass(frozen=True)
 class Presence:
-    room_id: bytes
+    room_id: bytes = field(repr=False)
     members: int
 
 
@@ -116,7 +118,7 @@ class Pong:
 class Error:
     code: int
     ref: int
-    room_id: bytes
+    room_id: bytes = field(repr=False)
     reason: str
 
 

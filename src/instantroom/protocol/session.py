@@ -92,7 +92,7 @@ Event = (
     | RoomExpired | PongReceived
 )  # fmt: skip
 
-# Refusals after which the session stops trying a room.
+# Refusals of a JOIN after which the session stops trying the room.
 _FATAL_FOR_ROOM = {
     ErrorCode.PROOF_FAILED,
     ErrorCode.ROOM_EXPIRED,
@@ -105,13 +105,15 @@ _FATAL_FOR_ROOM = {
 @dataclass
 class RoomState:
     keys: RoomKeys = field(repr=False)
-    expires_at_ms: int
+    expires_at_ms: int  # 0: not known
     joined: bool = False
     members: int = 0
     # After a reconnect the outbox waits until the room has as many members as before,
     # so that what was written during the outage reaches those who come back.
     awaited_members: int = 0
     names: dict[str, bytes] = field(default_factory=dict, repr=False)
+    # One filter per room: a member of one room cannot make us drop another's messages.
+    replays: ReplayFilter = field(default_factory=ReplayFilter, repr=False)
 
 
 @dataclass
@@ -131,14 +133,12 @@ class ClientSession:
         name: str,
         *,
         token_bytes: Callable[[int], bytes],
-        replay_filter: ReplayFilter | None = None,
     ) -> None:
         self.device = device
         self.name = name
         self.rooms: dict[bytes, RoomState] = {}
         self.connected = False
         self._token_bytes = token_bytes
-        self._replays = replay_filter or ReplayFilter()
         self._outbox: list[_Outgoing] = []
         self._next_ref = 1
         self._frames: list[bytes] = []
@@ -169,9 +169,9 @@ class ClientSession:
             self._send_join(room.room_id)
 
     def leave(self, room_id: bytes) -> None:
-        if self.rooms.pop(room_id, None) is not None and self.connected:
+        if room_id in self.rooms and self.connected:
             self._frames.append(frames.encode_frame(frames.Leave(room_id)))
-        self._outbox = [o for o in self._outbox if o.room_id != room_id]
+        self._forget(room_id)
 
     def send(self, room_id: bytes, kind: int, body: bytes, now_ms: int) -> Message:
         """Seal a message into the outbox; it leaves as soon as the room is joined."""
@@ -223,6 +223,19 @@ class ClientSession:
             state.awaited_members = 0
             self._flush_room(room_id)
 
+    def expire(self, now_ms: int) -> None:
+        """Forget every room whose time is over, and its outbox (RoomExpired events)."""
+        for room_id, state in list(self.rooms.items()):
+            if 0 < state.expires_at_ms <= now_ms:
+                self._forget(room_id)
+                self._events.append(RoomExpired(room_id))
+
+    def retry_join(self, room_id: bytes) -> None:
+        """Send JOIN again for a room not joined yet (the relay said: rate limited)."""
+        state = self.rooms.get(room_id)
+        if self.connected and state is not None and not state.joined:
+            self._send_join(room_id)
+
     def resend_unacknowledged(self) -> None:
         """Send again what the relay refused for the moment (it said: rate limited)."""
         for room_id in self.rooms:
@@ -245,9 +258,11 @@ class ClientSession:
                 state = self.rooms.get(room_id)
                 if state is not None:
                     state.joined = True
-                    state.expires_at_ms = expires_at_ms
+                    # The earlier of what we knew and what the relay says; 0 says nothing.
+                    known = [t for t in (state.expires_at_ms, expires_at_ms) if t]
+                    state.expires_at_ms = min(known, default=0)
                     state.members = members
-                    self._events.append(Joined(room_id, expires_at_ms, members))
+                    self._events.append(Joined(room_id, state.expires_at_ms, members))
                     self._flush_room(room_id)
             case frames.Presence(room_id, members):
                 state = self.rooms.get(room_id)
@@ -299,7 +314,7 @@ class ClientSession:
             return
         try:
             message = open_envelope(state.keys, envelope)
-            self._replays.accept(message, now_ms)
+            state.replays.accept(message, now_ms)
         except EnvelopeError as exc:
             self._events.append(MessageRejected(room_id, type(exc).__name__))
             return
@@ -316,9 +331,14 @@ class ClientSession:
                 if outgoing.ref == ref:
                     outgoing.ref = 0  # not taken: stays in the outbox
         self._events.append(Refused(code, room_id, ref, reason))
-        if code == ErrorCode.ROOM_EXPIRED and room_id in self.rooms:
-            del self.rooms[room_id]
-            self._outbox = [o for o in self._outbox if o.room_id != room_id]
+        if room_id not in self.rooms:
+            return
+        if code == ErrorCode.ROOM_EXPIRED:
+            self._forget(room_id)
             self._events.append(RoomExpired(room_id))
-        elif code in _FATAL_FOR_ROOM and room_id in self.rooms:
-            self.rooms[room_id].joined = False
+        elif code in _FATAL_FOR_ROOM and not self.rooms[room_id].joined:
+            self._forget(room_id)  # the relay will not let us in: do not ask again
+
+    def _forget(self, room_id: bytes) -> None:
+        self.rooms.pop(room_id, None)
+        self._outbox = [o for o in self._outbox if o.room_id != room_id]

@@ -47,9 +47,11 @@ class RelayConfig:
     )
     max_room_lifetime: float = field(
         default=31 * 24 * 3600.0,
-        metadata={
-            "help": "longest room lifetime accepted; also the lifetime of rooms of unknown expiry"
-        },
+        metadata={"help": "longest room lifetime accepted, in seconds"},
+    )
+    max_rooms: int = field(
+        default=100_000,
+        metadata={"help": "rooms remembered at once (live expiries and expired ids)"},
     )
     origins: str = field(
         default="",

@@ -22,6 +22,7 @@ class HubUnavailable(Exception):
 
 class Hub(Protocol):
     healthy: bool
+    dropped: int  # frames for other relays lost because the backplane could not take them
     # False: room facts (expiry, member counts) are this relay's alone, and the relay
     # never calls agree_expiry, set_members or members.
     shares_rooms: bool
@@ -61,6 +62,7 @@ class MemoryHub:
 
     healthy = True
     shares_rooms = False
+    dropped = 0
 
     async def start(self, deliver: RemoteDelivery, members_changed: MembersChanged) -> None:
         return None

@@ -42,7 +42,7 @@ KIND_MEMBERS = b"\x01"
 RELAY_ID_SIZE = 16
 PRESENCE_TTL_MS = 30_000  # a relay that stops refreshing drops out of the counts
 REFRESH_EVERY = 10.0
-OUTBOX_LIMIT = 10_000  # frames waiting for Redis; beyond it they are dropped, counted
+OUTBOX_BYTES = 16 * 1024 * 1024  # frames waiting for Redis; beyond, dropped and counted
 
 
 def _channel(room_id: bytes) -> bytes:
@@ -81,8 +81,12 @@ class RedisHub:
         )
         self._rooms: set[bytes] = set()
         self._local_members: dict[bytes, int] = {}
-        self._outbox: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue(OUTBOX_LIMIT)
-        self._subscriptions: asyncio.Queue[tuple[bool, bytes]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
+        self._outbox_bytes = 0
+        # Channels subscribed on the current connection; the listener keeps them equal to
+        # the rooms with members here.
+        self._subscribed: set[bytes] = set()
+        self._rooms_changed = False
         self._confirmed: dict[bytes, asyncio.Future[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -125,15 +129,17 @@ class RedisHub:
 
     def room_opened(self, room_id: bytes) -> None:
         self._rooms.add(room_id)
+        self._rooms_changed = True
         self._confirmed.setdefault(_channel(room_id), asyncio.get_running_loop().create_future())
-        self._subscriptions.put_nowait((True, room_id))
 
     def room_closed(self, room_id: bytes) -> None:
         self._rooms.discard(room_id)
+        self._rooms_changed = True
+        # Our count is no longer refreshed, so it drops out of the room's total.
+        self._local_members.pop(room_id, None)
         future = self._confirmed.pop(_channel(room_id), None)
         if future is not None and not future.done():
             future.cancel()
-        self._subscriptions.put_nowait((False, room_id))
 
     async def subscribed(self, room_id: bytes) -> None:
         """Return once Redis confirmed our subscription to the room's channel: from then
@@ -147,29 +153,35 @@ class RedisHub:
             raise HubUnavailable from exc
 
     def publish(self, room_id: bytes, wire: bytes) -> None:
-        if not self.healthy:
+        if not self.healthy or self._outbox_bytes + len(wire) > OUTBOX_BYTES:
             self.dropped += 1
             return
-        try:
-            self._outbox.put_nowait((room_id, KIND_FRAME + self.relay_id + wire))
-        except asyncio.QueueFull:
-            self.dropped += 1
+        self._outbox_bytes += len(wire)
+        self._outbox.put_nowait((room_id, KIND_FRAME + self.relay_id + wire))
 
     async def agree_expiry(self, room_id: bytes, proposed_ms: int, keep_ms: int) -> int:
         """The room's expiry: the first one any relay proposed, kept ``keep_ms`` past it."""
+        if not self.healthy:
+            raise HubUnavailable
         key = _expiry_key(room_id)
-        ttl = max(1, proposed_ms + keep_ms - _now_ms())
         try:
             pipe = self._redis.pipeline(transaction=True)
-            pipe.set(key, str(proposed_ms), nx=True, px=ttl)
+            if proposed_ms:  # 0 proposes nothing: it only asks
+                ttl = max(1, proposed_ms + keep_ms - _now_ms())
+                pipe.set(key, str(proposed_ms), nx=True, px=ttl)
             pipe.get(key)
-            _, stored = await pipe.execute()
+            stored = (await pipe.execute())[-1]
         except (RedisError, OSError) as exc:
             raise HubUnavailable from exc
-        return int(stored) if stored is not None else proposed_ms
+        try:
+            return int(stored) if stored is not None else proposed_ms
+        except ValueError as exc:
+            raise HubUnavailable from exc
 
     async def set_members(self, room_id: bytes, count: int) -> int:
         """Record this relay's member count and return the room's total across relays."""
+        if not self.healthy:
+            raise HubUnavailable
         if count:
             self._local_members[room_id] = count
         else:
@@ -190,6 +202,8 @@ class RedisHub:
         return self._total(results[-2])
 
     async def members(self, room_id: bytes) -> int:
+        if not self.healthy:
+            raise HubUnavailable
         try:
             entries = await self._redis.hgetall(_presence_key(room_id))
         except (RedisError, OSError) as exc:
@@ -203,8 +217,9 @@ class RedisHub:
         total = 0
         for value in entries.values():
             count, _, stamp = bytes(value).partition(b":")
-            if int(stamp or 0) >= fresh_after:
-                total += int(count)
+            with contextlib.suppress(ValueError):  # not ours to trust: skip what is garbled
+                if int(stamp or 0) >= fresh_after:
+                    total += int(count)
         return total
 
     # tasks
@@ -215,13 +230,12 @@ class RedisHub:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.ping()
-                while not self._subscriptions.empty():
-                    self._subscriptions.get_nowait()  # the full set is subscribed below
-                if self._rooms:
-                    await pubsub.subscribe(*(_channel(r) for r in self._rooms))
-                else:
-                    # Subscribe to something so that get_message has a connection to read.
-                    await pubsub.subscribe(b"ir:relay:" + self.relay_id)
+                self._subscribed = set()
+                self._rooms_changed = True
+                # Subscribe to something so that get_message has a connection to read,
+                # and to our rooms, before saying we are back.
+                await pubsub.subscribe(b"ir:relay:" + self.relay_id)
+                await self._apply_subscriptions(pubsub)
                 self._set_health(True)
                 delay = 0.1
                 await self._resync_presence()
@@ -249,12 +263,17 @@ class RedisHub:
             delay = min(delay * 2, 5.0)
 
     async def _apply_subscriptions(self, pubsub: redis.client.PubSub) -> None:
-        while not self._subscriptions.empty():
-            subscribe, room_id = self._subscriptions.get_nowait()
-            if subscribe:
-                await pubsub.subscribe(_channel(room_id))
-            else:
-                await pubsub.unsubscribe(_channel(room_id))
+        if not self._rooms_changed:
+            return
+        self._rooms_changed = False
+        wanted = {_channel(room_id) for room_id in self._rooms}
+        if wanted != self._subscribed:
+            added, gone = wanted - self._subscribed, self._subscribed - wanted
+            if added:
+                await pubsub.subscribe(*added)
+            if gone:
+                await pubsub.unsubscribe(*gone)
+            self._subscribed = wanted
 
     def _received(self, channel: bytes, data: bytes) -> None:
         if len(data) < 1 + RELAY_ID_SIZE or data[1 : 1 + RELAY_ID_SIZE] == self.relay_id:
@@ -273,6 +292,7 @@ class RedisHub:
             batch = [(room_id, data)]
             while not self._outbox.empty() and len(batch) < 256:
                 batch.append(self._outbox.get_nowait())
+            self._outbox_bytes -= sum(len(payload) - 1 - RELAY_ID_SIZE for _, payload in batch)
             try:
                 pipe = self._redis.pipeline(transaction=False)
                 for room, payload in batch:

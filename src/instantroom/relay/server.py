@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import http
+import ipaddress
 import json
 import logging
 import secrets
@@ -48,13 +48,13 @@ from .config import RelayConfig
 from .hub import Hub, HubUnavailable, MemoryHub
 from .logs import Redactor, log_event
 from .metrics import RelayMetrics, render_metrics
+from .rooms import RoomFacts
 
 WEBSOCKET_PATH = "/ws"
+_ROOM_FIRST = {FrameType.JOIN, FrameType.PROOF, FrameType.LEAVE}  # room id right after type
 CLOSE_TIMEOUT = 2.0  # seconds a peer has to answer our close frame or EOF
 ACK_DELAY = 0.005  # seconds an ACK may wait for company
-_PUBLISH = FrameType.PUBLISH
 _ACK = bytes([FrameType.ACK])
-_DELIVER = bytes([FrameType.DELIVER])
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -80,6 +80,20 @@ _SECURITY_HEADERS = [
 # websockets logs every connection at INFO with no way to hide addresses; keep it quiet.
 _ws_logger = logging.getLogger("instantroom.relay.websockets")
 _ws_logger.setLevel(logging.WARNING)
+
+
+def address_key(address: str) -> str:
+    """What the per-address limit counts: an IPv4 address, or an IPv6 client's /64
+    (one host usually holds a whole /64)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network((ip, 64), strict=False))
+    return str(ip)
 
 
 def encode_wire(frame: bytes) -> bytes:
@@ -135,10 +149,12 @@ class RelayConnection(asyncio.Protocol):
     __slots__ = (
         "acks_waiting",
         "address",
+        "admitting",
         "bucket",
         "closing",
         "closing_since",
         "dirty",
+        "ever_joined",
         "fragments",
         "hangup",
         "last_seen",
@@ -170,6 +186,8 @@ class RelayConnection(asyncio.Protocol):
         self.hangup = False  # send EOF after the queued bytes
         self.rooms: dict[bytes, Room] = {}
         self.pending: dict[bytes, tuple[bytes, int, bytes]] = {}
+        self.admitting: set[bytes] = set()  # proven, waiting for the backplane's answer
+        self.ever_joined = False
         self.fragments: list[bytes] | None = None
         now = relay.now()
         self.opened_at = now
@@ -185,7 +203,7 @@ class RelayConnection(asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=self.relay.config.send_buffer)
         peer = transport.get_extra_info("peername")
-        self.address = str(peer[0]) if peer else "unknown"
+        self.address = address_key(str(peer[0])) if peer else "unknown"
         self.relay.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:
@@ -319,8 +337,12 @@ class RelayConnection(asyncio.Protocol):
             # The last entry is the one our proxy added; without one, the peer's address.
             forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
             peer = self.transport.get_extra_info("peername") if self.transport else None
-            self.address = forwarded or (str(peer[0]) if peer else "unknown")
-            if not relay.claim_address(self, late=True):
+            self.address = (
+                address_key(forwarded)
+                if forwarded
+                else (address_key(str(peer[0])) if peer else "unknown")
+            )
+            if not relay.claim_address(self):
                 return
         path = request.path.split("?", 1)[0]
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
@@ -391,9 +413,10 @@ class RelayConnection(asyncio.Protocol):
         if self.closing:
             return
         is_publish = data[:1] == b"\x10"
-        if not self.bucket.take(relay.now()):
-            ref = int.from_bytes(data[1:5]) if is_publish and len(data) >= 5 else 0
-            self.refuse(ErrorCode.RATE_LIMITED, "Too many frames: slow down.", ref)
+        # A PROOF answering our own challenge is part of its JOIN, which paid already.
+        answers_challenge = data[:1] == b"\x03" and data[1:33] in self.pending
+        if not answers_challenge and not self.bucket.take(relay.now()):
+            self._rate_limited(data)
             return
         if is_publish and frames.PUBLISH_HEADER_SIZE < len(data) <= frames.MAX_FRAME_SIZE:
             # The hot path: no decode, one slice, one encoding for all members.
@@ -404,7 +427,7 @@ class RelayConnection(asyncio.Protocol):
                 self.refuse(ErrorCode.NOT_JOINED, "Join the room first.", ref, data[5:37])
                 return
             self.refusals = 0
-            relay.fan_out(room, self, encode_wire(_DELIVER + data[5:]))
+            relay.fan_out(room, self, encode_wire(frames.deliver_from_publish(data)))
             self.push_ack(encode_wire(_ACK + data[1:5]))
             return
         try:
@@ -429,14 +452,23 @@ class RelayConnection(asyncio.Protocol):
         if not self.closing:
             self.refusals = 0
 
+    def _rate_limited(self, data: bytes) -> None:
+        """Refuse a frame over the rate, naming its room (and ref) when it carries them."""
+        kind = data[0]
+        ref, room_id = 0, frames.NO_ROOM
+        if kind == FrameType.PUBLISH and len(data) >= frames.PUBLISH_HEADER_SIZE:
+            ref, room_id = int.from_bytes(data[1:5]), data[5:37]
+        elif kind in _ROOM_FIRST and len(data) >= 33:
+            room_id = data[1:33]
+        self.refuse(ErrorCode.RATE_LIMITED, "Too many frames: slow down.", ref, room_id)
+
     def _join(self, frame: frames.Join) -> None:
         room_id = frame.room_id
-        if room_id in self.rooms:
+        if room_id in self.rooms or room_id in self.admitting:
             self.refuse(ErrorCode.ALREADY_JOINED, "Already in this room.", room_id=room_id)
             return
-        if room_id not in self.pending and (
-            len(self.rooms) + len(self.pending) >= self.relay.config.rooms_per_connection
-        ):
+        taken = len(self.rooms) + len(self.pending) + len(self.admitting)
+        if room_id not in self.pending and taken >= self.relay.config.rooms_per_connection:
             self.refuse(
                 ErrorCode.TOO_MANY_ROOMS, "Too many rooms on one connection.", room_id=room_id
             )
@@ -478,9 +510,7 @@ class Relay:
         self.metrics = RelayMetrics()
         self.redact = Redactor(config.log_ids)
         self.rooms: dict[bytes, Room] = {}
-        # Room facts: the expiry of every room seen, kept past its members until it passes.
-        self.expiries: dict[bytes, int] = {}
-        self._expiry_heap: list[tuple[int, bytes]] = []
+        self.facts = RoomFacts(keep_ms=int(config.max_room_lifetime * 1000), limit=config.max_rooms)
         self.connections: set[RelayConnection] = set()
         self.per_address: Counter[str] = Counter()
         self._dirty: list[RelayConnection] = []
@@ -573,9 +603,9 @@ class Relay:
         if self.config.trust_proxy:
             conn.address = ""  # not counted until its request says whose it is
         else:
-            self.claim_address(conn, late=False)
+            self.claim_address(conn)
 
-    def claim_address(self, conn: RelayConnection, late: bool) -> bool:
+    def claim_address(self, conn: RelayConnection) -> bool:
         if self.per_address[conn.address] >= self.config.connections_per_address:
             self.metrics.rejections["too_many_connections"] += 1
             response = conn.ws.reject(429, "Too many connections from your address.\n")
@@ -626,47 +656,54 @@ class Relay:
     # rooms
 
     def admit(self, conn: RelayConnection, room_id: bytes, requested_ms: int) -> None:
-        """Let ``conn`` into ``room_id`` (its proof verified), or raise ``RoomRefused``."""
-        longest_ms = self.now_ms() + self._lifetime_ms
-        if requested_ms > longest_ms and room_id not in self.expiries:
-            raise RoomRefused(ErrorCode.EXPIRY_TOO_FAR, "This relay keeps rooms for less time.")
-        proposed_ms = requested_ms or longest_ms
+        """Let ``conn`` into ``room_id`` (its proof verified), or raise ``RoomRefused``.
+
+        ``requested_ms`` is the expiry the joiner knows, 0 if none. The first one recorded
+        for a room stands; a room nobody gave one has none (JOINED says 0).
+        """
+        facts = self.facts
+        if facts.expired(room_id):
+            raise RoomRefused(ErrorCode.ROOM_EXPIRED, "This room has expired.")
+        if facts.expiry(room_id) is None and requested_ms:
+            if requested_ms > self.now_ms() + self._lifetime_ms:
+                raise RoomRefused(ErrorCode.EXPIRY_TOO_FAR, "This relay keeps rooms for less time.")
+            if requested_ms <= self.now_ms():
+                raise RoomRefused(ErrorCode.ROOM_EXPIRED, "This room has expired.")
+
+        if facts.full and facts.expiry(room_id) is None and room_id not in self.rooms:
+            raise RoomRefused(ErrorCode.RELAY_FULL, "This relay is full: try again later.")
         if self.hub.shares_rooms:
-            self._spawn(self._admit_shared(conn, room_id, proposed_ms))
+            self._spawn(self._admit_shared(conn, room_id, requested_ms))
             return
-        expires = self.expiries.get(room_id)
-        if expires is None:
-            expires = proposed_ms
-            self._record_expiry(room_id, expires)
-        room = self._enter(conn, room_id, expires)
+        facts.record(room_id, requested_ms)
+        room = self._enter(conn, room_id, facts.expiry(room_id) or 0)
         self._joined(conn, room, len(room.members))
 
-    async def _admit_shared(self, conn: RelayConnection, room_id: bytes, proposed_ms: int) -> None:
+    async def _admit_shared(self, conn: RelayConnection, room_id: bytes, requested_ms: int) -> None:
+        conn.admitting.add(room_id)
         try:
-            expires = await self.hub.agree_expiry(room_id, proposed_ms, self._lifetime_ms)
-        except HubUnavailable:  # decide alone; the room's relays agree again once it is back
-            expires = self.expiries.get(room_id) or proposed_ms
-        if conn.closing or room_id in conn.rooms:
-            return
-        self._record_expiry(room_id, expires)
-        try:
-            room = self._enter(conn, room_id, expires)
-        except RoomRefused as exc:
-            conn.refuse(exc.code, exc.reason, room_id=room_id)
-            return
+            try:
+                expires = await self.hub.agree_expiry(room_id, requested_ms, self._lifetime_ms)
+            except HubUnavailable:  # decide alone; the relays agree again once it is back
+                expires = self.facts.expiry(room_id) or requested_ms
+            if conn.closing or room_id in conn.rooms:
+                return
+            self.facts.record(room_id, expires)
+            try:
+                room = self._enter(conn, room_id, expires)
+            except RoomRefused as exc:
+                conn.refuse(exc.code, exc.reason, room_id=room_id)
+                return
+        finally:
+            conn.admitting.discard(room_id)
         with contextlib.suppress(HubUnavailable):
             await self.hub.subscribed(room_id)
         total = await self._shared_count(room)
         if conn.rooms.get(room_id) is room:
             self._joined(conn, room, total)
 
-    def _record_expiry(self, room_id: bytes, expires: int) -> None:
-        if expires > self.now_ms() and self.expiries.get(room_id) != expires:
-            self.expiries[room_id] = expires
-            heapq.heappush(self._expiry_heap, (expires, room_id))
-
     def _enter(self, conn: RelayConnection, room_id: bytes, expires: int) -> Room:
-        if expires <= self.now_ms():
+        if expires and expires <= self.now_ms():
             raise RoomRefused(ErrorCode.ROOM_EXPIRED, "This room has expired.")
         room = self.rooms.get(room_id)
         if room is None:
@@ -674,8 +711,10 @@ class Relay:
             self.hub.room_opened(room_id)
         elif len(room.members) >= self.config.members_per_room:
             raise RoomRefused(ErrorCode.ROOM_FULL, "This room is full.")
+        room.expires_at_ms = room.expires_at_ms or expires
         room.members.add(conn)
         conn.rooms[room_id] = room
+        conn.ever_joined = True
         return room
 
     def _joined(self, conn: RelayConnection, room: Room, total: int) -> None:
@@ -689,7 +728,7 @@ class Relay:
             return
         room.members.discard(conn)
         if not room.members:
-            del self.rooms[room_id]
+            self.rooms.pop(room_id, None)
             self.hub.room_closed(room_id)
         if self.hub.shares_rooms:
             self._spawn(self._recount(room, local_changed=True))
@@ -760,31 +799,18 @@ class Relay:
             self.fan_out(room, None, wire)
 
     def _expire_rooms(self, now_ms: int) -> None:
-        heap = self._expiry_heap
-        while heap and heap[0][0] <= now_ms:
-            expires, room_id = heapq.heappop(heap)
-            if self.expiries.get(room_id) != expires:
-                continue
-            # Keep the fact a while so that the room cannot be opened again at once.
-            tombstone = expires + int(self.config.max_room_lifetime * 1000)
-            if tombstone > now_ms:
-                heapq.heappush(heap, (tombstone, room_id))
-                self.expiries[room_id] = -tombstone
-            room = self.rooms.get(room_id)
+        for room_id in self.facts.due(now_ms):
+            room = self.rooms.pop(room_id, None)
             if room is None:
                 continue
             wire = _error_wire(ErrorCode.ROOM_EXPIRED, "This room has expired.", room_id=room_id)
             # All leave at once: no presence counts going down before each one's notice.
             for member in room.members:
-                del member.rooms[room_id]
+                member.rooms.pop(room_id, None)
                 member.push(wire)
             room.members.clear()
-            del self.rooms[room_id]
             self.hub.room_closed(room_id)
             log_event("room.expired", room=self.redact.room(room_id))
-        # Tombstones are stored negated so the heap can tell them from live expiries.
-        while heap and -self.expiries.get(heap[0][1], 0) == heap[0][0] and heap[0][0] <= now_ms:
-            del self.expiries[heapq.heappop(heap)[1]]
 
     def _sweep(self) -> None:
         """Once a second: expiries, handshake deadlines, idle pings and timeouts."""
@@ -802,7 +828,7 @@ class Relay:
                 elif now - conn.closing_since > CLOSE_TIMEOUT and conn.transport is not None:
                     conn.transport.abort()
                 continue
-            if not conn.rooms and now - conn.opened_at > config.handshake_timeout:
+            if not conn.ever_joined and now - conn.opened_at > config.handshake_timeout:
                 self.metrics.rejections["handshake_timeout"] += 1
                 if conn.ws.state is State.OPEN:
                     conn.close(CloseCode.HANDSHAKE_TIMEOUT, "join a room sooner")
@@ -849,6 +875,8 @@ class Relay:
             "rooms_open": len(self.rooms),
             "room_members": sum(len(r.members) for r in self.rooms.values()),
             "backplane_healthy": 1.0 if self.hub.healthy else 0.0,
+            "backplane_frames_dropped": self.hub.dropped,
+            "room_facts": len(self.facts),
         }
 
     def http_response(self, ws: ServerProtocol, path: str) -> Response:
