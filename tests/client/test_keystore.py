@@ -52,7 +52,8 @@ def test_a_store_round_trips_and_is_owner_only(store_path: Path) -> None:
 
 
 def test_the_file_holds_no_key_or_message_in_clear(store_path: Path) -> None:
-    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    password = "a passphrase nobody guesses"
+    store = KeyStore.create(store_path, password, kdf=FAST_KDF)
     stored = store.add_room(room())
     secret_text = "meet at the north gate at nine"
     stored.history.append(HistoryEntry("11" * 16, 1, "bob", "AAAA-BBBB-CCCC-DDDD", secret_text))
@@ -64,7 +65,7 @@ def test_the_file_holds_no_key_or_message_in_clear(store_path: Path) -> None:
         secret_text.encode(),
         b"north gate",
         private_key_bytes(store.device.private_key).hex().encode(),
-        b"pw",
+        password.encode(),
     ):
         assert secret not in data
 
