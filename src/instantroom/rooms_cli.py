@@ -1,4 +1,4 @@
-"""The commands that use the key store: new, join, rooms, qr, forget, passwd.
+"""The commands that use the key store: new, join, rooms, qr, forget, passwd, chat.
 
 The password comes from INSTANTROOM_PASSWORD when set (scripts, tests), else from a
 prompt. The store is ``--keystore PATH``, INSTANTROOM_KEYSTORE, or a file in the
@@ -238,6 +238,14 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chat(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    from instantroom.tui.app import ChatApp  # Textual loads only for the chat screen
+
+    ChatApp(store, args.name, args.room).run()
+    return 0
+
+
 def add_store_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keystore",
@@ -287,5 +295,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     passwd = commands.add_parser("passwd", help="change the key store's password")
     passwd.set_defaults(run=cmd_passwd)
 
-    for parser in (new, join, rooms, qr, forget, passwd):
+    chat = commands.add_parser("chat", help="the full-screen chat over your rooms")
+    chat.add_argument("room", metavar="ROOM", nargs="?", help="the room to show first")
+    chat.add_argument(
+        "--name", default=os.environ.get("INSTANTROOM_NAME", "anonymous"), help="your name"
+    )
+    chat.set_defaults(run=cmd_chat)
+
+    for parser in (new, join, rooms, qr, forget, passwd, chat):
         add_store_option(parser)

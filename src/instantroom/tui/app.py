@@ -1,0 +1,721 @@
+"""The full-screen chat: rooms on the side, the conversation, members, status, input.
+
+    ChatApp(store, "alice", room="team").run()
+
+Every room of the key store is joined at once. Rooms of one relay share one
+``RoomClient`` (one connection), which signs with the store's device key; its events
+drive the screen. The input line sends to the room shown, or runs a command (``/help``).
+
+What deletes (``/leave``, ``/delete``, ``/clear``, ``/history off``, ``/wipe``, a room
+expiring) is written to the key store at once; what adds (kept history, an expiry the
+relay told) is written within a second, by the tick that also deletes expired rooms.
+
+Everything a member sent (names, text) is shown as plain text, never as markup, with
+control and bidirectional-override characters replaced (a member cannot draw on the
+screen or reorder it), and a message's further lines are indented under it.
+"""
+
+from __future__ import annotations
+
+import io
+import unicodedata
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar, Literal
+
+import segno
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Input, ListItem, ListView, RichLog, Static
+
+from instantroom.client.connection import (
+    JoinRefused,
+    RelayRefused,
+    RoomClient,
+    RoomGone,
+    now_ms,
+    websocket_url,
+)
+from instantroom.client.invite import format_invite
+from instantroom.client.keystore import HistoryEntry, KeyStore, StoredRoom
+from instantroom.protocol.codes import ErrorCode
+from instantroom.protocol.envelope import MAX_NAME_BYTES, Kind
+from instantroom.protocol.errors import UsageError
+from instantroom.protocol.kdf import RoomKeys
+from instantroom.protocol.minikey import format_minikey, spell_minikey
+from instantroom.protocol.session import (
+    Event,
+    Joined,
+    MessageReceived,
+    PresenceChanged,
+    Refused,
+    RoomExpired,
+)
+
+HELP = """\
+Commands:
+  /key            show the room key, grouped and spelled out, and the invite link
+  /qr             show the invite link as a QR code, to scan with a phone
+  /leave          leave the room and delete its key and messages from this device
+  /delete N       delete message N (the number before it) here and from kept history
+  /clear          delete this room's kept history and clear the screen
+  /history on|off keep this room's messages on this device (encrypted), or stop and delete
+  /wipe           delete every room and all messages from this device, then quit
+  /help           this list
+Enter sends what you typed to the room shown (start with // to send a line that starts
+with /). Ctrl+Up and Ctrl+Down change rooms; Ctrl+Q quits."""
+
+LineKind = Literal["message", "notice", "warning", "error", "code"]
+
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+_NAME_COLOURS = ("cyan", "green", "magenta", "yellow", "bright_blue", "bright_red", "orange1")
+
+
+def printable(text: str, *, newlines: bool = False) -> str:
+    """``text`` with control and direction-override characters replaced by U+FFFD."""
+    shown = []
+    for char in text:
+        if char == "\n" and newlines:
+            shown.append(char)
+        elif char == "\t":
+            shown.append("    ")
+        elif char in _BIDI_CONTROLS or unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            shown.append("\ufffd")
+        else:
+            shown.append(char)
+    return "".join(shown)
+
+
+def clock(timestamp_ms: int) -> str:
+    return datetime.fromtimestamp(timestamp_ms / 1000).astimezone().strftime("%H:%M")
+
+
+def expiry_text(expires_at_ms: int, now: int) -> str:
+    """When the room expires, for the status line."""
+    if not expires_at_ms:
+        return "expiry not known yet"
+    left = max(0, (expires_at_ms - now) // 1000)
+    stamp = datetime.fromtimestamp(expires_at_ms / 1000).astimezone()
+    if left < 60:
+        return f"expires in {left} s"
+    if left < 3600:
+        return f"expires {stamp:%H:%M} (in {left // 60} min)"
+    if left < 2 * 86400:
+        return f"expires {stamp:%a %H:%M} (in {left // 3600} h)"
+    return f"expires {stamp:%Y-%m-%d %H:%M} (in {left // 86400} days)"
+
+
+def short_expiry(expires_at_ms: int, now: int) -> str:
+    """When the room expires, for the sidebar."""
+    if not expires_at_ms:
+        return "expiry unknown"
+    left = max(0, (expires_at_ms - now) // 1000)
+    if left < 60:
+        return f"expires in {left} s"
+    if left < 3600:
+        return f"expires in {left // 60} min"
+    if left < 2 * 86400:
+        return f"expires in {left // 3600} h"
+    return f"expires in {left // 86400} days"
+
+
+def name_colour(fingerprint: str) -> str:
+    return _NAME_COLOURS[zlib.crc32(fingerprint.encode("ascii")) % len(_NAME_COLOURS)]
+
+
+def item_id(room_id: bytes) -> str:
+    return f"room-{room_id.hex()}"
+
+
+@dataclass
+class Line:
+    """One entry of a conversation: a message (numbered on screen) or a note from us."""
+
+    kind: LineKind
+    text: str
+    timestamp_ms: int = 0
+    name: str = ""
+    fingerprint: str = ""
+    own: bool = False
+    entry: HistoryEntry | None = None  # its kept copy in the store, if any
+    failed: str = ""
+
+
+@dataclass
+class RoomView:
+    """What the screen knows of one stored room."""
+
+    stored: StoredRoom
+    keys: RoomKeys
+    client: RoomClient | None = None
+    lines: list[Line] = field(default_factory=list)
+    seen: dict[str, str] = field(default_factory=dict)  # name -> the latest fingerprint
+    changed: set[str] = field(default_factory=set)  # names that came with a new key
+    online: int | None = None
+    sending: int = 0
+    unread: int = 0
+
+    @property
+    def room_id(self) -> bytes:
+        return self.keys.room_id
+
+
+class ChatApp(App[None]):
+    """The chat screen over every room of ``store``, as ``name``; ``room`` is shown first."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "InstantRoom"
+    AUTO_FOCUS = "#input"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+up", "previous_room", "Previous room"),
+        Binding("ctrl+down", "next_room", "Next room"),
+    ]
+
+    def __init__(self, store: KeyStore, name: str, room: str | None = None) -> None:
+        if not name.strip() or len(name.encode("utf-8")) > MAX_NAME_BYTES:
+            raise UsageError(f"A name is 1 to {MAX_NAME_BYTES} bytes of UTF-8.")
+        super().__init__()
+        self._store = store
+        self._user = name
+        self._fingerprint = store.device.fingerprint
+        if store.purge_expired(now_ms()):
+            store.save()
+        self._selected: bytes | None = None
+        if room is not None:
+            self._selected = store.find(room).room_id
+        self._views: dict[bytes, RoomView] = {}
+        for stored in store.rooms:
+            view = self._view_of(stored)
+            self._views[view.room_id] = view
+        if self._selected is None and self._views:
+            self._selected = next(iter(self._views))
+        self._clients: dict[str, RoomClient] = {}  # by WebSocket URL
+        self._ever_connected: set[str] = set()
+        self._failures: dict[str, str] = {}
+        self._own_ids: set[bytes] = set()
+        self._dirty = False
+        self._wipe_armed = False
+
+    def _view_of(self, stored: StoredRoom) -> RoomView:
+        view = RoomView(stored, RoomKeys.from_minikey(stored.key))
+        for entry in stored.history:
+            view.lines.append(
+                Line(
+                    "message",
+                    entry.text,
+                    timestamp_ms=entry.timestamp_ms,
+                    name=entry.name,
+                    fingerprint=entry.fingerprint,
+                    own=entry.fingerprint == self._fingerprint,
+                    entry=entry,
+                )
+            )
+            view.seen[entry.name] = entry.fingerprint
+        view.seen.setdefault(self._user, self._fingerprint)
+        return view
+
+    # layout
+
+    def compose(self) -> ComposeResult:
+        order = list(self._views)
+        initial = order.index(self._selected) if self._selected in self._views else None
+        with Horizontal():
+            yield ListView(
+                *(self._room_item(view) for view in self._views.values()),
+                id="rooms",
+                initial_index=initial,
+            )
+            with Vertical(id="main"):
+                yield RichLog(id="conversation", wrap=True, min_width=20)
+                yield Static(id="members")
+                yield Static(id="status")
+                yield Input(placeholder="Write a message; /help for commands", id="input")
+
+    def _room_item(self, view: RoomView) -> ListItem:
+        label = Static(self._room_label(view), classes="room-label")
+        return ListItem(label, id=item_id(view.room_id))
+
+    def _room_label(self, view: RoomView) -> Text:
+        label = Text(printable(view.stored.label), style="bold", no_wrap=True, overflow="ellipsis")
+        label.append("\n" + short_expiry(view.stored.expires_at_ms, now_ms()), style="dim")
+        if view.unread:
+            label.append(f"  {view.unread} new", style="bold")
+        return label
+
+    @property
+    def _conversation(self) -> RichLog:
+        return self.query_one("#conversation", RichLog)
+
+    def _current(self) -> RoomView | None:
+        return self._views.get(self._selected) if self._selected is not None else None
+
+    async def on_mount(self) -> None:
+        for view in self._views.values():
+            self._connect(view)
+        self._show_conversation()
+        self._refresh_panels()
+        self.set_interval(1.0, self._tick)
+
+    async def on_unmount(self) -> None:
+        if self._dirty:
+            self._save()
+        for client in self._clients.values():
+            await client.close()
+
+    # the relays
+
+    def _connect(self, view: RoomView) -> None:
+        try:
+            url = websocket_url(view.stored.server)
+        except UsageError as exc:
+            self._add_line(view, Line("error", f"{exc} This room's server cannot be reached."))
+            return
+        client = self._clients.get(url)
+        if client is None:
+            client = self._clients[url] = RoomClient(
+                view.stored.server, self._store.device, self._user
+            )
+            client.start()
+            self.run_worker(self._listen(client), group="events")
+        view.client = client
+        self.run_worker(self._join(view, client), group="joins")
+
+    async def _join(self, view: RoomView, client: RoomClient) -> None:
+        try:
+            await client.join(view.keys, view.stored.expires_at_ms)
+        except RelayRefused as exc:
+            self._failures[client.url] = printable(str(exc))
+            self._add_line(view, Line("error", printable(str(exc))))
+            self._refresh_panels()
+        except (JoinRefused, RoomGone):
+            pass  # the Refused or RoomExpired event says it
+
+    async def _listen(self, client: RoomClient) -> None:
+        while True:
+            event = await client.next_event()
+            await self._on_event(client, event)
+
+    async def _on_event(self, client: RoomClient, event: Event) -> None:
+        match event:
+            case MessageReceived(room_id=room_id):
+                if (view := self._views.get(room_id)) is not None:
+                    self._received(view, event)
+            case Joined(room_id=room_id, expires_at_ms=expires, members=members):
+                self._ever_connected.add(client.url)
+                if (view := self._views.get(room_id)) is not None:
+                    view.online = members
+                    known = [t for t in (view.stored.expires_at_ms, expires) if t]
+                    if min(known, default=0) != view.stored.expires_at_ms:
+                        view.stored.expires_at_ms = min(known)
+                        self._dirty = True
+            case PresenceChanged(room_id=room_id, members=members):
+                if (view := self._views.get(room_id)) is not None:
+                    view.online = members
+            case RoomExpired(room_id=room_id):
+                if (view := self._views.get(room_id)) is not None:
+                    self._store.forget(view.stored)
+                    self._save()
+                    await self._remove_view(view, "has expired")
+            case Refused(code=code, room_id=room_id, reason=reason):
+                view = self._views.get(room_id)
+                if code != ErrorCode.RATE_LIMITED and view is not None:
+                    self._add_line(view, Line("error", f"The relay refused: {printable(reason)}"))
+            case _:
+                pass
+        self._refresh_panels()
+
+    def _received(self, view: RoomView, received: MessageReceived) -> None:
+        message = received.message
+        if message.kind != Kind.TEXT or message.message_id in self._own_ids:
+            return
+        name, fingerprint = message.sender_name, received.fingerprint
+        before = view.seen.get(name)
+        if received.key_changed or (before is not None and before != fingerprint):
+            was = f" (before: {before})" if before and before != fingerprint else ""
+            warning = (
+                f"⚠ {printable(name)} now writes with a NEW device key {fingerprint}{was}. "
+                "It may be someone else using that name: check with them another way "
+                "before you trust it."
+            )
+            self._add_line(view, Line("warning", warning))
+            view.changed.add(name)
+        view.seen[name] = fingerprint
+        entry = None
+        if view.stored.keep_history:
+            entry = HistoryEntry(
+                message.message_id.hex(), message.timestamp_ms, name, fingerprint, message.text
+            )
+            view.stored.history.append(entry)
+            self._dirty = True
+        line = Line("message", message.text, message.timestamp_ms, name, fingerprint, entry=entry)
+        self._add_line(view, line)
+        if view.room_id != self._selected:
+            view.unread += 1
+
+    # the screen
+
+    def _render_line(self, line: Line, number: int) -> Text:
+        if line.kind == "code":
+            return Text(line.text, no_wrap=True, overflow="ignore")
+        if line.kind != "message":
+            style = {"notice": "italic", "warning": "bold yellow", "error": "bold red"}
+            return Text(line.text, style=style[line.kind])
+        shown = Text()
+        shown.append(f"{number:>3} ", style="dim")
+        shown.append(f"{clock(line.timestamp_ms)} ", style="dim")
+        shown.append(printable(line.name), style=f"bold {name_colour(line.fingerprint)}")
+        shown.append(f" {line.fingerprint}", style="dim")
+        if line.own:
+            shown.append(" (you)", style="dim")
+        shown.append("  ")
+        shown.append(printable(line.text, newlines=True).replace("\n", "\n" + " " * 10))
+        if line.failed:
+            shown.append(f"  (not sent: {line.failed})", style="bold red")
+        return shown
+
+    def _add_line(self, view: RoomView, line: Line) -> None:
+        view.lines.append(line)
+        if view.room_id == self._selected:
+            number = sum(1 for shown in view.lines if shown.kind == "message")
+            self._conversation.write(self._render_line(line, number))
+
+    def _note(self, view: RoomView | None, text: str, kind: LineKind = "notice") -> None:
+        if view is not None:
+            self._add_line(view, Line(kind, text))
+        else:
+            self._conversation.write(self._render_line(Line(kind, text), 0))
+
+    def _show_conversation(self) -> None:
+        log = self._conversation
+        log.clear()
+        view = self._current()
+        if view is None:
+            log.write(
+                Text(
+                    "No rooms here. Make one with `instantroom new`, or join one with "
+                    "`instantroom join KEY`, then come back.",
+                    style="italic",
+                )
+            )
+            return
+        number = 0
+        for line in view.lines:
+            if line.kind == "message":
+                number += 1
+            log.write(self._render_line(line, number))
+
+    def _refresh_panels(self) -> None:
+        """Redraw the sidebar labels, the members line and the status line."""
+        for view in self._views.values():
+            for label in self.query(f"#{item_id(view.room_id)} .room-label").results(Static):
+                label.update(self._room_label(view))
+        current = self._current()
+        members = self.query_one("#members", Static)
+        status = self.query_one("#status", Static)
+        if current is None:
+            members.update("")
+            status.update(Text("no room", style="dim"))
+        else:
+            members.update(self._members_text(current))
+            status.update(self._status_text(current))
+
+    def _members_text(self, view: RoomView) -> Text:
+        online = "?" if view.online is None else str(view.online)
+        shown = Text(f"Online: {online} (you included)", style="bold")
+        me = (self._user, self._fingerprint)
+        others = [(name, seen) for name, seen in view.seen.items() if (name, seen) != me]
+        if others:
+            shown.append("  ·  seen: ")
+        for index, (name, fingerprint) in enumerate(others):
+            if index:
+                shown.append(", ")
+            if name in view.changed:
+                shown.append("⚠ ", style="bold yellow")
+            shown.append(printable(name), style=f"bold {name_colour(fingerprint)}")
+            shown.append(f" {fingerprint}")
+        shown.append(f"  ·  you: {printable(self._user)} {self._fingerprint}", style="dim")
+        return shown
+
+    def _status_text(self, view: RoomView) -> Text:
+        shown = self._connection_state(view.client)
+        shown.append(f"  ·  {printable(view.stored.label)} on {printable(view.stored.server)}")
+        shown.append(f"  ·  {expiry_text(view.stored.expires_at_ms, now_ms())}")
+        shown.append("  ·  history kept" if view.stored.keep_history else "  ·  no history kept")
+        if view.sending:
+            shown.append(f"  ·  {view.sending} waiting to send", style="bold")
+        return shown
+
+    def _connection_state(self, client: RoomClient | None) -> Text:
+        if client is None:
+            return Text("✗ no connection", style="bold red")
+        if client.url in self._failures:
+            return Text(f"✗ {self._failures[client.url]}", style="bold red")
+        if client.connected.is_set():
+            self._ever_connected.add(client.url)
+            return Text("● connected", style="bold green")
+        if client.url in self._ever_connected:
+            return Text("○ reconnecting…", style="bold yellow")
+        return Text("○ connecting…", style="bold yellow")
+
+    def _select(self, room_id: bytes | None) -> None:
+        if room_id == self._selected:
+            return
+        self._selected = room_id
+        if (view := self._current()) is not None:
+            view.unread = 0
+        self._show_conversation()
+        self._refresh_panels()
+
+    async def _remove_view(self, view: RoomView, why: str) -> None:
+        """Take ``view`` off the screen (its room is already gone from the store)."""
+        if self._views.pop(view.room_id, None) is None:
+            return  # gone already
+        rooms = self.query_one("#rooms", ListView)
+        index = next(
+            (i for i, item in enumerate(rooms.children) if item.id == item_id(view.room_id)),
+            None,
+        )
+        if view.room_id == self._selected:
+            self._select(next(iter(self._views), None))
+        if index is not None:
+            await rooms.remove_items([index])
+        if self._selected is not None:
+            rooms.index = list(self._views).index(self._selected)
+        self.notify(
+            f"Room {view.stored.label!r} {why}: its key and messages are deleted from this device.",
+            markup=False,
+        )
+        self._refresh_panels()
+
+    def on_list_view_highlighted(self, event: ListView.Highlighted) -> None:
+        if event.item is not None and event.item.id is not None:
+            room_id = bytes.fromhex(event.item.id.removeprefix("room-"))
+            if room_id in self._views:
+                self._select(room_id)
+
+    def on_list_view_selected(self, event: ListView.Selected) -> None:
+        self.query_one("#input", Input).focus()
+
+    def action_next_room(self) -> None:
+        self.query_one("#rooms", ListView).action_cursor_down()
+
+    def action_previous_room(self) -> None:
+        self.query_one("#rooms", ListView).action_cursor_up()
+
+    # the store
+
+    def _save(self) -> None:
+        self._store.save()
+        self._dirty = False
+
+    async def _tick(self) -> None:
+        """Once a second: delete expired rooms, write what was added, refresh the panels."""
+        expired = self._store.purge_expired(now_ms())
+        if expired:
+            self._save()
+            for view in list(self._views.values()):
+                if any(view.stored is stored for stored in expired):
+                    if view.client is not None:
+                        await view.client.leave(view.room_id)
+                    await self._remove_view(view, "has expired")
+        elif self._dirty:
+            self._save()
+        self._refresh_panels()
+
+    # what the user types
+
+    async def on_input_submitted(self, event: Input.Submitted) -> None:
+        text = event.value
+        event.input.value = ""
+        if not text.strip():
+            return
+        if text.startswith("/") and not text.startswith("//"):
+            await self._command(text)
+            return
+        self._wipe_armed = False
+        self._send(text.removeprefix("/"))
+
+    def _send(self, text: str) -> None:
+        view = self._current()
+        if view is None or view.client is None:
+            self._note(view, "This room has no connection: nothing was sent.", "error")
+            return
+        now = now_ms()
+        line = Line("message", text, now, self._user, self._fingerprint, own=True)
+        if view.stored.keep_history:
+            line.entry = HistoryEntry("", now, self._user, self._fingerprint, text)
+            view.stored.history.append(line.entry)
+            self._dirty = True
+        self._add_line(view, line)
+        view.sending += 1
+        self._refresh_panels()
+        self.run_worker(self._deliver(view, view.client, line), group="sends")
+
+    async def _deliver(self, view: RoomView, client: RoomClient, line: Line) -> None:
+        """Send ``line``'s text; it waits in the outbox across reconnects until taken."""
+        try:
+            message = await client.send_text(view.room_id, line.text)
+        except (RoomGone, RelayRefused, UsageError) as exc:
+            line.failed = printable(str(exc))
+            if view.room_id == self._selected:
+                self._show_conversation()
+        else:
+            self._own_ids.add(message.message_id)
+            if line.entry is not None:
+                line.entry.message_id = message.message_id.hex()
+                line.entry.timestamp_ms = message.timestamp_ms
+                self._dirty = True
+        finally:
+            view.sending -= 1
+            self._refresh_panels()
+
+    async def _command(self, text: str) -> None:
+        word, _, rest = text[1:].strip().partition(" ")
+        word, rest = word.lower(), rest.strip()
+        if word != "wipe":
+            self._wipe_armed = False
+        view = self._current()
+        if word == "help":
+            self._note(view, HELP)
+        elif word == "wipe":
+            await self._wipe()
+        elif word not in ("key", "qr", "leave", "delete", "clear", "history"):
+            self._note(view, f"There is no command /{printable(word)}: /help lists them.", "error")
+        elif view is None:
+            self._note(None, "Open a room first.", "error")
+        elif word == "key":
+            self._show_key(view)
+        elif word == "qr":
+            self._show_qr(view)
+        elif word == "leave":
+            await self._leave(view)
+        elif word == "delete":
+            self._delete(view, rest)
+        elif word == "clear":
+            self._clear(view)
+        else:
+            self._set_history(view, rest)
+
+    def _invite(self, view: RoomView) -> str | None:
+        try:
+            return format_invite(view.stored.server, view.stored.key)
+        except UsageError as exc:
+            self._note(view, f"No invite link: {exc}", "error")
+            return None
+
+    def _show_key(self, view: RoomView) -> None:
+        key = view.stored.key
+        lines = [
+            f"The key of {printable(view.stored.label)!r}, to read aloud in groups of five:",
+            f"    {format_minikey(key)}",
+            *(f"    {n}. {spelled}" for n, spelled in enumerate(spell_minikey(key), start=1)),
+        ]
+        invite = self._invite(view)
+        if invite is not None:
+            lines.append(f"Invite link: {invite}")
+        lines.append(
+            "Anyone who has the key is in the room: share it by voice, or show the "
+            "QR code (/qr) in person."
+        )
+        self._note(view, "\n".join(lines))
+
+    def _show_qr(self, view: RoomView) -> None:
+        invite = self._invite(view)
+        if invite is None:
+            return
+        drawing = io.StringIO()
+        segno.make(invite, error="m").terminal(out=drawing, compact=True, border=2)
+        self._note(
+            view,
+            f"The invite of {printable(view.stored.label)!r}: scan it with a "
+            "phone camera. Anyone who scans it is in the room.",
+        )
+        self._add_line(view, Line("code", drawing.getvalue().rstrip("\n")))
+
+    async def _leave(self, view: RoomView) -> None:
+        if view.client is not None:
+            await view.client.leave(view.room_id)
+        self._store.forget(view.stored)
+        self._save()
+        await self._remove_view(view, "was left")
+
+    def _delete(self, view: RoomView, rest: str) -> None:
+        messages = [line for line in view.lines if line.kind == "message"]
+        try:
+            number = int(rest)
+        except ValueError:
+            number = 0
+        if not messages:
+            self._note(view, "There is no message here to delete.", "error")
+            return
+        if not 1 <= number <= len(messages):
+            self._note(
+                view,
+                "Say which message: /delete N, N being the number before it "
+                f"(1 to {len(messages)} here).",
+                "error",
+            )
+            return
+        gone = messages[number - 1]
+        view.lines = [line for line in view.lines if line is not gone]
+        if gone.entry is not None:
+            view.stored.history = [e for e in view.stored.history if e is not gone.entry]
+            self._save()
+        self._show_conversation()
+        self.notify(f"Message {number} deleted.")
+
+    def _clear(self, view: RoomView) -> None:
+        view.stored.history = []
+        view.lines = []
+        self._save()
+        self._show_conversation()
+        self.notify("This room's history is deleted from the screen and this device.")
+
+    def _set_history(self, view: RoomView, rest: str) -> None:
+        choice = rest.lower()
+        if choice == "on":
+            view.stored.keep_history = True
+            self._save()
+            self._note(
+                view,
+                "From now on this room's messages are kept on this device, "
+                "encrypted in your key store. /history off deletes them.",
+            )
+        elif choice == "off":
+            view.stored.keep_history = False
+            view.stored.history = []
+            for line in view.lines:
+                line.entry = None
+            self._save()
+            self._note(
+                view,
+                "This room's messages are no longer kept: the kept ones are "
+                "deleted from this device (they stay on this screen until you "
+                "quit).",
+            )
+        else:
+            now = "on" if view.stored.keep_history else "off"
+            self._note(view, f"History is {now} for this room: /history on or /history off.")
+        self._refresh_panels()
+
+    async def _wipe(self) -> None:
+        if not self._wipe_armed:
+            self._wipe_armed = True
+            self._note(
+                self._current(),
+                "/wipe deletes every room's key and all messages from "
+                "this device, then quits. Type /wipe again to do it.",
+                "warning",
+            )
+            return
+        for view in self._views.values():
+            if view.client is not None:
+                await view.client.leave(view.room_id)
+        self._store.rooms = []
+        self._save()
+        self.exit()

@@ -1,0 +1,363 @@
+"""The full-screen chat, driven by Textual's pilot, against a real relay process.
+
+Each app runs headless in a task of its own (Textual keeps the running app in a context
+variable, and a task has its own context), so several members can talk at once. Waits
+poll the screen with a deadline; nothing sleeps for a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from textual.pilot import Pilot
+from textual.widgets import Input, RichLog, Static
+
+from instantroom.cli import build_parser
+from instantroom.client.invite import format_invite
+from instantroom.client.keystore import HistoryEntry, KeyStore, StoredRoom
+from instantroom.protocol.minikey import format_minikey, make_minikey
+from instantroom.rooms_cli import cmd_chat
+from instantroom.testing import RelayProcess, run
+from instantroom.tui.app import ChatApp
+from tests.client.test_rooms_cli import decode, rasterise_terminal
+
+PASSWORD = "a long enough password"
+FAST_KDF = {"name": "argon2id", "iterations": 1, "lanes": 1, "memory_kib": 1024}
+NOWHERE = "http://127.0.0.1:9/"  # nothing listens there: the app keeps trying to connect
+HOUR_MS = 3_600_000
+T = TypeVar("T")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_store(path: Path, *rooms: StoredRoom) -> KeyStore:
+    store = KeyStore.create(path, PASSWORD, kdf=FAST_KDF)
+    for room in rooms:
+        store.add_room(room)
+    store.save()
+    return store
+
+
+def room(
+    key: str,
+    server: str,
+    label: str = "team",
+    *,
+    expires_at_ms: int | None = None,
+    keep_history: bool = False,
+    history: list[HistoryEntry] | None = None,
+) -> StoredRoom:
+    expires = now_ms() + HOUR_MS if expires_at_ms is None else expires_at_ms
+    return StoredRoom(key, label, server, expires, keep_history, list(history or []))
+
+
+@dataclass
+class Member:
+    """An app on screen and its pilot; ``do`` runs a coroutine in the app's context."""
+
+    app: ChatApp
+    pilot: Pilot[None]
+    context: contextvars.Context
+
+    async def do(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.create_task(coroutine, context=self.context)
+
+    async def press(self, *keys: str) -> None:
+        await self.do(self.pilot.press(*keys))
+
+    async def say(self, text: str) -> None:
+        """Put ``text`` in the input line and press Enter."""
+
+        async def typed() -> None:
+            self.app.query_one("#input", Input).value = text
+            await self.pilot.press("enter")
+
+        await self.do(typed())
+
+    async def until(self, condition: Callable[[], bool], what: str) -> None:
+        """Let the app run until ``condition()`` holds; fail after 10 seconds."""
+        deadline = time.monotonic() + 10.0
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            await self.do(self.pilot.pause(0.05))
+
+    # what is on the screen, as text
+
+    def conversation(self) -> str:
+        log = self.app.query_one("#conversation", RichLog)
+        return "\n".join(strip.text for strip in log.lines)
+
+    def lines_with(self, text: str) -> list[str]:
+        return [line for line in self.conversation().splitlines() if text in line]
+
+    def members(self) -> str:
+        return str(self.app.query_one("#members", Static).content)
+
+    def status(self) -> str:
+        return str(self.app.query_one("#status", Static).content)
+
+    def sidebar(self) -> list[str]:
+        labels = self.app.query(".room-label").results(Static)
+        return [str(label.content).splitlines()[0] for label in labels]
+
+
+@contextlib.asynccontextmanager
+async def on_screen(app: ChatApp) -> AsyncIterator[Member]:
+    """Run ``app`` headless, 120x40, in a task of its own.
+
+    Textual keeps the running app in a context variable: each app gets its task (and
+    context), and whatever drives it runs in that context (``Member.do``).
+    """
+    started: asyncio.Future[Member] = asyncio.get_running_loop().create_future()
+    done = asyncio.Event()
+
+    async def host() -> None:
+        try:
+            async with app.run_test(size=(120, 40)) as pilot:
+                started.set_result(Member(app, pilot, contextvars.copy_context()))
+                await done.wait()
+        except Exception as exc:
+            if started.done():
+                raise
+            started.set_exception(exc)  # the app failed to start: say why
+
+    task = asyncio.create_task(host())
+    try:
+        yield await started
+    finally:
+        done.set()
+        await task
+
+
+def kept(path: Path) -> list[str]:
+    return [entry.text for entry in KeyStore.open(path, PASSWORD).rooms[0].history]
+
+
+def two_stores(
+    tmp_path: Path, relay: RelayProcess, *, keep_history: bool = False
+) -> tuple[KeyStore, KeyStore]:
+    """Alice's and Bob's stores, each holding the same room (Bob keeps its history or not)."""
+    key = make_minikey(secrets.randbelow)
+    alice = new_store(tmp_path / "alice.json", room(key, relay.url))
+    bob = new_store(tmp_path / "bob.json", room(key, relay.url, keep_history=keep_history))
+    return alice, bob
+
+
+def test_two_members_chat_and_see_each_others_name_and_fingerprint(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    alice_store, bob_store = two_stores(tmp_path, relay)
+
+    async def scenario() -> None:
+        async with (
+            on_screen(ChatApp(alice_store, "alice")) as alice,
+            on_screen(ChatApp(bob_store, "bob")) as bob,
+        ):
+            await bob.until(lambda: "Online: 2" in bob.members(), "both joined")
+            assert "● connected" in alice.status()
+            await alice.press(*"hello bob", "enter")  # typed, key by key
+            # At once on the sender's screen, as its own message.
+            (own,) = alice.lines_with("hello bob")
+            assert "alice" in own
+            assert "(you)" in own
+            await bob.until(lambda: bool(bob.lines_with("hello bob")), "the message")
+            (line,) = bob.lines_with("hello bob")
+            assert "alice" in line
+            assert alice_store.device.fingerprint in line
+            assert line.lstrip().startswith("1 ")  # numbered, for /delete
+            # A reply, from a sender who tries to draw on the screen: shown as plain text.
+            await bob.say("hi [bold]alice[/bold]\x1b[2J")
+            await alice.until(lambda: bool(alice.lines_with("hi [bold]")), "a reply")
+            (reply,) = alice.lines_with("hi [bold]")
+            assert "hi [bold]alice[/bold]\ufffd[2J" in reply
+            assert bob_store.device.fingerprint in reply
+
+    run(scenario())
+
+
+def test_the_members_line_shows_who_was_seen_with_their_fingerprints(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    alice_store, bob_store = two_stores(tmp_path, relay)
+    alice_seen = f"alice {alice_store.device.fingerprint}"
+
+    async def scenario() -> None:
+        async with (
+            on_screen(ChatApp(alice_store, "alice")) as alice,
+            on_screen(ChatApp(bob_store, "bob")) as bob,
+        ):
+            await alice.until(lambda: "Online: 2" in alice.members(), "both joined")
+            assert alice_seen not in bob.members()  # not seen yet
+            await alice.say("here I am")
+            await bob.until(lambda: alice_seen in bob.members(), "alice's fingerprint")
+            assert f"you: bob {bob_store.device.fingerprint}" in bob.members()
+
+    run(scenario())
+
+
+def test_a_known_name_with_a_new_device_key_is_warned_about(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    alice_store, bob_store = two_stores(tmp_path, relay)
+    # The same room and the same name, from another device key.
+    impostor_store = new_store(tmp_path / "impostor.json", *alice_store.rooms)
+
+    async def scenario() -> None:
+        async with (
+            on_screen(ChatApp(alice_store, "alice")) as alice,
+            on_screen(ChatApp(bob_store, "bob")) as bob,
+        ):
+            await bob.until(lambda: "Online: 2" in bob.members(), "both joined")
+            await alice.say("it is me")
+            await bob.until(lambda: bool(bob.lines_with("it is me")), "alice's message")
+            assert "NEW device key" not in bob.conversation()
+            async with on_screen(ChatApp(impostor_store, "alice")) as impostor:
+                await bob.until(lambda: "Online: 3" in bob.members(), "a third member")
+                await impostor.say("it is me, honest")
+                await bob.until(lambda: bool(bob.lines_with("honest")), "the message")
+            (warning,) = bob.lines_with("NEW device key")
+            assert "alice" in warning
+            assert impostor_store.device.fingerprint in bob.conversation()
+            assert "⚠ alice" in bob.members()
+
+    run(scenario())
+
+
+def test_a_deleted_message_is_gone_from_the_screen_and_the_store(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    alice_store, bob_store = two_stores(tmp_path, relay, keep_history=True)
+
+    async def scenario() -> None:
+        async with (
+            on_screen(ChatApp(alice_store, "alice")) as alice,
+            on_screen(ChatApp(bob_store, "bob")) as bob,
+        ):
+            await bob.until(lambda: "Online: 2" in bob.members(), "both joined")
+            await alice.say("first, to delete")
+            await alice.say("second, to keep")
+            await bob.until(
+                lambda: kept(bob_store.path) == ["first, to delete", "second, to keep"],
+                "both messages kept in the store",
+            )
+            assert bob.lines_with("first, to delete")
+            await bob.say("/delete 1")
+            assert kept(bob_store.path) == ["second, to keep"]  # written at once
+            assert "first, to delete" not in bob.conversation()
+            (line,) = bob.lines_with("second, to keep")
+            assert line.lstrip().startswith("1 ")  # numbered again, as shown
+
+    run(scenario())
+    assert kept(bob_store.path) == ["second, to keep"]  # and it stays so after quitting
+
+
+def test_an_expired_room_is_gone_from_the_screen_and_the_store(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    path = tmp_path / "store.json"
+    soon = now_ms() + 2000
+    store = new_store(
+        path,
+        room(make_minikey(secrets.randbelow), relay.url, "soon", expires_at_ms=soon),
+        # No relay tells this one it expired (its server is no URL): the app's own clock does.
+        room(make_minikey(secrets.randbelow), "no server", "unreachable", expires_at_ms=soon),
+        room(make_minikey(secrets.randbelow), relay.url, "later"),
+    )
+
+    async def scenario() -> None:
+        async with on_screen(ChatApp(store, "alice", room="soon")) as member:
+            assert member.sidebar() == ["soon", "unreachable", "later"]
+            assert "soon on" in member.status()
+            await member.until(lambda: member.sidebar() == ["later"], "the rooms to expire")
+            assert [r.label for r in KeyStore.open(path, PASSWORD).rooms] == ["later"]
+            await member.until(lambda: "later on" in member.status(), "the other room shown")
+
+    run(scenario())
+
+
+def test_key_and_qr_show_the_key_and_a_code_that_scans_to_the_invite(tmp_path: Path) -> None:
+    key = make_minikey(secrets.randbelow)
+    store = new_store(tmp_path / "store.json", room(key, NOWHERE))
+    invite = format_invite(NOWHERE, key)
+
+    async def scenario() -> None:
+        async with on_screen(ChatApp(store, "alice")) as member:
+            assert "connecting" in member.status()
+            await member.say("/key")
+            await member.until(lambda: invite in member.conversation(), "the key")
+            assert format_minikey(key) in member.conversation()
+            assert "capital S (sierra)" in member.conversation()
+            await member.say("/qr")
+            await member.until(lambda: "▀" in member.conversation(), "the QR code")
+            drawing = member.conversation().split("scan it with a phone camera")[1]
+            assert decode(rasterise_terminal(drawing)) == [invite]
+
+    run(scenario())
+
+
+def test_history_shows_again_and_clear_leave_and_wipe_delete_it(tmp_path: Path) -> None:
+    path = tmp_path / "store.json"
+    first, second = make_minikey(secrets.randbelow), make_minikey(secrets.randbelow)
+    history = [
+        HistoryEntry("00" * 16, now_ms() - 60_000, "bob", "AAAA-BBBB-CCCC-DDDD", "kept once"),
+        HistoryEntry("11" * 16, now_ms() - 30_000, "bob", "AAAA-BBBB-CCCC-DDDD", "kept twice"),
+    ]
+    store = new_store(
+        path,
+        room(first, NOWHERE, "one", keep_history=True, history=history),
+        room(second, NOWHERE, "two"),
+    )
+    app = ChatApp(store, "alice")
+
+    def stored() -> KeyStore:
+        return KeyStore.open(path, PASSWORD)
+
+    async def scenario() -> None:
+        async with on_screen(app) as member:
+            await member.until(lambda: "kept twice" in member.conversation(), "the history")
+            assert "kept once" in member.conversation()
+            await member.say("/clear")
+            assert "kept" not in member.conversation()
+            assert stored().rooms[0].history == []
+            await member.say("/history off")
+            assert not stored().rooms[0].keep_history
+            await member.say("/leave")
+            assert [r.label for r in stored().rooms] == ["two"]
+            await member.until(lambda: member.sidebar() == ["two"], "the sidebar without it")
+            await member.say("/wipe")
+            assert "Type /wipe again" in member.conversation()
+            assert len(stored().rooms) == 1  # asked, not done yet
+            await member.say("/wipe")
+            assert stored().rooms == []
+
+    run(scenario())
+    assert app.return_code == 0
+
+
+def test_the_chat_command_opens_the_store_and_names_a_missing_room(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["chat", "team", "--name", "carol", "--keystore", "s"])
+    assert (args.run, args.room, args.name, args.keystore) == (cmd_chat, "team", "carol", "s")
+    path = tmp_path / "store.json"
+    new_store(path, room(make_minikey(secrets.randbelow), NOWHERE, "team"))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
+    environ |= {"INSTANTROOM_PASSWORD": PASSWORD, "INSTANTROOM_KEYSTORE": str(path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "instantroom", "chat", "nosuch"],
+        capture_output=True, text=True, env=environ, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "No stored room is labelled 'nosuch'" in result.stderr
