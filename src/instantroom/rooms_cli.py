@@ -179,6 +179,10 @@ def cmd_join(args: argparse.Namespace) -> int:
         room.expires_at_ms = joined.expires_at_ms
     store.save()
     print(f"Joined room {room.label!r} on {room.server}, {_when(room.expires_at_ms)}.")
+    if args.chat and sys.stdin.isatty() and sys.stdout.isatty():
+        from instantroom.tui.app import ChatApp
+
+        ChatApp(store, args.name, room.label).run()
     return 0
 
 
@@ -275,6 +279,15 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     join.add_argument("--label", help="a name for the room, for you")
     join.add_argument("--server", default=server_default, help="the relay, for a bare key")
     join.add_argument("--history", action="store_true", help="keep this room's messages here")
+    join.add_argument(
+        "--no-chat",
+        dest="chat",
+        action="store_false",
+        help="only store the room (in a terminal, join opens the chat screen)",
+    )
+    join.add_argument(
+        "--name", default=os.environ.get("INSTANTROOM_NAME", "anonymous"), help="your name"
+    )
     join.set_defaults(run=cmd_join)
 
     rooms = commands.add_parser("rooms", help="list your rooms, with members online")
