@@ -206,8 +206,8 @@ def frame_cases() -> list[dict[str, Any]]:
         ("deliver", frames.Deliver(rid, envelope)),
         ("ack", frames.Ack(7)),
         ("presence", frames.Presence(rid, 12)),
-        ("ping", frames.Ping(0x0102030405060708)),
-        ("pong", frames.Pong(0x0102030405060708)),
+        ("ping", frames.Ping(0x000F1E2D3C4B5A69)),
+        ("pong", frames.Pong(0x000F1E2D3C4B5A69)),
         ("error-room", frames.Error(ErrorCode.ROOM_FULL, 0, rid, "This room is full.")),
         ("error-publish", frames.Error(ErrorCode.RATE_LIMITED, 7, frames.NO_ROOM, "Slow down.")),
     ]

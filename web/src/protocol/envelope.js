@@ -1,0 +1,159 @@
+// Message envelopes (PROTOCOL.md 5), sealed and opened with WebCrypto's AES-GCM and
+// signed with Ed25519 (@noble/curves).
+//
+//   envelope = 0x01 || nonce (12) || AES-256-GCM(padded, aad = 0x01 || room id)
+//   padded   = inner || 0x80 || 0x00...   (to 256, 1024, 4096, 16384 or 65536 bytes)
+//   inner    = signed || Ed25519 signature by the sender's device key
+
+import { ed25519 } from "@noble/curves/ed25519.js";
+import { concat, u32, u64, utf8, utf8Strict, view } from "./bytes.js";
+import { ENVELOPE_VERSION, NONCE_SIZE, PADDING_BUCKETS, SIGNATURE_SIZE, TAG_SIZE } from "./codes.js";
+import { BadSignature, DecryptionFailed, MalformedEnvelope, UsageError } from "./errors.js";
+
+export const Kind = Object.freeze({ TEXT: 1, JOIN: 2, LEAVE: 3, TYPING: 4 });
+export const MESSAGE_ID_SIZE = 16;
+export const MAX_NAME_BYTES = 64;
+export const MAX_BODY_BYTES = 60000;
+const LABEL_MESSAGE_SIGNATURE = utf8.encode("instantroom/v1/message-signature");
+const HEAD_SIZE = 16 + 8 + 1 + 32 + 1;
+
+/**
+ * @typedef {object} Message
+ * @property {Uint8Array} messageId
+ * @property {number} timestampMs
+ * @property {number} kind
+ * @property {Uint8Array} senderKey
+ * @property {string} senderName
+ * @property {Uint8Array} body
+ */
+
+function signedPart(message) {
+  const name = utf8.encode(message.senderName);
+  if (name.length > MAX_NAME_BYTES) throw new UsageError("A name is at most 64 bytes of UTF-8.");
+  if (message.body.length > MAX_BODY_BYTES) throw new UsageError("A body is at most 60000 bytes.");
+  if (message.messageId.length !== MESSAGE_ID_SIZE) throw new UsageError("A message id is 16 bytes.");
+  return concat(
+    message.messageId,
+    u64(message.timestampMs),
+    Uint8Array.of(message.kind),
+    message.senderKey,
+    Uint8Array.of(name.length),
+    name,
+    u32(message.body.length),
+    message.body,
+  );
+}
+
+export function pad(inner) {
+  for (const bucket of PADDING_BUCKETS) {
+    if (inner.length < bucket) {
+      const out = new Uint8Array(bucket);
+      out.set(inner);
+      out[inner.length] = 0x80;
+      return out;
+    }
+  }
+  throw new UsageError("The message is too large for the largest padding bucket.");
+}
+
+export function unpad(padded) {
+  if (!PADDING_BUCKETS.includes(padded.length)) {
+    throw new MalformedEnvelope("The padded message is not one of the size buckets.");
+  }
+  let end = padded.length;
+  while (end > 0 && padded[end - 1] === 0) end--;
+  if (end === 0 || padded[end - 1] !== 0x80) {
+    throw new MalformedEnvelope("The message padding is not well-formed.");
+  }
+  return padded.subarray(0, end - 1);
+}
+
+async function aesKey(messageKey, usage) {
+  return crypto.subtle.importKey("raw", messageKey, "AES-GCM", false, [usage]);
+}
+
+/** Sign, pad and encrypt `message` for `room` with a fresh 12-byte `nonce`. */
+export async function sealEnvelope(room, device, message, nonce) {
+  if (nonce.length !== NONCE_SIZE) throw new UsageError("The nonce is 12 bytes.");
+  const signed = signedPart(message);
+  const signature = ed25519.sign(concat(LABEL_MESSAGE_SIGNATURE, room.roomId, signed), device.seed);
+  const header = Uint8Array.of(ENVELOPE_VERSION);
+  const ciphertext = await crypto.subtle.encrypt(
+    { name: "AES-GCM", iv: nonce, additionalData: concat(header, room.roomId) },
+    await aesKey(room.messageKey, "encrypt"),
+    pad(concat(signed, signature)),
+  );
+  return concat(header, nonce, new Uint8Array(ciphertext));
+}
+
+/** Decrypt and check an envelope; throws an EnvelopeError subclass. */
+export async function openEnvelope(room, envelope) {
+  if (envelope.length < 1 + NONCE_SIZE + PADDING_BUCKETS[0] + TAG_SIZE) {
+    throw new MalformedEnvelope("The envelope is too short.");
+  }
+  if (envelope[0] !== ENVELOPE_VERSION) {
+    throw new DecryptionFailed("The envelope's version is not one this client reads.");
+  }
+  let padded;
+  try {
+    padded = new Uint8Array(
+      await crypto.subtle.decrypt(
+        {
+          name: "AES-GCM",
+          iv: envelope.subarray(1, 1 + NONCE_SIZE),
+          additionalData: concat(envelope.subarray(0, 1), room.roomId),
+        },
+        await aesKey(room.messageKey, "decrypt"),
+        envelope.subarray(1 + NONCE_SIZE),
+      ),
+    );
+  } catch {
+    throw new DecryptionFailed("The message was not sealed for this room, or was altered.");
+  }
+  const inner = unpad(padded);
+  const { message, signed, signature } = parseInner(inner);
+  let good = false;
+  try {
+    good = ed25519.verify(signature, concat(LABEL_MESSAGE_SIGNATURE, room.roomId, signed), message.senderKey);
+  } catch {
+    good = false;
+  }
+  if (!good) throw new BadSignature("The message's signature does not match its sender.");
+  return message;
+}
+
+function parseInner(inner) {
+  if (inner.length < HEAD_SIZE + 4 + SIGNATURE_SIZE) throw new MalformedEnvelope("The message is too short.");
+  const data = view(inner);
+  const nameLength = inner[HEAD_SIZE - 1];
+  if (nameLength > MAX_NAME_BYTES) throw new MalformedEnvelope("The sender's name is longer than allowed.");
+  let offset = HEAD_SIZE + nameLength;
+  if (inner.length < offset + 4) throw new MalformedEnvelope("The message's name field is cut short.");
+  const bodyLength = data.getUint32(offset);
+  offset += 4;
+  if (bodyLength > MAX_BODY_BYTES) throw new MalformedEnvelope("The message body is longer than allowed.");
+  if (inner.length !== offset + bodyLength + SIGNATURE_SIZE) {
+    throw new MalformedEnvelope("The message's body length does not match.");
+  }
+  const kind = inner[24];
+  const body = inner.slice(offset, offset + bodyLength);
+  let senderName;
+  try {
+    senderName = utf8Strict.decode(inner.subarray(HEAD_SIZE, HEAD_SIZE + nameLength));
+    if (kind === Kind.TEXT) utf8Strict.decode(body);
+  } catch {
+    throw new MalformedEnvelope("The message's text is not valid UTF-8.");
+  }
+  return {
+    message: {
+      messageId: inner.slice(0, 16),
+      timestampMs: Number(data.getBigUint64(16)),
+      kind,
+      senderKey: inner.slice(25, 57),
+      senderName,
+      body,
+    },
+    signed: inner.subarray(0, offset + bodyLength),
+    signature: inner.subarray(offset + bodyLength),
+  };
+}

@@ -1,0 +1,89 @@
+// The room secret as people handle it: Bitcoin's 30-character mini key (PROTOCOL.md 3).
+
+import { sha256 } from "@noble/hashes/sha2.js";
+import { ChecksumMismatch, NotBase58, WrongLength, WrongPrefix } from "./errors.js";
+
+export const BASE58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+export const MINIKEY_LENGTH = 30;
+const GROUP_SIZE = 5;
+const SEPARATORS = /[ \t\r\n\-_.\u00a0\u2009\u200b\u202f\u2013\u2014]/gu;
+const NATO = {
+  a: "alfa", b: "bravo", c: "charlie", d: "delta", e: "echo", f: "foxtrot", g: "golf",
+  h: "hotel", i: "india", j: "juliett", k: "kilo", l: "lima", m: "mike", n: "november",
+  o: "oscar", p: "papa", q: "quebec", r: "romeo", s: "sierra", t: "tango", u: "uniform",
+  v: "victor", w: "whiskey", x: "x-ray", y: "yankee", z: "zulu",
+};
+const DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+const ascii = new TextEncoder();
+
+function passesCheck(key) {
+  return sha256(ascii.encode(key + "?"))[0] === 0;
+}
+
+/**
+ * A fresh key. `randomBytes(n)` must be a CSPRNG: pass
+ * `(n) => crypto.getRandomValues(new Uint8Array(n))`. Bytes 232 and above are dropped so
+ * that each character is uniform over the 58 (232 = 4 x 58).
+ */
+export function makeMinikey(randomBytes) {
+  for (;;) {
+    let tail = "";
+    while (tail.length < 29) {
+      for (const byte of randomBytes(40)) {
+        if (byte < 232 && tail.length < 29) tail += BASE58_ALPHABET[byte % 58];
+      }
+    }
+    const candidate = "S" + tail;
+    if (passesCheck(candidate)) return candidate;
+  }
+}
+
+/** The key in `text`, ignoring separators; throws a MiniKeyError naming what is wrong. */
+export function parseMinikey(text) {
+  const key = text.replace(SEPARATORS, "");
+  const characters = [...key];
+  if (characters.length !== MINIKEY_LENGTH) {
+    throw new WrongLength(
+      `A room key has ${MINIKEY_LENGTH} characters; this one has ${characters.length} ` +
+        "(spaces and dashes are not counted).",
+    );
+  }
+  for (const [index, char] of characters.entries()) {
+    if (!BASE58_ALPHABET.includes(char)) {
+      const hint = "0OIl".includes(char) ? " (0, O, I and l are never used)" : "";
+      throw new NotBase58(`Character ${index + 1} ('${char}') cannot be in a room key${hint}.`);
+    }
+  }
+  if (key[0] !== "S") throw new WrongPrefix("A room key starts with a capital S.");
+  if (!passesCheck(key)) {
+    throw new ChecksumMismatch(
+      "This room key does not pass its check: most likely a typo. " +
+        "Compare it character by character, minding upper and lower case.",
+    );
+  }
+  return key;
+}
+
+/** The room's root secret: SHA-256 of the key's ASCII bytes. */
+export function rootSecret(key) {
+  return sha256(ascii.encode(key));
+}
+
+export function formatMinikey(key) {
+  const groups = [];
+  for (let i = 0; i < key.length; i += GROUP_SIZE) groups.push(key.slice(i, i + GROUP_SIZE));
+  return groups.join(" ");
+}
+
+export function spellCharacter(char) {
+  if (/[0-9]/.test(char)) return DIGITS[Number(char)];
+  const word = NATO[char.toLowerCase()];
+  return char === char.toUpperCase() ? `capital ${char} (${word})` : `small ${char} (${word})`;
+}
+
+/** The key spelled out, one line per group of five. */
+export function spellMinikey(key) {
+  return formatMinikey(key)
+    .split(" ")
+    .map((group) => [...group].map(spellCharacter).join(", "));
+}

@@ -1,0 +1,53 @@
+// Decoding any bytes gives a frame that re-encodes to the same bytes, or a FrameError:
+// never anything else. Random bytes and mutations of the corpus's frames.
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { it } from "node:test";
+
+import { fromHex, hex } from "../src/protocol/bytes.js";
+import { FrameError } from "../src/protocol/errors.js";
+import { decodeFrame, encodeFrame } from "../src/protocol/frames.js";
+
+const corpus = JSON.parse(readFileSync(new URL("../../vectors/protocol.json", import.meta.url), "utf8"));
+const seeds = corpus.frames.map((vector) => fromHex(vector.encoded));
+
+function check(data) {
+  let frame;
+  try {
+    frame = decodeFrame(data);
+  } catch (error) {
+    assert.ok(error instanceof FrameError, `${error.name}: ${error.message}`);
+    return;
+  }
+  assert.equal(hex(encodeFrame(frame)), hex(data));
+}
+
+it("random bytes decode to a frame or a FrameError", () => {
+  for (let n = 0; n < 20000; n++) {
+    const length = n % 200;
+    check(crypto.getRandomValues(new Uint8Array(length)));
+  }
+});
+
+it("mutated frames decode to a frame or a FrameError", () => {
+  const random = (limit) => crypto.getRandomValues(new Uint32Array(1))[0] % limit;
+  for (let n = 0; n < 20000; n++) {
+    const seed = seeds[n % seeds.length];
+    const data = new Uint8Array(seed);
+    switch (n % 3) {
+      case 0:
+        data[random(data.length)] ^= 1 << random(8);
+        check(data);
+        break;
+      case 1:
+        check(data.subarray(0, random(data.length + 1)));
+        break;
+      default: {
+        const longer = new Uint8Array(data.length + 1 + random(8));
+        longer.set(data);
+        check(longer);
+      }
+    }
+  }
+});
