@@ -56,9 +56,9 @@ def _key_show(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .relay.config import config_from_args
+    from .relay.config import ConfigError, config_from_args
     from .relay.logs import setup_logging
-    from .relay.workers import ConfigError, serve
+    from .relay.workers import serve
 
     config = config_from_args(args)
     setup_logging(config.log_level)

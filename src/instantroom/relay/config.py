@@ -10,6 +10,10 @@ from typing import Any
 from instantroom.protocol.frames import MAX_FRAME_SIZE
 
 
+class ConfigError(Exception):
+    """The relay's settings do not fit together."""
+
+
 @dataclass(frozen=True)
 class RelayConfig:
     """Defaults fit a public relay on a small machine. Times are seconds."""
@@ -59,6 +63,17 @@ class RelayConfig:
     )
     tls_cert: str = field(default="", metadata={"help": "PEM certificate chain: serve TLS"})
     tls_key: str = field(default="", metadata={"help": "PEM private key for --tls-cert"})
+    tls_self_signed: bool = field(
+        default=False,
+        metadata={
+            "help": "serve TLS with a certificate made in memory at start (30 days, for "
+            "localhost, 127.0.0.1, ::1 and this hostname; never written to disk) and log its "
+            "SHA-256 fingerprint. For a LAN: browsers warn, so users check that the "
+            "fingerprint their phone shows equals the logged one before going on; "
+            "installing the web client as an app and the camera (QR scanning) need a "
+            "trusted certificate (--tls-cert or a proxy) or localhost. Not with --tls-cert"
+        },
+    )
     log_ids: bool = field(
         default=False, metadata={"help": "log room ids and client addresses (off: privacy)"}
     )

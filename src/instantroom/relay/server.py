@@ -49,6 +49,7 @@ from .hub import Hub, HubUnavailable, MemoryHub
 from .logs import Redactor, log_event
 from .metrics import RelayMetrics, render_metrics
 from .rooms import RoomFacts
+from .tls import check_tls_options, self_signed_context
 
 WEBSOCKET_PATH = "/ws"
 _ROOM_FIRST = {FrameType.JOIN, FrameType.PROOF, FrameType.LEAVE}  # room id right after type
@@ -540,11 +541,15 @@ class Relay:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
+        check_tls_options(self.config, shared_port=self._reuse_port)
         await self.hub.start(self._remote_delivery, self._members_changed)
         context = None
         if self.config.tls_cert:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(self.config.tls_cert, self.config.tls_key or None)
+        elif self.config.tls_self_signed:
+            context, fingerprint = self_signed_context()
+            log_event("relay.tls_self_signed", sha256=fingerprint)
         self._server = await loop.create_server(
             lambda: RelayConnection(self),
             self.config.host,

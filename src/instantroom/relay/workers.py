@@ -15,13 +15,10 @@ from urllib.parse import urlsplit
 
 import uvloop
 
-from .config import RelayConfig
+from .config import ConfigError, RelayConfig
 from .hub import Hub, MemoryHub
 from .logs import setup_logging
-
-
-class ConfigError(Exception):
-    """The relay's settings do not fit together."""
+from .tls import check_tls_options
 
 
 def make_hub(url: str) -> Hub:
@@ -46,6 +43,7 @@ def _run_one(config: RelayConfig, reuse_port: bool) -> None:
 def serve(config: RelayConfig) -> int:
     """Run the relay (or its workers) until SIGTERM or SIGINT."""
     make_hub(config.backplane)  # fail early on a bad URL
+    check_tls_options(config, shared_port=config.workers > 1)
     if config.workers <= 1:
         _run_one(config, reuse_port=False)
         return 0
