@@ -233,6 +233,8 @@ def frame_failures() -> list[dict[str, Any]]:
         "error-bad-utf8": b"\x7f" + bytes(38) + b"\xff",
         "ping-short": b"\x20\x00",
         "too-large": b"\x10" + bytes(frames.MAX_FRAME_SIZE),
+        "join-expiry-beyond-2-53": b"\x01" + bytes(64) + (2**53).to_bytes(8, "big"),
+        "joined-expiry-beyond-2-53": b"\x04" + bytes(32) + b"\xff" * 8 + bytes(4),
     }
     out = []
     for name, data in inputs.items():

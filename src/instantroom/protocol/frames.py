@@ -33,6 +33,9 @@ from .errors import FrameError, UsageError
 from .join import CHALLENGE_SIZE, PUBLIC_KEY_SIZE, ROOM_ID_SIZE, SIGNATURE_SIZE
 
 MAX_REASON_BYTES = 200
+# Times are ms since 1970 below 2^53, so that every language holds them exactly (a
+# JavaScript number does); 2^53 ms is some 285,000 years away.
+MAX_TIME_MS = 2**53
 NO_ROOM = bytes(ROOM_ID_SIZE)
 PUBLISH_HEADER_SIZE = 1 + 4 + ROOM_ID_SIZE
 MAX_FRAME_SIZE = PUBLISH_HEADER_SIZE + MAX_ENVELOPE_SIZE
@@ -144,7 +147,7 @@ def _exact(value: bytes, size: int) -> bytes:
 
 def _encode(frame: Frame) -> bytes:
     match frame:
-        case Join(room_id, public_key, expires_at_ms):
+        case Join(room_id, public_key, expires_at_ms) if expires_at_ms < MAX_TIME_MS:
             body = _JOIN.pack(
                 _exact(room_id, ROOM_ID_SIZE), _exact(public_key, PUBLIC_KEY_SIZE), expires_at_ms
             )
@@ -155,7 +158,7 @@ def _encode(frame: Frame) -> bytes:
         case Proof(room_id, signature):
             body = _PROOF.pack(_exact(room_id, ROOM_ID_SIZE), _exact(signature, SIGNATURE_SIZE))
             return bytes([FrameType.PROOF]) + body
-        case Joined(room_id, expires_at_ms, members):
+        case Joined(room_id, expires_at_ms, members) if expires_at_ms < MAX_TIME_MS:
             body = _JOINED.pack(_exact(room_id, ROOM_ID_SIZE), expires_at_ms, members)
             return bytes([FrameType.JOINED]) + body
         case Leave(room_id):
@@ -197,6 +200,12 @@ def _check_envelope(envelope: bytes) -> None:
 def deliver_from_publish(publish: bytes) -> bytes:
     """The DELIVER frame for a PUBLISH frame already checked by ``decode_frame``."""
     return b"\x11" + publish[5:]
+
+
+def _time(value: int) -> int:
+    if value >= MAX_TIME_MS:
+        raise FrameError("A time in ms is below 2^53.", ErrorCode.MALFORMED_FRAME)
+    return value
 
 
 def _fixed(data: bytes, layout: struct.Struct, name: str) -> tuple[Any, ...]:
@@ -241,7 +250,7 @@ def decode_frame(data: bytes) -> Frame:
         return Error(code, ref, room_id, reason)
     if kind == FrameType.JOIN:
         room_id, public_key, expires = _fixed(data, _JOIN, "JOIN")
-        return Join(room_id, public_key, expires)
+        return Join(room_id, public_key, _time(expires))
     if kind == FrameType.CHALLENGE:
         room_id, challenge = _fixed(data, _CHALLENGE, "CHALLENGE")
         return Challenge(room_id, challenge)
@@ -250,7 +259,7 @@ def decode_frame(data: bytes) -> Frame:
         return Proof(room_id, signature)
     if kind == FrameType.JOINED:
         room_id, expires, members = _fixed(data, _JOINED, "JOINED")
-        return Joined(room_id, expires, members)
+        return Joined(room_id, _time(expires), members)
     if kind == FrameType.LEAVE:
         (room_id,) = _fixed(data, _ROOM, "LEAVE")
         return Leave(room_id)

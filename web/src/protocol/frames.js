@@ -15,6 +15,18 @@ import {
 import { FrameError, UsageError } from "./errors.js";
 
 export const MAX_REASON_BYTES = 200;
+// Times in ms stay below 2^53, so that a JavaScript number holds them exactly.
+export const MAX_TIME_MS = 2 ** 53;
+
+function time(value) {
+  if (value >= BigInt(MAX_TIME_MS)) throw new FrameError("A time in ms is below 2^53.", ErrorCode.MALFORMED_FRAME);
+  return Number(value);
+}
+
+function timeField(value) {
+  if (!Number.isSafeInteger(value) || value < 0) throw new UsageError("A time in ms is below 2^53.");
+  return u64(value);
+}
 export const NO_ROOM = new Uint8Array(ROOM_ID_SIZE);
 export const PUBLISH_HEADER_SIZE = 1 + 4 + ROOM_ID_SIZE;
 export const MAX_FRAME_SIZE = PUBLISH_HEADER_SIZE + MAX_ENVELOPE_SIZE;
@@ -39,7 +51,7 @@ export function encodeFrame(frame) {
   switch (frame.type) {
     case "Join":
       return concat(t(FrameType.JOIN), exact(frame.roomId, ROOM_ID_SIZE),
-        exact(frame.roomPublicKey, PUBLIC_KEY_SIZE), u64(frame.expiresAtMs));
+        exact(frame.roomPublicKey, PUBLIC_KEY_SIZE), timeField(frame.expiresAtMs));
     case "Challenge":
       return concat(t(FrameType.CHALLENGE), exact(frame.roomId, ROOM_ID_SIZE),
         exact(frame.challenge, CHALLENGE_SIZE));
@@ -48,7 +60,7 @@ export function encodeFrame(frame) {
         exact(frame.signature, SIGNATURE_SIZE));
     case "Joined":
       return concat(t(FrameType.JOINED), exact(frame.roomId, ROOM_ID_SIZE),
-        u64(frame.expiresAtMs), u32(frame.members));
+        timeField(frame.expiresAtMs), u32(frame.members));
     case "Leave":
       return concat(t(FrameType.LEAVE), exact(frame.roomId, ROOM_ID_SIZE));
     case "Publish":
@@ -118,7 +130,7 @@ export function decodeFrame(data) {
     }
     case FrameType.JOIN: {
       const v = fixed(data, 72, "JOIN");
-      return { type: "Join", roomId: room(1), roomPublicKey: data.slice(33, 65), expiresAtMs: Number(v.getBigUint64(65)) };
+      return { type: "Join", roomId: room(1), roomPublicKey: data.slice(33, 65), expiresAtMs: time(v.getBigUint64(65)) };
     }
     case FrameType.CHALLENGE:
       fixed(data, 64, "CHALLENGE");
@@ -128,7 +140,7 @@ export function decodeFrame(data) {
       return { type: "Proof", roomId: room(1), signature: data.slice(33, 97) };
     case FrameType.JOINED: {
       const v = fixed(data, 44, "JOINED");
-      return { type: "Joined", roomId: room(1), expiresAtMs: Number(v.getBigUint64(33)), members: v.getUint32(41) };
+      return { type: "Joined", roomId: room(1), expiresAtMs: time(v.getBigUint64(33)), members: v.getUint32(41) };
     }
     case FrameType.LEAVE:
       fixed(data, 32, "LEAVE");
