@@ -21,14 +21,15 @@ room_ids = st.binary(min_size=32, max_size=32)
 u16 = st.integers(0, 2**16 - 1)
 u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
+times = st.integers(0, frames.MAX_TIME_MS - 1)  # ms since 1970, exact in JavaScript
 envelopes = st.binary(min_size=1, max_size=2048)
 reasons = st.text(max_size=50)  # at most 200 bytes of UTF-8
 
 any_frame: st.SearchStrategy[frames.Frame] = st.one_of(
-    st.builds(frames.Join, room_ids, room_ids, u64),
+    st.builds(frames.Join, room_ids, room_ids, times),
     st.builds(frames.Challenge, room_ids, room_ids),
     st.builds(frames.Proof, room_ids, st.binary(min_size=64, max_size=64)),
-    st.builds(frames.Joined, room_ids, u64, u32),
+    st.builds(frames.Joined, room_ids, times, u32),
     st.builds(frames.Leave, room_ids),
     st.builds(frames.Publish, u32, room_ids, envelopes),
     st.builds(frames.Deliver, room_ids, envelopes),
@@ -205,3 +206,17 @@ def test_encoding_bad_fields_is_a_usage_error(frame: frames.Frame) -> None:
 def test_encoding_a_non_frame_is_a_usage_error() -> None:
     with pytest.raises(UsageError):
         frames.encode_frame(cast(Any, object()))
+
+
+@pytest.mark.parametrize("kind", [frames.Join, frames.Joined])
+def test_times_stay_below_2_53(kind: type[frames.Join] | type[frames.Joined]) -> None:
+    too_late = frames.MAX_TIME_MS
+    frame = (
+        frames.Join(bytes(32), bytes(32), too_late)
+        if kind is frames.Join
+        else frames.Joined(bytes(32), too_late, 1)
+    )
+    with pytest.raises(UsageError):
+        frames.encode_frame(frame)
+    fine = frames.Join(bytes(32), bytes(32), too_late - 1)
+    assert frames.decode_frame(frames.encode_frame(fine)) == fine

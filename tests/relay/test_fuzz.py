@@ -67,14 +67,15 @@ def fuzzed_relay() -> Iterator[RelayProcess]:
 
 u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
+times = st.integers(0, frames.MAX_TIME_MS - 1)  # ms since 1970, exact in JavaScript
 room_ids = st.one_of(st.sampled_from(ROOM_IDS), st.binary(min_size=32, max_size=32))
 envelopes = st.binary(min_size=1, max_size=1200)
 
 valid_frames = st.one_of(
-    st.builds(frames.Join, room_ids, st.binary(min_size=32, max_size=32), u64),
+    st.builds(frames.Join, room_ids, st.binary(min_size=32, max_size=32), times),
     st.builds(frames.Challenge, room_ids, st.binary(min_size=32, max_size=32)),
     st.builds(frames.Proof, room_ids, st.binary(min_size=64, max_size=64)),
-    st.builds(frames.Joined, room_ids, u64, u32),
+    st.builds(frames.Joined, room_ids, times, u32),
     st.builds(frames.Leave, room_ids),
     st.builds(frames.Publish, u32, room_ids, envelopes),
     st.builds(frames.Deliver, room_ids, envelopes),

@@ -147,7 +147,8 @@ def _exact(value: bytes, size: int) -> bytes:
 
 def _encode(frame: Frame) -> bytes:
     match frame:
-        case Join(room_id, public_key, expires_at_ms) if expires_at_ms < MAX_TIME_MS:
+        case Join(room_id, public_key, expires_at_ms):
+            _check_time(expires_at_ms)
             body = _JOIN.pack(
                 _exact(room_id, ROOM_ID_SIZE), _exact(public_key, PUBLIC_KEY_SIZE), expires_at_ms
             )
@@ -158,7 +159,8 @@ def _encode(frame: Frame) -> bytes:
         case Proof(room_id, signature):
             body = _PROOF.pack(_exact(room_id, ROOM_ID_SIZE), _exact(signature, SIGNATURE_SIZE))
             return bytes([FrameType.PROOF]) + body
-        case Joined(room_id, expires_at_ms, members) if expires_at_ms < MAX_TIME_MS:
+        case Joined(room_id, expires_at_ms, members):
+            _check_time(expires_at_ms)
             body = _JOINED.pack(_exact(room_id, ROOM_ID_SIZE), expires_at_ms, members)
             return bytes([FrameType.JOINED]) + body
         case Leave(room_id):
@@ -200,6 +202,11 @@ def _check_envelope(envelope: bytes) -> None:
 def deliver_from_publish(publish: bytes) -> bytes:
     """The DELIVER frame for a PUBLISH frame already checked by ``decode_frame``."""
     return b"\x11" + publish[5:]
+
+
+def _check_time(value: int) -> None:
+    if value >= MAX_TIME_MS:
+        raise UsageError("A time in ms is below 2^53.")
 
 
 def _time(value: int) -> int:
