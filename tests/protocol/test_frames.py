@@ -12,33 +12,15 @@ from hypothesis import strategies as st
 from instantroom.protocol import frames
 from instantroom.protocol.codes import MAX_ENVELOPE_SIZE, ErrorCode, FrameType
 from instantroom.protocol.errors import FrameError, PeerError, UsageError
+from tests import strategies
 
 from .corpus import PROTOCOL
 
 CHEAP = settings(max_examples=200, deadline=None)
 
 room_ids = st.binary(min_size=32, max_size=32)
-u16 = st.integers(0, 2**16 - 1)
-u32 = st.integers(0, 2**32 - 1)
-u64 = st.integers(0, 2**64 - 1)
-times = st.integers(0, frames.MAX_TIME_MS - 1)  # ms since 1970, exact in JavaScript
 envelopes = st.binary(min_size=1, max_size=2048)
-reasons = st.text(max_size=50)  # at most 200 bytes of UTF-8
-
-any_frame: st.SearchStrategy[frames.Frame] = st.one_of(
-    st.builds(frames.Join, room_ids, room_ids, times),
-    st.builds(frames.Challenge, room_ids, room_ids),
-    st.builds(frames.Proof, room_ids, st.binary(min_size=64, max_size=64)),
-    st.builds(frames.Joined, room_ids, times, u32),
-    st.builds(frames.Leave, room_ids),
-    st.builds(frames.Publish, u32, room_ids, envelopes),
-    st.builds(frames.Deliver, room_ids, envelopes),
-    st.builds(frames.Ack, u32),
-    st.builds(frames.Presence, room_ids, u32),
-    st.builds(frames.Ping, u64),
-    st.builds(frames.Pong, u64),
-    st.builds(frames.Error, u16, u32, room_ids, reasons),
-)
+any_frame = strategies.any_frame(room_ids, envelopes)
 
 VECTOR_FRAMES = [bytes.fromhex(entry["encoded"]) for entry in PROTOCOL["frames"]]
 
@@ -81,7 +63,7 @@ def test_round_trip(frame: frames.Frame) -> None:
 
 
 @CHEAP
-@given(st.builds(frames.Publish, u32, room_ids, envelopes))
+@given(st.builds(frames.Publish, strategies.u32, room_ids, envelopes))
 def test_deliver_is_publish_without_its_ref(publish: frames.Publish) -> None:
     data = frames.encode_frame(publish)
     assert data[5:37] == publish.room_id  # where the relay reads the room id

@@ -34,6 +34,7 @@ from instantroom.testing import (
     running_relay,
     upgrade_request,
 )
+from tests import strategies
 
 ROOM = fresh_room()
 OTHER = fresh_room()
@@ -65,32 +66,10 @@ def fuzzed_relay() -> Iterator[RelayProcess]:
 
 # What to send
 
-u32 = st.integers(0, 2**32 - 1)
-u64 = st.integers(0, 2**64 - 1)
-times = st.integers(0, frames.MAX_TIME_MS - 1)  # ms since 1970, exact in JavaScript
 room_ids = st.one_of(st.sampled_from(ROOM_IDS), st.binary(min_size=32, max_size=32))
-envelopes = st.binary(min_size=1, max_size=1200)
-
-valid_frames = st.one_of(
-    st.builds(frames.Join, room_ids, st.binary(min_size=32, max_size=32), times),
-    st.builds(frames.Challenge, room_ids, st.binary(min_size=32, max_size=32)),
-    st.builds(frames.Proof, room_ids, st.binary(min_size=64, max_size=64)),
-    st.builds(frames.Joined, room_ids, times, u32),
-    st.builds(frames.Leave, room_ids),
-    st.builds(frames.Publish, u32, room_ids, envelopes),
-    st.builds(frames.Deliver, room_ids, envelopes),
-    st.builds(frames.Ack, u32),
-    st.builds(frames.Presence, room_ids, u32),
-    st.builds(frames.Ping, u64),
-    st.builds(frames.Pong, u64),
-    st.builds(
-        frames.Error,
-        st.integers(0, 2**16 - 1),
-        u32,
-        room_ids,
-        st.text(max_size=frames.MAX_REASON_BYTES // 4),
-    ),
-).map(frames.encode_frame)
+valid_frames = strategies.any_frame(room_ids, st.binary(min_size=1, max_size=1200)).map(
+    frames.encode_frame
+)
 
 
 @st.composite
@@ -130,7 +109,7 @@ def huge(draw: st.DrawFn) -> bytes:
     )
     kind = draw(st.sampled_from([*FrameType, 0x00, 0xFF]))
     if kind == FrameType.PUBLISH:
-        head = struct.pack(">BI", kind, draw(u32)) + draw(st.sampled_from(ROOM_IDS))
+        head = struct.pack(">BI", kind, draw(strategies.u32)) + draw(st.sampled_from(ROOM_IDS))
     else:
         head = bytes([kind]) + draw(st.sampled_from(ROOM_IDS))
     return head + bytes([draw(st.integers(0, 255))]) * (size - len(head))
