@@ -62,7 +62,9 @@ def test_healthz_the_page_and_not_found(relay: RelayProcess) -> None:
         policy = page.headers["content-security-policy"]
         directives = dict(d.strip().split(" ", 1) for d in policy.split(";") if d.strip())
         assert directives["default-src"] == "'self'"
-        assert directives["script-src"] == "'self'"  # no inline or third-party script
+        # No inline or third-party script; WebAssembly (the QR scanner) only from 'self'.
+        assert directives["script-src"] == "'self' 'wasm-unsafe-eval'"
+        assert directives["connect-src"] == "'self' ws: wss:"
         assert directives["object-src"] == "'none'"
         assert page.headers["x-content-type-options"] == "nosniff"
         assert page.headers["referrer-policy"] == "no-referrer"

@@ -65,19 +65,35 @@ _CONTENT_TYPES = {
     ".svg": "image/svg+xml",
     ".png": "image/png",
     ".ico": "image/x-icon",
+    ".wasm": "application/wasm",
     ".txt": "text/plain; charset=utf-8",
 }
 _SECURITY_HEADERS = [
     (
         "Content-Security-Policy",
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-        "media-src 'self' blob:; connect-src 'self' ws: wss: http: https:; "
-        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'",
+        # 'wasm-unsafe-eval' lets the QR scanner compile its WebAssembly (from 'self'); no
+        # inline or third-party script. connect-src names ws:/wss: as people may point the
+        # web client at any relay; nothing else is ever fetched from elsewhere.
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; "
+        "img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self' ws: wss:; "
+        "worker-src 'self'; manifest-src 'self'; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'; form-action 'none'",
     ),
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "no-referrer"),
     ("Cache-Control", "no-cache"),
 ]
+# Served at / when the web client was not built into the package (scripts/setup builds it).
+_PLACEHOLDER_PAGE = b"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>InstantRoom relay</title></head>
+<body><main><h1>InstantRoom relay</h1>
+<p>This relay carries end-to-end encrypted InstantRoom messages. It cannot read them.</p>
+<p>The web client was not built into this installation (scripts/setup builds it). Use the
+terminal client: <code>instantroom join</code>, <code>send</code> and <code>listen</code>.</p>
+</main></body></html>
+"""
 # websockets logs every connection at INFO with no way to hide addresses; keep it quiet.
 _ws_logger = logging.getLogger("instantroom.relay.websockets")
 _ws_logger.setLevel(logging.WARNING)
@@ -869,9 +885,11 @@ class Relay:
                         _CONTENT_TYPES.get(suffix, "application/octet-stream"),
                     )
 
-        walk(root, "")
-        if "/index.html" in files:
-            files["/"] = files["/index.html"]
+        if root.is_dir():
+            walk(root, "")
+        if "/index.html" not in files:
+            files["/index.html"] = (_PLACEHOLDER_PAGE, _CONTENT_TYPES[".html"])
+        files["/"] = files["/index.html"]
         return files
 
     def gauges(self) -> dict[str, float]:

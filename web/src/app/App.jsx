@@ -1,0 +1,694 @@
+// The screens. Each one is a function of the App's state; actions go to the App.
+// Every input has a label, errors are role="alert", the conversation is role="log", and
+// each screen moves focus to its heading so that a screen reader announces it.
+
+import { useEffect, useRef, useState } from "preact/hooks";
+import { formatMinikey, spellMinikey } from "../protocol/minikey.js";
+import { qrDataUrl } from "../qr/draw.js";
+import { LIFETIMES } from "./controller.js";
+
+const STATE_LABELS = {
+  online: "online",
+  connecting: "connecting…",
+  reconnecting: "reconnecting…",
+  closed: "offline",
+  offline: "offline",
+};
+
+function Heading({ children }) {
+  const ref = useRef(null);
+  useEffect(() => ref.current?.focus(), []);
+  return (
+    <h1 ref={ref} tabIndex={-1}>
+      {children}
+    </h1>
+  );
+}
+
+function Alert({ app }) {
+  const { error, notice } = app.state;
+  return (
+    <>
+      {error && (
+        <p class="alert" role="alert" data-testid="error">
+          {error}
+        </p>
+      )}
+      {notice && !error && (
+        <p class="notice" role="status">
+          {notice}
+        </p>
+      )}
+    </>
+  );
+}
+
+function Nav({ app, back = true }) {
+  return (
+    <nav class="topbar" aria-label="Main">
+      {back ? (
+        <button type="button" class="link" data-testid="nav-rooms" onClick={() => app.go("rooms", null)}>
+          ‹ Rooms
+        </button>
+      ) : (
+        <span class="brand">InstantRoom</span>
+      )}
+      <span class="spacer" />
+      <button type="button" class="link" data-testid="nav-settings" onClick={() => app.go("settings")}>
+        Settings
+      </button>
+    </nav>
+  );
+}
+
+function formatRemaining(expiresAtMs, now = Date.now()) {
+  if (!expiresAtMs) return "lifetime not known yet";
+  const left = expiresAtMs - now;
+  if (left <= 0) return "expired";
+  const minutes = Math.round(left / 60_000);
+  if (minutes < 60) return `expires in ${Math.max(minutes, 1)} min`;
+  const hours = Math.round(minutes / 60);
+  if (hours < 48) return `expires in ${hours} h`;
+  return `expires in ${Math.round(hours / 24)} days`;
+}
+
+function formatTime(ms) {
+  return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+// Unlock, or set the password on a first visit.
+
+function Unlock({ app }) {
+  const [password, setPassword] = useState("");
+  const [confirmation, setConfirmation] = useState("");
+  const first = app.state.firstVisit;
+  const submit = (event) => {
+    event.preventDefault();
+    app.unlock(password, confirmation).then(() => {
+      if (app.state.error) setPassword("");
+    });
+  };
+  return (
+    <main class="screen unlock">
+      <div class="logo" aria-hidden="true" />
+      <Heading>{first ? "Set a password" : "Unlock InstantRoom"}</Heading>
+      <p class="hint">
+        {first
+          ? "Your room keys are kept on this device only, locked by this password. Nobody can recover it: choose one you will remember."
+          : "Your room keys are locked on this device."}
+      </p>
+      <form onSubmit={submit}>
+        <label for="password">Password</label>
+        <input
+          id="password"
+          data-testid="password"
+          type="password"
+          autocomplete={first ? "new-password" : "current-password"}
+          value={password}
+          onInput={(e) => setPassword(e.currentTarget.value)}
+          required
+        />
+        {first && (
+          <>
+            <label for="password-confirm">Password again</label>
+            <input
+              id="password-confirm"
+              data-testid="password-confirm"
+              type="password"
+              autocomplete="new-password"
+              value={confirmation}
+              onInput={(e) => setConfirmation(e.currentTarget.value)}
+              required
+            />
+          </>
+        )}
+        <Alert app={app} />
+        <button type="submit" class="primary" data-testid="unlock" disabled={app.state.busy}>
+          {app.state.busy ? "Opening…" : first ? "Set password" : "Unlock"}
+        </button>
+      </form>
+      {app.state.joinText && <p class="hint">You opened an invite link: you can join once unlocked.</p>}
+    </main>
+  );
+}
+
+// The list of rooms.
+
+function Rooms({ app }) {
+  const rooms = app.rooms;
+  return (
+    <>
+      <Nav app={app} back={false} />
+      <main class="screen">
+        <Heading>Rooms</Heading>
+        <Alert app={app} />
+        <div class="actions">
+          <button type="button" class="primary" data-testid="nav-new" onClick={() => app.go("new")}>
+            New room
+          </button>
+          <button type="button" data-testid="nav-join" onClick={() => app.go("join")}>
+            Join a room
+          </button>
+        </div>
+        {rooms.length === 0 ? (
+          <p class="empty">No rooms yet. Make one and hand its key to a friend, or join with theirs.</p>
+        ) : (
+          <ul class="room-list" data-testid="room-list">
+            {rooms.map((room) => {
+              const live = app.live.get(room.roomId);
+              return (
+                <li key={room.roomId}>
+                  <button
+                    type="button"
+                    class="room-item"
+                    data-testid="room-item"
+                    onClick={() => app.go("room", room.roomId)}
+                  >
+                    <span class="room-label">{room.label}</span>
+                    <span class="room-meta">
+                      {live?.members ?? 0} online · {formatRemaining(room.expiresAtMs)}
+                    </span>
+                  </button>
+                </li>
+              );
+            })}
+          </ul>
+        )}
+      </main>
+    </>
+  );
+}
+
+// A new room.
+
+function NewRoom({ app }) {
+  const [label, setLabel] = useState("");
+  const [nickname, setNickname] = useState(app.store.data.nickname || "");
+  const [lifetime, setLifetime] = useState("day");
+  const submit = (event) => {
+    event.preventDefault();
+    app.createRoom({ label, nickname, lifetime });
+  };
+  return (
+    <>
+      <Nav app={app} />
+      <main class="screen">
+        <Heading>New room</Heading>
+        <form onSubmit={submit}>
+          <label for="room-label">Room name (only on this device)</label>
+          <input
+            id="room-label"
+            data-testid="room-label"
+            value={label}
+            maxLength={60}
+            placeholder="Weekend trip"
+            onInput={(e) => setLabel(e.currentTarget.value)}
+          />
+          <label for="nickname">Your nickname in this room</label>
+          <input
+            id="nickname"
+            data-testid="nickname"
+            value={nickname}
+            maxLength={40}
+            autocomplete="nickname"
+            onInput={(e) => setNickname(e.currentTarget.value)}
+            required
+          />
+          <label for="expiry">The room lives for</label>
+          <select id="expiry" data-testid="expiry" value={lifetime} onChange={(e) => setLifetime(e.currentTarget.value)}>
+            {Object.entries(LIFETIMES).map(([value, { label: text }]) => (
+              <option key={value} value={value}>
+                {text}
+              </option>
+            ))}
+          </select>
+          <p class="hint">When it ends, the relay refuses the room and every device deletes it.</p>
+          <Alert app={app} />
+          <button type="submit" class="primary" data-testid="create-room">
+            Create room
+          </button>
+        </form>
+      </main>
+    </>
+  );
+}
+
+// Share a room's key: grouped, spelled out, as a link and as a QR code.
+
+function Share({ app }) {
+  const room = app.room(app.state.current);
+  const [spelled, setSpelled] = useState(false);
+  const [copied, setCopied] = useState(false);
+  if (!room) return <Rooms app={app} />;
+  const link = app.inviteLink(room.roomId);
+  const copy = async () => {
+    try {
+      await navigator.clipboard.writeText(link);
+      setCopied(true);
+    } catch {
+      setCopied(false);
+    }
+  };
+  const share = () => navigator.share?.({ title: "InstantRoom invite", url: link }).catch(() => {});
+  return (
+    <>
+      <Nav app={app} />
+      <main class="screen share">
+        <Heading>Share “{room.label}”</Heading>
+        <p class="hint">
+          Anyone with this key can read and write in the room. Hand it over in person: show the QR code, or
+          read the key aloud.
+        </p>
+        <img class="qr" data-testid="qr" src={qrDataUrl(link)} alt="QR code of the invite link" width="264" height="264" />
+        <h2>Room key</h2>
+        <p class="key" data-testid="room-key" aria-label={`Room key: ${[...room.key].join(" ")}`}>
+          {formatMinikey(room.key)}
+        </p>
+        <button type="button" class="link" aria-expanded={spelled} onClick={() => setSpelled(!spelled)}>
+          {spelled ? "Hide the spelling" : "Spell it out"}
+        </button>
+        <ol class="spelled" data-testid="room-key-spelled" hidden={!spelled}>
+          {spellMinikey(room.key).map((line, i) => (
+            <li key={i}>{line}</li>
+          ))}
+        </ol>
+        <h2>Invite link</h2>
+        <p class="link-text" data-testid="invite-link">
+          {link}
+        </p>
+        <p class="hint">
+          The key is after the #, which browsers never send to a server. A link sent through another app is
+          only as private as that app.
+        </p>
+        <div class="actions">
+          <button type="button" onClick={copy}>
+            {copied ? "Copied" : "Copy link"}
+          </button>
+          {navigator.share && (
+            <button type="button" onClick={share}>
+              Share…
+            </button>
+          )}
+          <button type="button" class="primary" data-testid="open-room" onClick={() => app.go("room", room.roomId)}>
+            Open room
+          </button>
+        </div>
+      </main>
+    </>
+  );
+}
+
+// Join with a typed or pasted key, an invite link, or a scanned QR code.
+
+function Join({ app }) {
+  const [text, setText] = useState(app.state.joinText || "");
+  const [nickname, setNickname] = useState(app.store.data.nickname || "");
+  const [scanning, setScanning] = useState(false);
+  const [scanError, setScanError] = useState(null);
+  const video = useRef(null);
+  const nicknameRef = useRef(null);
+  const abort = useRef(null);
+
+  useEffect(() => {
+    if (app.state.joinText) nicknameRef.current?.focus();
+    return () => abort.current?.abort();
+  }, []);
+
+  const startScan = async () => {
+    setScanError(null);
+    setScanning(true);
+    const controller = new AbortController();
+    abort.current = controller;
+    try {
+      const { scanFromCamera } = await import("../qr/scan.js");
+      await scanFromCamera(
+        video.current,
+        (value) => {
+          setText(value);
+          return true;
+        },
+        controller.signal,
+      );
+      nicknameRef.current?.focus();
+    } catch (error) {
+      setScanError(
+        error?.name === "NotAllowedError"
+          ? "The camera was not allowed. Type the key instead, or allow the camera in the browser's settings."
+          : `The camera could not be used: ${error?.message ?? error}`,
+      );
+    } finally {
+      setScanning(false);
+    }
+  };
+  const stopScan = () => abort.current?.abort();
+
+  const submit = (event) => {
+    event.preventDefault();
+    app.joinRoom({ text, nickname });
+  };
+  return (
+    <>
+      <Nav app={app} />
+      <main class="screen">
+        <Heading>Join a room</Heading>
+        <form onSubmit={submit}>
+          <label for="join-key">Room key or invite link</label>
+          <input
+            id="join-key"
+            data-testid="join-key"
+            value={text}
+            autocomplete="off"
+            autocapitalize="off"
+            autocorrect="off"
+            spellcheck={false}
+            placeholder="S1234 abcde …"
+            onInput={(e) => setText(e.currentTarget.value)}
+            required
+          />
+          <div class="scan">
+            {scanning ? (
+              <button type="button" onClick={stopScan}>
+                Stop the camera
+              </button>
+            ) : (
+              <button type="button" data-testid="scan-qr" onClick={startScan}>
+                Scan a QR code
+              </button>
+            )}
+            <video
+              ref={video}
+              data-testid="scan-video"
+              class="scan-video"
+              hidden={!scanning}
+              aria-label="Camera preview"
+              muted
+              playsInline
+            />
+            {scanError && (
+              <p class="alert" role="alert">
+                {scanError}
+              </p>
+            )}
+          </div>
+          <label for="nickname">Your nickname in this room</label>
+          <input
+            id="nickname"
+            ref={nicknameRef}
+            data-testid="nickname"
+            value={nickname}
+            maxLength={40}
+            autocomplete="nickname"
+            onInput={(e) => setNickname(e.currentTarget.value)}
+            required
+          />
+          <Alert app={app} />
+          <button type="submit" class="primary" data-testid="join">
+            Join
+          </button>
+        </form>
+      </main>
+    </>
+  );
+}
+
+// A room: the conversation, presence and the connection.
+
+function Message({ app, roomId, message }) {
+  return (
+    <li class={message.mine ? "message mine" : "message"} data-testid="message">
+      <div class="message-head">
+        <span class="sender" data-testid="message-sender">
+          {message.senderName}
+        </span>
+        <span class="fingerprint" data-testid="message-fingerprint" title="The sender's device fingerprint">
+          {message.fingerprint}
+        </span>
+        <time dateTime={new Date(message.timestampMs).toISOString()}>{formatTime(message.timestampMs)}</time>
+      </div>
+      {message.keyChanged && (
+        <p class="warning" data-testid="key-change-warning" role="note">
+          ⚠ {message.senderName} now writes from another device key. It may be a new device, or someone else
+          using that name: check the fingerprint with them.
+        </p>
+      )}
+      <p class="text" data-testid="message-text">
+        {message.text}
+      </p>
+      <div class="message-foot">
+        {message.mine && <span class="status">{message.status === "sending" ? "sending…" : "sent"}</span>}
+        <button
+          type="button"
+          class="link small"
+          data-testid="delete-message"
+          aria-label="Delete this message from this device"
+          onClick={() => app.deleteMessage(roomId, message.id)}
+        >
+          Delete
+        </button>
+      </div>
+    </li>
+  );
+}
+
+function Room({ app }) {
+  const id = app.state.current;
+  const room = app.room(id);
+  const [draft, setDraft] = useState("");
+  const [details, setDetails] = useState(false);
+  const list = useRef(null);
+  const live = room ? app.liveRoom(id) : null;
+  const count = live?.messages.length ?? 0;
+  useEffect(() => {
+    const node = list.current;
+    if (node) node.scrollTop = node.scrollHeight;
+  }, [count]);
+  if (!room) return <Rooms app={app} />;
+  const state = app.connectionState(id);
+  const send = async (event) => {
+    event.preventDefault();
+    const text = draft;
+    if (await app.sendText(id, text)) setDraft("");
+  };
+  const onKeyDown = (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) send(event);
+  };
+  return (
+    <>
+      <Nav app={app} />
+      <main class="screen room">
+        <header class="room-head">
+          <Heading>
+            <span data-testid="room-title">{room.label}</span>
+          </Heading>
+          <p class="room-status">
+            <span class={`dot ${state}`} aria-hidden="true" />
+            <span data-testid="connection-state" role="status">
+              {STATE_LABELS[state] ?? state}
+            </span>
+            {" · "}
+            <span data-testid="members">{live.members} online</span>
+            {" · "}
+            <span>{formatRemaining(room.expiresAtMs)}</span>
+          </p>
+          <div class="actions small">
+            <button type="button" data-testid="share-room" onClick={() => app.go("share", id)}>
+              Share key
+            </button>
+            <button type="button" aria-expanded={details} onClick={() => setDetails(!details)}>
+              Room options
+            </button>
+          </div>
+          {details && (
+            <div class="details">
+              <label class="check">
+                <input
+                  type="checkbox"
+                  data-testid="keep-history"
+                  checked={room.keepHistory}
+                  onChange={(e) => app.setKeepHistory(id, e.currentTarget.checked)}
+                />
+                Keep this room's messages on this device (encrypted)
+              </label>
+              <p class="hint">Your nickname here: {room.nickname}. Your fingerprint: {app.myFingerprint()}</p>
+              <div class="actions small">
+                <button type="button" data-testid="clear-history" onClick={() => app.clearHistory(id)}>
+                  Delete all messages
+                </button>
+                <button type="button" class="danger" data-testid="leave-room" onClick={() => app.forgetRoom(id)}>
+                  Leave and forget room
+                </button>
+              </div>
+            </div>
+          )}
+          {live.error && (
+            <p class="alert" role="alert">
+              {live.error}
+            </p>
+          )}
+          <Alert app={app} />
+        </header>
+        <ol class="messages" data-testid="messages" role="log" aria-live="polite" aria-label="Messages" ref={list}>
+          {live.messages.length === 0 && <li class="empty">No messages yet. Messages are not stored by the relay.</li>}
+          {live.messages.map((message) => (
+            <Message key={message.id} app={app} roomId={id} message={message} />
+          ))}
+        </ol>
+        <form class="composer" onSubmit={send}>
+          <label for="message-input" class="visually-hidden">
+            Message
+          </label>
+          <textarea
+            id="message-input"
+            data-testid="message-input"
+            rows={1}
+            value={draft}
+            placeholder="Message"
+            onInput={(e) => setDraft(e.currentTarget.value)}
+            onKeyDown={onKeyDown}
+          />
+          <button type="submit" class="primary" data-testid="send">
+            Send
+          </button>
+        </form>
+      </main>
+    </>
+  );
+}
+
+// Settings: the relay, the idle lock, the password, install.
+
+function Settings({ app }) {
+  const data = app.store.data;
+  const [serverUrl, setServerUrl] = useState(data.serverUrl || "");
+  const [idle, setIdle] = useState(String(data.idleLockMinutes ?? 5));
+  const [oldPassword, setOldPassword] = useState("");
+  const [newPassword, setNewPassword] = useState("");
+  const [newConfirmation, setNewConfirmation] = useState("");
+  const save = (event) => {
+    event.preventDefault();
+    app.saveSettings({ serverUrl, idleLockMinutes: Number(idle) });
+  };
+  const change = (event) => {
+    event.preventDefault();
+    app.changePassword(oldPassword, newPassword, newConfirmation).then(() => {
+      setOldPassword("");
+      setNewPassword("");
+      setNewConfirmation("");
+    });
+  };
+  const install = async () => {
+    const prompt = app.installPrompt;
+    app.installPrompt = null;
+    await prompt?.prompt();
+    app.changed();
+  };
+  return (
+    <>
+      <Nav app={app} />
+      <main class="screen">
+        <Heading>Settings</Heading>
+        <Alert app={app} />
+        <form onSubmit={save}>
+          <label for="server-url">Relay URL</label>
+          <input
+            id="server-url"
+            data-testid="server-url"
+            type="url"
+            value={serverUrl}
+            autocomplete="url"
+            onInput={(e) => setServerUrl(e.currentTarget.value)}
+            required
+          />
+          <p class="hint">
+            Any InstantRoom relay works: it only carries ciphertext. New rooms and bare keys use this one; rooms
+            you joined keep their own.
+          </p>
+          <label for="idle-lock">Lock after</label>
+          <select id="idle-lock" data-testid="idle-lock" value={idle} onChange={(e) => setIdle(e.currentTarget.value)}>
+            <option value="1">1 minute without use</option>
+            <option value="5">5 minutes without use</option>
+            <option value="15">15 minutes without use</option>
+            <option value="60">1 hour without use</option>
+          </select>
+          <button type="submit" class="primary" data-testid="save-settings">
+            Save
+          </button>
+        </form>
+        <h2>This device</h2>
+        <p>
+          Your fingerprint: <span class="fingerprint" data-testid="my-fingerprint">{app.myFingerprint()}</span>
+        </p>
+        <div class="actions">
+          <button type="button" data-testid="lock-now" onClick={() => app.lock()}>
+            Lock now
+          </button>
+          {app.installPrompt && (
+            <button type="button" onClick={install}>
+              Install the app
+            </button>
+          )}
+        </div>
+        <h2>Change password</h2>
+        <form onSubmit={change}>
+          <label for="old-password">Current password</label>
+          <input
+            id="old-password"
+            type="password"
+            autocomplete="current-password"
+            value={oldPassword}
+            onInput={(e) => setOldPassword(e.currentTarget.value)}
+            required
+          />
+          <label for="new-password">New password</label>
+          <input
+            id="new-password"
+            type="password"
+            autocomplete="new-password"
+            value={newPassword}
+            onInput={(e) => setNewPassword(e.currentTarget.value)}
+            required
+          />
+          <label for="new-password-confirm">New password again</label>
+          <input
+            id="new-password-confirm"
+            type="password"
+            autocomplete="new-password"
+            value={newConfirmation}
+            onInput={(e) => setNewConfirmation(e.currentTarget.value)}
+            required
+          />
+          <button type="submit" disabled={app.state.busy}>
+            Change password
+          </button>
+        </form>
+        <h2>Delete everything</h2>
+        <p class="hint">Deletes every room key and message from this device. Other members keep theirs.</p>
+        <button
+          type="button"
+          class="danger"
+          data-testid="wipe"
+          onClick={() => window.confirm("Delete every room and message from this device?") && app.wipe()}
+        >
+          Delete everything
+        </button>
+      </main>
+    </>
+  );
+}
+
+const SCREENS = { unlock: Unlock, rooms: Rooms, new: NewRoom, share: Share, join: Join, room: Room, settings: Settings };
+
+export function App({ app }) {
+  const [, setVersion] = useState(0);
+  useEffect(() => app.subscribe(() => setVersion((v) => v + 1)), [app]);
+  if (app.state.screen === "loading") {
+    return (
+      <main class="screen">
+        <p role="status">Loading…</p>
+      </main>
+    );
+  }
+  const needsStore = app.state.screen !== "unlock";
+  const Screen = needsStore && !app.store ? Unlock : SCREENS[app.state.screen];
+  return <Screen key={`${app.state.screen}:${app.state.current ?? ""}`} app={app} />;
+}

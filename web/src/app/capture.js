@@ -1,0 +1,22 @@
+// Imported first by main.jsx, so that it runs before anything else: an invite link's key
+// is taken out of the address bar and out of history at once. replaceState swaps the
+// current entry, so no history entry ever keeps the fragment.
+
+let pending = null;
+
+/** Move the fragment, if any, into memory and clean the address bar. */
+export function captureFragment() {
+  const fragment = window.location.hash.slice(1);
+  if (!fragment) return;
+  window.history.replaceState(null, "", window.location.pathname + window.location.search);
+  pending = decodeURIComponent(fragment);
+}
+
+/** The captured invite key text, once; null when there is none. */
+export function takeCapturedFragment() {
+  const out = pending;
+  pending = null;
+  return out;
+}
+
+captureFragment();

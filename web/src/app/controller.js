@@ -1,0 +1,518 @@
+// The app's state and everything it does, apart from drawing: the key store, one relay
+// connection per server, rooms, messages, the idle lock. Screens read `app.state` and call
+// its methods; every change calls the listeners, which redraw.
+
+import { RoomConnection } from "../client/connection.js";
+import { fingerprint } from "../protocol/kdf.js";
+import { makeMinikey } from "../protocol/minikey.js";
+import { KeyStore, WrongPassword } from "../store/keystore.js";
+import { takeCapturedFragment } from "./capture.js";
+import { formatInvite, parseInvite } from "./invite.js";
+
+export const LIFETIMES = Object.freeze({
+  hour: { label: "1 hour", ms: 3_600_000 },
+  day: { label: "1 day", ms: 86_400_000 },
+  week: { label: "1 week", ms: 604_800_000 },
+});
+const IDLE_CHECK_MS = 5_000;
+const EXPIRY_CHECK_MS = 1_000;
+const MIN_PASSWORD_LENGTH = 8;
+
+const randomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
+
+function hex(bytes) {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function fromHex(text) {
+  const out = new Uint8Array(text.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(text.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+/** The origin-relative default relay: the one that served this page. */
+export function defaultServerUrl() {
+  return window.location.origin;
+}
+
+/** `text` as a relay URL (http, https, ws or wss), or throws an Error a person can read. */
+export function normalizeServerUrl(text) {
+  let url;
+  try {
+    url = new URL(text.trim());
+  } catch {
+    throw new Error("That is not a URL. A relay URL looks like https://chat.example.org");
+  }
+  if (!["http:", "https:", "ws:", "wss:"].includes(url.protocol)) {
+    throw new Error("A relay URL starts with https://, http://, wss:// or ws://.");
+  }
+  const path = url.pathname.replace(/\/+$/, "");
+  return `${url.protocol}//${url.host}${path}`;
+}
+
+export class App {
+  constructor() {
+    this.listeners = new Set();
+    this.store = null;
+    this.connections = new Map(); // server URL -> RoomConnection
+    this.live = new Map(); // room id hex -> { members, messages, state, error }
+    this.lastActivity = Date.now();
+    this.installPrompt = null;
+    this.state = {
+      screen: "loading",
+      firstVisit: false,
+      busy: false,
+      error: null, // shown as role=alert on the current screen
+      notice: null,
+      current: null, // room id hex of the room or share screen
+      joinText: "",
+    };
+    this._saving = Promise.resolve();
+    this._timers = [];
+  }
+
+  subscribe(listener) {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  changed() {
+    for (const listener of this.listeners) listener();
+  }
+
+  set(patch) {
+    Object.assign(this.state, patch);
+    this.changed();
+  }
+
+  async start() {
+    const captured = takeCapturedFragment();
+    if (captured) this.state.joinText = captured;
+    window.addEventListener("hashchange", () => this._onHashChange());
+    for (const type of ["pointerdown", "keydown", "touchstart"]) {
+      window.addEventListener(type, () => (this.lastActivity = Date.now()), { passive: true });
+    }
+    window.addEventListener("beforeinstallprompt", (event) => {
+      event.preventDefault();
+      this.installPrompt = event;
+      this.changed();
+    });
+    const exists = await KeyStore.exists();
+    this.set({ screen: "unlock", firstVisit: !exists });
+  }
+
+  _onHashChange() {
+    // An invite link opened while the app is open: same rule, out of the address bar at once.
+    const fragment = window.location.hash.slice(1);
+    if (!fragment) return;
+    window.history.replaceState(null, "", window.location.pathname + window.location.search);
+    this.state.joinText = decodeURIComponent(fragment);
+    if (this.store) this.set({ screen: "join", error: null });
+    else this.changed();
+  }
+
+  // Locking
+
+  async unlock(password, confirmation) {
+    if (this.state.busy) return;
+    if (this.state.firstVisit) {
+      if (password.length < MIN_PASSWORD_LENGTH) {
+        this.set({ error: `Choose a password of at least ${MIN_PASSWORD_LENGTH} characters.` });
+        return;
+      }
+      if (password !== confirmation) {
+        this.set({ error: "The two passwords differ. Type the same password twice." });
+        return;
+      }
+    }
+    this.set({ busy: true, error: null });
+    try {
+      this.store = this.state.firstVisit ? await KeyStore.create(password) : await KeyStore.unlock(password);
+    } catch (error) {
+      const message =
+        error instanceof WrongPassword
+          ? "Wrong password. Nothing was changed; try again."
+          : `The key store could not be opened: ${error.message}`;
+      this.set({ busy: false, error: message });
+      return;
+    }
+    if (!this.store.data.serverUrl) this.store.data.serverUrl = defaultServerUrl();
+    this.lastActivity = Date.now();
+    const removed = this.store.purgeExpired(Date.now());
+    if (removed.length) await this.save();
+    for (const room of this.store.data.rooms) this._connectRoom(room);
+    this._timers = [
+      setInterval(() => this._checkIdle(), IDLE_CHECK_MS),
+      setInterval(() => this._checkExpiry(), EXPIRY_CHECK_MS),
+    ];
+    const screen = this.state.joinText ? "join" : "rooms";
+    this.set({ busy: false, firstVisit: false, screen, error: null });
+  }
+
+  lock(reason = null) {
+    for (const timer of this._timers) clearInterval(timer);
+    this._timers = [];
+    for (const connection of this.connections.values()) connection.close();
+    this.connections.clear();
+    this.live.clear();
+    this.store?.lock();
+    this.store = null;
+    this.set({ screen: "unlock", current: null, error: null, notice: reason, busy: false });
+  }
+
+  _checkIdle() {
+    const minutes = this.store?.data.idleLockMinutes ?? 5;
+    if (minutes > 0 && Date.now() - this.lastActivity > minutes * 60_000) {
+      this.lock("Locked after a while without use.");
+    }
+  }
+
+  save() {
+    // One save at a time, in order: each seals the whole store under a fresh nonce.
+    const store = this.store;
+    this._saving = this._saving.then(() => store?.save()).catch((error) => {
+      this.set({ error: `Could not save: ${error.message}` });
+    });
+    return this._saving;
+  }
+
+  // Rooms
+
+  get rooms() {
+    return this.store ? this.store.data.rooms : [];
+  }
+
+  room(id) {
+    return this.store?.room(id) ?? null;
+  }
+
+  liveRoom(id) {
+    let live = this.live.get(id);
+    if (!live) {
+      live = { members: 0, messages: [], error: null };
+      const stored = this.room(id);
+      if (stored?.messages) live.messages = stored.messages.map((m) => ({ ...m, status: "sent" }));
+      this.live.set(id, live);
+    }
+    return live;
+  }
+
+  myFingerprint() {
+    return this.store ? fingerprint(this.store.deviceKey().publicKey) : "";
+  }
+
+  connectionFor(serverUrl) {
+    let connection = this.connections.get(serverUrl);
+    if (connection) return connection;
+    connection = new RoomConnection({ serverUrl, deviceSeed: this.store.deviceKey().seed });
+    const on = (type, handler) => connection.addEventListener(type, (event) => handler(event.detail));
+    on("state", () => this.changed());
+    on("joined", (d) => this._onJoined(d));
+    on("presence", (d) => this._onPresence(d));
+    on("message", (d) => this._onMessage(d));
+    on("accepted", (d) => this._onAccepted(d));
+    on("expired", (d) => this._onExpired(hex(d.roomId)));
+    on("refused", (d) => this._onRefused(d));
+    on("error", () => this.changed());
+    this.connections.set(serverUrl, connection);
+    connection.start();
+    return connection;
+  }
+
+  connectionState(id) {
+    const room = this.room(id);
+    if (!room) return "offline";
+    const connection = this.connections.get(room.serverUrl);
+    return connection ? connection.state : "offline";
+  }
+
+  _connectRoom(room) {
+    const connection = this.connectionFor(room.serverUrl);
+    this.liveRoom(room.roomId);
+    connection.join(room.key, { expiresAtMs: room.expiresAtMs, name: room.nickname }).catch((error) => {
+      this._roomRefused(room.roomId, error);
+    });
+  }
+
+  _roomRefused(id, error) {
+    const room = this.room(id);
+    if (!room) return;
+    this.liveRoom(id).error = error?.message ?? String(error);
+    this.changed();
+  }
+
+  async createRoom({ label, nickname, lifetime }) {
+    const name = nickname.trim();
+    if (!name) return this.set({ error: "Choose a nickname: the others see it next to your messages." });
+    const chosen = LIFETIMES[lifetime];
+    if (!chosen) return this.set({ error: "Choose how long the room lives." });
+    const key = makeMinikey(randomBytes);
+    const now = Date.now();
+    const room = this.store.addRoom({
+      key,
+      label: label.trim() || "Room",
+      nickname: name,
+      expiresAtMs: now + chosen.ms,
+      nowMs: now,
+      keepHistory: false,
+    });
+    room.serverUrl = this.store.data.serverUrl;
+    this.store.data.nickname = name;
+    await this.save();
+    this._connectRoom(room);
+    this.set({ screen: "share", current: room.roomId, error: null });
+  }
+
+  async joinRoom({ text, nickname }) {
+    const name = nickname.trim();
+    let parsed;
+    try {
+      parsed = parseInvite(text);
+    } catch (error) {
+      return this.set({ error: error.message });
+    }
+    if (!name) return this.set({ error: "Choose a nickname: the others see it next to your messages." });
+    const existing = this.rooms.find((room) => room.key === parsed.key);
+    if (existing) {
+      return this.set({ screen: "room", current: existing.roomId, joinText: "", error: null });
+    }
+    let serverUrl = this.store.data.serverUrl;
+    if (parsed.server) {
+      try {
+        serverUrl = normalizeServerUrl(parsed.server);
+      } catch (error) {
+        return this.set({ error: error.message });
+      }
+    }
+    const room = this.store.addRoom({
+      key: parsed.key,
+      label: "",
+      nickname: name,
+      expiresAtMs: 0,
+      nowMs: Date.now(),
+      keepHistory: false,
+    });
+    room.serverUrl = serverUrl;
+    // The label is this device's own name for the room; the key does not carry one.
+    room.label = `Room ${room.roomId.slice(0, 4)}`;
+    this.store.data.nickname = name;
+    await this.save();
+    this._connectRoom(room);
+    this.set({ screen: "room", current: room.roomId, joinText: "", error: null });
+  }
+
+  async renameRoom(id, label) {
+    const room = this.room(id);
+    if (!room || !label.trim()) return;
+    room.label = label.trim();
+    await this.save();
+    this.changed();
+  }
+
+  async forgetRoom(id) {
+    const room = this.room(id);
+    if (!room) return;
+    this.connections.get(room.serverUrl)?.leave(fromHex(id));
+    this.store.removeRoom(id);
+    this.live.delete(id);
+    await this.save();
+    this.set({ screen: "rooms", current: null, notice: `Left and forgot “${room.label}”.` });
+  }
+
+  async setKeepHistory(id, keep) {
+    this.store.setKeepHistory(id, keep);
+    const live = this.liveRoom(id);
+    if (keep) for (const message of live.messages) this.store.addMessage(id, this._storable(message));
+    await this.save();
+    this.changed();
+  }
+
+  async deleteMessage(id, messageId) {
+    const live = this.liveRoom(id);
+    live.messages = live.messages.filter((m) => m.id !== messageId);
+    this.store.deleteMessage(id, messageId);
+    await this.save();
+    this.changed();
+  }
+
+  async clearHistory(id) {
+    this.liveRoom(id).messages = [];
+    this.store.clearHistory(id);
+    await this.save();
+    this.changed();
+  }
+
+  async sendText(id, text) {
+    const body = text.trim();
+    const room = this.room(id);
+    if (!body || !room) return false;
+    const connection = this.connectionFor(room.serverUrl);
+    let message;
+    try {
+      message = await connection.sendText(fromHex(id), body);
+    } catch (error) {
+      this.set({ error: error.message });
+      return false;
+    }
+    const entry = {
+      id: hex(message.messageId),
+      senderName: message.senderName,
+      fingerprint: this.myFingerprint(),
+      text: body,
+      timestampMs: message.timestampMs,
+      mine: true,
+      keyChanged: false,
+      status: "sending",
+    };
+    this._append(id, entry);
+    return true;
+  }
+
+  _storable(message) {
+    const { status: _status, ...stored } = message;
+    return stored;
+  }
+
+  _append(id, entry) {
+    const live = this.liveRoom(id);
+    if (live.messages.some((m) => m.id === entry.id)) return;
+    live.messages.push(entry);
+    const room = this.room(id);
+    if (room?.keepHistory) {
+      this.store.addMessage(id, this._storable(entry));
+      this.save();
+    }
+    this.changed();
+  }
+
+  // Connection events
+
+  _onJoined({ roomId, members, expiresAtMs }) {
+    const id = hex(roomId);
+    const room = this.room(id);
+    if (!room) return;
+    const live = this.liveRoom(id);
+    live.members = members;
+    live.error = null;
+    if (expiresAtMs && expiresAtMs !== room.expiresAtMs) {
+      room.expiresAtMs = expiresAtMs;
+      this.save();
+    }
+    this.changed();
+  }
+
+  _onPresence({ roomId, members }) {
+    const id = hex(roomId);
+    if (!this.room(id)) return;
+    this.liveRoom(id).members = members;
+    this.changed();
+  }
+
+  _onMessage({ roomId, message, text, fingerprint: senderFingerprint, keyChanged }) {
+    const id = hex(roomId);
+    if (!this.room(id) || message.kind !== 1) return;
+    this._append(id, {
+      id: hex(message.messageId),
+      senderName: message.senderName,
+      fingerprint: senderFingerprint,
+      text,
+      timestampMs: message.timestampMs,
+      mine: false,
+      keyChanged: Boolean(keyChanged),
+      status: "sent",
+    });
+  }
+
+  _onAccepted({ roomId, messageId }) {
+    const live = this.live.get(hex(roomId));
+    const entry = live?.messages.find((m) => m.id === hex(messageId));
+    if (entry) {
+      entry.status = "sent";
+      this.changed();
+    }
+  }
+
+  _onRefused({ roomId, reason, fatal }) {
+    if (!roomId || !fatal) return;
+    this._roomRefused(hex(roomId), new Error(reason || "The relay refused this room."));
+  }
+
+  async _onExpired(id) {
+    const room = this.room(id);
+    if (!room) return;
+    this.store.removeRoom(id);
+    this.live.delete(id);
+    await this.save();
+    const leaving = this.state.current === id;
+    this.set({
+      notice: `“${room.label}” expired and was deleted from this device.`,
+      ...(leaving ? { screen: "rooms", current: null } : {}),
+    });
+  }
+
+  _checkExpiry() {
+    if (!this.store) return;
+    const removed = this.store.purgeExpired(Date.now());
+    if (!removed.length) return;
+    for (const room of removed) {
+      this.connections.get(room.serverUrl)?.leave(fromHex(room.roomId));
+      this.live.delete(room.roomId);
+    }
+    this.save();
+    const leaving = removed.some((room) => room.roomId === this.state.current);
+    this.set({
+      notice: `${removed.map((r) => `“${r.label}”`).join(", ")} expired and ${removed.length > 1 ? "were" : "was"} deleted.`,
+      ...(leaving ? { screen: "rooms", current: null } : {}),
+    });
+  }
+
+  // Settings
+
+  async saveSettings({ serverUrl, idleLockMinutes }) {
+    let url;
+    try {
+      url = normalizeServerUrl(serverUrl);
+    } catch (error) {
+      return this.set({ error: error.message });
+    }
+    this.store.data.serverUrl = url;
+    this.store.data.idleLockMinutes = idleLockMinutes;
+    await this.save();
+    this.set({ error: null, notice: "Settings saved. New rooms and bare keys use this relay." });
+  }
+
+  async changePassword(oldPassword, newPassword, confirmation) {
+    if (newPassword.length < MIN_PASSWORD_LENGTH) {
+      return this.set({ error: `Choose a password of at least ${MIN_PASSWORD_LENGTH} characters.` });
+    }
+    if (newPassword !== confirmation) return this.set({ error: "The two new passwords differ." });
+    this.set({ busy: true, error: null });
+    try {
+      await this._saving;
+      await this.store.changePassword(oldPassword, newPassword);
+    } catch (error) {
+      const message = error instanceof WrongPassword ? "Wrong password. Nothing was changed." : error.message;
+      return this.set({ busy: false, error: message });
+    }
+    this.set({ busy: false, notice: "Password changed." });
+  }
+
+  async wipe() {
+    for (const connection of this.connections.values()) connection.close();
+    this.connections.clear();
+    await this.store.wipe();
+    this.store = null;
+    this.live.clear();
+    this.set({ screen: "unlock", firstVisit: true, current: null, notice: "Everything was deleted from this device." });
+  }
+
+  inviteLink(id) {
+    const room = this.room(id);
+    const server = room.serverUrl.replace(/^ws(s?):/, "http$1:");
+    return formatInvite(server, room.key);
+  }
+
+  go(screen, current = this.state.current) {
+    this.set({ screen, current, error: null, notice: null });
+  }
+}
