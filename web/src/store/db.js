@@ -1,0 +1,116 @@
+// The key store's one record in IndexedDB: database "instantroom", object store "vault",
+// key "main". A thin promise wrapper; every call opens the database, runs one
+// transaction and closes it again, so no connection is held open between saves (and none
+// blocks a future version upgrade from another tab).
+
+export const DB_NAME = "instantroom";
+export const DB_VERSION = 1;
+export const STORE_NAME = "vault";
+export const RECORD_KEY = "main";
+
+/**
+ * @typedef {object} DbOptions
+ * @property {IDBFactory} [indexedDB] the factory to use; globalThis.indexedDB by default
+ *   (tests pass a fresh fake one per test)
+ */
+
+function factoryFrom(options) {
+  const factory = options?.indexedDB ?? globalThis.indexedDB;
+  if (!factory) throw new Error("IndexedDB is not available here.");
+  return factory;
+}
+
+function openDatabase(options) {
+  return new Promise((resolve, reject) => {
+    const request = factoryFrom(options).open(DB_NAME, DB_VERSION);
+    request.onupgradeneeded = () => {
+      const db = request.result;
+      if (!db.objectStoreNames.contains(STORE_NAME)) db.createObjectStore(STORE_NAME);
+    };
+    request.onsuccess = () => {
+      const db = request.result;
+      // Another tab wants a newer schema: step aside rather than block it.
+      db.onversionchange = () => db.close();
+      resolve(db);
+    };
+    request.onerror = () => reject(request.error);
+  });
+}
+
+/**
+ * Run `work(store)` in one transaction; resolve with the value it returns (a request's
+ * result is read once the transaction has completed, so a write is settled by then).
+ */
+async function transact(mode, options, work) {
+  const db = await openDatabase(options);
+  try {
+    return await new Promise((resolve, reject) => {
+      // "strict": the browser flushes to disk before reporting complete (a key store
+      // must not lose a password change to a power cut).
+      const tx = db.transaction(STORE_NAME, mode, { durability: "strict" });
+      const outcome = work(tx.objectStore(STORE_NAME));
+      tx.oncomplete = () => resolve(typeof outcome === "function" ? outcome() : outcome);
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error ?? new Error("The key store transaction was aborted."));
+    });
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * The stored record, or null when there is none.
+ * @param {DbOptions} [options]
+ * @returns {Promise<object | null>}
+ */
+export function readRecord(options = {}) {
+  return transact("readonly", options, (store) => {
+    const request = store.get(RECORD_KEY);
+    return () => request.result ?? null;
+  });
+}
+
+/**
+ * Store `record` in place of any previous one, in one readwrite transaction; resolves once
+ * it has completed.
+ * @param {object} record
+ * @param {DbOptions} [options]
+ * @returns {Promise<void>}
+ */
+export function writeRecord(record, options = {}) {
+  return transact("readwrite", options, (store) => {
+    store.put(record, RECORD_KEY);
+  });
+}
+
+/**
+ * Store `record` only if there is none yet, checked and written in one transaction (two
+ * tabs creating a store at once cannot overwrite each other). Resolves true if written.
+ * @param {object} record
+ * @param {DbOptions} [options]
+ * @returns {Promise<boolean>}
+ */
+export function addRecord(record, options = {}) {
+  return transact("readwrite", options, (store) => {
+    let written = false;
+    const count = store.count(RECORD_KEY);
+    count.onsuccess = () => {
+      if (count.result === 0) {
+        store.put(record, RECORD_KEY);
+        written = true;
+      }
+    };
+    return () => written;
+  });
+}
+
+/**
+ * Delete the stored record, if any.
+ * @param {DbOptions} [options]
+ * @returns {Promise<void>}
+ */
+export function deleteRecord(options = {}) {
+  return transact("readwrite", options, (store) => {
+    store.delete(RECORD_KEY);
+  });
+}

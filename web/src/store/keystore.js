@@ -1,0 +1,479 @@
+// The web client's key store: this install's device key, its rooms (keys, labels, expiry)
+// and the history kept for them, as one vault (vault.js) in IndexedDB (db.js).
+//
+//   { version: 1, deviceSeed: hex (32 bytes), nickname: "", serverUrl: null,
+//     idleLockMinutes: 5,
+//     rooms: [ { key, roomId: hex, label, nickname, createdAtMs, expiresAtMs,
+//                keepHistory, messages: [ { id: hex, senderName, fingerprint, text,
+//                                           timestampMs, mine, keyChanged } ] } ] }
+//
+// Change `data` or use the helpers, then `save()`. A wrong password or a damaged record
+// throws and writes nothing; the password itself is not kept, only the derived,
+// non-extractable key.
+
+import { fromHex, hex } from "../protocol/bytes.js";
+import { UsageError } from "../protocol/errors.js";
+import { deviceKeyFromSeed, fingerprint as fingerprintOf, roomKeysFromMinikey } from "../protocol/kdf.js";
+import { parseMinikey } from "../protocol/minikey.js";
+import { addRecord, deleteRecord, readRecord, writeRecord } from "./db.js";
+import {
+  DamagedStore,
+  KeyStoreError,
+  WrongPassword,
+  checkPassword,
+  createVault,
+  openVault,
+  sealVault,
+} from "./vault.js";
+
+export { DamagedStore, KeyStoreError, WrongPassword };
+
+export const CONTENTS_VERSION = 1;
+export const DEVICE_SEED_SIZE = 32;
+export const MAX_MESSAGES_PER_ROOM = 1000;
+export const DEFAULT_IDLE_LOCK_MINUTES = 5;
+
+/** There is a key store here already (create refuses to replace one, even a damaged one). */
+export class StoreExists extends KeyStoreError {}
+
+/** There is no key store here to unlock. */
+export class NoStore extends KeyStoreError {}
+
+/** The store was locked (or wiped): unlock it again. */
+export class StoreLocked extends KeyStoreError {}
+
+/** No stored room has this room id. */
+export class NoSuchRoom extends KeyStoreError {}
+
+/** The room is stored already. */
+export class RoomExists extends KeyStoreError {}
+
+/**
+ * @typedef {object} StoredMessage
+ * @property {string} id the message id, hex
+ * @property {string} senderName
+ * @property {string} fingerprint the sender's device key fingerprint
+ * @property {string} text
+ * @property {number} timestampMs
+ * @property {boolean} mine
+ * @property {boolean} keyChanged the sender's name came with a new device key
+ */
+
+/**
+ * @typedef {object} StoredRoom
+ * @property {string} key the 30-character minikey, normalized
+ * @property {string} roomId hex
+ * @property {string} label
+ * @property {string} nickname the name used in this room ("": the store's nickname)
+ * @property {number} createdAtMs
+ * @property {number} expiresAtMs 0 while unknown
+ * @property {boolean} keepHistory
+ * @property {StoredMessage[]} messages oldest first
+ */
+
+/**
+ * @typedef {object} StoreOptions
+ * @property {IDBFactory} [indexedDB] see db.js
+ * @property {number} [insecureTestIterations] FOR TESTS ONLY: see vault.js
+ */
+
+const HEX_SEED = /^[0-9a-f]{64}$/;
+const HEX_MESSAGE_ID = /^[0-9a-f]{32}$/;
+const constructing = Symbol("KeyStore.construct");
+
+function isPlainObject(value) {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isTime(value) {
+  return Number.isSafeInteger(value) && value >= 0;
+}
+
+function damagedInside(detail) {
+  return new DamagedStore(`The key store is damaged inside: ${detail}. It was left as it is.`);
+}
+
+function text(value, fallback = "") {
+  return typeof value === "string" ? value : fallback;
+}
+
+// Loading: the contents were authenticated, so a problem here is a bug or a newer format.
+// Missing optional fields take their defaults; unknown fields are kept, so that saving
+// from an older build does not drop what a newer one wrote.
+
+function loadMessage(raw) {
+  if (!isPlainObject(raw) || typeof raw.id !== "string" || !HEX_MESSAGE_ID.test(raw.id)) {
+    throw damagedInside("a stored message has no valid id");
+  }
+  return {
+    ...raw,
+    senderName: text(raw.senderName),
+    fingerprint: text(raw.fingerprint),
+    text: text(raw.text),
+    timestampMs: isTime(raw.timestampMs) ? raw.timestampMs : 0,
+    mine: raw.mine === true,
+    keyChanged: raw.keyChanged === true,
+  };
+}
+
+function loadRoom(raw) {
+  if (!isPlainObject(raw) || typeof raw.key !== "string") {
+    throw damagedInside("a stored room has no key");
+  }
+  let key;
+  try {
+    key = parseMinikey(raw.key);
+  } catch {
+    throw damagedInside("a stored room key is not valid");
+  }
+  if (raw.messages !== undefined && !Array.isArray(raw.messages)) {
+    throw damagedInside("a room's history is not a list");
+  }
+  return {
+    ...raw,
+    key,
+    roomId: hex(roomKeysFromMinikey(key).roomId), // derived, never trusted from the store
+    label: text(raw.label),
+    nickname: text(raw.nickname),
+    createdAtMs: isTime(raw.createdAtMs) ? raw.createdAtMs : 0,
+    expiresAtMs: isTime(raw.expiresAtMs) ? raw.expiresAtMs : 0,
+    keepHistory: raw.keepHistory !== false,
+    messages: (raw.messages ?? []).map(loadMessage),
+  };
+}
+
+function loadContents(raw) {
+  if (!isPlainObject(raw)) throw damagedInside("it is not a key store's contents");
+  if (raw.version !== CONTENTS_VERSION) {
+    throw new DamagedStore(
+      "The key store's contents are of a version this client cannot read (a newer one, " +
+        "perhaps). It was left as it is.",
+    );
+  }
+  if (typeof raw.deviceSeed !== "string" || !HEX_SEED.test(raw.deviceSeed)) {
+    throw damagedInside("the device key is missing");
+  }
+  if (!Array.isArray(raw.rooms)) throw damagedInside("the room list is missing");
+  return {
+    ...raw,
+    nickname: text(raw.nickname),
+    serverUrl: typeof raw.serverUrl === "string" ? raw.serverUrl : null,
+    idleLockMinutes:
+      typeof raw.idleLockMinutes === "number" && raw.idleLockMinutes > 0
+        ? raw.idleLockMinutes
+        : DEFAULT_IDLE_LOCK_MINUTES,
+    rooms: raw.rooms.map(loadRoom),
+  };
+}
+
+function freshContents() {
+  const seed = crypto.getRandomValues(new Uint8Array(DEVICE_SEED_SIZE));
+  return {
+    version: CONTENTS_VERSION,
+    deviceSeed: hex(seed),
+    nickname: "",
+    serverUrl: null,
+    idleLockMinutes: DEFAULT_IDLE_LOCK_MINUTES,
+    rooms: [],
+  };
+}
+
+function roomIdFrom(roomIdHex) {
+  if (typeof roomIdHex !== "string") throw new UsageError("A room id is a hex string.");
+  return roomIdHex.toLowerCase();
+}
+
+function checkTime(value, what) {
+  if (!isTime(value)) throw new UsageError(`${what} must be a whole number of milliseconds.`);
+  return value;
+}
+
+function messageFrom(message) {
+  if (!isPlainObject(message)) throw new UsageError("A message is an object.");
+  const id = typeof message.id === "string" ? message.id.toLowerCase() : "";
+  if (!HEX_MESSAGE_ID.test(id)) throw new UsageError("A message id is 16 bytes, in hex.");
+  for (const field of ["senderName", "fingerprint", "text"]) {
+    if (typeof message[field] !== "string") throw new UsageError(`A message's ${field} is a string.`);
+  }
+  // Only the model's fields are stored: nothing else the caller had on the object.
+  return {
+    id,
+    senderName: message.senderName,
+    fingerprint: message.fingerprint,
+    text: message.text,
+    timestampMs: checkTime(message.timestampMs, "A message's timestampMs"),
+    mine: message.mine === true,
+    keyChanged: message.keyChanged === true,
+  };
+}
+
+export class KeyStore {
+  /** @type {any} the unlocked contents; null once locked */
+  #data;
+  /** @type {CryptoKey | null} */
+  #key;
+  /** @type {object | null} the record last written, whose salt and parameters save() keeps */
+  #record;
+  /** @type {StoreOptions} */
+  #options;
+  /** @type {Uint8Array | null} */
+  #publicKey = null;
+  // Saves, password changes and the wipe run one after another, in the order asked for,
+  // so an older save can never land after a newer one.
+  #writes = Promise.resolve();
+
+  /** Use KeyStore.create or KeyStore.unlock. */
+  constructor(token, record, key, data, options) {
+    if (token !== constructing) throw new UsageError("Use KeyStore.create or KeyStore.unlock.");
+    this.#record = record;
+    this.#key = key;
+    this.#data = data;
+    this.#options = options;
+  }
+
+  /**
+   * Whether a key store (readable or not) is stored.
+   * @param {StoreOptions} [options]
+   */
+  static async exists(options = {}) {
+    return (await readRecord(options)) !== null;
+  }
+
+  /**
+   * A new store with a fresh device key, written at once. Refuses to replace any stored
+   * record (StoreExists): wipe it first.
+   * @param {string} password
+   * @param {StoreOptions} [options]
+   * @returns {Promise<KeyStore>}
+   */
+  static async create(password, options = {}) {
+    checkPassword(password);
+    if (await KeyStore.exists(options)) {
+      throw new StoreExists("There is a key store in this browser already.");
+    }
+    const data = freshContents();
+    const { record, key } = await createVault(password, data, options);
+    // Checked again in the writing transaction: another tab may have created one meanwhile.
+    if (!(await addRecord(record, options))) {
+      throw new StoreExists("There is a key store in this browser already.");
+    }
+    return new KeyStore(constructing, record, key, data, options);
+  }
+
+  /**
+   * The stored key store, unlocked. NoStore if there is none, WrongPassword or
+   * DamagedStore if it does not open; the stored record is never written here.
+   * @param {string} password
+   * @param {StoreOptions} [options]
+   * @returns {Promise<KeyStore>}
+   */
+  static async unlock(password, options = {}) {
+    checkPassword(password);
+    const record = await readRecord(options);
+    if (record === null) throw new NoStore("There is no key store in this browser.");
+    const { contents, key } = await openVault(record, password, options);
+    return new KeyStore(constructing, record, key, loadContents(contents), options);
+  }
+
+  /**
+   * Delete the stored record without unlocking it (a forgotten password).
+   * @param {StoreOptions} [options]
+   */
+  static async wipe(options = {}) {
+    await deleteRecord(options);
+  }
+
+  /** The contents, to read and change (then save()). Throws StoreLocked once locked. */
+  get data() {
+    if (this.#data === null) throw new StoreLocked("The key store is locked.");
+    return this.#data;
+  }
+
+  get locked() {
+    return this.#data === null;
+  }
+
+  #enqueue(write) {
+    const done = this.#writes.then(write);
+    this.#writes = done.catch(() => {}); // one failed write does not stop the next
+    return done;
+  }
+
+  /** Seal the contents as they are now under a fresh nonce and store them, atomically. */
+  async save() {
+    const snapshot = structuredClone(this.data);
+    return this.#enqueue(async () => {
+      const record = await sealVault(this.#record, this.#key, snapshot);
+      await writeRecord(record, this.#options);
+      this.#record = record;
+    });
+  }
+
+  /**
+   * Check `oldPassword`, then store the contents as they are now under `newPassword`
+   * with a fresh salt. A wrong old password throws WrongPassword and writes nothing.
+   * @param {string} oldPassword
+   * @param {string} newPassword
+   */
+  async changePassword(oldPassword, newPassword) {
+    checkPassword(oldPassword);
+    checkPassword(newPassword);
+    const snapshot = structuredClone(this.data);
+    return this.#enqueue(async () => {
+      await openVault(this.#record, oldPassword, this.#options);
+      const { record, key } = await createVault(newPassword, snapshot, this.#options);
+      await writeRecord(record, this.#options);
+      this.#record = record;
+      this.#key = key;
+    });
+  }
+
+  /**
+   * Drop the contents and, once the writes already asked for are done, the key: every
+   * later use throws StoreLocked. (JavaScript cannot zero strings; dropping the last
+   * reference is what there is.)
+   */
+  lock() {
+    this.#data = null;
+    this.#publicKey = null;
+    this.#writes = this.#writes.then(() => {
+      this.#key = null;
+      this.#record = null;
+    });
+  }
+
+  /** Delete the stored record (after any pending save) and lock. */
+  async wipe() {
+    if (this.locked) throw new StoreLocked("The key store is locked: use KeyStore.wipe.");
+    const done = this.#enqueue(() => deleteRecord(this.#options));
+    this.lock();
+    return done;
+  }
+
+  // rooms
+
+  /**
+   * Add a room (then save()). RoomExists if its key is stored already.
+   * @param {{key: string, label?: string, nickname?: string, expiresAtMs?: number,
+   *   nowMs?: number, keepHistory?: boolean}} room
+   * @returns {StoredRoom}
+   */
+  addRoom({ key, label = "", nickname = "", expiresAtMs = 0, nowMs = Date.now(), keepHistory = true }) {
+    const data = this.data;
+    if (typeof key !== "string" || typeof label !== "string" || typeof nickname !== "string") {
+      throw new UsageError("A room's key, label and nickname are strings.");
+    }
+    const normalized = parseMinikey(key); // throws a MiniKeyError naming the mistake
+    const roomId = hex(roomKeysFromMinikey(normalized).roomId);
+    if (data.rooms.some((room) => room.roomId === roomId)) {
+      throw new RoomExists("This room is stored already.");
+    }
+    const room = {
+      key: normalized,
+      roomId,
+      label,
+      nickname,
+      createdAtMs: checkTime(nowMs, "nowMs"),
+      expiresAtMs: checkTime(expiresAtMs, "expiresAtMs"),
+      keepHistory: keepHistory !== false,
+      messages: [],
+    };
+    data.rooms.push(room);
+    return room;
+  }
+
+  /** The stored room with this id (hex), or null. */
+  room(roomIdHex) {
+    const roomId = roomIdFrom(roomIdHex);
+    return this.data.rooms.find((room) => room.roomId === roomId) ?? null;
+  }
+
+  #existingRoom(roomIdHex) {
+    const room = this.room(roomIdHex);
+    if (room === null) throw new NoSuchRoom("No stored room has this room id.");
+    return room;
+  }
+
+  /** Remove a room, key and messages (then save()); the removed room, or null. */
+  removeRoom(roomIdHex) {
+    const room = this.room(roomIdHex);
+    if (room !== null) this.data.rooms = this.data.rooms.filter((r) => r !== room);
+    return room;
+  }
+
+  /**
+   * Keep `message` in the room's history (then save()), in time order, dropping the
+   * oldest beyond MAX_MESSAGES_PER_ROOM. Returns the stored message, or null when nothing
+   * was stored: history is off, the id is stored already, or it is older than them all.
+   * @param {string} roomIdHex
+   * @param {StoredMessage} message
+   * @returns {StoredMessage | null}
+   */
+  addMessage(roomIdHex, message) {
+    const room = this.#existingRoom(roomIdHex);
+    const stored = messageFrom(message);
+    if (!room.keepHistory) return null;
+    if (room.messages.some((m) => m.id === stored.id)) return null;
+    let at = room.messages.length; // messages mostly arrive in order: search from the end
+    while (at > 0 && room.messages[at - 1].timestampMs > stored.timestampMs) at--;
+    room.messages.splice(at, 0, stored);
+    if (room.messages.length > MAX_MESSAGES_PER_ROOM) {
+      room.messages.splice(0, room.messages.length - MAX_MESSAGES_PER_ROOM);
+    }
+    return room.messages.includes(stored) ? stored : null;
+  }
+
+  /** Delete one message from the room's history (then save()); whether it was there. */
+  deleteMessage(roomIdHex, id) {
+    const room = this.#existingRoom(roomIdHex);
+    const messageId = typeof id === "string" ? id.toLowerCase() : "";
+    const before = room.messages.length;
+    room.messages = room.messages.filter((m) => m.id !== messageId);
+    return room.messages.length < before;
+  }
+
+  /** Delete the room's whole history (then save()); how many messages went. */
+  clearHistory(roomIdHex) {
+    const room = this.#existingRoom(roomIdHex);
+    const count = room.messages.length;
+    room.messages = [];
+    return count;
+  }
+
+  /** Turn history on or off for a room (then save()); off deletes what was kept. */
+  setKeepHistory(roomIdHex, keepHistory) {
+    if (typeof keepHistory !== "boolean") throw new UsageError("keepHistory is true or false.");
+    const room = this.#existingRoom(roomIdHex);
+    room.keepHistory = keepHistory;
+    if (!keepHistory) room.messages = [];
+  }
+
+  /**
+   * Remove the rooms whose time is over, keys and messages with them (then save()). A room
+   * whose expiry is not known (0) is kept.
+   * @param {number} [nowMs]
+   * @returns {StoredRoom[]} the rooms removed
+   */
+  purgeExpired(nowMs = Date.now()) {
+    checkTime(nowMs, "nowMs");
+    const data = this.data;
+    const expired = (room) => room.expiresAtMs > 0 && room.expiresAtMs <= nowMs;
+    const removed = data.rooms.filter(expired);
+    if (removed.length > 0) data.rooms = data.rooms.filter((room) => !expired(room));
+    return removed;
+  }
+
+  // this install's device key
+
+  /** @returns {{seed: Uint8Array, publicKey: Uint8Array}} */
+  deviceKey() {
+    const seed = fromHex(this.data.deviceSeed);
+    this.#publicKey ??= deviceKeyFromSeed(seed).publicKey;
+    return { seed, publicKey: this.#publicKey.slice() };
+  }
+
+  /** The device key's fingerprint, as members see it: "VGAJ-ZAVA-TLKA-YZWD". */
+  fingerprint() {
+    return fingerprintOf(this.deviceKey().publicKey);
+  }
+}

@@ -1,0 +1,431 @@
+// The key store in IndexedDB (fake-indexeddb, a fresh factory per test). All tests but
+// one lower the PBKDF2 count through the explicit test option to stay fast.
+
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
+import { IDBFactory } from "fake-indexeddb";
+import { fromHex, hex } from "../src/protocol/bytes.js";
+import { ChecksumMismatch, UsageError } from "../src/protocol/errors.js";
+import { deviceKeyFromSeed, fingerprint, roomKeysFromMinikey } from "../src/protocol/kdf.js";
+import { formatMinikey, makeMinikey } from "../src/protocol/minikey.js";
+import { readRecord, writeRecord } from "../src/store/db.js";
+import {
+  DamagedStore,
+  KeyStore,
+  MAX_MESSAGES_PER_ROOM,
+  NoStore,
+  NoSuchRoom,
+  RoomExists,
+  StoreExists,
+  StoreLocked,
+  WrongPassword,
+} from "../src/store/keystore.js";
+import { PBKDF2_ITERATIONS, openVault } from "../src/store/vault.js";
+
+const PASSWORD = "a long unique password";
+const randomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
+
+/** Options for one test: its own empty database, and a fast PBKDF2 count. */
+function fresh() {
+  return { indexedDB: new IDBFactory(), insecureTestIterations: 1000 };
+}
+
+/** What is stored, decrypted: the check that a deletion really reached the store. */
+async function storedContents(options, password = PASSWORD) {
+  return (await openVault(await readRecord(options), password, options)).contents;
+}
+
+function message(n, extra = {}) {
+  return {
+    id: hex(randomBytes(16)),
+    senderName: "alice",
+    fingerprint: "VGAJ-ZAVA-TLKA-YZWD",
+    text: `message ${n}`,
+    timestampMs: 1_700_000_000_000 + n,
+    mine: false,
+    keyChanged: false,
+    ...extra,
+  };
+}
+
+describe("KeyStore: creating and unlocking", () => {
+  it("creates and unlocks with the real 600,000 iterations", async () => {
+    const options = { indexedDB: new IDBFactory() };
+    const store = await KeyStore.create(PASSWORD, options);
+    assert.equal((await readRecord(options)).kdf.iterations, PBKDF2_ITERATIONS);
+    const again = await KeyStore.unlock(PASSWORD, options);
+    assert.deepEqual(again.data, store.data);
+  });
+
+  it("starts with the documented model and a fresh device seed", async () => {
+    const options = fresh();
+    assert.equal(await KeyStore.exists(options), false);
+    const store = await KeyStore.create(PASSWORD, options);
+    assert.equal(await KeyStore.exists(options), true);
+    const { deviceSeed, ...rest } = store.data;
+    assert.match(deviceSeed, /^[0-9a-f]{64}$/);
+    assert.deepEqual(rest, {
+      version: 1,
+      nickname: "",
+      serverUrl: null,
+      idleLockMinutes: 5,
+      rooms: [],
+    });
+    const other = await KeyStore.create(PASSWORD, fresh());
+    assert.notEqual(other.data.deviceSeed, deviceSeed);
+  });
+
+  it("round-trips everything through a save", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    store.data.nickname = "Zoë";
+    store.data.serverUrl = "https://relay.test/";
+    store.data.idleLockMinutes = 15;
+    const room = store.addRoom({ key: makeMinikey(randomBytes), label: "team", nickname: "z", expiresAtMs: 9e12, nowMs: 1000 });
+    store.addMessage(room.roomId, message(1, { mine: true }));
+    store.addMessage(room.roomId, message(2, { keyChanged: true, text: "ünïcødé ✓" }));
+    await store.save();
+    const again = await KeyStore.unlock(PASSWORD, options);
+    assert.deepEqual(again.data, store.data);
+    assert.equal(again.data.rooms[0].messages[1].text, "ünïcødé ✓");
+  });
+
+  it("refuses to create over an existing record, even a damaged one", async () => {
+    const options = fresh();
+    await KeyStore.create(PASSWORD, options);
+    await assert.rejects(KeyStore.create("other", options), StoreExists);
+
+    const damaged = fresh();
+    await writeRecord({ format: "nonsense" }, damaged);
+    await assert.rejects(KeyStore.create(PASSWORD, damaged), StoreExists);
+    assert.deepEqual(await readRecord(damaged), { format: "nonsense" });
+  });
+
+  it("says when there is nothing to unlock", async () => {
+    await assert.rejects(KeyStore.unlock(PASSWORD, fresh()), NoStore);
+  });
+
+  it("refuses an empty password", async () => {
+    await assert.rejects(KeyStore.create("", fresh()), UsageError);
+    await assert.rejects(KeyStore.unlock("", fresh()), UsageError);
+  });
+
+  it("cannot be constructed directly", () => {
+    assert.throws(() => new KeyStore(), UsageError);
+  });
+});
+
+describe("KeyStore: failures write nothing", () => {
+  it("a wrong password throws WrongPassword and leaves the record byte for byte", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    store.data.nickname = "someone";
+    await store.save();
+    const before = JSON.stringify(await readRecord(options));
+    await assert.rejects(KeyStore.unlock("not it", options), WrongPassword);
+    assert.equal(JSON.stringify(await readRecord(options)), before);
+  });
+
+  it("a garbage or truncated record throws DamagedStore and is left as it is", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const good = await readRecord(options);
+    for (const bad of [
+      "garbage",
+      { ...good, ciphertext: good.ciphertext.slice(0, 12) },
+      { ...good, version: 99 },
+    ]) {
+      await writeRecord(bad, options);
+      await assert.rejects(KeyStore.unlock(PASSWORD, options), DamagedStore);
+      assert.deepEqual(await readRecord(options), bad);
+    }
+    assert.ok(store);
+  });
+
+  it("an edited iteration count fails to open", async () => {
+    const options = fresh();
+    await KeyStore.create(PASSWORD, options);
+    const good = await readRecord(options);
+    await writeRecord({ ...good, kdf: { ...good.kdf, iterations: 1001 } }, options);
+    await assert.rejects(KeyStore.unlock(PASSWORD, options), WrongPassword);
+    // Without the test option, the store's 1,000 iterations are themselves too weak.
+    await writeRecord(good, options);
+    await assert.rejects(KeyStore.unlock(PASSWORD, { indexedDB: options.indexedDB }), DamagedStore);
+  });
+});
+
+describe("KeyStore: saving", () => {
+  it("uses a fresh nonce for every save and keeps the salt", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const records = [await readRecord(options)];
+    for (let i = 0; i < 3; i++) {
+      await store.save();
+      records.push(await readRecord(options));
+    }
+    assert.equal(new Set(records.map((r) => r.nonce)).size, records.length);
+    assert.equal(new Set(records.map((r) => r.ciphertext)).size, records.length);
+    assert.equal(new Set(records.map((r) => r.kdf.salt)).size, 1);
+  });
+
+  it("writes saves in the order they were asked for", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const saves = [];
+    for (let i = 1; i <= 5; i++) {
+      store.data.nickname = `name ${i}`;
+      saves.push(store.save());
+    }
+    await Promise.all(saves);
+    assert.equal((await storedContents(options)).nickname, "name 5");
+  });
+
+  it("writes nothing readable: no nickname, key, label, message or seed in the record", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    store.data.nickname = "SecretNickname";
+    store.data.serverUrl = "https://secret-relay.test/";
+    const key = makeMinikey(randomBytes);
+    const room = store.addRoom({ key, label: "SecretLabel", nickname: "RoomNick", expiresAtMs: 0, nowMs: 1 });
+    store.addMessage(room.roomId, message(1, { text: "SecretMessageText", senderName: "SecretSender" }));
+    await store.save();
+    const serialized = JSON.stringify(await readRecord(options));
+    for (const secret of [
+      "SecretNickname",
+      "secret-relay",
+      key,
+      formatMinikey(key),
+      "SecretLabel",
+      "RoomNick",
+      "SecretMessageText",
+      "SecretSender",
+      "VGAJ-ZAVA",
+      store.data.deviceSeed,
+      room.roomId,
+      room.messages[0].id,
+      PASSWORD,
+    ]) {
+      assert.ok(!serialized.includes(secret), `${secret} appears in the stored record`);
+    }
+  });
+});
+
+describe("KeyStore: changing the password", () => {
+  it("needs the old password, then opens only with the new one", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    store.data.nickname = "kept";
+    await store.save();
+    const before = await readRecord(options);
+
+    await assert.rejects(store.changePassword("wrong", "new password"), WrongPassword);
+    assert.deepEqual(await readRecord(options), before);
+    await assert.rejects(store.changePassword(PASSWORD, ""), UsageError);
+
+    await store.changePassword(PASSWORD, "new password");
+    const after = await readRecord(options);
+    assert.notEqual(after.kdf.salt, before.kdf.salt);
+    await assert.rejects(KeyStore.unlock(PASSWORD, options), WrongPassword);
+    assert.equal((await KeyStore.unlock("new password", options)).data.nickname, "kept");
+
+    // Later saves go under the new password.
+    store.data.nickname = "after";
+    await store.save();
+    assert.equal((await storedContents(options, "new password")).nickname, "after");
+  });
+});
+
+describe("KeyStore: locking and wiping", () => {
+  it("lock makes the contents and key unreachable", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    store.lock();
+    assert.equal(store.locked, true);
+    assert.throws(() => store.data, StoreLocked);
+    assert.throws(() => store.deviceKey(), StoreLocked);
+    assert.throws(() => store.fingerprint(), StoreLocked);
+    assert.throws(() => store.addRoom({ key: makeMinikey(randomBytes) }), StoreLocked);
+    assert.throws(() => store.purgeExpired(0), StoreLocked);
+    await assert.rejects(store.save(), StoreLocked);
+    await assert.rejects(store.changePassword(PASSWORD, "x"), StoreLocked);
+    await assert.rejects(store.wipe(), StoreLocked);
+    // The record stays, for the next unlock (the unsaved room is gone with the lock).
+    assert.deepEqual((await KeyStore.unlock(PASSWORD, options)).data.rooms, []);
+  });
+
+  it("a save asked for before lock still completes", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    store.data.nickname = "saved";
+    const saving = store.save();
+    store.lock();
+    await saving;
+    assert.equal((await storedContents(options)).nickname, "saved");
+  });
+
+  it("wipe deletes the record, after any pending save", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const saving = store.save();
+    await store.wipe();
+    await saving;
+    assert.equal(await KeyStore.exists(options), false);
+    assert.equal(store.locked, true);
+    await assert.rejects(KeyStore.unlock(PASSWORD, options), NoStore);
+  });
+
+  it("KeyStore.wipe deletes a store that cannot be opened", async () => {
+    const options = fresh();
+    await writeRecord("garbage", options);
+    await KeyStore.wipe(options);
+    assert.equal(await KeyStore.exists(options), false);
+  });
+});
+
+describe("KeyStore: rooms", () => {
+  it("adds a room under its derived room id, normalizing the key", async () => {
+    const store = await KeyStore.create(PASSWORD, fresh());
+    const key = makeMinikey(randomBytes);
+    const room = store.addRoom({ key: formatMinikey(key), label: "team", nickname: "bob", expiresAtMs: 5000, nowMs: 1000 });
+    assert.deepEqual(room, {
+      key,
+      roomId: hex(roomKeysFromMinikey(key).roomId),
+      label: "team",
+      nickname: "bob",
+      createdAtMs: 1000,
+      expiresAtMs: 5000,
+      keepHistory: true,
+      messages: [],
+    });
+    assert.equal(store.room(room.roomId), room);
+    assert.equal(store.room(room.roomId.toUpperCase()), room);
+    assert.equal(store.room("00".repeat(32)), null);
+    assert.throws(() => store.addRoom({ key }), RoomExists);
+    // README's example of a typo: one character off a valid key.
+    assert.throws(() => store.addRoom({ key: "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRz" }), ChecksumMismatch);
+  });
+
+  it("removes a room with its key and messages", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const keep = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    const gone = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    store.addMessage(gone.roomId, message(1));
+    assert.equal(store.removeRoom(gone.roomId), gone);
+    assert.equal(store.removeRoom(gone.roomId), null);
+    await store.save();
+    const stored = await storedContents(options);
+    assert.deepEqual(stored.rooms.map((r) => r.roomId), [keep.roomId]);
+    assert.ok(!JSON.stringify(stored).includes(gone.key));
+  });
+
+  it("purgeExpired removes rooms whose time is over, never those with unknown expiry", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const now = 1_700_000_000_000;
+    const unknown = store.addRoom({ key: makeMinikey(randomBytes), expiresAtMs: 0, nowMs: 1 });
+    const past = store.addRoom({ key: makeMinikey(randomBytes), expiresAtMs: now - 1, nowMs: 1 });
+    const exactly = store.addRoom({ key: makeMinikey(randomBytes), expiresAtMs: now, nowMs: 1 });
+    const future = store.addRoom({ key: makeMinikey(randomBytes), expiresAtMs: now + 1, nowMs: 1 });
+    assert.deepEqual(store.purgeExpired(now), [past, exactly]);
+    assert.deepEqual(store.purgeExpired(now), []);
+    await store.save();
+    const stored = await storedContents(options);
+    assert.deepEqual(stored.rooms.map((r) => r.roomId), [unknown.roomId, future.roomId]);
+  });
+
+  it("unknown room ids are refused by the history helpers", async () => {
+    const store = await KeyStore.create(PASSWORD, fresh());
+    const nowhere = "ab".repeat(32);
+    assert.throws(() => store.addMessage(nowhere, message(1)), NoSuchRoom);
+    assert.throws(() => store.deleteMessage(nowhere, "00".repeat(16)), NoSuchRoom);
+    assert.throws(() => store.clearHistory(nowhere), NoSuchRoom);
+    assert.throws(() => store.setKeepHistory(nowhere, false), NoSuchRoom);
+  });
+});
+
+describe("KeyStore: history", () => {
+  it("keeps messages in time order, once each, and only the model's fields", async () => {
+    const store = await KeyStore.create(PASSWORD, fresh());
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    const late = message(5);
+    const early = { ...message(1), extra: "not stored", id: message(1).id.toUpperCase() };
+    assert.deepEqual(store.addMessage(room.roomId, late), late);
+    const stored = store.addMessage(room.roomId, early);
+    assert.equal(stored.id, early.id.toLowerCase());
+    assert.equal("extra" in stored, false);
+    assert.equal(store.addMessage(room.roomId, late), null); // a duplicate id
+    assert.deepEqual(room.messages.map((m) => m.text), ["message 1", "message 5"]);
+    assert.throws(() => store.addMessage(room.roomId, { ...late, id: "xyz" }), UsageError);
+    assert.throws(() => store.addMessage(room.roomId, { ...message(2), timestampMs: -1 }), UsageError);
+  });
+
+  it("keeps only the newest messages of a room", async () => {
+    const store = await KeyStore.create(PASSWORD, fresh());
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    for (let n = 0; n < MAX_MESSAGES_PER_ROOM + 5; n++) store.addMessage(room.roomId, message(n));
+    assert.equal(room.messages.length, MAX_MESSAGES_PER_ROOM);
+    assert.equal(room.messages[0].text, "message 5");
+    assert.equal(room.messages.at(-1).text, `message ${MAX_MESSAGES_PER_ROOM + 4}`);
+    assert.equal(store.addMessage(room.roomId, message(0)), null); // older than all kept
+    assert.equal(room.messages.length, MAX_MESSAGES_PER_ROOM);
+  });
+
+  it("deleteMessage and clearHistory are gone from the stored ciphertext after save", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const a = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    const b = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    const [one, two, three] = [message(1), message(2), message(3)];
+    for (const m of [one, two, three]) store.addMessage(a.roomId, m);
+    store.addMessage(b.roomId, message(4, { text: "in b" }));
+    await store.save();
+    assert.equal((await storedContents(options)).rooms[0].messages.length, 3);
+
+    assert.equal(store.deleteMessage(a.roomId, two.id.toUpperCase()), true);
+    assert.equal(store.deleteMessage(a.roomId, two.id), false);
+    assert.equal(store.clearHistory(b.roomId), 1);
+    await store.save();
+
+    const stored = await storedContents(options);
+    assert.deepEqual(stored.rooms[0].messages.map((m) => m.id), [one.id, three.id]);
+    assert.deepEqual(stored.rooms[1].messages, []);
+    assert.ok(!JSON.stringify(stored).includes("message 2"));
+    assert.ok(!JSON.stringify(stored).includes("in b"));
+  });
+
+  it("turning history off deletes the stored messages and keeps no new ones", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    store.addMessage(room.roomId, message(1));
+    await store.save();
+    store.setKeepHistory(room.roomId, false);
+    assert.equal(store.addMessage(room.roomId, message(2)), null);
+    await store.save();
+    const stored = (await storedContents(options)).rooms[0];
+    assert.equal(stored.keepHistory, false);
+    assert.deepEqual(stored.messages, []);
+
+    store.setKeepHistory(room.roomId, true);
+    assert.ok(store.addMessage(room.roomId, message(3)));
+    assert.throws(() => store.setKeepHistory(room.roomId, "no"), UsageError);
+  });
+});
+
+describe("KeyStore: device key", () => {
+  it("derives the device key and fingerprint from the stored seed", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const expected = deviceKeyFromSeed(fromHex(store.data.deviceSeed));
+    const device = store.deviceKey();
+    assert.deepEqual(device.seed, expected.seed);
+    assert.deepEqual(device.publicKey, expected.publicKey);
+    assert.equal(store.fingerprint(), fingerprint(expected.publicKey));
+    assert.match(store.fingerprint(), /^[A-Z2-7]{4}(-[A-Z2-7]{4}){3}$/);
+    const again = await KeyStore.unlock(PASSWORD, options);
+    assert.equal(again.fingerprint(), store.fingerprint());
+  });
+});
