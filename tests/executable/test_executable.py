@@ -29,6 +29,7 @@ from instantroom.testing import LOOPBACK, http_request, run
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "scripts" / "build_executable.py"
 STARTED = re.compile(r"event=relay\.started\b.*\bport=(\d+)")
+ASSET = re.compile(r'(?:src|href)="(/[^"#?]+)"')
 ROOMS_OPEN = re.compile(r"^instantroom_rooms_open (\S+)$", re.MULTILINE)
 # Each run of a one-file executable unpacks itself first: allow for a slow disk.
 TIMEOUT = 30.0
@@ -170,6 +171,28 @@ def test_the_executable_serves_the_web_client_and_relays(executable: Path, place
         assert page.headers["content-type"].startswith("text/html")
         static = resources.files("instantroom.relay") / "static" / "index.html"
         assert page.body == static.read_bytes()
+        # The built web client, not the placeholder: its scripts, styles, manifest, service
+        # worker and the QR scanner's WebAssembly all come out of the one file.
+        assets = ASSET.findall(page.body.decode())
+        assert any(a.endswith(".js") for a in assets), "no web client script in the page"
+        assets += ["/manifest.webmanifest", "/sw.js", "/icon-192.png"]
+        for asset in assets:
+            served = run(http_request(relay.port, asset))
+            assert served.status == 200, asset
+            assert (
+                served.body
+                == (
+                    resources.files("instantroom.relay") / "static" / asset.lstrip("/")
+                ).read_bytes()
+            )
+        wasm = [
+            f
+            for f in (resources.files("instantroom.relay") / "static" / "assets").iterdir()
+            if f.name.endswith(".wasm")
+        ]
+        assert wasm, "the QR scanner's WebAssembly is missing from the build"
+        served = run(http_request(relay.port, f"/assets/{wasm[0].name}"))
+        assert served.headers["content-type"] == "application/wasm"
 
         listener = subprocess.Popen(
             [str(executable), "listen", "--server", relay.url, "--key", key, "--json"],
