@@ -128,6 +128,23 @@ function Unlock({ app }) {
         </button>
       </form>
       {app.state.joinText && <p class="hint">You opened an invite link: you can join once unlocked.</p>}
+      {!first && (
+        <details class="forgot">
+          <summary>Forgot the password?</summary>
+          <p class="hint">
+            Nobody can recover it: the keys are encrypted with it on this device only. You can delete everything
+            here and start again, then join your rooms again with their keys.
+          </p>
+          <button
+            type="button"
+            class="danger"
+            data-testid="wipe-locked"
+            onClick={() => window.confirm("Delete every room and message from this device?") && app.wipeLocked()}
+          >
+            Delete everything and start again
+          </button>
+        </details>
+      )}
     </main>
   );
 }

@@ -97,8 +97,20 @@ export class App {
       this.installPrompt = event;
       this.changed();
     });
+    // Two unlocked tabs would overwrite each other's saves: the tab unlocked last wins,
+    // and the others lock.
+    this.tabs = "BroadcastChannel" in window ? new BroadcastChannel("instantroom") : null;
+    this.tabs?.addEventListener("message", (event) => {
+      if (event.data === "unlocked" && this.store) this.lock("Locked: InstantRoom was unlocked in another tab.");
+    });
     const exists = await KeyStore.exists();
     this.set({ screen: "unlock", firstVisit: !exists });
+  }
+
+  /** Forgot the password: delete the locked store, and start again. */
+  async wipeLocked() {
+    await KeyStore.wipe();
+    this.set({ firstVisit: true, error: null, notice: "Everything was deleted from this device. Set a new password." });
   }
 
   _onHashChange() {
@@ -136,6 +148,7 @@ export class App {
       this.set({ busy: false, error: message });
       return;
     }
+    this.tabs?.postMessage("unlocked");
     if (!this.store.data.serverUrl) this.store.data.serverUrl = defaultServerUrl();
     this.lastActivity = Date.now();
     const removed = this.store.purgeExpired(Date.now());

@@ -1,0 +1,37 @@
+// Invite links, as src/instantroom/client/invite.py makes and reads them.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { formatInvite, parseInvite } from "../src/app/invite.js";
+import { ChecksumMismatch, WrongLength } from "../src/protocol/errors.js";
+
+// The published key and its one-character typo (../vectors/minikey.json).
+const key = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy";
+const typo = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRz";
+
+test("an invite link puts the key in the fragment, after the relay's path", () => {
+  assert.equal(formatInvite("https://chat.example.org", key), `https://chat.example.org/#${key}`);
+  assert.equal(formatInvite("http://127.0.0.1:8080/", key), `http://127.0.0.1:8080/#${key}`);
+  assert.equal(formatInvite("https://example.org/chat", key), `https://example.org/chat/#${key}`);
+});
+
+test("only http and https relays make invite links", () => {
+  assert.throws(() => formatInvite("wss://chat.example.org", key), /http/);
+  assert.throws(() => formatInvite("not a url", key));
+});
+
+test("a link gives back its relay and key; a bare key has no relay", () => {
+  assert.deepEqual(parseInvite(`https://chat.example.org/#${key}`), { server: "https://chat.example.org/", key });
+  assert.deepEqual(parseInvite(`  ${key}  `), { server: null, key });
+  assert.deepEqual(parseInvite(`#${key}`), { server: null, key });
+  const grouped = key.match(/.{1,5}/g).join(" ");
+  assert.deepEqual(parseInvite(`https://chat.example.org/#${grouped}`).key, key);
+});
+
+test("a mistyped key says it is a typo, a short one says its length", () => {
+  assert.throws(() => parseInvite(`https://chat.example.org/#${typo}`), (error) => {
+    assert.ok(error instanceof ChecksumMismatch);
+    assert.match(error.message, /typo/);
+    return true;
+  });
+  assert.throws(() => parseInvite(key.slice(0, 20)), WrongLength);
+});
