@@ -1,0 +1,572 @@
+// One WebSocket to one relay, for all of this browser's rooms there, driving the sans-I/O
+// ClientSession (mirroring the Python RoomClient):
+//
+//   const connection = new RoomConnection({ serverUrl: location.origin, deviceSeed });
+//   connection.addEventListener("message", (event) => show(event.detail));
+//   connection.start();
+//   const { roomId } = await connection.join(minikey, { name: "alice" });
+//   await connection.sendText(roomId, "hello");  // sealed and queued; "accepted" follows
+//
+// It reconnects by itself with backoff, joins its rooms again, and resends what the relay
+// had not acknowledged; receivers drop duplicates by message id.
+
+import { SUBPROTOCOL, ErrorCode } from "../protocol/codes.js";
+import { UsageError } from "../protocol/errors.js";
+import { roomKeysFromMinikey } from "../protocol/kdf.js";
+import { parseMinikey } from "../protocol/minikey.js";
+import { ClientSession, roomHex } from "../protocol/session.js";
+
+/** How long the outbox waits, after a reconnect, for the room's members to come back. */
+export const REJOIN_GRACE_MS = 3000;
+export const RETRY_AFTER_RATE_LIMIT_MS = 1000;
+/** RELAY_FULL says "try later"; a full relay does not empty in a second. */
+export const RETRY_AFTER_RELAY_FULL_MS = 15_000;
+export const EXPIRY_CHECK_MS = 1000;
+/** Below the relay's default idle timeout (60 s); a PING unanswered for as long again means the line is dead. */
+export const DEFAULT_PING_INTERVAL_MS = 25_000;
+
+/** The relay's WebSocket close codes (PROTOCOL.md 11.2). */
+export const CloseCode = Object.freeze({
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  ABNORMAL: 1006,
+  POLICY_VIOLATION: 1008,
+  MESSAGE_TOO_BIG: 1009,
+  INTERNAL_ERROR: 1011,
+  SERVICE_RESTART: 1012,
+  HANDSHAKE_TIMEOUT: 4001,
+  TOO_SLOW: 4002,
+  IDLE_TIMEOUT: 4003,
+});
+
+/**
+ * Close codes after which trying again would fail the same way: this client sent
+ * something the relay (or the WebSocket layer) will never take. PROTOCOL.md 11.2 says
+ * "fix the bug; do not reconnect in a loop" for 1008 and 1009; 1002, 1003 and 1007 are
+ * the WebSocket layer's own "your data was wrong".
+ */
+export const FATAL_CLOSE_CODES = new Set([1002, 1003, 1007, CloseCode.POLICY_VIOLATION, CloseCode.MESSAGE_TOO_BIG]);
+
+const OPEN = 1;
+
+/** The relay would not let us into a room. */
+export class JoinRefused extends Error {
+  constructor(code, reason) {
+    super(reason);
+    this.name = "JoinRefused";
+    this.code = code;
+  }
+}
+
+/** The room went away (it expired, we left it, or the connection was closed) before it was joined. */
+export class RoomGone extends Error {
+  constructor(reason) {
+    super(reason);
+    this.name = "RoomGone";
+  }
+}
+
+/** The relay refused this client for good (a close code that says so, or not a relay). */
+export class RelayRefused extends Error {
+  constructor(reason) {
+    super(reason);
+    this.name = "RelayRefused";
+  }
+}
+
+/**
+ * The relay's WebSocket endpoint for a server URL: http(s):// or ws(s)://, with `/ws`
+ * appended to the path unless it is there already; query and fragment are dropped.
+ * @param {string} serverUrl
+ * @returns {string}
+ */
+export function websocketUrl(serverUrl) {
+  // Not echoed in the error: what was typed there might be a key pasted in the wrong place.
+  const refusal = () => new UsageError("A server is an http://, https://, ws:// or wss:// URL.");
+  if (typeof serverUrl !== "string") throw refusal();
+  let url;
+  try {
+    url = new URL(serverUrl.trim());
+  } catch {
+    throw refusal();
+  }
+  const scheme = { "http:": "ws:", "https:": "wss:", "ws:": "ws:", "wss:": "wss:" }[url.protocol];
+  if (scheme === undefined || !url.host) throw refusal();
+  let path = url.pathname.replace(/\/+$/, "");
+  if (!path.endsWith("/ws")) path += "/ws";
+  url.protocol = scheme;
+  url.pathname = path;
+  url.search = "";
+  url.hash = "";
+  return url.href;
+}
+
+/**
+ * Reconnect delays in ms: a random first one (a crowd coming back after a relay restart
+ * spreads out), then growing by `factor` up to `maxMs`, each with ±20 % jitter.
+ */
+export function* backoffDelays({ initialMs = 250, factor = 1.8, maxMs = 30_000, random = Math.random } = {}) {
+  yield random() * initialMs;
+  for (let delay = initialMs; ; delay = Math.min(delay * factor, maxMs)) {
+    yield Math.min(maxMs, delay * (0.8 + 0.4 * random()));
+  }
+}
+
+function binaryOf(data) {
+  // Compared by tag, not instanceof: an ArrayBuffer from another realm is one too.
+  if (Object.prototype.toString.call(data) === "[object ArrayBuffer]") return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return null;
+}
+
+function randomToken(randomBytes) {
+  const bytes = randomBytes(8);
+  return new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0);
+}
+
+/**
+ * A connection to one relay, in any number of rooms, surviving reconnects.
+ *
+ * Events (CustomEvent, data in `detail`):
+ * - "state" {state, reason}: state is "connecting" | "online" | "reconnecting" | "closed";
+ *   reason is a sentence for people, or null
+ * - "joined" {roomId, expiresAtMs, members}
+ * - "presence" {roomId, members}
+ * - "message" {roomId, kind, message, text, fingerprint, keyChanged}
+ * - "accepted" {roomId, messageId}
+ * - "refused" {code, roomId, ref, reason, fatal}
+ * - "rejected" {roomId, reason}
+ * - "expired" {roomId}
+ * - "pong" {token}
+ * - "error" {message}: something went wrong that the connection survived
+ */
+export class RoomConnection extends EventTarget {
+  /**
+   * @param {object} options
+   * @param {string} options.serverUrl the relay's http(s):// or ws(s):// URL
+   * @param {Uint8Array} options.deviceSeed this install's 32-byte device key seed
+   * @param {typeof WebSocket} [options.WebSocketImpl]
+   * @param {() => number} [options.now] ms since 1970
+   * @param {Iterable<number> | (() => Iterable<number>)} [options.delays] reconnect
+   *   delays in ms. A function is called afresh, an array iterated afresh, each time the
+   *   backoff resets (after a JOINED); a generator object cannot restart and goes on.
+   *   When it runs out, its last delay repeats.
+   * @param {(action: () => void, ms: number) => unknown} [options.setTimer]
+   * @param {(timer: unknown) => void} [options.clearTimer]
+   * @param {number} [options.pingIntervalMs] PING a connection this often; 0: never
+   * @param {(n: number) => Uint8Array} [options.randomBytes] a CSPRNG
+   */
+  constructor({
+    serverUrl,
+    deviceSeed,
+    WebSocketImpl = globalThis.WebSocket,
+    now = () => Date.now(),
+    delays = () => backoffDelays(),
+    setTimer = (action, ms) => setTimeout(action, ms),
+    clearTimer = (timer) => clearTimeout(timer),
+    pingIntervalMs = DEFAULT_PING_INTERVAL_MS,
+    randomBytes,
+  }) {
+    super();
+    this.url = websocketUrl(serverUrl);
+    this.session = new ClientSession(randomBytes ? { deviceSeed, randomBytes } : { deviceSeed });
+    this._randomBytes = randomBytes ?? ((n) => crypto.getRandomValues(new Uint8Array(n)));
+    this._WebSocket = WebSocketImpl;
+    this._now = now;
+    this._delaySource = delays;
+    this._delays = null;
+    this._lastDelay = 0;
+    this._setTimer = setTimer;
+    this._clearTimer = clearTimer;
+    this._pingIntervalMs = pingIntervalMs;
+    this._state = "closed";
+    this._reason = null;
+    this._started = false;
+    this._ws = null;
+    this._everOpened = false;
+    this._reconnectTimer = null;
+    this._pingTimer = null;
+    this._expiryTimer = null;
+    /** A PING was sent and nothing came back since. */
+    this._unanswered = false;
+    /** Timers that die with the connection: hold releases and retries. */
+    this._timers = new Set();
+    /** Frames are handled one at a time, in order, on this chain. */
+    this._chain = Promise.resolve();
+    /** @type {Map<string, {promise: Promise<object>, resolve: Function, reject: Function}>} */
+    this._joining = new Map();
+    this._failure = null;
+  }
+
+  /** "connecting" | "online" | "reconnecting" | "closed" */
+  get state() {
+    return this._state;
+  }
+
+  /** Why the state is what it is, for people; null when there is nothing to say. */
+  get reason() {
+    return this._reason;
+  }
+
+  /** The session's rooms: roomHex(roomId) -> its state (joined, members, expiresAtMs, name). */
+  get rooms() {
+    return this.session.rooms;
+  }
+
+  /** Connect, and keep connecting until close(). */
+  start() {
+    if (this._started) return;
+    this._started = true;
+    this._failure = null;
+    this._everOpened = false;
+    this._delays = null;
+    this._scheduleExpiry();
+    this._connect();
+  }
+
+  /** Hang up and stop reconnecting. Waiting joins are rejected. */
+  close() {
+    this._stop("closed", null, new RoomGone("The connection was closed."));
+  }
+
+  /** Resolves once every frame received so far has been handled (and its answers sent). */
+  async idle() {
+    let seen;
+    do {
+      seen = this._chain;
+      await seen;
+    } while (seen !== this._chain);
+  }
+
+  // rooms and messages
+
+  /**
+   * Join a room and resolve once the relay let us in, with {roomId, expiresAtMs, members}.
+   * Rejects with JoinRefused when the relay will not let us in, RoomGone when the room
+   * expires or is left first, RelayRefused when the relay refused this client for good.
+   * @param {string | object} minikeyOrRoomKeys a room key as typed, or kdf.js room keys
+   * @param {{expiresAtMs?: number, name?: string}} [options]
+   */
+  join(minikeyOrRoomKeys, { expiresAtMs = 0, name = "" } = {}) {
+    try {
+      if (this._failure !== null) throw this._failure;
+      const room =
+        typeof minikeyOrRoomKeys === "string"
+          ? roomKeysFromMinikey(parseMinikey(minikeyOrRoomKeys))
+          : minikeyOrRoomKeys;
+      // A client must not join a room it knows has expired (PROTOCOL.md 9).
+      if (expiresAtMs > 0 && expiresAtMs <= this._now()) throw new RoomGone("The room has expired.");
+      const key = roomHex(room.roomId);
+      const state = this.session.rooms.get(key);
+      if (state !== undefined && state.joined) {
+        return Promise.resolve({ roomId: state.keys.roomId, expiresAtMs: state.expiresAtMs, members: state.members });
+      }
+      let waiting = this._joining.get(key);
+      if (waiting === undefined) {
+        waiting = {};
+        waiting.promise = new Promise((resolve, reject) => Object.assign(waiting, { resolve, reject }));
+        this._joining.set(key, waiting);
+      }
+      if (state === undefined) this.session.join(room, { expiresAtMs, name });
+      this._flush();
+      // A connection that went quiet for want of rooms comes back for this one.
+      if (this._started && this._ws === null && this._reconnectTimer === null) this._connect();
+      return waiting.promise;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  leave(roomId) {
+    this.session.leave(roomId);
+    this._roomGone(roomHex(roomId), new RoomGone("You left the room."));
+    this._flush();
+  }
+
+  /**
+   * Seal `text` for the room and queue it; resolves with the Message once queued. The
+   * relay's acknowledgement comes later as an "accepted" event with its messageId.
+   * @returns {Promise<import("../protocol/envelope.js").Message>}
+   */
+  async sendText(roomId, text) {
+    if (this._failure !== null) throw this._failure;
+    const message = await this.session.sendText(roomId, text, this._now());
+    this._flush();
+    return message;
+  }
+
+  /** Send a PING; its PONG ("pong" event) comes after the relay handled all sent before. */
+  ping() {
+    const token = randomToken(this._randomBytes);
+    this.session.ping(token);
+    this._flush();
+    return token;
+  }
+
+  // the connection
+
+  _setState(state, reason = null) {
+    if (state === this._state && reason === this._reason) return;
+    this._state = state;
+    this._reason = reason;
+    this._emit("state", { state, reason });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _error(message) {
+    this._emit("error", { message });
+  }
+
+  _connect() {
+    this._reconnectTimer = null;
+    this._setState(this._everOpened ? "reconnecting" : "connecting");
+    let ws;
+    try {
+      ws = new this._WebSocket(this.url, [SUBPROTOCOL]);
+      ws.binaryType = "arraybuffer";
+    } catch (error) {
+      this._error(`Could not open a connection to ${this.url}: ${error.message}`);
+      this._scheduleReconnect();
+      return;
+    }
+    this._ws = ws;
+    ws.addEventListener("open", () => this._guard(() => this._opened(ws)));
+    ws.addEventListener("message", (event) => this._guard(() => this._received(ws, event)));
+    ws.addEventListener("close", (event) => this._guard(() => this._lost(ws, event.code, event.reason)));
+    // An error is always followed by a close, which is where we act.
+  }
+
+  /** Never let an exception out of a socket handler: the connection must go on. */
+  _guard(action) {
+    try {
+      action();
+    } catch (error) {
+      this._error(`The client failed: ${error?.message ?? error}`);
+    }
+  }
+
+  _opened(ws) {
+    if (ws !== this._ws) return;
+    if (ws.protocol !== SUBPROTOCOL) {
+      // Not a relay, or one speaking another version: trying again would not help.
+      this._stop("closed", `The server at ${this.url} is not an InstantRoom relay (${SUBPROTOCOL}).`);
+      return;
+    }
+    this._everOpened = true;
+    this.session.connectionMade();
+    this._setState("online");
+    this._flush();
+    this._schedulePing();
+  }
+
+  _received(ws, event) {
+    if (ws !== this._ws) return;
+    const data = binaryOf(event.data);
+    this._unanswered = false; // the relay is there: whatever it sent, it answers the PING
+    if (data === null) {
+      this._error("The relay sent a frame that is not binary; it was ignored.");
+      return;
+    }
+    this._chain = this._chain
+      .then(async () => {
+        // A frame from a connection that has since dropped would speak for the old one.
+        if (ws !== this._ws) return;
+        try {
+          await this.session.receive(data, this._now());
+        } catch (error) {
+          this._error(`The relay sent a frame that makes no sense: ${error.message}`);
+        }
+        this._afterSession();
+      })
+      .catch((error) => this._error(`The client failed: ${error?.message ?? error}`));
+  }
+
+  _lost(ws, code, reason) {
+    if (ws !== this._ws) return;
+    this._ws = null;
+    this._clearPing();
+    this._clearLater();
+    this.session.connectionLost();
+    if (FATAL_CLOSE_CODES.has(code)) {
+      const why = reason ? `: ${reason}` : "";
+      this._stop("closed", `The relay closed the connection for good (${code}${why}).`);
+      return;
+    }
+    if (this.session.rooms.size === 0) {
+      // Nothing to be connected for (the relay closes a room-less connection anyway);
+      // join() connects again.
+      this._setState("reconnecting", "Waiting for a room to join.");
+      return;
+    }
+    this._scheduleReconnect();
+  }
+
+  /** Stop for good: by close(), or because the relay refused us. */
+  _stop(state, reason, rejection = new RelayRefused(reason)) {
+    this._started = false;
+    this._clearLater();
+    if (this._reconnectTimer !== null) this._clearTimer(this._reconnectTimer);
+    if (this._expiryTimer !== null) this._clearTimer(this._expiryTimer);
+    this._reconnectTimer = this._expiryTimer = null;
+    this._clearPing();
+    const ws = this._ws;
+    this._ws = null;
+    if (ws !== null) {
+      this.session.connectionLost();
+      try {
+        ws.close(CloseCode.NORMAL);
+      } catch {
+        // already closing
+      }
+    }
+    if (reason !== null) this._failure = rejection;
+    for (const waiting of this._joining.values()) waiting.reject(rejection);
+    this._joining.clear();
+    this._setState(state, reason);
+  }
+
+  _nextDelay() {
+    if (this._delays === null) {
+      const source = typeof this._delaySource === "function" ? this._delaySource() : this._delaySource;
+      this._delays = source[Symbol.iterator]();
+    }
+    const next = this._delays.next();
+    if (!next.done) this._lastDelay = next.value;
+    return this._lastDelay;
+  }
+
+  _scheduleReconnect() {
+    this._setState("reconnecting");
+    this._reconnectTimer = this._setTimer(() => this._guard(() => this._connect()), this._nextDelay());
+  }
+
+  _scheduleExpiry() {
+    this._expiryTimer = this._setTimer(() => {
+      this._expiryTimer = null;
+      this._guard(() => {
+        // Once a second: rooms whose time is over are forgotten, here and now.
+        this.session.expire(this._now());
+        this._afterSession();
+      });
+      if (this._started) this._scheduleExpiry();
+    }, EXPIRY_CHECK_MS);
+  }
+
+  _schedulePing() {
+    if (!(this._pingIntervalMs > 0)) return;
+    this._pingTimer = this._setTimer(() => {
+      this._pingTimer = null;
+      const ws = this._ws;
+      if (ws === null) return;
+      if (this._unanswered) {
+        // Nothing, not even a PONG, for a whole interval: the line is dead even if the
+        // socket has not noticed (a phone changing networks, a NAT forgetting us).
+        try {
+          ws.close(CloseCode.NORMAL);
+        } catch {
+          // already closing
+        }
+        this._guard(() => this._lost(ws, CloseCode.ABNORMAL, "no answer to PING"));
+        return;
+      }
+      this._unanswered = true;
+      this.ping();
+      this._schedulePing();
+    }, this._pingIntervalMs);
+  }
+
+  _clearPing() {
+    if (this._pingTimer !== null) this._clearTimer(this._pingTimer);
+    this._pingTimer = null;
+    this._unanswered = false;
+  }
+
+  _later(ms, action) {
+    const timer = this._setTimer(() => {
+      this._timers.delete(timer);
+      this._guard(() => {
+        action();
+        this._flush();
+      });
+    }, ms);
+    this._timers.add(timer);
+  }
+
+  /**
+   * Retries and hold releases belong to one connection. A JOIN retried on the next one,
+   * on top of the JOIN it sends anyway, would replace the relay's challenge under our
+   * PROOF and have the room refused (PROOF_FAILED).
+   */
+  _clearLater() {
+    for (const timer of this._timers) this._clearTimer(timer);
+    this._timers.clear();
+  }
+
+  /**
+   * Send what the session has to send. With no open socket it is dropped: the session
+   * sends it again after reconnecting.
+   */
+  _flush() {
+    const frames = this.session.framesToSend();
+    const ws = this._ws;
+    if (ws === null || ws.readyState !== OPEN) return;
+    try {
+      for (const frame of frames) ws.send(frame);
+    } catch (error) {
+      this._error(`Could not send to the relay: ${error.message}`);
+    }
+  }
+
+  _afterSession() {
+    this._dispatch(this.session.events());
+    this._flush();
+  }
+
+  _dispatch(events) {
+    for (const event of events) {
+      const { type, ...detail } = event;
+      const key = detail.roomId ? roomHex(detail.roomId) : null;
+      switch (type) {
+        case "joined": {
+          this._delays = null; // the relay works: the next drop starts the backoff afresh
+          const waiting = this._joining.get(key);
+          this._joining.delete(key);
+          waiting?.resolve(detail);
+          if (this.session.holding(detail.roomId)) {
+            this._later(REJOIN_GRACE_MS, () => this.session.release(detail.roomId));
+          }
+          break;
+        }
+        case "refused":
+          if (detail.code === ErrorCode.RATE_LIMITED) {
+            const retry = detail.ref
+              ? () => this.session.resendUnacknowledged()
+              : () => this.session.retryJoin(detail.roomId);
+            this._later(RETRY_AFTER_RATE_LIMIT_MS, retry);
+          } else if (detail.fatal) {
+            // The session gave the room up.
+            this._roomGone(key, new JoinRefused(detail.code, detail.reason));
+          } else if (detail.code === ErrorCode.RELAY_FULL) {
+            this._later(RETRY_AFTER_RELAY_FULL_MS, () => this.session.retryJoin(detail.roomId));
+          }
+          break;
+        case "expired":
+          this._roomGone(key, new RoomGone("The room has expired."));
+          break;
+        default:
+          break;
+      }
+      this._emit(type, detail);
+    }
+  }
+
+  /** Nothing more will happen in the room: whoever waits for it is told why. */
+  _roomGone(key, error) {
+    const waiting = this._joining.get(key);
+    this._joining.delete(key);
+    waiting?.reject(error);
+  }
+}

@@ -1,0 +1,524 @@
+// The client endpoint (PROTOCOL.md 8 and 10): one sans-I/O object that every browser
+// client drives, mirroring the Python core's ClientSession.
+//
+// Feed it what the relay sent (`receive`) and tell it what the user wants (`join`,
+// `sendText`); take the frames to send from `framesToSend()` and what happened from
+// `events()`. It never touches a socket or a clock: the caller passes `nowMs`.
+//
+//   join(room) ----JOIN-----> relay
+//              <--CHALLENGE--
+//              ----PROOF----> (signed with the room key, for this challenge only)
+//              <--JOINED----- => "joined" event; the outbox for the room is sent
+//   sendText() --PUBLISH(ref)->                    <--ACK(ref)-- => "accepted" event
+//              <--DELIVER---- => "message" (opened, signature checked, not a replay)
+//
+// The outbox keeps every message until the relay acknowledges it. After a reconnect
+// (`connectionLost()` then `connectionMade()`) the session joins its rooms again and
+// resends what was not acknowledged, byte for byte; receivers drop duplicates by id.
+//
+// Sealing and opening use WebCrypto, so `sendText`, `send` and `receive` are async. The
+// session runs them one at a time, in call order, on an internal promise chain: a caller
+// may fire them without awaiting and frames are still handled in the order they came.
+// Everything else is synchronous and may be called at any time, also while one of those
+// is in flight; the async methods look at the room again after each await.
+//
+// Events are plain objects with a `type`:
+//   joined   {roomId, expiresAtMs, members}
+//   presence {roomId, members}
+//   message  {roomId, kind, message, text, fingerprint, keyChanged}  text: null unless TEXT
+//   rejected {roomId, reason}          a DELIVER that could not be trusted: the error's name
+//   accepted {roomId, messageId}       the relay acknowledged one of ours
+//   refused  {code, roomId, ref, reason, fatal}  fatal: the session gave the room up
+//   expired  {roomId}
+//   pong     {token}
+
+import { hex, utf8, utf8Strict } from "./bytes.js";
+import { ErrorCode } from "./codes.js";
+import { Kind, MESSAGE_ID_SIZE, MAX_NAME_BYTES, openEnvelope, sealEnvelope } from "./envelope.js";
+import { EnvelopeError, FrameError, ReplayedMessage, StaleMessage, UsageError } from "./errors.js";
+import { decodeFrame, encodeFrame } from "./frames.js";
+import { signJoinProof } from "./join.js";
+import { deviceKeyFromSeed, fingerprint } from "./kdf.js";
+
+export const MAX_REF = 2 ** 32 - 1;
+
+/** Refusals of a JOIN after which the session stops trying the room. */
+export const FATAL_FOR_ROOM = new Set([
+  ErrorCode.PROOF_FAILED,
+  ErrorCode.ROOM_EXPIRED,
+  ErrorCode.ROOM_FULL,
+  ErrorCode.TOO_MANY_ROOMS,
+  ErrorCode.EXPIRY_TOO_FAR,
+]);
+
+/** The key of a room id in the session's maps: its lowercase hex. */
+export function roomHex(roomId) {
+  return hex(roomId);
+}
+
+const defaultRandomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
+
+/**
+ * Drops duplicates and messages whose time is far from the present (PROTOCOL.md 7).
+ *
+ * Memory is bounded: ids are kept only while their timestamp is inside the window, and
+ * when `capacity` is reached the oldest id is forgotten and the window's floor rises to
+ * its timestamp, so a forgotten message still cannot come back.
+ *
+ * The Python core keeps this in envelope.py; the JavaScript envelope.js has none yet, so
+ * it lives here until it moves next to its twin.
+ */
+export class ReplayFilter {
+  constructor({ maxAgeMs = 60 * 60 * 1000, maxFutureMs = 5 * 60 * 1000, capacity = 100_000 } = {}) {
+    this.maxAgeMs = maxAgeMs;
+    this.maxFutureMs = maxFutureMs;
+    this.capacity = capacity;
+    this._seen = new Set();
+    /** A binary min-heap of { t, id } ordered by timestamp. */
+    this._byTime = [];
+    this._floorMs = -1;
+  }
+
+  get size() {
+    return this._byTime.length;
+  }
+
+  /** Remember `message` or throw ReplayedMessage / StaleMessage. */
+  accept(message, nowMs) {
+    const t = message.timestampMs;
+    const oldest = Math.max(nowMs - this.maxAgeMs, this._floorMs + 1);
+    if (t < oldest || t > nowMs + this.maxFutureMs) {
+      throw new StaleMessage("The message's time is too far from the present.");
+    }
+    while (this._byTime.length > 0 && this._byTime[0].t < nowMs - this.maxAgeMs) {
+      // The floor rises with what is forgotten: a clock that steps back cannot bring a
+      // forgotten message back inside the window.
+      this._forgetOldest();
+    }
+    const id = hex(message.messageId);
+    if (this._seen.has(id)) throw new ReplayedMessage("This message was already received.");
+    if (this._byTime.length >= this.capacity) {
+      this._forgetOldest();
+      if (t <= this._floorMs) throw new StaleMessage("The message's time is too far from the present.");
+    }
+    this._seen.add(id);
+    this._push({ t, id });
+  }
+
+  _forgetOldest() {
+    const { t, id } = this._pop();
+    this._seen.delete(id);
+    this._floorMs = Math.max(this._floorMs, t);
+  }
+
+  _push(entry) {
+    const heap = this._byTime;
+    heap.push(entry);
+    let i = heap.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (heap[parent].t <= heap[i].t) break;
+      [heap[parent], heap[i]] = [heap[i], heap[parent]];
+      i = parent;
+    }
+  }
+
+  _pop() {
+    const heap = this._byTime;
+    const top = heap[0];
+    const last = heap.pop();
+    if (heap.length > 0) {
+      heap[0] = last;
+      let i = 0;
+      for (;;) {
+        const left = 2 * i + 1;
+        const right = left + 1;
+        let smallest = i;
+        if (left < heap.length && heap[left].t < heap[smallest].t) smallest = left;
+        if (right < heap.length && heap[right].t < heap[smallest].t) smallest = right;
+        if (smallest === i) break;
+        [heap[smallest], heap[i]] = [heap[i], heap[smallest]];
+        i = smallest;
+      }
+    }
+    return top;
+  }
+}
+
+/**
+ * One room as the session knows it.
+ * @typedef {object} RoomState
+ * @property {{messageKey: Uint8Array, signingSeed: Uint8Array, publicKey: Uint8Array, roomId: Uint8Array}} keys
+ * @property {string} name the sender name this device uses in the room
+ * @property {number} expiresAtMs 0: not known
+ * @property {boolean} joined
+ * @property {number} members
+ * @property {number} awaitedMembers after a reconnect, the count the outbox waits for
+ * @property {Map<string, string>} names sender name -> hex of the device key last seen with it
+ * @property {ReplayFilter} replays
+ */
+
+/** A client's protocol state across any number of rooms and reconnects. */
+export class ClientSession {
+  /**
+   * @param {object} options
+   * @param {Uint8Array} options.deviceSeed this install's 32-byte device key seed
+   * @param {(n: number) => Uint8Array} [options.randomBytes] a CSPRNG, for message ids and nonces
+   */
+  constructor({ deviceSeed, randomBytes = defaultRandomBytes } = {}) {
+    if (!(deviceSeed instanceof Uint8Array) || deviceSeed.length !== 32) {
+      throw new UsageError("The device seed is 32 bytes.");
+    }
+    this.device = deviceKeyFromSeed(deviceSeed);
+    this.fingerprint = fingerprint(this.device.publicKey);
+    /** @type {Map<string, RoomState>} keyed by roomHex(roomId) */
+    this.rooms = new Map();
+    this.connected = false;
+    this._randomBytes = randomBytes;
+    /** @type {{roomId: Uint8Array, key: string, messageId: Uint8Array, envelope: Uint8Array, ref: number}[]} */
+    this._outbox = [];
+    this._nextRef = 1;
+    this._frames = [];
+    this._events = [];
+    this._tail = Promise.resolve();
+  }
+
+  // what the caller takes
+
+  /** @returns {Uint8Array[]} the frames to send, in order; each call empties the list */
+  framesToSend() {
+    const out = this._frames;
+    this._frames = [];
+    return out;
+  }
+
+  /** @returns {object[]} what happened since the last call, each with a `type` */
+  events() {
+    const out = this._events;
+    this._events = [];
+    return out;
+  }
+
+  /** Messages in the outbox that the relay has not acknowledged. */
+  get unacknowledged() {
+    return this._outbox.length;
+  }
+
+  // what the user does
+
+  /**
+   * Join a room now if connected, and again after every reconnect. Joining a room the
+   * session already has changes nothing.
+   * @param {{messageKey: Uint8Array, signingSeed: Uint8Array, publicKey: Uint8Array, roomId: Uint8Array}} roomKeys
+   *   what kdf.js roomKeysFromMinikey returns
+   * @param {{expiresAtMs?: number, name?: string}} [options] the expiry this device
+   *   knows (0: not known) and the sender name its messages in this room carry
+   */
+  join(roomKeys, { expiresAtMs = 0, name = "" } = {}) {
+    if (typeof name !== "string" || utf8.encode(name).length > MAX_NAME_BYTES) {
+      throw new UsageError("A name is at most 64 bytes of UTF-8.");
+    }
+    if (!Number.isSafeInteger(expiresAtMs) || expiresAtMs < 0) {
+      throw new UsageError("An expiry is a time in ms since 1970, or 0.");
+    }
+    const key = roomHex(roomKeys.roomId);
+    if (this.rooms.has(key)) return;
+    this.rooms.set(key, {
+      keys: roomKeys,
+      name,
+      expiresAtMs,
+      joined: false,
+      members: 0,
+      // After a reconnect the outbox waits until the room has as many members as
+      // before, so that what was written during the outage reaches those who come back.
+      awaitedMembers: 0,
+      names: new Map(),
+      // One filter per room: a member of one room cannot make us drop another's messages.
+      replays: new ReplayFilter(),
+    });
+    if (this.connected) this._sendJoin(key);
+  }
+
+  leave(roomId) {
+    const key = roomHex(roomId);
+    if (this.rooms.has(key) && this.connected) {
+      this._frames.push(encodeFrame({ type: "Leave", roomId: this.rooms.get(key).keys.roomId }));
+    }
+    this._forget(key);
+  }
+
+  /**
+   * Seal a message into the outbox; it leaves as soon as the room is joined.
+   * @param {Uint8Array} roomId
+   * @param {number} kind a Kind
+   * @param {Uint8Array} body
+   * @param {number} nowMs the message's timestamp
+   * @returns {Promise<import("./envelope.js").Message>}
+   */
+  send(roomId, kind, body, nowMs) {
+    if (!Number.isInteger(kind) || kind < 0 || kind > 255) return Promise.reject(new UsageError("A kind is one byte."));
+    if (!(body instanceof Uint8Array)) return Promise.reject(new UsageError("A body is a Uint8Array."));
+    if (!Number.isSafeInteger(nowMs) || nowMs < 0) return Promise.reject(new UsageError("A time in ms is below 2^53."));
+    return this._serialized(() => this._send(roomId, kind, body, nowMs));
+  }
+
+  /** @returns {Promise<import("./envelope.js").Message>} */
+  sendText(roomId, text, nowMs) {
+    if (typeof text !== "string") return Promise.reject(new UsageError("A text message is a string."));
+    return this.send(roomId, Kind.TEXT, utf8.encode(text), nowMs);
+  }
+
+  /** @param {bigint} token echoed by the relay's PONG once it handled all sent before */
+  ping(token) {
+    this._frames.push(encodeFrame({ type: "Ping", token: BigInt(token) }));
+  }
+
+  // what the connection does
+
+  connectionMade() {
+    this.connected = true;
+    for (const key of this.rooms.keys()) this._sendJoin(key);
+  }
+
+  connectionLost() {
+    this.connected = false;
+    this._frames = [];
+    for (const state of this.rooms.values()) {
+      if (state.joined) state.awaitedMembers = state.members;
+      state.joined = false;
+    }
+    for (const outgoing of this._outbox) outgoing.ref = 0;
+  }
+
+  /** True while the outbox of `roomId` waits for members to come back. */
+  holding(roomId) {
+    return this._holding(roomHex(roomId));
+  }
+
+  /** Stop waiting for members of `roomId` (the caller's grace time is over). */
+  release(roomId) {
+    const key = roomHex(roomId);
+    const state = this.rooms.get(key);
+    if (state !== undefined) {
+      state.awaitedMembers = 0;
+      this._flushRoom(key);
+    }
+  }
+
+  /**
+   * Forget every room whose time is over, and its outbox ("expired" events). A room is
+   * also left on the relay (PROTOCOL.md 9: a client leaves at expiry by its own clock).
+   */
+  expire(nowMs) {
+    for (const [key, state] of [...this.rooms]) {
+      if (state.expiresAtMs > 0 && state.expiresAtMs <= nowMs) {
+        if (this.connected) this._frames.push(encodeFrame({ type: "Leave", roomId: state.keys.roomId }));
+        this._forget(key);
+        this._events.push({ type: "expired", roomId: state.keys.roomId });
+      }
+    }
+  }
+
+  /** Send JOIN again for a room not joined yet (the relay said: rate limited). */
+  retryJoin(roomId) {
+    const key = roomHex(roomId);
+    const state = this.rooms.get(key);
+    if (this.connected && state !== undefined && !state.joined) this._sendJoin(key);
+  }
+
+  /** Send again what the relay refused for the moment (it said: rate limited). */
+  resendUnacknowledged() {
+    for (const key of this.rooms.keys()) this._flushRoom(key);
+  }
+
+  /**
+   * Handle one frame from the relay. A frame that makes no sense rejects with FrameError
+   * (and changes nothing).
+   * @param {Uint8Array} data
+   * @param {number} nowMs
+   * @returns {Promise<void>}
+   */
+  receive(data, nowMs) {
+    return this._serialized(() => this._receive(data, nowMs));
+  }
+
+  // inside
+
+  _serialized(task) {
+    const result = this._tail.then(task);
+    this._tail = result.catch(() => {});
+    return result;
+  }
+
+  async _send(roomId, kind, body, nowMs) {
+    const key = roomHex(roomId);
+    const state = this.rooms.get(key);
+    if (state === undefined) throw new UsageError("Join the room before sending to it.");
+    const message = {
+      messageId: this._randomBytes(MESSAGE_ID_SIZE),
+      timestampMs: nowMs,
+      kind,
+      senderKey: this.device.publicKey,
+      senderName: state.name,
+      body,
+    };
+    const envelope = await sealEnvelope(state.keys, this.device, message, this._randomBytes(12));
+    // The room may have expired or been left while WebCrypto worked.
+    if (this.rooms.get(key) !== state) throw new UsageError("The room is gone: the message was not sent.");
+    const outgoing = { roomId: state.keys.roomId, key, messageId: message.messageId, envelope, ref: 0 };
+    this._outbox.push(outgoing);
+    if (this.connected && state.joined && !this._holding(key)) this._publish(outgoing);
+    return message;
+  }
+
+  async _receive(data, nowMs) {
+    const frame = decodeFrame(data);
+    switch (frame.type) {
+      case "Deliver":
+        await this._deliver(frame.roomId, frame.envelope, nowMs);
+        return;
+      case "Ack":
+        this._acknowledged(frame.ref);
+        return;
+      case "Challenge": {
+        const state = this.rooms.get(roomHex(frame.roomId));
+        if (state !== undefined) {
+          const signature = signJoinProof(state.keys.signingSeed, frame.roomId, frame.challenge);
+          this._frames.push(encodeFrame({ type: "Proof", roomId: frame.roomId, signature }));
+        }
+        return;
+      }
+      case "Joined": {
+        const key = roomHex(frame.roomId);
+        const state = this.rooms.get(key);
+        if (state !== undefined) {
+          state.joined = true;
+          // The earlier of what we knew and what the relay says; 0 says nothing.
+          const known = [state.expiresAtMs, frame.expiresAtMs].filter((t) => t > 0);
+          state.expiresAtMs = known.length > 0 ? Math.min(...known) : 0;
+          state.members = frame.members;
+          this._events.push({
+            type: "joined",
+            roomId: state.keys.roomId,
+            expiresAtMs: state.expiresAtMs,
+            members: frame.members,
+          });
+          this._flushRoom(key);
+        }
+        return;
+      }
+      case "Presence": {
+        const key = roomHex(frame.roomId);
+        const state = this.rooms.get(key);
+        if (state !== undefined) {
+          state.members = frame.members;
+          this._events.push({ type: "presence", roomId: state.keys.roomId, members: frame.members });
+          this._flushRoom(key);
+        }
+        return;
+      }
+      case "Pong":
+        this._events.push({ type: "pong", token: frame.token });
+        return;
+      case "Error":
+        this._refused(frame.code, frame.ref, frame.roomId, frame.reason);
+        return;
+      default:
+        throw new FrameError("The relay sent a frame only clients send.", ErrorCode.UNKNOWN_FRAME_TYPE);
+    }
+  }
+
+  _holding(key) {
+    const state = this.rooms.get(key);
+    return state !== undefined && state.joined && state.members < state.awaitedMembers;
+  }
+
+  _sendJoin(key) {
+    const state = this.rooms.get(key);
+    this._frames.push(
+      encodeFrame({
+        type: "Join",
+        roomId: state.keys.roomId,
+        roomPublicKey: state.keys.publicKey,
+        expiresAtMs: state.expiresAtMs,
+      }),
+    );
+  }
+
+  _flushRoom(key) {
+    const state = this.rooms.get(key);
+    if (state === undefined || !state.joined || !this.connected || this._holding(key)) return;
+    state.awaitedMembers = 0;
+    for (const outgoing of this._outbox) {
+      if (outgoing.key === key && outgoing.ref === 0) this._publish(outgoing);
+    }
+  }
+
+  _publish(outgoing) {
+    outgoing.ref = this._nextRef;
+    this._nextRef = (this._nextRef % MAX_REF) + 1;
+    this._frames.push(
+      encodeFrame({ type: "Publish", ref: outgoing.ref, roomId: outgoing.roomId, envelope: outgoing.envelope }),
+    );
+  }
+
+  _acknowledged(ref) {
+    const index = this._outbox.findIndex((outgoing) => outgoing.ref === ref);
+    if (index < 0) return;
+    const [outgoing] = this._outbox.splice(index, 1);
+    this._events.push({ type: "accepted", roomId: outgoing.roomId, messageId: outgoing.messageId });
+  }
+
+  async _deliver(roomId, envelope, nowMs) {
+    const key = roomHex(roomId);
+    const state = this.rooms.get(key);
+    if (state === undefined) return;
+    let message;
+    try {
+      message = await openEnvelope(state.keys, envelope);
+      // Left or expired while WebCrypto worked: nothing of the room is kept or shown.
+      if (this.rooms.get(key) !== state) return;
+      state.replays.accept(message, nowMs);
+    } catch (error) {
+      if (!(error instanceof EnvelopeError)) throw error;
+      this._events.push({ type: "rejected", roomId: state.keys.roomId, reason: error.name });
+      return;
+    }
+    const senderKey = hex(message.senderKey);
+    const known = state.names.get(message.senderName);
+    const keyChanged = known !== undefined && known !== senderKey;
+    state.names.set(message.senderName, senderKey);
+    this._events.push({
+      type: "message",
+      roomId: state.keys.roomId,
+      kind: message.kind,
+      message,
+      // openEnvelope already refused a TEXT body that is not UTF-8.
+      text: message.kind === Kind.TEXT ? utf8Strict.decode(message.body) : null,
+      fingerprint: fingerprint(message.senderKey),
+      keyChanged,
+    });
+  }
+
+  _refused(code, ref, roomId, reason) {
+    if (ref) {
+      for (const outgoing of this._outbox) {
+        if (outgoing.ref === ref) outgoing.ref = 0; // not taken: stays in the outbox
+      }
+    }
+    const key = roomHex(roomId);
+    const state = this.rooms.get(key);
+    const expired = state !== undefined && code === ErrorCode.ROOM_EXPIRED;
+    // The relay will not let us in: do not ask again.
+    const fatal = expired || (state !== undefined && FATAL_FOR_ROOM.has(code) && !state.joined);
+    this._events.push({ type: "refused", code, roomId, ref, reason, fatal });
+    if (!fatal) return;
+    this._forget(key);
+    if (expired) this._events.push({ type: "expired", roomId: state.keys.roomId });
+  }
+
+  _forget(key) {
+    this.rooms.delete(key);
+    this._outbox = this._outbox.filter((outgoing) => outgoing.key !== key);
+  }
+}

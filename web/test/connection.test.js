@@ -1,0 +1,651 @@
+// The browser's connection to a relay, with a fake WebSocket, a fake clock and a relay
+// played in a few lines: no network, no real timers.
+
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
+import {
+  backoffDelays,
+  JoinRefused,
+  RelayRefused,
+  RoomConnection,
+  RoomGone,
+  websocketUrl,
+} from "../src/client/connection.js";
+import { hex } from "../src/protocol/bytes.js";
+import { ErrorCode, SUBPROTOCOL } from "../src/protocol/codes.js";
+import { UsageError } from "../src/protocol/errors.js";
+import { decodeFrame, encodeFrame } from "../src/protocol/frames.js";
+import { verifyJoinProof } from "../src/protocol/join.js";
+import { roomKeysFromMinikey } from "../src/protocol/kdf.js";
+import { roomHex } from "../src/protocol/session.js";
+
+const KEY_A = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy";
+const roomA = roomKeysFromMinikey(KEY_A);
+const NOW = 1_790_000_000_000;
+
+describe("websocketUrl", () => {
+  const cases = [
+    ["https://relay.example", "wss://relay.example/ws"],
+    ["https://relay.example/", "wss://relay.example/ws"],
+    ["http://127.0.0.1:8000", "ws://127.0.0.1:8000/ws"],
+    ["  http://localhost:8000/  ", "ws://localhost:8000/ws"],
+    ["wss://relay.example/ws", "wss://relay.example/ws"],
+    ["ws://relay.example:9000/ws/", "ws://relay.example:9000/ws"],
+    ["https://relay.example/chat/", "wss://relay.example/chat/ws"],
+    ["HTTPS://relay.example/a?b=c#d", "wss://relay.example/a/ws"],
+  ];
+  for (const [server, expected] of cases) {
+    it(`${server.trim()} -> ${expected}`, () => assert.equal(websocketUrl(server), expected));
+  }
+  const refused = ["", "relay.example", "ftp://relay.example", "file:///etc/passwd", "https://", KEY_A];
+  for (const bad of refused) {
+    it(`refuses ${JSON.stringify(bad)} without echoing it`, () => {
+      assert.throws(() => websocketUrl(bad), (error) => {
+        assert.ok(error instanceof UsageError);
+        assert.ok(!error.message.includes("S6c56"));
+        return true;
+      });
+    });
+  }
+});
+
+describe("backoffDelays", () => {
+  it("starts small and random, grows, and stays capped", () => {
+    const delays = backoffDelays({ random: () => 0.5 });
+    const first = Array.from({ length: 20 }, () => delays.next().value);
+    assert.ok(first[0] < 250);
+    assert.ok(first[2] > first[1]);
+    assert.ok(first.every((d) => d <= 30_000));
+    assert.ok(first.at(-1) >= 25_000);
+  });
+});
+
+/** Timers that run only when the test moves the clock. */
+class Clock {
+  constructor() {
+    this.now = NOW;
+    this.timers = [];
+    this.settle = async () => {};
+    this.setTimer = (action, ms) => {
+      const timer = { at: this.now + ms, action };
+      this.timers.push(timer);
+      return timer;
+    };
+    this.clearTimer = (timer) => {
+      this.timers = this.timers.filter((t) => t !== timer);
+    };
+  }
+
+  async advance(ms) {
+    const end = this.now + ms;
+    for (;;) {
+      const due = this.timers.filter((t) => t.at <= end).sort((a, b) => a.at - b.at)[0];
+      if (due === undefined) break;
+      this.clearTimer(due);
+      this.now = due.at;
+      due.action();
+      await this.settle();
+    }
+    this.now = end;
+    await this.settle();
+  }
+}
+
+/**
+ * The relay's side of the wire, for any number of fake sockets: challenges, proofs checked
+ * with verifyJoinProof, ACK and DELIVER, PRESENCE, PONG. `refuseProof` and `dropAcks`
+ * make it misbehave on purpose.
+ */
+class FakeRelay {
+  constructor() {
+    this.sockets = [];
+    this.members = new Map(); // room hex -> Set of sockets
+    this.received = []; // [socket, frame]
+    this.dropAcks = 0;
+    this.refuseProof = null;
+    this.answerPings = true;
+    this.rateLimitJoins = 0;
+    this.paused = false; // while true, what the relay says waits in `held`
+    this.held = [];
+  }
+
+  /** The WebSocket class a RoomConnection uses, bound to this relay. */
+  get WebSocket() {
+    const relay = this;
+    return class FakeSocket extends EventTarget {
+      constructor(url, protocols) {
+        super();
+        this.url = url;
+        this.protocols = protocols;
+        this.readyState = 0;
+        this.protocol = "";
+        this.binaryType = "blob";
+        this.challenges = new Map();
+        relay.sockets.push(this);
+      }
+
+      send(data) {
+        if (this.readyState !== 1) throw new Error("not open");
+        assert.ok(data instanceof Uint8Array);
+        relay.handle(this, decodeFrame(data));
+      }
+
+      close(code = 1000, reason = "") {
+        this.closedWith = { code, reason };
+        relay.gone(this);
+      }
+
+      // the test's side
+
+      accept(protocol = SUBPROTOCOL) {
+        this.protocol = protocol;
+        this.readyState = 1;
+        this.dispatchEvent(new Event("open"));
+      }
+
+      push(frame) {
+        if (relay.paused) {
+          relay.held.push(() => this.push(frame));
+          return;
+        }
+        const bytes = encodeFrame(frame);
+        this.data(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+      }
+
+      data(data) {
+        this.dispatchEvent(Object.assign(new Event("message"), { data }));
+      }
+
+      drop(code = 1006, reason = "") {
+        relay.gone(this);
+        this.dispatchEvent(Object.assign(new Event("close"), { code, reason, wasClean: code !== 1006 }));
+      }
+    };
+  }
+
+  get last() {
+    return this.sockets.at(-1);
+  }
+
+  sent(type) {
+    return this.received.filter(([, f]) => f.type === type).map(([, f]) => f);
+  }
+
+  gone(socket) {
+    if (socket.readyState === 3) return;
+    socket.readyState = 3;
+    for (const [key, members] of this.members) {
+      if (members.delete(socket)) this.presence(key, members);
+    }
+  }
+
+  presence(key, members, except) {
+    for (const other of members) {
+      if (other !== except) other.push({ type: "Presence", roomId: members.roomId, members: members.size });
+    }
+  }
+
+  handle(socket, f) {
+    this.received.push([socket, f]);
+    const key = f.roomId && roomHex(f.roomId);
+    switch (f.type) {
+      case "Join": {
+        if (this.rateLimitJoins > 0) {
+          this.rateLimitJoins--;
+          socket.push({ type: "Error", code: ErrorCode.RATE_LIMITED, ref: 0, roomId: f.roomId, reason: "slow" });
+          return;
+        }
+        const challenge = crypto.getRandomValues(new Uint8Array(32));
+        socket.challenges.set(key, { challenge, publicKey: f.roomPublicKey, expiresAtMs: f.expiresAtMs });
+        socket.push({ type: "Challenge", roomId: f.roomId, challenge });
+        return;
+      }
+      case "Proof": {
+        const pending = socket.challenges.get(key);
+        socket.challenges.delete(key);
+        verifyJoinProof(pending.publicKey, f.roomId, pending.challenge, f.signature);
+        if (this.refuseProof !== null) {
+          socket.push({ type: "Error", code: this.refuseProof, ref: 0, roomId: f.roomId, reason: "refused" });
+          return;
+        }
+        const members = this.members.get(key) ?? Object.assign(new Set(), { roomId: f.roomId });
+        this.members.set(key, members);
+        members.add(socket);
+        socket.push({ type: "Joined", roomId: f.roomId, expiresAtMs: pending.expiresAtMs, members: members.size });
+        this.presence(key, members, socket);
+        return;
+      }
+      case "Publish": {
+        const members = this.members.get(key);
+        if (!members?.has(socket)) {
+          socket.push({ type: "Error", code: ErrorCode.NOT_JOINED, ref: f.ref, roomId: f.roomId, reason: "" });
+          return;
+        }
+        if (this.dropAcks > 0) this.dropAcks--;
+        else socket.push({ type: "Ack", ref: f.ref });
+        for (const other of members) {
+          if (other !== socket) other.push({ type: "Deliver", roomId: f.roomId, envelope: f.envelope });
+        }
+        return;
+      }
+      case "Leave": {
+        const members = this.members.get(key);
+        if (members?.delete(socket)) this.presence(key, members);
+        return;
+      }
+      case "Ping":
+        if (this.answerPings) socket.push({ type: "Pong", token: f.token });
+        return;
+      default:
+        throw new Error(`a client sent ${f.type}`);
+    }
+  }
+}
+
+/** A relay, a clock, and connections to them that record their events. */
+function world() {
+  const relay = new FakeRelay();
+  const clock = new Clock();
+  const connections = [];
+  clock.settle = async () => {
+    for (let round = 0; round < 3; round++) {
+      for (const connection of connections) await connection.idle();
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  };
+  const connect = ({ seed = 1, delays = [100, 200, 400], pingIntervalMs = 0 } = {}) => {
+    const connection = new RoomConnection({
+      serverUrl: "https://relay.example",
+      deviceSeed: new Uint8Array(32).fill(seed),
+      WebSocketImpl: relay.WebSocket,
+      now: () => clock.now,
+      delays,
+      setTimer: clock.setTimer,
+      clearTimer: clock.clearTimer,
+      pingIntervalMs,
+    });
+    connection.seen = [];
+    const types = ["state", "joined", "presence", "message", "accepted", "refused", "rejected", "expired", "pong", "error"];
+    for (const type of types) {
+      connection.addEventListener(type, (event) => {
+        assert.ok(event instanceof CustomEvent);
+        connection.seen.push({ type, ...event.detail });
+      });
+    }
+    connection.of = (type) => connection.seen.filter((e) => e.type === type);
+    connections.push(connection);
+    return connection;
+  };
+  return { relay, clock, connect, settle: clock.settle };
+}
+
+/** Start `connection`, let the relay accept it, and join room A. */
+async function online(w, connection, options = { name: "alice" }) {
+  connection.start();
+  w.relay.last.accept();
+  const joined = connection.join(KEY_A, options);
+  joined.catch(() => {}); // the caller looks at it after settling
+  await w.settle();
+  return joined;
+}
+
+describe("RoomConnection", () => {
+  it("connects to the /ws endpoint with the subprotocol, joins, and reports it", async () => {
+    const w = world();
+    const alice = w.connect();
+    assert.equal(alice.state, "closed");
+    alice.start();
+    assert.equal(alice.state, "connecting");
+    const socket = w.relay.last;
+    assert.equal(socket.url, "wss://relay.example/ws");
+    assert.deepEqual(socket.protocols, [SUBPROTOCOL]);
+    assert.equal(socket.binaryType, "arraybuffer");
+    socket.accept();
+    assert.equal(alice.state, "online");
+    const joined = await alice.join(KEY_A, { name: "alice", expiresAtMs: NOW + 60_000 });
+    assert.equal(hex(joined.roomId), hex(roomA.roomId));
+    assert.equal(joined.members, 1);
+    assert.equal(joined.expiresAtMs, NOW + 60_000);
+    assert.deepEqual(alice.of("state").map((e) => e.state), ["connecting", "online"]);
+    assert.equal(alice.of("joined").length, 1);
+    // Joining again once joined answers at once.
+    assert.equal((await alice.join(roomA)).members, 1);
+    assert.equal(w.relay.sent("Join").length, 1);
+  });
+
+  it("carries a message from one connection to another, and reports it accepted", async () => {
+    const w = world();
+    const alice = w.connect({ seed: 1 });
+    const bob = w.connect({ seed: 2 });
+    await online(w, alice, { name: "alice" });
+    await online(w, bob, { name: "bob" });
+    assert.deepEqual(alice.of("presence").map((e) => e.members), [2]);
+    const message = await alice.sendText(roomA.roomId, "hello bob");
+    await w.settle();
+    assert.deepEqual(alice.of("accepted").map((e) => hex(e.messageId)), [hex(message.messageId)]);
+    const [received] = bob.of("message");
+    assert.equal(received.text, "hello bob");
+    assert.equal(received.message.senderName, "alice");
+    assert.equal(received.message.timestampMs, NOW);
+    assert.equal(received.fingerprint, alice.session.fingerprint);
+    assert.equal(received.keyChanged, false);
+  });
+
+  it("reconnects with backoff after a drop, joins again, and resets the backoff after JOINED", async () => {
+    const w = world();
+    const alice = w.connect({ delays: [100, 200, 400] });
+    await online(w, alice);
+    w.relay.last.drop(1001, "going away");
+    assert.equal(alice.state, "reconnecting");
+    assert.equal(w.relay.sockets.length, 1);
+    await w.clock.advance(99);
+    assert.equal(w.relay.sockets.length, 1);
+    await w.clock.advance(1);
+    assert.equal(w.relay.sockets.length, 2);
+    w.relay.last.drop(1006); // the relay is not back yet: the handshake fails
+    await w.clock.advance(199);
+    assert.equal(w.relay.sockets.length, 2);
+    await w.clock.advance(1);
+    assert.equal(w.relay.sockets.length, 3);
+    w.relay.last.drop(1006);
+    await w.clock.advance(400);
+    assert.equal(w.relay.sockets.length, 4);
+    w.relay.last.drop(1006);
+    await w.clock.advance(400); // out of delays: the last one repeats
+    assert.equal(w.relay.sockets.length, 5);
+    w.relay.last.accept();
+    await w.settle();
+    assert.equal(alice.state, "online");
+    assert.equal(w.relay.sent("Join").length, 2);
+    assert.equal(alice.of("joined").length, 2);
+    // JOINED reset the backoff: the next drop waits the first delay again.
+    w.relay.last.drop(1012, "restart");
+    await w.clock.advance(100);
+    assert.equal(w.relay.sockets.length, 6);
+    assert.deepEqual(
+      alice.of("state").map((e) => e.state),
+      ["connecting", "online", "reconnecting", "online", "reconnecting"],
+    );
+  });
+
+  it("resends an unacknowledged message exactly once after a reconnect, once the room refills", async () => {
+    const w = world();
+    const alice = w.connect({ seed: 1 });
+    const bob = w.connect({ seed: 2 });
+    await online(w, alice);
+    await online(w, bob);
+    w.relay.dropAcks = 1; // the relay takes the message, the ACK is lost
+    const message = await alice.sendText(roomA.roomId, "did it arrive?");
+    await w.settle();
+    assert.equal(alice.session.unacknowledged, 1);
+    assert.equal(alice.of("accepted").length, 0);
+    // The relay restarts: both drop, alice is back first.
+    const [aliceSocket, bobSocket] = w.relay.sockets;
+    aliceSocket.drop(1012);
+    bobSocket.drop(1012);
+    await w.clock.advance(100);
+    w.relay.sockets[2].accept();
+    await w.settle();
+    assert.equal(alice.session.holding(roomA.roomId), true);
+    assert.equal(w.relay.sent("Publish").length, 1); // held: bob is not back yet
+    w.relay.sockets[3].accept();
+    await w.settle();
+    const publishes = w.relay.sent("Publish");
+    assert.equal(publishes.length, 2);
+    assert.equal(hex(publishes[1].envelope), hex(publishes[0].envelope));
+    assert.deepEqual(alice.of("accepted").map((e) => hex(e.messageId)), [hex(message.messageId)]);
+    assert.equal(alice.session.unacknowledged, 0);
+    // bob had the first copy; the second is dropped as a replay.
+    assert.deepEqual(bob.of("message").map((e) => e.text), ["did it arrive?"]);
+    assert.deepEqual(bob.of("rejected").map((e) => e.reason), ["ReplayedMessage"]);
+    // Acknowledged now: another reconnect sends nothing again, and the hold timer left nothing behind.
+    w.relay.sockets[2].drop(1006);
+    await w.clock.advance(100);
+    w.relay.last.accept();
+    await w.clock.advance(5000);
+    assert.equal(w.relay.sent("Publish").length, 2);
+  });
+
+  it("releases a held outbox after the grace time when members do not come back", async () => {
+    const w = world();
+    const alice = w.connect({ seed: 1 });
+    const bob = w.connect({ seed: 2 });
+    await online(w, alice);
+    await online(w, bob);
+    w.relay.sockets[0].drop(1006);
+    bob.close();
+    await alice.sendText(roomA.roomId, "anyone?");
+    await w.clock.advance(100);
+    w.relay.last.accept();
+    await w.settle();
+    assert.equal(w.relay.sent("Publish").length, 0);
+    await w.clock.advance(2999);
+    assert.equal(w.relay.sent("Publish").length, 0);
+    await w.clock.advance(1);
+    assert.equal(w.relay.sent("Publish").length, 1);
+    assert.equal(alice.of("accepted").length, 1);
+  });
+
+  for (const code of [1008, 1009]) {
+    it(`does not reconnect after close code ${code}, and says why`, async () => {
+      const w = world();
+      const alice = w.connect();
+      await online(w, alice);
+      w.relay.last.drop(code, "too many refused frames");
+      assert.equal(alice.state, "closed");
+      assert.match(alice.reason, new RegExp(`${code}`));
+      assert.deepEqual(alice.of("state").at(-1), { type: "state", state: "closed", reason: alice.reason });
+      await w.clock.advance(120_000);
+      assert.equal(w.relay.sockets.length, 1);
+      await assert.rejects(alice.sendText(roomA.roomId, "hi"), RelayRefused);
+      await assert.rejects(alice.join(KEY_A), RelayRefused);
+    });
+  }
+
+  it("a join waiting when the relay refuses us for good is rejected", async () => {
+    const w = world();
+    const alice = w.connect();
+    alice.start();
+    const joining = alice.join(KEY_A);
+    w.relay.last.drop(1008);
+    await assert.rejects(joining, RelayRefused);
+  });
+
+  it("gives up on a server that does not select the subprotocol", async () => {
+    const w = world();
+    const alice = w.connect();
+    alice.start();
+    const joining = alice.join(KEY_A);
+    w.relay.last.accept("");
+    await assert.rejects(joining, RelayRefused);
+    assert.equal(alice.state, "closed");
+    assert.deepEqual(w.relay.last.closedWith, { code: 1000, reason: "" });
+    await w.clock.advance(60_000);
+    assert.equal(w.relay.sockets.length, 1);
+  });
+
+  it("survives text frames, garbage and frames only clients send, and reports them as errors", async () => {
+    const w = world();
+    const alice = w.connect();
+    await online(w, alice);
+    const socket = w.relay.last;
+    socket.data("hello");
+    socket.data({ size: 3 }); // a Blob-like thing: not binary data as asked
+    socket.data(new Uint8Array([0x99, 1, 2]).buffer);
+    socket.data(new ArrayBuffer(0));
+    socket.push({ type: "Ping", token: 1n });
+    await w.settle();
+    assert.equal(alice.of("error").length, 5);
+    assert.ok(alice.of("error").every((e) => typeof e.message === "string"));
+    assert.equal(alice.state, "online");
+    // Still working: a PONG and a message go through.
+    socket.push({ type: "Pong", token: 5n });
+    await w.settle();
+    assert.deepEqual(alice.of("pong").map((e) => e.token), [5n]);
+    assert.ok((await alice.sendText(roomA.roomId, "still here")).messageId);
+  });
+
+  it("expires a room by its own clock, leaves it, and refuses to join an expired one", async () => {
+    const w = world();
+    const alice = w.connect();
+    alice.start();
+    w.relay.last.accept();
+    const joined = alice.join(KEY_A, { expiresAtMs: NOW + 2500 });
+    await w.settle();
+    await joined;
+    await w.clock.advance(2000);
+    assert.equal(alice.of("expired").length, 0);
+    await w.clock.advance(1000);
+    assert.deepEqual(alice.of("expired").map((e) => hex(e.roomId)), [hex(roomA.roomId)]);
+    assert.equal(w.relay.sent("Leave").length, 1);
+    assert.equal(alice.rooms.size, 0);
+    await assert.rejects(alice.join(KEY_A, { expiresAtMs: NOW }), RoomGone);
+  });
+
+  it("rejects a join the relay refuses after the proof", async () => {
+    const w = world();
+    const alice = w.connect();
+    w.relay.refuseProof = ErrorCode.ROOM_FULL;
+    const joining = online(w, alice);
+    await assert.rejects(joining, (error) => error instanceof JoinRefused && error.code === ErrorCode.ROOM_FULL);
+    assert.equal(alice.of("refused")[0].fatal, true);
+    assert.equal(alice.rooms.size, 0);
+  });
+
+  it("sends JOIN again a second after it was rate limited", async () => {
+    const w = world();
+    const alice = w.connect();
+    w.relay.rateLimitJoins = 1;
+    const joining = online(w, alice);
+    await w.settle();
+    assert.equal(w.relay.sent("Join").length, 1);
+    await w.clock.advance(999);
+    assert.equal(w.relay.sent("Join").length, 1);
+    await w.clock.advance(1);
+    await joining;
+    assert.equal(w.relay.sent("Join").length, 2);
+    assert.equal(alice.of("refused")[0].code, ErrorCode.RATE_LIMITED);
+  });
+
+  it("a JOIN retry meant for a dropped connection is not sent on the next one", async () => {
+    const w = world();
+    const alice = w.connect();
+    w.relay.rateLimitJoins = 1;
+    online(w, alice);
+    await w.settle();
+    w.relay.last.drop(1006);
+    await w.clock.advance(100);
+    w.relay.paused = true; // the new connection's CHALLENGE is slow to come
+    w.relay.last.accept();
+    await w.clock.advance(2000);
+    // A second JOIN here would replace the challenge under our PROOF (PROOF_FAILED).
+    assert.equal(w.relay.sent("Join").length, 2);
+  });
+
+  it("frames of a connection that dropped are not handled as the next one's", async () => {
+    const w = world();
+    const alice = w.connect();
+    await online(w, alice);
+    const old = w.relay.last;
+    old.push({ type: "Presence", roomId: roomA.roomId, members: 5 });
+    old.push({ type: "Pong", token: 3n });
+    old.drop(1006);
+    await w.settle();
+    assert.deepEqual(alice.of("presence"), []);
+    assert.deepEqual(alice.of("pong"), []);
+  });
+
+  it("a join of a bad room key is rejected with the parser's error", async () => {
+    const w = world();
+    const alice = w.connect();
+    await assert.rejects(alice.join("S6c56bnXQiBjk9mqSYE7ykVQ7NzrRz"), { name: "ChecksumMismatch" });
+  });
+
+  it("leaving sends LEAVE and rejects a join still waiting", async () => {
+    const w = world();
+    const alice = w.connect();
+    alice.start();
+    w.relay.last.accept();
+    w.relay.refuseProof = null;
+    const joining = alice.join(KEY_A);
+    alice.leave(roomA.roomId);
+    await assert.rejects(joining, RoomGone);
+    assert.equal(w.relay.sent("Leave").length, 1);
+  });
+
+  it("pings a quiet connection, and treats one that stops answering as dropped", async () => {
+    const w = world();
+    const alice = w.connect({ pingIntervalMs: 1000 });
+    await online(w, alice);
+    await w.clock.advance(3000);
+    assert.equal(w.relay.sent("Ping").length, 3);
+    assert.equal(alice.state, "online");
+    w.relay.answerPings = false;
+    await w.clock.advance(1000); // a PING goes unanswered ...
+    assert.equal(alice.state, "online");
+    await w.clock.advance(1000); // ... for a whole interval: the line is dead
+    assert.equal(alice.state, "reconnecting");
+    assert.deepEqual(w.relay.sockets[0].closedWith, { code: 1000, reason: "" });
+    await w.clock.advance(100);
+    assert.equal(w.relay.sockets.length, 2);
+  });
+
+  it("with no room to be in, waits for a join before connecting again", async () => {
+    const w = world();
+    const alice = w.connect();
+    alice.start();
+    w.relay.last.accept();
+    w.relay.last.drop(4001, "join a room sooner");
+    await w.clock.advance(60_000);
+    assert.equal(w.relay.sockets.length, 1);
+    const joining = alice.join(KEY_A);
+    assert.equal(w.relay.sockets.length, 2);
+    w.relay.last.accept();
+    await w.settle();
+    assert.equal((await joining).members, 1);
+  });
+
+  it("close() hangs up, stops every timer, and rejects waiting joins", async () => {
+    const w = world();
+    const alice = w.connect({ pingIntervalMs: 1000 });
+    alice.start();
+    const joining = alice.join(KEY_A);
+    alice.close();
+    await assert.rejects(joining, RoomGone);
+    assert.equal(alice.state, "closed");
+    assert.deepEqual(w.relay.last.closedWith, { code: 1000, reason: "" });
+    assert.deepEqual(w.clock.timers, []);
+    await w.clock.advance(60_000);
+    assert.equal(w.relay.sockets.length, 1);
+  });
+
+  it("a socket that throws on construction is retried with backoff", async () => {
+    const w = world();
+    let attempts = 0;
+    const Failing = class {
+      constructor() {
+        attempts++;
+        throw new SyntaxError("blocked");
+      }
+    };
+    const alice = new RoomConnection({
+      serverUrl: "http://127.0.0.1:1",
+      deviceSeed: new Uint8Array(32),
+      WebSocketImpl: Failing,
+      now: () => w.clock.now,
+      delays: [100],
+      setTimer: w.clock.setTimer,
+      clearTimer: w.clock.clearTimer,
+      pingIntervalMs: 0,
+    });
+    const errors = [];
+    alice.addEventListener("error", (event) => errors.push(event.detail.message));
+    alice.start();
+    await w.clock.advance(250);
+    assert.equal(attempts, 3);
+    assert.equal(errors.length, 3);
+    assert.equal(alice.state, "reconnecting");
+    alice.close();
+  });
+});

@@ -1,0 +1,693 @@
+// The sans-I/O client session, driven frame by frame with no socket and no relay: the
+// tests play the relay with frames.js, and a tiny in-test relay fans messages out
+// between sessions.
+
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
+import { hex } from "../src/protocol/bytes.js";
+import { ErrorCode } from "../src/protocol/codes.js";
+import { Kind } from "../src/protocol/envelope.js";
+import { FrameError, UsageError } from "../src/protocol/errors.js";
+import { decodeFrame, encodeFrame, NO_ROOM } from "../src/protocol/frames.js";
+import { verifyJoinProof } from "../src/protocol/join.js";
+import { fingerprint, roomKeysFromMinikey } from "../src/protocol/kdf.js";
+import { ClientSession, ReplayFilter, roomHex } from "../src/protocol/session.js";
+
+const KEY_A = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy";
+const KEY_B = "SDehB97fmBnFwezqLcANLCCQkQyfz1";
+const NOW = 1_790_000_000_000;
+const HOUR = 3_600_000;
+const roomA = roomKeysFromMinikey(KEY_A);
+const roomB = roomKeysFromMinikey(KEY_B);
+
+/** Deterministic "random" bytes: a big-endian counter, so nonces and ids never repeat. */
+function counterBytes(start) {
+  let next = BigInt(start);
+  return (n) => {
+    const out = new Uint8Array(n);
+    let value = next++;
+    for (let i = n - 1; i >= 0 && value > 0n; i--, value >>= 8n) out[i] = Number(value & 0xffn);
+    return out;
+  };
+}
+
+function makeSession(seed) {
+  return new ClientSession({ deviceSeed: new Uint8Array(32).fill(seed), randomBytes: counterBytes(seed * 1_000_000) });
+}
+
+const frame = (fields) => encodeFrame(fields);
+const errorFrame = (code, roomId, { ref = 0, reason = "" } = {}) => frame({ type: "Error", code, ref, roomId, reason });
+const decoded = (session) => session.framesToSend().map(decodeFrame);
+const deliverFrom = (publish) => frame({ type: "Deliver", roomId: publish.roomId, envelope: publish.envelope });
+
+/** Play the relay's side of the handshake and check the proof as a relay would. */
+async function joinFully(session, room, { members = 1, expiresAtMs = NOW + HOUR, name = "" } = {}) {
+  session.join(room, { name });
+  const [join, ...rest] = decoded(session);
+  assert.equal(rest.length, 0);
+  assert.equal(join.type, "Join");
+  assert.equal(hex(join.roomId), hex(room.roomId));
+  assert.equal(hex(join.roomPublicKey), hex(room.publicKey));
+  const challenge = crypto.getRandomValues(new Uint8Array(32));
+  await session.receive(frame({ type: "Challenge", roomId: room.roomId, challenge }), NOW);
+  const [proof] = decoded(session);
+  assert.equal(proof.type, "Proof");
+  verifyJoinProof(join.roomPublicKey, room.roomId, challenge, proof.signature);
+  await session.receive(frame({ type: "Joined", roomId: room.roomId, expiresAtMs, members }), NOW);
+  assert.deepEqual(session.events(), [{ type: "joined", roomId: room.roomId, expiresAtMs, members }]);
+}
+
+async function connectedAndJoined(seed, room, options) {
+  const session = makeSession(seed);
+  session.connectionMade();
+  await joinFully(session, room, options);
+  return session;
+}
+
+/** Reconnect `session` and walk the handshake up to JOINED with `members`. */
+async function rejoin(session, room, members) {
+  session.connectionMade();
+  const [join] = decoded(session);
+  assert.equal(join.type, "Join");
+  await session.receive(frame({ type: "Challenge", roomId: room.roomId, challenge: new Uint8Array(32) }), NOW);
+  assert.equal(decoded(session)[0].type, "Proof");
+  await session.receive(frame({ type: "Joined", roomId: room.roomId, expiresAtMs: 0, members }), NOW);
+}
+
+describe("joining", () => {
+  it("answers the challenge with a proof that verifies and reports JOINED", async () => {
+    await connectedAndJoined(1, roomA, { members: 3 });
+  });
+
+  it("sends JOIN only once connected, and again after every reconnect", async () => {
+    const alice = makeSession(1);
+    alice.join(roomA);
+    assert.deepEqual(alice.framesToSend(), []);
+    alice.connectionMade();
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
+    alice.connectionLost();
+    alice.connectionMade();
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
+  });
+
+  it("joins a room it already has only once", () => {
+    const alice = makeSession(1);
+    alice.connectionMade();
+    alice.join(roomA, { name: "alice" });
+    alice.join(roomA, { name: "other" });
+    assert.equal(alice.framesToSend().length, 1);
+    assert.equal(alice.rooms.get(roomHex(roomA.roomId)).name, "alice");
+  });
+
+  it("refuses a name over 64 bytes of UTF-8", () => {
+    assert.throws(() => makeSession(1).join(roomA, { name: "é".repeat(33) }), UsageError);
+  });
+
+  it("ignores a CHALLENGE for a room it does not know", async () => {
+    const alice = makeSession(1);
+    alice.connectionMade();
+    await alice.receive(frame({ type: "Challenge", roomId: roomA.roomId, challenge: new Uint8Array(32) }), NOW);
+    assert.deepEqual(alice.framesToSend(), []);
+  });
+});
+
+describe("publishing", () => {
+  it("keeps a message in the outbox until the relay acknowledges its ref", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    const sent = await alice.sendText(roomA.roomId, "one", NOW);
+    const [publish] = decoded(alice);
+    assert.equal(publish.type, "Publish");
+    assert.notEqual(publish.ref, 0);
+    assert.equal(alice.unacknowledged, 1);
+    await alice.receive(frame({ type: "Ack", ref: publish.ref + 1 }), NOW); // not ours
+    assert.equal(alice.unacknowledged, 1);
+    assert.deepEqual(alice.events(), []);
+    await alice.receive(frame({ type: "Ack", ref: publish.ref }), NOW);
+    assert.deepEqual(alice.events(), [{ type: "accepted", roomId: roomA.roomId, messageId: sent.messageId }]);
+    assert.equal(alice.unacknowledged, 0);
+  });
+
+  it("gives every PUBLISH its own ref", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    for (const text of ["a", "b", "c"]) await alice.sendText(roomA.roomId, text, NOW);
+    const refs = decoded(alice).map((f) => f.ref);
+    assert.equal(new Set(refs).size, 3);
+    assert.ok(!refs.includes(0));
+  });
+
+  it("sends a message written before joining once joined", async () => {
+    const alice = makeSession(1);
+    alice.join(roomA);
+    await alice.sendText(roomA.roomId, "early", NOW);
+    assert.deepEqual(alice.framesToSend(), []);
+    alice.connectionMade();
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
+    await alice.receive(frame({ type: "Challenge", roomId: roomA.roomId, challenge: new Uint8Array(32) }), NOW);
+    decoded(alice);
+    await alice.receive(frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 1 }), NOW);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Publish"]);
+  });
+
+  it("refuses to send to a room it has not joined, and what cannot be sealed", async () => {
+    await assert.rejects(makeSession(1).sendText(roomA.roomId, "hi", NOW), UsageError);
+    const alice = await connectedAndJoined(1, roomA);
+    await assert.rejects(alice.send(roomA.roomId, 256, new Uint8Array(1), NOW), UsageError);
+    await assert.rejects(alice.send(roomA.roomId, Kind.TEXT, new Uint8Array(60001), NOW), UsageError);
+    await assert.rejects(alice.sendText(roomA.roomId, "late", 2 ** 53), UsageError);
+    assert.equal(alice.unacknowledged, 0);
+    assert.deepEqual(alice.framesToSend(), []);
+  });
+
+  it("drops a message whose room was left while it was being sealed", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    const sending = alice.sendText(roomA.roomId, "too late", NOW);
+    alice.leave(roomA.roomId);
+    await assert.rejects(sending, UsageError);
+    assert.equal(alice.unacknowledged, 0);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Leave"]);
+  });
+
+  it("keeps a rate-limited message and resends the same bytes", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    await alice.sendText(roomA.roomId, "too fast", NOW);
+    const [publish] = decoded(alice);
+    await alice.receive(errorFrame(ErrorCode.RATE_LIMITED, roomA.roomId, { ref: publish.ref, reason: "slow down" }), NOW);
+    const [refused] = alice.events();
+    assert.equal(refused.type, "refused");
+    assert.equal(refused.fatal, false);
+    assert.equal(alice.unacknowledged, 1);
+    alice.resendUnacknowledged();
+    const [again] = decoded(alice);
+    assert.equal(hex(again.envelope), hex(publish.envelope));
+    assert.notEqual(again.ref, publish.ref);
+  });
+
+  it("leaving sends LEAVE and forgets the room's outbox", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    await alice.sendText(roomA.roomId, "never acknowledged", NOW);
+    decoded(alice);
+    alice.leave(roomA.roomId);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Leave"]);
+    assert.equal(alice.unacknowledged, 0);
+    assert.equal(alice.rooms.size, 0);
+  });
+});
+
+describe("receiving", () => {
+  it("opens a DELIVER from another session, with the name used in that room", async () => {
+    const alice = await connectedAndJoined(1, roomA, { name: "alice", members: 2 });
+    const bob = await connectedAndJoined(2, roomA, { name: "bob", members: 2 });
+    const sent = await alice.sendText(roomA.roomId, "hello bob ✓", NOW);
+    const [publish] = decoded(alice);
+    await bob.receive(deliverFrom(publish), NOW + 5);
+    const [event] = bob.events();
+    assert.equal(event.type, "message");
+    assert.equal(event.text, "hello bob ✓");
+    assert.equal(event.kind, Kind.TEXT);
+    assert.equal(event.message.senderName, "alice");
+    assert.equal(hex(event.message.messageId), hex(sent.messageId));
+    assert.equal(event.fingerprint, alice.fingerprint);
+    assert.equal(event.fingerprint, fingerprint(alice.device.publicKey));
+    assert.equal(event.keyChanged, false);
+  });
+
+  it("surfaces other kinds with no text", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    const bob = await connectedAndJoined(2, roomA);
+    await alice.send(roomA.roomId, Kind.TYPING, new Uint8Array(0), NOW);
+    await bob.receive(deliverFrom(decoded(alice)[0]), NOW);
+    const [event] = bob.events();
+    assert.equal(event.type, "message");
+    assert.equal(event.kind, Kind.TYPING);
+    assert.equal(event.text, null);
+  });
+
+  it("drops a replayed envelope and a stale one", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    const bob = await connectedAndJoined(2, roomA);
+    await alice.sendText(roomA.roomId, "once", NOW);
+    await alice.sendText(roomA.roomId, "from two hours ago", NOW - 2 * HOUR);
+    const [fresh, old] = decoded(alice);
+    await bob.receive(deliverFrom(fresh), NOW);
+    await bob.receive(deliverFrom(fresh), NOW + 1000);
+    await bob.receive(deliverFrom(old), NOW);
+    assert.deepEqual(
+      bob.events().map((e) => [e.type, e.reason]),
+      [["message", undefined], ["rejected", "ReplayedMessage"], ["rejected", "StaleMessage"]],
+    );
+  });
+
+  it("rejects an envelope relabelled with another room's id, and a bit flipped one", async () => {
+    const alice = await connectedAndJoined(1, roomB);
+    const bob = await connectedAndJoined(2, roomA);
+    await alice.sendText(roomB.roomId, "wrong room", NOW);
+    const [publish] = decoded(alice);
+    await bob.receive(frame({ type: "Deliver", roomId: roomA.roomId, envelope: publish.envelope }), NOW);
+    const flipped = new Uint8Array(publish.envelope);
+    flipped[40] ^= 0x01;
+    bob.join(roomB);
+    await bob.receive(frame({ type: "Deliver", roomId: roomB.roomId, envelope: flipped }), NOW);
+    await bob.receive(frame({ type: "Deliver", roomId: roomB.roomId, envelope: new Uint8Array(10) }), NOW);
+    assert.deepEqual(bob.events(), [
+      { type: "rejected", roomId: roomA.roomId, reason: "DecryptionFailed" },
+      { type: "rejected", roomId: roomB.roomId, reason: "DecryptionFailed" },
+      { type: "rejected", roomId: roomB.roomId, reason: "MalformedEnvelope" },
+    ]);
+    // The untouched envelope still opens in its own room.
+    await bob.receive(deliverFrom(publish), NOW);
+    assert.equal(bob.events()[0].text, "wrong room");
+  });
+
+  it("ignores a DELIVER for a room it is not in", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    const bob = await connectedAndJoined(2, roomB);
+    await alice.sendText(roomA.roomId, "not for bob", NOW);
+    await bob.receive(deliverFrom(decoded(alice)[0]), NOW);
+    assert.deepEqual(bob.events(), []);
+  });
+
+  it("flags a name seen before with another device key", async () => {
+    const alice = await connectedAndJoined(1, roomA, { name: "alice" });
+    const mallory = await connectedAndJoined(3, roomA, { name: "alice" });
+    const bob = await connectedAndJoined(2, roomA);
+    const publishes = [];
+    for (const [session, text] of [[alice, "it is me"], [mallory, "it is me too"], [alice, "really me"]]) {
+      await session.sendText(roomA.roomId, text, NOW);
+      publishes.push(...decoded(session));
+    }
+    for (const publish of publishes) await bob.receive(deliverFrom(publish), NOW + 2);
+    const events = bob.events();
+    assert.deepEqual(events.map((e) => e.keyChanged), [false, true, true]);
+    assert.notEqual(events[0].fingerprint, events[1].fingerprint);
+  });
+
+  it("a name is tracked per room", async () => {
+    const alice = await connectedAndJoined(1, roomA, { name: "sam" });
+    const mallory = await connectedAndJoined(3, roomB, { name: "sam" });
+    const bob = await connectedAndJoined(2, roomA);
+    await joinFully(bob, roomB);
+    await alice.sendText(roomA.roomId, "in A", NOW);
+    await mallory.sendText(roomB.roomId, "in B", NOW);
+    await bob.receive(deliverFrom(decoded(alice)[0]), NOW);
+    await bob.receive(deliverFrom(decoded(mallory)[0]), NOW);
+    assert.deepEqual(bob.events().map((e) => e.keyChanged), [false, false]);
+  });
+
+  it("keeps one replay filter per room: a flood in one room does not silence another", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    const bob = await connectedAndJoined(2, roomA);
+    await joinFully(alice, roomB);
+    await joinFully(bob, roomB);
+    bob.rooms.get(roomHex(roomB.roomId)).replays.capacity = 3;
+    for (let n = 0; n < 5; n++) await alice.sendText(roomB.roomId, `flood ${n}`, NOW + 200_000);
+    for (const publish of decoded(alice)) await bob.receive(deliverFrom(publish), NOW);
+    bob.events();
+    await alice.sendText(roomA.roomId, "still heard", NOW);
+    await bob.receive(deliverFrom(decoded(alice)[0]), NOW);
+    const [event] = bob.events();
+    assert.equal(event.type, "message");
+    assert.equal(event.text, "still heard");
+  });
+
+  it("handles frames in the order they came even when not awaited one by one", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    const bob = await connectedAndJoined(2, roomA);
+    for (let n = 0; n < 4; n++) await alice.sendText(roomA.roomId, `m${n}`, NOW + n);
+    const publishes = decoded(alice);
+    const pending = publishes.map((publish) => bob.receive(deliverFrom(publish), NOW + 10));
+    pending.push(bob.receive(frame({ type: "Presence", roomId: roomA.roomId, members: 2 }), NOW));
+    await Promise.all(pending);
+    assert.deepEqual(
+      bob.events().map((e) => e.text ?? e.type),
+      ["m0", "m1", "m2", "m3", "presence"],
+    );
+  });
+
+  it("answers PONG and refuses what only clients send and what is not a frame", async () => {
+    const alice = makeSession(1);
+    alice.connectionMade();
+    alice.ping(42n);
+    assert.deepEqual(decoded(alice), [{ type: "Ping", token: 42n }]);
+    await alice.receive(frame({ type: "Pong", token: 42n }), NOW);
+    assert.deepEqual(alice.events(), [{ type: "pong", token: 42n }]);
+    await assert.rejects(alice.receive(frame({ type: "Ping", token: 1n }), NOW), FrameError);
+    await assert.rejects(alice.receive(new Uint8Array([0x99, 1, 2]), NOW), FrameError);
+    await assert.rejects(alice.receive(new Uint8Array(0), NOW), FrameError);
+    // A refused frame does not stop the next one.
+    await alice.receive(frame({ type: "Pong", token: 7n }), NOW);
+    assert.deepEqual(alice.events(), [{ type: "pong", token: 7n }]);
+  });
+
+  it("ignores a DELIVER whose room was left while it was being opened", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    const bob = await connectedAndJoined(2, roomA);
+    await alice.sendText(roomA.roomId, "hi", NOW);
+    const receiving = bob.receive(deliverFrom(decoded(alice)[0]), NOW);
+    bob.leave(roomA.roomId);
+    await receiving;
+    assert.deepEqual(bob.events(), []);
+  });
+});
+
+describe("reconnecting", () => {
+  it("resends unacknowledged messages byte for byte once the room has refilled", async () => {
+    const alice = await connectedAndJoined(1, roomA, { members: 2 });
+    const bob = await connectedAndJoined(2, roomA, { members: 2 });
+    await alice.sendText(roomA.roomId, "lost ack", NOW);
+    const [first] = decoded(alice);
+    alice.connectionLost();
+    await alice.sendText(roomA.roomId, "written while away", NOW + 1);
+    assert.deepEqual(alice.framesToSend(), []);
+    await rejoin(alice, roomA, 1);
+    alice.events();
+    // Only alice is back: the outbox waits for the room to refill.
+    assert.equal(alice.holding(roomA.roomId), true);
+    assert.deepEqual(alice.framesToSend(), []);
+    await alice.receive(frame({ type: "Presence", roomId: roomA.roomId, members: 2 }), NOW);
+    assert.deepEqual(alice.events(), [{ type: "presence", roomId: roomA.roomId, members: 2 }]);
+    assert.equal(alice.holding(roomA.roomId), false);
+    const resent = decoded(alice);
+    assert.deepEqual(resent.map((f) => f.type), ["Publish", "Publish"]);
+    assert.equal(hex(resent[0].envelope), hex(first.envelope));
+    assert.notEqual(resent[0].ref, 0);
+    // The first copy had been delivered: bob drops the second by its id.
+    await bob.receive(deliverFrom(first), NOW + 2);
+    await bob.receive(deliverFrom(resent[0]), NOW + 3);
+    await bob.receive(deliverFrom(resent[1]), NOW + 4);
+    assert.deepEqual(
+      bob.events().map((e) => e.text ?? e.reason),
+      ["lost ack", "ReplayedMessage", "written while away"],
+    );
+    // Acknowledged now: after another reconnect nothing is sent again.
+    for (const publish of resent) await alice.receive(frame({ type: "Ack", ref: publish.ref }), NOW);
+    assert.equal(alice.unacknowledged, 0);
+    alice.connectionLost();
+    await rejoin(alice, roomA, 2);
+    assert.deepEqual(alice.framesToSend(), []);
+  });
+
+  it("an ACK from before the reconnect acknowledges nothing after it", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    await alice.sendText(roomA.roomId, "one", NOW);
+    const [old] = decoded(alice);
+    alice.connectionLost();
+    await rejoin(alice, roomA, 1);
+    const [resent] = decoded(alice);
+    assert.notEqual(resent.ref, old.ref);
+    await alice.receive(frame({ type: "Ack", ref: old.ref }), NOW);
+    assert.equal(alice.unacknowledged, 1);
+  });
+
+  it("release ends the wait for members", async () => {
+    const alice = await connectedAndJoined(1, roomA, { members: 3 });
+    alice.connectionLost();
+    await alice.sendText(roomA.roomId, "anyone?", NOW);
+    await rejoin(alice, roomA, 1);
+    assert.equal(alice.holding(roomA.roomId), true);
+    await alice.receive(frame({ type: "Presence", roomId: roomA.roomId, members: 2 }), NOW);
+    assert.deepEqual(alice.framesToSend(), []); // 2 of 3: still waiting
+    alice.release(roomA.roomId);
+    assert.equal(alice.holding(roomA.roomId), false);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Publish"]);
+  });
+
+  it("a room that was never joined before the drop is not held", async () => {
+    const alice = makeSession(1);
+    alice.connectionMade();
+    alice.join(roomA);
+    alice.connectionLost();
+    await alice.sendText(roomA.roomId, "hi", NOW);
+    await rejoin(alice, roomA, 1);
+    assert.equal(alice.holding(roomA.roomId), false);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Publish"]);
+  });
+
+  it("drops what it had to send when the connection is lost", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    alice.ping(1n);
+    alice.connectionLost();
+    assert.deepEqual(alice.framesToSend(), []);
+  });
+});
+
+describe("expiry", () => {
+  async function joinWithExpiry(session, known, fromRelay) {
+    session.join(roomA, { expiresAtMs: known });
+    const [join] = decoded(session);
+    assert.equal(join.expiresAtMs, known); // JOIN carries what the client knows
+    await session.receive(frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: fromRelay, members: 1 }), NOW);
+    return session.events()[0].expiresAtMs;
+  }
+
+  it("keeps the earlier of its own and the relay's expiry, ignoring 0", async () => {
+    const fresh = () => {
+      const session = makeSession(1);
+      session.connectionMade();
+      return session;
+    };
+    assert.equal(await joinWithExpiry(fresh(), NOW + 1000, 0), NOW + 1000);
+    assert.equal(await joinWithExpiry(fresh(), NOW + 1000, NOW + 10 ** 9), NOW + 1000);
+    assert.equal(await joinWithExpiry(fresh(), NOW + 1000, NOW + 500), NOW + 500);
+    assert.equal(await joinWithExpiry(fresh(), 0, NOW + 500), NOW + 500);
+    assert.equal(await joinWithExpiry(fresh(), 0, 0), 0);
+  });
+
+  it("forgets the room, its outbox and its key at expiry by its own clock, and leaves", async () => {
+    const alice = makeSession(1);
+    alice.connectionMade();
+    await joinWithExpiry(alice, NOW + 1000, 0);
+    alice.expire(NOW + 999);
+    assert.equal(alice.rooms.size, 1);
+    await alice.sendText(roomA.roomId, "unacknowledged", NOW);
+    decoded(alice);
+    alice.expire(NOW + 1000);
+    assert.deepEqual(alice.events(), [{ type: "expired", roomId: roomA.roomId }]);
+    assert.deepEqual(decoded(alice), [{ type: "Leave", roomId: roomA.roomId }]);
+    assert.equal(alice.rooms.size, 0);
+    assert.equal(alice.unacknowledged, 0);
+  });
+
+  it("never expires a room whose expiry is not known", async () => {
+    const alice = makeSession(1);
+    alice.connectionMade();
+    await joinWithExpiry(alice, 0, 0);
+    alice.expire(Number.MAX_SAFE_INTEGER);
+    assert.equal(alice.rooms.size, 1);
+  });
+
+  it("a ROOM_EXPIRED from the relay forgets the room and its outbox", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    await alice.sendText(roomA.roomId, "late", NOW);
+    decoded(alice);
+    await alice.receive(errorFrame(ErrorCode.ROOM_EXPIRED, roomA.roomId, { reason: "expired" }), NOW);
+    assert.deepEqual(alice.events(), [
+      { type: "refused", code: ErrorCode.ROOM_EXPIRED, roomId: roomA.roomId, ref: 0, reason: "expired", fatal: true },
+      { type: "expired", roomId: roomA.roomId },
+    ]);
+    assert.equal(alice.rooms.size, 0);
+    assert.equal(alice.unacknowledged, 0);
+  });
+});
+
+describe("refusals", () => {
+  for (const name of ["PROOF_FAILED", "ROOM_FULL", "TOO_MANY_ROOMS", "EXPIRY_TOO_FAR"]) {
+    it(`${name} before JOINED forgets the room for good`, async () => {
+      const alice = makeSession(1);
+      alice.connectionMade();
+      alice.join(roomA);
+      await alice.sendText(roomA.roomId, "never sent", NOW);
+      decoded(alice);
+      await alice.receive(errorFrame(ErrorCode[name], roomA.roomId, { reason: "no" }), NOW);
+      const [refused, ...rest] = alice.events();
+      assert.equal(refused.fatal, true);
+      assert.equal(refused.code, ErrorCode[name]);
+      assert.deepEqual(rest, []);
+      assert.equal(alice.rooms.size, 0);
+      assert.equal(alice.unacknowledged, 0);
+      alice.connectionLost();
+      alice.connectionMade();
+      assert.deepEqual(alice.framesToSend(), []); // not asked again after a reconnect
+    });
+  }
+
+  it("other refusals keep the room: RELAY_FULL, NO_CHALLENGE, and a fatal code once joined", async () => {
+    const alice = makeSession(1);
+    alice.connectionMade();
+    alice.join(roomA);
+    decoded(alice);
+    for (const code of [ErrorCode.RELAY_FULL, ErrorCode.NO_CHALLENGE, ErrorCode.RATE_LIMITED, 999]) {
+      await alice.receive(errorFrame(code, roomA.roomId), NOW);
+    }
+    assert.deepEqual(alice.events().map((e) => e.fatal), [false, false, false, false]);
+    alice.retryJoin(roomA.roomId);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
+    await alice.receive(frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 1 }), NOW);
+    alice.retryJoin(roomA.roomId); // joined: nothing to retry
+    assert.deepEqual(alice.framesToSend(), []);
+    await alice.receive(errorFrame(ErrorCode.ROOM_FULL, roomA.roomId), NOW);
+    assert.equal(alice.events().filter((e) => e.type === "refused")[0].fatal, false);
+    assert.equal(alice.rooms.size, 1);
+  });
+
+  it("a refusal about no room is reported and changes nothing", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    await alice.receive(errorFrame(ErrorCode.MALFORMED_FRAME, NO_ROOM, { reason: "bad" }), NOW);
+    assert.deepEqual(alice.events(), [
+      { type: "refused", code: ErrorCode.MALFORMED_FRAME, roomId: NO_ROOM, ref: 0, reason: "bad", fatal: false },
+    ]);
+    assert.equal(alice.rooms.size, 1);
+  });
+});
+
+describe("the replay filter", () => {
+  const message = (id, timestampMs) => ({ messageId: new Uint8Array(16).fill(id), timestampMs });
+
+  it("at capacity forgets the oldest and refuses anything no newer than it", () => {
+    const filter = new ReplayFilter({ capacity: 3 });
+    filter.accept(message(1, NOW - 30), NOW);
+    filter.accept(message(2, NOW - 10), NOW);
+    filter.accept(message(3, NOW - 20), NOW);
+    filter.accept(message(4, NOW), NOW); // forgets id 1 (the oldest), floor = NOW - 30
+    assert.equal(filter.size, 3);
+    assert.throws(() => filter.accept(message(1, NOW - 30), NOW), { name: "StaleMessage" });
+    assert.throws(() => filter.accept(message(3, NOW - 20), NOW), { name: "ReplayedMessage" });
+    filter.accept(message(5, NOW - 5), NOW); // forgets id 3, floor = NOW - 20
+    assert.throws(() => filter.accept(message(3, NOW - 20), NOW), { name: "StaleMessage" });
+    // Fresh, but making room forgets id 2 (NOW - 10), and NOW - 15 is below that floor.
+    assert.throws(() => filter.accept(message(6, NOW - 15), NOW), { name: "StaleMessage" });
+    assert.throws(() => filter.accept(message(2, NOW - 10), NOW), { name: "StaleMessage" });
+    filter.accept(message(7, NOW - 9), NOW);
+  });
+
+  it("forgets by age, and a clock stepping back cannot bring a forgotten id back", () => {
+    const filter = new ReplayFilter();
+    filter.accept(message(1, NOW), NOW);
+    filter.accept(message(2, NOW + HOUR), NOW + HOUR + 1); // id 1 is now too old: forgotten
+    assert.equal(filter.size, 1);
+    assert.throws(() => filter.accept(message(1, NOW), NOW), { name: "StaleMessage" });
+    assert.throws(() => filter.accept(message(3, NOW + 5 * 60_000 + 1), NOW), { name: "StaleMessage" });
+  });
+});
+
+/**
+ * A relay in a few lines: challenges, proofs checked with verifyJoinProof, ACK to the
+ * sender and DELIVER to the others. `pump()` moves frames until everyone is quiet.
+ */
+class FanOut {
+  constructor() {
+    this.peers = new Map(); // session -> { challenges, publicKeys, rooms }
+    this.rooms = new Map(); // room hex -> Set of sessions
+  }
+
+  connect(session) {
+    this.peers.set(session, { challenges: new Map(), publicKeys: new Map(), rooms: new Set() });
+    session.connectionMade();
+  }
+
+  async pump(nowMs = NOW) {
+    for (let busy = true; busy; ) {
+      busy = false;
+      for (const session of this.peers.keys()) {
+        for (const bytes of session.framesToSend()) {
+          busy = true;
+          for (const [to, answer] of this.handle(session, decodeFrame(bytes))) {
+            await to.receive(encodeFrame(answer), nowMs);
+          }
+        }
+      }
+    }
+  }
+
+  handle(from, f) {
+    const peer = this.peers.get(from);
+    const key = f.roomId && roomHex(f.roomId);
+    const members = this.rooms.get(key) ?? new Set();
+    const others = () => [...members].filter((s) => s !== from);
+    switch (f.type) {
+      case "Join": {
+        const challenge = crypto.getRandomValues(new Uint8Array(32));
+        peer.challenges.set(key, challenge);
+        peer.publicKeys.set(key, f.roomPublicKey);
+        return [[from, { type: "Challenge", roomId: f.roomId, challenge }]];
+      }
+      case "Proof": {
+        const challenge = peer.challenges.get(key);
+        peer.challenges.delete(key);
+        verifyJoinProof(peer.publicKeys.get(key), f.roomId, challenge, f.signature);
+        members.add(from);
+        this.rooms.set(key, members);
+        peer.rooms.add(key);
+        return [
+          [from, { type: "Joined", roomId: f.roomId, expiresAtMs: 0, members: members.size }],
+          ...others().map((s) => [s, { type: "Presence", roomId: f.roomId, members: members.size }]),
+        ];
+      }
+      case "Publish":
+        assert.ok(members.has(from), "published to a room it had not joined");
+        return [
+          [from, { type: "Ack", ref: f.ref }],
+          ...others().map((s) => [s, { type: "Deliver", roomId: f.roomId, envelope: f.envelope }]),
+        ];
+      case "Leave":
+        members.delete(from);
+        return [...members].map((s) => [s, { type: "Presence", roomId: f.roomId, members: members.size }]);
+      default:
+        throw new Error(`unexpected ${f.type}`);
+    }
+  }
+}
+
+describe("sessions talking through a relay", () => {
+  it("two sessions in two rooms exchange messages under each room's name", async () => {
+    const relay = new FanOut();
+    const alice = makeSession(1);
+    const bob = makeSession(2);
+    alice.join(roomA, { name: "alice" });
+    alice.join(roomB, { name: "Dr. A" });
+    bob.join(roomA, { name: "bob" });
+    bob.join(roomB, { name: "B" });
+    relay.connect(alice);
+    relay.connect(bob);
+    await relay.pump();
+    await alice.sendText(roomA.roomId, "hi bob", NOW);
+    await alice.sendText(roomB.roomId, "hello, B", NOW);
+    await bob.sendText(roomA.roomId, "hi alice", NOW);
+    await relay.pump();
+    assert.equal(alice.unacknowledged + bob.unacknowledged, 0);
+    const roomName = (roomId) => (roomHex(roomId) === roomHex(roomA.roomId) ? "A" : "B");
+    const seen = (session) =>
+      session
+        .events()
+        .filter((e) => e.type === "message")
+        .map((e) => [roomName(e.roomId), e.message.senderName, e.text]);
+    assert.deepEqual(seen(bob), [["A", "alice", "hi bob"], ["B", "Dr. A", "hello, B"]]);
+    assert.deepEqual(seen(alice), [["A", "bob", "hi alice"]]);
+  });
+
+  it("a message written while the connection was down arrives once, after the room refills", async () => {
+    const relay = new FanOut();
+    const alice = makeSession(1);
+    const bob = makeSession(2);
+    for (const [session, name] of [[alice, "alice"], [bob, "bob"]]) {
+      session.join(roomA, { name });
+      relay.connect(session);
+    }
+    await relay.pump();
+    alice.events();
+    bob.events();
+    // The relay restarts: both drop; alice is back first and writes.
+    for (const session of [alice, bob]) session.connectionLost();
+    relay.rooms.clear();
+    await alice.sendText(roomA.roomId, "did you miss me?", NOW);
+    relay.connect(alice);
+    await relay.pump();
+    assert.equal(alice.holding(roomA.roomId), true);
+    assert.equal(alice.unacknowledged, 1);
+    relay.connect(bob);
+    await relay.pump();
+    assert.equal(alice.unacknowledged, 0);
+    const texts = bob.events().filter((e) => e.type === "message").map((e) => e.text);
+    assert.deepEqual(texts, ["did you miss me?"]);
+  });
+});
