@@ -1,0 +1,181 @@
+"""Chatting in the web client: two phones through a real relay, a phone with the terminal
+client, and joining by a typed key (a typo is called one)."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+
+from playwright.sync_api import expect
+
+from instantroom.protocol.minikey import spell_character
+from instantroom.testing import RelayProcess
+from tests.client.test_cli import typo_of
+from tests.web.conftest import (
+    FINGERPRINT,
+    LineReader,
+    Phone,
+    environment,
+    instantroom,
+)
+
+
+def texts_in_order(phone: Phone) -> list[str]:
+    return [
+        text.strip()
+        for text in phone.by("messages").get_by_test_id("message-text").all_inner_texts()
+    ]
+
+
+def test_two_phones_chat_through_a_relay(relay: RelayProcess, phones: Callable[..., Phone]) -> None:
+    alice, bob = phones(), phones()
+    alice.open(relay.url)
+    alice.set_password("alice's long password")
+    room = alice.create_room("Weekend trip", "Alice", expiry="day")
+
+    # The Share screen: the key in groups, spelled out, the invite link and its QR code.
+    assert room.invite == f"{relay.url}/#{room.key}"
+    spelled = alice.by("room-key-spelled").inner_text()
+    position = 0
+    for char in room.key:  # every character spelled, in order
+        position = spelled.index(spell_character(char), position) + 1
+    expect(alice.by("qr")).to_be_visible()
+    alice.open_room()
+    expect(alice.by("room-title")).to_contain_text("Weekend trip")
+    alice.expect_members(1)
+
+    bob.open(room.invite)
+    bob.set_password("bob's long password", then="join-key")
+    prefilled = "".join(bob.by("join-key").input_value().split())
+    assert room.key in prefilled
+    bob.by("nickname").fill("Bob")
+    bob.by("join").click()
+    bob.expect_online()
+    alice.expect_members(2)
+    bob.expect_members(2)
+
+    alice.send("Hello Bob, the train leaves at 9.")
+    at_bob = bob.expect_message("Hello Bob, the train leaves at 9.")
+    own_at_alice = alice.expect_message("Hello Bob, the train leaves at 9.")
+    assert at_bob.sender == own_at_alice.sender == "Alice"
+
+    bob.send("Got it ✓ see you there", enter=True)  # Enter sends too
+    at_alice = alice.expect_message("Got it ✓ see you there")
+    own_at_bob = bob.expect_message("Got it ✓ see you there")
+    assert at_alice.sender == own_at_bob.sender == "Bob"
+
+    # Each side shows the same fingerprint for a sender; two senders, two fingerprints.
+    assert at_bob.fingerprint == own_at_alice.fingerprint != ""
+    assert at_alice.fingerprint == own_at_bob.fingerprint != ""
+    assert at_bob.fingerprint != at_alice.fingerprint
+    assert not any(m.key_changed for m in (at_bob, own_at_alice, at_alice, own_at_bob))
+    expected = ["Hello Bob, the train leaves at 9.", "Got it ✓ see you there"]
+    assert texts_in_order(alice) == texts_in_order(bob) == expected
+
+
+def test_a_phone_and_the_terminal_client_chat(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    phone = phones()
+    phone.open(relay.url)
+    phone.set_password("a phone's long password")
+    room = phone.create_room("With the terminal", "Pat")
+    phone.open_room()
+    phone.expect_members(1)
+
+    # The key through the environment, not the command line (where ps would show it).
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "instantroom", "listen", "--server", relay.url, "--json"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment(INSTANTROOM_KEY=room.key),
+    )
+    try:
+        lines = LineReader(listener.stdout)
+        phone.expect_members(2)  # the listener is in
+
+        phone.send("From the browser ✓")
+        heard = json.loads(lines.next_line())
+        assert (heard["name"], heard["text"]) == ("Pat", "From the browser ✓")
+        assert heard["key_changed"] is False
+        # The page shows its own fingerprint as the terminal client does: comparable by eye.
+        own = phone.expect_message("From the browser ✓")
+        assert FINGERPRINT.fullmatch(heard["fingerprint"])
+        assert heard["fingerprint"] in own.fingerprint, (heard["fingerprint"], own.fingerprint)
+
+        # The invite link through stdin; each send is a new device, so a new key for "term".
+        for text in ("From the terminal", "term again, with another key"):
+            out = instantroom(
+                "send",
+                "--server",
+                relay.url,
+                "--key",
+                "-",
+                "--name",
+                "term",
+                text,
+                stdin=room.invite + "\n",
+            )
+            assert out == ""
+        first = phone.expect_message("From the terminal")
+        second = phone.expect_message("term again, with another key")
+        assert first.sender == second.sender == "term"
+        assert not first.key_changed
+        assert second.key_changed  # same name, new key: the warning shows
+        assert first.fingerprint != second.fingerprint
+        assert own.fingerprint not in (first.fingerprint, second.fingerprint)
+
+        heard_after = [json.loads(lines.next_line()) for _ in range(2)]
+        assert [(h["name"], h["text"], h["key_changed"]) for h in heard_after] == [
+            ("term", "From the terminal", False),
+            ("term", "term again, with another key", True),
+        ]
+        assert heard_after[0]["fingerprint"] in first.fingerprint
+        assert heard_after[1]["fingerprint"] in second.fingerprint
+    finally:
+        listener.send_signal(signal.SIGINT)
+        try:
+            listener.wait(10)
+        except subprocess.TimeoutExpired:
+            listener.kill()
+            listener.wait()
+        assert listener.stdout is not None
+        assert listener.stderr is not None
+        listener.stdout.close()
+        errors = listener.stderr.read().decode()
+        listener.stderr.close()
+    assert "Traceback" not in errors, errors
+
+
+def test_joining_by_a_typed_key_and_a_typo(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    alice, bob = phones(), phones()
+    alice.open(relay.url)
+    alice.set_password("alice's long password")
+    room = alice.create_room("Typed", "Alice")
+    alice.open_room()
+
+    bob.open(relay.url)
+    bob.set_password("bob's long password")
+    bob.by("nav-join").click()
+    bob.by("join-key").fill(typo_of(room.key))
+    bob.by("nickname").fill("Bob")
+    bob.by("join").click()
+    expect(bob.page.get_by_role("alert").filter(has_text="typo").first).to_be_visible()
+    expect(bob.by("room-title")).to_have_count(0)
+    alice.expect_members(1)
+
+    # The key as read aloud, in groups with spaces.
+    bob.by("join-key").fill(room.grouped)
+    bob.by("join").click()
+    bob.expect_online()
+    alice.expect_members(2)
+    bob.send("typed it by hand")
+    assert alice.expect_message("typed it by hand").sender == "Bob"
+    assert re.search(r"\S", alice.expect_message("typed it by hand").fingerprint)
