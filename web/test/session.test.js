@@ -12,7 +12,8 @@ import { FrameError, UsageError } from "../src/protocol/errors.js";
 import { decodeFrame, encodeFrame, NO_ROOM } from "../src/protocol/frames.js";
 import { verifyJoinProof } from "../src/protocol/join.js";
 import { fingerprint, roomKeysFromMinikey } from "../src/protocol/kdf.js";
-import { ClientSession, ReplayFilter, roomHex } from "../src/protocol/session.js";
+import { ReplayFilter } from "../src/protocol/envelope.js";
+import { ClientSession, roomHex } from "../src/protocol/session.js";
 
 const KEY_A = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy";
 const KEY_B = "SDehB97fmBnFwezqLcANLCCQkQyfz1";

@@ -537,6 +537,11 @@ function Room({ app }) {
               </div>
             </div>
           )}
+          {state !== "online" && app.connectionReason(id) && (
+            <p class="notice" role="status" data-testid="connection-reason">
+              {app.connectionReason(id)}
+            </p>
+          )}
           {live.error && (
             <p class="alert" role="alert">
               {live.error}

@@ -239,6 +239,12 @@ export class App {
     return connection ? connection.state : "offline";
   }
 
+  /** Why the room's relay connection is not online, for people; null when all is well. */
+  connectionReason(id) {
+    const room = this.room(id);
+    return (room && this.connections.get(room.serverUrl)?.reason) || null;
+  }
+
   _connectRoom(room) {
     const connection = this.connectionFor(room.serverUrl);
     this.liveRoom(room.roomId);

@@ -6,9 +6,9 @@
 //   inner    = signed || Ed25519 signature by the sender's device key
 
 import { ed25519 } from "@noble/curves/ed25519.js";
-import { concat, u32, u64, utf8, utf8Strict, view } from "./bytes.js";
+import { concat, hex, u32, u64, utf8, utf8Strict, view } from "./bytes.js";
 import { ENVELOPE_VERSION, NONCE_SIZE, PADDING_BUCKETS, SIGNATURE_SIZE, TAG_SIZE } from "./codes.js";
-import { BadSignature, DecryptionFailed, MalformedEnvelope, UsageError } from "./errors.js";
+import { BadSignature, DecryptionFailed, MalformedEnvelope, ReplayedMessage, StaleMessage, UsageError } from "./errors.js";
 
 export const Kind = Object.freeze({ TEXT: 1, JOIN: 2, LEAVE: 3, TYPING: 4 });
 export const MESSAGE_ID_SIZE = 16;
@@ -156,4 +156,88 @@ function parseInner(inner) {
     signed: inner.subarray(0, offset + bodyLength),
     signature: inner.subarray(offset + bodyLength),
   };
+}
+
+/**
+ * Drops duplicates and messages whose time is far from the present (PROTOCOL.md 7).
+ *
+ * Memory is bounded: ids are kept only while their timestamp is inside the window, and
+ * when `capacity` is reached the oldest id is forgotten and the window's floor rises to
+ * its timestamp, so a forgotten message still cannot come back.
+ */
+export class ReplayFilter {
+  constructor({ maxAgeMs = 60 * 60 * 1000, maxFutureMs = 5 * 60 * 1000, capacity = 100_000 } = {}) {
+    this.maxAgeMs = maxAgeMs;
+    this.maxFutureMs = maxFutureMs;
+    this.capacity = capacity;
+    this._seen = new Set();
+    /** A binary min-heap of { t, id } ordered by timestamp. */
+    this._byTime = [];
+    this._floorMs = -1;
+  }
+
+  get size() {
+    return this._byTime.length;
+  }
+
+  /** Remember `message` or throw ReplayedMessage / StaleMessage. */
+  accept(message, nowMs) {
+    const t = message.timestampMs;
+    const oldest = Math.max(nowMs - this.maxAgeMs, this._floorMs + 1);
+    if (t < oldest || t > nowMs + this.maxFutureMs) {
+      throw new StaleMessage("The message's time is too far from the present.");
+    }
+    while (this._byTime.length > 0 && this._byTime[0].t < nowMs - this.maxAgeMs) {
+      // The floor rises with what is forgotten: a clock that steps back cannot bring a
+      // forgotten message back inside the window.
+      this._forgetOldest();
+    }
+    const id = hex(message.messageId);
+    if (this._seen.has(id)) throw new ReplayedMessage("This message was already received.");
+    if (this._byTime.length >= this.capacity) {
+      this._forgetOldest();
+      if (t <= this._floorMs) throw new StaleMessage("The message's time is too far from the present.");
+    }
+    this._seen.add(id);
+    this._push({ t, id });
+  }
+
+  _forgetOldest() {
+    const { t, id } = this._pop();
+    this._seen.delete(id);
+    this._floorMs = Math.max(this._floorMs, t);
+  }
+
+  _push(entry) {
+    const heap = this._byTime;
+    heap.push(entry);
+    let i = heap.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (heap[parent].t <= heap[i].t) break;
+      [heap[parent], heap[i]] = [heap[i], heap[parent]];
+      i = parent;
+    }
+  }
+
+  _pop() {
+    const heap = this._byTime;
+    const top = heap[0];
+    const last = heap.pop();
+    if (heap.length > 0) {
+      heap[0] = last;
+      let i = 0;
+      for (;;) {
+        const left = 2 * i + 1;
+        const right = left + 1;
+        let smallest = i;
+        if (left < heap.length && heap[left].t < heap[smallest].t) smallest = left;
+        if (right < heap.length && heap[right].t < heap[smallest].t) smallest = right;
+        if (smallest === i) break;
+        [heap[smallest], heap[i]] = [heap[i], heap[smallest]];
+        i = smallest;
+      }
+    }
+    return top;
+  }
 }
