@@ -3,7 +3,8 @@
 The template is filled with plain HTTP on 127.0.0.1 and two relays that share rooms
 through a redis-server on a loopback port; nginx runs in the foreground as this user,
 everything it writes under tmp_path. Through it: two members chat both ways (nginx puts
-one on each relay), /healthz answers and the WebSocket upgrade passes.
+one on each relay), /healthz answers and the WebSocket upgrade passes, a browser's
+same-origin one included.
 """
 
 from __future__ import annotations
@@ -171,6 +172,14 @@ def test_nginx_in_front_of_two_relays(tmp_path: Path) -> None:
                 assert status == 101, (status, headers)
                 assert headers["upgrade"].lower() == "websocket"
                 assert headers["sec-websocket-protocol"] == SUBPROTOCOL
+                writer.close()
+
+                # A browser on the page nginx serves sends its Origin, port included; nginx
+                # passes Host with the port, so the relay sees the same origin and lets it in.
+                reader, writer = await asyncio.open_connection(LOOPBACK, port)
+                writer.write(upgrade_request(port, origin=url))
+                status, headers = await read_response_head(reader)
+                assert status == 101, (status, headers)
                 writer.close()
 
                 health = await http_request(port, "/healthz")
