@@ -6,6 +6,8 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { formatMinikey, spellMinikey } from "../protocol/minikey.js";
 import { qrDataUrl } from "../qr/draw.js";
 import { LIFETIMES } from "./controller.js";
+import { parseInvite } from "./invite.js";
+import { shown } from "./text.js";
 
 const STATE_LABELS = {
   online: "online",
@@ -341,7 +343,15 @@ function Join({ app }) {
       await scanFromCamera(
         video.current,
         (value) => {
-          setText(value);
+          // An invite link for this relay is shown as its key alone; a link to another
+          // relay stays whole, as the relay matters.
+          try {
+            const { server, key } = parseInvite(value);
+            const here = server === null || server.replace(/\/$/, "") === app.store.data.serverUrl;
+            setText(here ? formatMinikey(key) : value.trim());
+          } catch {
+            return false; // Some other QR code: keep looking.
+          }
           return true;
         },
         controller.signal,
@@ -435,7 +445,7 @@ function Message({ app, roomId, message }) {
     <li class={message.mine ? "message mine" : "message"} data-testid="message">
       <div class="message-head">
         <span class="sender" data-testid="message-sender">
-          {message.senderName}
+          {shown(message.senderName)}
         </span>
         <span class="fingerprint" data-testid="message-fingerprint" title="The sender's device fingerprint">
           {message.fingerprint}
@@ -444,12 +454,12 @@ function Message({ app, roomId, message }) {
       </div>
       {message.keyChanged && (
         <p class="warning" data-testid="key-change-warning" role="note">
-          ⚠ {message.senderName} now writes from another device key. It may be a new device, or someone else
+          ⚠ {shown(message.senderName)} now writes from another device key. It may be a new device, or someone else
           using that name: check the fingerprint with them.
         </p>
       )}
       <p class="text" data-testid="message-text">
-        {message.text}
+        {shown(message.text, { lines: true })}
       </p>
       <div class="message-foot">
         {message.mine && <span class="status">{message.status === "sending" ? "sending…" : "sent"}</span>}
@@ -464,6 +474,23 @@ function Message({ app, roomId, message }) {
         </button>
       </div>
     </li>
+  );
+}
+
+function RenameRoom({ app, room }) {
+  const [label, setLabel] = useState(room.label);
+  const submit = (event) => {
+    event.preventDefault();
+    app.renameRoom(room.roomId, label);
+  };
+  return (
+    <form class="inline" onSubmit={submit}>
+      <label for="rename-room">Room name (only on this device)</label>
+      <div class="row">
+        <input id="rename-room" data-testid="rename-room" value={label} maxLength={60} onInput={(e) => setLabel(e.currentTarget.value)} />
+        <button type="submit">Rename</button>
+      </div>
+    </form>
   );
 }
 
@@ -526,7 +553,10 @@ function Room({ app }) {
                 />
                 Keep this room's messages on this device (encrypted)
               </label>
-              <p class="hint">Your nickname here: {room.nickname}. Your fingerprint: {app.myFingerprint()}</p>
+              <RenameRoom app={app} room={room} />
+              <p class="hint">
+                Your nickname here: {shown(room.nickname)}. Your fingerprint: {app.myFingerprint()}
+              </p>
               <div class="actions small">
                 <button type="button" data-testid="clear-history" onClick={() => app.clearHistory(id)}>
                   Delete all messages
@@ -622,8 +652,9 @@ function Settings({ app }) {
             required
           />
           <p class="hint">
-            Any InstantRoom relay works: it only carries ciphertext. New rooms and bare keys use this one; rooms
-            you joined keep their own.
+            Any InstantRoom relay can carry your rooms: it only sees ciphertext. New rooms and bare keys use
+            this one; rooms you joined keep their own. A relay other than the one that served this page must
+            list this page's address in its --origins option, or it refuses the connection.
           </p>
           <label for="idle-lock">Lock after</label>
           <select id="idle-lock" data-testid="idle-lock" value={idle} onChange={(e) => setIdle(e.currentTarget.value)}>
@@ -698,7 +729,23 @@ function Settings({ app }) {
   );
 }
 
-const SCREENS = { unlock: Unlock, rooms: Rooms, new: NewRoom, share: Share, join: Join, room: Room, settings: Settings };
+function Insecure() {
+  return (
+    <main class="screen unlock">
+      <Heading>This page needs HTTPS</Heading>
+      <p role="alert" class="alert">
+        Browsers only let a page encrypt with WebCrypto, keep keys and use the camera when it comes over
+        HTTPS (or from this machine itself). Open this relay's https:// address instead.
+      </p>
+      <p class="hint">
+        Running the relay yourself? Put it behind a reverse proxy with a certificate, or start it with
+        --tls-self-signed on a home network.
+      </p>
+    </main>
+  );
+}
+
+const SCREENS = { insecure: Insecure, unlock: Unlock, rooms: Rooms, new: NewRoom, share: Share, join: Join, room: Room, settings: Settings };
 
 export function App({ app }) {
   const [, setVersion] = useState(0);
@@ -710,7 +757,7 @@ export function App({ app }) {
       </main>
     );
   }
-  const needsStore = app.state.screen !== "unlock";
+  const needsStore = !["unlock", "insecure"].includes(app.state.screen);
   const Screen = needsStore && !app.store ? Unlock : SCREENS[app.state.screen];
   return <Screen key={`${app.state.screen}:${app.state.current ?? ""}`} app={app} />;
 }

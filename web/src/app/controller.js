@@ -87,8 +87,17 @@ export class App {
 
   async start() {
     const captured = takeCapturedFragment();
+    if (!window.isSecureContext || !globalThis.crypto?.subtle) {
+      // WebCrypto (and the camera) exist only on HTTPS pages and on this machine's loopback.
+      this.set({ screen: "insecure" });
+      return;
+    }
     if (captured) this.state.joinText = captured;
     window.addEventListener("hashchange", () => this._onHashChange());
+    // A page coming back from the background checks at once, before showing anything.
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible") this._checkIdle();
+    });
     for (const type of ["pointerdown", "keydown", "touchstart"]) {
       window.addEventListener(type, () => (this.lastActivity = Date.now()), { passive: true });
     }
@@ -162,9 +171,13 @@ export class App {
     this.set({ busy: false, firstVisit: false, screen, error: null });
   }
 
-  lock(reason = null) {
+  _stopTimers() {
     for (const timer of this._timers) clearInterval(timer);
     this._timers = [];
+  }
+
+  lock(reason = null) {
+    this._stopTimers();
     for (const connection of this.connections.values()) connection.close();
     this.connections.clear();
     this.live.clear();
@@ -174,7 +187,8 @@ export class App {
   }
 
   _checkIdle() {
-    const minutes = this.store?.data.idleLockMinutes ?? 5;
+    if (!this.store) return;
+    const minutes = this.store.data.idleLockMinutes ?? 5;
     if (minutes > 0 && Date.now() - this.lastActivity > minutes * 60_000) {
       this.lock("Locked after a while without use.");
     }
@@ -517,6 +531,7 @@ export class App {
   }
 
   async wipe() {
+    this._stopTimers();
     for (const connection of this.connections.values()) connection.close();
     this.connections.clear();
     await this.store.wipe();
