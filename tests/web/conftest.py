@@ -20,9 +20,11 @@ a relay that serves no built client is an error (build it: ``cd web && npx vite 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -402,6 +404,36 @@ class LineReader:
         if line is None:
             raise AssertionError("the process closed its output")
         return line
+
+
+@contextlib.contextmanager
+def listening(server: str, key: str) -> Iterator[LineReader]:
+    """``instantroom listen --json`` in the room of ``key`` (given through the environment,
+    not the command line, where ps would show it), for the ``with`` block; its lines.
+
+    On exit it gets SIGINT; it must not have printed a traceback."""
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "instantroom", "listen", "--server", server, "--json"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment(INSTANTROOM_KEY=key),
+    )
+    assert listener.stdout is not None
+    assert listener.stderr is not None
+    try:
+        yield LineReader(listener.stdout)
+    finally:
+        listener.send_signal(signal.SIGINT)
+        try:
+            listener.wait(10)
+        except subprocess.TimeoutExpired:
+            listener.kill()
+            listener.wait()
+        listener.stdout.close()
+        errors = listener.stderr.read().decode()
+        listener.stderr.close()
+    assert "Traceback" not in errors, errors
 
 
 def instantroom(*args: str, stdin: str = "", timeout: float = 30, **env: str) -> str:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import subprocess
-import sys
 from collections.abc import Callable
 
 from playwright.sync_api import expect
@@ -17,10 +14,9 @@ from instantroom.testing import RelayProcess
 from tests.client.test_cli import typo_of
 from tests.web.conftest import (
     FINGERPRINT,
-    LineReader,
     Phone,
-    environment,
     instantroom,
+    listening,
 )
 
 
@@ -83,20 +79,12 @@ def test_a_phone_and_the_terminal_client_chat(
     phone = phones()
     phone.open(relay.url)
     phone.set_password("a phone's long password")
-    room = phone.create_room("With the terminal", "Pat")
+    room = phone.create_room("With the terminal", "Pat", expiry="week")
     phone.open_room()
     phone.expect_members(1)
 
     # The key through the environment, not the command line (where ps would show it).
-    listener = subprocess.Popen(
-        [sys.executable, "-m", "instantroom", "listen", "--server", relay.url, "--json"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=environment(INSTANTROOM_KEY=room.key),
-    )
-    try:
-        lines = LineReader(listener.stdout)
+    with listening(relay.url, room.key) as lines:
         phone.expect_members(2)  # the listener is in
 
         phone.send("From the browser ✓")
@@ -137,19 +125,6 @@ def test_a_phone_and_the_terminal_client_chat(
         ]
         assert heard_after[0]["fingerprint"] in first.fingerprint
         assert heard_after[1]["fingerprint"] in second.fingerprint
-    finally:
-        listener.send_signal(signal.SIGINT)
-        try:
-            listener.wait(10)
-        except subprocess.TimeoutExpired:
-            listener.kill()
-            listener.wait()
-        assert listener.stdout is not None
-        assert listener.stderr is not None
-        listener.stdout.close()
-        errors = listener.stderr.read().decode()
-        listener.stderr.close()
-    assert "Traceback" not in errors, errors
 
 
 def test_joining_by_a_typed_key_and_a_typo(

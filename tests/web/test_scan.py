@@ -29,7 +29,7 @@ def test_join_by_scanning_the_qr_code(
     alice = phones()
     alice.open(relay.url)
     alice.set_password("alice's long password")
-    room = alice.create_room("Scanned", "Alice")
+    room = alice.create_room("Scanned", "Alice", expiry="hour")
     expect(alice.by("qr")).to_be_visible()
     assert alice.by("qr").evaluate("element => element.tagName") == "IMG"
     png = alice.by("qr").screenshot()
