@@ -1,11 +1,15 @@
 """The asyncio client library against a relay process: messages, presence, refusals,
-rate limits, and a relay restart in mid-conversation.
+rate limits, and a relay restart in mid-conversation; and against a stand-in relay
+(``FakeRelay``) for what a real one does not do on cue: fatal close codes, a relay that
+accepts and closes at once, a missing subprotocol, a rate-limited join across a
+reconnect, RELAY_FULL and NOT_JOINED.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import secrets
 import signal
 from collections import Counter
@@ -13,16 +17,24 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 import pytest
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
-from instantroom.client.connection import JoinRefused, RelayRefused, RoomClient
-from instantroom.protocol.codes import ErrorCode
+from instantroom.client.connection import JoinRefused, RelayRefused, RoomClient, now_ms
+from instantroom.protocol import frames
+from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode
+from instantroom.protocol.errors import JoinProofError
+from instantroom.protocol.join import verify_join_proof
 from instantroom.protocol.kdf import DeviceKey
 from instantroom.protocol.session import (
     Event,
+    Joined,
     MessageReceived,
     MessageRejected,
     PongReceived,
     PresenceChanged,
+    Refused,
 )
 from instantroom.testing import (
     LOOPBACK,
@@ -356,3 +368,371 @@ async def cancelled(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+# A stand-in relay, for what a real relay does not do on cue
+
+
+class Peer:
+    """One connection to the stand-in relay, with a relay's answers (PROTOCOL.md 8.5) at
+    hand: ``answer`` one frame as a relay would, or ``serve`` until the client goes."""
+
+    def __init__(self, ws: ServerConnection, number: int) -> None:
+        self.ws = ws
+        self.number = number  # 1 for the first connection
+        self.received: list[frames.Frame] = []
+        self.challenges: dict[bytes, tuple[bytes, bytes]] = {}  # room id -> (key, challenge)
+        self.rooms: set[bytes] = set()
+
+    async def recv(self) -> frames.Frame:
+        data = await self.ws.recv()
+        assert isinstance(data, bytes)
+        frame = frames.decode_frame(data)
+        self.received.append(frame)
+        return frame
+
+    async def send(self, frame: frames.Frame) -> None:
+        await self.ws.send(frames.encode_frame(frame))
+
+    def joins(self) -> int:
+        return sum(isinstance(f, frames.Join) for f in self.received)
+
+    async def answer(self, frame: frames.Frame) -> None:
+        match frame:
+            case frames.Join(room_id, public_key, _):
+                challenge = secrets.token_bytes(32)
+                self.challenges[room_id] = (public_key, challenge)  # replaces an older one
+                await self.send(frames.Challenge(room_id, challenge))
+            case frames.Proof(room_id, signature):
+                pending = self.challenges.pop(room_id, None)
+                if pending is None:
+                    await self.send(frames.Error(ErrorCode.NO_CHALLENGE, 0, room_id, "no"))
+                    return
+                try:
+                    verify_join_proof(pending[0], room_id, pending[1], signature)
+                except JoinProofError:
+                    await self.send(frames.Error(ErrorCode.PROOF_FAILED, 0, room_id, "no"))
+                    return
+                self.rooms.add(room_id)
+                await self.send(frames.Joined(room_id, 0, 1))
+            case frames.Publish(ref, room_id, _):
+                if room_id in self.rooms:
+                    await self.send(frames.Ack(ref))
+                else:
+                    error = frames.Error(ErrorCode.NOT_JOINED, ref, room_id, "not a member")
+                    await self.send(error)
+            case frames.Leave(room_id):
+                self.rooms.discard(room_id)
+                self.challenges.pop(room_id, None)
+            case frames.Ping(token):
+                await self.send(frames.Pong(token))
+
+    async def serve(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await self.answer(await self.recv())
+
+
+Script = Callable[[Peer], Coroutine[Any, Any, None]]
+
+
+class FakeRelay:
+    """A WebSocket server on loopback that runs ``scripts[n - 1]`` for its n-th connection
+    (the last script for any after), selecting ``instantroom.v1`` unless told not to."""
+
+    def __init__(self, *scripts: Script, subprotocol: bool = True) -> None:
+        self.scripts = scripts
+        self.subprotocol = subprotocol
+        self.peers: list[Peer] = []
+        self.url = ""
+        self._server: Server | None = None
+        self._connected = asyncio.Condition()
+
+    async def __aenter__(self) -> FakeRelay:
+        self._server = await serve(
+            self._handle,
+            LOOPBACK,
+            0,
+            subprotocols=[Subprotocol(SUBPROTOCOL)] if self.subprotocol else None,
+            compression=None,
+            ping_interval=None,
+        )
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://{LOOPBACK}:{port}"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def wait_for_connections(self, count: int) -> None:
+        async with self._connected:
+            await self._connected.wait_for(lambda: len(self.peers) >= count)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        peer = Peer(ws, len(self.peers) + 1)
+        async with self._connected:
+            self.peers.append(peer)
+            self._connected.notify_all()
+        await self.scripts[min(peer.number, len(self.scripts)) - 1](peer)
+
+
+def closing_with(code: int) -> Script:
+    async def script(peer: Peer) -> None:
+        await peer.ws.close(code, "as scripted")
+
+    return script
+
+
+async def serving(peer: Peer) -> None:
+    await peer.serve()
+
+
+class CountedDelays:
+    """Reconnect delays that record each one taken: (which backoff, which delay in it)."""
+
+    def __init__(self, delay: float = 0.05) -> None:
+        self.delay = delay
+        self.taken: list[tuple[int, int]] = []
+        self.backoffs = 0
+
+    def __call__(self) -> Generator[float]:
+        backoff = self.backoffs
+        self.backoffs += 1
+        for n in itertools.count():
+            self.taken.append((backoff, n))
+            yield self.delay
+
+
+@pytest.mark.parametrize("code", [CloseCode.POLICY_VIOLATION, CloseCode.MESSAGE_TOO_BIG])
+def test_a_fatal_close_code_stops_the_client(code: int) -> None:
+    """PROTOCOL.md 11.2: after 1008 or 1009, "do not reconnect in a loop": the client
+    stops, and whoever waits, or calls later, is told why."""
+    room = fresh_room()
+
+    async def scenario() -> None:
+        async with FakeRelay(closing_with(code)) as relay:
+            alice = RoomClient(relay.url, device(), "alice", reconnect_delays=fast_retries)
+            async with alice:
+                with pytest.raises(RelayRefused) as refused:
+                    await alice.join(room)
+                assert refused.value.close_code == code
+                assert str(code) in str(refused.value)
+                assert alice.failure is refused.value
+                await asyncio.sleep(0.3)  # six retries' worth
+                assert len(relay.peers) == 1
+                with pytest.raises(RelayRefused):
+                    await alice.send_text(room.room_id, "anyone?")
+
+    run(scenario(), timeout=10)
+
+
+def test_a_relay_that_accepts_then_closes_is_retried_with_backoff() -> None:
+    """Every reconnect, also after a connection that opened, waits for the next delay of
+    one backoff, which does not start afresh without a JOINED."""
+    room = fresh_room()
+    delays = CountedDelays()
+
+    async def scenario() -> None:
+        async with FakeRelay(closing_with(CloseCode.INTERNAL_ERROR)) as relay:
+            alice = RoomClient(relay.url, device(), "alice", reconnect_delays=delays)
+            async with alice:
+                joining = asyncio.create_task(alice.join(room))
+                await relay.wait_for_connections(5)
+                assert not joining.done()
+                joining.cancel()
+        assert delays.backoffs == 1
+        assert delays.taken[:4] == [(0, 0), (0, 1), (0, 2), (0, 3)]
+
+    run(scenario(), timeout=10)
+
+
+def test_the_backoff_starts_afresh_only_after_a_joined() -> None:
+    room = fresh_room()
+    delays = CountedDelays()
+
+    async def joined_then_closed(peer: Peer) -> None:
+        await peer.answer(await peer.recv())  # JOIN
+        await peer.answer(await peer.recv())  # PROOF: JOINED
+        await peer.ws.close(CloseCode.SERVICE_RESTART)
+
+    async def scenario() -> None:
+        closing = closing_with(CloseCode.INTERNAL_ERROR)
+        async with FakeRelay(closing, closing, joined_then_closed, serving) as relay:
+            alice = RoomClient(relay.url, device(), "alice", reconnect_delays=delays)
+            async with alice:
+                await alice.join(room)  # on the third connection
+                for _ in range(2):  # the third connection's JOINED, then the fourth's
+                    await wait_for(alice, lambda e: isinstance(e, Joined))
+                assert len(relay.peers) == 4
+        # Two delays of the first backoff, then the first delay of a fresh one.
+        assert delays.taken == [(0, 0), (0, 1), (1, 0)]
+
+    run(scenario(), timeout=10)
+
+
+def test_a_server_that_does_not_select_the_subprotocol_is_refused() -> None:
+    """PROTOCOL.md 10.1: a client closes a connection on which the relay did not select
+    instantroom.v1, and does not try again."""
+    room = fresh_room()
+
+    async def scenario() -> None:
+        async with FakeRelay(serving, subprotocol=False) as relay:
+            alice = RoomClient(relay.url, device(), "alice", reconnect_delays=fast_retries)
+            async with alice:
+                with pytest.raises(RelayRefused) as refused:
+                    await alice.join(room)
+                assert SUBPROTOCOL in str(refused.value)
+                await asyncio.sleep(0.3)
+                assert len(relay.peers) == 1
+                assert relay.peers[0].received == []  # not a word to it
+
+    run(scenario(), timeout=10)
+
+
+def test_a_join_retry_does_not_outlive_its_connection() -> None:
+    """A JOIN retry timed after RATE_LIMITED on one connection must not fire on the next,
+    which joined already: its second JOIN would replace the challenge under the first
+    PROOF, which would fail (PROOF_FAILED) and the room would be given up."""
+    room = fresh_room()
+
+    async def rate_limited_then_restarting(peer: Peer) -> None:
+        join = await peer.recv()
+        assert isinstance(join, frames.Join)
+        await peer.send(frames.Error(ErrorCode.RATE_LIMITED, 0, join.room_id, "slow down"))
+        await peer.ws.close(CloseCode.SERVICE_RESTART)
+
+    async def slow_to_answer(peer: Peer) -> None:
+        await asyncio.sleep(0.8)  # the client's retry, if alive, fires meanwhile
+        await peer.serve()
+
+    async def scenario() -> None:
+        async with FakeRelay(rate_limited_then_restarting, slow_to_answer) as relay:
+            alice = RoomClient(
+                relay.url,
+                device(),
+                "alice",
+                reconnect_delays=fast_retries,
+                retry_after_rate_limit=0.2,
+            )
+            async with alice:
+                assert (await alice.join(room)).room_id == room.room_id
+                assert [peer.joins() for peer in relay.peers] == [1, 1]
+
+    run(scenario(), timeout=10)
+
+
+def test_a_join_refused_as_relay_full_is_tried_again_later() -> None:
+    """RELAY_FULL says "try later": the client sends its JOIN again after a while, on the
+    same connection, and the join goes through once the relay has room."""
+    room = fresh_room()
+
+    async def full_at_first(peer: Peer) -> None:
+        join = await peer.recv()
+        await peer.answer(join)  # CHALLENGE
+        await peer.recv()  # a good PROOF, but no room for one more room
+        full = frames.Error(ErrorCode.RELAY_FULL, 0, room.room_id, "try again later")
+        await peer.send(full)
+        await peer.serve()
+
+    async def scenario() -> None:
+        async with FakeRelay(full_at_first) as relay:
+            alice = RoomClient(
+                relay.url,
+                device(),
+                "alice",
+                reconnect_delays=fast_retries,
+                retry_after_relay_full=0.2,
+            )
+            async with alice:
+                refused = asyncio.create_task(
+                    wait_for(
+                        alice, lambda e: isinstance(e, Refused) and e.code == ErrorCode.RELAY_FULL
+                    )
+                )
+                assert (await alice.join(room)).room_id == room.room_id
+                await refused
+                assert len(relay.peers) == 1
+                assert relay.peers[0].joins() == 2
+
+    run(scenario(), timeout=10)
+
+
+def test_a_relay_full_join_goes_through_once_a_real_relay_has_room() -> None:
+    """The same against a relay that remembers one room: the first room's id, once it
+    expired and was kept its while, makes way for the second room."""
+    first, second = fresh_room(), fresh_room()
+    with running_relay("--max-rooms", "1", "--max-room-lifetime", "1") as relay:
+
+        async def scenario() -> None:
+            alice = RoomClient(relay.url, device(), "alice", retry_after_relay_full=0.25)
+            bob = RoomClient(relay.url, device(), "bob", retry_after_relay_full=0.25)
+            async with alice, bob:
+                await alice.join(first, now_ms() + 800)  # the relay's one room fact
+                refused = asyncio.create_task(
+                    wait_for(
+                        bob, lambda e: isinstance(e, Refused) and e.code == ErrorCode.RELAY_FULL
+                    )
+                )
+                async with asyncio.timeout(10):
+                    assert (await bob.join(second)).room_id == second.room_id
+                assert refused.done()
+
+        run(scenario(), timeout=20)
+    assert_exited_cleanly(relay)
+
+
+def test_a_message_refused_as_not_joined_is_sent_again_after_joining_again() -> None:
+    """PROTOCOL.md 10.6: on NOT_JOINED the client joins again, then resends."""
+    room = fresh_room()
+
+    async def forgetful(peer: Peer) -> None:
+        await peer.answer(await peer.recv())  # JOIN
+        await peer.answer(await peer.recv())  # PROOF: JOINED
+        publish = await peer.recv()
+        peer.rooms.clear()  # the relay lost track of us
+        await peer.answer(publish)  # NOT_JOINED
+        await peer.serve()
+
+    async def scenario() -> None:
+        async with FakeRelay(forgetful) as relay:
+            alice = RoomClient(relay.url, device(), "alice", reconnect_delays=fast_retries)
+            async with alice:
+                await alice.join(room)
+                sent = await alice.send_text(room.room_id, "still here")
+                assert sent.text == "still here"
+                (peer,) = relay.peers
+                assert peer.joins() == 2
+                publishes = [f for f in peer.received if isinstance(f, frames.Publish)]
+                assert len(publishes) == 2
+                assert publishes[0].envelope == publishes[1].envelope
+
+    run(scenario(), timeout=10)
+
+
+def test_a_message_too_big_for_the_relay_stops_the_client_for_good() -> None:
+    """A relay whose --max-frame-size is below ours closes with 1009: the client says so
+    to the sender and does not come back to send the same message again and again."""
+    room = fresh_room()
+    with running_relay("--max-frame-size", "4096") as relay:
+
+        async def scenario() -> None:
+            async with TcpProxy(relay.port) as proxy:
+                alice = RoomClient(
+                    f"http://{LOOPBACK}:{proxy.port}",
+                    device(),
+                    "alice",
+                    reconnect_delays=fast_retries,
+                )
+                async with alice:
+                    await alice.join(room)
+                    with pytest.raises(RelayRefused) as refused:
+                        await alice.send_text(room.room_id, "x" * 10_000)
+                    assert refused.value.close_code == CloseCode.MESSAGE_TOO_BIG
+                    await asyncio.sleep(0.3)  # six retries' worth of fast_retries
+                    assert proxy.accepted == 1
+                    assert not alice.connected.is_set()
+
+        run(scenario(), timeout=15)
+    assert_exited_cleanly(relay)

@@ -311,3 +311,70 @@ def test_a_refused_join_forgets_the_room(room: RoomKeys) -> None:
     alice.connection_lost()
     alice.connection_made()
     assert alice.frames_to_send() == []  # not asked again after a reconnect
+
+
+def test_expiry_leaves_the_room_on_the_relay(room: RoomKeys) -> None:
+    """PROTOCOL.md 9: at expiry by its own clock a client forgets the room and sends
+    LEAVE, whether or not the relay said anything."""
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    alice.join(room, NOW + 1000)
+    decoded(alice)
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, NOW + 1000, 1)), NOW)
+    alice.events()
+    alice.expire(NOW + 999)
+    assert alice.frames_to_send() == []
+    alice.expire(NOW + 1000)
+    assert decoded(alice) == [frames.Leave(room.room_id)]
+    assert alice.events() == [RoomExpired(room.room_id)]
+
+
+def test_expiry_while_disconnected_sends_nothing(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.join(room, NOW + 1000)
+    alice.expire(NOW + 1000)
+    assert alice.events() == [RoomExpired(room.room_id)]
+    alice.connection_made()
+    assert alice.frames_to_send() == []  # nothing to leave, nothing to join
+
+
+def test_not_joined_joins_again_then_resends(room: RoomKeys) -> None:
+    """PROTOCOL.md 10.6: on NOT_JOINED a client joins again, then resends, once for all
+    the PUBLISHes the relay refused."""
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    alice.send_text(room.room_id, "one", NOW)
+    alice.send_text(room.room_id, "two", NOW)
+    first, second = decoded(alice)
+    assert isinstance(first, frames.Publish)
+    assert isinstance(second, frames.Publish)
+    for publish in (first, second):
+        refusal = frames.Error(ErrorCode.NOT_JOINED, publish.ref, room.room_id, "not a member")
+        alice.receive(frames.encode_frame(refusal), NOW)
+    # One JOIN, not two: a second would replace the challenge under the first PROOF.
+    (join,) = decoded(alice)
+    assert join == frames.Join(room.room_id, room.public_key, NOW + 3_600_000)
+    assert not alice.rooms[room.room_id].joined
+    assert alice.unacknowledged == 2
+    alice.receive(frames.encode_frame(frames.Challenge(room.room_id, bytes(32))), NOW)
+    (proof,) = decoded(alice)
+    assert isinstance(proof, frames.Proof)
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, NOW + 3_600_000, 1)), NOW)
+    resent = decoded(alice)
+    assert [type(f) for f in resent] == [frames.Publish, frames.Publish]
+    assert [f.envelope for f in resent if isinstance(f, frames.Publish)] == [
+        first.envelope,
+        second.envelope,
+    ]
+
+
+def test_not_joined_for_a_room_not_joined_yet_sends_no_join(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    alice.join(room)
+    decoded(alice)
+    refusal = frames.Error(ErrorCode.NOT_JOINED, 7, room.room_id, "not a member")
+    alice.receive(frames.encode_frame(refusal), NOW)
+    assert alice.frames_to_send() == []  # the JOIN already sent is still under way
+    assert room.room_id in alice.rooms

@@ -8,7 +8,16 @@
             print(received.message.sender_name, received.message.text)
 
 It reconnects by itself with backoff, joins its rooms again, and resends what the relay
-had not acknowledged; receivers drop duplicates by message id.
+had not acknowledged; receivers drop duplicates by message id. Every reconnect waits its
+turn in the backoff, which starts afresh only once a relay let us into a room (JOINED):
+a relay that accepts connections and closes them at once is not hammered.
+
+It stops for good, raising ``RelayRefused`` to whoever waits and to every later call,
+when trying again would fail the same way (PROTOCOL.md 10.1, 11.2): the handshake was
+refused (not a relay, a bad URL), the server did not select the ``instantroom.v1``
+subprotocol, or the relay closed the connection with a code that says "your data was
+wrong" (1008 policy violation, 1009 message too big, and the WebSocket layer's 1002,
+1003, 1007). ``failure`` then says why.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from websockets.client import backoff, process_exception
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
-from instantroom.protocol.codes import SUBPROTOCOL, ErrorCode
+from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode
 from instantroom.protocol.envelope import Message
 from instantroom.protocol.errors import FrameError, UsageError
 from instantroom.protocol.frames import MAX_FRAME_SIZE
@@ -50,7 +59,19 @@ logger = logging.getLogger("instantroom.client")
 # How long the outbox waits, after a reconnect, for the room's members to come back.
 REJOIN_GRACE = 3.0
 QUEUE_LIMIT = 10_000
+# JOIN or PUBLISH refused with RATE_LIMITED: send it again after this many seconds.
 RETRY_AFTER_RATE_LIMIT = 1.0
+# JOIN refused with RELAY_FULL ("try later"): a full relay does not empty in a second.
+RETRY_AFTER_RELAY_FULL = 15.0
+# How often rooms whose time is over are looked for.
+EXPIRY_CHECK = 1.0
+# Close codes after which trying again would fail the same way: this client sent what the
+# relay (or the WebSocket layer) will never take. PROTOCOL.md 11.2 says "fix the bug; do
+# not reconnect in a loop" for 1008 and 1009; 1002, 1003 and 1007 are the WebSocket
+# layer's own "your data was wrong".
+FATAL_CLOSE_CODES = frozenset(
+    {1002, 1003, 1007, CloseCode.POLICY_VIOLATION, CloseCode.MESSAGE_TOO_BIG}
+)
 
 
 class RoomGone(Exception):
@@ -67,8 +88,13 @@ class JoinRefused(Exception):
 
 
 class RelayRefused(Exception):
-    """What answers at the relay's URL refused the connection for good (not a relay, a
-    refused origin or protocol version, a bad URL): trying again would not help."""
+    """What answers at the relay's URL refused us for good (not a relay, a refused origin
+    or protocol version, a bad URL, a close code that says so): trying again would not
+    help. ``close_code`` is the relay's close code when that is how it refused."""
+
+    def __init__(self, reason: str, close_code: int | None = None) -> None:
+        super().__init__(reason)
+        self.close_code = close_code
 
 
 def _retry_or_give_up(exc: Exception) -> Exception | None:
@@ -117,6 +143,8 @@ class RoomClient:
         *,
         ssl_context: ssl.SSLContext | None = None,
         reconnect_delays: Callable[[], Generator[float]] = default_delays,
+        retry_after_rate_limit: float = RETRY_AFTER_RATE_LIMIT,
+        retry_after_relay_full: float = RETRY_AFTER_RELAY_FULL,
     ) -> None:
         self.url = websocket_url(server)
         self.session = ClientSession(device, name, token_bytes=secrets.token_bytes)
@@ -124,6 +152,11 @@ class RoomClient:
         self.presence: dict[bytes, int] = {}
         self._ssl = ssl_context
         self._delays = reconnect_delays
+        # The backoff under way; None: the next reconnect starts a fresh one.
+        self._backoff: Generator[float] | None = None
+        self._last_delay = 0.0
+        self._retry_after_rate_limit = retry_after_rate_limit
+        self._retry_after_relay_full = retry_after_relay_full
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
         # Bounded: a reader that does not keep up loses the oldest, never our memory.
@@ -132,7 +165,9 @@ class RoomClient:
         self._joined: dict[bytes, asyncio.Future[Joined]] = {}
         # message id -> (room id, the future its sender awaits)
         self._accepted: dict[bytes, tuple[bytes, asyncio.Future[None]]] = {}
+        # Retries and hold releases: they belong to one connection and die with it.
         self._timers: set[asyncio.TimerHandle] = set()
+        self._expiry_timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
         self._send_lock = asyncio.Lock()
         self._failure: RelayRefused | None = None
@@ -146,16 +181,23 @@ class RoomClient:
     ) -> None:
         await self.close()
 
+    @property
+    def failure(self) -> RelayRefused | None:
+        """Why the client stopped for good, or None while it keeps (re)connecting."""
+        return self._failure
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="instantroom-client")
-            self._later(1.0, self._expire)
+            self._schedule_expiry()
 
     async def close(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
-        # Cancelled, the task forgets its connection, and the iterator of connections that
-        # owns it is only closed when garbage-collected: close it here, now.
+        self._cancel_timers()
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        # Cancelled, the task closes its connection on the way out; closing it here as well
+        # makes sure it is closed, not left to the garbage collector, when close() returns.
         ws = self._ws
         if self._task is not None:
             self._task.cancel()
@@ -215,7 +257,10 @@ class RoomClient:
     async def _run(self) -> None:
         try:
             await self._connections()
-        except InvalidHandshake as exc:  # refused for good: whoever waits is told
+        except RelayRefused as exc:  # refused for good: whoever waits is told
+            logger.warning("%s", exc)
+            self._failure = exc
+        except InvalidHandshake as exc:
             self._failure = RelayRefused(f"The relay at {self.url} refused us: {exc}")
             self._failure.__cause__ = exc
         except Exception as exc:  # a bug or the unexpected: never leave anyone waiting
@@ -232,37 +277,85 @@ class RoomClient:
                 future.set_exception(self._failure)
 
     async def _connections(self) -> None:
-        async for ws in connect(
-            self.url,
-            subprotocols=[Subprotocol(SUBPROTOCOL)],
-            compression=None,
-            max_size=MAX_FRAME_SIZE,
-            ssl=self._ssl,
-            reconnect_delays=self._delays,
-            proxy=None,
-            open_timeout=10,
-            process_exception=_retry_or_give_up,
-        ):
-            self._ws = ws
-            self.session.connection_made()
-            self.connected.set()
+        """Connect, serve the connection, back off, and again, until refused for good."""
+        while True:
             try:
+                ws = await connect(
+                    self.url,
+                    subprotocols=[Subprotocol(SUBPROTOCOL)],
+                    compression=None,
+                    max_size=MAX_FRAME_SIZE,
+                    ssl=self._ssl,
+                    proxy=None,
+                    open_timeout=10,
+                )
+            except Exception as exc:
+                refusal = _retry_or_give_up(exc)
+                if refusal is exc:
+                    raise
+                if refusal is not None:
+                    raise refusal from exc
+                logger.info("could not connect to %s: %s", self.url, exc)
+            else:
+                async with ws:
+                    if ws.subprotocol != SUBPROTOCOL:
+                        # Not a relay, or one of another version (PROTOCOL.md 10.1).
+                        await ws.close(1002, f"{SUBPROTOCOL} was not selected")
+                        raise RelayRefused(
+                            f"The server at {self.url} is not an InstantRoom relay: it did "
+                            f"not select the {SUBPROTOCOL} subprotocol."
+                        )
+                    closed = await self._serve(ws)
+                self._check_close(closed)
+                logger.info("the connection to %s closed: %s", self.url, closed)
+            await asyncio.sleep(self._next_delay())
+
+    async def _serve(self, ws: ClientConnection) -> ConnectionClosed:
+        """Run one connection until it closes; return how it closed."""
+        self._ws = ws
+        self.session.connection_made()
+        self.connected.set()
+        try:
+            await self._flush()
+            while True:
+                data = await ws.recv()
+                if isinstance(data, str):
+                    continue
+                try:
+                    self.session.receive(data, now_ms())
+                except FrameError as exc:
+                    logger.warning("relay sent a bad frame: %s", exc)
+                self._dispatch(self.session.events())
                 await self._flush()
-                async for data in ws:
-                    if isinstance(data, str):
-                        continue
-                    try:
-                        self.session.receive(data, now_ms())
-                    except FrameError as exc:
-                        logger.warning("relay sent a bad frame: %s", exc)
-                    self._dispatch(self.session.events())
-                    await self._flush()
-            except ConnectionClosed:
-                pass
-            finally:
-                self.connected.clear()
-                self._ws = None
-                self.session.connection_lost()
+        except ConnectionClosed as exc:
+            return exc
+        finally:
+            self.connected.clear()
+            self._ws = None
+            # A retry or release timed for this connection must not act on the next one.
+            self._cancel_timers()
+            self.session.connection_lost()
+
+    def _check_close(self, closed: ConnectionClosed) -> None:
+        """Raise RelayRefused if the relay closed the connection with a fatal code."""
+        rcvd = closed.rcvd
+        # Only a close the relay started says something about us: when we started it,
+        # its code is our own, echoed.
+        if rcvd is None or closed.rcvd_then_sent is False or rcvd.code not in FATAL_CLOSE_CODES:
+            return
+        why = f": {rcvd.reason}" if rcvd.reason else ""
+        raise RelayRefused(
+            f"The relay at {self.url} closed the connection for good ({rcvd.code}{why}); "
+            "trying again would fail the same way.",
+            close_code=rcvd.code,
+        )
+
+    def _next_delay(self) -> float:
+        """The next reconnect delay; a backoff that runs out repeats its last delay."""
+        if self._backoff is None:
+            self._backoff = self._delays()
+        self._last_delay = next(self._backoff, self._last_delay)
+        return self._last_delay
 
     async def _flush(self) -> None:
         async with self._send_lock:
@@ -275,17 +368,30 @@ class RoomClient:
                     await ws.send(frame)
 
     def _later(self, delay: float, action: Callable[[], None]) -> None:
+        """Run ``action``, then send what it made, after ``delay`` seconds, unless this
+        connection drops first."""
         loop = asyncio.get_running_loop()
 
         def fire() -> None:
             self._timers.discard(handle)
             action()
-            task = loop.create_task(self._flush())
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
+            self._flush_soon()
 
         handle = loop.call_later(delay, fire)
         self._timers.add(handle)
+
+    def _cancel_timers(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+    def _flush_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._flush())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    def _schedule_expiry(self) -> None:
+        self._expiry_timer = asyncio.get_running_loop().call_later(EXPIRY_CHECK, self._expire)
 
     def _dispatch(self, events: list[Event]) -> None:
         for event in events:
@@ -299,6 +405,7 @@ class RoomClient:
                 case PresenceChanged(room_id=room_id, members=members):
                     self.presence[room_id] = members
                 case Joined(room_id=room_id, members=members):
+                    self._backoff = None  # the relay works: the next drop backs off afresh
                     self.presence[room_id] = members
                     joined = self._joined.get(room_id)
                     if joined is not None and not joined.done():
@@ -311,7 +418,12 @@ class RoomClient:
                         if ref
                         else functools.partial(self.session.retry_join, room_id)
                     )
-                    self._later(RETRY_AFTER_RATE_LIMIT, retry)
+                    self._later(self._retry_after_rate_limit, retry)
+                case Refused(code=ErrorCode.RELAY_FULL, room_id=room_id) if (
+                    room_id in self.session.rooms
+                ):
+                    retry = functools.partial(self.session.retry_join, room_id)
+                    self._later(self._retry_after_relay_full, retry)
                 case Refused(code=code, room_id=room_id, reason=reason):
                     if room_id not in self.session.rooms:  # the session gave the room up
                         waiting = self._joined.get(room_id)
@@ -337,7 +449,9 @@ class RoomClient:
                     future.set_exception(RoomGone(reason))
 
     def _expire(self) -> None:
-        """Once a second: rooms whose time is over are forgotten, here and now."""
+        """Once a second: rooms whose time is over are forgotten, here and now, and left
+        on the relay."""
         self.session.expire(now_ms())
         self._dispatch(self.session.events())
-        self._later(1.0, self._expire)
+        self._flush_soon()
+        self._schedule_expiry()

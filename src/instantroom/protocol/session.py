@@ -13,7 +13,15 @@ Feed it what the relay sent (``receive``) and tell it what the user wants (``joi
 
 The outbox keeps every message until the relay acknowledges it. After a reconnect
 (``connection_lost`` then ``connection_made``) the session joins its rooms again and
-resends what was not acknowledged; receivers drop the duplicates by message id.
+resends what was not acknowledged; receivers drop the duplicates by message id. A
+PUBLISH refused with NOT_JOINED in a room the session thought it was in has it join
+again, then resend (PROTOCOL.md 10.6).
+
+Timers are the caller's: after RATE_LIMITED it calls ``retry_join`` or
+``resend_unacknowledged`` a little later, after RELAY_FULL ``retry_join`` much later, and
+``release`` when the wait for members is over. Those belong to one connection: the
+caller drops them in ``connection_lost``, as ``connection_made`` joins every room anyway
+and a second JOIN would replace the relay's challenge under the first PROOF.
 """
 
 from __future__ import annotations
@@ -224,14 +232,18 @@ class ClientSession:
             self._flush_room(room_id)
 
     def expire(self, now_ms: int) -> None:
-        """Forget every room whose time is over, and its outbox (RoomExpired events)."""
+        """Forget every room whose time is over, and its outbox (RoomExpired events), and
+        leave it on the relay: a client leaves at expiry by its own clock (PROTOCOL.md 9)."""
         for room_id, state in list(self.rooms.items()):
             if 0 < state.expires_at_ms <= now_ms:
+                if self.connected:
+                    self._frames.append(frames.encode_frame(frames.Leave(room_id)))
                 self._forget(room_id)
                 self._events.append(RoomExpired(room_id))
 
     def retry_join(self, room_id: bytes) -> None:
-        """Send JOIN again for a room not joined yet (the relay said: rate limited)."""
+        """Send JOIN again for a room not joined yet (the relay said: rate limited, or
+        relay full). Call it only on the connection that was refused."""
         state = self.rooms.get(room_id)
         if self.connected and state is not None and not state.joined:
             self._send_join(room_id)
@@ -331,12 +343,21 @@ class ClientSession:
                 if outgoing.ref == ref:
                     outgoing.ref = 0  # not taken: stays in the outbox
         self._events.append(Refused(code, room_id, ref, reason))
-        if room_id not in self.rooms:
+        state = self.rooms.get(room_id)
+        if state is None:
             return
-        if code == ErrorCode.ROOM_EXPIRED:
+        if code == ErrorCode.NOT_JOINED:
+            # The relay does not count us in a room we thought we were in: join again;
+            # the outbox (the refused message too, its ref now 0) follows the JOINED.
+            # Only once: further PUBLISHes sent before it are refused too, and a second
+            # JOIN would replace the challenge under the first PROOF.
+            if state.joined and self.connected:
+                state.joined = False
+                self._send_join(room_id)
+        elif code == ErrorCode.ROOM_EXPIRED:
             self._forget(room_id)
             self._events.append(RoomExpired(room_id))
-        elif code in _FATAL_FOR_ROOM and not self.rooms[room_id].joined:
+        elif code in _FATAL_FOR_ROOM and not state.joined:
             self._forget(room_id)  # the relay will not let us in: do not ask again
 
     def _forget(self, room_id: bytes) -> None:
