@@ -184,6 +184,27 @@ describe("publishing", () => {
     assert.notEqual(again.ref, publish.ref);
   });
 
+  it("a message refused as NOT_JOINED has the session join again once, then resend it", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    await alice.sendText(roomA.roomId, "one", NOW);
+    await alice.sendText(roomA.roomId, "two", NOW);
+    const [first, second] = decoded(alice);
+    await alice.receive(errorFrame(ErrorCode.NOT_JOINED, roomA.roomId, { ref: first.ref }), NOW);
+    await alice.receive(errorFrame(ErrorCode.NOT_JOINED, roomA.roomId, { ref: second.ref }), NOW);
+    const refusals = alice.events();
+    assert.deepEqual(refusals.map((e) => [e.type, e.fatal]), [["refused", false], ["refused", false]]);
+    // One JOIN for both refusals: a second would replace the challenge under the first PROOF.
+    const [join, ...more] = decoded(alice);
+    assert.equal(join.type, "Join");
+    assert.equal(more.length, 0);
+    assert.equal(alice.unacknowledged, 2);
+    await alice.receive(frame({ type: "Challenge", roomId: roomA.roomId, challenge: new Uint8Array(32) }), NOW);
+    assert.equal(decoded(alice)[0].type, "Proof");
+    await alice.receive(frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 2 }), NOW);
+    const resent = decoded(alice).filter((f) => f.type === "Publish");
+    assert.deepEqual(resent.map((f) => hex(f.envelope)), [hex(first.envelope), hex(second.envelope)]);
+  });
+
   it("leaving sends LEAVE and forgets the room's outbox", async () => {
     const alice = await connectedAndJoined(1, roomA);
     await alice.sendText(roomA.roomId, "never acknowledged", NOW);

@@ -426,6 +426,15 @@ export class ClientSession {
     // The relay will not let us in: do not ask again.
     const fatal = expired || (state !== undefined && FATAL_FOR_ROOM.has(code) && !state.joined);
     this._events.push({ type: "refused", code, roomId, ref, reason, fatal });
+    if (code === ErrorCode.NOT_JOINED && state !== undefined && state.joined && this.connected) {
+      // The relay does not count us in a room we thought we were in: join again; the
+      // outbox (the refused message too, its ref now 0) follows the JOINED. Only once: the
+      // PUBLISHes sent before it are refused too, and a second JOIN would replace the
+      // challenge under the first PROOF (PROTOCOL.md 10.6).
+      state.joined = false;
+      this._sendJoin(key);
+      return;
+    }
     if (!fatal) return;
     this._forget(key);
     if (expired) this._events.push({ type: "expired", roomId: state.keys.roomId });
