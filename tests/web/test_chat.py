@@ -72,6 +72,31 @@ def test_two_phones_chat_through_a_relay(relay: RelayProcess, phones: Callable[.
     expected = ["Hello Bob, the train leaves at 9.", "Got it ✓ see you there"]
     assert texts_in_order(alice) == texts_in_order(bob) == expected
 
+    # Bob closes his phone: Alice's count goes down.
+    bob.context.close()
+    alice.expect_members(1)
+
+
+def test_what_members_write_is_shown_as_text(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    alice, bob = phones(), phones()
+    alice.open(relay.url)
+    alice.set_password("alice's long password")
+    room = alice.create_room("Plain text", "Alice")
+    alice.open_room()
+    bob.open(relay.url)
+    bob.set_password("bob's long password")
+    bob.join(room.key, "<b>Bob</b>")
+    markup = '<img src=x onerror="document.title=1"><script>document.title=2</script> & <i>hi</i>'
+    bob.send(markup)
+    shown = alice.expect_message(markup)
+    assert shown.sender == "<b>Bob</b>"
+    log = alice.by("messages")
+    for tag in ("img", "script", "i", "b"):
+        expect(log.locator(tag)).to_have_count(0)
+    assert alice.page.title() not in ("1", "2")
+
 
 def test_a_phone_and_the_terminal_client_chat(
     relay: RelayProcess, phones: Callable[..., Phone]

@@ -5,6 +5,7 @@ link's fragment leaves the address bar and the history at once."""
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote, quote_plus
@@ -13,7 +14,7 @@ from playwright.sync_api import Page, Request, WebSocket, expect
 
 from instantroom.protocol.kdf import LABEL_MESSAGE_KEY, LABEL_ROOM_SIGNING_KEY, hkdf_sha256
 from instantroom.protocol.minikey import root_secret
-from instantroom.testing import assert_exited_cleanly, running_relay
+from instantroom.testing import RelayProcess, assert_exited_cleanly, running_relay
 from tests.web.conftest import Phone
 
 
@@ -131,3 +132,49 @@ def test_the_key_never_reaches_the_relay(phones: Callable[..., Phone]) -> None:
         if form in piece
     ]
     assert leaks == []
+
+
+def assert_no_fragment(page: Page, key: str) -> None:
+    """Gone within a second: in a page already open, the app hears of a new fragment only
+    from the hashchange event, which the browser fires after the navigation."""
+    expect(page).not_to_have_url(re.compile("#"), timeout=1000)
+    assert page.evaluate("window.location.hash") == ""
+    assert [url for url in navigation_history(page) if key in url] == []
+
+
+def test_an_invite_link_opened_in_an_open_page(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    """The app already open, unlocked or locked: the link's fragment goes at once all the
+    same, and the Join screen takes the key."""
+    alice, bob = phones(), phones()
+    alice.open(relay.url)
+    alice.set_password("alice's long password")
+    first = alice.create_room("First", "Alice")
+    alice.by("nav-rooms").click()
+    second = alice.create_room("Second", "Alice")
+
+    bob.open(relay.url)
+    bob.set_password("bob's long password")
+    bob.open(first.invite)  # unlocked: the same page, a new fragment
+    assert_no_fragment(bob.page, first.key)
+    expect(bob.by("join-key")).to_be_visible()
+    assert first.key in "".join(bob.by("join-key").input_value().split())
+    bob.by("nickname").fill("Bob")
+    bob.by("join").click()
+    bob.expect_online()
+
+    bob.by("nav-settings").click()
+    bob.by("lock-now").click()
+    expect(bob.by("password")).to_be_visible()
+    bob.open(second.invite)  # locked
+    assert_no_fragment(bob.page, second.key)
+    expect(bob.by("password")).to_be_visible()
+    bob.unlock("bob's long password", then="join-key")
+    assert second.key in "".join(bob.by("join-key").input_value().split())
+    bob.by("nickname").fill("Bob")
+    bob.by("join").click()
+    bob.expect_online()
+    assert_no_fragment(bob.page, second.key)
+    bob.by("nav-rooms").click()
+    expect(bob.by("room-item")).to_have_count(2)
