@@ -455,6 +455,9 @@ class ChatApp(App[None]):
             return Text("✗ no connection", style="bold red")
         if client.url in self._failures:
             return Text(f"✗ {self._failures[client.url]}", style="bold red")
+        if client.failure is not None:
+            # Refused for good (a fatal close code) while nothing was waiting on it.
+            return Text(f"✗ {printable(str(client.failure))}", style="bold red")
         if client.connected.is_set():
             self._ever_connected.add(client.url)
             return Text("● connected", style="bold green")
