@@ -1,6 +1,6 @@
 """The web client in a real browser: Debian's Chromium, headless, driven by Playwright.
 
-One browser for the whole session (``browser``); each user is a phone-sized page in a
+One browser for all the tests of this folder (``browser``); each user is a phone-sized page in a
 browser context of its own (``phones``), so each has its own IndexedDB, as two phones
 would. Pages open a real relay process on a loopback port (``relay`` from
 tests/conftest.py, or ``running_relay``), which serves the built web client at ``/``.
@@ -107,8 +107,11 @@ def need_chromium() -> None:
         pytest.skip("chromium is not installed (scripts/system-packages)")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright_driver() -> Iterator[Playwright]:
+    """Playwright's driver, for the tests of this folder only: while it runs, the thread
+    has a running asyncio loop (Playwright's own), so no other test could call
+    asyncio.run; package scope ends it when the tests leave this folder."""
     need_chromium()
     with sync_playwright() as driver:
         yield driver
@@ -121,9 +124,9 @@ def launch(driver: Playwright, *extra_args: str) -> Browser:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright_driver: Playwright) -> Iterator[Browser]:
-    """One browser for every test (each user gets a context of its own)."""
+    """One browser for every test of this folder (each user gets a context of its own)."""
     shared = launch(playwright_driver)
     yield shared
     shared.close()
