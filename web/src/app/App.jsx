@@ -749,7 +749,14 @@ const SCREENS = { insecure: Insecure, unlock: Unlock, rooms: Rooms, new: NewRoom
 
 export function App({ app }) {
   const [, setVersion] = useState(0);
-  useEffect(() => app.subscribe(() => setVersion((v) => v + 1)), [app]);
+  useEffect(() => {
+    const redraw = () => setVersion((v) => v + 1);
+    const unsubscribe = app.subscribe(redraw);
+    // The state may have changed before this effect ran (effects run after the first
+    // paint, and a quick start() can finish first): draw what it is now.
+    redraw();
+    return unsubscribe;
+  }, [app]);
   if (app.state.screen === "loading") {
     return (
       <main class="screen">
