@@ -1,0 +1,227 @@
+"""What the web client keeps on the device, and for how long: history kept or not and
+deleted one message or all at once, the idle lock, expired rooms deleted, one unlocked tab,
+a warning when a name changes device, the installable app shell, and a clear refusal
+where the page is not a secure context."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+import pytest
+from playwright.sync_api import Browser, Playwright, expect
+
+from instantroom.testing import RelayProcess
+from tests.web.conftest import Phone, close_phones, launch, new_phone
+
+PASSWORD = "a long enough password"
+
+
+def start(phone: Phone, relay: RelayProcess, label: str = "Room", nickname: str = "Ann") -> str:
+    """A first visit that makes a room and opens it; the room's key."""
+    phone.open(relay.url)
+    phone.set_password(PASSWORD)
+    room = phone.create_room(label, nickname)
+    phone.open_room()
+    return room.key
+
+
+def test_kept_history_survives_a_reload_and_deletes_one_message_or_all(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    phone = phones()
+    start(phone, relay)
+    phone.send("said before history was on")
+    # History is off by default: a reload forgets what was said.
+    phone.page.reload()
+    phone.unlock(PASSWORD)
+    phone.by("room-item").click()
+    phone.expect_online()
+    expect(phone.by("message")).to_have_count(0)
+
+    phone.page.get_by_role("button", name="Room options").click()
+    phone.by("keep-history").check()
+    for text in ("first", "second", "third"):
+        phone.send(text)
+        phone.expect_message(text)
+    phone.message_locator("second").get_by_test_id("delete-message").click()
+    expect(phone.message_locator("second")).to_have_count(0)
+
+    phone.page.reload()
+    phone.unlock(PASSWORD)
+    phone.by("room-item").click()
+    phone.expect_message("first")
+    phone.expect_message("third")
+    expect(phone.message_locator("second")).to_have_count(0)
+    expect(phone.by("message")).to_have_count(2)
+
+    phone.page.get_by_role("button", name="Room options").click()
+    phone.by("clear-history").click()
+    expect(phone.by("message")).to_have_count(0)
+    phone.page.reload()
+    phone.unlock(PASSWORD)
+    phone.by("room-item").click()
+    phone.expect_online()
+    expect(phone.by("message")).to_have_count(0)
+
+
+def test_the_store_locks_itself_after_idle_time(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    phone = phones()
+    phone.page.clock.install()
+    start(phone, relay)
+    phone.page.clock.fast_forward("04:00")
+    expect(phone.by("room-title")).to_be_visible()  # 4 minutes: the default 5 are not up
+    phone.page.clock.fast_forward("02:00")
+    expect(phone.by("password")).to_be_visible()
+    expect(phone.by("room-title")).to_have_count(0)
+    expect(phone.page.get_by_role("status")).to_contain_text("Locked after a while")
+
+
+def test_an_expired_room_is_deleted_from_the_device(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    phone = phones()
+    phone.page.clock.install()
+    phone.open(relay.url)
+    phone.set_password(PASSWORD)
+    phone.create_room("Short-lived", "Ann", expiry="hour")
+    phone.open_room()
+    phone.by("nav-rooms").click()
+    phone.create_room("Long-lived", "Ann", expiry="week")
+    phone.by("nav-rooms").click()
+    expect(phone.by("room-item")).to_have_count(2)
+    # Keep the idle lock away while the hour passes.
+    phone.by("nav-settings").click()
+    phone.by("idle-lock").select_option("60")
+    phone.by("save-settings").click()
+    phone.by("nav-rooms").click()
+    for _ in range(4):
+        phone.page.clock.fast_forward("15:30")
+        phone.page.mouse.move(10, 10)
+        phone.page.mouse.down()
+        phone.page.mouse.up()
+    expect(phone.by("room-item")).to_have_count(1)
+    expect(phone.by("room-item")).to_contain_text("Long-lived")
+    expect(phone.page.get_by_role("status")).to_contain_text("expired")
+    phone.page.reload()
+    phone.unlock(PASSWORD)
+    expect(phone.by("room-item")).to_have_count(1)
+
+
+def test_unlocking_in_a_second_tab_locks_the_first(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    first = phones()
+    start(first, relay)
+    second_page = first.context.new_page()
+    second = Phone(first.context, second_page, first.watch)
+    second.open(relay.url)
+    second.unlock(PASSWORD)
+    expect(first.by("password")).to_be_visible()
+    expect(first.page.get_by_role("status")).to_contain_text("another tab")
+    expect(second.by("room-item")).to_have_count(1)
+
+
+def test_a_name_from_another_device_is_flagged(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    ann, bob, impostor = phones(), phones(), phones()
+    key = start(ann, relay, nickname="Ann")
+    for phone in (bob, impostor):
+        phone.open(relay.url)
+        phone.set_password(PASSWORD)
+        phone.join(key, "Bob")
+    bob.send("it is me")
+    assert ann.expect_message("it is me").key_changed is False
+    impostor.send("it is me too")
+    flagged = ann.expect_message("it is me too")
+    assert flagged.key_changed is True
+    assert flagged.sender == "Bob"
+    assert flagged.fingerprint != ann.expect_message("it is me").fingerprint
+
+
+def test_the_app_is_installable_and_its_shell_starts_offline(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    phone = phones()
+    phone.open(relay.url)
+    expect(phone.by("password-confirm")).to_be_visible()
+    manifest = phone.page.evaluate(
+        """async () => {
+            const link = document.querySelector('link[rel="manifest"]');
+            const manifest = await (await fetch(link.href)).json();
+            const icons = [];
+            for (const icon of manifest.icons) {
+                const response = await fetch(icon.src);
+                let size = null;
+                if (icon.type === "image/png") {
+                    const bitmap = await createImageBitmap(await response.blob());
+                    size = `${bitmap.width}x${bitmap.height}`;
+                }
+                icons.push({ ...icon, status: response.status, size });
+            }
+            return { ...manifest, icons };
+        }"""
+    )
+    assert manifest["name"] == "InstantRoom"
+    assert manifest["start_url"] == "/"
+    assert manifest["display"] == "standalone"
+    pngs = [i for i in manifest["icons"] if i["type"] == "image/png"]
+    assert {i["sizes"] for i in pngs} >= {"192x192", "512x512"}
+    for icon in manifest["icons"]:
+        assert icon["status"] == 200, icon
+        if icon["type"] == "image/png":
+            assert icon["size"] == icon["sizes"], icon
+    assert any(i["purpose"] == "maskable" for i in manifest["icons"])
+
+    scope = phone.page.evaluate("navigator.serviceWorker.ready.then((r) => r.scope)")
+    assert scope == relay.url.rstrip("/") + "/"
+    # Once the service worker controls the page, the app shell starts with no network.
+    phone.page.reload()
+    expect(phone.by("password-confirm")).to_be_visible()
+    assert phone.page.evaluate("navigator.serviceWorker.controller !== null")
+    phone.context.set_offline(True)
+    try:
+        phone.page.reload()
+        expect(phone.by("password-confirm")).to_be_visible()
+    finally:
+        phone.context.set_offline(False)
+    # It keeps the app shell only: never the relay's WebSocket, health or metrics.
+    cached = phone.page.evaluate(
+        """async () => {
+            const out = [];
+            for (const name of await caches.keys()) {
+                const cache = await caches.open(name);
+                for (const request of await cache.keys()) out.push(new URL(request.url).pathname);
+            }
+            return out;
+        }"""
+    )
+    assert "/" in cached
+    assert not [path for path in cached if path.startswith(("/ws", "/healthz", "/metrics"))]
+    assert json.dumps(cached).count("/assets/") >= 2  # the script and the stylesheet
+
+
+@pytest.fixture
+def named_host_browser(playwright_driver: Playwright) -> Iterator[Browser]:
+    """A browser that reaches the loopback relay under a name: a page that is not a secure
+    context, as a relay on a LAN address over plain HTTP would be."""
+    browser = launch(playwright_driver, "--host-resolver-rules=MAP relay.test 127.0.0.1")
+    yield browser
+    browser.close()
+
+
+def test_plain_http_off_loopback_says_https_is_needed(
+    relay: RelayProcess, named_host_browser: Browser, web_client: None
+) -> None:
+    phone = new_phone(named_host_browser)
+    try:
+        phone.open(f"http://relay.test:{relay.port}/")
+        expect(phone.page.get_by_role("heading")).to_have_text("This page needs HTTPS")
+        expect(phone.page.get_by_role("alert")).to_contain_text("HTTPS")
+        expect(phone.by("password")).to_have_count(0)
+    finally:
+        phone.watch.errors.clear()  # the test's own non-loopback name is expected here
+        close_phones([phone])
