@@ -25,8 +25,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from instantroom.client.connection import RoomClient
 from instantroom.protocol.codes import SUBPROTOCOL
 from instantroom.protocol.kdf import DeviceKey
@@ -45,9 +43,6 @@ from tests.backplane.test_redis_backplane import RedisServer, free_port
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "packaging" / "nginx" / "instantroom.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-pytestmark = pytest.mark.skipif(
-    not os.access(NGINX, os.X_OK), reason="nginx is not installed (scripts/system-packages)"
-)
 
 
 def fill_template(relay_ports: tuple[int, int], listen_port: int) -> str:
@@ -98,6 +93,7 @@ def running_nginx(root: Path, site_text: str, port: int) -> Iterator[subprocess.
     site.write_text(site_text)
     conf = root / "nginx.conf"
     conf.write_text(nginx_conf(root, site))
+    assert os.access(NGINX, os.X_OK), "nginx is not installed: scripts/system-packages nginx"
     command = [NGINX, "-p", str(root), "-e", str(root / "error.log"), "-c", str(conf)]
     checked = subprocess.run(
         [*command, "-t"], capture_output=True, text=True, timeout=30, check=False

@@ -13,9 +13,8 @@ Every page is watched: an uncaught exception in the page, a Content-Security-Pol
 violation, or a request or WebSocket to anywhere but this machine's loopback fails the
 test that made it.
 
-Needs ``chromium`` (scripts/system-packages installs it); the tests skip without it.
-Until the web client exists (``web/vite.config.js``) they skip too; once it exists,
-a relay that serves no built client is an error (build it: ``cd web && npx vite build``).
+Needs ``chromium`` (scripts/system-packages installs it) and the built web client
+(scripts/setup builds it: scripts/build-web); without either the tests fail, never skip.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from queue import Empty, Queue
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,8 +50,6 @@ from playwright.sync_api import (
 
 from instantroom.protocol.minikey import MINIKEY_LENGTH, format_minikey, parse_minikey
 
-REPO = Path(__file__).resolve().parents[2]
-VITE_CONFIG = REPO / "web" / "vite.config.js"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LAUNCH_ARGS = [
     "--no-sandbox",  # as root, and in containers, Chromium's sandbox cannot start
@@ -93,18 +89,15 @@ def web_client_problem() -> str | None:
 
 @pytest.fixture(scope="session")
 def web_client() -> None:
-    """The built web client is there for the relay to serve (else skip or fail, see above)."""
+    """The built web client is there for the relay to serve."""
     problem = web_client_problem()
-    if problem is None:
-        return
-    if not VITE_CONFIG.exists():
-        pytest.skip(f"the web client is not written yet: {problem}")
-    pytest.fail(f"{problem}; build it: cd web && npx vite build")
+    if problem is not None:
+        pytest.fail(f"{problem}; build it: scripts/build-web")
 
 
 def need_chromium() -> None:
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip("chromium is not installed (scripts/system-packages)")
+        pytest.fail("chromium is not installed: scripts/system-packages browser")
 
 
 @pytest.fixture(scope="package")
