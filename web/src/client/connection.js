@@ -10,7 +10,7 @@
 // It reconnects by itself with backoff, joins its rooms again, and resends what the relay
 // had not acknowledged; receivers drop duplicates by message id.
 
-import { SUBPROTOCOL, ErrorCode } from "../protocol/codes.js";
+import { CloseCode, ErrorCode, SUBPROTOCOL } from "../protocol/codes.js";
 import { UsageError } from "../protocol/errors.js";
 import { roomKeysFromMinikey } from "../protocol/kdf.js";
 import { parseMinikey } from "../protocol/minikey.js";
@@ -24,20 +24,6 @@ export const RETRY_AFTER_RELAY_FULL_MS = 15_000;
 export const EXPIRY_CHECK_MS = 1000;
 /** Below the relay's default idle timeout (60 s); a PING unanswered for as long again means the line is dead. */
 export const DEFAULT_PING_INTERVAL_MS = 25_000;
-
-/** The relay's WebSocket close codes (PROTOCOL.md 11.2). */
-export const CloseCode = Object.freeze({
-  NORMAL: 1000,
-  GOING_AWAY: 1001,
-  ABNORMAL: 1006,
-  POLICY_VIOLATION: 1008,
-  MESSAGE_TOO_BIG: 1009,
-  INTERNAL_ERROR: 1011,
-  SERVICE_RESTART: 1012,
-  HANDSHAKE_TIMEOUT: 4001,
-  TOO_SLOW: 4002,
-  IDLE_TIMEOUT: 4003,
-});
 
 /**
  * Close codes after which trying again would fail the same way: this client sent

@@ -41,3 +41,17 @@ export const ErrorCode = Object.freeze({
   EXPIRY_TOO_FAR: 12,
   RELAY_FULL: 13,
 });
+
+/** The relay's WebSocket close codes (PROTOCOL.md 11.2). */
+export const CloseCode = Object.freeze({
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  ABNORMAL: 1006, // never sent: the browser's name for a connection that just dropped
+  POLICY_VIOLATION: 1008,
+  MESSAGE_TOO_BIG: 1009,
+  INTERNAL_ERROR: 1011,
+  SERVICE_RESTART: 1012,
+  HANDSHAKE_TIMEOUT: 4001,
+  TOO_SLOW: 4002,
+  IDLE_TIMEOUT: 4003,
+});
