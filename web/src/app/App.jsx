@@ -27,6 +27,39 @@ function Heading({ children }) {
   );
 }
 
+/** A labelled text input; its data-testid is its id unless given. */
+function Field({ id, label, value, onValue, testid = id, inputRef, ...input }) {
+  return (
+    <>
+      <label for={id}>{label}</label>
+      <input
+        id={id}
+        data-testid={testid}
+        ref={inputRef}
+        value={value}
+        onInput={(e) => onValue(e.currentTarget.value)}
+        {...input}
+      />
+    </>
+  );
+}
+
+/** The nickname a room's members see beside this device's messages. */
+function NicknameField({ value, onValue, inputRef }) {
+  return (
+    <Field
+      id="nickname"
+      label="Your nickname in this room"
+      value={value}
+      onValue={onValue}
+      inputRef={inputRef}
+      maxLength={40}
+      autocomplete="nickname"
+      required
+    />
+  );
+}
+
 function Alert({ app }) {
   const { error, notice } = app.state;
   return (
@@ -100,29 +133,25 @@ function Unlock({ app }) {
           : "Your room keys are locked on this device."}
       </p>
       <form onSubmit={submit}>
-        <label for="password">Password</label>
-        <input
+        <Field
           id="password"
-          data-testid="password"
+          label="Password"
           type="password"
           autocomplete={first ? "new-password" : "current-password"}
           value={password}
-          onInput={(e) => setPassword(e.currentTarget.value)}
+          onValue={setPassword}
           required
         />
         {first && (
-          <>
-            <label for="password-confirm">Password again</label>
-            <input
-              id="password-confirm"
-              data-testid="password-confirm"
-              type="password"
-              autocomplete="new-password"
-              value={confirmation}
-              onInput={(e) => setConfirmation(e.currentTarget.value)}
-              required
-            />
-          </>
+          <Field
+            id="password-confirm"
+            label="Password again"
+            type="password"
+            autocomplete="new-password"
+            value={confirmation}
+            onValue={setConfirmation}
+            required
+          />
         )}
         <Alert app={app} />
         <button type="submit" class="primary" data-testid="unlock" disabled={app.state.busy}>
@@ -223,16 +252,7 @@ function NewRoom({ app }) {
             placeholder="Weekend trip"
             onInput={(e) => setLabel(e.currentTarget.value)}
           />
-          <label for="nickname">Your nickname in this room</label>
-          <input
-            id="nickname"
-            data-testid="nickname"
-            value={nickname}
-            maxLength={40}
-            autocomplete="nickname"
-            onInput={(e) => setNickname(e.currentTarget.value)}
-            required
-          />
+          <NicknameField value={nickname} onValue={setNickname} />
           <label for="expiry">The room lives for</label>
           <select id="expiry" data-testid="expiry" value={lifetime} onChange={(e) => setLifetime(e.currentTarget.value)}>
             {Object.entries(LIFETIMES).map(([value, { label: text }]) => (
@@ -417,17 +437,7 @@ function Join({ app }) {
               </p>
             )}
           </div>
-          <label for="nickname">Your nickname in this room</label>
-          <input
-            id="nickname"
-            ref={nicknameRef}
-            data-testid="nickname"
-            value={nickname}
-            maxLength={40}
-            autocomplete="nickname"
-            onInput={(e) => setNickname(e.currentTarget.value)}
-            required
-          />
+          <NicknameField value={nickname} onValue={setNickname} inputRef={nicknameRef} />
           <Alert app={app} />
           <button type="submit" class="primary" data-testid="join">
             Join
@@ -683,31 +693,31 @@ function Settings({ app }) {
         </div>
         <h2>Change password</h2>
         <form onSubmit={change}>
-          <label for="old-password">Current password</label>
-          <input
+          <Field
             id="old-password"
+            label="Current password"
             type="password"
             autocomplete="current-password"
             value={oldPassword}
-            onInput={(e) => setOldPassword(e.currentTarget.value)}
+            onValue={setOldPassword}
             required
           />
-          <label for="new-password">New password</label>
-          <input
+          <Field
             id="new-password"
+            label="New password"
             type="password"
             autocomplete="new-password"
             value={newPassword}
-            onInput={(e) => setNewPassword(e.currentTarget.value)}
+            onValue={setNewPassword}
             required
           />
-          <label for="new-password-confirm">New password again</label>
-          <input
+          <Field
             id="new-password-confirm"
+            label="New password again"
             type="password"
             autocomplete="new-password"
             value={newConfirmation}
-            onInput={(e) => setNewConfirmation(e.currentTarget.value)}
+            onValue={setNewConfirmation}
             required
           />
           <button type="submit" disabled={app.state.busy}>
