@@ -126,6 +126,22 @@ def envelopes() -> list[dict[str, Any]]:
     return out
 
 
+def non_canonical_signature(seed: bytes, message: bytes) -> bytes:
+    """An Ed25519 "signature" of ``message`` by ``seed`` whose R is the identity point
+    encoded non-canonically (y = 1 + p) and S = k * a. The group equation holds, so a
+    ZIP-215 verifier accepts it; RFC 8032's strict checks (as in cryptography) refuse it.
+    A member could otherwise post what only some clients show."""
+    p = 2**255 - 19
+    order = 2**252 + 27742317777372353535851937790883648493
+    digest = hashlib.sha512(seed).digest()
+    scalar = int.from_bytes(digest[:32], "little")
+    scalar = (scalar & ((1 << 254) - 8)) | (1 << 254)
+    public_key = DeviceKey.from_private_bytes(seed).public_key
+    r = (1 + p).to_bytes(32, "little")
+    k = int.from_bytes(hashlib.sha512(r + public_key + message).digest(), "little") % order
+    return r + (k * scalar % order).to_bytes(32, "little")
+
+
 def envelope_failures() -> list[dict[str, Any]]:
     room = RoomKeys.from_minikey(KEY_A)
     message = Message(fixed_bytes("bad-id", 16), 1_790_000_000_000, Kind.TEXT,
@@ -146,6 +162,10 @@ def envelope_failures() -> list[dict[str, Any]]:
     )
     relabelled = signed.replace(DEVICE_A.public_key, DEVICE_B.public_key, 1)
     relabelled_envelope = b"\x01" + nonce + aesgcm.encrypt(nonce, pad(relabelled + signature), aad)
+    lax_signature = non_canonical_signature(
+        fixed_bytes("device-a", 32), b"instantroom/v1/message-signature" + room.room_id + signed
+    )
+    lax_envelope = b"\x01" + nonce + aesgcm.encrypt(nonce, pad(signed + lax_signature), aad)
     bad_padding = (signed + signature).ljust(256, b"\x00")
     bad_padding_envelope = b"\x01" + nonce + aesgcm.encrypt(nonce, bad_padding, aad)
     other_room = RoomKeys.from_minikey(KEY_B)
@@ -161,6 +181,8 @@ def envelope_failures() -> list[dict[str, Any]]:
         {"id": "other-room", "minikey": KEY_B, "envelope": good.hex(),
          "error": "DecryptionFailed"},
         {"id": "relabelled-sender", "minikey": KEY_A, "envelope": relabelled_envelope.hex(),
+         "error": "BadSignature"},
+        {"id": "non-canonical-signature", "minikey": KEY_A, "envelope": lax_envelope.hex(),
          "error": "BadSignature"},
         {"id": "bad-padding", "minikey": KEY_A, "envelope": bad_padding_envelope.hex(),
          "error": "MalformedEnvelope"},

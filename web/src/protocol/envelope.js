@@ -114,7 +114,11 @@ export async function openEnvelope(room, envelope) {
   const { message, signed, signature } = parseInner(inner);
   let good = false;
   try {
-    good = ed25519.verify(signature, concat(LABEL_MESSAGE_SIGNATURE, room.roomId, signed), message.senderKey);
+    // Strict RFC 8032 checks, as the Python core's (noble's default is ZIP-215, which
+    // accepts more): every client must agree on which messages are authentic.
+    good = ed25519.verify(signature, concat(LABEL_MESSAGE_SIGNATURE, room.roomId, signed), message.senderKey, {
+      zip215: false,
+    });
   } catch {
     good = false;
   }

@@ -25,7 +25,7 @@ export function verifyJoinProof(roomPublicKey, roomId, challenge, signature) {
   }
   let good = false;
   try {
-    good = ed25519.verify(signature, proofInput(roomId, challenge), roomPublicKey);
+    good = ed25519.verify(signature, proofInput(roomId, challenge), roomPublicKey, { zip215: false });
   } catch {
     good = false;
   }
