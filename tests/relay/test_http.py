@@ -67,6 +67,7 @@ def test_healthz_the_page_and_not_found(relay: RelayProcess) -> None:
         assert directives["connect-src"] == "'self' ws: wss:"
         assert directives["object-src"] == "'none'"
         assert page.headers["x-content-type-options"] == "nosniff"
+        assert page.headers["cross-origin-opener-policy"] == "same-origin"
         assert page.headers["referrer-policy"] == "no-referrer"
         assert (await http_request(relay.port, "/index.html")).body == page.body
 

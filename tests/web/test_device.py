@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Browser, Playwright, expect
 
 from instantroom.testing import RelayProcess
-from tests.web.conftest import Phone, close_phones, launch, new_phone
+from tests.web.conftest import Phone, close_phones, launch, new_phone, read_vault
 
 PASSWORD = "a long enough password"
 
@@ -124,6 +124,39 @@ def test_unlocking_in_a_second_tab_locks_the_first(
     expect(second.by("room-item")).to_have_count(1)
 
 
+def test_forgetting_the_password_in_one_tab_wipes_the_store_for_every_tab(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    first = phones()
+    start(first, relay)
+    second = Phone(first.context, first.context.new_page(), first.watch)
+    second.open(relay.url)
+    expect(second.by("password")).to_be_visible()
+    second.page.on("dialog", lambda dialog: dialog.accept())
+    second.page.get_by_text("Forgot the password?").click()
+    second.by("wipe-locked").click()
+    expect(second.by("password-confirm")).to_be_visible()
+    # The tab that was unlocked locks, and nothing it does brings the store back.
+    expect(first.by("password-confirm")).to_be_visible()
+    expect(first.page.get_by_role("status")).to_contain_text("deleted")
+    assert read_vault(first.page) == json.dumps(
+        {"undefined": True}, separators=(",", ":")
+    )  # no record
+
+
+def test_a_malformed_invite_link_leaves_a_working_page(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    phone = phones()
+    phone.open(relay.url + "#%E0%A4%A")
+    assert phone.page.evaluate("location.hash") == ""
+    phone.set_password(PASSWORD, then="join")
+    expect(phone.by("join-key")).to_have_value("%E0%A4%A")
+    phone.by("nickname").fill("Ann")
+    phone.by("join").click()
+    expect(phone.page.get_by_role("alert")).to_be_visible()
+
+
 def test_a_name_from_another_device_is_flagged(
     relay: RelayProcess, phones: Callable[..., Phone]
 ) -> None:
@@ -200,6 +233,14 @@ def test_the_app_is_installable_and_its_shell_starts_offline(
         }"""
     )
     assert "/" in cached
+    # Opening another file of the relay's does not take the app's place offline.
+    phone.page.goto(relay.url.rstrip("/") + "/icon.svg")
+    phone.context.set_offline(True)
+    try:
+        phone.page.goto(relay.url)
+        expect(phone.by("password-confirm")).to_be_visible()
+    finally:
+        phone.context.set_offline(False)
     assert not [path for path in cached if path.startswith(("/ws", "/healthz", "/metrics"))]
     assert json.dumps(cached).count("/assets/") >= 2  # the script and the stylesheet
 

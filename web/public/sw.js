@@ -22,11 +22,18 @@ self.addEventListener("fetch", (event) => {
   const url = new URL(event.request.url);
   if (event.request.method !== "GET" || url.origin !== self.location.origin) return;
   if (NEVER.some((path) => url.pathname === path || url.pathname.startsWith(path + "/"))) return;
-  const shellRequest = event.request.mode === "navigate" ? new Request("/") : event.request;
+  const navigation = event.request.mode === "navigate";
+  const shellRequest = navigation ? new Request("/") : event.request;
+  // Only the app itself is kept as the page to start offline: a navigation to any other
+  // file (an icon, say) must not take its place.
+  const isShell = (response) =>
+    !navigation ||
+    (["/", "/index.html"].includes(url.pathname) &&
+      (response.headers.get("Content-Type") || "").startsWith("text/html"));
   event.respondWith(
     fetch(event.request)
       .then((response) => {
-        if (response.ok) {
+        if (response.ok && isShell(response)) {
           const copy = response.clone();
           caches.open(CACHE).then((cache) => cache.put(shellRequest, copy));
         }

@@ -17,6 +17,7 @@ import {
   NoStore,
   NoSuchRoom,
   RoomExists,
+  StoreChanged,
   StoreExists,
   StoreLocked,
   WrongPassword,
@@ -427,5 +428,38 @@ describe("KeyStore: device key", () => {
     assert.match(store.fingerprint(), /^[A-Z2-7]{4}(-[A-Z2-7]{4}){3}$/);
     const again = await KeyStore.unlock(PASSWORD, options);
     assert.equal(again.fingerprint(), store.fingerprint());
+  });
+});
+
+describe("KeyStore: two tabs", () => {
+  it("a save over a record another tab replaced writes nothing and says so", async () => {
+    const options = fresh();
+    const first = await KeyStore.create(PASSWORD, options);
+    const second = await KeyStore.unlock(PASSWORD, options);
+    second.data.nickname = "from the second tab";
+    await second.save();
+    first.data.nickname = "from the first tab";
+    await assert.rejects(first.save(), StoreChanged);
+    assert.equal((await storedContents(options)).nickname, "from the second tab");
+  });
+
+  it("a wiped store is not brought back by a tab that was still unlocked", async () => {
+    const options = fresh();
+    const first = await KeyStore.create(PASSWORD, options);
+    first.addRoom({ key: makeMinikey(randomBytes), label: "kept secret" });
+    await first.save();
+    await KeyStore.wipe(options);
+    await assert.rejects(first.save(), StoreChanged);
+    assert.equal(await readRecord(options), null);
+  });
+
+  it("a password changed in one tab is not undone by the other's save", async () => {
+    const options = fresh();
+    const first = await KeyStore.create(PASSWORD, options);
+    const second = await KeyStore.unlock(PASSWORD, options);
+    await second.changePassword(PASSWORD, "a new long password");
+    await assert.rejects(first.save(), StoreChanged);
+    await assert.rejects(KeyStore.unlock(PASSWORD, options), WrongPassword);
+    assert.ok(await KeyStore.unlock("a new long password", options));
   });
 });

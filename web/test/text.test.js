@@ -19,3 +19,19 @@ test("a name has no line breaks; a message keeps them", () => {
   assert.equal(shown("a\nb"), "a<U+000A>b");
   assert.equal(shown("a\nb", { lines: true }), "a\nb");
 });
+
+test("emoji keep their joiners and variation selectors, in names and messages", () => {
+  for (const text of ["Anna ❤️", "👨‍👩‍👧", "👍🏽", "🏳️‍🌈"]) {
+    assert.equal(shown(text), text);
+    assert.equal(shown(text, { lines: true }), text);
+  }
+});
+
+test("a name cannot hide characters that make it look like another", () => {
+  assert.equal(shown("alice\u{e0020}"), "alice<U+E0020>");
+  assert.equal(shown("alice\u200d"), "alice<U+200D>");
+  assert.equal(shown("a\ufe0flice"), "a<U+FE0F>lice");
+  assert.equal(shown("\u3164alice"), "<U+3164>alice");
+  assert.equal(shown("ali\u00adce"), "ali<U+00AD>ce");
+  assert.equal(shown("alice\u2028"), "alice<U+2028>");
+});

@@ -79,6 +79,9 @@ _SECURITY_HEADERS = [
         "worker-src 'self'; manifest-src 'self'; object-src 'none'; base-uri 'none'; "
         "frame-ancestors 'none'; form-action 'none'",
     ),
+    # A page that opened ours (an invite link) keeps no handle on it: it cannot navigate it
+    # to a look-alike lock screen, or feed it invite links later.
+    ("Cross-Origin-Opener-Policy", "same-origin"),
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "no-referrer"),
     ("Cache-Control", "no-cache"),

@@ -579,12 +579,12 @@ function Room({ app }) {
           )}
           {state !== "online" && app.connectionReason(id) && (
             <p class="notice" role="status" data-testid="connection-reason">
-              {app.connectionReason(id)}
+              {shown(app.connectionReason(id))}
             </p>
           )}
           {live.error && (
             <p class="alert" role="alert">
-              {live.error}
+              {shown(live.error)}
             </p>
           )}
           <Alert app={app} />

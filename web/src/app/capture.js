@@ -9,7 +9,16 @@ export function captureFragment() {
   const fragment = window.location.hash.slice(1);
   if (!fragment) return;
   window.history.replaceState(null, "", window.location.pathname + window.location.search);
-  pending = decodeURIComponent(fragment);
+  pending = fragmentText(fragment);
+}
+
+/** The fragment as text: percent-decoded where it is well-formed, else as it came. */
+export function fragmentText(fragment) {
+  try {
+    return decodeURIComponent(fragment);
+  } catch {
+    return fragment;
+  }
 }
 
 /** The captured invite key text, once; null when there is none. */

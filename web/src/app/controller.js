@@ -5,8 +5,8 @@
 import { RoomConnection } from "../client/connection.js";
 import { fingerprint } from "../protocol/kdf.js";
 import { makeMinikey } from "../protocol/minikey.js";
-import { KeyStore, WrongPassword } from "../store/keystore.js";
-import { takeCapturedFragment } from "./capture.js";
+import { KeyStore, StoreChanged, WrongPassword } from "../store/keystore.js";
+import { fragmentText, takeCapturedFragment } from "./capture.js";
 import { formatInvite, parseInvite } from "./invite.js";
 
 export const LIFETIMES = Object.freeze({
@@ -17,6 +17,8 @@ export const LIFETIMES = Object.freeze({
 const IDLE_CHECK_MS = 5_000;
 const EXPIRY_CHECK_MS = 1_000;
 const MIN_PASSWORD_LENGTH = 8;
+// What a room keeps in memory: a member who floods the room cannot exhaust this device.
+const MAX_LIVE_MESSAGES = 1000;
 
 const randomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
 
@@ -49,6 +51,12 @@ export function normalizeServerUrl(text) {
   const path = url.pathname.replace(/\/+$/, "");
   return `${url.protocol}//${url.host}${path}`;
 }
+
+const TAB_NOTICES = {
+  unlocked: "Locked: InstantRoom was unlocked in another tab.",
+  wiped: "Everything was deleted from this device in another tab.",
+  "password-changed": "Locked: the password was changed in another tab.",
+};
 
 export class App {
   constructor() {
@@ -107,10 +115,12 @@ export class App {
       this.changed();
     });
     // Two unlocked tabs would overwrite each other's saves: the tab unlocked last wins,
-    // and the others lock.
+    // and the others lock; so does every tab when one wipes the store or changes its
+    // password. (Saves check the record they replace too: see KeyStore's StoreChanged.)
     this.tabs = "BroadcastChannel" in window ? new BroadcastChannel("instantroom") : null;
     this.tabs?.addEventListener("message", (event) => {
-      if (event.data === "unlocked" && this.store) this.lock("Locked: InstantRoom was unlocked in another tab.");
+      if (event.data === "wiped") this.set({ firstVisit: true });
+      if (this.store && TAB_NOTICES[event.data]) this.lock(TAB_NOTICES[event.data]);
     });
     const exists = await KeyStore.exists();
     this.set({ screen: "unlock", firstVisit: !exists });
@@ -119,6 +129,7 @@ export class App {
   /** Forgot the password: delete the locked store, and start again. */
   async wipeLocked() {
     await KeyStore.wipe();
+    this.tabs?.postMessage("wiped");
     this.set({ firstVisit: true, error: null, notice: "Everything was deleted from this device. Set a new password." });
   }
 
@@ -127,8 +138,8 @@ export class App {
     const fragment = window.location.hash.slice(1);
     if (!fragment) return;
     window.history.replaceState(null, "", window.location.pathname + window.location.search);
-    this.state.joinText = decodeURIComponent(fragment);
-    if (this.store) this.set({ screen: "join", error: null });
+    this.state.joinText = fragmentText(fragment);
+    if (this.store) this.set({ screen: "join", error: null, notice: "An invite link was opened: check it before joining." });
     else this.changed();
   }
 
@@ -183,7 +194,7 @@ export class App {
     this.live.clear();
     this.store?.lock();
     this.store = null;
-    this.set({ screen: "unlock", current: null, error: null, notice: reason, busy: false });
+    this.set({ screen: "unlock", current: null, error: null, notice: reason, busy: false, joinText: "" });
   }
 
   _checkIdle() {
@@ -195,10 +206,12 @@ export class App {
   }
 
   save() {
-    // One save at a time, in order: each seals the whole store under a fresh nonce.
-    const store = this.store;
-    this._saving = this._saving.then(() => store?.save()).catch((error) => {
-      this.set({ error: `Could not save: ${error.message}` });
+    // The store snapshots its contents now and writes in order (a fresh nonce each time),
+    // so a lock right after still lands this save.
+    if (!this.store) return Promise.resolve();
+    this._saving = this.store.save().catch((error) => {
+      if (error instanceof StoreChanged) this.lock(error.message);
+      else this.set({ error: `Could not save: ${error.message}` });
     });
     return this._saving;
   }
@@ -410,6 +423,7 @@ export class App {
     const live = this.liveRoom(id);
     if (live.messages.some((m) => m.id === entry.id)) return;
     live.messages.push(entry);
+    if (live.messages.length > MAX_LIVE_MESSAGES) live.messages.splice(0, live.messages.length - MAX_LIVE_MESSAGES);
     const room = this.room(id);
     if (room?.keepHistory) {
       this.store.addMessage(id, this._storable(entry));
@@ -467,7 +481,8 @@ export class App {
 
   _onRefused({ roomId, reason, fatal }) {
     if (!roomId || !fatal) return;
-    this._roomRefused(hex(roomId), new Error(reason || "The relay refused this room."));
+    // The reason is the relay's own text: shown as such, escaped like any untrusted text.
+    this._roomRefused(hex(roomId), new Error(reason ? `The relay refused this room. It says: “${reason}”` : "The relay refused this room."));
   }
 
   async _onExpired(id) {
@@ -524,9 +539,11 @@ export class App {
       await this._saving;
       await this.store.changePassword(oldPassword, newPassword);
     } catch (error) {
+      if (error instanceof StoreChanged) return this.lock(error.message);
       const message = error instanceof WrongPassword ? "Wrong password. Nothing was changed." : error.message;
       return this.set({ busy: false, error: message });
     }
+    this.tabs?.postMessage("password-changed");
     this.set({ busy: false, notice: "Password changed." });
   }
 
@@ -535,9 +552,16 @@ export class App {
     for (const connection of this.connections.values()) connection.close();
     this.connections.clear();
     await this.store.wipe();
+    this.tabs?.postMessage("wiped");
     this.store = null;
     this.live.clear();
-    this.set({ screen: "unlock", firstVisit: true, current: null, notice: "Everything was deleted from this device." });
+    this.set({
+      screen: "unlock",
+      firstVisit: true,
+      current: null,
+      joinText: "",
+      notice: "Everything was deleted from this device.",
+    });
   }
 
   inviteLink(id) {

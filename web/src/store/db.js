@@ -90,6 +90,25 @@ export function writeRecord(record, options = {}) {
  * @param {DbOptions} [options]
  * @returns {Promise<boolean>}
  */
+/**
+ * Store `record` in place of `expected`, only if the stored record is still `expected`
+ * (same nonce: every save has a fresh one); false, writing nothing, if another tab
+ * replaced or deleted it meanwhile. One transaction: nothing can slip in between.
+ */
+export function replaceRecord(expected, record, options = {}) {
+  return transact("readwrite", options, (store) => {
+    let written = false;
+    const current = store.get(RECORD_KEY);
+    current.onsuccess = () => {
+      if (current.result?.nonce === expected.nonce) {
+        store.put(record, RECORD_KEY);
+        written = true;
+      }
+    };
+    return () => written;
+  });
+}
+
 export function addRecord(record, options = {}) {
   return transact("readwrite", options, (store) => {
     let written = false;

@@ -15,7 +15,7 @@ import { fromHex, hex } from "../protocol/bytes.js";
 import { UsageError } from "../protocol/errors.js";
 import { deviceKeyFromSeed, fingerprint as fingerprintOf, roomKeysFromMinikey } from "../protocol/kdf.js";
 import { parseMinikey } from "../protocol/minikey.js";
-import { addRecord, deleteRecord, readRecord, writeRecord } from "./db.js";
+import { addRecord, deleteRecord, readRecord, replaceRecord } from "./db.js";
 import {
   DamagedStore,
   KeyStoreError,
@@ -44,6 +44,10 @@ export class StoreLocked extends KeyStoreError {}
 
 /** No stored room has this room id. */
 export class NoSuchRoom extends KeyStoreError {}
+
+/** The stored record is no longer the one this store last read or wrote: another tab
+ * saved, changed the password or wiped it. Nothing was written; unlock again. */
+export class StoreChanged extends KeyStoreError {}
 
 /** The room is stored already. */
 export class RoomExists extends KeyStoreError {}
@@ -299,13 +303,19 @@ export class KeyStore {
     return done;
   }
 
+  async #replace(record) {
+    if (!(await replaceRecord(this.#record, record, this.#options))) {
+      throw new StoreChanged("The key store was changed in another tab: unlock it again.");
+    }
+    this.#record = record;
+  }
+
   /** Seal the contents as they are now under a fresh nonce and store them, atomically. */
   async save() {
     const snapshot = structuredClone(this.data);
     return this.#enqueue(async () => {
       const record = await sealVault(this.#record, this.#key, snapshot);
-      await writeRecord(record, this.#options);
-      this.#record = record;
+      await this.#replace(record);
     });
   }
 
@@ -322,8 +332,7 @@ export class KeyStore {
     return this.#enqueue(async () => {
       await openVault(this.#record, oldPassword, this.#options);
       const { record, key } = await createVault(newPassword, snapshot, this.#options);
-      await writeRecord(record, this.#options);
-      this.#record = record;
+      await this.#replace(record);
       this.#key = key;
     });
   }
