@@ -28,7 +28,7 @@ from instantroom.client.invite import format_invite
 from instantroom.client.keystore import HistoryEntry, KeyStore, StoredRoom
 from instantroom.protocol.minikey import format_minikey, make_minikey
 from instantroom.rooms_cli import cmd_chat
-from instantroom.testing import RelayProcess, run
+from instantroom.testing import RelayProcess, run, running_relay
 from instantroom.tui.app import ChatApp
 from tests.client.test_rooms_cli import decode, rasterise_terminal
 
@@ -361,3 +361,19 @@ def test_the_chat_command_opens_the_store_and_names_a_missing_room(tmp_path: Pat
     )  # fmt: skip
     assert result.returncode == 2
     assert "No stored room is labelled 'nosuch'" in result.stderr
+
+
+def test_a_relay_that_refuses_the_client_for_good_says_so_in_the_status(tmp_path: Path) -> None:
+    """A message larger than the relay's frame limit: it closes with 1009, which the client
+    must not retry; the status line says why instead of "reconnecting" forever."""
+    with running_relay("--max-frame-size", "4096") as relay:
+        store = new_store(tmp_path / "store.json", room(make_minikey(secrets.randbelow), relay.url))
+
+        async def scenario() -> None:
+            async with on_screen(ChatApp(store, "alice", room="team")) as member:
+                await member.until(lambda: "connected" in member.status(), "the connection")
+                await member.say("x" * 10_000)
+                await member.until(lambda: "✗" in member.status(), "the refusal in the status")
+                assert "reconnecting" not in member.status()
+
+        run(scenario())
