@@ -161,7 +161,7 @@ class RedisHub:
 
     async def agree_expiry(self, room_id: bytes, proposed_ms: int, keep_ms: int) -> int:
         """The room's expiry: the first one any relay proposed, kept ``keep_ms`` past it."""
-        if not self.healthy:
+        if self._closing or not self.healthy:
             raise HubUnavailable
         key = _expiry_key(room_id)
         try:
@@ -180,7 +180,7 @@ class RedisHub:
 
     async def set_members(self, room_id: bytes, count: int) -> int:
         """Record this relay's member count and return the room's total across relays."""
-        if not self.healthy:
+        if self._closing or not self.healthy:
             raise HubUnavailable
         if count:
             self._local_members[room_id] = count
@@ -202,7 +202,7 @@ class RedisHub:
         return self._total(results[-2])
 
     async def members(self, room_id: bytes) -> int:
-        if not self.healthy:
+        if self._closing or not self.healthy:
             raise HubUnavailable
         try:
             entries = await self._redis.hgetall(_presence_key(room_id))

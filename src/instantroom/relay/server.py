@@ -604,6 +604,11 @@ class Relay:
                 conn.transport.abort()
         if self._sweeper:
             self._sweeper.cancel()
+        # Recounts and admissions still running would use the hub while it closes.
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=3.0)
         await self.hub.close()
         self._server = None
         log_event("relay.stopped")
