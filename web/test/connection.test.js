@@ -10,6 +10,7 @@ import {
   RelayRefused,
   RoomConnection,
   RoomGone,
+  STABLE_AFTER_MS,
   websocketUrl,
 } from "../src/client/connection.js";
 import { hex } from "../src/protocol/bytes.js";
@@ -359,7 +360,9 @@ describe("RoomConnection", () => {
     assert.equal(alice.state, "online");
     assert.equal(w.relay.sent("Join").length, 2);
     assert.equal(alice.of("joined").length, 2);
-    // JOINED reset the backoff: the next drop waits the first delay again.
+    // Up for STABLE_AFTER_MS after JOINED: the backoff starts afresh, the next drop waits
+    // the first delay again.
+    await w.clock.advance(STABLE_AFTER_MS);
     w.relay.last.drop(1012, "restart");
     await w.clock.advance(100);
     assert.equal(w.relay.sockets.length, 6);
@@ -367,6 +370,23 @@ describe("RoomConnection", () => {
       alice.of("state").map((e) => e.state),
       ["connecting", "online", "reconnecting", "online", "reconnecting"],
     );
+  });
+
+  it("a relay that lets us in and then closes at once is not hammered: the backoff goes on", async () => {
+    const w = world();
+    const alice = w.connect({ delays: [100, 200, 400, 800] });
+    await online(w, alice);
+    await w.clock.advance(STABLE_AFTER_MS);
+    for (const [delay, sockets] of [[100, 2], [200, 3], [400, 4], [800, 5]]) {
+      w.relay.last.drop(1011, "internal error");
+      await w.clock.advance(delay - 1);
+      assert.equal(w.relay.sockets.length, sockets - 1);
+      await w.clock.advance(1);
+      assert.equal(w.relay.sockets.length, sockets);
+      w.relay.last.accept();
+      await w.settle();
+      assert.equal(alice.state, "online"); // JOINED again, and closed again right away
+    }
   });
 
   it("resends an unacknowledged message exactly once after a reconnect, once the room refills", async () => {

@@ -13,7 +13,7 @@ import { decodeFrame, encodeFrame, NO_ROOM } from "../src/protocol/frames.js";
 import { verifyJoinProof } from "../src/protocol/join.js";
 import { fingerprint, roomKeysFromMinikey } from "../src/protocol/kdf.js";
 import { ReplayFilter } from "../src/protocol/envelope.js";
-import { ClientSession, roomHex } from "../src/protocol/session.js";
+import { ClientSession, MAX_IN_FLIGHT, roomHex } from "../src/protocol/session.js";
 
 const KEY_A = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy";
 const KEY_B = "SDehB97fmBnFwezqLcANLCCQkQyfz1";
@@ -182,6 +182,58 @@ describe("publishing", () => {
     const [again] = decoded(alice);
     assert.equal(hex(again.envelope), hex(publish.envelope));
     assert.notEqual(again.ref, publish.ref);
+  });
+
+  it("keeps at most MAX_IN_FLIGHT publishes on the wire, in order, more as ACKs come", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    alice.connectionLost();
+    const total = MAX_IN_FLIGHT * 2 + 50;
+    for (let n = 0; n < total; n++) await alice.sendText(roomA.roomId, `queued ${n}`, NOW);
+    assert.equal(decoded(alice).length, 0); // offline: nothing leaves
+    await rejoin(alice, roomA, 1);
+    let wire = decoded(alice).filter((f) => f.type === "Publish");
+    assert.equal(wire.length, MAX_IN_FLIGHT);
+    await alice.receive(frame({ type: "Ack", ref: wire[0].ref }), NOW);
+    const next = decoded(alice).filter((f) => f.type === "Publish");
+    assert.equal(next.length, 1);
+    // A refusal frees its place but sends nothing by itself: the caller retries later.
+    await alice.receive(errorFrame(ErrorCode.RATE_LIMITED, roomA.roomId, { ref: wire[1].ref }), NOW);
+    assert.equal(decoded(alice).length, 0);
+    alice.resendUnacknowledged();
+    const resent = decoded(alice).filter((f) => f.type === "Publish");
+    assert.equal(resent.length, 1);
+    assert.equal(hex(resent[0].envelope), hex(wire[1].envelope)); // the outbox's order
+    // Everything arrives once ACKs keep coming, and never more than the limit at once.
+    wire = [...wire.slice(2), ...next, ...resent];
+    let accepted = 1;
+    while (wire.length) {
+      assert.ok(wire.length <= MAX_IN_FLIGHT);
+      const publish = wire.shift();
+      await alice.receive(frame({ type: "Ack", ref: publish.ref }), NOW);
+      accepted += 1;
+      wire.push(...decoded(alice).filter((f) => f.type === "Publish"));
+    }
+    assert.equal(accepted, total);
+    assert.equal(alice.unacknowledged, 0);
+  });
+
+  it("a JOIN retry does nothing while a JOIN is outstanding (a left and joined-again room)", async () => {
+    const alice = makeSession(1);
+    alice.connectionMade();
+    alice.join(roomA, {});
+    decoded(alice);
+    await alice.receive(errorFrame(ErrorCode.RATE_LIMITED, roomA.roomId), NOW);
+    alice.events();
+    // Before the caller's retry fires, the room is left and joined again.
+    alice.leave(roomA.roomId);
+    alice.join(roomA, {});
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Leave", "Join"]);
+    alice.retryJoin(roomA.roomId); // the stale retry
+    assert.deepEqual(decoded(alice), []);
+    // After a refusal of that JOIN, a retry sends one again.
+    await alice.receive(errorFrame(ErrorCode.RATE_LIMITED, roomA.roomId), NOW);
+    alice.retryJoin(roomA.roomId);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
   });
 
   it("a message refused as NOT_JOINED has the session join again once, then resend it", async () => {

@@ -22,6 +22,12 @@ export const RETRY_AFTER_RATE_LIMIT_MS = 1000;
 /** RELAY_FULL says "try later"; a full relay does not empty in a second. */
 export const RETRY_AFTER_RELAY_FULL_MS = 15_000;
 export const EXPIRY_CHECK_MS = 1000;
+/**
+ * A connection that stays up this long after a JOINED restarts the backoff. Not at once:
+ * a relay that lets us in and then closes (say, on a message it cannot take) would
+ * otherwise be reconnected to as fast as the handshake goes.
+ */
+export const STABLE_AFTER_MS = 10_000;
 /** Below the relay's default idle timeout (60 s); a PING unanswered for as long again means the line is dead. */
 export const DEFAULT_PING_INTERVAL_MS = 25_000;
 
@@ -182,6 +188,7 @@ export class RoomConnection extends EventTarget {
     /** @type {Map<string, {promise: Promise<object>, resolve: Function, reject: Function}>} */
     this._joining = new Map();
     this._failure = null;
+    this._stable = false;
   }
 
   /** "connecting" | "online" | "reconnecting" | "closed" */
@@ -308,6 +315,8 @@ export class RoomConnection extends EventTarget {
 
   _connect() {
     this._reconnectTimer = null;
+    this._stable = false;
+    this._resendScheduled = false; // its timer died with the last connection
     this._setState(this._everOpened ? "reconnecting" : "connecting");
     let ws;
     try {
@@ -517,7 +526,11 @@ export class RoomConnection extends EventTarget {
       const key = detail.roomId ? roomHex(detail.roomId) : null;
       switch (type) {
         case "joined": {
-          this._delays = null; // the relay works: the next drop starts the backoff afresh
+          if (!this._stable) {
+            // Dies with this connection: only one that stays up restarts the backoff.
+            this._stable = true;
+            this._later(STABLE_AFTER_MS, () => (this._delays = null));
+          }
           const waiting = this._joining.get(key);
           this._joining.delete(key);
           waiting?.resolve(detail);
@@ -527,11 +540,17 @@ export class RoomConnection extends EventTarget {
           break;
         }
         case "refused":
-          if (detail.code === ErrorCode.RATE_LIMITED) {
-            const retry = detail.ref
-              ? () => this.session.resendUnacknowledged()
-              : () => this.session.retryJoin(detail.roomId);
-            this._later(RETRY_AFTER_RATE_LIMIT_MS, retry);
+          if (detail.code === ErrorCode.RATE_LIMITED && detail.ref) {
+            // One resend for a whole run of refusals, not one per refused message.
+            if (!this._resendScheduled) {
+              this._resendScheduled = true;
+              this._later(RETRY_AFTER_RATE_LIMIT_MS, () => {
+                this._resendScheduled = false;
+                this.session.resendUnacknowledged();
+              });
+            }
+          } else if (detail.code === ErrorCode.RATE_LIMITED) {
+            this._later(RETRY_AFTER_RATE_LIMIT_MS, () => this.session.retryJoin(detail.roomId));
           } else if (detail.fatal) {
             // The session gave the room up.
             this._roomGone(key, new JoinRefused(detail.code, detail.reason));

@@ -41,6 +41,12 @@ import { signJoinProof } from "./join.js";
 import { deviceKeyFromSeed, fingerprint } from "./kdf.js";
 
 export const MAX_REF = 2 ** 32 - 1;
+/**
+ * PUBLISHes on the wire at once, awaiting their ACK (PROTOCOL.md 10.6): a full outbox
+ * resent after a reconnect must not empty the relay's token bucket and earn a close for
+ * too many refusals. More leave as ACKs come back.
+ */
+export const MAX_IN_FLIGHT = 100;
 
 /** Refusals of a JOIN after which the session stops trying the room. */
 export const FATAL_FOR_ROOM = new Set([
@@ -91,6 +97,8 @@ export class ClientSession {
     this._randomBytes = randomBytes;
     /** @type {{roomId: Uint8Array, key: string, messageId: Uint8Array, envelope: Uint8Array, ref: number}[]} */
     this._outbox = [];
+    /** How many outbox entries are on the wire (ref set), at most MAX_IN_FLIGHT. */
+    this._inFlight = 0;
     this._nextRef = 1;
     this._frames = [];
     this._events = [];
@@ -142,6 +150,7 @@ export class ClientSession {
       name,
       expiresAtMs,
       joined: false,
+      joining: false,
       members: 0,
       // After a reconnect the outbox waits until the room has as many members as
       // before, so that what was written during the outage reaches those who come back.
@@ -200,8 +209,10 @@ export class ClientSession {
     for (const state of this.rooms.values()) {
       if (state.joined) state.awaitedMembers = state.members;
       state.joined = false;
+      state.joining = false;
     }
     for (const outgoing of this._outbox) outgoing.ref = 0;
+    this._inFlight = 0;
   }
 
   /** True while the outbox of `roomId` waits for members to come back. */
@@ -237,7 +248,7 @@ export class ClientSession {
   retryJoin(roomId) {
     const key = roomHex(roomId);
     const state = this.rooms.get(key);
-    if (this.connected && state !== undefined && !state.joined) this._sendJoin(key);
+    if (this.connected && state !== undefined && !state.joined && !state.joining) this._sendJoin(key);
   }
 
   /** Send again what the relay refused for the moment (it said: rate limited). */
@@ -281,7 +292,7 @@ export class ClientSession {
     if (this.rooms.get(key) !== state) throw new UsageError("The room is gone: the message was not sent.");
     const outgoing = { roomId: state.keys.roomId, key, messageId: message.messageId, envelope, ref: 0 };
     this._outbox.push(outgoing);
-    if (this.connected && state.joined && !this._holding(key)) this._publish(outgoing);
+    this._pump();
     return message;
   }
 
@@ -307,6 +318,7 @@ export class ClientSession {
         const state = this.rooms.get(key);
         if (state !== undefined) {
           state.joined = true;
+          state.joining = false;
           // The earlier of what we knew and what the relay says; 0 says nothing.
           const known = [state.expiresAtMs, frame.expiresAtMs].filter((t) => t > 0);
           state.expiresAtMs = known.length > 0 ? Math.min(...known) : 0;
@@ -349,6 +361,9 @@ export class ClientSession {
 
   _sendJoin(key) {
     const state = this.rooms.get(key);
+    // Outstanding until JOINED or a refusal: a second JOIN meanwhile would replace the
+    // relay's challenge under the first PROOF (PROOF_FAILED).
+    state.joining = true;
     this._frames.push(
       encodeFrame({
         type: "Join",
@@ -363,12 +378,22 @@ export class ClientSession {
     const state = this.rooms.get(key);
     if (state === undefined || !state.joined || !this.connected || this._holding(key)) return;
     state.awaitedMembers = 0;
+    this._pump();
+  }
+
+  /** Publish what waits, in outbox order, while fewer than MAX_IN_FLIGHT are on the wire. */
+  _pump() {
+    if (!this.connected) return;
     for (const outgoing of this._outbox) {
-      if (outgoing.key === key && outgoing.ref === 0) this._publish(outgoing);
+      if (this._inFlight >= MAX_IN_FLIGHT) return;
+      if (outgoing.ref !== 0) continue;
+      const state = this.rooms.get(outgoing.key);
+      if (state !== undefined && state.joined && !this._holding(outgoing.key)) this._publish(outgoing);
     }
   }
 
   _publish(outgoing) {
+    this._inFlight += 1;
     outgoing.ref = this._nextRef;
     this._nextRef = (this._nextRef % MAX_REF) + 1;
     this._frames.push(
@@ -380,7 +405,9 @@ export class ClientSession {
     const index = this._outbox.findIndex((outgoing) => outgoing.ref === ref);
     if (index < 0) return;
     const [outgoing] = this._outbox.splice(index, 1);
+    this._inFlight -= 1;
     this._events.push({ type: "accepted", roomId: outgoing.roomId, messageId: outgoing.messageId });
+    this._pump();
   }
 
   async _deliver(roomId, envelope, nowMs) {
@@ -417,11 +444,15 @@ export class ClientSession {
   _refused(code, ref, roomId, reason) {
     if (ref) {
       for (const outgoing of this._outbox) {
-        if (outgoing.ref === ref) outgoing.ref = 0; // not taken: stays in the outbox
+        if (outgoing.ref === ref) {
+          outgoing.ref = 0; // not taken: stays in the outbox
+          this._inFlight -= 1;
+        }
       }
     }
     const key = roomHex(roomId);
     const state = this.rooms.get(key);
+    if (state !== undefined && !ref) state.joining = false; // the JOIN (or PROOF) was refused
     const expired = state !== undefined && code === ErrorCode.ROOM_EXPIRED;
     // The relay will not let us in: do not ask again.
     const fatal = expired || (state !== undefined && FATAL_FOR_ROOM.has(code) && !state.joined);
@@ -443,5 +474,6 @@ export class ClientSession {
   _forget(key) {
     this.rooms.delete(key);
     this._outbox = this._outbox.filter((outgoing) => outgoing.key !== key);
+    this._inFlight = this._outbox.filter((outgoing) => outgoing.ref !== 0).length;
   }
 }
