@@ -42,3 +42,42 @@ def test_pages_come_back_after_a_relay_restart(phones: Callable[..., Phone]) -> 
         bob.send("and back")
         assert alice.expect_message("and back").sender == "Bob"
     assert_exited_cleanly(second)
+
+
+def test_what_was_written_offline_all_arrives_after_the_relay_is_back(
+    phones: Callable[..., Phone],
+) -> None:
+    """More than the relay's burst (200) written while it was away: the page holds them
+    until the room refills, sends at most 100 at a time, waits out the rate limit, and
+    loses nothing."""
+    count = 220
+    with running_relay("--shutdown-grace", "0.2") as first:
+        alice, bob = phones(), phones()
+        alice.open(first.url)
+        alice.set_password("alice's long password")
+        room = alice.create_room("Backlog", "Alice")
+        alice.open_room()
+        bob.open(room.invite)
+        bob.set_password("bob's long password", then="join-key")
+        bob.by("nickname").fill("Bob")
+        bob.by("join").click()
+        bob.expect_online()
+        alice.expect_members(2)
+    for phone in (alice, bob):
+        expect(phone.by("connection-state")).not_to_have_text(ONLINE)
+    for n in range(count):
+        alice.send(f"offline {n}")
+
+    with running_relay("--shutdown-grace", "0.2", port=first.port) as second:
+        # Bob is back first ("Reconnect now" rather than the end of his backoff), so the
+        # backlog Alice holds until the room refills reaches him.
+        for phone in (bob, alice):
+            if phone.by("reconnect-now").count():
+                phone.by("reconnect-now").click()
+            phone.expect_online()
+        expect(bob.by("message")).to_have_count(count, timeout=30_000)
+        expect(alice.page.get_by_text("sending…")).to_have_count(0, timeout=30_000)
+        expect(alice.by("connection-state")).to_have_text(ONLINE)
+        texts = bob.by("message-text").all_inner_texts()
+        assert [t.strip() for t in texts] == [f"offline {n}" for n in range(count)]
+    assert_exited_cleanly(second)

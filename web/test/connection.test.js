@@ -57,8 +57,9 @@ describe("backoffDelays", () => {
     const first = Array.from({ length: 20 }, () => delays.next().value);
     assert.ok(first[0] < 250);
     assert.ok(first[2] > first[1]);
-    assert.ok(first.every((d) => d <= 30_000));
-    assert.ok(first.at(-1) >= 25_000);
+    // Capped at 10 s, as the Python client: a relay back from a restart is found soon.
+    assert.ok(first.every((d) => d <= 10_000));
+    assert.ok(first.at(-1) >= 9_000);
   });
 });
 
@@ -370,6 +371,25 @@ describe("RoomConnection", () => {
       alice.of("state").map((e) => e.state),
       ["connecting", "online", "reconnecting", "online", "reconnecting"],
     );
+  });
+
+  it("reconnectNow tries at once, and the backoff goes on where it was", async () => {
+    const w = world();
+    const alice = w.connect({ delays: [100, 5000, 5000] });
+    await online(w, alice);
+    w.relay.last.drop(1006);
+    await w.clock.advance(100);
+    assert.equal(w.relay.sockets.length, 2);
+    w.relay.last.drop(1006); // still down: the next try is 5 s away
+    await w.clock.advance(1000);
+    assert.equal(w.relay.sockets.length, 2);
+    alice.reconnectNow();
+    assert.equal(w.relay.sockets.length, 3);
+    w.relay.last.accept();
+    await w.settle();
+    assert.equal(alice.state, "online");
+    alice.reconnectNow(); // online: nothing to do
+    assert.equal(w.relay.sockets.length, 3);
   });
 
   it("a relay that lets us in and then closes at once is not hammered: the backoff goes on", async () => {

@@ -577,6 +577,11 @@ function Room({ app }) {
               </div>
             </div>
           )}
+          {state === "reconnecting" && (
+            <button type="button" class="link small" data-testid="reconnect-now" onClick={() => app.reconnectNow()}>
+              Reconnect now
+            </button>
+          )}
           {state !== "online" && app.connectionReason(id) && (
             <p class="notice" role="status" data-testid="connection-reason">
               {shown(app.connectionReason(id))}

@@ -104,8 +104,13 @@ export class App {
     window.addEventListener("hashchange", () => this._onHashChange());
     // A page coming back from the background checks at once, before showing anything.
     document.addEventListener("visibilitychange", () => {
-      if (document.visibilityState === "visible") this._checkIdle();
+      if (document.visibilityState === "visible") {
+        this._checkIdle();
+        this.reconnectNow();
+      }
     });
+    // Back on the network: try the relays now rather than at the end of their backoff.
+    window.addEventListener("online", () => this.reconnectNow());
     for (const type of ["pointerdown", "keydown", "touchstart"]) {
       window.addEventListener(type, () => (this.lastActivity = Date.now()), { passive: true });
     }
@@ -257,6 +262,10 @@ export class App {
     this.connections.set(serverUrl, connection);
     connection.start();
     return connection;
+  }
+
+  reconnectNow() {
+    for (const connection of this.connections.values()) connection.reconnectNow();
   }
 
   connectionState(id) {

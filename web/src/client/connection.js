@@ -97,7 +97,7 @@ export function websocketUrl(serverUrl) {
  * Reconnect delays in ms: a random first one (a crowd coming back after a relay restart
  * spreads out), then growing by `factor` up to `maxMs`, each with ±20 % jitter.
  */
-export function* backoffDelays({ initialMs = 250, factor = 1.8, maxMs = 30_000, random = Math.random } = {}) {
+export function* backoffDelays({ initialMs = 250, factor = 1.8, maxMs = 10_000, random = Math.random } = {}) {
   yield random() * initialMs;
   for (let delay = initialMs; ; delay = Math.min(delay * factor, maxMs)) {
     yield Math.min(maxMs, delay * (0.8 + 0.4 * random()));
@@ -286,6 +286,16 @@ export class RoomConnection extends EventTarget {
     const message = await this.session.sendText(roomId, text, this._now());
     this._flush();
     return message;
+  }
+
+  /**
+   * Try now instead of at the end of the current backoff delay: the network came back, or
+   * the person is looking. The backoff itself goes on where it was.
+   */
+  reconnectNow() {
+    if (!this._started || this._reconnectTimer === null) return;
+    this._clearTimer(this._reconnectTimer);
+    this._connect();
   }
 
   /** Send a PING; its PONG ("pong" event) comes after the relay handled all sent before. */
