@@ -12,6 +12,7 @@ from instantroom.protocol.envelope import Kind
 from instantroom.protocol.join import verify_join_proof
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.protocol.session import (
+    MAX_IN_FLIGHT,
     Accepted,
     ClientSession,
     Joined,
@@ -378,3 +379,152 @@ def test_not_joined_for_a_room_not_joined_yet_sends_no_join(room: RoomKeys) -> N
     alice.receive(frames.encode_frame(refusal), NOW)
     assert alice.frames_to_send() == []  # the JOIN already sent is still under way
     assert room.room_id in alice.rooms
+
+
+def test_an_error_naming_an_unknown_ref_frees_no_place(room: RoomKeys) -> None:
+    """Only the ref of a PUBLISH on the wire frees a place: an ERROR naming an unknown ref
+    changes nothing."""
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    alice.send_text(room.room_id, "one", NOW)
+    (publish,) = decoded(alice)
+    assert isinstance(publish, frames.Publish)
+    stray = frames.Error(ErrorCode.RATE_LIMITED, publish.ref + 1, room.room_id, "slow down")
+    alice.receive(frames.encode_frame(stray), NOW)
+    assert alice.in_flight == 1
+    assert not alice.waiting_to_resend
+
+
+def sent_publishes(session: ClientSession) -> list[frames.Publish]:
+    out = decoded(session)
+    assert all(isinstance(f, frames.Publish) for f in out)
+    return [f for f in out if isinstance(f, frames.Publish)]
+
+
+def test_at_most_max_in_flight_publishes_are_unanswered_on_the_wire(room: RoomKeys) -> None:
+    """PROTOCOL.md 10.6: a client keeps at most MAX_IN_FLIGHT PUBLISHes unanswered; each
+    ACK lets the next leave, oldest first."""
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    sent = [alice.send_text(room.room_id, f"m{n}", NOW) for n in range(MAX_IN_FLIGHT + 50)]
+    first = sent_publishes(alice)
+    assert len(first) == MAX_IN_FLIGHT == alice.in_flight
+    assert alice.unacknowledged == MAX_IN_FLIGHT + 50
+    for publish in first[:10]:
+        alice.receive(frames.encode_frame(frames.Ack(publish.ref)), NOW)
+    assert alice.events() == [Accepted(room.room_id, m.message_id) for m in sent[:10]]
+    more = sent_publishes(alice)
+    assert len(more) == 10
+    assert alice.in_flight == MAX_IN_FLIGHT
+    assert len({p.ref for p in first + more}) == MAX_IN_FLIGHT + 10
+
+    # Everything answered, everything sent, in the order written.
+    on_wire = first[10:] + more
+    while on_wire:
+        for publish in on_wire:
+            alice.receive(frames.encode_frame(frames.Ack(publish.ref)), NOW)
+        on_wire = sent_publishes(alice)
+    assert alice.unacknowledged == 0
+    accepted = [e.message_id for e in alice.events() if isinstance(e, Accepted)]
+    assert accepted == [m.message_id for m in sent[10:]]
+
+
+def test_a_rate_limited_publish_pauses_publishing_until_the_one_retry(room: RoomKeys) -> None:
+    """After RATE_LIMITED nothing more is published, even as ACKs free places, until the
+    caller's one retry; then the refused go first, in their order, within the limit."""
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    for n in range(MAX_IN_FLIGHT + 20):
+        alice.send_text(room.room_id, f"m{n}", NOW)
+    first = sent_publishes(alice)
+    for publish in first[:30]:  # taken
+        alice.receive(frames.encode_frame(frames.Ack(publish.ref)), NOW)
+    assert len(sent_publishes(alice)) == 20  # the rest of the outbox: 90 on the wire
+    for publish in first[30:40]:  # refused for the rate: the next must wait
+        limited = frames.Error(ErrorCode.RATE_LIMITED, publish.ref, room.room_id, "slow down")
+        alice.receive(frames.encode_frame(limited), NOW)
+        assert alice.waiting_to_resend
+    assert alice.in_flight == 80
+    alice.send_text(room.room_id, "written meanwhile", NOW)
+    for publish in first[40:50]:
+        alice.receive(frames.encode_frame(frames.Ack(publish.ref)), NOW)
+    assert alice.frames_to_send() == []  # paused: places free, nothing sent
+    assert alice.in_flight == 70
+    alice.resend_unacknowledged()
+    assert not alice.waiting_to_resend
+    again = sent_publishes(alice)
+    assert [p.envelope for p in again[:10]] == [p.envelope for p in first[30:40]]
+    assert len(again) == 11  # the ten refused, then the one written meanwhile
+    assert alice.in_flight == 81
+
+
+def test_a_reconnect_ends_the_pause_and_resends_within_the_limit(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    for n in range(3 * MAX_IN_FLIGHT):
+        alice.send_text(room.room_id, f"m{n}", NOW)
+    (publish, *_) = sent_publishes(alice)
+    limited = frames.Error(ErrorCode.RATE_LIMITED, publish.ref, room.room_id, "slow down")
+    alice.receive(frames.encode_frame(limited), NOW)
+    alice.connection_lost()
+    assert alice.in_flight == 0
+    assert not alice.waiting_to_resend
+    alice.connection_made()
+    decoded(alice)
+    alice.receive(frames.encode_frame(frames.Challenge(room.room_id, bytes(32))), NOW)
+    decoded(alice)
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 1)), NOW)
+    resent = sent_publishes(alice)
+    assert len(resent) == MAX_IN_FLIGHT
+    assert resent[0].envelope == publish.envelope
+
+
+def test_a_publish_of_a_left_room_keeps_its_place_until_answered(room: RoomKeys) -> None:
+    """A PUBLISH on the wire counts until the relay answers it, even for a room left."""
+    other = RoomKeys.from_minikey(KEY_B)
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    join_fully(alice, other)
+    for n in range(MAX_IN_FLIGHT):
+        alice.send_text(room.room_id, f"m{n}", NOW)
+    first = sent_publishes(alice)
+    alice.leave(room.room_id)
+    assert decoded(alice) == [frames.Leave(room.room_id)]
+    alice.send_text(other.room_id, "elsewhere", NOW)
+    assert alice.frames_to_send() == []
+    refusal = frames.Error(ErrorCode.NOT_JOINED, first[0].ref, room.room_id, "not a member")
+    alice.receive(frames.encode_frame(refusal), NOW)
+    (publish,) = sent_publishes(alice)
+    assert publish.room_id == other.room_id
+    alice.receive(frames.encode_frame(frames.Ack(first[1].ref)), NOW)
+    assert not any(isinstance(e, Accepted) for e in alice.events())
+
+
+def test_a_late_join_retry_sends_no_second_join(room: RoomKeys) -> None:
+    """A JOIN retry timed after RATE_LIMITED fires after the room was left and joined
+    again: its JOIN would replace the challenge under the new JOIN's PROOF. retry_join
+    sends nothing while a JOIN is unanswered."""
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    alice.join(room)
+    decoded(alice)
+    limited = frames.Error(ErrorCode.RATE_LIMITED, 0, room.room_id, "slow down")
+    alice.receive(frames.encode_frame(limited), NOW)
+    alice.leave(room.room_id)
+    alice.join(room)
+    assert [type(f) for f in decoded(alice)] == [frames.Leave, frames.Join]
+    alice.retry_join(room.room_id)  # the first JOIN's timer, late
+    assert alice.frames_to_send() == []
+    alice.receive(frames.encode_frame(frames.Challenge(room.room_id, bytes(32))), NOW)
+    assert [type(f) for f in decoded(alice)] == [frames.Proof]
+    alice.retry_join(room.room_id)
+    assert alice.frames_to_send() == []
+    # Refused for the rate again: now the retry does send a JOIN.
+    alice.receive(frames.encode_frame(limited), NOW)
+    alice.retry_join(room.room_id)
+    assert decoded(alice) == [frames.Join(room.room_id, room.public_key, 0)]

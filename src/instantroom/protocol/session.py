@@ -11,17 +11,23 @@ Feed it what the relay sent (``receive``) and tell it what the user wants (``joi
     send(text) ---PUBLISH(ref)->                    <--ACK(ref)-- => Accepted event
                <--DELIVER---- => MessageReceived (opened, signature checked, not a replay)
 
-The outbox keeps every message until the relay acknowledges it. After a reconnect
+The outbox keeps every message until the relay acknowledges it, and keeps at most
+``MAX_IN_FLIGHT`` PUBLISHes unanswered on the wire: the next leaves, oldest first, as an
+ACK or an ERROR answers one. After a relay refused a PUBLISH (RATE_LIMITED) nothing more is
+published until the caller's one timer calls ``resend_unacknowledged`` (PROTOCOL.md 10.6):
+a burst of refusals would make the relay close the connection (1008). After a reconnect
 (``connection_lost`` then ``connection_made``) the session joins its rooms again and
 resends what was not acknowledged; receivers drop the duplicates by message id. A
 PUBLISH refused with NOT_JOINED in a room the session thought it was in has it join
 again, then resend (PROTOCOL.md 10.6).
 
-Timers are the caller's: after RATE_LIMITED it calls ``retry_join`` or
-``resend_unacknowledged`` a little later, after RELAY_FULL ``retry_join`` much later, and
-``release`` when the wait for members is over. Those belong to one connection: the
-caller drops them in ``connection_lost``, as ``connection_made`` joins every room anyway
-and a second JOIN would replace the relay's challenge under the first PROOF.
+Timers are the caller's: after RATE_LIMITED it calls ``retry_join`` or (once for all the
+refused PUBLISHes, while ``waiting_to_resend``) ``resend_unacknowledged`` a little later,
+after RELAY_FULL ``retry_join`` much later, and ``release`` when the wait for members is
+over. Those belong to one connection: the caller drops them in ``connection_lost``, as
+``connection_made`` joins every room anyway. ``retry_join`` does nothing while a JOIN for
+the room is unanswered, so a late timer cannot send a second JOIN, which would replace the
+relay's challenge under the first PROOF.
 """
 
 from __future__ import annotations
@@ -37,6 +43,10 @@ from .join import sign_join_proof
 from .kdf import DeviceKey, RoomKeys, fingerprint
 
 MAX_REF = 2**32 - 1
+# PUBLISHes sent and not yet answered (ACK or ERROR) on one connection, at most
+# (PROTOCOL.md 10.6): well under the relay's default burst (200 frames) and the refusals
+# in a row after which it closes the connection (500), so a large outbox never trips them.
+MAX_IN_FLIGHT = 100
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,8 @@ class RoomState:
     keys: RoomKeys = field(repr=False)
     expires_at_ms: int  # 0: not known
     joined: bool = False
+    # A JOIN was sent and neither JOINED nor a refusal has answered it yet.
+    join_sent: bool = False
     members: int = 0
     # After a reconnect the outbox waits until the room has as many members as before,
     # so that what was written during the outage reaches those who come back.
@@ -126,6 +138,7 @@ class RoomState:
 
 @dataclass
 class _Outgoing:
+    number: int  # its place in the outbox: the oldest goes first
     room_id: bytes
     message_id: bytes
     envelope: bytes = field(repr=False)
@@ -147,7 +160,14 @@ class ClientSession:
         self.rooms: dict[bytes, RoomState] = {}
         self.connected = False
         self._token_bytes = token_bytes
-        self._outbox: list[_Outgoing] = []
+        # Oldest first; kept until an ACK. A ref of 0: waiting to be published.
+        self._outbox: dict[int, _Outgoing] = {}
+        self._next_number = 0
+        # ref -> what a PUBLISH on the wire carries, until an ACK or ERROR answers it (also
+        # when its room was forgotten meanwhile: it still takes a place on the wire).
+        self._in_flight: dict[int, _Outgoing] = {}
+        # The relay refused a PUBLISH: publish nothing until resend_unacknowledged().
+        self._paused = False
         self._next_ref = 1
         self._frames: list[bytes] = []
         self._events: list[Event] = []
@@ -165,6 +185,18 @@ class ClientSession:
     @property
     def unacknowledged(self) -> int:
         return len(self._outbox)
+
+    @property
+    def in_flight(self) -> int:
+        """PUBLISHes sent on this connection that no ACK or ERROR has answered yet."""
+        return len(self._in_flight)
+
+    @property
+    def waiting_to_resend(self) -> bool:
+        """True after the relay refused a PUBLISH (RATE_LIMITED, or a refusal we do not
+        understand): nothing more is published until the caller calls
+        ``resend_unacknowledged``, once, a little later."""
+        return self._paused
 
     # what the user does
 
@@ -190,10 +222,10 @@ class ClientSession:
             self.device, self.name, kind, body, token_bytes=self._token_bytes, now_ms=now_ms
         )
         envelope = seal_envelope(state.keys, self.device, message, self._token_bytes(12))
-        outgoing = _Outgoing(room_id, message.message_id, envelope)
-        self._outbox.append(outgoing)
-        if self.connected and state.joined and not self.holding(room_id):
-            self._publish(outgoing)
+        outgoing = _Outgoing(self._next_number, room_id, message.message_id, envelope)
+        self._next_number += 1
+        self._outbox[outgoing.number] = outgoing
+        self._pump()
         return message
 
     def send_text(self, room_id: bytes, text: str, now_ms: int) -> Message:
@@ -216,8 +248,11 @@ class ClientSession:
             if state.joined:
                 state.awaited_members = state.members
             state.joined = False
-        for outgoing in self._outbox:
+            state.join_sent = False
+        for outgoing in self._outbox.values():
             outgoing.ref = 0
+        self._in_flight.clear()
+        self._paused = False  # a new connection: the relay's rate limit starts afresh
 
     def holding(self, room_id: bytes) -> bool:
         """True while the outbox of ``room_id`` waits for members to come back."""
@@ -229,7 +264,7 @@ class ClientSession:
         state = self.rooms.get(room_id)
         if state is not None:
             state.awaited_members = 0
-            self._flush_room(room_id)
+            self._pump()
 
     def expire(self, now_ms: int) -> None:
         """Forget every room whose time is over, and its outbox (RoomExpired events), and
@@ -243,15 +278,17 @@ class ClientSession:
 
     def retry_join(self, room_id: bytes) -> None:
         """Send JOIN again for a room not joined yet (the relay said: rate limited, or
-        relay full). Call it only on the connection that was refused."""
+        relay full). Does nothing while a JOIN for the room is unanswered: a second JOIN
+        would replace the challenge under the first one's PROOF."""
         state = self.rooms.get(room_id)
-        if self.connected and state is not None and not state.joined:
+        if self.connected and state is not None and not state.joined and not state.join_sent:
             self._send_join(room_id)
 
     def resend_unacknowledged(self) -> None:
-        """Send again what the relay refused for the moment (it said: rate limited)."""
-        for room_id in self.rooms:
-            self._flush_room(room_id)
+        """Publish again, oldest first, what the relay refused for the moment (it said:
+        rate limited), and what waits behind it, up to ``MAX_IN_FLIGHT`` on the wire."""
+        self._paused = False
+        self._pump()
 
     def receive(self, data: bytes, now_ms: int) -> None:
         """Handle one frame from the relay. A frame that makes no sense raises FrameError."""
@@ -270,18 +307,21 @@ class ClientSession:
                 state = self.rooms.get(room_id)
                 if state is not None:
                     state.joined = True
+                    state.join_sent = False
                     # The earlier of what we knew and what the relay says; 0 says nothing.
                     known = [t for t in (state.expires_at_ms, expires_at_ms) if t]
                     state.expires_at_ms = min(known, default=0)
                     state.members = members
                     self._events.append(Joined(room_id, state.expires_at_ms, members))
-                    self._flush_room(room_id)
+                    self._ready(room_id)  # once the members are back, wait no more
+                    self._pump()
             case frames.Presence(room_id, members):
                 state = self.rooms.get(room_id)
                 if state is not None:
                     state.members = members
                     self._events.append(PresenceChanged(room_id, members))
-                    self._flush_room(room_id)
+                    self._ready(room_id)  # once the members are back, wait no more
+                    self._pump()
             case frames.Pong(token):
                 self._events.append(PongReceived(token))
             case frames.Error(code, ref, room_id, reason):
@@ -297,28 +337,51 @@ class ClientSession:
         state = self.rooms[room_id]
         join = frames.Join(room_id, state.keys.public_key, state.expires_at_ms)
         self._frames.append(frames.encode_frame(join))
+        state.join_sent = True
 
-    def _flush_room(self, room_id: bytes) -> None:
+    def _ready(self, room_id: bytes) -> bool:
+        """True if the outbox of ``room_id`` may be published now. A room whose members
+        are back stops waiting for them for good."""
         state = self.rooms.get(room_id)
-        if state is None or not state.joined or not self.connected or self.holding(room_id):
-            return
+        if state is None or not state.joined or self.holding(room_id):
+            return False
         state.awaited_members = 0
-        for outgoing in self._outbox:
-            if outgoing.room_id == room_id and outgoing.ref == 0:
+        return True
+
+    def _pump(self) -> None:
+        """Publish what waits, oldest first, while fewer than MAX_IN_FLIGHT PUBLISHes are
+        unanswered, unless a refusal paused publishing (PROTOCOL.md 10.6)."""
+        if not self.connected or self._paused:
+            return
+        ready: dict[bytes, bool] = {}
+        for outgoing in self._outbox.values():
+            if len(self._in_flight) >= MAX_IN_FLIGHT:
+                return
+            if outgoing.ref:
+                continue
+            room_id = outgoing.room_id
+            if room_id not in ready:
+                ready[room_id] = self._ready(room_id)
+            if ready[room_id]:
                 self._publish(outgoing)
 
     def _publish(self, outgoing: _Outgoing) -> None:
-        outgoing.ref = self._next_ref
-        self._next_ref = self._next_ref % MAX_REF + 1
-        publish = frames.Publish(outgoing.ref, outgoing.room_id, outgoing.envelope)
+        ref = self._next_ref
+        while ref in self._in_flight:  # after 2^32 refs: skip one still unanswered
+            ref = ref % MAX_REF + 1
+        self._next_ref = ref % MAX_REF + 1
+        outgoing.ref = ref
+        self._in_flight[ref] = outgoing
+        publish = frames.Publish(ref, outgoing.room_id, outgoing.envelope)
         self._frames.append(frames.encode_frame(publish))
 
     def _acknowledged(self, ref: int) -> None:
-        for index, outgoing in enumerate(self._outbox):
-            if outgoing.ref == ref:
-                del self._outbox[index]
-                self._events.append(Accepted(outgoing.room_id, outgoing.message_id))
-                return
+        outgoing = self._in_flight.pop(ref, None)
+        if outgoing is None:
+            return
+        if self._outbox.pop(outgoing.number, None) is not None:
+            self._events.append(Accepted(outgoing.room_id, outgoing.message_id))
+        self._pump()
 
     def _deliver(self, room_id: bytes, envelope: bytes, now_ms: int) -> None:
         state = self.rooms.get(room_id)
@@ -338,14 +401,20 @@ class ClientSession:
         )
 
     def _refused(self, code: int, ref: int, room_id: bytes, reason: str) -> None:
-        if ref:
-            for outgoing in self._outbox:
-                if outgoing.ref == ref:
-                    outgoing.ref = 0  # not taken: stays in the outbox
+        outgoing = self._in_flight.pop(ref, None) if ref else None
+        if outgoing is not None:
+            outgoing.ref = 0  # not taken: stays in the outbox, in its place
+            if code != ErrorCode.NOT_JOINED:
+                # Rate limited (or refused for a reason we do not know): publish nothing
+                # more until the caller's timer says so, or the refusals pile up.
+                self._paused = True
         self._events.append(Refused(code, room_id, ref, reason))
         state = self.rooms.get(room_id)
         if state is None:
+            self._pump()
             return
+        if not ref:
+            state.join_sent = False  # a refusal of its JOIN or PROOF answers the JOIN
         if code == ErrorCode.NOT_JOINED:
             # The relay does not count us in a room we thought we were in: join again;
             # the outbox (the refused message too, its ref now 0) follows the JOINED.
@@ -359,7 +428,8 @@ class ClientSession:
             self._events.append(RoomExpired(room_id))
         elif code in _FATAL_FOR_ROOM and not state.joined:
             self._forget(room_id)  # the relay will not let us in: do not ask again
+        self._pump()
 
     def _forget(self, room_id: bytes) -> None:
         self.rooms.pop(room_id, None)
-        self._outbox = [o for o in self._outbox if o.room_id != room_id]
+        self._outbox = {n: o for n, o in self._outbox.items() if o.room_id != room_id}
