@@ -10,7 +10,7 @@ import secrets
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, rooms_cli
 from .client.keystore import KeyStoreError
@@ -18,6 +18,9 @@ from .protocol.errors import MiniKeyError, ProtocolError, UsageError
 from .protocol.kdf import DeviceKey, RoomKeys
 from .protocol.minikey import format_minikey, make_minikey, parse_minikey, spell_minikey
 from .relay.config import add_relay_options
+
+if TYPE_CHECKING:
+    from .protocol.session import MessageReceived
 
 
 def _key_new(args: argparse.Namespace) -> int:
@@ -100,7 +103,7 @@ def _target(args: argparse.Namespace) -> tuple[RoomKeys, str, DeviceKey, int]:
 
 
 async def _send(args: argparse.Namespace) -> int:
-    from .client.connection import JoinRefused, RelayRefused, RoomClient
+    from .client.connection import JoinRefused, RelayRefused, RoomClient, RoomGone
 
     room, server, device, expires = _target(args)
     async with RoomClient(server, device, args.name) as client:
@@ -110,7 +113,7 @@ async def _send(args: argparse.Namespace) -> int:
         except JoinRefused as exc:
             print(f"instantroom: the relay refused to join: {exc}", file=sys.stderr)
             return 1
-        except RelayRefused as exc:
+        except (RelayRefused, RoomGone) as exc:
             print(f"instantroom: {exc}", file=sys.stderr)
             return 1
         except TimeoutError:
@@ -120,47 +123,55 @@ async def _send(args: argparse.Namespace) -> int:
 
 
 async def _listen(args: argparse.Namespace) -> int:
-    from .client.connection import JoinRefused, RelayRefused, RoomClient
-    from .protocol.envelope import Kind
+    from .client.connection import JoinRefused, RelayRefused, RoomClient, RoomGone
 
     room, server, device, expires = _target(args)
     async with RoomClient(server, device, args.name) as client:
         try:
             await client.join(room, expires)
+            if not args.json:
+                print(
+                    f"listening in room {room.room_id.hex()[:12]}...", file=sys.stderr, flush=True
+                )
+            # Until the client stops for good: messages() then raises why.
+            async for received in client.messages():
+                _print_received(received, as_json=args.json)
         except JoinRefused as exc:
             print(f"instantroom: the relay refused to join: {exc}", file=sys.stderr)
             return 1
-        except RelayRefused as exc:
+        except (RelayRefused, RoomGone) as exc:
             print(f"instantroom: {exc}", file=sys.stderr)
             return 1
-        if not args.json:
-            print(f"listening in room {room.room_id.hex()[:12]}...", file=sys.stderr, flush=True)
-        async for received in client.messages():
-            message = received.message
-            if message.kind != Kind.TEXT:
-                continue
-            stamp = datetime.fromtimestamp(message.timestamp_ms / 1000, tz=UTC)
-            if args.json:
-                line = json.dumps(
-                    {
-                        "time": stamp.isoformat(timespec="milliseconds"),
-                        "timestamp_ms": message.timestamp_ms,
-                        "name": message.sender_name,
-                        "fingerprint": received.fingerprint,
-                        "key_changed": received.key_changed,
-                        "message_id": message.message_id.hex(),
-                        "text": message.text,
-                    },
-                    ensure_ascii=False,
-                )
-            else:
-                warning = " [NEW KEY for this name]" if received.key_changed else ""
-                line = (
-                    f"{stamp.astimezone():%H:%M:%S} {message.sender_name} "
-                    f"({received.fingerprint}){warning}: {message.text}"
-                )
-            print(line, flush=True)
     return 0
+
+
+def _print_received(received: MessageReceived, *, as_json: bool) -> None:
+    from .protocol.envelope import Kind
+
+    message = received.message
+    if message.kind != Kind.TEXT:
+        return
+    stamp = datetime.fromtimestamp(message.timestamp_ms / 1000, tz=UTC)
+    if as_json:
+        line = json.dumps(
+            {
+                "time": stamp.isoformat(timespec="milliseconds"),
+                "timestamp_ms": message.timestamp_ms,
+                "name": message.sender_name,
+                "fingerprint": received.fingerprint,
+                "key_changed": received.key_changed,
+                "message_id": message.message_id.hex(),
+                "text": message.text,
+            },
+            ensure_ascii=False,
+        )
+    else:
+        warning = " [NEW KEY for this name]" if received.key_changed else ""
+        line = (
+            f"{stamp.astimezone():%H:%M:%S} {message.sender_name} "
+            f"({received.fingerprint}){warning}: {message.text}"
+        )
+    print(line, flush=True)
 
 
 def _run_async(

@@ -122,14 +122,14 @@ async def look_in(room: StoredRoom) -> Joined | None:
     """Join the room briefly, sending nothing: the relay's JOINED tells the room's
     expiry and members online, and a first join fixes the lifetime the room was made
     with. None if the relay is out of reach or refuses."""
-    from instantroom.client.connection import JoinRefused, RelayRefused, RoomClient
+    from instantroom.client.connection import JoinRefused, RelayRefused, RoomClient, RoomGone
 
     client = RoomClient(room.server, _throwaway_device(), "")
     client.start()
     try:
         async with asyncio.timeout(LOOK_TIMEOUT):
             return await client.join(RoomKeys.from_minikey(room.key), room.expires_at_ms)
-    except (TimeoutError, OSError, JoinRefused, RelayRefused):
+    except (TimeoutError, OSError, JoinRefused, RelayRefused, RoomGone):
         return None
     finally:
         await client.close()

@@ -12,6 +12,7 @@ import sys
 from datetime import datetime
 
 from instantroom.client.connection import RoomClient
+from instantroom.protocol.codes import CloseCode
 from instantroom.protocol.errors import ChecksumMismatch
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.protocol.minikey import (
@@ -22,6 +23,7 @@ from instantroom.protocol.minikey import (
 )
 from instantroom.protocol.session import PresenceChanged
 from instantroom.testing import RelayProcess, run
+from tests.client.test_room_client import FakeRelay, joined_then_closed
 
 FINGERPRINT = re.compile(r"^[A-Z2-7]{4}(-[A-Z2-7]{4}){3}$")
 
@@ -173,5 +175,26 @@ def test_a_url_that_is_no_relay_is_an_error_not_a_hang(relay: RelayProcess) -> N
             assert "refused" in err
             assert "404" in err
             assert "Traceback" not in err
+
+    run(scenario())
+
+
+def test_listen_exits_with_the_reason_when_the_relay_refuses_it_for_good() -> None:
+    """A relay that lets ``listen`` in and then closes with 1008: the client stops for
+    good, and the command says why and exits 1 instead of waiting silently forever."""
+    key = make_minikey(secrets.randbelow)
+
+    async def scenario() -> None:
+        script = joined_then_closed(CloseCode.POLICY_VIOLATION, after=0.3)
+        async with FakeRelay(script) as relay:
+            async with asyncio.timeout(15):
+                status, out, err = await instantroom("listen", "--server", relay.url, "--key", key)
+            assert status == 1
+            assert out == ""
+            assert "listening in room" in err
+            assert "instantroom: " in err
+            assert "1008" in err
+            assert "Traceback" not in err
+            assert len(relay.peers) == 1
 
     run(scenario())

@@ -21,7 +21,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from instantroom.client.connection import JoinRefused, RelayRefused, RoomClient, now_ms
+from instantroom.client.connection import JoinRefused, RelayRefused, RoomClient, RoomGone, now_ms
 from instantroom.protocol import frames
 from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode
 from instantroom.protocol.errors import JoinProofError
@@ -548,19 +548,30 @@ def test_a_relay_that_accepts_then_closes_is_retried_with_backoff() -> None:
     run(scenario(), timeout=10)
 
 
-def test_the_backoff_starts_afresh_only_after_a_joined() -> None:
+def joined_then_closed(code: int, after: float = 0.0) -> Script:
+    """Let the client into its room, then close ``after`` seconds later."""
+
+    async def script(peer: Peer) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await peer.answer(await peer.recv())  # JOIN
+            await peer.answer(await peer.recv())  # PROOF: JOINED
+            await asyncio.sleep(after)
+            await peer.ws.close(code)
+
+    return script
+
+
+def test_the_backoff_starts_afresh_only_after_a_connection_lasted_past_its_joined() -> None:
     room = fresh_room()
     delays = CountedDelays()
 
-    async def joined_then_closed(peer: Peer) -> None:
-        await peer.answer(await peer.recv())  # JOIN
-        await peer.answer(await peer.recv())  # PROOF: JOINED
-        await peer.ws.close(CloseCode.SERVICE_RESTART)
-
     async def scenario() -> None:
         closing = closing_with(CloseCode.INTERNAL_ERROR)
-        async with FakeRelay(closing, closing, joined_then_closed, serving) as relay:
-            alice = RoomClient(relay.url, device(), "alice", reconnect_delays=delays)
+        lasting = joined_then_closed(CloseCode.SERVICE_RESTART, after=0.5)
+        async with FakeRelay(closing, closing, lasting, serving) as relay:
+            alice = RoomClient(
+                relay.url, device(), "alice", reconnect_delays=delays, stable_after=0.2
+            )
             async with alice:
                 await alice.join(room)  # on the third connection
                 for _ in range(2):  # the third connection's JOINED, then the fourth's
@@ -568,6 +579,26 @@ def test_the_backoff_starts_afresh_only_after_a_joined() -> None:
                 assert len(relay.peers) == 4
         # Two delays of the first backoff, then the first delay of a fresh one.
         assert delays.taken == [(0, 0), (0, 1), (1, 0)]
+
+    run(scenario(), timeout=10)
+
+
+def test_a_relay_that_lets_us_in_then_fails_is_retried_with_backoff() -> None:
+    """A JOINED alone does not restart the backoff: a relay that lets the client in and
+    then fails (1011) at once would be reconnected to ten times a second."""
+    room = fresh_room()
+    delays = CountedDelays()
+
+    async def scenario() -> None:
+        async with FakeRelay(joined_then_closed(CloseCode.INTERNAL_ERROR)) as relay:
+            alice = RoomClient(
+                relay.url, device(), "alice", reconnect_delays=delays, stable_after=0.5
+            )
+            async with alice:
+                await alice.join(room)
+                await relay.wait_for_connections(5)
+        assert delays.backoffs == 1
+        assert delays.taken[:4] == [(0, 0), (0, 1), (0, 2), (0, 3)]
 
     run(scenario(), timeout=10)
 
@@ -736,3 +767,205 @@ def test_a_message_too_big_for_the_relay_stops_the_client_for_good() -> None:
 
         run(scenario(), timeout=15)
     assert_exited_cleanly(relay)
+
+
+async def silent(peer: Peer) -> None:
+    """Take every frame, answer none."""
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await peer.recv()
+
+
+async def joining_only(peer: Peer) -> None:
+    """Answer everything but PUBLISH."""
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            frame = await peer.recv()
+            if not isinstance(frame, frames.Publish):
+                await peer.answer(frame)
+
+
+def test_close_fails_whoever_waits_and_every_later_call() -> None:
+    """close() tells a join() or send_text() still waiting, and every later call, that the
+    client was closed; readers of messages() and events are told too."""
+    room, other = fresh_room(), fresh_room()
+
+    async def scenario() -> None:
+        async with FakeRelay(silent) as relay:
+            alice = RoomClient(relay.url, device(), "alice", reconnect_delays=fast_retries)
+            alice.start()
+            joining = asyncio.create_task(alice.join(room))
+            reading = asyncio.create_task(next_message(alice))
+            await relay.wait_for_connections(1)
+            await asyncio.sleep(0.1)
+            await alice.close()
+            with pytest.raises(RoomGone, match="closed"):
+                await joining
+            with pytest.raises(RoomGone, match="closed"):
+                await reading
+            with pytest.raises(RoomGone, match="closed"):
+                await alice.next_event()
+            with pytest.raises(RoomGone, match="closed"):
+                await alice.join(other)
+            with pytest.raises(RoomGone, match="closed"):
+                await alice.send_text(room.room_id, "anyone?")
+
+        async with FakeRelay(joining_only) as relay:
+            bob = RoomClient(relay.url, device(), "bob", reconnect_delays=fast_retries)
+            bob.start()
+            await bob.join(room)
+            sending = asyncio.create_task(bob.send_text(room.room_id, "never acknowledged"))
+            await asyncio.sleep(0.1)
+            await bob.close()
+            with pytest.raises(RoomGone, match="closed"):
+                await sending
+
+    run(scenario(), timeout=10)
+
+
+def test_a_fatal_close_wakes_the_readers_of_messages_and_events() -> None:
+    """A client stopped for good raises its failure from messages() and next_event(),
+    after what came before, instead of leaving a listener waiting forever."""
+    room = fresh_room()
+
+    async def scenario() -> None:
+        script = joined_then_closed(CloseCode.POLICY_VIOLATION, after=0.2)
+        async with FakeRelay(script) as relay:
+            alice = RoomClient(relay.url, device(), "alice", reconnect_delays=fast_retries)
+            async with alice:
+                await alice.join(room)
+                with pytest.raises(RelayRefused) as refused:
+                    await next_message(alice)
+                assert refused.value is alice.failure
+                assert refused.value.close_code == CloseCode.POLICY_VIOLATION
+                assert isinstance(await alice.next_event(), Joined)  # what came before
+                for _ in range(2):  # and again, for whoever asks
+                    with pytest.raises(RelayRefused):
+                        await alice.next_event()
+                assert len(relay.peers) == 1
+
+    run(scenario(), timeout=10)
+
+
+def test_a_join_cancelled_by_one_caller_goes_on_for_another() -> None:
+    room = fresh_room()
+
+    async def slow(peer: Peer) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                frame = await peer.recv()
+                await asyncio.sleep(0.3)
+                await peer.answer(frame)
+
+    async def scenario() -> None:
+        async with FakeRelay(slow) as relay:
+            alice = RoomClient(relay.url, device(), "alice", reconnect_delays=fast_retries)
+            async with alice:
+                impatient = asyncio.create_task(alice.join(room))
+                patient = asyncio.create_task(alice.join(room))
+                await asyncio.sleep(0.1)
+                impatient.cancel()
+                assert (await patient).room_id == room.room_id
+                assert impatient.cancelled()
+                assert relay.peers[0].joins() == 1
+
+    run(scenario(), timeout=10)
+
+
+def test_a_room_known_to_have_expired_is_not_joined() -> None:
+    """PROTOCOL.md 9: a client MUST NOT join a room it knows has expired; it sends no
+    JOIN and says so at once."""
+    expired, live = fresh_room(), fresh_room()
+
+    async def scenario() -> None:
+        async with FakeRelay(serving) as relay:
+            alice = RoomClient(relay.url, device(), "alice", reconnect_delays=fast_retries)
+            async with alice:
+                await alice.connected.wait()
+                with pytest.raises(RoomGone, match="expired"):
+                    await alice.join(expired, now_ms() - 1)
+                await alice.join(live, now_ms() + 60_000)
+                joins = [f for f in relay.peers[0].received if isinstance(f, frames.Join)]
+                assert [j.room_id for j in joins] == [live.room_id]
+                assert expired.room_id not in alice.session.rooms
+
+    run(scenario(), timeout=10)
+
+
+def test_a_join_retry_does_not_outlive_a_leave_and_join_again() -> None:
+    """A JOIN retry timed after RATE_LIMITED, still pending when the room is left and
+    joined again, must not send a second JOIN under the new one's PROOF."""
+    room = fresh_room()
+
+    async def rate_limited_once(peer: Peer) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            join = await peer.recv()
+            assert isinstance(join, frames.Join)
+            await peer.send(frames.Error(ErrorCode.RATE_LIMITED, 0, join.room_id, "slow down"))
+            while True:
+                frame = await peer.recv()
+                if isinstance(frame, frames.Join):
+                    await asyncio.sleep(0.2)  # the old retry fires meanwhile
+                await peer.answer(frame)
+
+    async def scenario() -> None:
+        async with FakeRelay(rate_limited_once) as relay:
+            alice = RoomClient(
+                relay.url,
+                device(),
+                "alice",
+                reconnect_delays=fast_retries,
+                retry_after_rate_limit=0.3,
+            )
+            async with alice:
+                first = asyncio.create_task(alice.join(room))
+                await relay.wait_for_connections(1)
+                await asyncio.sleep(0.2)
+                await alice.leave(room.room_id)
+                with pytest.raises(RoomGone):
+                    await first
+                assert (await alice.join(room)).room_id == room.room_id
+                received = [type(f).__name__ for f in relay.peers[0].received]
+                assert received == ["Join", "Leave", "Join", "Proof"]
+
+    run(scenario(), timeout=10)
+
+
+def test_an_outbox_of_800_written_in_an_outage_arrives_and_the_client_lives_on() -> None:
+    """800 messages written while the relay is down all go out once it is back, within
+    the relay's default rate limit: at most MAX_IN_FLIGHT on the wire, one pause after
+    refusals, so the relay never refuses 500 in a row and closes with 1008."""
+    room = fresh_room()
+    count = 800
+    with running_relay() as first:
+        port = first.port
+
+        async def scenario() -> None:
+            alice = RoomClient(first.url, device(), "alice", reconnect_delays=fast_retries)
+            bob = RoomClient(first.url, device(), "bob", reconnect_delays=fast_retries)
+            async with alice, bob:
+                await alice.join(room)
+                await bob.join(room)
+                assert await asyncio.to_thread(first.terminate) == 0
+                await asyncio.sleep(0.2)
+                assert not alice.connected.is_set()
+                texts = [f"outage {n}" for n in range(count)]
+                sending = asyncio.gather(*(alice.send_text(room.room_id, t) for t in texts))
+                await asyncio.sleep(0.2)
+                assert alice.session.unacknowledged == count
+                with contextlib.ExitStack() as relays:
+                    await asyncio.to_thread(relays.enter_context, running_relay(port=port))
+                    async with asyncio.timeout(45):
+                        await sending
+                        got: list[str] = []
+                        async for received in bob.messages():
+                            got.append(received.message.text)
+                            if len(got) == count:
+                                break
+                    assert sorted(got) == sorted(texts)
+                    assert alice.failure is None
+                    assert alice.connected.is_set()
+                    assert (await alice.send_text(room.room_id, "still here")).text
+
+        run(scenario(), timeout=90)
+    assert_exited_cleanly(first)

@@ -26,10 +26,12 @@ from textual.widgets import Input, RichLog, Static
 from instantroom.cli import build_parser
 from instantroom.client.invite import format_invite
 from instantroom.client.keystore import HistoryEntry, KeyStore, StoredRoom
+from instantroom.protocol.codes import CloseCode
 from instantroom.protocol.minikey import format_minikey, make_minikey
 from instantroom.rooms_cli import cmd_chat
 from instantroom.testing import RelayProcess, run, running_relay
 from instantroom.tui.app import ChatApp
+from tests.client.test_room_client import FakeRelay, joined_then_closed
 from tests.client.test_rooms_cli import decode, rasterise_terminal
 
 PASSWORD = "a long enough password"
@@ -377,3 +379,22 @@ def test_a_relay_that_refuses_the_client_for_good_says_so_in_the_status(tmp_path
                 assert "reconnecting" not in member.status()
 
         run(scenario())
+
+
+def test_a_relay_that_closes_for_good_while_nothing_waits_shows_why(tmp_path: Path) -> None:
+    """A relay lets the app in, then closes with 1008: the client stops for good and its
+    events end with the failure; the app does not crash but says why in the status."""
+    script = joined_then_closed(CloseCode.POLICY_VIOLATION, after=0.3)
+
+    async def scenario() -> None:
+        async with FakeRelay(script) as relay:
+            key = make_minikey(secrets.randbelow)
+            store = new_store(tmp_path / "store.json", room(key, relay.url))
+            async with on_screen(ChatApp(store, "alice", room="team")) as member:
+                await member.until(lambda: "✗" in member.status(), "the refusal in the status")
+                assert "1008" in member.status()
+                assert "reconnecting" not in member.status()
+                assert member.app.is_running
+            assert len(relay.peers) == 1
+
+    run(scenario())

@@ -9,15 +9,20 @@
 
 It reconnects by itself with backoff, joins its rooms again, and resends what the relay
 had not acknowledged; receivers drop duplicates by message id. Every reconnect waits its
-turn in the backoff, which starts afresh only once a relay let us into a room (JOINED):
-a relay that accepts connections and closes them at once is not hammered.
+turn in the backoff, which starts afresh only once a connection has stayed up
+``STABLE_AFTER`` seconds after the relay let us into a room (JOINED): a relay that accepts
+connections and closes them at once, or lets us in and then fails, is not hammered.
 
 It stops for good, raising ``RelayRefused`` to whoever waits and to every later call,
 when trying again would fail the same way (PROTOCOL.md 10.1, 11.2): the handshake was
 refused (not a relay, a bad URL), the server did not select the ``instantroom.v1``
 subprotocol, or the relay closed the connection with a code that says "your data was
 wrong" (1008 policy violation, 1009 message too big, and the WebSocket layer's 1002,
-1003, 1007). ``failure`` then says why.
+1003, 1007). ``failure`` then says why, and ``messages()`` and ``next_event()`` raise it
+once what came before is read.
+
+``close()`` ends the client: whoever waits in ``join()`` or ``send_text()``, and every later
+call, gets ``RoomGone``; ``messages()`` and ``next_event()`` raise it too.
 """
 
 from __future__ import annotations
@@ -65,6 +70,10 @@ RETRY_AFTER_RATE_LIMIT = 1.0
 RETRY_AFTER_RELAY_FULL = 15.0
 # How often rooms whose time is over are looked for.
 EXPIRY_CHECK = 1.0
+# A connection up this long after its first JOINED shows that the relay works: the next
+# drop starts the backoff afresh. Before that, a drop takes the backoff's next delay.
+STABLE_AFTER = 10.0
+CLOSED = "The client was closed."
 # Close codes after which trying again would fail the same way: this client sent what the
 # relay (or the WebSocket layer) will never take. PROTOCOL.md 11.2 says "fix the bug; do
 # not reconnect in a loop" for 1008 and 1009; 1002, 1003 and 1007 are the WebSocket
@@ -102,6 +111,12 @@ def _retry_or_give_up(exc: Exception) -> Exception | None:
     if isinstance(exc, InvalidStatus) and exc.response.status_code == 429:
         return None
     return process_exception(exc)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a shared future's exception as seen: its callers may all have given up."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _offer(queue: asyncio.Queue[Any], item: Any) -> None:
@@ -145,6 +160,7 @@ class RoomClient:
         reconnect_delays: Callable[[], Generator[float]] = default_delays,
         retry_after_rate_limit: float = RETRY_AFTER_RATE_LIMIT,
         retry_after_relay_full: float = RETRY_AFTER_RELAY_FULL,
+        stable_after: float = STABLE_AFTER,
     ) -> None:
         self.url = websocket_url(server)
         self.session = ClientSession(device, name, token_bytes=secrets.token_bytes)
@@ -157,20 +173,28 @@ class RoomClient:
         self._last_delay = 0.0
         self._retry_after_rate_limit = retry_after_rate_limit
         self._retry_after_relay_full = retry_after_relay_full
+        self._stable_after = stable_after
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
         # Bounded: a reader that does not keep up loses the oldest, never our memory.
-        self._messages: asyncio.Queue[MessageReceived] = asyncio.Queue(QUEUE_LIMIT)
-        self._events: asyncio.Queue[Event] = asyncio.Queue(QUEUE_LIMIT)
+        # None, last: the client has stopped (failure, or closed); readers raise.
+        self._messages: asyncio.Queue[MessageReceived | None] = asyncio.Queue(QUEUE_LIMIT)
+        self._events: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE_LIMIT)
+        # One future per room, shared by its join() callers, each awaiting it shielded.
         self._joined: dict[bytes, asyncio.Future[Joined]] = {}
         # message id -> (room id, the future its sender awaits)
         self._accepted: dict[bytes, tuple[bytes, asyncio.Future[None]]] = {}
         # Retries and hold releases: they belong to one connection and die with it.
         self._timers: set[asyncio.TimerHandle] = set()
+        # The one retry of refused PUBLISHes (RATE_LIMITED), and the backoff's restart.
+        self._resend_timer: asyncio.TimerHandle | None = None
+        self._stable_timer: asyncio.TimerHandle | None = None
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
         self._send_lock = asyncio.Lock()
         self._failure: RelayRefused | None = None
+        self._closed = False
+        self._readers_stopped = False
 
     async def __aenter__(self) -> RoomClient:
         self.start()
@@ -192,6 +216,8 @@ class RoomClient:
             self._schedule_expiry()
 
     async def close(self) -> None:
+        """Hang up and stop for good: waiting and later calls get ``RoomGone``."""
+        self._closed = True
         self._cancel_timers()
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
@@ -206,23 +232,36 @@ class RoomClient:
             self._task = None
         if ws is not None:
             await ws.close()
+        self._fail_waiting(lambda: RoomGone(CLOSED))
+        self._stop_readers()
 
     # rooms and messages
 
-    async def join(self, room: RoomKeys, expires_at_ms: int = 0) -> Joined:
-        """Join ``room`` and wait for the relay to let us in."""
+    def _check_running(self) -> None:
+        """Raise at once what a call on a stopped client would meet."""
         if self._failure is not None:
             raise self._failure
+        if self._closed:
+            raise RoomGone(CLOSED)
+
+    async def join(self, room: RoomKeys, expires_at_ms: int = 0) -> Joined:
+        """Join ``room`` and wait for the relay to let us in. A room whose expiry has
+        passed is not joined (PROTOCOL.md 9): ``RoomGone`` at once."""
+        self._check_running()
+        if 0 < expires_at_ms <= now_ms():
+            raise RoomGone("The room has expired.")
         state = self.session.rooms.get(room.room_id)
         future = self._joined.get(room.room_id)
         if state is not None and state.joined and future is not None and future.done():
             return Joined(room.room_id, state.expires_at_ms, state.members)
         if future is None or future.done():
             future = self._joined[room.room_id] = asyncio.get_running_loop().create_future()
+            future.add_done_callback(_retrieve)
         if state is None:
             self.session.join(room, expires_at_ms)
         await self._flush()
-        return await future
+        # Shielded: a caller that gives up does not cancel the wait of another.
+        return await asyncio.shield(future)
 
     async def leave(self, room_id: bytes) -> None:
         self.session.leave(room_id)
@@ -231,8 +270,7 @@ class RoomClient:
 
     async def send_text(self, room_id: bytes, text: str) -> Message:
         """Send ``text`` and return once the relay has taken it."""
-        if self._failure is not None:
-            raise self._failure
+        self._check_running()
         message = self.session.send_text(room_id, text, now_ms())
         future = asyncio.get_running_loop().create_future()
         self._accepted[message.message_id] = (room_id, future)
@@ -241,11 +279,41 @@ class RoomClient:
         return message
 
     async def messages(self) -> AsyncIterator[MessageReceived]:
+        """Every message received, as it comes. Once the client has stopped (refused for
+        good, or closed), raises why after the messages that came before."""
         while True:
-            yield await self._messages.get()
+            received = await self._messages.get()
+            if received is None:
+                self._messages.put_nowait(None)  # for every later reader too
+                raise self._stop_reason()
+            yield received
 
     async def next_event(self) -> Event:
-        return await self._events.get()
+        """The next event; raises as ``messages()`` does once the client has stopped."""
+        event = await self._events.get()
+        if event is None:
+            self._events.put_nowait(None)
+            raise self._stop_reason()
+        return event
+
+    def _stop_reason(self) -> Exception:
+        return self._failure if self._failure is not None else RoomGone(CLOSED)
+
+    def _stop_readers(self) -> None:
+        if not self._readers_stopped:
+            self._readers_stopped = True
+            _offer(self._messages, None)
+            _offer(self._events, None)
+
+    def _fail_waiting(self, error: Callable[[], Exception]) -> None:
+        """Fail every join() and send_text() still waiting."""
+        waiting: list[asyncio.Future[Any]] = [
+            *self._joined.values(),
+            *(future for _, future in self._accepted.values()),
+        ]
+        for future in waiting:
+            if not future.done():
+                future.set_exception(error())
 
     async def ping(self) -> None:
         """Send a PING; its PONG comes back after the relay handled all we sent before."""
@@ -268,13 +336,9 @@ class RoomClient:
             self._failure = RelayRefused(f"The connection to {self.url} failed: {exc!r}")
         else:
             return
-        waiting: list[asyncio.Future[Any]] = [
-            *self._joined.values(),
-            *(future for _, future in self._accepted.values()),
-        ]
-        for future in waiting:
-            if not future.done():
-                future.set_exception(self._failure)
+        failure = self._failure
+        self._fail_waiting(lambda: failure)
+        self._stop_readers()
 
     async def _connections(self) -> None:
         """Connect, serve the connection, back off, and again, until refused for good."""
@@ -332,6 +396,9 @@ class RoomClient:
         finally:
             self.connected.clear()
             self._ws = None
+            if self._stable_timer is not None:
+                self._stable_timer.cancel()
+                self._stable_timer = None
             # A retry or release timed for this connection must not act on the next one.
             self._cancel_timers()
             self.session.connection_lost()
@@ -384,6 +451,26 @@ class RoomClient:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        if self._resend_timer is not None:
+            self._resend_timer.cancel()
+            self._resend_timer = None
+
+    def _resend_later(self) -> None:
+        """One retry for every PUBLISH refused meanwhile, not one per refusal."""
+        if self._resend_timer is not None:
+            return
+
+        def fire() -> None:
+            self._resend_timer = None
+            self.session.resend_unacknowledged()
+            self._flush_soon()
+
+        loop = asyncio.get_running_loop()
+        self._resend_timer = loop.call_later(self._retry_after_rate_limit, fire)
+
+    def _stable(self) -> None:
+        self._stable_timer = None
+        self._backoff = None  # the relay works: the next drop backs off afresh
 
     def _flush_soon(self) -> None:
         task = asyncio.get_running_loop().create_task(self._flush())
@@ -405,7 +492,10 @@ class RoomClient:
                 case PresenceChanged(room_id=room_id, members=members):
                     self.presence[room_id] = members
                 case Joined(room_id=room_id, members=members):
-                    self._backoff = None  # the relay works: the next drop backs off afresh
+                    if self._stable_timer is None and self._ws is not None:
+                        # The backoff starts afresh once this connection has lasted.
+                        loop = asyncio.get_running_loop()
+                        self._stable_timer = loop.call_later(self._stable_after, self._stable)
                     self.presence[room_id] = members
                     joined = self._joined.get(room_id)
                     if joined is not None and not joined.done():
@@ -413,12 +503,9 @@ class RoomClient:
                     if self.session.holding(room_id):
                         self._later(REJOIN_GRACE, functools.partial(self.session.release, room_id))
                 case Refused(code=ErrorCode.RATE_LIMITED, ref=ref, room_id=room_id):
-                    retry = (
-                        self.session.resend_unacknowledged
-                        if ref
-                        else functools.partial(self.session.retry_join, room_id)
-                    )
-                    self._later(self._retry_after_rate_limit, retry)
+                    if not ref:
+                        retry = functools.partial(self.session.retry_join, room_id)
+                        self._later(self._retry_after_rate_limit, retry)
                 case Refused(code=ErrorCode.RELAY_FULL, room_id=room_id) if (
                     room_id in self.session.rooms
                 ):
@@ -435,6 +522,8 @@ class RoomClient:
                 case _:
                     pass
             _offer(self._events, event)
+        if self.session.waiting_to_resend:  # a PUBLISH was refused: try again later
+            self._resend_later()
 
     def _room_gone(self, room_id: bytes, reason: str) -> None:
         """Nothing more will be sent to ``room_id``: tell whoever waits for it."""

@@ -296,9 +296,14 @@ class ChatApp(App[None]):
             pass  # the Refused or RoomExpired event says it
 
     async def _listen(self, client: RoomClient) -> None:
-        while True:
-            event = await client.next_event()
-            await self._on_event(client, event)
+        try:
+            while True:
+                event = await client.next_event()
+                await self._on_event(client, event)
+        except RelayRefused:
+            self._refresh_panels()  # refused for good: the status line says why
+        except RoomGone:
+            pass  # the client was closed: the app is closing
 
     async def _on_event(self, client: RoomClient, event: Event) -> None:
         match event:
