@@ -196,16 +196,19 @@ describe("publishing", () => {
     await alice.receive(frame({ type: "Ack", ref: wire[0].ref }), NOW);
     const next = decoded(alice).filter((f) => f.type === "Publish");
     assert.equal(next.length, 1);
-    // A refusal frees its place but sends nothing by itself: the caller retries later.
+    // A refusal pauses publishing, ACKs or not, until the caller's pause is over.
     await alice.receive(errorFrame(ErrorCode.RATE_LIMITED, roomA.roomId, { ref: wire[1].ref }), NOW);
+    assert.equal(alice.waitingToResend, true);
+    await alice.receive(frame({ type: "Ack", ref: wire[2].ref }), NOW);
     assert.equal(decoded(alice).length, 0);
     alice.resendUnacknowledged();
+    assert.equal(alice.waitingToResend, false);
     const resent = decoded(alice).filter((f) => f.type === "Publish");
-    assert.equal(resent.length, 1);
-    assert.equal(hex(resent[0].envelope), hex(wire[1].envelope)); // the outbox's order
+    assert.equal(resent.length, 2); // back to the limit: 98 on the wire, and these two
+    assert.equal(hex(resent[0].envelope), hex(wire[1].envelope)); // the refused one goes first
     // Everything arrives once ACKs keep coming, and never more than the limit at once.
-    wire = [...wire.slice(2), ...next, ...resent];
-    let accepted = 1;
+    wire = [...wire.slice(3), ...next, ...resent];
+    let accepted = 2;
     while (wire.length) {
       assert.ok(wire.length <= MAX_IN_FLIGHT);
       const publish = wire.shift();
@@ -215,6 +218,20 @@ describe("publishing", () => {
     }
     assert.equal(accepted, total);
     assert.equal(alice.unacknowledged, 0);
+  });
+
+  it("a PUBLISH still in flight when its room is left keeps its place until answered", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    for (let n = 0; n < MAX_IN_FLIGHT; n++) await alice.sendText(roomA.roomId, `a ${n}`, NOW);
+    const sent = decoded(alice).filter((f) => f.type === "Publish");
+    assert.equal(sent.length, MAX_IN_FLIGHT);
+    alice.leave(roomA.roomId);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Leave"]);
+    await joinFully(alice, roomB);
+    await alice.sendText(roomB.roomId, "waits for an answer", NOW);
+    assert.equal(decoded(alice).filter((f) => f.type === "Publish").length, 0);
+    await alice.receive(frame({ type: "Ack", ref: sent[0].ref }), NOW);
+    assert.equal(decoded(alice).filter((f) => f.type === "Publish").length, 1);
   });
 
   it("a JOIN retry does nothing while a JOIN is outstanding (a left and joined-again room)", async () => {

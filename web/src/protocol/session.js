@@ -97,8 +97,11 @@ export class ClientSession {
     this._randomBytes = randomBytes;
     /** @type {{roomId: Uint8Array, key: string, messageId: Uint8Array, envelope: Uint8Array, ref: number}[]} */
     this._outbox = [];
-    /** How many outbox entries are on the wire (ref set), at most MAX_IN_FLIGHT. */
-    this._inFlight = 0;
+    /** The refs of PUBLISHes on the wire, not answered yet: at most MAX_IN_FLIGHT. A ref
+     * stays until its ACK or ERROR, even when its room is left meanwhile. */
+    this._inFlight = new Set();
+    /** A PUBLISH was refused: none goes until the caller's pause is over (resendUnacknowledged). */
+    this._paused = false;
     this._nextRef = 1;
     this._frames = [];
     this._events = [];
@@ -212,7 +215,8 @@ export class ClientSession {
       state.joining = false;
     }
     for (const outgoing of this._outbox) outgoing.ref = 0;
-    this._inFlight = 0;
+    this._inFlight.clear();
+    this._paused = false;
   }
 
   /** True while the outbox of `roomId` waits for members to come back. */
@@ -251,9 +255,15 @@ export class ClientSession {
     if (this.connected && state !== undefined && !state.joined && !state.joining) this._sendJoin(key);
   }
 
-  /** Send again what the relay refused for the moment (it said: rate limited). */
+  /** The pause after a refusal is over: send again what the relay refused (PROTOCOL.md 10.6). */
   resendUnacknowledged() {
+    this._paused = false;
     for (const key of this.rooms.keys()) this._flushRoom(key);
+  }
+
+  /** True while a refused PUBLISH waits for the caller's pause to end. */
+  get waitingToResend() {
+    return this._paused;
   }
 
   /**
@@ -383,9 +393,9 @@ export class ClientSession {
 
   /** Publish what waits, in outbox order, while fewer than MAX_IN_FLIGHT are on the wire. */
   _pump() {
-    if (!this.connected) return;
+    if (!this.connected || this._paused) return;
     for (const outgoing of this._outbox) {
-      if (this._inFlight >= MAX_IN_FLIGHT) return;
+      if (this._inFlight.size >= MAX_IN_FLIGHT) return;
       if (outgoing.ref !== 0) continue;
       const state = this.rooms.get(outgoing.key);
       if (state !== undefined && state.joined && !this._holding(outgoing.key)) this._publish(outgoing);
@@ -393,21 +403,22 @@ export class ClientSession {
   }
 
   _publish(outgoing) {
-    this._inFlight += 1;
     outgoing.ref = this._nextRef;
     this._nextRef = (this._nextRef % MAX_REF) + 1;
+    this._inFlight.add(outgoing.ref);
     this._frames.push(
       encodeFrame({ type: "Publish", ref: outgoing.ref, roomId: outgoing.roomId, envelope: outgoing.envelope }),
     );
   }
 
   _acknowledged(ref) {
+    const answered = this._inFlight.delete(ref);
     const index = this._outbox.findIndex((outgoing) => outgoing.ref === ref);
-    if (index < 0) return;
-    const [outgoing] = this._outbox.splice(index, 1);
-    this._inFlight -= 1;
-    this._events.push({ type: "accepted", roomId: outgoing.roomId, messageId: outgoing.messageId });
-    this._pump();
+    if (index >= 0) {
+      const [outgoing] = this._outbox.splice(index, 1);
+      this._events.push({ type: "accepted", roomId: outgoing.roomId, messageId: outgoing.messageId });
+    }
+    if (answered) this._pump();
   }
 
   async _deliver(roomId, envelope, nowMs) {
@@ -442,13 +453,12 @@ export class ClientSession {
   }
 
   _refused(code, ref, roomId, reason) {
-    if (ref) {
+    if (ref && this._inFlight.delete(ref)) {
       for (const outgoing of this._outbox) {
-        if (outgoing.ref === ref) {
-          outgoing.ref = 0; // not taken: stays in the outbox
-          this._inFlight -= 1;
-        }
+        if (outgoing.ref === ref) outgoing.ref = 0; // not taken: stays in the outbox
       }
+      // Any refusal but NOT_JOINED (whose room waits for its JOINED) pauses publishing.
+      if (code !== ErrorCode.NOT_JOINED) this._paused = true;
     }
     const key = roomHex(roomId);
     const state = this.rooms.get(key);
@@ -474,6 +484,5 @@ export class ClientSession {
   _forget(key) {
     this.rooms.delete(key);
     this._outbox = this._outbox.filter((outgoing) => outgoing.key !== key);
-    this._inFlight = this._outbox.filter((outgoing) => outgoing.ref !== 0).length;
   }
 }
