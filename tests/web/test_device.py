@@ -266,3 +266,20 @@ def test_plain_http_off_loopback_says_https_is_needed(
     finally:
         phone.watch.errors.clear()  # the test's own non-loopback name is expected here
         close_phones([phone])
+
+
+def test_a_nickname_too_long_for_the_protocol_is_refused_before_any_room_is_made(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    phone = phones()
+    phone.open(relay.url)
+    phone.set_password(PASSWORD)
+    phone.by("nav-new").click()
+    phone.by("nickname").fill("🦊" * 20)  # 20 characters, 80 bytes of UTF-8: over 64
+    phone.by("create-room").click()
+    expect(phone.page.get_by_role("alert")).to_contain_text("too long")
+    phone.by("nickname").fill("🦊" * 16)  # 64 bytes: fits
+    phone.by("create-room").click()
+    phone.shared_room()
+    phone.by("nav-rooms").click()
+    expect(phone.by("room-item")).to_have_count(1)

@@ -3,6 +3,8 @@
 // its methods; every change calls the listeners, which redraw.
 
 import { RoomConnection } from "../client/connection.js";
+import { fromHex, hex, utf8 } from "../protocol/bytes.js";
+import { MAX_NAME_BYTES } from "../protocol/envelope.js";
 import { fingerprint } from "../protocol/kdf.js";
 import { makeMinikey } from "../protocol/minikey.js";
 import { KeyStore, StoreChanged, WrongPassword } from "../store/keystore.js";
@@ -21,16 +23,6 @@ const MIN_PASSWORD_LENGTH = 8;
 const MAX_LIVE_MESSAGES = 1000;
 
 const randomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
-
-function hex(bytes) {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-function fromHex(text) {
-  const out = new Uint8Array(text.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(text.slice(2 * i, 2 * i + 2), 16);
-  return out;
-}
 
 /** The origin-relative default relay: the one that served this page. */
 export function defaultServerUrl() {
@@ -296,9 +288,17 @@ export class App {
     this.changed();
   }
 
+  /** Why `name` cannot be a nickname, or null. */
+  _nicknameProblem(name) {
+    if (!name) return "Choose a nickname: the others see it next to your messages.";
+    if (utf8.encode(name).length > MAX_NAME_BYTES) return "That nickname is too long: choose a shorter one.";
+    return null;
+  }
+
   async createRoom({ label, nickname, lifetime }) {
     const name = nickname.trim();
-    if (!name) return this.set({ error: "Choose a nickname: the others see it next to your messages." });
+    const problem = this._nicknameProblem(name);
+    if (problem) return this.set({ error: problem });
     const chosen = LIFETIMES[lifetime];
     if (!chosen) return this.set({ error: "Choose how long the room lives." });
     const key = makeMinikey(randomBytes);
@@ -326,7 +326,8 @@ export class App {
     } catch (error) {
       return this.set({ error: error.message });
     }
-    if (!name) return this.set({ error: "Choose a nickname: the others see it next to your messages." });
+    const problem = this._nicknameProblem(name);
+    if (problem) return this.set({ error: problem });
     const existing = this.rooms.find((room) => room.key === parsed.key);
     if (existing) {
       return this.set({ screen: "room", current: existing.roomId, joinText: "", error: null });
