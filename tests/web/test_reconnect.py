@@ -13,19 +13,25 @@ from tests.web.conftest import Phone
 ONLINE = re.compile(r"^\s*online\s*$", re.I)
 
 
+def alice_and_bob(url: str, phones: Callable[..., Phone], label: str) -> tuple[Phone, Phone]:
+    """Alice makes a room on the relay at ``url``; Bob joins by her invite link."""
+    alice, bob = phones(), phones()
+    alice.open(url)
+    alice.set_password("alice's long password")
+    room = alice.create_room(label, "Alice")
+    alice.open_room()
+    bob.open(room.invite)
+    bob.set_password("bob's long password", then="join-key")
+    bob.by("nickname").fill("Bob")
+    bob.by("join").click()
+    bob.expect_online()
+    alice.expect_members(2)
+    return alice, bob
+
+
 def test_pages_come_back_after_a_relay_restart(phones: Callable[..., Phone]) -> None:
     with running_relay("--shutdown-grace", "0.2") as first:
-        alice, bob = phones(), phones()
-        alice.open(first.url)
-        alice.set_password("alice's long password")
-        room = alice.create_room("Restarted", "Alice")
-        alice.open_room()
-        bob.open(room.invite)
-        bob.set_password("bob's long password", then="join-key")
-        bob.by("nickname").fill("Bob")
-        bob.by("join").click()
-        bob.expect_online()
-        alice.expect_members(2)
+        alice, bob = alice_and_bob(first.url, phones, "Restarted")
         alice.send("before the restart")
         bob.expect_message("before the restart")
     assert_exited_cleanly(first)
@@ -52,17 +58,7 @@ def test_what_was_written_offline_all_arrives_after_the_relay_is_back(
     loses nothing."""
     count = 220
     with running_relay("--shutdown-grace", "0.2") as first:
-        alice, bob = phones(), phones()
-        alice.open(first.url)
-        alice.set_password("alice's long password")
-        room = alice.create_room("Backlog", "Alice")
-        alice.open_room()
-        bob.open(room.invite)
-        bob.set_password("bob's long password", then="join-key")
-        bob.by("nickname").fill("Bob")
-        bob.by("join").click()
-        bob.expect_online()
-        alice.expect_members(2)
+        alice, bob = alice_and_bob(first.url, phones, "Backlog")
     for phone in (alice, bob):
         expect(phone.by("connection-state")).not_to_have_text(ONLINE)
     for n in range(count):
