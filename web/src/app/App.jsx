@@ -399,17 +399,16 @@ function Join({ app }) {
       <main class="screen">
         <Heading>Join a room</Heading>
         <form onSubmit={submit}>
-          <label for="join-key">Room key or invite link</label>
-          <input
+          <Field
             id="join-key"
-            data-testid="join-key"
+            label="Room key or invite link"
             value={text}
+            onValue={setText}
             autocomplete="off"
             autocapitalize="off"
             autocorrect="off"
             spellcheck={false}
             placeholder="S1234 abcde …"
-            onInput={(e) => setText(e.currentTarget.value)}
             required
           />
           <div class="scan">
@@ -656,14 +655,13 @@ function Settings({ app }) {
         <Heading>Settings</Heading>
         <Alert app={app} />
         <form onSubmit={save}>
-          <label for="server-url">Relay URL</label>
-          <input
+          <Field
             id="server-url"
-            data-testid="server-url"
+            label="Relay URL"
             type="url"
             value={serverUrl}
+            onValue={setServerUrl}
             autocomplete="url"
-            onInput={(e) => setServerUrl(e.currentTarget.value)}
             required
           />
           <p class="hint">
