@@ -9,6 +9,7 @@ import {
   JoinRefused,
   RelayRefused,
   RoomConnection,
+  RETRY_AFTER_RATE_LIMIT_MS,
   RoomGone,
   STABLE_AFTER_MS,
   websocketUrl,
@@ -106,6 +107,9 @@ class FakeRelay {
     this.received = []; // [socket, frame]
     this.dropAcks = 0;
     this.refuseProof = null;
+    /** Refuse this many PUBLISHes with `refuseCode`. */
+    this.refusePublishes = 0;
+    this.refuseCode = ErrorCode.RATE_LIMITED;
     this.answerPings = true;
     this.rateLimitJoins = 0;
     this.paused = false; // while true, what the relay says waits in `held`
@@ -219,6 +223,11 @@ class FakeRelay {
         return;
       }
       case "Publish": {
+        if (this.refusePublishes > 0) {
+          this.refusePublishes--;
+          socket.push({ type: "Error", code: this.refuseCode, ref: f.ref, roomId: f.roomId, reason: "not now" });
+          return;
+        }
         const members = this.members.get(key);
         if (!members?.has(socket)) {
           socket.push({ type: "Error", code: ErrorCode.NOT_JOINED, ref: f.ref, roomId: f.roomId, reason: "" });
@@ -391,6 +400,28 @@ describe("RoomConnection", () => {
     alice.reconnectNow(); // online: nothing to do
     assert.equal(w.relay.sockets.length, 3);
   });
+
+  for (const code of [ErrorCode.RATE_LIMITED, 99]) {
+    it(`a PUBLISH refused with code ${code} pauses publishing once, then goes again`, async () => {
+      const w = world();
+      const alice = w.connect({ seed: 1 });
+      await online(w, alice);
+      w.relay.refusePublishes = 1;
+      w.relay.refuseCode = code;
+      await alice.sendText(roomA.roomId, "first");
+      await w.settle();
+      await alice.sendText(roomA.roomId, "second"); // written during the pause: it waits
+      await w.settle();
+      assert.equal(w.relay.sent("Publish").length, 1);
+      assert.equal(alice.of("accepted").length, 0);
+      await w.clock.advance(RETRY_AFTER_RATE_LIMIT_MS - 1);
+      assert.equal(w.relay.sent("Publish").length, 1); // still the pause
+      await w.clock.advance(1);
+      await w.settle();
+      assert.equal(w.relay.sent("Publish").length, 3); // the refused one again, and the other
+      assert.equal(alice.of("accepted").length, 2);
+    });
+  }
 
   it("a relay that lets us in and then closes at once is not hammered: the backoff goes on", async () => {
     const w = world();

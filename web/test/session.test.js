@@ -220,6 +220,32 @@ describe("publishing", () => {
     assert.equal(alice.unacknowledged, 0);
   });
 
+  it("an ACK with a ref not in flight (or 0) takes nothing out of the outbox", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    alice.connectionLost();
+    await alice.sendText(roomA.roomId, "waiting", NOW);
+    for (const ref of [0, 12345]) await alice.receive(frame({ type: "Ack", ref }), NOW);
+    assert.equal(alice.unacknowledged, 1);
+    assert.deepEqual(alice.events(), []);
+  });
+
+  it("places freed by a room's refusals go to what waits in other rooms", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    await joinFully(alice, roomB);
+    for (let n = 0; n < MAX_IN_FLIGHT; n++) await alice.sendText(roomA.roomId, `a ${n}`, NOW);
+    const inFlight = decoded(alice).filter((f) => f.type === "Publish");
+    await alice.sendText(roomB.roomId, "for room B", NOW);
+    assert.equal(decoded(alice).length, 0);
+    // Room A expires on the relay: its PUBLISHes come back as NOT_JOINED after ROOM_EXPIRED.
+    await alice.receive(errorFrame(ErrorCode.ROOM_EXPIRED, roomA.roomId), NOW);
+    for (const publish of inFlight) {
+      await alice.receive(errorFrame(ErrorCode.NOT_JOINED, roomA.roomId, { ref: publish.ref }), NOW);
+    }
+    const sent = decoded(alice).filter((f) => f.type === "Publish");
+    assert.equal(sent.length, 1);
+    assert.equal(hex(sent[0].roomId), hex(roomB.roomId));
+  });
+
   it("a PUBLISH still in flight when its room is left keeps its place until answered", async () => {
     const alice = await connectedAndJoined(1, roomA);
     for (let n = 0; n < MAX_IN_FLIGHT; n++) await alice.sendText(roomA.roomId, `a ${n}`, NOW);

@@ -550,16 +550,8 @@ export class RoomConnection extends EventTarget {
           break;
         }
         case "refused":
-          if (detail.code === ErrorCode.RATE_LIMITED && detail.ref) {
-            // One resend for a whole run of refusals, not one per refused message.
-            if (!this._resendScheduled) {
-              this._resendScheduled = true;
-              this._later(RETRY_AFTER_RATE_LIMIT_MS, () => {
-                this._resendScheduled = false;
-                this.session.resendUnacknowledged();
-              });
-            }
-          } else if (detail.code === ErrorCode.RATE_LIMITED) {
+          // A refused PUBLISH (detail.ref set) pauses the session: see after the loop.
+          if (!detail.ref && detail.code === ErrorCode.RATE_LIMITED) {
             this._later(RETRY_AFTER_RATE_LIMIT_MS, () => this.session.retryJoin(detail.roomId));
           } else if (detail.fatal) {
             // The session gave the room up.
@@ -575,6 +567,15 @@ export class RoomConnection extends EventTarget {
           break;
       }
       this._emit(type, detail);
+    }
+    // One pause for a whole run of refused PUBLISHes, whatever their code (PROTOCOL.md
+    // 10.6): its end resends them. Its timer dies with the connection, as does the pause.
+    if (this.session.waitingToResend && !this._resendScheduled) {
+      this._resendScheduled = true;
+      this._later(RETRY_AFTER_RATE_LIMIT_MS, () => {
+        this._resendScheduled = false;
+        this.session.resendUnacknowledged();
+      });
     }
   }
 

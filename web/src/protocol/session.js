@@ -403,6 +403,8 @@ export class ClientSession {
   }
 
   _publish(outgoing) {
+    // Unique among the refs in flight, even after the counter wraps; never 0.
+    while (this._inFlight.has(this._nextRef)) this._nextRef = (this._nextRef % MAX_REF) + 1;
     outgoing.ref = this._nextRef;
     this._nextRef = (this._nextRef % MAX_REF) + 1;
     this._inFlight.add(outgoing.ref);
@@ -412,13 +414,15 @@ export class ClientSession {
   }
 
   _acknowledged(ref) {
-    const answered = this._inFlight.delete(ref);
+    // Only a ref in flight is an answer: an unknown one (or 0) must not take a waiting
+    // envelope, whose ref is 0, out of the outbox.
+    if (!this._inFlight.delete(ref)) return;
     const index = this._outbox.findIndex((outgoing) => outgoing.ref === ref);
     if (index >= 0) {
       const [outgoing] = this._outbox.splice(index, 1);
       this._events.push({ type: "accepted", roomId: outgoing.roomId, messageId: outgoing.messageId });
     }
-    if (answered) this._pump();
+    this._pump();
   }
 
   async _deliver(roomId, envelope, nowMs) {
@@ -453,6 +457,13 @@ export class ClientSession {
   }
 
   _refused(code, ref, roomId, reason) {
+    this._refusedFor(code, ref, roomId, reason);
+    // A place in flight may have come free, and a room may have gone: what waits for
+    // other rooms goes now (unless this refusal paused publishing).
+    this._pump();
+  }
+
+  _refusedFor(code, ref, roomId, reason) {
     if (ref && this._inFlight.delete(ref)) {
       for (const outgoing of this._outbox) {
         if (outgoing.ref === ref) outgoing.ref = 0; // not taken: stays in the outbox
