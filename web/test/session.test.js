@@ -220,6 +220,26 @@ describe("publishing", () => {
     assert.equal(alice.unacknowledged, 0);
   });
 
+  it("a frame of a lost connection, still waiting behind a seal, is not handled", async () => {
+    const alice = makeSession(1);
+    alice.connectionMade();
+    alice.join(roomA, {});
+    decoded(alice);
+    const challenge = frame({ type: "Challenge", roomId: roomA.roomId, challenge: new Uint8Array(32) });
+    await alice.receive(challenge, NOW);
+    decoded(alice);
+    // A JOINED queued behind a send that is still sealing, then the connection drops.
+    const sealing = alice.sendText(roomA.roomId, "sealing", NOW);
+    const late = alice.receive(frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 1 }), NOW);
+    alice.connectionLost();
+    await sealing;
+    await late;
+    assert.equal(alice.rooms.get(roomHex(roomA.roomId)).joined, false);
+    assert.deepEqual(alice.events().filter((e) => e.type === "joined"), []);
+    alice.connectionMade();
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]); // no PUBLISH before JOINED
+  });
+
   it("an ACK with a ref not in flight (or 0) takes nothing out of the outbox", async () => {
     const alice = await connectedAndJoined(1, roomA);
     alice.connectionLost();

@@ -102,6 +102,8 @@ export class ClientSession {
     this._inFlight = new Set();
     /** A PUBLISH was refused: none goes until the caller's pause is over (resendUnacknowledged). */
     this._paused = false;
+    /** Counts connections lost: what a lost connection sent is not handled after it. */
+    this._connections = 0;
     this._nextRef = 1;
     this._frames = [];
     this._events = [];
@@ -208,6 +210,7 @@ export class ClientSession {
 
   connectionLost() {
     this.connected = false;
+    this._connections += 1;
     this._frames = [];
     for (const state of this.rooms.values()) {
       if (state.joined) state.awaitedMembers = state.members;
@@ -274,7 +277,10 @@ export class ClientSession {
    * @returns {Promise<void>}
    */
   receive(data, nowMs) {
-    return this._serialized(() => this._receive(data, nowMs));
+    // A frame waits in line behind any seal still running; if its connection dropped
+    // meanwhile, it belongs to that connection and is dropped too.
+    const connection = this._connections;
+    return this._serialized(() => (connection === this._connections ? this._receive(data, nowMs) : undefined));
   }
 
   // inside
