@@ -64,7 +64,6 @@ export function roomHex(roomId) {
 
 const defaultRandomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
 
-
 /**
  * One room as the session knows it.
  * @typedef {object} RoomState
@@ -72,6 +71,7 @@ const defaultRandomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
  * @property {string} name the sender name this device uses in the room
  * @property {number} expiresAtMs 0: not known
  * @property {boolean} joined
+ * @property {boolean} joining a JOIN is on its way, unanswered (PROTOCOL.md 8.5)
  * @property {number} members
  * @property {number} awaitedMembers after a reconnect, the count the outbox waits for
  * @property {Map<string, string>} names sender name -> hex of the device key last seen with it
