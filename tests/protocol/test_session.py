@@ -27,6 +27,7 @@ from instantroom.protocol.session import (
 KEY_A = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy"
 KEY_B = "SDehB97fmBnFwezqLcANLCCQkQyfz1"
 NOW = 1_790_000_000_000
+ROOM_A_ID = RoomKeys.from_minikey(KEY_A).room_id
 
 
 def make_session(seed: int, name: str) -> ClientSession:
@@ -527,4 +528,67 @@ def test_a_late_join_retry_sends_no_second_join(room: RoomKeys) -> None:
     # Refused for the rate again: now the retry does send a JOIN.
     alice.receive(frames.encode_frame(limited), NOW)
     alice.retry_join(room.room_id)
+    assert decoded(alice) == [frames.Join(room.room_id, room.public_key, 0)]
+
+
+def test_leaving_and_joining_again_before_the_answer_sends_no_second_join(
+    room: RoomKeys,
+) -> None:
+    """A LEAVE and a new JOIN behind an unanswered JOIN would make the relay forget the
+    first challenge and send a second: the PROOF for the first would then fail, and the
+    room be given up. The LEAVE waits for the answer; joining again cancels it."""
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    alice.join(room)
+    assert [type(f) for f in decoded(alice)] == [frames.Join]
+    alice.leave(room.room_id)
+    alice.join(room)
+    assert alice.frames_to_send() == []
+    challenge = bytes(range(32))
+    alice.receive(frames.encode_frame(frames.Challenge(room.room_id, challenge)), NOW)
+    (proof,) = decoded(alice)
+    assert isinstance(proof, frames.Proof)
+    verify_join_proof(room.public_key, room.room_id, challenge, proof.signature)
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 2)), NOW)
+    assert alice.events() == [Joined(room.room_id, 0, 2)]
+
+
+@pytest.mark.parametrize(
+    ("answer", "then"),
+    [
+        (frames.Challenge(ROOM_A_ID, bytes(32)), True),
+        (frames.Joined(ROOM_A_ID, 0, 1), True),
+        (frames.Error(ErrorCode.ALREADY_JOINED, 0, ROOM_A_ID, "in"), True),
+        (frames.Error(ErrorCode.RATE_LIMITED, 0, ROOM_A_ID, "slow"), False),
+        (frames.Error(ErrorCode.PROOF_FAILED, 0, ROOM_A_ID, "no"), False),
+    ],
+)
+def test_a_room_left_before_its_join_was_answered_is_left_once_it_is(
+    room: RoomKeys, answer: frames.Frame, then: bool
+) -> None:
+    """The held LEAVE goes out with the answer when that answer left us challenged or a
+    member; after a refusal there is nothing to leave. Either way the answer is not
+    shown, and a later JOIN goes out at once."""
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    alice.join(room)
+    decoded(alice)
+    alice.leave(room.room_id)
+    assert alice.frames_to_send() == []
+    alice.receive(frames.encode_frame(answer), NOW)
+    assert decoded(alice) == ([frames.Leave(room.room_id)] if then else [])
+    assert alice.events() == []
+    alice.join(room)
+    assert decoded(alice) == [frames.Join(room.room_id, room.public_key, 0)]
+
+
+def test_a_reconnect_forgets_a_held_leave(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    alice.join(room)
+    decoded(alice)
+    alice.leave(room.room_id)
+    alice.connection_lost()
+    alice.connection_made()
+    alice.join(room)
     assert decoded(alice) == [frames.Join(room.room_id, room.public_key, 0)]

@@ -633,7 +633,7 @@ describe("RoomConnection", () => {
     await assert.rejects(alice.join("S6c56bnXQiBjk9mqSYE7ykVQ7NzrRz"), { name: "ChecksumMismatch" });
   });
 
-  it("leaving sends LEAVE and rejects a join still waiting", async () => {
+  it("leaving rejects a join still waiting, and sends LEAVE once the relay answers the JOIN", async () => {
     const w = world();
     const alice = w.connect();
     alice.start();
@@ -642,6 +642,10 @@ describe("RoomConnection", () => {
     const joining = alice.join(KEY_A);
     alice.leave(roomA.roomId);
     await assert.rejects(joining, RoomGone);
+    await w.settle();
+    // The relay's CHALLENGE is answered with LEAVE, not PROOF: one JOIN in flight, ever.
+    assert.equal(w.relay.sent("Join").length, 1);
+    assert.equal(w.relay.sent("Proof").length, 0);
     assert.equal(w.relay.sent("Leave").length, 1);
   });
 

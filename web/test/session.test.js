@@ -299,6 +299,60 @@ describe("publishing", () => {
     assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
   });
 
+  it("leaving and joining again before the answer sends no second JOIN", async () => {
+    // A LEAVE and a new JOIN behind an unanswered JOIN would make the relay forget the
+    // first challenge: the PROOF for it would fail and the room be given up.
+    const alice = makeSession(1);
+    alice.connectionMade();
+    alice.join(roomA, {});
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
+    alice.leave(roomA.roomId);
+    alice.join(roomA, {});
+    assert.deepEqual(decoded(alice), []);
+    const challenge = crypto.getRandomValues(new Uint8Array(32));
+    await alice.receive(frame({ type: "Challenge", roomId: roomA.roomId, challenge }), NOW);
+    const [proof, ...rest] = decoded(alice);
+    assert.equal(proof.type, "Proof");
+    assert.deepEqual(rest, []);
+    verifyJoinProof(roomA.publicKey, roomA.roomId, challenge, proof.signature); // throws if it fails
+    await alice.receive(frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 2 }), NOW);
+    assert.deepEqual(alice.events().map((e) => e.type), ["joined"]);
+  });
+
+  for (const [name, answer, leaves] of [
+    ["a CHALLENGE", () => frame({ type: "Challenge", roomId: roomA.roomId, challenge: new Uint8Array(32) }), true],
+    ["JOINED", () => frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 1 }), true],
+    ["ALREADY_JOINED", () => errorFrame(ErrorCode.ALREADY_JOINED, roomA.roomId), true],
+    ["RATE_LIMITED", () => errorFrame(ErrorCode.RATE_LIMITED, roomA.roomId), false],
+    ["PROOF_FAILED", () => errorFrame(ErrorCode.PROOF_FAILED, roomA.roomId), false],
+  ]) {
+    it(`a room left before its JOIN was answered is left once ${name} answers it`, async () => {
+      const alice = makeSession(1);
+      alice.connectionMade();
+      alice.join(roomA, {});
+      decoded(alice);
+      alice.leave(roomA.roomId);
+      assert.deepEqual(decoded(alice), []);
+      await alice.receive(answer(), NOW);
+      assert.deepEqual(decoded(alice).map((f) => f.type), leaves ? ["Leave"] : []);
+      assert.deepEqual(alice.events(), []);
+      alice.join(roomA, {});
+      assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
+    });
+  }
+
+  it("a reconnect forgets a held LEAVE", () => {
+    const alice = makeSession(1);
+    alice.connectionMade();
+    alice.join(roomA, {});
+    decoded(alice);
+    alice.leave(roomA.roomId);
+    alice.connectionLost();
+    alice.connectionMade();
+    alice.join(roomA, {});
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
+  });
+
   it("a message refused as NOT_JOINED has the session join again once, then resend it", async () => {
     const alice = await connectedAndJoined(1, roomA);
     await alice.sendText(roomA.roomId, "one", NOW);

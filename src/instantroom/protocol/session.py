@@ -168,6 +168,9 @@ class ClientSession:
         self._in_flight: dict[int, _Outgoing] = {}
         # The relay refused a PUBLISH: publish nothing until resend_unacknowledged().
         self._paused = False
+        # Rooms left while their JOIN was unanswered: the LEAVE waits for the answer, so
+        # that joining again never puts a second JOIN behind the first (PROTOCOL.md 8.5).
+        self._leave_on_answer: set[bytes] = set()
         self._next_ref = 1
         self._frames: list[bytes] = []
         self._events: list[Event] = []
@@ -204,13 +207,17 @@ class ClientSession:
         """Join ``room`` now if connected, and again after every reconnect."""
         if room.room_id in self.rooms:
             return
-        self.rooms[room.room_id] = RoomState(room, expires_at_ms)
-        if self.connected:
+        state = self.rooms[room.room_id] = RoomState(room, expires_at_ms)
+        if room.room_id in self._leave_on_answer:
+            # Left and joined again before the relay answered the first JOIN: its answer
+            # serves this join too.
+            self._leave_on_answer.discard(room.room_id)
+            state.join_sent = True
+        elif self.connected:
             self._send_join(room.room_id)
 
     def leave(self, room_id: bytes) -> None:
-        if room_id in self.rooms and self.connected:
-            self._frames.append(frames.encode_frame(frames.Leave(room_id)))
+        self._leave_on_wire(room_id)
         self._forget(room_id)
 
     def send(self, room_id: bytes, kind: int, body: bytes, now_ms: int) -> Message:
@@ -249,6 +256,7 @@ class ClientSession:
                 state.awaited_members = state.members
             state.joined = False
             state.join_sent = False
+        self._leave_on_answer.clear()  # the relay forgot this connection's rooms
         for outgoing in self._outbox.values():
             outgoing.ref = 0
         self._in_flight.clear()
@@ -271,8 +279,7 @@ class ClientSession:
         leave it on the relay: a client leaves at expiry by its own clock (PROTOCOL.md 9)."""
         for room_id, state in list(self.rooms.items()):
             if 0 < state.expires_at_ms <= now_ms:
-                if self.connected:
-                    self._frames.append(frames.encode_frame(frames.Leave(room_id)))
+                self._leave_on_wire(room_id)
                 self._forget(room_id)
                 self._events.append(RoomExpired(room_id))
 
@@ -300,12 +307,16 @@ class ClientSession:
                 self._acknowledged(ref)
             case frames.Challenge(room_id, challenge):
                 state = self.rooms.get(room_id)
-                if state is not None:
+                if self._answered_after_leave(room_id):
+                    pass
+                elif state is not None:
                     signature = sign_join_proof(state.keys.signing_key, room_id, challenge)
                     self._frames.append(frames.encode_frame(frames.Proof(room_id, signature)))
             case frames.Joined(room_id, expires_at_ms, members):
                 state = self.rooms.get(room_id)
-                if state is not None:
+                if self._answered_after_leave(room_id):
+                    pass
+                elif state is not None:
                     state.joined = True
                     state.join_sent = False
                     # The earlier of what we knew and what the relay says; 0 says nothing.
@@ -332,6 +343,27 @@ class ClientSession:
                 )
 
     # inside
+
+    def _leave_on_wire(self, room_id: bytes) -> None:
+        """Tell the relay we leave ``room_id``: now, or once its unanswered JOIN is
+        answered (a LEAVE now and a JOIN later would be two JOINs in flight)."""
+        state = self.rooms.get(room_id)
+        if state is None or not self.connected:
+            return
+        if state.join_sent:
+            self._leave_on_answer.add(room_id)
+        else:
+            self._frames.append(frames.encode_frame(frames.Leave(room_id)))
+
+    def _answered_after_leave(self, room_id: bytes, member: bool = True) -> bool:
+        """The answer to the JOIN of a room left meanwhile: send its LEAVE now if the
+        answer leaves us in the room (or challenged), and tell the caller to drop it."""
+        if room_id not in self._leave_on_answer:
+            return False
+        self._leave_on_answer.discard(room_id)
+        if member:
+            self._frames.append(frames.encode_frame(frames.Leave(room_id)))
+        return True
 
     def _send_join(self, room_id: bytes) -> None:
         state = self.rooms[room_id]
@@ -401,6 +433,8 @@ class ClientSession:
         )
 
     def _refused(self, code: int, ref: int, room_id: bytes, reason: str) -> None:
+        if not ref and self._answered_after_leave(room_id, code == ErrorCode.ALREADY_JOINED):
+            return
         outgoing = self._in_flight.pop(ref, None) if ref else None
         if outgoing is not None:
             outgoing.ref = 0  # not taken: stays in the outbox, in its place

@@ -102,6 +102,9 @@ export class ClientSession {
     this._inFlight = new Set();
     /** A PUBLISH was refused: none goes until the caller's pause is over (resendUnacknowledged). */
     this._paused = false;
+    /** Keys of rooms left while their JOIN was unanswered: the LEAVE waits for the answer,
+     * so that joining again never puts a second JOIN behind the first (PROTOCOL.md 8.5). */
+    this._leaveOnAnswer = new Set();
     /** Counts connections lost: what a lost connection sent is not handled after it. */
     this._connections = 0;
     this._nextRef = 1;
@@ -164,14 +167,18 @@ export class ClientSession {
       // One filter per room: a member of one room cannot make us drop another's messages.
       replays: new ReplayFilter(),
     });
-    if (this.connected) this._sendJoin(key);
+    if (this._leaveOnAnswer.delete(key)) {
+      // Left and joined again before the relay answered the first JOIN: its answer serves
+      // this join too.
+      this.rooms.get(key).joining = true;
+    } else if (this.connected) {
+      this._sendJoin(key);
+    }
   }
 
   leave(roomId) {
     const key = roomHex(roomId);
-    if (this.rooms.has(key) && this.connected) {
-      this._frames.push(encodeFrame({ type: "Leave", roomId: this.rooms.get(key).keys.roomId }));
-    }
+    this._leaveOnWire(key);
     this._forget(key);
   }
 
@@ -217,6 +224,7 @@ export class ClientSession {
       state.joined = false;
       state.joining = false;
     }
+    this._leaveOnAnswer.clear(); // the relay forgot this connection's rooms
     for (const outgoing of this._outbox) outgoing.ref = 0;
     this._inFlight.clear();
     this._paused = false;
@@ -244,7 +252,7 @@ export class ClientSession {
   expire(nowMs) {
     for (const [key, state] of [...this.rooms]) {
       if (state.expiresAtMs > 0 && state.expiresAtMs <= nowMs) {
-        if (this.connected) this._frames.push(encodeFrame({ type: "Leave", roomId: state.keys.roomId }));
+        this._leaveOnWire(key);
         this._forget(key);
         this._events.push({ type: "expired", roomId: state.keys.roomId });
       }
@@ -323,6 +331,7 @@ export class ClientSession {
         return;
       case "Challenge": {
         const state = this.rooms.get(roomHex(frame.roomId));
+        if (this._answeredAfterLeave(frame.roomId, true)) return;
         if (state !== undefined) {
           const signature = signJoinProof(state.keys.signingSeed, frame.roomId, frame.challenge);
           this._frames.push(encodeFrame({ type: "Proof", roomId: frame.roomId, signature }));
@@ -332,6 +341,7 @@ export class ClientSession {
       case "Joined": {
         const key = roomHex(frame.roomId);
         const state = this.rooms.get(key);
+        if (this._answeredAfterLeave(frame.roomId, true)) return;
         if (state !== undefined) {
           state.joined = true;
           state.joining = false;
@@ -373,6 +383,23 @@ export class ClientSession {
   _holding(key) {
     const state = this.rooms.get(key);
     return state !== undefined && state.joined && state.members < state.awaitedMembers;
+  }
+
+  /** Tell the relay we leave a room: now, or once its unanswered JOIN is answered (a LEAVE
+   * now and a JOIN later would be two JOINs in flight). */
+  _leaveOnWire(key) {
+    const state = this.rooms.get(key);
+    if (state === undefined || !this.connected) return;
+    if (state.joining) this._leaveOnAnswer.add(key);
+    else this._frames.push(encodeFrame({ type: "Leave", roomId: state.keys.roomId }));
+  }
+
+  /** The answer to the JOIN of a room left meanwhile: send its LEAVE now if the answer
+   * leaves us in the room (or challenged), and tell the caller to drop it. */
+  _answeredAfterLeave(roomId, member) {
+    if (!this._leaveOnAnswer.delete(roomHex(roomId))) return false;
+    if (member) this._frames.push(encodeFrame({ type: "Leave", roomId }));
+    return true;
   }
 
   _sendJoin(key) {
@@ -463,6 +490,7 @@ export class ClientSession {
   }
 
   _refused(code, ref, roomId, reason) {
+    if (!ref && this._answeredAfterLeave(roomId, code === ErrorCode.ALREADY_JOINED)) return;
     this._refusedFor(code, ref, roomId, reason);
     // A place in flight may have come free, and a room may have gone: what waits for
     // other rooms goes now (unless this refusal paused publishing).
