@@ -195,6 +195,34 @@ def test_rooms_stay_apart_across_relays(redis_server: RedisServer) -> None:
         run(scenario())
 
 
+def test_a_leave_while_the_relays_decide_on_a_proof_abandons_the_join(
+    redis_server: RedisServer,
+) -> None:
+    """With a backplane a good PROOF waits for Redis before JOINED. A LEAVE that comes
+    meanwhile must end the join: the connection is in no room, gets no DELIVER, and
+    counts in no presence."""
+    with relays(1, redis_server.url) as (one,):
+
+        async def scenario() -> None:
+            room = fresh_room()
+            async with raw_client(one.ws_url) as stay, raw_client(one.ws_url) as left:
+                await stay.join(room)
+                challenge = await left.challenge(room)
+                await left.send(left.proof(room, challenge))
+                await left.send(frames.Leave(room.room_id))
+                await asyncio.sleep(0.3)  # any admission still running ends meanwhile
+                assert await left.barrier() == []  # no JOINED
+                await stay.send(frames.Publish(1, room.room_id, b"\x01" + bytes(284)))
+                await expect_past_presence(stay, frames.Ack)
+                seen = await left.barrier()
+                assert not any(isinstance(f, frames.Deliver) for f in seen), seen
+                # Joining again works, and the room counts two, not three.
+                joined = await left.join(room)
+                assert joined.members == 2
+
+        run(scenario())
+
+
 def test_expiry_holds_on_every_relay(redis_server: RedisServer) -> None:
     with relays(3, redis_server.url) as (one, two, three):
 

@@ -206,7 +206,9 @@ class RelayConnection(asyncio.Protocol):
         self.hangup = False  # send EOF after the queued bytes
         self.rooms: dict[bytes, Room] = {}
         self.pending: dict[bytes, tuple[bytes, int, bytes]] = {}
-        self.admitting: set[bytes] = set()  # proven, waiting for the backplane's answer
+        # Proven, waiting for the backplane's answer: room id -> that admission's token
+        # (a LEAVE meanwhile removes it, and the admission then ends with nothing).
+        self.admitting: dict[bytes, object] = {}
         self.ever_joined = False
         self.fragments: list[bytes] | None = None
         now = relay.now()
@@ -464,6 +466,7 @@ class RelayConnection(asyncio.Protocol):
                 if frame.room_id in self.rooms:
                     relay.leave(self, frame.room_id)
                 self.pending.pop(frame.room_id, None)
+                self.admitting.pop(frame.room_id, None)
             case frames.Ping():
                 self.push(encode_wire(frames.encode_frame(frames.Pong(frame.token))))
             case _:
@@ -702,21 +705,24 @@ class Relay:
         if facts.full and facts.expiry(room_id) is None and room_id not in self.rooms:
             raise RoomRefused(ErrorCode.RELAY_FULL, "This relay is full: try again later.")
         if self.hub.shares_rooms:
-            self._spawn(self._admit_shared(conn, room_id, requested_ms))
+            # Marked now, not when the task starts: a LEAVE read with the PROOF must see it.
+            token = conn.admitting[room_id] = object()
+            self._spawn(self._admit_shared(conn, room_id, requested_ms, token))
             return
         facts.record(room_id, requested_ms)
         room = self._enter(conn, room_id, facts.expiry(room_id) or 0)
         self._joined(conn, room, len(room.members))
 
-    async def _admit_shared(self, conn: RelayConnection, room_id: bytes, requested_ms: int) -> None:
-        conn.admitting.add(room_id)
+    async def _admit_shared(
+        self, conn: RelayConnection, room_id: bytes, requested_ms: int, token: object
+    ) -> None:
         try:
             try:
                 expires = await self.hub.agree_expiry(room_id, requested_ms, self._lifetime_ms)
             except HubUnavailable:  # decide alone; the relays agree again once it is back
                 expires = self.facts.expiry(room_id) or requested_ms
-            if conn.closing or room_id in conn.rooms:
-                return
+            if conn.closing or room_id in conn.rooms or conn.admitting.get(room_id) is not token:
+                return  # gone, already in, or left meanwhile: nothing to answer
             self.facts.record(room_id, expires)
             try:
                 room = self._enter(conn, room_id, expires)
@@ -724,7 +730,8 @@ class Relay:
                 conn.refuse(exc.code, exc.reason, room_id=room_id)
                 return
         finally:
-            conn.admitting.discard(room_id)
+            if conn.admitting.get(room_id) is token:
+                del conn.admitting[room_id]
         with contextlib.suppress(HubUnavailable):
             await self.hub.subscribed(room_id)
         total = await self._shared_count(room)
