@@ -164,6 +164,56 @@ def test_a_flood_is_rate_limited_then_closed_while_the_room_flows() -> None:
     assert_exited_cleanly(relay)
 
 
+def test_a_leave_past_the_rate_is_honoured_and_counted_toward_the_refusals() -> None:
+    """A refused LEAVE would keep a client in a room it believes it left, and its ERROR
+    could not be told from one for the client's next JOIN (PROTOCOL.md 8.5)."""
+    room = fresh_room()
+    rid = room.room_id
+    flags = ("--messages-per-second", "0.5", "--message-burst", "3", "--max-refusals", "4")
+    with running_relay(*flags) as relay:
+
+        async def scenario() -> None:
+            async with raw_client(relay.ws_url) as alice, raw_client(relay.ws_url) as bob:
+                await alice.join(room)
+                await bob.join(room)
+                assert await alice.barrier() == [frames.Presence(rid, 2)]
+                seen = await bob.barrier()  # its PING takes the last token but one
+                await bob.send(frames.Ping(1))  # the last
+                await bob.send(frames.Ping(2))  # refused: over the rate
+                assert seen == []
+                assert await bob.recv() == frames.Pong(1)
+                limited = await bob.expect(frames.Error)
+                assert (limited.code, limited.ref, limited.room_id) == (
+                    ErrorCode.RATE_LIMITED,
+                    0,
+                    frames.NO_ROOM,
+                )
+                await bob.send(frames.Leave(rid))  # over the rate, honoured
+                assert await alice.expect(frames.Presence) == frames.Presence(rid, 1)
+                await alice.send(frames.Publish(1, rid, b"\x01" + bytes(284)))
+                await alice.expect(frames.Ack)
+                # Bob gets no ERROR for the LEAVE and no DELIVER: he is out of the room.
+                # The LEAVE was his second refusal in a row: PINGs 3 and 4 are refused,
+                # and the fifth refusal, PING 5, closes.
+                for token in range(3, 6):
+                    await bob.send(frames.Ping(token))
+                closed = await bob.closed()
+                assert closed.code == CloseCode.POLICY_VIOLATION
+                assert all(
+                    f == frames.Error(ErrorCode.RATE_LIMITED, 0, frames.NO_ROOM, f.reason)
+                    for f in closed.frames
+                    if isinstance(f, frames.Error)
+                ), closed.frames
+                assert not any(isinstance(f, frames.Deliver) for f in closed.frames)
+                assert len(closed.frames) == 2, closed.frames
+
+            text = await metrics(relay)
+            assert metric(text, "instantroom_rejections_total", 'reason="leave_over_rate"') == 1
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
 async def send_raw(port: int, data: bytes) -> bytes:
     """Write ``data`` on a fresh TCP connection; return all the relay answers before EOF."""
     reader, writer = await asyncio.open_connection(LOOPBACK, port)

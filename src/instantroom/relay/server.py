@@ -52,7 +52,7 @@ from .rooms import RoomFacts
 from .tls import check_tls_options, self_signed_context
 
 WEBSOCKET_PATH = "/ws"
-_ROOM_FIRST = {FrameType.JOIN, FrameType.PROOF, FrameType.LEAVE}  # room id right after type
+_ROOM_FIRST = {FrameType.JOIN, FrameType.PROOF}  # room id right after the type byte
 CLOSE_TIMEOUT = 2.0  # seconds a peer has to answer our close frame or EOF
 ACK_DELAY = 0.005  # seconds an ACK may wait for company
 _ACK = bytes([FrameType.ACK])
@@ -437,9 +437,19 @@ class RelayConnection(asyncio.Protocol):
         is_publish = data[:1] == b"\x10"
         # A PROOF answering our own challenge is part of its JOIN, which paid already.
         answers_challenge = data[:1] == b"\x03" and data[1:33] in self.pending
-        if not answers_challenge and not self.bucket.take(relay.now()):
-            self._rate_limited(data)
-            return
+        over_rate = not answers_challenge and not self.bucket.take(relay.now())
+        if over_rate:
+            if data[:1] != b"\x05":
+                self._rate_limited(data)
+                return
+            # A LEAVE is honoured all the same: refused, it would keep the client in a room
+            # it believes it left, and its ERROR could not be told from one for its next
+            # JOIN. It still counts toward the refusals that close a flood.
+            relay.metrics.rejections["leave_over_rate"] += 1
+            self.refusals += 1
+            if self.refusals > relay.config.max_refusals:
+                self.close(CloseCode.POLICY_VIOLATION, "too many refused frames")
+                return
         if is_publish and frames.PUBLISH_HEADER_SIZE < len(data) <= frames.MAX_FRAME_SIZE:
             # The hot path: no decode, one slice, one encoding for all members.
             # (Past MAX_FRAME_SIZE no member could decode it: decode_frame refuses it.)
@@ -472,7 +482,7 @@ class RelayConnection(asyncio.Protocol):
             case _:
                 self.refuse(ErrorCode.UNKNOWN_FRAME_TYPE, "Clients do not send this frame type.")
                 return
-        if not self.closing:
+        if not self.closing and not over_rate:
             self.refusals = 0
 
     def _rate_limited(self, data: bytes) -> None:
