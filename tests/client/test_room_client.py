@@ -225,6 +225,28 @@ def test_a_refused_join_raises_join_refused() -> None:
     assert_exited_cleanly(relay)
 
 
+def test_a_join_refused_for_a_held_leaves_place_goes_through() -> None:
+    """At the rooms-per-connection limit, the LEAVE held for a room still joining keeps
+    its place; a JOIN for another room meanwhile is refused, then sent again behind it."""
+    room_a, room_b = fresh_room(), fresh_room()
+    with running_relay("--rooms-per-connection", "1") as relay:
+
+        async def scenario() -> None:
+            async with client(relay, "alice") as alice:
+                await alice.join(room_a)
+                await alice.leave(room_a.room_id)
+                first = asyncio.create_task(alice.join(room_a))
+                await asyncio.sleep(0)  # its JOIN is written; the CHALLENGE is not back yet
+                await alice.leave(room_a.room_id)
+                with pytest.raises(RoomGone):
+                    await first
+                joined = await alice.join(room_b)
+                assert joined.room_id == room_b.room_id
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
 def test_messages_refused_for_the_rate_are_sent_again_and_arrive_once() -> None:
     room = fresh_room()
     flags = ("--messages-per-second", "50", "--message-burst", "12")
@@ -927,6 +949,36 @@ def test_a_join_retry_does_not_outlive_a_leave_and_join_again() -> None:
                 assert (await alice.join(room)).room_id == room.room_id
                 received = [type(f).__name__ for f in relay.peers[0].received]
                 assert received == ["Join", "Leave", "Join", "Proof"]
+
+    run(scenario(), timeout=10)
+
+
+def test_leaving_and_joining_again_before_the_challenge_comes_joins() -> None:
+    """A LEAVE and a second JOIN behind an unanswered JOIN made the relay forget the first
+    challenge: the PROOF for it failed and the join was refused for good. The LEAVE now
+    waits for the answer, and the new join takes that answer."""
+    room = fresh_room()
+
+    async def slow_first_challenge(peer: Peer) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            join = await peer.recv()
+            await asyncio.sleep(0.3)  # meanwhile the room is left and joined again
+            await peer.answer(join)
+            await peer.serve()
+
+    async def scenario() -> None:
+        async with FakeRelay(slow_first_challenge) as relay:
+            alice = RoomClient(relay.url, device(), "alice", reconnect_delays=fast_retries)
+            async with alice:
+                first = asyncio.create_task(alice.join(room))
+                await relay.wait_for_connections(1)
+                await asyncio.sleep(0.1)
+                await alice.leave(room.room_id)
+                with pytest.raises(RoomGone):
+                    await first
+                assert (await alice.join(room)).room_id == room.room_id
+                received = [type(f).__name__ for f in relay.peers[0].received]
+                assert received == ["Join", "Proof"]
 
     run(scenario(), timeout=10)
 

@@ -592,3 +592,71 @@ def test_a_reconnect_forgets_a_held_leave(room: RoomKeys) -> None:
     alice.connection_made()
     alice.join(room)
     assert decoded(alice) == [frames.Join(room.room_id, room.public_key, 0)]
+
+
+def test_a_join_refused_for_a_held_leaves_place_is_sent_again_behind_it() -> None:
+    """A held LEAVE keeps its room's place on the relay until the answer comes: at the
+    relay's rooms-per-connection limit, a JOIN for another room sent meanwhile is refused
+    TOO_MANY_ROOMS. That JOIN goes again, once, behind the LEAVE."""
+    room_a, room_b = RoomKeys.from_minikey(KEY_A), RoomKeys.from_minikey(KEY_B)
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    alice.join(room_a)
+    decoded(alice)
+    alice.leave(room_a.room_id)
+    alice.join(room_b)
+    assert decoded(alice) == [frames.Join(room_b.room_id, room_b.public_key, 0)]
+    alice.receive(frames.encode_frame(frames.Challenge(room_a.room_id, bytes(32))), NOW)
+    assert decoded(alice) == [frames.Leave(room_a.room_id)]
+    too_many = frames.Error(ErrorCode.TOO_MANY_ROOMS, 0, room_b.room_id, "too many")
+    alice.receive(frames.encode_frame(too_many), NOW)
+    assert decoded(alice) == [frames.Join(room_b.room_id, room_b.public_key, 0)]
+    assert alice.events() == []
+    # Refused again: that one is the relay's limit, and the room is given up.
+    alice.receive(frames.encode_frame(too_many), NOW)
+    assert alice.frames_to_send() == []
+    assert alice.events() == [Refused(ErrorCode.TOO_MANY_ROOMS, room_b.room_id, 0, "too many")]
+    assert room_b.room_id not in alice.rooms
+
+
+def test_a_join_refused_before_the_held_leave_went_out_waits_for_it() -> None:
+    """With several relays JOINED comes late: the refusal of the other room's JOIN can
+    come first. Its JOIN then waits until the held LEAVE has gone out."""
+    room_a, room_b = RoomKeys.from_minikey(KEY_A), RoomKeys.from_minikey(KEY_B)
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    alice.join(room_a)
+    decoded(alice)
+    alice.receive(frames.encode_frame(frames.Challenge(room_a.room_id, bytes(32))), NOW)
+    assert [type(f) for f in decoded(alice)] == [frames.Proof]
+    alice.leave(room_a.room_id)
+    alice.join(room_b)
+    decoded(alice)
+    too_many = frames.Error(ErrorCode.TOO_MANY_ROOMS, 0, room_b.room_id, "too many")
+    alice.receive(frames.encode_frame(too_many), NOW)
+    assert alice.frames_to_send() == []
+    alice.retry_join(room_b.room_id)  # a caller's timer changes nothing
+    assert alice.frames_to_send() == []
+    alice.receive(frames.encode_frame(frames.Joined(room_a.room_id, 0, 1)), NOW)
+    assert decoded(alice) == [
+        frames.Leave(room_a.room_id),
+        frames.Join(room_b.room_id, room_b.public_key, 0),
+    ]
+    assert alice.events() == []
+
+
+def test_leaving_a_room_whose_join_waits_behind_a_held_leave_sends_nothing() -> None:
+    room_a, room_b = RoomKeys.from_minikey(KEY_A), RoomKeys.from_minikey(KEY_B)
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    alice.join(room_a)
+    decoded(alice)
+    alice.leave(room_a.room_id)
+    alice.join(room_b)
+    decoded(alice)
+    too_many = frames.Error(ErrorCode.TOO_MANY_ROOMS, 0, room_b.room_id, "too many")
+    alice.receive(frames.encode_frame(too_many), NOW)
+    alice.leave(room_b.room_id)
+    assert alice.frames_to_send() == []
+    alice.receive(frames.encode_frame(frames.Challenge(room_a.room_id, bytes(32))), NOW)
+    assert decoded(alice) == [frames.Leave(room_a.room_id)]

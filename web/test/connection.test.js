@@ -639,9 +639,15 @@ describe("RoomConnection", () => {
     alice.start();
     w.relay.last.accept();
     w.relay.refuseProof = null;
+    w.relay.paused = true; // the CHALLENGE is slow to come
     const joining = alice.join(KEY_A);
     alice.leave(roomA.roomId);
     await assert.rejects(joining, RoomGone);
+    await w.settle();
+    assert.equal(w.relay.sent("Join").length, 1);
+    assert.equal(w.relay.sent("Leave").length, 0); // held until the JOIN is answered
+    w.relay.paused = false;
+    for (const release of w.relay.held.splice(0)) release();
     await w.settle();
     // The relay's CHALLENGE is answered with LEAVE, not PROOF: one JOIN in flight, ever.
     assert.equal(w.relay.sent("Join").length, 1);

@@ -341,6 +341,68 @@ describe("publishing", () => {
     });
   }
 
+  it("a JOIN refused for a held LEAVE's place is sent again behind it, once", async () => {
+    const alice = makeSession(1);
+    alice.connectionMade();
+    alice.join(roomA, {});
+    decoded(alice);
+    alice.leave(roomA.roomId);
+    alice.join(roomB, {});
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
+    await alice.receive(frame({ type: "Challenge", roomId: roomA.roomId, challenge: new Uint8Array(32) }), NOW);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Leave"]);
+    await alice.receive(errorFrame(ErrorCode.TOO_MANY_ROOMS, roomB.roomId), NOW);
+    const [join] = decoded(alice);
+    assert.equal(join.type, "Join");
+    assert.deepEqual(join.roomId, roomB.roomId);
+    assert.deepEqual(alice.events(), []);
+    // Refused again: that one is the relay's limit, and the room is given up.
+    await alice.receive(errorFrame(ErrorCode.TOO_MANY_ROOMS, roomB.roomId), NOW);
+    assert.deepEqual(decoded(alice), []);
+    assert.deepEqual(alice.events().map((e) => [e.type, e.fatal]), [["refused", true]]);
+    assert.equal(alice.rooms.size, 0);
+  });
+
+  it("a JOIN refused before the held LEAVE went out waits for it", async () => {
+    const alice = makeSession(1);
+    alice.connectionMade();
+    alice.join(roomA, {});
+    decoded(alice);
+    await alice.receive(frame({ type: "Challenge", roomId: roomA.roomId, challenge: new Uint8Array(32) }), NOW);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Proof"]);
+    alice.leave(roomA.roomId);
+    alice.join(roomB, {});
+    decoded(alice);
+    await alice.receive(errorFrame(ErrorCode.TOO_MANY_ROOMS, roomB.roomId), NOW);
+    assert.deepEqual(decoded(alice), []);
+    alice.retryJoin(roomB.roomId); // a caller's timer changes nothing
+    assert.deepEqual(decoded(alice), []);
+    await alice.receive(frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 1 }), NOW);
+    assert.deepEqual(
+      decoded(alice).map((f) => [f.type, hex(f.roomId)]),
+      [
+        ["Leave", hex(roomA.roomId)],
+        ["Join", hex(roomB.roomId)],
+      ],
+    );
+    assert.deepEqual(alice.events(), []);
+  });
+
+  it("leaving a room whose JOIN waits behind a held LEAVE sends nothing", async () => {
+    const alice = makeSession(1);
+    alice.connectionMade();
+    alice.join(roomA, {});
+    decoded(alice);
+    alice.leave(roomA.roomId);
+    alice.join(roomB, {});
+    decoded(alice);
+    await alice.receive(errorFrame(ErrorCode.TOO_MANY_ROOMS, roomB.roomId), NOW);
+    alice.leave(roomB.roomId);
+    assert.deepEqual(decoded(alice), []);
+    await alice.receive(frame({ type: "Challenge", roomId: roomA.roomId, challenge: new Uint8Array(32) }), NOW);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Leave"]);
+  });
+
   it("a reconnect forgets a held LEAVE", () => {
     const alice = makeSession(1);
     alice.connectionMade();

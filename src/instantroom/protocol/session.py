@@ -127,6 +127,9 @@ class RoomState:
     joined: bool = False
     # A JOIN was sent and neither JOINED nor a refusal has answered it yet.
     join_sent: bool = False
+    # That JOIN went out while a held LEAVE (below) still kept a place on the relay: a
+    # TOO_MANY_ROOMS for it may be that place's doing, and earns one more JOIN.
+    behind_held_leave: bool = False
     members: int = 0
     # After a reconnect the outbox waits until the room has as many members as before,
     # so that what was written during the outage reaches those who come back.
@@ -171,6 +174,9 @@ class ClientSession:
         # Rooms left while their JOIN was unanswered: the LEAVE waits for the answer, so
         # that joining again never puts a second JOIN behind the first (PROTOCOL.md 8.5).
         self._leave_on_answer: set[bytes] = set()
+        # Rooms refused as TOO_MANY_ROOMS behind held LEAVEs: they JOIN again once every
+        # held LEAVE has gone out.
+        self._join_after_leaves: list[bytes] = []
         self._next_ref = 1
         self._frames: list[bytes] = []
         self._events: list[Event] = []
@@ -257,6 +263,7 @@ class ClientSession:
             state.joined = False
             state.join_sent = False
         self._leave_on_answer.clear()  # the relay forgot this connection's rooms
+        self._join_after_leaves.clear()
         for outgoing in self._outbox.values():
             outgoing.ref = 0
         self._in_flight.clear()
@@ -350,7 +357,9 @@ class ClientSession:
         state = self.rooms.get(room_id)
         if state is None or not self.connected:
             return
-        if state.join_sent:
+        if room_id in self._join_after_leaves:  # its JOIN was refused: nothing to leave
+            self._join_after_leaves.remove(room_id)
+        elif state.join_sent:
             self._leave_on_answer.add(room_id)
         else:
             self._frames.append(frames.encode_frame(frames.Leave(room_id)))
@@ -363,6 +372,11 @@ class ClientSession:
         self._leave_on_answer.discard(room_id)
         if member:
             self._frames.append(frames.encode_frame(frames.Leave(room_id)))
+        if not self._leave_on_answer:
+            waiting, self._join_after_leaves = self._join_after_leaves, []
+            for waiting_id in waiting:
+                if waiting_id in self.rooms:
+                    self._send_join(waiting_id)
         return True
 
     def _send_join(self, room_id: bytes) -> None:
@@ -370,6 +384,7 @@ class ClientSession:
         join = frames.Join(room_id, state.keys.public_key, state.expires_at_ms)
         self._frames.append(frames.encode_frame(join))
         state.join_sent = True
+        state.behind_held_leave = bool(self._leave_on_answer)
 
     def _ready(self, room_id: bytes) -> bool:
         """True if the outbox of ``room_id`` may be published now. A room whose members
@@ -435,6 +450,21 @@ class ClientSession:
     def _refused(self, code: int, ref: int, room_id: bytes, reason: str) -> None:
         if not ref and self._answered_after_leave(room_id, code == ErrorCode.ALREADY_JOINED):
             return
+        state = self.rooms.get(room_id)
+        if (
+            code == ErrorCode.TOO_MANY_ROOMS
+            and not ref
+            and state is not None
+            and state.behind_held_leave
+            and not state.joined
+        ):
+            # Perhaps a held LEAVE's place: JOIN once more, behind every held LEAVE.
+            state.behind_held_leave = False
+            if self._leave_on_answer:
+                self._join_after_leaves.append(room_id)
+            else:
+                self._send_join(room_id)
+            return
         outgoing = self._in_flight.pop(ref, None) if ref else None
         if outgoing is not None:
             outgoing.ref = 0  # not taken: stays in the outbox, in its place
@@ -443,7 +473,6 @@ class ClientSession:
                 # more until the caller's timer says so, or the refusals pile up.
                 self._paused = True
         self._events.append(Refused(code, room_id, ref, reason))
-        state = self.rooms.get(room_id)
         if state is None:
             self._pump()
             return

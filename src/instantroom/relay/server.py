@@ -439,17 +439,17 @@ class RelayConnection(asyncio.Protocol):
         answers_challenge = data[:1] == b"\x03" and data[1:33] in self.pending
         over_rate = not answers_challenge and not self.bucket.take(relay.now())
         if over_rate:
-            if data[:1] != b"\x05":
+            if data[:1] != b"\x05" or len(data) != 33:
                 self._rate_limited(data)
                 return
             # A LEAVE is honoured all the same: refused, it would keep the client in a room
             # it believes it left, and its ERROR could not be told from one for its next
             # JOIN. It still counts toward the refusals that close a flood.
-            relay.metrics.rejections["leave_over_rate"] += 1
             self.refusals += 1
             if self.refusals > relay.config.max_refusals:
                 self.close(CloseCode.POLICY_VIOLATION, "too many refused frames")
                 return
+            relay.metrics.rejections["leave_over_rate"] += 1
         if is_publish and frames.PUBLISH_HEADER_SIZE < len(data) <= frames.MAX_FRAME_SIZE:
             # The hot path: no decode, one slice, one encoding for all members.
             # (Past MAX_FRAME_SIZE no member could decode it: decode_frame refuses it.)

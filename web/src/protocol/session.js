@@ -105,6 +105,9 @@ export class ClientSession {
     /** Keys of rooms left while their JOIN was unanswered: the LEAVE waits for the answer,
      * so that joining again never puts a second JOIN behind the first (PROTOCOL.md 8.5). */
     this._leaveOnAnswer = new Set();
+    /** Keys of rooms refused as TOO_MANY_ROOMS behind held LEAVEs: they JOIN again once
+     * every held LEAVE has gone out. */
+    this._joinAfterLeaves = [];
     /** Counts connections lost: what a lost connection sent is not handled after it. */
     this._connections = 0;
     this._nextRef = 1;
@@ -159,6 +162,9 @@ export class ClientSession {
       expiresAtMs,
       joined: false,
       joining: false,
+      // That JOIN went out while a held LEAVE still kept a place on the relay: a
+      // TOO_MANY_ROOMS for it may be that place's doing, and earns one more JOIN.
+      behindHeldLeave: false,
       members: 0,
       // After a reconnect the outbox waits until the room has as many members as
       // before, so that what was written during the outage reaches those who come back.
@@ -225,6 +231,7 @@ export class ClientSession {
       state.joining = false;
     }
     this._leaveOnAnswer.clear(); // the relay forgot this connection's rooms
+    this._joinAfterLeaves = [];
     for (const outgoing of this._outbox) outgoing.ref = 0;
     this._inFlight.clear();
     this._paused = false;
@@ -390,7 +397,9 @@ export class ClientSession {
   _leaveOnWire(key) {
     const state = this.rooms.get(key);
     if (state === undefined || !this.connected) return;
-    if (state.joining) this._leaveOnAnswer.add(key);
+    const waiting = this._joinAfterLeaves.indexOf(key);
+    if (waiting >= 0) this._joinAfterLeaves.splice(waiting, 1); // its JOIN was refused: nothing to leave
+    else if (state.joining) this._leaveOnAnswer.add(key);
     else this._frames.push(encodeFrame({ type: "Leave", roomId: state.keys.roomId }));
   }
 
@@ -399,6 +408,11 @@ export class ClientSession {
   _answeredAfterLeave(roomId, member) {
     if (!this._leaveOnAnswer.delete(roomHex(roomId))) return false;
     if (member) this._frames.push(encodeFrame({ type: "Leave", roomId }));
+    if (this._leaveOnAnswer.size === 0) {
+      const waiting = this._joinAfterLeaves;
+      this._joinAfterLeaves = [];
+      for (const key of waiting) if (this.rooms.has(key)) this._sendJoin(key);
+    }
     return true;
   }
 
@@ -407,6 +421,7 @@ export class ClientSession {
     // Outstanding until JOINED or a refusal: a second JOIN meanwhile would replace the
     // relay's challenge under the first PROOF (PROOF_FAILED).
     state.joining = true;
+    state.behindHeldLeave = this._leaveOnAnswer.size > 0;
     this._frames.push(
       encodeFrame({
         type: "Join",
@@ -491,6 +506,15 @@ export class ClientSession {
 
   _refused(code, ref, roomId, reason) {
     if (!ref && this._answeredAfterLeave(roomId, code === ErrorCode.ALREADY_JOINED)) return;
+    const key = roomHex(roomId);
+    const state = this.rooms.get(key);
+    if (code === ErrorCode.TOO_MANY_ROOMS && !ref && state?.behindHeldLeave && !state.joined) {
+      // Perhaps a held LEAVE's place: JOIN once more, behind every held LEAVE.
+      state.behindHeldLeave = false;
+      if (this._leaveOnAnswer.size > 0) this._joinAfterLeaves.push(key);
+      else this._sendJoin(key);
+      return;
+    }
     this._refusedFor(code, ref, roomId, reason);
     // A place in flight may have come free, and a room may have gone: what waits for
     // other rooms goes now (unless this refusal paused publishing).
