@@ -56,6 +56,15 @@ def join_fully(session: ClientSession, room: RoomKeys, members: int = 1) -> None
     assert session.events() == [Joined(room.room_id, NOW + 3_600_000, members)]
 
 
+def joining(room: RoomKeys) -> ClientSession:
+    """Alice, connected, with her JOIN for ``room`` on the wire and not answered yet."""
+    session = make_session(1, "alice")
+    session.connection_made()
+    session.join(room)
+    decoded(session)
+    return session
+
+
 def relay_deliver(publish: bytes) -> bytes:
     return frames.deliver_from_publish(publish)
 
@@ -303,10 +312,7 @@ def test_one_room_cannot_exhaust_another_rooms_replay_filter(room: RoomKeys) -> 
 
 
 def test_a_refused_join_forgets_the_room(room: RoomKeys) -> None:
-    alice = make_session(1, "alice")
-    alice.connection_made()
-    alice.join(room)
-    decoded(alice)
+    alice = joining(room)
     refusal = frames.Error(ErrorCode.PROOF_FAILED, 0, room.room_id, "no")
     alice.receive(frames.encode_frame(refusal), NOW)
     assert room.room_id not in alice.rooms
@@ -372,10 +378,7 @@ def test_not_joined_joins_again_then_resends(room: RoomKeys) -> None:
 
 
 def test_not_joined_for_a_room_not_joined_yet_sends_no_join(room: RoomKeys) -> None:
-    alice = make_session(1, "alice")
-    alice.connection_made()
-    alice.join(room)
-    decoded(alice)
+    alice = joining(room)
     refusal = frames.Error(ErrorCode.NOT_JOINED, 7, room.room_id, "not a member")
     alice.receive(frames.encode_frame(refusal), NOW)
     assert alice.frames_to_send() == []  # the JOIN already sent is still under way
@@ -510,10 +513,7 @@ def test_a_late_join_retry_sends_no_second_join(room: RoomKeys) -> None:
     """A JOIN retry timed after RATE_LIMITED fires after the room was left and joined
     again: its JOIN would replace the challenge under the new JOIN's PROOF. retry_join
     sends nothing while a JOIN is unanswered."""
-    alice = make_session(1, "alice")
-    alice.connection_made()
-    alice.join(room)
-    decoded(alice)
+    alice = joining(room)
     limited = frames.Error(ErrorCode.RATE_LIMITED, 0, room.room_id, "slow down")
     alice.receive(frames.encode_frame(limited), NOW)
     alice.leave(room.room_id)
@@ -569,10 +569,7 @@ def test_a_room_left_before_its_join_was_answered_is_left_once_it_is(
     """The held LEAVE goes out with the answer when that answer left us challenged or a
     member; after a refusal there is nothing to leave. Either way the answer is not
     shown, and a later JOIN goes out at once."""
-    alice = make_session(1, "alice")
-    alice.connection_made()
-    alice.join(room)
-    decoded(alice)
+    alice = joining(room)
     alice.leave(room.room_id)
     assert alice.frames_to_send() == []
     alice.receive(frames.encode_frame(answer), NOW)
@@ -583,10 +580,7 @@ def test_a_room_left_before_its_join_was_answered_is_left_once_it_is(
 
 
 def test_a_reconnect_forgets_a_held_leave(room: RoomKeys) -> None:
-    alice = make_session(1, "alice")
-    alice.connection_made()
-    alice.join(room)
-    decoded(alice)
+    alice = joining(room)
     alice.leave(room.room_id)
     alice.connection_lost()
     alice.connection_made()
@@ -599,10 +593,7 @@ def test_a_join_refused_for_a_held_leaves_place_is_sent_again_behind_it() -> Non
     relay's rooms-per-connection limit, a JOIN for another room sent meanwhile is refused
     TOO_MANY_ROOMS. That JOIN goes again, once, behind the LEAVE."""
     room_a, room_b = RoomKeys.from_minikey(KEY_A), RoomKeys.from_minikey(KEY_B)
-    alice = make_session(1, "alice")
-    alice.connection_made()
-    alice.join(room_a)
-    decoded(alice)
+    alice = joining(room_a)
     alice.leave(room_a.room_id)
     alice.join(room_b)
     assert decoded(alice) == [frames.Join(room_b.room_id, room_b.public_key, 0)]
@@ -623,10 +614,7 @@ def test_a_join_refused_before_the_held_leave_went_out_waits_for_it() -> None:
     """With several relays JOINED comes late: the refusal of the other room's JOIN can
     come first. Its JOIN then waits until the held LEAVE has gone out."""
     room_a, room_b = RoomKeys.from_minikey(KEY_A), RoomKeys.from_minikey(KEY_B)
-    alice = make_session(1, "alice")
-    alice.connection_made()
-    alice.join(room_a)
-    decoded(alice)
+    alice = joining(room_a)
     alice.receive(frames.encode_frame(frames.Challenge(room_a.room_id, bytes(32))), NOW)
     assert [type(f) for f in decoded(alice)] == [frames.Proof]
     alice.leave(room_a.room_id)
@@ -647,10 +635,7 @@ def test_a_join_refused_before_the_held_leave_went_out_waits_for_it() -> None:
 
 def test_leaving_a_room_whose_join_waits_behind_a_held_leave_sends_nothing() -> None:
     room_a, room_b = RoomKeys.from_minikey(KEY_A), RoomKeys.from_minikey(KEY_B)
-    alice = make_session(1, "alice")
-    alice.connection_made()
-    alice.join(room_a)
-    decoded(alice)
+    alice = joining(room_a)
     alice.leave(room_a.room_id)
     alice.join(room_b)
     decoded(alice)

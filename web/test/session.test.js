@@ -41,6 +41,14 @@ const frame = (fields) => encodeFrame(fields);
 const errorFrame = (code, roomId, { ref = 0, reason = "" } = {}) => frame({ type: "Error", code, ref, roomId, reason });
 const decoded = (session) => session.framesToSend().map(decodeFrame);
 const deliverFrom = (publish) => frame({ type: "Deliver", roomId: publish.roomId, envelope: publish.envelope });
+/** Alice, connected, with her JOIN for `room` on the wire and not answered yet. */
+function joining(room) {
+  const session = makeSession(1);
+  session.connectionMade();
+  session.join(room, {});
+  decoded(session);
+  return session;
+}
 
 /** Play the relay's side of the handshake and check the proof as a relay would. */
 async function joinFully(session, room, { members = 1, expiresAtMs = NOW + HOUR, name = "" } = {}) {
@@ -221,10 +229,7 @@ describe("publishing", () => {
   });
 
   it("a frame of a lost connection, still waiting behind a seal, is not handled", async () => {
-    const alice = makeSession(1);
-    alice.connectionMade();
-    alice.join(roomA, {});
-    decoded(alice);
+    const alice = joining(roomA);
     const challenge = frame({ type: "Challenge", roomId: roomA.roomId, challenge: new Uint8Array(32) });
     await alice.receive(challenge, NOW);
     decoded(alice);
@@ -281,10 +286,7 @@ describe("publishing", () => {
   });
 
   it("a JOIN retry does nothing while a JOIN is outstanding (a left and joined-again room)", async () => {
-    const alice = makeSession(1);
-    alice.connectionMade();
-    alice.join(roomA, {});
-    decoded(alice);
+    const alice = joining(roomA);
     await alice.receive(errorFrame(ErrorCode.RATE_LIMITED, roomA.roomId), NOW);
     alice.events();
     // Before the caller's retry fires, the room is left and joined again.
@@ -327,10 +329,7 @@ describe("publishing", () => {
     ["PROOF_FAILED", () => errorFrame(ErrorCode.PROOF_FAILED, roomA.roomId), false],
   ]) {
     it(`a room left before its JOIN was answered is left once ${name} answers it`, async () => {
-      const alice = makeSession(1);
-      alice.connectionMade();
-      alice.join(roomA, {});
-      decoded(alice);
+      const alice = joining(roomA);
       alice.leave(roomA.roomId);
       assert.deepEqual(decoded(alice), []);
       await alice.receive(answer(), NOW);
@@ -342,10 +341,7 @@ describe("publishing", () => {
   }
 
   it("a JOIN refused for a held LEAVE's place is sent again behind it, once", async () => {
-    const alice = makeSession(1);
-    alice.connectionMade();
-    alice.join(roomA, {});
-    decoded(alice);
+    const alice = joining(roomA);
     alice.leave(roomA.roomId);
     alice.join(roomB, {});
     assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
@@ -364,10 +360,7 @@ describe("publishing", () => {
   });
 
   it("a JOIN refused before the held LEAVE went out waits for it", async () => {
-    const alice = makeSession(1);
-    alice.connectionMade();
-    alice.join(roomA, {});
-    decoded(alice);
+    const alice = joining(roomA);
     await alice.receive(frame({ type: "Challenge", roomId: roomA.roomId, challenge: new Uint8Array(32) }), NOW);
     assert.deepEqual(decoded(alice).map((f) => f.type), ["Proof"]);
     alice.leave(roomA.roomId);
@@ -389,10 +382,7 @@ describe("publishing", () => {
   });
 
   it("leaving a room whose JOIN waits behind a held LEAVE sends nothing", async () => {
-    const alice = makeSession(1);
-    alice.connectionMade();
-    alice.join(roomA, {});
-    decoded(alice);
+    const alice = joining(roomA);
     alice.leave(roomA.roomId);
     alice.join(roomB, {});
     decoded(alice);
@@ -404,10 +394,7 @@ describe("publishing", () => {
   });
 
   it("a reconnect forgets a held LEAVE", () => {
-    const alice = makeSession(1);
-    alice.connectionMade();
-    alice.join(roomA, {});
-    decoded(alice);
+    const alice = joining(roomA);
     alice.leave(roomA.roomId);
     alice.connectionLost();
     alice.connectionMade();
