@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -18,6 +19,7 @@ from instantroom.client.keystore import (
     DamagedStore,
     HistoryEntry,
     KeyStore,
+    StoreChanged,
     StoredRoom,
     WrongPassword,
 )
@@ -171,3 +173,179 @@ def test_a_process_killed_mid_write_leaves_the_old_or_the_new_store(store_path: 
         counts.append(len(history))
     assert counts == sorted(counts)
     assert counts[-1] > 0
+
+
+# Two programs with the store open at once: a chat screen and a ``join`` in another terminal.
+
+OTHER = "SDehB97fmBnFwezqLcANLCCQkQyfz1"
+THIRD = "SyuRFb8ybtV7sddb2drCREmTwex9Nv"
+
+
+def entry(number: int, text: str = "hi") -> HistoryEntry:
+    return HistoryEntry(f"{number:032x}", number, "alice", "AAAA-BBBB-CCCC-DDDD", text)
+
+
+def test_rooms_added_and_forgotten_by_another_program_are_merged(store_path: Path) -> None:
+    first = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    first.add_room(room(label="kept"))
+    first.add_room(room(key=OTHER, label="forgotten there"))
+    first.save()
+    second = KeyStore.open(store_path, "pw")
+    second.add_room(room(key=THIRD, label="added there"))
+    second.forget(second.find("forgotten there"))
+    second.save()
+    first.rooms[0].label = "renamed here"
+    forgotten = first.save()
+    assert [r.label for r in forgotten] == ["forgotten there"]
+    assert sorted(r.label for r in first.rooms) == ["added there", "renamed here"]
+    assert sorted(r.label for r in KeyStore.open(store_path, "pw").rooms) == [
+        "added there",
+        "renamed here",
+    ]
+    # And the other way round: what the first one did reaches the second on its next save.
+    assert second.save() == []
+    assert sorted(r.label for r in second.rooms) == ["added there", "renamed here"]
+
+
+def test_a_room_forgotten_here_stays_forgotten_when_the_file_changed(store_path: Path) -> None:
+    first = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    first.add_room(room(label="team"))
+    first.save()
+    second = KeyStore.open(store_path, "pw")
+    second.add_room(room(key=OTHER, label="new"))
+    second.save()
+    first.forget(first.find("team"))
+    first.save()
+    assert [r.label for r in KeyStore.open(store_path, "pw").rooms] == ["new"]
+
+
+def test_history_is_merged_by_message_and_deletions_hold(store_path: Path) -> None:
+    first = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    shared = first.add_room(room())
+    shared.keep_history = True
+    shared.history += [entry(1), entry(2), entry(3)]
+    first.save()
+    second = KeyStore.open(store_path, "pw")
+    theirs = second.rooms[0]
+    theirs.history = [e for e in theirs.history if e.message_id != entry(2).message_id]
+    theirs.history.append(entry(5))
+    theirs.expires_at_ms = 9_000
+    second.save()
+    shared.history = [e for e in shared.history if e.message_id != entry(3).message_id]
+    shared.history.append(entry(4))
+    first.save()
+    merged = KeyStore.open(store_path, "pw").rooms[0]
+    assert [int(e.message_id, 16) for e in merged.history] == [1, 4, 5]
+    assert merged.expires_at_ms == 9_000  # the earlier known end wins
+
+
+def test_a_password_changed_elsewhere_stops_the_save_and_keeps_the_file(
+    store_path: Path,
+) -> None:
+    first = KeyStore.create(store_path, "old", kdf=FAST_KDF)
+    first.add_room(room())
+    first.save()
+    second = KeyStore.open(store_path, "old")
+    second.add_room(room(key=OTHER, label="theirs"))
+    second.change_password("new")
+    before = store_path.read_bytes()
+    first.add_room(room(key=THIRD, label="mine"))
+    with pytest.raises(StoreChanged, match="password"):
+        first.save()
+    assert store_path.read_bytes() == before
+    assert sorted(r.label for r in KeyStore.open(store_path, "new").rooms) == ["team", "theirs"]
+
+
+def test_a_store_replaced_by_another_is_not_written_over(store_path: Path) -> None:
+    first = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    first.save()
+    store_path.unlink()
+    replacement = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    replacement.add_room(room(label="new store"))
+    replacement.save()
+    before = store_path.read_bytes()
+    first.add_room(room(key=OTHER))
+    with pytest.raises(StoreChanged, match="replaced"):
+        first.save()
+    assert store_path.read_bytes() == before
+
+
+def test_wipe_forgets_the_rooms_another_program_added_too(store_path: Path) -> None:
+    first = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    first.add_room(room())
+    first.save()
+    second = KeyStore.open(store_path, "pw")
+    second.add_room(room(key=OTHER, label="added there"))
+    second.save()
+    first.wipe()
+    assert KeyStore.open(store_path, "pw").rooms == []
+
+
+def test_a_password_change_merges_first(store_path: Path) -> None:
+    first = KeyStore.create(store_path, "old", kdf=FAST_KDF)
+    first.save()
+    second = KeyStore.open(store_path, "old")
+    second.add_room(room(label="added there"))
+    second.save()
+    first.change_password("new")
+    assert [r.label for r in KeyStore.open(store_path, "new").rooms] == ["added there"]
+
+
+ADDER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from instantroom.client.keystore import KeyStore, StoredRoom
+    store = KeyStore.open(Path(sys.argv[1]), "pw")
+    sys.stdin.readline()  # all open the same revision, then all save at once
+    store.add_room(StoredRoom(key=sys.argv[2], label=sys.argv[2], server="s", expires_at_ms=0))
+    store.save()
+    """
+)
+
+
+def test_programs_saving_at_once_lose_no_room(store_path: Path) -> None:
+    KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    keys = [
+        "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy",
+        "SDehB97fmBnFwezqLcANLCCQkQyfz1",
+        "SUDMjLBUNq2kgDxZ4Z6f8nCTa8nGDY",
+        "SB8ndT22xNYmA2nuYtARjs9qeD9JAr",
+        "SFuCWrFitmjNnarbMorktBKNezqvL2",
+        "SstuPvq3aEQgh2cQsrwB4xPBMym4iX",
+    ]
+    children = [
+        subprocess.Popen([sys.executable, "-c", ADDER, str(store_path), key], stdin=subprocess.PIPE)
+        for key in keys
+    ]
+    time.sleep(1.5)  # each has read the store
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write(b"go\n")
+        child.stdin.close()
+    assert [child.wait(timeout=60) for child in children] == [0] * len(keys)
+    assert sorted(r.key for r in KeyStore.open(store_path, "pw").rooms) == sorted(keys)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("memory_kib", 64 * 1024 * 1024), ("iterations", 100_000), ("lanes", 1000)],
+)
+def test_absurd_key_settings_are_damage_not_a_minute_of_work(
+    store_path: Path, setting: str, value: int
+) -> None:
+    KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    document = json.loads(store_path.read_bytes())
+    document["kdf"][setting] = value
+    store_path.write_text(json.dumps(document))
+    with pytest.raises(DamagedStore, match="key settings"):
+        KeyStore.open(store_path, "pw")
+
+
+def test_less_memory_than_argon2_allows_for_its_lanes_is_damage(store_path: Path) -> None:
+    KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    document = json.loads(store_path.read_bytes())
+    document["kdf"] |= {"lanes": 4, "memory_kib": 16}
+    store_path.write_text(json.dumps(document))
+    with pytest.raises(DamagedStore, match="key settings"):
+        KeyStore.open(store_path, "pw")

@@ -14,16 +14,26 @@ Writes are atomic: a new file next to the old one, flushed to disk, then renamed
 a crash leaves the old store or the new one, never half of one. The file is created
 owner-only (0600). A wrong password raises ``WrongPassword`` and touches nothing; a file
 that is not a store raises ``DamagedStore`` and is never replaced or reset.
+
+Several programs may hold the store open at once (a chat screen for hours, a ``join`` in
+another terminal). Each write takes a lock (``flock`` on ``<store>.lock``), and if the file
+changed since this program read it, merges what the other one did first, room by room,
+instead of writing over it: see ``KeyStore.save``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import copy
+import fcntl
+import hashlib
 import json
 import os
 import secrets
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +50,8 @@ VERSION = 1
 # RFC 9106's second recommended option: 64 MiB, 3 passes, 4 lanes (~0.1 s here).
 DEFAULT_KDF = {"name": "argon2id", "iterations": 3, "lanes": 4, "memory_kib": 65536}
 MIN_KDF = {"iterations": 1, "lanes": 1, "memory_kib": 8}
+# Beyond these a file is damaged, not strong: they would take minutes or all memory.
+MAX_KDF = {"iterations": 64, "lanes": 64, "memory_kib": 4 * 1024 * 1024}
 
 
 class KeyStoreError(Exception):
@@ -60,6 +72,10 @@ class StoreExists(KeyStoreError):
 
 class NoSuchRoom(KeyStoreError):
     """No stored room matches."""
+
+
+class StoreChanged(KeyStoreError):
+    """Another program changed the store in a way that cannot be merged: nothing was saved."""
 
 
 @dataclass
@@ -124,13 +140,17 @@ class KeyStore:
 
     def __init__(
         self, path: Path, password: str, device: DeviceKey, rooms: list[StoredRoom],
-        kdf: dict[str, Any],
+        kdf: dict[str, Any], revision: bytes | None = None,
     ) -> None:  # fmt: skip
         self.path = path
         self.device = device
         self.rooms = rooms
-        self._password = password
+        self._password = password  # the one that opens the file as it is on disk
+        self._new_password: str | None = None
         self._kdf = kdf
+        # What the file held when this program last read or wrote it: the merge's base.
+        self._revision = revision
+        self._base = {room.key: copy.deepcopy(room) for room in rooms}
 
     def __repr__(self) -> str:
         return f"KeyStore({str(self.path)!r}, {len(self.rooms)} rooms)"
@@ -145,7 +165,10 @@ class KeyStore:
             raise KeyStoreError("Choose a password: the key store is never kept unlocked.")
         device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
         store = cls(path, password, device, [], dict(kdf or DEFAULT_KDF))
-        store.save()
+        with _locked(path):
+            if path.exists():  # made by another program since the check above
+                raise StoreExists(f"There is a key store at {path} already.")
+            store._write()
         return store
 
     @classmethod
@@ -154,54 +177,8 @@ class KeyStore:
             raw = path.read_bytes()
         except FileNotFoundError:
             raise KeyStoreError(f"There is no key store at {path}.") from None
-        try:
-            document = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DamagedStore(f"The key store at {path} is damaged: it is not JSON.") from exc
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise DamagedStore(f"The file at {path} is not an InstantRoom key store.")
-        if document.get("version") != VERSION:
-            raise DamagedStore(f"The key store at {path} is of a version this one cannot read.")
-        kdf = document.get("kdf")
-        if (
-            not isinstance(kdf, dict)
-            or kdf.get("name") != "argon2id"
-            or not all(
-                isinstance(kdf.get(name), int) and kdf[name] >= least
-                for name, least in MIN_KDF.items()
-            )
-        ):
-            raise DamagedStore(f"The key store at {path} is damaged: its key settings are.")
-        salt = _unb64(kdf.get("salt"))
-        nonce = _unb64(document.get("nonce"))
-        ciphertext = _unb64(document.get("ciphertext"))
-        if len(nonce) != 12 or len(salt) < 16:
-            raise DamagedStore(f"The key store at {path} is damaged.")
-        params = {k: v for k, v in kdf.items() if k != "salt"}
-        key = _derive(password, salt, params)
-        try:
-            plain = AESGCM(key).decrypt(nonce, ciphertext, _aad(_header(kdf)))
-        except InvalidTag:
-            raise WrongPassword(
-                "Wrong password (or the key store file was altered). Nothing was changed."
-            ) from None
-        try:
-            contents = json.loads(plain)
-            device = DeviceKey.from_private_bytes(bytes.fromhex(contents["device_key"]))
-            rooms = [
-                StoredRoom(
-                    key=parse_minikey(room["key"]),
-                    label=room["label"],
-                    server=room["server"],
-                    expires_at_ms=int(room["expires_at_ms"]),
-                    keep_history=bool(room.get("keep_history", False)),
-                    history=[HistoryEntry(**entry) for entry in room.get("history", [])],
-                )
-                for room in contents["rooms"]
-            ]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DamagedStore(f"The key store at {path} is damaged inside.") from exc
-        return cls(path, password, device, rooms, params)
+        device, rooms, params = _decode(path, raw, password)
+        return cls(path, password, device, rooms, params, _digest(raw))
 
     @classmethod
     def open_or_create(cls, path: Path, password: str) -> KeyStore:
@@ -211,11 +188,75 @@ class KeyStore:
 
     # writing
 
-    def save(self) -> None:
-        """Write the store atomically, owner-only."""
+    def save(self) -> list[StoredRoom]:
+        """Write the store atomically, owner-only; return the rooms forgotten elsewhere.
+
+        If another program wrote the store since this one read it, its changes are merged
+        in first, room by room, against what this program last read: a room it added is
+        added here, a room it forgot is forgotten here too (and returned), and within a
+        room each side keeps what it changed, history entries by message id, the earlier
+        known expiry. If the other program changed the password, or put another store
+        there, ``StoreChanged`` is raised and nothing is written.
+        """
+        return self._save(wipe=False)
+
+    def wipe(self) -> None:
+        """Forget every room, those another program added meanwhile too, and save."""
+        self._save(wipe=True)
+
+    def _save(self, *, wipe: bool) -> list[StoredRoom]:
+        with _locked(self.path):
+            forgotten: list[StoredRoom] = []
+            try:
+                raw = self.path.read_bytes()
+            except FileNotFoundError:
+                raw = None
+            if raw is not None and _digest(raw) != self._revision:
+                try:
+                    device, rooms, _ = _decode(self.path, raw, self._password)
+                except WrongPassword:
+                    raise StoreChanged(
+                        "Another InstantRoom changed the key store's password since this one "
+                        "opened it (or the file was altered): nothing was saved here. Open it "
+                        "again with the new password."
+                    ) from None
+                if device.public_key != self.device.public_key:
+                    raise StoreChanged(
+                        f"The key store at {self.path} was replaced by another one since this "
+                        "program opened it: nothing was saved here."
+                    )
+                if not wipe:
+                    forgotten = self._merge(rooms)
+            if wipe:
+                self.rooms = []
+            self._write()
+        return forgotten
+
+    def _merge(self, theirs: list[StoredRoom]) -> list[StoredRoom]:
+        """Take in what another program saved; this one's rooms keep their identity."""
+        by_key = {room.key: room for room in theirs}
+        merged: list[StoredRoom] = []
+        forgotten: list[StoredRoom] = []
+        for room in self.rooms:
+            other = by_key.get(room.key)
+            if other is not None:
+                _merge_room(self._base.get(room.key), room, other)
+                merged.append(room)
+            elif room.key in self._base:
+                forgotten.append(room)  # forgotten there
+            else:
+                merged.append(room)  # added here
+        mine = {room.key for room in self.rooms}
+        merged += [r for r in theirs if r.key not in mine and r.key not in self._base]
+        self.rooms = merged
+        return forgotten
+
+    def _write(self) -> None:
+        """Encrypt and write the store; the caller holds the lock."""
+        password = self._new_password if self._new_password is not None else self._password
         salt = secrets.token_bytes(16)
         kdf = {**self._kdf, "salt": _b64(salt)}
-        key = _derive(self._password, salt, self._kdf)
+        key = _derive(password, salt, self._kdf)
         contents = {
             "device_key": private_key_bytes(self.device.private_key).hex(),
             "rooms": [asdict(room) for room in self.rooms],
@@ -224,13 +265,20 @@ class KeyStore:
         plain = json.dumps(contents, ensure_ascii=False).encode("utf-8")
         ciphertext = AESGCM(key).encrypt(nonce, plain, _aad(_header(kdf)))
         document = {**_header(kdf), "nonce": _b64(nonce), "ciphertext": _b64(ciphertext)}
-        _write_atomically(self.path, json.dumps(document, indent=1).encode("ascii"))
+        data = json.dumps(document, indent=1).encode("ascii")
+        _write_atomically(self.path, data)
+        self._password, self._new_password = password, None
+        self._revision = _digest(data)
+        self._base = {room.key: copy.deepcopy(room) for room in self.rooms}
 
     def change_password(self, new_password: str) -> None:
         if not new_password:
             raise KeyStoreError("The new password is empty.")
-        self._password = new_password
-        self.save()
+        self._new_password = new_password
+        try:
+            self.save()
+        finally:
+            self._new_password = None
 
     # rooms
 
@@ -241,6 +289,7 @@ class KeyStore:
                 existing.label = room.label or existing.label
                 existing.server = room.server or existing.server
                 existing.expires_at_ms = room.expires_at_ms or existing.expires_at_ms
+                existing.keep_history = existing.keep_history or room.keep_history
                 return existing
         self.rooms.append(room)
         return room
@@ -271,6 +320,99 @@ class KeyStore:
         if expired:
             self.rooms = [room for room in self.rooms if not room.expired(now_ms)]
         return expired
+
+
+def _decode(
+    path: Path, raw: bytes, password: str
+) -> tuple[DeviceKey, list[StoredRoom], dict[str, Any]]:
+    """The device key, rooms and key settings in the file's bytes ``raw``."""
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DamagedStore(f"The key store at {path} is damaged: it is not JSON.") from exc
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise DamagedStore(f"The file at {path} is not an InstantRoom key store.")
+    if document.get("version") != VERSION:
+        raise DamagedStore(f"The key store at {path} is of a version this one cannot read.")
+    kdf = document.get("kdf")
+    if (
+        not isinstance(kdf, dict)
+        or kdf.get("name") != "argon2id"
+        or not all(
+            type(kdf.get(name)) is int and MIN_KDF[name] <= kdf[name] <= MAX_KDF[name]
+            for name in MIN_KDF
+        )
+        or kdf["memory_kib"] < 8 * kdf["lanes"]  # Argon2's own rule
+    ):
+        raise DamagedStore(f"The key store at {path} is damaged: its key settings are.")
+    salt = _unb64(kdf.get("salt"))
+    nonce = _unb64(document.get("nonce"))
+    ciphertext = _unb64(document.get("ciphertext"))
+    if len(nonce) != 12 or len(salt) < 16:
+        raise DamagedStore(f"The key store at {path} is damaged.")
+    params = {k: v for k, v in kdf.items() if k != "salt"}
+    try:
+        plain = AESGCM(_derive(password, salt, params)).decrypt(
+            nonce, ciphertext, _aad(_header(kdf))
+        )
+    except InvalidTag:
+        raise WrongPassword(
+            "Wrong password (or the key store file was altered). Nothing was changed."
+        ) from None
+    try:
+        contents = json.loads(plain)
+        device = DeviceKey.from_private_bytes(bytes.fromhex(contents["device_key"]))
+        rooms = [
+            StoredRoom(
+                key=parse_minikey(room["key"]),
+                label=room["label"],
+                server=room["server"],
+                expires_at_ms=int(room["expires_at_ms"]),
+                keep_history=bool(room.get("keep_history", False)),
+                history=[HistoryEntry(**entry) for entry in room.get("history", [])],
+            )
+            for room in contents["rooms"]
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DamagedStore(f"The key store at {path} is damaged inside.") from exc
+    return device, rooms, params
+
+
+def _merge_room(base: StoredRoom | None, mine: StoredRoom, theirs: StoredRoom) -> None:
+    """Fold ``theirs`` into ``mine``: what only the other side changed since ``base``."""
+    if base is not None:
+        for name in ("label", "server", "keep_history"):
+            if getattr(mine, name) == getattr(base, name):
+                setattr(mine, name, getattr(theirs, name))
+    known = [t for t in (mine.expires_at_ms, theirs.expires_at_ms) if t]
+    mine.expires_at_ms = min(known, default=0)
+    if not mine.keep_history:
+        mine.history = []
+        return
+    had = {entry.message_id for entry in base.history} if base is not None else set()
+    kept = {entry.message_id for entry in theirs.history}
+    history = [e for e in mine.history if e.message_id in kept or e.message_id not in had]
+    ours = {entry.message_id for entry in mine.history}
+    history += [e for e in theirs.history if e.message_id not in ours | had]
+    history.sort(key=lambda entry: entry.timestamp_ms)  # stable: ties keep their order
+    mine.history = history
+
+
+def _digest(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the store's write lock (a separate file, never deleted: deleting races)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    descriptor = os.open(path.with_name(path.name + ".lock"), flags, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
