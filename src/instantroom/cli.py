@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, rooms_cli
 from .client.keystore import KeyStoreError
-from .protocol.errors import MiniKeyError, ProtocolError, UsageError
+from .protocol.errors import MiniKeyError, ProtocolError
 from .protocol.kdf import DeviceKey, RoomKeys
 from .protocol.minikey import format_minikey, make_minikey, parse_minikey, spell_minikey
 from .relay.config import add_relay_options
@@ -30,7 +30,7 @@ def _key_new(args: argparse.Namespace) -> int:
 
 def _key_check(args: argparse.Namespace) -> int:
     try:
-        parse_minikey(_key_text(" ".join(args.key)))
+        parse_minikey(rooms_cli.key_text(" ".join(args.key)))
     except MiniKeyError as exc:
         print(f"instantroom: {exc}", file=sys.stderr)
         return 1
@@ -40,7 +40,7 @@ def _key_check(args: argparse.Namespace) -> int:
 
 def _key_show(args: argparse.Namespace) -> int:
     try:
-        key = parse_minikey(_key_text(" ".join(args.key)))
+        key = parse_minikey(rooms_cli.key_text(" ".join(args.key)))
     except MiniKeyError as exc:
         print(f"instantroom: {exc}", file=sys.stderr)
         return 1
@@ -72,17 +72,6 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
 
-def _key_text(given: str | None) -> str:
-    """The key as given: ``-`` reads it from standard input, and INSTANTROOM_KEY stands
-    in for a missing one (a key on the command line shows in ``ps`` and shell history)."""
-    text = given if given is not None else os.environ.get("INSTANTROOM_KEY")
-    if text is None:
-        raise UsageError("Say which room: --room, --key, or INSTANTROOM_KEY.")
-    if text == "-":
-        return sys.stdin.readline().strip()
-    return text
-
-
 def _target(args: argparse.Namespace) -> tuple[RoomKeys, str, DeviceKey, int]:
     """The room, relay, device key and known expiry that send/listen use.
 
@@ -96,7 +85,7 @@ def _target(args: argparse.Namespace) -> tuple[RoomKeys, str, DeviceKey, int]:
         stored = store.find(args.room)
         keys = RoomKeys.from_minikey(stored.key)
         return keys, args.server or stored.server, store.device, stored.expires_at_ms
-    linked_server, key = parse_invite(_key_text(args.key))
+    linked_server, key = parse_invite(rooms_cli.key_text(args.key, "--room, --key"))
     server = args.server or linked_server or rooms_cli.DEFAULT_SERVER
     device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
     return RoomKeys.from_minikey(key), server, device, 0
@@ -254,6 +243,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ProtocolError, KeyStoreError) as exc:
         print(f"instantroom: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file or folder that cannot be read or written
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"instantroom: {exc.strerror or type(exc).__name__}{where}", file=sys.stderr)
+        return 2
+    except EOFError:
+        print("instantroom: the input ended before the password was given.", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("instantroom: stopped; nothing more was changed.", file=sys.stderr)
+        return 130
     return result
 
 

@@ -22,7 +22,8 @@ import platformdirs
 import segno
 
 from instantroom.client.invite import format_invite, parse_invite
-from instantroom.client.keystore import KeyStore, StoredRoom
+from instantroom.client.keystore import KeyStore, StoredRoom, StoreExists
+from instantroom.protocol.errors import UsageError
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.protocol.minikey import format_minikey, make_minikey, spell_minikey
 from instantroom.protocol.session import Joined
@@ -59,6 +60,17 @@ def keystore_path(option: str | None) -> Path:
     return platformdirs.user_data_path("instantroom") / "keystore.json"
 
 
+def key_text(given: str | None, options: str = "KEY") -> str:
+    """The key as given: ``-`` reads it from standard input, and INSTANTROOM_KEY stands
+    in for a missing one (a key on the command line shows in ``ps`` and shell history)."""
+    text = given if given is not None else os.environ.get("INSTANTROOM_KEY")
+    if text is None:
+        raise UsageError(f"Say which room: {options}, or INSTANTROOM_KEY.")
+    if text == "-":
+        return sys.stdin.readline().strip()
+    return text
+
+
 def _password(prompt: str, confirm: bool = False) -> str:
     given = os.environ.get("INSTANTROOM_PASSWORD")
     if given is not None:
@@ -77,9 +89,13 @@ def open_store(args: argparse.Namespace, create: bool = False) -> KeyStore:
     path = keystore_path(args.keystore)
     if not path.exists() and create:
         password = _password("New password for your InstantRoom key store: ", confirm=True)
-        store = KeyStore.create(path, password)
-        print(f"Made a key store at {path}, locked by your password.", file=sys.stderr)
-        return store
+        try:
+            store = KeyStore.create(path, password)
+        except StoreExists:  # another program made it meanwhile: never write over it
+            pass
+        else:
+            print(f"Made a key store at {path}, locked by your password.", file=sys.stderr)
+            return store
     store = KeyStore.open(path, _password("Password for your InstantRoom key store: "))
     expired = store.purge_expired(now_ms())
     if expired:
@@ -164,14 +180,16 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 
 def cmd_join(args: argparse.Namespace) -> int:
-    server, key = parse_invite(args.invite)
+    server, key = parse_invite(key_text(args.invite))
     store = open_store(args, create=True)
+    if any(stored.key == key for stored in store.rooms):
+        # A room stored already keeps its label and relay unless told otherwise.
+        label, server = args.label or "", server or args.server or ""
+    else:
+        label = args.label or f"room-{RoomKeys.from_minikey(key).room_id.hex()[:6]}"
+        server = server or args.server or default_server()
     room = StoredRoom(
-        key=key,
-        label=args.label or f"room-{RoomKeys.from_minikey(key).room_id.hex()[:6]}",
-        server=server or args.server,
-        expires_at_ms=0,
-        keep_history=args.history,
+        key=key, label=label, server=server, expires_at_ms=0, keep_history=args.history
     )
     room = store.add_room(room)
     joined = asyncio.run(look_in(room))
@@ -209,12 +227,13 @@ def cmd_qr(args: argparse.Namespace) -> int:
     store = open_store(args)
     room = store.find(args.room)
     code = segno.make(format_invite(room.server, room.key), error="m")
-    if args.png:
-        code.save(args.png, kind="png", scale=10, border=4)
-        os.chmod(args.png, 0o600)
-    elif args.svg:
-        code.save(args.svg, kind="svg", scale=10, border=4)
-        os.chmod(args.svg, 0o600)
+    if args.png or args.svg:
+        # Owner-only from its first byte: the code is the room's key.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        descriptor = os.open(args.png or args.svg, flags, 0o600)
+        os.fchmod(descriptor, 0o600)  # a file that was there keeps its mode otherwise
+        with os.fdopen(descriptor, "wb") as out:
+            code.save(out, kind="png" if args.png else "svg", scale=10, border=4)
     else:
         code.terminal(compact=True, border=2)
     return 0
@@ -258,8 +277,11 @@ def add_store_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def default_server() -> str:
+    return os.environ.get("INSTANTROOM_SERVER", DEFAULT_SERVER)
+
+
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    server_default = os.environ.get("INSTANTROOM_SERVER", DEFAULT_SERVER)
 
     new = commands.add_parser("new", help="make a room: its key, invite link and QR code")
     new.add_argument("--label", help="a name for the room, for you")
@@ -270,14 +292,23 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="1h|1d|1w|DURATION",
         help="the room's lifetime (default 1d)",
     )
-    new.add_argument("--server", default=server_default, help="the relay's URL")
+    new.add_argument(
+        "--server", default=default_server(), help="the relay's URL [env INSTANTROOM_SERVER]"
+    )
     new.add_argument("--history", action="store_true", help="keep this room's messages here")
     new.set_defaults(run=cmd_new)
 
     join = commands.add_parser("join", help="store a room from its key or invite link")
-    join.add_argument("invite", metavar="KEY|INVITE-LINK")
+    join.add_argument(
+        "invite",
+        metavar="KEY|INVITE-LINK",
+        nargs="?",
+        help="- reads it from stdin [env INSTANTROOM_KEY]",
+    )
     join.add_argument("--label", help="a name for the room, for you")
-    join.add_argument("--server", default=server_default, help="the relay, for a bare key")
+    join.add_argument(
+        "--server", help="the relay, for a bare key [env INSTANTROOM_SERVER, for a new room]"
+    )
     join.add_argument("--history", action="store_true", help="keep this room's messages here")
     join.add_argument(
         "--no-chat",

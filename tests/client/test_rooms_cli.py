@@ -28,12 +28,13 @@ def cli(
     password: str = PASSWORD,
     check: bool = True,
     env: dict[str, str] | None = None,
+    stdin: str = "",
 ) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
     environ |= {"INSTANTROOM_PASSWORD": password, "INSTANTROOM_KEYSTORE": str(store)}
     environ |= env or {}
     result = subprocess.run(
-        [sys.executable, "-m", "instantroom", *args],
+        [sys.executable, "-m", "instantroom", *args], input=stdin,
         capture_output=True, text=True, env=environ, timeout=60, check=False,
     )  # fmt: skip
     if check:
@@ -215,3 +216,101 @@ def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
         if selector.select(timeout):
             return process.stdout.readline()
     return ""
+
+
+NOWHERE = "http://127.0.0.1:9/"  # the discard port: refused at once, nothing listens
+OTHER_KEY = "SDehB97fmBnFwezqLcANLCCQkQyfz1"
+
+
+def test_joining_a_stored_room_again_keeps_its_label_and_relay(tmp_path: Path) -> None:
+    store = tmp_path / "store.json"
+    key = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy"
+    cli(store, "join", key, "--label", "team", "--server", NOWHERE, "--no-chat")
+    elsewhere = {"INSTANTROOM_SERVER": "http://127.0.0.1:10/"}
+    cli(store, "join", key, "--history", "--no-chat", env=elsewhere)
+    (room,) = KeyStore.open(store, PASSWORD).rooms
+    assert (room.label, room.server, room.keep_history) == ("team", NOWHERE, True)
+    # A new room does take its relay from the environment.
+    cli(store, "join", OTHER_KEY, "--no-chat", env=elsewhere)
+    servers = {r.key: r.server for r in KeyStore.open(store, PASSWORD).rooms}
+    assert servers == {key: NOWHERE, OTHER_KEY: "http://127.0.0.1:10/"}
+
+
+def test_join_reads_the_key_from_standard_input(tmp_path: Path) -> None:
+    store = tmp_path / "store.json"
+    result = cli(store, "join", "-", "--server", NOWHERE, "--no-chat", stdin=OTHER_KEY + "\n")
+    assert OTHER_KEY not in result.stdout + result.stderr
+    assert [r.key for r in KeyStore.open(store, PASSWORD).rooms] == [OTHER_KEY]
+
+
+def _store_with_a_room(path: Path) -> None:
+    opened = KeyStore.create(path, PASSWORD)
+    opened.add_room(StoredRoom(OTHER_KEY, "team", NOWHERE, 0))
+    opened.save()
+
+
+SPY_ON_SEGNO = """
+import os, sys, segno
+from instantroom.cli import main
+saving = segno.QRCode.save
+def save(self, out, **options):
+    saving(self, out, **options)
+    if isinstance(out, (str, os.PathLike)):
+        mode = os.stat(out).st_mode
+    else:
+        out.flush()
+        mode = os.fstat(out.fileno()).st_mode
+    print(oct(mode & 0o777), file=sys.stderr)  # as the code's bytes land, before any chmod
+segno.QRCode.save = save
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_qr_code_file_is_owner_only_from_its_first_byte(tmp_path: Path) -> None:
+    store, png = tmp_path / "store.json", tmp_path / "room.png"
+    _store_with_a_room(store)
+    png.write_bytes(b"an older picture")
+    png.chmod(0o644)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
+    environ |= {"INSTANTROOM_PASSWORD": PASSWORD, "INSTANTROOM_KEYSTORE": str(store)}
+    result = subprocess.run(
+        [sys.executable, "-c", SPY_ON_SEGNO, "qr", "team", "--png", str(png)],
+        capture_output=True, text=True, env=environ, timeout=60, check=True,
+    )  # fmt: skip
+    assert result.stderr.split() == ["0o600"]
+    assert oct(png.stat().st_mode & 0o777) == "0o600"
+    assert decode(Image.open(png)) == [format_invite(NOWHERE, OTHER_KEY)]
+
+
+def test_a_qr_code_is_not_written_through_a_symbolic_link(tmp_path: Path) -> None:
+    store, target, link = tmp_path / "store.json", tmp_path / "target", tmp_path / "room.png"
+    _store_with_a_room(store)
+    target.write_text("untouched")
+    link.symlink_to(target)
+    result = cli(store, "qr", "team", "--png", str(link), check=False)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert str(link) in result.stderr
+    assert target.read_text() == "untouched"
+
+
+def test_a_folder_given_as_the_store_is_one_clear_line(tmp_path: Path) -> None:
+    result = cli(tmp_path, "rooms", check=False)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"instantroom: Is a directory: {tmp_path}"
+
+
+def test_input_that_ends_at_the_password_prompt_is_one_clear_line(tmp_path: Path) -> None:
+    store = tmp_path / "store.json"
+    _store_with_a_room(store)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
+    environ |= {"INSTANTROOM_KEYSTORE": str(store)}
+    result = subprocess.run(
+        [sys.executable, "-m", "instantroom", "rooms", "--offline"], stdin=subprocess.DEVNULL,
+        start_new_session=True,  # no terminal for getpass to open: it reads stdin
+        capture_output=True, text=True, env=environ, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "the input ended before the password was given" in result.stderr
