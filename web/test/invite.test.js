@@ -35,3 +35,11 @@ test("a mistyped key says it is a typo, a short one says its length", () => {
   });
   assert.throws(() => parseInvite(key.slice(0, 20)), WrongLength);
 });
+
+test("a link copied without its scheme is taken as https; other schemes are refused", () => {
+  assert.deepEqual(parseInvite(`chat.example.org/#${key}`), { server: "https://chat.example.org/", key });
+  assert.deepEqual(parseInvite(`127.0.0.1:8080/#${key}`), { server: "https://127.0.0.1:8080/", key });
+  assert.deepEqual(parseInvite(`wss://chat.example.org/#${key}`), { server: "wss://chat.example.org/", key });
+  assert.throws(() => parseInvite(`ftp://chat.example.org/#${key}`), /https:\/\//);
+  assert.throws(() => parseInvite(`https://#${key}`), /https:\/\//);
+});

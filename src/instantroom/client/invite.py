@@ -12,6 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 from instantroom.protocol.errors import UsageError
 from instantroom.protocol.minikey import parse_minikey
 
+RELAY_SCHEMES = ("http", "https", "ws", "wss")
+
 
 def format_invite(server: str, key: str) -> str:
     parts = urlsplit(server.strip())
@@ -22,11 +24,20 @@ def format_invite(server: str, key: str) -> str:
 
 
 def parse_invite(text: str) -> tuple[str | None, str]:
-    """``(server or None, key)`` from an invite link or a bare key; raises MiniKeyError."""
+    """``(server or None, key)`` from an invite link or a bare key; raises MiniKeyError for
+    the key, UsageError for a relay address that is not one."""
     text = text.strip()
     if "#" not in text:
         return None, parse_minikey(text)
     address, _, fragment = text.partition("#")
+    key = parse_minikey(fragment)
+    if not address:
+        return None, key
+    if "://" not in address:
+        address = "https://" + address  # a link copied without its scheme, as chats show them
     parts = urlsplit(address)
-    server = urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")) if parts.netloc else None
-    return server, parse_minikey(fragment)
+    if parts.scheme.lower() not in RELAY_SCHEMES or not parts.hostname:
+        raise UsageError(
+            f"The link's relay address {address!r} is not one: it should start with https://."
+        )
+    return urlunsplit((parts.scheme.lower(), parts.netloc, parts.path, "", "")), key

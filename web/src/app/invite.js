@@ -13,19 +13,30 @@ export function formatInvite(serverUrl, key) {
   return `${url.protocol}//${url.host}${path}#${key}`;
 }
 
+const RELAY_PROTOCOLS = ["http:", "https:", "ws:", "wss:"];
+
 /**
  * `{ server, key }` from an invite link or a bare key; `server` is null for a bare key.
- * Throws the MiniKeyError that names what is wrong with the key.
+ * Throws the MiniKeyError that names what is wrong with the key, or an Error for a relay
+ * address that is not one.
  */
 export function parseInvite(text) {
   const trimmed = text.trim();
   const hash = trimmed.indexOf("#");
   if (hash < 0) return { server: null, key: parseMinikey(trimmed) };
-  const address = trimmed.slice(0, hash);
-  let server = null;
-  if (address) {
-    const url = new URL(address);
-    server = `${url.protocol}//${url.host}${url.pathname}`;
+  const key = parseMinikey(trimmed.slice(hash + 1));
+  let address = trimmed.slice(0, hash);
+  if (!address) return { server: null, key };
+  // A link copied without its scheme, as chats show them.
+  if (!address.includes("://")) address = `https://${address}`;
+  let url = null;
+  try {
+    url = new URL(address);
+  } catch {
+    url = null;
   }
-  return { server, key: parseMinikey(trimmed.slice(hash + 1)) };
+  if (url === null || !RELAY_PROTOCOLS.includes(url.protocol) || !url.hostname) {
+    throw new Error(`The link's relay address "${address}" is not one: it should start with https://.`);
+  }
+  return { server: `${url.protocol}//${url.host}${url.pathname}`, key };
 }

@@ -1,0 +1,58 @@
+"""Invite links, as the web client makes and reads them too (web/test/invite.test.js)."""
+
+from __future__ import annotations
+
+import pytest
+
+from instantroom.client.invite import format_invite, parse_invite
+from instantroom.protocol.errors import ChecksumMismatch, UsageError, WrongLength
+
+# The published key and its one-character typo (../shared/vectors/minikey.json).
+KEY = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy"
+TYPO = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRz"
+
+
+def test_an_invite_link_puts_the_key_in_the_fragment_after_the_relays_path() -> None:
+    assert format_invite("https://chat.example.org", KEY) == f"https://chat.example.org/#{KEY}"
+    assert format_invite("http://127.0.0.1:8080/", KEY) == f"http://127.0.0.1:8080/#{KEY}"
+    assert format_invite("https://example.org/chat", KEY) == f"https://example.org/chat/#{KEY}"
+
+
+@pytest.mark.parametrize("server", ["wss://chat.example.org", "not a url"])
+def test_only_http_and_https_relays_make_invite_links(server: str) -> None:
+    with pytest.raises(UsageError, match="http"):
+        format_invite(server, KEY)
+
+
+def test_a_link_gives_back_its_relay_and_key_and_a_bare_key_has_no_relay() -> None:
+    assert parse_invite(f"https://chat.example.org/#{KEY}") == ("https://chat.example.org/", KEY)
+    assert parse_invite(f"  {KEY}  ") == (None, KEY)
+    assert parse_invite(f"#{KEY}") == (None, KEY)
+    grouped = " ".join(KEY[i : i + 5] for i in range(0, len(KEY), 5))
+    assert parse_invite(f"https://chat.example.org/#{grouped}")[1] == KEY
+
+
+def test_a_mistyped_key_in_a_link_says_it_is_a_typo() -> None:
+    with pytest.raises(ChecksumMismatch, match="typo"):
+        parse_invite(f"https://chat.example.org/#{TYPO}")
+    with pytest.raises(WrongLength):
+        parse_invite(KEY[:20])
+
+
+@pytest.mark.parametrize(
+    ("link", "server"),
+    [
+        (f"chat.example.org/#{KEY}", "https://chat.example.org/"),
+        (f"127.0.0.1:8080/#{KEY}", "https://127.0.0.1:8080/"),
+        (f"wss://chat.example.org/#{KEY}", "wss://chat.example.org/"),
+        (f"HTTPS://chat.example.org/#{KEY}", "https://chat.example.org/"),
+    ],
+)
+def test_a_link_copied_without_its_scheme_is_taken_as_https(link: str, server: str) -> None:
+    assert parse_invite(link) == (server, KEY)
+
+
+@pytest.mark.parametrize("address", ["ftp://chat.example.org/", "https://"])
+def test_a_relay_address_that_is_not_one_is_refused_clearly(address: str) -> None:
+    with pytest.raises(UsageError, match="https://"):
+        parse_invite(f"{address}#{KEY}")
