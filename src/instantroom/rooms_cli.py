@@ -198,9 +198,7 @@ def cmd_join(args: argparse.Namespace) -> int:
     store.save()
     print(f"Joined room {room.label!r} on {room.server}, {_when(room.expires_at_ms)}.")
     if args.chat and sys.stdin.isatty() and sys.stdout.isatty():
-        from instantroom.tui.app import ChatApp
-
-        ChatApp(store, args.name, room.label).run()
+        return run_chat(store, args.name, room.label)
     return 0
 
 
@@ -263,9 +261,19 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     store = open_store(args)
+    return run_chat(store, args.name, args.room)
+
+
+def run_chat(store: KeyStore, name: str, room: str | None) -> int:
+    """Run the chat screen; 2 if it could not save what changed in it."""
     from instantroom.tui.app import ChatApp  # Textual loads only for the chat screen
 
-    ChatApp(store, args.name, args.room).run()
+    app = ChatApp(store, name, room)
+    app.run()
+    if app.unsaved is not None:
+        print(f"instantroom: {app.unsaved} The last changes in the chat are not saved.",
+              file=sys.stderr)  # fmt: skip
+        return 2
     return 0
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import errno
+import io
 import os
 import secrets
 import subprocess
@@ -20,13 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import Input, RichLog, Static
 
 from instantroom.cli import build_parser
+from instantroom.client import keystore
 from instantroom.client.invite import format_invite
-from instantroom.client.keystore import HistoryEntry, KeyStore, StoredRoom
+from instantroom.client.keystore import HistoryEntry, KeyStore, StoredRoom, WrongPassword
 from instantroom.protocol.codes import CloseCode
+from instantroom.protocol.kdf import private_key_bytes
 from instantroom.protocol.minikey import format_minikey, make_minikey
 from instantroom.rooms_cli import cmd_chat
 from instantroom.testing import RelayProcess, run, running_relay
@@ -115,6 +121,10 @@ class Member:
     def sidebar(self) -> list[str]:
         labels = self.app.query(".room-label").results(Static)
         return [str(label.content).splitlines()[0] for label in labels]
+
+    def notes(self) -> list[str]:
+        """The notifications on screen (those whose time is not up yet)."""
+        return [note.message for note in self.app._notifications]
 
 
 @contextlib.asynccontextmanager
@@ -398,3 +408,152 @@ def test_a_relay_that_closes_for_good_while_nothing_waits_shows_why(tmp_path: Pa
             assert len(relay.peers) == 1
 
     run(scenario())
+
+
+def test_rooms_another_program_added_or_forgot_show_up_or_go_when_the_chat_saves(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    path = tmp_path / "store.json"
+    one, two, three = (make_minikey(secrets.randbelow) for _ in range(3))
+    store = new_store(path, room(one, relay.url, "one"), room(two, relay.url, "two"))
+    bob_store = new_store(tmp_path / "bob.json", room(two, relay.url, "two"))
+
+    async def scenario() -> None:
+        async with (
+            on_screen(ChatApp(store, "alice", room="one")) as alice,
+            on_screen(ChatApp(bob_store, "bob")) as bob,
+        ):
+            await bob.until(lambda: "Online: 2" in bob.members(), "alice in room two")
+            assert alice.sidebar() == ["one", "two"]
+            # Another program (a `join` and a `leave` in another terminal) writes the store.
+            other = KeyStore.open(path, PASSWORD)
+            other.forget(other.find("two"))
+            other.add_room(room(three, relay.url, "three"))
+            other.save()
+            await alice.say("/history on")  # a change of the chat's own, saved at once
+            await alice.until(lambda: alice.sidebar() == ["one", "three"], "the sidebar")
+            assert any("'two' was forgotten by another InstantRoom" in n for n in alice.notes())
+            stored = KeyStore.open(path, PASSWORD)
+            assert [(r.label, r.keep_history) for r in stored.rooms] == [
+                ("one", True),
+                ("three", False),
+            ]
+            await bob.until(lambda: "Online: 1" in bob.members(), "alice to leave room two")
+            await alice.press("ctrl+down")
+            await alice.until(lambda: "three on" in alice.status(), "room three shown")
+            await alice.until(lambda: "Online: 1" in alice.members(), "room three joined")
+
+    run(scenario())
+    assert [r.label for r in KeyStore.open(path, PASSWORD).rooms] == ["one", "three"]
+
+
+def test_a_password_changed_elsewhere_stops_the_saving_and_says_so_once(tmp_path: Path) -> None:
+    path = tmp_path / "store.json"
+    one, two = make_minikey(secrets.randbelow), make_minikey(secrets.randbelow)
+    store = new_store(path, room(one, NOWHERE, "one"))
+    app = ChatApp(store, "alice")
+
+    async def scenario() -> None:
+        async with on_screen(app) as member:
+
+            def stopped() -> list[str]:
+                return [n for n in member.notes() if "saves nothing more" in n]
+
+            other = KeyStore.open(path, PASSWORD)
+            other.add_room(room(two, NOWHERE, "two"))
+            other.change_password("another password")
+            await member.say("/history on")
+            await member.until(lambda: bool(stopped()), "the note")
+            (note,) = stopped()
+            assert "changed the key store's password" in note
+            await member.say("/history off")  # not tried again, nor said again
+            await member.say("/key")  # and the chat still works
+            await member.until(lambda: format_minikey(one) in member.conversation(), "the key")
+            assert len(stopped()) == 1
+            assert app.is_running
+            await member.say("/wipe")
+            await member.say("/wipe")  # cannot be done: said, and the chat stays
+            await member.until(lambda: "Nothing was wiped" in member.conversation(), "why")
+            assert app.is_running
+            assert app.unsaved is not None
+            assert "changed the key store's password" in app.unsaved
+
+    run(scenario())  # and no crash
+    with pytest.raises(WrongPassword):
+        KeyStore.open(path, PASSWORD)
+    reopened = KeyStore.open(path, "another password")
+    assert [(r.label, r.keep_history) for r in reopened.rooms] == [("one", False), ("two", False)]
+    assert reopened.device.fingerprint == store.device.fingerprint
+
+
+def test_a_store_that_cannot_be_written_is_said_once_and_written_by_a_later_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "store.json"
+    store = new_store(path, room(make_minikey(secrets.randbelow), NOWHERE, "one"))
+    app = ChatApp(store, "alice")
+    monkeypatch.setattr(app, "NOTIFICATION_TIMEOUT", 600.0)  # notes stay for the count
+    write = keystore._write_atomically
+    failures = 2  # the command's own write, then the next tick's
+
+    def full_disk(path: Path, data: bytes) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, data)
+
+    monkeypatch.setattr(keystore, "_write_atomically", full_disk)
+
+    async def scenario() -> None:
+        async with on_screen(app) as member:
+            await member.say("/history on")
+            await member.until(
+                lambda: KeyStore.open(path, PASSWORD).rooms[0].keep_history, "a later write"
+            )
+            assert failures == 0
+            notes = [n for n in member.notes() if "could not be written" in n]
+            assert notes == [
+                "The key store could not be written (No space left on device). "
+                "Trying again each second."
+            ]
+            assert app.is_running
+
+    run(scenario())  # and no crash
+
+
+def test_a_crash_report_shows_neither_keys_nor_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = make_minikey(secrets.randbelow)
+    store = new_store(tmp_path / "store.json", room(key, NOWHERE, "one"))
+    device_key = private_key_bytes(store.device.private_key).hex()
+    app = ChatApp(store, "alice")
+    report = io.StringIO()
+
+    def broken(path: Path, data: bytes) -> None:
+        raise RuntimeError("the disk driver broke")
+
+    async def scenario() -> None:
+        async with on_screen(app) as member:
+            monkeypatch.setattr(keystore, "_write_atomically", broken)
+            await member.say("/history on")
+            deadline = time.monotonic() + 10.0
+            while not app._exit_renderables:  # the app is down: no pilot to wait with
+                assert time.monotonic() < deadline, "timed out waiting for the crash"
+                await asyncio.sleep(0.05)
+            console = Console(file=report, width=120, color_system=None)
+            for renderable in app._exit_renderables:
+                console.print(renderable)
+
+    with pytest.raises(RuntimeError, match="the disk driver broke"):
+        run(scenario())
+    text = report.getvalue()
+    assert "RuntimeError: the disk driver broke" in text  # the report is there...
+    # ...with no secret in it, not even wrapped over lines or cut short at a panel's edge.
+    flat = "".join(char for char in text if not char.isspace() and char not in "│╭╮╰╯─")
+    assert PASSWORD not in text
+    assert PASSWORD.replace(" ", "") not in flat
+    for secret in (key, device_key):
+        for start in range(len(secret) - 15):
+            assert secret[start : start + 16] not in flat, "16 characters of a key in a row"

@@ -25,7 +25,9 @@ from datetime import datetime
 from typing import ClassVar, Literal
 
 import segno
+from rich.segment import Segments
 from rich.text import Text
+from rich.traceback import Traceback
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -40,7 +42,13 @@ from instantroom.client.connection import (
     websocket_url,
 )
 from instantroom.client.invite import format_invite
-from instantroom.client.keystore import HistoryEntry, KeyStore, StoredRoom
+from instantroom.client.keystore import (
+    DamagedStore,
+    HistoryEntry,
+    KeyStore,
+    StoreChanged,
+    StoredRoom,
+)
 from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.envelope import MAX_NAME_BYTES, Kind
 from instantroom.protocol.errors import UsageError
@@ -199,6 +207,8 @@ class ChatApp(App[None]):
         self._failures: dict[str, str] = {}
         self._own_ids: set[bytes] = set()
         self._dirty = False
+        self._save_problem: str | None = None  # why the last write failed, said once
+        self._saving_stopped = False
         self._wipe_armed = False
 
     def _view_of(self, stored: StoredRoom) -> RoomView:
@@ -517,9 +527,74 @@ class ChatApp(App[None]):
 
     # the store
 
-    def _save(self) -> None:
-        self._store.save()
+    def _save(self, *, wipe: bool = False) -> bool:
+        """Write the store, merging what another program wrote meanwhile (a room it added
+        shows up here, one it forgot goes); say whether it was written. A failed write is
+        said, never a crash: a full disk is tried again each second; a password changed
+        elsewhere stops the saving."""
+        if self._saving_stopped:
+            return False
+        try:
+            forgotten = [] if wipe else self._store.save()
+            if wipe:
+                self._store.wipe()
+        except (StoreChanged, DamagedStore) as exc:
+            self._saving_stopped = True
+            self._dirty = True
+            self._save_problem = str(exc)
+            self.notify(
+                f"{exc} This chat saves nothing more: quit it and open it again.",
+                severity="error",
+                timeout=60,
+                markup=False,
+            )
+            return False
+        except OSError as exc:
+            self._dirty = True
+            problem = f"The key store could not be written ({exc.strerror or type(exc).__name__})."
+            if problem != self._save_problem:
+                self._save_problem = problem
+                self.notify(f"{problem} Trying again each second.", severity="error", markup=False)
+            return False
+        self._save_problem = None
         self._dirty = False
+        added = [room for room in self._store.rooms if room.room_id not in self._views]
+        if forgotten or added:
+            self.run_worker(self._follow_store(forgotten, added), group="store")
+        return True
+
+    @property
+    def unsaved(self) -> str | None:
+        """Why changes made in this chat are not in the store, if they are not."""
+        return self._save_problem if self._dirty else None
+
+    async def _follow_store(self, forgotten: list[StoredRoom], added: list[StoredRoom]) -> None:
+        """Show the rooms another program added to the store, drop those it forgot."""
+        for room in forgotten:
+            view = self._views.get(room.room_id)
+            if view is not None and view.stored is room:
+                if view.client is not None:
+                    await view.client.leave(view.room_id)
+                await self._remove_view(view, "was forgotten by another InstantRoom")
+        rooms = self.query_one("#rooms", ListView)
+        for room in added:
+            if room.room_id in self._views or room not in self._store.rooms:
+                continue  # shown meanwhile, or gone again
+            view = self._view_of(room)
+            self._views[view.room_id] = view
+            await rooms.append(self._room_item(view))
+            self._connect(view)
+            if self._selected is None:
+                self._select(view.room_id)
+        self._refresh_panels()
+
+    def _fatal_error(self) -> None:
+        """Report a crash without local variables. Textual's report lists each frame's
+        locals, and those can hold room keys and the decrypted store."""
+        self.bell()
+        report = Traceback(show_locals=False, width=None)
+        self._exit_renderables.append(Segments(self.console.render(report, self.console.options)))
+        self._close_messages_no_wait()
 
     async def _tick(self) -> None:
         """Once a second: delete expired rooms, write what was added, refresh the panels."""
@@ -721,9 +796,16 @@ class ChatApp(App[None]):
                 "warning",
             )
             return
+        if not self._save(wipe=True):
+            self._wipe_armed = False
+            self._note(
+                self._current(),
+                "Nothing was wiped: the key store could not be written (see the note). "
+                "Your rooms are still on this device.",
+                "error",
+            )
+            return
         for view in self._views.values():
             if view.client is not None:
                 await view.client.leave(view.room_id)
-        self._store.rooms = []
-        self._save()
         self.exit()
