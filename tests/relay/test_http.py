@@ -8,6 +8,9 @@ import asyncio
 import contextlib
 import json
 import re
+import socket
+import time
+from importlib import resources
 
 from instantroom.protocol import frames
 from instantroom.protocol.codes import ErrorCode
@@ -186,3 +189,45 @@ def test_every_option_is_also_an_environment_variable() -> None:
         run(scenario())
     assert_exited_cleanly(relay)
     assert re.search(r"event=relay\.started .*port=\d+", relay.log_text())
+
+
+def test_a_request_with_a_header_twice_is_refused_with_400(relay: RelayProcess) -> None:
+    async def scenario() -> None:
+        twice_upgrade = b"GET /healthz HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nUpgrade: y\r\n\r\n"
+        assert await upgrade_status(relay.port, twice_upgrade) == 400
+        request = upgrade_request(relay.port)
+        twice_host = request.replace(b"\r\n\r\n", b"\r\nHost: elsewhere\r\n\r\n")
+        assert await upgrade_status(relay.port, twice_host) == 400
+        assert await upgrade_status(relay.port, request) == 101  # and the relay is fine
+
+    run(scenario())
+    assert relay.problems() == []
+
+
+def test_a_slow_reader_gets_the_whole_of_the_largest_file() -> None:
+    """The QR scanner's wasm is bigger than a WebSocket reader may fall behind by: a phone
+    fetching it over a slow link must still get all of it, however long it takes."""
+    static = resources.files("instantroom.relay") / "static" / "assets"
+    largest = max((f for f in static.iterdir() if f.is_file()), key=lambda f: len(f.read_bytes()))
+    expected = largest.read_bytes()
+    with running_relay("--send-buffer", "65536") as relay:  # a file is bigger than this
+        # Blocking reads: asyncio's reader would buffer ahead and so be no slow reader.
+        with socket.socket() as sock:
+            # A small window and small segments, as over a phone link: loopback's 64 KiB
+            # segments would let the relay's kernel take the whole file at once.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+            sock.settimeout(10)
+            sock.connect((LOOPBACK, relay.port))
+            sock.sendall(f"GET /assets/{largest.name} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+            received = b""
+            started = time.monotonic()
+            while chunk := sock.recv(16_000):
+                received += chunk
+                time.sleep(0.1)
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert len(body) == len(expected)
+        assert body == expected
+        assert time.monotonic() - started > 3  # slower than the relay waits for a close
+    assert_exited_cleanly(relay)

@@ -20,7 +20,7 @@ from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 from instantroom.protocol import frames
-from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode
+from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode, FrameType
 from instantroom.protocol.kdf import RoomKeys
 from instantroom.testing import (
     LOOPBACK,
@@ -101,12 +101,86 @@ def test_an_oversized_frame_closes_that_connection_with_1009() -> None:
             async with raw_client(relay.ws_url) as fragmenter:
                 await fragmenter.join(room)
                 publish = frames.encode_frame(frames.Publish(3, rid, largest + b"!"))
-                chunks = [publish[i : i + 1000] for i in range(0, len(publish), 1000)]
+                chunks = [publish[i : i + 4000] for i in range(0, len(publish), 4000)]
                 with contextlib.suppress(ConnectionClosed):
                     await fragmenter.ws.send(chunks)
                 assert (await fragmenter.closed()).code == CloseCode.MESSAGE_TOO_BIG
 
             await healthy(relay)
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
+def test_endless_empty_fragments_are_cut_off_while_the_room_flows(relay: RelayProcess) -> None:
+    """websockets bounds a message's bytes, not its frames: empty fragments would pile up."""
+    room = fresh_room()
+
+    async def scenario() -> None:
+        async with (
+            raw_client(relay.ws_url) as alice,
+            raw_client(relay.ws_url) as bob,
+            raw_client(relay.ws_url) as fragmenter,
+        ):
+            for client in (alice, bob, fragmenter):
+                await client.join(room)
+            with contextlib.suppress(ConnectionClosed):
+                await fragmenter.ws.send([b"\x10", *[b""] * 1000])
+            closed = await fragmenter.closed()
+            assert (closed.code, closed.reason) == (CloseCode.MESSAGE_TOO_BIG, "too many fragments")
+            await alice.barrier()
+            await bob.barrier()
+            await still_flowing(alice, bob, room)
+        text = await metrics(relay)
+        assert metric(text, "instantroom_rejections_total", 'reason="too_many_fragments"') == 1
+
+    run(scenario())
+    assert relay.problems() == []
+
+
+def test_a_ping_flood_is_rate_limited_then_closed_while_the_room_flows() -> None:
+    """websockets answers pings itself; they still cost tokens, as every frame does."""
+    room = fresh_room()
+    flags = ("--messages-per-second", "10", "--message-burst", "20", "--max-refusals", "30")
+    with running_relay(*flags) as relay:
+
+        async def scenario() -> None:
+            async with (
+                raw_client(relay.ws_url) as alice,
+                raw_client(relay.ws_url) as bob,
+                raw_client(relay.ws_url) as pinger,
+            ):
+                for client in (alice, bob, pinger):
+                    await client.join(room)
+                with contextlib.suppress(ConnectionClosed):
+                    for n in range(1000):
+                        await pinger.ws.ping(n.to_bytes(4))
+                assert (await pinger.closed()).code == CloseCode.POLICY_VIOLATION
+                await alice.barrier()
+                await bob.barrier()
+                await still_flowing(alice, bob, room)
+            text = await metrics(relay)
+            assert metric(text, "instantroom_rejections_total", 'reason="rate_limited"') >= 30
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
+def test_a_malformed_proof_costs_a_token_like_any_frame() -> None:
+    """A PROOF for a pending challenge rides free with its JOIN, but only a well-formed one:
+    malformed ones, sent again and again, are rate limited."""
+    room = fresh_room()
+    flags = ("--messages-per-second", "1", "--message-burst", "3", "--max-refusals", "1000")
+    with running_relay(*flags) as relay:
+
+        async def scenario() -> None:
+            async with raw_client(relay.ws_url) as client:
+                await client.challenge(room)
+                for _ in range(10):
+                    await client.send(bytes([FrameType.PROOF]) + room.room_id + b"short")
+                codes = [(await client.expect(frames.Error)).code for _ in range(10)]
+                assert codes.count(ErrorCode.MALFORMED_FRAME) <= 3
+                assert ErrorCode.RATE_LIMITED in codes
 
         run(scenario())
     assert_exited_cleanly(relay)

@@ -1,5 +1,6 @@
-"""Room facts are bounded: expired rooms are remembered for a while, then forgotten, and a
-relay that remembers as many rooms as it may refuses new ones with RELAY_FULL."""
+"""Room facts are bounded: expired rooms are remembered for a while, then forgotten (first
+when space runs out); a relay whose every fact is a live room refuses new ones with
+RELAY_FULL, and so does it for an address that made as many live rooms as it may."""
 
 from __future__ import annotations
 
@@ -21,15 +22,15 @@ from instantroom.testing import (
 
 
 def test_facts_expire_then_are_forgotten() -> None:
-    facts = RoomFacts(keep_ms=1000, limit=10)
-    facts.record(b"a", 100)
-    facts.record(b"a", 5000)  # the first expiry stands
+    facts = RoomFacts(keep_ms=1000, limit=10, per_address=10)
+    facts.record(b"a", 100, "x")
+    facts.record(b"a", 5000, "x")  # the first expiry stands
     assert facts.expiry(b"a") == 100
     assert facts.due(99) == []
     assert facts.due(100) == [b"a"]
     assert facts.expired(b"a")
     assert facts.expiry(b"a") is None
-    facts.record(b"a", 9000)  # an expired room cannot be given a new life
+    facts.record(b"a", 9000, "x")  # an expired room cannot be given a new life
     assert facts.expiry(b"a") is None
     assert len(facts) == 1
     assert facts.due(1099) == []
@@ -38,16 +39,33 @@ def test_facts_expire_then_are_forgotten() -> None:
     assert len(facts) == 0
 
 
-def test_facts_are_bounded() -> None:
-    facts = RoomFacts(keep_ms=1000, limit=2)
-    facts.record(b"a", 100)
-    assert not facts.full
-    facts.record(b"b", 100)
-    assert facts.full
+def test_facts_are_bounded_and_expired_ids_give_way_to_live_rooms() -> None:
+    facts = RoomFacts(keep_ms=1000, limit=2, per_address=10)
+    facts.record(b"a", 100, "x")
+    assert facts.make_space()
+    facts.record(b"b", 200, "x")
+    assert not facts.make_space()  # two live rooms: nothing gives way
+    assert facts.due(100) == [b"a"]
+    assert facts.expired(b"a")
+    assert facts.make_space()  # the expired id is forgotten for a live room
+    assert not facts.expired(b"a")
+    assert len(facts) == 1
+    facts.record(b"c", 300, "x")
+    assert facts.due(1100) == [b"b", b"c"]  # the forgotten id's entry (1100) is passed over
+    assert len(facts) == 2
+    assert facts.due(1300) == []
+    assert len(facts) == 0
+
+
+def test_one_address_makes_a_bounded_number_of_live_rooms() -> None:
+    facts = RoomFacts(keep_ms=1000, limit=100, per_address=2)
+    facts.record(b"a", 100, "x")
+    facts.record(b"b", 200, "x")
+    assert not facts.may_record("x")
+    assert facts.may_record("y")
+    facts.record(b"a", 300, "x")  # known already: not counted twice
     facts.due(100)
-    assert facts.full  # expired ids still count while they are kept
-    facts.due(1100)
-    assert not facts.full
+    assert facts.may_record("x")  # an expired room no longer counts
 
 
 def test_ipv6_clients_are_counted_by_their_64() -> None:
@@ -93,6 +111,30 @@ def test_the_relay_forgets_expired_rooms_and_refuses_past_its_limit() -> None:
             async with raw_client(relay.ws_url) as client:
                 later = int(time.time() * 1000) + 1000
                 assert (await client.join(third, later)).expires_at_ms == later
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
+def test_one_address_cannot_fill_the_relay_with_rooms() -> None:
+    with running_relay("--max-rooms-per-address", "2") as relay:
+
+        async def scenario() -> None:
+            later = int(time.time() * 1000) + 60_000
+            first, second, third = fresh_room(), fresh_room(), fresh_room()
+            async with raw_client(relay.ws_url) as client:
+                await client.join(first, later)
+                await client.join(second, later)
+                challenge = await client.challenge(third, later)
+                await client.send(RawClient.proof(third, challenge))
+                refused = await client.expect_error(ErrorCode.RELAY_FULL)
+                assert refused.room_id == third.room_id
+                assert "your address" in refused.reason
+                # A room without an expiry records nothing, and so is let in.
+                await client.join(fresh_room())
+            async with raw_client(relay.ws_url) as again:
+                # The rooms it made stay open to it: joining one records nothing new.
+                assert (await again.join(first, later)).expires_at_ms == later
 
         run(scenario())
     assert_exited_cleanly(relay)

@@ -57,6 +57,10 @@ class RelayConfig:
         default=100_000,
         metadata={"help": "rooms remembered at once (live expiries and expired ids)"},
     )
+    max_rooms_per_address: int = field(
+        default=1_000,
+        metadata={"help": "live rooms with an expiry one client address may make"},
+    )
     origins: str = field(
         default="",
         metadata={"help": "comma-separated browser origins allowed besides the relay's own"},

@@ -3,28 +3,43 @@
 Each room's expiry, once a member told it, for as long as the room lasts; then the
 room's id alone for ``keep_ms`` more, so that an expired room cannot be opened again at
 once. At most ``limit`` facts in all, so that nobody can fill the relay's memory by
-making rooms: past it, new rooms are refused until old facts run out.
+making rooms: past it, the oldest expired ids are forgotten first, and new rooms are
+refused only while every fact is a live room. One client address may record at most
+``per_address`` live rooms, so that filling the relay takes many addresses, not one
+loop of JOINs.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 
 
 class RoomFacts:
-    def __init__(self, keep_ms: int, limit: int) -> None:
+    def __init__(self, keep_ms: int, limit: int, per_address: int) -> None:
         self.keep_ms = keep_ms
         self.limit = limit
+        self.per_address = per_address
         self._expiries: dict[bytes, int] = {}
-        self._expired_until: dict[bytes, int] = {}
+        self._expired_until: dict[bytes, int] = {}  # in the order they expired
         self._heap: list[tuple[int, bytes]] = []  # (when something is due, room id)
+        self._recorded_by: dict[bytes, str] = {}  # live room id -> the address that told it
+        self._live_by_address: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self._expiries) + len(self._expired_until)
 
-    @property
-    def full(self) -> bool:
-        return len(self) >= self.limit
+    def make_space(self) -> bool:
+        """Whether one more fact fits, forgetting the oldest expired ids if need be: a
+        live room's expiry matters more than remembering that an old room ended."""
+        expired = self._expired_until
+        while len(self) >= self.limit and expired:
+            del expired[next(iter(expired))]  # its heap entry is skipped when due
+        return len(self) < self.limit
+
+    def may_record(self, address: str) -> bool:
+        """Whether ``address`` may make one more live room here."""
+        return self._live_by_address[address] < self.per_address
 
     def expiry(self, room_id: bytes) -> int | None:
         """The room's recorded expiry, or None if no member told one yet."""
@@ -33,11 +48,13 @@ class RoomFacts:
     def expired(self, room_id: bytes) -> bool:
         return room_id in self._expired_until
 
-    def record(self, room_id: bytes, expires_ms: int) -> None:
-        """Remember the room's expiry (the first one recorded stands)."""
+    def record(self, room_id: bytes, expires_ms: int, address: str) -> None:
+        """Remember the room's expiry, told by ``address`` (the first one recorded stands)."""
         if expires_ms and room_id not in self._expiries and room_id not in self._expired_until:
             self._expiries[room_id] = expires_ms
             heapq.heappush(self._heap, (expires_ms, room_id))
+            self._recorded_by[room_id] = address
+            self._live_by_address[address] += 1
 
     def due(self, now_ms: int) -> list[bytes]:
         """The rooms that have expired by ``now_ms``; forgets the ids kept long enough."""
@@ -47,6 +64,10 @@ class RoomFacts:
             when, room_id = heapq.heappop(heap)
             if self._expiries.get(room_id) == when:
                 del self._expiries[room_id]
+                address = self._recorded_by.pop(room_id)
+                self._live_by_address[address] -= 1
+                if not self._live_by_address[address]:
+                    del self._live_by_address[address]
                 self._expired_until[room_id] = when + self.keep_ms
                 heapq.heappush(heap, (when + self.keep_ms, room_id))
                 ended.append(room_id)

@@ -42,7 +42,7 @@ from instantroom import __version__
 from instantroom.protocol import frames
 from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode, FrameType
 from instantroom.protocol.errors import FrameError, JoinProofError
-from instantroom.protocol.join import verify_join_proof
+from instantroom.protocol.join import ROOM_ID_SIZE, SIGNATURE_SIZE, verify_join_proof
 
 from .config import RelayConfig
 from .hub import Hub, HubUnavailable, MemoryHub
@@ -54,8 +54,13 @@ from .tls import check_tls_options, self_signed_context
 WEBSOCKET_PATH = "/ws"
 _ROOM_FIRST = {FrameType.JOIN, FrameType.PROOF}  # room id right after the type byte
 CLOSE_TIMEOUT = 2.0  # seconds a peer has to answer our close frame or EOF
+# Fragments of one message: our clients send none; websockets bounds only their bytes.
+MAX_FRAGMENTS = 64
 ACK_DELAY = 0.005  # seconds an ACK may wait for company
 _ACK = bytes([FrameType.ACK])
+_PROOF_SIZE = 1 + ROOM_ID_SIZE + SIGNATURE_SIZE
+# Headers read here that must come once; a request with two of one is refused.
+_SINGLE_HEADERS = ("Host", "Upgrade")
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -172,6 +177,8 @@ class RelayConnection(asyncio.Protocol):
         "admitting",
         "bucket",
         "closing",
+        "closing_first",
+        "closing_queued",
         "closing_since",
         "dirty",
         "ever_joined",
@@ -202,7 +209,9 @@ class RelayConnection(asyncio.Protocol):
         self.dirty = False
         self.acks_waiting = False
         self.closing = False
-        self.closing_since = 0.0  # set by the sweeper: when it first saw us closing
+        self.closing_first = 0.0  # set by the sweeper: when it first saw us closing,
+        self.closing_since = 0.0  # when it last saw our queued bytes leave,
+        self.closing_queued = 0  # and how many were left then
         self.hangup = False  # send EOF after the queued bytes
         self.rooms: dict[bytes, Room] = {}
         self.pending: dict[bytes, tuple[bytes, int, bytes]] = {}
@@ -229,6 +238,15 @@ class RelayConnection(asyncio.Protocol):
         self.relay.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._data_received(data)
+        except Exception as exc:
+            # A bug costs this connection and one log line (its type only: the message
+            # could quote the peer's bytes), never the relay or a page of traceback.
+            log_event("connection.error", logging.ERROR, error=type(exc).__name__)
+            self.drop("internal_error")
+
+    def _data_received(self, data: bytes) -> None:
         relay = self.relay
         self.last_seen = relay.now()
         self.ping_sent = False
@@ -256,7 +274,10 @@ class RelayConnection(asyncio.Protocol):
         self.relay.connection_closed(self)
 
     def pause_writing(self) -> None:
-        self.drop("too_slow")
+        # Before the upgrade, only our own HTTP response is queued (at most the largest
+        # static file): a phone on a slow link must get all of the QR scanner's wasm.
+        if self.ws.state is not State.CONNECTING:
+            self.drop("too_slow")
 
     # sending
 
@@ -355,9 +376,15 @@ class RelayConnection(asyncio.Protocol):
 
     def _request_received(self, request: Request) -> None:
         relay = self.relay
+        headers = request.headers
+        if any(len(headers.get_all(name)) > 1 for name in _SINGLE_HEADERS):
+            relay.metrics.rejections["handshake"] += 1
+            self.ws.send_response(self.ws.reject(400, "A header that comes once came twice.\n"))
+            return
         if relay.config.trust_proxy:
-            # The last entry is the one our proxy added; without one, the peer's address.
-            forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+            # The last entry is the one our proxy added (a proxy may add a header of its own
+            # after the client's); without one, the peer's address.
+            forwarded = ",".join(headers.get_all("X-Forwarded-For")).split(",")[-1].strip()
             peer = self.transport.get_extra_info("peername") if self.transport else None
             self.address = (
                 address_key(forwarded)
@@ -408,6 +435,12 @@ class RelayConnection(asyncio.Protocol):
             else:
                 self.fragments = [bytes(frame.data)]
         elif opcode is Opcode.CONT and self.fragments is not None:
+            # websockets bounds the bytes of a message, not its frames: empty ones are free.
+            if len(self.fragments) >= MAX_FRAGMENTS:
+                self.fragments = None  # what follows is dropped
+                self.relay.metrics.rejections["too_many_fragments"] += 1
+                self.close(CloseCode.MESSAGE_TOO_BIG, "too many fragments")
+                return
             self.fragments.append(bytes(frame.data))
             if frame.fin:
                 data = b"".join(self.fragments)
@@ -416,7 +449,14 @@ class RelayConnection(asyncio.Protocol):
         elif opcode is Opcode.TEXT:
             self.relay.metrics.rejections["text_frame"] += 1
             self.close(CloseCode.POLICY_VIOLATION, "binary frames only")
-        # CLOSE, PING and PONG are answered by websockets itself.
+        elif opcode in (Opcode.PING, Opcode.PONG) and not self.bucket.take(self.relay.now()):
+            # websockets answers pings itself; they still cost a token, or a flood of them
+            # would cost the relay CPU and bandwidth for free.
+            self.relay.metrics.rejections["rate_limited"] += 1
+            self.refusals += 1
+            if self.refusals > self.relay.config.max_refusals:
+                self.close(CloseCode.POLICY_VIOLATION, "too many frames")
+        # CLOSE is answered by websockets itself.
 
     def refuse(
         self, code: ErrorCode, reason: str, ref: int = 0, room_id: bytes = frames.NO_ROOM
@@ -436,7 +476,9 @@ class RelayConnection(asyncio.Protocol):
             return
         is_publish = data[:1] == b"\x10"
         # A PROOF answering our own challenge is part of its JOIN, which paid already.
-        answers_challenge = data[:1] == b"\x03" and data[1:33] in self.pending
+        answers_challenge = (
+            data[:1] == b"\x03" and len(data) == _PROOF_SIZE and data[1:33] in self.pending
+        )
         over_rate = not answers_challenge and not self.bucket.take(relay.now())
         if over_rate:
             if data[:1] != b"\x05" or len(data) != 33:
@@ -543,7 +585,11 @@ class Relay:
         self.metrics = RelayMetrics()
         self.redact = Redactor(config.log_ids)
         self.rooms: dict[bytes, Room] = {}
-        self.facts = RoomFacts(keep_ms=int(config.max_room_lifetime * 1000), limit=config.max_rooms)
+        self.facts = RoomFacts(
+            keep_ms=int(config.max_room_lifetime * 1000),
+            limit=config.max_rooms,
+            per_address=config.max_rooms_per_address,
+        )
         self.connections: set[RelayConnection] = set()
         self.per_address: Counter[str] = Counter()
         self._dirty: list[RelayConnection] = []
@@ -712,14 +758,20 @@ class Relay:
             if requested_ms <= self.now_ms():
                 raise RoomRefused(ErrorCode.ROOM_EXPIRED, "This room has expired.")
 
-        if facts.full and facts.expiry(room_id) is None and room_id not in self.rooms:
-            raise RoomRefused(ErrorCode.RELAY_FULL, "This relay is full: try again later.")
+        if facts.expiry(room_id) is None and room_id not in self.rooms:
+            if not facts.make_space():
+                raise RoomRefused(ErrorCode.RELAY_FULL, "This relay is full: try again later.")
+            if requested_ms and not facts.may_record(conn.address):
+                raise RoomRefused(
+                    ErrorCode.RELAY_FULL,
+                    "This relay keeps no more new rooms from your address now: try later.",
+                )
         if self.hub.shares_rooms:
             # Marked now, not when the task starts: a LEAVE read with the PROOF must see it.
             token = conn.admitting[room_id] = object()
             self._spawn(self._admit_shared(conn, room_id, requested_ms, token))
             return
-        facts.record(room_id, requested_ms)
+        facts.record(room_id, requested_ms, conn.address)
         room = self._enter(conn, room_id, facts.expiry(room_id) or 0)
         self._joined(conn, room, len(room.members))
 
@@ -733,7 +785,7 @@ class Relay:
                 expires = self.facts.expiry(room_id) or requested_ms
             if conn.closing or room_id in conn.rooms or conn.admitting.get(room_id) is not token:
                 return  # gone, already in, or left meanwhile: nothing to answer
-            self.facts.record(room_id, expires)
+            self.facts.record(room_id, expires, conn.address)
             try:
                 room = self._enter(conn, room_id, expires)
             except RoomRefused as exc:
@@ -867,12 +919,19 @@ class Relay:
         config = self.config
         for conn in list(self.connections):
             if conn.closing:
-                # Past CLOSE_TIMEOUT, a peer that has not answered our close frame or EOF
-                # is cut off.
-                if not conn.closing_since:
+                # A peer that takes nothing more of what we queued, or has it all and does
+                # not answer our close frame or EOF, is cut off after CLOSE_TIMEOUT; one
+                # still reading (a slow phone fetching the web client) is not.
+                transport, idle_timeout = conn.transport, config.idle_timeout
+                queued = transport.get_write_buffer_size() if transport is not None else 0
+                if not conn.closing_first:
+                    conn.closing_first = conn.closing_since = now
+                    conn.closing_queued = queued
+                elif queued < conn.closing_queued and now - conn.closing_first < idle_timeout:
                     conn.closing_since = now
-                elif now - conn.closing_since > CLOSE_TIMEOUT and conn.transport is not None:
-                    conn.transport.abort()
+                    conn.closing_queued = queued
+                elif now - conn.closing_since > CLOSE_TIMEOUT and transport is not None:
+                    transport.abort()
                 continue
             if not conn.ever_joined and now - conn.opened_at > config.handshake_timeout:
                 self.metrics.rejections["handshake_timeout"] += 1
