@@ -170,6 +170,25 @@ def test_members_on_three_relays_chat_and_agree_on_presence(redis_server: RedisS
         run(scenario())
 
 
+def test_members_of_a_relay_that_shuts_down_leave_the_count_at_once(
+    redis_server: RedisServer,
+) -> None:
+    """A graceful stop takes its members out of the other relays' counts now, not when
+    its counts would have expired in Redis (30 s)."""
+    with relays(2, redis_server.url) as (one, two):
+
+        async def scenario() -> None:
+            room = fresh_room()
+            async with clients([one.url, two.url]) as (staying, going):
+                for member in (staying, going):
+                    await member.join(room)
+                assert await settle_presence([staying, going], room, 2) == [2, 2]
+                await asyncio.to_thread(two.terminate)
+                assert await settle_presence([staying], room, 1) == [1]
+
+        run(scenario())
+
+
 def test_rooms_stay_apart_across_relays(redis_server: RedisServer) -> None:
     with relays(2, redis_server.url) as (one, two):
 

@@ -81,6 +81,9 @@ class RedisHub:
         )
         self._rooms: set[bytes] = set()
         self._local_members: dict[bytes, int] = {}
+        # Rooms closed here whose count we wrote and have not taken back: at a shutdown
+        # they close without a last count, and the other relays must hear that they did.
+        self._unwithdrawn: set[bytes] = set()
         self._outbox: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
         self._outbox_bytes = 0
         # Channels subscribed on the current connection; the listener keeps them equal to
@@ -113,12 +116,21 @@ class RedisHub:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=3.0)
         with contextlib.suppress(RedisError, OSError):
-            if self._local_members and self.healthy:
-                pipe = self._redis.pipeline(transaction=False)
-                for room_id in self._local_members:
-                    pipe.hdel(_presence_key(room_id), self.relay_id)
-                await pipe.execute()
+            if self.healthy:
+                await self._withdraw_counts({*self._local_members, *self._unwithdrawn})
         await self._redis.aclose()
+
+    async def _withdraw_counts(self, rooms: set[bytes]) -> None:
+        """Take this relay's counts out of ``rooms`` and have the other relays recount
+        now: they recount on a change only, and would show our members until then."""
+        if not rooms:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for room_id in rooms:
+            pipe.hdel(_presence_key(room_id), self.relay_id)
+            pipe.publish(_channel(room_id), KIND_MEMBERS + self.relay_id)
+        await pipe.execute()
+        self._unwithdrawn -= rooms
 
     def _set_health(self, healthy: bool) -> None:
         if healthy != self.healthy:
@@ -135,8 +147,10 @@ class RedisHub:
     def room_closed(self, room_id: bytes) -> None:
         self._rooms.discard(room_id)
         self._rooms_changed = True
-        # Our count is no longer refreshed, so it drops out of the room's total.
-        self._local_members.pop(room_id, None)
+        # Our count is no longer refreshed, so it drops out of the room's total; until
+        # a last count of 0 (or a shutdown) takes it back at once.
+        if self._local_members.pop(room_id, None) is not None:
+            self._unwithdrawn.add(room_id)
         future = self._confirmed.pop(_channel(room_id), None)
         if future is not None and not future.done():
             future.cancel()
@@ -182,6 +196,7 @@ class RedisHub:
         """Record this relay's member count and return the room's total across relays."""
         if self._closing or not self.healthy:
             raise HubUnavailable
+        self._unwithdrawn.discard(room_id)
         if count:
             self._local_members[room_id] = count
         else:
@@ -317,6 +332,7 @@ class RedisHub:
 
     async def _resync_presence(self) -> None:
         """After (re)connecting: write our counts again and let every room recount."""
+        await self._withdraw_counts(set(self._unwithdrawn))
         await self._write_counts(announce=True)
         for room_id in list(self._local_members):
             self._members_changed(room_id)
