@@ -35,6 +35,7 @@ from instantroom.protocol.minikey import (
     root_secret,
     spell_minikey,
 )
+from instantroom.protocol.names import canonical_name
 
 OUT = Path(__file__).resolve().parent.parent / "vectors" / "protocol.json"
 KEY_A = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy"  # the published example of the format
@@ -293,6 +294,53 @@ def minikey_errors() -> list[dict[str, Any]]:
     return out
 
 
+# Names as a sender may write them, and the canonical form a receiver compares them in
+# (PROTOCOL.md 4.4). Only characters assigned by Unicode 14 (Python 3.11's tables), so
+# that every implementation's tables agree on them.
+NAMES = {
+    "plain": "alice",
+    "capital": "Alice",
+    "all-capitals": "ALICE",
+    "trailing-space": "alice ",
+    "leading-and-inner-spaces": "  alice   smith  ",
+    "no-break-space": "alice\u00a0",
+    "tab-and-newline": "alice\tsmith\n",
+    "line-separator": "alice\u2028smith",
+    "ideographic-space": "alice\u3000smith",
+    "zero-width-space-inside": "a\u200blice",
+    "zero-width-joiner-inside": "al\u200dice",
+    "soft-hyphen-inside": "al\u00adice",
+    "byte-order-mark-first": "\ufeffalice",
+    "bidi-override-after": "alice\u202e",
+    # Shown reversed, this reads "alice"; the canonical form does not see that (the
+    # display layer shows bidi controls as escapes).
+    "bidi-override-before": "\u202eecila",
+    "format-between-spaces": "alice \u200b smith",
+    "control-character": "ali\x07ce",
+    "fullwidth": "\uff21\uff4c\uff49\uff43\uff45",
+    "kelvin-sign": "\u212aate",
+    "ligature": "\ufb01ona",
+    "roman-numeral": "Louis \u216b",
+    "decomposed-diaeresis": "Zoe\u0308",
+    "composed-diaeresis": "Zo\u00eb",
+    "greek-final-sigma": "\u039f\u0394\u03a5\u03a3\u03a3\u0395\u03a5\u03a3",
+    "greek-final-sigma-before-space": "\u039f\u0394\u039f\u03a3 \u039a\u0391\u0399",
+    "greek-sigma-alone": "\u03a3",
+    "dotted-capital-i": "\u0130stanbul",
+    "emoji-zwj-sequence": "\U0001f469\u200d\U0001f4bb",
+    "cyrillic-a-not-latin": "\u0430lice",
+    "empty": "",
+    "only-invisible": "\u200b\u200d \u00a0",
+}
+
+
+def canonical_names() -> list[dict[str, str]]:
+    # code_points spells the name out, since most of these characters are invisible.
+    return [{"id": key, "name": name, "code_points": " ".join(f"{ord(c):04X}" for c in name),
+             "canonical": canonical_name(name)}
+            for key, name in NAMES.items()]  # fmt: skip
+
+
 def build() -> dict[str, Any]:
     return {
         "about": "InstantRoom protocol v1 test vectors. Made by scripts/gen_vectors.py; "
@@ -312,6 +360,7 @@ def build() -> dict[str, Any]:
         "join_proofs": join_proofs(),
         "frames": frame_cases(),
         "frame_failures": frame_failures(),
+        "canonical_names": canonical_names(),
     }
 
 

@@ -8,11 +8,12 @@ import pytest
 
 from instantroom.protocol import frames
 from instantroom.protocol.codes import ErrorCode
-from instantroom.protocol.envelope import Kind
+from instantroom.protocol.envelope import Kind, new_message, seal_envelope
 from instantroom.protocol.join import verify_join_proof
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.protocol.session import (
     MAX_IN_FLIGHT,
+    MAX_NAMES_PER_ROOM,
     Accepted,
     ClientSession,
     Joined,
@@ -645,3 +646,171 @@ def test_leaving_a_room_whose_join_waits_behind_a_held_leave_sends_nothing() -> 
     assert alice.frames_to_send() == []
     alice.receive(frames.encode_frame(frames.Challenge(room_a.room_id, bytes(32))), NOW)
     assert decoded(alice) == [frames.Leave(room_a.room_id)]
+
+
+# A CHALLENGE is answered only for an outstanding JOIN, once (PROTOCOL.md 8.6): a relay
+# must not get proofs for challenges it brought from elsewhere.
+
+
+def challenge_frame(room: RoomKeys, fill: int = 7) -> bytes:
+    return frames.encode_frame(frames.Challenge(room.room_id, bytes([fill]) * 32))
+
+
+def test_a_joined_session_does_not_answer_a_challenge(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    alice.receive(challenge_frame(room), NOW)
+    assert alice.frames_to_send() == []
+    assert alice.events() == []
+
+
+def test_a_second_challenge_for_one_join_is_not_answered(room: RoomKeys) -> None:
+    alice = joining(room)
+    alice.receive(challenge_frame(room, 1), NOW)
+    assert [type(f) for f in decoded(alice)] == [frames.Proof]
+    alice.receive(challenge_frame(room, 2), NOW)
+    assert alice.frames_to_send() == []
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 1)), NOW)
+    assert alice.events() == [Joined(room.room_id, 0, 1)]
+
+
+def test_a_challenge_with_no_join_sent_is_not_answered(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.join(room)  # not connected: no JOIN has gone out
+    alice.receive(challenge_frame(room), NOW)
+    assert alice.frames_to_send() == []
+    alice.connection_made()
+    alice.connection_lost()  # that JOIN is lost with its connection
+    alice.receive(challenge_frame(room), NOW)
+    assert alice.frames_to_send() == []
+
+
+def test_a_challenge_after_the_join_was_refused_is_not_answered(room: RoomKeys) -> None:
+    alice = joining(room)
+    limited = frames.Error(ErrorCode.RATE_LIMITED, 0, room.room_id, "slow down")
+    alice.receive(frames.encode_frame(limited), NOW)
+    alice.events()
+    alice.receive(challenge_frame(room), NOW)
+    assert alice.frames_to_send() == []
+    # A new JOIN is answered again, once.
+    alice.retry_join(room.room_id)
+    assert [type(f) for f in decoded(alice)] == [frames.Join]
+    alice.receive(challenge_frame(room, 1), NOW)
+    assert [type(f) for f in decoded(alice)] == [frames.Proof]
+    alice.receive(challenge_frame(room, 2), NOW)
+    assert alice.frames_to_send() == []
+
+
+def test_leaving_and_joining_again_does_not_earn_a_second_proof(room: RoomKeys) -> None:
+    """Joining again behind an unanswered JOIN sends no JOIN (its answer serves the new
+    join): the CHALLENGE already answered for it is not answered again."""
+    alice = joining(room)
+    alice.receive(challenge_frame(room, 1), NOW)
+    assert [type(f) for f in decoded(alice)] == [frames.Proof]
+    alice.leave(room.room_id)
+    alice.join(room)
+    assert alice.frames_to_send() == []
+    alice.receive(challenge_frame(room, 2), NOW)
+    assert alice.frames_to_send() == []
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 1)), NOW)
+    assert alice.events() == [Joined(room.room_id, 0, 1)]
+    assert alice.frames_to_send() == []
+
+
+def test_each_reconnect_answers_its_own_join_once(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    alice.connection_lost()
+    alice.connection_made()
+    assert [type(f) for f in decoded(alice)] == [frames.Join]
+    alice.receive(challenge_frame(room), NOW)
+    assert [type(f) for f in decoded(alice)] == [frames.Proof]
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 1)), NOW)
+    alice.receive(challenge_frame(room), NOW)
+    assert alice.frames_to_send() == []
+
+
+# Names compared in their canonical form (PROTOCOL.md 4.4), and how many are remembered.
+
+
+def deliver_as(device_seed: int, name: str, room: RoomKeys, number: int) -> bytes:
+    """A DELIVER of a message by the device of ``device_seed`` under ``name``."""
+    device = DeviceKey.from_private_bytes(bytes([device_seed]) * 32)
+    counter = itertools.count(device_seed * 10**9 + number * 10)
+    message = new_message(
+        device,
+        name,
+        Kind.TEXT,
+        b"hi",
+        token_bytes=lambda n: next(counter).to_bytes(n, "big"),
+        now_ms=NOW,
+    )
+    envelope = seal_envelope(room, device, message, next(counter).to_bytes(12, "big"))
+    return frames.encode_frame(frames.Deliver(room.room_id, envelope))
+
+
+def received(session: ClientSession) -> list[MessageReceived]:
+    events = session.events()
+    assert all(isinstance(e, MessageReceived) for e in events)
+    return [e for e in events if isinstance(e, MessageReceived)]
+
+
+@pytest.mark.parametrize(
+    "look_alike",
+    ["alice ", "alice\u00a0", "Alice", "a\u200blice", "\uff41\uff4c\uff49\uff43\uff45",
+     "alice\u202e", " ALICE\t"],
+)  # fmt: skip
+def test_a_look_alike_name_with_a_new_key_is_flagged(room: RoomKeys, look_alike: str) -> None:
+    bob = make_session(2, "bob")
+    bob.connection_made()
+    join_fully(bob, room)
+    bob.receive(deliver_as(1, "alice", room, 0), NOW)
+    bob.receive(deliver_as(3, look_alike, room, 1), NOW)
+    first, second = received(bob)
+    assert not first.key_changed
+    assert second.key_changed
+    assert second.message.sender_name == look_alike  # shown as sent
+
+
+def test_one_device_under_spellings_of_one_name_is_not_flagged(room: RoomKeys) -> None:
+    bob = make_session(2, "bob")
+    bob.connection_made()
+    join_fully(bob, room)
+    for number, name in enumerate(["alice", "Alice ", "ALICE"]):
+        bob.receive(deliver_as(1, name, room, number), NOW)
+    assert [e.key_changed for e in received(bob)] == [False, False, False]
+
+
+def test_a_homoglyph_from_another_script_is_another_name(room: RoomKeys) -> None:
+    """Cyrillic a (U+0430) for Latin a: not caught; the fingerprint is the identity."""
+    bob = make_session(2, "bob")
+    bob.connection_made()
+    join_fully(bob, room)
+    bob.receive(deliver_as(1, "alice", room, 0), NOW)
+    bob.receive(deliver_as(3, "\u0430lice", room, 1), NOW)
+    first, second = received(bob)
+    assert not second.key_changed
+    assert first.fingerprint != second.fingerprint
+
+
+def test_the_names_remembered_per_room_are_bounded(room: RoomKeys) -> None:
+    """At most MAX_NAMES_PER_ROOM names per room; the least recently seen goes first."""
+    bob = make_session(2, "bob")
+    bob.connection_made()
+    join_fully(bob, room)
+    for number in range(MAX_NAMES_PER_ROOM):
+        bob.receive(deliver_as(1, f"n{number}", room, number), NOW)
+    bob.receive(deliver_as(1, "n0", room, MAX_NAMES_PER_ROOM), NOW)  # n0 seen again
+    bob.receive(deliver_as(1, "newcomer", room, MAX_NAMES_PER_ROOM + 1), NOW)
+    received(bob)
+    names = bob.rooms[room.room_id].names
+    assert len(names) == MAX_NAMES_PER_ROOM
+    assert "n0" in names
+    assert "n1" not in names  # the least recently seen
+    # Another device under n0 is flagged; under n1, forgotten, it is not.
+    bob.receive(deliver_as(3, "n0", room, 0), NOW)
+    bob.receive(deliver_as(3, "n1", room, 1), NOW)
+    assert [e.key_changed for e in received(bob)] == [True, False]
+    assert len(names) == MAX_NAMES_PER_ROOM

@@ -21,6 +21,7 @@ from instantroom.protocol.minikey import (
     root_secret,
     spell_minikey,
 )
+from instantroom.protocol.names import canonical_name
 
 from .corpus import (
     ENVELOPE_OVERHEAD,
@@ -45,7 +46,7 @@ FRAME_TYPES: dict[str, type[Any]] = {
 def test_every_section_is_checked() -> None:
     checked = {
         "about", "derivations", "fingerprints", "devices", "minikey_parsing", "envelopes",
-        "envelope_failures", "join_proofs", "frames", "frame_failures",
+        "envelope_failures", "join_proofs", "frames", "frame_failures", "canonical_names",
     }  # fmt: skip
     assert set(PROTOCOL) == checked, "a new vector section needs its tests here"
     assert all(PROTOCOL[section] for section in checked - {"about"})
@@ -244,3 +245,27 @@ def test_frame_failure(entry: dict[str, Any]) -> None:
     with pytest.raises(FrameError) as caught:
         frames.decode_frame(data)
     assert caught.value.code == ErrorCode[entry["error_code"]]
+
+
+@pytest.mark.parametrize("entry", cases("canonical_names"))
+def test_canonical_name(entry: dict[str, Any]) -> None:
+    name = entry["name"]
+    assert " ".join(f"{ord(char):04X}" for char in name) == entry["code_points"]
+    assert canonical_name(name) == entry["canonical"]
+    # A canonical form is its own canonical form.
+    assert canonical_name(entry["canonical"]) == entry["canonical"]
+
+
+def test_names_that_look_alike_share_a_canonical_form() -> None:
+    """The look-alikes PROTOCOL.md 4.4 is for, named here rather than read from the code."""
+    by_id = {entry["id"]: entry["canonical"] for entry in PROTOCOL["canonical_names"]}
+    alice = [
+        "plain", "capital", "all-capitals", "trailing-space", "no-break-space",
+        "zero-width-space-inside", "zero-width-joiner-inside", "soft-hyphen-inside",
+        "byte-order-mark-first", "bidi-override-after", "fullwidth",
+    ]  # fmt: skip
+    assert {by_id[key] for key in alice} == {"alice"}
+    assert by_id["decomposed-diaeresis"] == by_id["composed-diaeresis"] == "zo\u00eb"
+    assert by_id["greek-final-sigma"].endswith("\u03c2")  # final sigma
+    assert by_id["cyrillic-a-not-latin"] != "alice"  # homoglyphs across scripts: not caught
+    assert by_id["empty"] == by_id["only-invisible"] == ""

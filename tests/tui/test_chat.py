@@ -249,6 +249,32 @@ def test_a_known_name_with_a_new_device_key_is_warned_about(
     run(scenario())
 
 
+def test_a_look_alike_of_a_name_in_kept_history_is_warned_about(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    """Names that look the same on screen are one name (PROTOCOL.md 4.4), those this chat
+    knows from kept history too: the session core only knows the names it saw itself."""
+    alice_store, bob_store = two_stores(tmp_path, relay, keep_history=True)
+    kept = HistoryEntry("ab" * 16, 1, "alice", alice_store.device.fingerprint, "earlier")
+    bob_store.rooms[0].history.append(kept)
+    impostor_store = new_store(tmp_path / "impostor.json", *alice_store.rooms)
+
+    async def scenario() -> None:
+        async with (
+            on_screen(ChatApp(bob_store, "bob")) as bob,
+            on_screen(ChatApp(impostor_store, "Alice\u200b ")) as impostor,
+        ):
+            await bob.until(lambda: "Online: 2" in bob.members(), "both joined")
+            await impostor.say("it is me")
+            await bob.until(lambda: bool(bob.lines_with("it is me")), "the message")
+            assert len(bob.lines_with("NEW device key")) == 1
+            shown = "".join(bob.conversation().split())  # the warning wraps
+            assert f"(before:{alice_store.device.fingerprint})" in shown
+            assert impostor_store.device.fingerprint in shown
+
+    run(scenario())
+
+
 def test_a_deleted_message_is_gone_from_the_screen_and_the_store(
     tmp_path: Path, relay: RelayProcess
 ) -> None:

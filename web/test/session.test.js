@@ -7,13 +7,13 @@ import { describe, it } from "node:test";
 
 import { hex } from "../src/protocol/bytes.js";
 import { ErrorCode } from "../src/protocol/codes.js";
-import { Kind } from "../src/protocol/envelope.js";
+import { Kind, sealEnvelope } from "../src/protocol/envelope.js";
 import { FrameError, UsageError } from "../src/protocol/errors.js";
 import { decodeFrame, encodeFrame, NO_ROOM } from "../src/protocol/frames.js";
 import { verifyJoinProof } from "../src/protocol/join.js";
-import { fingerprint, roomKeysFromMinikey } from "../src/protocol/kdf.js";
+import { deviceKeyFromSeed, fingerprint, roomKeysFromMinikey } from "../src/protocol/kdf.js";
 import { ReplayFilter } from "../src/protocol/envelope.js";
-import { ClientSession, MAX_IN_FLIGHT, roomHex } from "../src/protocol/session.js";
+import { ClientSession, MAX_IN_FLIGHT, MAX_NAMES_PER_ROOM, roomHex } from "../src/protocol/session.js";
 
 const KEY_A = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy";
 const KEY_B = "SDehB97fmBnFwezqLcANLCCQkQyfz1";
@@ -929,5 +929,148 @@ describe("sessions talking through a relay", () => {
     assert.equal(alice.unacknowledged, 0);
     const texts = bob.events().filter((e) => e.type === "message").map((e) => e.text);
     assert.deepEqual(texts, ["did you miss me?"]);
+  });
+});
+
+// A CHALLENGE is answered only for an outstanding JOIN, once (PROTOCOL.md 8.6): a relay
+// must not get proofs for challenges it brought from elsewhere.
+describe("challenges", () => {
+  const challengeFrame = (room, fill = 7) =>
+    frame({ type: "Challenge", roomId: room.roomId, challenge: new Uint8Array(32).fill(fill) });
+  const types = (session) => decoded(session).map((f) => f.type);
+
+  it("a joined session does not answer a CHALLENGE", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    await alice.receive(challengeFrame(roomA), NOW);
+    assert.deepEqual(alice.framesToSend(), []);
+    assert.deepEqual(alice.events(), []);
+  });
+
+  it("a second CHALLENGE for one JOIN is not answered", async () => {
+    const alice = joining(roomA);
+    await alice.receive(challengeFrame(roomA, 1), NOW);
+    assert.deepEqual(types(alice), ["Proof"]);
+    await alice.receive(challengeFrame(roomA, 2), NOW);
+    assert.deepEqual(alice.framesToSend(), []);
+    await alice.receive(frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 1 }), NOW);
+    assert.deepEqual(alice.events().map((e) => e.type), ["joined"]);
+  });
+
+  it("a CHALLENGE with no JOIN sent is not answered", async () => {
+    const alice = makeSession(1);
+    alice.join(roomA, {}); // not connected: no JOIN has gone out
+    await alice.receive(challengeFrame(roomA), NOW);
+    assert.deepEqual(alice.framesToSend(), []);
+    alice.connectionMade();
+    alice.connectionLost(); // that JOIN is lost with its connection
+    await alice.receive(challengeFrame(roomA), NOW);
+    assert.deepEqual(alice.framesToSend(), []);
+  });
+
+  it("a CHALLENGE after the JOIN was refused is not answered; a new JOIN's is, once", async () => {
+    const alice = joining(roomA);
+    await alice.receive(errorFrame(ErrorCode.RATE_LIMITED, roomA.roomId), NOW);
+    alice.events();
+    await alice.receive(challengeFrame(roomA), NOW);
+    assert.deepEqual(alice.framesToSend(), []);
+    alice.retryJoin(roomA.roomId);
+    assert.deepEqual(types(alice), ["Join"]);
+    await alice.receive(challengeFrame(roomA, 1), NOW);
+    assert.deepEqual(types(alice), ["Proof"]);
+    await alice.receive(challengeFrame(roomA, 2), NOW);
+    assert.deepEqual(alice.framesToSend(), []);
+  });
+
+  it("leaving and joining again behind an answered CHALLENGE earns no second PROOF", async () => {
+    const alice = joining(roomA);
+    await alice.receive(challengeFrame(roomA, 1), NOW);
+    assert.deepEqual(types(alice), ["Proof"]);
+    alice.leave(roomA.roomId);
+    alice.join(roomA, {});
+    assert.deepEqual(alice.framesToSend(), []);
+    await alice.receive(challengeFrame(roomA, 2), NOW);
+    assert.deepEqual(alice.framesToSend(), []);
+    await alice.receive(frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 1 }), NOW);
+    assert.deepEqual(alice.events().map((e) => e.type), ["joined"]);
+    assert.deepEqual(alice.framesToSend(), []);
+  });
+
+  it("each reconnect answers its own JOIN's CHALLENGE, once", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    alice.connectionLost();
+    alice.connectionMade();
+    assert.deepEqual(types(alice), ["Join"]);
+    await alice.receive(challengeFrame(roomA), NOW);
+    assert.deepEqual(types(alice), ["Proof"]);
+    await alice.receive(frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 1 }), NOW);
+    await alice.receive(challengeFrame(roomA), NOW);
+    assert.deepEqual(alice.framesToSend(), []);
+  });
+});
+
+// Names compared in their canonical form (PROTOCOL.md 4.4), and how many are remembered.
+describe("names", () => {
+  let counter = 0;
+  /** A DELIVER of a message by the device of `seed` under `name`. */
+  async function deliverAs(seed, name, room) {
+    const device = deviceKeyFromSeed(new Uint8Array(32).fill(seed));
+    const random = counterBytes(++counter * 1000);
+    const message = {
+      messageId: random(16),
+      timestampMs: NOW,
+      kind: Kind.TEXT,
+      senderKey: device.publicKey,
+      senderName: name,
+      body: new Uint8Array([104, 105]),
+    };
+    const envelope = await sealEnvelope(room, device, message, random(12));
+    return frame({ type: "Deliver", roomId: room.roomId, envelope });
+  }
+  const flags = (session) => session.events().map((e) => (assert.equal(e.type, "message"), e.keyChanged));
+
+  for (const lookAlike of ["alice ", "alice\u00a0", "Alice", "a\u200blice", "\uff41\uff4c\uff49\uff43\uff45", "alice\u202e", " ALICE\t"]) {
+    // Test titles spell out what is invisible, as \u escapes.
+    const shown = [...lookAlike]
+      .map((c) => (/[ -~]/.test(c) ? c : `\\u${c.codePointAt(0).toString(16).padStart(4, "0")}`))
+      .join("");
+    it(`flags "${shown}" with a new key after "alice", and shows it as sent`, async () => {
+      const bob = await connectedAndJoined(2, roomA);
+      await bob.receive(await deliverAs(1, "alice", roomA), NOW);
+      await bob.receive(await deliverAs(3, lookAlike, roomA), NOW);
+      const [first, second] = bob.events();
+      assert.equal(first.keyChanged, false);
+      assert.equal(second.keyChanged, true);
+      assert.equal(second.message.senderName, lookAlike);
+    });
+  }
+
+  it("one device under spellings of one name is not flagged", async () => {
+    const bob = await connectedAndJoined(2, roomA);
+    for (const name of ["alice", "Alice ", "ALICE"]) await bob.receive(await deliverAs(1, name, roomA), NOW);
+    assert.deepEqual(flags(bob), [false, false, false]);
+  });
+
+  it("a homoglyph from another script is another name: the fingerprint is the identity", async () => {
+    const bob = await connectedAndJoined(2, roomA);
+    await bob.receive(await deliverAs(1, "alice", roomA), NOW);
+    await bob.receive(await deliverAs(3, "\u0430lice", roomA), NOW);
+    assert.deepEqual(flags(bob), [false, false]);
+  });
+
+  it("remembers at most MAX_NAMES_PER_ROOM names a room, the least recently seen going first", async () => {
+    const bob = await connectedAndJoined(2, roomA);
+    for (let n = 0; n < MAX_NAMES_PER_ROOM; n++) await bob.receive(await deliverAs(1, `n${n}`, roomA), NOW);
+    await bob.receive(await deliverAs(1, "n0", roomA), NOW); // n0 seen again
+    await bob.receive(await deliverAs(1, "newcomer", roomA), NOW);
+    bob.events();
+    const names = bob.rooms.get(roomHex(roomA.roomId)).names;
+    assert.equal(names.size, MAX_NAMES_PER_ROOM);
+    assert.ok(names.has("n0"));
+    assert.ok(!names.has("n1")); // the least recently seen
+    // Another device under n0 is flagged; under n1, forgotten, it is not.
+    await bob.receive(await deliverAs(3, "n0", roomA), NOW);
+    await bob.receive(await deliverAs(3, "n1", roomA), NOW);
+    assert.deepEqual(flags(bob), [true, false]);
+    assert.equal(names.size, MAX_NAMES_PER_ROOM);
   });
 });

@@ -19,6 +19,7 @@ import {
   spellMinikey,
 } from "../src/protocol/minikey.js";
 import { ErrorCode } from "../src/protocol/codes.js";
+import { canonicalName } from "../src/protocol/names.js";
 
 const load = (name) => JSON.parse(readFileSync(new URL(`../../vectors/${name}`, import.meta.url), "utf8"));
 const corpus = load("protocol.json");
@@ -192,10 +193,21 @@ describe("frames", () => {
   }
 });
 
+describe("canonical names", () => {
+  for (const vector of corpus.canonical_names) {
+    it(vector.id, () => {
+      const codePoints = [...vector.name].map((c) => c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0"));
+      assert.equal(codePoints.join(" "), vector.code_points);
+      assert.equal(canonicalName(vector.name), vector.canonical);
+      assert.equal(canonicalName(vector.canonical), vector.canonical); // its own canonical form
+    });
+  }
+});
+
 describe("every section of the corpus is checked here", () => {
   it("has no section this file does not know", () => {
     const known = ["about", "derivations", "fingerprints", "devices", "minikey_parsing", "envelopes",
-      "envelope_failures", "join_proofs", "frames", "frame_failures"];
+      "envelope_failures", "join_proofs", "frames", "frame_failures", "canonical_names"];
     assert.deepEqual(Object.keys(corpus).sort(), known.sort());
   });
 });

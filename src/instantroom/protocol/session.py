@@ -21,6 +21,10 @@ resends what was not acknowledged; receivers drop the duplicates by message id. 
 PUBLISH refused with NOT_JOINED in a room the session thought it was in has it join
 again, then resend (PROTOCOL.md 10.6).
 
+A CHALLENGE is answered only for a room whose JOIN is outstanding, and once per JOIN; any
+other is ignored (PROTOCOL.md 8.6): a proof is not bound to the relay, so a relay that got
+one for a challenge it relayed from another relay could join the room there.
+
 Timers are the caller's: after RATE_LIMITED it calls ``retry_join`` or (once for all the
 refused PUBLISHes, while ``waiting_to_resend``) ``resend_unacknowledged`` a little later,
 after RELAY_FULL ``retry_join`` much later, and ``release`` when the wait for members is
@@ -41,12 +45,19 @@ from .envelope import Kind, Message, ReplayFilter, new_message, open_envelope, s
 from .errors import EnvelopeError, FrameError, UsageError
 from .join import sign_join_proof
 from .kdf import DeviceKey, RoomKeys, fingerprint
+from .names import canonical_name
 
 MAX_REF = 2**32 - 1
 # PUBLISHes sent and not yet answered (ACK or ERROR) on one connection, at most
 # (PROTOCOL.md 10.6): well under the relay's default burst (200 frames) and the refusals
 # in a row after which it closes the connection (500), so a large outbox never trips them.
 MAX_IN_FLIGHT = 100
+# Names remembered per room for the key-change warning (PROTOCOL.md 4.4), the most
+# recently seen; the least recently seen goes first. Every accepted message under a new
+# name would otherwise add one entry for the room's whole life, and a member can make up
+# names without end. A thousand is far more than a room's members (a relay admits 256 by
+# default), and at most 64 + 32 bytes of name and key each, some 100 KB per room.
+MAX_NAMES_PER_ROOM = 1000
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,8 @@ class MessageReceived:
     room_id: bytes
     message: Message
     fingerprint: str
-    # True when this name was seen in the room before with another device key.
+    # True when this name (compared in its canonical form, PROTOCOL.md 4.4) was seen in
+    # the room before with another device key.
     key_changed: bool
 
 
@@ -134,6 +146,8 @@ class RoomState:
     # After a reconnect the outbox waits until the room has as many members as before,
     # so that what was written during the outage reaches those who come back.
     awaited_members: int = 0
+    # canonical name -> device key last seen with it, least recently seen first; at most
+    # MAX_NAMES_PER_ROOM.
     names: dict[str, bytes] = field(default_factory=dict, repr=False)
     # One filter per room: a member of one room cannot make us drop another's messages.
     replays: ReplayFilter = field(default_factory=ReplayFilter, repr=False)
@@ -177,6 +191,10 @@ class ClientSession:
         # Rooms refused as TOO_MANY_ROOMS behind held LEAVEs: they JOIN again once every
         # held LEAVE has gone out.
         self._join_after_leaves: list[bytes] = []
+        # Rooms whose outstanding JOIN has had its CHALLENGE answered: one PROOF per JOIN.
+        # Kept across leave() and join() while that JOIN is unanswered (its answer serves
+        # the new join too), dropped when it is answered or a new JOIN goes out.
+        self._proved: set[bytes] = set()
         self._next_ref = 1
         self._frames: list[bytes] = []
         self._events: list[Event] = []
@@ -264,6 +282,7 @@ class ClientSession:
             state.join_sent = False
         self._leave_on_answer.clear()  # the relay forgot this connection's rooms
         self._join_after_leaves.clear()
+        self._proved.clear()
         for outgoing in self._outbox.values():
             outgoing.ref = 0
         self._in_flight.clear()
@@ -313,13 +332,9 @@ class ClientSession:
             case frames.Ack(ref):
                 self._acknowledged(ref)
             case frames.Challenge(room_id, challenge):
-                state = self.rooms.get(room_id)
-                if self._answered_after_leave(room_id):
-                    pass
-                elif state is not None:
-                    signature = sign_join_proof(state.keys.signing_key, room_id, challenge)
-                    self._frames.append(frames.encode_frame(frames.Proof(room_id, signature)))
+                self._challenged(room_id, challenge)
             case frames.Joined(room_id, expires_at_ms, members):
+                self._proved.discard(room_id)
                 state = self.rooms.get(room_id)
                 if self._answered_after_leave(room_id):
                     pass
@@ -379,8 +394,25 @@ class ClientSession:
                     self._send_join(waiting_id)
         return True
 
+    def _challenged(self, room_id: bytes, challenge: bytes) -> None:
+        """Sign the CHALLENGE of our outstanding JOIN for ``room_id``, once; ignore any
+        other (PROTOCOL.md 8.6). A proof is not bound to the relay that asked for it: one
+        for a challenge a hostile relay brought from another relay would let it join the
+        room there."""
+        if room_id in self._proved:
+            return  # one CHALLENGE per JOIN: this one we did not ask for
+        if self._answered_after_leave(room_id):
+            return
+        state = self.rooms.get(room_id)
+        if state is None or not state.join_sent:
+            return  # no JOIN of ours waits for it
+        self._proved.add(room_id)
+        signature = sign_join_proof(state.keys.signing_key, room_id, challenge)
+        self._frames.append(frames.encode_frame(frames.Proof(room_id, signature)))
+
     def _send_join(self, room_id: bytes) -> None:
         state = self.rooms[room_id]
+        self._proved.discard(room_id)  # a new JOIN: its CHALLENGE is still to come
         join = frames.Join(room_id, state.keys.public_key, state.expires_at_ms)
         self._frames.append(frames.encode_frame(join))
         state.join_sent = True
@@ -440,14 +472,20 @@ class ClientSession:
         except EnvelopeError as exc:
             self._events.append(MessageRejected(room_id, type(exc).__name__))
             return
-        known = state.names.get(message.sender_name)
+        # Names that look alike are one name here (PROTOCOL.md 4.4); shown as sent.
+        name = canonical_name(message.sender_name)
+        known = state.names.pop(name, None)
         key_changed = known is not None and known != message.sender_key
-        state.names[message.sender_name] = message.sender_key
+        state.names[name] = message.sender_key  # now the most recently seen
+        if len(state.names) > MAX_NAMES_PER_ROOM:
+            del state.names[next(iter(state.names))]  # the least recently seen
         self._events.append(
             MessageReceived(room_id, message, fingerprint(message.sender_key), key_changed)
         )
 
     def _refused(self, code: int, ref: int, room_id: bytes, reason: str) -> None:
+        if not ref:
+            self._proved.discard(room_id)  # a refusal of its JOIN or PROOF answers the JOIN
         if not ref and self._answered_after_leave(room_id, code == ErrorCode.ALREADY_JOINED):
             return
         state = self.rooms.get(room_id)

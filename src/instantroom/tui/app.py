@@ -54,7 +54,9 @@ from instantroom.protocol.envelope import MAX_NAME_BYTES, Kind
 from instantroom.protocol.errors import UsageError
 from instantroom.protocol.kdf import RoomKeys
 from instantroom.protocol.minikey import format_minikey, spell_minikey
+from instantroom.protocol.names import canonical_name
 from instantroom.protocol.session import (
+    MAX_NAMES_PER_ROOM,
     Event,
     Joined,
     MessageReceived,
@@ -162,8 +164,20 @@ class RoomView:
     keys: RoomKeys
     client: RoomClient | None = None
     lines: list[Line] = field(default_factory=list)
-    seen: dict[str, str] = field(default_factory=dict)  # name -> the latest fingerprint
-    changed: set[str] = field(default_factory=set)  # names that came with a new key
+    # canonical name (PROTOCOL.md 4.4) -> (the name as last sent, its latest fingerprint),
+    # least recently seen first, at most MAX_NAMES_PER_ROOM
+    seen: dict[str, tuple[str, str]] = field(default_factory=dict)
+    changed: set[str] = field(default_factory=set)  # canonical names that came with a new key
+
+    def saw(self, name: str, fingerprint: str) -> str | None:
+        """Remember ``name`` with ``fingerprint``; the fingerprint it had before, if any."""
+        key = canonical_name(name)
+        before = self.seen.pop(key, None)
+        self.seen[key] = (name, fingerprint)
+        if len(self.seen) > MAX_NAMES_PER_ROOM:
+            del self.seen[next(iter(self.seen))]
+        return before[1] if before is not None else None
+
     online: int | None = None
     sending: int = 0
     unread: int = 0
@@ -225,8 +239,8 @@ class ChatApp(App[None]):
                     entry=entry,
                 )
             )
-            view.seen[entry.name] = entry.fingerprint
-        view.seen.setdefault(self._user, self._fingerprint)
+            view.saw(entry.name, entry.fingerprint)
+        view.seen.setdefault(canonical_name(self._user), (self._user, self._fingerprint))
         return view
 
     # layout
@@ -349,7 +363,7 @@ class ChatApp(App[None]):
         if message.kind != Kind.TEXT or message.message_id in self._own_ids:
             return
         name, fingerprint = message.sender_name, received.fingerprint
-        before = view.seen.get(name)
+        before = view.saw(name, fingerprint)
         if received.key_changed or (before is not None and before != fingerprint):
             was = f" (before: {before})" if before and before != fingerprint else ""
             warning = (
@@ -358,8 +372,7 @@ class ChatApp(App[None]):
                 "before you trust it."
             )
             self._add_line(view, Line("warning", warning))
-            view.changed.add(name)
-        view.seen[name] = fingerprint
+            view.changed.add(canonical_name(name))
         entry = None
         if view.stored.keep_history:
             entry = HistoryEntry(
@@ -443,13 +456,13 @@ class ChatApp(App[None]):
         online = "?" if view.online is None else str(view.online)
         shown = Text(f"Online: {online} (you included)", style="bold")
         me = (self._user, self._fingerprint)
-        others = [(name, seen) for name, seen in view.seen.items() if (name, seen) != me]
+        others = [seen for seen in view.seen.values() if seen != me]
         if others:
             shown.append("  ·  seen: ")
         for index, (name, fingerprint) in enumerate(others):
             if index:
                 shown.append(", ")
-            if name in view.changed:
+            if canonical_name(name) in view.changed:
                 shown.append("⚠ ", style="bold yellow")
             shown.append(printable(name), style=f"bold {name_colour(fingerprint)}")
             shown.append(f" {fingerprint}")

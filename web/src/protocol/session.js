@@ -16,6 +16,10 @@
 // (`connectionLost()` then `connectionMade()`) the session joins its rooms again and
 // resends what was not acknowledged, byte for byte; receivers drop duplicates by id.
 //
+// A CHALLENGE is answered only for a room whose JOIN is outstanding, and once per JOIN;
+// any other is ignored (PROTOCOL.md 8.6): a proof is not bound to the relay, so a relay
+// that got one for a challenge it relayed from another relay could join the room there.
+//
 // Sealing and opening use WebCrypto, so `sendText`, `send` and `receive` are async. The
 // session runs them one at a time, in call order, on an internal promise chain: a caller
 // may fire them without awaiting and frames are still handled in the order they came.
@@ -25,7 +29,9 @@
 // Events are plain objects with a `type`:
 //   joined   {roomId, expiresAtMs, members}
 //   presence {roomId, members}
-//   message  {roomId, kind, message, text, fingerprint, keyChanged}  text: null unless TEXT
+//   message  {roomId, kind, message, text, fingerprint, keyChanged}  text: null unless TEXT;
+//            keyChanged: the name (compared in its canonical form, PROTOCOL.md 4.4) was
+//            seen in the room before with another device key
 //   rejected {roomId, reason}          a DELIVER that could not be trusted: the error's name
 //   accepted {roomId, messageId}       the relay acknowledged one of ours
 //   refused  {code, roomId, ref, reason, fatal}  fatal: the session gave the room up
@@ -39,6 +45,7 @@ import { EnvelopeError, FrameError, UsageError } from "./errors.js";
 import { decodeFrame, encodeFrame } from "./frames.js";
 import { signJoinProof } from "./join.js";
 import { deviceKeyFromSeed, fingerprint } from "./kdf.js";
+import { canonicalName } from "./names.js";
 
 export const MAX_REF = 2 ** 32 - 1;
 /**
@@ -47,6 +54,14 @@ export const MAX_REF = 2 ** 32 - 1;
  * too many refusals. More leave as ACKs come back.
  */
 export const MAX_IN_FLIGHT = 100;
+/**
+ * Names remembered per room for the key-change warning (PROTOCOL.md 4.4), the most
+ * recently seen; the least recently seen goes first. Every accepted message under a new
+ * name would otherwise add one entry for the room's whole life, and a member can make up
+ * names without end. A thousand is far more than a room's members (a relay admits 256 by
+ * default), and at most 64 + 32 bytes of name and key each, some 100 KB per room.
+ */
+export const MAX_NAMES_PER_ROOM = 1000;
 
 /** Refusals of a JOIN after which the session stops trying the room. */
 export const FATAL_FOR_ROOM = new Set([
@@ -74,7 +89,8 @@ const defaultRandomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
  * @property {boolean} joining a JOIN is on its way, unanswered (PROTOCOL.md 8.5)
  * @property {number} members
  * @property {number} awaitedMembers after a reconnect, the count the outbox waits for
- * @property {Map<string, string>} names sender name -> hex of the device key last seen with it
+ * @property {Map<string, string>} names canonical sender name -> hex of the device key last
+ *   seen with it, least recently seen first; at most MAX_NAMES_PER_ROOM
  * @property {ReplayFilter} replays
  */
 
@@ -108,6 +124,10 @@ export class ClientSession {
     /** Keys of rooms refused as TOO_MANY_ROOMS behind held LEAVEs: they JOIN again once
      * every held LEAVE has gone out. */
     this._joinAfterLeaves = [];
+    /** Keys of rooms whose outstanding JOIN has had its CHALLENGE answered: one PROOF per
+     * JOIN. Kept across leave() and join() while that JOIN is unanswered (its answer serves
+     * the new join too), dropped when it is answered or a new JOIN goes out. */
+    this._proved = new Set();
     /** Counts connections lost: what a lost connection sent is not handled after it. */
     this._connections = 0;
     this._nextRef = 1;
@@ -232,6 +252,7 @@ export class ClientSession {
     }
     this._leaveOnAnswer.clear(); // the relay forgot this connection's rooms
     this._joinAfterLeaves = [];
+    this._proved.clear();
     for (const outgoing of this._outbox) outgoing.ref = 0;
     this._inFlight.clear();
     this._paused = false;
@@ -336,17 +357,12 @@ export class ClientSession {
       case "Ack":
         this._acknowledged(frame.ref);
         return;
-      case "Challenge": {
-        const state = this.rooms.get(roomHex(frame.roomId));
-        if (this._answeredAfterLeave(frame.roomId, true)) return;
-        if (state !== undefined) {
-          const signature = signJoinProof(state.keys.signingSeed, frame.roomId, frame.challenge);
-          this._frames.push(encodeFrame({ type: "Proof", roomId: frame.roomId, signature }));
-        }
+      case "Challenge":
+        this._challenged(frame.roomId, frame.challenge);
         return;
-      }
       case "Joined": {
         const key = roomHex(frame.roomId);
+        this._proved.delete(key);
         const state = this.rooms.get(key);
         if (this._answeredAfterLeave(frame.roomId, true)) return;
         if (state !== undefined) {
@@ -416,8 +432,23 @@ export class ClientSession {
     return true;
   }
 
+  /** Sign the CHALLENGE of our outstanding JOIN for a room, once; ignore any other
+   * (PROTOCOL.md 8.6). A proof is not bound to the relay that asked for it: one for a
+   * challenge a hostile relay brought from another relay would let it join the room there. */
+  _challenged(roomId, challenge) {
+    const key = roomHex(roomId);
+    if (this._proved.has(key)) return; // one CHALLENGE per JOIN: this one we did not ask for
+    if (this._answeredAfterLeave(roomId, true)) return;
+    const state = this.rooms.get(key);
+    if (state === undefined || !state.joining) return; // no JOIN of ours waits for it
+    this._proved.add(key);
+    const signature = signJoinProof(state.keys.signingSeed, roomId, challenge);
+    this._frames.push(encodeFrame({ type: "Proof", roomId, signature }));
+  }
+
   _sendJoin(key) {
     const state = this.rooms.get(key);
+    this._proved.delete(key); // a new JOIN: its CHALLENGE is still to come
     // Outstanding until JOINED or a refusal: a second JOIN meanwhile would replace the
     // relay's challenge under the first PROOF (PROOF_FAILED).
     state.joining = true;
@@ -489,9 +520,13 @@ export class ClientSession {
       return;
     }
     const senderKey = hex(message.senderKey);
-    const known = state.names.get(message.senderName);
+    // Names that look alike are one name here (PROTOCOL.md 4.4); shown as sent.
+    const name = canonicalName(message.senderName);
+    const known = state.names.get(name);
     const keyChanged = known !== undefined && known !== senderKey;
-    state.names.set(message.senderName, senderKey);
+    state.names.delete(name);
+    state.names.set(name, senderKey); // now the most recently seen
+    if (state.names.size > MAX_NAMES_PER_ROOM) state.names.delete(state.names.keys().next().value);
     this._events.push({
       type: "message",
       roomId: state.keys.roomId,
@@ -505,6 +540,7 @@ export class ClientSession {
   }
 
   _refused(code, ref, roomId, reason) {
+    if (!ref) this._proved.delete(roomHex(roomId)); // a refusal of its JOIN or PROOF answers the JOIN
     if (!ref && this._answeredAfterLeave(roomId, code === ErrorCode.ALREADY_JOINED)) return;
     const key = roomHex(roomId);
     const state = this.rooms.get(key);
