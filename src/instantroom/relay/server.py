@@ -835,10 +835,14 @@ class Relay:
 
     async def _shared_count(self, room: Room) -> int:
         """Tell the other relays our count; return the room's total across relays."""
+        # The room as it is now: ``room`` may have closed and opened again since this
+        # task was spawned, and its stale 0 must not overwrite the new room's count.
+        current = self.rooms.get(room.room_id)
+        count = len(current.members) if current is not None else 0
         try:
-            return await self.hub.set_members(room.room_id, len(room.members))
+            return await self.hub.set_members(room.room_id, count)
         except HubUnavailable:
-            return len(room.members)
+            return count
 
     async def _recount(self, room: Room, local_changed: bool = False) -> None:
         if local_changed:
