@@ -179,3 +179,40 @@ def test_joining_by_a_typed_key_and_a_typo(
     bob.send("typed it by hand")
     assert alice.expect_message("typed it by hand").sender == "Bob"
     assert re.search(r"\S", alice.expect_message("typed it by hand").fingerprint)
+
+
+# Two Enter presses, or two taps on Send, in one go: the events come before the page has
+# drawn the emptied box, so each handler still sees the draft.
+PRESS_ENTER_TWICE = """(input) => {
+  for (let i = 0; i < 2; i++) {
+    const enter = {key: "Enter", bubbles: true, cancelable: true};
+    input.dispatchEvent(new KeyboardEvent("keydown", enter));
+  }
+}"""
+TAP_SEND_TWICE = "(button) => { button.click(); button.click(); }"
+
+
+def test_a_double_enter_or_tap_sends_once(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    alice, bob = phones(), phones()
+    alice.open(relay.url)
+    alice.set_password("alice's long password")
+    room = alice.create_room("Twice", "Alice")
+    alice.open_room()
+    bob.open(relay.url)
+    bob.set_password("bob's long password")
+    bob.join(room.key, "Bob")
+    alice.expect_members(2)
+
+    alice.by("message-input").fill("pressed Enter twice")
+    alice.by("message-input").evaluate(PRESS_ENTER_TWICE)
+    expect(alice.by("message-input")).to_have_value("")
+    alice.by("message-input").fill("tapped Send twice")
+    alice.by("send").evaluate(TAP_SEND_TWICE)
+    expect(alice.by("message-input")).to_have_value("")
+    # One sender's messages arrive in order: once this one shows, any double came before it.
+    alice.send("and then once")
+    bob.expect_message("and then once")
+    expected = ["pressed Enter twice", "tapped Send twice", "and then once"]
+    assert texts_in_order(bob) == texts_in_order(alice) == expected

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from playwright.sync_api import expect
 
+from instantroom.protocol.minikey import format_minikey, make_minikey
 from instantroom.testing import RelayProcess, assert_exited_cleanly, running_relay
 from tests.web.conftest import Phone, listening
 
@@ -45,3 +48,38 @@ def test_new_rooms_use_the_relay_saved_in_settings(
         phone.by("nav-settings").click()
         expect(phone.by("server-url")).to_have_value(exactly(other.url))
     assert_exited_cleanly(other)
+
+
+def test_an_invite_link_joins_on_its_own_relay_whatever_settings_say(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    alice, bob = phones(), phones()
+    alice.open(relay.url)
+    alice.set_password("alice's long password")
+    room = alice.create_room("Here", "Alice")
+    alice.open_room()
+
+    # Bob's relay for new rooms and bare keys is another one (there is none there).
+    elsewhere = "http://127.0.0.1:9"
+    bob.open(relay.url)
+    bob.set_password("bob's long password")
+    bob.by("nav-settings").click()
+    bob.by("server-url").fill(elsewhere)
+    bob.by("save-settings").click()
+    expect(bob.page.get_by_role("status")).to_contain_text("Settings saved")
+
+    bob.open("about:blank")
+    bob.open(room.invite)  # a page load, not a hash change in the open page
+    bob.unlock("bob's long password", then="join-key")
+    host = urlsplit(relay.url).netloc
+    expect(bob.by("join-relay")).to_contain_text(f"relay at {host}.")
+    bob.by("nickname").fill("Bob")
+    bob.by("join").click()
+    bob.expect_online()
+    alice.expect_members(2)
+
+    # Another key typed in the Join screen names the relay it would use: the one in Settings.
+    bob.by("nav-rooms").click()
+    bob.by("nav-join").click()
+    bob.by("join-key").fill(format_minikey(make_minikey(secrets.randbelow)))
+    expect(bob.by("join-relay")).to_contain_text("relay at 127.0.0.1:9.")

@@ -32,6 +32,26 @@ function fresh() {
   return { indexedDB: new IDBFactory(), insecureTestIterations: 1000 };
 }
 
+/**
+ * Options for one test whose store's writes are counted (each opens the database once),
+ * and options to read the same database without counting.
+ */
+function counted() {
+  const indexedDB = new IDBFactory();
+  const writes = { count: 0 };
+  const counting = {
+    open: (...args) => {
+      writes.count += 1;
+      return indexedDB.open(...args);
+    },
+  };
+  return {
+    options: { indexedDB: counting, insecureTestIterations: 1000 },
+    reader: { indexedDB, insecureTestIterations: 1000 },
+    writes,
+  };
+}
+
 /** What is stored, decrypted: the check that a deletion really reached the store. */
 async function storedContents(options, password = PASSWORD) {
   return (await openVault(await readRecord(options), password, options)).contents;
@@ -46,6 +66,7 @@ function message(n, extra = {}) {
     timestampMs: 1_700_000_000_000 + n,
     mine: false,
     keyChanged: false,
+    sent: true,
     ...extra,
   };
 }
@@ -182,6 +203,48 @@ describe("KeyStore: saving", () => {
     assert.equal((await storedContents(options)).nickname, "name 5");
   });
 
+  it("merges a burst of saves into at most two writes, each resolving once its change landed", async () => {
+    const { options, reader, writes } = counted();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    const before = writes.count;
+    const saves = [];
+    for (let i = 0; i < 50; i++) {
+      const added = store.addMessage(room.roomId, message(i));
+      const landed = store.save().then(async () => {
+        const stored = (await storedContents(reader)).rooms[0].messages;
+        assert.ok(stored.some((m) => m.id === added.id), `message ${i} was not stored when its save resolved`);
+      });
+      saves.push(landed);
+      await Promise.resolve(); // the first write starts; the others arrive while it runs
+    }
+    await Promise.all(saves);
+    assert.ok(writes.count - before <= 2, `${writes.count - before} writes for 50 saves`);
+    assert.equal((await storedContents(reader)).rooms[0].messages.length, 50);
+  });
+
+  it("reads the contents when the write starts, not when the save was asked for", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    store.data.nickname = "asked";
+    const saving = store.save();
+    store.data.nickname = "changed before the write started";
+    await saving;
+    assert.equal((await storedContents(options)).nickname, "changed before the write started");
+  });
+
+  it("a save asked for after a password change lands after it", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    store.data.nickname = "before";
+    const first = store.save();
+    const changing = store.changePassword(PASSWORD, "a new long password");
+    store.data.nickname = "after";
+    const second = store.save();
+    await Promise.all([first, changing, second]);
+    assert.equal((await storedContents(options, "a new long password")).nickname, "after");
+  });
+
   it("writes nothing readable: no nickname, key, label, message or seed in the record", async () => {
     const options = fresh();
     const store = await KeyStore.create(PASSWORD, options);
@@ -264,6 +327,19 @@ describe("KeyStore: locking and wiping", () => {
     store.lock();
     await saving;
     assert.equal((await storedContents(options)).nickname, "saved");
+  });
+
+  it("a save waiting behind a write in flight still lands when the store locks", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    store.data.nickname = "first";
+    const first = store.save();
+    await Promise.resolve(); // the first write is in flight
+    store.data.nickname = "second";
+    const second = store.save();
+    store.lock();
+    await Promise.all([first, second]);
+    assert.equal((await storedContents(options)).nickname, "second");
   });
 
   it("wipe deletes the record, after any pending save", async () => {
@@ -361,6 +437,19 @@ describe("KeyStore: history", () => {
     assert.deepEqual(room.messages.map((m) => m.text), ["message 1", "message 5"]);
     assert.throws(() => store.addMessage(room.roomId, { ...late, id: "xyz" }), UsageError);
     assert.throws(() => store.addMessage(room.roomId, { ...message(2), timestampMs: -1 }), UsageError);
+  });
+
+  it("keeps whether the relay took a message of ours, until it is marked sent", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    const unsent = store.addMessage(room.roomId, message(1, { mine: true, sent: false }));
+    await store.save();
+    assert.equal((await storedContents(options)).rooms[0].messages[0].sent, false);
+    assert.equal(store.markSent(room.roomId, unsent.id), true);
+    assert.equal(store.markSent(room.roomId, unsent.id), false); // once
+    await store.save();
+    assert.equal((await KeyStore.unlock(PASSWORD, options)).data.rooms[0].messages[0].sent, true);
   });
 
   it("keeps only the newest messages of a room", async () => {

@@ -339,6 +339,15 @@ function Share({ app }) {
 
 // Join with a typed or pasted key, an invite link, or a scanned QR code.
 
+/** The host of the relay that `text` would be joined on; null while it is not a key or link. */
+function joinRelayHost(app, text) {
+  try {
+    return new URL(app.joinServerFor(parseInvite(text))).host;
+  } catch {
+    return null;
+  }
+}
+
 function Join({ app }) {
   const [text, setText] = useState(app.state.joinText || "");
   const [nickname, setNickname] = useState(app.store.data.nickname || "");
@@ -393,6 +402,7 @@ function Join({ app }) {
     event.preventDefault();
     app.joinRoom({ text, nickname });
   };
+  const relayHost = joinRelayHost(app, text);
   return (
     <>
       <Nav app={app} />
@@ -436,6 +446,11 @@ function Join({ app }) {
               </p>
             )}
           </div>
+          {relayHost && (
+            <p class="hint" data-testid="join-relay">
+              Joins on the relay at {relayHost}.
+            </p>
+          )}
           <NicknameField value={nickname} onValue={setNickname} inputRef={nicknameRef} />
           <Alert app={app} />
           <button type="submit" class="primary" data-testid="join">
@@ -448,6 +463,9 @@ function Join({ app }) {
 }
 
 // A room: the conversation, presence and the connection.
+
+// "unsent": kept from before a lock or reload, which dropped it before the relay took it.
+const MESSAGE_STATUS_LABELS = { sending: "sending…", sent: "sent", unsent: "not sent" };
 
 function Message({ app, roomId, message }) {
   return (
@@ -471,7 +489,7 @@ function Message({ app, roomId, message }) {
         {shown(message.text, { lines: true })}
       </p>
       <div class="message-foot">
-        {message.mine && <span class="status">{message.status === "sending" ? "sending…" : "sent"}</span>}
+        {message.mine && <span class="status">{MESSAGE_STATUS_LABELS[message.status]}</span>}
         <button
           type="button"
           class="link small"
@@ -507,6 +525,7 @@ function Room({ app }) {
   const id = app.state.current;
   const room = app.room(id);
   const [draft, setDraft] = useState("");
+  const sending = useRef(false);
   const [details, setDetails] = useState(false);
   const list = useRef(null);
   const live = room ? app.liveRoom(id) : null;
@@ -519,8 +538,19 @@ function Room({ app }) {
   const state = app.connectionState(id);
   const send = async (event) => {
     event.preventDefault();
+    // Taken from the draft before it is sealed, so that a second Enter or tap meanwhile
+    // sends nothing; put back if it could not be sent (unless something new was typed).
     const text = draft;
-    if (await app.sendText(id, text)) setDraft("");
+    if (sending.current || !text.trim()) return;
+    sending.current = true;
+    setDraft("");
+    let sent = false;
+    try {
+      sent = await app.sendText(id, text);
+    } finally {
+      sending.current = false;
+      if (!sent) setDraft((typed) => typed || text);
+    }
   };
   const onKeyDown = (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) send(event);

@@ -4,16 +4,27 @@
 
 let pending = null;
 
-/** Move the fragment, if any, into memory and clean the address bar. */
-export function captureFragment() {
+/**
+ * The invite link the page was opened with: the fragment as text, and the relay it names
+ * (the page's own address without the fragment), which the room is joined on.
+ * @returns {{text: string, server: string} | null}
+ */
+export function inviteFromLocation() {
   const fragment = window.location.hash.slice(1);
-  if (!fragment) return;
+  if (!fragment) return null;
+  return { text: fragmentText(fragment), server: window.location.origin + window.location.pathname };
+}
+
+/** Move the invite link's fragment, if any, into memory and clean the address bar. */
+export function captureFragment() {
+  const invite = inviteFromLocation();
+  if (!invite) return;
   window.history.replaceState(null, "", window.location.pathname + window.location.search);
-  pending = fragmentText(fragment);
+  pending = invite;
 }
 
 /** The fragment as text: percent-decoded where it is well-formed, else as it came. */
-export function fragmentText(fragment) {
+function fragmentText(fragment) {
   try {
     return decodeURIComponent(fragment);
   } catch {
@@ -21,8 +32,8 @@ export function fragmentText(fragment) {
   }
 }
 
-/** The captured invite key text, once; null when there is none. */
-export function takeCapturedFragment() {
+/** The captured invite, once; null when there is none. */
+export function takeCapturedInvite() {
   const out = pending;
   pending = null;
   return out;

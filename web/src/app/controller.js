@@ -8,7 +8,7 @@ import { MAX_NAME_BYTES } from "../protocol/envelope.js";
 import { fingerprint } from "../protocol/kdf.js";
 import { makeMinikey } from "../protocol/minikey.js";
 import { KeyStore, StoreChanged, WrongPassword } from "../store/keystore.js";
-import { fragmentText, takeCapturedFragment } from "./capture.js";
+import { inviteFromLocation, takeCapturedInvite } from "./capture.js";
 import { formatInvite, parseInvite } from "./invite.js";
 
 export const LIFETIMES = Object.freeze({
@@ -51,7 +51,14 @@ const TAB_NOTICES = {
 };
 
 export class App {
-  constructor() {
+  /**
+   * @param {object} [options]
+   * @param {object} [options.storeOptions] passed to KeyStore (tests: a fake IndexedDB)
+   * @param {object} [options.connectionOptions] passed to each RoomConnection (tests: a fake WebSocket)
+   */
+  constructor({ storeOptions = {}, connectionOptions = {} } = {}) {
+    this.storeOptions = storeOptions;
+    this.connectionOptions = connectionOptions;
     this.listeners = new Set();
     this.store = null;
     this.connections = new Map(); // server URL -> RoomConnection
@@ -66,6 +73,7 @@ export class App {
       notice: null,
       current: null, // room id hex of the room or share screen
       joinText: "",
+      joinServer: null, // the relay of the invite link that filled joinText
     };
     this._saving = Promise.resolve();
     this._timers = [];
@@ -86,13 +94,13 @@ export class App {
   }
 
   async start() {
-    const captured = takeCapturedFragment();
+    const invite = takeCapturedInvite();
     if (!window.isSecureContext || !globalThis.crypto?.subtle) {
       // WebCrypto (and the camera) exist only on HTTPS pages and on this machine's loopback.
       this.set({ screen: "insecure" });
       return;
     }
-    if (captured) this.state.joinText = captured;
+    if (invite) Object.assign(this.state, { joinText: invite.text, joinServer: invite.server });
     window.addEventListener("hashchange", () => this._onHashChange());
     // A page coming back from the background checks at once, before showing anything.
     document.addEventListener("visibilitychange", () => {
@@ -119,23 +127,23 @@ export class App {
       if (event.data === "wiped") this.set({ firstVisit: true });
       if (this.store && TAB_NOTICES[event.data]) this.lock(TAB_NOTICES[event.data]);
     });
-    const exists = await KeyStore.exists();
+    const exists = await KeyStore.exists(this.storeOptions);
     this.set({ screen: "unlock", firstVisit: !exists });
   }
 
   /** Forgot the password: delete the locked store, and start again. */
   async wipeLocked() {
-    await KeyStore.wipe();
+    await KeyStore.wipe(this.storeOptions);
     this.tabs?.postMessage("wiped");
     this.set({ firstVisit: true, error: null, notice: "Everything was deleted from this device. Set a new password." });
   }
 
   _onHashChange() {
     // An invite link opened while the app is open: same rule, out of the address bar at once.
-    const fragment = window.location.hash.slice(1);
-    if (!fragment) return;
+    const invite = inviteFromLocation();
+    if (!invite) return;
     window.history.replaceState(null, "", window.location.pathname + window.location.search);
-    this.state.joinText = fragmentText(fragment);
+    Object.assign(this.state, { joinText: invite.text, joinServer: invite.server });
     if (this.store) this.set({ screen: "join", error: null, notice: "An invite link was opened: check it before joining." });
     else this.changed();
   }
@@ -155,8 +163,11 @@ export class App {
       }
     }
     this.set({ busy: true, error: null });
+    let store;
     try {
-      this.store = this.state.firstVisit ? await KeyStore.create(password) : await KeyStore.unlock(password);
+      store = this.state.firstVisit
+        ? await KeyStore.create(password, this.storeOptions)
+        : await KeyStore.unlock(password, this.storeOptions);
     } catch (error) {
       const message =
         error instanceof WrongPassword
@@ -165,12 +176,17 @@ export class App {
       this.set({ busy: false, error: message });
       return;
     }
+    this.store = store;
     this.tabs?.postMessage("unlocked");
-    if (!this.store.data.serverUrl) this.store.data.serverUrl = defaultServerUrl();
+    if (!store.data.serverUrl) store.data.serverUrl = defaultServerUrl();
     this.lastActivity = Date.now();
-    const removed = this.store.purgeExpired(Date.now());
-    if (removed.length) await this.save();
-    for (const room of this.store.data.rooms) this._connectRoom(room);
+    const removed = store.purgeExpired(Date.now());
+    if (removed.length) {
+      await this.save();
+      // Locked meanwhile (another tab wrote the store first): lock() said why.
+      if (this.store !== store) return;
+    }
+    for (const room of store.data.rooms) this._connectRoom(room);
     this._timers = [
       setInterval(() => this._checkIdle(), IDLE_CHECK_MS),
       setInterval(() => this._checkExpiry(), EXPIRY_CHECK_MS),
@@ -191,7 +207,7 @@ export class App {
     this.live.clear();
     this.store?.lock();
     this.store = null;
-    this.set({ screen: "unlock", current: null, error: null, notice: reason, busy: false, joinText: "" });
+    this.set({ screen: "unlock", current: null, error: null, notice: reason, busy: false, joinText: "", joinServer: null });
   }
 
   _checkIdle() {
@@ -202,14 +218,22 @@ export class App {
     }
   }
 
+  /** Save the store; resolves to whether it was written (failures are shown, never thrown). */
   save() {
-    // The store snapshots its contents now and writes in order (a fresh nonce each time),
-    // so a lock right after still lands this save.
-    if (!this.store) return Promise.resolve();
-    this._saving = this.store.save().catch((error) => {
-      if (error instanceof StoreChanged) this.lock(error.message);
-      else this.set({ error: `Could not save: ${error.message}` });
-    });
+    // The store writes in order and merges the saves asked for while one is waiting (a
+    // fresh nonce each time), so a lock right after still lands this save.
+    const store = this.store;
+    if (!store) return Promise.resolve(false);
+    this._saving = store.save().then(
+      () => true,
+      (error) => {
+        // Merged saves fail together: lock once, and never a store unlocked since.
+        if (error instanceof StoreChanged) {
+          if (this.store === store) this.lock(error.message);
+        } else this.set({ error: `Could not save: ${error.message}` });
+        return false;
+      },
+    );
     return this._saving;
   }
 
@@ -228,7 +252,8 @@ export class App {
     if (!live) {
       live = { members: 0, messages: [], error: null };
       const stored = this.room(id);
-      if (stored?.messages) live.messages = stored.messages.map((m) => ({ ...m, status: "sent" }));
+      // What the relay had not taken when the tab locked or closed left with the connection.
+      if (stored?.messages) live.messages = stored.messages.map((m) => ({ ...m, status: m.sent ? "sent" : "unsent" }));
       this.live.set(id, live);
     }
     return live;
@@ -241,7 +266,7 @@ export class App {
   connectionFor(serverUrl) {
     let connection = this.connections.get(serverUrl);
     if (connection) return connection;
-    connection = new RoomConnection({ serverUrl, deviceSeed: this.store.deviceKey().seed });
+    connection = new RoomConnection({ ...this.connectionOptions, serverUrl, deviceSeed: this.store.deviceKey().seed });
     const on = (type, handler) => connection.addEventListener(type, (event) => handler(event.detail));
     on("state", () => this.changed());
     on("joined", (d) => this._onJoined(d));
@@ -301,9 +326,10 @@ export class App {
     if (problem) return this.set({ error: problem });
     const chosen = LIFETIMES[lifetime];
     if (!chosen) return this.set({ error: "Choose how long the room lives." });
+    const store = this.store;
     const key = makeMinikey(randomBytes);
     const now = Date.now();
-    const room = this.store.addRoom({
+    const room = store.addRoom({
       key,
       label: label.trim() || "Room",
       nickname: name,
@@ -311,9 +337,10 @@ export class App {
       nowMs: now,
       keepHistory: false,
     });
-    room.serverUrl = this.store.data.serverUrl;
-    this.store.data.nickname = name;
-    await this.save();
+    room.serverUrl = store.data.serverUrl;
+    store.data.nickname = name;
+    const saved = await this.save();
+    if (this.store !== store) return this._lockedWhileAdding(room, saved, "make it again");
     this._connectRoom(room);
     this.set({ screen: "share", current: room.roomId, error: null });
   }
@@ -330,17 +357,16 @@ export class App {
     if (problem) return this.set({ error: problem });
     const existing = this.rooms.find((room) => room.key === parsed.key);
     if (existing) {
-      return this.set({ screen: "room", current: existing.roomId, joinText: "", error: null });
+      return this.set({ screen: "room", current: existing.roomId, joinText: "", joinServer: null, error: null });
     }
-    let serverUrl = this.store.data.serverUrl;
-    if (parsed.server) {
-      try {
-        serverUrl = normalizeServerUrl(parsed.server);
-      } catch (error) {
-        return this.set({ error: error.message });
-      }
+    let serverUrl;
+    try {
+      serverUrl = this.joinServerFor(parsed);
+    } catch (error) {
+      return this.set({ error: error.message });
     }
-    const room = this.store.addRoom({
+    const store = this.store;
+    const room = store.addRoom({
       key: parsed.key,
       label: "",
       nickname: name,
@@ -351,10 +377,43 @@ export class App {
     room.serverUrl = serverUrl;
     // The label is this device's own name for the room; the key does not carry one.
     room.label = `Room ${room.roomId.slice(0, 4)}`;
-    this.store.data.nickname = name;
-    await this.save();
+    store.data.nickname = name;
+    const saved = await this.save();
+    if (this.store !== store) {
+      // Kept, so that the Join screen shows it again after unlocking.
+      if (!saved) Object.assign(this.state, { joinText: text, joinServer: serverUrl });
+      return this._lockedWhileAdding(room, saved, "join it again");
+    }
     this._connectRoom(room);
-    this.set({ screen: "room", current: room.roomId, joinText: "", error: null });
+    this.set({ screen: "room", current: room.roomId, joinText: "", joinServer: null, error: null });
+  }
+
+  /**
+   * The relay a parsed invite (parseInvite) is joined on: the link's own; for a bare key,
+   * the relay of the invite link that brought it, else the one in Settings. Throws an
+   * Error a person can read for a relay address that is not one.
+   */
+  joinServerFor({ server, key }) {
+    if (server) return normalizeServerUrl(server);
+    const { joinText, joinServer } = this.state;
+    if (joinServer && this._inviteKey(joinText) === key) return normalizeServerUrl(joinServer);
+    return this.store.data.serverUrl;
+  }
+
+  _inviteKey(text) {
+    try {
+      return parseInvite(text).key;
+    } catch {
+      return null;
+    }
+  }
+
+  /** The tab locked while a new room was being saved (another tab wrote the store first). */
+  _lockedWhileAdding(room, saved, retry) {
+    const error = saved
+      ? `“${room.label}” was saved, but this tab locked: unlock to open it.`
+      : `“${room.label}” was not saved: this tab locked, as another tab changed the key store. Unlock, then ${retry}.`;
+    this.set({ error });
   }
 
   async renameRoom(id, label) {
@@ -369,9 +428,11 @@ export class App {
     const room = this.room(id);
     if (!room) return;
     this.connections.get(room.serverUrl)?.leave(fromHex(id));
-    this.store.removeRoom(id);
+    const store = this.store;
+    store.removeRoom(id);
     this.live.delete(id);
     await this.save();
+    if (this.store !== store) return; // locked meanwhile: the Unlock screen stays
     this.set({ screen: "rooms", current: null, notice: `Left and forgot “${room.label}”.` });
   }
 
@@ -402,6 +463,7 @@ export class App {
     const body = text.trim();
     const room = this.room(id);
     if (!body || !room) return false;
+    const store = this.store;
     const connection = this.connectionFor(room.serverUrl);
     let message;
     try {
@@ -410,6 +472,7 @@ export class App {
       this.set({ error: error.message });
       return false;
     }
+    if (this.store !== store) return false; // locked meanwhile: the closed connection drops it
     const entry = {
       id: hex(message.messageId),
       senderName: message.senderName,
@@ -425,8 +488,8 @@ export class App {
   }
 
   _storable(message) {
-    const { status: _status, ...stored } = message;
-    return stored;
+    const { status, ...stored } = message;
+    return { ...stored, sent: status === "sent" };
   }
 
   _append(id, entry) {
@@ -481,10 +544,12 @@ export class App {
   }
 
   _onAccepted({ roomId, messageId }) {
-    const live = this.live.get(hex(roomId));
+    const id = hex(roomId);
+    const live = this.live.get(id);
     const entry = live?.messages.find((m) => m.id === hex(messageId));
     if (entry) {
       entry.status = "sent";
+      if (this.room(id)?.keepHistory && this.store.markSent(id, entry.id)) this.save();
       this.changed();
     }
   }
@@ -498,9 +563,11 @@ export class App {
   async _onExpired(id) {
     const room = this.room(id);
     if (!room) return;
-    this.store.removeRoom(id);
+    const store = this.store;
+    store.removeRoom(id);
     this.live.delete(id);
     await this.save();
+    if (this.store !== store) return; // locked meanwhile: the Unlock screen stays
     const leaving = this.state.current === id;
     this.set({
       notice: `“${room.label}” expired and was deleted from this device.`,
@@ -545,9 +612,11 @@ export class App {
     }
     if (newPassword !== confirmation) return this.set({ error: "The two new passwords differ." });
     this.set({ busy: true, error: null });
+    const store = this.store;
     try {
       await this._saving;
-      await this.store.changePassword(oldPassword, newPassword);
+      if (this.store !== store) return; // locked meanwhile: lock() said why
+      await store.changePassword(oldPassword, newPassword);
     } catch (error) {
       if (error instanceof StoreChanged) return this.lock(error.message);
       const message = error instanceof WrongPassword ? "Wrong password. Nothing was changed." : error.message;

@@ -5,7 +5,7 @@
 //     idleLockMinutes: 5,
 //     rooms: [ { key, roomId: hex, label, nickname, createdAtMs, expiresAtMs,
 //                keepHistory, messages: [ { id: hex, senderName, fingerprint, text,
-//                                           timestampMs, mine, keyChanged } ] } ] }
+//                                           timestampMs, mine, keyChanged, sent } ] } ] }
 //
 // Change `data` or use the helpers, then `save()`. A wrong password or a damaged record
 // throws and writes nothing; the password itself is not kept, only the derived,
@@ -61,6 +61,7 @@ export class RoomExists extends KeyStoreError {}
  * @property {number} timestampMs
  * @property {boolean} mine
  * @property {boolean} keyChanged the sender's name came with a new device key
+ * @property {boolean} sent the relay took it (false: one of ours it had not acknowledged)
  */
 
 /**
@@ -117,6 +118,7 @@ function loadMessage(raw) {
     timestampMs: isTime(raw.timestampMs) ? raw.timestampMs : 0,
     mine: raw.mine === true,
     keyChanged: raw.keyChanged === true,
+    sent: raw.sent !== false, // stored before this field: shown as they were, sent
   };
 }
 
@@ -208,6 +210,7 @@ function messageFrom(message) {
     timestampMs: checkTime(message.timestampMs, "A message's timestampMs"),
     mine: message.mine === true,
     keyChanged: message.keyChanged === true,
+    sent: message.sent !== false,
   };
 }
 
@@ -225,6 +228,10 @@ export class KeyStore {
   // Saves, password changes and the wipe run one after another, in the order asked for,
   // so an older save can never land after a newer one.
   #writes = Promise.resolve();
+  // The save asked for but not started yet, which later saves join: a burst of saves (a
+  // room flooding a kept history) costs one write in flight and one more, never one each.
+  /** @type {{snapshot: any, done: Promise<void>} | null} */
+  #pendingSave = null;
 
   /** Use KeyStore.create or KeyStore.unlock. */
   constructor(token, record, key, data, options) {
@@ -310,13 +317,23 @@ export class KeyStore {
     this.#record = record;
   }
 
-  /** Seal the contents as they are now under a fresh nonce and store them, atomically. */
+  /**
+   * Seal the contents under a fresh nonce and store them, atomically. Resolves once a
+   * write that holds every change made before this call has landed: the contents are read
+   * when the write starts, and a save asked for while another waits to start joins it.
+   */
   async save() {
-    const snapshot = structuredClone(this.data);
-    return this.#enqueue(async () => {
+    if (this.locked) throw new StoreLocked("The key store is locked.");
+    if (this.#pendingSave) return this.#pendingSave.done;
+    const pending = { snapshot: null, done: null };
+    pending.done = this.#enqueue(async () => {
+      if (this.#pendingSave === pending) this.#pendingSave = null;
+      const snapshot = pending.snapshot ?? structuredClone(this.#data);
       const record = await sealVault(this.#record, this.#key, snapshot);
       await this.#replace(record);
     });
+    this.#pendingSave = pending;
+    return pending.done;
   }
 
   /**
@@ -329,6 +346,8 @@ export class KeyStore {
     checkPassword(oldPassword);
     checkPassword(newPassword);
     const snapshot = structuredClone(this.data);
+    // A save asked for after this must land after it, not join one queued before it.
+    this.#pendingSave = null;
     return this.#enqueue(async () => {
       await openVault(this.#record, oldPassword, this.#options);
       const { record, key } = await createVault(newPassword, snapshot, this.#options);
@@ -343,6 +362,9 @@ export class KeyStore {
    * reference is what there is.)
    */
   lock() {
+    // A save asked for but not started yet still writes the contents as they are now.
+    if (this.#pendingSave) this.#pendingSave.snapshot = structuredClone(this.#data);
+    this.#pendingSave = null;
     this.#data = null;
     this.#publicKey = null;
     this.#writes = this.#writes.then(() => {
@@ -430,6 +452,16 @@ export class KeyStore {
       room.messages.splice(0, room.messages.length - MAX_MESSAGES_PER_ROOM);
     }
     return room.messages.includes(stored) ? stored : null;
+  }
+
+  /** Mark one of the room's kept messages as taken by the relay (then save()); whether it changed. */
+  markSent(roomIdHex, id) {
+    const room = this.#existingRoom(roomIdHex);
+    const messageId = typeof id === "string" ? id.toLowerCase() : "";
+    const message = room.messages.find((m) => m.id === messageId);
+    if (!message || message.sent) return false;
+    message.sent = true;
+    return true;
   }
 
   /** Delete one message from the room's history (then save()); whether it was there. */
