@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -15,8 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from instantroom.client import keystore
 from instantroom.client.keystore import (
+    DELETED_KEPT_MS,
+    MAX_DELETED_PER_ROOM,
     DamagedStore,
+    DeletedEntry,
     HistoryEntry,
     KeyStore,
     StoreChanged,
@@ -237,6 +242,73 @@ def test_history_is_merged_by_message_and_deletions_hold(store_path: Path) -> No
     merged = KeyStore.open(store_path, "pw").rooms[0]
     assert [int(e.message_id, 16) for e in merged.history] == [1, 4, 5]
     assert merged.expires_at_ms == 9_000  # the earlier known end wins
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def test_deleted_messages_are_kept_for_the_replay_window_and_pruned_on_save(
+    store_path: Path,
+) -> None:
+    now = now_ms()
+    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    stored = store.add_room(room())
+    stored.record_deleted("01" * 16, now - 1000)
+    stored.record_deleted("01" * 16, now - 1000)  # once only
+    stored.record_deleted("02" * 16, now - DELETED_KEPT_MS - 60_000)  # too old to matter
+    stored.record_deleted("", now)  # an id not known: nothing to remember
+    store.save()
+    again = KeyStore.open(store_path, "pw").rooms[0]
+    assert again.deleted == [DeletedEntry("01" * 16, now - 1000)]
+
+
+def test_deleted_messages_are_bounded_per_room_keeping_the_newest(store_path: Path) -> None:
+    now = now_ms()
+    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    stored = store.add_room(room())
+    stored.deleted = [DeletedEntry(f"{n:032x}", now - n) for n in range(MAX_DELETED_PER_ROOM + 5)]
+    store.save()
+    kept = KeyStore.open(store_path, "pw").rooms[0].deleted
+    assert len(kept) == MAX_DELETED_PER_ROOM
+    assert min(e.timestamp_ms for e in kept) == now - MAX_DELETED_PER_ROOM + 1
+
+
+def test_a_store_written_before_deletions_were_kept_still_opens(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    store.add_room(room())
+
+    def as_before(stored: StoredRoom) -> dict[str, object]:  # no "deleted" field
+        return {k: v for k, v in dataclasses.asdict(stored).items() if k != "deleted"}
+
+    monkeypatch.setattr(keystore, "asdict", as_before)
+    store.save()
+    monkeypatch.undo()
+    assert KeyStore.open(store_path, "pw").rooms[0].deleted == []
+
+
+def test_deletions_from_both_programs_are_merged_and_keep_messages_out(store_path: Path) -> None:
+    now = now_ms()
+    first = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    shared = first.add_room(room())
+    shared.keep_history = True
+    shared.history += [entry(1), entry(2), entry(3)]
+    first.save()
+    second = KeyStore.open(store_path, "pw")
+    theirs = second.rooms[0]
+    theirs.history = [e for e in theirs.history if e.message_id != entry(2).message_id]
+    theirs.record_deleted(entry(2).message_id, now)
+    theirs.record_deleted(entry(7).message_id, now)  # deleted there, arriving here later
+    second.save()
+    shared.history = [e for e in shared.history if e.message_id != entry(3).message_id]
+    shared.record_deleted(entry(3).message_id, now)
+    shared.history.append(entry(7))
+    first.save()
+    merged = KeyStore.open(store_path, "pw").rooms[0]
+    assert [int(e.message_id, 16) for e in merged.history] == [1]
+    assert sorted(int(e.message_id, 16) for e in merged.deleted) == [2, 3, 7]
 
 
 def test_a_password_changed_elsewhere_stops_the_save_and_keeps_the_file(

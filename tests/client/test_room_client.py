@@ -21,7 +21,16 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from instantroom.client.connection import JoinRefused, RelayRefused, RoomClient, RoomGone, now_ms
+from instantroom.client import connection
+from instantroom.client.connection import (
+    JoinRefused,
+    RelayRefused,
+    RoomClient,
+    RoomGone,
+    default_delays,
+    now_ms,
+    without_credentials,
+)
 from instantroom.protocol import frames
 from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode
 from instantroom.protocol.errors import JoinProofError
@@ -35,6 +44,7 @@ from instantroom.protocol.session import (
     PongReceived,
     PresenceChanged,
     Refused,
+    RoomExpired,
 )
 from instantroom.testing import (
     LOOPBACK,
@@ -1021,3 +1031,54 @@ def test_an_outbox_of_800_written_in_an_outage_arrives_and_the_client_lives_on()
 
         run(scenario(), timeout=90)
     assert_exited_cleanly(first)
+
+
+def test_what_waits_for_readers_is_bounded_in_bytes_and_gone_at_expiry(
+    relay: RelayProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader that does not keep up (or reads only messages(), or only next_event())
+    holds the latest messages up to QUEUE_BYTES each, and none of a room that expired."""
+    monkeypatch.setattr(connection, "QUEUE_BYTES", 10 * 1000)
+    room, other = fresh_room(), fresh_room()
+
+    async def scenario() -> None:
+        async with client(relay, "flood") as sender, client(relay, "slow") as reader:
+            expires = now_ms() + 4000
+            for joining in (sender, reader):
+                await joining.join(room, expires)
+                await joining.join(other)
+            for n in range(30):
+                await sender.send_text(other.room_id, f"{n:03}" + "x" * 997)
+            await sender.send_text(room.room_id, "in the room that ends")
+            await events_until_pong(sender)  # the relay has handed everything out
+            await wait_for(
+                reader, lambda e: isinstance(e, MessageReceived) and e.room_id == room.room_id
+            )
+            kept = []
+            while reader._messages._items:  # what waits, read without waiting
+                received = await next_message(reader)
+                kept.append(received.message.text[:3])
+            assert 1 <= len(kept) <= 10
+            assert kept[-1] == "in "  # the latest kept, the oldest dropped
+            assert kept[:-1] == [f"{n:03}" for n in range(30 - len(kept) + 1, 30)]
+            # Sent again, into the room about to end, and left unread: gone at its expiry.
+            await sender.send_text(room.room_id, "unread when the room ends")
+            await wait_for(reader, lambda e: isinstance(e, RoomExpired))
+            assert not [m for m in reader._messages._items if m is not None]
+
+    run(scenario())
+
+
+def test_reconnect_delays_are_spread_and_bounded() -> None:
+    first, second = list(itertools.islice(default_delays(), 30)), []
+    second = list(itertools.islice(default_delays(), 30))
+    assert first != second  # two clients cut off together do not come back in step
+    assert all(0 <= delay <= 10.0 for delay in first + second)
+    assert max(first[-5:]) > 4  # and they grow to the cap
+
+
+def test_a_url_s_credentials_are_never_shown() -> None:
+    url = "https://someone:s3cret-pass@relay.example/chat/"
+    shown = RoomClient(url, device(), "me").url
+    assert shown == "wss://relay.example/chat/ws"
+    assert without_credentials("ws://u:p@127.0.0.1:9/ws") == "ws://127.0.0.1:9/ws"

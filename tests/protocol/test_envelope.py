@@ -485,3 +485,48 @@ def test_replay_filter_works_on_opened_messages() -> None:
     seen.accept(open_envelope(ROOM_A, envelope), _message().timestamp_ms)
     with pytest.raises(ReplayedMessage):
         seen.accept(open_envelope(ROOM_A, envelope), _message().timestamp_ms + 1)
+
+
+# Seeding the filter with what a receiver already has (a restart starts it empty)
+
+
+def test_a_remembered_id_is_dropped_as_a_replay_and_others_get_in() -> None:
+    seen = ReplayFilter()
+    seen.remember(_at(1, NOW - 1000).message_id, NOW - 1000, NOW)
+    with pytest.raises(ReplayedMessage):
+        seen.accept(_at(1, NOW - 1000), NOW)
+    seen.accept(_at(2, NOW - 1000), NOW)  # never remembered: it gets in
+
+
+def test_an_id_older_than_the_window_is_not_remembered() -> None:
+    seen = ReplayFilter(max_age_ms=HOUR)
+    seen.remember(_at(1, NOW).message_id, NOW - HOUR - 1, NOW)
+    seen.remember(_at(2, NOW).message_id, NOW - HOUR, NOW)  # at the edge: kept
+    assert len(seen._by_time) == 1
+    assert seen._floor_ms == -1  # ignoring it raised no floor
+
+
+def test_an_id_stamped_ahead_of_the_window_is_remembered_until_it_enters_it() -> None:
+    seen = ReplayFilter(max_age_ms=HOUR, max_future_ms=5 * 60 * 1000)
+    ahead = NOW + 10 * 60 * 1000
+    seen.remember(_at(1, ahead).message_id, ahead, NOW)
+    with pytest.raises(StaleMessage):
+        seen.accept(_at(1, ahead), NOW)
+    with pytest.raises(ReplayedMessage):
+        seen.accept(_at(1, ahead), ahead)
+
+
+def test_remembering_twice_or_past_capacity_keeps_the_floor_rule() -> None:
+    seen = ReplayFilter(max_age_ms=HOUR, capacity=2)
+    for number in (1, 1, 2, 3):  # 3 forgets 1, the oldest, and the floor rises to it
+        seen.remember(_at(number, NOW).message_id, NOW + number, NOW)
+    assert len(seen._by_time) == 2
+    with pytest.raises(StaleMessage):
+        seen.accept(_at(1, NOW + 1), NOW)
+    with pytest.raises(ReplayedMessage):
+        seen.accept(_at(3, NOW + 3), NOW)
+
+
+def test_remember_needs_a_16_byte_id() -> None:
+    with pytest.raises(UsageError):
+        ReplayFilter().remember(b"short", NOW, NOW)

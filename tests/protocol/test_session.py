@@ -9,6 +9,7 @@ import pytest
 from instantroom.protocol import frames
 from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.envelope import Kind, new_message, seal_envelope
+from instantroom.protocol.errors import UsageError
 from instantroom.protocol.join import verify_join_proof
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.protocol.session import (
@@ -814,3 +815,51 @@ def test_the_names_remembered_per_room_are_bounded(room: RoomKeys) -> None:
     bob.receive(deliver_as(3, "n1", room, 1), NOW)
     assert [e.key_changed for e in received(bob)] == [True, False]
     assert len(names) == MAX_NAMES_PER_ROOM
+
+
+# Telling a (restarted) session the messages it already has (PROTOCOL.md 7)
+
+
+def test_a_remembered_message_is_dropped_as_a_replay_after_a_restart(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    kept = alice.send_text(room.room_id, "kept", NOW)
+    deleted = alice.send_text(room.room_id, "deleted", NOW + 1)
+    fresh = alice.send_text(room.room_id, "never seen", NOW + 2)
+    old = alice.send_text(room.room_id, "an hour ago", NOW - 3_600_000)
+    publishes = alice.frames_to_send()
+    # Bob restarted: a new session, whose filter starts empty. He tells it what he has.
+    bob = make_session(2, "bob")
+    bob.connection_made()
+    join_fully(bob, room)
+    later = NOW + 60_000
+    bob.remember(room.room_id, kept.message_id, kept.timestamp_ms, later)
+    bob.remember(room.room_id, deleted.message_id, deleted.timestamp_ms, later)
+    bob.remember(room.room_id, old.message_id, old.timestamp_ms, later)  # out of the window
+    assert len(bob.rooms[room.room_id].replays._by_time) == 2
+    for publish in publishes[:3]:  # the relay sends them again
+        bob.receive(relay_deliver(publish), later)
+    events = bob.events()
+    assert [e.reason for e in events if isinstance(e, MessageRejected)] == [
+        "ReplayedMessage",
+        "ReplayedMessage",
+    ]
+    (shown,) = [e for e in events if isinstance(e, MessageReceived)]
+    assert shown.message.message_id == fresh.message_id
+
+
+def test_a_session_drops_its_own_message_sent_back_to_it(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    alice.send_text(room.room_id, "mine", NOW)
+    (publish,) = alice.frames_to_send()
+    alice.receive(relay_deliver(publish), NOW + 5)
+    assert alice.events() == [MessageRejected(room.room_id, "ReplayedMessage")]
+
+
+def test_remember_needs_the_room_joined(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    with pytest.raises(UsageError):
+        alice.remember(room.room_id, bytes(16), NOW, NOW)

@@ -31,11 +31,13 @@ from instantroom.cli import build_parser
 from instantroom.client import keystore
 from instantroom.client.invite import format_invite
 from instantroom.client.keystore import HistoryEntry, KeyStore, StoredRoom, WrongPassword
+from instantroom.protocol import frames
 from instantroom.protocol.codes import CloseCode
-from instantroom.protocol.kdf import private_key_bytes
+from instantroom.protocol.envelope import Kind, new_message, seal_envelope
+from instantroom.protocol.kdf import DeviceKey, RoomKeys, private_key_bytes
 from instantroom.protocol.minikey import format_minikey, make_minikey
 from instantroom.rooms_cli import cmd_chat
-from instantroom.testing import RelayProcess, run, running_relay
+from instantroom.testing import RelayProcess, raw_client, run, running_relay
 from instantroom.tui.app import ChatApp
 from tests.client.test_room_client import FakeRelay, joined_then_closed
 from tests.client.test_rooms_cli import decode, rasterise_terminal
@@ -303,6 +305,55 @@ def test_a_deleted_message_is_gone_from_the_screen_and_the_store(
     assert kept(bob_store.path) == ["second, to keep"]  # and it stays so after quitting
 
 
+def test_a_deleted_message_a_relay_sends_again_after_a_restart_stays_deleted(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    """The replay filter starts empty after a restart: the chat tells it the kept history
+    and the deletions of the last hour, so a relay's replay brings nothing back."""
+    key = make_minikey(secrets.randbelow)
+    bob_store = new_store(tmp_path / "bob.json", room(key, relay.url, keep_history=True))
+    keys = RoomKeys.from_minikey(key)
+    alice = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+
+    def publish(ref: int, text: str) -> bytes:
+        message = new_message(
+            alice, "alice", Kind.TEXT, text.encode(), token_bytes=secrets.token_bytes,
+            now_ms=now_ms(),
+        )  # fmt: skip
+        envelope = seal_envelope(keys, alice, message, secrets.token_bytes(12))
+        return frames.encode_frame(frames.Publish(ref, keys.room_id, envelope))
+
+    def shown(member: Member, text: str) -> int:
+        return len(member.lines_with(text))
+
+    async def scenario() -> None:
+        to_delete, to_keep = publish(1, "first, to delete"), publish(2, "second, to keep")
+        async with raw_client(relay.ws_url) as raw:
+            await raw.join(keys)
+            async with on_screen(ChatApp(bob_store, "bob")) as bob:
+                await bob.until(lambda: "Online: 2" in bob.members(), "both joined")
+                await raw.send(to_delete)
+                await raw.send(to_keep)
+                await bob.until(lambda: len(kept(bob_store.path)) == 2, "both kept")
+                await bob.say("/delete 1")
+                assert kept(bob_store.path) == ["second, to keep"]
+            # Bob's chat starts again; the relay sends the very same envelopes again.
+            again = KeyStore.open(bob_store.path, PASSWORD)
+            async with on_screen(ChatApp(again, "bob")) as bob:
+                await bob.until(lambda: "Online: 2" in bob.members(), "joined again")
+                assert shown(bob, "second, to keep") == 1  # from the kept history
+                await raw.send(to_delete)
+                await raw.send(to_keep)
+                await raw.send(publish(3, "third, new"))
+                await bob.until(lambda: shown(bob, "third, new") == 1, "the new message")
+                assert shown(bob, "first, to delete") == 0
+                assert shown(bob, "second, to keep") == 1
+                await bob.until(lambda: len(kept(bob_store.path)) == 2, "the new one kept")
+                assert kept(bob_store.path) == ["second, to keep", "third, new"]
+
+    run(scenario())
+
+
 def test_an_expired_room_is_gone_from_the_screen_and_the_store(
     tmp_path: Path, relay: RelayProcess
 ) -> None:
@@ -371,6 +422,8 @@ def test_history_shows_again_and_clear_leave_and_wipe_delete_it(tmp_path: Path) 
             await member.say("/clear")
             assert "kept" not in member.conversation()
             assert stored().rooms[0].history == []
+            # Their ids and times stay for the replay window, so no relay brings them back.
+            assert {e.message_id for e in stored().rooms[0].deleted} == {"00" * 16, "11" * 16}
             await member.say("/history off")
             assert not stored().rooms[0].keep_history
             await member.say("/leave")

@@ -7,7 +7,11 @@ import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 
 import { IDBFactory } from "fake-indexeddb";
-import { fromHex } from "../src/protocol/bytes.js";
+import { fromHex, hex, utf8 } from "../src/protocol/bytes.js";
+import { SUBPROTOCOL } from "../src/protocol/codes.js";
+import { Kind, sealEnvelope } from "../src/protocol/envelope.js";
+import { decodeFrame, encodeFrame } from "../src/protocol/frames.js";
+import { deviceKeyFromSeed, roomKeysFromMinikey } from "../src/protocol/kdf.js";
 import { makeMinikey } from "../src/protocol/minikey.js";
 import { deleteRecord } from "../src/store/db.js";
 import { KeyStore } from "../src/store/keystore.js";
@@ -36,7 +40,7 @@ function pageOfRelayA(hash) {
 const invitedPage = pageOfRelayA(`#${INVITED_KEY}`);
 globalThis.window = invitedPage;
 globalThis.document = Object.assign(new EventTarget(), { visibilityState: "visible" });
-const { App } = await import("../src/app/controller.js");
+const { App, SAVE_THROTTLE_MS } = await import("../src/app/controller.js");
 
 /** WebSockets that never open: each records the URL it was made for. */
 const socketUrls = [];
@@ -58,7 +62,7 @@ after(() => {
  * A started app on a database of its own; `beforeOpen(n, action)` runs `action` (another
  * tab's write) just before the app's n-th next opening of that database.
  */
-async function startApp() {
+async function startApp({ WebSocketImpl = RecordedSocket, clock } = {}) {
   const indexedDB = new IDBFactory();
   let pending = null;
   const opening = {
@@ -73,7 +77,8 @@ async function startApp() {
   };
   const app = new App({
     storeOptions: { indexedDB: opening, insecureTestIterations: 1000 },
-    connectionOptions: { WebSocketImpl: RecordedSocket, setTimer: () => null, clearTimer: () => {} },
+    connectionOptions: { WebSocketImpl, setTimer: () => null, clearTimer: () => {} },
+    clock,
   });
   started.push(app);
   globalThis.window = pageOfRelayA("");
@@ -162,6 +167,51 @@ describe("App: another tab writes the store meanwhile", () => {
   });
 });
 
+describe("App: a save that fails for another reason than another tab", () => {
+  const quotaExceeded = () => {
+    throw new DOMException("The quota has been exceeded.", "QuotaExceededError");
+  };
+
+  it("a new room that could not be saved stays on the New room screen with the error", async () => {
+    const { app, otherTab, beforeOpen } = await startApp();
+    await app.unlock(PASSWORD, PASSWORD);
+    app.go("new");
+    socketUrls.length = 0;
+    beforeOpen(1, quotaExceeded);
+    await app.createRoom({ label: "Trip", nickname: "Ann", lifetime: "day" });
+    assert.equal(app.state.screen, "new");
+    assert.match(app.state.error, /Could not save: The quota has been exceeded/);
+    assert.match(app.state.error, /“Trip” was not made/);
+    assert.deepEqual(app.rooms, []); // nothing half done: no room to show, none to save later
+    assert.deepEqual(socketUrls, []);
+    assert.deepEqual((await KeyStore.unlock(PASSWORD, otherTab)).data.rooms, []);
+
+    await app.createRoom({ label: "Trip", nickname: "Ann", lifetime: "day" }); // again
+    assert.equal(app.state.screen, "share");
+    assert.equal(app.state.error, null);
+    assert.equal((await KeyStore.unlock(PASSWORD, otherTab)).data.rooms.length, 1);
+  });
+
+  it("a joined room that could not be saved stays on the Join screen with the error and the key", async () => {
+    const { app, otherTab, beforeOpen } = await startApp();
+    await app.unlock(PASSWORD, PASSWORD);
+    const key = makeMinikey(randomBytes);
+    app.set({ joinText: key });
+    app.go("join");
+    beforeOpen(1, quotaExceeded);
+    await app.joinRoom({ text: key, nickname: "Ann" });
+    assert.equal(app.state.screen, "join");
+    assert.match(app.state.error, /Could not save: .* was not joined/);
+    assert.equal(app.state.joinText, key);
+    assert.deepEqual(app.rooms, []);
+    assert.deepEqual((await KeyStore.unlock(PASSWORD, otherTab)).data.rooms, []);
+
+    await app.joinRoom({ text: key, nickname: "Ann" });
+    assert.equal(app.state.screen, "room");
+    assert.equal(app.state.error, null);
+  });
+});
+
 describe("App: kept history across a lock", () => {
   it("a message the relay had not taken shows as not sent after unlocking, one it took as sent", async () => {
     const { app } = await startApp();
@@ -185,4 +235,212 @@ describe("App: kept history across a lock", () => {
       ["still in the outbox", "unsent"],
     ]);
   });
+});
+
+/**
+ * WebSockets to a relay that lets every JOIN in and sends nothing else by itself; the
+ * test sends DELIVER frames with `deliver`, as a relay replaying what it recorded would.
+ */
+const liveSockets = [];
+class RelaySocket extends EventTarget {
+  constructor() {
+    super();
+    this.protocol = SUBPROTOCOL;
+    this.readyState = 0;
+    liveSockets.push(this);
+    queueMicrotask(() => {
+      this.readyState = 1;
+      this.dispatchEvent(new Event("open"));
+    });
+  }
+  send(data) {
+    const frame = decodeFrame(data);
+    if (frame.type === "Join") this.push({ type: "Challenge", roomId: frame.roomId, challenge: new Uint8Array(32) });
+    if (frame.type === "Proof") this.push({ type: "Joined", roomId: frame.roomId, expiresAtMs: 0, members: 2 });
+  }
+  push(frame) {
+    const bytes = encodeFrame(frame);
+    this.dispatchEvent(Object.assign(new Event("message"), { data: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) }));
+  }
+  close() {}
+}
+
+/** Let the app's connection run until its session has joined room `id`. */
+async function joined(app, id) {
+  const connection = app.connections.get(app.room(id).serverUrl);
+  for (let i = 0; i < 100 && !connection.rooms.get(id)?.joined; i++) {
+    await new Promise((resolve) => setImmediate(resolve));
+    await connection.idle();
+  }
+  assert.ok(connection.rooms.get(id)?.joined, "the room was not joined");
+  return connection;
+}
+
+describe("App: a relay replaying messages after an unlock", () => {
+  it("a deleted message stays deleted and a kept one is not shown twice", async () => {
+    const { app } = await startApp({ WebSocketImpl: RelaySocket });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Kept", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    await app.setKeepHistory(id, true);
+    const room = roomKeysFromMinikey(app.room(id).key);
+    const alice = deviceKeyFromSeed(randomBytes(32));
+    const envelopeOf = async (text) => {
+      const message = {
+        messageId: randomBytes(16),
+        timestampMs: Date.now(),
+        kind: Kind.TEXT,
+        senderKey: alice.publicKey,
+        senderName: "alice",
+        body: utf8.encode(text),
+      };
+      return { id: hex(message.messageId), envelope: await sealEnvelope(room, alice, message, randomBytes(12)) };
+    };
+    const toDelete = await envelopeOf("to delete");
+    const toKeep = await envelopeOf("to keep");
+    const deliver = async (connection, ...sealed) => {
+      for (const { envelope } of sealed) liveSockets.at(-1).push({ type: "Deliver", roomId: room.roomId, envelope });
+      await connection.idle();
+    };
+    const texts = () => app.liveRoom(id).messages.map((m) => m.text);
+    const kept = () => app.room(id).messages.map((m) => m.text);
+
+    await deliver(await joined(app, id), toDelete, toKeep);
+    assert.deepEqual(texts(), ["to delete", "to keep"]);
+    await app.deleteMessage(id, toDelete.id);
+    assert.deepEqual(kept(), ["to keep"]);
+
+    app.lock("Locked after a while without use.");
+    await app.unlock(PASSWORD);
+    const connection = await joined(app, id);
+    // The relay sends the very same envelopes again, then a new one.
+    await deliver(connection, toDelete, toKeep, await envelopeOf("new"));
+    assert.deepEqual(texts(), ["to keep", "new"]);
+    assert.deepEqual(kept(), ["to keep", "new"]);
+    assert.deepEqual(
+      app.room(id).deleted.map((d) => d.id),
+      [toDelete.id],
+    );
+  });
+});
+
+/** The throttled saves' clock: its timers run only when the test moves it. */
+class FakeClock {
+  constructor() {
+    this.time = 1_790_000_000_000;
+    this.timers = new Set();
+    this.now = () => this.time;
+    this.setTimer = (action, ms) => {
+      const timer = { at: this.time + ms, action };
+      this.timers.add(timer);
+      return timer;
+    };
+    this.clearTimer = (timer) => this.timers.delete(timer);
+  }
+
+  advance(ms) {
+    this.time += ms;
+    for (const timer of [...this.timers].sort((a, b) => a.at - b.at)) {
+      if (timer.at > this.time) break;
+      this.timers.delete(timer);
+      timer.action();
+    }
+  }
+}
+
+describe("App: saves caused by arriving messages are throttled", () => {
+  async function flooded() {
+    const clock = new FakeClock();
+    const { app, otherTab } = await startApp({ clock });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Busy", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    await app.setKeepHistory(id, true);
+    const store = app.store;
+    const save = store.save.bind(store);
+    const saves = { count: 0 };
+    store.save = () => {
+      saves.count += 1;
+      return save();
+    };
+    const connection = app.connections.get(app.room(id).serverUrl);
+    let n = 0;
+    const arrive = (count = 1) => {
+      for (let i = 0; i < count; i++, n++) {
+        const messageId = randomBytes(16);
+        const message = { messageId, timestampMs: 1000 + n, kind: 1, senderName: "alice", senderKey: new Uint8Array(32) };
+        const detail = { roomId: fromHex(id), message, text: `flood ${n}`, fingerprint: "AAAA-BBBB-CCCC-DDDD", keyChanged: false };
+        connection.dispatchEvent(new CustomEvent("message", { detail }));
+      }
+    };
+    const stored = async () => (await KeyStore.unlock(PASSWORD, otherTab)).data.rooms[0].messages.length;
+    return { app, clock, id, saves, arrive, stored, connection };
+  }
+
+  it("a flood is written at most once a second, the last message too", async () => {
+    const { app, clock, saves, arrive, stored } = await flooded();
+    arrive(50); // right after the person's own save: the wait is not over
+    assert.equal(saves.count, 0);
+    clock.advance(SAVE_THROTTLE_MS - 1);
+    arrive(50);
+    assert.equal(saves.count, 0);
+    clock.advance(1);
+    assert.equal(saves.count, 1);
+    await app._saving;
+    assert.equal(await stored(), 100);
+    arrive(10);
+    clock.advance(SAVE_THROTTLE_MS / 2);
+    assert.equal(saves.count, 1);
+    clock.advance(SAVE_THROTTLE_MS / 2);
+    assert.equal(saves.count, 2);
+    await app._saving;
+    assert.equal(await stored(), 110);
+    clock.advance(5 * SAVE_THROTTLE_MS); // quiet for a while: the next arrival is written at once
+    arrive();
+    assert.equal(saves.count, 3);
+    assert.equal(clock.timers.size, 0);
+  });
+
+  it("the person's own action saves at once, and takes the waiting save with it", async () => {
+    const { app, clock, id, saves, arrive, stored } = await flooded();
+    arrive(3);
+    assert.equal(saves.count, 0);
+    assert.equal(await app.sendText(id, "mine"), true);
+    assert.equal(saves.count, 1);
+    assert.equal(clock.timers.size, 0); // nothing more to write
+    await app._saving;
+    assert.equal(await stored(), 4);
+  });
+
+  it("an acknowledgement's save is throttled too", async () => {
+    const { app, clock, id, saves, connection } = await flooded();
+    clock.advance(SAVE_THROTTLE_MS);
+    await app.sendText(id, "mine"); // saved at once
+    const [mine] = app.liveRoom(id).messages;
+    connection.dispatchEvent(new CustomEvent("accepted", { detail: { roomId: fromHex(id), messageId: fromHex(mine.id) } }));
+    assert.equal(saves.count, 1);
+    clock.advance(SAVE_THROTTLE_MS);
+    assert.equal(saves.count, 2);
+  });
+
+  for (const [what, hide] of [
+    ["locking", (app) => app.lock("Locked after a while without use.")],
+    ["the page being hidden", () => {
+      document.visibilityState = "hidden";
+      document.dispatchEvent(new Event("visibilitychange"));
+      document.visibilityState = "visible";
+    }],
+    ["the page going away", () => window.dispatchEvent(new Event("pagehide"))],
+  ]) {
+    it(`${what} writes a waiting save at once`, async () => {
+      const { app, clock, saves, arrive, stored } = await flooded();
+      arrive(5);
+      assert.equal(saves.count, 0);
+      hide(app);
+      assert.equal(saves.count, 1);
+      assert.equal(clock.timers.size, 0);
+      await app._saving;
+      assert.equal(await stored(), 5);
+    });
+  }
 });

@@ -12,7 +12,9 @@ import { formatMinikey, makeMinikey } from "../src/protocol/minikey.js";
 import { readRecord, writeRecord } from "../src/store/db.js";
 import {
   DamagedStore,
+  DELETED_KEPT_MS,
   KeyStore,
+  MAX_DELETED_PER_ROOM,
   MAX_MESSAGES_PER_ROOM,
   NoStore,
   NoSuchRoom,
@@ -375,6 +377,7 @@ describe("KeyStore: rooms", () => {
       expiresAtMs: 5000,
       keepHistory: true,
       messages: [],
+      deleted: [],
     });
     assert.equal(store.room(room.roomId), room);
     assert.equal(store.room(room.roomId.toUpperCase()), room);
@@ -484,6 +487,49 @@ describe("KeyStore: history", () => {
     assert.deepEqual(stored.rooms[1].messages, []);
     assert.ok(!JSON.stringify(stored).includes("message 2"));
     assert.ok(!JSON.stringify(stored).includes("in b"));
+  });
+
+  it("remembers deleted messages' ids for the replay window, pruned and bounded on save", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    const now = Date.now();
+    const kept = message(1, { timestampMs: now - 1000 });
+    store.addMessage(room.roomId, kept);
+    const cleared = message(2, { timestampMs: now - 500 });
+    store.addMessage(room.roomId, cleared);
+    assert.equal(store.deleteMessage(room.roomId, kept.id), true);
+    const notKept = hex(randomBytes(16));
+    assert.equal(store.recordDeleted(room.roomId, notKept, now - 2000), true);
+    assert.equal(store.recordDeleted(room.roomId, notKept.toUpperCase(), now - 2000), false);
+    store.recordDeleted(room.roomId, hex(randomBytes(16)), now - DELETED_KEPT_MS - 60_000); // too old
+    assert.equal(store.clearHistory(room.roomId), 1);
+    assert.throws(() => store.recordDeleted(room.roomId, "nope", now), UsageError);
+    await store.save();
+    const stored = (await storedContents(options)).rooms[0];
+    assert.deepEqual(stored.messages, []);
+    assert.deepEqual(
+      stored.deleted.map((d) => d.id),
+      [notKept, kept.id, cleared.id], // oldest first; the one too old is gone
+    );
+    assert.ok(!JSON.stringify(stored.deleted).includes("message"));
+
+    room.deleted = Array.from({ length: MAX_DELETED_PER_ROOM + 5 }, (_, n) => ({ id: hex(randomBytes(16)), timestampMs: now - n }));
+    await store.save();
+    const bounded = (await storedContents(options)).rooms[0].deleted;
+    assert.equal(bounded.length, MAX_DELETED_PER_ROOM);
+    assert.equal(Math.min(...bounded.map((d) => d.timestampMs)), now - MAX_DELETED_PER_ROOM + 1);
+  });
+
+  it("a room stored before deletions were remembered loads with none", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    delete room.deleted; // as an older build wrote it
+    await store.save();
+    assert.equal("deleted" in (await storedContents(options)).rooms[0], false);
+    const again = await KeyStore.unlock(PASSWORD, options);
+    assert.deepEqual(again.data.rooms[0].deleted, []);
   });
 
   it("turning history off deletes the stored messages and keeps no new ones", async () => {

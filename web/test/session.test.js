@@ -808,6 +808,65 @@ describe("the replay filter", () => {
     assert.throws(() => filter.accept(message(1, NOW), NOW), { name: "StaleMessage" });
     assert.throws(() => filter.accept(message(3, NOW + 5 * 60_000 + 1), NOW), { name: "StaleMessage" });
   });
+
+  it("remembers a seeded id as a replay, ignores one older than the window, keeps one ahead", () => {
+    const filter = new ReplayFilter({ maxAgeMs: HOUR, maxFutureMs: 5 * 60_000 });
+    filter.remember(message(1, 0).messageId, NOW - 1000, NOW);
+    assert.throws(() => filter.accept(message(1, NOW - 1000), NOW), { name: "ReplayedMessage" });
+    filter.accept(message(2, NOW - 1000), NOW); // never remembered: it gets in
+    filter.remember(message(3, 0).messageId, NOW - HOUR - 1, NOW); // older than the window
+    filter.remember(message(4, 0).messageId, NOW - HOUR, NOW); // at the edge: kept
+    assert.equal(filter.size, 3);
+    assert.equal(filter._floorMs, -1); // ignoring one raised no floor
+    const ahead = NOW + 10 * 60_000;
+    filter.remember(message(5, 0).messageId, ahead, NOW);
+    assert.throws(() => filter.accept(message(5, ahead), NOW), { name: "StaleMessage" });
+    assert.throws(() => filter.accept(message(5, ahead), ahead), { name: "ReplayedMessage" });
+  });
+
+  it("remembering twice or past capacity keeps the floor rule", () => {
+    const filter = new ReplayFilter({ capacity: 2 });
+    for (const id of [1, 1, 2, 3]) filter.remember(message(id, 0).messageId, NOW + id, NOW);
+    assert.equal(filter.size, 2);
+    assert.throws(() => filter.accept(message(1, NOW + 1), NOW), { name: "StaleMessage" });
+    assert.throws(() => filter.accept(message(3, NOW + 3), NOW), { name: "ReplayedMessage" });
+    assert.throws(() => filter.remember(new Uint8Array(5), NOW, NOW), UsageError);
+  });
+
+  it("a restarted session told what it has drops those as replays and shows the rest", async () => {
+    const alice = await connectedAndJoined(1, roomA, { name: "alice" });
+    const kept = await alice.sendText(roomA.roomId, "kept", NOW);
+    const deleted = await alice.sendText(roomA.roomId, "deleted", NOW + 1);
+    const fresh = await alice.sendText(roomA.roomId, "never seen", NOW + 2);
+    const old = await alice.sendText(roomA.roomId, "an hour ago", NOW - HOUR);
+    const publishes = decoded(alice);
+    // Bob restarted: a new session, whose filter starts empty. He tells it what he has.
+    const bob = await connectedAndJoined(2, roomA, { name: "bob" });
+    const later = NOW + 60_000;
+    for (const m of [kept, deleted, old]) bob.remember(roomA.roomId, m.messageId, m.timestampMs, later);
+    assert.equal(bob.rooms.get(roomHex(roomA.roomId)).replays.size, 2); // not the old one
+    for (const publish of publishes.slice(0, 3)) await bob.receive(deliverFrom(publish), later);
+    const events = bob.events();
+    assert.deepEqual(
+      events.filter((e) => e.type === "rejected").map((e) => e.reason),
+      ["ReplayedMessage", "ReplayedMessage"],
+    );
+    const shown = events.filter((e) => e.type === "message");
+    assert.deepEqual(shown.map((e) => hex(e.message.messageId)), [hex(fresh.messageId)]);
+  });
+
+  it("a session drops its own message sent back to it", async () => {
+    const alice = await connectedAndJoined(1, roomA, { name: "alice" });
+    await alice.sendText(roomA.roomId, "mine", NOW);
+    const [publish] = decoded(alice);
+    await alice.receive(deliverFrom(publish), NOW + 5);
+    assert.deepEqual(alice.events().map((e) => [e.type, e.reason]), [["rejected", "ReplayedMessage"]]);
+  });
+
+  it("remember needs the room joined", () => {
+    const alice = makeSession(1);
+    assert.throws(() => alice.remember(roomA.roomId, new Uint8Array(16), NOW, NOW), UsageError);
+  });
 });
 
 /**

@@ -34,9 +34,10 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Generator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -63,7 +64,11 @@ from instantroom.protocol.session import (
 logger = logging.getLogger("instantroom.client")
 # How long the outbox waits, after a reconnect, for the room's members to come back.
 REJOIN_GRACE = 3.0
+# What waits for readers of messages() and of next_event(), each: bounded in count and
+# in message bytes, the oldest dropped first, so that a room flooding a reader that does
+# not keep up (or one that reads only one of them) costs no more memory than this.
 QUEUE_LIMIT = 10_000
+QUEUE_BYTES = 16 * 1024 * 1024
 # JOIN or PUBLISH refused with RATE_LIMITED: send it again after this many seconds.
 RETRY_AFTER_RATE_LIMIT = 1.0
 # JOIN refused with RELAY_FULL ("try later"): a full relay does not empty in a second.
@@ -106,10 +111,17 @@ class RelayRefused(Exception):
         self.close_code = close_code
 
 
-def _retry_or_give_up(exc: Exception) -> Exception | None:
-    """Back off and retry on whatever may pass, a 429 (too many connections) too."""
+def _retry_or_give_up(exc: Exception, url: str) -> Exception | None:
+    """Back off and retry on whatever may pass, a 429 (too many connections) too; a
+    certificate that cannot be verified will not pass on the next try either."""
     if isinstance(exc, InvalidStatus) and exc.response.status_code == 429:
         return None
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return RelayRefused(
+            f"The relay at {url} has a certificate this machine does not trust "
+            f"({exc.verify_message}). For a certificate of your own, point SSL_CERT_FILE "
+            "at it."
+        )
     return process_exception(exc)
 
 
@@ -119,11 +131,52 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _offer(queue: asyncio.Queue[Any], item: Any) -> None:
-    """Put ``item`` in a bounded queue, dropping the oldest if nobody keeps up."""
-    if queue.full():
-        queue.get_nowait()
-    queue.put_nowait(item)
+T = TypeVar("T")
+
+
+def _of_room(room_id: bytes, item: object) -> bool:
+    return isinstance(item, MessageReceived) and item.room_id == room_id
+
+
+def _size(item: object) -> int:
+    return len(item.message.text) if isinstance(item, MessageReceived) else 0
+
+
+class _Inbox(Generic[T]):
+    """A queue bounded in items and in message bytes: the oldest go first when full."""
+
+    def __init__(self) -> None:
+        self._items: deque[T] = deque()
+        self._bytes = 0
+        self._ready = asyncio.Event()
+
+    def offer(self, item: T) -> None:
+        self._items.append(item)
+        self._bytes += _size(item)
+        while len(self._items) > 1 and (
+            len(self._items) > QUEUE_LIMIT or self._bytes > QUEUE_BYTES
+        ):
+            self._bytes -= _size(self._items.popleft())
+        self._ready.set()
+
+    async def get(self) -> T:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        item = self._items.popleft()
+        self._bytes -= _size(item)
+        return item
+
+    def put_back(self, item: T) -> None:
+        """Put ``item`` first again, for the next reader."""
+        self._items.appendleft(item)
+        self._bytes += _size(item)
+        self._ready.set()
+
+    def drop(self, unwanted: Callable[[T], bool]) -> None:
+        """Forget what waits and is ``unwanted``."""
+        self._items = deque(item for item in self._items if not unwanted(item))
+        self._bytes = sum(_size(item) for item in self._items)
 
 
 def websocket_url(server: str) -> str:
@@ -144,7 +197,17 @@ def now_ms() -> int:
 
 
 def default_delays() -> Generator[float]:
-    return backoff(initial_delay=0.2, min_delay=0.2, max_delay=10.0, factor=1.6)
+    """websockets' backoff, each delay drawn between half and all of it: clients cut off
+    together by a relay restart come back spread out, not in waves."""
+    for delay in backoff(initial_delay=0.2, min_delay=0.2, max_delay=10.0, factor=1.6):
+        yield delay * (0.5 + secrets.randbelow(1001) / 2000)
+
+
+def without_credentials(url: str) -> str:
+    """``url`` without a user name or password, to be shown or logged."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
 
 
 class RoomClient:
@@ -162,10 +225,15 @@ class RoomClient:
         retry_after_relay_full: float = RETRY_AFTER_RELAY_FULL,
         stable_after: float = STABLE_AFTER,
     ) -> None:
-        self.url = websocket_url(server)
+        self._connect_url = websocket_url(server)  # with credentials, if any
+        self.url = without_credentials(self._connect_url)  # what is shown
         self.session = ClientSession(device, name, token_bytes=secrets.token_bytes)
         self.connected = asyncio.Event()
         self.presence: dict[bytes, int] = {}
+        # websockets takes ssl=None for "no TLS", and refuses it for wss://: a wss:// URL
+        # gets the system's trust store (or the file SSL_CERT_FILE names) unless told so.
+        if ssl_context is None and self._connect_url.startswith("wss:"):
+            ssl_context = ssl.create_default_context()
         self._ssl = ssl_context
         self._delays = reconnect_delays
         # The backoff under way; None: the next reconnect starts a fresh one.
@@ -178,8 +246,8 @@ class RoomClient:
         self._task: asyncio.Task[None] | None = None
         # Bounded: a reader that does not keep up loses the oldest, never our memory.
         # None, last: the client has stopped (failure, or closed); readers raise.
-        self._messages: asyncio.Queue[MessageReceived | None] = asyncio.Queue(QUEUE_LIMIT)
-        self._events: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE_LIMIT)
+        self._messages: _Inbox[MessageReceived | None] = _Inbox()
+        self._events: _Inbox[Event | None] = _Inbox()
         # One future per room, shared by its join() callers, each awaiting it shielded.
         self._joined: dict[bytes, asyncio.Future[Joined]] = {}
         # message id -> (room id, the future its sender awaits)
@@ -244,11 +312,16 @@ class RoomClient:
         if self._closed:
             raise RoomGone(CLOSED)
 
-    async def join(self, room: RoomKeys, expires_at_ms: int = 0) -> Joined:
+    async def join(
+        self, room: RoomKeys, expires_at_ms: int = 0, known: Iterable[tuple[bytes, int]] = ()
+    ) -> Joined:
         """Join ``room`` and wait for the relay to let us in. A room whose expiry has
-        passed is not joined (PROTOCOL.md 9): ``RoomGone`` at once."""
+        passed is not joined (PROTOCOL.md 9): ``RoomGone`` at once. ``known`` are the
+        (message id, time) of messages this client has already (kept or deleted): the
+        room's replay filter drops them if a relay sends them again (PROTOCOL.md 7)."""
         self._check_running()
-        if 0 < expires_at_ms <= now_ms():
+        now = now_ms()
+        if 0 < expires_at_ms <= now:
             raise RoomGone("The room has expired.")
         state = self.session.rooms.get(room.room_id)
         future = self._joined.get(room.room_id)
@@ -259,6 +332,8 @@ class RoomClient:
             future.add_done_callback(_retrieve)
         if state is None:
             self.session.join(room, expires_at_ms)
+            for message_id, timestamp_ms in known:  # before any DELIVER can come
+                self.session.remember(room.room_id, message_id, timestamp_ms, now)
         await self._flush()
         # Shielded: a caller that gives up does not cancel the wait of another.
         return await asyncio.shield(future)
@@ -284,7 +359,7 @@ class RoomClient:
         while True:
             received = await self._messages.get()
             if received is None:
-                self._messages.put_nowait(None)  # for every later reader too
+                self._messages.put_back(None)  # for every later reader too
                 raise self._stop_reason()
             yield received
 
@@ -292,7 +367,7 @@ class RoomClient:
         """The next event; raises as ``messages()`` does once the client has stopped."""
         event = await self._events.get()
         if event is None:
-            self._events.put_nowait(None)
+            self._events.put_back(None)
             raise self._stop_reason()
         return event
 
@@ -302,8 +377,8 @@ class RoomClient:
     def _stop_readers(self) -> None:
         if not self._readers_stopped:
             self._readers_stopped = True
-            _offer(self._messages, None)
-            _offer(self._events, None)
+            self._messages.offer(None)
+            self._events.offer(None)
 
     def _fail_waiting(self, error: Callable[[], Exception]) -> None:
         """Fail every join() and send_text() still waiting."""
@@ -345,16 +420,16 @@ class RoomClient:
         while True:
             try:
                 ws = await connect(
-                    self.url,
+                    self._connect_url,
                     subprotocols=[Subprotocol(SUBPROTOCOL)],
                     compression=None,
                     max_size=MAX_FRAME_SIZE,
-                    ssl=self._ssl,
                     proxy=None,
                     open_timeout=10,
+                    ssl=self._ssl,
                 )
             except Exception as exc:
-                refusal = _retry_or_give_up(exc)
+                refusal = _retry_or_give_up(exc, self.url)
                 if refusal is exc:
                     raise
                 if refusal is not None:
@@ -484,7 +559,7 @@ class RoomClient:
         for event in events:
             match event:
                 case MessageReceived():
-                    _offer(self._messages, event)
+                    self._messages.offer(event)
                 case Accepted(message_id=message_id):
                     _, accepted = self._accepted.pop(message_id, (b"", None))
                     if accepted is not None and not accepted.done():
@@ -519,9 +594,12 @@ class RoomClient:
                         self._room_gone(room_id, reason)
                 case RoomExpired(room_id=room_id):
                     self._room_gone(room_id, "The room has expired.")
+                    # Its messages are deleted at expiry (PROTOCOL.md 9), unread ones too.
+                    self._messages.drop(functools.partial(_of_room, room_id))
+                    self._events.drop(functools.partial(_of_room, room_id))
                 case _:
                     pass
-            _offer(self._events, event)
+            self._events.offer(event)
         if self.session.waiting_to_resend:  # a PUBLISH was refused: try again later
             self._resend_later()
 

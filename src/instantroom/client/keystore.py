@@ -6,7 +6,8 @@
 
 The ciphertext is AES-256-GCM under Argon2id(password, salt, params) of the contents as
 JSON (this install's device key, the rooms with their keys, labels, servers, expiry and
-the history a person chose to keep), with the header above, minus nonce and ciphertext,
+the history a person chose to keep, and the ids of messages deleted within the last hour),
+with the header above, minus nonce and ciphertext,
 as associated data: the parameters cannot be lowered by editing the file. Parameters are
 stored, so new stores can use stronger ones and old stores still open.
 
@@ -32,6 +33,7 @@ import json
 import os
 import secrets
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -52,6 +54,11 @@ DEFAULT_KDF = {"name": "argon2id", "iterations": 3, "lanes": 4, "memory_kib": 65
 MIN_KDF = {"iterations": 1, "lanes": 1, "memory_kib": 8}
 # Beyond these a file is damaged, not strong: they would take minutes or all memory.
 MAX_KDF = {"iterations": 64, "lanes": 64, "memory_kib": 4 * 1024 * 1024}
+# Deleted messages are remembered (id and time, never content) while a relay could still
+# send them again and have them accepted: the replay window of PROTOCOL.md 7, one hour,
+# plus the five minutes a timestamp may be ahead. At most this many per room, the newest.
+DELETED_KEPT_MS = 60 * 60 * 1000 + 5 * 60 * 1000
+MAX_DELETED_PER_ROOM = 10_000
 
 
 class KeyStoreError(Exception):
@@ -88,6 +95,15 @@ class HistoryEntry:
 
 
 @dataclass
+class DeletedEntry:
+    """A message the person deleted: its id and time, so that a relay that sends it again
+    after a restart is not believed (the chat seeds the replay filter with these)."""
+
+    message_id: str
+    timestamp_ms: int
+
+
+@dataclass
 class StoredRoom:
     key: str = field(repr=False)
     label: str
@@ -95,6 +111,8 @@ class StoredRoom:
     expires_at_ms: int  # 0: not known yet
     keep_history: bool = False
     history: list[HistoryEntry] = field(default_factory=list, repr=False)
+    # Messages deleted within the last DELETED_KEPT_MS; pruned on every save.
+    deleted: list[DeletedEntry] = field(default_factory=list, repr=False)
 
     @property
     def room_id(self) -> bytes:
@@ -102,6 +120,18 @@ class StoredRoom:
 
     def expired(self, now_ms: int) -> bool:
         return 0 < self.expires_at_ms <= now_ms
+
+    def record_deleted(self, message_id: str, timestamp_ms: int) -> None:
+        """Remember that the message ``message_id`` (hex) was deleted (then save())."""
+        if message_id and all(e.message_id != message_id for e in self.deleted):
+            self.deleted.append(DeletedEntry(message_id, timestamp_ms))
+
+    def prune_deleted(self, now_ms: int) -> None:
+        """Forget deletions older than the replay window, and all but the newest
+        ``MAX_DELETED_PER_ROOM``."""
+        recent = [e for e in self.deleted if e.timestamp_ms >= now_ms - DELETED_KEPT_MS]
+        recent.sort(key=lambda entry: entry.timestamp_ms)
+        self.deleted = recent[-MAX_DELETED_PER_ROOM:]
 
 
 def _b64(data: bytes) -> str:
@@ -253,6 +283,9 @@ class KeyStore:
 
     def _write(self) -> None:
         """Encrypt and write the store; the caller holds the lock."""
+        now = time.time_ns() // 1_000_000
+        for room in self.rooms:
+            room.prune_deleted(now)
         password = self._new_password if self._new_password is not None else self._password
         salt = secrets.token_bytes(16)
         kdf = {**self._kdf, "salt": _b64(salt)}
@@ -370,6 +403,7 @@ def _decode(
                 expires_at_ms=int(room["expires_at_ms"]),
                 keep_history=bool(room.get("keep_history", False)),
                 history=[HistoryEntry(**entry) for entry in room.get("history", [])],
+                deleted=[DeletedEntry(**entry) for entry in room.get("deleted", [])],
             )
             for room in contents["rooms"]
         ]
@@ -386,6 +420,10 @@ def _merge_room(base: StoredRoom | None, mine: StoredRoom, theirs: StoredRoom) -
                 setattr(mine, name, getattr(theirs, name))
     known = [t for t in (mine.expires_at_ms, theirs.expires_at_ms) if t]
     mine.expires_at_ms = min(known, default=0)
+    # Deletions only add up: one deleted on either side stays deleted (and out of history).
+    ours_deleted = {entry.message_id for entry in mine.deleted}
+    mine.deleted += [e for e in theirs.deleted if e.message_id not in ours_deleted]
+    gone = {entry.message_id for entry in mine.deleted}
     if not mine.keep_history:
         mine.history = []
         return
@@ -394,6 +432,7 @@ def _merge_room(base: StoredRoom | None, mine: StoredRoom, theirs: StoredRoom) -
     history = [e for e in mine.history if e.message_id in kept or e.message_id not in had]
     ours = {entry.message_id for entry in mine.history}
     history += [e for e in theirs.history if e.message_id not in ours | had]
+    history = [e for e in history if not e.message_id or e.message_id not in gone]
     history.sort(key=lambda entry: entry.timestamp_ms)  # stable: ties keep their order
     mine.history = history
 

@@ -227,19 +227,51 @@ class ReplayFilter:
         oldest = max(now_ms - self.max_age_ms, self._floor_ms + 1)
         if message.timestamp_ms < oldest or message.timestamp_ms > now_ms + self.max_future_ms:
             raise StaleMessage("The message's time is too far from the present.")
+        self._forget_old(now_ms)
+        if message.message_id in self._seen:
+            raise ReplayedMessage("This message was already received.")
+        if not self._make_room(message.timestamp_ms):
+            raise StaleMessage("The message's time is too far from the present.")
+        self._seen.add(message.message_id)
+        heapq.heappush(self._by_time, (message.timestamp_ms, message.message_id))
+
+    def remember(self, message_id: bytes, timestamp_ms: int, now_ms: int) -> None:
+        """Remember a message this receiver already has (kept history, a deleted message,
+        one it sent), so that the same id is later dropped as ``ReplayedMessage``: a filter
+        starts empty, and a restarted client would otherwise take the last hour again.
+
+        An id whose time is before the window (older than ``max_age_ms``, or at or below
+        the floor) is not kept: the freshness check refuses it anyway. An id stamped ahead
+        of the window is kept: it enters the window as the clock moves on. Memory stays
+        bounded by ``capacity`` as in ``accept``. Remembering never raises for a message
+        already remembered.
+        """
+        if len(message_id) != MESSAGE_ID_SIZE:
+            raise UsageError(f"A message id is {MESSAGE_ID_SIZE} bytes.")
+        if timestamp_ms < max(now_ms - self.max_age_ms, self._floor_ms + 1):
+            return
+        self._forget_old(now_ms)
+        if message_id in self._seen or not self._make_room(timestamp_ms):
+            return
+        self._seen.add(message_id)
+        heapq.heappush(self._by_time, (timestamp_ms, message_id))
+
+    def _forget_old(self, now_ms: int) -> None:
         while self._by_time and self._by_time[0][0] < now_ms - self.max_age_ms:
             # The floor rises with what is forgotten: a clock that steps back cannot
             # bring a forgotten message back inside the window.
-            timestamp, forgotten = heapq.heappop(self._by_time)
-            self._seen.discard(forgotten)
-            self._floor_ms = max(self._floor_ms, timestamp)
-        if message.message_id in self._seen:
-            raise ReplayedMessage("This message was already received.")
+            self._forget_oldest()
+
+    def _make_room(self, timestamp_ms: int) -> bool:
+        """Forget the oldest id if ``capacity`` are remembered; False if an id stamped
+        ``timestamp_ms`` is then at or below the floor (and must not be remembered)."""
         if len(self._by_time) >= self.capacity:
-            timestamp, forgotten = heapq.heappop(self._by_time)
-            self._seen.discard(forgotten)
-            self._floor_ms = max(self._floor_ms, timestamp)
-            if message.timestamp_ms <= self._floor_ms:
-                raise StaleMessage("The message's time is too far from the present.")
-        self._seen.add(message.message_id)
-        heapq.heappush(self._by_time, (message.timestamp_ms, message.message_id))
+            self._forget_oldest()
+            if timestamp_ms <= self._floor_ms:
+                return False
+        return True
+
+    def _forget_oldest(self) -> None:
+        timestamp, forgotten = heapq.heappop(self._by_time)
+        self._seen.discard(forgotten)
+        self._floor_ms = max(self._floor_ms, timestamp)

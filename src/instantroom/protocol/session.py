@@ -11,6 +11,11 @@ Feed it what the relay sent (``receive``) and tell it what the user wants (``joi
     send(text) ---PUBLISH(ref)->                    <--ACK(ref)-- => Accepted event
                <--DELIVER---- => MessageReceived (opened, signature checked, not a replay)
 
+Each room has a replay filter (PROTOCOL.md 7). It starts empty: a client that restarts
+tells the session, with ``remember`` right after ``join``, the messages it already has
+(kept history, messages the user deleted), or a relay could send them again within the
+hour. The session remembers the messages it sends itself.
+
 The outbox keeps every message until the relay acknowledges it, and keeps at most
 ``MAX_IN_FLIGHT`` PUBLISHes unanswered on the wire: the next leaves, oldest first, as an
 ACK or an ERROR answers one. After a relay refused a PUBLISH (RATE_LIMITED) nothing more is
@@ -240,6 +245,17 @@ class ClientSession:
         elif self.connected:
             self._send_join(room.room_id)
 
+    def remember(self, room_id: bytes, message_id: bytes, timestamp_ms: int, now_ms: int) -> None:
+        """Tell the replay filter of ``room_id`` (joined first) about a message this client
+        already has: one it keeps in its history, or one the user deleted. A DELIVER of it
+        is then dropped as a replay (``MessageRejected``), also after a restart, which
+        starts every filter empty (PROTOCOL.md 7). A message older than the filter's
+        window is ignored: it is refused as stale anyway."""
+        state = self.rooms.get(room_id)
+        if state is None:
+            raise UsageError("Join the room before telling it the messages it has.")
+        state.replays.remember(message_id, timestamp_ms, now_ms)
+
     def leave(self, room_id: bytes) -> None:
         self._leave_on_wire(room_id)
         self._forget(room_id)
@@ -253,6 +269,8 @@ class ClientSession:
             self.device, self.name, kind, body, token_bytes=self._token_bytes, now_ms=now_ms
         )
         envelope = seal_envelope(state.keys, self.device, message, self._token_bytes(12))
+        # Our own message, sent back to us by a relay, is a replay too.
+        state.replays.remember(message.message_id, message.timestamp_ms, now_ms)
         outgoing = _Outgoing(self._next_number, room_id, message.message_id, envelope)
         self._next_number += 1
         self._outbox[outgoing.number] = outgoing

@@ -10,6 +10,11 @@ What deletes (``/leave``, ``/delete``, ``/clear``, ``/history off``, ``/wipe``, 
 expiring) is written to the key store at once; what adds (kept history, an expiry the
 relay told) is written within a second, by the tick that also deletes expired rooms.
 
+A session's replay filter starts empty, so each room's is told, as the room is joined,
+the messages this device already has: its kept history, and what ``/delete`` and
+``/clear`` deleted within the last hour (kept as ids and times in the store). A relay that
+sends those again after a restart is not believed (PROTOCOL.md 7).
+
 Everything a member sent (names, text) is shown as plain text, never as markup, with
 control and bidirectional-override characters replaced (a member cannot draw on the
 screen or reorder it), and a message's further lines are indented under it.
@@ -18,7 +23,6 @@ screen or reorder it), and a message's further lines are indented under it.
 from __future__ import annotations
 
 import io
-import unicodedata
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,6 +53,7 @@ from instantroom.client.keystore import (
     StoreChanged,
     StoredRoom,
 )
+from instantroom.display import printable
 from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.envelope import MAX_NAME_BYTES, Kind
 from instantroom.protocol.errors import UsageError
@@ -80,25 +85,7 @@ with /). Ctrl+Up and Ctrl+Down change rooms; Ctrl+Q quits."""
 
 LineKind = Literal["message", "notice", "warning", "error", "code"]
 
-_BIDI_CONTROLS = frozenset(
-    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-)
 _NAME_COLOURS = ("cyan", "green", "magenta", "yellow", "bright_blue", "bright_red", "orange1")
-
-
-def printable(text: str, *, newlines: bool = False) -> str:
-    """``text`` with control and direction-override characters replaced by U+FFFD."""
-    shown = []
-    for char in text:
-        if char == "\n" and newlines:
-            shown.append(char)
-        elif char == "\t":
-            shown.append("    ")
-        elif char in _BIDI_CONTROLS or unicodedata.category(char) in ("Cc", "Zl", "Zp"):
-            shown.append("\ufffd")
-        else:
-            shown.append(char)
-    return "".join(shown)
 
 
 def clock(timestamp_ms: int) -> str:
@@ -154,6 +141,7 @@ class Line:
     own: bool = False
     entry: HistoryEntry | None = None  # its kept copy in the store, if any
     failed: str = ""
+    message_id: str = ""  # hex, once known (a message of ours: once the relay took it)
 
 
 @dataclass
@@ -237,6 +225,7 @@ class ChatApp(App[None]):
                     fingerprint=entry.fingerprint,
                     own=entry.fingerprint == self._fingerprint,
                     entry=entry,
+                    message_id=entry.message_id,
                 )
             )
             view.saw(entry.name, entry.fingerprint)
@@ -310,8 +299,13 @@ class ChatApp(App[None]):
         self.run_worker(self._join(view, client), group="joins")
 
     async def _join(self, view: RoomView, client: RoomClient) -> None:
+        # What this device has already, kept or deleted, is not taken again (PROTOCOL.md 7).
+        had = [(e.message_id, e.timestamp_ms) for e in view.stored.history]
+        had += [(e.message_id, e.timestamp_ms) for e in view.stored.deleted]
+        # (One of ours the relay had not taken has no id yet.)
+        known = [(bytes.fromhex(message_id), time) for message_id, time in had if message_id]
         try:
-            await client.join(view.keys, view.stored.expires_at_ms)
+            await client.join(view.keys, view.stored.expires_at_ms, known)
         except RelayRefused as exc:
             self._failures[client.url] = printable(str(exc))
             self._add_line(view, Line("error", printable(str(exc))))
@@ -381,6 +375,7 @@ class ChatApp(App[None]):
             view.stored.history.append(entry)
             self._dirty = True
         line = Line("message", message.text, message.timestamp_ms, name, fingerprint, entry=entry)
+        line.message_id = message.message_id.hex()
         self._add_line(view, line)
         if view.room_id != self._selected:
             view.unread += 1
@@ -662,6 +657,7 @@ class ChatApp(App[None]):
                 self._show_conversation()
         else:
             self._own_ids.add(message.message_id)
+            line.message_id = message.message_id.hex()
             if line.entry is not None:
                 line.entry.message_id = message.message_id.hex()
                 line.entry.timestamp_ms = message.timestamp_ms
@@ -759,13 +755,20 @@ class ChatApp(App[None]):
             return
         gone = messages[number - 1]
         view.lines = [line for line in view.lines if line is not gone]
+        # Remembered for the replay window, so that a relay cannot bring it back after a
+        # restart; a room whose history is not kept gets this too.
+        view.stored.record_deleted(gone.message_id, gone.timestamp_ms)
         if gone.entry is not None:
             view.stored.history = [e for e in view.stored.history if e is not gone.entry]
+        if gone.entry is not None or gone.message_id:
             self._save()
         self._show_conversation()
         self.notify(f"Message {number} deleted.")
 
     def _clear(self, view: RoomView) -> None:
+        for line in view.lines:
+            if line.kind == "message":
+                view.stored.record_deleted(line.message_id, line.timestamp_ms)
         view.stored.history = []
         view.lines = []
         self._save()

@@ -19,6 +19,11 @@ export const LIFETIMES = Object.freeze({
 const IDLE_CHECK_MS = 5_000;
 const EXPIRY_CHECK_MS = 1_000;
 const MIN_PASSWORD_LENGTH = 8;
+// Saves that arriving messages and acknowledgements cause happen at most this often (the
+// last change is written at the end of the wait): every save re-encrypts the whole store,
+// and a member flooding a room that keeps history must not make this device do so back
+// to back. Saves the person's own actions cause are never delayed.
+export const SAVE_THROTTLE_MS = 1_000;
 // What a room keeps in memory: a member who floods the room cannot exhaust this device.
 const MAX_LIVE_MESSAGES = 1000;
 
@@ -55,8 +60,10 @@ export class App {
    * @param {object} [options]
    * @param {object} [options.storeOptions] passed to KeyStore (tests: a fake IndexedDB)
    * @param {object} [options.connectionOptions] passed to each RoomConnection (tests: a fake WebSocket)
+   * @param {{now?: () => number, setTimer?: Function, clearTimer?: Function}} [options.clock]
+   *   the time and the timer of the throttled saves (tests: a fake clock)
    */
-  constructor({ storeOptions = {}, connectionOptions = {} } = {}) {
+  constructor({ storeOptions = {}, connectionOptions = {}, clock = {} } = {}) {
     this.storeOptions = storeOptions;
     this.connectionOptions = connectionOptions;
     this.listeners = new Set();
@@ -77,6 +84,14 @@ export class App {
     };
     this._saving = Promise.resolve();
     this._timers = [];
+    this._clock = {
+      now: () => Date.now(),
+      setTimer: (action, ms) => setTimeout(action, ms),
+      clearTimer: (timer) => clearTimeout(timer),
+      ...clock,
+    };
+    this._lastSaveAt = -Infinity; // when the last save was asked for, by the clock above
+    this._saveTimer = null; // a throttled save waiting for its time (saveSoon)
   }
 
   subscribe(listener) {
@@ -107,8 +122,11 @@ export class App {
       if (document.visibilityState === "visible") {
         this._checkIdle();
         this.reconnectNow();
+      } else {
+        this.flushSave(); // the browser may freeze or end a hidden page before the wait is over
       }
     });
+    window.addEventListener("pagehide", () => this.flushSave());
     // Back on the network: try the relays now rather than at the end of their backoff.
     window.addEventListener("online", () => this.reconnectNow());
     for (const type of ["pointerdown", "keydown", "touchstart"]) {
@@ -201,6 +219,7 @@ export class App {
   }
 
   lock(reason = null) {
+    this.flushSave(); // the store writes what was asked for before it locks
     this._stopTimers();
     for (const connection of this.connections.values()) connection.close();
     this.connections.clear();
@@ -222,8 +241,12 @@ export class App {
   save() {
     // The store writes in order and merges the saves asked for while one is waiting (a
     // fresh nonce each time), so a lock right after still lands this save.
+    // This save writes the contents as they are when it starts: a throttled one waiting
+    // has nothing more to write.
+    this._cancelSaveSoon();
     const store = this.store;
     if (!store) return Promise.resolve(false);
+    this._lastSaveAt = this._clock.now();
     this._saving = store.save().then(
       () => true,
       (error) => {
@@ -235,6 +258,36 @@ export class App {
       },
     );
     return this._saving;
+  }
+
+  /**
+   * Save because of something that arrived (a message, an acknowledgement): at once if
+   * the last save was SAVE_THROTTLE_MS ago or more, else once that time is up, one save
+   * for everything that arrived meanwhile. lock(), a hidden page and any save() write it
+   * sooner.
+   */
+  saveSoon() {
+    if (!this.store || this._saveTimer !== null) return;
+    const wait = this._lastSaveAt + SAVE_THROTTLE_MS - this._clock.now();
+    if (wait <= 0) {
+      this.save();
+      return;
+    }
+    this._saveTimer = this._clock.setTimer(() => {
+      this._saveTimer = null;
+      this.save();
+    }, wait);
+  }
+
+  /** Write now a throttled save that waits (saveSoon), if there is one. */
+  flushSave() {
+    if (this._saveTimer !== null) this.save();
+  }
+
+  _cancelSaveSoon() {
+    if (this._saveTimer === null) return;
+    this._clock.clearTimer(this._saveTimer);
+    this._saveTimer = null;
   }
 
   // Rooms
@@ -304,6 +357,23 @@ export class App {
     connection.join(room.key, { expiresAtMs: room.expiresAtMs, name: room.nickname }).catch((error) => {
       this._roomRefused(room.roomId, error);
     });
+    this._seedReplayFilter(connection, room);
+  }
+
+  /**
+   * Tell the session's replay filter of `room` (joined in it just now, synchronously, so
+   * before any DELIVER) the messages this device already has: its kept history and the
+   * messages deleted within the last hour. A session starts with an empty filter, and a
+   * relay could otherwise send them again after a reload or an unlock (PROTOCOL.md 7).
+   */
+  _seedReplayFilter(connection, room) {
+    const session = connection.session;
+    if (!session.rooms.has(room.roomId)) return; // not joined (expired): nothing to seed
+    const roomId = fromHex(room.roomId);
+    const now = Date.now();
+    for (const known of [...(room.messages ?? []), ...(room.deleted ?? [])]) {
+      session.remember(roomId, fromHex(known.id), known.timestampMs, now);
+    }
   }
 
   _roomRefused(id, error) {
@@ -341,6 +411,7 @@ export class App {
     store.data.nickname = name;
     const saved = await this.save();
     if (this.store !== store) return this._lockedWhileAdding(room, saved, "make it again");
+    if (!saved) return this._notSavedWhileAdding(room, "made");
     this._connectRoom(room);
     this.set({ screen: "share", current: room.roomId, error: null });
   }
@@ -384,6 +455,7 @@ export class App {
       if (!saved) Object.assign(this.state, { joinText: text, joinServer: serverUrl });
       return this._lockedWhileAdding(room, saved, "join it again");
     }
+    if (!saved) return this._notSavedWhileAdding(room, "joined");
     this._connectRoom(room);
     this.set({ screen: "room", current: room.roomId, joinText: "", joinServer: null, error: null });
   }
@@ -416,6 +488,17 @@ export class App {
     this.set({ error });
   }
 
+  /**
+   * A new room's save failed for another reason than another tab (a full disk: a
+   * QuotaExceededError). Nothing is half done: the room is taken out again, and the
+   * screen stays, with its form and the error, so that the person can try again.
+   */
+  _notSavedWhileAdding(room, done) {
+    this.store.removeRoom(room.roomId);
+    const why = this.state.error ?? "Could not save.";
+    this.set({ error: `${why} “${room.label}” was not ${done}: nothing was kept. Try again.` });
+  }
+
   async renameRoom(id, label) {
     const room = this.room(id);
     if (!room || !label.trim()) return;
@@ -446,6 +529,10 @@ export class App {
 
   async deleteMessage(id, messageId) {
     const live = this.liveRoom(id);
+    // Remembered for the replay window, kept or not: a relay cannot bring it back.
+    for (const message of live.messages) {
+      if (message.id === messageId) this.store.recordDeleted(id, message.id, message.timestampMs);
+    }
     live.messages = live.messages.filter((m) => m.id !== messageId);
     this.store.deleteMessage(id, messageId);
     await this.save();
@@ -453,7 +540,9 @@ export class App {
   }
 
   async clearHistory(id) {
-    this.liveRoom(id).messages = [];
+    const live = this.liveRoom(id);
+    for (const message of live.messages) this.store.recordDeleted(id, message.id, message.timestampMs);
+    live.messages = [];
     this.store.clearHistory(id);
     await this.save();
     this.changed();
@@ -483,7 +572,7 @@ export class App {
       keyChanged: false,
       status: "sending",
     };
-    this._append(id, entry);
+    this._append(id, entry, { saving: () => this.save() }); // the person's own action: now
     return true;
   }
 
@@ -492,7 +581,9 @@ export class App {
     return { ...stored, sent: status === "sent" };
   }
 
-  _append(id, entry) {
+  /** Show `entry` in room `id`, and keep it if the room keeps history; `saving` writes
+   * the store (an arrival: throttled, saveSoon). */
+  _append(id, entry, { saving = () => this.saveSoon() } = {}) {
     const live = this.liveRoom(id);
     if (live.messages.some((m) => m.id === entry.id)) return;
     live.messages.push(entry);
@@ -500,7 +591,7 @@ export class App {
     const room = this.room(id);
     if (room?.keepHistory) {
       this.store.addMessage(id, this._storable(entry));
-      this.save();
+      saving();
     }
     this.changed();
   }
@@ -549,7 +640,7 @@ export class App {
     const entry = live?.messages.find((m) => m.id === hex(messageId));
     if (entry) {
       entry.status = "sent";
-      if (this.room(id)?.keepHistory && this.store.markSent(id, entry.id)) this.save();
+      if (this.room(id)?.keepHistory && this.store.markSent(id, entry.id)) this.saveSoon();
       this.changed();
     }
   }
@@ -627,6 +718,7 @@ export class App {
   }
 
   async wipe() {
+    this._cancelSaveSoon(); // nothing is written after the wipe
     this._stopTimers();
     for (const connection of this.connections.values()) connection.close();
     this.connections.clear();

@@ -191,19 +191,58 @@ export class ReplayFilter {
     if (t < oldest || t > nowMs + this.maxFutureMs) {
       throw new StaleMessage("The message's time is too far from the present.");
     }
+    this._forgetOld(nowMs);
+    const id = hex(message.messageId);
+    if (this._seen.has(id)) throw new ReplayedMessage("This message was already received.");
+    if (!this._makeRoom(t)) throw new StaleMessage("The message's time is too far from the present.");
+    this._seen.add(id);
+    this._push({ t, id });
+  }
+
+  /**
+   * Remember a message this receiver already has (kept history, a deleted message, one it
+   * sent), so that the same id is later dropped as ReplayedMessage: a filter starts
+   * empty, and a restarted client would otherwise take the last hour again.
+   *
+   * An id whose time is before the window (older than `maxAgeMs`, or at or below the
+   * floor) is not kept: the freshness check refuses it anyway. An id stamped ahead of the
+   * window is kept: it enters the window as the clock moves on. Memory stays bounded by
+   * `capacity` as in `accept`. Remembering never throws for a message already remembered.
+   * @param {Uint8Array} messageId 16 bytes
+   * @param {number} timestampMs
+   * @param {number} nowMs
+   */
+  remember(messageId, timestampMs, nowMs) {
+    if (!(messageId instanceof Uint8Array) || messageId.length !== MESSAGE_ID_SIZE) {
+      throw new UsageError(`A message id is ${MESSAGE_ID_SIZE} bytes.`);
+    }
+    if (!Number.isSafeInteger(timestampMs) || !Number.isSafeInteger(nowMs)) {
+      throw new UsageError("A time in ms is a whole number below 2^53.");
+    }
+    if (timestampMs < Math.max(nowMs - this.maxAgeMs, this._floorMs + 1)) return;
+    this._forgetOld(nowMs);
+    const id = hex(messageId);
+    if (this._seen.has(id) || !this._makeRoom(timestampMs)) return;
+    this._seen.add(id);
+    this._push({ t: timestampMs, id });
+  }
+
+  _forgetOld(nowMs) {
     while (this._byTime.length > 0 && this._byTime[0].t < nowMs - this.maxAgeMs) {
       // The floor rises with what is forgotten: a clock that steps back cannot bring a
       // forgotten message back inside the window.
       this._forgetOldest();
     }
-    const id = hex(message.messageId);
-    if (this._seen.has(id)) throw new ReplayedMessage("This message was already received.");
+  }
+
+  /** Forget the oldest id if `capacity` are remembered; false if an id stamped `t` is
+   * then at or below the floor (and must not be remembered). */
+  _makeRoom(t) {
     if (this._byTime.length >= this.capacity) {
       this._forgetOldest();
-      if (t <= this._floorMs) throw new StaleMessage("The message's time is too far from the present.");
+      if (t <= this._floorMs) return false;
     }
-    this._seen.add(id);
-    this._push({ t, id });
+    return true;
   }
 
   _forgetOldest() {

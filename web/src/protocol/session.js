@@ -12,6 +12,11 @@
 //   sendText() --PUBLISH(ref)->                    <--ACK(ref)-- => "accepted" event
 //              <--DELIVER---- => "message" (opened, signature checked, not a replay)
 //
+// Each room has a replay filter (PROTOCOL.md 7). It starts empty: a client that restarts
+// (a reload, an unlock) tells the session, with `remember` right after `join`, the
+// messages it already has (kept history, messages the user deleted), or a relay could
+// send them again within the hour. The session remembers the messages it sends itself.
+//
 // The outbox keeps every message until the relay acknowledges it. After a reconnect
 // (`connectionLost()` then `connectionMade()`) the session joins its rooms again and
 // resends what was not acknowledged, byte for byte; receivers drop duplicates by id.
@@ -202,6 +207,23 @@ export class ClientSession {
     }
   }
 
+  /**
+   * Tell the replay filter of a room (joined first) about a message this client already
+   * has: one it keeps in its history, or one the user deleted. A DELIVER of it is then
+   * dropped as a replay (a "rejected" event), also after a restart, which starts every
+   * filter empty (PROTOCOL.md 7). A message older than the filter's window is ignored: it
+   * is refused as stale anyway.
+   * @param {Uint8Array} roomId
+   * @param {Uint8Array} messageId
+   * @param {number} timestampMs the message's own timestamp
+   * @param {number} nowMs
+   */
+  remember(roomId, messageId, timestampMs, nowMs) {
+    const state = this.rooms.get(roomHex(roomId));
+    if (state === undefined) throw new UsageError("Join the room before telling it the messages it has.");
+    state.replays.remember(messageId, timestampMs, nowMs);
+  }
+
   leave(roomId) {
     const key = roomHex(roomId);
     this._leaveOnWire(key);
@@ -342,6 +364,8 @@ export class ClientSession {
     const envelope = await sealEnvelope(state.keys, this.device, message, this._randomBytes(12));
     // The room may have expired or been left while WebCrypto worked.
     if (this.rooms.get(key) !== state) throw new UsageError("The room is gone: the message was not sent.");
+    // Our own message, sent back to us by a relay, is a replay too.
+    state.replays.remember(message.messageId, message.timestampMs, nowMs);
     const outgoing = { roomId: state.keys.roomId, key, messageId: message.messageId, envelope, ref: 0 };
     this._outbox.push(outgoing);
     this._pump();

@@ -5,7 +5,13 @@
 //     idleLockMinutes: 5,
 //     rooms: [ { key, roomId: hex, label, nickname, createdAtMs, expiresAtMs,
 //                keepHistory, messages: [ { id: hex, senderName, fingerprint, text,
-//                                           timestampMs, mine, keyChanged, sent } ] } ] }
+//                                           timestampMs, mine, keyChanged, sent } ],
+//                deleted: [ { id: hex, timestampMs } ] } ] }
+//
+// `deleted` holds the messages deleted within the replay window (PROTOCOL.md 7: one hour,
+// plus five minutes of clock skew), ids and times only, pruned on every save: the app
+// seeds the session's replay filter with them, so that a relay cannot bring a deleted
+// message back after a reload or an unlock.
 //
 // Change `data` or use the helpers, then `save()`. A wrong password or a damaged record
 // throws and writes nothing; the password itself is not kept, only the derived,
@@ -32,6 +38,9 @@ export const CONTENTS_VERSION = 1;
 export const DEVICE_SEED_SIZE = 32;
 export const MAX_MESSAGES_PER_ROOM = 1000;
 export const DEFAULT_IDLE_LOCK_MINUTES = 5;
+/** How long a deleted message's id is kept: the replay window and its clock skew. */
+export const DELETED_KEPT_MS = 60 * 60 * 1000 + 5 * 60 * 1000;
+export const MAX_DELETED_PER_ROOM = 10_000;
 
 /** There is a key store here already (create refuses to replace one, even a damaged one). */
 export class StoreExists extends KeyStoreError {}
@@ -74,6 +83,8 @@ export class RoomExists extends KeyStoreError {}
  * @property {number} expiresAtMs 0 while unknown
  * @property {boolean} keepHistory
  * @property {StoredMessage[]} messages oldest first
+ * @property {{id: string, timestampMs: number}[]} deleted messages deleted within
+ *   DELETED_KEPT_MS, at most MAX_DELETED_PER_ROOM
  */
 
 /**
@@ -122,6 +133,13 @@ function loadMessage(raw) {
   };
 }
 
+function loadDeleted(raw) {
+  if (!isPlainObject(raw) || typeof raw.id !== "string" || !HEX_MESSAGE_ID.test(raw.id) || !isTime(raw.timestampMs)) {
+    throw damagedInside("a deleted message's record is not valid");
+  }
+  return { id: raw.id, timestampMs: raw.timestampMs };
+}
+
 function loadRoom(raw) {
   if (!isPlainObject(raw) || typeof raw.key !== "string") {
     throw damagedInside("a stored room has no key");
@@ -135,6 +153,9 @@ function loadRoom(raw) {
   if (raw.messages !== undefined && !Array.isArray(raw.messages)) {
     throw damagedInside("a room's history is not a list");
   }
+  if (raw.deleted !== undefined && !Array.isArray(raw.deleted)) {
+    throw damagedInside("a room's deleted messages are not a list");
+  }
   return {
     ...raw,
     key,
@@ -145,6 +166,7 @@ function loadRoom(raw) {
     expiresAtMs: isTime(raw.expiresAtMs) ? raw.expiresAtMs : 0,
     keepHistory: raw.keepHistory !== false,
     messages: (raw.messages ?? []).map(loadMessage),
+    deleted: (raw.deleted ?? []).map(loadDeleted), // stored before this field: none
   };
 }
 
@@ -304,6 +326,16 @@ export class KeyStore {
     return this.#data === null;
   }
 
+  /** Forget deletions older than DELETED_KEPT_MS, and all but the newest MAX_DELETED_PER_ROOM. */
+  #pruneDeleted(nowMs = Date.now()) {
+    for (const room of this.#data?.rooms ?? []) {
+      if (!room.deleted?.length) continue;
+      const recent = room.deleted.filter((d) => d.timestampMs >= nowMs - DELETED_KEPT_MS);
+      recent.sort((a, b) => a.timestampMs - b.timestampMs);
+      room.deleted = recent.slice(-MAX_DELETED_PER_ROOM);
+    }
+  }
+
   #enqueue(write) {
     const done = this.#writes.then(write);
     this.#writes = done.catch(() => {}); // one failed write does not stop the next
@@ -328,6 +360,7 @@ export class KeyStore {
     const pending = { snapshot: null, done: null };
     pending.done = this.#enqueue(async () => {
       if (this.#pendingSave === pending) this.#pendingSave = null;
+      if (!pending.snapshot) this.#pruneDeleted();
       const snapshot = pending.snapshot ?? structuredClone(this.#data);
       const record = await sealVault(this.#record, this.#key, snapshot);
       await this.#replace(record);
@@ -345,6 +378,7 @@ export class KeyStore {
   async changePassword(oldPassword, newPassword) {
     checkPassword(oldPassword);
     checkPassword(newPassword);
+    this.#pruneDeleted();
     const snapshot = structuredClone(this.data);
     // A save asked for after this must land after it, not join one queued before it.
     this.#pendingSave = null;
@@ -363,7 +397,10 @@ export class KeyStore {
    */
   lock() {
     // A save asked for but not started yet still writes the contents as they are now.
-    if (this.#pendingSave) this.#pendingSave.snapshot = structuredClone(this.#data);
+    if (this.#pendingSave) {
+      this.#pruneDeleted();
+      this.#pendingSave.snapshot = structuredClone(this.#data);
+    }
     this.#pendingSave = null;
     this.#data = null;
     this.#publicKey = null;
@@ -408,6 +445,7 @@ export class KeyStore {
       expiresAtMs: checkTime(expiresAtMs, "expiresAtMs"),
       keepHistory: keepHistory !== false,
       messages: [],
+      deleted: [],
     };
     data.rooms.push(room);
     return room;
@@ -464,21 +502,46 @@ export class KeyStore {
     return true;
   }
 
-  /** Delete one message from the room's history (then save()); whether it was there. */
+  /**
+   * Delete one message from the room's history (then save()); whether it was there. Its
+   * id is remembered as deleted (see recordDeleted).
+   */
   deleteMessage(roomIdHex, id) {
     const room = this.#existingRoom(roomIdHex);
     const messageId = typeof id === "string" ? id.toLowerCase() : "";
-    const before = room.messages.length;
+    const gone = room.messages.filter((m) => m.id === messageId);
     room.messages = room.messages.filter((m) => m.id !== messageId);
-    return room.messages.length < before;
+    for (const message of gone) this.recordDeleted(roomIdHex, message.id, message.timestampMs);
+    return gone.length > 0;
   }
 
-  /** Delete the room's whole history (then save()); how many messages went. */
+  /** Delete the room's whole history (then save()), remembering the ids as deleted; how
+   * many messages went. */
   clearHistory(roomIdHex) {
     const room = this.#existingRoom(roomIdHex);
-    const count = room.messages.length;
+    const gone = room.messages;
     room.messages = [];
-    return count;
+    for (const message of gone) this.recordDeleted(roomIdHex, message.id, message.timestampMs);
+    return gone.length;
+  }
+
+  /**
+   * Remember that the person deleted a message (then save()), kept or not: its id and
+   * timestamp stay for DELETED_KEPT_MS, so that the app can tell a restarted session to
+   * drop it if a relay sends it again. Whether it was recorded (not known already).
+   * @param {string} roomIdHex
+   * @param {string} id the message id, hex
+   * @param {number} timestampMs the message's timestamp
+   */
+  recordDeleted(roomIdHex, id, timestampMs) {
+    const room = this.#existingRoom(roomIdHex);
+    const messageId = typeof id === "string" ? id.toLowerCase() : "";
+    if (!HEX_MESSAGE_ID.test(messageId)) throw new UsageError("A message id is 16 bytes, in hex.");
+    checkTime(timestampMs, "A message's timestampMs");
+    room.deleted ??= [];
+    if (room.deleted.some((d) => d.id === messageId)) return false;
+    room.deleted.push({ id: messageId, timestampMs });
+    return true;
   }
 
   /** Turn history on or off for a room (then save()); off deletes what was kept. */
