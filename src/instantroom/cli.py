@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import secrets
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, rooms_cli
 from .client.keystore import KeyStoreError
+from .display import printable
 from .protocol.errors import MiniKeyError, ProtocolError
 from .protocol.kdf import DeviceKey, RoomKeys
 from .protocol.minikey import format_minikey, make_minikey, parse_minikey, spell_minikey
@@ -113,8 +115,12 @@ async def _send(args: argparse.Namespace) -> int:
 
 async def _listen(args: argparse.Namespace) -> int:
     from .client.connection import JoinRefused, RelayRefused, RoomClient, RoomGone
+    from .protocol.session import MessageReceived, Refused, RoomExpired
 
     room, server, device, expires = _target(args)
+    # Whatever a member sent, the output stays one line per message in any encoding.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
     async with RoomClient(server, device, args.name) as client:
         try:
             await client.join(room, expires)
@@ -122,16 +128,25 @@ async def _listen(args: argparse.Namespace) -> int:
                 print(
                     f"listening in room {room.room_id.hex()[:12]}...", file=sys.stderr, flush=True
                 )
-            # Until the client stops for good: messages() then raises why.
-            async for received in client.messages():
-                _print_received(received, as_json=args.json)
+            # Until the room is gone, or the client stops for good (next_event then raises).
+            while True:
+                match await client.next_event():
+                    case MessageReceived() as received if received.room_id == room.room_id:
+                        _print_received(received, as_json=args.json)
+                    case RoomExpired(room_id=room.room_id):
+                        print("instantroom: the room has expired.", file=sys.stderr)
+                        return 1
+                    case Refused(room_id=room.room_id, reason=reason) if (
+                        room.room_id not in client.session.rooms
+                    ):
+                        print(f"instantroom: the relay refused the room: {reason}", file=sys.stderr)
+                        return 1
         except JoinRefused as exc:
             print(f"instantroom: the relay refused to join: {exc}", file=sys.stderr)
             return 1
         except (RelayRefused, RoomGone) as exc:
             print(f"instantroom: {exc}", file=sys.stderr)
             return 1
-    return 0
 
 
 def _print_received(received: MessageReceived, *, as_json: bool) -> None:
@@ -152,13 +167,17 @@ def _print_received(received: MessageReceived, *, as_json: bool) -> None:
                 "message_id": message.message_id.hex(),
                 "text": message.text,
             },
-            ensure_ascii=False,
+            # ASCII: U+2028 and the like split lines for some readers, and an emoji a
+            # stdout in another encoding cannot write must not stop the listening.
+            ensure_ascii=True,
         )
     else:
+        # A line break or escape sequence in a name or text must not fake another line.
         warning = " [NEW KEY for this name]" if received.key_changed else ""
+        text = printable(message.text, newlines=True).replace("\n", "\n    ")
         line = (
-            f"{stamp.astimezone():%H:%M:%S} {message.sender_name} "
-            f"({received.fingerprint}){warning}: {message.text}"
+            f"{stamp.astimezone():%H:%M:%S} {printable(message.sender_name)} "
+            f"({received.fingerprint}){warning}: {text}"
         )
     print(line, flush=True)
 

@@ -10,6 +10,7 @@ import secrets
 import signal
 import sys
 from datetime import datetime
+from pathlib import Path
 
 from instantroom.client.connection import RoomClient
 from instantroom.protocol.codes import CloseCode
@@ -22,8 +23,9 @@ from instantroom.protocol.minikey import (
     parse_minikey,
 )
 from instantroom.protocol.session import PresenceChanged
-from instantroom.testing import RelayProcess, run
+from instantroom.testing import LOOPBACK, RelayProcess, assert_exited_cleanly, run, running_relay
 from tests.client.test_room_client import FakeRelay, joined_then_closed
+from tests.relay.test_tls import self_signed
 
 FINGERPRINT = re.compile(r"^[A-Z2-7]{4}(-[A-Z2-7]{4}){3}$")
 
@@ -32,7 +34,7 @@ def environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
 
 
-async def instantroom(*args: str) -> tuple[int, str, str]:
+async def instantroom(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """Run the command to its end: exit status, stdout, stderr."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -41,7 +43,7 @@ async def instantroom(*args: str) -> tuple[int, str, str]:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=environment(),
+        env=environment() | (env or {}),
     )
     out, err = await process.communicate()
     assert process.returncode is not None
@@ -198,3 +200,148 @@ def test_listen_exits_with_the_reason_when_the_relay_refuses_it_for_good() -> No
             assert len(relay.peers) == 1
 
     run(scenario())
+
+
+async def start_listening(
+    *args: str, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """``instantroom listen`` ARGS, once it says it listens."""
+    listener = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "instantroom", "listen", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=environment() | (env or {}),
+    )  # fmt: skip
+    if "--json" not in args:
+        assert listener.stderr is not None
+        try:
+            async with asyncio.timeout(20):
+                assert b"listening" in await listener.stderr.readline()
+        except BaseException:
+            listener.kill()
+            await listener.wait()
+            raise
+    return listener
+
+
+async def lines_until(listener: asyncio.subprocess.Process, last: bytes) -> list[bytes]:
+    """What ``listener`` prints, up to the line that holds ``last``."""
+    assert listener.stdout is not None
+    lines: list[bytes] = []
+    async with asyncio.timeout(20):
+        while not lines or last not in lines[-1]:
+            line = await listener.stdout.readline()
+            assert line, f"listen ended: {lines}"
+            lines.append(line)
+    return lines
+
+
+def test_plain_listen_output_cannot_be_faked_by_a_member(relay: RelayProcess) -> None:
+    """A line break or escape sequence in a name or text shows as what it is: it cannot
+    make a line that looks like another member's message."""
+    key = make_minikey(secrets.randbelow)
+    room = RoomKeys.from_minikey(key)
+    forged = "hi\n12:00:00 alice (ABCD-EFGH-IJKL-MNOP): pay bob\r\x1b[2K\u202eevil"
+
+    async def scenario() -> None:
+        listener = await start_listening("--server", relay.url, "--key", key)
+        try:
+            device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+            async with RoomClient(relay.url, device, "mallory\n12:00:00 bob") as mallory:
+                await mallory.join(room)
+                await mallory.send_text(room.room_id, forged)
+                await mallory.send_text(room.room_id, "the end")
+            lines = await lines_until(listener, b"the end")
+        finally:
+            listener.terminate()
+            await listener.wait()
+        shown = b"".join(lines).decode()
+        for control in ("\x1b", "\r", "\u202e"):
+            assert control not in shown
+        starts = [line[9:].split(b" (")[0] for line in lines if line[:1].isdigit()]
+        assert starts == [b"mallory\xef\xbf\xbd12:00:00 bob"] * 2  # one per message sent
+        assert any(line.startswith(b"    12:00:00 alice") for line in lines)  # indented
+
+    run(scenario())
+
+
+def test_listen_json_is_one_ascii_line_per_message_in_any_encoding(relay: RelayProcess) -> None:
+    key = make_minikey(secrets.randbelow)
+    room = RoomKeys.from_minikey(key)
+    texts = ["line\u2028separator\u0085next", "emoji \U0001f600 and \u00e9", "the end"]
+
+    async def scenario() -> None:
+        listener = await start_listening(
+            "--server", relay.url, "--key", key, "--json", env={"PYTHONIOENCODING": "latin-1"}
+        )
+        try:
+            device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+            async with RoomClient(relay.url, device, "zo\u00eb") as sender:
+                await sender.join(room)
+                await asyncio.sleep(1)  # the listener has joined: it prints no "listening"
+                for text in texts:
+                    await sender.send_text(room.room_id, text)
+            lines = await lines_until(listener, b"the end")
+        finally:
+            listener.terminate()
+            await listener.wait()
+        output = b"".join(lines)
+        assert output.isascii()
+        records = [json.loads(line) for line in output.decode().splitlines()]
+        assert [(r["name"], r["text"]) for r in records] == [("zo\u00eb", t) for t in texts]
+
+    run(scenario())
+
+
+def test_listen_stops_when_its_room_expires(relay: RelayProcess) -> None:
+    key = make_minikey(secrets.randbelow)
+    room = RoomKeys.from_minikey(key)
+
+    async def scenario() -> None:
+        device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+        async with RoomClient(relay.url, device, "creator") as creator:
+            expires = int(datetime.now().timestamp() * 1000) + 3000
+            await creator.join(room, expires)
+            listener = await start_listening("--server", relay.url, "--key", key)
+            try:
+                async with asyncio.timeout(20):
+                    _, err = await listener.communicate()
+            finally:
+                if listener.returncode is None:
+                    listener.kill()
+                    await listener.wait()
+        assert listener.returncode == 1
+        assert b"expired" in err
+
+    run(scenario())
+
+
+def test_send_and_listen_over_https_trust_the_system_store_or_ssl_cert_file(
+    tmp_path: Path,
+) -> None:
+    """An https:// relay is verified with the system's trust store, or the certificate
+    file SSL_CERT_FILE names; one this machine does not trust is refused at once."""
+    cert, key_file = self_signed(tmp_path)
+    key = make_minikey(secrets.randbelow)
+    with running_relay("--tls-cert", str(cert), "--tls-key", str(key_file)) as relay:
+        server = f"https://{LOOPBACK}:{relay.port}"
+        trusted = {"SSL_CERT_FILE": str(cert)}
+
+        async def scenario() -> None:
+            listener = await start_listening("--server", server, "--key", key, env=trusted)
+            try:
+                sent = await instantroom(
+                    "send", "--server", server, "--key", key, "over tls", env=trusted
+                )
+                assert sent[0] == 0, sent
+                lines = await lines_until(listener, b"over tls")
+                assert b": over tls" in lines[-1]
+            finally:
+                listener.terminate()
+                await listener.wait()
+            status, _, err = await instantroom("send", "--server", server, "--key", key, "x")
+            assert status == 1
+            assert "certificate this machine does not trust" in err
+            assert "Traceback" not in err
+
+        run(scenario())
+    assert_exited_cleanly(relay)
