@@ -24,6 +24,7 @@ from websockets.typing import Subprotocol
 from instantroom.client import connection
 from instantroom.client.connection import (
     JoinRefused,
+    MessageNotSent,
     RelayRefused,
     RoomClient,
     RoomGone,
@@ -37,10 +38,13 @@ from instantroom.protocol.errors import JoinProofError
 from instantroom.protocol.join import verify_join_proof
 from instantroom.protocol.kdf import DeviceKey
 from instantroom.protocol.session import (
+    OUTBOX_MAX_AGE_MS,
+    Accepted,
     Event,
     Joined,
     MessageReceived,
     MessageRejected,
+    NotSent,
     PongReceived,
     PresenceChanged,
     Refused,
@@ -851,6 +855,41 @@ def test_close_fails_whoever_waits_and_every_later_call() -> None:
             await bob.close()
             with pytest.raises(RoomGone, match="closed"):
                 await sending
+
+    run(scenario(), timeout=10)
+
+
+def test_a_message_the_relay_never_takes_fails_its_send_after_55_minutes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """send_text() to a relay that never ACKs raises MessageNotSent once the message is
+    OUTBOX_MAX_AGE_MS old (PROTOCOL.md 10.6), rather than waiting for an ACK that would
+    report as taken a message the others refuse as too old; a late ACK changes nothing."""
+    room = fresh_room()
+
+    async def scenario() -> None:
+        async with (
+            FakeRelay(joining_only) as relay,
+            RoomClient(relay.url, device(), "bob", reconnect_delays=fast_retries) as bob,
+        ):
+            await bob.join(room)
+            sending = asyncio.create_task(bob.send_text(room.room_id, "never taken"))
+            await asyncio.sleep(0)  # send_text puts it on the wire before its first await
+            assert bob.session.in_flight == 1
+            await events_until_pong(bob)  # the relay has the PUBLISH
+            (publish,) = [f for f in relay.peers[0].received if isinstance(f, frames.Publish)]
+            later = now_ms() + OUTBOX_MAX_AGE_MS
+            monkeypatch.setattr(connection, "now_ms", lambda: later)  # 55 minutes on
+            with pytest.raises(MessageNotSent, match="55 minutes"):
+                await sending
+            given_up = await wait_for(bob, lambda e: isinstance(e, NotSent))
+            assert isinstance(given_up, NotSent)
+            assert given_up.room_id == room.room_id
+            assert bob.session.unacknowledged == 0
+            # The relay answers at last: nothing is accepted, and its place is free.
+            await relay.peers[0].send(frames.Ack(publish.ref))
+            assert not any(isinstance(e, Accepted) for e in await events_until_pong(bob))
+            assert bob.session.in_flight == 0
 
     run(scenario(), timeout=10)
 

@@ -15,11 +15,15 @@ from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.protocol.session import (
     MAX_IN_FLIGHT,
     MAX_NAMES_PER_ROOM,
+    MAX_OUTBOX,
+    NOT_SENT_IN_TIME,
+    OUTBOX_MAX_AGE_MS,
     Accepted,
     ClientSession,
     Joined,
     MessageReceived,
     MessageRejected,
+    NotSent,
     PongReceived,
     PresenceChanged,
     Refused,
@@ -509,6 +513,84 @@ def test_a_publish_of_a_left_room_keeps_its_place_until_answered(room: RoomKeys)
     assert publish.room_id == other.room_id
     alice.receive(frames.encode_frame(frames.Ack(first[1].ref)), NOW)
     assert not any(isinstance(e, Accepted) for e in alice.events())
+
+
+def test_a_message_the_relay_has_not_taken_is_given_up_at_55_minutes(room: RoomKeys) -> None:
+    """PROTOCOL.md 7 and 10.6: receivers refuse a message over an hour old, so the outbox
+    gives one up at OUTBOX_MAX_AGE_MS, waiting to be sent or not, and says so."""
+    assert OUTBOX_MAX_AGE_MS == 55 * 60 * 1000
+    alice = make_session(1, "alice")
+    alice.join(room)  # not connected: an outage
+    early = alice.send_text(room.room_id, "early", NOW)
+    late = alice.send_text(room.room_id, "late", NOW + 1000)
+    alice.expire(NOW + OUTBOX_MAX_AGE_MS - 1)
+    assert alice.events() == []
+    assert alice.unacknowledged == 2
+    alice.expire(NOW + OUTBOX_MAX_AGE_MS)
+    assert alice.events() == [NotSent(room.room_id, early.message_id, NOT_SENT_IN_TIME)]
+    assert alice.unacknowledged == 1
+    assert room.room_id in alice.rooms  # the room stays
+    # Back online, only the younger one is sent.
+    alice.connection_made()
+    decoded(alice)
+    alice.receive(frames.encode_frame(frames.Challenge(room.room_id, bytes(32))), NOW)
+    decoded(alice)
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 1)), NOW)
+    alice.events()
+    (publish,) = sent_publishes(alice)
+    alice.receive(frames.encode_frame(frames.Ack(publish.ref)), NOW)
+    assert alice.events() == [Accepted(room.room_id, late.message_id)]
+
+
+def test_a_message_given_up_on_the_wire_keeps_its_place_until_its_late_ack(
+    room: RoomKeys,
+) -> None:
+    """A PUBLISH given up while on the wire still counts as in flight until answered; its
+    ACK then reports nothing, and frees its place for the next."""
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    old = [alice.send_text(room.room_id, f"old {n}", NOW) for n in range(MAX_IN_FLIGHT)]
+    on_wire = sent_publishes(alice)
+    assert alice.in_flight == MAX_IN_FLIGHT
+    young = alice.send_text(room.room_id, "young", NOW + 60_000)
+    assert alice.frames_to_send() == []  # no place on the wire
+    alice.expire(NOW + OUTBOX_MAX_AGE_MS)
+    assert alice.events() == [NotSent(room.room_id, m.message_id, NOT_SENT_IN_TIME) for m in old]
+    assert alice.unacknowledged == 1
+    assert alice.in_flight == MAX_IN_FLIGHT  # still on the wire, unanswered
+    alice.receive(frames.encode_frame(frames.Ack(on_wire[0].ref)), NOW + OUTBOX_MAX_AGE_MS)
+    assert alice.events() == []  # a late ACK for a message given up: nothing accepted
+    assert alice.in_flight == MAX_IN_FLIGHT  # its place went to the young message
+    (publish,) = sent_publishes(alice)
+    alice.receive(frames.encode_frame(frames.Ack(publish.ref)), NOW + OUTBOX_MAX_AGE_MS)
+    assert alice.events() == [Accepted(room.room_id, young.message_id)]
+    for answered in on_wire[1:]:
+        alice.receive(frames.encode_frame(frames.Ack(answered.ref)), NOW + OUTBOX_MAX_AGE_MS)
+    assert alice.events() == []
+    assert alice.in_flight == 0
+    assert alice.unacknowledged == 0
+    alice.send_text(room.room_id, "after", NOW + OUTBOX_MAX_AGE_MS)
+    assert len(sent_publishes(alice)) == 1
+
+
+def test_the_outbox_holds_at_most_max_outbox_messages(room: RoomKeys) -> None:
+    assert MAX_OUTBOX == 10_000
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    for n in range(MAX_OUTBOX):
+        alice.send_text(room.room_id, f"m{n}", NOW)
+    first = sent_publishes(alice)
+    assert len(first) == MAX_IN_FLIGHT
+    with pytest.raises(UsageError, match="10000 messages are waiting"):
+        alice.send_text(room.room_id, "one too many", NOW)
+    assert alice.unacknowledged == MAX_OUTBOX
+    assert alice.frames_to_send() == []
+    alice.receive(frames.encode_frame(frames.Ack(first[0].ref)), NOW)
+    sent_publishes(alice)  # the next waiting one takes the free place on the wire
+    alice.send_text(room.room_id, "room again", NOW)  # an ACK made room
+    assert alice.unacknowledged == MAX_OUTBOX
 
 
 def test_a_late_join_retry_sends_no_second_join(room: RoomKeys) -> None:

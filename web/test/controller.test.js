@@ -13,6 +13,7 @@ import { Kind, sealEnvelope } from "../src/protocol/envelope.js";
 import { decodeFrame, encodeFrame } from "../src/protocol/frames.js";
 import { deviceKeyFromSeed, roomKeysFromMinikey } from "../src/protocol/kdf.js";
 import { makeMinikey } from "../src/protocol/minikey.js";
+import { OUTBOX_MAX_AGE_MS } from "../src/protocol/session.js";
 import { deleteRecord } from "../src/store/db.js";
 import { KeyStore } from "../src/store/keystore.js";
 
@@ -62,7 +63,7 @@ after(() => {
  * A started app on a database of its own; `beforeOpen(n, action)` runs `action` (another
  * tab's write) just before the app's n-th next opening of that database.
  */
-async function startApp({ WebSocketImpl = RecordedSocket, clock } = {}) {
+async function startApp({ WebSocketImpl = RecordedSocket, clock, connectionOptions = {} } = {}) {
   const indexedDB = new IDBFactory();
   let pending = null;
   const opening = {
@@ -77,7 +78,7 @@ async function startApp({ WebSocketImpl = RecordedSocket, clock } = {}) {
   };
   const app = new App({
     storeOptions: { indexedDB: opening, insecureTestIterations: 1000 },
-    connectionOptions: { WebSocketImpl, setTimer: () => null, clearTimer: () => {} },
+    connectionOptions: { WebSocketImpl, setTimer: () => null, clearTimer: () => {}, ...connectionOptions },
     clock,
   });
   started.push(app);
@@ -443,4 +444,36 @@ describe("App: saves caused by arriving messages are throttled", () => {
       assert.equal(await stored(), 5);
     });
   }
+});
+
+describe("App: a message the relay never takes", () => {
+  it("shows as not sent once the session gives it up, and is kept as not sent", async () => {
+    // The connections' clock and timers: the once-a-second expiry runs when the test says.
+    const clock = new FakeClock();
+    clock.time = Date.now();
+    const { now, setTimer, clearTimer } = clock;
+    const { app } = await startApp({ WebSocketImpl: RelaySocket, connectionOptions: { now, setTimer, clearTimer } });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Kept", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    await app.setKeepHistory(id, true);
+    const connection = await joined(app, id);
+    assert.equal(await app.sendText(id, "never taken"), true); // the relay never ACKs it
+    await connection.idle();
+    const [mine] = app.liveRoom(id).messages;
+    assert.equal(mine.status, "sending");
+
+    clock.advance(OUTBOX_MAX_AGE_MS - 1); // the expiry check runs once, at that time
+    assert.equal(mine.status, "sending");
+    clock.advance(1000); // the next check
+    assert.equal(mine.status, "unsent");
+    assert.equal(app.room(id).messages[0].sent, false);
+    await app.save();
+    app.lock("Locked after a while without use.");
+    await app.unlock(PASSWORD);
+    assert.deepEqual(
+      app.liveRoom(id).messages.map((m) => [m.text, m.status]),
+      [["never taken", "unsent"]],
+    );
+  });
 });

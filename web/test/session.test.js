@@ -13,7 +13,15 @@ import { decodeFrame, encodeFrame, NO_ROOM } from "../src/protocol/frames.js";
 import { verifyJoinProof } from "../src/protocol/join.js";
 import { deviceKeyFromSeed, fingerprint, roomKeysFromMinikey } from "../src/protocol/kdf.js";
 import { ReplayFilter } from "../src/protocol/envelope.js";
-import { ClientSession, MAX_IN_FLIGHT, MAX_NAMES_PER_ROOM, roomHex } from "../src/protocol/session.js";
+import {
+  ClientSession,
+  MAX_IN_FLIGHT,
+  MAX_NAMES_PER_ROOM,
+  MAX_OUTBOX,
+  NOT_SENT_IN_TIME,
+  OUTBOX_MAX_AGE_MS,
+  roomHex,
+} from "../src/protocol/session.js";
 
 const KEY_A = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy";
 const KEY_B = "SDehB97fmBnFwezqLcANLCCQkQyfz1";
@@ -727,6 +735,79 @@ describe("expiry", () => {
     ]);
     assert.equal(alice.rooms.size, 0);
     assert.equal(alice.unacknowledged, 0);
+  });
+});
+
+describe("the outbox's bounds (PROTOCOL.md 10.6)", () => {
+  const publishes = (session) => decoded(session).filter((f) => f.type === "Publish");
+  const notSent = (message) => ({ type: "notSent", roomId: roomA.roomId, messageId: message.messageId, reason: NOT_SENT_IN_TIME });
+
+  it("gives up a message the relay has not taken at 55 minutes, not before", async () => {
+    assert.equal(OUTBOX_MAX_AGE_MS, 55 * 60 * 1000);
+    const alice = makeSession(1);
+    alice.join(roomA); // not connected: an outage
+    const early = await alice.sendText(roomA.roomId, "early", NOW);
+    const late = await alice.sendText(roomA.roomId, "late", NOW + 1000);
+    alice.expire(NOW + OUTBOX_MAX_AGE_MS - 1);
+    assert.deepEqual(alice.events(), []);
+    assert.equal(alice.unacknowledged, 2);
+    alice.expire(NOW + OUTBOX_MAX_AGE_MS);
+    assert.deepEqual(alice.events(), [notSent(early)]);
+    assert.equal(alice.unacknowledged, 1);
+    assert.equal(alice.rooms.size, 1); // the room stays
+    // Back online, only the younger one is sent.
+    await rejoin(alice, roomA, 1);
+    alice.events();
+    const [publish, ...rest] = publishes(alice);
+    assert.equal(rest.length, 0);
+    await alice.receive(frame({ type: "Ack", ref: publish.ref }), NOW);
+    assert.deepEqual(alice.events(), [{ type: "accepted", roomId: roomA.roomId, messageId: late.messageId }]);
+  });
+
+  it("a message given up on the wire keeps its place until its late ACK, which reports nothing", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    const old = [];
+    for (let n = 0; n < MAX_IN_FLIGHT; n++) old.push(await alice.sendText(roomA.roomId, `old ${n}`, NOW));
+    const onWire = publishes(alice);
+    assert.equal(onWire.length, MAX_IN_FLIGHT);
+    const young = await alice.sendText(roomA.roomId, "young", NOW + 60_000);
+    assert.deepEqual(alice.framesToSend(), []); // no place on the wire
+    alice.expire(NOW + OUTBOX_MAX_AGE_MS);
+    assert.deepEqual(alice.events(), old.map(notSent));
+    assert.equal(alice.unacknowledged, 1);
+    const later = NOW + OUTBOX_MAX_AGE_MS;
+    await alice.receive(frame({ type: "Ack", ref: onWire[0].ref }), later);
+    assert.deepEqual(alice.events(), []); // a late ACK for a message given up: nothing accepted
+    const [publish, ...rest] = publishes(alice); // its place went to the young message
+    assert.equal(rest.length, 0);
+    await alice.receive(frame({ type: "Ack", ref: publish.ref }), later);
+    assert.deepEqual(alice.events(), [{ type: "accepted", roomId: roomA.roomId, messageId: young.messageId }]);
+    for (const answered of onWire.slice(1)) await alice.receive(frame({ type: "Ack", ref: answered.ref }), later);
+    assert.deepEqual(alice.events(), []);
+    assert.equal(alice.unacknowledged, 0);
+    // Every place is free again: a whole window goes out at once.
+    for (let n = 0; n < MAX_IN_FLIGHT; n++) await alice.sendText(roomA.roomId, `after ${n}`, later);
+    assert.equal(publishes(alice).length, MAX_IN_FLIGHT);
+  });
+
+  it("holds at most MAX_OUTBOX messages: one more is refused and sends nothing", async () => {
+    assert.equal(MAX_OUTBOX, 10_000);
+    const alice = await connectedAndJoined(1, roomA);
+    const sending = [];
+    for (let n = 0; n < MAX_OUTBOX; n++) sending.push(alice.sendText(roomA.roomId, `m${n}`, NOW));
+    await Promise.all(sending);
+    const first = publishes(alice);
+    assert.equal(first.length, MAX_IN_FLIGHT);
+    await assert.rejects(
+      alice.sendText(roomA.roomId, "one too many", NOW),
+      (error) => error instanceof UsageError && /10000 messages are waiting/.test(error.message),
+    );
+    assert.equal(alice.unacknowledged, MAX_OUTBOX);
+    assert.deepEqual(alice.framesToSend(), []);
+    await alice.receive(frame({ type: "Ack", ref: first[0].ref }), NOW);
+    publishes(alice); // the next waiting one takes the free place on the wire
+    await alice.sendText(roomA.roomId, "room again", NOW); // an ACK made room
+    assert.equal(alice.unacknowledged, MAX_OUTBOX);
   });
 });
 

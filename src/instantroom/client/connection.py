@@ -56,6 +56,7 @@ from instantroom.protocol.session import (
     Event,
     Joined,
     MessageReceived,
+    NotSent,
     PresenceChanged,
     Refused,
     RoomExpired,
@@ -91,6 +92,13 @@ FATAL_CLOSE_CODES = frozenset(
 class RoomGone(Exception):
     """The room went away (it expired, we left it, or the relay refused it) before the
     relay took the message."""
+
+
+class MessageNotSent(RoomGone):
+    """The relay did not take the message in time (``OUTBOX_MAX_AGE_MS`` in
+    ``instantroom.protocol.session``, 55 minutes): the others would refuse it as too old,
+    so it was given up (PROTOCOL.md 10.6). Send it again. A ``RoomGone`` too, so that code
+    that handles a message the relay never took handles this one."""
 
 
 class JoinRefused(Exception):
@@ -344,7 +352,14 @@ class RoomClient:
         await self._flush()
 
     async def send_text(self, room_id: bytes, text: str) -> Message:
-        """Send ``text`` and return once the relay has taken it."""
+        """Send ``text`` and return once the relay has taken it.
+
+        Raises ``MessageNotSent`` when the relay has not taken it within 55 minutes (it is
+        then given up: the others would refuse it as too old), ``RoomGone`` when the room
+        goes away first (expired, left, refused) or the client is closed, ``RelayRefused``
+        when the relay refused this client for good, and ``UsageError`` at once, sending
+        nothing, for a room not joined or while ``MAX_OUTBOX`` (10,000) messages wait for
+        the relay."""
         self._check_running()
         message = self.session.send_text(room_id, text, now_ms())
         future = asyncio.get_running_loop().create_future()
@@ -564,6 +579,10 @@ class RoomClient:
                     _, accepted = self._accepted.pop(message_id, (b"", None))
                     if accepted is not None and not accepted.done():
                         accepted.set_result(None)
+                case NotSent(message_id=message_id, reason=reason):
+                    _, given_up = self._accepted.pop(message_id, (b"", None))
+                    if given_up is not None and not given_up.done():
+                        given_up.set_exception(MessageNotSent(reason))
                 case PresenceChanged(room_id=room_id, members=members):
                     self.presence[room_id] = members
                 case Joined(room_id=room_id, members=members):

@@ -26,6 +26,12 @@ resends what was not acknowledged; receivers drop the duplicates by message id. 
 PUBLISH refused with NOT_JOINED in a room the session thought it was in has it join
 again, then resend (PROTOCOL.md 10.6).
 
+The outbox is bounded in age and in size (PROTOCOL.md 10.6). ``expire`` gives up every
+message whose timestamp is ``OUTBOX_MAX_AGE_MS`` old, sent or not, with a ``NotSent``
+event: receivers would refuse it as stale (PROTOCOL.md 7), so an ACK for it would only
+hide its loss; an ACK that still comes for it is ignored. ``send`` refuses (UsageError)
+while ``MAX_OUTBOX`` messages wait.
+
 A CHALLENGE is answered only for a room whose JOIN is outstanding, and once per JOIN; any
 other is ignored (PROTOCOL.md 8.6): a proof is not bound to the relay, so a relay that got
 one for a challenge it relayed from another relay could join the room there.
@@ -57,12 +63,27 @@ MAX_REF = 2**32 - 1
 # (PROTOCOL.md 10.6): well under the relay's default burst (200 frames) and the refusals
 # in a row after which it closes the connection (500), so a large outbox never trips them.
 MAX_IN_FLIGHT = 100
+# How old a message in the outbox may get before the session gives it up (NotSent):
+# receivers refuse a message whose timestamp is over an hour old (PROTOCOL.md 7), and one
+# sent later than this might reach them after that, with 5 minutes left for clock skew
+# between devices and for the trip. Sent or not, it is dropped: an ACK for it now would
+# report as taken a message that no one would show.
+OUTBOX_MAX_AGE_MS = 55 * 60 * 1000
+# Messages waiting for their ACK, at most, per session: a program that sends without
+# waiting, to a relay that never answers, must not grow the outbox without end. Far more
+# than a person writes in the 55 minutes a message may wait.
+MAX_OUTBOX = 10_000
 # Names remembered per room for the key-change warning (PROTOCOL.md 4.4), the most
 # recently seen; the least recently seen goes first. Every accepted message under a new
 # name would otherwise add one entry for the room's whole life, and a member can make up
 # names without end. A thousand is far more than a room's members (a relay admits 256 by
 # default), and at most 64 + 32 bytes of name and key each, some 100 KB per room.
 MAX_NAMES_PER_ROOM = 1000
+# The reason of a NotSent for a message too old to send.
+NOT_SENT_IN_TIME = (
+    "The relay did not take the message within 55 minutes, and the others would now refuse "
+    "it as too old: it was not sent. Send it again."
+)
 
 
 @dataclass(frozen=True)
@@ -113,6 +134,16 @@ class Refused:
 
 
 @dataclass(frozen=True)
+class NotSent:
+    """One of our messages was given up before the relay took it; ``reason`` says why, for
+    people. No ``Accepted`` follows for it."""
+
+    room_id: bytes
+    message_id: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
 class RoomExpired:
     room_id: bytes
 
@@ -123,8 +154,8 @@ class PongReceived:
 
 
 Event = (
-    Joined | PresenceChanged | MessageReceived | MessageRejected | Accepted | Refused
-    | RoomExpired | PongReceived
+    Joined | PresenceChanged | MessageReceived | MessageRejected | Accepted | NotSent
+    | Refused | RoomExpired | PongReceived
 )  # fmt: skip
 
 # Refusals of a JOIN after which the session stops trying the room.
@@ -163,6 +194,7 @@ class _Outgoing:
     number: int  # its place in the outbox: the oldest goes first
     room_id: bytes
     message_id: bytes
+    timestamp_ms: int  # the message's own: its age decides when it is given up
     envelope: bytes = field(repr=False)
     ref: int = 0
 
@@ -261,17 +293,25 @@ class ClientSession:
         self._forget(room_id)
 
     def send(self, room_id: bytes, kind: int, body: bytes, now_ms: int) -> Message:
-        """Seal a message into the outbox; it leaves as soon as the room is joined."""
+        """Seal a message into the outbox; it leaves as soon as the room is joined. Raises
+        UsageError, and sends nothing, while ``MAX_OUTBOX`` messages wait for the relay."""
         state = self.rooms.get(room_id)
         if state is None:
             raise UsageError("Join the room before sending to it.")
+        if len(self._outbox) >= MAX_OUTBOX:
+            raise UsageError(
+                f"{MAX_OUTBOX} messages are waiting for the relay to take them: wait for "
+                "some to be taken (or given up) before sending more. Nothing was sent."
+            )
         message = new_message(
             self.device, self.name, kind, body, token_bytes=self._token_bytes, now_ms=now_ms
         )
         envelope = seal_envelope(state.keys, self.device, message, self._token_bytes(12))
         # Our own message, sent back to us by a relay, is a replay too.
         state.replays.remember(message.message_id, message.timestamp_ms, now_ms)
-        outgoing = _Outgoing(self._next_number, room_id, message.message_id, envelope)
+        outgoing = _Outgoing(
+            self._next_number, room_id, message.message_id, message.timestamp_ms, envelope
+        )
         self._next_number += 1
         self._outbox[outgoing.number] = outgoing
         self._pump()
@@ -320,12 +360,23 @@ class ClientSession:
 
     def expire(self, now_ms: int) -> None:
         """Forget every room whose time is over, and its outbox (RoomExpired events), and
-        leave it on the relay: a client leaves at expiry by its own clock (PROTOCOL.md 9)."""
+        leave it on the relay: a client leaves at expiry by its own clock (PROTOCOL.md 9).
+        Then give up every message in the outbox whose timestamp is ``OUTBOX_MAX_AGE_MS``
+        old, on the wire or not (NotSent events, PROTOCOL.md 10.6). Call it about once a
+        second."""
         for room_id, state in list(self.rooms.items()):
             if 0 < state.expires_at_ms <= now_ms:
                 self._leave_on_wire(room_id)
                 self._forget(room_id)
                 self._events.append(RoomExpired(room_id))
+        for number, outgoing in list(self._outbox.items()):
+            if now_ms - outgoing.timestamp_ms >= OUTBOX_MAX_AGE_MS:
+                # One on the wire keeps its place in flight until answered; its ACK then
+                # finds it gone from the outbox and reports nothing.
+                del self._outbox[number]
+                self._events.append(
+                    NotSent(outgoing.room_id, outgoing.message_id, NOT_SENT_IN_TIME)
+                )
 
     def retry_join(self, room_id: bytes) -> None:
         """Send JOIN again for a room not joined yet (the relay said: rate limited, or

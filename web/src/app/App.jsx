@@ -464,7 +464,8 @@ function Join({ app }) {
 
 // A room: the conversation, presence and the connection.
 
-// "unsent": kept from before a lock or reload, which dropped it before the relay took it.
+// "unsent": the relay never took it: kept from before a lock or reload, which dropped it
+// from the outbox, or given up after 55 minutes without an ACK (a "notSent" event).
 const MESSAGE_STATUS_LABELS = { sending: "sending…", sent: "sent", unsent: "not sent" };
 
 function Message({ app, roomId, message }) {

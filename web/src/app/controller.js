@@ -326,6 +326,7 @@ export class App {
     on("presence", (d) => this._onPresence(d));
     on("message", (d) => this._onMessage(d));
     on("accepted", (d) => this._onAccepted(d));
+    on("notSent", (d) => this._onNotSent(d));
     on("expired", (d) => this._onExpired(hex(d.roomId)));
     on("refused", (d) => this._onRefused(d));
     on("error", () => this.changed());
@@ -641,6 +642,21 @@ export class App {
     if (entry) {
       entry.status = "sent";
       if (this.room(id)?.keepHistory && this.store.markSent(id, entry.id)) this.saveSoon();
+      this.changed();
+    }
+  }
+
+  /**
+   * The session gave one of ours up: the relay had not taken it within 55 minutes, and
+   * the others would refuse it as too old (PROTOCOL.md 10.6). It shows as not sent. Kept
+   * history already says so: a message is kept as not sent until its ACK (markSent), and
+   * none comes now.
+   */
+  _onNotSent({ roomId, messageId }) {
+    const id = hex(roomId);
+    const entry = this.live.get(id)?.messages.find((m) => m.id === hex(messageId));
+    if (entry && entry.status !== "unsent") {
+      entry.status = "unsent";
       this.changed();
     }
   }

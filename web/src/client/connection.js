@@ -126,6 +126,7 @@ function randomToken(randomBytes) {
  * - "presence" {roomId, members}
  * - "message" {roomId, kind, message, text, fingerprint, keyChanged}
  * - "accepted" {roomId, messageId}
+ * - "notSent" {roomId, messageId, reason}: given up 55 minutes after it was written
  * - "refused" {code, roomId, ref, reason, fatal}
  * - "rejected" {roomId, reason}
  * - "expired" {roomId}

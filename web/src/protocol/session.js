@@ -21,6 +21,12 @@
 // (`connectionLost()` then `connectionMade()`) the session joins its rooms again and
 // resends what was not acknowledged, byte for byte; receivers drop duplicates by id.
 //
+// The outbox is bounded in age and in size (PROTOCOL.md 10.6). `expire` gives up every
+// message whose timestamp is OUTBOX_MAX_AGE_MS old, sent or not, with a "notSent" event:
+// receivers would refuse it as stale (PROTOCOL.md 7), so an ACK for it would only hide its
+// loss; an ACK that still comes for it is ignored. `send` rejects (UsageError) while
+// MAX_OUTBOX messages wait.
+//
 // A CHALLENGE is answered only for a room whose JOIN is outstanding, and once per JOIN;
 // any other is ignored (PROTOCOL.md 8.6): a proof is not bound to the relay, so a relay
 // that got one for a challenge it relayed from another relay could join the room there.
@@ -39,6 +45,8 @@
 //            seen in the room before with another device key
 //   rejected {roomId, reason}          a DELIVER that could not be trusted: the error's name
 //   accepted {roomId, messageId}       the relay acknowledged one of ours
+//   notSent  {roomId, messageId, reason}  one of ours was given up before the relay took
+//            it (reason: for people); no "accepted" follows for it
 //   refused  {code, roomId, ref, reason, fatal}  fatal: the session gave the room up
 //   expired  {roomId}
 //   pong     {token}
@@ -59,6 +67,24 @@ export const MAX_REF = 2 ** 32 - 1;
  * too many refusals. More leave as ACKs come back.
  */
 export const MAX_IN_FLIGHT = 100;
+/**
+ * How old a message in the outbox may get before the session gives it up ("notSent"):
+ * receivers refuse a message whose timestamp is over an hour old (PROTOCOL.md 7), and one
+ * sent later than this might reach them after that, with 5 minutes left for clock skew
+ * between devices and for the trip. Sent or not, it is dropped: an ACK for it now would
+ * report as taken a message that no one would show.
+ */
+export const OUTBOX_MAX_AGE_MS = 55 * 60 * 1000;
+/**
+ * Messages waiting for their ACK, at most, per session: a program that sends without
+ * waiting, to a relay that never answers, must not grow the outbox without end. Far more
+ * than a person writes in the 55 minutes a message may wait.
+ */
+export const MAX_OUTBOX = 10_000;
+/** The reason of a "notSent" for a message too old to send. */
+export const NOT_SENT_IN_TIME =
+  "The relay did not take the message within 55 minutes, and the others would now refuse " +
+  "it as too old: it was not sent. Send it again.";
 /**
  * Names remembered per room for the key-change warning (PROTOCOL.md 4.4), the most
  * recently seen; the least recently seen goes first. Every accepted message under a new
@@ -116,7 +142,8 @@ export class ClientSession {
     this.rooms = new Map();
     this.connected = false;
     this._randomBytes = randomBytes;
-    /** @type {{roomId: Uint8Array, key: string, messageId: Uint8Array, envelope: Uint8Array, ref: number}[]} */
+    /** Oldest first; kept until an ACK, or given up at OUTBOX_MAX_AGE_MS. A ref of 0: waiting to be published.
+     * @type {{roomId: Uint8Array, key: string, messageId: Uint8Array, timestampMs: number, envelope: Uint8Array, ref: number}[]} */
     this._outbox = [];
     /** The refs of PUBLISHes on the wire, not answered yet: at most MAX_IN_FLIGHT. A ref
      * stays until its ACK or ERROR, even when its room is left meanwhile. */
@@ -231,7 +258,8 @@ export class ClientSession {
   }
 
   /**
-   * Seal a message into the outbox; it leaves as soon as the room is joined.
+   * Seal a message into the outbox; it leaves as soon as the room is joined. Rejects with
+   * UsageError, and sends nothing, while MAX_OUTBOX messages wait for the relay.
    * @param {Uint8Array} roomId
    * @param {number} kind a Kind
    * @param {Uint8Array} body
@@ -298,6 +326,8 @@ export class ClientSession {
   /**
    * Forget every room whose time is over, and its outbox ("expired" events). A room is
    * also left on the relay (PROTOCOL.md 9: a client leaves at expiry by its own clock).
+   * Then give up every message in the outbox whose timestamp is OUTBOX_MAX_AGE_MS old, on
+   * the wire or not ("notSent" events, PROTOCOL.md 10.6). Call it about once a second.
    */
   expire(nowMs) {
     for (const [key, state] of [...this.rooms]) {
@@ -307,6 +337,22 @@ export class ClientSession {
         this._events.push({ type: "expired", roomId: state.keys.roomId });
       }
     }
+    const kept = [];
+    for (const outgoing of this._outbox) {
+      if (nowMs - outgoing.timestampMs >= OUTBOX_MAX_AGE_MS) {
+        // One on the wire keeps its place in flight until answered; its ACK then finds it
+        // gone from the outbox and reports nothing.
+        this._events.push({
+          type: "notSent",
+          roomId: outgoing.roomId,
+          messageId: outgoing.messageId,
+          reason: NOT_SENT_IN_TIME,
+        });
+      } else {
+        kept.push(outgoing);
+      }
+    }
+    this._outbox = kept;
   }
 
   /** Send JOIN again for a room not joined yet (the relay said: rate limited). */
@@ -353,6 +399,12 @@ export class ClientSession {
     const key = roomHex(roomId);
     const state = this.rooms.get(key);
     if (state === undefined) throw new UsageError("Join the room before sending to it.");
+    if (this._outbox.length >= MAX_OUTBOX) {
+      throw new UsageError(
+        `${MAX_OUTBOX} messages are waiting for the relay to take them: wait for some to be ` +
+          "taken (or given up) before sending more. Nothing was sent.",
+      );
+    }
     const message = {
       messageId: this._randomBytes(MESSAGE_ID_SIZE),
       timestampMs: nowMs,
@@ -366,7 +418,14 @@ export class ClientSession {
     if (this.rooms.get(key) !== state) throw new UsageError("The room is gone: the message was not sent.");
     // Our own message, sent back to us by a relay, is a replay too.
     state.replays.remember(message.messageId, message.timestampMs, nowMs);
-    const outgoing = { roomId: state.keys.roomId, key, messageId: message.messageId, envelope, ref: 0 };
+    const outgoing = {
+      roomId: state.keys.roomId,
+      key,
+      messageId: message.messageId,
+      timestampMs: message.timestampMs,
+      envelope,
+      ref: 0,
+    };
     this._outbox.push(outgoing);
     this._pump();
     return message;
