@@ -83,3 +83,25 @@ def test_an_invite_link_joins_on_its_own_relay_whatever_settings_say(
     bob.by("nav-join").click()
     bob.by("join-key").fill(format_minikey(make_minikey(secrets.randbelow)))
     expect(bob.by("join-relay")).to_contain_text("relay at 127.0.0.1:9.")
+
+
+def test_a_second_invite_link_opened_on_the_join_screen_fills_it_anew(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    bob = phones()
+    bob.open(relay.url)
+    bob.set_password("bob's long password")
+    bob.by("nav-settings").click()
+    bob.by("server-url").fill("http://127.0.0.1:9")
+    bob.by("save-settings").click()
+    expect(bob.page.get_by_role("status")).to_contain_text("Settings saved")
+    first, second = make_minikey(secrets.randbelow), make_minikey(secrets.randbelow)
+    page = relay.url.rstrip("/") + "/"
+    bob.open("about:blank")
+    bob.open(f"{page}#{first}")
+    bob.unlock("bob's long password", then="join-key")
+    host = urlsplit(relay.url).netloc
+    # The second link, opened in the same page while its Join screen shows.
+    bob.page.evaluate(f"location.hash = {'#' + second!r}")
+    expect(bob.by("join-key")).to_have_value(second)
+    expect(bob.by("join-relay")).to_contain_text(f"relay at {host}.")

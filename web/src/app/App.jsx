@@ -810,5 +810,7 @@ export function App({ app }) {
   }
   const needsStore = !["unlock", "insecure"].includes(app.state.screen);
   const Screen = needsStore && !app.store ? Unlock : SCREENS[app.state.screen];
-  return <Screen key={`${app.state.screen}:${app.state.current ?? ""}`} app={app} />;
+  // A new invite link opened on the Join screen builds it anew, with the link's key.
+  const invite = app.state.screen === "join" ? app.state.invites : "";
+  return <Screen key={`${app.state.screen}:${app.state.current ?? ""}:${invite}`} app={app} />;
 }

@@ -81,6 +81,7 @@ export class App {
       current: null, // room id hex of the room or share screen
       joinText: "",
       joinServer: null, // the relay of the invite link that filled joinText
+      invites: 0, // invite links opened while the app was open: each fills the Join screen anew
     };
     this._saving = Promise.resolve();
     this._timers = [];
@@ -161,7 +162,11 @@ export class App {
     const invite = inviteFromLocation();
     if (!invite) return;
     window.history.replaceState(null, "", window.location.pathname + window.location.search);
-    Object.assign(this.state, { joinText: invite.text, joinServer: invite.server });
+    Object.assign(this.state, {
+      joinText: invite.text,
+      joinServer: invite.server,
+      invites: this.state.invites + 1,
+    });
     if (this.store) this.set({ screen: "join", error: null, notice: "An invite link was opened: check it before joining." });
     else this.changed();
   }
