@@ -785,6 +785,25 @@ def test_a_challenge_after_the_join_was_refused_is_not_answered(room: RoomKeys) 
     assert alice.frames_to_send() == []
 
 
+def test_a_challenge_after_a_join_refused_behind_a_held_leave_is_not_answered(
+    room: RoomKeys,
+) -> None:
+    """TOO_MANY_ROOMS behind a held LEAVE answers the JOIN; its retry waits for the
+    LEAVE, so a CHALLENGE meanwhile is none of ours."""
+    other = RoomKeys.from_minikey(KEY_B)
+    alice = joining(room)
+    alice.receive(challenge_frame(room), NOW)
+    decoded(alice)
+    alice.leave(room.room_id)  # held: its JOIN is unanswered
+    alice.join(other)
+    decoded(alice)
+    too_many = frames.Error(ErrorCode.TOO_MANY_ROOMS, 0, other.room_id, "too many")
+    alice.receive(frames.encode_frame(too_many), NOW)
+    assert alice.frames_to_send() == []
+    alice.receive(challenge_frame(other), NOW)
+    assert alice.frames_to_send() == []
+
+
 def test_leaving_and_joining_again_does_not_earn_a_second_proof(room: RoomKeys) -> None:
     """Joining again behind an unanswered JOIN sends no JOIN (its answer serves the new
     join): the CHALLENGE already answered for it is not answered again."""

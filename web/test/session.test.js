@@ -1121,6 +1121,19 @@ describe("challenges", () => {
     assert.deepEqual(alice.framesToSend(), []);
   });
 
+  it("a CHALLENGE after a JOIN refused behind a held LEAVE is not answered", async () => {
+    const alice = joining(roomA);
+    await alice.receive(challengeFrame(roomA), NOW);
+    alice.framesToSend();
+    alice.leave(roomA.roomId); // held: its JOIN is unanswered
+    alice.join(roomB, {});
+    alice.framesToSend();
+    await alice.receive(errorFrame(ErrorCode.TOO_MANY_ROOMS, roomB.roomId), NOW);
+    assert.deepEqual(alice.framesToSend(), []);
+    await alice.receive(challengeFrame(roomB), NOW);
+    assert.deepEqual(alice.framesToSend(), []);
+  });
+
   it("leaving and joining again behind an answered CHALLENGE earns no second PROOF", async () => {
     const alice = joining(roomA);
     await alice.receive(challengeFrame(roomA, 1), NOW);

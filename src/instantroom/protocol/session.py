@@ -380,10 +380,16 @@ class ClientSession:
 
     def retry_join(self, room_id: bytes) -> None:
         """Send JOIN again for a room not joined yet (the relay said: rate limited, or
-        relay full). Does nothing while a JOIN for the room is unanswered: a second JOIN
-        would replace the challenge under the first one's PROOF."""
+        relay full). Does nothing while a JOIN for the room is unanswered (a second JOIN
+        would replace the challenge under the first one's PROOF) or waits for held LEAVEs."""
         state = self.rooms.get(room_id)
-        if self.connected and state is not None and not state.joined and not state.join_sent:
+        if (
+            self.connected
+            and state is not None
+            and not state.joined
+            and not state.join_sent
+            and room_id not in self._join_after_leaves
+        ):
             self._send_join(room_id)
 
     def resend_unacknowledged(self) -> None:
@@ -568,6 +574,7 @@ class ClientSession:
             # Perhaps a held LEAVE's place: JOIN once more, behind every held LEAVE.
             state.behind_held_leave = False
             if self._leave_on_answer:
+                state.join_sent = False  # answered: a CHALLENGE now is none of ours
                 self._join_after_leaves.append(room_id)
             else:
                 self._send_join(room_id)

@@ -359,7 +359,9 @@ export class ClientSession {
   retryJoin(roomId) {
     const key = roomHex(roomId);
     const state = this.rooms.get(key);
-    if (this.connected && state !== undefined && !state.joined && !state.joining) this._sendJoin(key);
+    if (!this.connected || state === undefined || state.joined || state.joining) return;
+    if (this._joinAfterLeaves.includes(key)) return; // it goes once the held LEAVEs have
+    this._sendJoin(key);
   }
 
   /** The pause after a refusal is over: send again what the relay refused (PROTOCOL.md 10.6). */
@@ -630,8 +632,10 @@ export class ClientSession {
     if (code === ErrorCode.TOO_MANY_ROOMS && !ref && state?.behindHeldLeave && !state.joined) {
       // Perhaps a held LEAVE's place: JOIN once more, behind every held LEAVE.
       state.behindHeldLeave = false;
-      if (this._leaveOnAnswer.size > 0) this._joinAfterLeaves.push(key);
-      else this._sendJoin(key);
+      if (this._leaveOnAnswer.size > 0) {
+        state.joining = false; // answered: a CHALLENGE now is none of ours
+        this._joinAfterLeaves.push(key);
+      } else this._sendJoin(key);
       return;
     }
     this._refusedFor(code, ref, roomId, reason);
