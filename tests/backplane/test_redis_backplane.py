@@ -21,6 +21,7 @@ from instantroom.client.connection import RoomClient
 from instantroom.protocol import frames
 from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
+from instantroom.relay import hub_redis
 from instantroom.testing import (
     RawClient,
     RelayProcess,
@@ -377,3 +378,32 @@ def test_workers_share_a_port_and_its_rooms(redis_server: RedisServer) -> None:
 
         run(scenario())
     assert relay.returncode == 0
+
+
+def test_counts_of_rooms_closed_without_a_last_count_are_taken_back_soon(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An expired room closes with no last count: the hub takes its count out of Redis at
+    its next refresh, and forgets the room, rather than at shutdown only."""
+    monkeypatch.setattr(hub_redis, "REFRESH_EVERY", 0.2)
+    room_id = fresh_room().room_id
+
+    async def scenario() -> None:
+        hub = hub_redis.RedisHub(redis_server.url)
+        await hub.start(lambda room_id, wire: None, lambda room_id: None)
+        try:
+            async with asyncio.timeout(10):
+                while not hub.healthy:  # noqa: ASYNC110 - a flag the hub sets, polled
+                    await asyncio.sleep(0.05)
+            hub.room_opened(room_id)
+            await hub.subscribed(room_id)
+            assert await hub.set_members(room_id, 3) == 3
+            hub.room_closed(room_id)  # as at expiry: no set_members(0) follows
+            async with asyncio.timeout(10):
+                while await hub.members(room_id):  # noqa: ASYNC110 - a count in Redis
+                    await asyncio.sleep(0.1)
+            assert not hub._unwithdrawn
+        finally:
+            await hub.close()
+
+    run(scenario())

@@ -57,6 +57,21 @@ def test_facts_are_bounded_and_expired_ids_give_way_to_live_rooms() -> None:
     assert len(facts) == 0
 
 
+def test_rooms_made_without_end_keep_the_facts_memory_bounded() -> None:
+    """Short-lived rooms, made one after another: expired ids give way, and what was
+    kept for them (heap entries) does not pile up either."""
+    facts = RoomFacts(keep_ms=10**9, limit=1000, per_address=10**6)
+    for n in range(20_000):
+        now = n * 10
+        facts.due(now)
+        assert facts.make_space()
+        facts.record(n.to_bytes(4), now + 5, "x")
+    assert len(facts) <= 1000
+    assert len(facts._heap) <= 2 * 1000 + 1024
+    assert facts.due(10**10) == [(19_999).to_bytes(4)]  # the one still live, once
+    assert len(facts) == 0  # and nothing else was left behind
+
+
 def test_one_address_makes_a_bounded_number_of_live_rooms() -> None:
     facts = RoomFacts(keep_ms=1000, limit=100, per_address=2)
     facts.record(b"a", 100, "x")

@@ -342,4 +342,7 @@ class RedisHub:
             await asyncio.sleep(REFRESH_EVERY)
             if self.healthy:
                 with contextlib.suppress(RedisError, OSError):
+                    # Rooms closed with no last count (expired ones) are taken back here,
+                    # so the set of them stays small and the others stop counting them.
+                    await self._withdraw_counts(set(self._unwithdrawn))
                     await self._write_counts(announce=False)

@@ -23,6 +23,7 @@ class RoomFacts:
         self._expiries: dict[bytes, int] = {}
         self._expired_until: dict[bytes, int] = {}  # in the order they expired
         self._heap: list[tuple[int, bytes]] = []  # (when something is due, room id)
+        self._stale = 0  # heap entries of ids forgotten early, skipped when due
         self._recorded_by: dict[bytes, str] = {}  # live room id -> the address that told it
         self._live_by_address: Counter[str] = Counter()
 
@@ -35,6 +36,14 @@ class RoomFacts:
         expired = self._expired_until
         while len(self) >= self.limit and expired:
             del expired[next(iter(expired))]  # its heap entry is skipped when due
+            self._stale += 1
+        if self._stale > len(self) + 1024:
+            # Skipped entries would otherwise stay for up to keep_ms (31 days by default),
+            # one per room made meanwhile: the heap is made again from what is kept.
+            self._heap = [(when, room_id) for room_id, when in self._expiries.items()]
+            self._heap += [(until, room_id) for room_id, until in expired.items()]
+            heapq.heapify(self._heap)
+            self._stale = 0
         return len(self) < self.limit
 
     def may_record(self, address: str) -> bool:
