@@ -52,7 +52,12 @@ def test_a_link_copied_without_its_scheme_is_taken_as_https(link: str, server: s
     assert parse_invite(link) == (server, KEY)
 
 
-@pytest.mark.parametrize("address", ["ftp://chat.example.org/", "https://"])
+@pytest.mark.parametrize("address", ["ftp://chat.example.org/", "https://", "https://[abc"])
 def test_a_relay_address_that_is_not_one_is_refused_clearly(address: str) -> None:
     with pytest.raises(UsageError, match="https://"):
         parse_invite(f"{address}#{KEY}")
+
+
+def test_a_relay_address_with_credentials_is_refused() -> None:
+    with pytest.raises(UsageError, match="no user name or password"):
+        parse_invite(f"https://someone:secret@chat.example.org/#{KEY}")

@@ -43,3 +43,8 @@ test("a link copied without its scheme is taken as https; other schemes are refu
   assert.throws(() => parseInvite(`ftp://chat.example.org/#${key}`), /https:\/\//);
   assert.throws(() => parseInvite(`https://#${key}`), /https:\/\//);
 });
+
+test("a relay address with a user name or password, or a broken host, is refused", () => {
+  assert.throws(() => parseInvite(`https://someone:secret@chat.example.org/#${key}`), /no user name or password/);
+  assert.throws(() => parseInvite(`https://[abc/#${key}`), /https:\/\//);
+});

@@ -35,9 +35,14 @@ def parse_invite(text: str) -> tuple[str | None, str]:
         return None, key
     if "://" not in address:
         address = "https://" + address  # a link copied without its scheme, as chats show them
-    parts = urlsplit(address)
-    if parts.scheme.lower() not in RELAY_SCHEMES or not parts.hostname:
-        raise UsageError(
-            f"The link's relay address {address!r} is not one: it should start with https://."
-        )
+    problem = f"The link's relay address {address!r} is not one: it should start with https://."
+    try:
+        parts = urlsplit(address)
+        host = parts.hostname
+    except ValueError:  # a malformed host, such as an unclosed [IPv6
+        raise UsageError(problem) from None
+    if parts.scheme.lower() not in RELAY_SCHEMES or not host:
+        raise UsageError(problem)
+    if "@" in parts.netloc:
+        raise UsageError("An invite link's relay address carries no user name or password.")
     return urlunsplit((parts.scheme.lower(), parts.netloc, parts.path, "", "")), key

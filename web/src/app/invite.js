@@ -38,5 +38,8 @@ export function parseInvite(text) {
   if (url === null || !RELAY_PROTOCOLS.includes(url.protocol) || !url.hostname) {
     throw new Error(`The link's relay address "${address}" is not one: it should start with https://.`);
   }
+  if (url.username || url.password) {
+    throw new Error("An invite link's relay address carries no user name or password.");
+  }
   return { server: `${url.protocol}//${url.host}${url.pathname}`, key };
 }
