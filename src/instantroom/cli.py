@@ -102,10 +102,10 @@ async def _send(args: argparse.Namespace) -> int:
             await asyncio.wait_for(client.join(room, expires), args.timeout)
             await asyncio.wait_for(client.send_text(room.room_id, args.text), args.timeout)
         except JoinRefused as exc:
-            print(f"instantroom: the relay refused to join: {exc}", file=sys.stderr)
+            print(f"instantroom: the relay refused to join: {printable(str(exc))}", file=sys.stderr)
             return 1
         except (RelayRefused, RoomGone) as exc:
-            print(f"instantroom: {exc}", file=sys.stderr)
+            print(f"instantroom: {printable(str(exc))}", file=sys.stderr)
             return 1
         except TimeoutError:
             print("instantroom: the relay did not take the message in time.", file=sys.stderr)
@@ -129,6 +129,7 @@ async def _listen(args: argparse.Namespace) -> int:
                     f"listening in room {room.room_id.hex()[:12]}...", file=sys.stderr, flush=True
                 )
             # Until the room is gone, or the client stops for good (next_event then raises).
+            # What the relay says is shown with printable(): it could carry escapes.
             while True:
                 match await client.next_event():
                     case MessageReceived() as received if received.room_id == room.room_id:
@@ -139,13 +140,14 @@ async def _listen(args: argparse.Namespace) -> int:
                     case Refused(room_id=room.room_id, reason=reason) if (
                         room.room_id not in client.session.rooms
                     ):
-                        print(f"instantroom: the relay refused the room: {reason}", file=sys.stderr)
+                        refusal = f"the relay refused the room: {printable(reason)}"
+                        print(f"instantroom: {refusal}", file=sys.stderr)
                         return 1
         except JoinRefused as exc:
-            print(f"instantroom: the relay refused to join: {exc}", file=sys.stderr)
+            print(f"instantroom: the relay refused to join: {printable(str(exc))}", file=sys.stderr)
             return 1
         except (RelayRefused, RoomGone) as exc:
-            print(f"instantroom: {exc}", file=sys.stderr)
+            print(f"instantroom: {printable(str(exc))}", file=sys.stderr)
             return 1
 
 

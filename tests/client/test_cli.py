@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -11,6 +12,8 @@ import signal
 import sys
 from datetime import datetime
 from pathlib import Path
+
+from websockets.exceptions import ConnectionClosed
 
 from instantroom.client.connection import RoomClient
 from instantroom.protocol.codes import CloseCode
@@ -24,7 +27,7 @@ from instantroom.protocol.minikey import (
 )
 from instantroom.protocol.session import PresenceChanged
 from instantroom.testing import LOOPBACK, RelayProcess, assert_exited_cleanly, run, running_relay
-from tests.client.test_room_client import FakeRelay, joined_then_closed
+from tests.client.test_room_client import FakeRelay, Peer, joined_then_closed
 from tests.relay.test_tls import self_signed
 
 FINGERPRINT = re.compile(r"^[A-Z2-7]{4}(-[A-Z2-7]{4}){3}$")
@@ -198,6 +201,27 @@ def test_listen_exits_with_the_reason_when_the_relay_refuses_it_for_good() -> No
             assert "1008" in err
             assert "Traceback" not in err
             assert len(relay.peers) == 1
+
+    run(scenario())
+
+
+def test_what_a_hostile_relay_says_reaches_the_terminal_without_escapes() -> None:
+    key = make_minikey(secrets.randbelow)
+
+    async def script(peer: Peer) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await peer.answer(await peer.recv())  # JOIN
+            await peer.answer(await peer.recv())  # PROOF: JOINED
+            await peer.ws.close(CloseCode.POLICY_VIOLATION, "bye\x1b[2J\x1b]0;owned\x07")
+
+    async def scenario() -> None:
+        async with FakeRelay(script) as relay:
+            async with asyncio.timeout(15):
+                status, _, err = await instantroom("listen", "--server", relay.url, "--key", key)
+        assert status == 1
+        assert "bye" in err
+        assert "\x1b" not in err
+        assert "\x07" not in err
 
     run(scenario())
 

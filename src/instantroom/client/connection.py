@@ -45,6 +45,7 @@ from websockets.client import backoff, process_exception
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
+from instantroom.display import printable
 from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode
 from instantroom.protocol.envelope import Message
 from instantroom.protocol.errors import FrameError, UsageError
@@ -419,7 +420,9 @@ class RoomClient:
             logger.warning("%s", exc)
             self._failure = exc
         except InvalidHandshake as exc:
-            self._failure = RelayRefused(f"The relay at {self.url} refused us: {exc}")
+            # What the server answered (its status, headers) is its own words.
+            answer = printable(str(exc))
+            self._failure = RelayRefused(f"The relay at {self.url} refused us: {answer}")
             self._failure.__cause__ = exc
         except Exception as exc:  # a bug or the unexpected: never leave anyone waiting
             logger.exception("the client's connection task failed")
@@ -500,7 +503,8 @@ class RoomClient:
         # its code is our own, echoed.
         if rcvd is None or closed.rcvd_then_sent is False or rcvd.code not in FATAL_CLOSE_CODES:
             return
-        why = f": {rcvd.reason}" if rcvd.reason else ""
+        # The relay's words reach logs and terminals: without its control characters.
+        why = f": {printable(rcvd.reason)}" if rcvd.reason else ""
         raise RelayRefused(
             f"The relay at {self.url} closed the connection for good ({rcvd.code}{why}); "
             "trying again would fail the same way.",
@@ -607,10 +611,11 @@ class RoomClient:
                     self._later(self._retry_after_relay_full, retry)
                 case Refused(code=code, room_id=room_id, reason=reason):
                     if room_id not in self.session.rooms:  # the session gave the room up
+                        said = printable(reason)  # the relay's words, without its escapes
                         waiting = self._joined.get(room_id)
                         if waiting is not None and not waiting.done():
-                            waiting.set_exception(JoinRefused(code, reason))
-                        self._room_gone(room_id, reason)
+                            waiting.set_exception(JoinRefused(code, said))
+                        self._room_gone(room_id, said)
                 case RoomExpired(room_id=room_id):
                     self._room_gone(room_id, "The room has expired.")
                     # Its messages are deleted at expiry (PROTOCOL.md 9), unread ones too.
