@@ -421,3 +421,18 @@ def test_less_memory_than_argon2_allows_for_its_lanes_is_damage(store_path: Path
     store_path.write_text(json.dumps(document))
     with pytest.raises(DamagedStore, match="key settings"):
         KeyStore.open(store_path, "pw")
+
+
+def test_messages_of_ours_not_yet_taken_by_the_relay_survive_a_merge(store_path: Path) -> None:
+    """They have no id yet: two programs' such messages are not taken for one another."""
+    first = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    first.add_room(room()).keep_history = True
+    first.save()
+    second = KeyStore.open(store_path, "pw")
+    pending = HistoryEntry("", 5, "me", "AAAA-BBBB-CCCC-DDDD", "pending in second")
+    second.rooms[0].history.append(pending)
+    second.save()
+    first.rooms[0].history.append(HistoryEntry("", 6, "me", "AAAA-BBBB-CCCC-DDDD", "in first"))
+    first.save()
+    texts = [e.text for e in KeyStore.open(store_path, "pw").rooms[0].history]
+    assert texts == ["pending in second", "in first"]

@@ -427,14 +427,20 @@ def _merge_room(base: StoredRoom | None, mine: StoredRoom, theirs: StoredRoom) -
     if not mine.keep_history:
         mine.history = []
         return
-    had = {entry.message_id for entry in base.history} if base is not None else set()
-    kept = {entry.message_id for entry in theirs.history}
-    history = [e for e in mine.history if e.message_id in kept or e.message_id not in had]
-    ours = {entry.message_id for entry in mine.history}
-    history += [e for e in theirs.history if e.message_id not in ours | had]
+    had = {_entry_key(entry) for entry in base.history} if base is not None else set()
+    kept = {_entry_key(entry) for entry in theirs.history}
+    history = [e for e in mine.history if _entry_key(e) in kept or _entry_key(e) not in had]
+    ours = {_entry_key(entry) for entry in mine.history}
+    history += [e for e in theirs.history if _entry_key(e) not in ours | had]
     history = [e for e in history if not e.message_id or e.message_id not in gone]
     history.sort(key=lambda entry: entry.timestamp_ms)  # stable: ties keep their order
     mine.history = history
+
+
+def _entry_key(entry: HistoryEntry) -> str:
+    """What tells kept messages apart: the id, or, for one of ours the relay has not taken
+    yet (no id so far), when and what it was."""
+    return entry.message_id or f"unsent {entry.timestamp_ms} {entry.name} {entry.text}"
 
 
 def _digest(raw: bytes) -> bytes:
