@@ -598,3 +598,18 @@ describe("KeyStore: two tabs", () => {
     assert.ok(await KeyStore.unlock("a new long password", options));
   });
 });
+
+it("a save queued before a failed password change and a lock still writes the contents", async () => {
+  const options = fresh();
+  const store = await KeyStore.create(PASSWORD, options);
+  store.data.nickname = "kept";
+  const first = store.save(); // in flight
+  const queued = store.save(); // waits for it
+  const change = store.changePassword("not the password at all", "a new long password");
+  store.lock();
+  await first;
+  await queued;
+  await assert.rejects(change);
+  const again = await KeyStore.unlock(PASSWORD, options); // not damaged, not emptied
+  assert.equal(again.data.nickname, "kept");
+});

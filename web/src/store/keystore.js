@@ -360,6 +360,8 @@ export class KeyStore {
     const pending = { snapshot: null, done: null };
     pending.done = this.#enqueue(async () => {
       if (this.#pendingSave === pending) this.#pendingSave = null;
+      // Locked with no snapshot taken: there is nothing to write (never null contents).
+      if (!pending.snapshot && this.#data === null) return;
       if (!pending.snapshot) this.#pruneDeleted();
       const snapshot = pending.snapshot ?? structuredClone(this.#data);
       const record = await sealVault(this.#record, this.#key, snapshot);
@@ -380,7 +382,9 @@ export class KeyStore {
     checkPassword(newPassword);
     this.#pruneDeleted();
     const snapshot = structuredClone(this.data);
-    // A save asked for after this must land after it, not join one queued before it.
+    // A save asked for after this must land after it, not join one queued before it; the
+    // one queued before it writes the contents as they are now, as a lock would have it.
+    if (this.#pendingSave) this.#pendingSave.snapshot = snapshot;
     this.#pendingSave = null;
     return this.#enqueue(async () => {
       await openVault(this.#record, oldPassword, this.#options);
