@@ -526,6 +526,26 @@ def test_rooms_another_program_added_or_forgot_show_up_or_go_when_the_chat_saves
     assert [r.label for r in KeyStore.open(path, PASSWORD).rooms] == ["one", "three"]
 
 
+def test_an_idle_chat_follows_the_store_too(tmp_path: Path) -> None:
+    """No change of its own to save: the chat still notices, within a tick, a room
+    another program added or forgot."""
+    path = tmp_path / "store.json"
+    one, two, three = (make_minikey(secrets.randbelow) for _ in range(3))
+    store = new_store(path, room(one, NOWHERE, "one"), room(two, NOWHERE, "two"))
+
+    async def scenario() -> None:
+        async with on_screen(ChatApp(store, "alice", room="one")) as alice:
+            assert alice.sidebar() == ["one", "two"]
+            other = KeyStore.open(path, PASSWORD)
+            other.forget(other.find("two"))
+            other.add_room(room(three, NOWHERE, "three"))
+            other.save()
+            await alice.until(lambda: alice.sidebar() == ["one", "three"], "the sidebar")
+
+    run(scenario())
+    assert [r.label for r in KeyStore.open(path, PASSWORD).rooms] == ["one", "three"]
+
+
 def test_a_password_changed_elsewhere_stops_the_saving_and_says_so_once(tmp_path: Path) -> None:
     path = tmp_path / "store.json"
     one, two = make_minikey(secrets.randbelow), make_minikey(secrets.randbelow)

@@ -180,6 +180,7 @@ class KeyStore:
         self._kdf = kdf
         # What the file held when this program last read or wrote it: the merge's base.
         self._revision = revision
+        self._seen_stat: tuple[int, int, int] | None = None  # the file's, when it matched
         self._base = {room.key: copy.deepcopy(room) for room in rooms}
 
     def __repr__(self) -> str:
@@ -217,6 +218,24 @@ class KeyStore:
         return cls.create(path, password)
 
     # writing
+
+    def changed_elsewhere(self) -> bool:
+        """Whether another program wrote the store since this one read or wrote it (a
+        ``save`` then takes in what it did). Cheap enough to ask once a second."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return False
+        seen = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if seen == self._seen_stat:
+            return False
+        try:
+            changed = _digest(self.path.read_bytes()) != self._revision
+        except FileNotFoundError:
+            return False
+        if not changed:
+            self._seen_stat = seen
+        return changed
 
     def save(self) -> list[StoredRoom]:
         """Write the store atomically, owner-only; return the rooms forgotten elsewhere.

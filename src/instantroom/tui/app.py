@@ -605,7 +605,8 @@ class ChatApp(App[None]):
         self._close_messages_no_wait()
 
     async def _tick(self) -> None:
-        """Once a second: delete expired rooms, write what was added, refresh the panels."""
+        """Once a second: delete expired rooms, write what was added or take in what another
+        program wrote, refresh the panels."""
         expired = self._store.purge_expired(now_ms())
         if expired:
             self._save()
@@ -614,8 +615,8 @@ class ChatApp(App[None]):
                     if view.client is not None:
                         await view.client.leave(view.room_id)
                     await self._remove_view(view, "has expired")
-        elif self._dirty:
-            self._save()
+        elif self._dirty or (not self._saving_stopped and self._store.changed_elsewhere()):
+            self._save()  # which takes in, and shows, what another program changed
         self._refresh_panels()
 
     # what the user types
