@@ -224,7 +224,8 @@ def test_a_room_forgotten_here_stays_forgotten_when_the_file_changed(store_path:
     assert [r.label for r in KeyStore.open(store_path, "pw").rooms] == ["new"]
 
 
-def test_history_is_merged_by_message_and_deletions_hold(store_path: Path) -> None:
+def kept_in_two_programs(store_path: Path) -> tuple[KeyStore, StoredRoom, KeyStore, StoredRoom]:
+    """A room keeping messages 1, 2 and 3, open in two programs; the second deleted 2."""
     first = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
     shared = first.add_room(room())
     shared.keep_history = True
@@ -233,6 +234,11 @@ def test_history_is_merged_by_message_and_deletions_hold(store_path: Path) -> No
     second = KeyStore.open(store_path, "pw")
     theirs = second.rooms[0]
     theirs.history = [e for e in theirs.history if e.message_id != entry(2).message_id]
+    return first, shared, second, theirs
+
+
+def test_history_is_merged_by_message_and_deletions_hold(store_path: Path) -> None:
+    first, shared, second, theirs = kept_in_two_programs(store_path)
     theirs.history.append(entry(5))
     theirs.expires_at_ms = 9_000
     second.save()
@@ -291,14 +297,7 @@ def test_a_store_written_before_deletions_were_kept_still_opens(
 
 def test_deletions_from_both_programs_are_merged_and_keep_messages_out(store_path: Path) -> None:
     now = now_ms()
-    first = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
-    shared = first.add_room(room())
-    shared.keep_history = True
-    shared.history += [entry(1), entry(2), entry(3)]
-    first.save()
-    second = KeyStore.open(store_path, "pw")
-    theirs = second.rooms[0]
-    theirs.history = [e for e in theirs.history if e.message_id != entry(2).message_id]
+    first, shared, second, theirs = kept_in_two_programs(store_path)
     theirs.record_deleted(entry(2).message_id, now)
     theirs.record_deleted(entry(7).message_id, now)  # deleted there, arriving here later
     second.save()

@@ -10,6 +10,7 @@ import re
 import resource
 import secrets
 import time
+from collections.abc import AsyncIterator
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
@@ -46,6 +47,16 @@ async def still_flowing(sender: RawClient, receiver: RawClient, room: RoomKeys) 
     assert await receiver.barrier() == [frames.Deliver(room.room_id, sealed)]
 
 
+@contextlib.asynccontextmanager
+async def three_members(relay: RelayProcess, room: RoomKeys) -> AsyncIterator[list[RawClient]]:
+    """Alice and Bob, who behave, and a third member who will not: all in ``room``."""
+    async with contextlib.AsyncExitStack() as stack:
+        members = [await stack.enter_async_context(raw_client(relay.ws_url)) for _ in range(3)]
+        for member in members:
+            await member.join(room)
+        yield members
+
+
 async def healthy(relay: RelayProcess) -> None:
     response = await http_request(relay.port, "/healthz")
     assert response.status == 200
@@ -69,13 +80,7 @@ def test_an_oversized_frame_closes_that_connection_with_1009() -> None:
     with running_relay("--max-frame-size", "4096") as relay:
 
         async def scenario() -> None:
-            async with (
-                raw_client(relay.ws_url) as alice,
-                raw_client(relay.ws_url) as bob,
-                raw_client(relay.ws_url) as mallory,
-            ):
-                for client in (alice, bob, mallory):
-                    await client.join(room)
+            async with three_members(relay, room) as (alice, bob, mallory):
                 assert await alice.barrier() == [frames.Presence(rid, 2), frames.Presence(rid, 3)]
                 # Exactly at the limit is fine...
                 largest = secrets.token_bytes(4096 - frames.PUBLISH_HEADER_SIZE)
@@ -117,13 +122,7 @@ def test_endless_empty_fragments_are_cut_off_while_the_room_flows(relay: RelayPr
     room = fresh_room()
 
     async def scenario() -> None:
-        async with (
-            raw_client(relay.ws_url) as alice,
-            raw_client(relay.ws_url) as bob,
-            raw_client(relay.ws_url) as fragmenter,
-        ):
-            for client in (alice, bob, fragmenter):
-                await client.join(room)
+        async with three_members(relay, room) as (alice, bob, fragmenter):
             with contextlib.suppress(ConnectionClosed):
                 await fragmenter.ws.send([b"\x10", *[b""] * 1000])
             closed = await fragmenter.closed()
@@ -145,13 +144,7 @@ def test_a_ping_flood_is_rate_limited_then_closed_while_the_room_flows() -> None
     with running_relay(*flags) as relay:
 
         async def scenario() -> None:
-            async with (
-                raw_client(relay.ws_url) as alice,
-                raw_client(relay.ws_url) as bob,
-                raw_client(relay.ws_url) as pinger,
-            ):
-                for client in (alice, bob, pinger):
-                    await client.join(room)
+            async with three_members(relay, room) as (alice, bob, pinger):
                 with contextlib.suppress(ConnectionClosed):
                     for n in range(1000):
                         await pinger.ws.ping(n.to_bytes(4))
@@ -193,13 +186,7 @@ def test_a_flood_is_rate_limited_then_closed_while_the_room_flows() -> None:
     with running_relay(*flags) as relay:
 
         async def scenario() -> None:
-            async with (
-                raw_client(relay.ws_url) as alice,
-                raw_client(relay.ws_url) as bob,
-                raw_client(relay.ws_url) as flooder,
-            ):
-                for client in (alice, bob, flooder):
-                    await client.join(room)
+            async with three_members(relay, room) as (alice, bob, flooder):
                 await alice.barrier()
                 await bob.barrier()
                 sent = {ref: secrets.token_bytes(300) for ref in range(1, 201)}
@@ -350,13 +337,7 @@ def test_a_text_frame_closes_with_1008(relay: RelayProcess) -> None:
     room = fresh_room()
 
     async def scenario() -> None:
-        async with (
-            raw_client(relay.ws_url) as alice,
-            raw_client(relay.ws_url) as bob,
-            raw_client(relay.ws_url) as texter,
-        ):
-            for client in (alice, bob, texter):
-                await client.join(room)
+        async with three_members(relay, room) as (alice, bob, texter):
             await texter.barrier()
             await texter.send("hello as text")
             closed = await texter.closed()
