@@ -656,3 +656,27 @@ def test_a_crash_report_shows_neither_keys_nor_the_password(
     for secret in (key, device_key):
         for start in range(len(secret) - 15):
             assert secret[start : start + 16] not in flat, "16 characters of a key in a row"
+
+
+def test_quitting_with_messages_not_sent_asks_twice(tmp_path: Path) -> None:
+    store = new_store(tmp_path / "store.json", room(make_minikey(secrets.randbelow), NOWHERE))
+    app = ChatApp(store, "alice")
+
+    async def scenario() -> None:
+        async with on_screen(app) as alice:
+            await alice.press("ctrl+q")  # nothing waits: no question
+            await alice.until(lambda: not app.is_running, "the chat to quit")
+
+    run(scenario())
+    app = ChatApp(KeyStore.open(tmp_path / "store.json", PASSWORD), "alice")
+
+    async def unsent() -> None:
+        async with on_screen(app) as alice:
+            await alice.say("into the void")  # no relay answers
+            await alice.press("ctrl+q")
+            await alice.until(lambda: any("not sent yet" in n for n in alice.notes()), "why")
+            assert app.is_running
+            await alice.press("ctrl+q")
+            await alice.until(lambda: not app.is_running, "the chat to quit")
+
+    run(unsent())

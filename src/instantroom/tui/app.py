@@ -212,6 +212,7 @@ class ChatApp(App[None]):
         self._save_problem: str | None = None  # why the last write failed, said once
         self._saving_stopped = False
         self._wipe_armed = False
+        self._quit_armed = False
 
     def _view_of(self, stored: StoredRoom) -> RoomView:
         view = RoomView(stored, RoomKeys.from_minikey(stored.key))
@@ -527,6 +528,19 @@ class ChatApp(App[None]):
     def on_list_view_selected(self, event: ListView.Selected) -> None:
         self.query_one("#input", Input).focus()
 
+    async def action_quit(self) -> None:
+        """Quit; with messages not sent yet, only when asked twice: they go with the chat."""
+        waiting = sum(view.sending for view in self._views.values())
+        if waiting and not self._quit_armed:
+            self._quit_armed = True
+            self.notify(
+                f"{waiting} message(s) not sent yet: the relay has not taken them, and they "
+                "are lost if you quit now. Ctrl+Q again quits all the same.",
+                severity="warning",
+            )
+            return
+        await super().action_quit()
+
     def action_next_room(self) -> None:
         self.query_one("#rooms", ListView).action_cursor_down()
 
@@ -629,7 +643,7 @@ class ChatApp(App[None]):
         if text.startswith("/") and not text.startswith("//"):
             await self._command(text)
             return
-        self._wipe_armed = False
+        self._wipe_armed = self._quit_armed = False
         self._send(text.removeprefix("/"))
 
     def _send(self, text: str) -> None:
