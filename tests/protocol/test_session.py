@@ -964,3 +964,74 @@ def test_remember_needs_the_room_joined(room: RoomKeys) -> None:
     alice = make_session(1, "alice")
     with pytest.raises(UsageError):
         alice.remember(room.room_id, bytes(16), NOW, NOW)
+
+
+# Restoring an outbox kept beyond the session (the web client's, across a lock or reload)
+
+
+def kept_outbox(room: RoomKeys, *texts: str) -> list[tuple[bytes, int, bytes]]:
+    """What a session that sent ``texts`` offline keeps of its outbox, before it stops."""
+    alice = make_session(1, "alice")
+    alice.join(room)
+    for n, text in enumerate(texts):
+        alice.send_text(room.room_id, text, NOW + n)
+    assert alice.frames_to_send() == []
+    return alice.outbox_of(room.room_id)
+
+
+def test_a_restored_message_goes_again_byte_for_byte_and_arrives_once(room: RoomKeys) -> None:
+    (kept,) = kept_outbox(room, "written offline")
+    bob = make_session(2, "bob")
+    bob.connection_made()
+    join_fully(bob, room, members=2)
+    alice = make_session(1, "alice")  # after the restart
+    alice.join(room)
+    assert alice.restore(room.room_id, *kept, NOW + 10)
+    assert alice.restore(room.room_id, *kept, NOW + 10)  # twice changes nothing
+    assert alice.unacknowledged == 1
+    alice.connection_made()
+    decoded(alice)
+    alice.receive(frames.encode_frame(frames.Challenge(room.room_id, bytes(32))), NOW)
+    decoded(alice)
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 2)), NOW)
+    alice.events()
+    (publish,) = decoded(alice)
+    assert isinstance(publish, frames.Publish)
+    assert publish.envelope == kept[2]
+    # Delivered before the restart too (its ACK lost): bob shows it once.
+    for at in (NOW + 20, NOW + 30):
+        bob.receive(relay_deliver(frames.encode_frame(publish)), at)
+    assert [type(e) for e in bob.events()] == [MessageReceived, MessageRejected]
+    alice.receive(relay_deliver(frames.encode_frame(publish)), NOW + 40)  # in her filter too
+    assert [type(e) for e in alice.events()] == [MessageRejected]
+
+
+def test_restored_messages_go_before_younger_ones_waiting(room: RoomKeys) -> None:
+    old = kept_outbox(room, "old 1", "old 2")
+    alice = make_session(1, "alice")
+    alice.join(room)
+    waiting = alice.send_text(room.room_id, "written after", NOW + 200)
+    for kept in reversed(old):
+        alice.restore(room.room_id, *kept, NOW + 300)
+    assert [m for m, _, _ in alice.outbox_of(room.room_id)] == [
+        old[0][0],
+        old[1][0],
+        waiting.message_id,
+    ]
+
+
+def test_a_restored_message_too_old_is_given_up_and_the_outbox_bound_holds(
+    room: RoomKeys,
+) -> None:
+    (kept,) = kept_outbox(room, "long ago")
+    alice = make_session(1, "alice")
+    alice.join(room)
+    assert not alice.restore(room.room_id, *kept, kept[1] + OUTBOX_MAX_AGE_MS)
+    assert alice.events() == [NotSent(room.room_id, kept[0], NOT_SENT_IN_TIME)]
+    assert alice.unacknowledged == 0
+    for n in range(MAX_OUTBOX):
+        alice.restore(room.room_id, n.to_bytes(16), NOW + n, b"\x01", NOW + n)
+    with pytest.raises(UsageError):
+        alice.restore(room.room_id, kept[0], kept[1], kept[2], NOW)
+    with pytest.raises(UsageError):
+        make_session(3, "carol").restore(room.room_id, *kept, NOW)  # not joined

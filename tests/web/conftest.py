@@ -19,7 +19,10 @@ Needs ``chromium`` (scripts/system-packages installs it) and the built web clien
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -27,6 +30,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -35,6 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from playwright.sync_api import (
     Browser,
     BrowserContext,
@@ -368,6 +374,47 @@ def read_vault(page: Page) -> str:
     text = page.evaluate(READ_VAULT)
     assert isinstance(text, str)
     return text
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def open_vault(page: Page, password: str) -> Any:
+    """The key store's contents as stored, decrypted here as web/src/store/vault.js says."""
+    record = json.loads(read_vault(page))
+    kdf = record["kdf"]
+    key = hashlib.pbkdf2_hmac(
+        "sha256",
+        unicodedata.normalize("NFC", password).encode(),
+        _unb64url(kdf["salt"]),
+        kdf["iterations"],
+    )
+    header = {
+        "format": record["format"],
+        "version": record["version"],
+        "kdf": {
+            "name": kdf["name"],
+            "hash": kdf["hash"],
+            "iterations": kdf["iterations"],
+            "salt": kdf["salt"],
+        },
+    }
+    aad = json.dumps(header, separators=(",", ":")).encode()
+    plain = AESGCM(key).decrypt(_unb64url(record["nonce"]), _unb64url(record["ciphertext"]), aad)
+    return json.loads(plain)
+
+
+def wait_for_stored(page: Page, password: str, check: Callable[[Any], bool]) -> Any:
+    """Poll the stored key store until ``check(contents)`` holds (a write the page makes in
+    the background, such as the one after an acknowledgement); its contents then."""
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while True:
+        contents = open_vault(page, password)
+        if check(contents):
+            return contents
+        assert time.monotonic() < deadline, "the key store never held what was expected"
+        page.wait_for_timeout(50)
 
 
 # The terminal client, as a process

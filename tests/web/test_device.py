@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Browser, Playwright, expect
 
 from instantroom.testing import RelayProcess
-from tests.web.conftest import Phone, close_phones, launch, new_phone, read_vault
+from tests.web.conftest import Phone, close_phones, launch, new_phone, read_vault, wait_for_stored
 
 PASSWORD = "a long enough password"
 
@@ -32,6 +32,12 @@ def test_kept_history_survives_a_reload_and_deletes_one_message_or_all(
     phone = phones()
     start(phone, relay)
     phone.send("said before history was on")
+    # Taken by the relay, and out of the stored outbox, before the reload: one it had not
+    # taken would be sent, and shown, again after it (test_outbox.py).
+    expect(phone.message_locator("said before history was on").locator(".status")).to_have_text(
+        "sent"
+    )
+    wait_for_stored(phone.page, PASSWORD, lambda c: c["rooms"][0]["outbox"] == [])
     # History is off by default: a reload forgets what was said.
     phone.page.reload()
     phone.unlock(PASSWORD)

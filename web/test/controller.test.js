@@ -214,7 +214,7 @@ describe("App: a save that fails for another reason than another tab", () => {
 });
 
 describe("App: kept history across a lock", () => {
-  it("a message the relay had not taken shows as not sent after unlocking, one it took as sent", async () => {
+  it("a message the relay had not taken shows as sending again after unlocking, one it took as sent", async () => {
     const { app } = await startApp();
     await app.unlock(PASSWORD, PASSWORD);
     await app.createRoom({ label: "Kept", nickname: "Ann", lifetime: "day" });
@@ -228,12 +228,12 @@ describe("App: kept history across a lock", () => {
     assert.deepEqual([taken.status, waiting.status], ["sent", "sending"]);
     await app.save();
 
-    app.lock("Locked after a while without use."); // the outbox goes with the connection
+    app.lock("Locked after a while without use."); // the stored outbox stays
     await app.unlock(PASSWORD);
     const shown = app.liveRoom(id).messages.map((m) => [m.text, m.status]);
     assert.deepEqual(shown, [
       ["taken by the relay", "sent"],
-      ["still in the outbox", "unsent"],
+      ["still in the outbox", "sending"],
     ]);
   });
 });
@@ -246,6 +246,7 @@ const liveSockets = [];
 class RelaySocket extends EventTarget {
   constructor() {
     super();
+    this.published = []; // the PUBLISH frames it got, never acknowledged unless the test does
     this.protocol = SUBPROTOCOL;
     this.readyState = 0;
     liveSockets.push(this);
@@ -258,6 +259,7 @@ class RelaySocket extends EventTarget {
     const frame = decodeFrame(data);
     if (frame.type === "Join") this.push({ type: "Challenge", roomId: frame.roomId, challenge: new Uint8Array(32) });
     if (frame.type === "Proof") this.push({ type: "Joined", roomId: frame.roomId, expiresAtMs: 0, members: 2 });
+    if (frame.type === "Publish") this.published.push(frame);
   }
   push(frame) {
     const bytes = encodeFrame(frame);
@@ -475,5 +477,100 @@ describe("App: a message the relay never takes", () => {
       app.liveRoom(id).messages.map((m) => [m.text, m.status]),
       [["never taken", "unsent"]],
     );
+  });
+});
+
+describe("App: messages the relay had not taken survive a lock", () => {
+  /** Let the app run until `socket` got `count` PUBLISH frames. */
+  async function published(app, socket, count) {
+    for (let i = 0; i < 100 && socket.published.length < count; i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+      for (const connection of app.connections.values()) await connection.idle();
+    }
+    assert.equal(socket.published.length, count);
+    return socket.published;
+  }
+
+  for (const keepHistory of [false, true]) {
+    it(`are sent again after unlocking, the same envelope, and shown sent once taken (${keepHistory ? "kept history" : "no history kept"})`, async () => {
+      const { app, otherTab } = await startApp({ WebSocketImpl: RelaySocket });
+      await app.unlock(PASSWORD, PASSWORD);
+      await app.createRoom({ label: "Offline", nickname: "Bob", lifetime: "day" });
+      const id = app.state.current;
+      if (keepHistory) await app.setKeepHistory(id, true);
+      await joined(app, id);
+      const before = liveSockets.at(-1);
+      assert.equal(await app.sendText(id, "written as the relay went away"), true);
+      const [first] = await published(app, before, 1); // the relay never acknowledges it
+      await app._saving;
+
+      // Kept in the store at once, sealed: no plaintext beyond what the room keeps.
+      const stored = (await KeyStore.unlock(PASSWORD, otherTab)).data.rooms[0];
+      assert.deepEqual(
+        stored.outbox.map((o) => [o.id, Buffer.from(o.envelope, "base64").toString("hex")]),
+        [[app.liveRoom(id).messages[0].id, hex(first.envelope)]],
+      );
+      assert.equal(JSON.stringify(stored).includes("written as the relay went away"), keepHistory);
+
+      app.lock("Locked after a while without use.");
+      await app.unlock(PASSWORD);
+      await joined(app, id);
+      const after = liveSockets.at(-1);
+      assert.notEqual(after, before);
+      const [again] = await published(app, after, 1);
+      assert.equal(hex(again.envelope), hex(first.envelope)); // byte for byte: same id
+      assert.deepEqual(
+        app.liveRoom(id).messages.map((m) => [m.text, m.status, m.mine]),
+        [["written as the relay went away", "sending", true]],
+      );
+
+      after.push({ type: "Ack", ref: again.ref });
+      await app.connections.get(app.room(id).serverUrl).idle();
+      assert.deepEqual(
+        app.liveRoom(id).messages.map((m) => [m.text, m.status]),
+        [["written as the relay went away", "sent"]],
+      );
+      app.flushSave();
+      await app._saving;
+      const taken = (await KeyStore.unlock(PASSWORD, otherTab)).data.rooms[0];
+      assert.deepEqual(taken.outbox, []);
+      if (keepHistory) assert.equal(taken.messages[0].sent, true);
+
+      // Taken: the next unlock sends nothing again.
+      app.lock("Locked after a while without use.");
+      await app.unlock(PASSWORD);
+      await joined(app, id);
+      await published(app, liveSockets.at(-1), 0);
+    });
+  }
+
+  it("one given up (55 minutes) leaves the store, and is not sent after unlocking", async () => {
+    const clock = new FakeClock();
+    clock.time = Date.now();
+    const { now, setTimer, clearTimer } = clock;
+    const { app, otherTab } = await startApp({ WebSocketImpl: RelaySocket, connectionOptions: { now, setTimer, clearTimer } });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Offline", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    await joined(app, id);
+    assert.equal(await app.sendText(id, "never taken"), true);
+    await published(app, liveSockets.at(-1), 1);
+    clock.advance(OUTBOX_MAX_AGE_MS + 1000);
+    assert.equal(app.liveRoom(id).messages[0].status, "unsent");
+    app.lock("Locked after a while without use.");
+    assert.deepEqual((await KeyStore.unlock(PASSWORD, otherTab)).data.rooms[0].outbox, []);
+  });
+
+  it("forgetting the room takes its waiting messages with it", async () => {
+    const { app, otherTab } = await startApp({ WebSocketImpl: RelaySocket });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Offline", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    await joined(app, id);
+    await app.sendText(id, "never taken");
+    await app._saving;
+    assert.equal((await KeyStore.unlock(PASSWORD, otherTab)).data.rooms[0].outbox.length, 1);
+    await app.forgetRoom(id);
+    assert.deepEqual((await KeyStore.unlock(PASSWORD, otherTab)).data.rooms, []);
   });
 });

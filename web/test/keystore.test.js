@@ -378,6 +378,7 @@ describe("KeyStore: rooms", () => {
       keepHistory: true,
       messages: [],
       deleted: [],
+      outbox: [],
     });
     assert.equal(store.room(room.roomId), room);
     assert.equal(store.room(room.roomId.toUpperCase()), room);
@@ -548,6 +549,79 @@ describe("KeyStore: history", () => {
     store.setKeepHistory(room.roomId, true);
     assert.ok(store.addMessage(room.roomId, message(3)));
     assert.throws(() => store.setKeepHistory(room.roomId, "no"), UsageError);
+  });
+});
+
+describe("KeyStore: the outbox", () => {
+  const envelopeOf = (size) => randomBytes(size);
+
+  it("keeps sealed messages the relay has not taken, kept history or not, through a save", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1, keepHistory: false });
+    const later = { id: hex(randomBytes(16)), timestampMs: 2000, envelope: envelopeOf(300) };
+    const earlier = { id: hex(randomBytes(16)).toUpperCase(), timestampMs: 1000, envelope: envelopeOf(1) };
+    assert.equal(store.addOutgoing(room.roomId, later), true);
+    assert.equal(store.addOutgoing(room.roomId, earlier), true);
+    assert.equal(store.addOutgoing(room.roomId, later), false); // once each
+    assert.throws(() => store.addOutgoing(room.roomId, { ...later, id: "00" }), UsageError);
+    assert.throws(() => store.addOutgoing(room.roomId, { ...later, envelope: "AAAA" }), UsageError);
+    assert.throws(() => store.addOutgoing("00".repeat(32), later), NoSuchRoom);
+    await store.save();
+
+    // Stored as base64 under the vault: no bytes of the envelope in the clear.
+    const stored = (await storedContents(options)).rooms[0].outbox;
+    assert.deepEqual(
+      stored.map((o) => [o.id, o.timestampMs, typeof o.envelope]),
+      [
+        [earlier.id.toLowerCase(), 1000, "string"],
+        [later.id, 2000, "string"],
+      ],
+    );
+    const again = await KeyStore.unlock(PASSWORD, options);
+    const back = again.outgoing(room.roomId);
+    assert.deepEqual(
+      back.map((o) => [o.id, o.timestampMs, hex(o.envelope)]),
+      [
+        [earlier.id.toLowerCase(), 1000, hex(earlier.envelope)],
+        [later.id, 2000, hex(later.envelope)],
+      ],
+    );
+    assert.equal(again.removeOutgoing(room.roomId, earlier.id), true);
+    assert.equal(again.removeOutgoing(room.roomId, earlier.id), false);
+    assert.equal(again.removeOutgoing("00".repeat(32), later.id), false); // a room gone meanwhile
+    await again.save();
+    assert.deepEqual((await storedContents(options)).rooms[0].outbox.map((o) => o.id), [later.id]);
+  });
+
+  it("goes with its room: forgotten or expired", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const forgotten = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    const expired = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1, expiresAtMs: 5 });
+    for (const room of [forgotten, expired]) {
+      store.addOutgoing(room.roomId, { id: hex(randomBytes(16)), timestampMs: 1, envelope: envelopeOf(10) });
+    }
+    store.removeRoom(forgotten.roomId);
+    store.purgeExpired(10);
+    await store.save();
+    assert.deepEqual((await storedContents(options)).rooms, []);
+  });
+
+  it("a room stored before the outbox was kept loads with none; a damaged entry does not load", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    delete room.outbox; // as an older build wrote it
+    await store.save();
+    assert.equal("outbox" in (await storedContents(options)).rooms[0], false);
+    const again = await KeyStore.unlock(PASSWORD, options);
+    assert.deepEqual(again.data.rooms[0].outbox, []);
+    assert.deepEqual(again.outgoing(room.roomId), []);
+
+    again.data.rooms[0].outbox = [{ id: hex(randomBytes(16)), timestampMs: 1, envelope: "not base64!" }];
+    await again.save();
+    await assert.rejects(KeyStore.unlock(PASSWORD, options), DamagedStore);
   });
 });
 

@@ -679,6 +679,152 @@ describe("reconnecting", () => {
   });
 });
 
+describe("restoring the outbox after a restart", () => {
+  const publishes = (session) => decoded(session).filter((f) => f.type === "Publish");
+  /** Alice after a lock or a reload: the same device key, a new session. */
+  const restarted = () =>
+    new ClientSession({ deviceSeed: new Uint8Array(32).fill(1), randomBytes: counterBytes(7_000_000) });
+  /** What a store kept of alice's outbox: written offline, never acknowledged. */
+  async function keptOutbox(texts, at = NOW) {
+    const alice = makeSession(1);
+    alice.join(roomA, { name: "alice" });
+    for (const [n, text] of texts.entries()) await alice.sendText(roomA.roomId, text, at + n);
+    assert.deepEqual(alice.framesToSend(), []);
+    return alice.outboxOf(roomA.roomId);
+  }
+
+  it("outboxOf lists a room's unacknowledged messages, oldest first, until their ACK", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    await joinFully(alice, roomB);
+    const one = await alice.sendText(roomA.roomId, "one", NOW);
+    await alice.sendText(roomB.roomId, "other room", NOW);
+    const two = await alice.sendText(roomA.roomId, "two", NOW + 1);
+    const [first, , second] = publishes(alice);
+    const listed = alice.outboxOf(roomA.roomId);
+    assert.deepEqual(
+      listed.map((o) => [hex(o.messageId), o.timestampMs, hex(o.envelope)]),
+      [
+        [hex(one.messageId), NOW, hex(first.envelope)],
+        [hex(two.messageId), NOW + 1, hex(second.envelope)],
+      ],
+    );
+    listed[0].envelope.fill(0); // a copy: the outbox keeps its own
+    await alice.receive(frame({ type: "Ack", ref: first.ref }), NOW);
+    assert.deepEqual(alice.outboxOf(roomA.roomId).map((o) => hex(o.envelope)), [hex(second.envelope)]);
+  });
+
+  it("resends a restored message byte for byte, with its id; bob shows it once", async () => {
+    const kept = await keptOutbox(["written offline"]);
+    const bob = await connectedAndJoined(2, roomA, { members: 2 });
+    const alice = restarted();
+    alice.join(roomA, { name: "alice" });
+    for (const o of kept) assert.equal(alice.restore(roomA.roomId, o.messageId, o.timestampMs, o.envelope, NOW + 10), true);
+    assert.equal(alice.unacknowledged, 1);
+    assert.deepEqual(alice.framesToSend(), []); // not connected: it waits
+    await rejoin(alice, roomA, 2);
+    alice.events();
+    const [publish, ...rest] = publishes(alice);
+    assert.equal(rest.length, 0);
+    assert.equal(hex(publish.envelope), hex(kept[0].envelope));
+    await alice.receive(frame({ type: "Ack", ref: publish.ref }), NOW + 20);
+    assert.deepEqual(alice.events(), [{ type: "accepted", roomId: roomA.roomId, messageId: kept[0].messageId }]);
+    assert.equal(alice.unacknowledged, 0);
+    // Delivered once to bob, and a copy (the first one went out before the lock, its ACK
+    // lost) is dropped by its id.
+    await bob.receive(deliverFrom(publish), NOW + 30);
+    await bob.receive(deliverFrom(publish), NOW + 40);
+    assert.deepEqual(bob.events().map((e) => e.text ?? e.reason), ["written offline", "ReplayedMessage"]);
+    // Its id is in alice's replay filter, as for a message she sends.
+    await alice.receive(deliverFrom(publish), NOW + 50);
+    assert.deepEqual(alice.events().map((e) => [e.type, e.reason]), [["rejected", "ReplayedMessage"]]);
+  });
+
+  it("puts restored messages before younger ones waiting, never before one on the wire", async () => {
+    const kept = await keptOutbox(["old 1", "old 2", "old 3"]);
+    const alice = restarted();
+    alice.join(roomA, { name: "alice" });
+    const waiting = await alice.sendText(roomA.roomId, "written after the unlock", NOW + 200);
+    alice.restore(roomA.roomId, kept[1].messageId, kept[1].timestampMs, kept[1].envelope, NOW + 300);
+    alice.restore(roomA.roomId, kept[0].messageId, kept[0].timestampMs, kept[0].envelope, NOW + 300);
+    assert.equal(alice.restore(roomA.roomId, kept[0].messageId, kept[0].timestampMs, kept[0].envelope, NOW + 300), true);
+    assert.equal(alice.unacknowledged, 3); // restoring twice changes nothing
+    const order = [kept[0].messageId, kept[1].messageId, waiting.messageId].map(hex);
+    assert.deepEqual(alice.outboxOf(roomA.roomId).map((o) => hex(o.messageId)), order);
+    alice.connectionMade();
+    await joinFully(alice, roomA, { name: "alice" });
+    const wire = publishes(alice);
+    assert.deepEqual(
+      wire.map((f) => hex(f.envelope)),
+      alice.outboxOf(roomA.roomId).map((o) => hex(o.envelope)),
+    );
+    assert.equal(hex(wire[0].envelope), hex(kept[0].envelope));
+    // Older than all three, but they are on the wire: it goes after them.
+    alice.restore(roomA.roomId, kept[2].messageId, NOW - 1, kept[2].envelope, NOW + 300);
+    assert.deepEqual(alice.outboxOf(roomA.roomId).map((o) => hex(o.messageId)), [...order, hex(kept[2].messageId)]);
+    assert.deepEqual(publishes(alice).map((f) => hex(f.envelope)), [hex(kept[2].envelope)]);
+  });
+
+  it("keeps the in-flight limit, and gives up at 55 minutes what was written before the lock", async () => {
+    const alice = restarted();
+    alice.join(roomA);
+    const total = MAX_IN_FLIGHT + 5;
+    for (let n = 0; n < total; n++) {
+      alice.restore(roomA.roomId, counterBytes(9_000_000 + n)(16), NOW + n, new Uint8Array([n % 256, 1, 2]), NOW + total);
+    }
+    alice.connectionMade();
+    await joinFully(alice, roomA);
+    const wire = publishes(alice);
+    assert.equal(wire.length, MAX_IN_FLIGHT);
+    await alice.receive(frame({ type: "Ack", ref: wire[0].ref }), NOW);
+    assert.equal(publishes(alice).length, 1); // one place came free
+    alice.events();
+    // Timed from when each was written, not from when it was restored.
+    alice.expire(NOW + OUTBOX_MAX_AGE_MS + 2); // the first three; the first was taken
+    const gaveUp = alice.events();
+    assert.equal(gaveUp.length, 2);
+    assert.ok(gaveUp.every((e) => e.type === "notSent" && e.reason === NOT_SENT_IN_TIME));
+    assert.equal(alice.unacknowledged, total - 3);
+  });
+
+  it("gives up at once one that is 55 minutes old already, and sends nothing of it", async () => {
+    const [kept] = await keptOutbox(["too late"]);
+    const alice = restarted();
+    alice.connectionMade();
+    await joinFully(alice, roomA);
+    const waited = alice.restore(roomA.roomId, kept.messageId, kept.timestampMs, kept.envelope, NOW + OUTBOX_MAX_AGE_MS);
+    assert.equal(waited, false);
+    assert.deepEqual(alice.events(), [
+      { type: "notSent", roomId: roomA.roomId, messageId: kept.messageId, reason: NOT_SENT_IN_TIME },
+    ]);
+    assert.equal(alice.unacknowledged, 0);
+    assert.deepEqual(alice.framesToSend(), []);
+  });
+
+  it("holds at most MAX_OUTBOX, refuses what is not a restorable message, and needs the room joined", async () => {
+    const alice = restarted();
+    const id = (n) => counterBytes(9_000_000 + n)(16);
+    assert.throws(() => alice.restore(roomA.roomId, id(0), NOW, new Uint8Array(3), NOW), UsageError);
+    alice.join(roomA);
+    for (let n = 0; n < MAX_OUTBOX; n++) alice.restore(roomA.roomId, id(n), NOW + n, new Uint8Array(3), NOW + n);
+    assert.throws(
+      () => alice.restore(roomA.roomId, id(MAX_OUTBOX), NOW, new Uint8Array(3), NOW),
+      (error) => error instanceof UsageError && /10000 messages are waiting/.test(error.message),
+    );
+    await assert.rejects(alice.sendText(roomA.roomId, "one too many", NOW), UsageError);
+    assert.equal(alice.unacknowledged, MAX_OUTBOX);
+    const other = restarted();
+    other.join(roomA);
+    assert.throws(() => other.restore(roomA.roomId, new Uint8Array(15), NOW, new Uint8Array(3), NOW), UsageError);
+    assert.throws(() => other.restore(roomA.roomId, id(0), NOW, new Uint8Array(0), NOW), UsageError);
+    assert.throws(() => other.restore(roomA.roomId, id(0), -1, new Uint8Array(3), NOW), UsageError);
+    assert.equal(other.unacknowledged, 0);
+    // Leaving the room forgets what it restored, as any outbox.
+    other.restore(roomA.roomId, id(0), NOW, new Uint8Array(3), NOW);
+    other.leave(roomA.roomId);
+    assert.equal(other.unacknowledged, 0);
+  });
+});
+
 describe("expiry", () => {
   async function joinWithExpiry(session, known, fromRelay) {
     session.join(roomA, { expiresAtMs: known });

@@ -52,7 +52,15 @@ from dataclasses import dataclass, field
 
 from . import frames
 from .codes import ErrorCode
-from .envelope import Kind, Message, ReplayFilter, new_message, open_envelope, seal_envelope
+from .envelope import (
+    MESSAGE_ID_SIZE,
+    Kind,
+    Message,
+    ReplayFilter,
+    new_message,
+    open_envelope,
+    seal_envelope,
+)
 from .errors import EnvelopeError, FrameError, UsageError
 from .join import sign_join_proof
 from .kdf import DeviceKey, RoomKeys, fingerprint
@@ -316,6 +324,61 @@ class ClientSession:
         self._outbox[outgoing.number] = outgoing
         self._pump()
         return message
+
+    def restore(
+        self, room_id: bytes, message_id: bytes, timestamp_ms: int, envelope: bytes, now_ms: int
+    ) -> bool:
+        """Put back into the outbox a message this client sealed before it restarted and
+        the relay had not acknowledged (kept with ``outbox_of``): ``envelope`` goes again as
+        it is, in timestamp order among the messages waiting (never before one on the wire),
+        within the limits of ``send``, its id remembered in the replay filter. True once it
+        waits (restoring twice changes nothing); False when it is ``OUTBOX_MAX_AGE_MS`` old
+        already, given up with ``NotSent``. Raises UsageError, restoring nothing, for a room
+        not joined or while ``MAX_OUTBOX`` messages wait (PROTOCOL.md 10.6)."""
+        state = self.rooms.get(room_id)
+        if state is None:
+            raise UsageError("Join the room before restoring its outbox.")
+        if len(message_id) != MESSAGE_ID_SIZE or not envelope:
+            raise UsageError(f"A message id is {MESSAGE_ID_SIZE} bytes; an envelope, some.")
+        entries = list(self._outbox.values())
+        if any(
+            (o.room_id, o.message_id, o.timestamp_ms) == (room_id, message_id, timestamp_ms)
+            for o in entries
+        ):
+            return True
+        if now_ms - timestamp_ms >= OUTBOX_MAX_AGE_MS:
+            self._events.append(NotSent(room_id, message_id, NOT_SENT_IN_TIME))
+            return False
+        if len(entries) >= MAX_OUTBOX:
+            raise UsageError(
+                f"{MAX_OUTBOX} messages are waiting for the relay to take them: this one "
+                "was not put back."
+            )
+        state.replays.remember(message_id, timestamp_ms, now_ms)
+        at = len(entries)
+        while at and not entries[at - 1].ref and entries[at - 1].timestamp_ms > timestamp_ms:
+            at -= 1
+        restored = _Outgoing(0, room_id, message_id, timestamp_ms, envelope)
+        if at < len(entries):  # numbered again from there: the order is the outbox's
+            entries.insert(at, restored)
+            self._outbox = {}
+        else:
+            entries = [restored]
+        for outgoing in entries:
+            outgoing.number = self._next_number
+            self._next_number += 1
+            self._outbox[outgoing.number] = outgoing
+        self._pump()
+        return True
+
+    def outbox_of(self, room_id: bytes) -> list[tuple[bytes, int, bytes]]:
+        """(message id, timestamp, envelope) of each message of ``room_id`` the relay has
+        not acknowledged, oldest first: to keep them beyond this session (``restore``)."""
+        return [
+            (o.message_id, o.timestamp_ms, o.envelope)
+            for o in self._outbox.values()
+            if o.room_id == room_id
+        ]
 
     def send_text(self, room_id: bytes, text: str, now_ms: int) -> Message:
         return self.send(room_id, Kind.TEXT, text.encode("utf-8"), now_ms)

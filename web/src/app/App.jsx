@@ -464,8 +464,8 @@ function Join({ app }) {
 
 // A room: the conversation, presence and the connection.
 
-// "unsent": the relay never took it: kept from before a lock or reload, which dropped it
-// from the outbox, or given up after 55 minutes without an ACK (a "notSent" event).
+// "unsent": the relay never took it: given up 55 minutes after it was written (a
+// "notSent" event), or one the outbox could not take back after an unlock (full).
 const MESSAGE_STATUS_LABELS = { sending: "sending…", sent: "sent", unsent: "not sent" };
 
 function Message({ app, roomId, message }) {

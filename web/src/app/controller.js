@@ -3,9 +3,9 @@
 // its methods; every change calls the listeners, which redraw.
 
 import { RoomConnection } from "../client/connection.js";
-import { fromHex, hex, utf8 } from "../protocol/bytes.js";
-import { MAX_NAME_BYTES } from "../protocol/envelope.js";
-import { fingerprint } from "../protocol/kdf.js";
+import { fromHex, hex, utf8, utf8Strict } from "../protocol/bytes.js";
+import { Kind, MAX_NAME_BYTES, openEnvelope } from "../protocol/envelope.js";
+import { fingerprint, roomKeysFromMinikey } from "../protocol/kdf.js";
 import { makeMinikey } from "../protocol/minikey.js";
 import { KeyStore, StoreChanged, WrongPassword } from "../store/keystore.js";
 import { inviteFromLocation, takeCapturedInvite } from "./capture.js";
@@ -310,8 +310,11 @@ export class App {
     if (!live) {
       live = { members: 0, messages: [], error: null };
       const stored = this.room(id);
-      // What the relay had not taken when the tab locked or closed left with the connection.
-      if (stored?.messages) live.messages = stored.messages.map((m) => ({ ...m, status: m.sent ? "sent" : "unsent" }));
+      // What the relay had not taken when the tab locked or closed waits in the stored
+      // outbox, and is sent again (_restoreOutbox); anything else it never took was given up.
+      const waiting = new Set((stored?.outbox ?? []).map((o) => o.id));
+      const status = (m) => (m.sent ? "sent" : waiting.has(m.id) ? "sending" : "unsent");
+      if (stored?.messages) live.messages = stored.messages.map((m) => ({ ...m, status: status(m) }));
       this.live.set(id, live);
     }
     return live;
@@ -364,12 +367,93 @@ export class App {
       this._roomRefused(room.roomId, error);
     });
     this._seedReplayFilter(connection, room);
+    this._restoreOutbox(connection, room).catch((error) => this.set({ error: `Could not send again: ${error.message}` }));
+  }
+
+  /**
+   * Hand the room's stored outbox (what the relay had not taken when the tab locked or
+   * closed) back to its session, which resends each envelope byte for byte once the room
+   * is joined (PROTOCOL.md 10.6), and show each as sending again. Each is opened first, to
+   * show it in a room that keeps no history, and to check it is what the store says; one
+   * that is not is dropped. "accepted" or "notSent" follows for each, as for any message.
+   */
+  async _restoreOutbox(connection, room) {
+    const store = this.store;
+    const id = room.roomId;
+    const stored = store.outgoing(id);
+    if (stored.length === 0 || !connection.session.rooms.has(id)) return;
+    const keys = roomKeysFromMinikey(room.key);
+    const opened = [];
+    for (const outgoing of stored) {
+      let message = null;
+      try {
+        message = await openEnvelope(keys, outgoing.envelope);
+      } catch {
+        // Not an envelope of this room: nothing to send.
+      }
+      opened.push({ ...outgoing, message });
+    }
+    // Locked, forgotten or expired meanwhile: there is nothing to put back into.
+    const current = this.store === store && this.room(id) === room && this.connections.get(room.serverUrl) === connection;
+    if (!current || !connection.session.rooms.has(id)) return;
+    const roomId = fromHex(id);
+    let changed = false;
+    for (const { id: messageId, timestampMs, envelope, message } of opened) {
+      if (message === null || hex(message.messageId) !== messageId || message.timestampMs !== timestampMs) {
+        changed = store.removeOutgoing(id, messageId) || changed;
+        continue;
+      }
+      this._showRestored(id, room, message);
+      try {
+        connection.restore(roomId, message.messageId, timestampMs, envelope); // false: "notSent" came
+      } catch (error) {
+        // The session's outbox is full: this one cannot wait, and shows as not sent.
+        changed = store.removeOutgoing(id, messageId) || changed;
+        const entry = this.live.get(id)?.messages.find((m) => m.id === messageId);
+        if (entry) entry.status = "unsent";
+        this.set({ error: error.message });
+      }
+    }
+    if (changed) this.save();
+    this.changed();
+  }
+
+  /** Show one of ours put back into the outbox as sending, unless the person deleted it. */
+  _showRestored(id, room, message) {
+    const messageId = hex(message.messageId);
+    if (message.kind !== Kind.TEXT || (room.deleted ?? []).some((d) => d.id === messageId)) return;
+    const live = this.liveRoom(id);
+    const shown = live.messages.find((m) => m.id === messageId);
+    if (shown) {
+      if (shown.status !== "sent") shown.status = "sending";
+      return;
+    }
+    let text;
+    try {
+      text = utf8Strict.decode(message.body);
+    } catch {
+      return;
+    }
+    const entry = {
+      id: messageId,
+      senderName: message.senderName,
+      fingerprint: fingerprint(message.senderKey),
+      text,
+      timestampMs: message.timestampMs,
+      mine: true,
+      keyChanged: false,
+      status: "sending",
+    };
+    let at = live.messages.length;
+    while (at > 0 && live.messages[at - 1].timestampMs > entry.timestampMs) at--;
+    live.messages.splice(at, 0, entry);
+    if (live.messages.length > MAX_LIVE_MESSAGES) live.messages.splice(0, live.messages.length - MAX_LIVE_MESSAGES);
   }
 
   /**
    * Tell the session's replay filter of `room` (joined in it just now, synchronously, so
-   * before any DELIVER) the messages this device already has: its kept history and the
-   * messages deleted within the last hour. A session starts with an empty filter, and a
+   * before any DELIVER) the messages this device already has: its kept history, the
+   * messages deleted within the last hour and its own still waiting in the outbox. A session starts with an empty filter, and a
    * relay could otherwise send them again after a reload or an unlock (PROTOCOL.md 7).
    */
   _seedReplayFilter(connection, room) {
@@ -377,7 +461,7 @@ export class App {
     if (!session.rooms.has(room.roomId)) return; // not joined (expired): nothing to seed
     const roomId = fromHex(room.roomId);
     const now = Date.now();
-    for (const known of [...(room.messages ?? []), ...(room.deleted ?? [])]) {
+    for (const known of [...(room.messages ?? []), ...(room.deleted ?? []), ...(room.outbox ?? [])]) {
       session.remember(roomId, fromHex(known.id), known.timestampMs, now);
     }
   }
@@ -568,6 +652,10 @@ export class App {
       return false;
     }
     if (this.store !== store) return false; // locked meanwhile: the closed connection drops it
+    // Kept until the relay takes it, kept history or not, so that a lock or a reload before
+    // then does not lose it: the sealed envelope only, ciphertext under the room key.
+    const waiting = connection.outboxOf(fromHex(id)).find((o) => hex(o.messageId) === hex(message.messageId));
+    if (waiting) store.addOutgoing(id, { id: hex(waiting.messageId), timestampMs: waiting.timestampMs, envelope: waiting.envelope });
     const entry = {
       id: hex(message.messageId),
       senderName: message.senderName,
@@ -578,7 +666,8 @@ export class App {
       keyChanged: false,
       status: "sending",
     };
-    this._append(id, entry, { saving: () => this.save() }); // the person's own action: now
+    this._append(id, entry, { saving: () => {} });
+    this.save(); // the person's own action: now
     return true;
   }
 
@@ -642,23 +731,27 @@ export class App {
 
   _onAccepted({ roomId, messageId }) {
     const id = hex(roomId);
+    if (!this.store) return;
+    let save = this.store.removeOutgoing(id, hex(messageId));
     const live = this.live.get(id);
     const entry = live?.messages.find((m) => m.id === hex(messageId));
     if (entry) {
       entry.status = "sent";
-      if (this.room(id)?.keepHistory && this.store.markSent(id, entry.id)) this.saveSoon();
+      if (this.room(id)?.keepHistory && this.store.markSent(id, entry.id)) save = true;
       this.changed();
     }
+    if (save) this.saveSoon();
   }
 
   /**
    * The session gave one of ours up: the relay had not taken it within 55 minutes, and
    * the others would refuse it as too old (PROTOCOL.md 10.6). It shows as not sent. Kept
    * history already says so: a message is kept as not sent until its ACK (markSent), and
-   * none comes now.
+   * none comes now. It leaves the stored outbox.
    */
   _onNotSent({ roomId, messageId }) {
     const id = hex(roomId);
+    if (this.store?.removeOutgoing(id, hex(messageId))) this.saveSoon();
     const entry = this.live.get(id)?.messages.find((m) => m.id === hex(messageId));
     if (entry && entry.status !== "unsent") {
       entry.status = "unsent";

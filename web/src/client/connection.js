@@ -290,6 +290,32 @@ export class RoomConnection extends EventTarget {
   }
 
   /**
+   * Put back a message sealed before a restart that the relay had not acknowledged (see
+   * ClientSession.restore): it is resent byte for byte once the room is joined; "accepted"
+   * or "notSent" follows as for any other. Returns whether it waits (false: too old, and
+   * its "notSent" has been dispatched); throws UsageError when the outbox is full.
+   * @param {Uint8Array} roomId a room joined with join() first
+   * @param {Uint8Array} messageId
+   * @param {number} timestampMs
+   * @param {Uint8Array} envelope
+   * @returns {boolean}
+   */
+  restore(roomId, messageId, timestampMs, envelope) {
+    const waiting = this.session.restore(roomId, messageId, timestampMs, envelope, this._now());
+    this._afterSession();
+    return waiting;
+  }
+
+  /**
+   * The messages of `roomId` the relay has not acknowledged yet, oldest first (see
+   * ClientSession.outboxOf).
+   * @returns {{messageId: Uint8Array, timestampMs: number, envelope: Uint8Array}[]}
+   */
+  outboxOf(roomId) {
+    return this.session.outboxOf(roomId);
+  }
+
+  /**
    * Try now instead of at the end of the current backoff delay: the network came back, or
    * the person is looking. The backoff itself goes on where it was.
    */

@@ -21,6 +21,11 @@
 // (`connectionLost()` then `connectionMade()`) the session joins its rooms again and
 // resends what was not acknowledged, byte for byte; receivers drop duplicates by id.
 //
+// A client that keeps its outbox beyond the session (the web client's key store, across a
+// lock or a reload) reads what waits with `outboxOf`, and hands each one back with
+// `restore`, right after `join`: the very same envelope, resent byte for byte with the same
+// message id, so receivers that had it already drop it (PROTOCOL.md 10.6).
+//
 // The outbox is bounded in age and in size (PROTOCOL.md 10.6). `expire` gives up every
 // message whose timestamp is OUTBOX_MAX_AGE_MS old, sent or not, with a "notSent" event:
 // receivers would refuse it as stale (PROTOCOL.md 7), so an ACK for it would only hide its
@@ -51,7 +56,7 @@
 //   expired  {roomId}
 //   pong     {token}
 
-import { hex, utf8, utf8Strict } from "./bytes.js";
+import { equal, hex, utf8, utf8Strict } from "./bytes.js";
 import { ErrorCode } from "./codes.js";
 import { Kind, MESSAGE_ID_SIZE, MAX_NAME_BYTES, ReplayFilter, openEnvelope, sealEnvelope } from "./envelope.js";
 import { EnvelopeError, FrameError, UsageError } from "./errors.js";
@@ -249,6 +254,79 @@ export class ClientSession {
     const state = this.rooms.get(roomHex(roomId));
     if (state === undefined) throw new UsageError("Join the room before telling it the messages it has.");
     state.replays.remember(messageId, timestampMs, nowMs);
+  }
+
+  /**
+   * Put back into the outbox a message this client sealed before it restarted (a lock, a
+   * reload) and the relay had not acknowledged: `envelope` is sent again as it is, once the
+   * room (joined first) is, in timestamp order among the messages waiting, within the same
+   * limits as `send` (MAX_IN_FLIGHT on the wire, OUTBOX_MAX_AGE_MS, MAX_OUTBOX). Its id is
+   * remembered in the replay filter, as `send` does. Returns true once it waits (or waited
+   * already: restoring twice changes nothing); false when it is OUTBOX_MAX_AGE_MS old
+   * already, given up with a "notSent" event. Throws UsageError, restoring nothing, while
+   * MAX_OUTBOX messages wait.
+   * @param {Uint8Array} roomId
+   * @param {Uint8Array} messageId the id sealed in the envelope
+   * @param {number} timestampMs the timestamp sealed in the envelope
+   * @param {Uint8Array} envelope the sealed envelope, as it was first published
+   * @param {number} nowMs
+   * @returns {boolean}
+   */
+  restore(roomId, messageId, timestampMs, envelope, nowMs) {
+    const key = roomHex(roomId);
+    const state = this.rooms.get(key);
+    if (state === undefined) throw new UsageError("Join the room before restoring its outbox.");
+    if (!(messageId instanceof Uint8Array) || messageId.length !== MESSAGE_ID_SIZE) {
+      throw new UsageError(`A message id is ${MESSAGE_ID_SIZE} bytes.`);
+    }
+    if (!(envelope instanceof Uint8Array) || envelope.length === 0) throw new UsageError("An envelope is a Uint8Array.");
+    if (!Number.isSafeInteger(timestampMs) || timestampMs < 0 || !Number.isSafeInteger(nowMs) || nowMs < 0) {
+      throw new UsageError("A time in ms is below 2^53.");
+    }
+    const restored = (outgoing) =>
+      outgoing.timestampMs === timestampMs && outgoing.key === key && equal(outgoing.messageId, messageId);
+    if (this._outbox.some(restored)) return true;
+    if (nowMs - timestampMs >= OUTBOX_MAX_AGE_MS) {
+      this._events.push({ type: "notSent", roomId: state.keys.roomId, messageId, reason: NOT_SENT_IN_TIME });
+      return false;
+    }
+    if (this._outbox.length >= MAX_OUTBOX) {
+      throw new UsageError(
+        `${MAX_OUTBOX} messages are waiting for the relay to take them: this one was not put back.`,
+      );
+    }
+    state.replays.remember(messageId, timestampMs, nowMs);
+    const outgoing = {
+      roomId: state.keys.roomId,
+      key,
+      messageId: messageId.slice(),
+      timestampMs,
+      envelope: envelope.slice(),
+      ref: 0,
+    };
+    // Before the first younger one waiting; never before one on the wire.
+    let at = this._outbox.length;
+    while (at > 0 && this._outbox[at - 1].ref === 0 && this._outbox[at - 1].timestampMs > timestampMs) at--;
+    this._outbox.splice(at, 0, outgoing);
+    this._pump();
+    return true;
+  }
+
+  /**
+   * The messages of `roomId` the relay has not acknowledged, oldest first, to keep them
+   * beyond this session (then `restore`): copies of their id, timestamp and envelope.
+   * @param {Uint8Array} roomId
+   * @returns {{messageId: Uint8Array, timestampMs: number, envelope: Uint8Array}[]}
+   */
+  outboxOf(roomId) {
+    const key = roomHex(roomId);
+    return this._outbox
+      .filter((outgoing) => outgoing.key === key)
+      .map(({ messageId, timestampMs, envelope }) => ({
+        messageId: messageId.slice(),
+        timestampMs,
+        envelope: envelope.slice(),
+      }));
   }
 
   leave(roomId) {

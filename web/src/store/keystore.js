@@ -6,7 +6,15 @@
 //     rooms: [ { key, roomId: hex, label, nickname, createdAtMs, expiresAtMs,
 //                keepHistory, messages: [ { id: hex, senderName, fingerprint, text,
 //                                           timestampMs, mine, keyChanged, sent } ],
-//                deleted: [ { id: hex, timestampMs } ] } ] }
+//                deleted: [ { id: hex, timestampMs } ],
+//                outbox: [ { id: hex, timestampMs, envelope: base64 } ] } ] }
+//
+// `outbox` holds the room's messages the relay has not acknowledged yet, as the sealed
+// envelopes that went out (ciphertext under the room key, which the store holds anyway),
+// oldest first, at most MAX_OUTBOX (the session's own bound): written when a message is
+// sent, kept history or not, removed when the relay takes it or the session gives it up.
+// After an unlock or a reload the app hands them back to the session (ClientSession
+// restore), which resends them byte for byte; receivers drop any they had by id.
 //
 // `deleted` holds the messages deleted within the replay window (PROTOCOL.md 7: one hour,
 // plus five minutes of clock skew), ids and times only, pruned on every save: the app
@@ -17,10 +25,13 @@
 // throws and writes nothing; the password itself is not kept, only the derived,
 // non-extractable key.
 
+import { base64 } from "@scure/base";
+
 import { fromHex, hex } from "../protocol/bytes.js";
 import { UsageError } from "../protocol/errors.js";
 import { deviceKeyFromSeed, fingerprint as fingerprintOf, roomKeysFromMinikey } from "../protocol/kdf.js";
 import { parseMinikey } from "../protocol/minikey.js";
+import { MAX_OUTBOX } from "../protocol/session.js";
 import { addRecord, deleteRecord, readRecord, replaceRecord } from "./db.js";
 import {
   DamagedStore,
@@ -85,6 +96,8 @@ export class RoomExists extends KeyStoreError {}
  * @property {StoredMessage[]} messages oldest first
  * @property {{id: string, timestampMs: number}[]} deleted messages deleted within
  *   DELETED_KEPT_MS, at most MAX_DELETED_PER_ROOM
+ * @property {{id: string, timestampMs: number, envelope: string}[]} outbox sealed messages
+ *   the relay has not acknowledged (envelope: base64), oldest first, at most MAX_OUTBOX
  */
 
 /**
@@ -95,6 +108,7 @@ export class RoomExists extends KeyStoreError {}
 
 const HEX_SEED = /^[0-9a-f]{64}$/;
 const HEX_MESSAGE_ID = /^[0-9a-f]{32}$/;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 const constructing = Symbol("KeyStore.construct");
 
 function isPlainObject(value) {
@@ -140,6 +154,20 @@ function loadDeleted(raw) {
   return { id: raw.id, timestampMs: raw.timestampMs };
 }
 
+function loadOutgoing(raw) {
+  if (
+    !isPlainObject(raw) ||
+    typeof raw.id !== "string" ||
+    !HEX_MESSAGE_ID.test(raw.id) ||
+    !isTime(raw.timestampMs) ||
+    typeof raw.envelope !== "string" ||
+    !BASE64.test(raw.envelope)
+  ) {
+    throw damagedInside("a message waiting to be sent is not valid");
+  }
+  return { id: raw.id, timestampMs: raw.timestampMs, envelope: raw.envelope };
+}
+
 function loadRoom(raw) {
   if (!isPlainObject(raw) || typeof raw.key !== "string") {
     throw damagedInside("a stored room has no key");
@@ -156,6 +184,9 @@ function loadRoom(raw) {
   if (raw.deleted !== undefined && !Array.isArray(raw.deleted)) {
     throw damagedInside("a room's deleted messages are not a list");
   }
+  if (raw.outbox !== undefined && !Array.isArray(raw.outbox)) {
+    throw damagedInside("a room's messages waiting to be sent are not a list");
+  }
   return {
     ...raw,
     key,
@@ -167,6 +198,7 @@ function loadRoom(raw) {
     keepHistory: raw.keepHistory !== false,
     messages: (raw.messages ?? []).map(loadMessage),
     deleted: (raw.deleted ?? []).map(loadDeleted), // stored before this field: none
+    outbox: (raw.outbox ?? []).map(loadOutgoing), // stored before this field: none
   };
 }
 
@@ -450,6 +482,7 @@ export class KeyStore {
       keepHistory: keepHistory !== false,
       messages: [],
       deleted: [],
+      outbox: [],
     };
     data.rooms.push(room);
     return room;
@@ -546,6 +579,52 @@ export class KeyStore {
     if (room.deleted.some((d) => d.id === messageId)) return false;
     room.deleted.push({ id: messageId, timestampMs });
     return true;
+  }
+
+  // the outbox: sealed messages the relay has not acknowledged
+
+  /**
+   * Keep a sealed message the relay has not acknowledged yet (then save()), kept history
+   * or not: the envelope is ciphertext under the room key. In timestamp order; whether it
+   * was stored (false: stored already, or MAX_OUTBOX wait, which the session never lets
+   * happen).
+   * @param {string} roomIdHex
+   * @param {{id: string, timestampMs: number, envelope: Uint8Array}} outgoing id: hex
+   * @returns {boolean}
+   */
+  addOutgoing(roomIdHex, { id, timestampMs, envelope }) {
+    const room = this.#existingRoom(roomIdHex);
+    const messageId = typeof id === "string" ? id.toLowerCase() : "";
+    if (!HEX_MESSAGE_ID.test(messageId)) throw new UsageError("A message id is 16 bytes, in hex.");
+    checkTime(timestampMs, "A message's timestampMs");
+    if (!(envelope instanceof Uint8Array) || envelope.length === 0) throw new UsageError("An envelope is a Uint8Array.");
+    room.outbox ??= [];
+    if (room.outbox.some((o) => o.id === messageId) || room.outbox.length >= MAX_OUTBOX) return false;
+    let at = room.outbox.length;
+    while (at > 0 && room.outbox[at - 1].timestampMs > timestampMs) at--;
+    room.outbox.splice(at, 0, { id: messageId, timestampMs, envelope: base64.encode(envelope) });
+    return true;
+  }
+
+  /** Forget a message of the outbox (then save()): the relay took it, or it was given up.
+   * Whether it was there. */
+  removeOutgoing(roomIdHex, id) {
+    const room = this.room(roomIdHex);
+    const messageId = typeof id === "string" ? id.toLowerCase() : "";
+    if (room === null || !room.outbox?.some((o) => o.id === messageId)) return false;
+    room.outbox = room.outbox.filter((o) => o.id !== messageId);
+    return true;
+  }
+
+  /**
+   * The room's sealed messages the relay has not acknowledged, oldest first, to hand back
+   * to the session (ClientSession restore).
+   * @param {string} roomIdHex
+   * @returns {{id: string, timestampMs: number, envelope: Uint8Array}[]}
+   */
+  outgoing(roomIdHex) {
+    const room = this.#existingRoom(roomIdHex);
+    return (room.outbox ?? []).map((o) => ({ id: o.id, timestampMs: o.timestampMs, envelope: base64.decode(o.envelope) }));
   }
 
   /** Turn history on or off for a room (then save()); off deletes what was kept. */
