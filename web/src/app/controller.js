@@ -453,8 +453,9 @@ export class App {
   /**
    * Tell the session's replay filter of `room` (joined in it just now, synchronously, so
    * before any DELIVER) the messages this device already has: its kept history, the
-   * messages deleted within the last hour and its own still waiting in the outbox. A session starts with an empty filter, and a
-   * relay could otherwise send them again after a reload or an unlock (PROTOCOL.md 7).
+   * messages deleted within the last hour and its own still waiting in the outbox. A
+   * session starts with an empty filter, and a relay could otherwise send them again after
+   * a reload or an unlock (PROTOCOL.md 7).
    */
   _seedReplayFilter(connection, room) {
     const session = connection.session;
