@@ -62,6 +62,17 @@ def join_fully(session: ClientSession, room: RoomKeys, members: int = 1) -> None
     assert session.events() == [Joined(room.room_id, NOW + 3_600_000, members)]
 
 
+def connect_and_join_again(session: ClientSession, room: RoomKeys, members: int) -> None:
+    """Connect ``session``, whose rooms it knows, and play the relay letting it back into
+    ``room`` with ``members`` there; what that sends and tells is left out."""
+    session.connection_made()
+    decoded(session)
+    session.receive(frames.encode_frame(frames.Challenge(room.room_id, bytes(32))), NOW)
+    decoded(session)
+    session.receive(frames.encode_frame(frames.Joined(room.room_id, 0, members)), NOW)
+    session.events()
+
+
 def joining(room: RoomKeys) -> ClientSession:
     """Alice, connected, with her JOIN for ``room`` on the wire and not answered yet."""
     session = make_session(1, "alice")
@@ -531,12 +542,7 @@ def test_a_message_the_relay_has_not_taken_is_given_up_at_55_minutes(room: RoomK
     assert alice.unacknowledged == 1
     assert room.room_id in alice.rooms  # the room stays
     # Back online, only the younger one is sent.
-    alice.connection_made()
-    decoded(alice)
-    alice.receive(frames.encode_frame(frames.Challenge(room.room_id, bytes(32))), NOW)
-    decoded(alice)
-    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 1)), NOW)
-    alice.events()
+    connect_and_join_again(alice, room, members=1)
     (publish,) = sent_publishes(alice)
     alice.receive(frames.encode_frame(frames.Ack(publish.ref)), NOW)
     assert alice.events() == [Accepted(room.room_id, late.message_id)]
@@ -989,12 +995,7 @@ def test_a_restored_message_goes_again_byte_for_byte_and_arrives_once(room: Room
     assert alice.restore(room.room_id, *kept, NOW + 10)
     assert alice.restore(room.room_id, *kept, NOW + 10)  # twice changes nothing
     assert alice.unacknowledged == 1
-    alice.connection_made()
-    decoded(alice)
-    alice.receive(frames.encode_frame(frames.Challenge(room.room_id, bytes(32))), NOW)
-    decoded(alice)
-    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 2)), NOW)
-    alice.events()
+    connect_and_join_again(alice, room, members=2)
     (publish,) = decoded(alice)
     assert isinstance(publish, frames.Publish)
     assert publish.envelope == kept[2]
