@@ -24,11 +24,13 @@ from instantroom.client.keystore import (
     DeletedEntry,
     HistoryEntry,
     KeyStore,
+    OutboxEntry,
     StoreChanged,
     StoredRoom,
     WrongPassword,
 )
 from instantroom.protocol.kdf import private_key_bytes
+from instantroom.protocol.session import OUTBOX_MAX_AGE_MS
 
 KEY = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy"
 FAST_KDF = {"name": "argon2id", "iterations": 1, "lanes": 1, "memory_kib": 1024}
@@ -435,3 +437,86 @@ def test_messages_of_ours_not_yet_taken_by_the_relay_survive_a_merge(store_path:
     first.save()
     texts = [e.text for e in KeyStore.open(store_path, "pw").rooms[0].history]
     assert texts == ["pending in second", "in first"]
+
+
+def outgoing(number: int, timestamp_ms: int) -> tuple[bytes, int, bytes]:
+    return number.to_bytes(16), timestamp_ms, bytes([number]) * 40
+
+
+def waiting(stored: StoredRoom) -> list[int]:
+    return [int(entry.message_id, 16) for entry in stored.outbox]
+
+
+def test_our_messages_not_yet_taken_are_kept_sealed_and_merged_both_ways(
+    store_path: Path,
+) -> None:
+    """Each program's outbox: what it added stays, what it removed (the relay took it, or
+    it was given up) goes, whatever the other one did meanwhile."""
+    now = now_ms()
+    first = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    mine = first.add_room(room())
+    mine.add_outgoing(*outgoing(1, now - 3))
+    mine.add_outgoing(*outgoing(1, now - 3))  # once only
+    mine.add_outgoing(*outgoing(2, now - 2))
+    first.save()
+    second = KeyStore.open(store_path, "pw")
+    theirs = second.rooms[0]
+    assert waiting(theirs) == [1, 2]
+    assert theirs.outbox[0].restorable() == outgoing(1, now - 3)
+    assert theirs.remove_outgoing(outgoing(1, now)[0])  # taken there
+    assert not theirs.remove_outgoing(outgoing(9, now)[0])
+    theirs.add_outgoing(*outgoing(3, now - 1))
+    second.save()
+    assert mine.remove_outgoing(outgoing(2, now)[0])  # taken here
+    mine.add_outgoing(*outgoing(4, now))
+    first.save()
+    assert waiting(KeyStore.open(store_path, "pw").rooms[0]) == [3, 4]
+    second.save()
+    assert waiting(second.rooms[0]) == [3, 4]
+
+
+def test_our_messages_too_old_to_send_leave_the_store_on_save(store_path: Path) -> None:
+    now = now_ms()
+    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    stored = store.add_room(room())
+    stored.add_outgoing(*outgoing(1, now - OUTBOX_MAX_AGE_MS - 1000))  # a session gives it up
+    stored.add_outgoing(*outgoing(2, now - 1000))
+    store.save()
+    assert waiting(KeyStore.open(store_path, "pw").rooms[0]) == [2]
+
+
+def test_a_kept_message_taken_by_the_relay_as_either_program_saw_is_sent(
+    store_path: Path,
+) -> None:
+    first = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    shared = first.add_room(room())
+    shared.keep_history = True
+    shared.history += [dataclasses.replace(entry(1), sent=False), entry(2)]
+    first.save()
+    second = KeyStore.open(store_path, "pw")
+    assert [e.sent for e in second.rooms[0].history] == [False, True]
+    second.rooms[0].history[0].sent = True  # its ACK came there
+    second.save()
+    shared.history.append(entry(3))
+    first.save()
+    assert [e.sent for e in KeyStore.open(store_path, "pw").rooms[0].history] == [True] * 3
+    # One kept with no id (before ids were kept at once) was never taken.
+    assert not HistoryEntry("", 1, "me", "AAAA-BBBB-CCCC-DDDD", "old").sent
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        OutboxEntry("zz" * 16, 1, "AAAA"),
+        OutboxEntry("01" * 15, 1, "AAAA"),
+        OutboxEntry("01" * 16, 1, "not base64!"),
+        OutboxEntry("01" * 16, 1, ""),
+    ],
+    ids=["id not hex", "short id", "envelope not base64", "no envelope"],
+)
+def test_a_damaged_outgoing_message_is_a_damaged_store(store_path: Path, bad: OutboxEntry) -> None:
+    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    store.add_room(room()).outbox.append(dataclasses.replace(bad, timestamp_ms=now_ms()))
+    store.save()
+    with pytest.raises(DamagedStore, match="damaged inside"):
+        KeyStore.open(store_path, "pw")

@@ -38,6 +38,7 @@ from instantroom.protocol.errors import JoinProofError
 from instantroom.protocol.join import verify_join_proof
 from instantroom.protocol.kdf import DeviceKey
 from instantroom.protocol.session import (
+    NOT_SENT_IN_TIME,
     OUTBOX_MAX_AGE_MS,
     Accepted,
     Event,
@@ -1121,3 +1122,47 @@ def test_a_url_s_credentials_are_never_shown() -> None:
     shown = RoomClient(url, device(), "me").url
     assert shown == "wss://relay.example/chat/ws"
     assert without_credentials("ws://u:p@127.0.0.1:9/ws") == "ws://127.0.0.1:9/ws"
+
+
+def test_an_outbox_kept_beyond_a_client_goes_with_the_next_one_once(relay: RelayProcess) -> None:
+    """post_text() hands back the sealed envelope at once; a later client that joins with
+    it sends it byte for byte (Accepted), gives up one too old to go (NotSent), and the
+    receiver shows the message once, even when the first client's copy went too."""
+    room = fresh_room()
+    rid = room.room_id
+    alice_key = device()
+
+    async def scenario() -> None:
+        async with client(relay, "bob") as bob:
+            await bob.join(room)
+            offline = RoomClient("http://127.0.0.1:9/", alice_key, "alice")  # nothing there
+            async with offline:
+                joining = asyncio.create_task(offline.join(room))
+                await asyncio.sleep(0)
+                message, envelope = offline.post_text(rid, "written offline")
+                kept = offline.session.outbox_of(rid)
+                assert kept == [(message.message_id, message.timestamp_ms, envelope)]
+                joining.cancel()
+            too_old = (b"\x01" * 16, now_ms() - OUTBOX_MAX_AGE_MS - 1, envelope)
+            async with client(relay, "alice", alice_key) as alice:
+                await alice.join(room, outbox=[too_old, *kept])
+                assert await wait_for(alice, lambda e: isinstance(e, NotSent)) == NotSent(
+                    rid, too_old[0], NOT_SENT_IN_TIME
+                )
+                taken = await wait_for(alice, lambda e: isinstance(e, Accepted))
+                assert taken == Accepted(rid, message.message_id)
+                got = await next_message(bob)
+                assert (got.message.message_id, got.message.text) == (
+                    message.message_id,
+                    "written offline",
+                )
+                # The same envelope once more, as a second copy of the store would send it.
+                again = RoomClient(relay.url, alice_key, "alice", reconnect_delays=fast_retries)
+                async with again:
+                    await again.join(room, outbox=kept)
+                    await wait_for(again, lambda e: isinstance(e, Accepted))
+                heard = await events_until_pong(bob)  # all bob's events since joining
+                assert [e for e in heard if isinstance(e, MessageReceived)] == [got]
+                assert MessageRejected(rid, "ReplayedMessage") in heard
+
+    run(scenario())

@@ -29,6 +29,7 @@ from textual.widgets import Input, RichLog, Static
 
 from instantroom.cli import build_parser
 from instantroom.client import keystore
+from instantroom.client.connection import RoomClient
 from instantroom.client.invite import format_invite
 from instantroom.client.keystore import HistoryEntry, KeyStore, StoredRoom, WrongPassword
 from instantroom.protocol import frames
@@ -658,7 +659,88 @@ def test_a_crash_report_shows_neither_keys_nor_the_password(
             assert secret[start : start + 16] not in flat, "16 characters of a key in a row"
 
 
-def test_quitting_with_messages_not_sent_asks_twice(tmp_path: Path) -> None:
+@pytest.mark.parametrize("keep_history", [False, True], ids=["no history", "history kept"])
+def test_a_message_the_relay_had_not_taken_goes_with_the_next_chat_exactly_once(
+    tmp_path: Path, keep_history: bool
+) -> None:
+    """Quit with a message the relay has not taken: it stays in the store, sealed, shows
+    as waiting in the next chat, and goes, once, when the relay is back (PROTOCOL.md
+    10.6), whether the room keeps history or not."""
+    with running_relay() as probe:
+        port = probe.port  # a port the relay comes back on later; nothing listens meanwhile
+    url = f"http://127.0.0.1:{port}/"
+    key = make_minikey(secrets.randbelow)
+    path = tmp_path / "alice.json"
+    app = ChatApp(new_store(path, room(key, url, keep_history=keep_history)), "alice")
+
+    def waiting_line(member: Member) -> bool:
+        return any("(waiting to send)" in line for line in member.lines_with("written offline"))
+
+    async def offline() -> None:
+        async with on_screen(app) as alice:
+            await alice.say("written offline")
+            await alice.until(lambda: waiting_line(alice), "the message, waiting")
+            assert "1 waiting to send" in alice.status()
+            await alice.press("ctrl+q")  # kept: no question
+            await alice.until(lambda: not app.is_running, "the chat to quit")
+
+    run(offline())
+    (stored,) = KeyStore.open(path, PASSWORD).rooms
+    assert len(stored.outbox) == 1
+    assert [entry.sent for entry in stored.history] == ([False] if keep_history else [])
+    assert b"written offline" not in path.read_bytes()
+
+    app = ChatApp(KeyStore.open(path, PASSWORD), "alice")
+
+    async def still_offline() -> None:
+        async with on_screen(app) as alice:
+            await alice.until(lambda: waiting_line(alice), "the kept message, waiting")
+            assert len(alice.lines_with("written offline")) == 1
+            assert "1 waiting to send" in alice.status()
+            await alice.press("ctrl+q")
+            await alice.until(lambda: not app.is_running, "the chat to quit")
+
+    run(still_offline())
+    assert len(KeyStore.open(path, PASSWORD).rooms[0].outbox) == 1
+
+    async def online(relay: RelayProcess) -> None:
+        keys = RoomKeys.from_minikey(key)
+        bob = RoomClient(relay.url, DeviceKey.from_private_bytes(secrets.token_bytes(32)), "bob")
+        async with bob:
+            await bob.join(keys)
+            messages = bob.messages()
+            app = ChatApp(KeyStore.open(path, PASSWORD), "alice")
+            async with on_screen(app) as alice:
+                received = await asyncio.wait_for(anext(messages), 10)
+                assert (received.message.sender_name, received.message.text) == (
+                    "alice",
+                    "written offline",
+                )
+                await alice.until(lambda: not waiting_line(alice), "the message taken")
+                (line,) = alice.lines_with("written offline")
+                assert "not sent" not in line
+                assert "waiting to send" not in alice.status()
+                await alice.until(
+                    lambda: not KeyStore.open(path, PASSWORD).rooms[0].outbox, "it left the store"
+                )
+                await alice.say("written online")
+                received = await asyncio.wait_for(anext(messages), 10)
+                assert received.message.text == "written online"  # the first came once
+
+    with running_relay(port=port) as relay:
+        run(online(relay))
+    (stored,) = KeyStore.open(path, PASSWORD).rooms
+    assert stored.outbox == []
+    if keep_history:
+        assert [(e.text, e.sent) for e in stored.history] == [
+            ("written offline", True),
+            ("written online", True),
+        ]
+
+
+def test_quitting_asks_twice_when_messages_not_sent_cannot_be_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = new_store(tmp_path / "store.json", room(make_minikey(secrets.randbelow), NOWHERE))
     app = ChatApp(store, "alice")
 
@@ -668,11 +750,16 @@ def test_quitting_with_messages_not_sent_asks_twice(tmp_path: Path) -> None:
             await alice.until(lambda: not app.is_running, "the chat to quit")
 
     run(scenario())
+
+    def full_disk(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(keystore, "_write_atomically", full_disk)
     app = ChatApp(KeyStore.open(tmp_path / "store.json", PASSWORD), "alice")
 
     async def unsent() -> None:
         async with on_screen(app) as alice:
-            await alice.say("into the void")  # no relay answers
+            await alice.say("into the void")  # no relay answers, and no disk keeps it
             await alice.press("ctrl+q")
             await alice.until(lambda: any("not sent yet" in n for n in alice.notes()), "why")
             assert app.is_running

@@ -322,12 +322,20 @@ class RoomClient:
             raise RoomGone(CLOSED)
 
     async def join(
-        self, room: RoomKeys, expires_at_ms: int = 0, known: Iterable[tuple[bytes, int]] = ()
+        self,
+        room: RoomKeys,
+        expires_at_ms: int = 0,
+        known: Iterable[tuple[bytes, int]] = (),
+        outbox: Iterable[tuple[bytes, int, bytes]] = (),
     ) -> Joined:
         """Join ``room`` and wait for the relay to let us in. A room whose expiry has
         passed is not joined (PROTOCOL.md 9): ``RoomGone`` at once. ``known`` are the
         (message id, time) of messages this client has already (kept or deleted): the
-        room's replay filter drops them if a relay sends them again (PROTOCOL.md 7)."""
+        room's replay filter drops them if a relay sends them again (PROTOCOL.md 7).
+        ``outbox`` are the (id, time, envelope) of our messages the relay had not taken
+        before a restart (``ClientSession.outbox_of``): each is sent again as it is, and
+        an ``Accepted`` or ``NotSent`` event follows for it (PROTOCOL.md 10.6); one that
+        finds the outbox full gets ``NotSent`` at once."""
         self._check_running()
         now = now_ms()
         if 0 < expires_at_ms <= now:
@@ -343,6 +351,12 @@ class RoomClient:
             self.session.join(room, expires_at_ms)
             for message_id, timestamp_ms in known:  # before any DELIVER can come
                 self.session.remember(room.room_id, message_id, timestamp_ms, now)
+            for message_id, timestamp_ms, envelope in outbox:
+                try:
+                    self.session.restore(room.room_id, message_id, timestamp_ms, envelope, now)
+                except UsageError as exc:
+                    self._events.offer(NotSent(room.room_id, message_id, str(exc)))
+            self._dispatch(self.session.events())  # those given up as too old
         await self._flush()
         # Shielded: a caller that gives up does not cancel the wait of another.
         return await asyncio.shield(future)
@@ -351,6 +365,20 @@ class RoomClient:
         self.session.leave(room_id)
         self._room_gone(room_id, "You left the room.")
         await self._flush()
+
+    def post_text(self, room_id: bytes, text: str) -> tuple[Message, bytes]:
+        """Seal ``text`` into the outbox and return at once the message and its envelope
+        (to keep it beyond a restart, for ``join(outbox=...)``); an ``Accepted`` or
+        ``NotSent`` event follows. Raises as ``send_text`` does at once."""
+        self._check_running()
+        message = self.session.send_text(room_id, text, now_ms())
+        self._flush_soon()
+        envelope = next(
+            envelope
+            for message_id, _, envelope in self.session.outbox_of(room_id)
+            if message_id == message.message_id
+        )
+        return message, envelope
 
     async def send_text(self, room_id: bytes, text: str) -> Message:
         """Send ``text`` and return once the relay has taken it.
@@ -361,11 +389,9 @@ class RoomClient:
         when the relay refused this client for good, and ``UsageError`` at once, sending
         nothing, for a room not joined or while ``MAX_OUTBOX`` (10,000) messages wait for
         the relay."""
-        self._check_running()
-        message = self.session.send_text(room_id, text, now_ms())
+        message, _ = self.post_text(room_id, text)
         future = asyncio.get_running_loop().create_future()
         self._accepted[message.message_id] = (room_id, future)
-        await self._flush()
         await future
         return message
 

@@ -6,10 +6,11 @@
 
 The ciphertext is AES-256-GCM under Argon2id(password, salt, params) of the contents as
 JSON (this install's device key, the rooms with their keys, labels, servers, expiry and
-the history a person chose to keep, and the ids of messages deleted within the last hour),
-with the header above, minus nonce and ciphertext,
-as associated data: the parameters cannot be lowered by editing the file. Parameters are
-stored, so new stores can use stronger ones and old stores still open.
+the history a person chose to keep, the ids of messages deleted within the last hour, and
+our own messages the relay has not taken yet, as sealed envelopes), with the header
+above, minus nonce and ciphertext, as associated data: the parameters cannot be lowered
+by editing the file. Parameters are stored, so new stores can use stronger ones and old
+stores still open.
 
 Writes are atomic: a new file next to the old one, flushed to disk, then renamed over it;
 a crash leaves the old store or the new one, never half of one. The file is created
@@ -44,8 +45,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
+from instantroom.protocol.envelope import MESSAGE_ID_SIZE
 from instantroom.protocol.kdf import DeviceKey, RoomKeys, private_key_bytes
 from instantroom.protocol.minikey import parse_minikey
+from instantroom.protocol.session import MAX_OUTBOX, OUTBOX_MAX_AGE_MS
 
 FORMAT = "instantroom-keystore"
 VERSION = 1
@@ -59,6 +62,9 @@ MAX_KDF = {"iterations": 64, "lanes": 64, "memory_kib": 4 * 1024 * 1024}
 # plus the five minutes a timestamp may be ahead. At most this many per room, the newest.
 DELETED_KEPT_MS = 60 * 60 * 1000 + 5 * 60 * 1000
 MAX_DELETED_PER_ROOM = 10_000
+# Our own messages waiting for the relay: a session gives them up at OUTBOX_MAX_AGE_MS, and
+# holds at most MAX_OUTBOX; the store keeps no more of them than that, per room.
+MAX_OUTBOX_PER_ROOM = MAX_OUTBOX
 
 
 class KeyStoreError(Exception):
@@ -92,6 +98,13 @@ class HistoryEntry:
     name: str
     fingerprint: str
     text: str = field(repr=False)
+    # False for one of ours until the relay takes it (an entry without an id, from before
+    # ids were kept at once, was not taken either).
+    sent: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.message_id:
+            self.sent = False
 
 
 @dataclass
@@ -104,6 +117,20 @@ class DeletedEntry:
 
 
 @dataclass
+class OutboxEntry:
+    """One of our messages the relay has not taken yet: sealed, as it goes on the wire, so
+    that it is sent again, byte for byte, after a restart (PROTOCOL.md 10.6)."""
+
+    message_id: str  # hex
+    timestamp_ms: int
+    envelope: str = field(repr=False)  # base64
+
+    def restorable(self) -> tuple[bytes, int, bytes]:
+        """(id, time, envelope), as ``ClientSession.restore`` takes them."""
+        return bytes.fromhex(self.message_id), self.timestamp_ms, _unb64(self.envelope)
+
+
+@dataclass
 class StoredRoom:
     key: str = field(repr=False)
     label: str
@@ -113,6 +140,8 @@ class StoredRoom:
     history: list[HistoryEntry] = field(default_factory=list, repr=False)
     # Messages deleted within the last DELETED_KEPT_MS; pruned on every save.
     deleted: list[DeletedEntry] = field(default_factory=list, repr=False)
+    # Ours the relay has not taken, oldest first; kept whether history is kept or not.
+    outbox: list[OutboxEntry] = field(default_factory=list, repr=False)
 
     @property
     def room_id(self) -> bytes:
@@ -132,6 +161,26 @@ class StoredRoom:
         recent = [e for e in self.deleted if e.timestamp_ms >= now_ms - DELETED_KEPT_MS]
         recent.sort(key=lambda entry: entry.timestamp_ms)
         self.deleted = recent[-MAX_DELETED_PER_ROOM:]
+
+    def add_outgoing(self, message_id: bytes, timestamp_ms: int, envelope: bytes) -> None:
+        """Keep one of ours the relay has not taken yet (then save())."""
+        hex_id = message_id.hex()
+        if all(e.message_id != hex_id for e in self.outbox):
+            self.outbox.append(OutboxEntry(hex_id, timestamp_ms, _b64(envelope)))
+            self.outbox.sort(key=lambda entry: entry.timestamp_ms)
+            del self.outbox[:-MAX_OUTBOX_PER_ROOM]
+
+    def remove_outgoing(self, message_id: bytes) -> bool:
+        """Forget one of ours (then save()): the relay took it, or it was given up. Say
+        whether it was kept."""
+        hex_id = message_id.hex()
+        kept = len(self.outbox)
+        self.outbox = [e for e in self.outbox if e.message_id != hex_id]
+        return len(self.outbox) != kept
+
+    def prune_outbox(self, now_ms: int) -> None:
+        """Forget what a session would give up as too old to send."""
+        self.outbox = [e for e in self.outbox if now_ms - e.timestamp_ms < OUTBOX_MAX_AGE_MS]
 
 
 def _b64(data: bytes) -> str:
@@ -305,6 +354,7 @@ class KeyStore:
         now = time.time_ns() // 1_000_000
         for room in self.rooms:
             room.prune_deleted(now)
+            room.prune_outbox(now)
         password = self._new_password if self._new_password is not None else self._password
         salt = secrets.token_bytes(16)
         kdf = {**self._kdf, "salt": _b64(salt)}
@@ -423,12 +473,24 @@ def _decode(
                 keep_history=bool(room.get("keep_history", False)),
                 history=[HistoryEntry(**entry) for entry in room.get("history", [])],
                 deleted=[DeletedEntry(**entry) for entry in room.get("deleted", [])],
+                outbox=[_outgoing(entry) for entry in room.get("outbox", [])],
             )
             for room in contents["rooms"]
         ]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, DamagedStore) as exc:
         raise DamagedStore(f"The key store at {path} is damaged inside.") from exc
     return device, rooms, params
+
+
+def _outgoing(raw: dict[str, Any]) -> OutboxEntry:
+    entry = OutboxEntry(**raw)
+    if (
+        len(bytes.fromhex(entry.message_id)) != MESSAGE_ID_SIZE
+        or type(entry.timestamp_ms) is not int
+        or not _unb64(entry.envelope)
+    ):
+        raise ValueError("not an outgoing message")
+    return entry
 
 
 def _merge_room(base: StoredRoom | None, mine: StoredRoom, theirs: StoredRoom) -> None:
@@ -443,6 +505,14 @@ def _merge_room(base: StoredRoom | None, mine: StoredRoom, theirs: StoredRoom) -
     ours_deleted = {entry.message_id for entry in mine.deleted}
     mine.deleted += [e for e in theirs.deleted if e.message_id not in ours_deleted]
     gone = {entry.message_id for entry in mine.deleted}
+    # Each side's outbox: what it added stays, what it removed (taken, given up) goes.
+    sent_before = {e.message_id for e in base.outbox} if base is not None else set()
+    waiting = {e.message_id for e in theirs.outbox}
+    outbox = [e for e in mine.outbox if e.message_id in waiting or e.message_id not in sent_before]
+    ours_waiting = {e.message_id for e in mine.outbox}
+    outbox += [e for e in theirs.outbox if e.message_id not in ours_waiting | sent_before]
+    outbox.sort(key=lambda entry: entry.timestamp_ms)
+    mine.outbox = outbox
     if not mine.keep_history:
         mine.history = []
         return
@@ -451,6 +521,9 @@ def _merge_room(base: StoredRoom | None, mine: StoredRoom, theirs: StoredRoom) -
     history = [e for e in mine.history if _entry_key(e) in kept or _entry_key(e) not in had]
     ours = {_entry_key(entry) for entry in mine.history}
     history += [e for e in theirs.history if _entry_key(e) not in ours | had]
+    taken = {_entry_key(entry) for entry in theirs.history if entry.sent}
+    for entry in history:  # taken by the relay, as either side saw
+        entry.sent = entry.sent or _entry_key(entry) in taken
     history = [e for e in history if not e.message_id or e.message_id not in gone]
     history.sort(key=lambda entry: entry.timestamp_ms)  # stable: ties keep their order
     mine.history = history

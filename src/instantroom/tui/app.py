@@ -15,6 +15,10 @@ the messages this device already has: its kept history, and what ``/delete`` and
 ``/clear`` deleted within the last hour (kept as ids and times in the store). A relay that
 sends those again after a restart is not believed (PROTOCOL.md 7).
 
+A message sent is kept in the store, sealed, until the relay takes it, whether the room
+keeps history or not: quit before then, and the next chat sends it again, byte for byte
+(PROTOCOL.md 10.6), and shows it as waiting until it is taken.
+
 Everything a member sent (names, text) is shown as plain text, never as markup, with
 control and bidirectional-override characters replaced (a member cannot draw on the
 screen or reorder it), and a message's further lines are indented under it.
@@ -55,16 +59,18 @@ from instantroom.client.keystore import (
 )
 from instantroom.display import printable
 from instantroom.protocol.codes import ErrorCode
-from instantroom.protocol.envelope import MAX_NAME_BYTES, Kind
-from instantroom.protocol.errors import UsageError
+from instantroom.protocol.envelope import MAX_NAME_BYTES, Kind, open_envelope
+from instantroom.protocol.errors import EnvelopeError, UsageError
 from instantroom.protocol.kdf import RoomKeys
 from instantroom.protocol.minikey import format_minikey, spell_minikey
 from instantroom.protocol.names import canonical_name
 from instantroom.protocol.session import (
     MAX_NAMES_PER_ROOM,
+    Accepted,
     Event,
     Joined,
     MessageReceived,
+    NotSent,
     PresenceChanged,
     Refused,
     RoomExpired,
@@ -82,6 +88,9 @@ Commands:
   /help           this list
 Enter sends what you typed to the room shown (start with // to send a line that starts
 with /). Ctrl+Up and Ctrl+Down change rooms; Ctrl+Q quits."""
+
+# Why one of ours kept as not taken, and no longer waiting, was not sent.
+NEVER_TAKEN = "the relay never took it"
 
 LineKind = Literal["message", "notice", "warning", "error", "code"]
 
@@ -140,8 +149,9 @@ class Line:
     fingerprint: str = ""
     own: bool = False
     entry: HistoryEntry | None = None  # its kept copy in the store, if any
-    failed: str = ""
-    message_id: str = ""  # hex, once known (a message of ours: once the relay took it)
+    failed: str = ""  # one of ours the relay never took: why
+    waiting: bool = False  # one of ours the relay has not taken yet
+    message_id: str = ""  # hex
 
 
 @dataclass
@@ -167,12 +177,16 @@ class RoomView:
         return before[1] if before is not None else None
 
     online: int | None = None
-    sending: int = 0
     unread: int = 0
 
     @property
     def room_id(self) -> bytes:
         return self.keys.room_id
+
+    @property
+    def sending(self) -> int:
+        """How many of ours the relay has not taken yet."""
+        return len(self.stored.outbox)
 
 
 class ChatApp(App[None]):
@@ -216,6 +230,7 @@ class ChatApp(App[None]):
 
     def _view_of(self, stored: StoredRoom) -> RoomView:
         view = RoomView(stored, RoomKeys.from_minikey(stored.key))
+        waiting = {entry.message_id for entry in stored.outbox}
         for entry in stored.history:
             view.lines.append(
                 Line(
@@ -227,11 +242,51 @@ class ChatApp(App[None]):
                     own=entry.fingerprint == self._fingerprint,
                     entry=entry,
                     message_id=entry.message_id,
+                    waiting=entry.message_id in waiting,
+                    failed="" if entry.sent or entry.message_id in waiting else NEVER_TAKEN,
                 )
             )
             view.saw(entry.name, entry.fingerprint)
         view.seen.setdefault(canonical_name(self._user), (self._user, self._fingerprint))
+        self._show_waiting(view)
         return view
+
+    def _show_waiting(self, view: RoomView) -> None:
+        """Show ours still waiting for the relay that kept history does not show (it is
+        off, or was turned on after): opened from their sealed copy, which also checks it.
+        One that does not open is not ours to send, and is dropped."""
+        shown = {line.message_id for line in view.lines} | {
+            entry.message_id for entry in view.stored.deleted
+        }
+        for outgoing in list(view.stored.outbox):
+            if outgoing.message_id in shown:
+                continue
+            try:
+                message = open_envelope(view.keys, outgoing.restorable()[2])
+            except EnvelopeError:
+                message = None
+            if (
+                message is None
+                or message.message_id.hex() != outgoing.message_id
+                or message.sender_key != self._store.device.public_key
+            ):
+                view.stored.outbox.remove(outgoing)
+                self._dirty = True
+                continue
+            if message.kind == Kind.TEXT:
+                view.lines.append(
+                    Line(
+                        "message",
+                        message.body.decode("utf-8", errors="replace"),
+                        timestamp_ms=message.timestamp_ms,
+                        name=message.sender_name,
+                        fingerprint=self._fingerprint,
+                        own=True,
+                        message_id=outgoing.message_id,
+                        waiting=True,
+                    )
+                )
+        view.lines.sort(key=lambda line: line.timestamp_ms)  # stable: notes have none yet
 
     # layout
 
@@ -303,10 +358,12 @@ class ChatApp(App[None]):
         # What this device has already, kept or deleted, is not taken again (PROTOCOL.md 7).
         had = [(e.message_id, e.timestamp_ms) for e in view.stored.history]
         had += [(e.message_id, e.timestamp_ms) for e in view.stored.deleted]
-        # (One of ours the relay had not taken has no id yet.)
+        # (One of ours kept from before ids were kept at once has none.)
         known = [(bytes.fromhex(message_id), time) for message_id, time in had if message_id]
+        # Ours the relay had not taken when the last chat quit go again (PROTOCOL.md 10.6).
+        outbox = [outgoing.restorable() for outgoing in view.stored.outbox]
         try:
-            await client.join(view.keys, view.stored.expires_at_ms, known)
+            await client.join(view.keys, view.stored.expires_at_ms, known, outbox)
         except RelayRefused as exc:
             self._failures[client.url] = printable(str(exc))
             self._add_line(view, Line("error", printable(str(exc))))
@@ -340,6 +397,12 @@ class ChatApp(App[None]):
             case PresenceChanged(room_id=room_id, members=members):
                 if (view := self._views.get(room_id)) is not None:
                     view.online = members
+            case Accepted(room_id=room_id, message_id=message_id):
+                if (view := self._views.get(room_id)) is not None:
+                    self._taken(view, message_id, "")
+            case NotSent(room_id=room_id, message_id=message_id, reason=reason):
+                if (view := self._views.get(room_id)) is not None:
+                    self._taken(view, message_id, printable(reason))
             case RoomExpired(room_id=room_id):
                 if (view := self._views.get(room_id)) is not None:
                     self._store.forget(view.stored)
@@ -352,6 +415,20 @@ class ChatApp(App[None]):
             case _:
                 pass
         self._refresh_panels()
+
+    def _taken(self, view: RoomView, message_id: bytes, failed: str) -> None:
+        """The relay took one of ours, or (``failed`` says why) it was given up."""
+        if view.stored.remove_outgoing(message_id):
+            self._dirty = True
+        hex_id = message_id.hex()
+        for line in view.lines:
+            if line.message_id == hex_id and line.own:
+                line.waiting, line.failed = False, failed
+                if line.entry is not None and not failed:
+                    line.entry.sent = True
+                    self._dirty = True
+                if view.room_id == self._selected:
+                    self._show_conversation()
 
     def _received(self, view: RoomView, received: MessageReceived) -> None:
         message = received.message
@@ -400,6 +477,8 @@ class ChatApp(App[None]):
         shown.append(printable(line.text, newlines=True).replace("\n", "\n" + " " * 10))
         if line.failed:
             shown.append(f"  (not sent: {line.failed})", style="bold red")
+        elif line.waiting:
+            shown.append("  (waiting to send)", style="dim")
         return shown
 
     def _add_line(self, view: RoomView, line: Line) -> None:
@@ -529,13 +608,14 @@ class ChatApp(App[None]):
         self.query_one("#input", Input).focus()
 
     async def action_quit(self) -> None:
-        """Quit; with messages not sent yet, only when asked twice: they go with the chat."""
+        """Quit. Messages not sent yet are kept in the store, and the next chat sends them;
+        when it cannot be written, only when asked twice: they would go with the chat."""
         waiting = sum(view.sending for view in self._views.values())
-        if waiting and not self._quit_armed:
+        if waiting and not self._quit_armed and self._dirty and not self._save():
             self._quit_armed = True
             self.notify(
-                f"{waiting} message(s) not sent yet: the relay has not taken them, and they "
-                "are lost if you quit now. Ctrl+Q again quits all the same.",
+                f"{waiting} message(s) not sent yet, and the key store cannot be written: "
+                "they are lost if you quit now. Ctrl+Q again quits all the same.",
                 severity="warning",
             )
             return
@@ -651,35 +731,26 @@ class ChatApp(App[None]):
         if view is None or view.client is None:
             self._note(view, "This room has no connection: nothing was sent.", "error")
             return
-        now = now_ms()
-        line = Line("message", text, now, self._user, self._fingerprint, own=True)
-        if view.stored.keep_history:
-            line.entry = HistoryEntry("", now, self._user, self._fingerprint, text)
-            view.stored.history.append(line.entry)
-            self._dirty = True
-        self._add_line(view, line)
-        view.sending += 1
-        self._refresh_panels()
-        self.run_worker(self._deliver(view, view.client, line), group="sends")
-
-    async def _deliver(self, view: RoomView, client: RoomClient, line: Line) -> None:
-        """Send ``line``'s text; it waits in the outbox across reconnects until taken."""
+        line = Line("message", text, now_ms(), self._user, self._fingerprint, own=True)
         try:
-            message = await client.send_text(view.room_id, line.text)
+            message, envelope = view.client.post_text(view.room_id, text)
         except (RoomGone, RelayRefused, UsageError) as exc:
             line.failed = printable(str(exc))
-            if view.room_id == self._selected:
-                self._show_conversation()
-        else:
-            self._own_ids.add(message.message_id)
-            line.message_id = message.message_id.hex()
-            if line.entry is not None:
-                line.entry.message_id = message.message_id.hex()
-                line.entry.timestamp_ms = message.timestamp_ms
-                self._dirty = True
-        finally:
-            view.sending -= 1
-            self._refresh_panels()
+            self._add_line(view, line)
+            return
+        # Kept, sealed, until the relay takes it (Accepted), kept history or not.
+        self._own_ids.add(message.message_id)
+        line.timestamp_ms, line.message_id = message.timestamp_ms, message.message_id.hex()
+        line.waiting = True
+        view.stored.add_outgoing(message.message_id, message.timestamp_ms, envelope)
+        if view.stored.keep_history:
+            line.entry = HistoryEntry(
+                line.message_id, line.timestamp_ms, self._user, self._fingerprint, text, False
+            )
+            view.stored.history.append(line.entry)
+        self._dirty = True
+        self._add_line(view, line)
+        self._refresh_panels()
 
     async def _command(self, text: str) -> None:
         word, _, rest = text[1:].strip().partition(" ")
