@@ -10,11 +10,12 @@ import os
 import secrets
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, rooms_cli
-from .client.keystore import KeyStoreError
+from .client.keystore import IDS_SAVED_WITHIN, KeyStore, KeyStoreError, StoredRoom
 from .display import printable
 from .protocol.errors import MiniKeyError, ProtocolError
 from .protocol.kdf import DeviceKey, RoomKeys
@@ -74,32 +75,81 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
 
-def _target(args: argparse.Namespace) -> tuple[RoomKeys, str, DeviceKey, int]:
-    """The room, relay, device key and known expiry that send/listen use.
+@dataclass
+class _Target:
+    """The room, relay, device key and known expiry that send/listen use, and the stored
+    room they come from (with ``--room``)."""
 
-    ``--room`` takes them from the key store (this install's device key, so members see
-    the same fingerprint each time); ``--key`` makes a one-off device.
-    """
+    keys: RoomKeys
+    server: str
+    device: DeviceKey
+    expires_at_ms: int
+    stored: tuple[KeyStore, StoredRoom] | None = None
+
+
+def _target(args: argparse.Namespace) -> _Target:
+    """``--room`` takes the room from the key store (this install's device key, so members
+    see the same fingerprint each time); ``--key`` makes a one-off device."""
     from .client.invite import parse_invite
 
     if args.room:
         store = rooms_cli.open_store(args)
         stored = store.find(args.room)
         keys = RoomKeys.from_minikey(stored.key)
-        return keys, args.server or stored.server, store.device, stored.expires_at_ms
+        server = args.server or stored.server
+        return _Target(keys, server, store.device, stored.expires_at_ms, (store, stored))
     linked_server, key = parse_invite(rooms_cli.key_text(args.key, "--room, --key"))
     server = args.server or linked_server or rooms_cli.DEFAULT_SERVER
     device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
-    return RoomKeys.from_minikey(key), server, device, 0
+    return _Target(RoomKeys.from_minikey(key), server, device, 0)
+
+
+class _KnownIds:
+    """What ``listen --room`` printed, kept as ids and times in the store's room, so that
+    a relay cannot have it printed again after a restart (PROTOCOL.md 7). Written within
+    ``IDS_SAVED_WITHIN`` seconds and at the end; a store that cannot be written is said
+    once, and the listening goes on."""
+
+    def __init__(self, stored: tuple[KeyStore, StoredRoom] | None) -> None:
+        self._stored = stored
+        self._unsaved = False
+        self._stopped = False
+
+    def known(self) -> list[tuple[bytes, int]]:
+        return self._stored[1].known() if self._stored is not None else []
+
+    def record(self, message_id: bytes, timestamp_ms: int) -> None:
+        if self._stored is None or self._stopped:
+            return
+        self._stored[1].record_recent(message_id, timestamp_ms)
+        if not self._unsaved:
+            self._unsaved = True
+            asyncio.get_running_loop().call_later(IDS_SAVED_WITHIN, self.save)
+
+    def save(self) -> None:
+        if self._stored is None or self._stopped or not self._unsaved:
+            return
+        try:
+            self._stored[0].save()
+        except (KeyStoreError, OSError) as exc:
+            self._stopped = True
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            print(
+                f"instantroom: the key store could not be written ({printable(why)}): the "
+                "messages printed from now on could be printed again after a restart.",
+                file=sys.stderr,
+            )
+        self._unsaved = False
 
 
 async def _send(args: argparse.Namespace) -> int:
     from .client.connection import JoinRefused, RelayRefused, RoomClient, RoomGone
 
-    room, server, device, expires = _target(args)
-    async with RoomClient(server, device, args.name) as client:
+    target = _target(args)
+    room = target.keys
+    async with RoomClient(target.server, target.device, args.name) as client:
         try:
-            await asyncio.wait_for(client.join(room, expires), args.timeout)
+            await asyncio.wait_for(client.join(room, target.expires_at_ms), args.timeout)
             await asyncio.wait_for(client.send_text(room.room_id, args.text), args.timeout)
         except JoinRefused as exc:
             print(f"instantroom: the relay refused to join: {printable(str(exc))}", file=sys.stderr)
@@ -117,13 +167,15 @@ async def _listen(args: argparse.Namespace) -> int:
     from .client.connection import JoinRefused, RelayRefused, RoomClient, RoomGone
     from .protocol.session import MessageReceived, Refused, RoomExpired
 
-    room, server, device, expires = _target(args)
+    target = _target(args)
+    room = target.keys
+    printed = _KnownIds(target.stored)
     # Whatever a member sent, the output stays one line per message in any encoding.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="backslashreplace")
-    async with RoomClient(server, device, args.name) as client:
+    async with RoomClient(target.server, target.device, args.name) as client:
         try:
-            await client.join(room, expires)
+            await client.join(room, target.expires_at_ms, printed.known())
             if not args.json:
                 print(
                     f"listening in room {room.room_id.hex()[:12]}...", file=sys.stderr, flush=True
@@ -133,7 +185,9 @@ async def _listen(args: argparse.Namespace) -> int:
             while True:
                 match await client.next_event():
                     case MessageReceived() as received if received.room_id == room.room_id:
-                        _print_received(received, as_json=args.json)
+                        if _print_received(received, as_json=args.json):
+                            message = received.message
+                            printed.record(message.message_id, message.timestamp_ms)
                     case RoomExpired(room_id=room.room_id):
                         print("instantroom: the room has expired.", file=sys.stderr)
                         return 1
@@ -149,14 +203,17 @@ async def _listen(args: argparse.Namespace) -> int:
         except (RelayRefused, RoomGone) as exc:
             print(f"instantroom: {printable(str(exc))}", file=sys.stderr)
             return 1
+        finally:
+            printed.save()
 
 
-def _print_received(received: MessageReceived, *, as_json: bool) -> None:
+def _print_received(received: MessageReceived, *, as_json: bool) -> bool:
+    """Print a text message (and say so); other kinds are not printed."""
     from .protocol.envelope import Kind
 
     message = received.message
     if message.kind != Kind.TEXT:
-        return
+        return False
     stamp = datetime.fromtimestamp(message.timestamp_ms / 1000, tz=UTC)
     if as_json:
         line = json.dumps(
@@ -182,6 +239,7 @@ def _print_received(received: MessageReceived, *, as_json: bool) -> None:
             f"({received.fingerprint}){warning}: {text}"
         )
     print(line, flush=True)
+    return True
 
 
 def _run_async(

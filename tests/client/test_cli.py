@@ -10,13 +10,17 @@ import re
 import secrets
 import signal
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
 from websockets.exceptions import ConnectionClosed
 
 from instantroom.client.connection import RoomClient
+from instantroom.client.keystore import KeyStore, StoredRoom
+from instantroom.protocol import frames
 from instantroom.protocol.codes import CloseCode
+from instantroom.protocol.envelope import Kind, new_message, seal_envelope
 from instantroom.protocol.errors import ChecksumMismatch
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.protocol.minikey import (
@@ -26,7 +30,15 @@ from instantroom.protocol.minikey import (
     parse_minikey,
 )
 from instantroom.protocol.session import PresenceChanged
-from instantroom.testing import LOOPBACK, RelayProcess, assert_exited_cleanly, run, running_relay
+from instantroom.testing import (
+    LOOPBACK,
+    RawClient,
+    RelayProcess,
+    assert_exited_cleanly,
+    raw_client,
+    run,
+    running_relay,
+)
 from tests.client.test_room_client import FakeRelay, Peer, joined_then_closed
 from tests.relay.test_tls import self_signed
 
@@ -369,3 +381,59 @@ def test_send_and_listen_over_https_trust_the_system_store_or_ssl_cert_file(
 
         run(scenario())
     assert_exited_cleanly(relay)
+
+
+def test_listen_on_a_stored_room_prints_no_replay_after_a_restart(
+    relay: RelayProcess, tmp_path: Path
+) -> None:
+    """``listen --room`` keeps the ids of what it printed in the store's room, and a
+    relay that sends those messages again to a later ``listen`` has them dropped."""
+    key = make_minikey(secrets.randbelow)
+    room = RoomKeys.from_minikey(key)
+    path = tmp_path / "keystore.json"
+    store = KeyStore.create(path, "pw", kdf={"name": "argon2id", "iterations": 1,
+                                             "lanes": 1, "memory_kib": 1024})  # fmt: skip
+    store.add_room(StoredRoom(key, "team", relay.url, 0))
+    store.save()
+    env = {"INSTANTROOM_PASSWORD": "pw", "INSTANTROOM_KEYSTORE": str(path)}
+    alice = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+
+    def publish(ref: int, text: str) -> bytes:
+        message = new_message(
+            alice, "alice", Kind.TEXT, text.encode(), token_bytes=secrets.token_bytes,
+            now_ms=time.time_ns() // 1_000_000,
+        )  # fmt: skip
+        envelope = seal_envelope(room, alice, message, secrets.token_bytes(12))
+        return frames.encode_frame(frames.Publish(ref, room.room_id, envelope))
+
+    async def listening(raw: RawClient, *sent: bytes) -> str:
+        """Start ``listen --room team --json``, send ``sent`` once it is in, and return
+        the first line it prints; then stop it as ^C does."""
+        listener = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "instantroom", "listen", "--room", "team", "--json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=environment() | env,
+        )  # fmt: skip
+        assert listener.stdout is not None
+        try:
+            async with asyncio.timeout(10):
+                while await raw.recv() != frames.Presence(room.room_id, 2):
+                    pass
+                for frame in sent:
+                    await raw.send(frame)
+                line: str = json.loads(await listener.stdout.readline())["text"]
+        finally:
+            listener.send_signal(signal.SIGINT)
+            await listener.wait()
+        return line
+
+    async def scenario() -> None:
+        once = publish(1, "printed once")
+        async with raw_client(relay.ws_url) as raw:
+            await raw.join(room)
+            assert await listening(raw, once) == "printed once"
+            (stored,) = KeyStore.open(path, "pw").rooms
+            assert (len(stored.recent), stored.history) == (1, [])
+            assert await listening(raw, once, publish(2, "new")) == "new"
+
+    run(scenario())

@@ -18,12 +18,12 @@ import pytest
 
 from instantroom.client import keystore
 from instantroom.client.keystore import (
-    DELETED_KEPT_MS,
-    MAX_DELETED_PER_ROOM,
+    IDS_KEPT_MS,
+    MAX_IDS_PER_ROOM,
     DamagedStore,
-    DeletedEntry,
     HistoryEntry,
     KeyStore,
+    KnownMessage,
     OutboxEntry,
     StoreChanged,
     StoredRoom,
@@ -264,37 +264,41 @@ def test_deleted_messages_are_kept_for_the_replay_window_and_pruned_on_save(
     stored = store.add_room(room())
     stored.record_deleted("01" * 16, now - 1000)
     stored.record_deleted("01" * 16, now - 1000)  # once only
-    stored.record_deleted("02" * 16, now - DELETED_KEPT_MS - 60_000)  # too old to matter
+    stored.record_deleted("02" * 16, now - IDS_KEPT_MS - 60_000)  # too old to matter
     stored.record_deleted("", now)  # an id not known: nothing to remember
     store.save()
     again = KeyStore.open(store_path, "pw").rooms[0]
-    assert again.deleted == [DeletedEntry("01" * 16, now - 1000)]
+    assert again.deleted == [KnownMessage("01" * 16, now - 1000)]
 
 
 def test_deleted_messages_are_bounded_per_room_keeping_the_newest(store_path: Path) -> None:
     now = now_ms()
     store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
     stored = store.add_room(room())
-    stored.deleted = [DeletedEntry(f"{n:032x}", now - n) for n in range(MAX_DELETED_PER_ROOM + 5)]
+    stored.deleted = [KnownMessage(f"{n:032x}", now - n) for n in range(MAX_IDS_PER_ROOM + 5)]
     store.save()
     kept = KeyStore.open(store_path, "pw").rooms[0].deleted
-    assert len(kept) == MAX_DELETED_PER_ROOM
-    assert min(e.timestamp_ms for e in kept) == now - MAX_DELETED_PER_ROOM + 1
+    assert len(kept) == MAX_IDS_PER_ROOM
+    assert min(e.timestamp_ms for e in kept) == now - MAX_IDS_PER_ROOM + 1
 
 
 def test_a_store_written_before_deletions_were_kept_still_opens(
     store_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
-    store.add_room(room())
+    store.add_room(room()).history.append(HistoryEntry("", 5, "me", "AAAA", "not taken"))
 
-    def as_before(stored: StoredRoom) -> dict[str, object]:  # no "deleted" field
-        return {k: v for k, v in dataclasses.asdict(stored).items() if k != "deleted"}
+    def as_before(stored: StoredRoom) -> dict[str, object]:  # no fields added since
+        fields = dataclasses.asdict(stored)
+        fields["history"] = [{k: v for k, v in e.items() if k != "sent"} for e in fields["history"]]
+        return {k: v for k, v in fields.items() if k not in ("deleted", "recent", "outbox")}
 
     monkeypatch.setattr(keystore, "asdict", as_before)
     store.save()
     monkeypatch.undo()
-    assert KeyStore.open(store_path, "pw").rooms[0].deleted == []
+    (again,) = KeyStore.open(store_path, "pw").rooms
+    assert (again.deleted, again.recent, again.outbox) == ([], [], [])
+    assert [e.sent for e in again.history] == [False]  # no id: the relay never took it
 
 
 def test_deletions_from_both_programs_are_merged_and_keep_messages_out(store_path: Path) -> None:
@@ -520,3 +524,44 @@ def test_a_damaged_outgoing_message_is_a_damaged_store(store_path: Path, bad: Ou
     store.save()
     with pytest.raises(DamagedStore, match="damaged inside"):
         KeyStore.open(store_path, "pw")
+
+
+def test_messages_received_or_sent_lately_are_kept_as_ids_pruned_and_merged(
+    store_path: Path,
+) -> None:
+    now = now_ms()
+    first = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    mine = first.add_room(room())
+    mine.record_recent(b"\x01" * 16, now - 1000)
+    mine.record_recent(b"\x01" * 16, now - 1000)  # a repeat goes when pruned
+    mine.record_recent(b"\x02" * 16, now - IDS_KEPT_MS - 60_000)  # too old to matter
+    first.save()
+    second = KeyStore.open(store_path, "pw")
+    assert second.rooms[0].recent == [KnownMessage("01" * 16, now - 1000)]
+    second.rooms[0].record_recent(b"\x03" * 16, now - 500)
+    second.save()
+    mine.record_recent(b"\x04" * 16, now)
+    first.save()
+    merged = KeyStore.open(store_path, "pw").rooms[0]
+    assert [e.message_id for e in merged.recent] == ["01" * 16, "03" * 16, "04" * 16]
+    merged.keep_history = True
+    merged.history.append(entry(7))
+    merged.record_deleted("05" * 16, now)
+    assert sorted(merged.known()) == sorted(
+        [(bytes.fromhex(message_id), time) for message_id, time in [
+            (entry(7).message_id, 7), ("05" * 16, now), ("01" * 16, now - 1000),
+            ("03" * 16, now - 500), ("04" * 16, now),
+        ]]
+    )  # fmt: skip
+
+
+def test_ids_of_messages_received_lately_are_bounded_keeping_the_newest(store_path: Path) -> None:
+    now = now_ms()
+    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    stored = store.add_room(room())
+    for n in range(MAX_IDS_PER_ROOM + 5):
+        stored.record_recent(n.to_bytes(16), now - n)
+    store.save()
+    kept = KeyStore.open(store_path, "pw").rooms[0].recent
+    assert len(kept) == MAX_IDS_PER_ROOM
+    assert min(e.timestamp_ms for e in kept) == now - MAX_IDS_PER_ROOM + 1

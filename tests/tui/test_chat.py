@@ -355,6 +355,56 @@ def test_a_deleted_message_a_relay_sends_again_after_a_restart_stays_deleted(
     run(scenario())
 
 
+def test_a_room_without_history_shows_no_replay_of_its_last_hour_after_a_restart(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    """A room that keeps no history has nothing else to tell its replay filter after a
+    restart: the store keeps the ids and times (never the text) of the messages received
+    and sent in the last hour, and a relay that sends them again is not believed."""
+    key = make_minikey(secrets.randbelow)
+    path = tmp_path / "bob.json"
+    bob_store = new_store(path, room(key, relay.url))
+    keys = RoomKeys.from_minikey(key)
+    alice = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+
+    def publish(ref: int, text: str) -> bytes:
+        message = new_message(
+            alice, "alice", Kind.TEXT, text.encode(), token_bytes=secrets.token_bytes,
+            now_ms=now_ms(),
+        )  # fmt: skip
+        envelope = seal_envelope(keys, alice, message, secrets.token_bytes(12))
+        return frames.encode_frame(frames.Publish(ref, keys.room_id, envelope))
+
+    async def scenario() -> None:
+        from_alice = publish(1, "from alice, once")
+        async with raw_client(relay.ws_url) as raw:
+            await raw.join(keys)
+            async with on_screen(ChatApp(bob_store, "bob")) as bob:
+                await bob.until(lambda: "Online: 2" in bob.members(), "both joined")
+                await raw.send(from_alice)
+                await bob.until(lambda: bool(bob.lines_with("from alice, once")), "alice's")
+                await bob.say("from bob, once")
+                while not isinstance(from_bob := await raw.recv(), frames.Deliver):
+                    pass  # presence, the ACK of alice's
+                await bob.until(lambda: "waiting to send" not in bob.status(), "bob's taken")
+            assert b"from alice" not in path.read_bytes()
+            (stored,) = KeyStore.open(path, PASSWORD).rooms
+            assert (stored.history, len(stored.recent)) == ([], 2)  # ids only, at quitting
+            again = KeyStore.open(path, PASSWORD)
+            async with on_screen(ChatApp(again, "bob")) as bob:
+                await bob.until(lambda: "Online: 2" in bob.members(), "joined again")
+                await raw.send(from_alice)
+                await raw.send(
+                    frames.encode_frame(frames.Publish(2, keys.room_id, from_bob.envelope))
+                )
+                await raw.send(publish(3, "from alice, new"))
+                await bob.until(lambda: bool(bob.lines_with("from alice, new")), "the new one")
+                assert not bob.lines_with("from alice, once")
+                assert not bob.lines_with("from bob, once")
+
+    run(scenario())
+
+
 def test_an_expired_room_is_gone_from_the_screen_and_the_store(
     tmp_path: Path, relay: RelayProcess
 ) -> None:

@@ -6,8 +6,9 @@
 
 The ciphertext is AES-256-GCM under Argon2id(password, salt, params) of the contents as
 JSON (this install's device key, the rooms with their keys, labels, servers, expiry and
-the history a person chose to keep, the ids of messages deleted within the last hour, and
-our own messages the relay has not taken yet, as sealed envelopes), with the header
+the history a person chose to keep, the ids and times of the messages received, sent or
+deleted within the last hour, and our own messages the relay has not taken yet, as sealed
+envelopes), with the header
 above, minus nonce and ciphertext, as associated data: the parameters cannot be lowered
 by editing the file. Parameters are stored, so new stores can use stronger ones and old
 stores still open.
@@ -57,11 +58,15 @@ DEFAULT_KDF = {"name": "argon2id", "iterations": 3, "lanes": 4, "memory_kib": 65
 MIN_KDF = {"iterations": 1, "lanes": 1, "memory_kib": 8}
 # Beyond these a file is damaged, not strong: they would take minutes or all memory.
 MAX_KDF = {"iterations": 64, "lanes": 64, "memory_kib": 4 * 1024 * 1024}
-# Deleted messages are remembered (id and time, never content) while a relay could still
-# send them again and have them accepted: the replay window of PROTOCOL.md 7, one hour,
-# plus the five minutes a timestamp may be ahead. At most this many per room, the newest.
-DELETED_KEPT_MS = 60 * 60 * 1000 + 5 * 60 * 1000
-MAX_DELETED_PER_ROOM = 10_000
+# Messages received, sent or deleted are remembered (id and time, never content) while a
+# relay could still send them again and have them accepted: the replay window of
+# PROTOCOL.md 7, one hour, plus the five minutes a timestamp may be ahead. At most this
+# many per room and list, the newest.
+IDS_KEPT_MS = 60 * 60 * 1000 + 5 * 60 * 1000
+MAX_IDS_PER_ROOM = 10_000
+# How long a program may hold those ids before it writes them (each write of the store
+# costs an Argon2id run: a busy room must not cost one a second).
+IDS_SAVED_WITHIN = 10.0
 # Our own messages waiting for the relay: a session gives them up at OUTBOX_MAX_AGE_MS, and
 # holds at most MAX_OUTBOX; the store keeps no more of them than that, per room.
 MAX_OUTBOX_PER_ROOM = MAX_OUTBOX
@@ -108,9 +113,10 @@ class HistoryEntry:
 
 
 @dataclass
-class DeletedEntry:
-    """A message the person deleted: its id and time, so that a relay that sends it again
-    after a restart is not believed (the chat seeds the replay filter with these)."""
+class KnownMessage:
+    """A message this device has had (received, sent, or deleted since): its id and time,
+    so that a relay that sends it again after a restart is not believed (the clients seed
+    each room's replay filter with these)."""
 
     message_id: str
     timestamp_ms: int
@@ -138,8 +144,11 @@ class StoredRoom:
     expires_at_ms: int  # 0: not known yet
     keep_history: bool = False
     history: list[HistoryEntry] = field(default_factory=list, repr=False)
-    # Messages deleted within the last DELETED_KEPT_MS; pruned on every save.
-    deleted: list[DeletedEntry] = field(default_factory=list, repr=False)
+    # Messages deleted within the last IDS_KEPT_MS; pruned on every save.
+    deleted: list[KnownMessage] = field(default_factory=list, repr=False)
+    # Text messages received or sent within the last IDS_KEPT_MS, history kept or not (a
+    # room that keeps none has nothing else to tell its replay filter); pruned likewise.
+    recent: list[KnownMessage] = field(default_factory=list, repr=False)
     # Ours the relay has not taken, oldest first; kept whether history is kept or not.
     outbox: list[OutboxEntry] = field(default_factory=list, repr=False)
 
@@ -153,14 +162,26 @@ class StoredRoom:
     def record_deleted(self, message_id: str, timestamp_ms: int) -> None:
         """Remember that the message ``message_id`` (hex) was deleted (then save())."""
         if message_id and all(e.message_id != message_id for e in self.deleted):
-            self.deleted.append(DeletedEntry(message_id, timestamp_ms))
+            self.deleted.append(KnownMessage(message_id, timestamp_ms))
 
-    def prune_deleted(self, now_ms: int) -> None:
-        """Forget deletions older than the replay window, and all but the newest
-        ``MAX_DELETED_PER_ROOM``."""
-        recent = [e for e in self.deleted if e.timestamp_ms >= now_ms - DELETED_KEPT_MS]
-        recent.sort(key=lambda entry: entry.timestamp_ms)
-        self.deleted = recent[-MAX_DELETED_PER_ROOM:]
+    def record_recent(self, message_id: bytes, timestamp_ms: int) -> None:
+        """Remember a message received or sent (then save()). Its id is new: the replay
+        filter lets no id through twice (a repeat is dropped when pruned)."""
+        self.recent.append(KnownMessage(message_id.hex(), timestamp_ms))
+
+    def known(self) -> list[tuple[bytes, int]]:
+        """(id, time) of every message this device has had in this room, as
+        ``RoomClient.join(known=...)`` takes them: kept, received or sent lately, deleted.
+        (One of ours kept from before ids were kept at once has none.)"""
+        had = [(e.message_id, e.timestamp_ms) for e in self.history]
+        had += [(e.message_id, e.timestamp_ms) for e in (*self.deleted, *self.recent)]
+        return [(bytes.fromhex(message_id), time) for message_id, time in had if message_id]
+
+    def prune_known(self, now_ms: int) -> None:
+        """Forget the ids older than the replay window, and all but the newest
+        ``MAX_IDS_PER_ROOM`` of each list."""
+        self.deleted = _recent_ids(self.deleted, now_ms)
+        self.recent = _recent_ids(self.recent, now_ms)
 
     def add_outgoing(self, message_id: bytes, timestamp_ms: int, envelope: bytes) -> None:
         """Keep one of ours the relay has not taken yet (then save())."""
@@ -353,7 +374,7 @@ class KeyStore:
         """Encrypt and write the store; the caller holds the lock."""
         now = time.time_ns() // 1_000_000
         for room in self.rooms:
-            room.prune_deleted(now)
+            room.prune_known(now)
             room.prune_outbox(now)
         password = self._new_password if self._new_password is not None else self._password
         salt = secrets.token_bytes(16)
@@ -472,7 +493,8 @@ def _decode(
                 expires_at_ms=int(room["expires_at_ms"]),
                 keep_history=bool(room.get("keep_history", False)),
                 history=[HistoryEntry(**entry) for entry in room.get("history", [])],
-                deleted=[DeletedEntry(**entry) for entry in room.get("deleted", [])],
+                deleted=[KnownMessage(**entry) for entry in room.get("deleted", [])],
+                recent=[KnownMessage(**entry) for entry in room.get("recent", [])],
                 outbox=[_outgoing(entry) for entry in room.get("outbox", [])],
             )
             for room in contents["rooms"]
@@ -480,6 +502,12 @@ def _decode(
     except (KeyError, TypeError, ValueError, DamagedStore) as exc:
         raise DamagedStore(f"The key store at {path} is damaged inside.") from exc
     return device, rooms, params
+
+
+def _recent_ids(known: list[KnownMessage], now_ms: int) -> list[KnownMessage]:
+    by_id = {e.message_id: e for e in known if e.timestamp_ms >= now_ms - IDS_KEPT_MS}
+    kept = sorted(by_id.values(), key=lambda entry: entry.timestamp_ms)
+    return kept[-MAX_IDS_PER_ROOM:]
 
 
 def _outgoing(raw: dict[str, Any]) -> OutboxEntry:
@@ -505,6 +533,7 @@ def _merge_room(base: StoredRoom | None, mine: StoredRoom, theirs: StoredRoom) -
     ours_deleted = {entry.message_id for entry in mine.deleted}
     mine.deleted += [e for e in theirs.deleted if e.message_id not in ours_deleted]
     gone = {entry.message_id for entry in mine.deleted}
+    mine.recent += theirs.recent  # repeats go when pruned
     # Each side's outbox: what it added stays, what it removed (taken, given up) goes.
     sent_before = {e.message_id for e in base.outbox} if base is not None else set()
     waiting = {e.message_id for e in theirs.outbox}

@@ -11,9 +11,11 @@ expiring) is written to the key store at once; what adds (kept history, an expir
 relay told) is written within a second, by the tick that also deletes expired rooms.
 
 A session's replay filter starts empty, so each room's is told, as the room is joined,
-the messages this device already has: its kept history, and what ``/delete`` and
-``/clear`` deleted within the last hour (kept as ids and times in the store). A relay that
-sends those again after a restart is not believed (PROTOCOL.md 7).
+the messages this device already has: its kept history, and the messages received, sent
+or deleted within the last hour (kept as ids and times in the store, history kept or
+not). A relay that sends those again after a restart is not believed (PROTOCOL.md 7).
+Those ids alone do not make the store be written at once: within ``IDS_SAVED_WITHIN``
+seconds, with the next other change, or at quitting.
 
 A message sent is kept in the store, sealed, until the relay takes it, whether the room
 keeps history or not: quit before then, and the next chat sends it again, byte for byte
@@ -27,6 +29,7 @@ screen or reorder it), and a message's further lines are indented under it.
 from __future__ import annotations
 
 import io
+import time
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -51,6 +54,7 @@ from instantroom.client.connection import (
 )
 from instantroom.client.invite import format_invite
 from instantroom.client.keystore import (
+    IDS_SAVED_WITHIN,
     DamagedStore,
     HistoryEntry,
     KeyStore,
@@ -223,6 +227,7 @@ class ChatApp(App[None]):
         self._failures: dict[str, str] = {}
         self._own_ids: set[bytes] = set()
         self._dirty = False
+        self._ids_unsaved_since: float | None = None  # monotonic time of the first
         self._save_problem: str | None = None  # why the last write failed, said once
         self._saving_stopped = False
         self._wipe_armed = False
@@ -331,7 +336,7 @@ class ChatApp(App[None]):
         self.set_interval(1.0, self._tick)
 
     async def on_unmount(self) -> None:
-        if self._dirty:
+        if self._dirty or self._ids_unsaved_since is not None:
             self._save()
         for client in self._clients.values():
             await client.close()
@@ -355,11 +360,8 @@ class ChatApp(App[None]):
         self.run_worker(self._join(view, client), group="joins")
 
     async def _join(self, view: RoomView, client: RoomClient) -> None:
-        # What this device has already, kept or deleted, is not taken again (PROTOCOL.md 7).
-        had = [(e.message_id, e.timestamp_ms) for e in view.stored.history]
-        had += [(e.message_id, e.timestamp_ms) for e in view.stored.deleted]
-        # (One of ours kept from before ids were kept at once has none.)
-        known = [(bytes.fromhex(message_id), time) for message_id, time in had if message_id]
+        # What this device has had is not taken again (PROTOCOL.md 7).
+        known = view.stored.known()
         # Ours the relay had not taken when the last chat quit go again (PROTOCOL.md 10.6).
         outbox = [outgoing.restorable() for outgoing in view.stored.outbox]
         try:
@@ -434,6 +436,8 @@ class ChatApp(App[None]):
         message = received.message
         if message.kind != Kind.TEXT or message.message_id in self._own_ids:
             return
+        view.stored.record_recent(message.message_id, message.timestamp_ms)
+        self._ids_changed()
         name, fingerprint = message.sender_name, received.fingerprint
         before = view.saw(name, fingerprint)
         if received.key_changed or (before is not None and before != fingerprint):
@@ -660,10 +664,15 @@ class ChatApp(App[None]):
             return False
         self._save_problem = None
         self._dirty = False
+        self._ids_unsaved_since = None
         added = [room for room in self._store.rooms if room.room_id not in self._views]
         if forgotten or added:
             self.run_worker(self._follow_store(forgotten, added), group="store")
         return True
+
+    def _ids_changed(self) -> None:
+        if self._ids_unsaved_since is None:
+            self._ids_unsaved_since = time.monotonic()
 
     @property
     def unsaved(self) -> str | None:
@@ -709,7 +718,14 @@ class ChatApp(App[None]):
                     if view.client is not None:
                         await view.client.leave(view.room_id)
                     await self._remove_view(view, "has expired")
-        elif self._dirty or (not self._saving_stopped and self._store.changed_elsewhere()):
+        elif (
+            self._dirty
+            or (
+                self._ids_unsaved_since is not None
+                and time.monotonic() - self._ids_unsaved_since >= IDS_SAVED_WITHIN
+            )
+            or (not self._saving_stopped and self._store.changed_elsewhere())
+        ):
             self._save()  # which takes in, and shows, what another program changed
         self._refresh_panels()
 
@@ -743,6 +759,7 @@ class ChatApp(App[None]):
         line.timestamp_ms, line.message_id = message.timestamp_ms, message.message_id.hex()
         line.waiting = True
         view.stored.add_outgoing(message.message_id, message.timestamp_ms, envelope)
+        view.stored.record_recent(message.message_id, message.timestamp_ms)
         if view.stored.keep_history:
             line.entry = HistoryEntry(
                 line.message_id, line.timestamp_ms, self._user, self._fingerprint, text, False
