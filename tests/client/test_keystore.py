@@ -479,14 +479,16 @@ def test_our_messages_not_yet_taken_are_kept_sealed_and_merged_both_ways(
     assert waiting(second.rooms[0]) == [3, 4]
 
 
-def test_our_messages_too_old_to_send_leave_the_store_on_save(store_path: Path) -> None:
+def test_our_messages_too_old_to_send_stay_until_a_chat_gives_them_up(store_path: Path) -> None:
+    """Pruned by a save, one would vanish unsaid; a chat that restores it says it was not
+    sent (ClientSession.restore), and then forgets it."""
     now = now_ms()
     store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
     stored = store.add_room(room())
-    stored.add_outgoing(*outgoing(1, now - OUTBOX_MAX_AGE_MS - 1000))  # a session gives it up
+    stored.add_outgoing(*outgoing(1, now - OUTBOX_MAX_AGE_MS - 1000))
     stored.add_outgoing(*outgoing(2, now - 1000))
     store.save()
-    assert waiting(KeyStore.open(store_path, "pw").rooms[0]) == [2]
+    assert waiting(KeyStore.open(store_path, "pw").rooms[0]) == [1, 2]
 
 
 def test_a_kept_message_taken_by_the_relay_as_either_program_saw_is_sent(
@@ -506,6 +508,14 @@ def test_a_kept_message_taken_by_the_relay_as_either_program_saw_is_sent(
     assert [e.sent for e in KeyStore.open(store_path, "pw").rooms[0].history] == [True] * 3
     # One kept with no id (before ids were kept at once) was never taken.
     assert not HistoryEntry("", 1, "me", "AAAA-BBBB-CCCC-DDDD", "old").sent
+
+
+def test_a_kept_message_with_a_sent_mark_that_is_no_yes_or_no_is_damage(store_path: Path) -> None:
+    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    store.add_room(room()).history.append(dataclasses.replace(entry(1), sent="yes"))  # type: ignore[arg-type]
+    store.save()
+    with pytest.raises(DamagedStore, match="damaged inside"):
+        KeyStore.open(store_path, "pw")
 
 
 @pytest.mark.parametrize(

@@ -1109,6 +1109,30 @@ def test_what_waits_for_readers_is_bounded_in_bytes_and_gone_at_expiry(
     run(scenario())
 
 
+def test_whether_ours_were_sent_is_never_dropped_for_a_reader_that_lags(
+    relay: RelayProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flood that fills the events of a reader who lags pushes out old messages, never
+    the Accepted (or NotSent) that tells it one of its own was sent."""
+    monkeypatch.setattr(connection, "QUEUE_BYTES", 10 * 1000)
+    room = fresh_room()
+
+    async def scenario() -> None:
+        async with client(relay, "flood") as flood, client(relay, "alice") as alice:
+            await alice.join(room)
+            await flood.join(room)
+            mine = (alice.send_text(room.room_id, f"mine {n}") for n in range(5))
+            sent = [message.message_id for message in await asyncio.gather(*mine)]
+            for n in range(30):
+                await flood.send_text(room.room_id, f"{n:03}" + "x" * 997)
+            heard = await events_until_pong(alice)
+            assert [e.message_id for e in heard if isinstance(e, Accepted)] == sent
+            received = [e for e in heard if isinstance(e, MessageReceived)]
+            assert 1 <= len(received) <= 10  # the flood was cut down all the same
+
+    run(scenario())
+
+
 def test_reconnect_delays_are_spread_and_bounded() -> None:
     first, second = list(itertools.islice(default_delays(), 30)), []
     second = list(itertools.islice(default_delays(), 30))

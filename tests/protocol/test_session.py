@@ -17,6 +17,7 @@ from instantroom.protocol.session import (
     MAX_NAMES_PER_ROOM,
     MAX_OUTBOX,
     NOT_SENT_IN_TIME,
+    NOT_SENT_REFUSED,
     OUTBOX_MAX_AGE_MS,
     Accepted,
     ClientSession,
@@ -328,11 +329,28 @@ def test_one_room_cannot_exhaust_another_rooms_replay_filter(room: RoomKeys) -> 
     assert event.message.text == "still heard"
 
 
-def test_a_refused_join_forgets_the_room(room: RoomKeys) -> None:
+@pytest.mark.parametrize(
+    "code",
+    [
+        ErrorCode.PROOF_FAILED,
+        ErrorCode.ROOM_FULL,
+        ErrorCode.TOO_MANY_ROOMS,
+        ErrorCode.EXPIRY_TOO_FAR,
+    ],
+)
+def test_a_refused_join_forgets_the_room_and_gives_up_its_outbox(
+    room: RoomKeys, code: ErrorCode
+) -> None:
     alice = joining(room)
-    refusal = frames.Error(ErrorCode.PROOF_FAILED, 0, room.room_id, "no")
+    waiting = alice.send_text(room.room_id, "never sent", NOW)
+    refusal = frames.Error(code, 0, room.room_id, "no")
     alice.receive(frames.encode_frame(refusal), NOW)
     assert room.room_id not in alice.rooms
+    assert alice.events() == [
+        Refused(code, room.room_id, 0, "no"),
+        NotSent(room.room_id, waiting.message_id, NOT_SENT_REFUSED),
+    ]
+    assert alice.outbox_of(room.room_id) == []
     alice.connection_lost()
     alice.connection_made()
     assert alice.frames_to_send() == []  # not asked again after a reconnect

@@ -738,7 +738,6 @@ def test_a_message_the_relay_had_not_taken_goes_with_the_next_chat_exactly_once(
     (stored,) = KeyStore.open(path, PASSWORD).rooms
     assert len(stored.outbox) == 1
     assert [entry.sent for entry in stored.history] == ([False] if keep_history else [])
-    assert b"written offline" not in path.read_bytes()
 
     app = ChatApp(KeyStore.open(path, PASSWORD), "alice")
 
@@ -786,6 +785,59 @@ def test_a_message_the_relay_had_not_taken_goes_with_the_next_chat_exactly_once(
             ("written offline", True),
             ("written online", True),
         ]
+
+
+@pytest.mark.parametrize("keep_history", [False, True], ids=["no history", "history kept"])
+def test_a_message_too_old_to_send_when_the_chat_starts_shows_as_not_sent(
+    tmp_path: Path, keep_history: bool
+) -> None:
+    """One kept waiting for longer than the 55 minutes a message may wait (the chat was
+    closed meanwhile) is given up as the chat starts, shown as not sent, and forgotten."""
+    key = make_minikey(secrets.randbelow)
+    path = tmp_path / "alice.json"
+    store = new_store(path, room(key, NOWHERE, keep_history=keep_history))
+    stored = store.rooms[0]
+    written = now_ms() - 56 * 60 * 1000
+    message = new_message(
+        store.device, "alice", Kind.TEXT, b"too late", token_bytes=secrets.token_bytes,
+        now_ms=written,
+    )  # fmt: skip
+    envelope = seal_envelope(stored_keys := RoomKeys.from_minikey(key), store.device, message,
+                             secrets.token_bytes(12))  # fmt: skip
+    assert stored_keys.room_id == stored.room_id
+    stored.add_outgoing(message.message_id, written, envelope)
+    if keep_history:
+        fingerprint = store.device.fingerprint
+        stored.history.append(
+            HistoryEntry(message.message_id.hex(), written, "alice", fingerprint, "too late", False)
+        )
+    store.save()
+    app = ChatApp(KeyStore.open(path, PASSWORD), "alice")
+
+    async def scenario() -> None:
+        async with on_screen(app) as alice:
+            await alice.until(
+                lambda: any("(not sent: " in line for line in alice.lines_with("too late")),
+                "the message, not sent",
+            )
+            assert "55 minutes" in alice.conversation()
+            assert "waiting to send" not in alice.status()
+            await alice.until(lambda: not KeyStore.open(path, PASSWORD).rooms[0].outbox, "saved")
+
+    run(scenario())
+    app = ChatApp(KeyStore.open(path, PASSWORD), "alice")
+
+    async def again() -> None:
+        async with on_screen(app) as alice:
+            await alice.do(alice.pilot.pause(0.3))
+            shown = alice.lines_with("too late")
+            if keep_history:  # kept as never taken
+                assert len(shown) == 1
+                assert "(not sent: the relay never" in shown[0]  # the line wraps there
+            else:
+                assert shown == []
+
+    run(again())
 
 
 def test_quitting_asks_twice_when_messages_not_sent_cannot_be_kept(

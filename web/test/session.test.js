@@ -19,6 +19,7 @@ import {
   MAX_NAMES_PER_ROOM,
   MAX_OUTBOX,
   NOT_SENT_IN_TIME,
+  NOT_SENT_REFUSED,
   OUTBOX_MAX_AGE_MS,
   roomHex,
 } from "../src/protocol/session.js";
@@ -963,13 +964,16 @@ describe("refusals", () => {
       const alice = makeSession(1);
       alice.connectionMade();
       alice.join(roomA);
-      await alice.sendText(roomA.roomId, "never sent", NOW);
+      const message = await alice.sendText(roomA.roomId, "never sent", NOW);
       decoded(alice);
       await alice.receive(errorFrame(ErrorCode[name], roomA.roomId, { reason: "no" }), NOW);
       const [refused, ...rest] = alice.events();
       assert.equal(refused.fatal, true);
       assert.equal(refused.code, ErrorCode[name]);
-      assert.deepEqual(rest, []);
+      // What waited for the room is given up, and said so (PROTOCOL.md 10.6).
+      assert.deepEqual(rest, [
+        { type: "notSent", roomId: roomA.roomId, messageId: message.messageId, reason: NOT_SENT_REFUSED },
+      ]);
       assert.equal(alice.rooms.size, 0);
       assert.equal(alice.unacknowledged, 0);
       alice.connectionLost();

@@ -152,10 +152,13 @@ def _size(item: object) -> int:
 
 
 class _Inbox(Generic[T]):
-    """A queue bounded in items and in message bytes: the oldest go first when full."""
+    """A queue bounded in items and in message bytes: the oldest go first when full, except
+    what says whether one of ours was sent (``Accepted``, ``NotSent``): that is never
+    dropped, and there is one per message sent, at most ``MAX_OUTBOX`` waiting."""
 
     def __init__(self) -> None:
         self._items: deque[T] = deque()
+        self._kept: deque[T] = deque()  # pushed out of _items, and served first
         self._bytes = 0
         self._ready = asyncio.Event()
 
@@ -165,13 +168,18 @@ class _Inbox(Generic[T]):
         while len(self._items) > 1 and (
             len(self._items) > QUEUE_LIMIT or self._bytes > QUEUE_BYTES
         ):
-            self._bytes -= _size(self._items.popleft())
+            oldest = self._items.popleft()
+            self._bytes -= _size(oldest)
+            if isinstance(oldest, Accepted | NotSent):
+                self._kept.append(oldest)
         self._ready.set()
 
     async def get(self) -> T:
-        while not self._items:
+        while not self._items and not self._kept:
             self._ready.clear()
             await self._ready.wait()
+        if self._kept:
+            return self._kept.popleft()
         item = self._items.popleft()
         self._bytes -= _size(item)
         return item
@@ -185,6 +193,7 @@ class _Inbox(Generic[T]):
     def drop(self, unwanted: Callable[[T], bool]) -> None:
         """Forget what waits and is ``unwanted``."""
         self._items = deque(item for item in self._items if not unwanted(item))
+        self._kept = deque(item for item in self._kept if not unwanted(item))
         self._bytes = sum(_size(item) for item in self._items)
 
 

@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from instantroom.protocol.envelope import MESSAGE_ID_SIZE
 from instantroom.protocol.kdf import DeviceKey, RoomKeys, private_key_bytes
 from instantroom.protocol.minikey import parse_minikey
-from instantroom.protocol.session import MAX_OUTBOX, OUTBOX_MAX_AGE_MS
+from instantroom.protocol.session import MAX_OUTBOX
 
 FORMAT = "instantroom-keystore"
 VERSION = 1
@@ -67,8 +67,9 @@ MAX_IDS_PER_ROOM = 10_000
 # How long a program may hold those ids before it writes them (each write of the store
 # costs an Argon2id run: a busy room must not cost one a second).
 IDS_SAVED_WITHIN = 10.0
-# Our own messages waiting for the relay: a session gives them up at OUTBOX_MAX_AGE_MS, and
-# holds at most MAX_OUTBOX; the store keeps no more of them than that, per room.
+# Our own messages waiting for the relay: a session holds at most MAX_OUTBOX, and the store
+# keeps no more of them than that, per room. One too old to send stays until a chat gives
+# it up (ClientSession.restore) and says so: pruned unseen, it would vanish unsaid.
 MAX_OUTBOX_PER_ROOM = MAX_OUTBOX
 
 
@@ -198,10 +199,6 @@ class StoredRoom:
         kept = len(self.outbox)
         self.outbox = [e for e in self.outbox if e.message_id != hex_id]
         return len(self.outbox) != kept
-
-    def prune_outbox(self, now_ms: int) -> None:
-        """Forget what a session would give up as too old to send."""
-        self.outbox = [e for e in self.outbox if now_ms - e.timestamp_ms < OUTBOX_MAX_AGE_MS]
 
 
 def _b64(data: bytes) -> str:
@@ -375,7 +372,6 @@ class KeyStore:
         now = time.time_ns() // 1_000_000
         for room in self.rooms:
             room.prune_known(now)
-            room.prune_outbox(now)
         password = self._new_password if self._new_password is not None else self._password
         salt = secrets.token_bytes(16)
         kdf = {**self._kdf, "salt": _b64(salt)}
@@ -492,7 +488,7 @@ def _decode(
                 server=room["server"],
                 expires_at_ms=int(room["expires_at_ms"]),
                 keep_history=bool(room.get("keep_history", False)),
-                history=[HistoryEntry(**entry) for entry in room.get("history", [])],
+                history=[_kept(entry) for entry in room.get("history", [])],
                 deleted=[KnownMessage(**entry) for entry in room.get("deleted", [])],
                 recent=[KnownMessage(**entry) for entry in room.get("recent", [])],
                 outbox=[_outgoing(entry) for entry in room.get("outbox", [])],
@@ -508,6 +504,13 @@ def _recent_ids(known: list[KnownMessage], now_ms: int) -> list[KnownMessage]:
     by_id = {e.message_id: e for e in known if e.timestamp_ms >= now_ms - IDS_KEPT_MS}
     kept = sorted(by_id.values(), key=lambda entry: entry.timestamp_ms)
     return kept[-MAX_IDS_PER_ROOM:]
+
+
+def _kept(raw: dict[str, Any]) -> HistoryEntry:
+    entry = HistoryEntry(**raw)
+    if type(entry.sent) is not bool:
+        raise ValueError("not a kept message")
+    return entry
 
 
 def _outgoing(raw: dict[str, Any]) -> OutboxEntry:

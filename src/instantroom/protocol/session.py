@@ -92,6 +92,8 @@ NOT_SENT_IN_TIME = (
     "The relay did not take the message within 55 minutes, and the others would now refuse "
     "it as too old: it was not sent. Send it again."
 )
+# The reason of a NotSent for a message waiting in a room the relay refused for good.
+NOT_SENT_REFUSED = "The relay refused the room: the message was not sent."
 
 
 @dataclass(frozen=True)
@@ -667,7 +669,11 @@ class ClientSession:
             self._forget(room_id)
             self._events.append(RoomExpired(room_id))
         elif code in _FATAL_FOR_ROOM and not state.joined:
-            self._forget(room_id)  # the relay will not let us in: do not ask again
+            # The relay will not let us in: do not ask again, and say what will not go.
+            for outgoing in self._outbox.values():
+                if outgoing.room_id == room_id:
+                    self._events.append(NotSent(room_id, outgoing.message_id, NOT_SENT_REFUSED))
+            self._forget(room_id)
         self._pump()
 
     def _forget(self, room_id: bytes) -> None:

@@ -213,12 +213,19 @@ class ChatApp(App[None]):
         self._fingerprint = store.device.fingerprint
         if store.purge_expired(now_ms()):
             store.save()
+        self._dirty = False
+        self._ids_unsaved_since: float | None = None  # monotonic time of the first
+        self._save_problem: str | None = None  # why the last write failed, said once
+        self._saving_stopped = False
+        self._wipe_armed = False
+        self._quit_armed = False
+        self._redraw_pending = False
         self._selected: bytes | None = None
         if room is not None:
             self._selected = store.find(room).room_id
         self._views: dict[bytes, RoomView] = {}
         for stored in store.rooms:
-            view = self._view_of(stored)
+            view = self._view_of(stored)  # may drop what is not ours to send: _dirty
             self._views[view.room_id] = view
         if self._selected is None and self._views:
             self._selected = next(iter(self._views))
@@ -226,12 +233,6 @@ class ChatApp(App[None]):
         self._ever_connected: set[str] = set()
         self._failures: dict[str, str] = {}
         self._own_ids: set[bytes] = set()
-        self._dirty = False
-        self._ids_unsaved_since: float | None = None  # monotonic time of the first
-        self._save_problem: str | None = None  # why the last write failed, said once
-        self._saving_stopped = False
-        self._wipe_armed = False
-        self._quit_armed = False
 
     def _view_of(self, stored: StoredRoom) -> RoomView:
         view = RoomView(stored, RoomKeys.from_minikey(stored.key))
@@ -273,6 +274,7 @@ class ChatApp(App[None]):
             if (
                 message is None
                 or message.message_id.hex() != outgoing.message_id
+                or message.timestamp_ms != outgoing.timestamp_ms
                 or message.sender_key != self._store.device.public_key
             ):
                 view.stored.outbox.remove(outgoing)
@@ -430,7 +432,18 @@ class ChatApp(App[None]):
                     line.entry.sent = True
                     self._dirty = True
                 if view.room_id == self._selected:
-                    self._show_conversation()
+                    self._redraw_soon()
+
+    def _redraw_soon(self) -> None:
+        """Draw the conversation again, once for all that changed in the next 0.2 s: a
+        long one takes a while, and ACKs come in bursts."""
+        if not self._redraw_pending:
+            self._redraw_pending = True
+            self.set_timer(0.2, self._redraw)
+
+    def _redraw(self) -> None:
+        self._redraw_pending = False
+        self._show_conversation()
 
     def _received(self, view: RoomView, received: MessageReceived) -> None:
         message = received.message
@@ -866,9 +879,16 @@ class ChatApp(App[None]):
         if gone.entry is not None or gone.message_id:
             self._save()
         self._show_conversation()
-        self.notify(f"Message {number} deleted.")
+        if gone.waiting:  # the outbox keeps it: it went out as it was written
+            self.notify(
+                f"Message {number} deleted from this screen. It was waiting for the relay, "
+                "and is still sent to the others."
+            )
+        else:
+            self.notify(f"Message {number} deleted.")
 
     def _clear(self, view: RoomView) -> None:
+        waiting = any(line.waiting for line in view.lines)
         for line in view.lines:
             if line.kind == "message":
                 view.stored.record_deleted(line.message_id, line.timestamp_ms)
@@ -876,7 +896,8 @@ class ChatApp(App[None]):
         view.lines = []
         self._save()
         self._show_conversation()
-        self.notify("This room's history is deleted from the screen and this device.")
+        still = " Yours still waiting for the relay are still sent." if waiting else ""
+        self.notify(f"This room's history is deleted from the screen and this device.{still}")
 
     def _set_history(self, view: RoomView, rest: str) -> None:
         choice = rest.lower()

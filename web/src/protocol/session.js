@@ -90,6 +90,8 @@ export const MAX_OUTBOX = 10_000;
 export const NOT_SENT_IN_TIME =
   "The relay did not take the message within 55 minutes, and the others would now refuse " +
   "it as too old: it was not sent. Send it again.";
+/** The reason of a "notSent" for a message waiting in a room the relay refused for good. */
+export const NOT_SENT_REFUSED = "The relay refused the room: the message was not sent.";
 /**
  * Names remembered per room for the key-change warning (PROTOCOL.md 4.4), the most
  * recently seen; the least recently seen goes first. Every accepted message under a new
@@ -747,6 +749,14 @@ export class ClientSession {
       return;
     }
     if (!fatal) return;
+    if (!expired) {
+      // Say what will not go: the room is given up with its outbox.
+      for (const outgoing of this._outbox) {
+        if (outgoing.key === key) {
+          this._events.push({ type: "notSent", roomId: state.keys.roomId, messageId: outgoing.messageId, reason: NOT_SENT_REFUSED });
+        }
+      }
+    }
     this._forget(key);
     if (expired) this._events.push({ type: "expired", roomId: state.keys.roomId });
   }
