@@ -279,6 +279,47 @@ async function joined(app, id) {
   return connection;
 }
 
+/**
+ * Let the app run until `socket` got `count` PUBLISH frames. A deadline, not a number of
+ * turns: a restored outbox is opened with WebCrypto first, which takes longer under load.
+ */
+async function published(app, socket, count) {
+  const deadline = Date.now() + 5_000;
+  while (socket.published.length < count && Date.now() < deadline) {
+    await new Promise((resolve) => setImmediate(resolve));
+    for (const connection of app.connections.values()) await connection.idle();
+  }
+  assert.equal(socket.published.length, count);
+  return socket.published;
+}
+
+/**
+ * Room `id` of `app` as another member (alice) and its relay (the last RelaySocket) see
+ * it: `envelopeOf(text)` seals a text message of hers, now; `deliver` sends envelopes to
+ * the app, as a relay replaying what it recorded would; `texts()` is what the room shows.
+ */
+function aliceIn(app, id) {
+  const room = roomKeysFromMinikey(app.room(id).key);
+  const alice = deviceKeyFromSeed(randomBytes(32));
+  const envelopeOf = async (text) => {
+    const message = {
+      messageId: randomBytes(16),
+      timestampMs: Date.now(),
+      kind: Kind.TEXT,
+      senderKey: alice.publicKey,
+      senderName: "alice",
+      body: utf8.encode(text),
+    };
+    return { id: hex(message.messageId), envelope: await sealEnvelope(room, alice, message, randomBytes(12)) };
+  };
+  const deliver = async (connection, ...sealed) => {
+    for (const { envelope } of sealed) liveSockets.at(-1).push({ type: "Deliver", roomId: room.roomId, envelope });
+    await connection.idle();
+  };
+  const texts = () => app.liveRoom(id).messages.map((m) => m.text);
+  return { envelopeOf, deliver, texts };
+}
+
 describe("App: a relay replaying messages after an unlock", () => {
   it("a deleted message stays deleted and a kept one is not shown twice", async () => {
     const { app } = await startApp({ WebSocketImpl: RelaySocket });
@@ -286,26 +327,9 @@ describe("App: a relay replaying messages after an unlock", () => {
     await app.createRoom({ label: "Kept", nickname: "Bob", lifetime: "day" });
     const id = app.state.current;
     await app.setKeepHistory(id, true);
-    const room = roomKeysFromMinikey(app.room(id).key);
-    const alice = deviceKeyFromSeed(randomBytes(32));
-    const envelopeOf = async (text) => {
-      const message = {
-        messageId: randomBytes(16),
-        timestampMs: Date.now(),
-        kind: Kind.TEXT,
-        senderKey: alice.publicKey,
-        senderName: "alice",
-        body: utf8.encode(text),
-      };
-      return { id: hex(message.messageId), envelope: await sealEnvelope(room, alice, message, randomBytes(12)) };
-    };
+    const { envelopeOf, deliver, texts } = aliceIn(app, id);
     const toDelete = await envelopeOf("to delete");
     const toKeep = await envelopeOf("to keep");
-    const deliver = async (connection, ...sealed) => {
-      for (const { envelope } of sealed) liveSockets.at(-1).push({ type: "Deliver", roomId: room.roomId, envelope });
-      await connection.idle();
-    };
-    const texts = () => app.liveRoom(id).messages.map((m) => m.text);
     const kept = () => app.room(id).messages.map((m) => m.text);
 
     await deliver(await joined(app, id), toDelete, toKeep);
@@ -324,6 +348,75 @@ describe("App: a relay replaying messages after an unlock", () => {
       app.room(id).deleted.map((d) => d.id),
       [toDelete.id],
     );
+  });
+
+  it("in a room that keeps no history, a message received or sent before is not shown again", async () => {
+    const { app, otherTab } = await startApp({ WebSocketImpl: RelaySocket });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Not kept", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    assert.equal(app.room(id).keepHistory, false);
+    const { envelopeOf, deliver, texts } = aliceIn(app, id);
+    const received = await envelopeOf("received before the lock");
+
+    let connection = await joined(app, id);
+    await deliver(connection, received);
+    assert.equal(await app.sendText(id, "sent before the lock"), true);
+    const [mine] = await published(app, liveSockets.at(-1), 1);
+    liveSockets.at(-1).push({ type: "Ack", ref: mine.ref }); // taken: it leaves the outbox
+    await connection.idle();
+    assert.deepEqual(texts(), ["received before the lock", "sent before the lock"]);
+    const sent = app.liveRoom(id).messages[1];
+    app.flushSave();
+    await app._saving;
+
+    // Their ids and times are stored, never their text: the room keeps no history.
+    const stored = (await KeyStore.unlock(PASSWORD, otherTab)).data.rooms[0];
+    assert.deepEqual(
+      stored.recent.map((r) => [r.id, Object.keys(r).sort()]),
+      [
+        [received.id, ["id", "timestampMs"]],
+        [sent.id, ["id", "timestampMs"]],
+      ],
+    );
+    assert.deepEqual([stored.messages, stored.outbox], [[], []]);
+    assert.ok(!JSON.stringify(stored).includes("before the lock"));
+
+    app.lock("Locked after a while without use.");
+    await app.unlock(PASSWORD);
+    assert.deepEqual(texts(), []); // nothing was kept
+    connection = await joined(app, id);
+    // The relay sends the very same envelopes again, ours too, then a new one.
+    await deliver(connection, received, { envelope: mine.envelope }, await envelopeOf("new"));
+    assert.deepEqual(texts(), ["new"]);
+    assert.equal(app.room(id).recent.length, 3);
+  });
+
+  it("the replay filter is told the recent ids along with the kept, deleted and waiting ones", async () => {
+    const { app } = await startApp({ WebSocketImpl: RelaySocket });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Seeded", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    const now = Date.now();
+    const recent = hex(randomBytes(16));
+    const deleted = hex(randomBytes(16));
+    app.store.recordRecent(id, recent, now - 1000);
+    app.store.recordDeleted(id, deleted, now - 2000);
+    await app.save();
+    app.lock("Locked after a while without use.");
+    await app.unlock(PASSWORD);
+    const connection = app.connections.get(app.room(id).serverUrl);
+    const told = [];
+    const remember = connection.session.remember.bind(connection.session);
+    connection.session.remember = (roomId, messageId, timestampMs, nowMs) => {
+      told.push([hex(roomId), hex(messageId), timestampMs]);
+      return remember(roomId, messageId, timestampMs, nowMs);
+    };
+    app._seedReplayFilter(connection, app.room(id));
+    assert.deepEqual(told, [
+      [app.room(id).roomId, deleted, now - 2000],
+      [app.room(id).roomId, recent, now - 1000],
+    ]);
   });
 });
 
@@ -352,13 +445,13 @@ class FakeClock {
 }
 
 describe("App: saves caused by arriving messages are throttled", () => {
-  async function flooded() {
+  async function flooded({ keepHistory = true, timestampMs = (n) => 1000 + n } = {}) {
     const clock = new FakeClock();
     const { app, otherTab } = await startApp({ clock });
     await app.unlock(PASSWORD, PASSWORD);
     await app.createRoom({ label: "Busy", nickname: "Bob", lifetime: "day" });
     const id = app.state.current;
-    await app.setKeepHistory(id, true);
+    await app.setKeepHistory(id, keepHistory);
     const store = app.store;
     const save = store.save.bind(store);
     const saves = { count: 0 };
@@ -371,14 +464,35 @@ describe("App: saves caused by arriving messages are throttled", () => {
     const arrive = (count = 1) => {
       for (let i = 0; i < count; i++, n++) {
         const messageId = randomBytes(16);
-        const message = { messageId, timestampMs: 1000 + n, kind: 1, senderName: "alice", senderKey: new Uint8Array(32) };
+        const message = { messageId, timestampMs: timestampMs(n), kind: 1, senderName: "alice", senderKey: new Uint8Array(32) };
         const detail = { roomId: fromHex(id), message, text: `flood ${n}`, fingerprint: "AAAA-BBBB-CCCC-DDDD", keyChanged: false };
         connection.dispatchEvent(new CustomEvent("message", { detail }));
       }
     };
     const stored = async () => (await KeyStore.unlock(PASSWORD, otherTab)).data.rooms[0].messages.length;
-    return { app, clock, id, saves, arrive, stored, connection };
+    const storedRecent = async () => (await KeyStore.unlock(PASSWORD, otherTab)).data.rooms[0].recent.length;
+    return { app, clock, id, saves, arrive, stored, storedRecent, connection };
   }
+
+  it("in a room that keeps no history, arrivals are saved too (their ids only), as throttled", async () => {
+    const { app, clock, saves, arrive, stored, storedRecent } = await flooded({ keepHistory: false, timestampMs: () => Date.now() });
+    arrive(50);
+    assert.equal(saves.count, 0);
+    clock.advance(SAVE_THROTTLE_MS);
+    assert.equal(saves.count, 1); // one save for the 50
+    await app._saving;
+    assert.equal(await storedRecent(), 50);
+    assert.equal(await stored(), 0);
+    arrive(10);
+    clock.advance(SAVE_THROTTLE_MS);
+    assert.equal(saves.count, 2);
+    await app._saving;
+    assert.equal(await storedRecent(), 60);
+    clock.advance(5 * SAVE_THROTTLE_MS); // quiet for a while: the next arrival is written at once, once
+    arrive();
+    assert.equal(saves.count, 3);
+    assert.equal(clock.timers.size, 0);
+  });
 
   it("a flood is written at most once a second, the last message too", async () => {
     const { app, clock, saves, arrive, stored } = await flooded();
@@ -481,16 +595,6 @@ describe("App: a message the relay never takes", () => {
 });
 
 describe("App: messages the relay had not taken survive a lock", () => {
-  /** Let the app run until `socket` got `count` PUBLISH frames. */
-  async function published(app, socket, count) {
-    for (let i = 0; i < 100 && socket.published.length < count; i++) {
-      await new Promise((resolve) => setImmediate(resolve));
-      for (const connection of app.connections.values()) await connection.idle();
-    }
-    assert.equal(socket.published.length, count);
-    return socket.published;
-  }
-
   for (const keepHistory of [false, true]) {
     it(`are sent again after unlocking, the same envelope, and shown sent once taken (${keepHistory ? "kept history" : "no history kept"})`, async () => {
       const { app, otherTab } = await startApp({ WebSocketImpl: RelaySocket });

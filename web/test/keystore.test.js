@@ -16,8 +16,10 @@ import {
   KeyStore,
   MAX_DELETED_PER_ROOM,
   MAX_MESSAGES_PER_ROOM,
+  MAX_RECENT_PER_ROOM,
   NoStore,
   NoSuchRoom,
+  RECENT_KEPT_MS,
   RoomExists,
   StoreChanged,
   StoreExists,
@@ -378,6 +380,7 @@ describe("KeyStore: rooms", () => {
       keepHistory: true,
       messages: [],
       deleted: [],
+      recent: [],
       outbox: [],
     });
     assert.equal(store.room(room.roomId), room);
@@ -423,6 +426,7 @@ describe("KeyStore: rooms", () => {
     assert.throws(() => store.addMessage(nowhere, message(1)), NoSuchRoom);
     assert.throws(() => store.deleteMessage(nowhere, "00".repeat(16)), NoSuchRoom);
     assert.throws(() => store.clearHistory(nowhere), NoSuchRoom);
+    assert.throws(() => store.recordRecent(nowhere, "00".repeat(16), 1), NoSuchRoom);
     assert.throws(() => store.setKeepHistory(nowhere, false), NoSuchRoom);
   });
 });
@@ -533,6 +537,18 @@ describe("KeyStore: history", () => {
     assert.deepEqual(again.data.rooms[0].deleted, []);
   });
 
+  it("a damaged deleted message's record does not load", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    store.data.rooms[0].deleted = [{ id: "not hex", timestampMs: Date.now() }];
+    await store.save();
+    await assert.rejects(
+      KeyStore.unlock(PASSWORD, options),
+      (error) => error instanceof DamagedStore && /damaged inside: a deleted message's record is not valid/.test(error.message),
+    );
+  });
+
   it("turning history off deletes the stored messages and keeps no new ones", async () => {
     const options = fresh();
     const store = await KeyStore.create(PASSWORD, options);
@@ -549,6 +565,139 @@ describe("KeyStore: history", () => {
     store.setKeepHistory(room.roomId, true);
     assert.ok(store.addMessage(room.roomId, message(3)));
     assert.throws(() => store.setKeepHistory(room.roomId, "no"), UsageError);
+  });
+});
+
+describe("KeyStore: the recent messages (ids for the replay filter)", () => {
+  it("remembers each id once, ids and times only, kept history or not, through a save", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1, keepHistory: false });
+    const now = Date.now();
+    const later = hex(randomBytes(16));
+    const earlier = hex(randomBytes(16));
+    assert.equal(store.recordRecent(room.roomId, later, now - 1000), true);
+    assert.equal(store.recordRecent(room.roomId, earlier.toUpperCase(), now - 2000), true);
+    assert.equal(store.recordRecent(room.roomId, later, now - 1000), false); // once
+    assert.equal(store.recordRecent(room.roomId, earlier, now - 2000), false); // any case
+    assert.throws(() => store.recordRecent(room.roomId, "nope", now), UsageError);
+    assert.throws(() => store.recordRecent(room.roomId, later, -1), UsageError);
+    assert.deepEqual(room.recent, [
+      { id: later, timestampMs: now - 1000 },
+      { id: earlier, timestampMs: now - 2000 },
+    ]);
+    assert.deepEqual(room.messages, []); // no history is kept for it
+    await store.save();
+
+    // Saved in time order; a seal and open round trip gives them back.
+    const expected = [
+      { id: earlier, timestampMs: now - 2000 },
+      { id: later, timestampMs: now - 1000 },
+    ];
+    assert.deepEqual((await storedContents(options)).rooms[0].recent, expected);
+    const again = await KeyStore.unlock(PASSWORD, options);
+    assert.deepEqual(again.data.rooms[0].recent, expected);
+    assert.equal(again.recordRecent(room.roomId, later, now - 1000), false); // still known
+  });
+
+  it("forgets ids older than the replay window on save, and all but the newest beyond the cap", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    const now = Date.now();
+    const fresh1 = hex(randomBytes(16));
+    const tooOld = hex(randomBytes(16));
+    const ahead = hex(randomBytes(16));
+    store.recordRecent(room.roomId, fresh1, now - RECENT_KEPT_MS + 60_000);
+    store.recordRecent(room.roomId, tooOld, now - RECENT_KEPT_MS - 60_000);
+    store.recordRecent(room.roomId, ahead, now + 4 * 60_000); // a sender's clock ahead
+    assert.equal(room.recent.length, 3); // pruned when saved, as the deletions are
+    await store.save();
+    assert.deepEqual(
+      (await storedContents(options)).rooms[0].recent.map((r) => r.id),
+      [fresh1, ahead],
+    );
+    assert.equal(RECENT_KEPT_MS, DELETED_KEPT_MS);
+
+    // Out of order, more than the cap: the newest are kept.
+    room.recent = Array.from({ length: MAX_RECENT_PER_ROOM + 5 }, (_, n) => ({ id: hex(randomBytes(16)), timestampMs: now - n }));
+    await store.save();
+    const bounded = (await storedContents(options)).rooms[0].recent;
+    assert.equal(bounded.length, MAX_RECENT_PER_ROOM);
+    assert.equal(Math.min(...bounded.map((r) => r.timestampMs)), now - MAX_RECENT_PER_ROOM + 1);
+    assert.equal(bounded.at(-1).timestampMs, now);
+  });
+
+  it("is bounded in memory too, while no save prunes it", async () => {
+    const store = await KeyStore.create(PASSWORD, fresh());
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    const now = Date.now();
+    room.recent = Array.from({ length: 2 * MAX_RECENT_PER_ROOM - 1 }, (_, n) => ({ id: hex(randomBytes(16)), timestampMs: now - 1 - n }));
+    const newest = hex(randomBytes(16));
+    assert.equal(store.recordRecent(room.roomId, newest, now), true);
+    assert.equal(room.recent.length, MAX_RECENT_PER_ROOM);
+    assert.deepEqual(room.recent.at(-1), { id: newest, timestampMs: now });
+  });
+
+  it("is pruned when the store locks with a save waiting, and when the password changes", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    const now = Date.now();
+    const kept = hex(randomBytes(16));
+    store.recordRecent(room.roomId, kept, now);
+    store.recordRecent(room.roomId, hex(randomBytes(16)), now - RECENT_KEPT_MS - 1);
+    await store.changePassword(PASSWORD, "a new long password");
+    assert.deepEqual((await storedContents(options, "a new long password")).rooms[0].recent.map((r) => r.id), [kept]);
+
+    store.recordRecent(room.roomId, hex(randomBytes(16)), now - RECENT_KEPT_MS - 1);
+    const first = store.save(); // in flight
+    const waiting = store.save(); // waits for it; the lock takes its snapshot
+    store.lock();
+    await Promise.all([first, waiting]);
+    assert.deepEqual((await storedContents(options, "a new long password")).rooms[0].recent.map((r) => r.id), [kept]);
+  });
+
+  it("a room stored before recent messages were remembered loads with none; a damaged entry does not load", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    delete room.recent; // as an older build wrote it
+    await store.save();
+    assert.equal("recent" in (await storedContents(options)).rooms[0], false);
+    const again = await KeyStore.unlock(PASSWORD, options);
+    assert.deepEqual(again.data.rooms[0].recent, []);
+    assert.equal(again.recordRecent(room.roomId, hex(randomBytes(16)), Date.now()), true);
+
+    // (Entries without a time in the window are pruned on save: these are not.)
+    const entry = /damaged inside: a recent message's record is not valid/;
+    for (const [damaged, says] of [
+      [[{ id: "not hex", timestampMs: Date.now() }], entry],
+      [[{ id: hex(randomBytes(16)).slice(2), timestampMs: Date.now() }], entry],
+      [[{ id: hex(randomBytes(16)), timestampMs: Date.now() + 0.5 }], entry],
+      [{ not: "a list" }, /damaged inside: a room's recent messages are not a list/],
+    ]) {
+      const good = await readRecord(options);
+      const writer = await KeyStore.unlock(PASSWORD, options);
+      writer.data.rooms[0].recent = damaged;
+      await writer.save();
+      await assert.rejects(KeyStore.unlock(PASSWORD, options), (error) => error instanceof DamagedStore && says.test(error.message));
+      await writeRecord(good, options); // back to a good record for the next case
+    }
+    assert.ok(await KeyStore.unlock(PASSWORD, options));
+  });
+
+  it("goes with its room, and its ids never appear in the clear", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const gone = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    const id = hex(randomBytes(16));
+    store.recordRecent(gone.roomId, id, Date.now());
+    await store.save();
+    assert.ok(!JSON.stringify(await readRecord(options)).includes(id));
+    store.removeRoom(gone.roomId);
+    await store.save();
+    assert.ok(!JSON.stringify(await storedContents(options)).includes(id));
   });
 });
 

@@ -453,17 +453,19 @@ export class App {
   /**
    * Tell the session's replay filter of `room` (joined in it just now, synchronously, so
    * before any DELIVER) the messages this device already has: its kept history, the
-   * messages deleted within the last hour and its own still waiting in the outbox. A
-   * session starts with an empty filter, and a relay could otherwise send them again after
-   * a reload or an unlock (PROTOCOL.md 7).
+   * messages deleted within the last hour, the text messages it received or sent within
+   * the last hour (kept history or not) and its own still waiting in the outbox. A session
+   * starts with an empty filter, and a relay could otherwise send them again after a reload
+   * or an unlock (PROTOCOL.md 7).
    */
   _seedReplayFilter(connection, room) {
     const session = connection.session;
     if (!session.rooms.has(room.roomId)) return; // not joined (expired): nothing to seed
     const roomId = fromHex(room.roomId);
     const now = Date.now();
-    for (const known of [...(room.messages ?? []), ...(room.deleted ?? []), ...(room.outbox ?? [])]) {
-      session.remember(roomId, fromHex(known.id), known.timestampMs, now);
+    const known = [...(room.messages ?? []), ...(room.deleted ?? []), ...(room.recent ?? []), ...(room.outbox ?? [])];
+    for (const message of known) {
+      session.remember(roomId, fromHex(message.id), message.timestampMs, now);
     }
   }
 
@@ -653,6 +655,9 @@ export class App {
       return false;
     }
     if (this.store !== store) return false; // locked meanwhile: the closed connection drops it
+    // Its id, kept history or not, for the replay filter after a reload or an unlock (see
+    // _seedReplayFilter); saved below, with the rest. (Unless the room was forgotten meanwhile.)
+    if (store.room(id)) store.recordRecent(id, hex(message.messageId), message.timestampMs);
     // Kept until the relay takes it, kept history or not, so that a lock or a reload before
     // then does not lose it: the sealed envelope only, ciphertext under the room key.
     const waiting = connection.outboxOf(fromHex(id)).find((o) => hex(o.messageId) === hex(message.messageId));
@@ -718,7 +723,7 @@ export class App {
   _onMessage({ roomId, message, text, fingerprint: senderFingerprint, keyChanged }) {
     const id = hex(roomId);
     if (!this.room(id) || message.kind !== 1) return;
-    this._append(id, {
+    const entry = {
       id: hex(message.messageId),
       senderName: message.senderName,
       fingerprint: senderFingerprint,
@@ -727,7 +732,12 @@ export class App {
       mine: false,
       keyChanged: Boolean(keyChanged),
       status: "sent",
-    });
+    };
+    // Its id, kept history or not, for the replay filter after a reload or an unlock (see
+    // _seedReplayFilter); one throttled save for it and the kept message, never one each.
+    let save = this.store.recordRecent(id, entry.id, entry.timestampMs);
+    this._append(id, entry, { saving: () => (save = true) });
+    if (save) this.saveSoon();
   }
 
   _onAccepted({ roomId, messageId }) {

@@ -7,6 +7,7 @@
 //                keepHistory, messages: [ { id: hex, senderName, fingerprint, text,
 //                                           timestampMs, mine, keyChanged, sent } ],
 //                deleted: [ { id: hex, timestampMs } ],
+//                recent: [ { id: hex, timestampMs } ],
 //                outbox: [ { id: hex, timestampMs, envelope: base64 } ] } ] }
 //
 // `outbox` holds the room's messages the relay has not acknowledged yet, as the sealed
@@ -20,6 +21,12 @@
 // plus five minutes of clock skew), ids and times only, pruned on every save: the app
 // seeds the session's replay filter with them, so that a relay cannot bring a deleted
 // message back after a reload or an unlock.
+//
+// `recent` holds the text messages this device received or sent in the room within the
+// same window, ids and times only (never text, name or sender), kept history or not,
+// pruned and bounded like `deleted`: the app seeds the replay filter with them too, so that
+// a relay cannot show again, after a reload or an unlock, a message of a room that keeps
+// no history (or one its kept history dropped past MAX_MESSAGES_PER_ROOM).
 //
 // Change `data` or use the helpers, then `save()`. A wrong password or a damaged record
 // throws and writes nothing; the password itself is not kept, only the derived,
@@ -52,6 +59,9 @@ export const DEFAULT_IDLE_LOCK_MINUTES = 5;
 /** How long a deleted message's id is kept: the replay window and its clock skew. */
 export const DELETED_KEPT_MS = 60 * 60 * 1000 + 5 * 60 * 1000;
 export const MAX_DELETED_PER_ROOM = 10_000;
+/** How long a received or sent message's id is kept (`recent`): the same window. */
+export const RECENT_KEPT_MS = DELETED_KEPT_MS;
+export const MAX_RECENT_PER_ROOM = 10_000;
 
 /** There is a key store here already (create refuses to replace one, even a damaged one). */
 export class StoreExists extends KeyStoreError {}
@@ -96,6 +106,8 @@ export class RoomExists extends KeyStoreError {}
  * @property {StoredMessage[]} messages oldest first
  * @property {{id: string, timestampMs: number}[]} deleted messages deleted within
  *   DELETED_KEPT_MS, at most MAX_DELETED_PER_ROOM
+ * @property {{id: string, timestampMs: number}[]} recent text messages received or sent
+ *   within RECENT_KEPT_MS (ids and times only), at most MAX_RECENT_PER_ROOM
  * @property {{id: string, timestampMs: number, envelope: string}[]} outbox sealed messages
  *   the relay has not acknowledged (envelope: base64), oldest first, at most MAX_OUTBOX
  */
@@ -154,6 +166,13 @@ function loadDeleted(raw) {
   return { id: raw.id, timestampMs: raw.timestampMs };
 }
 
+function loadRecent(raw) {
+  if (!isPlainObject(raw) || typeof raw.id !== "string" || !HEX_MESSAGE_ID.test(raw.id) || !isTime(raw.timestampMs)) {
+    throw damagedInside("a recent message's record is not valid");
+  }
+  return { id: raw.id, timestampMs: raw.timestampMs };
+}
+
 function loadOutgoing(raw) {
   if (
     !isPlainObject(raw) ||
@@ -184,6 +203,9 @@ function loadRoom(raw) {
   if (raw.deleted !== undefined && !Array.isArray(raw.deleted)) {
     throw damagedInside("a room's deleted messages are not a list");
   }
+  if (raw.recent !== undefined && !Array.isArray(raw.recent)) {
+    throw damagedInside("a room's recent messages are not a list");
+  }
   if (raw.outbox !== undefined && !Array.isArray(raw.outbox)) {
     throw damagedInside("a room's messages waiting to be sent are not a list");
   }
@@ -198,6 +220,7 @@ function loadRoom(raw) {
     keepHistory: raw.keepHistory !== false,
     messages: (raw.messages ?? []).map(loadMessage),
     deleted: (raw.deleted ?? []).map(loadDeleted), // stored before this field: none
+    recent: (raw.recent ?? []).map(loadRecent), // stored before this field: none
     outbox: (raw.outbox ?? []).map(loadOutgoing), // stored before this field: none
   };
 }
@@ -224,6 +247,13 @@ function loadContents(raw) {
         : DEFAULT_IDLE_LOCK_MINUTES,
     rooms: raw.rooms.map(loadRoom),
   };
+}
+
+/** The entries of `list` stamped at `sinceMs` or later, oldest first, at most the newest `max`. */
+function newestWithin(list, sinceMs, max) {
+  const kept = list.filter((entry) => entry.timestampMs >= sinceMs);
+  kept.sort((a, b) => a.timestampMs - b.timestampMs);
+  return kept.slice(-max);
 }
 
 function freshContents() {
@@ -358,13 +388,15 @@ export class KeyStore {
     return this.#data === null;
   }
 
-  /** Forget deletions older than DELETED_KEPT_MS, and all but the newest MAX_DELETED_PER_ROOM. */
-  #pruneDeleted(nowMs = Date.now()) {
+  /**
+   * Forget deletions older than DELETED_KEPT_MS, and all but the newest
+   * MAX_DELETED_PER_ROOM; the same for the recent messages (RECENT_KEPT_MS,
+   * MAX_RECENT_PER_ROOM).
+   */
+  #pruneWindows(nowMs = Date.now()) {
     for (const room of this.#data?.rooms ?? []) {
-      if (!room.deleted?.length) continue;
-      const recent = room.deleted.filter((d) => d.timestampMs >= nowMs - DELETED_KEPT_MS);
-      recent.sort((a, b) => a.timestampMs - b.timestampMs);
-      room.deleted = recent.slice(-MAX_DELETED_PER_ROOM);
+      if (room.deleted?.length) room.deleted = newestWithin(room.deleted, nowMs - DELETED_KEPT_MS, MAX_DELETED_PER_ROOM);
+      if (room.recent?.length) room.recent = newestWithin(room.recent, nowMs - RECENT_KEPT_MS, MAX_RECENT_PER_ROOM);
     }
   }
 
@@ -394,7 +426,7 @@ export class KeyStore {
       if (this.#pendingSave === pending) this.#pendingSave = null;
       // Locked with no snapshot taken: there is nothing to write (never null contents).
       if (!pending.snapshot && this.#data === null) return;
-      if (!pending.snapshot) this.#pruneDeleted();
+      if (!pending.snapshot) this.#pruneWindows();
       const snapshot = pending.snapshot ?? structuredClone(this.#data);
       const record = await sealVault(this.#record, this.#key, snapshot);
       await this.#replace(record);
@@ -412,7 +444,7 @@ export class KeyStore {
   async changePassword(oldPassword, newPassword) {
     checkPassword(oldPassword);
     checkPassword(newPassword);
-    this.#pruneDeleted();
+    this.#pruneWindows();
     const snapshot = structuredClone(this.data);
     // A save asked for after this must land after it, not join one queued before it; the
     // one queued before it writes the contents as they are now, as a lock would have it.
@@ -434,7 +466,7 @@ export class KeyStore {
   lock() {
     // A save asked for but not started yet still writes the contents as they are now.
     if (this.#pendingSave) {
-      this.#pruneDeleted();
+      this.#pruneWindows();
       this.#pendingSave.snapshot = structuredClone(this.#data);
     }
     this.#pendingSave = null;
@@ -482,6 +514,7 @@ export class KeyStore {
       keepHistory: keepHistory !== false,
       messages: [],
       deleted: [],
+      recent: [],
       outbox: [],
     };
     data.rooms.push(room);
@@ -578,6 +611,30 @@ export class KeyStore {
     room.deleted ??= [];
     if (room.deleted.some((d) => d.id === messageId)) return false;
     room.deleted.push({ id: messageId, timestampMs });
+    return true;
+  }
+
+  /**
+   * Remember that this device received or sent a text message in the room (then save()),
+   * kept history or not: its id and timestamp stay for RECENT_KEPT_MS, never its text,
+   * name or sender, so that the app can tell a restarted session to drop it if a relay
+   * sends it again. Whether it was recorded (not known already).
+   * @param {string} roomIdHex
+   * @param {string} id the message id, hex
+   * @param {number} timestampMs the message's timestamp
+   */
+  recordRecent(roomIdHex, id, timestampMs) {
+    const room = this.#existingRoom(roomIdHex);
+    const messageId = typeof id === "string" ? id.toLowerCase() : "";
+    if (!HEX_MESSAGE_ID.test(messageId)) throw new UsageError("A message id is 16 bytes, in hex.");
+    checkTime(timestampMs, "A message's timestampMs");
+    room.recent ??= [];
+    if (room.recent.some((r) => r.id === messageId)) return false;
+    room.recent.push({ id: messageId, timestampMs });
+    // Saves prune it; while they fail (a full disk), a flood still cannot grow it for ever.
+    if (room.recent.length >= 2 * MAX_RECENT_PER_ROOM) {
+      room.recent = newestWithin(room.recent, Date.now() - RECENT_KEPT_MS, MAX_RECENT_PER_ROOM);
+    }
     return true;
   }
 
