@@ -575,3 +575,62 @@ def test_ids_of_messages_received_lately_are_bounded_keeping_the_newest(store_pa
     kept = KeyStore.open(store_path, "pw").rooms[0].recent
     assert len(kept) == MAX_IDS_PER_ROOM
     assert min(e.timestamp_ms for e in kept) == now - MAX_IDS_PER_ROOM + 1
+
+
+def test_saves_derive_the_key_once_and_a_new_password_once_more(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each Argon2id run costs 64 MiB and about 0.1 s (the chat's screen is stuck for it):
+    saves reuse the key and salt, each with a fresh nonce, and another program's save of
+    the same store is read with them too."""
+    KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    derive = keystore._derive
+    runs = 0
+
+    def counted(password: str, salt: bytes, kdf: dict[str, object]) -> bytes:
+        nonlocal runs
+        runs += 1
+        return derive(password, salt, kdf)
+
+    monkeypatch.setattr(keystore, "_derive", counted)
+    first = KeyStore.open(store_path, "pw")
+    second = KeyStore.open(store_path, "pw")
+    assert runs == 2  # one each, to open
+    nonces = set()
+    for label in ("one", "two", "three"):
+        first.add_room(room(key=OTHER, label=label))
+        first.save()
+        nonces.add(json.loads(store_path.read_bytes())["nonce"])
+    second.add_room(room(label="from the second"))
+    second.save()  # reads the first's writes (same salt) and merges them
+    assert runs == 2
+    assert len(nonces) == 3
+    assert sorted(r.label for r in KeyStore.open(store_path, "pw").rooms) == [
+        "from the second",
+        "three",
+    ]
+    salt = json.loads(store_path.read_bytes())["kdf"]["salt"]
+    first.change_password("new pw")
+    assert json.loads(store_path.read_bytes())["kdf"]["salt"] != salt
+    with pytest.raises(WrongPassword):
+        KeyStore.open(store_path, "pw")
+    first.save()
+    assert len(KeyStore.open(store_path, "new pw").rooms) == 2
+
+
+def test_a_password_change_that_could_not_be_written_keeps_the_old_one(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    write = keystore._write_atomically
+
+    def full_disk(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keystore, "_write_atomically", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        store.change_password("new pw")
+    monkeypatch.setattr(keystore, "_write_atomically", write)
+    store.add_room(room())
+    store.save()  # with the old password, as the file on disk has it
+    assert len(KeyStore.open(store_path, "pw").rooms) == 1

@@ -238,6 +238,7 @@ class KeyStore:
     def __init__(
         self, path: Path, password: str, device: DeviceKey, rooms: list[StoredRoom],
         kdf: dict[str, Any], revision: bytes | None = None,
+        sealing: _Sealing | None = None,
     ) -> None:  # fmt: skip
         self.path = path
         self.device = device
@@ -245,6 +246,10 @@ class KeyStore:
         self._password = password  # the one that opens the file as it is on disk
         self._new_password: str | None = None
         self._kdf = kdf
+        # The key derived from the password: later writes reuse it and its salt, each with
+        # a fresh nonce, so that a chat saving as messages come runs Argon2id once, not once
+        # per save (each run is 64 MiB and about 0.1 s, during which the screen is stuck).
+        self._sealing = sealing
         # What the file held when this program last read or wrote it: the merge's base.
         self._revision = revision
         self._seen_stat: tuple[int, int, int] | None = None  # the file's, when it matched
@@ -275,8 +280,8 @@ class KeyStore:
             raw = path.read_bytes()
         except FileNotFoundError:
             raise KeyStoreError(f"There is no key store at {path}.") from None
-        device, rooms, params = _decode(path, raw, password)
-        return cls(path, password, device, rooms, params, _digest(raw))
+        device, rooms, params, sealing = _decode(path, raw, password)
+        return cls(path, password, device, rooms, params, _digest(raw), sealing)
 
     @classmethod
     def open_or_create(cls, path: Path, password: str) -> KeyStore:
@@ -329,7 +334,7 @@ class KeyStore:
                 raw = None
             if raw is not None and _digest(raw) != self._revision:
                 try:
-                    device, rooms, _ = _decode(self.path, raw, self._password)
+                    device, rooms, _, _ = _decode(self.path, raw, self._password, self._sealing)
                 except WrongPassword:
                     raise StoreChanged(
                         "Another InstantRoom changed the key store's password since this one "
@@ -373,9 +378,12 @@ class KeyStore:
         for room in self.rooms:
             room.prune_known(now)
         password = self._new_password if self._new_password is not None else self._password
-        salt = secrets.token_bytes(16)
+        sealing = self._sealing
+        if sealing is None or self._new_password is not None:
+            salt = secrets.token_bytes(16)
+            sealing = _Sealing(salt, self._kdf, _derive(password, salt, self._kdf))
+        salt, key = sealing.salt, sealing.key
         kdf = {**self._kdf, "salt": _b64(salt)}
-        key = _derive(password, salt, self._kdf)
         contents = {
             "device_key": private_key_bytes(self.device.private_key).hex(),
             "rooms": [asdict(room) for room in self.rooms],
@@ -387,6 +395,7 @@ class KeyStore:
         data = json.dumps(document, indent=1).encode("ascii")
         _write_atomically(self.path, data)
         self._password, self._new_password = password, None
+        self._sealing = sealing  # once written: a failed write keeps the old password's
         self._revision = _digest(data)
         self._base = {room.key: copy.deepcopy(room) for room in self.rooms}
 
@@ -441,10 +450,21 @@ class KeyStore:
         return expired
 
 
+@dataclass(frozen=True)
+class _Sealing:
+    """A key derived from the password, with the salt and settings it was derived with."""
+
+    salt: bytes
+    params: dict[str, Any]
+    key: bytes = field(repr=False)
+
+
 def _decode(
-    path: Path, raw: bytes, password: str
-) -> tuple[DeviceKey, list[StoredRoom], dict[str, Any]]:
-    """The device key, rooms and key settings in the file's bytes ``raw``."""
+    path: Path, raw: bytes, password: str, known: _Sealing | None = None
+) -> tuple[DeviceKey, list[StoredRoom], dict[str, Any], _Sealing]:
+    """The device key, rooms and key settings in the file's bytes ``raw``, and the key
+    that opened them (``known``'s, without deriving it again, when its salt and settings
+    are the file's)."""
     try:
         document = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -470,10 +490,12 @@ def _decode(
     if len(nonce) != 12 or len(salt) < 16:
         raise DamagedStore(f"The key store at {path} is damaged.")
     params = {k: v for k, v in kdf.items() if k != "salt"}
+    if known is not None and (known.salt, known.params) == (salt, params):
+        sealing = known
+    else:
+        sealing = _Sealing(salt, params, _derive(password, salt, params))
     try:
-        plain = AESGCM(_derive(password, salt, params)).decrypt(
-            nonce, ciphertext, _aad(_header(kdf))
-        )
+        plain = AESGCM(sealing.key).decrypt(nonce, ciphertext, _aad(_header(kdf)))
     except InvalidTag:
         raise WrongPassword(
             "Wrong password (or the key store file was altered). Nothing was changed."
@@ -497,7 +519,7 @@ def _decode(
         ]
     except (KeyError, TypeError, ValueError, DamagedStore) as exc:
         raise DamagedStore(f"The key store at {path} is damaged inside.") from exc
-    return device, rooms, params
+    return device, rooms, params, sealing
 
 
 def _recent_ids(known: list[KnownMessage], now_ms: int) -> list[KnownMessage]:
