@@ -35,7 +35,7 @@ from instantroom.protocol.minikey import (
     root_secret,
     spell_minikey,
 )
-from instantroom.protocol.names import canonical_name
+from instantroom.protocol.names import canonical_name, mixed_scripts
 
 OUT = Path(__file__).resolve().parent.parent / "vectors" / "protocol.json"
 KEY_A = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy"  # the published example of the format
@@ -329,15 +329,27 @@ NAMES = {
     "dotted-capital-i": "\u0130stanbul",
     "emoji-zwj-sequence": "\U0001f469\u200d\U0001f4bb",
     "cyrillic-a-not-latin": "\u0430lice",
+    "greek-alpha-in-latin": "p\u03b1ypal",
+    "three-scripts": "\u03a9mega \u0414\u0438\u043c\u0430",
+    "all-cyrillic": "\u0414\u043c\u0438\u0442\u0440\u0438\u0439",
+    # Reads like the Latin "ape", but written in one script: not flagged.
+    "all-cyrillic-looking-latin": "\u0430\u0440\u0435",
+    "all-greek": "\u039d\u03af\u03ba\u03b7",
+    "latin-with-digits-and-emoji": "bob 2\u00b2 \U0001f600",
+    "latin-and-han": "Bob \u738b",
+    # U+0485 (a combining mark) belongs to Latin and Cyrillic: it fits either.
+    "shared-mark-with-cyrillic": "\u0430\u0485",
+    "shared-mark-with-greek": "\u03b1\u0485",
+    "fullwidth-latin-and-cyrillic": "\uff41\u0430",
     "empty": "",
     "only-invisible": "\u200b\u200d \u00a0",
 }
 
 
-def canonical_names() -> list[dict[str, str]]:
+def canonical_names() -> list[dict[str, Any]]:
     # code_points spells the name out, since most of these characters are invisible.
     return [{"id": key, "name": name, "code_points": " ".join(f"{ord(c):04X}" for c in name),
-             "canonical": canonical_name(name)}
+             "canonical": canonical_name(name), "mixed_scripts": mixed_scripts(name)}
             for key, name in NAMES.items()]  # fmt: skip
 
 

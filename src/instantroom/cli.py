@@ -210,6 +210,7 @@ async def _listen(args: argparse.Namespace) -> int:
 def _print_received(received: MessageReceived, *, as_json: bool) -> bool:
     """Print a text message (and say so); other kinds are not printed."""
     from .protocol.envelope import Kind
+    from .protocol.names import mixed_scripts
 
     message = received.message
     if message.kind != Kind.TEXT:
@@ -223,6 +224,7 @@ def _print_received(received: MessageReceived, *, as_json: bool) -> bool:
                 "name": message.sender_name,
                 "fingerprint": received.fingerprint,
                 "key_changed": received.key_changed,
+                "mixed_scripts": mixed_scripts(message.sender_name),
                 "message_id": message.message_id.hex(),
                 "text": message.text,
             },
@@ -233,6 +235,8 @@ def _print_received(received: MessageReceived, *, as_json: bool) -> bool:
     else:
         # A line break or escape sequence in a name or text must not fake another line.
         warning = " [NEW KEY for this name]" if received.key_changed else ""
+        if scripts := mixed_scripts(message.sender_name):
+            warning += f" [name mixes {' and '.join(scripts)} letters]"
         text = printable(message.text, newlines=True).replace("\n", "\n    ")
         line = (
             f"{stamp.astimezone():%H:%M:%S} {printable(message.sender_name)} "

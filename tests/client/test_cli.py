@@ -324,8 +324,44 @@ def test_listen_json_is_one_ascii_line_per_message_in_any_encoding(relay: RelayP
         assert output.isascii()
         records = [json.loads(line) for line in output.decode().splitlines()]
         assert [(r["name"], r["text"]) for r in records] == [("zo\u00eb", t) for t in texts]
+        assert [r["mixed_scripts"] for r in records] == [[]] * 3
 
     run(scenario())
+
+
+def test_listen_flags_a_name_that_mixes_look_alike_scripts(relay: RelayProcess) -> None:
+    """ "\u0430lice" with a Cyrillic a is not "alice" (PROTOCOL.md 4.4): it is flagged, in
+    plain lines and in JSON."""
+    key = make_minikey(secrets.randbelow)
+    room = RoomKeys.from_minikey(key)
+
+    async def scenario() -> dict[str, list[bytes]]:
+        heard: dict[str, list[bytes]] = {}
+        for form in ("plain", "json"):
+            listener = await start_listening(
+                "--server", relay.url, "--key", key, *(["--json"] if form == "json" else [])
+            )
+            try:
+                for name in ("\u0430lice", "alice"):
+                    device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+                    async with RoomClient(relay.url, device, name) as sender:
+                        await sender.join(room)
+                        async with asyncio.timeout(20):  # until the listener is in too
+                            while sender.presence.get(room.room_id, 0) < 2:
+                                await sender.next_event()
+                        await sender.send_text(room.room_id, f"from {name}")
+                heard[form] = await lines_until(listener, b"from alice")
+            finally:
+                listener.terminate()
+                await listener.wait()
+        return heard
+
+    heard = run(scenario())
+    impostor, real = [line.decode() for line in heard["plain"] if line[:1].isdigit()]
+    assert "[name mixes Latin and Cyrillic letters]" in impostor
+    assert "mixes" not in real
+    records = [json.loads(line) for line in heard["json"]]
+    assert [r["mixed_scripts"] for r in records] == [["Latin", "Cyrillic"], []]
 
 
 def test_listen_stops_when_its_room_expires(relay: RelayProcess) -> None:

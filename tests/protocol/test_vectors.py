@@ -21,7 +21,7 @@ from instantroom.protocol.minikey import (
     root_secret,
     spell_minikey,
 )
-from instantroom.protocol.names import canonical_name
+from instantroom.protocol.names import canonical_name, mixed_scripts
 
 from .corpus import (
     ENVELOPE_OVERHEAD,
@@ -254,6 +254,7 @@ def test_canonical_name(entry: dict[str, Any]) -> None:
     assert canonical_name(name) == entry["canonical"]
     # A canonical form is its own canonical form.
     assert canonical_name(entry["canonical"]) == entry["canonical"]
+    assert mixed_scripts(name) == entry["mixed_scripts"]
 
 
 def test_names_that_look_alike_share_a_canonical_form() -> None:
@@ -269,3 +270,15 @@ def test_names_that_look_alike_share_a_canonical_form() -> None:
     assert by_id["greek-final-sigma"].endswith("\u03c2")  # final sigma
     assert by_id["cyrillic-a-not-latin"] != "alice"  # homoglyphs across scripts: not caught
     assert by_id["empty"] == by_id["only-invisible"] == ""
+
+
+def test_names_that_mix_look_alike_scripts_are_flagged_and_one_script_is_not() -> None:
+    """What PROTOCOL.md 4.4's mixed-script check is for, named here."""
+    mixed = {entry["id"]: entry["mixed_scripts"] for entry in PROTOCOL["canonical_names"]}
+    assert mixed["cyrillic-a-not-latin"] == ["Latin", "Cyrillic"]
+    assert mixed["greek-alpha-in-latin"] == ["Latin", "Greek"]
+    assert mixed["three-scripts"] == ["Latin", "Greek", "Cyrillic"]
+    for alone in ("plain", "all-cyrillic", "all-cyrillic-looking-latin", "all-greek",
+                  "latin-with-digits-and-emoji", "latin-and-han", "shared-mark-with-cyrillic",
+                  "greek-final-sigma", "empty"):  # fmt: skip
+        assert mixed[alone] == [], alone

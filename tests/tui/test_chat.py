@@ -278,6 +278,39 @@ def test_a_look_alike_of_a_name_in_kept_history_is_warned_about(
     run(scenario())
 
 
+def test_a_name_that_mixes_look_alike_scripts_is_warned_about_and_marked(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    """ "\u0430lice" with a Cyrillic a is another name than "alice" (PROTOCOL.md 4.4), so no
+    key-change warning: it is flagged as mixing scripts instead, once, and marked wherever
+    it shows; a name in one script is not."""
+    alice_store, bob_store = two_stores(tmp_path, relay)
+    impostor_store = new_store(tmp_path / "impostor.json", *alice_store.rooms)
+
+    async def scenario() -> None:
+        async with (
+            on_screen(ChatApp(bob_store, "bob")) as bob,
+            on_screen(ChatApp(alice_store, "alice")) as alice,
+            on_screen(ChatApp(impostor_store, "\u0430lice")) as impostor,
+        ):
+            await bob.until(lambda: "Online: 3" in bob.members(), "all joined")
+            await alice.say("the real one")
+            await impostor.say("pay bob")
+            await impostor.say("pay him now")
+            await bob.until(lambda: bool(bob.lines_with("pay him now")), "the messages")
+            flat = " ".join(bob.conversation().split())  # the warning wraps
+            assert flat.count("mixes Latin and Cyrillic letters") == 1  # once per name
+            assert impostor_store.device.fingerprint in flat
+            assert "NEW device key" not in flat
+            (real,) = bob.lines_with("the real one")
+            assert "⚠" not in real
+            assert all("\u0430lice ⚠" in line for line in bob.lines_with("pay "))
+            assert "⚠ \u0430lice" in bob.members()
+            assert "⚠ alice" not in bob.members()
+
+    run(scenario())
+
+
 def test_a_deleted_message_is_gone_from_the_screen_and_the_store(
     tmp_path: Path, relay: RelayProcess
 ) -> None:

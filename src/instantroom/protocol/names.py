@@ -15,14 +15,23 @@ the form two names are compared in; it is never shown (a name is shown as it was
 4. lowercased with the default (locale-independent) full case mapping, Python's
    ``str.lower`` and JavaScript's ``toLowerCase``, final sigma included.
 
+Homoglyphs across scripts (Cyrillic ``\\u0430`` for Latin ``a``) keep their own canonical
+form: ``"\\u0430lice"`` is not ``"alice"``. What gives such a name away is that it mixes
+scripts: ``mixed_scripts`` names the scripts of a name whose letters come from more than
+one of Latin, Greek and Cyrillic (the scripts whose letters look most alike), and a
+client shows a warning with it. A name written in one script only is not flagged, even
+when it looks like a name in another (an all-Cyrillic ``"\\u0430\\u0440\\u0435"``): the
+fingerprint stays the identity.
+
 The JavaScript core (``web/src/protocol/names.js``) does the same; the vectors
-``canonical_names`` in ``vectors/protocol.json`` check both. Homoglyphs across scripts
-(Cyrillic ``\\u0430`` for Latin ``a``) are not caught: the fingerprint is the identity.
+``canonical_names`` in ``vectors/protocol.json`` check both.
 """
 
 from __future__ import annotations
 
 import unicodedata
+
+import regex
 
 _REMOVED = "Cf"
 _SEPARATORS = frozenset({"Cc", "Zs", "Zl", "Zp"})
@@ -45,3 +54,23 @@ def canonical_name(name: str) -> str:
     if word:
         words.append("".join(word))
     return " ".join(words).lower()
+
+
+# The scripts whose letters are most often taken for one another, in the order named.
+CONFUSABLE_SCRIPTS = ("Latin", "Greek", "Cyrillic")
+_IN_SCRIPT = {script: rf"\p{{Script_Extensions={script}}}" for script in CONFUSABLE_SCRIPTS}
+
+
+def mixed_scripts(name: str) -> list[str]:
+    """The scripts of ``CONFUSABLE_SCRIPTS`` that ``name`` (NFKC) mixes, in that order, or
+    none when one script could have written all its characters. Each character counts for
+    every script of its Script_Extensions (a mark shared by Latin and Cyrillic fits
+    either); characters of none of them (digits, spaces, other scripts) do not count."""
+    possible = set(CONFUSABLE_SCRIPTS)
+    used: set[str] = set()
+    for char in unicodedata.normalize("NFKC", name):
+        scripts = {script for script, pattern in _IN_SCRIPT.items() if regex.match(pattern, char)}
+        if scripts:
+            possible &= scripts
+            used |= scripts
+    return [] if possible else [script for script in CONFUSABLE_SCRIPTS if script in used]

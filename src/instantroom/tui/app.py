@@ -28,6 +28,7 @@ screen or reorder it), and a message's further lines are indented under it.
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 import zlib
@@ -67,7 +68,7 @@ from instantroom.protocol.envelope import MAX_NAME_BYTES, Kind, open_envelope
 from instantroom.protocol.errors import EnvelopeError, UsageError
 from instantroom.protocol.kdf import RoomKeys
 from instantroom.protocol.minikey import format_minikey, spell_minikey
-from instantroom.protocol.names import canonical_name
+from instantroom.protocol.names import canonical_name, mixed_scripts
 from instantroom.protocol.session import (
     MAX_NAMES_PER_ROOM,
     Accepted,
@@ -138,6 +139,12 @@ def name_colour(fingerprint: str) -> str:
     return _NAME_COLOURS[zlib.crc32(fingerprint.encode("ascii")) % len(_NAME_COLOURS)]
 
 
+@functools.lru_cache(maxsize=MAX_NAMES_PER_ROOM)
+def scripts_of(name: str) -> tuple[str, ...]:
+    """The look-alike scripts ``name`` mixes (PROTOCOL.md 4.4); asked for each line drawn."""
+    return tuple(mixed_scripts(name))
+
+
 def item_id(room_id: bytes) -> str:
     return f"room-{room_id.hex()}"
 
@@ -170,6 +177,7 @@ class RoomView:
     # least recently seen first, at most MAX_NAMES_PER_ROOM
     seen: dict[str, tuple[str, str]] = field(default_factory=dict)
     changed: set[str] = field(default_factory=set)  # canonical names that came with a new key
+    flagged: set[str] = field(default_factory=set)  # canonical names warned of as mixing scripts
 
     def saw(self, name: str, fingerprint: str) -> str | None:
         """Remember ``name`` with ``fingerprint``; the fingerprint it had before, if any."""
@@ -462,6 +470,18 @@ class ChatApp(App[None]):
             )
             self._add_line(view, Line("warning", warning))
             view.changed.add(canonical_name(name))
+        scripts = scripts_of(name)
+        if scripts and canonical_name(name) not in view.flagged:
+            view.flagged.add(canonical_name(name))
+            self._add_line(
+                view,
+                Line(
+                    "warning",
+                    f"⚠ The name {printable(name)} mixes {' and '.join(scripts)} letters: it "
+                    f"may imitate another name. Its device key is {fingerprint}: check it with "
+                    "them another way before you trust it.",
+                ),
+            )
         entry = None
         if view.stored.keep_history:
             entry = HistoryEntry(
@@ -487,6 +507,8 @@ class ChatApp(App[None]):
         shown.append(f"{number:>3} ", style="dim")
         shown.append(f"{clock(line.timestamp_ms)} ", style="dim")
         shown.append(printable(line.name), style=f"bold {name_colour(line.fingerprint)}")
+        if scripts_of(line.name):
+            shown.append(" ⚠", style="bold yellow")
         shown.append(f" {line.fingerprint}", style="dim")
         if line.own:
             shown.append(" (you)", style="dim")
@@ -554,7 +576,7 @@ class ChatApp(App[None]):
         for index, (name, fingerprint) in enumerate(others):
             if index:
                 shown.append(", ")
-            if canonical_name(name) in view.changed:
+            if canonical_name(name) in view.changed or scripts_of(name):
                 shown.append("⚠ ", style="bold yellow")
             shown.append(printable(name), style=f"bold {name_colour(fingerprint)}")
             shown.append(f" {fingerprint}")
