@@ -8,6 +8,7 @@ import io
 import json
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -105,10 +106,10 @@ def _target(args: argparse.Namespace) -> _Target:
 
 
 class _KnownIds:
-    """What ``listen --room`` printed, kept as ids and times in the store's room, so that
-    a relay cannot have it printed again after a restart (PROTOCOL.md 7). Written within
-    ``IDS_SAVED_WITHIN`` seconds and at the end; a store that cannot be written is said
-    once, and the listening goes on."""
+    """What ``listen --room`` printed, or ``send --room`` sent, kept as ids and times in
+    the store's room, so that a relay cannot have it shown again after a restart
+    (PROTOCOL.md 7). Written within ``IDS_SAVED_WITHIN`` seconds and at the end; a store
+    that cannot be written is said once, and the listening goes on."""
 
     def __init__(self, stored: tuple[KeyStore, StoredRoom] | None) -> None:
         self._stored = stored
@@ -135,8 +136,8 @@ class _KnownIds:
             self._stopped = True
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             print(
-                f"instantroom: the key store could not be written ({printable(why)}): the "
-                "messages printed from now on could be printed again after a restart.",
+                f"instantroom: the key store could not be written ({printable(why)}): a "
+                "relay could show this room's latest messages again after a restart.",
                 file=sys.stderr,
             )
         self._unsaved = False
@@ -147,10 +148,15 @@ async def _send(args: argparse.Namespace) -> int:
 
     target = _target(args)
     room = target.keys
+    sent = _KnownIds(target.stored)
     async with RoomClient(target.server, target.device, args.name) as client:
         try:
             await asyncio.wait_for(client.join(room, target.expires_at_ms), args.timeout)
-            await asyncio.wait_for(client.send_text(room.room_id, args.text), args.timeout)
+            message = await asyncio.wait_for(
+                client.send_text(room.room_id, args.text), args.timeout
+            )
+            sent.record(message.message_id, message.timestamp_ms)
+            sent.save()
         except JoinRefused as exc:
             print(f"instantroom: the relay refused to join: {printable(str(exc))}", file=sys.stderr)
             return 1
@@ -170,6 +176,8 @@ async def _listen(args: argparse.Namespace) -> int:
     target = _target(args)
     room = target.keys
     printed = _KnownIds(target.stored)
+    # Stopped by a service manager or a closed terminal, it still writes what it printed.
+    stopped_by = _stop_on_signals(signal.SIGTERM, signal.SIGHUP)
     # Whatever a member sent, the output stays one line per message in any encoding.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="backslashreplace")
@@ -203,8 +211,28 @@ async def _listen(args: argparse.Namespace) -> int:
         except (RelayRefused, RoomGone) as exc:
             print(f"instantroom: {printable(str(exc))}", file=sys.stderr)
             return 1
+        except asyncio.CancelledError:
+            if stopped_by:
+                return 128 + stopped_by[0]
+            raise
         finally:
             printed.save()
+
+
+def _stop_on_signals(*signals: signal.Signals) -> list[int]:
+    """Cancel the running task on any of ``signals`` (their default would end the process
+    on the spot, skipping every ``finally``); the list says which came."""
+    task = asyncio.current_task()
+    assert task is not None
+    came: list[int] = []
+
+    def stop(signum: int) -> None:
+        came.append(signum)
+        task.cancel()
+
+    for signum in signals:
+        asyncio.get_running_loop().add_signal_handler(signum, stop, signum)
+    return came
 
 
 def _print_received(received: MessageReceived, *, as_json: bool) -> bool:

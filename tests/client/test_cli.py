@@ -442,9 +442,10 @@ def test_listen_on_a_stored_room_prints_no_replay_after_a_restart(
         envelope = seal_envelope(room, alice, message, secrets.token_bytes(12))
         return frames.encode_frame(frames.Publish(ref, room.room_id, envelope))
 
-    async def listening(raw: RawClient, *sent: bytes) -> str:
+    async def listening(raw: RawClient, *sent: bytes, stop: signal.Signals = signal.SIGINT) -> str:
         """Start ``listen --room team --json``, send ``sent`` once it is in, and return
-        the first line it prints; then stop it as ^C does."""
+        the first line it prints; then stop it with ``stop``, which it must survive to
+        write what it printed."""
         listener = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "instantroom", "listen", "--room", "team", "--json",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -459,17 +460,25 @@ def test_listen_on_a_stored_room_prints_no_replay_after_a_restart(
                     await raw.send(frame)
                 line: str = json.loads(await listener.stdout.readline())["text"]
         finally:
-            listener.send_signal(signal.SIGINT)
+            listener.send_signal(stop)
             await listener.wait()
+        assert listener.returncode == 128 + stop, f"not stopped by {stop!r}"
         return line
 
     async def scenario() -> None:
         once = publish(1, "printed once")
         async with raw_client(relay.ws_url) as raw:
             await raw.join(room)
-            assert await listening(raw, once) == "printed once"
+            # As a service manager stops it: it writes what it printed all the same.
+            assert await listening(raw, once, stop=signal.SIGTERM) == "printed once"
             (stored,) = KeyStore.open(path, "pw").rooms
             assert (len(stored.recent), stored.history) == (1, [])
-            assert await listening(raw, once, publish(2, "new")) == "new"
+            status, _, err = await instantroom("send", "--room", "team", "mine", env=env)
+            assert status == 0, err
+            while not isinstance(from_send := await raw.recv(), frames.Deliver):
+                pass  # ACKs, presence
+            assert len(KeyStore.open(path, "pw").rooms[0].recent) == 2  # what send sent too
+            replayed = frames.encode_frame(frames.Publish(3, room.room_id, from_send.envelope))
+            assert await listening(raw, once, replayed, publish(2, "new")) == "new"
 
     run(scenario())

@@ -634,3 +634,42 @@ def test_a_password_change_that_could_not_be_written_keeps_the_old_one(
     store.add_room(room())
     store.save()  # with the old password, as the file on disk has it
     assert len(KeyStore.open(store_path, "pw").rooms) == 1
+
+
+def test_taking_in_another_program_s_save_writes_nothing_when_there_is_nothing_to_add(
+    store_path: Path,
+) -> None:
+    """Two programs that each answered the other's write with one of their own would
+    rewrite the store for ever."""
+    first = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    first.add_room(room(label="team"))
+    first.save()
+    second = KeyStore.open(store_path, "pw")
+    first.add_room(room(key=OTHER, label="added there"))
+    first.save()
+    written = store_path.read_bytes()
+    assert second.changed_elsewhere()
+    assert second.take_in() == []
+    assert store_path.read_bytes() == written  # nothing written
+    assert sorted(r.label for r in second.rooms) == ["added there", "team"]
+    assert not second.changed_elsewhere()
+    second.rooms[0].record_recent(b"\x07" * 16, now_ms())  # ids alone wait for a save
+    assert second.take_in() == []
+    assert store_path.read_bytes() == written
+    # A change of its own is written, merged with theirs.
+    first.forget(first.find("added there"))
+    first.save()
+    second.find("team").label = "renamed"
+    forgotten = second.take_in()
+    assert [r.label for r in forgotten] == ["added there"]
+    (stored,) = KeyStore.open(store_path, "pw").rooms
+    assert (stored.label, [e.message_id for e in stored.recent]) == ("renamed", ["07" * 16])
+
+
+def test_ids_recorded_while_saves_fail_stay_bounded_in_memory(store_path: Path) -> None:
+    stored = room()
+    now = now_ms()
+    for n in range(2 * MAX_IDS_PER_ROOM + 1):
+        stored.record_recent(n.to_bytes(16), now)
+    assert len(stored.recent) <= 2 * MAX_IDS_PER_ROOM
+    assert stored.recent[-1].message_id == (2 * MAX_IDS_PER_ROOM).to_bytes(16).hex()

@@ -1133,6 +1133,28 @@ def test_whether_ours_were_sent_is_never_dropped_for_a_reader_that_lags(
     run(scenario())
 
 
+def test_what_says_ours_were_sent_is_bounded_too_for_a_reader_of_messages_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A program that reads messages() and never next_event() lets events pile up: the
+    Accepted kept aside from the dropped ones are at most MAX_OUTBOX, the newest."""
+    monkeypatch.setattr(connection, "QUEUE_LIMIT", 3)
+    monkeypatch.setattr(connection, "MAX_OUTBOX", 5)
+    room = fresh_room().room_id
+
+    async def scenario() -> list[Event]:
+        inbox: connection._Inbox[Event] = connection._Inbox()
+        for n in range(20):
+            inbox.offer(Accepted(room, n.to_bytes(16)))
+            inbox.offer(PresenceChanged(room, n))
+        return [await inbox.get() for _ in range(5 + 3)]
+
+    kept = run(scenario())
+    assert kept[:5] == [Accepted(room, n.to_bytes(16)) for n in range(14, 19)]
+    assert kept[5:] == [PresenceChanged(room, 18), Accepted(room, (19).to_bytes(16)),
+                        PresenceChanged(room, 19)]  # fmt: skip
+
+
 def test_reconnect_delays_are_spread_and_bounded() -> None:
     first, second = list(itertools.islice(default_delays(), 30)), []
     second = list(itertools.islice(default_delays(), 30))

@@ -39,6 +39,7 @@ from instantroom.protocol.kdf import DeviceKey, RoomKeys, private_key_bytes
 from instantroom.protocol.minikey import format_minikey, make_minikey
 from instantroom.rooms_cli import cmd_chat
 from instantroom.testing import RelayProcess, raw_client, run, running_relay
+from instantroom.tui import app as app_module
 from instantroom.tui.app import ChatApp
 from tests.client.test_room_client import FakeRelay, joined_then_closed
 from tests.client.test_rooms_cli import decode, rasterise_terminal
@@ -434,6 +435,62 @@ def test_a_room_without_history_shows_no_replay_of_its_last_hour_after_a_restart
                 await bob.until(lambda: bool(bob.lines_with("from alice, new")), "the new one")
                 assert not bob.lines_with("from alice, once")
                 assert not bob.lines_with("from bob, once")
+
+    run(scenario())
+
+
+def test_ids_of_messages_received_are_written_within_a_while_not_at_once(
+    tmp_path: Path, relay: RelayProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running chat writes the ids it has for the replay filter within
+    IDS_SAVED_WITHIN, with no other change to write and without quitting."""
+    monkeypatch.setattr(app_module, "IDS_SAVED_WITHIN", 1.0)
+    alice_store, bob_store = two_stores(tmp_path, relay)
+
+    def ids_kept() -> int:
+        return len(KeyStore.open(bob_store.path, PASSWORD).rooms[0].recent)
+
+    async def scenario() -> None:
+        async with (
+            on_screen(ChatApp(bob_store, "bob")) as bob,
+            on_screen(ChatApp(alice_store, "alice")) as alice,
+        ):
+            await bob.until(lambda: "Online: 2" in bob.members(), "both joined")
+            await alice.say("hello")
+            await bob.until(lambda: bool(bob.lines_with("hello")), "the message")
+            assert ids_kept() == 0  # not at once
+            await bob.until(lambda: ids_kept() == 1, "the id written")
+            assert bob.app.is_running
+
+    run(scenario())
+
+
+def test_two_chats_on_one_store_do_not_answer_each_other_s_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each chat takes in what the other wrote; with nothing of its own to add, it writes
+    nothing back (else they would rewrite the store each second, for ever)."""
+    path = tmp_path / "store.json"
+    new_store(path, room(make_minikey(secrets.randbelow), NOWHERE))
+    write = keystore._write_atomically
+    writes = 0
+
+    def counted(target: Path, data: bytes) -> None:
+        nonlocal writes
+        writes += 1
+        write(target, data)
+
+    monkeypatch.setattr(keystore, "_write_atomically", counted)
+    first = ChatApp(KeyStore.open(path, PASSWORD), "alice")
+    second = ChatApp(KeyStore.open(path, PASSWORD), "alice")
+
+    async def scenario() -> None:
+        async with on_screen(first) as one, on_screen(second) as two:
+            await one.say("/history on")
+            await two.until(lambda: "history kept" in two.status(), "the other chat took it in")
+            settled = writes
+            await one.do(one.pilot.pause(3.0))  # three ticks of each
+            assert writes == settled
 
     run(scenario())
 

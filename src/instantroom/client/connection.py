@@ -52,6 +52,7 @@ from instantroom.protocol.errors import FrameError, UsageError
 from instantroom.protocol.frames import MAX_FRAME_SIZE
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.protocol.session import (
+    MAX_OUTBOX,
     Accepted,
     ClientSession,
     Event,
@@ -153,8 +154,9 @@ def _size(item: object) -> int:
 
 class _Inbox(Generic[T]):
     """A queue bounded in items and in message bytes: the oldest go first when full, except
-    what says whether one of ours was sent (``Accepted``, ``NotSent``): that is never
-    dropped, and there is one per message sent, at most ``MAX_OUTBOX`` waiting."""
+    what says whether one of ours was sent (``Accepted``, ``NotSent``), kept aside up to
+    ``MAX_OUTBOX`` of them (as many as can wait to be sent; a reader that never reads
+    events loses the oldest of those too)."""
 
     def __init__(self) -> None:
         self._items: deque[T] = deque()
@@ -172,6 +174,8 @@ class _Inbox(Generic[T]):
             self._bytes -= _size(oldest)
             if isinstance(oldest, Accepted | NotSent):
                 self._kept.append(oldest)
+                if len(self._kept) > MAX_OUTBOX:
+                    self._kept.popleft()
         self._ready.set()
 
     async def get(self) -> T:

@@ -38,7 +38,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +64,8 @@ MAX_KDF = {"iterations": 64, "lanes": 64, "memory_kib": 4 * 1024 * 1024}
 # many per room and list, the newest.
 IDS_KEPT_MS = 60 * 60 * 1000 + 5 * 60 * 1000
 MAX_IDS_PER_ROOM = 10_000
-# How long a program may hold those ids before it writes them (each write of the store
-# costs an Argon2id run: a busy room must not cost one a second).
+# How long a program may hold those ids before it writes them: each write is a whole new
+# file, flushed to disk, and a busy room must not cost one a second.
 IDS_SAVED_WITHIN = 10.0
 # Our own messages waiting for the relay: a session holds at most MAX_OUTBOX, and the store
 # keeps no more of them than that, per room. One too old to send stays until a chat gives
@@ -169,6 +169,8 @@ class StoredRoom:
         """Remember a message received or sent (then save()). Its id is new: the replay
         filter lets no id through twice (a repeat is dropped when pruned)."""
         self.recent.append(KnownMessage(message_id.hex(), timestamp_ms))
+        if len(self.recent) > 2 * MAX_IDS_PER_ROOM:  # saves failing: pruned here instead
+            self.recent = _recent_ids(self.recent, time.time_ns() // 1_000_000)
 
     def known(self) -> list[tuple[bytes, int]]:
         """(id, time) of every message this device has had in this room, as
@@ -253,7 +255,7 @@ class KeyStore:
         # What the file held when this program last read or wrote it: the merge's base.
         self._revision = revision
         self._seen_stat: tuple[int, int, int] | None = None  # the file's, when it matched
-        self._base = {room.key: copy.deepcopy(room) for room in rooms}
+        self._base = _snapshot(rooms)
 
     def __repr__(self) -> str:
         return f"KeyStore({str(self.path)!r}, {len(self.rooms)} rooms)"
@@ -325,33 +327,57 @@ class KeyStore:
         """Forget every room, those another program added meanwhile too, and save."""
         self._save(wipe=True)
 
+    def take_in(self) -> list[StoredRoom]:
+        """Take in what another program saved, as ``save`` does, without writing when this
+        one has nothing of its own to add (or else save): two programs that each answered
+        the other's write with one of their own would write for ever."""
+        if _snapshot(self.rooms) != self._base:
+            return self.save()
+        with _locked(self.path):
+            raw = self._theirs()
+            if raw is None:
+                return []
+            forgotten = self._merge(self._decode_theirs(raw))
+            self._revision = _digest(raw)
+            self._base = _snapshot(self.rooms)
+        return forgotten
+
     def _save(self, *, wipe: bool) -> list[StoredRoom]:
         with _locked(self.path):
             forgotten: list[StoredRoom] = []
-            try:
-                raw = self.path.read_bytes()
-            except FileNotFoundError:
-                raw = None
-            if raw is not None and _digest(raw) != self._revision:
-                try:
-                    device, rooms, _, _ = _decode(self.path, raw, self._password, self._sealing)
-                except WrongPassword:
-                    raise StoreChanged(
-                        "Another InstantRoom changed the key store's password since this one "
-                        "opened it (or the file was altered): nothing was saved here. Open it "
-                        "again with the new password."
-                    ) from None
-                if device.public_key != self.device.public_key:
-                    raise StoreChanged(
-                        f"The key store at {self.path} was replaced by another one since this "
-                        "program opened it: nothing was saved here."
-                    )
+            raw = self._theirs()
+            if raw is not None:
+                rooms = self._decode_theirs(raw)
                 if not wipe:
                     forgotten = self._merge(rooms)
             if wipe:
                 self.rooms = []
             self._write()
         return forgotten
+
+    def _theirs(self) -> bytes | None:
+        """The file's bytes, if another program wrote it since this one read or wrote it."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return raw if _digest(raw) != self._revision else None
+
+    def _decode_theirs(self, raw: bytes) -> list[StoredRoom]:
+        try:
+            device, rooms, _, _ = _decode(self.path, raw, self._password, self._sealing)
+        except WrongPassword:
+            raise StoreChanged(
+                "Another InstantRoom changed the key store's password since this one "
+                "opened it (or the file was altered): nothing was saved here. Open it "
+                "again with the new password."
+            ) from None
+        if device.public_key != self.device.public_key:
+            raise StoreChanged(
+                f"The key store at {self.path} was replaced by another one since this "
+                "program opened it: nothing was saved here."
+            )
+        return rooms
 
     def _merge(self, theirs: list[StoredRoom]) -> list[StoredRoom]:
         """Take in what another program saved; this one's rooms keep their identity."""
@@ -397,7 +423,7 @@ class KeyStore:
         self._password, self._new_password = password, None
         self._sealing = sealing  # once written: a failed write keeps the old password's
         self._revision = _digest(data)
-        self._base = {room.key: copy.deepcopy(room) for room in self.rooms}
+        self._base = _snapshot(self.rooms)
 
     def change_password(self, new_password: str) -> None:
         if not new_password:
@@ -520,6 +546,12 @@ def _decode(
     except (KeyError, TypeError, ValueError, DamagedStore) as exc:
         raise DamagedStore(f"The key store at {path} is damaged inside.") from exc
     return device, rooms, params, sealing
+
+
+def _snapshot(rooms: list[StoredRoom]) -> dict[str, StoredRoom]:
+    """The rooms as a merge's base: without the ids kept for the replay filter, which
+    merge as a union (and are up to 10,000 a list: copying them made each save slow)."""
+    return {room.key: copy.deepcopy(replace(room, deleted=[], recent=[])) for room in rooms}
 
 
 def _recent_ids(known: list[KnownMessage], now_ms: int) -> list[KnownMessage]:

@@ -668,15 +668,21 @@ class ChatApp(App[None]):
 
     # the store
 
-    def _save(self, *, wipe: bool = False) -> bool:
+    def _save(self, *, wipe: bool = False, only_theirs: bool = False) -> bool:
         """Write the store, merging what another program wrote meanwhile (a room it added
-        shows up here, one it forgot goes); say whether it was written. A failed write is
-        said, never a crash: a full disk is tried again each second; a password changed
-        elsewhere stops the saving."""
+        shows up here, one it forgot goes); say whether it was written. ``only_theirs``:
+        this chat has nothing to write, so only take in what another program wrote. A
+        failed write is said, never a crash: a full disk is tried again each second; a
+        password changed elsewhere stops the saving."""
         if self._saving_stopped:
             return False
         try:
-            forgotten = [] if wipe else self._store.save()
+            if wipe:
+                forgotten = []
+            elif only_theirs:
+                forgotten = self._store.take_in()
+            else:
+                forgotten = self._store.save()
             if wipe:
                 self._store.wipe()
         except (StoreChanged, DamagedStore) as exc:
@@ -698,8 +704,9 @@ class ChatApp(App[None]):
                 self.notify(f"{problem} Trying again each second.", severity="error", markup=False)
             return False
         self._save_problem = None
-        self._dirty = False
-        self._ids_unsaved_since = None
+        if not only_theirs:  # (ids recorded meanwhile wait for their own write)
+            self._dirty = False
+            self._ids_unsaved_since = None
         added = [room for room in self._store.rooms if room.room_id not in self._views]
         if forgotten or added:
             self.run_worker(self._follow_store(forgotten, added), group="store")
@@ -753,15 +760,13 @@ class ChatApp(App[None]):
                     if view.client is not None:
                         await view.client.leave(view.room_id)
                     await self._remove_view(view, "has expired")
-        elif (
-            self._dirty
-            or (
-                self._ids_unsaved_since is not None
-                and time.monotonic() - self._ids_unsaved_since >= IDS_SAVED_WITHIN
-            )
-            or (not self._saving_stopped and self._store.changed_elsewhere())
+        elif self._dirty or (
+            self._ids_unsaved_since is not None
+            and time.monotonic() - self._ids_unsaved_since >= IDS_SAVED_WITHIN
         ):
             self._save()  # which takes in, and shows, what another program changed
+        elif not self._saving_stopped and self._store.changed_elsewhere():
+            self._save(only_theirs=True)
         self._refresh_panels()
 
     # what the user types
