@@ -193,6 +193,7 @@ class Message:
     fingerprint: str
     text: str
     key_changed: bool
+    mixed_scripts: bool  # the flag of a name that mixes look-alike scripts shows
 
 
 class Phone:
@@ -298,6 +299,7 @@ class Phone:
             fingerprint=found.get_by_test_id("message-fingerprint").inner_text().strip(),
             text=found.get_by_test_id("message-text").inner_text().strip(),
             key_changed=found.get_by_test_id("key-change-warning").count() > 0,
+            mixed_scripts=found.get_by_test_id("mixed-scripts-flag").count() > 0,
         )
 
 

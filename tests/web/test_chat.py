@@ -152,6 +152,52 @@ def test_a_phone_and_the_terminal_client_chat(
         assert heard_after[1]["fingerprint"] in second.fingerprint
 
 
+# What a screen reader reads for the flag of "\u0430lice" (PROTOCOL.md 4.4).
+MIXES_LATIN_AND_CYRILLIC = (
+    "The name mixes Latin and Cyrillic letters: it may imitate another name. "
+    "Check the fingerprint with them."
+)
+
+
+def test_a_name_that_mixes_scripts_is_flagged(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    """With a Cyrillic \u0430, "\u0430lice" looks like "alice" but is another name, so no
+    key-change warning catches it: a flag beside it does, seen and read out. "alice" has none."""
+    alice, other = phones(), phones()
+    alice.open(relay.url)
+    alice.set_password("alice's long password")
+    room = alice.create_room("Look-alikes", "alice")
+    alice.open_room()
+    other.open(relay.url)
+    other.set_password("the other's long password")
+    other.join(room.key, "\u0430lice")
+    alice.expect_members(2)
+
+    alice.send("the real one")
+    other.send("it is me, on a new phone")
+    for phone in (alice, other):
+        real = phone.expect_message("the real one")
+        look_alike = phone.expect_message("it is me, on a new phone")
+        assert (real.sender, look_alike.sender) == ("alice", "\u0430lice")  # shown as sent
+        # Two names, not one name with a new key: no key-change warning tells them apart.
+        assert (real.key_changed, look_alike.key_changed) == (False, False)
+        assert real.fingerprint != look_alike.fingerprint
+        assert not real.mixed_scripts
+        assert look_alike.mixed_scripts  # on every phone, the sender's own included
+
+        # Beside the name, before the fingerprint: a ⚠ and the scripts, for the eye; the
+        # whole warning, for a screen reader, which does not read the short form.
+        found = phone.message_locator("it is me, on a new phone")
+        flag = found.get_by_test_id("mixed-scripts-flag")
+        expect(flag).to_be_visible()
+        expect(flag.get_by_text("⚠ Latin + Cyrillic", exact=True)).to_be_visible()
+        read = found.aria_snapshot()
+        assert f"\u0430lice {MIXES_LATIN_AND_CYRILLIC} {look_alike.fingerprint}" in read, read
+        assert "Latin + Cyrillic" not in read, read
+        assert MIXES_LATIN_AND_CYRILLIC not in phone.message_locator("the real one").aria_snapshot()
+
+
 def test_joining_by_a_typed_key_and_a_typo(
     relay: RelayProcess, phones: Callable[..., Phone]
 ) -> None:

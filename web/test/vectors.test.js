@@ -19,7 +19,7 @@ import {
   spellMinikey,
 } from "../src/protocol/minikey.js";
 import { ErrorCode } from "../src/protocol/codes.js";
-import { canonicalName } from "../src/protocol/names.js";
+import { canonicalName, mixedScripts } from "../src/protocol/names.js";
 
 const load = (name) => JSON.parse(readFileSync(new URL(`../../vectors/${name}`, import.meta.url), "utf8"));
 const corpus = load("protocol.json");
@@ -200,6 +200,7 @@ describe("canonical names", () => {
       assert.equal(codePoints.join(" "), vector.code_points);
       assert.equal(canonicalName(vector.name), vector.canonical);
       assert.equal(canonicalName(vector.canonical), vector.canonical); // its own canonical form
+      assert.deepEqual(mixedScripts(vector.name), vector.mixed_scripts);
     });
   }
 });

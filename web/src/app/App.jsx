@@ -2,8 +2,9 @@
 // Every input has a label, errors are role="alert", the conversation is role="log", and
 // each screen moves focus to its heading so that a screen reader announces it.
 
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { formatMinikey, spellMinikey } from "../protocol/minikey.js";
+import { mixedScripts } from "../protocol/names.js";
 import { qrDataUrl } from "../qr/draw.js";
 import { LIFETIMES } from "./controller.js";
 import { parseInvite } from "./invite.js";
@@ -468,13 +469,39 @@ function Join({ app }) {
 // "notSent" event), or one the outbox could not take back after an unlock (full).
 const MESSAGE_STATUS_LABELS = { sending: "sending…", sent: "sent", unsent: "not sent" };
 
+/** "Latin and Cyrillic"; "Latin, Greek and Cyrillic". */
+function listed(words) {
+  return words.length < 2 ? words.join("") : `${words.slice(0, -1).join(", ")} and ${words.at(-1)}`;
+}
+
+/**
+ * The flag beside a name whose letters mix look-alike scripts (PROTOCOL.md 4.4): "аlice"
+ * with a Cyrillic "а" is not "alice", so it gets no key-change warning, yet looks the
+ * same. The scripts show beside a ⚠; the whole warning is what a screen reader reads (the
+ * short visible form is hidden from it, and a title alone would reach no one on a phone).
+ */
+function MixedScriptsFlag({ scripts }) {
+  const warning = `The name mixes ${listed(scripts)} letters: it may imitate another name. Check the fingerprint with them.`;
+  return (
+    <span class="flag" data-testid="mixed-scripts-flag">
+      <span aria-hidden="true" title={warning}>
+        ⚠ {scripts.join(" + ")}
+      </span>
+      <span class="visually-hidden">{warning}</span>
+    </span>
+  );
+}
+
 function Message({ app, roomId, message }) {
+  // Once per message shown, not on every redraw of the room.
+  const scripts = useMemo(() => mixedScripts(message.senderName), [message.senderName]);
   return (
     <li class={message.mine ? "message mine" : "message"} data-testid="message">
       <div class="message-head">
         <span class="sender" data-testid="message-sender">
           {shown(message.senderName)}
         </span>
+        {scripts.length > 0 && <MixedScriptsFlag scripts={scripts} />}
         <span class="fingerprint" data-testid="message-fingerprint" title="The sender's device fingerprint">
           {message.fingerprint}
         </span>
