@@ -465,8 +465,9 @@ function Join({ app }) {
 
 // A room: the conversation, presence and the connection.
 
-// "unsent": the relay never took it: given up 55 minutes after it was written (a
-// "notSent" event), or one the outbox could not take back after an unlock (full).
+// "unsent": the relay never took it: given up 55 minutes after it was written or with a
+// room the relay refused (a "notSent" event), or one the outbox could not take back after
+// an unlock (full).
 const MESSAGE_STATUS_LABELS = { sending: "sending…", sent: "sent", unsent: "not sent" };
 
 /** "Latin and Cyrillic"; "Latin, Greek and Cyrillic". */

@@ -756,7 +756,8 @@ export class App {
 
   /**
    * The session gave one of ours up: the relay had not taken it within 55 minutes, and
-   * the others would refuse it as too old (PROTOCOL.md 10.6). It shows as not sent. Kept
+   * the others would refuse it as too old, or the relay refused its room for good
+   * (PROTOCOL.md 10.6). It shows as not sent. Kept
    * history already says so: a message is kept as not sent until its ACK (markSent), and
    * none comes now. It leaves the stored outbox.
    */

@@ -126,7 +126,8 @@ function randomToken(randomBytes) {
  * - "presence" {roomId, members}
  * - "message" {roomId, kind, message, text, fingerprint, keyChanged}
  * - "accepted" {roomId, messageId}
- * - "notSent" {roomId, messageId, reason}: given up 55 minutes after it was written
+ * - "notSent" {roomId, messageId, reason}: given up 55 minutes after it was written, or
+ *   with its room when the relay refused the room for good
  * - "refused" {code, roomId, ref, reason, fatal}
  * - "rejected" {roomId, reason}
  * - "expired" {roomId}
