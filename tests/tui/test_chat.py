@@ -33,7 +33,7 @@ from instantroom.client.connection import RoomClient
 from instantroom.client.invite import format_invite
 from instantroom.client.keystore import HistoryEntry, KeyStore, StoredRoom, WrongPassword
 from instantroom.protocol import frames
-from instantroom.protocol.codes import CloseCode
+from instantroom.protocol.codes import CloseCode, ErrorCode
 from instantroom.protocol.envelope import Kind, new_message, seal_envelope
 from instantroom.protocol.kdf import DeviceKey, RoomKeys, private_key_bytes
 from instantroom.protocol.minikey import format_minikey, make_minikey
@@ -41,7 +41,7 @@ from instantroom.rooms_cli import cmd_chat
 from instantroom.testing import RelayProcess, raw_client, run, running_relay
 from instantroom.tui import app as app_module
 from instantroom.tui.app import ChatApp
-from tests.client.test_room_client import FakeRelay, joined_then_closed
+from tests.client.test_room_client import FakeRelay, Peer, joined_then_closed
 from tests.client.test_rooms_cli import decode, rasterise_terminal
 
 PASSWORD = "a long enough password"
@@ -928,6 +928,46 @@ def test_a_message_too_old_to_send_when_the_chat_starts_shows_as_not_sent(
                 assert shown == []
 
     run(again())
+
+
+def test_a_message_waiting_for_a_room_the_relay_refuses_for_good_shows_as_not_sent(
+    tmp_path: Path,
+) -> None:
+    """The relay refuses the room (full): what waited for it will not go, and says so,
+    rather than waiting on screen and in the store for ever."""
+    key = make_minikey(secrets.randbelow)
+    path = tmp_path / "alice.json"
+
+    async def full(peer: Peer) -> None:
+        join = await peer.recv()
+        assert isinstance(join, frames.Join)
+        await peer.send(frames.Error(ErrorCode.ROOM_FULL, 0, join.room_id, "This room is full."))
+        await peer.ws.wait_closed()
+
+    async def scenario() -> None:
+        async with FakeRelay(full) as relay:
+            store = new_store(path, room(key, relay.url))
+            message = new_message(
+                store.device, "alice", Kind.TEXT, b"written before",
+                token_bytes=secrets.token_bytes, now_ms=now_ms(),
+            )  # fmt: skip
+            envelope = seal_envelope(RoomKeys.from_minikey(key), store.device, message,
+                                     secrets.token_bytes(12))  # fmt: skip
+            store.rooms[0].add_outgoing(message.message_id, message.timestamp_ms, envelope)
+            store.save()
+            app = ChatApp(KeyStore.open(path, PASSWORD), "alice")
+            async with on_screen(app) as alice:
+                await alice.until(
+                    lambda: any("(not sent: " in line for line in alice.lines_with("written")),
+                    "the message, not sent",
+                )
+                assert "refused the room" in " ".join(alice.conversation().split())
+                assert "waiting to send" not in alice.status()
+                await alice.until(
+                    lambda: not KeyStore.open(path, PASSWORD).rooms[0].outbox, "saved"
+                )
+
+    run(scenario())
 
 
 def test_quitting_asks_twice_when_messages_not_sent_cannot_be_kept(
