@@ -341,6 +341,8 @@ NAMES = {
     "shared-mark-with-cyrillic": "\u0430\u0485",
     "shared-mark-with-greek": "\u03b1\u0485",
     "fullwidth-latin-and-cyrillic": "\uff41\u0430",
+    # U+209F is unassigned (Unicode 17 too): its script is Unknown, and it does not count.
+    "unassigned-after-cyrillic": "\u0414\u0438\u043c\u0430\u209f",
     "empty": "",
     "only-invisible": "\u200b\u200d \u00a0",
 }

@@ -221,7 +221,8 @@ async def _listen(args: argparse.Namespace) -> int:
 
 def _stop_on_signals(*signals: signal.Signals) -> list[int]:
     """Cancel the running task on any of ``signals`` (their default would end the process
-    on the spot, skipping every ``finally``); the list says which came."""
+    on the spot, skipping every ``finally``), except one the process was told to ignore
+    (``nohup`` ignores SIGHUP); the list says which came."""
     task = asyncio.current_task()
     assert task is not None
     came: list[int] = []
@@ -231,14 +232,15 @@ def _stop_on_signals(*signals: signal.Signals) -> list[int]:
         task.cancel()
 
     for signum in signals:
-        asyncio.get_running_loop().add_signal_handler(signum, stop, signum)
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            asyncio.get_running_loop().add_signal_handler(signum, stop, signum)
     return came
 
 
 def _print_received(received: MessageReceived, *, as_json: bool) -> bool:
     """Print a text message (and say so); other kinds are not printed."""
     from .protocol.envelope import Kind
-    from .protocol.names import mixed_scripts
+    from .protocol.names import mixed_scripts, spoken_list
 
     message = received.message
     if message.kind != Kind.TEXT:
@@ -264,7 +266,7 @@ def _print_received(received: MessageReceived, *, as_json: bool) -> bool:
         # A line break or escape sequence in a name or text must not fake another line.
         warning = " [NEW KEY for this name]" if received.key_changed else ""
         if scripts := mixed_scripts(message.sender_name):
-            warning += f" [name mixes {' and '.join(scripts)} letters]"
+            warning += f" [name mixes {spoken_list(scripts)} letters]"
         text = printable(message.text, newlines=True).replace("\n", "\n    ")
         line = (
             f"{stamp.astimezone():%H:%M:%S} {printable(message.sender_name)} "

@@ -482,3 +482,42 @@ def test_listen_on_a_stored_room_prints_no_replay_after_a_restart(
             assert await listening(raw, once, replayed, publish(2, "new")) == "new"
 
     run(scenario())
+
+
+def test_listen_run_with_nohup_survives_its_terminal_closing(relay: RelayProcess) -> None:
+    """SIGHUP ends a listen (writing what it printed first), unless it was told to
+    ignore it, as nohup does."""
+    key = make_minikey(secrets.randbelow)
+    room = RoomKeys.from_minikey(key)
+
+    def as_nohup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    async def scenario() -> None:
+        listener = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "instantroom", "listen", "--server", relay.url, "--key", key,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=environment(), preexec_fn=as_nohup,
+        )  # fmt: skip
+        assert listener.stderr is not None
+        try:
+            async with asyncio.timeout(20):
+                assert b"listening" in await listener.stderr.readline()
+            listener.send_signal(signal.SIGHUP)
+            device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+            async with RoomClient(relay.url, device, "carol") as carol:
+                await carol.join(room)
+                await carol.send_text(room.room_id, "still there")
+            assert len(await lines_until(listener, b"still there")) == 1
+            assert listener.returncode is None
+        finally:
+            listener.send_signal(signal.SIGINT)
+            await listener.wait()
+        assert listener.returncode == 130
+
+        plain = await start_listening("--server", relay.url, "--key", key)
+        plain.send_signal(signal.SIGHUP)
+        await plain.wait()
+        assert plain.returncode == 128 + signal.SIGHUP
+
+    run(scenario())

@@ -21,7 +21,7 @@ from instantroom.protocol.minikey import (
     root_secret,
     spell_minikey,
 )
-from instantroom.protocol.names import canonical_name, mixed_scripts
+from instantroom.protocol.names import canonical_name, mixed_scripts, spoken_list
 
 from .corpus import (
     ENVELOPE_OVERHEAD,
@@ -278,7 +278,9 @@ def test_names_that_mix_look_alike_scripts_are_flagged_and_one_script_is_not() -
     assert mixed["cyrillic-a-not-latin"] == ["Latin", "Cyrillic"]
     assert mixed["greek-alpha-in-latin"] == ["Latin", "Greek"]
     assert mixed["three-scripts"] == ["Latin", "Greek", "Cyrillic"]
+    assert spoken_list(mixed["three-scripts"]) == "Latin, Greek and Cyrillic"
+    assert spoken_list(mixed["cyrillic-a-not-latin"]) == "Latin and Cyrillic"
     for alone in ("plain", "all-cyrillic", "all-cyrillic-looking-latin", "all-greek",
                   "latin-with-digits-and-emoji", "latin-and-han", "shared-mark-with-cyrillic",
-                  "greek-final-sigma", "empty"):  # fmt: skip
+                  "greek-final-sigma", "unassigned-after-cyrillic", "empty"):  # fmt: skip
         assert mixed[alone] == [], alone

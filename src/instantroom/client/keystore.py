@@ -590,7 +590,8 @@ def _merge_room(base: StoredRoom | None, mine: StoredRoom, theirs: StoredRoom) -
     ours_deleted = {entry.message_id for entry in mine.deleted}
     mine.deleted += [e for e in theirs.deleted if e.message_id not in ours_deleted]
     gone = {entry.message_id for entry in mine.deleted}
-    mine.recent += theirs.recent  # repeats go when pruned
+    ours_recent = {entry.message_id for entry in mine.recent}
+    mine.recent += [e for e in theirs.recent if e.message_id not in ours_recent]
     # Each side's outbox: what it added stays, what it removed (taken, given up) goes.
     sent_before = {e.message_id for e in base.outbox} if base is not None else set()
     waiting = {e.message_id for e in theirs.outbox}

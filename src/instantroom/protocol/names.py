@@ -69,8 +69,15 @@ def mixed_scripts(name: str) -> list[str]:
     possible = set(CONFUSABLE_SCRIPTS)
     used: set[str] = set()
     for char in unicodedata.normalize("NFKC", name):
+        if unicodedata.category(char) == "Cn":
+            continue  # unassigned: its script is Unknown (the regex module says otherwise)
         scripts = {script for script, pattern in _IN_SCRIPT.items() if regex.match(pattern, char)}
         if scripts:
             possible &= scripts
             used |= scripts
     return [] if possible else [script for script in CONFUSABLE_SCRIPTS if script in used]
+
+
+def spoken_list(words: list[str] | tuple[str, ...]) -> str:
+    """``Latin and Cyrillic``; ``Latin, Greek and Cyrillic``."""
+    return " and ".join(filter(None, (", ".join(words[:-1]), *words[-1:])))

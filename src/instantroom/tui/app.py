@@ -68,7 +68,7 @@ from instantroom.protocol.envelope import MAX_NAME_BYTES, Kind, open_envelope
 from instantroom.protocol.errors import EnvelopeError, UsageError
 from instantroom.protocol.kdf import RoomKeys
 from instantroom.protocol.minikey import format_minikey, spell_minikey
-from instantroom.protocol.names import canonical_name, mixed_scripts
+from instantroom.protocol.names import canonical_name, mixed_scripts, spoken_list
 from instantroom.protocol.session import (
     MAX_NAMES_PER_ROOM,
     Accepted,
@@ -477,7 +477,7 @@ class ChatApp(App[None]):
                 view,
                 Line(
                     "warning",
-                    f"⚠ The name {printable(name)} mixes {' and '.join(scripts)} letters: it "
+                    f"⚠ The name {printable(name)} mixes {spoken_list(scripts)} letters: it "
                     f"may imitate another name. Its device key is {fingerprint}: check it with "
                     "them another way before you trust it.",
                 ),
