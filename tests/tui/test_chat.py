@@ -312,6 +312,25 @@ def test_a_name_that_mixes_look_alike_scripts_is_warned_about_and_marked(
     run(scenario())
 
 
+def test_a_name_that_mixes_scripts_in_kept_history_is_warned_about_on_opening(
+    tmp_path: Path,
+) -> None:
+    kept = HistoryEntry("ab" * 16, now_ms(), "\u0430lice", "QX3M-7KDA-PLNE-4RWB", "earlier")
+    store = new_store(
+        tmp_path / "bob.json",
+        room(make_minikey(secrets.randbelow), NOWHERE, keep_history=True, history=[kept]),
+    )
+
+    async def scenario() -> None:
+        async with on_screen(ChatApp(store, "bob")) as bob:
+            await bob.until(lambda: bool(bob.lines_with("earlier")), "the kept message")
+            flat = " ".join(bob.conversation().split())
+            assert flat.count("mixes Latin and Cyrillic letters") == 1
+            assert flat.index("earlier") < flat.index("mixes Latin")  # after what it is about
+
+    run(scenario())
+
+
 def test_a_deleted_message_is_gone_from_the_screen_and_the_store(
     tmp_path: Path, relay: RelayProcess
 ) -> None:

@@ -263,6 +263,9 @@ class ChatApp(App[None]):
             view.saw(entry.name, entry.fingerprint)
         view.seen.setdefault(canonical_name(self._user), (self._user, self._fingerprint))
         self._show_waiting(view)
+        for name, fingerprint in list(view.seen.values()):  # kept history's names, last
+            if fingerprint != self._fingerprint:
+                self._flag_mixed_scripts(view, name, fingerprint, shown=False)
         return view
 
     def _show_waiting(self, view: RoomView) -> None:
@@ -453,6 +456,24 @@ class ChatApp(App[None]):
         self._redraw_pending = False
         self._show_conversation()
 
+    def _flag_mixed_scripts(
+        self, view: RoomView, name: str, fingerprint: str, *, shown: bool = True
+    ) -> None:
+        """Warn, once per name and room, of a name that mixes look-alike scripts (on the
+        screen too if ``shown``: not while the view is being made)."""
+        scripts = scripts_of(name)
+        if scripts and canonical_name(name) not in view.flagged:
+            view.flagged.add(canonical_name(name))
+            warning = (
+                f"⚠ The name {printable(name)} mixes {spoken_list(scripts)} letters: it may "
+                f"imitate another name. Its device key is {fingerprint}: check it with them "
+                "another way before you trust it."
+            )
+            if shown:
+                self._add_line(view, Line("warning", warning))
+            else:
+                view.lines.append(Line("warning", warning))
+
     def _received(self, view: RoomView, received: MessageReceived) -> None:
         message = received.message
         if message.kind != Kind.TEXT or message.message_id in self._own_ids:
@@ -470,18 +491,7 @@ class ChatApp(App[None]):
             )
             self._add_line(view, Line("warning", warning))
             view.changed.add(canonical_name(name))
-        scripts = scripts_of(name)
-        if scripts and canonical_name(name) not in view.flagged:
-            view.flagged.add(canonical_name(name))
-            self._add_line(
-                view,
-                Line(
-                    "warning",
-                    f"⚠ The name {printable(name)} mixes {spoken_list(scripts)} letters: it "
-                    f"may imitate another name. Its device key is {fingerprint}: check it with "
-                    "them another way before you trust it.",
-                ),
-            )
+        self._flag_mixed_scripts(view, name, fingerprint)
         entry = None
         if view.stored.keep_history:
             entry = HistoryEntry(
