@@ -40,7 +40,7 @@ from instantroom.protocol.minikey import format_minikey, make_minikey
 from instantroom.rooms_cli import cmd_chat
 from instantroom.testing import RelayProcess, raw_client, run, running_relay
 from instantroom.tui import app as app_module
-from instantroom.tui.app import ChatApp
+from instantroom.tui.app import ChatApp, Line
 from tests.client.test_room_client import FakeRelay, Peer, joined_then_closed
 from tests.client.test_rooms_cli import decode, rasterise_terminal
 
@@ -779,6 +779,27 @@ def test_a_store_that_cannot_be_written_is_said_once_and_written_by_a_later_tick
             assert app.is_running
 
     run(scenario())  # and no crash
+
+
+def test_what_comes_after_the_screen_is_taken_down_changes_only_the_state(
+    tmp_path: Path,
+) -> None:
+    """A tick, a redraw or a relay's event can still come as the chat quits, once its
+    widgets are gone: it must not crash the chat then (it did, in a test run)."""
+    store = new_store(tmp_path / "store.json", room(make_minikey(secrets.randbelow), NOWHERE))
+    app = ChatApp(store, "alice")
+
+    async def scenario() -> None:
+        async with on_screen(app):
+            pass
+
+    run(scenario())
+    (view,) = app._views.values()
+    app._refresh_panels()
+    app._show_conversation()
+    app._note(None, "to no screen")
+    app._add_line(view, Line("notice", "kept in the view"))
+    assert view.lines[-1].text == "kept in the view"
 
 
 def test_a_crash_report_shows_neither_keys_nor_the_password(

@@ -34,7 +34,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, TypeVar
 
 import segno
 from rich.segment import Segments
@@ -43,6 +43,7 @@ from rich.traceback import Traceback
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
 from textual.widgets import Input, ListItem, ListView, RichLog, Static
 
 from instantroom.client.connection import (
@@ -96,6 +97,8 @@ with /). Ctrl+Up and Ctrl+Down change rooms; Ctrl+Q quits."""
 
 # Why one of ours kept as not taken, and no longer waiting, was not sent.
 NEVER_TAKEN = "the relay never took it"
+
+W = TypeVar("W", bound=Widget)
 
 LineKind = Literal["message", "notice", "warning", "error", "code"]
 
@@ -334,9 +337,10 @@ class ChatApp(App[None]):
             label.append(f"  {view.unread} new", style="bold")
         return label
 
-    @property
-    def _conversation(self) -> RichLog:
-        return self.query_one("#conversation", RichLog)
+    def _widget(self, selector: str, kind: type[W]) -> W | None:
+        """The widget, or None once the screen is being taken down: a timer or an event
+        can still come as the chat quits, and must not crash it then."""
+        return next(iter(self.query(selector).results(kind)), None)
 
     def _current(self) -> RoomView | None:
         return self._views.get(self._selected) if self._selected is not None else None
@@ -532,18 +536,21 @@ class ChatApp(App[None]):
 
     def _add_line(self, view: RoomView, line: Line) -> None:
         view.lines.append(line)
-        if view.room_id == self._selected:
+        log = self._widget("#conversation", RichLog)
+        if view.room_id == self._selected and log is not None:
             number = sum(1 for shown in view.lines if shown.kind == "message")
-            self._conversation.write(self._render_line(line, number))
+            log.write(self._render_line(line, number))
 
     def _note(self, view: RoomView | None, text: str, kind: LineKind = "notice") -> None:
         if view is not None:
             self._add_line(view, Line(kind, text))
-        else:
-            self._conversation.write(self._render_line(Line(kind, text), 0))
+        elif (log := self._widget("#conversation", RichLog)) is not None:
+            log.write(self._render_line(Line(kind, text), 0))
 
     def _show_conversation(self) -> None:
-        log = self._conversation
+        log = self._widget("#conversation", RichLog)
+        if log is None:
+            return
         log.clear()
         view = self._current()
         if view is None:
@@ -567,8 +574,10 @@ class ChatApp(App[None]):
             for label in self.query(f"#{item_id(view.room_id)} .room-label").results(Static):
                 label.update(self._room_label(view))
         current = self._current()
-        members = self.query_one("#members", Static)
-        status = self.query_one("#status", Static)
+        members = self._widget("#members", Static)
+        status = self._widget("#status", Static)
+        if members is None or status is None:
+            return
         if current is None:
             members.update("")
             status.update(Text("no room", style="dim"))
@@ -630,7 +639,9 @@ class ChatApp(App[None]):
         """Take ``view`` off the screen (its room is already gone from the store)."""
         if self._views.pop(view.room_id, None) is None:
             return  # gone already
-        rooms = self.query_one("#rooms", ListView)
+        rooms = self._widget("#rooms", ListView)
+        if rooms is None:
+            return  # the chat is quitting
         index = next(
             (i for i, item in enumerate(rooms.children) if item.id == item_id(view.room_id)),
             None,
@@ -739,7 +750,9 @@ class ChatApp(App[None]):
                 if view.client is not None:
                     await view.client.leave(view.room_id)
                 await self._remove_view(view, "was forgotten by another InstantRoom")
-        rooms = self.query_one("#rooms", ListView)
+        rooms = self._widget("#rooms", ListView)
+        if rooms is None:
+            return  # the chat is quitting: the next one shows them
         for room in added:
             if room.room_id in self._views or room not in self._store.rooms:
                 continue  # shown meanwhile, or gone again
