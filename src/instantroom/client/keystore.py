@@ -38,7 +38,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -412,7 +412,7 @@ class KeyStore:
         kdf = {**self._kdf, "salt": _b64(salt)}
         contents = {
             "device_key": private_key_bytes(self.device.private_key).hex(),
-            "rooms": [asdict(room) for room in self.rooms],
+            "rooms": [_plain(room) for room in self.rooms],
         }
         nonce = secrets.token_bytes(12)
         plain = json.dumps(contents, ensure_ascii=False).encode("utf-8")
@@ -548,10 +548,29 @@ def _decode(
     return device, rooms, params, sealing
 
 
+def _plain(room: StoredRoom) -> dict[str, Any]:
+    """``room`` as JSON takes it (``dataclasses.asdict`` would do, at four times the cost:
+    a room holds up to tens of thousands of entries, and the chat saves as they come)."""
+    fields = dict(vars(room))
+    for name in ("history", "deleted", "recent", "outbox"):
+        fields[name] = [vars(entry) for entry in fields[name]]
+    return fields
+
+
 def _snapshot(rooms: list[StoredRoom]) -> dict[str, StoredRoom]:
     """The rooms as a merge's base: without the ids kept for the replay filter, which
-    merge as a union (and are up to 10,000 a list: copying them made each save slow)."""
-    return {room.key: copy.deepcopy(replace(room, deleted=[], recent=[])) for room in rooms}
+    merge as a union (and are up to 10,000 a list). Entries hold only strings, numbers and
+    booleans: a shallow copy of each is a copy."""
+    return {
+        room.key: replace(
+            room,
+            history=[copy.copy(entry) for entry in room.history],
+            outbox=[copy.copy(entry) for entry in room.outbox],
+            deleted=[],
+            recent=[],
+        )
+        for room in rooms
+    }
 
 
 def _recent_ids(known: list[KnownMessage], now_ms: int) -> list[KnownMessage]:
