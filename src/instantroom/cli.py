@@ -119,6 +119,9 @@ class _KnownIds:
     def known(self) -> list[tuple[bytes, int]]:
         return self._stored[1].known() if self._stored is not None else []
 
+    def floor(self) -> int:
+        return self._stored[1].known_floor() if self._stored is not None else 0
+
     def record(self, message_id: bytes, timestamp_ms: int) -> None:
         if self._stored is None or self._stopped:
             return
@@ -183,7 +186,7 @@ async def _listen(args: argparse.Namespace) -> int:
         sys.stdout.reconfigure(errors="backslashreplace")
     async with RoomClient(target.server, target.device, args.name) as client:
         try:
-            await client.join(room, target.expires_at_ms, printed.known())
+            await client.join(room, target.expires_at_ms, printed.known(), floor_ms=printed.floor())
             if not args.json:
                 print(
                     f"listening in room {room.room_id.hex()[:12]}...", file=sys.stderr, flush=True

@@ -689,3 +689,46 @@ def test_a_room_is_written_as_all_of_its_fields() -> None:
     stored.record_recent(b"\x03" * 16, 3)
     stored.add_outgoing(b"\x04" * 16, 4, b"sealed")
     assert keystore._plain(stored) == dataclasses.asdict(stored)
+
+
+def test_ids_dropped_for_the_bound_leave_a_floor_and_ids_too_old_do_not(
+    store_path: Path,
+) -> None:
+    """Which of the messages older than the newest 10,000 came is forgotten: the newest
+    time among them becomes a floor, below which the replay filter believes nothing."""
+    now = now_ms()
+    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    stored = store.add_room(room())
+    stored.record_recent(b"\xff" * 16, now - IDS_KEPT_MS - 1000)  # too old: no floor
+    store.save()
+    assert KeyStore.open(store_path, "pw").rooms[0].known_floor() == 0
+    for n in range(MAX_IDS_PER_ROOM + 3):
+        stored.record_recent(n.to_bytes(16), now - 10 * n)  # the 3 oldest go for the bound
+    store.save()
+    again = KeyStore.open(store_path, "pw")
+    (kept,) = again.rooms
+    assert len(kept.recent) == MAX_IDS_PER_ROOM
+    assert kept.known_floor() == now - 10 * MAX_IDS_PER_ROOM
+    assert min(e.timestamp_ms for e in kept.recent) > kept.known_floor()
+    # Merged with another program's: the later floor holds.
+    other = KeyStore.open(store_path, "pw")
+    other.rooms[0].recent_floor_ms = now - 5
+    other.save()
+    again.save()
+    assert KeyStore.open(store_path, "pw").rooms[0].known_floor() == now - 5
+
+
+@pytest.mark.parametrize("floor", [-1, "soon", 1.5, True])
+def test_a_floor_that_is_no_time_is_damage(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch, floor: object
+) -> None:
+    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    store.add_room(room())
+    plain = keystore._plain
+    monkeypatch.setattr(
+        keystore, "_plain", lambda stored: plain(stored) | {"recent_floor_ms": floor}
+    )
+    store.save()
+    monkeypatch.undo()
+    with pytest.raises(DamagedStore, match="damaged inside"):
+        KeyStore.open(store_path, "pw")

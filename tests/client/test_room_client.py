@@ -57,6 +57,7 @@ from instantroom.testing import (
     TcpProxy,
     assert_exited_cleanly,
     fresh_room,
+    raw_client,
     run,
     running_relay,
 )
@@ -1210,5 +1211,30 @@ def test_an_outbox_kept_beyond_a_client_goes_with_the_next_one_once(relay: Relay
                 heard = await events_until_pong(bob)  # all bob's events since joining
                 assert [e for e in heard if isinstance(e, MessageReceived)] == [got]
                 assert MessageRejected(rid, "ReplayedMessage") in heard
+
+    run(scenario())
+
+
+def test_a_floor_given_to_join_refuses_what_is_stamped_at_or_below_it(relay: RelayProcess) -> None:
+    """join(floor_ms=...): the time up to which a restarted client no longer knows which
+    messages it had (its store kept only the newest ids); a relay's replay of one of
+    those is refused, what is newer comes through."""
+    room = fresh_room()
+    rid = room.room_id
+
+    async def scenario() -> None:
+        async with client(relay, "bob") as bob, raw_client(relay.ws_url) as raw:
+            await bob.join(room)
+            await raw.join(room)
+            before = await bob.send_text(rid, "before the floor")
+            while not isinstance(delivered := await raw.recv(), frames.Deliver):
+                pass  # presence
+            async with client(relay, "alice") as alice:
+                await alice.join(room, floor_ms=before.timestamp_ms)
+                await raw.send(frames.Publish(1, rid, delivered.envelope))  # a replay
+                rejected = await wait_for(alice, lambda e: isinstance(e, MessageRejected))
+                assert rejected == MessageRejected(rid, "StaleMessage")
+                await bob.send_text(rid, "after the floor")
+                assert (await next_message(alice)).message.text == "after the floor"
 
     run(scenario())

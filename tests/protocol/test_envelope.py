@@ -420,6 +420,17 @@ def test_old_message_stays_refused_after_it_is_forgotten() -> None:
         seen.accept(_at(1, NOW), NOW + HOUR + 1)
 
 
+def test_a_floor_raised_by_the_caller_refuses_all_at_or_below_it() -> None:
+    seen = ReplayFilter(max_age_ms=HOUR)
+    seen.raise_floor(NOW - 10)
+    with pytest.raises(StaleMessage):
+        seen.accept(_at(1, NOW - 10), NOW)
+    seen.accept(_at(2, NOW - 9), NOW)
+    seen.raise_floor(NOW - 20)  # never lowered
+    with pytest.raises(StaleMessage):
+        seen.accept(_at(3, NOW - 15), NOW)
+
+
 def test_capacity_floor() -> None:
     seen = ReplayFilter(max_age_ms=HOUR, capacity=3)
     for number in (1, 2, 3):

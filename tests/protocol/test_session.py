@@ -988,6 +988,31 @@ def test_remember_needs_the_room_joined(room: RoomKeys) -> None:
     alice = make_session(1, "alice")
     with pytest.raises(UsageError):
         alice.remember(room.room_id, bytes(16), NOW, NOW)
+    with pytest.raises(UsageError):
+        alice.remember_floor(room.room_id, NOW)
+
+
+def test_a_remembered_floor_refuses_what_the_client_no_longer_knows_it_had(
+    room: RoomKeys,
+) -> None:
+    """A client that kept only the newest of the ids it had seeds the newest time among
+    those it dropped: a relay sending any of them again is not believed."""
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    dropped = alice.send_text(room.room_id, "its id was dropped", NOW)
+    newer = alice.send_text(room.room_id, "after the floor", NOW + 1)
+    publishes = alice.frames_to_send()
+    bob = make_session(2, "bob")
+    bob.connection_made()
+    join_fully(bob, room)
+    bob.remember_floor(room.room_id, dropped.timestamp_ms)
+    for publish in publishes:
+        bob.receive(relay_deliver(publish), NOW + 60_000)
+    events = bob.events()
+    assert [e.reason for e in events if isinstance(e, MessageRejected)] == ["StaleMessage"]
+    (shown,) = [e for e in events if isinstance(e, MessageReceived)]
+    assert shown.message.message_id == newer.message_id
 
 
 # Restoring an outbox kept beyond the session (the web client's, across a lock or reload)

@@ -340,11 +340,14 @@ class RoomClient:
         expires_at_ms: int = 0,
         known: Iterable[tuple[bytes, int]] = (),
         outbox: Iterable[tuple[bytes, int, bytes]] = (),
+        floor_ms: int = 0,
     ) -> Joined:
         """Join ``room`` and wait for the relay to let us in. A room whose expiry has
         passed is not joined (PROTOCOL.md 9): ``RoomGone`` at once. ``known`` are the
         (message id, time) of messages this client has already (kept or deleted): the
-        room's replay filter drops them if a relay sends them again (PROTOCOL.md 7).
+        room's replay filter drops them if a relay sends them again (PROTOCOL.md 7), and
+        ``floor_ms`` is the time up to which it no longer knows which it had: the filter
+        refuses everything stamped at or below it.
         ``outbox`` are the (id, time, envelope) of our messages the relay had not taken
         before a restart (``ClientSession.outbox_of``): each is sent again as it is, and
         an ``Accepted`` or ``NotSent`` event follows for it (PROTOCOL.md 10.6); one that
@@ -364,6 +367,8 @@ class RoomClient:
             self.session.join(room, expires_at_ms)
             for message_id, timestamp_ms in known:  # before any DELIVER can come
                 self.session.remember(room.room_id, message_id, timestamp_ms, now)
+            if floor_ms:
+                self.session.remember_floor(room.room_id, floor_ms)
             for message_id, timestamp_ms, envelope in outbox:
                 try:
                     self.session.restore(room.room_id, message_id, timestamp_ms, envelope, now)

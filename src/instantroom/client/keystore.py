@@ -150,6 +150,9 @@ class StoredRoom:
     # Text messages received or sent within the last IDS_KEPT_MS, history kept or not (a
     # room that keeps none has nothing else to tell its replay filter); pruned likewise.
     recent: list[KnownMessage] = field(default_factory=list, repr=False)
+    # The newest time among the recent ids dropped to keep MAX_IDS_PER_ROOM: the replay
+    # filter refuses everything at or below it, since which of those came is forgotten.
+    recent_floor_ms: int = 0
     # Ours the relay has not taken, oldest first; kept whether history is kept or not.
     outbox: list[OutboxEntry] = field(default_factory=list, repr=False)
 
@@ -170,7 +173,12 @@ class StoredRoom:
         filter lets no id through twice (a repeat is dropped when pruned)."""
         self.recent.append(KnownMessage(message_id.hex(), timestamp_ms))
         if len(self.recent) > 2 * MAX_IDS_PER_ROOM:  # saves failing: pruned here instead
-            self.recent = _recent_ids(self.recent, time.time_ns() // 1_000_000)
+            self.prune_known(time.time_ns() // 1_000_000)
+
+    def known_floor(self) -> int:
+        """Up to when this device no longer knows which messages it had (0: none such),
+        as ``RoomClient.join(floor_ms=...)`` takes it."""
+        return self.recent_floor_ms
 
     def known(self) -> list[tuple[bytes, int]]:
         """(id, time) of every message this device has had in this room, as
@@ -183,8 +191,10 @@ class StoredRoom:
     def prune_known(self, now_ms: int) -> None:
         """Forget the ids older than the replay window, and all but the newest
         ``MAX_IDS_PER_ROOM`` of each list."""
-        self.deleted = _recent_ids(self.deleted, now_ms)
-        self.recent = _recent_ids(self.recent, now_ms)
+        self.deleted, _ = _recent_ids(self.deleted, now_ms)
+        self.recent, dropped_up_to = _recent_ids(self.recent, now_ms)
+        floor = max(self.recent_floor_ms, dropped_up_to)
+        self.recent_floor_ms = floor if floor >= now_ms - IDS_KEPT_MS else 0
 
     def add_outgoing(self, message_id: bytes, timestamp_ms: int, envelope: bytes) -> None:
         """Keep one of ours the relay has not taken yet (then save())."""
@@ -539,6 +549,7 @@ def _decode(
                 history=[_kept(entry) for entry in room.get("history", [])],
                 deleted=[KnownMessage(**entry) for entry in room.get("deleted", [])],
                 recent=[KnownMessage(**entry) for entry in room.get("recent", [])],
+                recent_floor_ms=_time(room.get("recent_floor_ms", 0)),
                 outbox=[_outgoing(entry) for entry in room.get("outbox", [])],
             )
             for room in contents["rooms"]
@@ -573,10 +584,19 @@ def _snapshot(rooms: list[StoredRoom]) -> dict[str, StoredRoom]:
     }
 
 
-def _recent_ids(known: list[KnownMessage], now_ms: int) -> list[KnownMessage]:
+def _recent_ids(known: list[KnownMessage], now_ms: int) -> tuple[list[KnownMessage], int]:
+    """The entries of ``known`` inside the window, once each, the newest
+    ``MAX_IDS_PER_ROOM``; and the newest time among those dropped for that bound (0)."""
     by_id = {e.message_id: e for e in known if e.timestamp_ms >= now_ms - IDS_KEPT_MS}
     kept = sorted(by_id.values(), key=lambda entry: entry.timestamp_ms)
-    return kept[-MAX_IDS_PER_ROOM:]
+    dropped = kept[:-MAX_IDS_PER_ROOM] if len(kept) > MAX_IDS_PER_ROOM else []
+    return kept[-MAX_IDS_PER_ROOM:], max((e.timestamp_ms for e in dropped), default=0)
+
+
+def _time(raw: object) -> int:
+    if type(raw) is not int or raw < 0:
+        raise ValueError("not a time")
+    return raw
 
 
 def _kept(raw: dict[str, Any]) -> HistoryEntry:
@@ -611,6 +631,7 @@ def _merge_room(base: StoredRoom | None, mine: StoredRoom, theirs: StoredRoom) -
     gone = {entry.message_id for entry in mine.deleted}
     ours_recent = {entry.message_id for entry in mine.recent}
     mine.recent += [e for e in theirs.recent if e.message_id not in ours_recent]
+    mine.recent_floor_ms = max(mine.recent_floor_ms, theirs.recent_floor_ms)
     # Each side's outbox: what it added stays, what it removed (taken, given up) goes.
     sent_before = {e.message_id for e in base.outbox} if base is not None else set()
     waiting = {e.message_id for e in theirs.outbox}

@@ -256,6 +256,13 @@ class ReplayFilter:
         self._seen.add(message_id)
         heapq.heappush(self._by_time, (timestamp_ms, message_id))
 
+    def raise_floor(self, floor_ms: int) -> None:
+        """Refuse, from now on, every message stamped at or below ``floor_ms``, as if the
+        filter had forgotten their ids at capacity: a client that restarts with only the
+        newest of the ids it had seeds this, the newest time among those it dropped, so
+        that the dropped ones cannot come back either."""
+        self._floor_ms = max(self._floor_ms, floor_ms)
+
     def _forget_old(self, now_ms: int) -> None:
         while self._by_time and self._by_time[0][0] < now_ms - self.max_age_ms:
             # The floor rises with what is forgotten: a clock that steps back cannot

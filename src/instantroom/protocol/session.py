@@ -298,6 +298,15 @@ class ClientSession:
             raise UsageError("Join the room before telling it the messages it has.")
         state.replays.remember(message_id, timestamp_ms, now_ms)
 
+    def remember_floor(self, room_id: bytes, floor_ms: int) -> None:
+        """Tell the replay filter of ``room_id`` (joined first) that this client no longer
+        knows which messages stamped at or below ``floor_ms`` it had: each is then refused
+        (``MessageRejected``), as after the filter forgot ids at capacity (PROTOCOL.md 7)."""
+        state = self.rooms.get(room_id)
+        if state is None:
+            raise UsageError("Join the room before telling it the messages it has.")
+        state.replays.raise_floor(floor_ms)
+
     def leave(self, room_id: bytes) -> None:
         self._leave_on_wire(room_id)
         self._forget(room_id)

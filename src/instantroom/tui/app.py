@@ -382,7 +382,9 @@ class ChatApp(App[None]):
         # Ours the relay had not taken when the last chat quit go again (PROTOCOL.md 10.6).
         outbox = [outgoing.restorable() for outgoing in view.stored.outbox]
         try:
-            await client.join(view.keys, view.stored.expires_at_ms, known, outbox)
+            await client.join(
+                view.keys, view.stored.expires_at_ms, known, outbox, view.stored.known_floor()
+            )
         except RelayRefused as exc:
             self._failures[client.url] = printable(str(exc))
             self._add_line(view, Line("error", printable(str(exc))))
