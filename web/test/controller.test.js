@@ -15,7 +15,7 @@ import { deviceKeyFromSeed, roomKeysFromMinikey } from "../src/protocol/kdf.js";
 import { makeMinikey } from "../src/protocol/minikey.js";
 import { OUTBOX_MAX_AGE_MS } from "../src/protocol/session.js";
 import { deleteRecord } from "../src/store/db.js";
-import { KeyStore } from "../src/store/keystore.js";
+import { KeyStore, MAX_RECENT_PER_ROOM } from "../src/store/keystore.js";
 
 const RELAY_A = "https://a.relay.test";
 const RELAY_B = "https://b.relay.test";
@@ -295,16 +295,17 @@ async function published(app, socket, count) {
 
 /**
  * Room `id` of `app` as another member (alice) and its relay (the last RelaySocket) see
- * it: `envelopeOf(text)` seals a text message of hers, now; `deliver` sends envelopes to
+ * it: `envelopeOf(text, timestampMs)` seals a text message of hers (stamped now unless
+ * told otherwise); `deliver` sends envelopes to
  * the app, as a relay replaying what it recorded would; `texts()` is what the room shows.
  */
 function aliceIn(app, id) {
   const room = roomKeysFromMinikey(app.room(id).key);
   const alice = deviceKeyFromSeed(randomBytes(32));
-  const envelopeOf = async (text) => {
+  const envelopeOf = async (text, timestampMs = Date.now()) => {
     const message = {
       messageId: randomBytes(16),
-      timestampMs: Date.now(),
+      timestampMs,
       kind: Kind.TEXT,
       senderKey: alice.publicKey,
       senderName: "alice",
@@ -390,6 +391,35 @@ describe("App: a relay replaying messages after an unlock", () => {
     await deliver(connection, received, { envelope: mine.envelope }, await envelopeOf("new"));
     assert.deepEqual(texts(), ["new"]);
     assert.equal(app.room(id).recent.length, 3);
+  });
+
+  it("in a room with more recent messages than the store keeps, those whose ids it dropped are not shown again", async () => {
+    const { app, otherTab } = await startApp({ WebSocketImpl: RelaySocket });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Busy", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    assert.equal(app.room(id).keepHistory, false); // nothing but `recent` knows what came
+    const { envelopeOf, deliver, texts } = aliceIn(app, id);
+    const start = Date.now() - 30 * 60_000;
+    const first = await envelopeOf("the first of a busy half hour", start);
+    await deliver(await joined(app, id), first);
+    assert.deepEqual(texts(), ["the first of a busy half hour"]);
+    // MAX_RECENT_PER_ROOM more came after it (their ids only are needed here): the save
+    // drops the first one's id for the cap, and keeps its time as the floor.
+    const room = app.room(id);
+    for (let n = 1; n <= MAX_RECENT_PER_ROOM; n++) room.recent.push({ id: hex(randomBytes(16)), timestampMs: start + n });
+    await app.save();
+    const stored = (await KeyStore.unlock(PASSWORD, otherTab)).data.rooms[0];
+    assert.equal(stored.recent.length, MAX_RECENT_PER_ROOM);
+    assert.ok(!stored.recent.some((r) => r.id === first.id));
+    assert.equal(stored.recentFloorMs, start);
+
+    app.lock("Locked after a while without use.");
+    await app.unlock(PASSWORD);
+    const connection = await joined(app, id);
+    // The relay sends the first one again; one stamped just after it, never seen, is shown.
+    await deliver(connection, first, await envelopeOf("late, but after the floor", start + 1), await envelopeOf("new"));
+    assert.deepEqual(texts(), ["late, but after the floor", "new"]);
   });
 
   it("the replay filter is told the recent ids along with the kept, deleted and waiting ones", async () => {

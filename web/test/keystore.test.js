@@ -381,6 +381,7 @@ describe("KeyStore: rooms", () => {
       messages: [],
       deleted: [],
       recent: [],
+      recentFloorMs: 0,
       outbox: [],
     });
     assert.equal(store.room(room.roomId), room);
@@ -685,6 +686,81 @@ describe("KeyStore: the recent messages (ids for the replay filter)", () => {
       await writeRecord(good, options); // back to a good record for the next case
     }
     assert.ok(await KeyStore.unlock(PASSWORD, options));
+  });
+
+  it("keeps as its floor the newest time among the ids dropped for the cap, never for age", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    const now = Date.now();
+    const entry = (timestampMs) => ({ id: hex(randomBytes(16)), timestampMs });
+    // Dropped for their age only: no floor (the freshness check refuses them anyway).
+    room.recent = [entry(now - RECENT_KEPT_MS - 60_000), entry(now - RECENT_KEPT_MS - 1), entry(now)];
+    await store.save();
+    assert.equal(room.recent.length, 1);
+    assert.equal(room.recentFloorMs, 0);
+    assert.equal((await storedContents(options)).rooms[0].recentFloorMs, 0);
+
+    // Out of order, 5 over the cap, and old ones besides: the floor is the newest of the 5
+    // dropped for the cap, not the newest of those dropped for their age.
+    const base = now - 30 * 60_000;
+    const full = Array.from({ length: MAX_RECENT_PER_ROOM + 5 }, (_, n) => entry(base + n)).reverse();
+    room.recent = [entry(now - RECENT_KEPT_MS - 1), ...full];
+    await store.save();
+    assert.equal(room.recent.length, MAX_RECENT_PER_ROOM);
+    assert.equal(room.recent[0].timestampMs, base + 5);
+    assert.equal(room.recentFloorMs, base + 4);
+    const stored = (await storedContents(options)).rooms[0];
+    assert.equal(stored.recentFloorMs, base + 4);
+    assert.equal(stored.recent.length, MAX_RECENT_PER_ROOM);
+
+    // Kept through an unlock; a later save that drops nothing for the cap, or drops older
+    // ones, never lowers it.
+    const again = await KeyStore.unlock(PASSWORD, options);
+    assert.equal(again.data.rooms[0].recentFloorMs, base + 4);
+    again.data.rooms[0].recent = [entry(base - 1000), ...again.data.rooms[0].recent];
+    await again.save();
+    assert.equal(again.data.rooms[0].recentFloorMs, base + 4);
+    again.data.rooms[0].recent = again.data.rooms[0].recent.slice(-10);
+    await again.save();
+    assert.equal((await KeyStore.unlock(PASSWORD, options)).data.rooms[0].recentFloorMs, base + 4);
+  });
+
+  it("raises its floor when pruned in memory too, for the cap only", async () => {
+    const store = await KeyStore.create(PASSWORD, fresh());
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    const now = Date.now();
+    room.recent = Array.from({ length: 2 * MAX_RECENT_PER_ROOM - 1 }, (_, n) => ({ id: hex(randomBytes(16)), timestampMs: now - 1 - n }));
+    room.recent.push({ id: hex(randomBytes(16)), timestampMs: now - RECENT_KEPT_MS - 1 }); // dropped for its age only
+    store.recordRecent(room.roomId, hex(randomBytes(16)), now);
+    assert.equal(room.recent.length, MAX_RECENT_PER_ROOM);
+    // Kept: now and now - 1 ... now - 9999; the newest dropped for the cap: now - 10000.
+    assert.equal(room.recent[0].timestampMs, now - MAX_RECENT_PER_ROOM + 1);
+    assert.equal(room.recentFloorMs, now - MAX_RECENT_PER_ROOM);
+  });
+
+  it("a room stored before the floor was kept loads with 0; a damaged floor does not load", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    delete room.recentFloorMs; // as an older build wrote it
+    await store.save();
+    assert.equal("recentFloorMs" in (await storedContents(options)).rooms[0], false);
+    const again = await KeyStore.unlock(PASSWORD, options);
+    assert.equal(again.data.rooms[0].recentFloorMs, 0);
+
+    for (const damaged of [-1, 0.5, 2 ** 53, "1000", null, NaN]) {
+      const good = await readRecord(options);
+      const writer = await KeyStore.unlock(PASSWORD, options);
+      writer.data.rooms[0].recentFloorMs = damaged;
+      await writer.save();
+      await assert.rejects(
+        KeyStore.unlock(PASSWORD, options),
+        (error) => error instanceof DamagedStore && /damaged inside: a room's recent messages' floor is not a valid time/.test(error.message),
+      );
+      await writeRecord(good, options);
+    }
+    assert.equal((await KeyStore.unlock(PASSWORD, options)).data.rooms[0].recentFloorMs, 0);
   });
 
   it("goes with its room, and its ids never appear in the clear", async () => {

@@ -1064,6 +1064,60 @@ describe("the replay filter", () => {
     assert.throws(() => filter.remember(new Uint8Array(5), NOW, NOW), UsageError);
   });
 
+  it("a raised floor refuses anything stamped at or below it, and forgets the ids there", () => {
+    const filter = new ReplayFilter();
+    filter.remember(message(1, 0).messageId, NOW - 100, NOW);
+    filter.remember(message(2, 0).messageId, NOW - 50, NOW);
+    filter.remember(message(3, 0).messageId, NOW - 10, NOW);
+    filter.raiseFloor(NOW - 50);
+    assert.equal(filter.size, 1); // ids 1 and 2 can no longer come in: forgotten
+    for (const [id, t] of [[1, NOW - 100], [2, NOW - 50], [4, NOW - 50], [5, NOW - 51]]) {
+      assert.throws(() => filter.accept(message(id, t), NOW), { name: "StaleMessage" });
+    }
+    assert.throws(() => filter.accept(message(3, NOW - 10), NOW), { name: "ReplayedMessage" });
+    filter.accept(message(6, NOW - 49), NOW); // just above the floor, never seen: in
+    // Remembering at or below it keeps nothing; a lower floor changes nothing.
+    filter.remember(message(7, 0).messageId, NOW - 50, NOW);
+    assert.equal(filter.size, 2);
+    filter.raiseFloor(NOW - 1000);
+    filter.raiseFloor(0);
+    assert.throws(() => filter.accept(message(8, NOW - 50), NOW), { name: "StaleMessage" });
+    filter.accept(message(9, NOW - 48), NOW);
+    // The floor raised by capacity and this one are the same floor: the higher holds.
+    const small = new ReplayFilter({ capacity: 1 });
+    small.accept(message(1, NOW - 20), NOW);
+    small.accept(message(2, NOW - 10), NOW); // forgets id 1: floor NOW - 20
+    small.raiseFloor(NOW - 30);
+    assert.throws(() => small.accept(message(3, NOW - 20), NOW), { name: "StaleMessage" });
+    small.raiseFloor(NOW - 10);
+    assert.equal(small.size, 0);
+    assert.throws(() => small.accept(message(2, NOW - 10), NOW), { name: "StaleMessage" });
+    for (const bad of [0.5, NaN, 2 ** 53, "1", null]) assert.throws(() => filter.raiseFloor(bad), UsageError);
+  });
+
+  it("a restarted session told a floor drops what is at or below it as stale", async () => {
+    const alice = await connectedAndJoined(1, roomA, { name: "alice" });
+    await alice.sendText(roomA.roomId, "its id was not kept", NOW - 2000);
+    await alice.sendText(roomA.roomId, "at the floor", NOW - 1000);
+    const above = await alice.sendText(roomA.roomId, "above the floor", NOW - 999);
+    const publishes = decoded(alice);
+    const bob = await connectedAndJoined(2, roomA, { name: "bob" });
+    await joinFully(bob, roomB);
+    bob.rememberFloor(roomA.roomId, NOW - 1000);
+    for (const publish of publishes) await bob.receive(deliverFrom(publish), NOW);
+    const events = bob.events();
+    assert.deepEqual(
+      events.filter((e) => e.type === "rejected").map((e) => e.reason),
+      ["StaleMessage", "StaleMessage"],
+    );
+    assert.deepEqual(
+      events.filter((e) => e.type === "message").map((e) => hex(e.message.messageId)),
+      [hex(above.messageId)],
+    );
+    // Another room's filter is not touched.
+    assert.equal(bob.rooms.get(roomHex(roomB.roomId)).replays._floorMs, -1);
+  });
+
   it("a restarted session told what it has drops those as replays and shows the rest", async () => {
     const alice = await connectedAndJoined(1, roomA, { name: "alice" });
     const kept = await alice.sendText(roomA.roomId, "kept", NOW);
@@ -1097,6 +1151,14 @@ describe("the replay filter", () => {
   it("remember needs the room joined", () => {
     const alice = makeSession(1);
     assert.throws(() => alice.remember(roomA.roomId, new Uint8Array(16), NOW, NOW), UsageError);
+  });
+
+  it("rememberFloor needs the room joined, and a time", async () => {
+    assert.throws(() => makeSession(1).rememberFloor(roomA.roomId, NOW), UsageError);
+    const alice = await connectedAndJoined(1, roomA);
+    assert.throws(() => alice.rememberFloor(roomB.roomId, NOW), UsageError);
+    assert.throws(() => alice.rememberFloor(roomA.roomId, 1.5), UsageError);
+    alice.rememberFloor(roomA.roomId, NOW);
   });
 });
 

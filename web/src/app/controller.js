@@ -454,9 +454,11 @@ export class App {
    * Tell the session's replay filter of `room` (joined in it just now, synchronously, so
    * before any DELIVER) the messages this device already has: its kept history, the
    * messages deleted within the last hour, the text messages it received or sent within
-   * the last hour (kept history or not) and its own still waiting in the outbox. A session
-   * starts with an empty filter, and a relay could otherwise send them again after a reload
-   * or an unlock (PROTOCOL.md 7).
+   * the last hour (kept history or not) and its own still waiting in the outbox; then the
+   * newest time among the recent ones the store dropped for its bound (`recentFloorMs`), as
+   * the filter's floor, so that those cannot come back either. A session starts with an
+   * empty filter, and a relay could otherwise send them again after a reload or an unlock
+   * (PROTOCOL.md 7).
    */
   _seedReplayFilter(connection, room) {
     const session = connection.session;
@@ -467,6 +469,7 @@ export class App {
     for (const message of known) {
       session.remember(roomId, fromHex(message.id), message.timestampMs, now);
     }
+    if (room.recentFloorMs > 0) session.rememberFloor(roomId, room.recentFloorMs);
   }
 
   _roomRefused(id, error) {

@@ -167,7 +167,8 @@ function parseInner(inner) {
  *
  * Memory is bounded: ids are kept only while their timestamp is inside the window, and
  * when `capacity` is reached the oldest id is forgotten and the window's floor rises to
- * its timestamp, so a forgotten message still cannot come back.
+ * its timestamp, so a forgotten message still cannot come back. A restarted client that
+ * forgot some ids itself raises the floor with `raiseFloor`.
  */
 export class ReplayFilter {
   constructor({ maxAgeMs = 60 * 60 * 1000, maxFutureMs = 5 * 60 * 1000, capacity = 100_000 } = {}) {
@@ -225,6 +226,21 @@ export class ReplayFilter {
     if (this._seen.has(id) || !this._makeRoom(timestampMs)) return;
     this._seen.add(id);
     this._push({ t: timestampMs, id });
+  }
+
+  /**
+   * Raise the floor to `floorMs` (it never goes down): nothing stamped at or below it is
+   * accepted afterwards (StaleMessage), as when the filter forgets an id at capacity, and
+   * the ids remembered at or below it are forgotten (they can no longer come in anyway).
+   * A restarted client seeds it with the newest time among the messages it had but no
+   * longer keeps the ids of, so that none of them can come back (PROTOCOL.md 7).
+   * @param {number} floorMs
+   */
+  raiseFloor(floorMs) {
+    if (!Number.isSafeInteger(floorMs)) throw new UsageError("A time in ms is a whole number below 2^53.");
+    if (floorMs <= this._floorMs) return;
+    this._floorMs = floorMs;
+    while (this._byTime.length > 0 && this._byTime[0].t <= floorMs) this._forgetOldest();
   }
 
   _forgetOld(nowMs) {

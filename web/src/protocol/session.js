@@ -15,7 +15,9 @@
 // Each room has a replay filter (PROTOCOL.md 7). It starts empty: a client that restarts
 // (a reload, an unlock) tells the session, with `remember` right after `join`, the
 // messages it already has (kept history, messages the user deleted), or a relay could
-// send them again within the hour. The session remembers the messages it sends itself.
+// send them again within the hour; and, with `rememberFloor`, the newest time among those
+// whose ids it no longer keeps, below which nothing is accepted. The session remembers the
+// messages it sends itself.
 //
 // The outbox keeps every message until the relay acknowledges it. After a reconnect
 // (`connectionLost()` then `connectionMade()`) the session joins its rooms again and
@@ -256,6 +258,22 @@ export class ClientSession {
     const state = this.rooms.get(roomHex(roomId));
     if (state === undefined) throw new UsageError("Join the room before telling it the messages it has.");
     state.replays.remember(messageId, timestampMs, nowMs);
+  }
+
+  /**
+   * Raise the floor of a room's replay filter (joined first) to `floorMs`: a DELIVER of a
+   * message stamped at or below it is then dropped as stale (a "rejected" event), as after
+   * the filter forgot ids at capacity (PROTOCOL.md 7). A client that restarts and no longer
+   * keeps the ids of some messages it had (its store keeps only the newest) tells it the
+   * newest time among those, so that none of them can be sent again. The floor never goes
+   * down.
+   * @param {Uint8Array} roomId
+   * @param {number} floorMs
+   */
+  rememberFloor(roomId, floorMs) {
+    const state = this.rooms.get(roomHex(roomId));
+    if (state === undefined) throw new UsageError("Join the room before telling it the messages it has.");
+    state.replays.raiseFloor(floorMs);
   }
 
   /**

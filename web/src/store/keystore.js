@@ -7,7 +7,7 @@
 //                keepHistory, messages: [ { id: hex, senderName, fingerprint, text,
 //                                           timestampMs, mine, keyChanged, sent } ],
 //                deleted: [ { id: hex, timestampMs } ],
-//                recent: [ { id: hex, timestampMs } ],
+//                recent: [ { id: hex, timestampMs } ], recentFloorMs,
 //                outbox: [ { id: hex, timestampMs, envelope: base64 } ] } ] }
 //
 // `outbox` holds the room's messages the relay has not acknowledged yet, as the sealed
@@ -27,6 +27,12 @@
 // pruned and bounded like `deleted`: the app seeds the replay filter with them too, so that
 // a relay cannot show again, after a reload or an unlock, a message of a room that keeps
 // no history (or one its kept history dropped past MAX_MESSAGES_PER_ROOM).
+//
+// `recentFloorMs` is the newest timestamp among the `recent` entries dropped because more
+// than MAX_RECENT_PER_ROOM were within the window (0: none ever was; never lowered; those
+// dropped only for their age need none, the freshness check refuses them): the app seeds
+// it as the replay filter's floor (PROTOCOL.md 7), so that nothing stamped at or before it,
+// a message whose id was dropped included, is accepted after a reload or an unlock.
 //
 // Change `data` or use the helpers, then `save()`. A wrong password or a damaged record
 // throws and writes nothing; the password itself is not kept, only the derived,
@@ -108,6 +114,8 @@ export class RoomExists extends KeyStoreError {}
  *   DELETED_KEPT_MS, at most MAX_DELETED_PER_ROOM
  * @property {{id: string, timestampMs: number}[]} recent text messages received or sent
  *   within RECENT_KEPT_MS (ids and times only), at most MAX_RECENT_PER_ROOM
+ * @property {number} recentFloorMs the newest timestamp among the `recent` entries dropped
+ *   for MAX_RECENT_PER_ROOM (not for their age), 0 if none: the replay filter's floor
  * @property {{id: string, timestampMs: number, envelope: string}[]} outbox sealed messages
  *   the relay has not acknowledged (envelope: base64), oldest first, at most MAX_OUTBOX
  */
@@ -209,6 +217,9 @@ function loadRoom(raw) {
   if (raw.outbox !== undefined && !Array.isArray(raw.outbox)) {
     throw damagedInside("a room's messages waiting to be sent are not a list");
   }
+  if (raw.recentFloorMs !== undefined && !isTime(raw.recentFloorMs)) {
+    throw damagedInside("a room's recent messages' floor is not a valid time");
+  }
   return {
     ...raw,
     key,
@@ -221,6 +232,7 @@ function loadRoom(raw) {
     messages: (raw.messages ?? []).map(loadMessage),
     deleted: (raw.deleted ?? []).map(loadDeleted), // stored before this field: none
     recent: (raw.recent ?? []).map(loadRecent), // stored before this field: none
+    recentFloorMs: raw.recentFloorMs ?? 0, // stored before this field: none dropped
     outbox: (raw.outbox ?? []).map(loadOutgoing), // stored before this field: none
   };
 }
@@ -254,6 +266,22 @@ function newestWithin(list, sinceMs, max) {
   const kept = list.filter((entry) => entry.timestampMs >= sinceMs);
   kept.sort((a, b) => a.timestampMs - b.timestampMs);
   return kept.slice(-max);
+}
+
+/**
+ * Prune the room's `recent` as `newestWithin` does (RECENT_KEPT_MS before `nowMs`,
+ * MAX_RECENT_PER_ROOM), raising its `recentFloorMs` to the newest timestamp among the
+ * entries dropped for the cap; those dropped for their age raise nothing.
+ */
+function pruneRecent(room, nowMs) {
+  const within = room.recent.filter((entry) => entry.timestampMs >= nowMs - RECENT_KEPT_MS);
+  within.sort((a, b) => a.timestampMs - b.timestampMs);
+  const over = within.length - MAX_RECENT_PER_ROOM;
+  if (over > 0) {
+    room.recentFloorMs = Math.max(room.recentFloorMs ?? 0, within[over - 1].timestampMs);
+    within.splice(0, over);
+  }
+  room.recent = within;
 }
 
 function freshContents() {
@@ -391,12 +419,12 @@ export class KeyStore {
   /**
    * Forget deletions older than DELETED_KEPT_MS, and all but the newest
    * MAX_DELETED_PER_ROOM; the same for the recent messages (RECENT_KEPT_MS,
-   * MAX_RECENT_PER_ROOM).
+   * MAX_RECENT_PER_ROOM), whose floor rises to the newest of those dropped for the cap.
    */
   #pruneWindows(nowMs = Date.now()) {
     for (const room of this.#data?.rooms ?? []) {
       if (room.deleted?.length) room.deleted = newestWithin(room.deleted, nowMs - DELETED_KEPT_MS, MAX_DELETED_PER_ROOM);
-      if (room.recent?.length) room.recent = newestWithin(room.recent, nowMs - RECENT_KEPT_MS, MAX_RECENT_PER_ROOM);
+      if (room.recent?.length) pruneRecent(room, nowMs);
     }
   }
 
@@ -515,6 +543,7 @@ export class KeyStore {
       messages: [],
       deleted: [],
       recent: [],
+      recentFloorMs: 0,
       outbox: [],
     };
     data.rooms.push(room);
@@ -632,9 +661,7 @@ export class KeyStore {
     if (room.recent.some((r) => r.id === messageId)) return false;
     room.recent.push({ id: messageId, timestampMs });
     // Saves prune it; while they fail (a full disk), a flood still cannot grow it for ever.
-    if (room.recent.length >= 2 * MAX_RECENT_PER_ROOM) {
-      room.recent = newestWithin(room.recent, Date.now() - RECENT_KEPT_MS, MAX_RECENT_PER_ROOM);
-    }
+    if (room.recent.length >= 2 * MAX_RECENT_PER_ROOM) pruneRecent(room, Date.now());
     return true;
   }
 
