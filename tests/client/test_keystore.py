@@ -710,15 +710,32 @@ def test_ids_dropped_for_the_bound_leave_a_floor_and_ids_too_old_do_not(
     assert len(kept.recent) == MAX_IDS_PER_ROOM
     assert kept.known_floor() == now - 10 * MAX_IDS_PER_ROOM
     assert min(e.timestamp_ms for e in kept.recent) > kept.known_floor()
-    # Merged with another program's: the later floor holds.
+    # Merged with another program's: the later floor holds, whichever program has it.
     other = KeyStore.open(store_path, "pw")
     other.rooms[0].recent_floor_ms = now - 5
     other.save()
     again.save()
     assert KeyStore.open(store_path, "pw").rooms[0].known_floor() == now - 5
+    again.rooms[0].recent_floor_ms = now - 50  # (written as is: the file was its own)
+    again.save()
+    other.rooms[0].recent_floor_ms = now - 4  # merged with the file's now - 50: the higher
+    other.save()
+    assert KeyStore.open(store_path, "pw").rooms[0].known_floor() == now - 4
 
 
-@pytest.mark.parametrize("floor", [-1, "soon", 1.5, True])
+def test_a_floor_too_old_to_matter_or_ahead_of_the_clock_is_forgotten(store_path: Path) -> None:
+    now = now_ms()
+    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    old, ahead, near = (store.add_room(room(key=k)) for k in (KEY, OTHER, THIRD))
+    old.recent_floor_ms = now - IDS_KEPT_MS - 1000  # refused for its age anyway
+    ahead.recent_floor_ms = now + 24 * 3_600_000  # a clock since set back
+    near.recent_floor_ms = now - 1000
+    store.save()
+    floors = [r.known_floor() for r in KeyStore.open(store_path, "pw").rooms]
+    assert floors == [0, 0, now - 1000]
+
+
+@pytest.mark.parametrize("floor", [-1, "soon", 1.5, True, 2**53])
 def test_a_floor_that_is_no_time_is_damage(
     store_path: Path, monkeypatch: pytest.MonkeyPatch, floor: object
 ) -> None:

@@ -429,6 +429,9 @@ def test_a_floor_raised_by_the_caller_refuses_all_at_or_below_it() -> None:
     seen.raise_floor(NOW - 20)  # never lowered
     with pytest.raises(StaleMessage):
         seen.accept(_at(3, NOW - 15), NOW)
+    for not_a_time in (1.5, True, "1000"):
+        with pytest.raises(UsageError):
+            seen.raise_floor(not_a_time)  # type: ignore[arg-type]
 
 
 def test_capacity_floor() -> None:

@@ -989,7 +989,7 @@ def test_remember_needs_the_room_joined(room: RoomKeys) -> None:
     with pytest.raises(UsageError):
         alice.remember(room.room_id, bytes(16), NOW, NOW)
     with pytest.raises(UsageError):
-        alice.remember_floor(room.room_id, NOW)
+        alice.remember_floor(room.room_id, NOW, NOW)
 
 
 def test_a_remembered_floor_refuses_what_the_client_no_longer_knows_it_had(
@@ -1006,13 +1006,30 @@ def test_a_remembered_floor_refuses_what_the_client_no_longer_knows_it_had(
     bob = make_session(2, "bob")
     bob.connection_made()
     join_fully(bob, room)
-    bob.remember_floor(room.room_id, dropped.timestamp_ms)
+    bob.remember_floor(room.room_id, dropped.timestamp_ms, NOW + 60_000)
     for publish in publishes:
         bob.receive(relay_deliver(publish), NOW + 60_000)
     events = bob.events()
     assert [e.reason for e in events if isinstance(e, MessageRejected)] == ["StaleMessage"]
     (shown,) = [e for e in events if isinstance(e, MessageReceived)]
     assert shown.message.message_id == newer.message_id
+
+
+def test_a_floor_ahead_of_the_clock_is_taken_as_the_present(room: RoomKeys) -> None:
+    """Ids stamped ahead (a member's clock, or ours since set back) must not leave a floor
+    that refuses every message until then."""
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    ahead = alice.send_text(room.room_id, "stamped a minute ahead", NOW + 60_000)
+    (publish,) = alice.frames_to_send()
+    bob = make_session(2, "bob")
+    bob.connection_made()
+    join_fully(bob, room)
+    bob.remember_floor(room.room_id, NOW + 5 * 60_000, NOW)
+    bob.receive(relay_deliver(publish), NOW)
+    (shown,) = [e for e in bob.events() if isinstance(e, MessageReceived)]
+    assert shown.message.message_id == ahead.message_id
 
 
 # Restoring an outbox kept beyond the session (the web client's, across a lock or reload)

@@ -514,6 +514,40 @@ def test_two_chats_on_one_store_do_not_answer_each_other_s_writes(
     run(scenario())
 
 
+def test_the_stored_floor_keeps_out_what_the_chat_no_longer_knows_it_had(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    """A store that dropped ids to keep the newest 10,000 keeps the newest time among
+    them; the chat seeds it, and a relay's replay of one of those is not shown."""
+    key = make_minikey(secrets.randbelow)
+    keys = RoomKeys.from_minikey(key)
+    alice = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+
+    def publish(ref: int, text: str, at: int) -> bytes:
+        message = new_message(
+            alice, "alice", Kind.TEXT, text.encode(), token_bytes=secrets.token_bytes, now_ms=at
+        )
+        envelope = seal_envelope(keys, alice, message, secrets.token_bytes(12))
+        return frames.encode_frame(frames.Publish(ref, keys.room_id, envelope))
+
+    written = now_ms() - 60_000
+    stored = room(key, relay.url)
+    stored.recent_floor_ms = written  # its id was dropped for the bound
+    bob_store = new_store(tmp_path / "bob.json", stored)
+
+    async def scenario() -> None:
+        async with raw_client(relay.ws_url) as raw:
+            await raw.join(keys)
+            async with on_screen(ChatApp(bob_store, "bob")) as bob:
+                await bob.until(lambda: "Online: 2" in bob.members(), "both joined")
+                await raw.send(publish(1, "forgotten, sent again", written))
+                await raw.send(publish(2, "new", now_ms()))
+                await bob.until(lambda: bool(bob.lines_with("new")), "the new one")
+                assert not bob.lines_with("forgotten")
+
+    run(scenario())
+
+
 def test_an_expired_room_is_gone_from_the_screen_and_the_store(
     tmp_path: Path, relay: RelayProcess
 ) -> None:

@@ -739,6 +739,19 @@ describe("KeyStore: the recent messages (ids for the replay filter)", () => {
     assert.equal(room.recentFloorMs, now - MAX_RECENT_PER_ROOM);
   });
 
+  it("forgets a floor older than the window, or ahead of the clock past what a message may be", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const now = Date.now();
+    const [old, ahead, near] = [1, 2, 3].map(() => store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 }));
+    old.recentFloorMs = now - RECENT_KEPT_MS - 1000; // refused for its age anyway
+    ahead.recentFloorMs = now + 24 * 3600 * 1000; // a clock since set back
+    near.recentFloorMs = now - 1000;
+    await store.save();
+    const floors = (await KeyStore.unlock(PASSWORD, options)).data.rooms.map((r) => r.recentFloorMs);
+    assert.deepEqual(floors, [0, 0, now - 1000]);
+  });
+
   it("a room stored before the floor was kept loads with 0; a damaged floor does not load", async () => {
     const options = fresh();
     const store = await KeyStore.create(PASSWORD, options);

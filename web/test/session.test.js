@@ -1103,7 +1103,7 @@ describe("the replay filter", () => {
     const publishes = decoded(alice);
     const bob = await connectedAndJoined(2, roomA, { name: "bob" });
     await joinFully(bob, roomB);
-    bob.rememberFloor(roomA.roomId, NOW - 1000);
+    bob.rememberFloor(roomA.roomId, NOW - 1000, NOW);
     for (const publish of publishes) await bob.receive(deliverFrom(publish), NOW);
     const events = bob.events();
     assert.deepEqual(
@@ -1154,11 +1154,22 @@ describe("the replay filter", () => {
   });
 
   it("rememberFloor needs the room joined, and a time", async () => {
-    assert.throws(() => makeSession(1).rememberFloor(roomA.roomId, NOW), UsageError);
+    assert.throws(() => makeSession(1).rememberFloor(roomA.roomId, NOW, NOW), UsageError);
     const alice = await connectedAndJoined(1, roomA);
-    assert.throws(() => alice.rememberFloor(roomB.roomId, NOW), UsageError);
-    assert.throws(() => alice.rememberFloor(roomA.roomId, 1.5), UsageError);
-    alice.rememberFloor(roomA.roomId, NOW);
+    assert.throws(() => alice.rememberFloor(roomB.roomId, NOW, NOW), UsageError);
+    assert.throws(() => alice.rememberFloor(roomA.roomId, 1.5, NOW), UsageError);
+    assert.throws(() => alice.rememberFloor(roomA.roomId, NOW), UsageError); // no time now
+    alice.rememberFloor(roomA.roomId, NOW, NOW);
+  });
+
+  it("a floor ahead of the clock is taken as the present: what comes next gets in", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    await alice.sendText(roomA.roomId, "stamped a minute ahead", NOW + 60_000);
+    const publishes = decoded(alice);
+    const bob = await connectedAndJoined(2, roomA, { name: "bob" });
+    bob.rememberFloor(roomA.roomId, NOW + 5 * 60_000, NOW); // ids stamped ahead were dropped
+    for (const publish of publishes) await bob.receive(deliverFrom(publish), NOW);
+    assert.deepEqual(bob.events().filter((e) => e.type === "message").map((e) => e.text), ["stamped a minute ahead"]);
   });
 });
 

@@ -368,7 +368,7 @@ class RoomClient:
             for message_id, timestamp_ms in known:  # before any DELIVER can come
                 self.session.remember(room.room_id, message_id, timestamp_ms, now)
             if floor_ms:
-                self.session.remember_floor(room.room_id, floor_ms)
+                self.session.remember_floor(room.room_id, floor_ms, now)
             for message_id, timestamp_ms, envelope in outbox:
                 try:
                     self.session.restore(room.room_id, message_id, timestamp_ms, envelope, now)

@@ -67,6 +67,8 @@ MAX_IDS_PER_ROOM = 10_000
 # How long a program may hold those ids before it writes them: each write is a whole new
 # file, flushed to disk, and a busy room must not cost one a second.
 IDS_SAVED_WITHIN = 10.0
+# How far ahead of the clock a message may be stamped (PROTOCOL.md 7).
+MAX_FUTURE_MS = 5 * 60 * 1000
 # Our own messages waiting for the relay: a session holds at most MAX_OUTBOX, and the store
 # keeps no more of them than that, per room. One too old to send stays until a chat gives
 # it up (ClientSession.restore) and says so: pruned unseen, it would vanish unsaid.
@@ -194,7 +196,10 @@ class StoredRoom:
         self.deleted, _ = _recent_ids(self.deleted, now_ms)
         self.recent, dropped_up_to = _recent_ids(self.recent, now_ms)
         floor = max(self.recent_floor_ms, dropped_up_to)
-        self.recent_floor_ms = floor if floor >= now_ms - IDS_KEPT_MS else 0
+        # Forgotten once it no longer matters (the freshness check refuses all it covers),
+        # or when a clock since set back left it further ahead than a message may be.
+        near = now_ms - IDS_KEPT_MS <= floor <= now_ms + MAX_FUTURE_MS
+        self.recent_floor_ms = floor if near else 0
 
     def add_outgoing(self, message_id: bytes, timestamp_ms: int, envelope: bytes) -> None:
         """Keep one of ours the relay has not taken yet (then save())."""
@@ -594,7 +599,7 @@ def _recent_ids(known: list[KnownMessage], now_ms: int) -> tuple[list[KnownMessa
 
 
 def _time(raw: object) -> int:
-    if type(raw) is not int or raw < 0:
+    if type(raw) is not int or not 0 <= raw < 2**53:  # what JSON numbers hold exactly
         raise ValueError("not a time")
     return raw
 

@@ -261,6 +261,8 @@ class ReplayFilter:
         filter had forgotten their ids at capacity: a client that restarts with only the
         newest of the ids it had seeds this, the newest time among those it dropped, so
         that the dropped ones cannot come back either."""
+        if type(floor_ms) is not int:
+            raise UsageError("A floor is a time: a whole number of ms.")
         self._floor_ms = max(self._floor_ms, floor_ms)
 
     def _forget_old(self, now_ms: int) -> None:

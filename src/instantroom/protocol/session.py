@@ -298,14 +298,16 @@ class ClientSession:
             raise UsageError("Join the room before telling it the messages it has.")
         state.replays.remember(message_id, timestamp_ms, now_ms)
 
-    def remember_floor(self, room_id: bytes, floor_ms: int) -> None:
+    def remember_floor(self, room_id: bytes, floor_ms: int, now_ms: int) -> None:
         """Tell the replay filter of ``room_id`` (joined first) that this client no longer
         knows which messages stamped at or below ``floor_ms`` it had: each is then refused
-        (``MessageRejected``), as after the filter forgot ids at capacity (PROTOCOL.md 7)."""
+        (``MessageRejected``), as after the filter forgot ids at capacity (PROTOCOL.md 7).
+        Never past ``now_ms``: a floor ahead of the clock (ids stamped ahead, or a clock
+        since set back) would refuse every message until then."""
         state = self.rooms.get(room_id)
         if state is None:
             raise UsageError("Join the room before telling it the messages it has.")
-        state.replays.raise_floor(floor_ms)
+        state.replays.raise_floor(min(floor_ms, now_ms))
 
     def leave(self, room_id: bytes) -> None:
         self._leave_on_wire(room_id)

@@ -469,7 +469,7 @@ export class App {
     for (const message of known) {
       session.remember(roomId, fromHex(message.id), message.timestampMs, now);
     }
-    if (room.recentFloorMs > 0) session.rememberFloor(roomId, room.recentFloorMs);
+    if (room.recentFloorMs > 0) session.rememberFloor(roomId, room.recentFloorMs, now);
   }
 
   _roomRefused(id, error) {

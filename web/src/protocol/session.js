@@ -266,14 +266,17 @@ export class ClientSession {
    * the filter forgot ids at capacity (PROTOCOL.md 7). A client that restarts and no longer
    * keeps the ids of some messages it had (its store keeps only the newest) tells it the
    * newest time among those, so that none of them can be sent again. The floor never goes
-   * down.
+   * down, and never past `nowMs`: a floor ahead of the clock (ids stamped ahead, or a clock
+   * since set back) would refuse every message until then.
    * @param {Uint8Array} roomId
    * @param {number} floorMs
+   * @param {number} nowMs
    */
-  rememberFloor(roomId, floorMs) {
+  rememberFloor(roomId, floorMs, nowMs) {
     const state = this.rooms.get(roomHex(roomId));
     if (state === undefined) throw new UsageError("Join the room before telling it the messages it has.");
-    state.replays.raiseFloor(floorMs);
+    if (!Number.isSafeInteger(nowMs)) throw new UsageError("The time now is a whole number of ms.");
+    state.replays.raiseFloor(Number.isSafeInteger(floorMs) ? Math.min(floorMs, nowMs) : floorMs);
   }
 
   /**

@@ -68,6 +68,8 @@ export const MAX_DELETED_PER_ROOM = 10_000;
 /** How long a received or sent message's id is kept (`recent`): the same window. */
 export const RECENT_KEPT_MS = DELETED_KEPT_MS;
 export const MAX_RECENT_PER_ROOM = 10_000;
+/** How far ahead a message may be stamped (PROTOCOL.md 7): a floor further ahead is a clock's mistake. */
+export const RECENT_FUTURE_MS = 5 * 60 * 1000;
 
 /** There is a key store here already (create refuses to replace one, even a damaged one). */
 export class StoreExists extends KeyStoreError {}
@@ -282,6 +284,18 @@ function pruneRecent(room, nowMs) {
     within.splice(0, over);
   }
   room.recent = within;
+  pruneFloor(room, nowMs);
+}
+
+/**
+ * Forget a floor that no longer matters (older than the window: the freshness check refuses
+ * all it covers) or that a clock set back left ahead of the present (past what a message
+ * may be stamped ahead, RECENT_FUTURE_MS).
+ */
+function pruneFloor(room, nowMs) {
+  const floor = room.recentFloorMs;
+  if (!Number.isSafeInteger(floor) || floor <= 0) return; // none (or damage, refused on load)
+  if (floor < nowMs - RECENT_KEPT_MS || floor > nowMs + RECENT_FUTURE_MS) room.recentFloorMs = 0;
 }
 
 function freshContents() {
@@ -425,6 +439,7 @@ export class KeyStore {
     for (const room of this.#data?.rooms ?? []) {
       if (room.deleted?.length) room.deleted = newestWithin(room.deleted, nowMs - DELETED_KEPT_MS, MAX_DELETED_PER_ROOM);
       if (room.recent?.length) pruneRecent(room, nowMs);
+      else pruneFloor(room, nowMs);
     }
   }
 
