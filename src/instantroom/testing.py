@@ -44,8 +44,9 @@ from websockets.typing import Subprotocol
 
 from .protocol import frames
 from .protocol.codes import SUBPROTOCOL
+from .protocol.envelope import Kind, new_message, seal_envelope
 from .protocol.join import sign_join_proof
-from .protocol.kdf import RoomKeys
+from .protocol.kdf import DeviceKey, RoomKeys
 
 __all__ = [
     "LOOPBACK",
@@ -231,6 +232,20 @@ def run(coroutine: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
 def fresh_room() -> RoomKeys:
     """A room of a fresh random root secret."""
     return RoomKeys.from_root(secrets.token_bytes(32))
+
+
+def text_publish(
+    room: RoomKeys, sender: DeviceKey, ref: int, text: str, *, name: str = "alice",
+    at_ms: int | None = None,
+) -> bytes:  # fmt: skip
+    """A PUBLISH of ``text`` in ``room``, sealed by ``sender`` as ``name``, stamped
+    ``at_ms`` (now by default): what a member sends, for a test to send, or send again."""
+    at = time.time_ns() // 1_000_000 if at_ms is None else at_ms
+    message = new_message(
+        sender, name, Kind.TEXT, text.encode(), token_bytes=secrets.token_bytes, now_ms=at
+    )
+    envelope = seal_envelope(room, sender, message, secrets.token_bytes(12))
+    return frames.encode_frame(frames.Publish(ref, room.room_id, envelope))
 
 
 # Plain HTTP

@@ -10,7 +10,6 @@ import re
 import secrets
 import signal
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from instantroom.client.connection import RoomClient
 from instantroom.client.keystore import KeyStore, StoredRoom
 from instantroom.protocol import frames
 from instantroom.protocol.codes import CloseCode
-from instantroom.protocol.envelope import Kind, new_message, seal_envelope
 from instantroom.protocol.errors import ChecksumMismatch
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.protocol.minikey import (
@@ -38,6 +36,7 @@ from instantroom.testing import (
     raw_client,
     run,
     running_relay,
+    text_publish,
 )
 from tests.client.test_room_client import FakeRelay, Peer, joined_then_closed
 from tests.relay.test_tls import self_signed
@@ -435,12 +434,7 @@ def test_listen_on_a_stored_room_prints_no_replay_after_a_restart(
     alice = DeviceKey.from_private_bytes(secrets.token_bytes(32))
 
     def publish(ref: int, text: str) -> bytes:
-        message = new_message(
-            alice, "alice", Kind.TEXT, text.encode(), token_bytes=secrets.token_bytes,
-            now_ms=time.time_ns() // 1_000_000,
-        )  # fmt: skip
-        envelope = seal_envelope(room, alice, message, secrets.token_bytes(12))
-        return frames.encode_frame(frames.Publish(ref, room.room_id, envelope))
+        return text_publish(room, alice, ref, text)
 
     async def listening(raw: RawClient, *sent: bytes, stop: signal.Signals = signal.SIGINT) -> str:
         """Start ``listen --room team --json``, send ``sent`` once it is in, and return

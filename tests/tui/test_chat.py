@@ -38,7 +38,7 @@ from instantroom.protocol.envelope import Kind, new_message, seal_envelope
 from instantroom.protocol.kdf import DeviceKey, RoomKeys, private_key_bytes
 from instantroom.protocol.minikey import format_minikey, make_minikey
 from instantroom.rooms_cli import cmd_chat
-from instantroom.testing import RelayProcess, raw_client, run, running_relay
+from instantroom.testing import RelayProcess, raw_client, run, running_relay, text_publish
 from instantroom.tui import app as app_module
 from instantroom.tui.app import ChatApp, Line
 from tests.client.test_room_client import FakeRelay, Peer, joined_then_closed
@@ -370,12 +370,7 @@ def test_a_deleted_message_a_relay_sends_again_after_a_restart_stays_deleted(
     alice = DeviceKey.from_private_bytes(secrets.token_bytes(32))
 
     def publish(ref: int, text: str) -> bytes:
-        message = new_message(
-            alice, "alice", Kind.TEXT, text.encode(), token_bytes=secrets.token_bytes,
-            now_ms=now_ms(),
-        )  # fmt: skip
-        envelope = seal_envelope(keys, alice, message, secrets.token_bytes(12))
-        return frames.encode_frame(frames.Publish(ref, keys.room_id, envelope))
+        return text_publish(keys, alice, ref, text)
 
     def shown(member: Member, text: str) -> int:
         return len(member.lines_with(text))
@@ -421,12 +416,7 @@ def test_a_room_without_history_shows_no_replay_of_its_last_hour_after_a_restart
     alice = DeviceKey.from_private_bytes(secrets.token_bytes(32))
 
     def publish(ref: int, text: str) -> bytes:
-        message = new_message(
-            alice, "alice", Kind.TEXT, text.encode(), token_bytes=secrets.token_bytes,
-            now_ms=now_ms(),
-        )  # fmt: skip
-        envelope = seal_envelope(keys, alice, message, secrets.token_bytes(12))
-        return frames.encode_frame(frames.Publish(ref, keys.room_id, envelope))
+        return text_publish(keys, alice, ref, text)
 
     async def scenario() -> None:
         from_alice = publish(1, "from alice, once")
@@ -524,11 +514,7 @@ def test_the_stored_floor_keeps_out_what_the_chat_no_longer_knows_it_had(
     alice = DeviceKey.from_private_bytes(secrets.token_bytes(32))
 
     def publish(ref: int, text: str, at: int) -> bytes:
-        message = new_message(
-            alice, "alice", Kind.TEXT, text.encode(), token_bytes=secrets.token_bytes, now_ms=at
-        )
-        envelope = seal_envelope(keys, alice, message, secrets.token_bytes(12))
-        return frames.encode_frame(frames.Publish(ref, keys.room_id, envelope))
+        return text_publish(keys, alice, ref, text, at_ms=at)
 
     written = now_ms() - 60_000
     stored = room(key, relay.url)
