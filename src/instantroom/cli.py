@@ -120,7 +120,7 @@ class _KnownIds:
         return self._stored[1].known() if self._stored is not None else []
 
     def floor(self) -> int:
-        return self._stored[1].known_floor() if self._stored is not None else 0
+        return self._stored[1].recent_floor_ms if self._stored is not None else 0
 
     def record(self, message_id: bytes, timestamp_ms: int) -> None:
         if self._stored is None or self._stopped:

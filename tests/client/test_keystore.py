@@ -701,26 +701,26 @@ def test_ids_dropped_for_the_bound_leave_a_floor_and_ids_too_old_do_not(
     stored = store.add_room(room())
     stored.record_recent(b"\xff" * 16, now - IDS_KEPT_MS - 1000)  # too old: no floor
     store.save()
-    assert KeyStore.open(store_path, "pw").rooms[0].known_floor() == 0
+    assert KeyStore.open(store_path, "pw").rooms[0].recent_floor_ms == 0
     for n in range(MAX_IDS_PER_ROOM + 3):
         stored.record_recent(n.to_bytes(16), now - 10 * n)  # the 3 oldest go for the bound
     store.save()
     again = KeyStore.open(store_path, "pw")
     (kept,) = again.rooms
     assert len(kept.recent) == MAX_IDS_PER_ROOM
-    assert kept.known_floor() == now - 10 * MAX_IDS_PER_ROOM
-    assert min(e.timestamp_ms for e in kept.recent) > kept.known_floor()
+    assert kept.recent_floor_ms == now - 10 * MAX_IDS_PER_ROOM
+    assert min(e.timestamp_ms for e in kept.recent) > kept.recent_floor_ms
     # Merged with another program's: the later floor holds, whichever program has it.
     other = KeyStore.open(store_path, "pw")
     other.rooms[0].recent_floor_ms = now - 5
     other.save()
     again.save()
-    assert KeyStore.open(store_path, "pw").rooms[0].known_floor() == now - 5
+    assert KeyStore.open(store_path, "pw").rooms[0].recent_floor_ms == now - 5
     again.rooms[0].recent_floor_ms = now - 50  # (written as is: the file was its own)
     again.save()
     other.rooms[0].recent_floor_ms = now - 4  # merged with the file's now - 50: the higher
     other.save()
-    assert KeyStore.open(store_path, "pw").rooms[0].known_floor() == now - 4
+    assert KeyStore.open(store_path, "pw").rooms[0].recent_floor_ms == now - 4
 
 
 def test_a_floor_too_old_to_matter_or_ahead_of_the_clock_is_forgotten(store_path: Path) -> None:
@@ -731,7 +731,7 @@ def test_a_floor_too_old_to_matter_or_ahead_of_the_clock_is_forgotten(store_path
     ahead.recent_floor_ms = now + 24 * 3_600_000  # a clock since set back
     near.recent_floor_ms = now - 1000
     store.save()
-    floors = [r.known_floor() for r in KeyStore.open(store_path, "pw").rooms]
+    floors = [r.recent_floor_ms for r in KeyStore.open(store_path, "pw").rooms]
     assert floors == [0, 0, now - 1000]
 
 

@@ -177,11 +177,6 @@ class StoredRoom:
         if len(self.recent) > 2 * MAX_IDS_PER_ROOM:  # saves failing: pruned here instead
             self.prune_known(time.time_ns() // 1_000_000)
 
-    def known_floor(self) -> int:
-        """Up to when this device no longer knows which messages it had (0: none such),
-        as ``RoomClient.join(floor_ms=...)`` takes it."""
-        return self.recent_floor_ms
-
     def known(self) -> list[tuple[bytes, int]]:
         """(id, time) of every message this device has had in this room, as
         ``RoomClient.join(known=...)`` takes them: kept, received or sent lately, deleted.

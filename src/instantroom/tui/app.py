@@ -383,7 +383,7 @@ class ChatApp(App[None]):
         outbox = [outgoing.restorable() for outgoing in view.stored.outbox]
         try:
             await client.join(
-                view.keys, view.stored.expires_at_ms, known, outbox, view.stored.known_floor()
+                view.keys, view.stored.expires_at_ms, known, outbox, view.stored.recent_floor_ms
             )
         except RelayRefused as exc:
             self._failures[client.url] = printable(str(exc))
