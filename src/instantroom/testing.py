@@ -240,10 +240,17 @@ def text_publish(
 ) -> bytes:  # fmt: skip
     """A PUBLISH of ``text`` in ``room``, sealed by ``sender`` as ``name``, stamped
     ``at_ms`` (now by default): what a member sends, for a test to send, or send again."""
+    return member_publish(room, sender, ref, Kind.TEXT, text.encode(), name=name, at_ms=at_ms)
+
+
+def member_publish(
+    room: RoomKeys, sender: DeviceKey, ref: int, kind: int, body: bytes, *,
+    name: str = "alice", at_ms: int | None = None,
+) -> bytes:  # fmt: skip
+    """A PUBLISH of a message of any ``kind`` and ``body``, sealed as ``text_publish``
+    seals one: a member may send kinds and bodies no reference client sends."""
     at = time.time_ns() // 1_000_000 if at_ms is None else at_ms
-    message = new_message(
-        sender, name, Kind.TEXT, text.encode(), token_bytes=secrets.token_bytes, now_ms=at
-    )
+    message = new_message(sender, name, kind, body, token_bytes=secrets.token_bytes, now_ms=at)
     envelope = seal_envelope(room, sender, message, secrets.token_bytes(12))
     return frames.encode_frame(frames.Publish(ref, room.room_id, envelope))
 

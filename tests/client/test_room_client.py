@@ -34,6 +34,7 @@ from instantroom.client.connection import (
 )
 from instantroom.protocol import frames
 from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode
+from instantroom.protocol.envelope import Kind
 from instantroom.protocol.errors import JoinProofError
 from instantroom.protocol.join import verify_join_proof
 from instantroom.protocol.kdf import DeviceKey
@@ -57,9 +58,11 @@ from instantroom.testing import (
     TcpProxy,
     assert_exited_cleanly,
     fresh_room,
+    member_publish,
     raw_client,
     run,
     running_relay,
+    text_publish,
 )
 
 
@@ -135,6 +138,34 @@ def test_messages_cross_in_a_room_and_never_into_another(relay: RelayProcess) ->
                 assert not any(isinstance(e, MessageReceived) for e in heard)
             assert alice.presence == {room_a.room_id: 2}
             assert carol.presence == {room_b.room_id: 1}
+
+    run(scenario())
+
+
+def test_a_member_s_message_that_is_not_text_costs_the_others_nothing(
+    relay: RelayProcess,
+) -> None:
+    """Only a text message's body must be UTF-8 (PROTOCOL.md 5.6): a typing notice, or a
+    kind no client knows yet, may carry any bytes, and must not stop whoever receives it."""
+    room = fresh_room()
+    mallory = device()
+
+    async def scenario() -> None:
+        async with client(relay, "bob") as bob, raw_client(relay.ws_url) as raw:
+            await bob.join(room)
+            await raw.join(room)
+            for ref, kind in enumerate((Kind.TYPING, 99), start=1):
+                await raw.send(member_publish(room, mallory, ref, kind, b"\xff\xfe binary"))
+            await raw.send(text_publish(room, mallory, 3, "still here?", name="mallory"))
+            async with asyncio.timeout(10):
+                received = [await next_message(bob) for _ in range(3)]
+            assert [(r.message.kind, r.message.body) for r in received[:2]] == [
+                (Kind.TYPING, b"\xff\xfe binary"),
+                (99, b"\xff\xfe binary"),
+            ]
+            assert received[2].message.text == "still here?"
+            assert bob.failure is None
+            assert (await bob.send_text(room.room_id, "yes")).message_id
 
     run(scenario())
 

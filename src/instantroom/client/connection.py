@@ -149,7 +149,8 @@ def _of_room(room_id: bytes, item: object) -> bool:
 
 
 def _size(item: object) -> int:
-    return len(item.message.text) if isinstance(item, MessageReceived) else 0
+    # The body, not the text: only a text message's body is sure to be UTF-8.
+    return len(item.message.body) if isinstance(item, MessageReceived) else 0
 
 
 class _Inbox(Generic[T]):
@@ -469,8 +470,10 @@ class RoomClient:
             self._failure = RelayRefused(f"The relay at {self.url} refused us: {answer}")
             self._failure.__cause__ = exc
         except Exception as exc:  # a bug or the unexpected: never leave anyone waiting
-            logger.exception("the client's connection task failed")
-            self._failure = RelayRefused(f"The connection to {self.url} failed: {exc!r}")
+            # Its type only: its message could quote what a member sent.
+            name = type(exc).__name__
+            logger.error("the client's connection task failed: %s", name)
+            self._failure = RelayRefused(f"The connection to {self.url} failed: {name}")
         else:
             return
         failure = self._failure
