@@ -99,6 +99,8 @@ def envelopes() -> list[dict[str, Any]]:
         # 0x80 byte it fills 256 exactly; one more byte of body spills into 1024.
         ("text-fits-first-bucket", KEY_A, DEVICE_A, "a", Kind.TEXT, b"y" * 128),
         ("text-spills-to-second-bucket", KEY_A, DEVICE_A, "a", Kind.TEXT, b"y" * 129),
+        # A leading U+FEFF is a character like any other: decoders must keep it.
+        ("text-leading-bom", KEY_B, DEVICE_A, "\ufeffalice", Kind.TEXT, "\ufeffhi".encode()),
     ]
     out = []
     for number, (name, key, device, sender, kind, body) in enumerate(cases):
@@ -233,6 +235,7 @@ def frame_cases() -> list[dict[str, Any]]:
         ("pong", frames.Pong(0x000F1E2D3C4B5A69)),
         ("error-room", frames.Error(ErrorCode.ROOM_FULL, 0, rid, "This room is full.")),
         ("error-publish", frames.Error(ErrorCode.RATE_LIMITED, 7, frames.NO_ROOM, "Slow down.")),
+        ("error-leading-bom", frames.Error(ErrorCode.RATE_LIMITED, 0, frames.NO_ROOM, "\ufeffhi")),
     ]
     out = []
     for name, frame in cases:

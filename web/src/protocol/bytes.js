@@ -40,7 +40,9 @@ export function view(bytes) {
 }
 
 export const utf8 = new TextEncoder();
-export const utf8Strict = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: a leading U+FEFF is kept, as Python keeps it (PROTOCOL.md 10.3: a decoded
+// frame re-encodes to the same bytes).
+export const utf8Strict = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 export function hex(bytes) {
   return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
