@@ -276,6 +276,51 @@ def test_a_leave_past_the_rate_is_honoured_and_counted_toward_the_refusals() -> 
     assert_exited_cleanly(relay)
 
 
+def test_an_empty_message_past_the_rate_is_refused_as_any_other() -> None:
+    """Past the rate, an empty binary message gets RATE_LIMITED like any frame: the
+    connection stays open, and nothing is logged as an error."""
+    room = fresh_room()
+    flags = ("--messages-per-second", "0.1", "--message-burst", "3", "--max-refusals", "50")
+    with running_relay(*flags) as relay:
+
+        async def scenario() -> None:
+            async with raw_client(relay.ws_url) as client:
+                await client.join(room)  # its JOIN takes a token, its PROOF rides free
+                for _ in range(4):  # two go through (MALFORMED_FRAME), two over the rate
+                    await client.send(b"")
+                codes = [(await client.expect(frames.Error)).code for _ in range(4)]
+                assert codes == [ErrorCode.MALFORMED_FRAME] * 2 + [ErrorCode.RATE_LIMITED] * 2
+                assert client.ws.state is State.OPEN
+
+        run(scenario())
+    assert "level=error" not in relay.log_text()
+    assert_exited_cleanly(relay)
+
+
+def test_refused_joins_and_proofs_count_toward_the_refusals_that_close() -> None:
+    """A JOIN or PROOF refused within the rate is a refused frame like any other: a run of
+    them closes the connection with 1008 (PROTOCOL.md 11.1)."""
+    room = fresh_room()
+    with running_relay("--max-refusals", "6") as relay:
+
+        async def scenario() -> None:
+            async with raw_client(relay.ws_url) as client:
+                await client.join(room)
+                with contextlib.suppress(ConnectionClosed):
+                    for n in range(10):  # ALREADY_JOINED and NO_CHALLENGE, in turn
+                        if n % 2:
+                            await client.send(frames.Proof(room.room_id, bytes(64)))
+                        else:
+                            await client.send(frames.Join(room.room_id, room.public_key, 0))
+                closed = await client.closed()
+                assert closed.code == CloseCode.POLICY_VIOLATION
+                codes = [f.code for f in closed.frames if isinstance(f, frames.Error)]
+                assert codes == [ErrorCode.ALREADY_JOINED, ErrorCode.NO_CHALLENGE] * 3
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
 async def send_raw(port: int, data: bytes) -> bytes:
     """Write ``data`` on a fresh TCP connection; return all the relay answers before EOF."""
     reader, writer = await asyncio.open_connection(LOOPBACK, port)

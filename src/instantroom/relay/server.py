@@ -506,6 +506,7 @@ class RelayConnection(asyncio.Protocol):
         except FrameError as exc:
             self.refuse(ErrorCode(exc.code), str(exc))
             return
+        refused_before = self.refusals  # a JOIN or PROOF refused below is no good frame
         match frame:
             case frames.Join():
                 self._join(frame)
@@ -521,12 +522,12 @@ class RelayConnection(asyncio.Protocol):
             case _:
                 self.refuse(ErrorCode.UNKNOWN_FRAME_TYPE, "Clients do not send this frame type.")
                 return
-        if not self.closing and not over_rate:
+        if not self.closing and not over_rate and self.refusals == refused_before:
             self.refusals = 0
 
     def _rate_limited(self, data: bytes) -> None:
         """Refuse a frame over the rate, naming its room (and ref) when it carries them."""
-        kind = data[0]
+        kind = data[0] if data else 0  # an empty message is refused as any other
         ref, room_id = 0, frames.NO_ROOM
         if kind == FrameType.PUBLISH and len(data) >= frames.PUBLISH_HEADER_SIZE:
             ref, room_id = int.from_bytes(data[1:5]), data[5:37]
