@@ -155,6 +155,35 @@ def test_one_address_cannot_fill_the_relay_with_rooms() -> None:
     assert_exited_cleanly(relay)
 
 
+def test_an_expiry_told_for_a_room_already_open_counts_as_a_new_fact() -> None:
+    """Rooms opened without an expiry record nothing; telling their expiry afterwards,
+    from another connection, records one each, within the same limits as a new room."""
+    with running_relay("--max-rooms-per-address", "2", "--max-rooms", "20") as relay:
+
+        async def scenario() -> None:
+            later = int(time.time() * 1000) + 60_000
+            rooms = [fresh_room() for _ in range(3)]
+            async with raw_client(relay.ws_url) as opener, raw_client(relay.ws_url) as teller:
+                for room in rooms:
+                    assert (await opener.join(room)).expires_at_ms == 0
+                for room in rooms[:2]:
+                    assert (await teller.join(room, later)).expires_at_ms == later
+                challenge = await teller.challenge(rooms[2], later)
+                await teller.send(RawClient.proof(rooms[2], challenge))
+                refused = await teller.expect_error(ErrorCode.RELAY_FULL)
+                assert (refused.room_id, "your address" in refused.reason) == (
+                    rooms[2].room_id,
+                    True,
+                )
+                # Joined without an expiry, the open room lets it in: nothing is recorded.
+                assert (await teller.join(rooms[2])).expires_at_ms == 0
+            metrics = (await http_request(relay.port, "/metrics")).body.decode()
+            assert "instantroom_room_facts 2.0" in metrics.splitlines()
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
 def test_a_member_that_leaves_all_its_rooms_is_not_taken_for_a_half_open_handshake() -> None:
     with running_relay("--handshake-timeout", "1") as relay:
 

@@ -756,14 +756,9 @@ class Relay:
             if requested_ms <= self.now_ms():
                 raise RoomRefused(ErrorCode.ROOM_EXPIRED, "This room has expired.")
 
-        if facts.expiry(room_id) is None and room_id not in self.rooms:
-            if not facts.make_space():
-                raise RoomRefused(ErrorCode.RELAY_FULL, "This relay is full: try again later.")
-            if requested_ms and not facts.may_record(conn.address):
-                raise RoomRefused(
-                    ErrorCode.RELAY_FULL,
-                    "This relay keeps no more new rooms from your address now: try later.",
-                )
+        # A new room, or a new fact: an open room without an expiry gets one recorded now.
+        if facts.expiry(room_id) is None and (requested_ms or room_id not in self.rooms):
+            self._check_space(conn, requested_ms)
         if self.hub.shares_rooms:
             # Marked now, not when the task starts: a LEAVE read with the PROOF must see it.
             token = conn.admitting[room_id] = object()
@@ -783,8 +778,11 @@ class Relay:
                 expires = self.facts.expiry(room_id) or requested_ms
             if conn.closing or room_id in conn.rooms or conn.admitting.get(room_id) is not token:
                 return  # gone, already in, or left meanwhile: nothing to answer
-            self.facts.record(room_id, expires, conn.address)
             try:
+                if expires and self.facts.expiry(room_id) is None:
+                    # Again: admissions in flight together all passed the first check.
+                    self._check_space(conn, expires)
+                self.facts.record(room_id, expires, conn.address)
                 room = self._enter(conn, room_id, expires)
             except RoomRefused as exc:
                 conn.refuse(exc.code, exc.reason, room_id=room_id)
@@ -797,6 +795,17 @@ class Relay:
         total = await self._shared_count(room)
         if conn.rooms.get(room_id) is room:
             self._joined(conn, room, total)
+
+    def _check_space(self, conn: RelayConnection, requested_ms: int) -> None:
+        """Raise ``RoomRefused`` unless one more fact fits, and, for one with an expiry,
+        unless ``conn``'s address may record one more live room."""
+        if not self.facts.make_space():
+            raise RoomRefused(ErrorCode.RELAY_FULL, "This relay is full: try again later.")
+        if requested_ms and not self.facts.may_record(conn.address):
+            raise RoomRefused(
+                ErrorCode.RELAY_FULL,
+                "This relay keeps no more new rooms from your address now: try later.",
+            )
 
     def _enter(self, conn: RelayConnection, room_id: bytes, expires: int) -> Room:
         if expires and expires <= self.now_ms():
