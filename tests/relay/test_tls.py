@@ -106,3 +106,25 @@ def test_clients_chat_over_tls(tmp_path: Path) -> None:
 
         run(scenario())
     assert_exited_cleanly(relay)
+
+
+def test_a_socket_that_never_starts_tls_is_closed_at_the_handshake_timeout(
+    tmp_path: Path,
+) -> None:
+    """Before its TLS handshake a socket is no connection the relay counts: the handshake
+    timeout bounds how long it may sit there (asyncio's default would be 60 s)."""
+    cert, key = self_signed(tmp_path)
+    flags = ("--tls-cert", str(cert), "--tls-key", str(key), "--handshake-timeout", "1")
+    with running_relay(*flags) as relay:
+
+        async def scenario() -> None:
+            reader, writer = await asyncio.open_connection(LOOPBACK, relay.port)
+            try:
+                async with asyncio.timeout(10):
+                    with contextlib.suppress(ConnectionResetError):
+                        assert await reader.read() == b""
+            finally:
+                writer.close()
+
+        run(scenario())
+    assert_exited_cleanly(relay)

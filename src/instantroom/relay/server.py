@@ -631,6 +631,9 @@ class Relay:
             self.config.host,
             self.config.port,
             ssl=context,
+            # A socket that never finishes its TLS handshake is not yet a connection the
+            # relay sees (its address is counted from the handshake on): bound its life.
+            ssl_handshake_timeout=self.config.handshake_timeout if context else None,
             reuse_address=True,
             reuse_port=self._reuse_port,
         )
