@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -22,6 +24,7 @@ from instantroom.protocol import frames
 from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.relay import hub_redis
+from instantroom.relay.hub import HubUnavailable, RemoteDelivery
 from instantroom.testing import (
     RawClient,
     RelayProcess,
@@ -49,6 +52,7 @@ class RedisServer:
         self.port = port
         self.url = f"redis://127.0.0.1:{port}/0"
         self.process: subprocess.Popen[bytes] | None = None
+        self.paused = False
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -68,8 +72,22 @@ class RedisServer:
                     raise
                 time.sleep(0.05)
 
+    def pause(self) -> None:
+        """SIGSTOP: Redis keeps its connections open and answers nothing, as when a
+        partition cuts it off or the server hangs."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+        self.paused = False
+
     def stop(self) -> None:
         if self.process is not None:
+            if self.paused:
+                self.resume()
             self.process.terminate()
             self.process.wait(10)
             self.process = None
@@ -405,5 +423,158 @@ def test_counts_of_rooms_closed_without_a_last_count_are_taken_back_soon(
             assert not hub._unwithdrawn
         finally:
             await hub.close()
+
+    run(scenario())
+
+
+@contextlib.asynccontextmanager
+async def started_hub(
+    url: str, deliver: RemoteDelivery = lambda room_id, wire: None
+) -> AsyncIterator[hub_redis.RedisHub]:
+    """A Redis hub in this process, healthy (it answers) before the block."""
+    hub = hub_redis.RedisHub(url)
+    await hub.start(deliver, lambda room_id: None)
+    try:
+        async with asyncio.timeout(10):
+            while not hub.healthy:  # noqa: ASYNC110 - a flag the hub sets, polled
+                await asyncio.sleep(0.05)
+        yield hub
+    finally:
+        await hub.close()
+
+
+async def healthz_status(relay: RelayProcess) -> str:
+    response = await http_request(relay.port, "/healthz")
+    assert response.status == 200
+    status: str = json.loads(response.body)["status"]
+    return status
+
+
+def test_a_redis_that_stops_answering_is_lost_and_joins_do_not_wait_for_it(
+    redis_server: RedisServer,
+) -> None:
+    """A hung Redis (or a partition) closes no connection: the relays must notice that it
+    no longer answers, say so, and decide joins alone at once (PROTOCOL.md section 10.8),
+    then share rooms again when it answers."""
+    with relays(2, redis_server.url) as (one, two):
+
+        async def scenario() -> None:
+            room = fresh_room()
+            async with clients([one.url, one.url, two.url]) as (left1, left2, right):
+                for member in (left1, left2, right):
+                    await member.join(room)
+                await left1.send_text(room.room_id, "before")
+                assert await next_text(left2) == "before"
+                assert await next_text(right) == "before"
+
+                redis_server.pause()
+                # Joined at once, before the relay can have noticed anything: its calls to
+                # Redis have a deadline. (It waited through socket timeouts and retries,
+                # some 27 s, longer than the 10 s a client has to finish its handshake.)
+                async with raw_client(two.ws_url) as early:
+                    early.timeout = 5.0
+                    assert (await early.join(fresh_room())).members == 1
+                # Noticed by a relay that had nothing to ask Redis meanwhile (``one``), and
+                # soon: its counts are refreshed only every 10 s.
+                for relay in (one, two):
+                    await asyncio.to_thread(relay.wait_for_log, "event=backplane.down", 5.0)
+                    assert await healthz_status(relay) == "degraded"
+                    metrics = await http_request(relay.port, "/metrics")
+                    assert b"instantroom_backplane_healthy 0.0" in metrics.body
+                # Now known lost: the relay decides alone; the count is its own members'.
+                async with raw_client(one.ws_url) as late:
+                    late.timeout = 5.0
+                    assert (await late.join(room)).members == 3
+                    await left1.send_text(room.room_id, "during")
+                    assert await next_text(left2) == "during"
+
+                redis_server.resume()
+                for relay in (one, two):  # up once at start, and now again
+                    await logged_twice(relay, "event=backplane.up")
+                    assert await healthz_status(relay) == "ok"
+                await left1.send_text(room.room_id, "after")
+                assert await next_text(left2) == "after"
+                texts = []
+                while "after" not in texts:
+                    texts.append(await next_text(right, wait=10))
+                assert "during" not in texts
+
+        run(scenario(), timeout=90)
+
+
+def test_a_relay_that_never_reaches_redis_says_so_once_and_decides_joins_alone() -> None:
+    backplane = f"redis://127.0.0.1:{free_port()}/0"  # nobody listens there
+    with running_relay("--backplane", backplane) as relay:
+        relay.wait_for_log("event=backplane.down")
+
+        async def scenario() -> None:
+            assert await healthz_status(relay) == "degraded"
+            async with raw_client(relay.ws_url) as client:
+                # Each of these waited 2 s for a subscription that cannot be confirmed;
+                # without Redis a join waits for nothing.
+                async with asyncio.timeout(5):
+                    for _ in range(6):
+                        assert (await client.join(fresh_room())).members == 1
+
+        run(scenario())
+        time.sleep(1.0)  # a few more attempts to connect, which say nothing new
+        down = [line for line in relay.log_text().splitlines() if "backplane" in line]
+        assert [line.rsplit(" ", 1)[-1] for line in down] == ["event=backplane.down"], down
+        assert backplane not in relay.log_text()
+    assert_exited_cleanly(relay)
+
+
+def test_without_redis_the_hub_answers_at_once() -> None:
+    """Not healthy: every call the relay would wait on says so without waiting, so that
+    the relay decides alone (a join waited 2 s for a subscription confirmation)."""
+    room_id = fresh_room().room_id
+
+    async def scenario() -> None:
+        hub = hub_redis.RedisHub(f"redis://127.0.0.1:{free_port()}/0")
+        await hub.start(lambda room_id, wire: None, lambda room_id: None)
+        try:
+            hub.room_opened(room_id)
+            calls: dict[str, Callable[[], Coroutine[Any, Any, object]]] = {
+                "subscribed": lambda: hub.subscribed(room_id),
+                "agree_expiry": lambda: hub.agree_expiry(room_id, 0, 1_000),
+                "set_members": lambda: hub.set_members(room_id, 1),
+                "members": lambda: hub.members(room_id),
+            }
+            for name, call in calls.items():
+                task = asyncio.create_task(call())
+                for _ in range(3):  # a few turns of the loop; no time passes for Redis
+                    await asyncio.sleep(0)
+                assert task.done(), name
+                assert isinstance(task.exception(), HubUnavailable), name
+        finally:
+            await hub.close()
+
+    run(scenario())
+
+
+def test_a_room_closed_and_opened_again_at_once_stays_subscribed(
+    redis_server: RedisServer,
+) -> None:
+    """Closed and opened again before the listener ran: the channel was never left, so
+    no new confirmation comes, and the join must not wait for one."""
+    room_id = fresh_room().room_id
+
+    async def scenario() -> None:
+        heard: asyncio.Queue[bytes] = asyncio.Queue()
+        async with (
+            started_hub(redis_server.url, lambda room, wire: heard.put_nowait(wire)) as hub,
+            started_hub(redis_server.url) as other,
+        ):
+            hub.room_opened(room_id)
+            await hub.subscribed(room_id)
+            hub.room_closed(room_id)
+            hub.room_opened(room_id)  # no await in between: the listener has not run
+            await hub.subscribed(room_id)  # raised HubUnavailable after its wait
+            # And the room does hear the other relays.
+            other.room_opened(room_id)
+            await other.subscribed(room_id)
+            other.publish(room_id, b"wire bytes")
+            async with asyncio.timeout(5):
+                assert await heard.get() == b"wire bytes"
 
     run(scenario())

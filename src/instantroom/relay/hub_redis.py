@@ -15,7 +15,10 @@ Room facts that relays must agree on live in keys that expire with the room:
 
 No message, key or plaintext is ever written. When Redis is lost the hub says so
 (``healthy`` is False), drops cross-relay traffic, and reconnects with backoff; the relay
-keeps serving its own members throughout.
+keeps serving its own members throughout. Redis is lost when it refuses us, and also when
+it stops answering (a hung server or a partition, which close nothing): the listener pings
+it whenever it has heard nothing for a second and wants the answer soon, and every call
+the relay waits on has a deadline, so a join never waits long for a Redis that hangs.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
@@ -37,12 +40,29 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .hub import HubUnavailable, MembersChanged, RemoteDelivery
 from .logs import log_event
 
+T = TypeVar("T")
+
 KIND_FRAME = b"\x00"
 KIND_MEMBERS = b"\x01"
 RELAY_ID_SIZE = 16
 PRESENCE_TTL_MS = 30_000  # a relay that stops refreshing drops out of the counts
 REFRESH_EVERY = 10.0
 OUTBOX_BYTES = 16 * 1024 * 1024  # frames waiting for Redis; beyond, dropped and counted
+# Liveness: with nothing heard for PING_EVERY the listener sends a PING on its connection;
+# no answer within PING_DEADLINE (or no answer to a new connection's first PING within
+# CONNECT_DEADLINE) and Redis is lost.
+PING_EVERY = 1.0
+PING_DEADLINE = 1.5
+CONNECT_DEADLINE = 2.0
+# The longest a call the relay waits on (for a join, a count) waits for Redis. A command
+# that outlasts it counts as Redis lost: the relay decides alone until it answers again.
+CALL_DEADLINE = 1.0
+# How long a join waits for Redis to confirm the subscription to a room's channel.
+SUBSCRIBE_DEADLINE = 1.0
+# Writing all our counts (after reconnecting, every REFRESH_EVERY, at shutdown): no join
+# waits on it, and it may be long with many rooms.
+BULK_DEADLINE = 5.0
+PING_TOKEN = b"ir-live"
 
 
 def _channel(room_id: bytes) -> bytes:
@@ -91,6 +111,14 @@ class RedisHub:
         self._subscribed: set[bytes] = set()
         self._rooms_changed = False
         self._confirmed: dict[bytes, asyncio.Future[None]] = {}
+        # Channels whose subscription Redis confirmed on the current connection and that
+        # we have not unsubscribed since, and SUBSCRIBE commands still to be confirmed.
+        self._live: set[bytes] = set()
+        self._unconfirmed: dict[bytes, int] = {}
+        # The listener drops its connection and makes a new one when this is set.
+        self._reconnect = False
+        # What backplane.up/down last said: None until the first connection attempt.
+        self._reported: bool | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._deliver: RemoteDelivery = lambda room_id, wire: None
@@ -115,9 +143,10 @@ class RedisHub:
         # watch _closing, and we wait for them a bounded time.
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=3.0)
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
             if self.healthy:
-                await self._withdraw_counts({*self._local_members, *self._unwithdrawn})
+                async with asyncio.timeout(BULK_DEADLINE):
+                    await self._withdraw_counts({*self._local_members, *self._unwithdrawn})
         await self._redis.aclose()
 
     async def _withdraw_counts(self, rooms: set[bytes]) -> None:
@@ -133,16 +162,39 @@ class RedisHub:
         self._unwithdrawn -= rooms
 
     def _set_health(self, healthy: bool) -> None:
-        if healthy != self.healthy:
-            self.healthy = healthy
+        self.healthy = healthy
+        if healthy != self._reported:  # also the first time Redis cannot be reached
+            self._reported = healthy
             log_event("backplane.up" if healthy else "backplane.down")
+
+    def _lost(self) -> None:
+        """Redis failed us or stopped answering: decide alone from now, until the listener
+        has a connection that Redis answers on again."""
+        self._set_health(False)
+        self._reconnect = True
+        self._reset_confirmations()
+
+    def _reset_confirmations(self) -> None:
+        """Forget every confirmed subscription: they are made again on a new connection.
+        Joins waiting for one stop waiting."""
+        self._live = set()
+        self._unconfirmed = {}
+        loop = asyncio.get_running_loop()
+        for channel, future in list(self._confirmed.items()):
+            future.cancel()
+            self._confirmed[channel] = loop.create_future()
 
     # rooms
 
     def room_opened(self, room_id: bytes) -> None:
         self._rooms.add(room_id)
         self._rooms_changed = True
-        self._confirmed.setdefault(_channel(room_id), asyncio.get_running_loop().create_future())
+        channel = _channel(room_id)
+        future = self._confirmed.setdefault(channel, asyncio.get_running_loop().create_future())
+        # Closed and opened again before the listener ran: the channel never stopped
+        # being subscribed, and no new confirmation will come.
+        if channel in self._live and not future.done():
+            future.set_result(None)
 
     def room_closed(self, room_id: bytes) -> None:
         self._rooms.discard(room_id)
@@ -157,14 +209,15 @@ class RedisHub:
 
     async def subscribed(self, room_id: bytes) -> None:
         """Return once Redis confirmed our subscription to the room's channel: from then
-        on no change by another relay can slip past us."""
+        on no change by another relay can slip past us. Raise ``HubUnavailable`` at once
+        without Redis, and when the confirmation does not come soon."""
         future = self._confirmed.get(_channel(room_id))
-        if future is None:
+        if future is None or self._closing or not self.healthy:
             raise HubUnavailable
-        try:
-            await asyncio.wait_for(asyncio.shield(future), 2.0)
-        except (TimeoutError, asyncio.CancelledError) as exc:
-            raise HubUnavailable from exc
+        # Cancelled when the room closes or Redis is lost meanwhile; never by us.
+        await asyncio.wait([future], timeout=SUBSCRIBE_DEADLINE)
+        if not future.done() or future.cancelled():
+            raise HubUnavailable
 
     def publish(self, room_id: bytes, wire: bytes) -> None:
         if not self.healthy or self._outbox_bytes + len(wire) > OUTBOX_BYTES:
@@ -178,15 +231,12 @@ class RedisHub:
         if self._closing or not self.healthy:
             raise HubUnavailable
         key = _expiry_key(room_id)
-        try:
-            pipe = self._redis.pipeline(transaction=True)
-            if proposed_ms:  # 0 proposes nothing: it only asks
-                ttl = max(1, proposed_ms + keep_ms - _now_ms())
-                pipe.set(key, str(proposed_ms), nx=True, px=ttl)
-            pipe.get(key)
-            stored = (await pipe.execute())[-1]
-        except (RedisError, OSError) as exc:
-            raise HubUnavailable from exc
+        pipe = self._redis.pipeline(transaction=True)
+        if proposed_ms:  # 0 proposes nothing: it only asks
+            ttl = max(1, proposed_ms + keep_ms - _now_ms())
+            pipe.set(key, str(proposed_ms), nx=True, px=ttl)
+        pipe.get(key)
+        stored = (await self._call(pipe.execute()))[-1]
         try:
             return int(stored) if stored is not None else proposed_ms
         except ValueError as exc:
@@ -202,28 +252,34 @@ class RedisHub:
         else:
             self._local_members.pop(room_id, None)
         key = _presence_key(room_id)
-        try:
-            pipe = self._redis.pipeline(transaction=True)
-            if count:
-                pipe.hset(key, self.relay_id, f"{count}:{_now_ms()}")
-                pipe.pexpire(key, PRESENCE_TTL_MS)
-            else:
-                pipe.hdel(key, self.relay_id)
-            pipe.hgetall(key)
-            pipe.publish(_channel(room_id), KIND_MEMBERS + self.relay_id)
-            results = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise HubUnavailable from exc
+        pipe = self._redis.pipeline(transaction=True)
+        if count:
+            pipe.hset(key, self.relay_id, f"{count}:{_now_ms()}")
+            pipe.pexpire(key, PRESENCE_TTL_MS)
+        else:
+            pipe.hdel(key, self.relay_id)
+        pipe.hgetall(key)
+        pipe.publish(_channel(room_id), KIND_MEMBERS + self.relay_id)
+        results = await self._call(pipe.execute())
         return self._total(results[-2])
 
     async def members(self, room_id: bytes) -> int:
         if self._closing or not self.healthy:
             raise HubUnavailable
+        entries = await self._call(self._redis.hgetall(_presence_key(room_id)))
+        return self._total(entries)
+
+    async def _call(self, command: Awaitable[T], deadline: float = CALL_DEADLINE) -> T:
+        """Await a Redis command for the relay, at most ``deadline``; a command that
+        outlasts it means Redis is lost. Raise ``HubUnavailable`` when it fails."""
         try:
-            entries = await self._redis.hgetall(_presence_key(room_id))
+            async with asyncio.timeout(deadline):
+                return await command
+        except (TimeoutError, RedisTimeoutError) as exc:
+            self._lost()
+            raise HubUnavailable from exc
         except (RedisError, OSError) as exc:
             raise HubUnavailable from exc
-        return self._total(entries)
 
     @staticmethod
     def _total(entries: Mapping[Any, Any]) -> int:
@@ -244,38 +300,78 @@ class RedisHub:
         while not self._closing:
             pubsub = self._redis.pubsub()
             try:
-                await pubsub.ping()
-                self._subscribed = set()
-                self._rooms_changed = True
-                # Subscribe to something so that get_message has a connection to read,
-                # and to our rooms, before saying we are back.
-                await pubsub.subscribe(b"ir:relay:" + self.relay_id)
-                await self._apply_subscriptions(pubsub)
+                async with asyncio.timeout(CONNECT_DEADLINE):
+                    await self._connect(pubsub)
                 self._set_health(True)
                 delay = 0.1
-                await self._resync_presence()
-                while not self._closing:
-                    await self._apply_subscriptions(pubsub)
-                    message = await pubsub.get_message(timeout=0.05)
-                    if message is None:
-                        continue
-                    if message["type"] == "message":
-                        self._received(message["channel"], message["data"])
-                    elif message["type"] == "subscribe":
-                        confirmed = self._confirmed.get(message["channel"])
-                        if confirmed is not None and not confirmed.done():
-                            confirmed.set_result(None)
-            except (RedisError, OSError):
-                self._set_health(False)
-                # Subscriptions are made again on the next connection: wait for those.
-                for channel, future in list(self._confirmed.items()):
-                    if future.done():
-                        self._confirmed[channel] = asyncio.get_running_loop().create_future()
+                async with asyncio.timeout(BULK_DEADLINE):
+                    await self._resync_presence()
+                await self._serve(pubsub)
+            except (RedisError, OSError, TimeoutError):
+                self._lost()
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if self._closing:
+                break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    async def _connect(self, pubsub: redis.client.PubSub) -> None:
+        """Subscribe to our rooms on a new connection, and wait until Redis answers a PING
+        on it: a server that accepts connections but does not answer is not back."""
+        self._reconnect = False
+        self._subscribed = set()
+        self._rooms_changed = True
+        self._reset_confirmations()
+        # Subscribe to something so that get_message has a connection to read.
+        await pubsub.subscribe(b"ir:relay:" + self.relay_id)
+        await self._apply_subscriptions(pubsub)
+        await pubsub.ping(PING_TOKEN)
+        while True:
+            message = await pubsub.get_message(timeout=0.05)
+            if message is not None and self._handle(message) == "pong":
+                return
+
+    async def _serve(self, pubsub: redis.client.PubSub) -> None:
+        """Read the connection until Redis fails, stops answering, or we are told to
+        connect again (a call for the relay found Redis not answering)."""
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
+        pinged: float | None = None
+        while not self._closing and not self._reconnect:
+            async with asyncio.timeout(PING_DEADLINE):  # writes only; never stuck long
+                await self._apply_subscriptions(pubsub)
+                if pinged is None and loop.time() - heard >= PING_EVERY:
+                    await pubsub.ping(PING_TOKEN)
+                    pinged = loop.time()
+            message = await pubsub.get_message(timeout=0.05)
+            if message is not None:
+                heard, pinged = loop.time(), None
+                self._handle(message)
+            elif pinged is not None and loop.time() - pinged > PING_DEADLINE:
+                raise RedisTimeoutError("Redis did not answer a PING")
+
+    def _handle(self, message: Mapping[str, Any]) -> str:
+        kind = str(message["type"])
+        if kind == "message":
+            self._received(message["channel"], message["data"])
+        elif kind == "subscribe":
+            self._confirm(message["channel"])
+        return kind
+
+    def _confirm(self, channel: bytes) -> None:
+        """Redis confirmed a SUBSCRIBE to ``channel``: once it confirmed the last one we
+        sent, and we still want the channel, the room's joins may go on."""
+        left = self._unconfirmed.pop(channel, 0) - 1
+        if left > 0:
+            self._unconfirmed[channel] = left
+            return
+        if channel in self._subscribed:
+            self._live.add(channel)
+            confirmed = self._confirmed.get(channel)
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
 
     async def _apply_subscriptions(self, pubsub: redis.client.PubSub) -> None:
         if not self._rooms_changed:
@@ -284,11 +380,14 @@ class RedisHub:
         wanted = {_channel(room_id) for room_id in self._rooms}
         if wanted != self._subscribed:
             added, gone = wanted - self._subscribed, self._subscribed - wanted
+            self._subscribed = wanted
             if added:
+                for channel in added:
+                    self._unconfirmed[channel] = self._unconfirmed.get(channel, 0) + 1
                 await pubsub.subscribe(*added)
             if gone:
+                self._live -= gone
                 await pubsub.unsubscribe(*gone)
-            self._subscribed = wanted
 
     def _received(self, channel: bytes, data: bytes) -> None:
         if len(data) < 1 + RELAY_ID_SIZE or data[1 : 1 + RELAY_ID_SIZE] == self.relay_id:
@@ -308,13 +407,15 @@ class RedisHub:
             while not self._outbox.empty() and len(batch) < 256:
                 batch.append(self._outbox.get_nowait())
             self._outbox_bytes -= sum(len(payload) - 1 - RELAY_ID_SIZE for _, payload in batch)
+            if not self.healthy:  # queued before Redis was found lost: too late now
+                self.dropped += len(batch)
+                continue
+            pipe = self._redis.pipeline(transaction=False)
+            for room, payload in batch:
+                pipe.publish(_channel(room), payload)
             try:
-                pipe = self._redis.pipeline(transaction=False)
-                for room, payload in batch:
-                    pipe.publish(_channel(room), payload)
-                await pipe.execute()
-            except (RedisError, OSError):
-                # Lost with Redis; the listener, which owns ``healthy``, notices too.
+                await self._call(pipe.execute())
+            except HubUnavailable:
                 self.dropped += len(batch)
 
     async def _write_counts(self, announce: bool) -> None:
@@ -341,8 +442,11 @@ class RedisHub:
         while True:
             await asyncio.sleep(REFRESH_EVERY)
             if self.healthy:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(HubUnavailable):
                     # Rooms closed with no last count (expired ones) are taken back here,
                     # so the set of them stays small and the others stop counting them.
-                    await self._withdraw_counts(set(self._unwithdrawn))
-                    await self._write_counts(announce=False)
+                    await self._call(self._refresh_counts(), BULK_DEADLINE)
+
+    async def _refresh_counts(self) -> None:
+        await self._withdraw_counts(set(self._unwithdrawn))
+        await self._write_counts(announce=False)
