@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__, rooms_cli
 from .client.keystore import IDS_SAVED_WITHIN, KeyStore, KeyStoreError, StoredRoom
 from .display import printable
-from .protocol.errors import MiniKeyError, ProtocolError
+from .protocol.errors import MiniKeyError, ProtocolError, UsageError
 from .protocol.kdf import DeviceKey, RoomKeys
 from .protocol.minikey import format_minikey, make_minikey, parse_minikey, spell_minikey
 from .relay.config import add_relay_options
@@ -113,6 +113,11 @@ class _KnownIds:
 
     def __init__(self, stored: tuple[KeyStore, StoredRoom] | None) -> None:
         self._stored = stored
+        if stored is not None:
+            # As a write would (PROTOCOL.md 7): the ids and floor read from the store are
+            # those of the last write, and the clock may have been set back since; a floor
+            # left further ahead than a message may be stamped would refuse them all.
+            stored[1].prune_known(rooms_cli.now_ms())
         self._unsaved = False
         self._stopped = False
 
@@ -150,14 +155,14 @@ async def _send(args: argparse.Namespace) -> int:
     from .client.connection import JoinRefused, RelayRefused, RoomClient, RoomGone
 
     target = _target(args)
+    text = _message_text(args.text)
     room = target.keys
     sent = _KnownIds(target.stored)
     async with RoomClient(target.server, target.device, args.name) as client:
         try:
-            await asyncio.wait_for(client.join(room, target.expires_at_ms), args.timeout)
-            message = await asyncio.wait_for(
-                client.send_text(room.room_id, args.text), args.timeout
-            )
+            async with asyncio.timeout(args.timeout):  # for the join and the send together
+                await client.join(room, target.expires_at_ms)
+                message = await client.send_text(room.room_id, text)
             sent.record(message.message_id, message.timestamp_ms)
             sent.save()
         except JoinRefused as exc:
@@ -170,6 +175,17 @@ async def _send(args: argparse.Namespace) -> int:
             print("instantroom: the relay did not take the message in time.", file=sys.stderr)
             return 1
     return 0
+
+
+def _message_text(given: str) -> str:
+    """The text to send: ``-`` reads it from standard input, to its end (a message on the
+    command line shows in ``ps`` and shell history), without the line break it ends on."""
+    if given != "-":
+        return given
+    text = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise UsageError("Nothing to send: standard input held no text.")
+    return text
 
 
 async def _listen(args: argparse.Namespace) -> int:
@@ -339,8 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     send = commands.add_parser("send", help="send one message; exit 0 once the relay took it")
     _add_client_options(send)
-    send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the relay")
-    send.add_argument("text", metavar="TEXT")
+    send.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the relay, to join and send in all (default 30)",
+    )
+    send.add_argument(
+        "text",
+        metavar="TEXT",
+        help="the message; - reads it from stdin, to its end (after the key's line, with "
+        "--key -): other users of this machine can see a command line",
+    )
     send.set_defaults(run=_run_async(_send))
 
     rooms_cli.add_commands(commands)

@@ -15,6 +15,7 @@ import re
 import secrets
 import sys
 import time
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +24,8 @@ import segno
 
 from instantroom.client.invite import format_invite, parse_invite
 from instantroom.client.keystore import KeyStore, StoredRoom, StoreExists
+from instantroom.display import printable
+from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.errors import UsageError
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.protocol.minikey import format_minikey, make_minikey, spell_minikey
@@ -101,8 +104,8 @@ def open_store(args: argparse.Namespace, create: bool = False) -> KeyStore:
     if expired:
         store.save()
         for room in expired:
-            print(f"Room {room.label!r} has expired: its key and messages are deleted.",
-                  file=sys.stderr)  # fmt: skip
+            print(f"Room {printable(room.label)!r} has expired: its key and messages are "
+                  "deleted.", file=sys.stderr)  # fmt: skip
     return store
 
 
@@ -120,12 +123,14 @@ def _when(expires_at_ms: int) -> str:
 
 def print_room_card(room: StoredRoom) -> None:
     invite = format_invite(room.server, room.key)
-    print(f"Room {room.label!r} on {room.server}, {_when(room.expires_at_ms)}")
+    # A label or relay address stored before either was checked could hold escapes.
+    print(f"Room {printable(room.label)!r} on {printable(room.server)}, "
+          f"{_when(room.expires_at_ms)}")  # fmt: skip
     print()
     print(f"  Key:     {format_minikey(room.key)}")
     for number, line in enumerate(spell_minikey(room.key), start=1):
         print(f"    {number}. {line}")
-    print(f"  Invite:  {invite}")
+    print(f"  Invite:  {printable(invite)}")
     print()
     segno.make(invite, error="m").terminal(compact=True, border=2)
     print("Share the key by voice or the QR code in person; anyone who has it is in.")
@@ -134,21 +139,52 @@ def print_room_card(room: StoredRoom) -> None:
 LOOK_TIMEOUT = 5.0
 
 
-async def look_in(room: StoredRoom) -> Joined | None:
+@dataclass(frozen=True)
+class Refusal:
+    """The relay would not let us into the room (``code``, an ``ErrorCode``, when it
+    refused the room itself), or refused us for good: ``reason`` says why, printable."""
+
+    reason: str
+    code: int | None = None
+
+
+async def look_in(room: StoredRoom) -> Joined | Refusal | None:
     """Join the room briefly, sending nothing: the relay's JOINED tells the room's
     expiry and members online, and a first join fixes the lifetime the room was made
-    with. None if the relay is out of reach or refuses."""
+    with. A ``Refusal`` if the relay refuses; None if it is out of reach (or the room's
+    relay address is no relay's)."""
     from instantroom.client.connection import JoinRefused, RelayRefused, RoomClient, RoomGone
 
-    client = RoomClient(room.server, _throwaway_device(), "")
+    try:
+        client = RoomClient(room.server, _throwaway_device(), "")
+    except UsageError:
+        return None
     client.start()
     try:
         async with asyncio.timeout(LOOK_TIMEOUT):
             return await client.join(RoomKeys.from_minikey(room.key), room.expires_at_ms)
-    except (TimeoutError, OSError, JoinRefused, RelayRefused, RoomGone):
+    except JoinRefused as exc:
+        return Refusal(printable(str(exc)), exc.code)
+    except RelayRefused as exc:
+        return Refusal(printable(str(exc)))
+    except (TimeoutError, OSError, RoomGone):
         return None
     finally:
         await client.close()
+
+
+def _refused(refusal: Refusal, what: str) -> int:
+    """Say that the relay refused, and why; the exit status for it (2, as for other
+    commands that could not be done)."""
+    print(f"instantroom: the relay refused {what}: {refusal.reason}", file=sys.stderr)
+    return 2
+
+
+def check_server(server: str) -> None:
+    """Raise UsageError for what cannot be a relay's address, before it is stored."""
+    from instantroom.client.connection import websocket_url
+
+    websocket_url(server)
 
 
 def _throwaway_device() -> DeviceKey:
@@ -160,8 +196,10 @@ def _throwaway_device() -> DeviceKey:
 
 
 def cmd_new(args: argparse.Namespace) -> int:
-    store = open_store(args, create=True)
     key = make_minikey(secrets.randbelow)
+    check_server(args.server)
+    format_invite(args.server, key)  # an invite link is http:// or https://
+    store = open_store(args, create=True)
     room = StoredRoom(
         key=key,
         label=args.label or f"room-{RoomKeys.from_minikey(key).room_id.hex()[:6]}",
@@ -169,20 +207,31 @@ def cmd_new(args: argparse.Namespace) -> int:
         expires_at_ms=now_ms() + args.expires * 1000,
         keep_history=args.history,
     )
+    # The first join fixes the room's lifetime on the relay; later joins cannot stretch it.
+    looked = asyncio.run(look_in(room))
+    if isinstance(looked, Refusal):
+        # Made a moment ago and shared with no one: a room the relay will not take (a
+        # lifetime beyond its maximum, a URL that is no relay) is not kept.
+        status = _refused(looked, "the new room, so it was not stored")
+        if looked.code == ErrorCode.EXPIRY_TOO_FAR:
+            print("instantroom: give it a shorter lifetime (--expires).", file=sys.stderr)
+        return status
     store.add_room(room)
     store.save()
-    # The first join fixes the room's lifetime on the relay; later joins cannot stretch it.
-    if asyncio.run(look_in(room)) is None:
-        print(f"(The relay {room.server} is out of reach now; the room's lifetime reaches it "
-              "with the first member who joins.)", file=sys.stderr)  # fmt: skip
+    if looked is None:
+        print(f"(The relay {printable(room.server)} is out of reach now; the room's lifetime "
+              "reaches it with the first member who joins.)", file=sys.stderr)  # fmt: skip
     print_room_card(room)
     return 0
 
 
 def cmd_join(args: argparse.Namespace) -> int:
     server, key = parse_invite(key_text(args.invite))
+    if server or args.server:
+        check_server(server or args.server)  # before a store is made for it
     store = open_store(args, create=True)
-    if any(stored.key == key for stored in store.rooms):
+    stored = next((room for room in store.rooms if room.key == key), None)
+    if stored is not None:
         # A room stored already keeps its label and relay unless told otherwise.
         label, server = args.label or "", server or args.server or ""
     else:
@@ -191,14 +240,24 @@ def cmd_join(args: argparse.Namespace) -> int:
     room = StoredRoom(
         key=key, label=label, server=server, expires_at_ms=0, keep_history=args.history
     )
+    # The room as it would be stored, looked at before anything is.
+    looking = room if stored is None else replace(
+        stored, label=label or stored.label, server=server or stored.server
+    )  # fmt: skip
+    check_server(looking.server)
+    looked = asyncio.run(look_in(looking))
+    if isinstance(looked, Refusal):
+        kept = "it was not stored" if stored is None else "the stored room is left as it was"
+        return _refused(looked, f"to let us into the room, so {kept}")
     room = store.add_room(room)
-    joined = asyncio.run(look_in(room))
-    if joined is not None:
-        room.expires_at_ms = joined.expires_at_ms
+    if looked is not None:
+        room.expires_at_ms = looked.expires_at_ms
     store.save()
-    print(f"Joined room {room.label!r} on {room.server}, {_when(room.expires_at_ms)}.")
+    print(f"Joined room {printable(room.label)!r} on {printable(room.server)}, "
+          f"{_when(room.expires_at_ms)}.")  # fmt: skip
     if args.chat and sys.stdin.isatty() and sys.stdout.isatty():
-        return run_chat(store, args.name, room.label)
+        # By its id: another stored room may have the same label.
+        return run_chat(store, args.name, room.room_id)
     return 0
 
 
@@ -208,16 +267,21 @@ def cmd_rooms(args: argparse.Namespace) -> int:
         print("No rooms. Make one with `instantroom new`, or join one with `instantroom join`.")
         return 0
 
-    async def looks() -> list[Joined | None]:
+    async def looks() -> list[Joined | Refusal | None]:
         if args.offline:
             return [None] * len(store.rooms)
         return list(await asyncio.gather(*(look_in(room) for room in store.rooms)))
 
-    for room, joined in zip(store.rooms, asyncio.run(looks()), strict=True):
-        # The look itself is one of the members counted.
-        shown = "?" if joined is None else str(max(0, joined.members - 1))
-        print(f"{room.label:20} {room.room_id.hex()[:8]}  {room.server:28} "
-              f"{_when(room.expires_at_ms):34} online: {shown}")  # fmt: skip
+    for room, looked in zip(store.rooms, asyncio.run(looks()), strict=True):
+        if looked is None:
+            shown = "?"
+        elif isinstance(looked, Refusal):
+            shown = "refused"
+        else:  # the look itself is one of the members counted
+            shown = str(max(0, looked.members - 1))
+        print(f"{printable(room.label):20} {room.room_id.hex()[:8]}  "
+              f"{printable(room.server):28} {_when(room.expires_at_ms):34} "
+              f"online: {shown}")  # fmt: skip
     return 0
 
 
@@ -242,7 +306,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
     room = store.find(args.room)
     store.forget(room)
     store.save()
-    print(f"Forgot room {room.label!r}: its key and messages are deleted from this device.")
+    print(f"Forgot room {printable(room.label)!r}: its key and messages are deleted from "
+          "this device.")  # fmt: skip
     return 0
 
 
@@ -264,8 +329,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run_chat(store, args.name, args.room)
 
 
-def run_chat(store: KeyStore, name: str, room: str | None) -> int:
-    """Run the chat screen; 2 if it could not save what changed in it."""
+def run_chat(store: KeyStore, name: str, room: str | bytes | None) -> int:
+    """Run the chat screen (``room``, a label, room id start, or room id as bytes, shown
+    first); 2 if it could not save what changed in it, else the app's own exit status
+    (1 after a crash)."""
     from instantroom.tui.app import ChatApp  # Textual loads only for the chat screen
 
     app = ChatApp(store, name, room)
@@ -274,7 +341,7 @@ def run_chat(store: KeyStore, name: str, room: str | None) -> int:
         print(f"instantroom: {app.unsaved} The last changes in the chat are not saved.",
               file=sys.stderr)  # fmt: skip
         return 2
-    return 0
+    return app.return_code or 0
 
 
 def add_store_option(parser: argparse.ArgumentParser) -> None:

@@ -10,9 +10,11 @@ import re
 import secrets
 import signal
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from websockets.exceptions import ConnectionClosed
 
 from instantroom.client.connection import RoomClient
@@ -48,18 +50,22 @@ def environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
 
 
-async def instantroom(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run the command to its end: exit status, stdout, stderr."""
+async def instantroom(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> tuple[int, str, str]:
+    """Run the command to its end, ``stdin`` as its standard input: exit status, stdout,
+    stderr."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "instantroom",
         *args,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=environment() | (env or {}),
     )
-    out, err = await process.communicate()
+    out, err = await process.communicate(stdin)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 
@@ -519,5 +525,109 @@ def test_listen_run_with_nohup_survives_its_terminal_closing(relay: RelayProcess
         plain.send_signal(signal.SIGHUP)
         await plain.wait()
         assert plain.returncode == 128 + signal.SIGHUP
+
+    run(scenario())
+
+
+def test_send_reads_the_text_from_standard_input_when_it_is_a_dash(relay: RelayProcess) -> None:
+    """``send -`` takes the message from stdin (a command line shows in ``ps``): all of it,
+    without the line break it ends on; with ``--key -`` the key is the first line."""
+    key = make_minikey(secrets.randbelow)
+    room = RoomKeys.from_minikey(key)
+
+    async def scenario() -> None:
+        async with RoomClient(relay.url, DeviceKey.from_private_bytes(secrets.token_bytes(32)),
+                              "carol") as carol:  # fmt: skip
+            await carol.join(room)
+            received = carol.messages()
+            status, _, err = await instantroom(
+                "send", "--server", relay.url, "--key", key, "-", stdin=b"two\nlines\n"
+            )
+            assert status == 0, err
+            assert (await anext(received)).message.text == "two\nlines"
+            status, _, err = await instantroom(
+                "send", "--server", relay.url, "--key", "-", "-", stdin=f"{key}\nmore".encode()
+            )
+            assert status == 0, err
+            assert (await anext(received)).message.text == "more"
+            status, _, err = await instantroom(
+                "send", "--server", relay.url, "--key", key, "as an argument"
+            )
+            assert status == 0, err
+            assert (await anext(received)).message.text == "as an argument"
+            status, _, err = await instantroom(
+                "send", "--server", relay.url, "--key", key, "-", stdin=b""
+            )
+            assert status == 2
+            assert "Nothing to send" in err
+
+    run(scenario())
+
+
+def test_send_waits_at_most_its_timeout_for_the_join_and_the_send_together() -> None:
+    """A relay slow to let us in, and as slow to take the message: each within --timeout,
+    both not. ``send`` gives up at the one deadline."""
+    key = make_minikey(secrets.randbelow)
+
+    async def slow(peer: Peer) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                frame = await peer.recv()
+                if isinstance(frame, frames.Proof | frames.Publish):
+                    await asyncio.sleep(1.0)
+                await peer.answer(frame)
+
+    async def scenario() -> None:
+        async with FakeRelay(slow) as relay:
+            started = asyncio.get_running_loop().time()
+            status, _, err = await instantroom(
+                "send", "--server", relay.url, "--key", key, "--timeout", "1.5", "slowly"
+            )
+            assert status == 1, err
+            assert "did not take the message in time" in err
+            assert asyncio.get_running_loop().time() - started < 10
+            status, _, err = await instantroom(
+                "send", "--server", relay.url, "--key", key, "--timeout", "10", "slowly"
+            )
+            assert status == 0, err
+
+    run(scenario())
+
+
+def test_listen_forgets_a_stored_floor_left_ahead_by_a_clock_set_back(
+    relay: RelayProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's floor was written while the clock ran a day ahead. Seeded as it is
+    (as the present), it would refuse a message stamped a minute ago; pruned first, as
+    the store does on every write (PROTOCOL.md 7), it is forgotten."""
+    key = make_minikey(secrets.randbelow)
+    room = RoomKeys.from_minikey(key)
+    path = tmp_path / "keystore.json"
+    store = KeyStore.create(path, "pw", kdf={"name": "argon2id", "iterations": 1,
+                                             "lanes": 1, "memory_kib": 1024})  # fmt: skip
+    stored = store.add_room(StoredRoom(key, "team", relay.url, 0))
+    stored.recent_floor_ms = int(time.time() * 1000) + 24 * 3_600_000
+    with monkeypatch.context() as writing_a_day_ahead:  # then, the floor was near the clock
+        writing_a_day_ahead.setattr(StoredRoom, "prune_known", lambda self, now_ms: None)
+        store.save()
+    env = {"INSTANTROOM_PASSWORD": "pw", "INSTANTROOM_KEYSTORE": str(path)}
+    alice = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+
+    async def scenario() -> None:
+        async with raw_client(relay.ws_url) as raw:
+            await raw.join(room)
+            listener = await start_listening("--room", "team", env=env)
+            try:
+                async with asyncio.timeout(10):
+                    while await raw.recv() != frames.Presence(room.room_id, 2):
+                        pass
+                late = int(time.time() * 1000) - 60_000
+                await raw.send(text_publish(room, alice, 1, "a minute late", at_ms=late))
+                await raw.send(text_publish(room, alice, 2, "on time"))
+                lines = await lines_until(listener, b"on time")
+            finally:
+                listener.terminate()
+                await listener.wait()
+            assert b"a minute late" in lines[0]
 
     run(scenario())

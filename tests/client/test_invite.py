@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from instantroom.client.connection import websocket_url
 from instantroom.client.invite import format_invite, parse_invite
 from instantroom.protocol.errors import ChecksumMismatch, UsageError, WrongLength
 
@@ -61,3 +62,37 @@ def test_a_relay_address_that_is_not_one_is_refused_clearly(address: str) -> Non
 def test_a_relay_address_with_credentials_is_refused() -> None:
     with pytest.raises(UsageError, match="no user name or password"):
         parse_invite(f"https://someone:secret@chat.example.org/#{KEY}")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "https://chat.example.org\x1b[2J\x1b]0;owned\x07/",  # escape sequences
+        "https://chat.example.org/\r\nrelay: elsewhere/",  # a line break, to fake a line
+        "https://chat.exa\u202eelpmaxe.org/",  # a direction override
+        "https://chat\u200b.example.org/",  # a zero-width space
+        "chat.example.org\x00/",
+    ],
+)
+def test_a_relay_address_with_control_or_formatting_characters_is_refused(address: str) -> None:
+    """What is refused is said without quoting it: it would reach the terminal."""
+    with pytest.raises(UsageError, match="control or invisible formatting") as refused:
+        parse_invite(f"{address}#{KEY}")
+    assert str(refused.value).isprintable()
+    with pytest.raises(UsageError, match="control or invisible formatting") as refused:
+        websocket_url(address if "://" in address else f"https://{address}")
+    assert str(refused.value).isprintable()
+
+
+def test_a_relay_name_in_another_script_must_be_given_in_its_ascii_form() -> None:
+    """An internationalised domain name could pass for a look-alike of a known relay; its
+    ASCII form (punycode) cannot, and is accepted."""
+    for given in (f"https://\u0441hat.example.org/#{KEY}", f"bücher.example/#{KEY}"):
+        with pytest.raises(UsageError, match=r"xn--\.\.\. \(punycode\)") as refused:
+            parse_invite(given)
+        assert "not plain ASCII" in str(refused.value)
+    with pytest.raises(UsageError, match="punycode"):
+        websocket_url("https://bücher.example/")
+    ascii_form = "https://xn--bcher-kva.example/"
+    assert parse_invite(f"{ascii_form}#{KEY}") == (ascii_form, KEY)
+    assert websocket_url(ascii_form) == "wss://xn--bcher-kva.example/ws"

@@ -597,6 +597,46 @@ def test_a_fatal_close_code_stops_the_client(code: int) -> None:
     run(scenario(), timeout=10)
 
 
+def test_a_text_message_from_the_relay_is_closed_with_1008_and_stops_the_client() -> None:
+    """PROTOCOL.md 10.1: every frame is binary, and the side that receives a text message
+    closes with 1008; a relay that sends one is broken, and 11.2 says what follows a 1008:
+    "do not reconnect in a loop". The client stops, and whoever reads is told why."""
+    room = fresh_room()
+    closed: list[int | None] = []
+
+    async def script(peer: Peer) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await peer.answer(await peer.recv())  # JOIN
+            await peer.answer(await peer.recv())  # PROOF: JOINED
+            await peer.ws.send("\x1b[2Jnot a frame")
+            await peer.serve()
+        closed.append(peer.ws.close_code)
+
+    async def scenario() -> None:
+        async with FakeRelay(script) as relay:
+            alice = RoomClient(relay.url, device(), "alice", reconnect_delays=fast_retries)
+            async with alice:
+                await alice.join(room)
+
+                async def every_event() -> None:
+                    while True:
+                        await alice.next_event()
+
+                with pytest.raises(RelayRefused) as refused:
+                    await asyncio.wait_for(every_event(), 5)
+                assert "text message" in str(refused.value)
+                assert "1008" in str(refused.value)
+                assert "\x1b" not in str(refused.value)
+                assert alice.failure is refused.value
+                await asyncio.sleep(0.3)  # six retries' worth
+                assert len(relay.peers) == 1
+                with pytest.raises(RelayRefused):
+                    await alice.send_text(room.room_id, "anyone?")
+        assert closed == [CloseCode.POLICY_VIOLATION]
+
+    run(scenario(), timeout=10)
+
+
 def test_a_relay_that_accepts_then_closes_is_retried_with_backoff() -> None:
     """Every reconnect, also after a connection that opened, waits for the next delay of
     one backoff, which does not start afresh without a JOINED."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from PIL import Image
 from instantroom.client.invite import format_invite
 from instantroom.client.keystore import KeyStore, StoredRoom
 from instantroom.protocol.kdf import RoomKeys
+from instantroom.protocol.minikey import make_minikey
 from instantroom.testing import RelayProcess, raw_client, run
 
 PASSWORD = "a long enough password"
@@ -314,3 +316,136 @@ def test_input_that_ends_at_the_password_prompt_is_one_clear_line(tmp_path: Path
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "the input ended before the password was given" in result.stderr
+
+
+ESCAPES = "\x1b]0;owned\x07\x1b[2J"
+
+
+def test_a_hostile_invite_link_is_refused_and_nothing_reaches_the_terminal(
+    tmp_path: Path,
+) -> None:
+    """A relay address with escape sequences in a link is refused, said without them, and
+    nothing is stored."""
+    store = tmp_path / "store.json"
+    for address in (f"http://127.0.0.1:9/{ESCAPES}", "https://relay.exa\u202eelpmaxe/"):
+        result = cli(store, "join", f"{address}#{OTHER_KEY}", "--no-chat", check=False)
+        assert result.returncode == 2
+        assert "relay address holds" in result.stderr
+        for control in ("\x1b", "\x07", "\u202e"):
+            assert control not in result.stdout + result.stderr
+    for command in (["new"], ["join", OTHER_KEY, "--no-chat"]):
+        result = cli(store, *command, "--server", f"http://127.0.0.1:9/{ESCAPES}", check=False)
+        assert result.returncode == 2
+        assert "The server's address holds" in result.stderr
+        assert "\x1b" not in result.stdout + result.stderr
+    assert not store.exists()  # refused before the store is even made
+
+
+def test_a_stored_label_or_relay_with_escapes_is_shown_without_them(tmp_path: Path) -> None:
+    """A store written before relay addresses were checked, or a label typed so: rooms,
+    forget and the room card print them through printable()."""
+    store = tmp_path / "store.json"
+    opened = KeyStore.create(store, PASSWORD)
+    opened.add_room(StoredRoom(OTHER_KEY, f"team{ESCAPES}", f"{NOWHERE}{ESCAPES}", 0))
+    opened.save()
+    listing = cli(store, "rooms", "--offline")
+    assert "team" in listing.stdout
+    assert "127.0.0.1:9" in listing.stdout
+    # Asked about, the room's relay address is no relay's: shown as out of reach.
+    online = cli(store, "rooms")
+    forgotten = cli(store, "forget", OTHER_KEY_ROOM_ID[:8])
+    assert "Forgot room 'team" in forgotten.stdout
+    card = cli(store, "new", "--label", f"card{ESCAPES}", "--server", NOWHERE)
+    assert "Room 'card" in card.stdout
+    for result in (listing, online, forgotten, card):
+        for control in ("\x1b", "\x07"):
+            assert control not in result.stdout + result.stderr
+
+
+OTHER_KEY_ROOM_ID = RoomKeys.from_minikey(OTHER_KEY).room_id.hex()
+
+
+def test_a_new_room_beyond_the_relays_longest_lifetime_is_refused_and_not_kept(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    """The relay keeps rooms 31 days at most: five weeks is refused, said as a refusal
+    with the relay's reason (not as "out of reach"), exit 2, and the room is not kept."""
+    store = tmp_path / "store.json"
+    result = cli(store, "new", "--expires", "5w", "--server", relay.url, check=False)
+    assert result.returncode == 2
+    assert "the relay refused the new room" in result.stderr
+    assert "This relay keeps rooms for less time." in result.stderr  # its words
+    assert "--expires" in result.stderr
+    assert "out of reach" not in result.stderr
+    assert "Key:" not in result.stdout
+    assert KeyStore.open(store, PASSWORD).rooms == []
+    # A relay out of reach does not refuse: the room is kept, as before.
+    kept = cli(store, "new", "--label", "later", "--expires", "5w", "--server", NOWHERE)
+    assert "out of reach" in kept.stderr
+    assert [room.label for room in KeyStore.open(store, PASSWORD).rooms] == ["later"]
+
+
+def test_joining_a_room_the_relay_refuses_says_so_and_fails(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    """A room whose time is over on the relay: join says the relay refused, with its
+    reason, exits 2, and does not claim to have joined or store the room."""
+    creator, store = tmp_path / "creator.json", tmp_path / "store.json"
+    cli(creator, "new", "--expires", "1s", "--server", relay.url)
+    (made,) = KeyStore.open(creator, PASSWORD).rooms
+    time.sleep(max(0.0, made.expires_at_ms / 1000 - time.time()) + 0.2)
+    result = cli(store, "join", format_invite(relay.url, made.key), "--no-chat", check=False)
+    assert result.returncode == 2
+    assert "the relay refused to let us into the room" in result.stderr
+    assert "Joined" not in result.stdout
+    assert KeyStore.open(store, PASSWORD).rooms == []
+
+
+OPEN_THE_CHAT = """
+import sys
+from instantroom.cli import main
+from instantroom.tui.app import ChatApp
+sys.stdin.isatty = sys.stdout.isatty = lambda: True  # as in a terminal
+def run(self, **options):
+    print("chat on", self._selected.hex())
+ChatApp.run = run
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_join_opens_the_chat_on_the_room_joined_even_when_its_label_is_taken(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    store = tmp_path / "store.json"
+    _store_with_a_room(store)  # labelled "team"
+    key = make_minikey(secrets.randbelow)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
+    environ |= {"INSTANTROOM_PASSWORD": PASSWORD, "INSTANTROOM_KEYSTORE": str(store)}
+    result = subprocess.run(
+        [sys.executable, "-c", OPEN_THE_CHAT, "join", format_invite(relay.url, key),
+         "--label", "team"],
+        capture_output=True, text=True, env=environ, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"chat on {RoomKeys.from_minikey(key).room_id.hex()}" in result.stdout
+    assert [room.label for room in KeyStore.open(store, PASSWORD).rooms] == ["team", "team"]
+
+
+def test_a_room_key_given_for_a_label_is_not_echoed(tmp_path: Path) -> None:
+    """``--room KEY`` (or a key where any command takes a room): the key is not printed
+    back; what was wrong is said, and where a key goes."""
+    store = tmp_path / "store.json"
+    _store_with_a_room(store)
+    key = make_minikey(secrets.randbelow)
+    grouped = " ".join(key[i : i + 5] for i in range(0, 30, 5))
+    for given in (key, grouped, key[:24]):  # whole, in groups, or cut short
+        for args in (["send", "--room", given, "hi"], ["listen", "--room", given], ["qr", given]):
+            result = cli(store, *args, check=False)
+            assert result.returncode == 2
+            assert "looks like a room key" in result.stderr
+            assert "--key" in result.stderr
+            for shown in (result.stdout, result.stderr):
+                assert key[:12] not in shown.replace(" ", "")
+    # A label that is not a key is named, as before.
+    result = cli(store, "send", "--room", "nosuch", "hi", check=False)
+    assert "No stored room is labelled 'nosuch'" in result.stderr

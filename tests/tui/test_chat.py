@@ -534,6 +534,32 @@ def test_the_stored_floor_keeps_out_what_the_chat_no_longer_knows_it_had(
     run(scenario())
 
 
+def test_a_stored_floor_left_ahead_by_a_clock_set_back_is_forgotten_not_seeded(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    """A floor written while the clock ran a day ahead: seeded as the present, it would
+    refuse a message stamped a minute ago. The chat prunes it first, as the store does
+    on every write (PROTOCOL.md 7), and the message shows."""
+    key = make_minikey(secrets.randbelow)
+    keys = RoomKeys.from_minikey(key)
+    alice = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+    bob_store = new_store(tmp_path / "bob.json", room(key, relay.url))
+    bob_store.rooms[0].recent_floor_ms = now_ms() + 24 * HOUR_MS  # as read from the file
+
+    async def scenario() -> None:
+        async with raw_client(relay.ws_url) as raw:
+            await raw.join(keys)
+            async with on_screen(ChatApp(bob_store, "bob")) as bob:
+                await bob.until(lambda: "Online: 2" in bob.members(), "both joined")
+                late = now_ms() - 60_000
+                await raw.send(text_publish(keys, alice, 1, "a minute late", at_ms=late))
+                await raw.send(text_publish(keys, alice, 2, "on time", at_ms=now_ms()))
+                await bob.until(lambda: bool(bob.lines_with("on time")), "the one on time")
+                assert bob.lines_with("a minute late")
+
+    run(scenario())
+
+
 def test_an_expired_room_is_gone_from_the_screen_and_the_store(
     tmp_path: Path, relay: RelayProcess
 ) -> None:
@@ -632,6 +658,37 @@ def test_the_chat_command_opens_the_store_and_names_a_missing_room(tmp_path: Pat
     )  # fmt: skip
     assert result.returncode == 2
     assert "No stored room is labelled 'nosuch'" in result.stderr
+
+
+CHAT_THAT = """
+import sys
+from instantroom.cli import main
+from instantroom.tui.app import ChatApp
+mounted = ChatApp.on_mount
+async def on_mount(self):
+    await mounted(self)
+    if sys.argv[1] == "crashes":
+        raise RuntimeError("a bug in the chat")
+    self.exit()
+ChatApp.on_mount = on_mount
+running = ChatApp.run
+ChatApp.run = lambda self, **options: running(self, headless=True)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize(("how", "status"), [("crashes", 1), ("quits", 0)])
+def test_a_chat_that_crashes_exits_non_zero(tmp_path: Path, how: str, status: int) -> None:
+    path = tmp_path / "store.json"
+    new_store(path, room(make_minikey(secrets.randbelow), NOWHERE, "team"))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
+    environ |= {"INSTANTROOM_PASSWORD": PASSWORD, "INSTANTROOM_KEYSTORE": str(path)}
+    result = subprocess.run(
+        [sys.executable, "-c", CHAT_THAT, how, "chat"],
+        capture_output=True, text=True, env=environ, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == status, result.stderr
+    assert ("a bug in the chat" in result.stdout + result.stderr) == (how == "crashes")
 
 
 def test_a_relay_that_refuses_the_client_for_good_says_so_in_the_status(tmp_path: Path) -> None:

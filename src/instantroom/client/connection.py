@@ -16,10 +16,11 @@ connections and closes them at once, or lets us in and then fails, is not hammer
 It stops for good, raising ``RelayRefused`` to whoever waits and to every later call,
 when trying again would fail the same way (PROTOCOL.md 10.1, 11.2): the handshake was
 refused (not a relay, a bad URL), the server did not select the ``instantroom.v1``
-subprotocol, or the relay closed the connection with a code that says "your data was
+subprotocol, the relay closed the connection with a code that says "your data was
 wrong" (1008 policy violation, 1009 message too big, and the WebSocket layer's 1002,
-1003, 1007). ``failure`` then says why, and ``messages()`` and ``next_event()`` raise it
-once what came before is read.
+1003, 1007), or the relay sent a text message (every frame is binary: the client closes
+the connection with 1008). ``failure`` then says why, and ``messages()`` and
+``next_event()`` raise it once what came before is read.
 
 ``close()`` ends the client: whoever waits in ``join()`` or ``send_text()``, and every later
 call, gets ``RoomGone``; ``messages()`` and ``next_event()`` raise it too.
@@ -45,6 +46,7 @@ from websockets.client import backoff, process_exception
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
+from instantroom.client.invite import address_problem
 from instantroom.display import printable
 from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode
 from instantroom.protocol.envelope import Message
@@ -203,12 +205,20 @@ class _Inbox(Generic[T]):
 
 
 def websocket_url(server: str) -> str:
-    """The relay's WebSocket endpoint for a server URL: http(s):// or ws(s)://."""
-    parts = urlsplit(server.strip())
+    """The relay's WebSocket endpoint for a server URL: http(s):// or ws(s)://, in
+    printable ASCII (``address_problem``)."""
+    server = server.strip()
+    if (wrong := address_problem(server)) is not None:
+        raise UsageError(f"The server's address {wrong}.")
+    # Not echoed: what was typed there might be a key pasted in the wrong place.
+    refusal = UsageError("A server is an http://, https://, ws:// or wss:// URL.")
+    try:
+        parts = urlsplit(server)
+    except ValueError:  # a malformed host, such as an unclosed [IPv6
+        raise refusal from None
     scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
     if scheme is None or not parts.netloc:
-        # Not echoed: what was typed there might be a key pasted in the wrong place.
-        raise UsageError("A server is an http://, https://, ws:// or wss:// URL.")
+        raise refusal
     path = parts.path.rstrip("/")
     if not path.endswith("/ws"):
         path += "/ws"
@@ -524,7 +534,14 @@ class RoomClient:
             while True:
                 data = await ws.recv()
                 if isinstance(data, str):
-                    continue
+                    # A protocol violation (PROTOCOL.md 10.1): closed with 1008, and, as
+                    # for the relay's 1008, not reconnected to in a loop (11.2).
+                    await ws.close(CloseCode.POLICY_VIOLATION, "binary frames only")
+                    raise RelayRefused(
+                        f"The relay at {self.url} sent a text message, which an InstantRoom "
+                        "relay never sends: the connection was closed (1008), and trying "
+                        "again would fail the same way."
+                    )
                 try:
                     self.session.receive(data, now_ms())
                 except FrameError as exc:

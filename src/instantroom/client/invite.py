@@ -7,12 +7,38 @@ link is.
 
 from __future__ import annotations
 
+import unicodedata
 from urllib.parse import urlsplit, urlunsplit
 
 from instantroom.protocol.errors import UsageError
 from instantroom.protocol.minikey import parse_minikey
 
 RELAY_SCHEMES = ("http", "https", "ws", "wss")
+
+
+def address_problem(address: str) -> str | None:
+    """Why ``address`` (a relay's URL) cannot be one, for its characters alone, or None.
+
+    A relay's address is printable ASCII: a control character or escape sequence in it
+    would reach the terminal that shows it, a direction mark or other invisible character
+    would make it look like another, and a host in another script could pass for a
+    look-alike of a known one (an internationalised domain name is written in its ASCII
+    form, ``xn--...``). What is wrong is said by its code point, never quoted."""
+    for position, char in enumerate(address, start=1):
+        if "!" <= char <= "~":
+            continue
+        where = f"character {position}, U+{ord(char):04X}"
+        if char.isascii() or unicodedata.category(char)[0] in "CZ":
+            return (
+                f"holds a space, control or invisible formatting character ({where}), "
+                "which no relay address has"
+            )
+        return (
+            f"holds a character that is not plain ASCII ({where}): give a relay whose "
+            "name is in another script (an internationalised domain name) in its ASCII "
+            "form, xn--... (punycode)"
+        )
+    return None
 
 
 def format_invite(server: str, key: str) -> str:
@@ -33,6 +59,8 @@ def parse_invite(text: str) -> tuple[str | None, str]:
     key = parse_minikey(fragment)
     if not address:
         return None, key
+    if (wrong := address_problem(address)) is not None:
+        raise UsageError(f"The link's relay address {wrong}.")
     if "://" not in address:
         address = "https://" + address  # a link copied without its scheme, as chats show them
     problem = f"The link's relay address {address!r} is not one: it should start with https://."

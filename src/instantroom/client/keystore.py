@@ -47,8 +47,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from instantroom.protocol.envelope import MESSAGE_ID_SIZE
+from instantroom.protocol.errors import MiniKeyError
 from instantroom.protocol.kdf import DeviceKey, RoomKeys, private_key_bytes
-from instantroom.protocol.minikey import parse_minikey
+from instantroom.protocol.minikey import BASE58_ALPHABET, parse_minikey
 from instantroom.protocol.session import MAX_OUTBOX
 
 FORMAT = "instantroom-keystore"
@@ -471,6 +472,13 @@ class KeyStore:
         )
         if len(by_label) + len(by_id) == 1:
             return (by_label + by_id)[0]
+        if _looks_like_a_key(name):
+            # Not echoed: a key on a terminal (or in a log of it) is the room.
+            raise NoSuchRoom(
+                "What was given looks like a room key (not shown here), where a room's label "
+                "or the start of its room id was expected: give a key with --key (send, "
+                "listen), or store its room with `instantroom join`."
+            )
         if len(by_label) + len(by_id) > 1:
             raise NoSuchRoom(f"More than one room matches {name!r}: use more of its room id.")
         raise NoSuchRoom(f"No stored room is labelled {name!r} or has a room id starting so.")
@@ -582,6 +590,19 @@ def _snapshot(rooms: list[StoredRoom]) -> dict[str, StoredRoom]:
         )
         for room in rooms
     }
+
+
+def _looks_like_a_key(text: str) -> bool:
+    """Whether ``text`` is a room key, or 22 characters or more (not counting spaces and
+    dashes) of base58, not all hex: a key, mistyped or cut short, more likely than a
+    label or a room id."""
+    try:
+        parse_minikey(text)
+    except MiniKeyError:
+        compact = "".join(char for char in text if not char.isspace() and char not in "-_.")
+        hex_only = all(char in "0123456789abcdefABCDEF" for char in compact)
+        return len(compact) >= 22 and set(compact) <= set(BASE58_ALPHABET) and not hex_only
+    return True
 
 
 def _recent_ids(known: list[KnownMessage], now_ms: int) -> tuple[list[KnownMessage], int]:

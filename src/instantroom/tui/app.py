@@ -205,7 +205,8 @@ class RoomView:
 
 
 class ChatApp(App[None]):
-    """The chat screen over every room of ``store``, as ``name``; ``room`` is shown first."""
+    """The chat screen over every room of ``store``, as ``name``; ``room`` is shown first:
+    a label or the start of a room id (``KeyStore.find``), or a room id as bytes."""
 
     CSS_PATH = "app.tcss"
     TITLE = "InstantRoom"
@@ -215,7 +216,7 @@ class ChatApp(App[None]):
         Binding("ctrl+down", "next_room", "Next room"),
     ]
 
-    def __init__(self, store: KeyStore, name: str, room: str | None = None) -> None:
+    def __init__(self, store: KeyStore, name: str, room: str | bytes | None = None) -> None:
         if not name.strip() or len(name.encode("utf-8")) > MAX_NAME_BYTES:
             raise UsageError(f"A name is 1 to {MAX_NAME_BYTES} bytes of UTF-8.")
         super().__init__()
@@ -232,7 +233,10 @@ class ChatApp(App[None]):
         self._quit_armed = False
         self._redraw_pending = False
         self._selected: bytes | None = None
-        if room is not None:
+        if isinstance(room, bytes):
+            if any(stored.room_id == room for stored in store.rooms):
+                self._selected = room
+        elif room is not None:
             self._selected = store.find(room).room_id
         self._views: dict[bytes, RoomView] = {}
         for stored in store.rooms:
@@ -377,7 +381,10 @@ class ChatApp(App[None]):
         self.run_worker(self._join(view, client), group="joins")
 
     async def _join(self, view: RoomView, client: RoomClient) -> None:
-        # What this device has had is not taken again (PROTOCOL.md 7).
+        # What this device has had is not taken again (PROTOCOL.md 7): pruned first, as a
+        # write would, for the clock may have been set back since the last one, leaving a
+        # floor further ahead than a message may be stamped (it would refuse them all).
+        view.stored.prune_known(now_ms())
         known = view.stored.known()
         # Ours the relay had not taken when the last chat quit go again (PROTOCOL.md 10.6).
         outbox = [outgoing.restorable() for outgoing in view.stored.outbox]
@@ -655,7 +662,8 @@ class ChatApp(App[None]):
         if self._selected is not None:
             rooms.index = list(self._views).index(self._selected)
         self.notify(
-            f"Room {view.stored.label!r} {why}: its key and messages are deleted from this device.",
+            f"Room {printable(view.stored.label)!r} {why}: its key and messages are deleted "
+            "from this device.",
             markup=False,
         )
         self._refresh_panels()
