@@ -536,18 +536,32 @@ describe("RoomConnection", () => {
     assert.equal(w.relay.sockets.length, 1);
   });
 
-  it("survives text frames, garbage and frames only clients send, and reports them as errors", async () => {
+  it("closes with 1008 on a text message and does not connect again (PROTOCOL.md 10.1)", async () => {
+    for (const sent of ["hello", { size: 3 }]) {
+      // A text message, or a Blob-like thing: not binary data as asked.
+      const w = world();
+      const alice = w.connect();
+      await online(w, alice);
+      w.relay.last.data(sent);
+      await w.settle();
+      assert.equal(w.relay.last.closedWith.code, 1008);
+      assert.equal(alice.state, "closed");
+      await assert.rejects(alice.join(KEY_A), RelayRefused);
+      await w.clock.advance(60_000);
+      assert.equal(w.relay.sockets.length, 1);
+    }
+  });
+
+  it("survives garbage and frames only clients send, and reports them as errors", async () => {
     const w = world();
     const alice = w.connect();
     await online(w, alice);
     const socket = w.relay.last;
-    socket.data("hello");
-    socket.data({ size: 3 }); // a Blob-like thing: not binary data as asked
     socket.data(new Uint8Array([0x99, 1, 2]).buffer);
     socket.data(new ArrayBuffer(0));
     socket.push({ type: "Ping", token: 1n });
     await w.settle();
-    assert.equal(alice.of("error").length, 5);
+    assert.equal(alice.of("error").length, 3);
     assert.ok(alice.of("error").every((e) => typeof e.message === "string"));
     assert.equal(alice.state, "online");
     // Still working: a PONG and a message go through.
