@@ -128,3 +128,38 @@ def test_a_socket_that_never_starts_tls_is_closed_at_the_handshake_timeout(
 
         run(scenario())
     assert_exited_cleanly(relay)
+
+
+def test_sockets_waiting_to_start_tls_count_against_their_address(tmp_path: Path) -> None:
+    """Each connection is counted from its TCP accept, before its TLS handshake: sockets
+    that never start one cannot escape the per-address limit."""
+    cert, key = self_signed(tmp_path)
+    trust = ssl.create_default_context(cafile=str(cert))
+    flags = ("--tls-cert", str(cert), "--tls-key", str(key), "--connections-per-address", "4")
+    room = fresh_room()
+    with running_relay(*flags) as relay:
+
+        async def closed_soon(reader: asyncio.StreamReader) -> bool:
+            try:
+                async with asyncio.timeout(1):
+                    with contextlib.suppress(ConnectionResetError):
+                        await reader.read()
+                return True
+            except TimeoutError:
+                return False
+
+        async def scenario() -> None:
+            idle = [await asyncio.open_connection(LOOPBACK, relay.port) for _ in range(10)]
+            outcomes = await asyncio.gather(*(closed_soon(reader) for reader, _ in idle))
+            assert sorted(outcomes) == [False] * 4 + [True] * 6
+            for _, writer in idle:
+                writer.close()
+            # Their places are given back: a client gets in over TLS.
+            device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+            url = f"https://{LOOPBACK}:{relay.port}"
+            async with RoomClient(url, device, "alice", ssl_context=trust) as alice:
+                async with asyncio.timeout(10):
+                    assert (await alice.join(room)).members == 1
+
+        run(scenario())
+    assert_exited_cleanly(relay)

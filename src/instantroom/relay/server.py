@@ -24,6 +24,7 @@ import json
 import logging
 import secrets
 import signal
+import socket
 import ssl
 import time
 from collections import Counter
@@ -57,6 +58,7 @@ CLOSE_TIMEOUT = 2.0  # seconds a peer has to answer our close frame or EOF
 # Fragments of one message: our clients send none; websockets bounds only their bytes.
 MAX_FRAGMENTS = 64
 ACK_DELAY = 0.005  # seconds an ACK may wait for company
+LISTEN_BACKLOG = 100  # as asyncio's create_server
 _ACK = bytes([FrameType.ACK])
 _PROOF_SIZE = 1 + ROOM_ID_SIZE + SIGNATURE_SIZE
 # Headers read here that must come once; a request with two of one is refused.
@@ -196,7 +198,7 @@ class RelayConnection(asyncio.Protocol):
         "ws",
     )
 
-    def __init__(self, relay: Relay) -> None:
+    def __init__(self, relay: Relay, counted_address: str = "") -> None:
         self.relay = relay
         self.transport: asyncio.Transport | None = None
         self.ws = ServerProtocol(
@@ -204,7 +206,8 @@ class RelayConnection(asyncio.Protocol):
             max_size=relay.config.max_frame_size,
             logger=_ws_logger,
         )
-        self.address = ""
+        # Set when the address was counted already, as TLS connections are, at accept.
+        self.address = counted_address
         self.out: list[bytes] = []
         self.dirty = False
         self.acks_waiting = False
@@ -233,6 +236,9 @@ class RelayConnection(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=self.relay.config.send_buffer)
+        if self.address:
+            self.relay.connection_opened(self, counted=True)
+            return
         peer = transport.get_extra_info("peername")
         self.address = address_key(str(peer[0])) if peer else "unknown"
         self.relay.connection_opened(self)
@@ -596,6 +602,9 @@ class Relay:
         self._ack_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
+        # With TLS, the relay accepts connections itself (see _accept_tls).
+        self._listeners: list[socket.socket] = []
+        self._accepting: list[asyncio.Task[None]] = []
         self._sweeper: asyncio.TimerHandle | None = None
         self._all_closed: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -626,26 +635,35 @@ class Relay:
         elif self.config.tls_self_signed:
             context, fingerprint = self_signed_context()
             log_event("relay.tls_self_signed", sha256=fingerprint)
-        self._server = await loop.create_server(
-            lambda: RelayConnection(self),
-            self.config.host,
-            self.config.port,
-            ssl=context,
-            # A socket that never finishes its TLS handshake is not yet a connection the
-            # relay sees (its address is counted from the handshake on): bound its life.
-            ssl_handshake_timeout=self.config.handshake_timeout if context else None,
-            reuse_address=True,
-            reuse_port=self._reuse_port,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        if context is None:
+            self._server = await loop.create_server(
+                lambda: RelayConnection(self),
+                self.config.host,
+                self.config.port,
+                reuse_address=True,
+                reuse_port=self._reuse_port,
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+        else:
+            self._listeners = await self._listen()
+            self._accepting = [
+                loop.create_task(self._accept_tls(listener, context))
+                for listener in self._listeners
+            ]
+            self.port = self._listeners[0].getsockname()[1]
         self._sweeper = loop.call_later(1.0, self._sweep)
         log_event("relay.started", version=__version__, port=self.port, tls=bool(context))
 
     async def shutdown(self) -> None:
         """Stop accepting, tell every member to reconnect elsewhere or later, then stop."""
-        if self._server is None:
+        if self._server is None and not self._listeners:
             return
-        self._server.close()
+        if self._server is not None:
+            self._server.close()
+        for accepting in self._accepting:
+            accepting.cancel()
+        for listener in self._listeners:
+            listener.close()
         # Everyone leaves at once: no presence counts going down before each one's close.
         for room_id in self.rooms:
             self.hub.room_closed(room_id)
@@ -671,7 +689,83 @@ class Relay:
             await asyncio.wait(list(self._tasks), timeout=3.0)
         await self.hub.close()
         self._server = None
+        self._listeners, self._accepting = [], []
         log_event("relay.stopped")
+
+    async def _listen(self) -> list[socket.socket]:
+        """Listening sockets for the relay's host and port, as ``create_server`` makes."""
+        loop = asyncio.get_running_loop()
+        found = await loop.getaddrinfo(
+            self.config.host or None,
+            self.config.port,
+            type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE,
+        )
+        listeners: list[socket.socket] = []
+        try:
+            for family, kind, proto, _, address in dict.fromkeys(found):
+                listener = socket.socket(family, kind, proto)
+                listeners.append(listener)
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if self._reuse_port:
+                    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                listener.bind(address)
+                listener.listen(LISTEN_BACKLOG)
+                listener.setblocking(False)
+        except OSError:
+            for listener in listeners:
+                listener.close()
+            raise
+        return listeners
+
+    async def _accept_tls(self, listener: socket.socket, context: ssl.SSLContext) -> None:
+        """Accept TCP connections and count each against its address before its TLS
+        handshake: with ``ssl=`` the loop would show the relay a connection only once
+        its handshake is done, and sockets that never start one would escape the limit."""
+        loop = asyncio.get_running_loop()
+        limit = self.config.connections_per_address
+        while True:
+            try:
+                sock, peer = await loop.sock_accept(listener)
+            except OSError:  # out of file descriptors, say: the backlog waits meanwhile
+                await asyncio.sleep(0.1)
+                continue
+            address = "" if self.config.trust_proxy else address_key(str(peer[0]))
+            if address and self.per_address[address] >= limit:
+                # No TLS yet, so no HTTP 429: the client sees the connection fail, and
+                # tries again later as after a 429.
+                self.metrics.rejections["too_many_connections"] += 1
+                sock.close()
+                continue
+            if address:
+                self.per_address[address] += 1
+            self._spawn(self._tls_handshake(sock, address, context))
+
+    async def _tls_handshake(
+        self, sock: socket.socket, address: str, context: ssl.SSLContext
+    ) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: RelayConnection(self, address),
+                sock,
+                ssl=context,
+                ssl_handshake_timeout=self.config.handshake_timeout,
+            )
+        except BaseException as exc:
+            # No connection was made (a failed or timed-out handshake is no news to log):
+            # its place is given back.
+            self._release_address(address)
+            sock.close()
+            if not isinstance(exc, Exception):
+                raise
+
+    def _release_address(self, address: str) -> None:
+        if address:
+            self.per_address[address] -= 1
+            if self.per_address[address] <= 0:
+                del self.per_address[address]
 
     async def run_until_signal(self) -> None:
         # Handlers first: a SIGTERM right after "relay.started" is a graceful stop too.
@@ -686,9 +780,11 @@ class Relay:
 
     # connections
 
-    def connection_opened(self, conn: RelayConnection) -> None:
+    def connection_opened(self, conn: RelayConnection, *, counted: bool = False) -> None:
         self.connections.add(conn)
         self.metrics.connections_total += 1
+        if counted:
+            return
         if self.config.trust_proxy:
             conn.address = ""  # not counted until its request says whose it is
         else:
@@ -707,10 +803,7 @@ class Relay:
 
     def connection_closed(self, conn: RelayConnection) -> None:
         self.connections.discard(conn)
-        if conn.address:
-            self.per_address[conn.address] -= 1
-            if self.per_address[conn.address] <= 0:
-                del self.per_address[conn.address]
+        self._release_address(conn.address)
         self.leave_all(conn)
         if self._all_closed is not None and not self.connections:
             self._all_closed.set()
