@@ -9,6 +9,8 @@ import contextlib
 import re
 import resource
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -509,6 +511,55 @@ def test_a_thousand_connections_from_one_address_are_capped() -> None:
 
         run(scenario())
     assert_exited_cleanly(relay)
+
+
+def test_connections_past_the_relay_s_limit_get_a_503_while_members_keep_talking() -> None:
+    room = fresh_room()
+    with running_relay("--max-connections", "4") as relay:
+
+        async def scenario() -> None:
+            async with raw_client(relay.ws_url) as alice, raw_client(relay.ws_url) as bob:
+                await alice.join(room)
+                await bob.join(room)
+                await alice.barrier()
+                held = []
+                statuses = []
+                for _ in range(4):
+                    reader, writer = await asyncio.open_connection(LOOPBACK, relay.port)
+                    held.append(writer)
+                    writer.write(upgrade_request(relay.port))
+                    statuses.append((await read_response_head(reader))[0])
+                assert statuses == [101, 101, 503, 503]
+                await still_flowing(alice, bob, room)
+                for writer in held:
+                    writer.close()
+                    await writer.wait_closed()
+                # Places given back: a newcomer gets in again.
+                async with raw_client(relay.ws_url) as carol:
+                    assert (await carol.join(room)).members == 3
+                text = await metrics(relay)
+                assert metric(text, "instantroom_rejections_total", 'reason="max_connections"') == 2
+
+        run(scenario())
+    assert "max_connections=4" in relay.log_text()
+    assert_exited_cleanly(relay)
+
+
+def test_the_relay_raises_its_open_files_limit_to_the_hard_one() -> None:
+    """A soft limit of 1,024 open files, common, would cap a relay near 1,000 members."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(256, soft)
+    script = (
+        "import resource\n"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({low}, {hard}))\n"
+        "from instantroom.relay.server import raise_file_limit\n"
+        "print(raise_file_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    expected = min(hard, 1_048_576) if hard != resource.RLIM_INFINITY else 1_048_576
+    assert done.stdout.split() == [str(expected), str(expected)]
 
 
 def test_members_per_room_and_rooms_per_connection() -> None:

@@ -130,6 +130,34 @@ def test_a_socket_that_never_starts_tls_is_closed_at_the_handshake_timeout(
     assert_exited_cleanly(relay)
 
 
+async def closed_soon(reader: asyncio.StreamReader) -> bool:
+    """Whether the relay closes this socket within a second."""
+    try:
+        async with asyncio.timeout(1):
+            with contextlib.suppress(ConnectionResetError):
+                await reader.read()
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_sockets_waiting_to_start_tls_count_toward_the_relay_s_limit(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    with running_relay(
+        "--tls-cert", str(cert), "--tls-key", str(key), "--max-connections", "3"
+    ) as relay:
+
+        async def scenario() -> None:
+            idle = [await asyncio.open_connection(LOOPBACK, relay.port) for _ in range(5)]
+            outcomes = await asyncio.gather(*(closed_soon(reader) for reader, _ in idle))
+            assert sorted(outcomes) == [False] * 3 + [True] * 2
+            for _, writer in idle:
+                writer.close()
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
 def test_sockets_waiting_to_start_tls_count_against_their_address(tmp_path: Path) -> None:
     """Each connection is counted from its TCP accept, before its TLS handshake: sockets
     that never start one cannot escape the per-address limit."""
@@ -138,15 +166,6 @@ def test_sockets_waiting_to_start_tls_count_against_their_address(tmp_path: Path
     flags = ("--tls-cert", str(cert), "--tls-key", str(key), "--connections-per-address", "4")
     room = fresh_room()
     with running_relay(*flags) as relay:
-
-        async def closed_soon(reader: asyncio.StreamReader) -> bool:
-            try:
-                async with asyncio.timeout(1):
-                    with contextlib.suppress(ConnectionResetError):
-                        await reader.read()
-                return True
-            except TimeoutError:
-                return False
 
         async def scenario() -> None:
             idle = [await asyncio.open_connection(LOOPBACK, relay.port) for _ in range(10)]

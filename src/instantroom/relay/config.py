@@ -36,6 +36,13 @@ class RelayConfig:
     connections_per_address: int = field(
         default=64, metadata={"help": "open connections from one client address"}
     )
+    max_connections: int = field(
+        default=0,
+        metadata={
+            "help": "open connections in all; 0: as many as the process may open files, "
+            "less 64 for its own (the relay raises its soft limit to the hard one at start)"
+        },
+    )
     rooms_per_connection: int = field(default=32, metadata={"help": "rooms one connection joins"})
     members_per_room: int = field(default=256, metadata={"help": "members of one room"})
     handshake_timeout: float = field(

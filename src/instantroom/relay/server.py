@@ -22,6 +22,7 @@ import http
 import ipaddress
 import json
 import logging
+import resource
 import secrets
 import signal
 import socket
@@ -59,6 +60,8 @@ CLOSE_TIMEOUT = 2.0  # seconds a peer has to answer our close frame or EOF
 MAX_FRAGMENTS = 64
 ACK_DELAY = 0.005  # seconds an ACK may wait for company
 LISTEN_BACKLOG = 100  # as asyncio's create_server
+FILES_KEPT = 64  # file descriptors the relay keeps for itself (logs, Redis, static files)
+MOST_FILES = 1_048_576  # raised to at most this when the hard limit is unlimited
 _ACK = bytes([FrameType.ACK])
 _PROOF_SIZE = 1 + ROOM_ID_SIZE + SIGNATURE_SIZE
 # Headers read here that must come once; a request with two of one is refused.
@@ -121,6 +124,20 @@ def address_key(address: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network((ip, 64), strict=False))
     return str(ip)
+
+
+def raise_file_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit, as servers do (it
+    is often 1,024, about 1,000 connections); return the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MOST_FILES if hard == resource.RLIM_INFINITY else hard
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return MOST_FILES if soft == resource.RLIM_INFINITY else soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):
+        return soft
+    return wanted
 
 
 def encode_wire(frame: bytes) -> bytes:
@@ -605,6 +622,8 @@ class Relay:
         # With TLS, the relay accepts connections itself (see _accept_tls).
         self._listeners: list[socket.socket] = []
         self._accepting: list[asyncio.Task[None]] = []
+        self._handshaking = 0  # TLS handshakes under way
+        self.connection_limit = config.max_connections
         self._sweeper: asyncio.TimerHandle | None = None
         self._all_closed: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -627,6 +646,9 @@ class Relay:
         loop = asyncio.get_running_loop()
         self._loop = loop
         check_tls_options(self.config, shared_port=self._reuse_port)
+        files = raise_file_limit()
+        if not self.connection_limit:
+            self.connection_limit = max(1, files - FILES_KEPT)
         await self.hub.start(self._remote_delivery, self._members_changed)
         context = None
         if self.config.tls_cert:
@@ -652,7 +674,13 @@ class Relay:
             ]
             self.port = self._listeners[0].getsockname()[1]
         self._sweeper = loop.call_later(1.0, self._sweep)
-        log_event("relay.started", version=__version__, port=self.port, tls=bool(context))
+        log_event(
+            "relay.started",
+            version=__version__,
+            port=self.port,
+            tls=bool(context),
+            max_connections=self.connection_limit,
+        )
 
     async def shutdown(self) -> None:
         """Stop accepting, tell every member to reconnect elsewhere or later, then stop."""
@@ -733,6 +761,10 @@ class Relay:
                 await asyncio.sleep(0.1)
                 continue
             address = "" if self.config.trust_proxy else address_key(str(peer[0]))
+            if len(self.connections) + self._handshaking >= self.connection_limit:
+                self.metrics.rejections["max_connections"] += 1
+                sock.close()
+                continue
             if address and self.per_address[address] >= limit:
                 # No TLS yet, so no HTTP 429: the client sees the connection fail, and
                 # tries again later as after a 429.
@@ -741,6 +773,7 @@ class Relay:
                 continue
             if address:
                 self.per_address[address] += 1
+            self._handshaking += 1
             self._spawn(self._tls_handshake(sock, address, context))
 
     async def _tls_handshake(
@@ -760,6 +793,8 @@ class Relay:
             sock.close()
             if not isinstance(exc, Exception):
                 raise
+        finally:
+            self._handshaking -= 1
 
     def _release_address(self, address: str) -> None:
         if address:
@@ -784,6 +819,13 @@ class Relay:
         self.connections.add(conn)
         self.metrics.connections_total += 1
         if counted:
+            return
+        if len(self.connections) + self._handshaking > self.connection_limit:
+            self.metrics.rejections["max_connections"] += 1
+            response = conn.ws.reject(503, "This relay is full: try again later.\n")
+            conn.ws.send_response(response)
+            conn._pull_protocol_writes()
+            conn.address = ""
             return
         if self.config.trust_proxy:
             conn.address = ""  # not counted until its request says whose it is
