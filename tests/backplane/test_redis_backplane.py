@@ -337,6 +337,26 @@ def test_losing_redis_keeps_local_delivery_and_resumes_when_it_returns(
         run(scenario(), timeout=90)
 
 
+def test_a_room_made_on_another_relay_is_no_room_made_by_its_joiner(
+    redis_server: RedisServer,
+) -> None:
+    """Joining without an expiry a room whose expiry another relay recorded makes no room:
+    an address at its limit of rooms made still joins it (PROTOCOL.md 9)."""
+    with relays(2, redis_server.url, "--max-rooms-per-address", "1") as (one, two):
+
+        async def scenario() -> None:
+            later = int(time.time() * 1000) + 3_600_000
+            mine, theirs = fresh_room(), fresh_room()
+            async with raw_client(one.ws_url) as maker, raw_client(two.ws_url) as other:
+                await maker.join(mine, later)  # this address's one room on relay one
+                await other.join(theirs, later)  # recorded in Redis by relay two
+                async with raw_client(one.ws_url) as joiner:
+                    joined = await joiner.join(theirs)
+                    assert (joined.expires_at_ms, joined.members) == (later, 2)
+
+        run(scenario())
+
+
 def test_redis_holds_only_short_lived_room_facts(redis_server: RedisServer) -> None:
     secret_text = "the plaintext that must not be stored " + secrets.token_hex(8)
     with relays(2, redis_server.url) as (one, two):
@@ -578,3 +598,27 @@ def test_a_room_closed_and_opened_again_at_once_stays_subscribed(
                 assert await heard.get() == b"wire bytes"
 
     run(scenario())
+
+
+def test_a_relay_with_many_rooms_gets_back_onto_redis(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new connection's PONG comes after one confirmation per room, which takes a while
+    with many rooms: what must come soon is Redis's next answer, not all of them."""
+    monkeypatch.setattr(hub_redis, "CONNECT_DEADLINE", 0.1)  # far less than 100,000 take
+    rooms = [secrets.token_bytes(32) for _ in range(100_000)]
+
+    async def scenario() -> None:
+        hub = hub_redis.RedisHub(redis_server.url)
+        for room_id in rooms:
+            hub.room_opened(room_id)
+        await hub.start(lambda room_id, wire: None, lambda room_id: None)
+        try:
+            async with asyncio.timeout(20):
+                while not hub.healthy:  # noqa: ASYNC110 - a flag the hub sets, polled
+                    await asyncio.sleep(0.05)
+            await hub.subscribed(rooms[-1])
+        finally:
+            await hub.close()
+
+    run(scenario(), 30)

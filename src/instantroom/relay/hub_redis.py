@@ -49,8 +49,8 @@ PRESENCE_TTL_MS = 30_000  # a relay that stops refreshing drops out of the count
 REFRESH_EVERY = 10.0
 OUTBOX_BYTES = 16 * 1024 * 1024  # frames waiting for Redis; beyond, dropped and counted
 # Liveness: with nothing heard for PING_EVERY the listener sends a PING on its connection;
-# no answer within PING_DEADLINE (or no answer to a new connection's first PING within
-# CONNECT_DEADLINE) and Redis is lost.
+# no answer within PING_DEADLINE (or, on a new connection waiting for its first PONG,
+# nothing heard for CONNECT_DEADLINE) and Redis is lost.
 PING_EVERY = 1.0
 PING_DEADLINE = 1.5
 CONNECT_DEADLINE = 2.0
@@ -63,6 +63,7 @@ SUBSCRIBE_DEADLINE = 1.0
 # waits on it, and it may be long with many rooms.
 BULK_DEADLINE = 5.0
 PING_TOKEN = b"ir-live"
+COUNTS_AT_ONCE = 32  # member counts read at once (redis-py's pool holds 100 connections)
 
 
 def _channel(room_id: bytes) -> bytes:
@@ -120,6 +121,7 @@ class RedisHub:
         # What backplane.up/down last said: None until the first connection attempt.
         self._reported: bool | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._counting = asyncio.Semaphore(COUNTS_AT_ONCE)
         self._closing = False
         self._deliver: RemoteDelivery = lambda room_id, wire: None
         self._members_changed: MembersChanged = lambda room_id: None
@@ -266,7 +268,10 @@ class RedisHub:
     async def members(self, room_id: bytes) -> int:
         if self._closing or not self.healthy:
             raise HubUnavailable
-        entries = await self._call(self._redis.hgetall(_presence_key(room_id)))
+        # Recounts come in herds (every room after a reconnect): a few at a time, so that
+        # they do not take every connection of the pool.
+        async with self._counting:
+            entries = await self._call(self._redis.hgetall(_presence_key(room_id)))
         return self._total(entries)
 
     async def _call(self, command: Awaitable[T], deadline: float = CALL_DEADLINE) -> T:
@@ -300,8 +305,7 @@ class RedisHub:
         while not self._closing:
             pubsub = self._redis.pubsub()
             try:
-                async with asyncio.timeout(CONNECT_DEADLINE):
-                    await self._connect(pubsub)
+                await self._connect(pubsub)
                 self._set_health(True)
                 delay = 0.1
                 async with asyncio.timeout(BULK_DEADLINE):
@@ -324,14 +328,23 @@ class RedisHub:
         self._subscribed = set()
         self._rooms_changed = True
         self._reset_confirmations()
-        # Subscribe to something so that get_message has a connection to read.
-        await pubsub.subscribe(b"ir:relay:" + self.relay_id)
-        await self._apply_subscriptions(pubsub)
-        await pubsub.ping(PING_TOKEN)
+        async with asyncio.timeout(BULK_DEADLINE):  # writes only
+            # Subscribe to something so that get_message has a connection to read.
+            await pubsub.subscribe(b"ir:relay:" + self.relay_id)
+            await self._apply_subscriptions(pubsub)
+            await pubsub.ping(PING_TOKEN)
+        # The PONG comes after one confirmation per room: with many rooms that takes a
+        # while, so what counts is that Redis keeps answering, not the whole wait.
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
         while True:
             message = await pubsub.get_message(timeout=0.05)
-            if message is not None and self._handle(message) == "pong":
-                return
+            if message is not None:
+                heard = loop.time()
+                if self._handle(message) == "pong":
+                    return
+            elif loop.time() - heard > CONNECT_DEADLINE:
+                raise RedisTimeoutError("Redis did not answer a new connection")
 
     async def _serve(self, pubsub: redis.client.PubSub) -> None:
         """Read the connection until Redis fails, stops answering, or we are told to
@@ -414,7 +427,8 @@ class RedisHub:
             for room, payload in batch:
                 pipe.publish(_channel(room), payload)
             try:
-                await self._call(pipe.execute())
+                # Nothing waits on these: a slow Redis is given longer before it is lost.
+                await self._call(pipe.execute(), BULK_DEADLINE)
             except HubUnavailable:
                 self.dropped += len(batch)
 

@@ -545,7 +545,9 @@ class RelayConnection(asyncio.Protocol):
             case _:
                 self.refuse(ErrorCode.UNKNOWN_FRAME_TYPE, "Clients do not send this frame type.")
                 return
-        if not self.closing and not over_rate and self.refusals == refused_before:
+        # A PROOF whose admission waits for the backplane is judged when it is decided.
+        admitting = isinstance(frame, frames.Proof) and frame.room_id in self.admitting
+        if not self.closing and not over_rate and self.refusals == refused_before and not admitting:
             self.refusals = 0
 
     def _rate_limited(self, data: bytes) -> None:
@@ -779,17 +781,20 @@ class Relay:
     async def _tls_handshake(
         self, sock: socket.socket, address: str, context: ssl.SSLContext
     ) -> None:
+        conn = RelayConnection(self, address)
         try:
             await asyncio.get_running_loop().connect_accepted_socket(
-                lambda: RelayConnection(self, address),
+                lambda: conn,
                 sock,
                 ssl=context,
                 ssl_handshake_timeout=self.config.handshake_timeout,
             )
         except BaseException as exc:
-            # No connection was made (a failed or timed-out handshake is no news to log):
-            # its place is given back.
-            self._release_address(address)
+            # A failed or timed-out handshake is no news to log. Unless the connection was
+            # made all the same (cancelled at shutdown, just after), which gives its place
+            # back as it closes, its place is given back here.
+            if conn not in self.connections and not conn.closing:
+                self._release_address(address)
             sock.close()
             if not isinstance(exc, Exception):
                 raise
@@ -919,9 +924,11 @@ class Relay:
             try:
                 if expires and self.facts.expiry(room_id) is None:
                     # Again: admissions in flight together all passed the first check.
-                    self._check_space(conn, expires)
+                    # (An expiry from the backplane, not the joiner, is no room it made.)
+                    self._check_space(conn, requested_ms)
                 self.facts.record(room_id, expires, conn.address)
                 room = self._enter(conn, room_id, expires)
+                conn.refusals = 0
             except RoomRefused as exc:
                 conn.refuse(exc.code, exc.reason, room_id=room_id)
                 return
