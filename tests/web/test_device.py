@@ -11,8 +11,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from playwright.sync_api import Browser, Playwright, expect
 
+from instantroom.protocol.kdf import RoomKeys
 from instantroom.testing import RelayProcess
 from tests.web.conftest import Phone, close_phones, launch, new_phone, read_vault, wait_for_stored
+from tests.web.test_replay import raw_member
 
 PASSWORD = "a long enough password"
 
@@ -128,6 +130,44 @@ def test_unlocking_in_a_second_tab_locks_the_first(
     expect(first.by("password")).to_be_visible()
     expect(first.page.get_by_role("status")).to_contain_text("another tab")
     expect(second.by("room-item")).to_have_count(1)
+
+
+def test_the_tab_unlocked_last_keeps_what_the_first_saved_as_it_locked(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    first = phones()
+    key = start(first, relay)
+    first.page.get_by_role("button", name="Room options").click()
+    first.by("keep-history").check()
+    second = Phone(first.context, first.context.new_page(), first.watch)
+    second.open(relay.url)
+    second.by("password").fill(PASSWORD)
+
+    with raw_member(relay, RoomKeys.from_minikey(key)) as alice:
+        first.expect_members(2)
+        alice.publish(alice.sealed(1, "one"))
+        alice.publish(alice.sealed(2, "two"))  # the first tab's save of it waits (throttled)
+        first.expect_message("two")
+        # The second tab reads the store now, before that save lands (as the first locks).
+        second.by("unlock").click()
+        expect(second.by("nav-new")).to_be_visible()
+        expect(first.by("password")).to_be_visible()
+        expect(first.page.get_by_role("status")).to_contain_text("another tab")
+
+        second.by("room-item").click()
+        second.expect_online()
+        second.expect_message("one")
+        second.expect_message("two")
+        # Its own saves land: it does not lock as if another tab had written after it.
+        second.send("three")
+        wait_for_stored(
+            second.page,
+            PASSWORD,
+            lambda c: [m["text"] for m in c["rooms"][0]["messages"]] == ["one", "two", "three"],
+        )
+        second.by("nav-rooms").click()
+        expect(second.by("room-item")).to_have_count(1)
+        expect(second.by("password")).to_have_count(0)
 
 
 def test_forgetting_the_password_in_one_tab_wipes_the_store_for_every_tab(

@@ -178,3 +178,29 @@ def test_an_invite_link_opened_in_an_open_page(
     assert_no_fragment(bob.page, second.key)
     bob.by("nav-rooms").click()
     expect(bob.by("room-item")).to_have_count(2)
+
+
+def test_drafts_and_what_members_write_go_to_no_spellchecker_or_translator(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    """A browser's enhanced spellcheck sends what is typed to a server, and page
+    translation sends the page's text: neither gets a draft or a member's words."""
+    phone = phones()
+    phone.open(relay.url)
+    phone.set_password("a long enough password")
+    phone.by("nav-new").click()
+    for field_id in ("room-label", "nickname"):
+        assert phone.by(field_id).evaluate("e => e.spellcheck") is False
+    phone.by("room-label").fill("Room")
+    phone.by("nickname").fill("Ann")
+    phone.by("create-room").click()
+    phone.shared_room()
+    phone.open_room()
+    draft = phone.by("message-input")
+    expect(draft).to_have_attribute("spellcheck", "false")
+    assert draft.evaluate("e => e.spellcheck") is False
+    phone.send("hello there")
+    message = phone.message_locator("hello there")
+    for part in ("message-text", "message-sender"):
+        expect(message.get_by_test_id(part)).to_have_attribute("translate", "no")
+        assert message.get_by_test_id(part).evaluate("e => e.translate") is False

@@ -21,7 +21,7 @@ from instantroom.protocol.envelope import Kind, new_message, seal_envelope
 from instantroom.protocol.join import sign_join_proof
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.testing import RelayProcess
-from tests.web.conftest import TIMEOUT_MS, Phone, wait_for_stored
+from tests.web.conftest import TIMEOUT_MS, Phone, open_vault, wait_for_stored
 
 PASSWORD = "bob's long password"
 F = TypeVar("F", bound=frames.Frame)
@@ -128,3 +128,42 @@ def test_a_message_a_relay_sends_again_after_a_reload_is_not_shown_again(
         bob.expect_message("new")
         expect(bob.message_locator("shown once, never kept")).to_have_count(0)
         expect(bob.by("message")).to_have_count(1)
+
+
+def test_a_message_shown_just_before_a_reload_is_kept_and_not_shown_twice(
+    phones: Callable[..., Phone], relay: RelayProcess
+) -> None:
+    bob = phones()
+    bob.open(relay.url)
+    bob.set_password(PASSWORD)
+    room = bob.create_room("Kept", "Bob")
+    bob.open_room()
+    bob.page.get_by_role("button", name="Room options").click()
+    bob.by("keep-history").check()
+    keys = RoomKeys.from_minikey(room.key)
+
+    with raw_member(relay, keys) as alice:
+        bob.expect_members(2)
+        before, last = alice.sealed(1, "the one before"), alice.sealed(2, "the last one")
+        alice.publish(before)
+        alice.publish(last)  # within a second of the save before: its save waits (throttled)
+        bob.expect_message("the last one")
+        bob.page.reload()  # at once: the waiting save is written as the page goes
+
+        contents = open_vault(bob.page, PASSWORD)
+        kept = contents["rooms"][0]
+        assert [m["text"] for m in kept["messages"]] == ["the one before", "the last one"]
+        assert len(kept["recent"]) == 2
+
+        bob.unlock(PASSWORD)
+        bob.by("room-item").first.click()
+        bob.expect_online()
+        bob.expect_members(2)
+        # The relay sends both again: each shows once, from the kept history.
+        alice.publish(before)
+        alice.publish(last)
+        alice.publish(alice.sealed(3, "new"))
+        bob.expect_message("new")
+        bob.expect_message("the one before")
+        bob.expect_message("the last one")
+        expect(bob.by("message")).to_have_count(3)

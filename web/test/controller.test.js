@@ -41,7 +41,7 @@ function pageOfRelayA(hash) {
 const invitedPage = pageOfRelayA(`#${INVITED_KEY}`);
 globalThis.window = invitedPage;
 globalThis.document = Object.assign(new EventTarget(), { visibilityState: "visible" });
-const { App, SAVE_THROTTLE_MS } = await import("../src/app/controller.js");
+const { App, SAVE_THROTTLE_MS, TAB_LOCK } = await import("../src/app/controller.js");
 
 /** WebSockets that never open: each records the URL it was made for. */
 const socketUrls = [];
@@ -160,7 +160,9 @@ describe("App: another tab writes the store meanwhile", () => {
     await app.save();
     app.lock();
 
-    beforeOpen(2, () => deleteRecord(otherTab)); // after the read that unlocks, before the save
+    // After the read that unlocks and the one that reads the store again once this tab
+    // holds the tab lock (App.unlock), before the save.
+    beforeOpen(3, () => deleteRecord(otherTab));
     await app.unlock(PASSWORD);
     assert.equal(app.store, null);
     assert.equal(app.state.screen, "unlock");
@@ -559,6 +561,41 @@ describe("App: saves caused by arriving messages are throttled", () => {
     assert.equal(await stored(), 4);
   });
 
+  it("listens for the page's unloading only while a save waits (the back-forward cache)", async () => {
+    const clock = new FakeClock();
+    const { app } = await startApp({ clock });
+    const listening = new Set();
+    const { addEventListener, removeEventListener } = window;
+    window.addEventListener = function (type, listener, ...rest) {
+      if (type === "beforeunload") listening.add(listener);
+      return addEventListener.call(this, type, listener, ...rest);
+    };
+    window.removeEventListener = function (type, listener, ...rest) {
+      if (type === "beforeunload") listening.delete(listener);
+      return removeEventListener.call(this, type, listener, ...rest);
+    };
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Busy", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    const arrive = () => {
+      const message = { messageId: randomBytes(16), timestampMs: 1000, kind: 1, senderName: "alice", senderKey: new Uint8Array(32) };
+      const detail = { roomId: fromHex(id), message, text: "hi", fingerprint: "AAAA-BBBB-CCCC-DDDD", keyChanged: false };
+      app.connections.get(app.room(id).serverUrl).dispatchEvent(new CustomEvent("message", { detail }));
+    };
+    assert.equal(listening.size, 0);
+    arrive(); // right after the room's save: it waits
+    assert.equal(listening.size, 1);
+    clock.advance(SAVE_THROTTLE_MS); // written
+    assert.equal(listening.size, 0);
+    clock.advance(SAVE_THROTTLE_MS);
+    arrive();
+    assert.equal(listening.size, 0); // written at once: nothing waits
+    arrive();
+    assert.equal(listening.size, 1);
+    await app.save(); // the person's own save takes it
+    assert.equal(listening.size, 0);
+  });
+
   it("an acknowledgement's save is throttled too", async () => {
     const { app, clock, id, saves, connection } = await flooded();
     clock.advance(SAVE_THROTTLE_MS);
@@ -578,6 +615,7 @@ describe("App: saves caused by arriving messages are throttled", () => {
       document.visibilityState = "visible";
     }],
     ["the page going away", () => window.dispatchEvent(new Event("pagehide"))],
+    ["a reload or a closed tab, before the page goes", () => window.dispatchEvent(new Event("beforeunload"))],
   ]) {
     it(`${what} writes a waiting save at once`, async () => {
       const { app, clock, saves, arrive, stored } = await flooded();
@@ -706,5 +744,239 @@ describe("App: messages the relay had not taken survive a lock", () => {
     assert.equal((await KeyStore.unlock(PASSWORD, otherTab)).data.rooms[0].outbox.length, 1);
     await app.forgetRoom(id);
     assert.deepEqual((await KeyStore.unlock(PASSWORD, otherTab)).data.rooms, []);
+  });
+});
+
+/**
+ * Web Locks as a browser has them, shared by the tabs of one test: exclusive, granted in
+ * the order asked for, held until the callback's promise settles; a signal that aborts
+ * before the grant takes the request back.
+ */
+class FakeLocks {
+  tails = new Map();
+
+  request(name, options, callback) {
+    const before = this.tails.get(name) ?? Promise.resolve();
+    let done;
+    const mine = new Promise((resolve) => (done = resolve));
+    this.tails.set(name, before.then(() => mine));
+    return new Promise((resolve, reject) => {
+      let state = "waiting";
+      options.signal?.addEventListener("abort", () => {
+        if (state !== "waiting") return;
+        state = "aborted";
+        done();
+        reject(options.signal.reason);
+      });
+      before.then(async () => {
+        if (state === "aborted") return;
+        state = "granted";
+        try {
+          resolve(await callback({ name, mode: "exclusive" }));
+        } catch (error) {
+          reject(error);
+        } finally {
+          done();
+        }
+      });
+    });
+  }
+
+  /** Hold `name` as another tab would, until the function returned is called. */
+  async hold(name) {
+    let release;
+    const held = new Promise((resolve) => (release = resolve));
+    await new Promise((granted) => this.request(name, {}, () => (granted(), held)));
+    return release;
+  }
+}
+
+/** Tabs of one browser: apps on one database, with BroadcastChannel and Web Locks. */
+function browserTabs(t, { waitMs } = {}) {
+  const indexedDB = new IDBFactory();
+  const locks = new FakeLocks();
+  const storeOptions = { indexedDB, insecureTestIterations: 1000 };
+  const channels = [];
+  t.after(() => {
+    for (const channel of channels) channel.close();
+  });
+  const open = async ({ clock } = {}) => {
+    const page = pageOfRelayA("");
+    page.BroadcastChannel = BroadcastChannel;
+    globalThis.window = page;
+    globalThis.document = Object.assign(new EventTarget(), { visibilityState: "visible" }); // a tab's own
+    const app = new App({
+      storeOptions,
+      connectionOptions: { WebSocketImpl: RecordedSocket, setTimer: () => null, clearTimer: () => {} },
+      clock,
+      locks: { manager: locks, ...(waitMs ? { waitMs } : {}) },
+    });
+    started.push(app);
+    await app.start();
+    channels.push(app.tabs);
+    return app;
+  };
+  /** What the tabs say to each other, as a tab that only listens hears it. */
+  const heard = [];
+  const listener = new BroadcastChannel("instantroom");
+  channels.push(listener);
+  listener.addEventListener("message", (event) => heard.push(event.data));
+  const said = async (count, what) => {
+    while (heard.filter((m) => (m?.kind ?? m) === what).length < count) await new Promise((r) => setTimeout(r, 1));
+  };
+  return { open, locks, storeOptions, said };
+}
+
+const tick = () => new Promise((resolve) => setTimeout(resolve, 5));
+
+describe("App: two tabs, the one unlocked last wins", () => {
+  it("the tab unlocked last reads the store as the other left it as it locked, and keeps working", async (t) => {
+    const tabs = browserTabs(t);
+    const clock = new FakeClock();
+    const first = await tabs.open({ clock });
+    await first.unlock(PASSWORD, PASSWORD);
+    await first.createRoom({ label: "Trip", nickname: "Ann", lifetime: "day" });
+    const id = first.state.current;
+    await first.setKeepHistory(id, true);
+    const message = { messageId: randomBytes(16), timestampMs: Date.now(), kind: 1, senderName: "Bob", senderKey: new Uint8Array(32) };
+    const detail = { roomId: fromHex(id), message, text: "just arrived", fingerprint: "AAAA-BBBB-CCCC-DDDD", keyChanged: false };
+    first.connections.get(first.room(id).serverUrl).dispatchEvent(new CustomEvent("message", { detail }));
+    assert.equal(clock.timers.size, 1); // its save waits for the throttle
+
+    const second = await tabs.open();
+    await second.unlock(PASSWORD);
+    assert.equal(first.store, null);
+    assert.match(first.state.notice, /unlocked in another tab/);
+    assert.equal(second.state.screen, "rooms");
+    assert.equal(second.state.error, null);
+    // What the first tab wrote as it locked is there: the message and its id.
+    assert.deepEqual(second.room(id).messages.map((m) => m.text), ["just arrived"]);
+    assert.deepEqual(second.room(id).recent.map((r) => r.id), [hex(message.messageId)]);
+
+    // And its saves land: it is not locked as if another tab had written after it.
+    await second.createRoom({ label: "New", nickname: "Ann", lifetime: "day" });
+    assert.equal(second.state.screen, "share");
+    assert.equal(second.state.error, null);
+    assert.notEqual(second.store, null);
+    const stored = await KeyStore.unlock(PASSWORD, tabs.storeOptions);
+    assert.deepEqual(stored.data.rooms.map((r) => r.label), ["Trip", "New"]);
+    assert.deepEqual(stored.data.rooms[0].messages.map((m) => m.text), ["just arrived"]);
+    second.lock();
+  });
+
+  it("a tab that unlocks does not wait for ever for a tab that does not let go", async (t) => {
+    const tabs = browserTabs(t, { waitMs: 50 });
+    const first = await tabs.open();
+    await first.unlock(PASSWORD, PASSWORD);
+    first.tabs.close(); // frozen by the browser: it hears nothing, and holds the tab lock
+    const second = await tabs.open();
+    await second.unlock(PASSWORD);
+    assert.equal(second.state.screen, "rooms");
+    assert.notEqual(second.store, null);
+    second.lock();
+  });
+
+  it("a tab that unlocks as the password is changed in another tab asks for the new one", async (t) => {
+    const tabs = browserTabs(t);
+    const first = await tabs.open();
+    await first.unlock(PASSWORD, PASSWORD);
+    first.lock();
+    const release = await tabs.locks.hold(TAB_LOCK); // the other tab, still busy
+    const second = await tabs.open();
+    const unlocking = second.unlock(PASSWORD);
+    await tabs.said(2, "unlocked"); // (after the first tab's) derived its key from the record as it was
+    const other = await KeyStore.unlock(PASSWORD, tabs.storeOptions);
+    await other.changePassword(PASSWORD, "another long password");
+    other.lock();
+    release();
+    await unlocking;
+    assert.equal(second.store, null);
+    assert.equal(second.state.firstVisit, false);
+    assert.match(second.state.error, /password was changed in another tab/);
+    await second.unlock("another long password");
+    assert.equal(second.state.screen, "rooms");
+    second.lock();
+  });
+
+  it("a tab that unlocks as the store is deleted in another tab offers to set a password", async (t) => {
+    const tabs = browserTabs(t);
+    const first = await tabs.open();
+    await first.unlock(PASSWORD, PASSWORD);
+    first.lock();
+    const release = await tabs.locks.hold(TAB_LOCK);
+    const second = await tabs.open();
+    const unlocking = second.unlock(PASSWORD);
+    await tabs.said(2, "unlocked"); // after the first tab's
+    await KeyStore.wipe(tabs.storeOptions);
+    release();
+    await unlocking;
+    assert.equal(second.store, null);
+    assert.equal(second.state.firstVisit, true);
+    assert.match(second.state.error, /deleted in another tab/);
+  });
+
+  it("of two tabs that wait to unlock, the one that unlocked later wins", async (t) => {
+    const tabs = browserTabs(t);
+    const first = await tabs.open();
+    await first.unlock(PASSWORD, PASSWORD);
+    first.lock();
+    const release = await tabs.locks.hold(TAB_LOCK);
+    const earlier = await tabs.open();
+    const later = await tabs.open();
+    const unlockingEarlier = earlier.unlock(PASSWORD);
+    await tabs.said(2, "unlocked"); // after the first tab's
+    const unlockingLater = later.unlock(PASSWORD);
+    await tabs.said(3, "unlocked");
+    await tick(); // the earlier tab hears it
+    release();
+    await Promise.all([unlockingEarlier, unlockingLater]);
+    // A BroadcastChannel message may come later than a tick under load: whether it finds
+    // the earlier tab still unlocking or unlocked, that tab ends locked.
+    for (let turn = 0; turn < 200 && earlier.store !== null; turn++) await tick();
+    assert.equal(earlier.store, null);
+    assert.match(earlier.state.notice, /unlocked in another tab/);
+    assert.equal(later.state.screen, "rooms");
+    assert.notEqual(later.store, null);
+    later.lock();
+  });
+});
+
+describe("App: the Unlock screen follows what other tabs did", () => {
+  it("Set password, when another tab made a store meanwhile, asks for that store's password", async () => {
+    const { app, otherTab } = await startApp();
+    assert.equal(app.state.firstVisit, true);
+    await KeyStore.create(PASSWORD, otherTab);
+    await app.unlock("a new long password", "a new long password");
+    assert.equal(app.store, null);
+    assert.equal(app.state.firstVisit, false);
+    assert.match(app.state.error, /made in another tab/);
+    await app.unlock(PASSWORD);
+    assert.equal(app.state.screen, "rooms");
+  });
+
+  it("Unlock, when another tab deleted the store meanwhile, offers to set a new password", async () => {
+    const { app, otherTab } = await startApp();
+    await app.unlock(PASSWORD, PASSWORD);
+    app.lock();
+    await KeyStore.wipe(otherTab);
+    await app.unlock(PASSWORD);
+    assert.equal(app.store, null);
+    assert.equal(app.state.firstVisit, true);
+    assert.match(app.state.error, /deleted in another tab/);
+    await app.unlock("a new long password", "a new long password");
+    assert.equal(app.state.screen, "rooms");
+  });
+
+  it("a tab showing Set password asks for the password as soon as another tab makes the store", async (t) => {
+    const tabs = browserTabs(t);
+    const waiting = await tabs.open();
+    const maker = await tabs.open();
+    assert.equal(waiting.state.firstVisit, true);
+    await maker.unlock(PASSWORD, PASSWORD);
+    await tabs.said(1, "created");
+    await tick();
+    assert.equal(waiting.state.firstVisit, false);
+    assert.match(waiting.state.notice, /made in another tab/);
+    maker.lock();
   });
 });

@@ -365,6 +365,46 @@ describe("KeyStore: locking and wiping", () => {
   });
 });
 
+describe("KeyStore: reading the store again after another tab's last save", () => {
+  it("takes what another tab saved since the unlock, with the key it has (no password)", async () => {
+    const options = fresh();
+    const first = await KeyStore.create(PASSWORD, options);
+    const second = await KeyStore.unlock(PASSWORD, options);
+    assert.equal(await second.reload(), false); // nothing changed
+    first.data.nickname = "saved as the other tab locked";
+    await first.save();
+    first.lock();
+    assert.equal(await second.reload(), true);
+    assert.equal(second.data.nickname, "saved as the other tab locked");
+    second.data.nickname = "then saved here";
+    await second.save(); // replaces the record it read: no StoreChanged
+    assert.equal((await storedContents(options)).nickname, "then saved here");
+  });
+
+  it("asks for the password again after a password change, and says so after a wipe", async () => {
+    const options = fresh();
+    await KeyStore.create(PASSWORD, options);
+    const changed = await KeyStore.unlock(PASSWORD, options);
+    const other = await KeyStore.unlock(PASSWORD, options);
+    await other.changePassword(PASSWORD, "another long password");
+    await assert.rejects(changed.reload(), StoreChanged);
+    const wiped = await KeyStore.unlock("another long password", options);
+    await KeyStore.wipe(options);
+    await assert.rejects(wiped.reload(), NoStore);
+  });
+
+  it("brings nothing back into a store locked meanwhile", async () => {
+    const options = fresh();
+    const first = await KeyStore.create(PASSWORD, options);
+    const second = await KeyStore.unlock(PASSWORD, options);
+    await first.save();
+    const reading = second.reload();
+    second.lock();
+    assert.equal(await reading, false);
+    assert.equal(second.locked, true);
+  });
+});
+
 describe("KeyStore: rooms", () => {
   it("adds a room under its derived room id, normalizing the key", async () => {
     const store = await KeyStore.create(PASSWORD, fresh());

@@ -35,3 +35,36 @@ test("a name cannot hide characters that make it look like another", () => {
   assert.equal(shown("ali\u00adce"), "ali<U+00AD>ce");
   assert.equal(shown("alice\u2028"), "alice<U+2028>");
 });
+
+test("a message cannot hide characters either: format characters and fillers are made visible", () => {
+  const lines = { lines: true };
+  assert.equal(shown("ok\u{e0068}\u{e0069}", lines), "ok<U+E0068><U+E0069>"); // tag characters: a hidden text
+  assert.equal(shown("pay\u00adpal.com", lines), "pay<U+00AD>pal.com");
+  assert.equal(shown("a\u180eb", lines), "a<U+180E>b");
+  assert.equal(shown("x\ufff9y\ufffaz\ufffb", lines), "x<U+FFF9>y<U+FFFA>z<U+FFFB>");
+  assert.equal(shown("a\u3164b\u115fc", lines), "a<U+3164>b<U+115F>c");
+  // The zero-width non-joiner and joiner stay: Persian and Indic text need them.
+  assert.equal(shown("می\u200cخواهم", lines), "می\u200cخواهم");
+  assert.equal(shown("क्\u200dष", lines), "क्\u200dष");
+  assert.equal(shown("a\u200cb"), "a<U+200C>b"); // not in names
+  assert.equal(shown("\u{e0001}en", lines), "<U+E0001>en");
+  // Names are held to the same rule, as before.
+  assert.equal(shown("pay\u00adpal"), "pay<U+00AD>pal");
+});
+
+test("a message keeps what emoji need: joiners, variation selectors, subdivision flags", () => {
+  const lines = { lines: true };
+  const england = "\u{1f3f4}\u{e0067}\u{e0062}\u{e0065}\u{e006e}\u{e0067}\u{e007f}";
+  const scotland = "\u{1f3f4}\u{e0067}\u{e0062}\u{e0073}\u{e0063}\u{e0074}\u{e007f}";
+  for (const text of [england, `go ${scotland}!`, "👩‍💻", "🧑🏽‍🚀", "1️⃣", "葛\u{e0100}"]) {
+    assert.equal(shown(text, lines), text);
+  }
+  // Tag characters anywhere else, or too many for a flag, are escaped; so is a variation
+  // selector after another (a run of them hides data).
+  assert.equal(shown("\u{e0067}\u{e007f}", lines), "<U+E0067><U+E007F>");
+  assert.equal(shown("\u{1f3f4}\u{e0041}\u{e007f}", lines), "\u{1f3f4}<U+E0041><U+E007F>");
+  assert.equal(shown(`\u{1f3f4}${"\u{e0061}".repeat(8)}\u{e007f}`, lines), `\u{1f3f4}${"<U+E0061>".repeat(8)}<U+E007F>`);
+  assert.equal(shown("❤\ufe0f\ufe0f\u{e0100}", lines), "❤\ufe0f<U+FE0F><U+E0100>");
+  // A name keeps its rule: no tag characters at all.
+  assert.equal(shown(england), "\u{1f3f4}<U+E0067><U+E0062><U+E0065><U+E006E><U+E0067><U+E007F>");
+});

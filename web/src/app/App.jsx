@@ -56,6 +56,7 @@ function NicknameField({ value, onValue, inputRef }) {
       inputRef={inputRef}
       maxLength={40}
       autocomplete="nickname"
+      spellcheck={false}
       required
     />
   );
@@ -250,6 +251,7 @@ function NewRoom({ app }) {
             data-testid="room-label"
             value={label}
             maxLength={60}
+            spellcheck={false}
             placeholder="Weekend trip"
             onInput={(e) => setLabel(e.currentTarget.value)}
           />
@@ -499,7 +501,7 @@ function Message({ app, roomId, message }) {
   return (
     <li class={message.mine ? "message mine" : "message"} data-testid="message">
       <div class="message-head">
-        <span class="sender" data-testid="message-sender">
+        <span class="sender" data-testid="message-sender" translate={false}>
           {shown(message.senderName)}
         </span>
         {scripts.length > 0 && <MixedScriptsFlag scripts={scripts} />}
@@ -510,11 +512,13 @@ function Message({ app, roomId, message }) {
       </div>
       {message.keyChanged && (
         <p class="warning" data-testid="key-change-warning" role="note">
-          ⚠ {shown(message.senderName)} now writes from another device key. It may be a new device, or someone else
+          ⚠ <span translate={false}>{shown(message.senderName)}</span> now writes from another device key. It may be a new device, or someone else
           using that name: check the fingerprint with them.
         </p>
       )}
-      <p class="text" data-testid="message-text">
+      {/* What members write is never handed to a translation service (translate={false}
+          renders translate="no": Preact sets the boolean property). */}
+      <p class="text" data-testid="message-text" translate={false}>
         {shown(message.text, { lines: true })}
       </p>
       <div class="message-foot">
@@ -543,7 +547,7 @@ function RenameRoom({ app, room }) {
     <form class="inline" onSubmit={submit}>
       <label for="rename-room">Room name (only on this device)</label>
       <div class="row">
-        <input id="rename-room" data-testid="rename-room" value={label} maxLength={60} onInput={(e) => setLabel(e.currentTarget.value)} />
+        <input id="rename-room" data-testid="rename-room" value={label} maxLength={60} spellcheck={false} onInput={(e) => setLabel(e.currentTarget.value)} />
         <button type="submit">Rename</button>
       </div>
     </form>
@@ -662,9 +666,12 @@ function Room({ app }) {
           <label for="message-input" class="visually-hidden">
             Message
           </label>
+          {/* No spellcheck: a browser's enhanced spellcheck sends what is typed to a
+              server, and a draft is no one's business before it is sealed. */}
           <textarea
             id="message-input"
             data-testid="message-input"
+            spellcheck={false}
             rows={1}
             value={draft}
             placeholder="Message"

@@ -7,7 +7,7 @@ import { fromHex, hex, utf8, utf8Strict } from "../protocol/bytes.js";
 import { Kind, MAX_NAME_BYTES, openEnvelope } from "../protocol/envelope.js";
 import { fingerprint, roomKeysFromMinikey } from "../protocol/kdf.js";
 import { makeMinikey } from "../protocol/minikey.js";
-import { KeyStore, StoreChanged, WrongPassword } from "../store/keystore.js";
+import { KeyStore, NoStore, StoreChanged, StoreExists, WrongPassword } from "../store/keystore.js";
 import { inviteFromLocation, takeCapturedInvite } from "./capture.js";
 import { formatInvite, parseInvite } from "./invite.js";
 
@@ -26,6 +26,13 @@ const MIN_PASSWORD_LENGTH = 8;
 export const SAVE_THROTTLE_MS = 1_000;
 // What a room keeps in memory: a member who floods the room cannot exhaust this device.
 const MAX_LIVE_MESSAGES = 1000;
+// The Web Lock an unlocked tab holds until it has locked and its last save has landed: a
+// tab that unlocks waits for it, so that it reads the store as the other tab left it.
+export const TAB_LOCK = "instantroom-unlocked";
+// How long a tab that unlocks waits for that lock: a tab that does not let go (frozen by
+// the browser) cannot keep it locked; it then goes on without, as where there are no
+// Web Locks.
+export const TAB_LOCK_WAIT_MS = 5_000;
 
 const randomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
 
@@ -54,6 +61,13 @@ const TAB_NOTICES = {
   wiped: "Everything was deleted from this device in another tab.",
   "password-changed": "Locked: the password was changed in another tab.",
 };
+const CREATED_ELSEWHERE = "A key store was made in another tab meanwhile: unlock it with its password.";
+const WIPED_ELSEWHERE = "The key store was deleted in another tab meanwhile: set a new password.";
+
+/** Whether a tab's "unlocked" stamp `a` is later than `b` ([time, random tie-break]). */
+function laterThan(a, b) {
+  return a[0] > b[0] || (a[0] === b[0] && a[1] > b[1]);
+}
 
 export class App {
   /**
@@ -62,8 +76,10 @@ export class App {
    * @param {object} [options.connectionOptions] passed to each RoomConnection (tests: a fake WebSocket)
    * @param {{now?: () => number, setTimer?: Function, clearTimer?: Function}} [options.clock]
    *   the time and the timer of the throttled saves (tests: a fake clock)
+   * @param {{manager?: LockManager | null, waitMs?: number}} [options.locks] the Web Locks
+   *   shared with the other tabs (navigator.locks; tests: a fake) and TAB_LOCK_WAIT_MS
    */
-  constructor({ storeOptions = {}, connectionOptions = {}, clock = {} } = {}) {
+  constructor({ storeOptions = {}, connectionOptions = {}, clock = {}, locks = {} } = {}) {
     this.storeOptions = storeOptions;
     this.connectionOptions = connectionOptions;
     this.listeners = new Set();
@@ -93,6 +109,11 @@ export class App {
     };
     this._lastSaveAt = -Infinity; // when the last save was asked for, by the clock above
     this._saveTimer = null; // a throttled save waiting for its time (saveSoon)
+    this._onBeforeUnload = () => this.flushSave();
+    this._locks = { manager: globalThis.navigator?.locks ?? null, waitMs: TAB_LOCK_WAIT_MS, ...locks };
+    this._releaseTabLock = null; // lets go of TAB_LOCK, held while unlocked
+    this._unlocking = null; // { superseded } from this tab's "unlocked" until it is unlocked
+    this._unlockedAt = null; // when this tab said it unlocked: [time, random tie-break]
   }
 
   subscribe(listener) {
@@ -117,6 +138,7 @@ export class App {
       return;
     }
     if (invite) Object.assign(this.state, { joinText: invite.text, joinServer: invite.server });
+    this._page = window;
     window.addEventListener("hashchange", () => this._onHashChange());
     // A page coming back from the background checks at once, before showing anything.
     document.addEventListener("visibilitychange", () => {
@@ -142,10 +164,7 @@ export class App {
     // and the others lock; so does every tab when one wipes the store or changes its
     // password. (Saves check the record they replace too: see KeyStore's StoreChanged.)
     this.tabs = "BroadcastChannel" in window ? new BroadcastChannel("instantroom") : null;
-    this.tabs?.addEventListener("message", (event) => {
-      if (event.data === "wiped") this.set({ firstVisit: true });
-      if (this.store && TAB_NOTICES[event.data]) this.lock(TAB_NOTICES[event.data]);
-    });
+    this.tabs?.addEventListener("message", (event) => this._onTabMessage(event.data));
     const exists = await KeyStore.exists(this.storeOptions);
     this.set({ screen: "unlock", firstVisit: !exists });
   }
@@ -155,6 +174,26 @@ export class App {
     await KeyStore.wipe(this.storeOptions);
     this.tabs?.postMessage("wiped");
     this.set({ firstVisit: true, error: null, notice: "Everything was deleted from this device. Set a new password." });
+  }
+
+  _onTabMessage(message) {
+    const kind = typeof message === "string" ? message : message?.kind;
+    // The Unlock screen asks for what is there now: a new password, or the one set elsewhere.
+    if (kind === "wiped") this.set({ firstVisit: true });
+    if (kind === "created" && !this.store && this.state.firstVisit) {
+      this.set({ firstVisit: false, notice: CREATED_ELSEWHERE });
+    }
+    if (kind === "unlocked") {
+      // Messages between tabs may come late: only a tab that unlocked after this one
+      // (by when each said so) wins over it, whether this one is still unlocking or not.
+      const later = !this._unlockedAt || !(message?.at) || laterThan(message.at, this._unlockedAt);
+      if (!later) return;
+      if (this._unlocking) {
+        this._unlocking.superseded = true;
+        this._unlocking.giveUp?.(); // no need to wait for the tab lock any more
+      }
+    }
+    if (this.store && TAB_NOTICES[kind]) this.lock(TAB_NOTICES[kind]);
   }
 
   _onHashChange() {
@@ -186,21 +225,39 @@ export class App {
       }
     }
     this.set({ busy: true, error: null });
-    let store;
+    const creating = this.state.firstVisit;
+    const unlocking = { superseded: false };
+    let store = null;
+    let release = null;
     try {
-      store = this.state.firstVisit
+      store = creating
         ? await KeyStore.create(password, this.storeOptions)
         : await KeyStore.unlock(password, this.storeOptions);
+      // The other tabs lock, and the one unlocked before writes its last save as it does;
+      // this tab waits for that (the tab lock), then reads the store again as that save
+      // left it, with the key it derived: the tab unlocked last wins, and loses nothing.
+      this._unlocking = unlocking;
+      this._unlockedAt = [performance.timeOrigin + performance.now(), Math.random()];
+      if (creating) this.tabs?.postMessage("created");
+      this.tabs?.postMessage({ kind: "unlocked", at: this._unlockedAt });
+      release = await this._holdTabLock(unlocking);
+      await store.reload();
     } catch (error) {
-      const message =
-        error instanceof WrongPassword
-          ? "Wrong password. Nothing was changed; try again."
-          : `The key store could not be opened: ${error.message}`;
-      this.set({ busy: false, error: message });
+      this._unlocking = null;
+      store?.lock();
+      release?.();
+      await this._unlockFailed(error);
+      return;
+    }
+    this._unlocking = null;
+    if (unlocking.superseded) {
+      store.lock(); // nothing was written: the tab that waits can go on at once
+      release?.();
+      this.set({ busy: false, error: null, notice: TAB_NOTICES.unlocked });
       return;
     }
     this.store = store;
-    this.tabs?.postMessage("unlocked");
+    this._releaseTabLock = release;
     if (!store.data.serverUrl) store.data.serverUrl = defaultServerUrl();
     this.lastActivity = Date.now();
     const removed = store.purgeExpired(Date.now());
@@ -218,6 +275,67 @@ export class App {
     this.set({ busy: false, firstVisit: false, screen, error: null });
   }
 
+  async _unlockFailed(error) {
+    if (error instanceof StoreExists || error instanceof NoStore) {
+      // Another tab made or deleted the store since this screen showed: ask for what is
+      // there now, rather than fail the same way for ever.
+      let exists = error instanceof StoreExists;
+      try {
+        exists = await KeyStore.exists(this.storeOptions);
+      } catch {
+        // IndexedDB failed: the error says which way it was.
+      }
+      this.set({ busy: false, firstVisit: !exists, error: exists ? CREATED_ELSEWHERE : WIPED_ELSEWHERE });
+      return;
+    }
+    let message = `The key store could not be opened: ${error.message}`;
+    if (error instanceof WrongPassword) message = "Wrong password. Nothing was changed; try again.";
+    if (error instanceof StoreChanged) message = error.message; // the password changed in another tab
+    this.set({ busy: false, error: message });
+  }
+
+  /**
+   * Take the tab lock (TAB_LOCK), to hold while unlocked: granted once the tab unlocked
+   * before has locked and its last save has landed. Resolves to the function that lets go
+   * of it; to null where there are no Web Locks or no BroadcastChannel (the other tab would
+   * never hear to lock: as before, no wait), or when the other tab did not let go within
+   * TAB_LOCK_WAIT_MS (then this tab goes on without; a save that fails as the other tab
+   * wrote first locks it, as before).
+   */
+  _holdTabLock(unlocking) {
+    const { manager, waitMs } = this._locks;
+    if (!manager || !this.tabs) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      let release;
+      const held = new Promise((done) => (release = done));
+      const stop = new AbortController();
+      const timer = setTimeout(() => stop.abort(), waitMs);
+      unlocking.giveUp = () => stop.abort(); // superseded meanwhile: nothing to wait for
+      try {
+        manager
+          .request(TAB_LOCK, { signal: stop.signal }, () => {
+            clearTimeout(timer);
+            resolve(release);
+            return held;
+          })
+          .catch(() => {
+            clearTimeout(timer);
+            resolve(null);
+          });
+      } catch {
+        clearTimeout(timer);
+        resolve(null);
+      }
+    });
+  }
+
+  /** Let go of the tab lock once `written` (the store's last writes) has settled. */
+  _letGoOfTabLock(written = Promise.resolve()) {
+    const release = this._releaseTabLock;
+    this._releaseTabLock = null;
+    if (release) written.then(release, release);
+  }
+
   _stopTimers() {
     for (const timer of this._timers) clearInterval(timer);
     this._timers = [];
@@ -229,8 +347,9 @@ export class App {
     for (const connection of this.connections.values()) connection.close();
     this.connections.clear();
     this.live.clear();
-    this.store?.lock();
+    const written = this.store?.lock();
     this.store = null;
+    this._letGoOfTabLock(written); // the next tab to unlock reads what this one wrote last
     this.set({ screen: "unlock", current: null, error: null, notice: reason, busy: false, joinText: "", joinServer: null });
   }
 
@@ -280,8 +399,14 @@ export class App {
     }
     this._saveTimer = this._clock.setTimer(() => {
       this._saveTimer = null;
+      this._page?.removeEventListener("beforeunload", this._onBeforeUnload);
       this.save();
     }, wait);
+    // A reload or a closed tab says "beforeunload" first, and a reload then fetches the new
+    // page: time for the waiting save to land, which "pagehide", at the very end, is not.
+    // Listened to only while a save waits: some browsers keep a page that listens out of
+    // their back-forward cache.
+    this._page?.addEventListener("beforeunload", this._onBeforeUnload);
   }
 
   /** Write now a throttled save that waits (saveSoon), if there is one. */
@@ -293,6 +418,7 @@ export class App {
     if (this._saveTimer === null) return;
     this._clock.clearTimer(this._saveTimer);
     this._saveTimer = null;
+    this._page?.removeEventListener("beforeunload", this._onBeforeUnload);
   }
 
   // Rooms
@@ -854,6 +980,7 @@ export class App {
     await this.store.wipe();
     this.tabs?.postMessage("wiped");
     this.store = null;
+    this._letGoOfTabLock();
     this.live.clear();
     this.set({
       screen: "unlock",

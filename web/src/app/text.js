@@ -5,22 +5,41 @@
 // Those are shown as visible escapes, as the terminal client does. Emoji keep their
 // joiners and variation selectors.
 
-const BIDI = "\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069";
-const ZERO_WIDTH = "\\u200b\\u2060-\\u2064\\ufeff";
-const IN_MESSAGES = new RegExp(
-  `[\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f\\u2028\\u2029${BIDI}${ZERO_WIDTH}]`,
-  "gu",
-);
+// A zero-width joiner left alone: between two emoji (after the first one's variation
+// selector or skin tone, if any), as in 👨‍👩‍👧 and 🏳️‍🌈.
+const ZWJ_OUTSIDE_EMOJI = [
+  "(?<!\\p{Extended_Pictographic}[\\ufe0f\\u{1f3fb}-\\u{1f3ff}]?)\\u200d",
+  "\\u200d(?!\\p{Extended_Pictographic})",
+];
+// The blank Hangul fillers: letters, but nothing shows.
+const FILLERS = "\\u115f\\u1160\\u3164\\uffa0";
+const VARIATION_SELECTORS = "\\ufe00-\\ufe0f\\u{e0100}-\\u{e01ef}";
 // Names: every control and format character (Cf: bidi, zero-width, tags...), line and
 // paragraph separators, the blank Hangul fillers and variation selectors; a zero-width
 // joiner only between two emoji and a variation selector only after one are left alone.
 const IN_NAMES = new RegExp(
   [
-    "(?<!\\p{Extended_Pictographic}[\\ufe0f\\u{1f3fb}-\\u{1f3ff}]?)\\u200d",
-    "\\u200d(?!\\p{Extended_Pictographic})",
+    ...ZWJ_OUTSIDE_EMOJI,
     "(?<!\\p{Extended_Pictographic})[\\ufe00-\\ufe0f]",
-    "[\\p{Cc}\\u2028\\u2029\\u115f\\u1160\\u3164\\uffa0\\u{e0100}-\\u{e01ef}]",
+    `[\\p{Cc}\\u2028\\u2029${FILLERS}\\u{e0100}-\\u{e01ef}]`,
     "(?!\\u200d)\\p{Cf}",
+  ].join("|"),
+  "gu",
+);
+// Messages: the same, but line breaks and tabs stay, and so does what emoji and other
+// scripts need: the zero-width non-joiner and joiner (Persian and Indic text writes them
+// all the time), a variation selector anywhere (though never a second in a row: a run of
+// them shows as nothing, and could carry a hidden text), and the tag characters of an
+// emoji tag sequence (a subdivision flag: 🏴 then a region and subdivision code in tag
+// letters and digits, then CANCEL TAG, as in the flag of England). That sequence is
+// matched first, to be kept whole; every other tag character is escaped.
+const FLAG_TAG_SEQUENCE = "\\u{1f3f4}[\\u{e0030}-\\u{e0039}\\u{e0061}-\\u{e007a}]{2,7}\\u{e007f}";
+const IN_MESSAGES = new RegExp(
+  [
+    `(${FLAG_TAG_SEQUENCE})`,
+    `(?<=[${VARIATION_SELECTORS}])[${VARIATION_SELECTORS}]`,
+    `[\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f\\u2028\\u2029${FILLERS}]`,
+    "(?![\\u200c\\u200d])\\p{Cf}",
   ].join("|"),
   "gu",
 );
@@ -32,5 +51,6 @@ function escape(char) {
 /** `text` as it may be shown: hidden and reordering characters made visible. Names
  * (the default) are held to a stricter rule than message text (`lines: true`). */
 export function shown(text, { lines = false } = {}) {
-  return String(text).replace(lines ? IN_MESSAGES : IN_NAMES, escape);
+  if (!lines) return String(text).replace(IN_NAMES, escape);
+  return String(text).replace(IN_MESSAGES, (found, flag) => flag ?? escape(found));
 }

@@ -53,6 +53,7 @@ import {
   checkPassword,
   createVault,
   openVault,
+  reopenVault,
   sealVault,
 } from "./vault.js";
 
@@ -413,6 +414,32 @@ export class KeyStore {
   }
 
   /**
+   * Read the stored record again and open it with this store's key, in place of the
+   * contents read at unlock: for a tab that unlocked while the tab unlocked before it
+   * still wrote its last save. Call it before changing anything. Nothing is written.
+   * Resolves to whether the contents changed; NoStore if the record was deleted meanwhile,
+   * StoreChanged if the password was changed (a new salt: ask for the password again).
+   */
+  async reload() {
+    if (this.locked) throw new StoreLocked("The key store is locked.");
+    if (this.#pendingSave) throw new UsageError("reload() comes before any change and save().");
+    await this.#writes;
+    const record = await readRecord(this.#options);
+    if (record === null) throw new NoStore("There is no key store in this browser any more.");
+    if (this.locked || record.nonce === this.#record?.nonce) return false;
+    const contents = await reopenVault(record, this.#key);
+    if (contents === null) {
+      throw new StoreChanged("The password was changed in another tab: unlock with the new one.");
+    }
+    const data = loadContents(contents);
+    if (this.locked) return false; // locked meanwhile: nothing comes back
+    this.#record = record;
+    this.#data = data;
+    this.#publicKey = null;
+    return true;
+  }
+
+  /**
    * Delete the stored record without unlocking it (a forgotten password).
    * @param {StoreOptions} [options]
    */
@@ -504,7 +531,9 @@ export class KeyStore {
   /**
    * Drop the contents and, once the writes already asked for are done, the key: every
    * later use throws StoreLocked. (JavaScript cannot zero strings; dropping the last
-   * reference is what there is.)
+   * reference is what there is.) The promise returned resolves once those writes are
+   * done, landed or failed (never rejects).
+   * @returns {Promise<void>}
    */
   lock() {
     // A save asked for but not started yet still writes the contents as they are now.
@@ -519,6 +548,7 @@ export class KeyStore {
       this.#key = null;
       this.#record = null;
     });
+    return this.#writes;
   }
 
   /** Delete the stored record (after any pending save) and lock. */

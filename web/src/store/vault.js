@@ -228,6 +228,28 @@ export async function openVault(record, password, options = {}) {
   passwordBytes(password);
   const parsed = parseRecord(record, testIterations(options) ?? PBKDF2_ITERATIONS);
   const key = await deriveKey(password, parsed.kdf);
+  const contents = await decrypt(key, parsed);
+  keyHeaders.set(key, parsed.aad);
+  return { contents, key };
+}
+
+/**
+ * The contents of `record`, opened with a key that createVault or openVault returned for
+ * an earlier record of the same salt and parameters (another tab saved since: same header,
+ * same key, no password needed). Null when the header differs (the password was changed
+ * since: ask for it again). Throws as openVault does for a record that does not open.
+ * @param {VaultRecord} record
+ * @param {CryptoKey} key
+ * @returns {Promise<any>}
+ */
+export async function reopenVault(record, key) {
+  // The key proves the parameters were accepted when it was derived.
+  const parsed = parseRecord(record, 1);
+  if (keyHeaders.get(key) !== parsed.aad) return null;
+  return decrypt(key, parsed);
+}
+
+async function decrypt(key, parsed) {
   let plain;
   try {
     plain = await crypto.subtle.decrypt(
@@ -239,14 +261,11 @@ export async function openVault(record, password, options = {}) {
     // A well-formed record that fails to authenticate: wrong password, or altered.
     throw new WrongPassword("Wrong password (or the key store was altered). Nothing was changed.");
   }
-  let contents;
   try {
-    contents = JSON.parse(utf8Strict.decode(new Uint8Array(plain)));
+    return JSON.parse(utf8Strict.decode(new Uint8Array(plain)));
   } catch {
     throw damaged("its contents are not JSON");
   }
-  keyHeaders.set(key, parsed.aad);
-  return { contents, key };
 }
 
 /**
