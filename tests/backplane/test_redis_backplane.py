@@ -142,6 +142,21 @@ async def clients(urls: list[str]) -> AsyncIterator[list[RoomClient]]:
             await client.close()
 
 
+@contextlib.asynccontextmanager
+async def talking_across(
+    one: RelayProcess, two: RelayProcess, room: RoomKeys
+) -> AsyncIterator[list[RoomClient]]:
+    """Two members of ``room`` on relay ``one`` and one on ``two``, a message from the
+    first having reached both others."""
+    async with clients([one.url, one.url, two.url]) as members:
+        for member in members:
+            await member.join(room)
+        await members[0].send_text(room.room_id, "before")
+        assert await next_text(members[1]) == "before"
+        assert await next_text(members[2]) == "before"
+        yield members
+
+
 async def next_text(client: RoomClient, wait: float = 5.0) -> str:
     async with asyncio.timeout(wait):
         async for received in client.messages():
@@ -298,13 +313,7 @@ def test_losing_redis_keeps_local_delivery_and_resumes_when_it_returns(
 
         async def scenario() -> None:
             room = fresh_room()
-            async with clients([one.url, one.url, two.url]) as (left1, left2, right):
-                for member in (left1, left2, right):
-                    await member.join(room)
-                await left1.send_text(room.room_id, "before")
-                assert await next_text(left2) == "before"
-                assert await next_text(right) == "before"
-
+            async with talking_across(one, two, room) as (left1, left2, right):
                 redis_server.stop()
                 one.wait_for_log("event=backplane.down")
                 for relay in (one, two):
@@ -480,13 +489,7 @@ def test_a_redis_that_stops_answering_is_lost_and_joins_do_not_wait_for_it(
 
         async def scenario() -> None:
             room = fresh_room()
-            async with clients([one.url, one.url, two.url]) as (left1, left2, right):
-                for member in (left1, left2, right):
-                    await member.join(room)
-                await left1.send_text(room.room_id, "before")
-                assert await next_text(left2) == "before"
-                assert await next_text(right) == "before"
-
+            async with talking_across(one, two, room) as (left1, left2, right):
                 redis_server.pause()
                 # Joined at once, before the relay can have noticed anything: its calls to
                 # Redis have a deadline. (It waited through socket timeouts and retries,
