@@ -825,7 +825,8 @@ class Relay:
         self.metrics.connections_total += 1
         if counted:
             return
-        if len(self.connections) + self._handshaking > self.connection_limit:
+        # (With TLS, _accept_tls counted the handshakes too, before this connection's.)
+        if len(self.connections) > self.connection_limit:
             self.metrics.rejections["max_connections"] += 1
             response = conn.ws.reject(503, "This relay is full: try again later.\n")
             conn.ws.send_response(response)
