@@ -182,3 +182,26 @@ def test_sockets_waiting_to_start_tls_count_against_their_address(tmp_path: Path
 
         run(scenario())
     assert_exited_cleanly(relay)
+
+
+def test_behind_a_proxy_over_tls_as_many_connections_as_allowed_get_in(tmp_path: Path) -> None:
+    """With --trust-proxy the address is known only from the request: a TLS connection
+    is then counted once toward the connections in all, never twice."""
+    cert, key = self_signed(tmp_path)
+    trust = ssl.create_default_context(cafile=str(cert))
+    flags = ("--tls-cert", str(cert), "--tls-key", str(key), "--trust-proxy")
+    room = fresh_room()
+    with running_relay(*flags, "--max-connections", "2") as relay:
+
+        async def scenario() -> None:
+            wss = f"wss://{LOOPBACK}:{relay.port}/ws"
+            forwarded = {"X-Forwarded-For": "203.0.113.5"}
+            async with (
+                raw_client(wss, ssl=trust, additional_headers=forwarded) as first,
+                raw_client(wss, ssl=trust, additional_headers=forwarded) as second,
+            ):
+                await first.join(room)
+                assert (await second.join(room)).members == 2
+
+        run(scenario())
+    assert_exited_cleanly(relay)
