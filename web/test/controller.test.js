@@ -915,6 +915,24 @@ describe("App: two tabs, the one unlocked last wins", () => {
     assert.match(second.state.error, /deleted in another tab/);
   });
 
+  it("a tab whose page clock lags (the computer slept since it opened) still wins when it unlocks last", async (t) => {
+    const tabs = browserTabs(t);
+    const oldTab = await tabs.open();
+    const newTab = await tabs.open();
+    await newTab.unlock(PASSWORD, PASSWORD);
+    await tabs.said(1, "unlocked");
+    // A page's performance.now() does not tick while the computer sleeps.
+    const realNow = performance.now.bind(performance);
+    t.after(() => (performance.now = realNow));
+    performance.now = () => realNow() - 8 * 3600e3;
+    await oldTab.unlock(PASSWORD);
+    for (let turn = 0; turn < 200 && newTab.store !== null; turn++) await tick();
+    assert.notEqual(oldTab.store, null);
+    assert.equal(newTab.store, null);
+    assert.match(newTab.state.notice, /unlocked in another tab/);
+    oldTab.lock();
+  });
+
   it("of two tabs that wait to unlock, the one that unlocked later wins", async (t) => {
     const tabs = browserTabs(t);
     const first = await tabs.open();

@@ -47,6 +47,14 @@ test("a message cannot hide characters either: format characters and fillers are
   assert.equal(shown("می\u200cخواهم", lines), "می\u200cخواهم");
   assert.equal(shown("क्\u200dष", lines), "क्\u200dष");
   assert.equal(shown("a\u200cb"), "a<U+200C>b"); // not in names
+  // Invisible without being format characters: the combining grapheme joiner, Mongolian
+  // free variation selectors, unassigned default-ignorables; and runs of joiners.
+  for (const options of [{}, lines]) {
+    assert.equal(shown("alice\u034f", options), "alice<U+034F>");
+    assert.equal(shown("ali\u2065ce", options), "ali<U+2065>ce");
+    assert.equal(shown("a\u180bb\u{e01f0}", options), "a<U+180B>b<U+E01F0>");
+  }
+  assert.equal(shown("a\u200c\u200d\u200cb", lines), "a\u200c<U+200D><U+200C>b");
   assert.equal(shown("\u{e0001}en", lines), "<U+E0001>en");
   // Names are held to the same rule, as before.
   assert.equal(shown("pay\u00adpal"), "pay<U+00AD>pal");

@@ -114,6 +114,7 @@ export class App {
     this._releaseTabLock = null; // lets go of TAB_LOCK, held while unlocked
     this._unlocking = null; // { superseded } from this tab's "unlocked" until it is unlocked
     this._unlockedAt = null; // when this tab said it unlocked: [time, random tie-break]
+    this._latestUnlock = null; // the latest such stamp, this tab's or one heard
   }
 
   subscribe(listener) {
@@ -186,6 +187,9 @@ export class App {
     if (kind === "unlocked") {
       // Messages between tabs may come late: only a tab that unlocked after this one
       // (by when each said so) wins over it, whether this one is still unlocking or not.
+      if (message?.at && (!this._latestUnlock || laterThan(message.at, this._latestUnlock))) {
+        this._latestUnlock = message.at;
+      }
       const later = !this._unlockedAt || !(message?.at) || laterThan(message.at, this._unlockedAt);
       if (!later) return;
       if (this._unlocking) {
@@ -237,7 +241,12 @@ export class App {
       // this tab waits for that (the tab lock), then reads the store again as that save
       // left it, with the key it derived: the tab unlocked last wins, and loses nothing.
       this._unlocking = unlocking;
-      this._unlockedAt = [performance.timeOrigin + performance.now(), Math.random()];
+      // The wall clock, which every tab reads alike (a page's performance.now() stops
+      // while the computer sleeps), and after every "unlocked" heard so far: a tab that
+      // unlocks after another's message came is the later one, even within a millisecond.
+      const after = this._latestUnlock ? this._latestUnlock[0] + 1 : 0;
+      this._unlockedAt = [Math.max(Date.now(), after), Math.random()];
+      this._latestUnlock = this._unlockedAt;
       if (creating) this.tabs?.postMessage("created");
       this.tabs?.postMessage({ kind: "unlocked", at: this._unlockedAt });
       release = await this._holdTabLock(unlocking);
@@ -977,7 +986,13 @@ export class App {
     this._stopTimers();
     for (const connection of this.connections.values()) connection.close();
     this.connections.clear();
-    await this.store.wipe();
+    try {
+      await this.store.wipe();
+    } catch (error) {
+      // The store locked all the same: say so, and let the other tabs have it.
+      this.lock(`The key store could not be deleted: ${error.message}`);
+      return;
+    }
     this.tabs?.postMessage("wiped");
     this.store = null;
     this._letGoOfTabLock();

@@ -14,22 +14,26 @@ const ZWJ_OUTSIDE_EMOJI = [
 // The blank Hangul fillers: letters, but nothing shows.
 const FILLERS = "\\u115f\\u1160\\u3164\\uffa0";
 const VARIATION_SELECTORS = "\\ufe00-\\ufe0f\\u{e0100}-\\u{e01ef}";
-// Names: every control and format character (Cf: bidi, zero-width, tags...), line and
-// paragraph separators, the blank Hangul fillers and variation selectors; a zero-width
-// joiner only between two emoji and a variation selector only after one are left alone.
+// What shows as nothing: format characters (Cf: bidi, zero-width, tags...) and the other
+// default-ignorable code points (the combining grapheme joiner U+034F, Mongolian free
+// variation selectors, unassigned ones kept for the purpose...).
+const INVISIBLE = "[\\p{Cf}\\p{Default_Ignorable_Code_Point}]";
+// Names: every control and invisible character, line and paragraph separators, the blank
+// Hangul fillers and variation selectors; a zero-width joiner only between two emoji and
+// a variation selector only after one are left alone.
 const IN_NAMES = new RegExp(
   [
     ...ZWJ_OUTSIDE_EMOJI,
     "(?<!\\p{Extended_Pictographic})[\\ufe00-\\ufe0f]",
     `[\\p{Cc}\\u2028\\u2029${FILLERS}\\u{e0100}-\\u{e01ef}]`,
-    "(?!\\u200d)\\p{Cf}",
+    `(?![\\u200d\\ufe00-\\ufe0f])${INVISIBLE}`,
   ].join("|"),
   "gu",
 );
 // Messages: the same, but line breaks and tabs stay, and so does what emoji and other
 // scripts need: the zero-width non-joiner and joiner (Persian and Indic text writes them
-// all the time), a variation selector anywhere (though never a second in a row: a run of
-// them shows as nothing, and could carry a hidden text), and the tag characters of an
+// all the time), a variation selector anywhere (though never a second of either in a row:
+// a run of them shows as nothing, and could carry a hidden text), and the tag characters of an
 // emoji tag sequence (a subdivision flag: 🏴 then a region and subdivision code in tag
 // letters and digits, then CANCEL TAG, as in the flag of England). That sequence is
 // matched first, to be kept whole; every other tag character is escaped.
@@ -38,8 +42,9 @@ const IN_MESSAGES = new RegExp(
   [
     `(${FLAG_TAG_SEQUENCE})`,
     `(?<=[${VARIATION_SELECTORS}])[${VARIATION_SELECTORS}]`,
+    "(?<=[\\u200c\\u200d])[\\u200c\\u200d]",
     `[\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f\\u2028\\u2029${FILLERS}]`,
-    "(?![\\u200c\\u200d])\\p{Cf}",
+    `(?![\\u200c\\u200d${VARIATION_SELECTORS}])${INVISIBLE}`,
   ].join("|"),
   "gu",
 );

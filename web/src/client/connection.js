@@ -400,20 +400,13 @@ export class RoomConnection extends EventTarget {
     const data = binaryOf(event.data);
     this._unanswered = false; // the relay is there: whatever it sent, it answers the PING
     if (data === null) {
-      // A protocol violation (PROTOCOL.md 10.1): closed with 1008, and, as after the
-      // relay's own 1008, not connected to again in a loop (11.2).
-      try {
-        ws.close(CloseCode.POLICY_VIOLATION, "binary frames only");
-      } catch {
-        // already closing
-      }
-      this._ws = null; // closed here: _stop must not close it again, as 1000
-      this._clearPing();
-      this.session.connectionLost();
+      // A protocol violation (PROTOCOL.md 10.1): closed, and, as after the relay's own
+      // 1008, not connected to again in a loop (11.2). With 1000: a page may close a
+      // WebSocket only with 1000 or 3000 to 4999 (1008 throws InvalidAccessError).
       this._stop(
         "closed",
         "The relay sent a text message, which an InstantRoom relay never sends: the " +
-          "connection was closed (1008), and trying again would fail the same way.",
+          "connection was closed, and trying again would fail the same way.",
       );
       return;
     }
