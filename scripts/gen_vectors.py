@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from nacl.bindings import crypto_core_ed25519_add, crypto_scalarmult_ed25519_base_noclamp
 
 from instantroom.protocol import frames
 from instantroom.protocol.codes import ErrorCode
@@ -145,6 +146,68 @@ def non_canonical_signature(seed: bytes, message: bytes) -> bytes:
     return r + (k * scalar % order).to_bytes(32, "little")
 
 
+ORDER = 2**252 + 27742317777372353535851937790883648493
+FIELD = 2**255 - 19
+# A point of order 8 (one of the small-order points libsodium refuses), the base point,
+# and the identity point written canonically and with y = p + 1.
+ORDER_8_POINT = bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a")
+BASE_POINT = bytes.fromhex("5866666666666666666666666666666666666666666666666666666666666666")
+IDENTITY = (1).to_bytes(32, "little")
+IDENTITY_NON_CANONICAL = (FIELD + 1).to_bytes(32, "little")
+
+
+def _scalar(value: int) -> bytes:
+    return (value % ORDER).to_bytes(32, "little")
+
+
+def _secret_scalar(seed: bytes) -> int:
+    digest = hashlib.sha512(seed).digest()
+    return (int.from_bytes(digest[:32], "little") & ((1 << 254) - 8)) | (1 << 254)
+
+
+def _challenge(r_point: bytes, public_key: bytes, data: bytes) -> int:
+    return int.from_bytes(hashlib.sha512(r_point + public_key + data).digest(), "little") % ORDER
+
+
+def off_group_signatures() -> list[tuple[str, bytes, Any]]:
+    """Signatures whose public key or R lies outside the prime-order subgroup, each of
+    which a verifier that multiplies by the cofactor and one that does not could judge
+    differently (PROTOCOL.md 5.6): (id, sender key, a function of the signed data giving
+    the signature)."""
+    seed = fixed_bytes("device-a", 32)
+    a = _secret_scalar(seed)
+    public_key = DeviceKey.from_private_bytes(seed).public_key
+    mixed_key = crypto_core_ed25519_add(public_key, ORDER_8_POINT)
+    r = int.from_bytes(fixed_bytes("off-group-r", 32), "little") % ORDER
+
+    def identity_key(data: bytes) -> bytes:
+        return BASE_POINT + _scalar(1)  # S B = R + h * identity, with or without cofactor
+
+    def torsion_in_r(data: bytes) -> bytes:
+        r_base = crypto_scalarmult_ed25519_base_noclamp(_scalar(r))
+        r_point = crypto_core_ed25519_add(r_base, ORDER_8_POINT)
+        return r_point + _scalar(r + _challenge(r_point, public_key, data) * a)
+
+    def mixed_order_key(h_divisible_by_8: bool) -> Any:
+        def sign(data: bytes) -> bytes:
+            for tweak in range(1000):  # an R whose challenge is (or is not) a multiple of 8
+                r_point = crypto_scalarmult_ed25519_base_noclamp(_scalar(r + tweak))
+                h = _challenge(r_point, mixed_key, data)
+                if (h % 8 == 0) == h_divisible_by_8:
+                    return r_point + _scalar(r + tweak + h * a)
+            raise AssertionError("no R found")
+
+        return sign
+
+    return [
+        ("small-order-sender-key", IDENTITY, identity_key),
+        ("non-canonical-sender-key", IDENTITY_NON_CANONICAL, identity_key),
+        ("torsion-in-r", public_key, torsion_in_r),
+        ("mixed-order-sender-key", mixed_key, mixed_order_key(False)),
+        ("mixed-order-sender-key-h-multiple-of-8", mixed_key, mixed_order_key(True)),
+    ]
+
+
 def envelope_failures() -> list[dict[str, Any]]:
     room = RoomKeys.from_minikey(KEY_A)
     message = Message(fixed_bytes("bad-id", 16), 1_790_000_000_000, Kind.TEXT,
@@ -172,6 +235,15 @@ def envelope_failures() -> list[dict[str, Any]]:
     bad_padding = (signed + signature).ljust(256, b"\x00")
     bad_padding_envelope = b"\x01" + nonce + aesgcm.encrypt(nonce, bad_padding, aad)
     other_room = RoomKeys.from_minikey(KEY_B)
+    off_group = []
+    for case, sender_key, sign in off_group_signatures():
+        forged = Message(message.message_id, message.timestamp_ms, message.kind, sender_key,
+                         message.sender_name, message.body)  # fmt: skip
+        forged_signed = _signed_part(forged)
+        forged_signature = sign(b"instantroom/v1/message-signature" + room.room_id + forged_signed)
+        sealed = b"\x01" + nonce + aesgcm.encrypt(nonce, pad(forged_signed + forged_signature), aad)
+        off_group.append({"id": case, "minikey": KEY_A, "envelope": sealed.hex(),
+                          "error": "BadSignature"})  # fmt: skip
     return [
         {"id": "flipped-version", "minikey": KEY_A, "envelope": flipped(0),
          "error": "DecryptionFailed"},
@@ -195,6 +267,7 @@ def envelope_failures() -> list[dict[str, Any]]:
          "envelope": (b"\x01" + nonce + aesgcm.encrypt(
              nonce, pad(signed + signature), b"\x01" + other_room.room_id)).hex(),
          "error": "DecryptionFailed"},
+        *off_group,
     ]  # fmt: skip
 
 

@@ -142,3 +142,13 @@ def test_room_id_is_the_hash_of_the_public_key() -> None:
     assert room_id_for(ROOM_A.public_key) == ROOM_A.room_id
     assert len(ROOM_A.room_id) == 32
     assert room_id_for(ROOM_B.public_key) != ROOM_A.room_id
+
+
+def test_a_proof_under_a_small_order_room_key_fails() -> None:
+    """The identity point as a room key: S B = R + h * identity holds for R = B and S = 1,
+    under any verification equation; the subgroup rule (PROTOCOL.md 5.6) refuses it."""
+    identity = (1).to_bytes(32, "little")
+    base_point = bytes.fromhex("58" + "66" * 31)
+    forged = base_point + (1).to_bytes(32, "little")
+    with pytest.raises(JoinProofError):
+        verify_join_proof(identity, room_id_for(identity), bytes(32), forged)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .codes import ENVELOPE_VERSION, NONCE_SIZE, PADDING_BUCKETS, TAG_SIZE
@@ -34,7 +34,8 @@ from .errors import (
     StaleMessage,
     UsageError,
 )
-from .kdf import SIGNATURE_SIZE, DeviceKey, RoomKeys, load_public_key
+from .join import signature_is_good
+from .kdf import SIGNATURE_SIZE, DeviceKey, RoomKeys
 
 MESSAGE_ID_SIZE = 16
 MAX_NAME_BYTES = 64
@@ -163,12 +164,8 @@ def open_envelope(room: RoomKeys, envelope: bytes) -> Message:
         raise DecryptionFailed("The message was not sealed for this room, or was altered.") from exc
     inner = unpad(padded)
     message, signed, signature = _parse_inner(inner)
-    try:
-        load_public_key(message.sender_key).verify(
-            signature, _signature_input(room.room_id, signed)
-        )
-    except (InvalidSignature, ValueError) as exc:
-        raise BadSignature("The message's signature does not match its sender.") from exc
+    if not signature_is_good(message.sender_key, signature, _signature_input(room.room_id, signed)):
+        raise BadSignature("The message's signature does not match its sender.")
     return message
 
 

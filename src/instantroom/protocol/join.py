@@ -18,6 +18,7 @@ import hmac
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.bindings import crypto_core_ed25519_is_valid_point
 
 from .errors import JoinProofError, UsageError
 
@@ -45,15 +46,31 @@ def sign_join_proof(signing_key: Ed25519PrivateKey, room_id: bytes, challenge: b
     return signing_key.sign(_proof_input(room_id, challenge))
 
 
+def signature_is_good(public_key: bytes, signature: bytes, data: bytes) -> bool:
+    """Whether ``signature`` by ``public_key`` over ``data`` is good by the rule of
+    PROTOCOL.md 5.6: RFC 8032's strict checks (canonical encodings, S below the group
+    order), and the public key and R points of the prime-order subgroup, neither of small
+    order nor with a torsion part. Verifiers that multiply by the cofactor (the web
+    client's) and those that do not (OpenSSL's, here) then agree on every signature."""
+    if len(public_key) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
+        return False
+    # libsodium's check: canonical, on the curve, in the main subgroup, not of small order.
+    if not crypto_core_ed25519_is_valid_point(public_key):
+        return False
+    if not crypto_core_ed25519_is_valid_point(signature[:32]):
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, data)
+    except InvalidSignature:
+        return False
+    return True
+
+
 def verify_join_proof(
     room_public_key: bytes, room_id: bytes, challenge: bytes, signature: bytes
 ) -> None:
     """Return if the proof is good; raise ``JoinProofError`` otherwise."""
     if not hmac.compare_digest(room_id_for(room_public_key), room_id):
         raise JoinProofError("The room id does not belong to this public key.")
-    try:
-        Ed25519PublicKey.from_public_bytes(room_public_key).verify(
-            signature, _proof_input(room_id, challenge)
-        )
-    except (InvalidSignature, ValueError) as exc:
-        raise JoinProofError("The join proof does not verify.") from exc
+    if not signature_is_good(room_public_key, signature, _proof_input(room_id, challenge)):
+        raise JoinProofError("The join proof does not verify.")

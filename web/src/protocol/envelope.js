@@ -9,6 +9,7 @@ import { ed25519 } from "@noble/curves/ed25519.js";
 import { concat, hex, u32, u64, utf8, utf8Strict, view } from "./bytes.js";
 import { ENVELOPE_VERSION, NONCE_SIZE, PADDING_BUCKETS, SIGNATURE_SIZE, TAG_SIZE } from "./codes.js";
 import { BadSignature, DecryptionFailed, MalformedEnvelope, ReplayedMessage, StaleMessage, UsageError } from "./errors.js";
+import { signatureIsGood } from "./join.js";
 
 export const Kind = Object.freeze({ TEXT: 1, JOIN: 2, LEAVE: 3, TYPING: 4 });
 export const MESSAGE_ID_SIZE = 16;
@@ -112,17 +113,10 @@ export async function openEnvelope(room, envelope) {
   }
   const inner = unpad(padded);
   const { message, signed, signature } = parseInner(inner);
-  let good = false;
-  try {
-    // Strict RFC 8032 checks, as the Python core's (noble's default is ZIP-215, which
-    // accepts more): every client must agree on which messages are authentic.
-    good = ed25519.verify(signature, concat(LABEL_MESSAGE_SIGNATURE, room.roomId, signed), message.senderKey, {
-      zip215: false,
-    });
-  } catch {
-    good = false;
+  // Every client must agree on which messages are authentic: the one rule of both cores.
+  if (!signatureIsGood(message.senderKey, signature, concat(LABEL_MESSAGE_SIGNATURE, room.roomId, signed))) {
+    throw new BadSignature("The message's signature does not match its sender.");
   }
-  if (!good) throw new BadSignature("The message's signature does not match its sender.");
   return message;
 }
 
