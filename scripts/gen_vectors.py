@@ -22,11 +22,12 @@ from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.envelope import (
     Kind,
     Message,
+    ReplayFilter,
     _signed_part,
     pad,
     seal_envelope,
 )
-from instantroom.protocol.errors import FrameError
+from instantroom.protocol.errors import FrameError, ReplayedMessage, StaleMessage
 from instantroom.protocol.join import sign_join_proof
 from instantroom.protocol.kdf import DeviceKey, RoomKeys, fingerprint, private_key_bytes
 from instantroom.protocol.minikey import (
@@ -431,6 +432,77 @@ def canonical_names() -> list[dict[str, Any]]:
             for key, name in NAMES.items()]  # fmt: skip
 
 
+def _replay_scenario(
+    case: str, steps: list[tuple[Any, ...]], *, capacity: int = 100_000,
+    max_age_ms: int = 3_600_000, max_future_ms: int = 300_000,
+) -> dict[str, Any]:  # fmt: skip
+    """Run ``steps`` through the reference filter and record each outcome. A step is
+    ("accept", id, t, now), ("remember", id, t, now) or ("raise_floor", floor); ids are
+    small numbers, written as 16 big-endian bytes (so they sort as the numbers do)."""
+    replay = ReplayFilter(max_age_ms=max_age_ms, max_future_ms=max_future_ms, capacity=capacity)
+    recorded = []
+    for op, *args in steps:
+        if op == "raise_floor":
+            replay.raise_floor(args[0])
+            recorded.append({"op": op, "floor": args[0]})
+            continue
+        number, t, now = args
+        message_id = number.to_bytes(16, "big")
+        step = {"op": op, "id": message_id.hex(), "t": t, "now": now}
+        if op == "remember":
+            replay.remember(message_id, t, now)
+        else:
+            message = Message(message_id, t, Kind.TEXT, bytes(32), "", b"")
+            try:
+                replay.accept(message, now)
+                step["result"] = "accepted"
+            except (StaleMessage, ReplayedMessage) as exc:
+                step["result"] = type(exc).__name__
+        recorded.append(step)
+    return {"id": case, "capacity": capacity, "max_age_ms": max_age_ms,
+            "max_future_ms": max_future_ms, "steps": recorded}  # fmt: skip
+
+
+def replay_filter() -> list[dict[str, Any]]:
+    now = 1_790_000_000_000
+    return [
+        _replay_scenario(
+            "window-edges",
+            [
+                ("accept", 1, now - 3_600_000, now),  # exactly an hour old: in
+                ("accept", 2, now - 3_600_001, now),  # a ms older: stale
+                ("accept", 3, now + 300_000, now),  # exactly 5 minutes ahead: in
+                ("accept", 4, now + 300_001, now),  # a ms further: stale
+                ("accept", 1, now - 3_600_000, now),  # again: a replay
+            ],
+        ),
+        _replay_scenario(
+            "floor-refuses-at-and-below-keeps-ids",
+            [
+                ("accept", 1, now, now),
+                ("raise_floor", now),
+                ("accept", 1, now + 1, now + 1),  # its id is kept: a replay, whatever its time
+                ("accept", 2, now, now + 1),  # at the floor: stale
+                ("accept", 3, now + 1, now + 1),  # above it: in
+            ],
+        ),
+        _replay_scenario(
+            "capacity-forgets-oldest-then-smallest-id",
+            [
+                ("remember", 4, now - 3, now - 3),
+                ("remember", 1, now - 3, now - 3),  # the same time: the smaller id goes first
+                ("remember", 5, now + 25, now - 5),  # forgets id 1; the floor rises to now - 3
+                ("accept", 4, now + 15, now - 15),  # id 4 still kept: a replay
+                ("accept", 1, now - 2, now - 2),  # id 1 forgotten, but a new time above the floor
+                ("accept", 6, now - 3, now - 2),  # at the floor: stale
+            ],
+            capacity=2,
+            max_age_ms=10,
+            max_future_ms=30,
+        ),
+    ]
+
+
 def build() -> dict[str, Any]:
     return {
         "about": "InstantRoom protocol v1 test vectors. Made by scripts/gen_vectors.py; "
@@ -451,6 +523,7 @@ def build() -> dict[str, Any]:
         "frames": frame_cases(),
         "frame_failures": frame_failures(),
         "canonical_names": canonical_names(),
+        "replay_filter": replay_filter(),
     }
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from instantroom.protocol import errors, frames
 from instantroom.protocol.codes import ErrorCode
-from instantroom.protocol.envelope import Message, open_envelope, seal_envelope
+from instantroom.protocol.envelope import Kind, Message, ReplayFilter, open_envelope, seal_envelope
 from instantroom.protocol.errors import FrameError, JoinProofError, MiniKeyError
 from instantroom.protocol.join import room_id_for, sign_join_proof, verify_join_proof
 from instantroom.protocol.kdf import DeviceKey, RoomKeys, fingerprint, private_key_bytes
@@ -47,6 +47,7 @@ def test_every_section_is_checked() -> None:
     checked = {
         "about", "derivations", "fingerprints", "devices", "minikey_parsing", "envelopes",
         "envelope_failures", "join_proofs", "frames", "frame_failures", "canonical_names",
+        "replay_filter",
     }  # fmt: skip
     assert set(PROTOCOL) == checked, "a new vector section needs its tests here"
     assert all(PROTOCOL[section] for section in checked - {"about"})
@@ -255,6 +256,28 @@ def test_canonical_name(entry: dict[str, Any]) -> None:
     # A canonical form is its own canonical form.
     assert canonical_name(entry["canonical"]) == entry["canonical"]
     assert mixed_scripts(name) == entry["mixed_scripts"]
+
+
+@pytest.mark.parametrize("entry", cases("replay_filter"))
+def test_replay_filter(entry: dict[str, Any]) -> None:
+    replay = ReplayFilter(
+        max_age_ms=entry["max_age_ms"],
+        max_future_ms=entry["max_future_ms"],
+        capacity=entry["capacity"],
+    )
+    for number, step in enumerate(entry["steps"]):
+        if step["op"] == "raise_floor":
+            replay.raise_floor(step["floor"])
+        elif step["op"] == "remember":
+            replay.remember(bytes.fromhex(step["id"]), step["t"], step["now"])
+        else:
+            message = Message(bytes.fromhex(step["id"]), step["t"], Kind.TEXT, bytes(32), "", b"")
+            try:
+                replay.accept(message, step["now"])
+                outcome = "accepted"
+            except (errors.StaleMessage, errors.ReplayedMessage) as exc:
+                outcome = type(exc).__name__
+            assert outcome == step["result"], f"step {number}"
 
 
 def test_names_that_look_alike_share_a_canonical_form() -> None:

@@ -205,10 +205,37 @@ describe("canonical names", () => {
   }
 });
 
+describe("the replay filter", () => {
+  for (const vector of corpus.replay_filter) {
+    it(vector.id, () => {
+      const filter = new envelopes.ReplayFilter({
+        maxAgeMs: vector.max_age_ms,
+        maxFutureMs: vector.max_future_ms,
+        capacity: vector.capacity,
+      });
+      vector.steps.forEach((step, number) => {
+        if (step.op === "raise_floor") {
+          filter.raiseFloor(step.floor);
+        } else if (step.op === "remember") {
+          filter.remember(fromHex(step.id), step.t, step.now);
+        } else {
+          let outcome = "accepted";
+          try {
+            filter.accept({ messageId: fromHex(step.id), timestampMs: step.t }, step.now);
+          } catch (error) {
+            outcome = error.name;
+          }
+          assert.equal(outcome, step.result, `step ${number}`);
+        }
+      });
+    });
+  }
+});
+
 describe("every section of the corpus is checked here", () => {
   it("has no section this file does not know", () => {
     const known = ["about", "derivations", "fingerprints", "devices", "minikey_parsing", "envelopes",
-      "envelope_failures", "join_proofs", "frames", "frame_failures", "canonical_names"];
+      "envelope_failures", "join_proofs", "frames", "frame_failures", "canonical_names", "replay_filter"];
     assert.deepEqual(Object.keys(corpus).sort(), known.sort());
   });
 });

@@ -120,6 +120,13 @@ export async function openEnvelope(room, envelope) {
   return message;
 }
 
+/** The order in which the filter forgets: oldest first, and among ids of one time the
+ * smallest (hex strings of equal length compare as their bytes), as Python's heap of
+ * (time, id) does, so that both cores forget the same ids. */
+function earlier(a, b) {
+  return a.t < b.t || (a.t === b.t && a.id < b.id);
+}
+
 function parseInner(inner) {
   if (inner.length < HEAD_SIZE + 4 + SIGNATURE_SIZE) throw new MalformedEnvelope("The message is too short.");
   const data = view(inner);
@@ -224,17 +231,17 @@ export class ReplayFilter {
 
   /**
    * Raise the floor to `floorMs` (it never goes down): nothing stamped at or below it is
-   * accepted afterwards (StaleMessage), as when the filter forgets an id at capacity, and
-   * the ids remembered at or below it are forgotten (they can no longer come in anyway).
-   * A restarted client seeds it with the newest time among the messages it had but no
-   * longer keeps the ids of, so that none of them can come back (PROTOCOL.md 7).
+   * accepted afterwards (StaleMessage), as when the filter forgets an id at capacity. The
+   * ids remembered stay, as in the Python core: an id comes back as ReplayedMessage
+   * whatever time it is stamped with now. A restarted client seeds it with the newest
+   * time among the messages it had but no longer keeps the ids of, so that none of them
+   * can come back (PROTOCOL.md 7).
    * @param {number} floorMs
    */
   raiseFloor(floorMs) {
     if (!Number.isSafeInteger(floorMs)) throw new UsageError("A time in ms is a whole number below 2^53.");
     if (floorMs <= this._floorMs) return;
     this._floorMs = floorMs;
-    while (this._byTime.length > 0 && this._byTime[0].t <= floorMs) this._forgetOldest();
   }
 
   _forgetOld(nowMs) {
@@ -267,7 +274,7 @@ export class ReplayFilter {
     let i = heap.length - 1;
     while (i > 0) {
       const parent = (i - 1) >> 1;
-      if (heap[parent].t <= heap[i].t) break;
+      if (!earlier(heap[i], heap[parent])) break;
       [heap[parent], heap[i]] = [heap[i], heap[parent]];
       i = parent;
     }
@@ -284,8 +291,8 @@ export class ReplayFilter {
         const left = 2 * i + 1;
         const right = left + 1;
         let smallest = i;
-        if (left < heap.length && heap[left].t < heap[smallest].t) smallest = left;
-        if (right < heap.length && heap[right].t < heap[smallest].t) smallest = right;
+        if (left < heap.length && earlier(heap[left], heap[smallest])) smallest = left;
+        if (right < heap.length && earlier(heap[right], heap[smallest])) smallest = right;
         if (smallest === i) break;
         [heap[smallest], heap[i]] = [heap[i], heap[smallest]];
         i = smallest;
