@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { it } from "node:test";
 
 import { fromHex, hex } from "../src/protocol/bytes.js";
-import { FrameError } from "../src/protocol/errors.js";
+import { FrameError, UsageError } from "../src/protocol/errors.js";
 import { decodeFrame, encodeFrame } from "../src/protocol/frames.js";
 
 const corpus = JSON.parse(readFileSync(new URL("../../vectors/protocol.json", import.meta.url), "utf8"));
@@ -50,4 +50,22 @@ it("mutated frames decode to a frame or a FrameError", () => {
       }
     }
   }
+});
+
+it("refuses to encode a field that does not fit, as the Python core does, rather than wrap it", () => {
+  const room = new Uint8Array(32);
+  for (const frame of [
+    { type: "Ack", ref: 2 ** 32 },
+    { type: "Ack", ref: -1 },
+    { type: "Ack", ref: 1.5 },
+    { type: "Presence", roomId: room, members: 2 ** 32 + 5 },
+    { type: "Ping", token: 2n ** 64n },
+    { type: "Error", code: 70000, ref: 0, roomId: room, reason: "x" },
+    { type: "Error", code: 1, ref: 0, roomId: room, reason: "lone \ud800 surrogate" },
+  ]) {
+    assert.throws(() => encodeFrame(frame), UsageError, JSON.stringify(frame, (k, v) => (typeof v === "bigint" ? String(v) : v)));
+  }
+  // The largest values still encode.
+  assert.equal(hex(encodeFrame({ type: "Ack", ref: 2 ** 32 - 1 })), "12ffffffff");
+  assert.equal(hex(encodeFrame({ type: "Ping", token: 2n ** 64n - 1n })), "20ffffffffffffffff");
 });

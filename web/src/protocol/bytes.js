@@ -1,5 +1,15 @@
 // Small byte helpers: concatenation, big-endian integers, constant-time equality.
 
+import { UsageError } from "./errors.js";
+
+/** Refuse what does not fit, as the Python core does: a DataView would wrap it. */
+function fits(value, bits) {
+  const whole = typeof value === "bigint" || Number.isInteger(value);
+  if (!whole || BigInt(value) < 0n || BigInt(value) >= 1n << BigInt(bits)) {
+    throw new UsageError(`Expected a whole number from 0 to 2^${bits} - 1.`);
+  }
+}
+
 export function concat(...parts) {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let offset = 0;
@@ -18,18 +28,21 @@ export function equal(a, b) {
 }
 
 export function u16(value) {
+  fits(value, 16);
   const out = new Uint8Array(2);
   new DataView(out.buffer).setUint16(0, value);
   return out;
 }
 
 export function u32(value) {
+  fits(value, 32);
   const out = new Uint8Array(4);
   new DataView(out.buffer).setUint32(0, value);
   return out;
 }
 
 export function u64(value) {
+  fits(value, 64);
   const out = new Uint8Array(8);
   new DataView(out.buffer).setBigUint64(0, BigInt(value));
   return out;

@@ -77,6 +77,8 @@ export function encodeFrame(frame) {
     case "Pong":
       return concat(t(FrameType.PONG), u64(frame.token));
     case "Error": {
+      // A lone surrogate is no text: TextEncoder would write U+FFFD in its place.
+      if (/\p{Cs}/u.test(frame.reason)) throw new UsageError("An error reason is text (no lone surrogate).");
       const reason = utf8.encode(frame.reason);
       if (reason.length > MAX_REASON_BYTES) throw new UsageError("An error reason is at most 200 bytes.");
       return concat(t(FrameType.ERROR), u16(frame.code), u32(frame.ref),
