@@ -2,21 +2,67 @@
 
 A name or message is whatever its sender chose: a line break or a carriage return in it
 could fake a line from someone else, an escape sequence could rewrite the screen, and a
-direction override could reorder what is shown. ``printable`` replaces them.
+direction override could reorder what is shown. ``printable`` replaces them. It also shows
+characters that show as nothing as ``<U+....>``, as the web client does: a name with an
+invisible character in it would otherwise look like another's (``alice`` and ``alice``
+with a combining grapheme joiner, which are different names, with no key-change warning
+between them).
 """
 
 from __future__ import annotations
 
 import unicodedata
 
+import regex
+
 _BIDI_CONTROLS = frozenset(
     "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 )
+# What shows as nothing: format characters, the other default-ignorable code points (the
+# combining grapheme joiner U+034F, Mongolian free variation selectors, unassigned ones
+# kept for the purpose...) and the blank Hangul fillers.
+_INVISIBLE = r"[\p{Cf}\p{Default_Ignorable_Code_Point}\u115f\u1160\u3164\uffa0]"
+_SELECTORS = "\ufe00-\ufe0f\U000e0100-\U000e01ef"
+# Names: every invisible character, but a zero-width joiner between two emoji and a
+# variation selector after one (as in 👨‍👩‍👧 and ❤️).
+_IN_NAMES = regex.compile(
+    "|".join(
+        [
+            r"(?<!\p{Extended_Pictographic}[\ufe0f\U0001f3fb-\U0001f3ff]?)\u200d",
+            r"\u200d(?!\p{Extended_Pictographic})",
+            r"(?<!\p{Extended_Pictographic})[\ufe00-\ufe0f]",
+            r"[\U000e0100-\U000e01ef]",
+            rf"(?![\u200d\ufe00-\ufe0f]){_INVISIBLE}",
+        ]
+    )
+)
+# Messages: also the zero-width non-joiner and joiner that Persian and Indic text need,
+# and variation selectors, but never two of either in a row (a run shows as nothing, and
+# could carry a hidden text); and a subdivision flag's tag characters (England's flag).
+_FLAG_TAGS = "\U0001f3f4[\U000e0030-\U000e0039\U000e0061-\U000e007a]{2,7}\U000e007f"
+_IN_MESSAGES = regex.compile(
+    "|".join(
+        [
+            f"({_FLAG_TAGS})",
+            f"(?<=[{_SELECTORS}])[{_SELECTORS}]",
+            r"(?<=[\u200c\u200d])[\u200c\u200d]",
+            rf"(?![\u200c\u200d{_SELECTORS}]){_INVISIBLE}",
+        ]
+    )
+)
+
+
+def _escape(found: regex.Match[str]) -> str:
+    if found.re.groups and found.group(1):
+        return found.group(0)  # a subdivision flag, kept whole
+    return "".join(f"<U+{ord(char):04X}>" for char in found.group(0))
 
 
 def printable(text: str, *, newlines: bool = False) -> str:
     """``text`` with control and direction-override characters replaced by U+FFFD (line
-    breaks kept if ``newlines``, tabs as four spaces)."""
+    breaks kept if ``newlines``, tabs as four spaces), and invisible ones shown as
+    ``<U+....>``: as in a name, or with ``newlines`` as in a message, which keeps what
+    emoji and other scripts need (see above)."""
     shown = []
     for char in text:
         if char == "\n" and newlines:
@@ -27,4 +73,4 @@ def printable(text: str, *, newlines: bool = False) -> str:
             shown.append("\ufffd")
         else:
             shown.append(char)
-    return "".join(shown)
+    return (_IN_MESSAGES if newlines else _IN_NAMES).sub(_escape, "".join(shown))

@@ -1,0 +1,56 @@
+"""What the terminal shows of what members write (display.printable)."""
+
+from __future__ import annotations
+
+import pytest
+
+from instantroom.display import printable
+
+PERSIAN = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # with a zero-width non-joiner
+ENGLAND = "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("alice\u034f", "alice<U+034F>"),  # the combining grapheme joiner: not Cf
+        ("a\u200blice", "a<U+200B>lice"),
+        ("ali\u2065ce", "ali<U+2065>ce"),  # unassigned, default-ignorable
+        ("a\u180bb", "a<U+180B>b"),
+        ("pay\u00adpal", "pay<U+00AD>pal"),
+        ("a\u3164b", "a<U+3164>b"),
+        ("ok\U000e0068\U000e0069", "ok<U+E0068><U+E0069>"),
+        ("a\u200cb", "a<U+200C>b"),  # joiners stay only in messages
+        (ENGLAND, "\U0001f3f4" + "".join(f"<U+{ord(c):04X}>" for c in ENGLAND[1:])),
+        # What emoji need stays; direction overrides and controls are U+FFFD, as before.
+        ("\U0001f469\u200d\U0001f4bb", "\U0001f469\u200d\U0001f4bb"),
+        ("\u2764\ufe0f", "\u2764\ufe0f"),
+        ("x\u202ey\x1b[2J", "x\ufffdy\ufffd[2J"),
+    ],
+)
+def test_a_name_shows_every_invisible_character(text: str, shown: str) -> None:
+    assert printable(text) == shown
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("alice\u034f", "alice<U+034F>"),
+        ("pay\u00adpal", "pay<U+00AD>pal"),
+        ("ok\U000e0068", "ok<U+E0068>"),
+        # Persian and Indic text keep their joiners, but never two in a row.
+        (
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+        ),
+        ("\u0915\u094d\u200d\u0937", "\u0915\u094d\u200d\u0937"),
+        ("a\u200c\u200d\u200cb", "a\u200c<U+200D><U+200C>b"),
+        ("\u2764\ufe0f\ufe0f", "\u2764\ufe0f<U+FE0F>"),
+        (f"go {ENGLAND}!", f"go {ENGLAND}!"),
+        ("line one\nline two\tend", "line one\nline two    end"),
+    ],
+)
+def test_a_message_shows_invisible_characters_but_keeps_what_scripts_need(
+    text: str, shown: str
+) -> None:
+    assert printable(text, newlines=True) == shown
