@@ -39,13 +39,22 @@ _IN_NAMES = regex.compile(
 # Messages: also the zero-width non-joiner and joiner that Persian and Indic text need,
 # and variation selectors, but never two of either in a row (a run shows as nothing, and
 # could carry a hidden text); and a subdivision flag's tag characters (England's flag).
-_FLAG_TAGS = "\U0001f3f4[\U000e0030-\U000e0039\U000e0061-\U000e007a]{2,7}\U000e007f"
+# Only the three flags there are (England, Scotland, Wales): other tag letters could carry
+# a hidden text behind a black flag.
+_FLAG_TAGS = (
+    "\U0001f3f4\U000e0067\U000e0062"
+    "(?:\U000e0065\U000e006e\U000e0067|\U000e0073\U000e0063\U000e0074|\U000e0077\U000e006c\U000e0073)"
+    "\U000e007f"
+)
 _IN_MESSAGES = regex.compile(
     "|".join(
         [
             f"({_FLAG_TAGS})",
-            f"(?<=[{_SELECTORS}])[{_SELECTORS}]",
-            r"(?<=[\u200c\u200d])[\u200c\u200d]",
+            # Never two of the invisible ones kept in a row, in turns either, but an
+            # emoji's selector then joiner (as in 🏳️‍🌈).
+            f"(?<=[\u200c\u200d{_SELECTORS}])[\u200c{_SELECTORS}]",
+            r"(?<=[\u200c\u200d])\u200d",
+            rf"(?<=[{_SELECTORS}])\u200d(?!\p{{Extended_Pictographic}})",
             rf"(?![\u200c\u200d{_SELECTORS}]){_INVISIBLE}",
         ]
     )

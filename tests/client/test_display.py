@@ -48,6 +48,16 @@ def test_a_name_shows_every_invisible_character(text: str, shown: str) -> None:
         ("\u2764\ufe0f\ufe0f", "\u2764\ufe0f<U+FE0F>"),
         (f"go {ENGLAND}!", f"go {ENGLAND}!"),
         ("line one\nline two\tend", "line one\nline two    end"),
+        # Nor in turns: a joiner and a selector, again and again, hide bytes as a run does.
+        ("hi\u200c\U000e0173\u200c\U000e0165!", "hi\u200c<U+E0173><U+200C><U+E0165>!"),
+        ("ok\u200d\ufe0f\u200d\ufe0f", "ok\u200d<U+FE0F><U+200D><U+FE0F>"),
+        # An emoji's selector then joiner stays; tag letters no flag has are escaped.
+        ("\U0001f3f3\ufe0f\u200d\U0001f308", "\U0001f3f3\ufe0f\u200d\U0001f308"),
+        ("\u2764\ufe0f\u200d\U0001f525", "\u2764\ufe0f\u200d\U0001f525"),
+        (
+            "\U0001f3f4\U000e0061\U000e0062\U000e0063\U000e007f",
+            "\U0001f3f4<U+E0061><U+E0062><U+E0063><U+E007F>",
+        ),
     ],
 )
 def test_a_message_shows_invisible_characters_but_keeps_what_scripts_need(

@@ -55,6 +55,13 @@ test("a message cannot hide characters either: format characters and fillers are
     assert.equal(shown("a\u180bb\u{e01f0}", options), "a<U+180B>b<U+E01F0>");
   }
   assert.equal(shown("a\u200c\u200d\u200cb", lines), "a\u200c<U+200D><U+200C>b");
+  // Nor in turns: a joiner and a selector, again and again, hide bytes as well as a run.
+  assert.equal(shown("hi\u200c\u{e0173}\u200c\u{e0165}!", lines), "hi\u200c<U+E0173><U+200C><U+E0165>!");
+  assert.equal(shown("ok\u200d\ufe0f\u200d\ufe0f", lines), "ok\u200d<U+FE0F><U+200D><U+FE0F>");
+  // An emoji's selector then joiner stays (🏳️‍🌈, ❤️‍🔥); so do the three subdivision flags,
+  // and tag letters behind a black flag that no flag has are escaped.
+  for (const emoji of ["\u{1f3f3}\ufe0f\u200d\u{1f308}", "\u2764\ufe0f\u200d\u{1f525}"]) assert.equal(shown(emoji, lines), emoji);
+  assert.equal(shown("\u{1f3f4}\u{e0061}\u{e0062}\u{e0063}\u{e007f}", lines), "\u{1f3f4}<U+E0061><U+E0062><U+E0063><U+E007F>");
   assert.equal(shown("\u{e0001}en", lines), "<U+E0001>en");
   // Names are held to the same rule, as before.
   assert.equal(shown("pay\u00adpal"), "pay<U+00AD>pal");

@@ -37,12 +37,18 @@ const IN_NAMES = new RegExp(
 // emoji tag sequence (a subdivision flag: 🏴 then a region and subdivision code in tag
 // letters and digits, then CANCEL TAG, as in the flag of England). That sequence is
 // matched first, to be kept whole; every other tag character is escaped.
-const FLAG_TAG_SEQUENCE = "\\u{1f3f4}[\\u{e0030}-\\u{e0039}\\u{e0061}-\\u{e007a}]{2,7}\\u{e007f}";
+// Only the three flags there are (England, Scotland, Wales): any other tag letters could
+// carry a hidden text behind a black flag.
+const FLAG_TAG_SEQUENCE =
+  "\\u{1f3f4}\\u{e0067}\\u{e0062}(?:\\u{e0065}\\u{e006e}\\u{e0067}|\\u{e0073}\\u{e0063}\\u{e0074}|\\u{e0077}\\u{e006c}\\u{e0073})\\u{e007f}";
 const IN_MESSAGES = new RegExp(
   [
     `(${FLAG_TAG_SEQUENCE})`,
-    `(?<=[${VARIATION_SELECTORS}])[${VARIATION_SELECTORS}]`,
-    "(?<=[\\u200c\\u200d])[\\u200c\\u200d]",
+    // Never two of the invisible ones kept in a row, in turns either, but an emoji's
+    // selector then joiner (as in 🏳️‍🌈).
+    `(?<=[\\u200c\\u200d${VARIATION_SELECTORS}])[\\u200c${VARIATION_SELECTORS}]`,
+    "(?<=[\\u200c\\u200d])\\u200d",
+    `(?<=[${VARIATION_SELECTORS}])\\u200d(?!\\p{Extended_Pictographic})`,
     `[\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f\\u2028\\u2029${FILLERS}]`,
     `(?![\\u200c\\u200d${VARIATION_SELECTORS}])${INVISIBLE}`,
   ].join("|"),

@@ -30,14 +30,14 @@ export function equal(a, b) {
 export function u16(value) {
   fits(value, 16);
   const out = new Uint8Array(2);
-  new DataView(out.buffer).setUint16(0, value);
+  new DataView(out.buffer).setUint16(0, Number(value));
   return out;
 }
 
 export function u32(value) {
   fits(value, 32);
   const out = new Uint8Array(4);
-  new DataView(out.buffer).setUint32(0, value);
+  new DataView(out.buffer).setUint32(0, Number(value));
   return out;
 }
 
