@@ -678,14 +678,7 @@ export class KeyStore {
    * @param {number} timestampMs the message's timestamp
    */
   recordDeleted(roomIdHex, id, timestampMs) {
-    const room = this.#existingRoom(roomIdHex);
-    const messageId = typeof id === "string" ? id.toLowerCase() : "";
-    if (!HEX_MESSAGE_ID.test(messageId)) throw new UsageError("A message id is 16 bytes, in hex.");
-    checkTime(timestampMs, "A message's timestampMs");
-    room.deleted ??= [];
-    if (room.deleted.some((d) => d.id === messageId)) return false;
-    room.deleted.push({ id: messageId, timestampMs });
-    return true;
+    return this.#recordId(roomIdHex, "deleted", id, timestampMs) !== null;
   }
 
   /**
@@ -698,16 +691,24 @@ export class KeyStore {
    * @param {number} timestampMs the message's timestamp
    */
   recordRecent(roomIdHex, id, timestampMs) {
+    const room = this.#recordId(roomIdHex, "recent", id, timestampMs);
+    if (room === null) return false;
+    // Saves prune it; while they fail (a full disk), a flood still cannot grow it for ever.
+    if (room.recent.length >= 2 * MAX_RECENT_PER_ROOM) pruneRecent(room, Date.now());
+    return true;
+  }
+
+  /** Add {id, timestampMs} to the room's list `field` (deleted, recent): the room, or null
+   * when the id was there already. */
+  #recordId(roomIdHex, field, id, timestampMs) {
     const room = this.#existingRoom(roomIdHex);
     const messageId = typeof id === "string" ? id.toLowerCase() : "";
     if (!HEX_MESSAGE_ID.test(messageId)) throw new UsageError("A message id is 16 bytes, in hex.");
     checkTime(timestampMs, "A message's timestampMs");
-    room.recent ??= [];
-    if (room.recent.some((r) => r.id === messageId)) return false;
-    room.recent.push({ id: messageId, timestampMs });
-    // Saves prune it; while they fail (a full disk), a flood still cannot grow it for ever.
-    if (room.recent.length >= 2 * MAX_RECENT_PER_ROOM) pruneRecent(room, Date.now());
-    return true;
+    room[field] ??= [];
+    if (room[field].some((known) => known.id === messageId)) return null;
+    room[field].push({ id: messageId, timestampMs });
+    return room;
   }
 
   // the outbox: sealed messages the relay has not acknowledged
