@@ -366,6 +366,14 @@ class RelayConnection(asyncio.Protocol):
             self.dirty = True
             self.relay.mark_dirty(self)
 
+    def turn_away(self, reason: str, status: int, text: str) -> None:
+        """Answer the upgrade request, still to come, with ``status``: this connection is
+        not counted against its address (``reason`` names the rejection in /metrics)."""
+        self.relay.metrics.rejections[reason] += 1
+        self.ws.send_response(self.ws.reject(status, text))
+        self._pull_protocol_writes()
+        self.address = ""
+
     def close(self, code: CloseCode, reason: str) -> None:
         """Say goodbye with a close frame, then hang up once it is written."""
         if self.closing or self.transport is None:
@@ -827,11 +835,7 @@ class Relay:
             return
         # (With TLS, _accept_tls counted the handshakes too, before this connection's.)
         if len(self.connections) > self.connection_limit:
-            self.metrics.rejections["max_connections"] += 1
-            response = conn.ws.reject(503, "This relay is full: try again later.\n")
-            conn.ws.send_response(response)
-            conn._pull_protocol_writes()
-            conn.address = ""
+            conn.turn_away("max_connections", 503, "This relay is full: try again later.\n")
             return
         if self.config.trust_proxy:
             conn.address = ""  # not counted until its request says whose it is
@@ -840,11 +844,7 @@ class Relay:
 
     def claim_address(self, conn: RelayConnection) -> bool:
         if self.per_address[conn.address] >= self.config.connections_per_address:
-            self.metrics.rejections["too_many_connections"] += 1
-            response = conn.ws.reject(429, "Too many connections from your address.\n")
-            conn.ws.send_response(response)
-            conn._pull_protocol_writes()
-            conn.address = ""
+            conn.turn_away("too_many_connections", 429, "Too many connections from your address.\n")
             return False
         self.per_address[conn.address] += 1
         return True
