@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from importlib import resources
 
@@ -189,6 +192,30 @@ def test_every_option_is_also_an_environment_variable() -> None:
         run(scenario())
     assert_exited_cleanly(relay)
     assert re.search(r"event=relay\.started .*port=\d+", relay.log_text())
+
+
+def test_a_bad_environment_variable_stops_serve_alone_and_names_itself() -> None:
+    """A value that does not parse is a usage error of ``serve`` (exit 2, no traceback),
+    and other commands never trip on it; an empty number counts as unset."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
+    bad = {
+        "INSTANTROOM_PORT": "eighty",
+        "INSTANTROOM_LOG_IDS": "maybe",
+        "INSTANTROOM_LOG_LEVEL": "verbose",
+    }
+    for name, value in bad.items():
+        env = {**environ, name: value}
+        serve = [sys.executable, "-m", "instantroom", "serve", "--host", LOOPBACK]
+        done = subprocess.run(serve, env=env, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 2, done.stderr
+        assert f"{name}={value!r}" in done.stderr
+        assert "Traceback" not in done.stderr
+        other = [sys.executable, "-m", "instantroom", "key", "new"]
+        done = subprocess.run(other, env=env, capture_output=True, text=True, timeout=30)
+        assert (done.returncode, done.stderr) == (0, "")
+    with running_relay(env={"INSTANTROOM_MAX_FRAME_SIZE": "", "INSTANTROOM_LOG_IDS": ""}) as relay:
+        assert "event=relay.started" in relay.log_text()
+    assert_exited_cleanly(relay)
 
 
 def test_a_request_with_a_header_twice_is_refused_with_400(relay: RelayProcess) -> None:

@@ -7,7 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
+import ssl
 import time
+
+import pytest
+from websockets.exceptions import InvalidHandshake
 
 from instantroom.protocol.codes import CloseCode
 from instantroom.testing import (
@@ -84,4 +89,32 @@ def test_a_member_that_never_answers_the_close_is_cut_off_at_the_grace() -> None
 
         took = run(scenario())
         assert 0.9 < took < 3.0, f"shutdown took {took:.1f} s"
+    assert_exited_cleanly(relay)
+
+
+def test_a_tls_handshake_that_ends_during_the_grace_is_not_let_in() -> None:
+    """Handshakes under way at SIGTERM end after it: the relay must not let them join
+    rooms, to be cut off with no goodbye at the end of the grace."""
+    room = fresh_room()
+    trust_anything = ssl.create_default_context()
+    trust_anything.check_hostname = False
+    trust_anything.verify_mode = ssl.CERT_NONE
+    with running_relay("--tls-self-signed", "--shutdown-grace", "3") as relay:
+        url = f"wss://{LOOPBACK}:{relay.port}/ws"
+
+        async def scenario() -> None:
+            async with raw_client(url, ssl=trust_anything) as deaf:
+                await deaf.join(room)
+                await deaf.barrier()
+                deaf.ws.transport.pause_reading()  # keeps the relay in its grace
+                late = socket.create_connection((LOOPBACK, relay.port))  # accepted, no TLS yet
+                relay.process.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(relay.wait_for_log, r"event=relay\.stopping")
+                with pytest.raises((InvalidHandshake, OSError)):
+                    async with raw_client(url, ssl=trust_anything, sock=late) as client:
+                        await client.join(room)  # (unfixed: joined, then cut off, 1006)
+                assert await asyncio.to_thread(relay.process.wait, 10) == 0
+                deaf.ws.transport.abort()
+
+        run(scenario())
     assert_exited_cleanly(relay)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -123,8 +124,41 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"not a yes/no value: {text!r}")
 
 
+def _parse_level(text: str) -> str:
+    level = text.strip().lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ValueError(f"not a log level: {text!r}")
+    return level
+
+
+class _FromEnvironment(str):
+    """An INSTANTROOM_* variable's text as its option's default. argparse parses a text
+    default only when its command runs: a bad one stops ``serve`` with a usage error that
+    names the variable, and no other command (``join``, ``--help``) trips on it."""
+
+    variable = ""
+
+
+def _option_type(parse: Callable[[str], Any], name: str) -> Callable[[str], Any]:
+    def read(text: str) -> Any:
+        if not isinstance(text, _FromEnvironment):
+            return parse(text)  # a flag's value: argparse says "invalid <name> value"
+        try:
+            return parse(text)
+        except ValueError:
+            message = f"{text.variable}={str(text)!r} is not a valid {name}"
+            raise argparse.ArgumentTypeError(message) from None
+
+    read.__name__ = name
+    return read
+
+
 def add_relay_options(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per setting; each defaults to its environment variable, then the default."""
+    """Add one flag per setting; each defaults to its environment variable, then the default.
+
+    A number or yes/no variable that is empty counts as unset (a compose file may list
+    one with no value).
+    """
     defaults = RelayConfig()
     for spec in fields(RelayConfig):
         flag = "--" + spec.name.replace("_", "-")
@@ -132,15 +166,24 @@ def add_relay_options(parser: argparse.ArgumentParser) -> None:
         env = env_name(spec.name)
         raw = os.environ.get(env)
         help_text = f"{spec.metadata['help']} [env {env}; default {default!r}]"
+        kind = type(default)
+        value: Any = default
+        if raw is not None and (kind is str or raw.strip()):
+            value = _FromEnvironment(raw)
+            value.variable = env
         if isinstance(default, bool):
-            value = _parse_bool(raw) if raw is not None else default
-            parser.add_argument(
+            action = parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=value, help=help_text
             )
+            action.type = _option_type(_parse_bool, "yes/no value")  # the text default's
+        elif spec.name == "log_level":
+            parser.add_argument(
+                flag, type=_option_type(_parse_level, "log level"), default=value, help=help_text
+            )
         else:
-            kind = type(default)
-            value = kind(raw) if raw is not None else default
-            parser.add_argument(flag, type=kind, default=value, help=help_text)
+            parser.add_argument(
+                flag, type=_option_type(kind, kind.__name__), default=value, help=help_text
+            )
 
 
 def config_from_args(args: argparse.Namespace) -> RelayConfig:

@@ -636,6 +636,7 @@ class Relay:
         self.connection_limit = config.max_connections
         self._sweeper: asyncio.TimerHandle | None = None
         self._all_closed: asyncio.Event | None = None
+        self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._reuse_port = reuse_port
         self._lifetime_ms = int(config.max_room_lifetime * 1000)
@@ -696,6 +697,7 @@ class Relay:
         """Stop accepting, tell every member to reconnect elsewhere or later, then stop."""
         if self._server is None and not self._listeners:
             return
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         for accepting in self._accepting:
@@ -831,6 +833,13 @@ class Relay:
     def connection_opened(self, conn: RelayConnection, *, counted: bool = False) -> None:
         self.connections.add(conn)
         self.metrics.connections_total += 1
+        if self._stopping:
+            # A TLS handshake that ends during the grace period: hung up on as the
+            # half-open handshakes were, not let in to join rooms nobody will close.
+            if not counted:
+                conn.address = ""  # not counted against its address: nothing to give back
+            conn.close(CloseCode.SERVICE_RESTART, "relay restarting: reconnect")
+            return
         if counted:
             return
         # (With TLS, _accept_tls counted the handshakes too, before this connection's.)
