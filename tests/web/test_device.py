@@ -221,6 +221,25 @@ def test_a_name_from_another_device_is_flagged(
     assert flagged.fingerprint != ann.expect_message("it is me").fingerprint
 
 
+def test_a_name_that_differs_only_by_a_blank_braille_pattern_shows_it(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    """U+2800 draws nothing, and is no space, so "Bob" + U+2800 is another name than "Bob"
+    (no key-change warning): it must not look like "Bob"."""
+    ann, bob, impostor = phones(), phones(), phones()
+    key = start(ann, relay, nickname="Ann")
+    for phone, name in ((bob, "Bob"), (impostor, "Bob\u2800")):
+        phone.open(relay.url)
+        phone.set_password(PASSWORD)
+        phone.join(key, name)
+    bob.send("it is me")
+    impostor.send("it is me too")
+    assert ann.expect_message("it is me").sender == "Bob"
+    flagged = ann.expect_message("it is me too")
+    assert flagged.key_changed is False  # another name, as PROTOCOL.md 4.4 compares them
+    assert flagged.sender == "Bob<U+2800>"
+
+
 def test_the_app_is_installable_and_its_shell_starts_offline(
     relay: RelayProcess, phones: Callable[..., Phone]
 ) -> None:

@@ -105,3 +105,23 @@ def test_a_second_invite_link_opened_on_the_join_screen_fills_it_anew(
     bob.page.evaluate(f"location.hash = {'#' + second!r}")
     expect(bob.by("join-key")).to_have_value(second)
     expect(bob.by("join-relay")).to_contain_text(f"relay at {host}.")
+
+
+def test_an_invite_link_to_index_html_joins_on_the_relay_itself(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    """The relay serves the app at /index.html too: a link there joins on the relay (not on
+    ".../index.html", which has no WebSocket), and its own invite link opens the app."""
+    alice, bob = phones(), phones()
+    alice.open(relay.url)
+    alice.set_password("alice's long password")
+    room = alice.create_room("Room", "Alice")
+    alice.open_room()
+    bob.open(f"{relay.url}/index.html#{room.key}")
+    bob.set_password("bob's long password", then="join-key")
+    bob.by("nickname").fill("Bob")
+    bob.by("join").click()
+    bob.expect_online()
+    alice.expect_members(2)
+    bob.by("share-room").click()
+    assert bob.shared_room().invite == f"{relay.url}/#{room.key}"

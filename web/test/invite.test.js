@@ -27,6 +27,11 @@ test("a link gives back its relay and key; a bare key has no relay", () => {
   assert.deepEqual(parseInvite(`https://chat.example.org/#${grouped}`).key, key);
 });
 
+test("a link to the app's /index.html gives the relay's folder", () => {
+  assert.deepEqual(parseInvite(`https://chat.example.org/index.html#${key}`), { server: "https://chat.example.org/", key });
+  assert.deepEqual(parseInvite(`https://example.org/chat/index.html#${key}`), { server: "https://example.org/chat/", key });
+});
+
 test("a mistyped key says it is a typo, a short one says its length", () => {
   assert.throws(() => parseInvite(`https://chat.example.org/#${typo}`), (error) => {
     assert.ok(error instanceof ChecksumMismatch);

@@ -34,6 +34,10 @@ test("a name cannot hide characters that make it look like another", () => {
   assert.equal(shown("\u3164alice"), "<U+3164>alice");
   assert.equal(shown("ali\u00adce"), "ali<U+00AD>ce");
   assert.equal(shown("alice\u2028"), "alice<U+2028>");
+  // The blank braille pattern draws nothing, yet is no space: "alice" + it is another name.
+  assert.equal(shown("alice\u2800"), "alice<U+2800>");
+  // Braille art in a message needs it.
+  assert.equal(shown("\u28ff\u2800\u28ff", { lines: true }), "\u28ff\u2800\u28ff");
 });
 
 test("a message cannot hide characters either: format characters and fillers are made visible", () => {

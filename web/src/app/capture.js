@@ -6,13 +6,15 @@ let pending = null;
 
 /**
  * The invite link the page was opened with: the fragment as text, and the relay it names
- * (the page's own address without the fragment), which the room is joined on.
+ * (the folder of the page's own address), which the room is joined on.
  * @returns {{text: string, server: string} | null}
  */
 export function inviteFromLocation() {
   const fragment = window.location.hash.slice(1);
   if (!fragment) return null;
-  return { text: fragmentText(fragment), server: window.location.origin + window.location.pathname };
+  // The folder, not the page: the relay serves the app at /index.html too, and a relay at
+  // ".../index.html" would have no WebSocket there (nor would its invite links open).
+  return { text: fragmentText(fragment), server: new URL(".", window.location.origin + window.location.pathname).href };
 }
 
 /** Move the invite link's fragment, if any, into memory and clean the address bar. */

@@ -41,5 +41,7 @@ export function parseInvite(text) {
   if (url.username || url.password) {
     throw new Error("An invite link's relay address carries no user name or password.");
   }
-  return { server: `${url.protocol}//${url.host}${url.pathname}`, key };
+  // The relay serves the app at /index.html too: its relay is the folder (as capture.js).
+  const path = url.pathname.replace(/\/index\.html$/, "/");
+  return { server: `${url.protocol}//${url.host}${path}`, key };
 }

@@ -18,14 +18,18 @@ const VARIATION_SELECTORS = "\\ufe00-\\ufe0f\\u{e0100}-\\u{e01ef}";
 // default-ignorable code points (the combining grapheme joiner U+034F, Mongolian free
 // variation selectors, unassigned ones kept for the purpose...).
 const INVISIBLE = "[\\p{Cf}\\p{Default_Ignorable_Code_Point}]";
+// The blank braille pattern: a symbol, not a space, so not one in a name's canonical form
+// (PROTOCOL.md 4.4), yet nothing shows: "alice" and "alice\u2800" would look alike. Braille
+// art in messages needs it; names do not.
+const BRAILLE_BLANK = "\\u2800";
 // Names: every control and invisible character, line and paragraph separators, the blank
-// Hangul fillers and variation selectors; a zero-width joiner only between two emoji and
-// a variation selector only after one are left alone.
+// Hangul fillers, the blank braille pattern and variation selectors; a zero-width joiner
+// only between two emoji and a variation selector only after one are left alone.
 const IN_NAMES = new RegExp(
   [
     ...ZWJ_OUTSIDE_EMOJI,
     "(?<!\\p{Extended_Pictographic})[\\ufe00-\\ufe0f]",
-    `[\\p{Cc}\\u2028\\u2029${FILLERS}\\u{e0100}-\\u{e01ef}]`,
+    `[\\p{Cc}\\u2028\\u2029${FILLERS}${BRAILLE_BLANK}\\u{e0100}-\\u{e01ef}]`,
     `(?![\\u200d\\ufe00-\\ufe0f])${INVISIBLE}`,
   ].join("|"),
   "gu",
