@@ -180,11 +180,23 @@ async def _send(args: argparse.Namespace) -> int:
 def _message_text(given: str) -> str:
     """The text to send: ``-`` reads it from standard input, to its end (a message on the
     command line shows in ``ps`` and shell history), without the line break it ends on."""
-    if given != "-":
-        return given
-    text = sys.stdin.read().removesuffix("\n").removesuffix("\r")
-    if not text:
-        raise UsageError("Nothing to send: standard input held no text.")
+    where = "The message" if given != "-" else "Standard input"
+    # Bytes that are not text in this locale reach Python as lone surrogates (or fail to
+    # decode): refused here, sending nothing, and said without quoting the message.
+    refusal = UsageError(f"{where} is not UTF-8 text: nothing was sent.")
+    if given == "-":
+        try:
+            text = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+        except UnicodeDecodeError:
+            raise refusal from None
+        if not text:
+            raise UsageError("Nothing to send: standard input held no text.")
+    else:
+        text = given
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise refusal from None
     return text
 
 
@@ -385,6 +397,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ProtocolError, KeyStoreError) as exc:
         print(f"instantroom: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # What read the output went away (`listen | head -1`): stop quietly, as a writer
+        # killed by SIGPIPE would, and let nothing more try the pipe at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except OSError as exc:  # a file or folder that cannot be read or written
         where = f": {exc.filename}" if exc.filename else ""
         print(f"instantroom: {exc.strerror or type(exc).__name__}{where}", file=sys.stderr)

@@ -417,8 +417,10 @@ def test_send_and_listen_over_https_trust_the_system_store_or_ssl_cert_file(
                 await listener.wait()
             status, _, err = await instantroom("send", "--server", server, "--key", key, "x")
             assert status == 1
-            assert "certificate this machine does not trust" in err
-            assert "Traceback" not in err
+            # Said once, by the command: not a second time by the client's log.
+            [said] = err.splitlines()
+            assert said.startswith("instantroom: ")
+            assert "certificate this machine does not trust" in said
 
         run(scenario())
     assert_exited_cleanly(relay)
@@ -560,6 +562,76 @@ def test_send_reads_the_text_from_standard_input_when_it_is_a_dash(relay: RelayP
             )
             assert status == 2
             assert "Nothing to send" in err
+
+    run(scenario())
+
+
+def test_send_refuses_a_message_that_is_not_utf8_in_one_line(relay: RelayProcess) -> None:
+    """Bytes that are not UTF-8, on stdin or the command line, are refused before anything
+    is sent: one line, exit 2, no traceback (which quoted part of the message)."""
+    key = make_minikey(secrets.randbelow)
+    room = RoomKeys.from_minikey(key)
+
+    async def scenario() -> None:
+        async with RoomClient(relay.url, DeviceKey.from_private_bytes(secrets.token_bytes(32)),
+                              "carol") as carol:  # fmt: skip
+            await carol.join(room)
+            received = carol.messages()
+            for text, stdin in (("-", b"caf\xe9 secret\n"), (os.fsdecode(b"caf\xe9"), None)):
+                status, out, err = await instantroom(
+                    "send", "--server", relay.url, "--key", key, text, stdin=stdin
+                )
+                assert (status, out) == (2, ""), err
+                assert err.splitlines() == [
+                    f"instantroom: {'Standard input' if stdin else 'The message'} is not UTF-8 "
+                    "text: nothing was sent."
+                ]
+            status, _, err = await instantroom(
+                "send", "--server", relay.url, "--key", key, "-", stdin="café ✓".encode()
+            )
+            assert status == 0, err
+            assert (await anext(received)).message.text == "café ✓"  # the first to come
+
+    run(scenario())
+
+
+def test_listen_stops_quietly_when_what_reads_it_goes_away(relay: RelayProcess) -> None:
+    """``listen | head -1``: the next message finds the pipe closed, and listen ends as a
+    writer killed by SIGPIPE would (141), saying nothing."""
+    key = make_minikey(secrets.randbelow)
+    room = RoomKeys.from_minikey(key)
+
+    async def scenario() -> None:
+        read_end, write_end = os.pipe()
+        listener = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "instantroom", "listen", "--server", relay.url, "--key", key,
+            stdout=write_end, stderr=asyncio.subprocess.PIPE, env=environment(),
+        )  # fmt: skip
+        os.close(write_end)
+        assert listener.stderr is not None
+        try:
+            with os.fdopen(read_end, "rb") as output:
+                async with asyncio.timeout(20):
+                    assert b"listening" in await listener.stderr.readline()
+                device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+                async with RoomClient(relay.url, device, "carol") as carol:
+                    await carol.join(room)
+                    await carol.send_text(room.room_id, "first")
+                    async with asyncio.timeout(20):
+                        assert b"first" in await asyncio.to_thread(output.readline)
+            # What read it is gone: the next message cannot be written.
+            async with RoomClient(relay.url, device, "carol") as carol:
+                await carol.join(room)
+                await carol.send_text(room.room_id, "second")
+            async with asyncio.timeout(20):
+                err = await listener.stderr.read()
+                await listener.wait()
+        finally:
+            if listener.returncode is None:
+                listener.kill()
+                await listener.wait()
+        assert listener.returncode == 128 + signal.SIGPIPE, err
+        assert err == b""
 
     run(scenario())
 

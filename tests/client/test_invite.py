@@ -84,6 +84,18 @@ def test_a_relay_address_with_control_or_formatting_characters_is_refused(addres
     assert str(refused.value).isprintable()
 
 
+@pytest.mark.parametrize(
+    "server",
+    ["http://127.0.0.1:99999", "http://127.0.0.1:80a", "https://relay.example:0/", "http://:8080"],
+)
+def test_a_server_whose_port_or_host_is_no_such_thing_is_refused_at_once(server: str) -> None:
+    """Refused before connecting: the client would otherwise stop at its first connection
+    saying only "ValueError", or retry port 0 until its timeout."""
+    with pytest.raises(UsageError, match=r"port is a number|A server is an"):
+        websocket_url(server)
+    assert websocket_url("http://127.0.0.1:65535") == "ws://127.0.0.1:65535/ws"
+
+
 def test_a_relay_name_in_another_script_must_be_given_in_its_ascii_form() -> None:
     """An internationalised domain name could pass for a look-alike of a known relay; its
     ASCII form (punycode) cannot, and is accepted."""

@@ -11,11 +11,17 @@ import asyncio
 import contextlib
 import contextvars
 import errno
+import fcntl
 import io
 import os
+import pty
 import secrets
+import signal
+import struct
 import subprocess
 import sys
+import termios
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
@@ -37,6 +43,7 @@ from instantroom.protocol.codes import CloseCode, ErrorCode
 from instantroom.protocol.envelope import Kind, new_message, seal_envelope
 from instantroom.protocol.kdf import DeviceKey, RoomKeys, private_key_bytes
 from instantroom.protocol.minikey import format_minikey, make_minikey
+from instantroom.protocol.session import PresenceChanged
 from instantroom.rooms_cli import cmd_chat
 from instantroom.testing import RelayProcess, raw_client, run, running_relay, text_publish
 from instantroom.tui import app as app_module
@@ -1116,3 +1123,63 @@ def test_quitting_asks_twice_when_messages_not_sent_cannot_be_kept(
             await alice.until(lambda: not app.is_running, "the chat to quit")
 
     run(unsent())
+
+
+def test_a_chat_whose_terminal_closes_writes_what_it_had_not_saved_yet(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    """SIGHUP (the terminal closed) quits the chat as Ctrl+Q does, with 129: the ids of
+    what it received lately, which it writes only within a while, are written first, so
+    that a relay cannot show them again after a restart. Its default would end the
+    process on the spot."""
+    key = make_minikey(secrets.randbelow)
+    keys = RoomKeys.from_minikey(key)
+    path = tmp_path / "store.json"
+    new_store(path, room(key, relay.url))
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
+    env |= {"INSTANTROOM_PASSWORD": PASSWORD, "INSTANTROOM_KEYSTORE": str(path)}
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "instantroom", "chat", "--name", "alice"],
+        stdin=terminal, stdout=terminal, stderr=terminal,
+        env=env | {"TERM": "xterm-256color"}, start_new_session=True,
+    )  # fmt: skip
+    os.close(terminal)
+    screen = bytearray()
+    drained = threading.Thread(target=drain, args=(controller, screen), daemon=True)
+    drained.start()
+
+    async def scenario() -> bytes:
+        device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+        async with RoomClient(relay.url, device, "bob") as bob:
+            await bob.join(keys)
+            async with asyncio.timeout(20):  # the chat is in when the room counts two
+                while await bob.next_event() != PresenceChanged(keys.room_id, 2):
+                    pass
+            message = await bob.send_text(keys.room_id, "before the hangup")
+        return message.message_id
+
+    try:
+        message_id = run(scenario())
+        deadline = time.monotonic() + 10.0
+        while b"before the hangup" not in screen:
+            assert time.monotonic() < deadline, "timed out waiting for the message to show"
+            time.sleep(0.05)
+        chat.send_signal(signal.SIGHUP)
+        assert chat.wait(timeout=20) == 128 + signal.SIGHUP
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+            chat.wait()
+        drained.join(timeout=5)
+        os.close(controller)
+    assert message_id in dict(KeyStore.open(path, PASSWORD).rooms[0].known())
+
+
+def drain(controller: int, screen: bytearray) -> None:
+    """Keep what the chat draws in ``screen``, until its terminal is gone: a terminal
+    nobody reads fills up, and stops the chat."""
+    with contextlib.suppress(OSError):  # EIO: nothing has the terminal open any more
+        while chunk := os.read(controller, 65536):
+            screen += chunk

@@ -217,8 +217,16 @@ def websocket_url(server: str) -> str:
     except ValueError:  # a malformed host, such as an unclosed [IPv6
         raise refusal from None
     scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
-    if scheme is None or not parts.netloc:
+    if scheme is None or not parts.hostname:
         raise refusal
+    # Refused here: the client would otherwise stop on its first connection with nothing
+    # better to say than "ValueError" (or wait on port 0 until its timeout).
+    try:
+        port = parts.port  # None when not given; ValueError: no number, or beyond 65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise UsageError("The server's port is a number from 1 to 65535.")
     path = parts.path.rstrip("/")
     if not path.endswith("/ws"):
         path += "/ws"
@@ -472,7 +480,9 @@ class RoomClient:
         try:
             await self._connections()
         except RelayRefused as exc:  # refused for good: whoever waits is told
-            logger.warning("%s", exc)
+            # Not a warning: a program without logging set up (the command line) would
+            # have it printed once more, unasked, next to its own words.
+            logger.info("%s", exc)
             self._failure = exc
         except InvalidHandshake as exc:
             # What the server answered (its status, headers) is its own words.

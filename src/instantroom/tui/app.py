@@ -28,8 +28,11 @@ screen or reorder it), and a message's further lines are indented under it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import io
+import signal
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -350,6 +353,14 @@ class ChatApp(App[None]):
         return self._views.get(self._selected) if self._selected is not None else None
 
     async def on_mount(self) -> None:
+        # A closed terminal (SIGHUP) or a service manager (SIGTERM) quits as Ctrl+Q does,
+        # writing first what is not saved yet (ours not sent, ids received lately): their
+        # default ends the process on the spot. One the process was told to ignore stays so.
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGHUP, signal.SIGTERM):
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                with contextlib.suppress(RuntimeError, ValueError):  # not the main thread
+                    loop.add_signal_handler(signum, self.exit, None, 128 + signum)
         for view in self._views.values():
             self._connect(view)
         self._show_conversation()
