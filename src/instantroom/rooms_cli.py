@@ -147,6 +147,11 @@ class Refusal:
     reason: str
     code: int | None = None
 
+    @property
+    def for_now(self) -> bool:
+        """The room or the relay is full: a place comes free when someone leaves."""
+        return self.code in (ErrorCode.ROOM_FULL, ErrorCode.RELAY_FULL)
+
 
 async def look_in(room: StoredRoom) -> Joined | Refusal | None:
     """Join the room briefly, sending nothing: the relay's JOINED tells the room's
@@ -246,15 +251,22 @@ def cmd_join(args: argparse.Namespace) -> int:
     )  # fmt: skip
     check_server(looking.server)
     looked = asyncio.run(look_in(looking))
-    if isinstance(looked, Refusal):
+    if isinstance(looked, Refusal) and not looked.for_now:
         kept = "it was not stored" if stored is None else "the stored room is left as it was"
         return _refused(looked, f"to let us into the room, so {kept}")
     room = store.add_room(room)
-    if looked is not None:
+    if isinstance(looked, Joined):
         room.expires_at_ms = looked.expires_at_ms
     store.save()
-    print(f"Joined room {printable(room.label)!r} on {printable(room.server)}, "
-          f"{_when(room.expires_at_ms)}.")  # fmt: skip
+    if isinstance(looked, Refusal):
+        # Full for now: the key is the member's all the same, and the chat gets in (it
+        # keeps trying) once a place comes free.
+        print(f"Stored room {printable(room.label)!r} on {printable(room.server)}, but the "
+              f"relay has no place for us now: {looked.reason}")  # fmt: skip
+        print("`instantroom chat` gets in once someone leaves.")
+    else:
+        print(f"Joined room {printable(room.label)!r} on {printable(room.server)}, "
+              f"{_when(room.expires_at_ms)}.")  # fmt: skip
     if args.chat and sys.stdin.isatty() and sys.stdout.isatty():
         # By its id: another stored room may have the same label.
         return run_chat(store, args.name, room.room_id)
@@ -276,7 +288,7 @@ def cmd_rooms(args: argparse.Namespace) -> int:
         if looked is None:
             shown = "?"
         elif isinstance(looked, Refusal):
-            shown = "refused"
+            shown = "full" if looked.for_now else "refused"
         else:  # the look itself is one of the members counted
             shown = str(max(0, looked.members - 1))
         print(f"{printable(room.label):20} {room.room_id.hex()[:8]}  "

@@ -764,8 +764,9 @@ def test_a_join_retry_does_not_outlive_its_connection() -> None:
 
 
 def test_a_join_refused_as_relay_full_is_tried_again_later() -> None:
-    """RELAY_FULL says "try later": the client sends its JOIN again after a while, on the
-    same connection, and the join goes through once the relay has room."""
+    """RELAY_FULL says "try later": join() says so at once, and the client sends its JOIN
+    again after a while, on the same connection; the join goes through once the relay
+    has room, and join() again waits for that."""
     room = fresh_room()
 
     async def full_at_first(peer: Peer) -> None:
@@ -783,16 +784,14 @@ def test_a_join_refused_as_relay_full_is_tried_again_later() -> None:
                 device(),
                 "alice",
                 reconnect_delays=fast_retries,
-                retry_after_relay_full=0.2,
+                retry_after_full=0.2,
             )
             async with alice:
-                refused = asyncio.create_task(
-                    wait_for(
-                        alice, lambda e: isinstance(e, Refused) and e.code == ErrorCode.RELAY_FULL
-                    )
-                )
+                with pytest.raises(JoinRefused) as refused:
+                    await alice.join(room)
+                assert refused.value.code == ErrorCode.RELAY_FULL
+                assert str(refused.value) == "try again later"
                 assert (await alice.join(room)).room_id == room.room_id
-                await refused
                 assert len(relay.peers) == 1
                 assert relay.peers[0].joins() == 2
 
@@ -806,18 +805,58 @@ def test_a_relay_full_join_goes_through_once_a_real_relay_has_room() -> None:
     with running_relay("--max-rooms", "1", "--max-room-lifetime", "1") as relay:
 
         async def scenario() -> None:
-            alice = RoomClient(relay.url, device(), "alice", retry_after_relay_full=0.25)
-            bob = RoomClient(relay.url, device(), "bob", retry_after_relay_full=0.25)
+            alice = RoomClient(relay.url, device(), "alice", retry_after_full=0.25)
+            bob = RoomClient(relay.url, device(), "bob", retry_after_full=0.25)
             async with alice, bob:
                 await alice.join(first, now_ms() + 800)  # the relay's one room fact
-                refused = asyncio.create_task(
-                    wait_for(
-                        bob, lambda e: isinstance(e, Refused) and e.code == ErrorCode.RELAY_FULL
-                    )
-                )
+                with pytest.raises(JoinRefused) as refused:
+                    await bob.join(second)
+                assert refused.value.code == ErrorCode.RELAY_FULL
                 async with asyncio.timeout(10):
-                    assert (await bob.join(second)).room_id == second.room_id
-                assert refused.done()
+                    # Each JOIN tried again is answered: refused, until one is let in.
+                    answers: list[int] = []
+                    while True:
+                        try:
+                            joined = await bob.join(second)
+                            break
+                        except JoinRefused as again:
+                            answers.append(again.code)
+                    assert joined.room_id == second.room_id
+                    assert set(answers) <= {ErrorCode.RELAY_FULL}
+
+        run(scenario(), timeout=20)
+    assert_exited_cleanly(relay)
+
+
+def test_a_room_full_for_now_is_joined_once_a_place_comes_free() -> None:
+    """ROOM_FULL says "try later" too: what the refused member writes meanwhile waits in
+    its outbox, and reaches the room once a member has left and its JOIN gets in."""
+    room = fresh_room()
+    with running_relay("--members-per-room", "2") as relay:
+
+        async def scenario() -> None:
+            alice = RoomClient(relay.url, device(), "alice")
+            carol = RoomClient(relay.url, device(), "carol")
+            bob = RoomClient(relay.url, device(), "bob", retry_after_full=0.25)
+            async with alice, carol, bob:
+                await alice.join(room)
+                await carol.join(room)
+                with pytest.raises(JoinRefused) as refused:
+                    await bob.join(room)
+                assert refused.value.code == ErrorCode.ROOM_FULL
+                sending = asyncio.create_task(bob.send_text(room.room_id, "let me in"))
+                for _ in range(2):  # the first refusal, then a JOIN tried again, refused too
+                    await wait_for(
+                        bob, lambda e: isinstance(e, Refused) and e.code == ErrorCode.ROOM_FULL
+                    )
+                assert not sending.done()
+                await carol.leave(room.room_id)
+                async with asyncio.timeout(10):
+                    await sending
+                    received = await wait_for(alice, lambda e: isinstance(e, MessageReceived))
+                assert isinstance(received, MessageReceived)
+                assert received.message.text == "let me in"
+                assert received.message.sender_name == "bob"
 
         run(scenario(), timeout=20)
     assert_exited_cleanly(relay)

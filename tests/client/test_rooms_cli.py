@@ -19,7 +19,7 @@ from instantroom.client.invite import format_invite
 from instantroom.client.keystore import KeyStore, StoredRoom
 from instantroom.protocol.kdf import RoomKeys
 from instantroom.protocol.minikey import make_minikey
-from instantroom.testing import RelayProcess, raw_client, run
+from instantroom.testing import RelayProcess, raw_client, run, running_relay
 
 PASSWORD = "a long enough password"
 
@@ -399,6 +399,36 @@ def test_joining_a_room_the_relay_refuses_says_so_and_fails(
     assert "the relay refused to let us into the room" in result.stderr
     assert "Joined" not in result.stdout
     assert KeyStore.open(store, PASSWORD).rooms == []
+
+
+def test_joining_a_room_full_for_now_stores_it_and_says_so(tmp_path: Path) -> None:
+    """A full room has a place again once someone leaves: join keeps the key (the chat
+    keeps trying), says the relay has no place now, and rooms shows the room as full."""
+    creator, store = tmp_path / "creator.json", tmp_path / "store.json"
+    with running_relay("--members-per-room", "1") as relay:
+        cli(creator, "new", "--label", "team", "--server", relay.url)
+        (made,) = KeyStore.open(creator, PASSWORD).rooms
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
+        env |= {"INSTANTROOM_PASSWORD": PASSWORD, "INSTANTROOM_KEYSTORE": str(creator)}
+        listener = subprocess.Popen(  # the one member the room has a place for
+            [sys.executable, "-m", "instantroom", "listen", "--room", "team"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True,
+        )  # fmt: skip
+        try:
+            assert listener.stderr is not None
+            assert listener.stderr.readline().startswith("listening in room")
+            invite = format_invite(relay.url, made.key)
+            result = cli(store, "join", invite, "--label", "later", "--no-chat")
+            assert "Joined" not in result.stdout
+            assert "no place for us now: This room is full." in result.stdout
+            assert [room.key for room in KeyStore.open(store, PASSWORD).rooms] == [made.key]
+            listing = cli(store, "rooms")
+            assert "online: full" in listing.stdout
+        finally:
+            listener.terminate()
+            listener.wait(10)
+            assert listener.stderr is not None
+            listener.stderr.close()
 
 
 OPEN_THE_CHAT = """

@@ -333,7 +333,6 @@ def test_one_room_cannot_exhaust_another_rooms_replay_filter(room: RoomKeys) -> 
     "code",
     [
         ErrorCode.PROOF_FAILED,
-        ErrorCode.ROOM_FULL,
         ErrorCode.TOO_MANY_ROOMS,
         ErrorCode.EXPIRY_TOO_FAR,
     ],
@@ -354,6 +353,50 @@ def test_a_refused_join_forgets_the_room_and_gives_up_its_outbox(
     alice.connection_lost()
     alice.connection_made()
     assert alice.frames_to_send() == []  # not asked again after a reconnect
+
+
+@pytest.mark.parametrize("code", [ErrorCode.ROOM_FULL, ErrorCode.RELAY_FULL])
+def test_a_join_refused_for_want_of_a_place_keeps_the_room_and_its_outbox(
+    room: RoomKeys, code: ErrorCode
+) -> None:
+    """PROTOCOL.md 10.6: a full room or relay has a place again once someone leaves, so
+    the room and what waits for it stay until ``retry_join`` gets it in."""
+    alice = joining(room)
+    waiting = alice.send_text(room.room_id, "sent once there is room", NOW)
+    alice.receive(frames.encode_frame(frames.Error(code, 0, room.room_id, "full")), NOW)
+    assert alice.events() == [Refused(code, room.room_id, 0, "full")]
+    assert room.room_id in alice.rooms
+    assert [m for m, _, _ in alice.outbox_of(room.room_id)] == [waiting.message_id]
+    alice.retry_join(room.room_id)
+    (join,) = decoded(alice)
+    assert isinstance(join, frames.Join)
+    alice.retry_join(room.room_id)  # its JOIN is unanswered: no second one
+    assert alice.frames_to_send() == []
+    alice.receive(frames.encode_frame(frames.Challenge(room.room_id, bytes(32))), NOW)
+    decoded(alice)
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 2)), NOW)
+    (publish,) = decoded(alice)
+    assert isinstance(publish, frames.Publish)
+    alice.receive(frames.encode_frame(frames.Ack(publish.ref)), NOW)
+    assert alice.events()[-1] == Accepted(room.room_id, waiting.message_id)
+
+
+def test_a_member_back_from_an_outage_to_a_room_now_full_keeps_it(room: RoomKeys) -> None:
+    """A member whose place was taken while it reconnected waits for another; what it
+    wrote meanwhile is not given up."""
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room, members=2)
+    alice.connection_lost()
+    waiting = alice.send_text(room.room_id, "written during the outage", NOW)
+    alice.connection_made()
+    decoded(alice)
+    refusal = frames.Error(ErrorCode.ROOM_FULL, 0, room.room_id, "This room is full.")
+    alice.receive(frames.encode_frame(refusal), NOW)
+    assert alice.events() == [Refused(ErrorCode.ROOM_FULL, room.room_id, 0, "This room is full.")]
+    assert [m for m, _, _ in alice.outbox_of(room.room_id)] == [waiting.message_id]
+    alice.retry_join(room.room_id)
+    assert [type(f) for f in decoded(alice)] == [frames.Join]
 
 
 def test_expiry_leaves_the_room_on_the_relay(room: RoomKeys) -> None:

@@ -1057,8 +1057,48 @@ def test_a_message_too_old_to_send_when_the_chat_starts_shows_as_not_sent(
 def test_a_message_waiting_for_a_room_the_relay_refuses_for_good_shows_as_not_sent(
     tmp_path: Path,
 ) -> None:
-    """The relay refuses the room (full): what waited for it will not go, and says so,
-    rather than waiting on screen and in the store for ever."""
+    """The relay refuses the room (its lifetime is past what the relay keeps): what
+    waited for it will not go, and says so, rather than waiting on screen and in the
+    store for ever."""
+    key = make_minikey(secrets.randbelow)
+    path = tmp_path / "alice.json"
+
+    async def too_long(peer: Peer) -> None:
+        join = await peer.recv()
+        assert isinstance(join, frames.Join)
+        reason = "This relay keeps rooms for less time."
+        await peer.send(frames.Error(ErrorCode.EXPIRY_TOO_FAR, 0, join.room_id, reason))
+        await peer.ws.wait_closed()
+
+    async def scenario() -> None:
+        async with FakeRelay(too_long) as relay:
+            store = new_store(path, room(key, relay.url))
+            message = new_message(
+                store.device, "alice", Kind.TEXT, b"written before",
+                token_bytes=secrets.token_bytes, now_ms=now_ms(),
+            )  # fmt: skip
+            envelope = seal_envelope(RoomKeys.from_minikey(key), store.device, message,
+                                     secrets.token_bytes(12))  # fmt: skip
+            store.rooms[0].add_outgoing(message.message_id, message.timestamp_ms, envelope)
+            store.save()
+            app = ChatApp(KeyStore.open(path, PASSWORD), "alice")
+            async with on_screen(app) as alice:
+                await alice.until(
+                    lambda: any("(not sent: " in line for line in alice.lines_with("written")),
+                    "the message, not sent",
+                )
+                assert "refused the room" in " ".join(alice.conversation().split())
+                assert "waiting to send" not in alice.status()
+                await alice.until(
+                    lambda: not KeyStore.open(path, PASSWORD).rooms[0].outbox, "saved"
+                )
+
+    run(scenario())
+
+
+def test_a_message_waiting_for_a_room_full_for_now_keeps_waiting(tmp_path: Path) -> None:
+    """A full room has a place again once someone leaves (PROTOCOL.md 10.6): what waits
+    for it keeps waiting, on screen and in the store, and the chat says why once."""
     key = make_minikey(secrets.randbelow)
     path = tmp_path / "alice.json"
 
@@ -1082,14 +1122,13 @@ def test_a_message_waiting_for_a_room_the_relay_refuses_for_good_shows_as_not_se
             app = ChatApp(KeyStore.open(path, PASSWORD), "alice")
             async with on_screen(app) as alice:
                 await alice.until(
-                    lambda: any("(not sent: " in line for line in alice.lines_with("written")),
-                    "the message, not sent",
+                    lambda: "No place for us now" in " ".join(alice.conversation().split()),
+                    "the refusal, said",
                 )
-                assert "refused the room" in " ".join(alice.conversation().split())
-                assert "waiting to send" not in alice.status()
-                await alice.until(
-                    lambda: not KeyStore.open(path, PASSWORD).rooms[0].outbox, "saved"
-                )
+                assert "This room is full. Trying again." in " ".join(alice.conversation().split())
+                assert not any("(not sent: " in line for line in alice.lines_with("written"))
+                assert "waiting to send" in alice.status()
+                assert KeyStore.open(path, PASSWORD).rooms[0].outbox  # kept for the retry
 
     run(scenario())
 

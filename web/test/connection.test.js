@@ -9,6 +9,7 @@ import {
   JoinRefused,
   RelayRefused,
   RoomConnection,
+  RETRY_AFTER_FULL_MS,
   RETRY_AFTER_RATE_LIMIT_MS,
   RoomGone,
   STABLE_AFTER_MS,
@@ -596,11 +597,31 @@ describe("RoomConnection", () => {
   it("rejects a join the relay refuses after the proof", async () => {
     const w = world();
     const alice = w.connect();
+    w.relay.refuseProof = ErrorCode.EXPIRY_TOO_FAR;
+    const joining = online(w, alice);
+    await assert.rejects(joining, (error) => error instanceof JoinRefused && error.code === ErrorCode.EXPIRY_TOO_FAR);
+    assert.equal(alice.of("refused")[0].fatal, true);
+    assert.equal(alice.rooms.size, 0);
+  });
+
+  it("a room full for now: join rejects, the room and its outbox wait, and its JOIN goes again", async () => {
+    const w = world();
+    const alice = w.connect();
     w.relay.refuseProof = ErrorCode.ROOM_FULL;
     const joining = online(w, alice);
     await assert.rejects(joining, (error) => error instanceof JoinRefused && error.code === ErrorCode.ROOM_FULL);
-    assert.equal(alice.of("refused")[0].fatal, true);
-    assert.equal(alice.rooms.size, 0);
+    assert.equal(alice.of("refused")[0].fatal, false);
+    assert.equal(alice.rooms.size, 1);
+    await alice.sendText(roomA.roomId, "sent once there is a place");
+    const again = alice.join(KEY_A); // waits for the next answer
+    w.relay.refuseProof = null; // someone left
+    await w.clock.advance(RETRY_AFTER_FULL_MS - 1);
+    assert.equal(w.relay.sent("Join").length, 1);
+    await w.clock.advance(1);
+    assert.equal(hex((await again).roomId), hex(roomA.roomId));
+    assert.equal(w.relay.sent("Join").length, 2);
+    await w.settle();
+    assert.equal(w.relay.sent("Publish").length, 1);
   });
 
   it("sends JOIN again a second after it was rate limited", async () => {

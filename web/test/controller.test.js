@@ -8,7 +8,7 @@ import { after, describe, it } from "node:test";
 
 import { IDBFactory } from "fake-indexeddb";
 import { fromHex, hex, utf8 } from "../src/protocol/bytes.js";
-import { SUBPROTOCOL } from "../src/protocol/codes.js";
+import { ErrorCode, SUBPROTOCOL } from "../src/protocol/codes.js";
 import { Kind, sealEnvelope } from "../src/protocol/envelope.js";
 import { decodeFrame, encodeFrame } from "../src/protocol/frames.js";
 import { deviceKeyFromSeed, roomKeysFromMinikey } from "../src/protocol/kdf.js";
@@ -237,6 +237,38 @@ describe("App: kept history across a lock", () => {
       ["taken by the relay", "sent"],
       ["still in the outbox", "sending"],
     ]);
+  });
+});
+
+describe("App: a room the relay refuses", () => {
+  const refusal = (id, code, fatal) => ({ roomId: fromHex(id), code, ref: 0, reason: "This room is full.", fatal });
+
+  it("full for now: says so in the relay's words, keeps what waits, and JOINED clears it", async () => {
+    const { app } = await startApp();
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Busy", nickname: "Ann", lifetime: "day" });
+    const id = app.state.current;
+    assert.equal(await app.sendText(id, "waits for a place"), true);
+    const connection = app.connections.get(app.room(id).serverUrl);
+    connection.dispatchEvent(new CustomEvent("refused", { detail: refusal(id, ErrorCode.ROOM_FULL, false) }));
+    assert.equal(
+      app.liveRoom(id).error,
+      "The relay has no place for you now. It says: “This room is full.” Trying again every 15 seconds.",
+    );
+    assert.deepEqual(app.liveRoom(id).messages.map((m) => m.status), ["sending"]);
+    assert.ok(app.room(id), "the room is kept");
+    connection.dispatchEvent(new CustomEvent("joined", { detail: { roomId: fromHex(id), members: 2, expiresAtMs: 0 } }));
+    assert.equal(app.liveRoom(id).error, null);
+  });
+
+  it("for good: says the relay refused the room", async () => {
+    const { app } = await startApp();
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Gone", nickname: "Ann", lifetime: "day" });
+    const id = app.state.current;
+    const connection = app.connections.get(app.room(id).serverUrl);
+    connection.dispatchEvent(new CustomEvent("refused", { detail: refusal(id, ErrorCode.EXPIRY_TOO_FAR, true) }));
+    assert.equal(app.liveRoom(id).error, "The relay refused this room. It says: “This room is full.”");
   });
 });
 

@@ -959,7 +959,7 @@ describe("the outbox's bounds (PROTOCOL.md 10.6)", () => {
 });
 
 describe("refusals", () => {
-  for (const name of ["PROOF_FAILED", "ROOM_FULL", "TOO_MANY_ROOMS", "EXPIRY_TOO_FAR"]) {
+  for (const name of ["PROOF_FAILED", "TOO_MANY_ROOMS", "EXPIRY_TOO_FAR"]) {
     it(`${name} before JOINED forgets the room for good`, async () => {
       const alice = makeSession(1);
       alice.connectionMade();
@@ -982,21 +982,48 @@ describe("refusals", () => {
     });
   }
 
-  it("other refusals keep the room: RELAY_FULL, NO_CHALLENGE, and a fatal code once joined", async () => {
+  for (const name of ["ROOM_FULL", "RELAY_FULL"]) {
+    it(`${name} keeps the room and what waits for it until a JOIN gets in (PROTOCOL.md 10.6)`, async () => {
+      const alice = makeSession(1);
+      alice.connectionMade();
+      alice.join(roomA);
+      const message = await alice.sendText(roomA.roomId, "sent once there is room", NOW);
+      decoded(alice);
+      await alice.receive(errorFrame(ErrorCode[name], roomA.roomId, { reason: "full" }), NOW);
+      assert.deepEqual(alice.events(), [
+        { type: "refused", code: ErrorCode[name], roomId: roomA.roomId, ref: 0, reason: "full", fatal: false },
+      ]);
+      assert.equal(alice.rooms.size, 1);
+      assert.equal(alice.unacknowledged, 1);
+      alice.retryJoin(roomA.roomId);
+      assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
+      alice.retryJoin(roomA.roomId); // its JOIN is unanswered: no second one
+      assert.deepEqual(alice.framesToSend(), []);
+      await alice.receive(frame({ type: "Challenge", roomId: roomA.roomId, challenge: new Uint8Array(32) }), NOW);
+      decoded(alice);
+      await alice.receive(frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 2 }), NOW);
+      const [publish] = decoded(alice);
+      assert.equal(publish.type, "Publish");
+      assert.deepEqual(publish.envelope, alice.outboxOf(roomA.roomId)[0].envelope);
+      assert.equal(hex(alice.outboxOf(roomA.roomId)[0].messageId), hex(message.messageId));
+    });
+  }
+
+  it("other refusals keep the room: NO_CHALLENGE, RATE_LIMITED, unknown ones, and a fatal code once joined", async () => {
     const alice = makeSession(1);
     alice.connectionMade();
     alice.join(roomA);
     decoded(alice);
-    for (const code of [ErrorCode.RELAY_FULL, ErrorCode.NO_CHALLENGE, ErrorCode.RATE_LIMITED, 999]) {
+    for (const code of [ErrorCode.NO_CHALLENGE, ErrorCode.RATE_LIMITED, 999]) {
       await alice.receive(errorFrame(code, roomA.roomId), NOW);
     }
-    assert.deepEqual(alice.events().map((e) => e.fatal), [false, false, false, false]);
+    assert.deepEqual(alice.events().map((e) => e.fatal), [false, false, false]);
     alice.retryJoin(roomA.roomId);
     assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
     await alice.receive(frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 1 }), NOW);
     alice.retryJoin(roomA.roomId); // joined: nothing to retry
     assert.deepEqual(alice.framesToSend(), []);
-    await alice.receive(errorFrame(ErrorCode.ROOM_FULL, roomA.roomId), NOW);
+    await alice.receive(errorFrame(ErrorCode.PROOF_FAILED, roomA.roomId), NOW);
     assert.equal(alice.events().filter((e) => e.type === "refused")[0].fatal, false);
     assert.equal(alice.rooms.size, 1);
   });

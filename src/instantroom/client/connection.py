@@ -76,8 +76,11 @@ QUEUE_LIMIT = 10_000
 QUEUE_BYTES = 16 * 1024 * 1024
 # JOIN or PUBLISH refused with RATE_LIMITED: send it again after this many seconds.
 RETRY_AFTER_RATE_LIMIT = 1.0
-# JOIN refused with RELAY_FULL ("try later"): a full relay does not empty in a second.
-RETRY_AFTER_RELAY_FULL = 15.0
+# JOIN refused with RELAY_FULL or ROOM_FULL ("try later"): a place does not come free in
+# a second.
+RETRY_AFTER_FULL = 15.0
+# Refusals of a JOIN that the client tries again later, keeping the room and its outbox.
+_TRY_LATER = frozenset({ErrorCode.RELAY_FULL, ErrorCode.ROOM_FULL})
 # How often rooms whose time is over are looked for.
 EXPIRY_CHECK = 1.0
 # A connection up this long after its first JOINED shows that the relay works: the next
@@ -106,7 +109,9 @@ class MessageNotSent(RoomGone):
 
 
 class JoinRefused(Exception):
-    """The relay would not let us into the room."""
+    """The relay would not let us into the room. For ``RELAY_FULL`` and ``ROOM_FULL``
+    (``code``) only for now: the client keeps the room and what waits for it, and tries
+    again every ``retry_after_full`` seconds; ``join`` again waits for the next answer."""
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
@@ -263,7 +268,7 @@ class RoomClient:
         ssl_context: ssl.SSLContext | None = None,
         reconnect_delays: Callable[[], Generator[float]] = default_delays,
         retry_after_rate_limit: float = RETRY_AFTER_RATE_LIMIT,
-        retry_after_relay_full: float = RETRY_AFTER_RELAY_FULL,
+        retry_after_full: float = RETRY_AFTER_FULL,
         stable_after: float = STABLE_AFTER,
     ) -> None:
         self._connect_url = websocket_url(server)  # with credentials, if any
@@ -281,7 +286,7 @@ class RoomClient:
         self._backoff: Generator[float] | None = None
         self._last_delay = 0.0
         self._retry_after_rate_limit = retry_after_rate_limit
-        self._retry_after_relay_full = retry_after_relay_full
+        self._retry_after_full = retry_after_full
         self._stable_after = stable_after
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -361,12 +366,13 @@ class RoomClient:
         outbox: Iterable[tuple[bytes, int, bytes]] = (),
         floor_ms: int = 0,
     ) -> Joined:
-        """Join ``room`` and wait for the relay to let us in. A room whose expiry has
-        passed is not joined (PROTOCOL.md 9): ``RoomGone`` at once. ``known`` are the
-        (message id, time) of messages this client has already (kept or deleted): the
-        room's replay filter drops them if a relay sends them again (PROTOCOL.md 7), and
-        ``floor_ms`` is the time up to which it no longer knows which it had: the filter
-        refuses everything stamped at or below it.
+        """Join ``room`` and wait for the relay to let us in; ``JoinRefused`` if it
+        refuses (for a full room or relay, the client keeps trying: see ``JoinRefused``).
+        A room whose expiry has passed is not joined (PROTOCOL.md 9): ``RoomGone`` at once.
+        ``known`` are the (message id, time) of messages this client has already (kept or
+        deleted): the room's replay filter drops them if a relay sends them again
+        (PROTOCOL.md 7), and ``floor_ms`` is the time up to which it no longer knows which
+        it had: the filter refuses everything stamped at or below it.
         ``outbox`` are the (id, time, envelope) of our messages the relay had not taken
         before a restart (``ClientSession.outbox_of``): each is sent again as it is, and
         an ``Accepted`` or ``NotSent`` event follows for it (PROTOCOL.md 10.6); one that
@@ -678,11 +684,15 @@ class RoomClient:
                     if not ref:
                         retry = functools.partial(self.session.retry_join, room_id)
                         self._later(self._retry_after_rate_limit, retry)
-                case Refused(code=ErrorCode.RELAY_FULL, room_id=room_id) if (
-                    room_id in self.session.rooms
+                case Refused(code=code, ref=0, room_id=room_id, reason=reason) if (
+                    code in _TRY_LATER and room_id in self.session.rooms
                 ):
+                    # Whoever waits on join() hears of it now; the room waits for a place.
+                    waiting = self._joined.get(room_id)
+                    if waiting is not None and not waiting.done():
+                        waiting.set_exception(JoinRefused(code, printable(reason)))
                     retry = functools.partial(self.session.retry_join, room_id)
-                    self._later(self._retry_after_relay_full, retry)
+                    self._later(self._retry_after_full, retry)
                 case Refused(code=code, room_id=room_id, reason=reason):
                     if room_id not in self.session.rooms:  # the session gave the room up
                         said = printable(reason)  # the relay's words, without its escapes

@@ -38,8 +38,9 @@ one for a challenge it relayed from another relay could join the room there.
 
 Timers are the caller's: after RATE_LIMITED it calls ``retry_join`` or (once for all the
 refused PUBLISHes, while ``waiting_to_resend``) ``resend_unacknowledged`` a little later,
-after RELAY_FULL ``retry_join`` much later, and ``release`` when the wait for members is
-over. Those belong to one connection: the caller drops them in ``connection_lost``, as
+after RELAY_FULL or ROOM_FULL ``retry_join`` much later (the room and its outbox wait
+meanwhile: a place may come free), and ``release`` when the wait for members is over.
+Those belong to one connection: the caller drops them in ``connection_lost``, as
 ``connection_made`` joins every room anyway. ``retry_join`` does nothing while a JOIN for
 the room is unanswered, so a late timer cannot send a second JOIN, which would replace the
 relay's challenge under the first PROOF.
@@ -168,11 +169,12 @@ Event = (
     | Refused | RoomExpired | PongReceived
 )  # fmt: skip
 
-# Refusals of a JOIN after which the session stops trying the room.
+# Refusals of a JOIN after which the session stops trying the room. Not ROOM_FULL or
+# RELAY_FULL: a place comes free when a member leaves or a room expires, so the room and
+# what waits for it stay, and the caller tries again later (PROTOCOL.md 10.6).
 _FATAL_FOR_ROOM = {
     ErrorCode.PROOF_FAILED,
     ErrorCode.ROOM_EXPIRED,
-    ErrorCode.ROOM_FULL,
     ErrorCode.TOO_MANY_ROOMS,
     ErrorCode.EXPIRY_TOO_FAR,
 }
@@ -455,8 +457,8 @@ class ClientSession:
                 )
 
     def retry_join(self, room_id: bytes) -> None:
-        """Send JOIN again for a room not joined yet (the relay said: rate limited, or
-        relay full). Does nothing while a JOIN for the room is unanswered (a second JOIN
+        """Send JOIN again for a room not joined yet (the relay said: rate limited, relay
+        full or room full). Does nothing while a JOIN for the room is unanswered (a second JOIN
         would replace the challenge under the first one's PROOF) or waits for held LEAVEs."""
         state = self.rooms.get(room_id)
         if (

@@ -447,9 +447,16 @@ class ChatApp(App[None]):
                     self._store.forget(view.stored)
                     self._save()
                     await self._remove_view(view, "has expired")
-            case Refused(code=code, room_id=room_id, reason=reason):
+            case Refused(code=code, ref=ref, room_id=room_id, reason=reason):
                 view = self._views.get(room_id)
-                if code != ErrorCode.RATE_LIMITED and view is not None:
+                if code == ErrorCode.RATE_LIMITED or view is None:
+                    pass
+                elif not ref and code in (ErrorCode.ROOM_FULL, ErrorCode.RELAY_FULL):
+                    # The client asks again every 15 s: said once, not once a try.
+                    said = f"No place for us now: {printable(reason)} Trying again."
+                    if not view.lines or view.lines[-1].text != said:
+                        self._add_line(view, Line("notice", said))
+                else:
                     self._add_line(view, Line("error", f"The relay refused: {printable(reason)}"))
             case _:
                 pass

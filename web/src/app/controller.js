@@ -2,8 +2,9 @@
 // connection per server, rooms, messages, the idle lock. Screens read `app.state` and call
 // its methods; every change calls the listeners, which redraw.
 
-import { RoomConnection } from "../client/connection.js";
+import { JoinRefused, RETRY_AFTER_FULL_MS, RoomConnection } from "../client/connection.js";
 import { fromHex, hex, utf8, utf8Strict } from "../protocol/bytes.js";
+import { ErrorCode } from "../protocol/codes.js";
 import { Kind, MAX_NAME_BYTES, openEnvelope } from "../protocol/envelope.js";
 import { fingerprint, roomKeysFromMinikey } from "../protocol/kdf.js";
 import { makeMinikey } from "../protocol/minikey.js";
@@ -499,7 +500,8 @@ export class App {
     const connection = this.connectionFor(room.serverUrl);
     this.liveRoom(room.roomId);
     connection.join(room.key, { expiresAtMs: room.expiresAtMs, name: room.nickname }).catch((error) => {
-      this._roomRefused(room.roomId, error);
+      // A refusal is said by its "refused" event (_onRefused), in the relay's words.
+      if (!(error instanceof JoinRefused)) this._roomRefused(room.roomId, error);
     });
     this._seedReplayFilter(connection, room);
     this._restoreOutbox(connection, room).catch((error) => this.set({ error: `Could not send again: ${error.message}` }));
@@ -909,10 +911,17 @@ export class App {
     }
   }
 
-  _onRefused({ roomId, reason, fatal }) {
-    if (!roomId || !fatal) return;
+  _onRefused({ roomId, code, ref, reason, fatal }) {
+    if (!roomId) return;
     // The reason is the relay's own text: shown as such, escaped like any untrusted text.
-    this._roomRefused(hex(roomId), new Error(reason ? `The relay refused this room. It says: “${reason}”` : "The relay refused this room."));
+    const says = reason ? ` It says: “${reason}”` : "";
+    if (fatal) {
+      this._roomRefused(hex(roomId), new Error(`The relay refused this room.${says}`));
+    } else if (!ref && (code === ErrorCode.ROOM_FULL || code === ErrorCode.RELAY_FULL)) {
+      // The room and what waits for it stay; the JOIN goes again, and JOINED clears this.
+      const every = Math.round(RETRY_AFTER_FULL_MS / 1000);
+      this._roomRefused(hex(roomId), new Error(`The relay has no place for you now.${says} Trying again every ${every} seconds.`));
+    }
   }
 
   async _onExpired(id) {

@@ -19,8 +19,8 @@ import { ClientSession, roomHex } from "../protocol/session.js";
 /** How long the outbox waits, after a reconnect, for the room's members to come back. */
 export const REJOIN_GRACE_MS = 3000;
 export const RETRY_AFTER_RATE_LIMIT_MS = 1000;
-/** RELAY_FULL says "try later"; a full relay does not empty in a second. */
-export const RETRY_AFTER_RELAY_FULL_MS = 15_000;
+/** RELAY_FULL and ROOM_FULL say "try later"; a place does not come free in a second. */
+export const RETRY_AFTER_FULL_MS = 15_000;
 export const EXPIRY_CHECK_MS = 1000;
 /**
  * A connection that stays up this long after a JOINED restarts the backoff. Not at once:
@@ -239,6 +239,9 @@ export class RoomConnection extends EventTarget {
    * Join a room and resolve once the relay let us in, with {roomId, expiresAtMs, members}.
    * Rejects with JoinRefused when the relay will not let us in, RoomGone when the room
    * expires or is left first, RelayRefused when the relay refused this client for good.
+   * For a full room or relay (JoinRefused's code ROOM_FULL or RELAY_FULL) the room and
+   * what waits for it stay, its JOIN goes again every RETRY_AFTER_FULL_MS, and join()
+   * again waits for the next answer.
    * @param {string | object} minikeyOrRoomKeys a room key as typed, or kdf.js room keys
    * @param {{expiresAtMs?: number, name?: string}} [options]
    */
@@ -591,8 +594,12 @@ export class RoomConnection extends EventTarget {
           } else if (detail.fatal) {
             // The session gave the room up.
             this._roomGone(key, new JoinRefused(detail.code, detail.reason));
-          } else if (detail.code === ErrorCode.RELAY_FULL) {
-            this._later(RETRY_AFTER_RELAY_FULL_MS, () => this.session.retryJoin(detail.roomId));
+          } else if (!detail.ref && (detail.code === ErrorCode.RELAY_FULL || detail.code === ErrorCode.ROOM_FULL)) {
+            // Whoever waits on join() hears of it now; the room and its outbox wait for a place.
+            const waiting = this._joining.get(key);
+            this._joining.delete(key);
+            waiting?.reject(new JoinRefused(detail.code, detail.reason));
+            this._later(RETRY_AFTER_FULL_MS, () => this.session.retryJoin(detail.roomId));
           }
           break;
         case "expired":

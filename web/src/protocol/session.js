@@ -103,11 +103,14 @@ export const NOT_SENT_REFUSED = "The relay refused the room: the message was not
  */
 export const MAX_NAMES_PER_ROOM = 1000;
 
-/** Refusals of a JOIN after which the session stops trying the room. */
+/**
+ * Refusals of a JOIN after which the session stops trying the room. Not ROOM_FULL or
+ * RELAY_FULL: a place comes free when a member leaves or a room expires, so the room and
+ * what waits for it stay, and the caller tries again later (PROTOCOL.md 10.6).
+ */
 export const FATAL_FOR_ROOM = new Set([
   ErrorCode.PROOF_FAILED,
   ErrorCode.ROOM_EXPIRED,
-  ErrorCode.ROOM_FULL,
   ErrorCode.TOO_MANY_ROOMS,
   ErrorCode.EXPIRY_TOO_FAR,
 ]);
@@ -456,7 +459,10 @@ export class ClientSession {
     this._outbox = kept;
   }
 
-  /** Send JOIN again for a room not joined yet (the relay said: rate limited). */
+  /**
+   * Send JOIN again for a room not joined yet (the relay said: rate limited, relay full or
+   * room full; the caller's timer calls it a little or much later).
+   */
   retryJoin(roomId) {
     const key = roomHex(roomId);
     const state = this.rooms.get(key);
