@@ -234,6 +234,35 @@ def test_a_known_name_with_a_new_key_is_flagged(room: RoomKeys) -> None:
     assert first.fingerprint != second.fingerprint
 
 
+def test_every_message_under_our_own_name_from_another_key_is_flagged(room: RoomKeys) -> None:
+    """PROTOCOL.md 4.3: no message of ours comes back to us, so without our own name known
+    with our key, Mallory's first "alice" would go unflagged, and the rest would follow."""
+    alice, mallory = make_session(1, "alice"), make_session(3, "Alice ")
+    also_alice = make_session(1, "alice")  # the same device: another process of ours
+    nameless, stranger = make_session(4, ""), make_session(5, "")
+    for session in (alice, mallory, also_alice, nameless, stranger):
+        session.connection_made()
+        join_fully(session, room)
+    for text in ("it is me", "still me"):
+        mallory.send_text(room.room_id, text, NOW)
+    also_alice.send_text(room.room_id, "me, from another window", NOW)
+    for publish in mallory.frames_to_send() + also_alice.frames_to_send():
+        alice.receive(relay_deliver(publish), NOW)
+    events = alice.events()
+    assert all(isinstance(e, MessageReceived) for e in events)
+    assert [e.key_changed for e in events if isinstance(e, MessageReceived)] == [
+        True,
+        True,
+        False,
+    ]
+    # No name is no name of ours: a stranger without one is not flagged for it.
+    stranger.send_text(room.room_id, "hello", NOW)
+    nameless.receive(relay_deliver(stranger.frames_to_send()[0]), NOW)
+    (event,) = nameless.events()
+    assert isinstance(event, MessageReceived)
+    assert not event.key_changed
+
+
 def test_a_delivery_from_another_room_is_rejected_not_shown(room: RoomKeys) -> None:
     other = RoomKeys.from_minikey(KEY_B)
     alice, bob = make_session(1, "alice"), make_session(2, "bob")

@@ -531,6 +531,27 @@ describe("receiving", () => {
     assert.notEqual(events[0].fingerprint, events[1].fingerprint);
   });
 
+  it("flags every message under our own name from another key (PROTOCOL.md 4.3)", async () => {
+    const alice = await connectedAndJoined(1, roomA, { name: "alice" });
+    const mallory = await connectedAndJoined(3, roomA, { name: "Alice " });
+    const alsoAlice = await connectedAndJoined(1, roomA, { name: "alice" }); // the same device, another tab
+    const publishes = [];
+    for (const [session, text] of [[mallory, "it is me"], [mallory, "still me"], [alsoAlice, "me, in another tab"]]) {
+      await session.sendText(roomA.roomId, text, NOW);
+      publishes.push(...decoded(session));
+    }
+    for (const publish of publishes) await alice.receive(deliverFrom(publish), NOW + 2);
+    assert.deepEqual(alice.events().map((e) => e.keyChanged), [true, true, false]);
+  });
+
+  it("no name is no name of ours: a stranger without one is not flagged for it", async () => {
+    const nameless = await connectedAndJoined(1, roomA);
+    const stranger = await connectedAndJoined(2, roomA);
+    await stranger.sendText(roomA.roomId, "hello", NOW);
+    await nameless.receive(deliverFrom(decoded(stranger)[0]), NOW + 2);
+    assert.deepEqual(nameless.events().map((e) => e.keyChanged), [false]);
+  });
+
   it("a name is tracked per room", async () => {
     const alice = await connectedAndJoined(1, roomA, { name: "sam" });
     const mallory = await connectedAndJoined(3, roomB, { name: "sam" });

@@ -627,11 +627,17 @@ class ClientSession:
             return
         # Names that look alike are one name here (PROTOCOL.md 4.4); shown as sent.
         name = canonical_name(message.sender_name)
-        known = state.names.pop(name, None)
-        key_changed = known is not None and known != message.sender_key
-        state.names[name] = message.sender_key  # now the most recently seen
-        if len(state.names) > MAX_NAMES_PER_ROOM:
-            del state.names[next(iter(state.names))]  # the least recently seen
+        own_name = canonical_name(self.name)
+        if own_name and name == own_name:
+            # Our own name is known with our own key, always (PROTOCOL.md 4.3): each
+            # message under it from another device is flagged, not just the first.
+            key_changed = message.sender_key != self.device.public_key
+        else:
+            known = state.names.pop(name, None)
+            key_changed = known is not None and known != message.sender_key
+            state.names[name] = message.sender_key  # now the most recently seen
+            if len(state.names) > MAX_NAMES_PER_ROOM:
+                del state.names[next(iter(state.names))]  # the least recently seen
         self._events.append(
             MessageReceived(room_id, message, fingerprint(message.sender_key), key_changed)
         )

@@ -714,11 +714,19 @@ export class ClientSession {
     const senderKey = hex(message.senderKey);
     // Names that look alike are one name here (PROTOCOL.md 4.4); shown as sent.
     const name = canonicalName(message.senderName);
-    const known = state.names.get(name);
-    const keyChanged = known !== undefined && known !== senderKey;
-    state.names.delete(name);
-    state.names.set(name, senderKey); // now the most recently seen
-    if (state.names.size > MAX_NAMES_PER_ROOM) state.names.delete(state.names.keys().next().value);
+    const ownName = canonicalName(state.name);
+    let keyChanged;
+    if (ownName && name === ownName) {
+      // Our own name is known with our own key, always (PROTOCOL.md 4.3): each message
+      // under it from another device is flagged, not just the first.
+      keyChanged = senderKey !== hex(this.device.publicKey);
+    } else {
+      const known = state.names.get(name);
+      keyChanged = known !== undefined && known !== senderKey;
+      state.names.delete(name);
+      state.names.set(name, senderKey); // now the most recently seen
+      if (state.names.size > MAX_NAMES_PER_ROOM) state.names.delete(state.names.keys().next().value);
+    }
     this._events.push({
       type: "message",
       roomId: state.keys.roomId,
