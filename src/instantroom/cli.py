@@ -100,7 +100,9 @@ def _target(args: argparse.Namespace) -> _Target:
         server = args.server or stored.server
         return _Target(keys, server, store.device, stored.expires_at_ms, (store, stored))
     linked_server, key = parse_invite(rooms_cli.key_text(args.key, "--room, --key"))
-    server = args.server or linked_server or rooms_cli.DEFAULT_SERVER
+    # INSTANTROOM_SERVER only where neither --server nor the link says: a setting for
+    # bare keys must not send a stored room's or a link's messages elsewhere.
+    server = args.server or linked_server or rooms_cli.default_server()
     device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
     return _Target(RoomKeys.from_minikey(key), server, device, 0)
 
@@ -322,7 +324,6 @@ def _run_async(
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server",
-        default=os.environ.get("INSTANTROOM_SERVER"),
         help="the relay's URL, http(s):// or ws(s):// [env INSTANTROOM_SERVER; default: the "
         "invite link's or the stored room's relay, else http://127.0.0.1:8080]",
     )

@@ -401,6 +401,23 @@ def test_joining_a_room_the_relay_refuses_says_so_and_fails(
     assert KeyStore.open(store, PASSWORD).rooms == []
 
 
+def test_instantroom_server_does_not_move_a_stored_room_or_a_link_elsewhere(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    """INSTANTROOM_SERVER is for bare keys: the stored room's relay, and the link's, win."""
+    store = tmp_path / "store.json"
+    cli(store, "new", "--label", "team", "--server", relay.url)
+    (room,) = KeyStore.open(store, PASSWORD).rooms
+    elsewhere = {"INSTANTROOM_SERVER": NOWHERE}
+    cli(store, "send", "--room", "team", "--timeout", "10", "by the stored relay", env=elsewhere)
+    link = format_invite(relay.url, room.key)
+    cli(store, "send", "--key", link, "--timeout", "10", "by the link's relay", env=elsewhere)
+    # A bare key does take it: there, nothing answers.
+    bare = cli(store, "send", "--key", room.key, "--timeout", "3", "lost", env=elsewhere,
+               check=False)  # fmt: skip
+    assert bare.returncode == 1
+
+
 def test_joining_a_room_full_for_now_stores_it_and_says_so(tmp_path: Path) -> None:
     """A full room has a place again once someone leaves: join keeps the key (the chat
     keeps trying), says the relay has no place now, and rooms shows the room as full."""
