@@ -31,7 +31,10 @@ _IN_NAMES = regex.compile(
             r"(?<!\p{Extended_Pictographic}[\ufe0f\U0001f3fb-\U0001f3ff]?)\u200d",
             r"\u200d(?!\p{Extended_Pictographic})",
             r"(?<!\p{Extended_Pictographic})[\ufe00-\ufe0f]",
-            r"[\U000e0100-\U000e01ef]",
+            # The blank braille pattern: a symbol, not a space, so not one in a name's
+            # canonical form, yet nothing shows ("alice" and "alice" + it look alike).
+            # Braille art in messages needs it; names do not.
+            r"[\U000e0100-\U000e01ef\u2800]",
             rf"(?![\u200d\ufe00-\ufe0f]){_INVISIBLE}",
         ]
     )

@@ -21,6 +21,7 @@ ENGLAND = "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007
         ("a\u3164b", "a<U+3164>b"),
         ("ok\U000e0068\U000e0069", "ok<U+E0068><U+E0069>"),
         ("a\u200cb", "a<U+200C>b"),  # joiners stay only in messages
+        ("Bob\u2800", "Bob<U+2800>"),  # the blank braille pattern draws nothing
         (ENGLAND, "\U0001f3f4" + "".join(f"<U+{ord(c):04X}>" for c in ENGLAND[1:])),
         # What emoji need stays; direction overrides and controls are U+FFFD, as before.
         ("\U0001f469\u200d\U0001f4bb", "\U0001f469\u200d\U0001f4bb"),
@@ -48,6 +49,7 @@ def test_a_name_shows_every_invisible_character(text: str, shown: str) -> None:
         ("\u2764\ufe0f\ufe0f", "\u2764\ufe0f<U+FE0F>"),
         (f"go {ENGLAND}!", f"go {ENGLAND}!"),
         ("line one\nline two\tend", "line one\nline two    end"),
+        ("\u28ff\u2800\u28ff", "\u28ff\u2800\u28ff"),  # braille art needs its blank
         # Nor in turns: a joiner and a selector, again and again, hide bytes as a run does.
         ("hi\u200c\U000e0173\u200c\U000e0165!", "hi\u200c<U+E0173><U+200C><U+E0165>!"),
         ("ok\u200d\ufe0f\u200d\ufe0f", "ok\u200d<U+FE0F><U+200D><U+FE0F>"),

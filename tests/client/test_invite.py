@@ -33,6 +33,15 @@ def test_a_link_gives_back_its_relay_and_key_and_a_bare_key_has_no_relay() -> No
     assert parse_invite(f"https://chat.example.org/#{grouped}")[1] == KEY
 
 
+def test_a_link_to_the_web_clients_index_html_gives_the_relays_folder() -> None:
+    assert parse_invite(f"https://chat.example.org/index.html#{KEY}")[0] == (
+        "https://chat.example.org/"
+    )
+    assert parse_invite(f"https://example.org/chat/index.html#{KEY}")[0] == (
+        "https://example.org/chat/"
+    )
+
+
 def test_a_mistyped_key_in_a_link_says_it_is_a_typo() -> None:
     with pytest.raises(ChecksumMismatch, match="typo"):
         parse_invite(f"https://chat.example.org/#{TYPO}")

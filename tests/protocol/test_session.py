@@ -263,6 +263,18 @@ def test_every_message_under_our_own_name_from_another_key_is_flagged(room: Room
     assert not event.key_changed
 
 
+def test_a_text_that_is_not_utf8_is_refused_without_quoting_it(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    with pytest.raises(UsageError, match="encodable as UTF-8") as refused:
+        alice.send_text(room.room_id, "secret \udcff", NOW)
+    assert "secret" not in str(refused.value)
+    assert refused.value.__suppress_context__  # no traceback quoting it either
+    assert alice.frames_to_send() == []
+    assert alice.unacknowledged == 0
+
+
 def test_a_delivery_from_another_room_is_rejected_not_shown(room: RoomKeys) -> None:
     other = RoomKeys.from_minikey(KEY_B)
     alice, bob = make_session(1, "alice"), make_session(2, "bob")

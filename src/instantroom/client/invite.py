@@ -73,4 +73,7 @@ def parse_invite(text: str) -> tuple[str | None, str]:
         raise UsageError(problem)
     if "@" in parts.netloc:
         raise UsageError("An invite link's relay address carries no user name or password.")
-    return urlunsplit((parts.scheme.lower(), parts.netloc, parts.path, "", "")), key
+    path = parts.path
+    if path.endswith("/index.html"):  # the relay serves the web client there too
+        path = path.removesuffix("index.html")
+    return urlunsplit((parts.scheme.lower(), parts.netloc, path, "", "")), key

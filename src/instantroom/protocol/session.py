@@ -396,7 +396,11 @@ class ClientSession:
         ]
 
     def send_text(self, room_id: bytes, text: str, now_ms: int) -> Message:
-        return self.send(room_id, Kind.TEXT, text.encode("utf-8"), now_ms)
+        try:
+            body = text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates; the error would quote the text
+            raise UsageError("A message must be encodable as UTF-8.") from None
+        return self.send(room_id, Kind.TEXT, body, now_ms)
 
     def ping(self, token: int) -> None:
         self._frames.append(frames.encode_frame(frames.Ping(token)))
