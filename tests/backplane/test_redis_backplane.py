@@ -24,7 +24,7 @@ from instantroom.protocol import frames
 from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.relay import hub_redis
-from instantroom.relay.hub import HubUnavailable, RemoteDelivery
+from instantroom.relay.hub import HubUnavailable, MembersChanged, RemoteDelivery
 from instantroom.testing import (
     RawClient,
     RelayProcess,
@@ -458,11 +458,13 @@ def test_counts_of_rooms_closed_without_a_last_count_are_taken_back_soon(
 
 @contextlib.asynccontextmanager
 async def started_hub(
-    url: str, deliver: RemoteDelivery = lambda room_id, wire: None
+    url: str,
+    deliver: RemoteDelivery = lambda room_id, wire: None,
+    members_changed: MembersChanged = lambda room_id: None,
 ) -> AsyncIterator[hub_redis.RedisHub]:
     """A Redis hub in this process, healthy (it answers) before the block."""
     hub = hub_redis.RedisHub(url)
-    await hub.start(deliver, lambda room_id: None)
+    await hub.start(deliver, members_changed)
     try:
         async with asyncio.timeout(10):
             while not hub.healthy:  # noqa: ASYNC110 - a flag the hub sets, polled
@@ -625,3 +627,162 @@ def test_a_relay_with_many_rooms_gets_back_onto_redis(
             await hub.close()
 
     run(scenario(), 30)
+
+
+def test_members_who_came_while_redis_was_away_count_once_it_is_back(
+    redis_server: RedisServer,
+) -> None:
+    """Counts that changed while Redis was away are the ones written when it returns:
+    the relays counted the members from before the outage, until the next change."""
+    with relays(2, redis_server.url) as (one, two):
+
+        async def scenario() -> None:
+            room = fresh_room()
+            async with clients([one.url, two.url]) as (left, right):
+                for member in (left, right):
+                    await member.join(room)
+                assert await settle_presence([left, right], room, 2) == [2, 2]
+                redis_server.stop()
+                for relay in (one, two):
+                    await asyncio.to_thread(relay.wait_for_log, "event=backplane.down")
+                async with clients([two.url, two.url]) as newcomers:
+                    for member in newcomers:
+                        await member.join(room)
+                    redis_server.start()
+                    everyone = [left, right, *newcomers]
+                    assert await settle_presence(everyone, room, 4) == [4, 4, 4, 4]
+
+        run(scenario(), timeout=60)
+
+
+def test_a_room_only_counted_while_redis_was_away_leaves_nothing_to_take_back() -> None:
+    """Its count was never written: remembering to withdraw it would grow with every room
+    opened and closed during a long outage."""
+    room_id = fresh_room().room_id
+
+    async def scenario() -> None:
+        hub = hub_redis.RedisHub(f"redis://127.0.0.1:{free_port()}/0")
+        await hub.start(lambda room_id, wire: None, lambda room_id: None)
+        try:
+            hub.room_opened(room_id)
+            with pytest.raises(HubUnavailable):
+                await hub.set_members(room_id, 1)
+            hub.room_closed(room_id)
+            assert not hub._unwithdrawn
+            assert not hub._local_members
+        finally:
+            await hub.close()
+
+    run(scenario())
+
+
+def test_counts_of_a_relay_that_died_leave_the_other_relays_counts(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relay killed (no goodbye) stops refreshing its counts: once they are stale, the
+    relays still in its rooms take them out and recount. Nothing else would announce the
+    change, and their members saw the dead relay's members for as long as the room lived."""
+    monkeypatch.setattr(hub_redis, "PRESENCE_TTL_MS", 600)
+    monkeypatch.setattr(hub_redis, "REFRESH_EVERY", 0.2)
+    room_id = fresh_room().room_id
+
+    async def scenario() -> None:
+        recounts: asyncio.Queue[bytes] = asyncio.Queue()
+        async with (
+            started_hub(redis_server.url, members_changed=recounts.put_nowait) as staying,
+            started_hub(redis_server.url) as dying,
+        ):
+            for hub in (staying, dying):
+                hub.room_opened(room_id)
+                await hub.subscribed(room_id)
+            assert await staying.set_members(room_id, 1) == 1
+            assert await dying.set_members(room_id, 1) == 2
+            async with asyncio.timeout(5):
+                assert await recounts.get() == room_id  # the dying relay's count came
+            # Killed: its tasks stop and its connections close, with no count taken back.
+            for task in dying._tasks:
+                task.cancel()
+            await asyncio.wait(dying._tasks)
+            dying._tasks, dying._local_members = [], {}
+            async with asyncio.timeout(10):
+                assert await recounts.get() == room_id
+            assert await staying.members(room_id) == 1
+            # Taken out of Redis too: the next refresh does not announce it again.
+            assert redis_server.client().hkeys(b"ir:p:" + room_id) == [staying.relay_id]
+
+    run(scenario())
+
+
+def test_garbled_counts_in_redis_neither_hang_a_join_nor_fail_the_relay(
+    redis_server: RedisServer,
+) -> None:
+    """A count that no frame can carry (negative, or past u32) made the JOINED fail to
+    encode: the joiner waited for it in vain, and the relay logged a failed task."""
+    with relays(1, redis_server.url) as (one,):
+
+        async def scenario() -> None:
+            store = redis_server.client()
+            now = int(time.time() * 1000)
+            negative, huge = fresh_room(), fresh_room()
+            store.hset(b"ir:p:" + negative.room_id, b"x" * 16, f"-5:{now}")
+            store.hset(b"ir:p:" + huge.room_id, b"x" * 16, f"{2**40}:{now}")
+            async with raw_client(one.ws_url) as client:
+                assert (await client.join(negative)).members == 1
+                assert (await client.join(huge)).members == 2**32 - 1
+
+        run(scenario())
+
+
+def test_a_redis_that_comes_back_at_once_empty_is_given_the_counts_again(
+    redis_server: RedisServer,
+) -> None:
+    """Redis restarted faster than the relays noticed (here: emptied, and every
+    connection dropped). redis-py made the listener's connection again by itself, so the
+    hub never wrote its counts again nor had its rooms recount: each relay counted only
+    its own members."""
+    with relays(2, redis_server.url) as (one, two):
+
+        async def scenario() -> None:
+            room = fresh_room()
+            async with clients([one.url, two.url]) as (left, right):
+                for member in (left, right):
+                    await member.join(room)
+                assert await settle_presence([left, right], room, 2) == [2, 2]
+                store = redis_server.client()
+                store.flushall()
+                store.client_kill_filter(_type="pubsub")
+                store.client_kill_filter(_type="normal", skipme=True)
+                async with clients([one.url]) as (newcomer,):
+                    await newcomer.join(room)
+                    everyone = [left, right, newcomer]
+                    assert await settle_presence(everyone, room, 3) == [3, 3, 3]
+
+        run(scenario())
+
+
+def test_a_redis_that_refuses_writes_still_carries_frames(redis_server: RedisServer) -> None:
+    """Redis out of memory (or a read-only replica) answers every write with an error. The
+    relays connecting to it again must stay connected: they took the refused counts for
+    a lost Redis, and connected again and again, up and down, dropping the frames."""
+    with relays(2, redis_server.url) as (one, two):
+
+        async def scenario() -> None:
+            room = fresh_room()
+            async with talking_across(one, two, room) as (left1, _, right):
+                store = redis_server.client()
+                store.config_set("maxmemory-policy", "noeviction")
+                store.config_set("maxmemory", "1")  # every write refused: OOM
+                store.client_kill_filter(_type="pubsub")
+                for relay in (one, two):
+                    await logged_twice(relay, "event=backplane.up")
+                await left1.send_text(room.room_id, "still here")
+                assert await next_text(right) == "still here"
+                for relay in (one, two):
+                    events = [
+                        line.rsplit("=", 1)[-1]
+                        for line in relay.log_text().splitlines()
+                        if "event=backplane." in line
+                    ]
+                    assert events == ["backplane.up", "backplane.down", "backplane.up"], events
+
+        run(scenario())

@@ -13,6 +13,9 @@ Room facts that relays must agree on live in keys that expire with the room:
     ir:x:<room id>   the room's expiry in ms (SET NX; expires ``keep`` after the room)
     ir:p:<room id>   hash: relay id -> "members:stamp ms" (expires unless refreshed)
 
+A relay's count that is no longer refreshed (the relay was killed) stops counting, and
+the relays still in the room take it out and recount.
+
 No message, key or plaintext is ever written. When Redis is lost the hub says so
 (``healthy`` is False), drops cross-relay traffic, and reconnects with backoff; the relay
 keeps serving its own members throughout. Redis is lost when it refuses us, and also when
@@ -32,9 +35,9 @@ from typing import Any, TypeVar
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .hub import HubUnavailable, MembersChanged, RemoteDelivery
@@ -64,6 +67,13 @@ SUBSCRIBE_DEADLINE = 1.0
 BULK_DEADLINE = 5.0
 PING_TOKEN = b"ir-live"
 COUNTS_AT_ONCE = 32  # member counts read at once (redis-py's pool holds 100 connections)
+MOST_MEMBERS = 0xFFFF_FFFF  # a count the frames can carry (u32)
+# Deletes a relay's count only if it is still the stale value we read: a relay that was
+# slow, not gone, may have written a fresh one meanwhile.
+_DROP_IF_UNCHANGED = (
+    "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then "
+    "return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0"
+)
 
 
 def _channel(room_id: bytes) -> bytes:
@@ -100,8 +110,18 @@ class RedisHub:
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
+        # The listener's connection never retries: redis-py would connect again by itself
+        # and subscribe again, and the hub would not learn that Redis went away, and must
+        # have our counts written again (a restarted Redis holds none) and its rooms told.
+        self._listener = redis.Redis.from_url(
+            url, socket_timeout=2.0, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 0)
+        )
         self._rooms: set[bytes] = set()
+        # This relay's member count per room, kept while Redis is away too: it is what we
+        # write when Redis answers again.
         self._local_members: dict[bytes, int] = {}
+        # Rooms whose count we may have written to Redis and not taken back since.
+        self._stored: set[bytes] = set()
         # Rooms closed here whose count we wrote and have not taken back: at a shutdown
         # they close without a last count, and the other relays must hear that they did.
         self._unwithdrawn: set[bytes] = set()
@@ -150,6 +170,7 @@ class RedisHub:
                 async with asyncio.timeout(BULK_DEADLINE):
                     await self._withdraw_counts({*self._local_members, *self._unwithdrawn})
         await self._redis.aclose()
+        await self._listener.aclose()
 
     async def _withdraw_counts(self, rooms: set[bytes]) -> None:
         """Take this relay's counts out of ``rooms`` and have the other relays recount
@@ -162,6 +183,7 @@ class RedisHub:
             pipe.publish(_channel(room_id), KIND_MEMBERS + self.relay_id)
         await pipe.execute()
         self._unwithdrawn -= rooms
+        self._stored -= rooms
 
     def _set_health(self, healthy: bool) -> None:
         self.healthy = healthy
@@ -203,7 +225,11 @@ class RedisHub:
         self._rooms_changed = True
         # Our count is no longer refreshed, so it drops out of the room's total; until
         # a last count of 0 (or a shutdown) takes it back at once.
-        if self._local_members.pop(room_id, None) is not None:
+        # (A count only ever kept here, in a room opened and closed while Redis was away,
+        # has nothing to take back: remembering it would grow with every such room.)
+        self._local_members.pop(room_id, None)
+        if room_id in self._stored:
+            self._stored.discard(room_id)
             self._unwithdrawn.add(room_id)
         future = self._confirmed.pop(_channel(room_id), None)
         if future is not None and not future.done():
@@ -246,13 +272,17 @@ class RedisHub:
 
     async def set_members(self, room_id: bytes, count: int) -> int:
         """Record this relay's member count and return the room's total across relays."""
-        if self._closing or not self.healthy:
-            raise HubUnavailable
-        self._unwithdrawn.discard(room_id)
+        # Recorded without Redis too: members who came or went meanwhile are counted
+        # when it answers again, not the count from before it went away.
         if count:
             self._local_members[room_id] = count
         else:
             self._local_members.pop(room_id, None)
+        if self._closing or not self.healthy:
+            raise HubUnavailable
+        self._unwithdrawn.discard(room_id)
+        if count:
+            self._stored.add(room_id)
         key = _presence_key(room_id)
         pipe = self._redis.pipeline(transaction=True)
         if count:
@@ -287,23 +317,34 @@ class RedisHub:
             raise HubUnavailable from exc
 
     @staticmethod
-    def _total(entries: Mapping[Any, Any]) -> int:
+    def _parse(value: Any) -> tuple[int, int] | None:
+        """(count, stamp ms) of a presence hash value (b"count:stamp"); None if garbled."""
+        count, _, stamp = bytes(value).partition(b":")
+        try:
+            parsed = int(count), int(stamp or 0)
+        except ValueError:
+            return None
+        return parsed if parsed[0] >= 0 else None
+
+    @classmethod
+    def _total(cls, entries: Mapping[Any, Any]) -> int:
         """Sum the fresh counts of a presence hash (values are b"count:stamp")."""
         fresh_after = _now_ms() - PRESENCE_TTL_MS
         total = 0
         for value in entries.values():
-            count, _, stamp = bytes(value).partition(b":")
-            with contextlib.suppress(ValueError):  # not ours to trust: skip what is garbled
-                if int(stamp or 0) >= fresh_after:
-                    total += int(count)
-        return total
+            parsed = cls._parse(value)  # not ours to trust: skip what is garbled
+            if parsed is not None and parsed[1] >= fresh_after:
+                total += parsed[0]
+        # No frame could carry more (a negative or huge count failed to encode, and the
+        # joiner waiting for it never had its JOINED).
+        return min(total, MOST_MEMBERS)
 
     # tasks
 
     async def _listen(self) -> None:
         delay = 0.1
         while not self._closing:
-            pubsub = self._redis.pubsub()
+            pubsub = self._listener.pubsub()
             try:
                 await self._connect(pubsub)
                 self._set_health(True)
@@ -438,6 +479,7 @@ class RedisHub:
             return
         pipe = self._redis.pipeline(transaction=False)
         stamp = _now_ms()
+        self._stored.update(self._local_members)
         for room_id, count in self._local_members.items():
             pipe.hset(_presence_key(room_id), self.relay_id, f"{count}:{stamp}")
             pipe.pexpire(_presence_key(room_id), PRESENCE_TTL_MS)
@@ -447,8 +489,13 @@ class RedisHub:
 
     async def _resync_presence(self) -> None:
         """After (re)connecting: write our counts again and let every room recount."""
-        await self._withdraw_counts(set(self._unwithdrawn))
-        await self._write_counts(announce=True)
+        # Redis that answers but refuses (out of memory, a read-only replica) is no lost
+        # Redis: frames still cross, and the refresh writes the counts once it can. Taken
+        # as lost, the listener connected again at once, and again, for as long as it
+        # refused, and the relay was down but for moments.
+        with contextlib.suppress(ResponseError):
+            await self._withdraw_counts(set(self._unwithdrawn))
+            await self._write_counts(announce=True)
         for room_id in list(self._local_members):
             self._members_changed(room_id)
 
@@ -464,3 +511,37 @@ class RedisHub:
     async def _refresh_counts(self) -> None:
         await self._withdraw_counts(set(self._unwithdrawn))
         await self._write_counts(announce=False)
+        await self._drop_stale_counts()
+
+    async def _drop_stale_counts(self) -> None:
+        """Take out of our rooms the counts that relays stopped refreshing (a relay that
+        was killed, or cut off from Redis): they no longer count, but nobody announced
+        it, and the members here would see them until something else changed the room."""
+        rooms = list(self._local_members)
+        if not rooms:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for room_id in rooms:
+            pipe.hgetall(_presence_key(room_id))
+        fresh_after = _now_ms() - PRESENCE_TTL_MS
+        stale: list[tuple[bytes, bytes, bytes]] = []
+        for room_id, entries in zip(rooms, await pipe.execute(), strict=True):
+            for relay_id, value in entries.items():
+                parsed = self._parse(value)
+                if relay_id != self.relay_id and parsed is not None and parsed[1] < fresh_after:
+                    stale.append((room_id, relay_id, value))
+        if not stale:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for room_id, relay_id, value in stale:
+            pipe.eval(_DROP_IF_UNCHANGED, 1, _presence_key(room_id), relay_id, value)
+        dropped = await pipe.execute()
+        changed = {room_id for (room_id, _, _), gone in zip(stale, dropped, strict=True) if gone}
+        if not changed:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for room_id in changed:  # the other relays recount too
+            pipe.publish(_channel(room_id), KIND_MEMBERS + self.relay_id)
+        await pipe.execute()
+        for room_id in changed:
+            self._members_changed(room_id)
