@@ -306,6 +306,28 @@ def test_expiry_holds_on_every_relay(redis_server: RedisServer) -> None:
         run(scenario())
 
 
+def test_a_restarted_redis_learns_a_rooms_expiry_again_from_the_relays_that_know_it(
+    redis_server: RedisServer,
+) -> None:
+    """Redis keeps nothing on disk: after a restart a relay that never saw the room would
+    take any expiry a joiner claims, unless the relays that know it tell Redis again."""
+    with relays(2, redis_server.url) as (one, two):
+
+        async def scenario() -> None:
+            room = fresh_room()
+            expires = int(time.time() * 1000) + 60_000
+            async with raw_client(one.ws_url) as first:
+                assert (await first.join(room, expires)).expires_at_ms == expires
+                redis_server.client().flushall()  # what a restart leaves
+                async with raw_client(one.ws_url) as second:
+                    assert (await second.join(room, 0)).expires_at_ms == expires
+                async with raw_client(two.ws_url) as third:
+                    later = await third.join(room, expires + 600_000)
+                    assert later.expires_at_ms == expires
+
+        run(scenario())
+
+
 def test_losing_redis_keeps_local_delivery_and_resumes_when_it_returns(
     redis_server: RedisServer,
 ) -> None:

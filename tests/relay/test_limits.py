@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 
+import pytest
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close, Frame, Opcode
@@ -481,15 +482,18 @@ def test_a_thousand_connections_from_one_address_are_capped() -> None:
                     await bob.join(room)
                     await alice.barrier()
                     await asyncio.gather(*(attempt() for _ in range(1000)))
-                    # Two of the fifty are alice and bob.
+                    # Two of the fifty are alice and bob. As many again are answered 429
+                    # and kept open until they hang up; the rest are cut off at once.
                     assert statuses.count(101) == limit - 2
-                    assert statuses.count(429) == 1000 - (limit - 2), sorted(
-                        {str(s) for s in statuses}
-                    )
+                    assert statuses.count(429) == limit, sorted({str(s) for s in statuses})
+                    assert len(statuses) == 1000
+                    cut_off = ("ConnectionResetError", "IncompleteReadError")
+                    assert sum(s in cut_off for s in statuses) == 1000 - (limit - 2) - limit
                     await still_flowing(bob, alice, room)
                     await still_flowing(alice, bob, room)
-                    # Even full up, the relay answers on this address at once (with a 429).
-                    assert (await http_request(relay.port, "/healthz")).status == 429
+                    # Full up, the relay answers on this address at once: by cutting it off.
+                    with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+                        await http_request(relay.port, "/healthz")
                     for writer in held:
                         writer.close()
                     await asyncio.gather(
@@ -505,6 +509,48 @@ def test_a_thousand_connections_from_one_address_are_capped() -> None:
                         )
                         == 1000 - (limit - 2) + 1
                     )  # and the /healthz above
+            finally:
+                for writer in held:
+                    writer.close()
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
+def test_sockets_one_address_was_refused_cannot_fill_the_relay() -> None:
+    """A connection turned away (429) stays open until its peer hangs up. Held open by the
+    hundred, they took every place of --max-connections, and other addresses got 503: now
+    an address keeps as many of them open as it may have connections, and no more."""
+    with running_relay(
+        "--trust-proxy", "--connections-per-address", "3", "--max-connections", "12"
+    ) as relay:
+        port = relay.port
+
+        async def scenario() -> None:
+            held: list[asyncio.StreamWriter] = []
+
+            async def upgrade(forwarded: str) -> int | str:
+                reader, writer = await asyncio.open_connection(LOOPBACK, port)
+                held.append(writer)
+                header = f"X-Forwarded-For: {forwarded}\r\n".encode()
+                writer.write(upgrade_request(port)[:-2] + header + b"\r\n")
+                try:
+                    status, _ = await read_response_head(reader)
+                except (ConnectionResetError, asyncio.IncompleteReadError):
+                    return "cut off"
+                return status
+
+            try:
+                flood = [await upgrade("203.0.113.7") for _ in range(20)]  # all held open
+                assert flood == [101] * 3 + [429] * 3 + ["cut off"] * 14
+                assert await upgrade("198.51.100.1") == 101  # another address still gets in
+                text = await metrics(relay)
+                # Three in, three 429s held, the newcomer, and this request.
+                assert metric(text, "instantroom_connections_open") == 8
+                assert (
+                    metric(text, "instantroom_rejections_total", 'reason="too_many_connections"')
+                    == 17
+                )
             finally:
                 for writer in held:
                     writer.close()

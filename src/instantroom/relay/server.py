@@ -209,6 +209,7 @@ class RelayConnection(asyncio.Protocol):
         "pending",
         "ping_sent",
         "refusals",
+        "refused_from",
         "relay",
         "rooms",
         "transport",
@@ -245,6 +246,7 @@ class RelayConnection(asyncio.Protocol):
         self.last_seen = now
         self.ping_sent = False
         self.refusals = 0
+        self.refused_from = ""  # turned away: the address it waits on to close, for
         self.bucket = TokenBucket(relay.config.messages_per_second, relay.config.message_burst, now)
 
     # asyncio.Protocol
@@ -369,10 +371,19 @@ class RelayConnection(asyncio.Protocol):
     def turn_away(self, reason: str, status: int, text: str) -> None:
         """Answer the upgrade request, still to come, with ``status``: this connection is
         not counted against its address (``reason`` names the rejection in /metrics)."""
-        self.relay.metrics.rejections[reason] += 1
+        relay = self.relay
+        relay.metrics.rejections[reason] += 1
+        address, self.address = self.address, ""
+        if not relay.may_linger(self, address):
+            # As many of its address's turned away are still open: no answer, or one
+            # address could keep every place of the relay taken with refused sockets.
+            self.closing = True
+            transport, self.transport = self.transport, None  # nothing more is read
+            if transport is not None:
+                transport.abort()
+            return
         self.ws.send_response(self.ws.reject(status, text))
         self._pull_protocol_writes()
-        self.address = ""
 
     def close(self, code: CloseCode, reason: str) -> None:
         """Say goodbye with a close frame, then hang up once it is written."""
@@ -623,6 +634,7 @@ class Relay:
         )
         self.connections: set[RelayConnection] = set()
         self.per_address: Counter[str] = Counter()
+        self.refused_per_address: Counter[str] = Counter()  # turned away, still open
         self._dirty: list[RelayConnection] = []
         self._flush_scheduled = False
         self._acks: list[RelayConnection] = []
@@ -858,9 +870,24 @@ class Relay:
         self.per_address[conn.address] += 1
         return True
 
+    def may_linger(self, conn: RelayConnection, address: str) -> bool:
+        """Whether ``conn``, turned away, may stay open for its answer (until its peer
+        closes, or the sweeper gives up): as many of one address at once as it may have
+        connections."""
+        if self.refused_per_address[address] >= self.config.connections_per_address:
+            return False
+        self.refused_per_address[address] += 1
+        conn.refused_from = address
+        return True
+
     def connection_closed(self, conn: RelayConnection) -> None:
         self.connections.discard(conn)
         self._release_address(conn.address)
+        if conn.refused_from:
+            self.refused_per_address[conn.refused_from] -= 1
+            if self.refused_per_address[conn.refused_from] <= 0:
+                del self.refused_per_address[conn.refused_from]
+            conn.refused_from = ""
         self.leave_all(conn)
         if self._all_closed is not None and not self.connections:
             self._all_closed.set()
@@ -925,13 +952,22 @@ class Relay:
         self, conn: RelayConnection, room_id: bytes, requested_ms: int, token: object
     ) -> None:
         try:
+            # What this relay knows goes first: a Redis that restarted has forgotten the
+            # expiry, and a relay that never saw the room would take a later one.
+            proposed = self.facts.expiry(room_id) or requested_ms
             try:
-                expires = await self.hub.agree_expiry(room_id, requested_ms, self._lifetime_ms)
+                expires = await self.hub.agree_expiry(room_id, proposed, self._lifetime_ms)
             except HubUnavailable:  # decide alone; the relays agree again once it is back
                 expires = self.facts.expiry(room_id) or requested_ms
+            if (known := self.facts.expiry(room_id)) and expires:
+                # Recorded here while Redis was away, and another there: the earlier holds,
+                # as it does for clients (PROTOCOL.md 9), and is the one this relay enforces.
+                expires = min(known, expires)
             if conn.closing or room_id in conn.rooms or conn.admitting.get(room_id) is not token:
                 return  # gone, already in, or left meanwhile: nothing to answer
             try:
+                if self.facts.expired(room_id):  # while the backplane was asked
+                    raise RoomRefused(ErrorCode.ROOM_EXPIRED, "This room has expired.")
                 if expires and self.facts.expiry(room_id) is None:
                     # Again: admissions in flight together all passed the first check.
                     # (An expiry from the backplane, not the joiner, is no room it made.)
