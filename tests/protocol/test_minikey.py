@@ -188,6 +188,11 @@ def test_messages_say_what_is_wrong() -> None:
         parse_minikey(KEY_A[:-1])
     with pytest.raises(NotBase58, match=r"Character 2 \('0'\)"):
         parse_minikey("S0" + KEY_A[2:])
+    # A look-alike or an invisible character is named by its code point, never quoted.
+    for char, named in (("\u0430", "U+0430"), ("\u2060", "U+2060"), ("\U0001d5ba", "U+1D5BA")):
+        with pytest.raises(NotBase58, match=rf"Character 6 \({re.escape(named)}\)") as caught:
+            parse_minikey(KEY_A[:5] + char + KEY_A[6:])
+        assert char not in str(caught.value)
     with pytest.raises(WrongPrefix, match="capital S"):
         parse_minikey("T" + KEY_A[1:])
 

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { formatInvite, parseInvite } from "../src/app/invite.js";
-import { ChecksumMismatch, WrongLength } from "../src/protocol/errors.js";
+import { ChecksumMismatch, NotBase58, WrongLength } from "../src/protocol/errors.js";
 
 // The published key and its one-character typo (../vectors/minikey.json).
 const key = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy";
@@ -30,6 +30,17 @@ test("a link gives back its relay and key; a bare key has no relay", () => {
 test("a link to the app's /index.html gives the relay's folder", () => {
   assert.deepEqual(parseInvite(`https://chat.example.org/index.html#${key}`), { server: "https://chat.example.org/", key });
   assert.deepEqual(parseInvite(`https://example.org/chat/index.html#${key}`), { server: "https://example.org/chat/", key });
+});
+
+test("a look-alike or invisible character in a key is named by its code point, never shown", () => {
+  for (const [char, named] of [["\u0430", "U+0430"], ["\u2060", "U+2060"], ["\u{1d5ba}", "U+1D5BA"]]) {
+    assert.throws(() => parseInvite(key.slice(0, 5) + char + key.slice(6)), (error) => {
+      assert.ok(error instanceof NotBase58);
+      assert.ok(error.message.startsWith(`Character 6 (${named}) cannot be in a room key`), error.message);
+      assert.ok(!error.message.includes(char));
+      return true;
+    });
+  }
 });
 
 test("a mistyped key says it is a typo, a short one says its length", () => {

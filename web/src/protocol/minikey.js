@@ -50,8 +50,17 @@ export function parseMinikey(text) {
   }
   for (const [index, char] of characters.entries()) {
     if (!BASE58_ALPHABET.includes(char)) {
-      const hint = "0OIl".includes(char) ? " (0, O, I and l are never used)" : "";
-      throw new NotBase58(`Character ${index + 1} ('${char}') cannot be in a room key${hint}.`);
+      if (char > " " && char < "\x7f") {
+        const hint = "0OIl".includes(char) ? " (0, O, I and l are never used)" : "";
+        throw new NotBase58(`Character ${index + 1} ('${char}') cannot be in a room key${hint}.`);
+      }
+      // Named by its code point: a look-alike (a Cyrillic а) or an invisible character,
+      // quoted, would show as a letter that can be in a key, or as nothing.
+      const code = char.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
+      throw new NotBase58(
+        `Character ${index + 1} (U+${code}) cannot be in a room key: only Latin ` +
+          "letters and digits can, and this one only looks like one, or does not show.",
+      );
     }
   }
   if (key[0] !== "S") throw new WrongPrefix("A room key starts with a capital S.");
