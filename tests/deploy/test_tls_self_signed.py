@@ -174,3 +174,38 @@ def test_self_signed_refuses_several_workers() -> None:
     assert "its own certificate" in result.stderr
     assert "relay.started" not in result.stderr
     assert "Traceback" not in result.stderr  # refused before any worker starts
+
+
+def test_the_self_signed_key_never_touches_a_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relay writes no file: with no temporary folder to be had, the context is still
+    made (in memory), and it serves the certificate whose fingerprint it gives."""
+    import tempfile
+
+    from instantroom.relay.tls import self_signed_context
+
+    monkeypatch.setattr(tempfile, "tempdir", "/nonexistent/instantroom-test")
+    context, fingerprint = self_signed_context()
+    client = ssl.create_default_context()
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    server_side, client_side = socket.socketpair()
+    with (
+        context.wrap_socket(server_side, server_side=True, do_handshake_on_connect=False) as server,
+        client.wrap_socket(client_side, do_handshake_on_connect=False) as peer,
+    ):
+        for sock in (server, peer):
+            sock.setblocking(False)
+        while True:  # both ends of one handshake, in turns, until each is done
+            done = 0
+            for sock in (server, peer):
+                try:
+                    sock.do_handshake()
+                    done += 1
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    pass
+            if done == 2:
+                break
+        der = peer.getpeercert(binary_form=True)
+    assert der is not None
+    digest = hashlib.sha256(der).hexdigest().upper()
+    assert fingerprint.replace(":", "").upper() == digest

@@ -82,7 +82,7 @@ class RelayConfig:
             "localhost, 127.0.0.1, ::1 and this hostname; never written to disk) and log its "
             "SHA-256 fingerprint. For a LAN: browsers warn, so users check that the "
             "fingerprint their phone shows equals the logged one before going on; "
-            "installing the web client as an app and the camera (QR scanning) need a "
+            "installing the web client as an app and starting it offline need a "
             "trusted certificate (--tls-cert or a proxy) or localhost. Not with --tls-cert"
         },
     )

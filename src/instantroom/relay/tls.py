@@ -5,9 +5,10 @@ for localhost, 127.0.0.1, ::1 and the machine's hostname, valid 30 days, and log
 certificate's SHA-256 fingerprint. Browsers warn about it (nobody vouches for it); users
 compare the fingerprint shown by the browser with the logged one before going on.
 
-Neither the key nor the certificate is written anywhere, except for the moment
-``SSLContext.load_cert_chain`` needs them as a file: in a private temporary directory
-(mode 0700, the file 0600) that is deleted right after loading.
+Neither the key nor the certificate is written anywhere. ``SSLContext.load_cert_chain``
+takes only a file name: on Linux it gets an anonymous file in memory (``memfd_create``),
+elsewhere, for the moment it loads, a file in a private temporary directory (mode 0700,
+the file 0600) that is deleted right after.
 """
 
 from __future__ import annotations
@@ -98,13 +99,27 @@ def self_signed_context() -> tuple[ssl.SSLContext, str]:
     """A server TLS context with a fresh self-signed certificate, and its fingerprint."""
     cert_pem, key_pem = make_self_signed()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    # load_cert_chain takes only file names. mkdtemp makes the directory 0700; the file is
-    # created 0600 and both are gone when the block ends.
+    _load_chain(context, key_pem + cert_pem)
+    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+    return context, fingerprint(der)
+
+
+def _load_chain(context: ssl.SSLContext, pem: bytes) -> None:
+    """``load_cert_chain`` takes only a file name: give it one no disk ever holds."""
+    if hasattr(os, "memfd_create"):  # Linux: a file in memory, named through /proc
+        descriptor = os.memfd_create("instantroom-tls", os.MFD_CLOEXEC)
+        try:
+            with os.fdopen(os.dup(descriptor), "wb") as file:
+                file.write(pem)
+            context.load_cert_chain(f"/proc/self/fd/{descriptor}")
+        finally:
+            os.close(descriptor)
+        return
+    # Elsewhere: mkdtemp makes the directory 0700; the file is created 0600, and both are
+    # gone when the block ends.
     with tempfile.TemporaryDirectory(prefix="instantroom-tls-") as private:
         path = os.path.join(private, "self-signed.pem")
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as file:
-            file.write(key_pem + cert_pem)
+            file.write(pem)
         context.load_cert_chain(path)
-    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
-    return context, fingerprint(der)
