@@ -214,7 +214,11 @@ async def _listen(args: argparse.Namespace) -> int:
     # Whatever a member sent, the output stays one line per message in any encoding.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="backslashreplace")
-    async with RoomClient(target.server, target.device, args.name) as client:
+    # listen writes nothing: with a device key made for this run, no name in the room is
+    # ours, and the session would flag every member of --name's (default "anonymous") as
+    # one writing under ours. A stored room's device key is the member's own.
+    name = args.name if target.stored is not None else ""
+    async with RoomClient(target.server, target.device, name) as client:
         try:
             await client.join(room, target.expires_at_ms, printed.known(), floor_ms=printed.floor())
             if not args.json:

@@ -365,7 +365,9 @@ def add_store_option(parser: argparse.ArgumentParser) -> None:
 
 
 def default_server() -> str:
-    return os.environ.get("INSTANTROOM_SERVER", DEFAULT_SERVER)
+    # Set but empty (a compose file or a script may list it with no value) counts as
+    # unset, as the relay's own variables do: "" is no relay's address.
+    return os.environ.get("INSTANTROOM_SERVER") or DEFAULT_SERVER
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -328,6 +328,34 @@ def test_a_restarted_redis_learns_a_rooms_expiry_again_from_the_relays_that_know
         run(scenario())
 
 
+def test_an_earlier_expiry_from_another_relay_holds_where_a_later_one_was_recorded(
+    redis_server: RedisServer,
+) -> None:
+    """After a Redis restart, a relay that never saw the room records the earlier expiry a
+    joiner tells. The relay that had recorded a later one must enforce the earlier too,
+    as the relays agree once they meet: it kept its own, told joiners so, and its members
+    stayed on after the room had expired on the other relay."""
+    with relays(2, redis_server.url) as (one, two):
+
+        async def scenario() -> None:
+            room = fresh_room()
+            now = int(time.time() * 1000)
+            late, early = now + 60_000, now + 2_000
+            async with raw_client(one.ws_url) as first:
+                assert (await first.join(room, late)).expires_at_ms == late
+                redis_server.client().flushall()  # what a restart leaves
+                async with raw_client(two.ws_url) as elsewhere:
+                    assert (await elsewhere.join(room, early)).expires_at_ms == early
+                    async with raw_client(one.ws_url) as second:
+                        assert (await second.join(room, 0)).expires_at_ms == early
+                        for client in (first, second, elsewhere):
+                            client.timeout = 6.0
+                            error = await expect_past_presence(client, frames.Error)
+                            assert error.code == ErrorCode.ROOM_EXPIRED
+
+        run(scenario())
+
+
 def test_losing_redis_keeps_local_delivery_and_resumes_when_it_returns(
     redis_server: RedisServer,
 ) -> None:

@@ -566,6 +566,43 @@ def test_send_reads_the_text_from_standard_input_when_it_is_a_dash(relay: RelayP
     run(scenario())
 
 
+def test_listen_with_a_one_off_key_flags_no_member_for_sharing_its_name(
+    relay: RelayProcess,
+) -> None:
+    """``listen --key`` writes nothing, from a device key made for this run: its name
+    (``anonymous`` unless given) is nobody's in the room. A member of that name is flagged
+    only when its key changes, as the docs say, not on every message as an impostor."""
+    key = make_minikey(secrets.randbelow)
+    room = RoomKeys.from_minikey(key)
+
+    async def scenario() -> list[bool]:
+        device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+        async with RoomClient(relay.url, device, "anonymous") as member:
+            await member.join(room)
+            listener = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "instantroom", "listen", "--server", relay.url,
+                "--key", key, "--json",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+                env=environment(),
+            )  # fmt: skip
+            assert listener.stdout is not None
+            try:
+                async with asyncio.timeout(10):
+                    while await member.next_event() != PresenceChanged(room.room_id, 2):
+                        pass
+                for text in ("one", "two"):
+                    await member.send_text(room.room_id, text)
+                async with asyncio.timeout(10):
+                    lines = [json.loads(await listener.stdout.readline()) for _ in range(2)]
+            finally:
+                listener.send_signal(signal.SIGINT)
+                await listener.wait()
+        assert [line["name"] for line in lines] == ["anonymous", "anonymous"]
+        return [line["key_changed"] for line in lines]
+
+    assert run(scenario()) == [False, False]
+
+
 def test_send_refuses_a_message_that_is_not_utf8_in_one_line(relay: RelayProcess) -> None:
     """Bytes that are not UTF-8, on stdin or the command line, are refused before anything
     is sent: one line, exit 2, no traceback (which quoted part of the message)."""

@@ -418,6 +418,19 @@ def test_instantroom_server_does_not_move_a_stored_room_or_a_link_elsewhere(
     assert bare.returncode == 1
 
 
+def test_an_empty_instantroom_server_counts_as_unset(tmp_path: Path) -> None:
+    """Listed with no value (a compose file, ``INSTANTROOM_SERVER= cmd``): bare keys go to
+    the default relay, as without it. "" was taken as the relay and refused as no URL."""
+    store = tmp_path / "store.json"
+    key = make_minikey(secrets.randbelow)
+    empty = {"INSTANTROOM_SERVER": ""}
+    sent = cli(store, "send", "--key", key, "--timeout", "1", "x", env=empty, check=False)
+    assert "A server is" not in sent.stderr
+    cli(store, "join", key, "--no-chat", env=empty)  # stored, out of reach or not
+    (room,) = KeyStore.open(store, PASSWORD).rooms
+    assert room.server == "http://127.0.0.1:8080"
+
+
 def test_joining_a_room_full_for_now_stores_it_and_says_so(tmp_path: Path) -> None:
     """A full room has a place again once someone leaves: join keeps the key (the chat
     keeps trying), says the relay has no place now, and rooms shows the room as full."""

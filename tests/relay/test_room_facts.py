@@ -39,6 +39,25 @@ def test_facts_expire_then_are_forgotten() -> None:
     assert len(facts) == 0
 
 
+def test_a_shortened_expiry_is_due_at_its_new_time_and_only_then() -> None:
+    """An earlier expiry from another relay brings the room's forward; a later one, or a
+    room with none recorded, changes nothing, and the later entry it leaves is skipped."""
+    facts = RoomFacts(keep_ms=1000, limit=10, per_address=10)
+    facts.record(b"a", 500, "x")
+    facts.shorten(b"a", 800)  # later: the earlier holds
+    facts.shorten(b"b", 100)  # nothing recorded
+    assert (facts.expiry(b"a"), facts.expiry(b"b")) == (500, None)
+    facts.shorten(b"a", 200)
+    assert facts.expiry(b"a") == 200
+    assert facts.due(199) == []
+    assert facts.due(200) == [b"a"]
+    assert facts.due(500) == []  # the later entry: not a second expiry
+    assert facts.expired(b"a")
+    assert facts.due(1200) == []
+    assert not facts.expired(b"a")
+    assert len(facts) == 0
+
+
 def test_facts_are_bounded_and_expired_ids_give_way_to_live_rooms() -> None:
     facts = RoomFacts(keep_ms=1000, limit=2, per_address=10)
     facts.record(b"a", 100, "x")

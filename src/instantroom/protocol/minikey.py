@@ -73,8 +73,8 @@ def parse_minikey(text: str) -> str:
             if " " < char < "\x7f":
                 hint = " (0, O, I and l are never used)" if char in "0OIl" else ""
                 raise NotBase58(f"Character {position} ({char!r}) cannot be in a room key{hint}.")
-            # Named by its code point: a look-alike (a Cyrillic а) or an invisible character,
-            # quoted, would show as a letter that can be in a key, or as nothing.
+            # Named by its code point: a look-alike (Cyrillic U+0430 for a) or an invisible
+            # character, quoted, would show as a letter that can be in a key, or as nothing.
             raise NotBase58(
                 f"Character {position} (U+{ord(char):04X}) cannot be in a room key: only Latin "
                 "letters and digits can, and this one only looks like one, or does not show."

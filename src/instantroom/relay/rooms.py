@@ -65,6 +65,14 @@ class RoomFacts:
             self._recorded_by[room_id] = address
             self._live_by_address[address] += 1
 
+    def shorten(self, room_id: bytes, expires_ms: int) -> None:
+        """Bring a live room's recorded expiry forward to ``expires_ms``: another relay
+        recorded an earlier one while they could not agree, and the earlier holds."""
+        if 0 < expires_ms < self._expiries.get(room_id, 0):
+            self._expiries[room_id] = expires_ms
+            heapq.heappush(self._heap, (expires_ms, room_id))
+            self._stale += 1  # the later entry, skipped when due
+
     def due(self, now_ms: int) -> list[bytes]:
         """The rooms that have expired by ``now_ms``; forgets the ids kept long enough."""
         ended = []

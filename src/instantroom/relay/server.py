@@ -963,6 +963,10 @@ class Relay:
                 # Recorded here while Redis was away, and another there: the earlier holds,
                 # as it does for clients (PROTOCOL.md 9), and is the one this relay enforces.
                 expires = min(known, expires)
+                if expires < known:  # recorded here first, it would stand: brought forward
+                    self.facts.shorten(room_id, expires)
+                    if (open_room := self.rooms.get(room_id)) is not None:
+                        open_room.expires_at_ms = expires
             if conn.closing or room_id in conn.rooms or conn.admitting.get(room_id) is not token:
                 return  # gone, already in, or left meanwhile: nothing to answer
             try:

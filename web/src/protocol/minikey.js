@@ -54,7 +54,7 @@ export function parseMinikey(text) {
         const hint = "0OIl".includes(char) ? " (0, O, I and l are never used)" : "";
         throw new NotBase58(`Character ${index + 1} ('${char}') cannot be in a room key${hint}.`);
       }
-      // Named by its code point: a look-alike (a Cyrillic а) or an invisible character,
+      // Named by its code point: a look-alike (Cyrillic U+0430 for a) or an invisible character,
       // quoted, would show as a letter that can be in a key, or as nothing.
       const code = char.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
       throw new NotBase58(
