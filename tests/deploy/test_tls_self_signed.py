@@ -176,15 +176,28 @@ def test_self_signed_refuses_several_workers() -> None:
     assert "Traceback" not in result.stderr  # refused before any worker starts
 
 
-def test_the_self_signed_key_never_touches_a_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("memfd", [True, False], ids=["in-memory", "no-memfd"])
+def test_the_self_signed_key_never_touches_a_disk(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, memfd: bool
+) -> None:
     """The relay writes no file: with no temporary folder to be had, the context is still
-    made (in memory), and it serves the certificate whose fingerprint it gives."""
+    made (in memory), and it serves the certificate whose fingerprint it gives. Where
+    memfd_create is refused (a sandbox), a private temporary file, gone at once, does."""
     import tempfile
 
     from instantroom.relay.tls import self_signed_context
 
-    monkeypatch.setattr(tempfile, "tempdir", "/nonexistent/instantroom-test")
+    if memfd:
+        monkeypatch.setattr(tempfile, "tempdir", "/nonexistent/instantroom-test")
+    else:
+
+        def refused(*args: object) -> int:
+            raise PermissionError("memfd_create is not allowed here")
+
+        monkeypatch.setattr(os, "memfd_create", refused)
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     context, fingerprint = self_signed_context()
+    assert list(tmp_path.iterdir()) == []
     client = ssl.create_default_context()
     client.check_hostname = False
     client.verify_mode = ssl.CERT_NONE

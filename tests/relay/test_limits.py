@@ -559,6 +559,36 @@ def test_sockets_one_address_was_refused_cannot_fill_the_relay() -> None:
     assert_exited_cleanly(relay)
 
 
+def test_behind_a_proxy_a_full_relay_answers_503_whoever_asks() -> None:
+    """The 503 comes before the request says whose the connection is: they all come from
+    the proxy, so none is cut off for the proxy's address (nginx would show 502)."""
+    with running_relay(
+        "--trust-proxy", "--connections-per-address", "1", "--max-connections", "2"
+    ) as relay:
+        port = relay.port
+
+        async def scenario() -> None:
+            held: list[asyncio.StreamWriter] = []
+
+            async def upgrade(forwarded: str) -> int:
+                reader, writer = await asyncio.open_connection(LOOPBACK, port)
+                held.append(writer)
+                header = f"X-Forwarded-For: {forwarded}\r\n".encode()
+                writer.write(upgrade_request(port)[:-2] + header + b"\r\n")
+                status, _ = await read_response_head(reader)
+                return status
+
+            try:
+                assert [await upgrade(f"192.0.2.{n}") for n in range(2)] == [101, 101]
+                assert [await upgrade(f"198.51.100.{n}") for n in range(4)] == [503] * 4
+            finally:
+                for writer in held:
+                    writer.close()
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
 def test_connections_past_the_relay_s_limit_get_a_503_while_members_keep_talking() -> None:
     room = fresh_room()
     with running_relay("--max-connections", "4") as relay:

@@ -856,6 +856,8 @@ class Relay:
             return
         # (With TLS, _accept_tls counted the handshakes too, before this connection's.)
         if len(self.connections) > self.connection_limit:
+            if self.config.trust_proxy:
+                conn.address = ""  # the proxy's: whose it is, only its request says
             conn.turn_away("max_connections", 503, "This relay is full: try again later.\n")
             return
         if self.config.trust_proxy:
@@ -873,7 +875,9 @@ class Relay:
     def may_linger(self, conn: RelayConnection, address: str) -> bool:
         """Whether ``conn``, turned away, may stay open for its answer (until its peer
         closes, or the sweeper gives up): as many of one address at once as it may have
-        connections."""
+        connections. One whose address is not known yet (behind a proxy) may."""
+        if not address:
+            return True
         if self.refused_per_address[address] >= self.config.connections_per_address:
             return False
         self.refused_per_address[address] += 1

@@ -107,14 +107,17 @@ def self_signed_context() -> tuple[ssl.SSLContext, str]:
 def _load_chain(context: ssl.SSLContext, pem: bytes) -> None:
     """``load_cert_chain`` takes only a file name: give it one no disk ever holds."""
     if hasattr(os, "memfd_create"):  # Linux: a file in memory, named through /proc
-        descriptor = os.memfd_create("instantroom-tls", os.MFD_CLOEXEC)
         try:
-            with os.fdopen(os.dup(descriptor), "wb") as file:
-                file.write(pem)
-            context.load_cert_chain(f"/proc/self/fd/{descriptor}")
-        finally:
-            os.close(descriptor)
-        return
+            descriptor = os.memfd_create("instantroom-tls", os.MFD_CLOEXEC)
+            try:
+                with os.fdopen(os.dup(descriptor), "wb") as file:
+                    file.write(pem)
+                context.load_cert_chain(f"/proc/self/fd/{descriptor}")
+            finally:
+                os.close(descriptor)
+            return
+        except OSError:  # no /proc mounted, or memfd_create not allowed: as elsewhere
+            pass
     # Elsewhere: mkdtemp makes the directory 0700; the file is created 0600, and both are
     # gone when the block ends.
     with tempfile.TemporaryDirectory(prefix="instantroom-tls-") as private:
