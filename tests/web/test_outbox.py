@@ -69,3 +69,44 @@ def test_a_message_written_offline_survives_a_lock_and_a_reload_and_arrives_once
         alice.expect_message("a third")
         expect(alice.by("message")).to_have_count(3)
     assert_exited_cleanly(second)
+
+
+def test_a_full_room_waits_with_what_was_written_and_lets_it_out_once_there_is_a_place(
+    phones: Callable[..., Phone],
+) -> None:
+    """ROOM_FULL is for now: a newcomer's room and what they write wait, the room screen
+    says so in the app's words (not the bare refusal), and once a member leaves the page
+    gets in by itself (its JOIN goes again), sends what waited and drops the notice."""
+    with running_relay("--members-per-room", "2") as relay:
+        alice, carol, bob = phones(), phones(), phones()
+        alice.open(relay.url)
+        alice.set_password("alice's long password")
+        room = alice.create_room("Full", "Alice")
+        alice.open_room()
+        for phone, name in ((carol, "Carol"), (bob, "Bob")):
+            phone.open(room.invite)
+            phone.set_password(f"{name}'s long password", then="join-key")
+            phone.by("nickname").fill(name)
+            phone.by("join").click()
+        carol.expect_online()
+        alice.expect_members(2)
+        refused = bob.page.get_by_role("alert")
+        expect(refused).to_have_text(
+            "The relay has no place for you now. It says: “This room is full.” "
+            "Trying again every 15 seconds."
+        )
+        bob.send("written while the room was full")
+        status = bob.message_locator("written while the room was full").locator(".status")
+        expect(status).to_have_text("sending…")
+
+        carol.page.get_by_role("button", name="Room options").click()
+        carol.by("leave-room").click()
+        # In at its next JOIN: the 15-second retry, or the reconnect after the relay's
+        # handshake timeout (10 s) for a connection in no room, whichever comes first.
+        message = alice.message_locator("written while the room was full")
+        expect(message).to_have_count(1, timeout=30_000)
+        assert alice.expect_message("written while the room was full").sender == "Bob"
+        expect(status).to_have_text("sent")
+        expect(refused).to_have_count(0)
+        bob.expect_members(2)
+    assert_exited_cleanly(relay)

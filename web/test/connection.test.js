@@ -624,6 +624,24 @@ describe("RoomConnection", () => {
     assert.equal(w.relay.sent("Publish").length, 1);
   });
 
+  it("a full room left and joined again while it waits asks once every 15 seconds, not twice", async () => {
+    const w = world();
+    const alice = w.connect();
+    w.relay.refuseProof = ErrorCode.ROOM_FULL;
+    await assert.rejects(online(w, alice), JoinRefused);
+    await w.clock.advance(5000);
+    alice.leave(roomA.roomId);
+    await assert.rejects(alice.join(KEY_A), JoinRefused); // refused again: its own retry
+    assert.equal(w.relay.sent("Join").length, 2);
+    // The first refusal's retry is for the room that was left: it sends nothing.
+    await w.clock.advance(RETRY_AFTER_FULL_MS - 1);
+    assert.equal(w.relay.sent("Join").length, 2);
+    await w.clock.advance(1);
+    assert.equal(w.relay.sent("Join").length, 3);
+    await w.clock.advance(4 * RETRY_AFTER_FULL_MS);
+    assert.equal(w.relay.sent("Join").length, 7);
+  });
+
   it("sends JOIN again a second after it was rate limited", async () => {
     const w = world();
     const alice = w.connect();

@@ -599,7 +599,12 @@ export class RoomConnection extends EventTarget {
             const waiting = this._joining.get(key);
             this._joining.delete(key);
             waiting?.reject(new JoinRefused(detail.code, detail.reason));
-            this._later(RETRY_AFTER_FULL_MS, () => this.session.retryJoin(detail.roomId));
+            // Only for this very room: one left and joined again meanwhile has a JOIN and a
+            // retry of its own, and this one would double its JOINs for as long as it waits.
+            const state = this.session.rooms.get(key);
+            this._later(RETRY_AFTER_FULL_MS, () => {
+              if (this.session.rooms.get(key) === state) this.session.retryJoin(detail.roomId);
+            });
           }
           break;
         case "expired":
