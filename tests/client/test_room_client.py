@@ -798,6 +798,36 @@ def test_a_join_refused_as_relay_full_is_tried_again_later() -> None:
     run(scenario(), timeout=10)
 
 
+def test_a_full_room_left_and_joined_again_while_it_waits_is_asked_for_once() -> None:
+    """The retry set for a full room is that room's: left and joined again meanwhile, the
+    new one has a JOIN and a retry of its own, and the old retry must not add a second."""
+    room = fresh_room()
+
+    async def always_full(peer: Peer) -> None:
+        while True:
+            frame = await peer.recv()
+            if isinstance(frame, frames.Join):
+                full = frames.Error(ErrorCode.ROOM_FULL, 0, room.room_id, "This room is full.")
+                await peer.send(full)
+
+    async def scenario() -> None:
+        async with FakeRelay(always_full) as relay:
+            alice = RoomClient(relay.url, device(), "alice", retry_after_full=1.0)
+            async with alice:
+                with pytest.raises(JoinRefused):
+                    await alice.join(room)  # a JOIN at 0 s: its retry comes at 1 s
+                await asyncio.sleep(0.5)
+                await alice.leave(room.room_id)
+                with pytest.raises(JoinRefused):
+                    await alice.join(room)  # again at 0.5 s: its retry comes at 1.5 s
+                await asyncio.sleep(1.25)  # past that retry, before the next (2.5 s)
+                (peer,) = relay.peers
+                # Not a fourth at 1 s, from the first room's retry.
+                assert peer.joins() == 3
+
+    run(scenario(), timeout=10)
+
+
 def test_a_relay_full_join_goes_through_once_a_real_relay_has_room() -> None:
     """The same against a relay that remembers one room: the first room's id, once it
     expired and was kept its while, makes way for the second room."""

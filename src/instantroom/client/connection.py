@@ -682,8 +682,7 @@ class RoomClient:
                         self._later(REJOIN_GRACE, functools.partial(self.session.release, room_id))
                 case Refused(code=ErrorCode.RATE_LIMITED, ref=ref, room_id=room_id):
                     if not ref:
-                        retry = functools.partial(self.session.retry_join, room_id)
-                        self._later(self._retry_after_rate_limit, retry)
+                        self._retry_join_later(self._retry_after_rate_limit, room_id)
                 case Refused(code=code, ref=0, room_id=room_id, reason=reason) if (
                     code in _TRY_LATER and room_id in self.session.rooms
                 ):
@@ -691,8 +690,7 @@ class RoomClient:
                     waiting = self._joined.get(room_id)
                     if waiting is not None and not waiting.done():
                         waiting.set_exception(JoinRefused(code, printable(reason)))
-                    retry = functools.partial(self.session.retry_join, room_id)
-                    self._later(self._retry_after_full, retry)
+                    self._retry_join_later(self._retry_after_full, room_id)
                 case Refused(code=code, room_id=room_id, reason=reason):
                     if room_id not in self.session.rooms:  # the session gave the room up
                         said = printable(reason)  # the relay's words, without its escapes
@@ -710,6 +708,18 @@ class RoomClient:
             self._events.offer(event)
         if self.session.waiting_to_resend:  # a PUBLISH was refused: try again later
             self._resend_later()
+
+    def _retry_join_later(self, delay: float, room_id: bytes) -> None:
+        """Send the room's JOIN again after ``delay``: only for this very room, as one left
+        and joined again meanwhile has a JOIN, and a retry, of its own (two would double
+        its JOINs for as long as it waits)."""
+        state = self.session.rooms.get(room_id)
+
+        def retry() -> None:
+            if self.session.rooms.get(room_id) is state:
+                self.session.retry_join(room_id)
+
+        self._later(delay, retry)
 
     def _room_gone(self, room_id: bytes, reason: str) -> None:
         """Nothing more will be sent to ``room_id``: tell whoever waits for it."""
