@@ -359,6 +359,13 @@ def minikey_errors() -> list[dict[str, Any]]:
         "grouped-ok": "S6c56 bnXQi-Bjk9m qSYE7 ykVQ7 NzrRy ",
         "other-separators": "\tS6c56_bnXQi.Bjk9m\u00a0qSYE7\u2013ykVQ7\u2014NzrRy\n",
         "thin-and-zero-width-spaces": "S6c56\u2009bnXQi\u202fBjk9m\u200bqSYE7 ykVQ7 NzrRy",
+        "hyphens-and-invisible-separators": (
+            "\ufeffS6c56\u00adbnXQi\u2010Bjk9m\u2011qSYE7\u2060ykVQ7 NzrRy"
+        ),
+        # Beyond printable ASCII comes first: named, not counted in a wrong length.
+        "invisible-extra": "S6c56bnXQi\u200cBjk9mqSYE7ykVQ7NzrRy",
+        "look-alike": "S6\u044156bnXQiBjk9mqSYE7ykVQ7NzrRy",
+        "look-alike-and-short": "S6\u044156bnXQiBjk9mqSYE7ykVQ7NzrR",
     }
     out = []
     for name, text in cases.items():

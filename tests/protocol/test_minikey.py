@@ -151,7 +151,11 @@ def test_each_problem_has_its_own_error(text: str, error: type[MiniKeyError]) ->
 
 
 def test_checks_run_in_documented_order() -> None:
-    # Length first, then characters, then the S, then the check.
+    # Beyond printable ASCII first, then length, then characters, then the S, then the check.
+    with pytest.raises(NotBase58, match=r"Character 6 \(U\+200C\)"):
+        parse_minikey(KEY_A[:5] + "\u2060\u200c" + KEY_A[6:])  # a separator, then no char
+    with pytest.raises(NotBase58, match=r"U\+0441"):
+        parse_minikey(KEY_A[:2] + "\u0441" + KEY_A[3:-1])  # short too, but named first
     with pytest.raises(WrongLength):
         parse_minikey("T0" + KEY_A[2:-1])
     with pytest.raises(NotBase58):
@@ -189,7 +193,7 @@ def test_messages_say_what_is_wrong() -> None:
     with pytest.raises(NotBase58, match=r"Character 2 \('0'\)"):
         parse_minikey("S0" + KEY_A[2:])
     # A look-alike or an invisible character is named by its code point, never quoted.
-    for char, named in (("\u0430", "U+0430"), ("\u2060", "U+2060"), ("\U0001d5ba", "U+1D5BA")):
+    for char, named in (("\u0430", "U+0430"), ("\u200c", "U+200C"), ("\U0001d5ba", "U+1D5BA")):
         with pytest.raises(NotBase58, match=rf"Character 6 \({re.escape(named)}\)") as caught:
             parse_minikey(KEY_A[:5] + char + KEY_A[6:])
         assert char not in str(caught.value)

@@ -33,7 +33,7 @@ test("a link to the app's /index.html gives the relay's folder", () => {
 });
 
 test("a look-alike or invisible character in a key is named by its code point, never shown", () => {
-  for (const [char, named] of [["\u0430", "U+0430"], ["\u2060", "U+2060"], ["\u{1d5ba}", "U+1D5BA"]]) {
+  for (const [char, named] of [["\u0430", "U+0430"], ["\u200c", "U+200C"], ["\u{1d5ba}", "U+1D5BA"]]) {
     assert.throws(() => parseInvite(key.slice(0, 5) + char + key.slice(6)), (error) => {
       assert.ok(error instanceof NotBase58);
       assert.ok(error.message.startsWith(`Character 6 (${named}) cannot be in a room key`), error.message);

@@ -20,7 +20,9 @@ GROUP_SIZE = 5
 _BASE58 = frozenset(BASE58_ALPHABET)
 _TAILS = 58**29
 # Characters people type that the grouping adds or that separate groups.
-_SEPARATORS = str.maketrans("", "", " \t\r\n-_.\u00a0\u2009\u200b\u202f\u2013\u2014")
+_SEPARATORS = str.maketrans(
+    "", "", " \t\r\n-_.\u00a0\u00ad\u2009\u200b\u2010\u2011\u202f\u2013\u2014\u2060\ufeff"
+)
 
 _NATO = {
     "a": "alfa", "b": "bravo", "c": "charlie", "d": "delta", "e": "echo", "f": "foxtrot",
@@ -57,12 +59,23 @@ def parse_minikey(text: str) -> str:
     """Return the key in ``text``, ignoring surrounding and grouping spaces and dashes.
 
     Separators are dropped anywhere in the text: spaces, tabs, line breaks, ``-``,
-    ``_``, ``.``, no-break, thin and zero-width spaces, and en or em dashes. Raises a
-    ``MiniKeyError`` subclass naming what is wrong, checked in this order: length,
-    characters, the leading S, then the typo check. A message may quote a character that is not
-    base58: such a character cannot be part of any key, so it reveals nothing.
+    ``_``, ``.``, no-break, thin and zero-width spaces, soft hyphens, hyphens, en or em
+    dashes, word joiners and U+FEFF. Raises a ``MiniKeyError`` subclass naming what is
+    wrong, checked in this order (PROTOCOL.md 3.5): characters beyond printable ASCII,
+    length, the other characters, the leading S, then the typo check. A message may quote a
+    character that is not base58: such a character cannot be part of any key, so it
+    reveals nothing.
     """
     key = text.translate(_SEPARATORS)
+    for position, char in enumerate(key, start=1):
+        if not " " < char < "\x7f":
+            # Named by its code point, and before the length, which would count a character
+            # that does not show: a look-alike (Cyrillic U+0430 for a) or an invisible one,
+            # quoted, would show as a letter that can be in a key, or as nothing.
+            raise NotBase58(
+                f"Character {position} (U+{ord(char):04X}) cannot be in a room key: only Latin "
+                "letters and digits can, and this one only looks like one, or does not show."
+            )
     if len(key) != MINIKEY_LENGTH:
         raise WrongLength(
             f"A room key has {MINIKEY_LENGTH} characters; this one has {len(key)} "
@@ -70,15 +83,8 @@ def parse_minikey(text: str) -> str:
         )
     for position, char in enumerate(key, start=1):
         if char not in _BASE58:
-            if " " < char < "\x7f":
-                hint = " (0, O, I and l are never used)" if char in "0OIl" else ""
-                raise NotBase58(f"Character {position} ({char!r}) cannot be in a room key{hint}.")
-            # Named by its code point: a look-alike (Cyrillic U+0430 for a) or an invisible
-            # character, quoted, would show as a letter that can be in a key, or as nothing.
-            raise NotBase58(
-                f"Character {position} (U+{ord(char):04X}) cannot be in a room key: only Latin "
-                "letters and digits can, and this one only looks like one, or does not show."
-            )
+            hint = " (0, O, I and l are never used)" if char in "0OIl" else ""
+            raise NotBase58(f"Character {position} ({char!r}) cannot be in a room key{hint}.")
     if key[0] != "S":
         raise WrongPrefix("A room key starts with a capital S.")
     if not _passes_check(key):

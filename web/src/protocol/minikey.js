@@ -6,7 +6,7 @@ import { ChecksumMismatch, NotBase58, WrongLength, WrongPrefix } from "./errors.
 export const BASE58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
 export const MINIKEY_LENGTH = 30;
 const GROUP_SIZE = 5;
-const SEPARATORS = /[ \t\r\n\-_.\u00a0\u2009\u200b\u202f\u2013\u2014]/gu;
+const SEPARATORS = /[ \t\r\n\-_.\u00a0\u00ad\u2009\u200b\u2010\u2011\u202f\u2013\u2014\u2060\ufeff]/gu;
 const NATO = {
   a: "alfa", b: "bravo", c: "charlie", d: "delta", e: "echo", f: "foxtrot", g: "golf",
   h: "hotel", i: "india", j: "juliett", k: "kilo", l: "lima", m: "mike", n: "november",
@@ -38,10 +38,26 @@ export function makeMinikey(randomBytes) {
   }
 }
 
-/** The key in `text`, ignoring separators; throws a MiniKeyError naming what is wrong. */
+/**
+ * The key in `text`, ignoring separators; throws a MiniKeyError naming what is wrong,
+ * checked in this order (PROTOCOL.md 3.5): characters beyond printable ASCII, length, the
+ * other characters, the leading S, then the typo check.
+ */
 export function parseMinikey(text) {
   const key = text.replace(SEPARATORS, "");
   const characters = [...key];
+  for (const [index, char] of characters.entries()) {
+    if (!(char > " " && char < "\x7f")) {
+      // Named by its code point, and before the length, which would count a character that
+      // does not show: a look-alike (Cyrillic U+0430 for a) or an invisible one, quoted,
+      // would show as a letter that can be in a key, or as nothing.
+      const code = char.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
+      throw new NotBase58(
+        `Character ${index + 1} (U+${code}) cannot be in a room key: only Latin ` +
+          "letters and digits can, and this one only looks like one, or does not show.",
+      );
+    }
+  }
   if (characters.length !== MINIKEY_LENGTH) {
     throw new WrongLength(
       `A room key has ${MINIKEY_LENGTH} characters; this one has ${characters.length} ` +
@@ -50,17 +66,8 @@ export function parseMinikey(text) {
   }
   for (const [index, char] of characters.entries()) {
     if (!BASE58_ALPHABET.includes(char)) {
-      if (char > " " && char < "\x7f") {
-        const hint = "0OIl".includes(char) ? " (0, O, I and l are never used)" : "";
-        throw new NotBase58(`Character ${index + 1} ('${char}') cannot be in a room key${hint}.`);
-      }
-      // Named by its code point: a look-alike (Cyrillic U+0430 for a) or an invisible character,
-      // quoted, would show as a letter that can be in a key, or as nothing.
-      const code = char.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
-      throw new NotBase58(
-        `Character ${index + 1} (U+${code}) cannot be in a room key: only Latin ` +
-          "letters and digits can, and this one only looks like one, or does not show.",
-      );
+      const hint = "0OIl".includes(char) ? " (0, O, I and l are never used)" : "";
+      throw new NotBase58(`Character ${index + 1} ('${char}') cannot be in a room key${hint}.`);
     }
   }
   if (key[0] !== "S") throw new WrongPrefix("A room key starts with a capital S.");
