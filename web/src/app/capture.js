@@ -6,15 +6,16 @@ let pending = null;
 
 /**
  * The invite link the page was opened with: the fragment as text, and the relay it names
- * (the folder of the page's own address), which the room is joined on.
+ * (the page's own address, without a last /index.html), which the room is joined on.
  * @returns {{text: string, server: string} | null}
  */
 export function inviteFromLocation() {
   const fragment = window.location.hash.slice(1);
   if (!fragment) return null;
-  // The folder, not the page: the relay serves the app at /index.html too, and a relay at
-  // ".../index.html" would have no WebSocket there (nor would its invite links open).
-  return { text: fragmentText(fragment), server: new URL(".", window.location.origin + window.location.pathname).href };
+  // Not ".../index.html", where the relay serves the app too: no WebSocket is there (nor
+  // would its invite links open). As parseInvite (invite.js) and the Python client read a link.
+  const path = window.location.pathname.replace(/\/index\.html$/, "/");
+  return { text: fragmentText(fragment), server: window.location.origin + path };
 }
 
 /** Move the invite link's fragment, if any, into memory and clean the address bar. */
