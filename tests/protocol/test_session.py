@@ -318,8 +318,26 @@ def test_a_client_only_frame_from_the_relay_is_a_frame_error(room: RoomKeys) -> 
     from instantroom.protocol.errors import FrameError
 
     alice = make_session(1, "alice")
+    alice.connection_made()
     with pytest.raises(FrameError):
         alice.receive(frames.encode_frame(frames.Ping(1)), NOW)
+
+
+def test_a_frame_while_disconnected_counts_for_nothing(room: RoomKeys) -> None:
+    """A JOINED taken with no connection would have the next connection publish the outbox
+    before its own JOINED, into a room it is not in yet."""
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    alice.join(room)
+    decoded(alice)
+    alice.connection_lost()
+    waiting = alice.send_text(room.room_id, "after the outage", NOW)
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 2)), NOW)
+    assert alice.events() == []
+    assert not alice.rooms[room.room_id].joined
+    alice.connection_made()
+    assert [type(f) for f in decoded(alice)] == [frames.Join]  # no PUBLISH before JOINED
+    assert [m for m, _, _ in alice.outbox_of(room.room_id)] == [waiting.message_id]
 
 
 def test_the_earlier_expiry_holds_and_a_relay_cannot_erase_it(room: RoomKeys) -> None:

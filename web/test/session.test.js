@@ -552,6 +552,20 @@ describe("receiving", () => {
     assert.deepEqual(nameless.events().map((e) => e.keyChanged), [false]);
   });
 
+  it("a frame while disconnected counts for nothing: no PUBLISH before the next JOINED", async () => {
+    const alice = makeSession(1);
+    alice.connectionMade();
+    alice.join(roomA);
+    decoded(alice);
+    alice.connectionLost();
+    await alice.sendText(roomA.roomId, "after the outage", NOW);
+    await alice.receive(frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 2 }), NOW);
+    assert.deepEqual(alice.events(), []);
+    alice.connectionMade();
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
+    assert.equal(alice.unacknowledged, 1);
+  });
+
   it("a name is tracked per room", async () => {
     const alice = await connectedAndJoined(1, roomA, { name: "sam" });
     const mallory = await connectedAndJoined(3, roomB, { name: "sam" });

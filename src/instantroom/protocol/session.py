@@ -481,7 +481,11 @@ class ClientSession:
         self._pump()
 
     def receive(self, data: bytes, now_ms: int) -> None:
-        """Handle one frame from the relay. A frame that makes no sense raises FrameError."""
+        """Handle one frame from the relay. A frame that makes no sense raises FrameError.
+        While disconnected there is no relay to hear from: a frame then is ignored (a JOINED
+        taken then would count us in a room the next connection has not let us into)."""
+        if not self.connected:
+            return
         frame = frames.decode_frame(data)
         match frame:
             case frames.Deliver(room_id, envelope):

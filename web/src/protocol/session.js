@@ -492,8 +492,11 @@ export class ClientSession {
   receive(data, nowMs) {
     // A frame waits in line behind any seal still running; if its connection dropped
     // meanwhile, it belongs to that connection and is dropped too.
+    // While disconnected there is no relay to hear from: a JOINED taken then would count
+    // us in a room the next connection has not let us into.
     const connection = this._connections;
-    return this._serialized(() => (connection === this._connections ? this._receive(data, nowMs) : undefined));
+    const current = () => connection === this._connections && this.connected;
+    return this._serialized(() => (current() ? this._receive(data, nowMs) : undefined));
   }
 
   // inside
