@@ -4,7 +4,9 @@ The template is filled with plain HTTP on 127.0.0.1 and two relays that share ro
 through a redis-server on a loopback port; nginx runs in the foreground as this user,
 everything it writes under tmp_path. Through it: two members chat both ways (nginx puts
 one on each relay), /healthz answers and the WebSocket upgrade passes, a browser's
-same-origin one included.
+same-origin one included. Filled in with TLS as its header says (the #TLS# lines taken in),
+nginx accepts it and serves the upgrade over TLS, and a client's own X-Forwarded-For
+does not get it past the per-address limit.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,6 +31,7 @@ from pathlib import Path
 from instantroom.client.connection import RoomClient
 from instantroom.protocol.codes import SUBPROTOCOL
 from instantroom.protocol.kdf import DeviceKey
+from instantroom.relay.tls import make_self_signed
 from instantroom.testing import (
     LOOPBACK,
     RelayProcess,
@@ -45,12 +49,12 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "packaging" / "nginx" / "instan
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
-def fill_template(relay_ports: tuple[int, int], listen_port: int) -> str:
+def fill_template(relay_ports: tuple[int, int], listen_port: int, listen_tail: str = "") -> str:
     text = TEMPLATE.read_text()
     values = {
         "@RELAY_1@": f"{LOOPBACK}:{relay_ports[0]}",
         "@RELAY_2@": f"{LOOPBACK}:{relay_ports[1]}",
-        "@LISTEN@": f"{LOOPBACK}:{listen_port}",
+        "@LISTEN@": f"{LOOPBACK}:{listen_port}{listen_tail}",
     }
     for placeholder, value in values.items():
         # Each placeholder used exactly once outside comments: the test runs the real file.
@@ -204,3 +208,60 @@ def test_nginx_in_front_of_two_relays(tmp_path: Path) -> None:
             assert_exited_cleanly(relay)
     finally:
         redis_server.stop()
+
+
+def fill_template_with_tls(relay_port: int, listen_port: int, certificates: Path) -> str:
+    """The template as its header says for TLS: ``listen ... ssl`` and the #TLS# lines in,
+    the Let's Encrypt paths pointing at ``certificates`` instead."""
+    text = fill_template((relay_port, relay_port), listen_port, " ssl")
+    assert text.count("#TLS# ") >= 3, "the template has no #TLS# lines to take in"
+    text = text.replace("#TLS# ", "")
+    live = "/etc/letsencrypt/live/chat.example.org/"
+    assert text.count(live) == 2, "ssl_certificate and ssl_certificate_key"
+    return text.replace(live, f"{certificates}/")
+
+
+def test_nginx_with_tls_as_the_template_says(tmp_path: Path) -> None:
+    certificate, key = make_self_signed()
+    (tmp_path / "fullchain.pem").write_bytes(certificate)
+    (tmp_path / "privkey.pem").write_bytes(key)
+    port = free_port()
+    client_tls = ssl.create_default_context(cadata=certificate.decode())
+    with contextlib.ExitStack() as stack:
+        relay = stack.enter_context(
+            running_relay("--trust-proxy", "--connections-per-address", "1")
+        )
+        site = fill_template_with_tls(relay.port, port, tmp_path)
+        stack.enter_context(running_nginx(tmp_path, site, port))
+
+        async def upgrade(forwarded_for: str) -> tuple[int, asyncio.StreamWriter]:
+            reader, writer = await asyncio.open_connection(
+                LOOPBACK, port, ssl=client_tls, server_hostname="localhost"
+            )
+            request = upgrade_request(port, origin=f"https://{LOOPBACK}:{port}")
+            # A client that names an address of its own, hoping for a second allowance.
+            request = request.replace(
+                b"\r\n\r\n", f"\r\nX-Forwarded-For: {forwarded_for}\r\n\r\n".encode()
+            )
+            writer.write(request)
+            status, headers = await read_response_head(reader)
+            if status == 101:
+                assert headers["sec-websocket-protocol"] == SUBPROTOCOL
+            return status, writer
+
+        async def scenario() -> None:
+            # A browser on the https:// page nginx serves: let in, over TLS.
+            first, held = await upgrade("192.0.2.1")
+            assert first == 101
+            # nginx replaces X-Forwarded-For with the peer's address: the same client
+            # naming another address is still one address, over its limit of 1.
+            second, turned_away = await upgrade("192.0.2.2")
+            assert second == 429
+            for writer in (turned_away, held):
+                writer.close()
+                # A TLS stream closes after its close_notify: wait for the socket to go.
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+
+        run(scenario(), timeout=30)
+    assert_exited_cleanly(relay)
