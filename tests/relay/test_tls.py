@@ -10,6 +10,8 @@ import datetime
 import ipaddress
 import secrets
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 from cryptography import x509
@@ -205,3 +207,28 @@ def test_behind_a_proxy_over_tls_as_many_connections_as_allowed_get_in(tmp_path:
 
         run(scenario())
     assert_exited_cleanly(relay)
+
+
+def test_a_certificate_that_cannot_be_loaded_stops_serve_and_names_its_files(
+    tmp_path: Path,
+) -> None:
+    """A file the relay cannot read (root's own, under a unit's dynamic user) or a key of
+    another certificate: one line naming the files, exit 2, no traceback."""
+    cert, key = self_signed(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    _, other_key = self_signed(other)
+    missing = tmp_path / "missing.pem"
+    for cert_file, key_file, why in (
+        (missing, key, "No such file or directory"),
+        (cert, other_key, "KEY_VALUES_MISMATCH"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "instantroom", "serve", "--host", LOOPBACK, "--port", "0",
+             "--tls-cert", str(cert_file), "--tls-key", str(key_file)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert str(cert_file) in done.stderr
+        assert why in done.stderr
+        assert "Traceback" not in done.stderr

@@ -46,7 +46,7 @@ from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode, FrameT
 from instantroom.protocol.errors import FrameError, JoinProofError
 from instantroom.protocol.join import ROOM_ID_SIZE, SIGNATURE_SIZE, verify_join_proof
 
-from .config import RelayConfig
+from .config import ConfigError, RelayConfig
 from .hub import Hub, HubUnavailable, MemoryHub
 from .logs import Redactor, log_event
 from .metrics import RelayMetrics, render_metrics
@@ -676,7 +676,12 @@ class Relay:
         context = None
         if self.config.tls_cert:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(self.config.tls_cert, self.config.tls_key or None)
+            try:
+                context.load_cert_chain(self.config.tls_cert, self.config.tls_key or None)
+            except OSError as exc:  # ssl.SSLError too; either may name no file
+                files = " and ".join(filter(None, (self.config.tls_cert, self.config.tls_key)))
+                why = exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
+                raise ConfigError(f"--tls-cert/--tls-key: cannot load {files} ({why}).") from None
         elif self.config.tls_self_signed:
             context, fingerprint = self_signed_context()
             log_event("relay.tls_self_signed", sha256=fingerprint)
