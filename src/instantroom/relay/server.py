@@ -679,9 +679,9 @@ class Relay:
             try:
                 context.load_cert_chain(self.config.tls_cert, self.config.tls_key or None)
             except OSError as exc:  # ssl.SSLError too; either may name no file
-                files = " and ".join(filter(None, (self.config.tls_cert, self.config.tls_key)))
+                named = " and ".join(filter(None, (self.config.tls_cert, self.config.tls_key)))
                 why = exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
-                raise ConfigError(f"--tls-cert/--tls-key: cannot load {files} ({why}).") from None
+                raise ConfigError(f"--tls-cert/--tls-key: cannot load {named} ({why}).") from None
         elif self.config.tls_self_signed:
             context, fingerprint = self_signed_context()
             log_event("relay.tls_self_signed", sha256=fingerprint)
