@@ -192,6 +192,11 @@ def test_messages_say_what_is_wrong() -> None:
         parse_minikey(KEY_A[:-1])
     with pytest.raises(NotBase58, match=r"Character 2 \('0'\)"):
         parse_minikey("S0" + KEY_A[2:])
+    # Quoted as typed (PROTOCOL.md 3.5), as the web client does: one backslash, in '...'.
+    for char in ("\\", "'"):
+        with pytest.raises(NotBase58) as quoted:
+            parse_minikey("S" + char + KEY_A[2:])
+        assert str(quoted.value) == f"Character 2 ('{char}') cannot be in a room key."
     # A look-alike or an invisible character is named by its code point, never quoted.
     for char, named in (("\u0430", "U+0430"), ("\u200c", "U+200C"), ("\U0001d5ba", "U+1D5BA")):
         with pytest.raises(NotBase58, match=rf"Character 6 \({re.escape(named)}\)") as caught:

@@ -963,15 +963,17 @@ def test_each_reconnect_answers_its_own_join_once(room: RoomKeys) -> None:
 # Names compared in their canonical form (PROTOCOL.md 4.4), and how many are remembered.
 
 
-def deliver_as(device_seed: int, name: str, room: RoomKeys, number: int) -> bytes:
+def deliver_as(
+    device_seed: int, name: str, room: RoomKeys, number: int, kind: int = Kind.TEXT
+) -> bytes:
     """A DELIVER of a message by the device of ``device_seed`` under ``name``."""
     device = DeviceKey.from_private_bytes(bytes([device_seed]) * 32)
     counter = itertools.count(device_seed * 10**9 + number * 10)
     message = new_message(
         device,
         name,
-        Kind.TEXT,
-        b"hi",
+        kind,
+        b"hi" if kind == Kind.TEXT else b"",
         token_bytes=lambda n: next(counter).to_bytes(n, "big"),
         now_ms=NOW,
     )
@@ -1000,6 +1002,24 @@ def test_a_look_alike_name_with_a_new_key_is_flagged(room: RoomKeys, look_alike:
     assert not first.key_changed
     assert second.key_changed
     assert second.message.sender_name == look_alike  # shown as sent
+
+
+@pytest.mark.parametrize("kind", [Kind.JOIN, Kind.TYPING, 9])
+def test_a_message_not_shown_does_not_make_a_new_key_the_names(room: RoomKeys, kind: int) -> None:
+    """Clients show TEXT only: a new key under a known name in another kind (flagged, but
+    not shown) must not make the next TEXT with that key pass unflagged."""
+    bob = make_session(2, "bob")
+    bob.connection_made()
+    join_fully(bob, room)
+    bob.receive(deliver_as(1, "alice", room, 0), NOW)
+    bob.receive(deliver_as(3, "alice", room, 1, kind), NOW)
+    bob.receive(deliver_as(3, "Alice", room, 2), NOW)
+    bob.receive(deliver_as(3, "alice", room, 3), NOW)  # a new key, once flagged, is the name's
+    assert [e.key_changed for e in received(bob)] == [False, True, True, False]
+    # A name not known yet is known from any kind: its first key is no key change.
+    bob.receive(deliver_as(1, "carol", room, 4, kind), NOW)
+    bob.receive(deliver_as(3, "carol", room, 5), NOW)
+    assert [e.key_changed for e in received(bob)] == [False, True]
 
 
 def test_one_device_under_spellings_of_one_name_is_not_flagged(room: RoomKeys) -> None:

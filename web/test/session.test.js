@@ -172,6 +172,8 @@ describe("publishing", () => {
     const alice = await connectedAndJoined(1, roomA);
     await assert.rejects(alice.send(roomA.roomId, 256, new Uint8Array(1), NOW), UsageError);
     await assert.rejects(alice.send(roomA.roomId, Kind.TEXT, new Uint8Array(60001), NOW), UsageError);
+    // Text that is not UTF-8, which every receiver would refuse, as the Python core refuses it.
+    await assert.rejects(alice.send(roomA.roomId, Kind.TEXT, Uint8Array.of(0xff), NOW), UsageError);
     await assert.rejects(alice.sendText(roomA.roomId, "late", 2 ** 53), UsageError);
     assert.equal(alice.unacknowledged, 0);
     assert.deepEqual(alice.framesToSend(), []);
@@ -1452,16 +1454,16 @@ describe("challenges", () => {
 describe("names", () => {
   let counter = 0;
   /** A DELIVER of a message by the device of `seed` under `name`. */
-  async function deliverAs(seed, name, room) {
+  async function deliverAs(seed, name, room, kind = Kind.TEXT) {
     const device = deviceKeyFromSeed(new Uint8Array(32).fill(seed));
     const random = counterBytes(++counter * 1000);
     const message = {
       messageId: random(16),
       timestampMs: NOW,
-      kind: Kind.TEXT,
+      kind,
       senderKey: device.publicKey,
       senderName: name,
-      body: new Uint8Array([104, 105]),
+      body: kind === Kind.TEXT ? new Uint8Array([104, 105]) : new Uint8Array(0),
     };
     const envelope = await sealEnvelope(room, device, message, random(12));
     return frame({ type: "Deliver", roomId: room.roomId, envelope });
@@ -1481,6 +1483,23 @@ describe("names", () => {
       assert.equal(first.keyChanged, false);
       assert.equal(second.keyChanged, true);
       assert.equal(second.message.senderName, lookAlike);
+    });
+  }
+
+  for (const kind of [Kind.JOIN, Kind.TYPING, 9]) {
+    it(`a new key in a message not shown (kind ${kind}) does not become the name's`, async () => {
+      // Clients show TEXT only: taking the new key from a flagged message no one sees would
+      // let the next TEXT with that key pass unflagged.
+      const bob = await connectedAndJoined(2, roomA);
+      await bob.receive(await deliverAs(1, "alice", roomA), NOW);
+      await bob.receive(await deliverAs(3, "alice", roomA, kind), NOW);
+      await bob.receive(await deliverAs(3, "Alice", roomA), NOW);
+      await bob.receive(await deliverAs(3, "alice", roomA), NOW); // once flagged, it is the name's
+      assert.deepEqual(flags(bob), [false, true, true, false]);
+      // A name not known yet is known from any kind: its first key is no key change.
+      await bob.receive(await deliverAs(1, "carol", roomA, kind), NOW);
+      await bob.receive(await deliverAs(3, "carol", roomA), NOW);
+      assert.deepEqual(flags(bob), [false, true]);
     });
   }
 

@@ -84,7 +84,9 @@ def parse_minikey(text: str) -> str:
     for position, char in enumerate(key, start=1):
         if char not in _BASE58:
             hint = " (0, O, I and l are never used)" if char in "0OIl" else ""
-            raise NotBase58(f"Character {position} ({char!r}) cannot be in a room key{hint}.")
+            # Quoted as typed, as PROTOCOL.md 3.5 and the web client word it: repr would
+            # show a backslash as two and an apostrophe in double quotes.
+            raise NotBase58(f"Character {position} ('{char}') cannot be in a room key{hint}.")
     if key[0] != "S":
         raise WrongPrefix("A room key starts with a capital S.")
     if not _passes_check(key):

@@ -643,7 +643,13 @@ class ClientSession:
         else:
             known = state.names.pop(name, None)
             key_changed = known is not None and known != message.sender_key
-            state.names[name] = message.sender_key  # now the most recently seen
+            # Only a TEXT message, which clients show with the warning, makes another key
+            # the name's: another kind (a TYPING, a kind we ignore) is not shown, and a new
+            # key taken from it would let the next TEXT under the name pass unflagged.
+            keep = message.sender_key
+            if known is not None and key_changed and message.kind != Kind.TEXT:
+                keep = known
+            state.names[name] = keep  # now the most recently seen
             if len(state.names) > MAX_NAMES_PER_ROOM:
                 del state.names[next(iter(state.names))]  # the least recently seen
         self._events.append(

@@ -6,7 +6,7 @@
 //   inner    = signed || Ed25519 signature by the sender's device key
 
 import { ed25519 } from "@noble/curves/ed25519.js";
-import { concat, hex, u32, u64, utf8, utf8Strict, view } from "./bytes.js";
+import { concat, equal, hex, u32, u64, utf8, utf8Strict, view } from "./bytes.js";
 import { ENVELOPE_VERSION, NONCE_SIZE, PADDING_BUCKETS, SIGNATURE_SIZE, TAG_SIZE } from "./codes.js";
 import { BadSignature, DecryptionFailed, MalformedEnvelope, ReplayedMessage, StaleMessage, UsageError } from "./errors.js";
 import { signatureIsGood } from "./join.js";
@@ -29,10 +29,24 @@ const HEAD_SIZE = 16 + 8 + 1 + 32 + 1;
  */
 
 function signedPart(message) {
+  // As the Python core refuses them: TextEncoder would seal U+FFFD for a lone surrogate,
+  // and Uint8Array.of would wrap a kind of 256 to 0.
+  if (/\p{Cs}/u.test(message.senderName)) throw new UsageError("A name must be encodable as UTF-8.");
   const name = utf8.encode(message.senderName);
   if (name.length > MAX_NAME_BYTES) throw new UsageError("A name is at most 64 bytes of UTF-8.");
   if (message.body.length > MAX_BODY_BYTES) throw new UsageError("A body is at most 60000 bytes.");
   if (message.messageId.length !== MESSAGE_ID_SIZE) throw new UsageError("A message id is 16 bytes.");
+  if (!Number.isInteger(message.kind) || message.kind < 0 || message.kind > 255) {
+    throw new UsageError("A kind fits in one byte.");
+  }
+  if (message.kind === Kind.TEXT) {
+    try {
+      utf8Strict.decode(message.body);
+    } catch {
+      // Every receiver would refuse it (MalformedEnvelope, PROTOCOL.md 5.4).
+      throw new UsageError("A text message's body must be UTF-8.");
+    }
+  }
   return concat(
     message.messageId,
     u64(message.timestampMs),
@@ -75,6 +89,10 @@ async function aesKey(messageKey, usage) {
 
 /** Sign, pad and encrypt `message` for `room` with a fresh 12-byte `nonce`. */
 export async function sealEnvelope(room, device, message, nonce) {
+  // PROTOCOL.md 5.5, step 1: signed by another key, every receiver would refuse it.
+  if (!(message.senderKey instanceof Uint8Array) || !equal(message.senderKey, device.publicKey)) {
+    throw new UsageError("A device seals only messages that carry its own public key.");
+  }
   if (nonce.length !== NONCE_SIZE) throw new UsageError("The nonce is 12 bytes.");
   const signed = signedPart(message);
   const signature = ed25519.sign(concat(LABEL_MESSAGE_SIGNATURE, room.roomId, signed), device.seed);

@@ -727,7 +727,10 @@ export class ClientSession {
       const known = state.names.get(name);
       keyChanged = known !== undefined && known !== senderKey;
       state.names.delete(name);
-      state.names.set(name, senderKey); // now the most recently seen
+      // Only a TEXT message, which clients show with the warning, makes another key the
+      // name's: another kind (a TYPING, a kind we ignore) is not shown, and a new key taken
+      // from it would let the next TEXT under the name pass unflagged.
+      state.names.set(name, keyChanged && message.kind !== Kind.TEXT ? known : senderKey); // now the most recently seen
       if (state.names.size > MAX_NAMES_PER_ROOM) state.names.delete(state.names.keys().next().value);
     }
     this._events.push({
