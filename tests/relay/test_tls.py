@@ -9,6 +9,7 @@ import contextlib
 import datetime
 import ipaddress
 import secrets
+import socket
 import ssl
 import subprocess
 import sys
@@ -232,3 +233,27 @@ def test_a_certificate_that_cannot_be_loaded_stops_serve_and_names_its_files(
         assert str(cert_file) in done.stderr
         assert why in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_with_workers_a_certificate_that_cannot_be_loaded_stops_serve_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """Each of the --workers loaded the files itself: each failed with a traceback, and serve
+    with exit 1. Checked once, before any worker starts, as with one process."""
+    _, key = self_signed(tmp_path)
+    missing = tmp_path / "missing.pem"
+    with socket.socket() as probe:  # a fixed port, as --workers needs; nothing binds it
+        probe.bind((LOOPBACK, 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "instantroom", "serve", "--host", LOOPBACK, "--port", str(port),
+         "--workers", "2", "--backplane", "redis://127.0.0.1:1/0",
+         "--tls-cert", str(missing), "--tls-key", str(key)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        f"instantroom: --tls-cert/--tls-key: cannot load {missing} and {key} "
+        "(No such file or directory)."
+    ]

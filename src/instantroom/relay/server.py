@@ -46,12 +46,12 @@ from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode, FrameT
 from instantroom.protocol.errors import FrameError, JoinProofError
 from instantroom.protocol.join import ROOM_ID_SIZE, SIGNATURE_SIZE, verify_join_proof
 
-from .config import ConfigError, RelayConfig
+from .config import RelayConfig
 from .hub import Hub, HubUnavailable, MemoryHub
 from .logs import Redactor, log_event
 from .metrics import RelayMetrics, render_metrics
 from .rooms import RoomFacts
-from .tls import check_tls_options, self_signed_context
+from .tls import certificate_context, check_tls_options, self_signed_context
 
 WEBSOCKET_PATH = "/ws"
 _ROOM_FIRST = {FrameType.JOIN, FrameType.PROOF}  # room id right after the type byte
@@ -675,13 +675,7 @@ class Relay:
         await self.hub.start(self._remote_delivery, self._members_changed)
         context = None
         if self.config.tls_cert:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            try:
-                context.load_cert_chain(self.config.tls_cert, self.config.tls_key or None)
-            except OSError as exc:  # ssl.SSLError too; either may name no file
-                named = " and ".join(filter(None, (self.config.tls_cert, self.config.tls_key)))
-                why = exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
-                raise ConfigError(f"--tls-cert/--tls-key: cannot load {named} ({why}).") from None
+            context = certificate_context(self.config)
         elif self.config.tls_self_signed:
             context, fingerprint = self_signed_context()
             log_event("relay.tls_self_signed", sha256=fingerprint)

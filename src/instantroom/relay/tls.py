@@ -46,6 +46,19 @@ def check_tls_options(config: RelayConfig, *, shared_port: bool = False) -> None
         )
 
 
+def certificate_context(config: RelayConfig) -> ssl.SSLContext:
+    """A server TLS context with ``--tls-cert``/``--tls-key``; ConfigError, naming the files
+    and why, if they cannot be loaded (unreadable, missing, a key of another certificate)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key or None)
+    except OSError as exc:  # ssl.SSLError too; either may name no file
+        named = " and ".join(filter(None, (config.tls_cert, config.tls_key)))
+        why = exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
+        raise ConfigError(f"--tls-cert/--tls-key: cannot load {named} ({why}).") from None
+    return context
+
+
 def fingerprint(der: bytes) -> str:
     """A certificate's SHA-256 fingerprint as browsers show it: AB:CD:...:EF."""
     digest = hashes.Hash(hashes.SHA256())

@@ -18,7 +18,7 @@ import uvloop
 from .config import ConfigError, RelayConfig
 from .hub import Hub, MemoryHub
 from .logs import setup_logging
-from .tls import check_tls_options
+from .tls import certificate_context, check_tls_options
 
 
 def make_hub(url: str) -> Hub:
@@ -44,6 +44,9 @@ def serve(config: RelayConfig) -> int:
     """Run the relay (or its workers) until SIGTERM or SIGINT."""
     make_hub(config.backplane)  # fail early on a bad URL
     check_tls_options(config, shared_port=config.workers > 1)
+    if config.tls_cert:
+        # Here, not only in each worker: a worker's ConfigError is its traceback, and exit 1.
+        certificate_context(config)
     if config.workers <= 1:
         _run_one(config, reuse_port=False)
         return 0
