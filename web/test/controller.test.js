@@ -261,6 +261,14 @@ describe("App: a room the relay refuses", () => {
     assert.equal(app.liveRoom(id).error, null);
   });
 
+  it("a nickname with a broken character is refused before any room is made", async () => {
+    const { app } = await startApp();
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Cut", nickname: "Ann \ud83d", lifetime: "day" });
+    assert.match(app.state.error, /broken character/);
+    assert.equal(app.rooms.length, 0);
+  });
+
   it("for good: says the relay refused the room", async () => {
     const { app } = await startApp();
     await app.unlock(PASSWORD, PASSWORD);

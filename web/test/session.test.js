@@ -568,6 +568,27 @@ describe("receiving", () => {
     assert.equal(alice.unacknowledged, 1);
   });
 
+  it("a frame fed while disconnected stays ignored when a connection is made before its turn", async () => {
+    const alice = makeSession(1);
+    alice.connectionMade();
+    alice.join(roomA);
+    decoded(alice);
+    alice.connectionLost();
+    const sending = alice.sendText(roomA.roomId, "sealed meanwhile", NOW); // takes a turn first
+    const joined = alice.receive(frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 2 }), NOW);
+    alice.connectionMade();
+    await sending;
+    await joined;
+    assert.deepEqual(alice.events(), []);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]); // no PUBLISH before JOINED
+  });
+
+  it("refuses a name with a lone surrogate at join, not at every send", () => {
+    const alice = makeSession(1);
+    assert.throws(() => alice.join(roomA, { name: "al\ud83dice" }), UsageError);
+    assert.equal(alice.rooms.size, 0);
+  });
+
   it("a name is tracked per room", async () => {
     const alice = await connectedAndJoined(1, roomA, { name: "sam" });
     const mallory = await connectedAndJoined(3, roomB, { name: "sam" });

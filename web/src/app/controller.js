@@ -620,6 +620,8 @@ export class App {
   _nicknameProblem(name) {
     if (!name) return "Choose a nickname: the others see it next to your messages.";
     if (utf8.encode(name).length > MAX_NAME_BYTES) return "That nickname is too long: choose a shorter one.";
+    // A broken character (half of an emoji, cut by the field's length limit): it could never be sent.
+    if (/\p{Cs}/u.test(name)) return "That nickname has a broken character in it: type it again.";
     return null;
   }
 

@@ -215,6 +215,8 @@ export class ClientSession {
     if (typeof name !== "string" || utf8.encode(name).length > MAX_NAME_BYTES) {
       throw new UsageError("A name is at most 64 bytes of UTF-8.");
     }
+    // Refused now, not at every send: sealEnvelope refuses such a name (PROTOCOL.md 5.3).
+    if (/\p{Cs}/u.test(name)) throw new UsageError("A name must be encodable as UTF-8.");
     if (!Number.isSafeInteger(expiresAtMs) || expiresAtMs < 0) {
       throw new UsageError("An expiry is a time in ms since 1970, or 0.");
     }
@@ -493,9 +495,11 @@ export class ClientSession {
     // A frame waits in line behind any seal still running; if its connection dropped
     // meanwhile, it belongs to that connection and is dropped too.
     // While disconnected there is no relay to hear from: a JOINED taken then would count
-    // us in a room the next connection has not let us into.
+    // us in a room the next connection has not let us into. Judged now, not when its turn
+    // comes: a connection made meanwhile must not take a frame fed before it.
+    const live = this.connected;
     const connection = this._connections;
-    const current = () => connection === this._connections && this.connected;
+    const current = () => live && connection === this._connections;
     return this._serialized(() => (current() ? this._receive(data, nowMs) : undefined));
   }
 
