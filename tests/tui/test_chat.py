@@ -1054,6 +1054,20 @@ def test_a_message_too_old_to_send_when_the_chat_starts_shows_as_not_sent(
     run(again())
 
 
+def store_with_one_waiting(path: Path, key: str, server: str) -> None:
+    """A key store with one room, and in it one message of alice's, "written before", that
+    the relay has not taken."""
+    store = new_store(path, room(key, server))
+    message = new_message(
+        store.device, "alice", Kind.TEXT, b"written before",
+        token_bytes=secrets.token_bytes, now_ms=now_ms(),
+    )  # fmt: skip
+    envelope = seal_envelope(RoomKeys.from_minikey(key), store.device, message,
+                             secrets.token_bytes(12))  # fmt: skip
+    store.rooms[0].add_outgoing(message.message_id, message.timestamp_ms, envelope)
+    store.save()
+
+
 def test_a_message_waiting_for_a_room_the_relay_refuses_for_good_shows_as_not_sent(
     tmp_path: Path,
 ) -> None:
@@ -1072,15 +1086,7 @@ def test_a_message_waiting_for_a_room_the_relay_refuses_for_good_shows_as_not_se
 
     async def scenario() -> None:
         async with FakeRelay(too_long) as relay:
-            store = new_store(path, room(key, relay.url))
-            message = new_message(
-                store.device, "alice", Kind.TEXT, b"written before",
-                token_bytes=secrets.token_bytes, now_ms=now_ms(),
-            )  # fmt: skip
-            envelope = seal_envelope(RoomKeys.from_minikey(key), store.device, message,
-                                     secrets.token_bytes(12))  # fmt: skip
-            store.rooms[0].add_outgoing(message.message_id, message.timestamp_ms, envelope)
-            store.save()
+            store_with_one_waiting(path, key, relay.url)
             app = ChatApp(KeyStore.open(path, PASSWORD), "alice")
             async with on_screen(app) as alice:
                 await alice.until(
@@ -1110,15 +1116,7 @@ def test_a_message_waiting_for_a_room_full_for_now_keeps_waiting(tmp_path: Path)
 
     async def scenario() -> None:
         async with FakeRelay(full) as relay:
-            store = new_store(path, room(key, relay.url))
-            message = new_message(
-                store.device, "alice", Kind.TEXT, b"written before",
-                token_bytes=secrets.token_bytes, now_ms=now_ms(),
-            )  # fmt: skip
-            envelope = seal_envelope(RoomKeys.from_minikey(key), store.device, message,
-                                     secrets.token_bytes(12))  # fmt: skip
-            store.rooms[0].add_outgoing(message.message_id, message.timestamp_ms, envelope)
-            store.save()
+            store_with_one_waiting(path, key, relay.url)
             app = ChatApp(KeyStore.open(path, PASSWORD), "alice")
             async with on_screen(app) as alice:
                 await alice.until(
