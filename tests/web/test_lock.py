@@ -96,3 +96,19 @@ def test_settings_show_the_relay_and_lock_at_once(
     expect(phone.by("password-confirm")).to_have_count(0)
     phone.unlock("a long password")
     expect(phone.by("room-item").filter(has_text="Settled")).to_have_count(1)
+
+
+def test_a_browser_without_indexeddb_says_so_instead_of_loading_for_ever(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    # Some private windows give a page no IndexedDB, or one whose open() fails.
+    phone = phones()
+    phone.context.add_init_script(
+        "Object.defineProperty(window, 'indexedDB', {value: undefined, configurable: true});"
+    )
+    phone.open(relay.url)
+    alert = phone.page.get_by_role("alert")
+    expect(alert).to_contain_text("cannot keep its key store")
+    expect(alert).to_contain_text("IndexedDB is not available here.")
+    expect(phone.page.get_by_text("Loading…")).to_have_count(0)
+    expect(phone.by("password")).to_have_count(0)
