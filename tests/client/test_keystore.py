@@ -23,6 +23,7 @@ from instantroom.client.keystore import (
     DamagedStore,
     HistoryEntry,
     KeyStore,
+    KeyStoreError,
     KnownMessage,
     OutboxEntry,
     StoreChanged,
@@ -417,6 +418,76 @@ def test_absurd_key_settings_are_damage_not_a_minute_of_work(
     store_path.write_text(json.dumps(document))
     with pytest.raises(DamagedStore, match="key settings"):
         KeyStore.open(store_path, "pw")
+
+
+def test_every_key_setting_at_its_bound_at_once_is_damage_not_minutes_of_work(
+    store_path: Path,
+) -> None:
+    """Each within its bound, together 4 GiB for 64 passes (minutes): the file was altered."""
+    KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    document = json.loads(store_path.read_bytes())
+    document["kdf"] |= {"iterations": 64, "memory_kib": 1024 * 1024}
+    store_path.write_text(json.dumps(document))
+    with pytest.raises(DamagedStore, match="key settings"):
+        KeyStore.open(store_path, "pw")
+    assert json.loads(store_path.read_bytes()) == document
+
+
+def test_a_password_that_is_not_utf8_is_refused_without_a_crash_or_a_quote(
+    store_path: Path,
+) -> None:
+    """As a non-UTF-8 terminal or INSTANTROOM_PASSWORD hands it over (surrogate escapes)."""
+    password = b"secret\xff".decode("utf-8", "surrogateescape")
+    with pytest.raises(KeyStoreError, match="not UTF-8"):
+        KeyStore.create(store_path, password, kdf=FAST_KDF)
+    assert not store_path.exists()
+    KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    before = store_path.read_bytes()
+    with pytest.raises(KeyStoreError, match="not UTF-8") as raised:
+        KeyStore.open(store_path, password)
+    assert "secret" not in str(raised.value)
+    assert raised.value.__cause__ is None
+    assert store_path.read_bytes() == before
+
+
+KILLED_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from instantroom.client.keystore import KeyStore
+    store = KeyStore.open(Path(sys.argv[1]), "pw")
+    fsync = os.fsync
+    def killed(descriptor):  # the new file is written, not yet renamed
+        fsync(descriptor)
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.fsync = killed
+    store.save()
+    """
+)
+
+
+def test_a_copy_left_by_a_write_killed_before_its_rename_goes_with_the_next_write(
+    store_path: Path,
+) -> None:
+    """Else a room forgotten since stays readable in it, to whoever has the password."""
+    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    store.add_room(room(label="forget me"))
+    store.save()
+    other_store = store_path.with_name(store_path.name + ".aaaaaaaa")  # not ours to touch
+    KeyStore.create(other_store, "pw", kdf=FAST_KDF)
+    theirs = other_store.parent / f".{other_store.name}.bbbbbbbb.partial"
+    theirs.write_bytes(b"another store's")
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(store_path)], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    (leftover,) = store_path.parent.glob(f".{store_path.name}.????????.partial")
+    assert [r.label for r in KeyStore.open(leftover, "pw").rooms] == ["forget me"]
+    store = KeyStore.open(store_path, "pw")
+    store.forget(store.rooms[0])
+    store.save()
+    assert sorted(p.name for p in store_path.parent.iterdir()) == sorted(
+        [store_path.name, store_path.name + ".lock", other_store.name, theirs.name,
+         other_store.name + ".lock"]
+    )  # fmt: skip
 
 
 def test_less_memory_than_argon2_allows_for_its_lanes_is_damage(store_path: Path) -> None:

@@ -57,8 +57,11 @@ VERSION = 1
 # RFC 9106's second recommended option: 64 MiB, 3 passes, 4 lanes (~0.1 s here).
 DEFAULT_KDF = {"name": "argon2id", "iterations": 3, "lanes": 4, "memory_kib": 65536}
 MIN_KDF = {"iterations": 1, "lanes": 1, "memory_kib": 8}
-# Beyond these a file is damaged, not strong: they would take minutes or all memory.
-MAX_KDF = {"iterations": 64, "lanes": 64, "memory_kib": 4 * 1024 * 1024}
+# Beyond these a file is damaged, not strong: they would take minutes or all memory. The
+# cost (memory times passes) is bounded too, at 16 times the default's (about 2 s here):
+# both settings at their bounds at once would be minutes.
+MAX_KDF = {"iterations": 64, "lanes": 64, "memory_kib": 1024 * 1024}
+MAX_KDF_COST = 16 * 3 * 65536  # memory_kib times iterations: 16 times DEFAULT_KDF's
 # Messages received, sent or deleted are remembered (id and time, never content) while a
 # relay could still send them again and have them accepted: the replay window of
 # PROTOCOL.md 7, one hour, plus the five minutes a timestamp may be ahead. At most this
@@ -228,13 +231,21 @@ def _unb64(text: object) -> bytes:
 
 
 def _derive(password: str, salt: bytes, kdf: dict[str, Any]) -> bytes:
+    try:
+        secret = password.encode("utf-8")
+    except UnicodeEncodeError:  # bytes a terminal or variable gave that are not UTF-8
+        # Said without the exception: its message would quote part of the password.
+        raise KeyStoreError(
+            "The password is not UTF-8 text (is the terminal set to another encoding?). "
+            "Nothing was changed."
+        ) from None
     return Argon2id(
         salt=salt,
         length=32,
         iterations=kdf["iterations"],
         lanes=kdf["lanes"],
         memory_cost=kdf["memory_kib"],
-    ).derive(password.encode("utf-8"))
+    ).derive(secret)
 
 
 def _header(kdf: dict[str, Any]) -> dict[str, Any]:
@@ -526,6 +537,7 @@ def _decode(
             for name in MIN_KDF
         )
         or kdf["memory_kib"] < 8 * kdf["lanes"]  # Argon2's own rule
+        or kdf["memory_kib"] * kdf["iterations"] > MAX_KDF_COST
     ):
         raise DamagedStore(f"The key store at {path} is damaged: its key settings are.")
     salt = _unb64(kdf.get("salt"))
@@ -700,9 +712,28 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(descriptor)  # releases the lock
 
 
+def _partial(path: Path) -> tuple[str, str]:
+    """The prefix and suffix of the files ``_write_atomically`` writes before renaming."""
+    return f".{path.name}.", ".partial"
+
+
+def _remove_partials(path: Path) -> None:
+    """Delete what writes of this store left when killed before their rename: a copy of
+    the store as it was, rooms forgotten since too. The caller holds the lock, so no
+    write of this store is under way."""
+    prefix, suffix = _partial(path)
+    for leftover in path.parent.iterdir():
+        middle = leftover.name.removeprefix(prefix).removesuffix(suffix)
+        # mkstemp's 8 characters exactly: not another store's ("keystore.json.x") file.
+        if leftover.name == prefix + middle + suffix and len(middle) == 8 and "." not in middle:
+            leftover.unlink(missing_ok=True)
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor, temporary = tempfile.mkstemp(prefix=".keystore-", dir=path.parent)
+    _remove_partials(path)
+    prefix, suffix = _partial(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     try:
         os.fchmod(descriptor, 0o600)
         with os.fdopen(descriptor, "wb") as out:
