@@ -48,6 +48,14 @@ def store_path(tmp_path: Path) -> Path:
     return tmp_path / "instantroom" / "keystore.json"
 
 
+def test_a_store_copied_with_loose_modes_is_owner_only_once_opened(store_path: Path) -> None:
+    """Read-only commands (rooms, qr) never save: opening alone tightens it."""
+    KeyStore.create(store_path, "correct horse", kdf=FAST_KDF).save()
+    store_path.chmod(0o644)
+    KeyStore.open(store_path, "correct horse")
+    assert stat.S_IMODE(store_path.stat().st_mode) == 0o600
+
+
 def test_a_store_round_trips_and_is_owner_only(store_path: Path) -> None:
     store = KeyStore.create(store_path, "correct horse", kdf=FAST_KDF)
     stored = store.add_room(room())

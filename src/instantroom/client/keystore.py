@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import copy
 import fcntl
 import hashlib
@@ -305,6 +306,11 @@ class KeyStore:
         except FileNotFoundError:
             raise KeyStoreError(f"There is no key store at {path}.") from None
         device, rooms, params, sealing = _decode(path, raw, password)
+        with contextlib.suppress(OSError):  # not ours to change (read-only media): as it is
+            if path.stat().st_mode & 0o077:
+                # Copied or restored with loose modes: owner-only now, not at the next save
+                # (commands that only read, such as rooms or qr, never save).
+                os.chmod(path, 0o600)
         return cls(path, password, device, rooms, params, _digest(raw), sealing)
 
     @classmethod
