@@ -48,6 +48,20 @@ def store_path(tmp_path: Path) -> Path:
     return tmp_path / "instantroom" / "keystore.json"
 
 
+def test_a_store_opened_through_a_symlink_is_saved_to_its_target(tmp_path: Path) -> None:
+    """A link to the store (dotfiles kept elsewhere) stays a link: the save replaced the
+    link with a file, and the target kept the old contents, rooms forgotten since too."""
+    target = tmp_path / "real" / "keystore.json"
+    KeyStore.create(target, "correct horse", kdf=FAST_KDF).save()
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    store = KeyStore.open(link, "correct horse")
+    store.add_room(room())
+    store.save()
+    assert link.is_symlink()
+    assert [r.key for r in KeyStore.open(target, "correct horse").rooms] == [KEY]
+
+
 def test_a_store_copied_with_loose_modes_is_owner_only_once_opened(store_path: Path) -> None:
     """Read-only commands (rooms, qr) never save: opening alone tightens it."""
     KeyStore.create(store_path, "correct horse", kdf=FAST_KDF).save()

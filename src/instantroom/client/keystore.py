@@ -287,6 +287,7 @@ class KeyStore:
 
     @classmethod
     def create(cls, path: Path, password: str, *, kdf: dict[str, Any] | None = None) -> KeyStore:
+        path = path.resolve()  # through a symlink: saves replace its target, not the link
         if path.exists():
             raise StoreExists(f"There is a key store at {path} already.")
         if not password:
@@ -301,6 +302,7 @@ class KeyStore:
 
     @classmethod
     def open(cls, path: Path, password: str) -> KeyStore:
+        path = path.resolve()  # through a symlink: saves replace its target, not the link
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
