@@ -286,6 +286,52 @@ def test_the_app_is_installable_and_its_shell_starts_offline(
         expect(phone.by("password-confirm")).to_be_visible()
     finally:
         phone.context.set_offline(False)
+
+
+def test_a_new_build_of_the_app_takes_the_old_builds_files_out_of_the_cache(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    """The shell cache kept every build's hashed files for good, a megabyte and more each:
+    a page unlike the one kept (a new build) takes out the assets it does not name."""
+    phone = phones()
+    phone.open(relay.url)
+    expect(phone.by("password-confirm")).to_be_visible()
+    phone.page.evaluate("navigator.serviceWorker.ready")
+    phone.page.reload()  # now under the worker: the page and its files are kept
+    expect(phone.by("password-confirm")).to_be_visible()
+    # The worker keeps what it fetched when it gets to it: wait (at most 5 s) for it.
+    kept_when = """async (wanted) => {
+        const done = {
+            "some assets": (paths) => paths.some((p) => p.startsWith("/assets/")),
+            "old build gone": (paths) => !paths.includes("/assets/index-oldbuild.js"),
+        }[wanted];
+        const deadline = Date.now() + 5000;
+        for (;;) {
+            const cache = await caches.open("instantroom-shell-v1");
+            const paths = (await cache.keys()).map((request) => new URL(request.url).pathname);
+            if (done(paths) || Date.now() > deadline) return paths;
+            await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+    }"""
+    paths = phone.page.evaluate(kept_when, "some assets")
+    assert any(p.startswith("/assets/") for p in paths)
+    # What an earlier build left: its page and one of its files.
+    phone.page.evaluate(
+        """async () => {
+            const cache = await caches.open("instantroom-shell-v1");
+            await cache.put("/assets/index-oldbuild.js", new Response("old"));
+            await cache.put("/", new Response("<html>an older build</html>",
+                                              { headers: { "Content-Type": "text/html" } }));
+        }"""
+    )
+    phone.page.reload()
+    expect(phone.by("password-confirm")).to_be_visible()
+    paths = phone.page.evaluate(kept_when, "old build gone")
+    assert "/assets/index-oldbuild.js" not in paths
+    script = phone.page.evaluate(
+        "new URL(document.querySelector('script[type=module]').src).pathname"
+    )
+    assert script in paths  # this build's own files stay
     # It keeps the app shell only: never the relay's WebSocket, health or metrics.
     cached = phone.page.evaluate(
         """async () => {

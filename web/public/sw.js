@@ -34,11 +34,31 @@ self.addEventListener("fetch", (event) => {
     fetch(event.request)
       .then((response) => {
         if (response.ok && isShell(response)) {
-          const copy = response.clone();
-          caches.open(CACHE).then((cache) => cache.put(shellRequest, copy));
+          // Kept before the worker may stop: waitUntil while the response is pending.
+          event.waitUntil(keep(shellRequest, response.clone(), navigation));
         }
         return response;
       })
       .catch(() => caches.match(shellRequest).then((hit) => hit || Response.error())),
   );
 });
+
+/**
+ * Keep `response` for `request`. A page unlike the one kept is a new build: its assets
+ * have new names, and the old build's (the scanner's WebAssembly is a megabyte) would
+ * otherwise stay for good. Those the new page does not name go; the ones it loads later
+ * (the scanner) are kept again when they are next fetched.
+ */
+async function keep(request, response, page) {
+  const cache = await caches.open(CACHE);
+  if (!page) return cache.put(request, response);
+  const text = await response.clone().text();
+  const before = await cache.match(request);
+  await cache.put(request, response);
+  if (!before || (await before.text()) === text) return;
+  const named = new Set([...text.matchAll(/\/assets\/[^"'\s)>]+/g)].map((found) => found[0]));
+  for (const kept of await cache.keys()) {
+    const path = new URL(kept.url).pathname;
+    if (path.startsWith("/assets/") && !named.has(path)) await cache.delete(kept);
+  }
+}
