@@ -175,6 +175,9 @@ describe("publishing", () => {
     // Text that is not UTF-8, which every receiver would refuse, as the Python core refuses it.
     await assert.rejects(alice.send(roomA.roomId, Kind.TEXT, Uint8Array.of(0xff), NOW), UsageError);
     await assert.rejects(alice.sendText(roomA.roomId, "late", 2 ** 53), UsageError);
+    // A lone surrogate (half of an emoji), which TextEncoder would turn into U+FFFD.
+    await assert.rejects(alice.sendText(roomA.roomId, "half \ud83d", NOW), /encodable as UTF-8/);
+    await assert.rejects(alice.sendText(roomA.roomId, "\ude00 half", NOW), /encodable as UTF-8/);
     assert.equal(alice.unacknowledged, 0);
     assert.deepEqual(alice.framesToSend(), []);
   });

@@ -382,6 +382,8 @@ export class ClientSession {
   /** @returns {Promise<import("./envelope.js").Message>} */
   sendText(roomId, text, nowMs) {
     if (typeof text !== "string") return Promise.reject(new UsageError("A text message is a string."));
+    // As the Python core refuses it: TextEncoder would send U+FFFD for a lone surrogate.
+    if (/\p{Cs}/u.test(text)) return Promise.reject(new UsageError("A message must be encodable as UTF-8."));
     return this.send(roomId, Kind.TEXT, utf8.encode(text), nowMs);
   }
 
