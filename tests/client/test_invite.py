@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import urllib.request
+from pathlib import Path
+
 import pytest
+from PIL import Image
 
 from instantroom.client.connection import websocket_url
 from instantroom.client.invite import format_invite, parse_invite
+from instantroom.client.keystore import KeyStore
 from instantroom.protocol.errors import ChecksumMismatch, UsageError, WrongLength
+from instantroom.testing import RelayProcess
+from tests.client.test_rooms_cli import PASSWORD, cli, decode
 
 # The published key and its one-character typo (../shared/vectors/minikey.json).
 KEY = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy"
@@ -19,10 +26,43 @@ def test_an_invite_link_puts_the_key_in_the_fragment_after_the_relays_path() -> 
     assert format_invite("https://example.org/chat", KEY) == f"https://example.org/chat/#{KEY}"
 
 
-@pytest.mark.parametrize("server", ["wss://chat.example.org", "not a url"])
-def test_only_http_and_https_relays_make_invite_links(server: str) -> None:
+@pytest.mark.parametrize("server", ["ftp://chat.example.org", "not a url", "https://"])
+def test_only_a_relays_address_makes_an_invite_link(server: str) -> None:
     with pytest.raises(UsageError, match="http"):
         format_invite(server, KEY)
+
+
+@pytest.mark.parametrize(
+    ("server", "page"),
+    [
+        ("wss://chat.example.org", "https://chat.example.org/"),
+        ("ws://127.0.0.1:8080", "http://127.0.0.1:8080/"),
+        ("wss://chat.example.org/ws", "https://chat.example.org/"),
+        ("http://127.0.0.1:8080/ws/", "http://127.0.0.1:8080/"),
+        ("https://example.org/chat/ws", "https://example.org/chat/"),
+        ("https://example.org/news", "https://example.org/news/"),  # "ws" ends it, not "/ws"
+        ("https://example.org/ws/chat", "https://example.org/ws/chat/"),
+    ],
+)
+def test_a_relay_given_by_its_websocket_address_makes_the_link_of_its_page(
+    server: str, page: str
+) -> None:
+    """What a client connects with (websocket_url) is what a room stores: a ws(s):// link
+    joined, or --server; the link is the page that relay serves, never /ws, which has none."""
+    assert format_invite(server, KEY) == f"{page}#{KEY}"
+    linked, key = parse_invite(format_invite(server, KEY))
+    assert key == KEY
+    assert linked is not None
+    assert websocket_url(linked) == websocket_url(server)
+
+
+def test_a_user_name_or_password_in_the_relays_address_never_reaches_the_link() -> None:
+    """Everyone invited would read it (and refuse the link: see below)."""
+    link = format_invite("https://someone:secret@chat.example.org/", KEY)
+    assert link == f"https://chat.example.org/#{KEY}"
+    with pytest.raises(UsageError) as refused:
+        format_invite("ftp://someone:secret@chat.example.org/", KEY)
+    assert "secret" not in str(refused.value)
 
 
 def test_a_link_gives_back_its_relay_and_key_and_a_bare_key_has_no_relay() -> None:
@@ -117,3 +157,24 @@ def test_a_relay_name_in_another_script_must_be_given_in_its_ascii_form() -> Non
     ascii_form = "https://xn--bcher-kva.example/"
     assert parse_invite(f"{ascii_form}#{KEY}") == (ascii_form, KEY)
     assert websocket_url(ascii_form) == "wss://xn--bcher-kva.example/ws"
+
+
+def test_a_room_joined_by_its_websocket_address_has_a_qr_code_that_opens_the_app(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    """`join ws://relay/ws#KEY` stored the room, then `qr` refused it ("needs an http://
+    server"), and `new --server http://relay/ws` made links to /ws/, where the relay serves
+    nothing (404): now both give the link of the relay's page."""
+    store = tmp_path / "store.json"
+    cli(store, "join", f"{relay.ws_url}#{KEY}", "--label", "by-socket")
+    cli(store, "new", "--server", f"{relay.url}/ws", "--label", "made-on-socket")
+    made = next(room for room in KeyStore.open(store, PASSWORD).rooms if room.label != "by-socket")
+    for label, key in [("by-socket", KEY), ("made-on-socket", made.key)]:
+        png = tmp_path / f"{label}.png"
+        cli(store, "qr", label, "--png", str(png))
+        (link,) = decode(Image.open(png))
+        assert link == f"{relay.url}/#{key}"
+        page, _, _ = link.partition("#")
+        with urllib.request.urlopen(page, timeout=10) as response:
+            assert response.status == 200
+            assert b"<script" in response.read()

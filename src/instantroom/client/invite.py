@@ -42,11 +42,24 @@ def address_problem(address: str) -> str | None:
 
 
 def format_invite(server: str, key: str) -> str:
+    """The invite link for ``key`` on the relay at ``server``: the page the relay serves
+    its web client at, with the key in the fragment.
+
+    ``server`` is any address a client connects with (``websocket_url``): a ws(s)://
+    address is the same relay's http(s):// page, and a path ending in ``/ws`` (the
+    WebSocket endpoint, which serves no page) is the relay at the folder above it. A user
+    name or password in ``server`` is never written into a link that others receive."""
     parts = urlsplit(server.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UsageError(f"An invite link needs an http:// or https:// server, not {server!r}.")
-    path = parts.path if parts.path.endswith("/") else parts.path + "/"
-    return urlunsplit((parts.scheme, parts.netloc, path, "", key))
+    scheme = {"http": "http", "https": "https", "ws": "http", "wss": "https"}.get(parts.scheme)
+    host = parts.netloc.rpartition("@")[2]
+    if scheme is None or not host:
+        # Not quoted: a server's address may carry a password.
+        raise UsageError("An invite link needs an http://, https://, ws:// or wss:// server.")
+    path = parts.path.rstrip("/")
+    if path.endswith("/ws"):
+        path = path.removesuffix("ws")
+    path = path if path.endswith("/") else path + "/"
+    return urlunsplit((scheme, host, path, "", key))
 
 
 def parse_invite(text: str) -> tuple[str | None, str]:

@@ -3,13 +3,20 @@
 
 import { parseMinikey } from "../protocol/minikey.js";
 
-/** The invite link for `key` on the relay at `serverUrl` (http or https). */
+/**
+ * The invite link for `key` on the relay at `serverUrl` (http or https; the controller
+ * turns a ws(s):// relay into its http(s):// page): the page the relay serves the app at.
+ * A path ending in /ws, the WebSocket endpoint, which serves no page, is the relay at the
+ * folder above it, as connection.js reads a relay's address.
+ */
 export function formatInvite(serverUrl, key) {
   const url = new URL(serverUrl);
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     throw new Error("An invite link needs an http:// or https:// server.");
   }
-  const path = url.pathname.endsWith("/") ? url.pathname : url.pathname + "/";
+  let path = url.pathname.replace(/\/+$/, "");
+  if (path.endsWith("/ws")) path = path.slice(0, -"ws".length);
+  if (!path.endsWith("/")) path += "/";
   return `${url.protocol}//${url.host}${path}#${key}`;
 }
 

@@ -3,8 +3,14 @@
 
 import { correction, generate } from "lean-qr";
 
-/** A PNG data: URL of `text`'s QR code, with a quiet zone of 4 modules. */
+// lean-qr leaves the light modules transparent by default: the page's white behind the
+// <img> hides that, but a saved or shared image shown on a dark background (a gallery or
+// a chat in dark mode) is then dark on dark, and no scanner reads it. Opaque white, always.
+const LIGHT = [255, 255, 255];
+const DARK = [0, 0, 0];
+
+/** A PNG data: URL of `text`'s QR code, black on opaque white, with a quiet zone of 4 modules. */
 export function qrDataUrl(text, { scale = 8 } = {}) {
   const code = generate(text, { minCorrectionLevel: correction.M });
-  return code.toDataURL({ type: "image/png", scale, padX: 4, padY: 4 });
+  return code.toDataURL({ type: "image/png", scale, on: DARK, off: LIGHT, pad: 4 });
 }

@@ -25,11 +25,31 @@ async function makeDetector() {
   return new PonyfillDetector({ formats: ["qr_code"] });
 }
 
+// A browser that cannot run the reader (no WebAssembly, as in iOS's Lockdown Mode, or a
+// .wasm that did not load) would otherwise show the camera's picture for ever and read
+// nothing, with no word of why: it is said instead, and the camera is not turned on.
+const CANNOT_SCAN = "this browser cannot read QR codes here (type the key, or open the invite link, instead).";
+// Failures in a row, at one try every 150 ms, before giving up on a reader that worked at first.
+const MAX_FAILURES = 20;
+
+/** The detector, once it has read a blank picture: it throws when it cannot work at all. */
+async function readyDetector() {
+  try {
+    const detector = await makeDetector();
+    await detector.detect(new ImageData(1, 1));
+    return detector;
+  } catch (error) {
+    throw new Error(CANNOT_SCAN, { cause: error });
+  }
+}
+
 /**
  * Scan QR codes from the camera into `video` until `onText` returns true or `signal` aborts.
  * Resolves when scanning stops; the camera is always released.
  */
 export async function scanFromCamera(video, onText, signal) {
+  const detector = await readyDetector();
+  if (signal.aborted) return;
   const stream = await navigator.mediaDevices.getUserMedia({
     video: { facingMode: { ideal: "environment" } },
     audio: false,
@@ -39,14 +59,18 @@ export async function scanFromCamera(video, onText, signal) {
     video.muted = true;
     video.setAttribute("playsinline", "");
     await video.play();
-    const detector = await makeDetector();
+    let failures = 0;
     while (!signal.aborted) {
       if (video.readyState >= 2) {
         let codes = [];
         try {
           codes = await detector.detect(video);
-        } catch {
-          codes = [];
+          failures = 0;
+        } catch (error) {
+          // One frame may fail; a reader that fails on every frame has stopped working.
+          if (error?.name === "NotSupportedError" || ++failures >= MAX_FAILURES) {
+            throw new Error(CANNOT_SCAN, { cause: error });
+          }
         }
         for (const code of codes) {
           if (onText(code.rawValue)) return;
