@@ -1038,3 +1038,46 @@ describe("App: the Unlock screen follows what other tabs did", () => {
     maker.lock();
   });
 });
+
+describe("App: a relay that cannot be reached", () => {
+  /** WebSockets whose connection fails at once, as to a relay that is down. */
+  class RefusedSocket extends EventTarget {
+    constructor() {
+      super();
+      queueMicrotask(() => this.dispatchEvent(Object.assign(new Event("close"), { code: 1006, reason: "" })));
+    }
+    send() {}
+    close() {}
+  }
+
+  async function stateOf(app, id, state) {
+    for (let i = 0; i < 100 && app.connectionState(id) !== state; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(app.connectionState(id), state);
+  }
+
+  it("says so, rather than 'reconnecting…' alone; another relay than the page's may refuse its origin", async () => {
+    const { app } = await startApp({ WebSocketImpl: RefusedSocket });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Here", nickname: "Ann", lifetime: "day" });
+    const here = app.state.current;
+    await stateOf(app, here, "reconnecting");
+    assert.equal(app.connectionReason(here), "The relay at a.relay.test could not be reached: it may be down, or the address wrong. Trying again.");
+
+    app.store.data.serverUrl = RELAY_B;
+    await app.createRoom({ label: "There", nickname: "Ann", lifetime: "day" });
+    const there = app.state.current;
+    await stateOf(app, there, "reconnecting");
+    assert.match(app.connectionReason(there), /^The relay at b\.relay\.test could not be reached: .* must also list this page's address in its --origins option\. Trying again\.$/);
+  });
+
+  it("a relay reached before and lost now says nothing more than 'reconnecting…'", async () => {
+    const { app } = await startApp({ WebSocketImpl: RelaySocket });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Was there", nickname: "Ann", lifetime: "day" });
+    const id = app.state.current;
+    await joined(app, id);
+    liveSockets.at(-1).dispatchEvent(Object.assign(new Event("close"), { code: 1006, reason: "" }));
+    await stateOf(app, id, "reconnecting");
+    assert.equal(app.connectionReason(id), null);
+  });
+});

@@ -557,22 +557,36 @@ function RenameRoom({ app, room }) {
 function Room({ app }) {
   const id = app.state.current;
   const room = app.room(id);
-  const [draft, setDraft] = useState("");
+  const live = room ? app.liveRoom(id) : null;
+  // The draft lives with the room's live state, in memory only: it outlasts a visit to
+  // the Share screen, the list or another room, and goes with a lock, as the room does.
+  const [draft, showDraft] = useState(live?.draft ?? "");
+  const setDraft = (text) => {
+    if (live) live.draft = text;
+    showDraft(text);
+  };
   const sending = useRef(false);
   const [details, setDetails] = useState(false);
   const list = useRef(null);
-  const live = room ? app.liveRoom(id) : null;
-  const count = live?.messages.length ?? 0;
+  // Whether the conversation shows its end: only then does a new message scroll it into
+  // view (or when it is one's own), so that someone reading back is not pulled away.
+  const atEnd = useRef(true);
+  const last = live?.messages.at(-1);
   useEffect(() => {
     const node = list.current;
-    if (node) node.scrollTop = node.scrollHeight;
-  }, [count]);
+    if (node && (atEnd.current || last?.mine)) node.scrollTop = node.scrollHeight;
+  }, [last?.id]);
+  const onScroll = (event) => {
+    const node = event.currentTarget;
+    atEnd.current = node.scrollHeight - node.scrollTop - node.clientHeight < 48;
+  };
   if (!room) return <Rooms app={app} />;
   const state = app.connectionState(id);
   const send = async (event) => {
     event.preventDefault();
     // Taken from the draft before it is sealed, so that a second Enter or tap meanwhile
-    // sends nothing; put back if it could not be sent (unless something new was typed).
+    // sends nothing; put back if it could not be sent (unless something new was typed),
+    // even when this screen was left meanwhile (unless the room was forgotten or locked).
     const text = draft;
     if (sending.current || !text.trim()) return;
     sending.current = true;
@@ -582,14 +596,17 @@ function Room({ app }) {
       sent = await app.sendText(id, text);
     } finally {
       sending.current = false;
-      if (!sent) setDraft((typed) => typed || text);
+      const now = app.live.get(id);
+      if (!sent && now === live && !live.draft) setDraft(text);
     }
   };
   const onKeyDown = (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) send(event);
   };
   return (
-    <>
+    // The room fills the window: its conversation scrolls between the header and the
+    // composer, so that the newest message shows above the composer.
+    <div class="fill">
       <Nav app={app} />
       <main class="screen room">
         <header class="room-head">
@@ -656,7 +673,7 @@ function Room({ app }) {
           )}
           <Alert app={app} />
         </header>
-        <ol class="messages" data-testid="messages" role="log" aria-live="polite" aria-label="Messages" ref={list}>
+        <ol class="messages" data-testid="messages" role="log" aria-live="polite" aria-label="Messages" ref={list} onScroll={onScroll}>
           {live.messages.length === 0 && <li class="empty">No messages yet. Messages are not stored by the relay.</li>}
           {live.messages.map((message) => (
             <Message key={message.id} app={app} roomId={id} message={message} />
@@ -683,7 +700,7 @@ function Room({ app }) {
           </button>
         </form>
       </main>
-    </>
+    </div>
   );
 }
 

@@ -86,7 +86,10 @@ export class App {
     this.listeners = new Set();
     this.store = null;
     this.connections = new Map(); // server URL -> RoomConnection
-    this.live = new Map(); // room id hex -> { members, messages, state, error }
+    this._reached = new WeakSet(); // the connections that were online at least once
+    // room id hex -> { members, messages, error, draft }; the draft (what is typed and not
+    // sent yet) lives here, in memory only, and so goes with a lock or the room
+    this.live = new Map();
     this.lastActivity = Date.now();
     this.installPrompt = null;
     this.state = {
@@ -444,7 +447,7 @@ export class App {
   liveRoom(id) {
     let live = this.live.get(id);
     if (!live) {
-      live = { members: 0, messages: [], error: null };
+      live = { members: 0, messages: [], error: null, draft: "" };
       const stored = this.room(id);
       // What the relay had not taken when the tab locked or closed waits in the stored
       // outbox, and is sent again (_restoreOutbox); anything else it never took was given up.
@@ -465,7 +468,10 @@ export class App {
     if (connection) return connection;
     connection = new RoomConnection({ ...this.connectionOptions, serverUrl, deviceSeed: this.store.deviceKey().seed });
     const on = (type, handler) => connection.addEventListener(type, (event) => handler(event.detail));
-    on("state", () => this.changed());
+    on("state", ({ state }) => {
+      if (state === "online") this._reached.add(connection);
+      this.changed();
+    });
     on("joined", (d) => this._onJoined(d));
     on("presence", (d) => this._onPresence(d));
     on("message", (d) => this._onMessage(d));
@@ -493,7 +499,19 @@ export class App {
   /** Why the room's relay connection is not online, for people; null when all is well. */
   connectionReason(id) {
     const room = this.room(id);
-    return (room && this.connections.get(room.serverUrl)?.reason) || null;
+    const connection = room && this.connections.get(room.serverUrl);
+    if (!connection) return null;
+    if (connection.reason) return connection.reason;
+    // Never reached (down, a wrong address, or a relay that refuses this page's origin,
+    // which a page cannot tell apart): "reconnecting…" alone would say nothing of it.
+    if (connection.state !== "reconnecting" || this._reached.has(connection)) return null;
+    const host = new URL(room.serverUrl).host;
+    const elsewhere = host !== new URL(defaultServerUrl()).host;
+    return (
+      `The relay at ${host} could not be reached: it may be down, or the address wrong.` +
+      (elsewhere ? " A relay other than the one that served this page must also list this page's address in its --origins option." : "") +
+      " Trying again."
+    );
   }
 
   _connectRoom(room) {
