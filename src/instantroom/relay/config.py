@@ -26,10 +26,18 @@ class RelayConfig:
         metadata={"help": "largest frame accepted, in bytes; larger closes 1009"},
     )
     messages_per_second: float = field(
-        default=50.0, metadata={"help": "frames per second per connection (token bucket rate)"}
+        default=50.0,
+        metadata={
+            "help": "frames per second per connection (token bucket rate); also JOINs per "
+            "second from one client address, all its connections together"
+        },
     )
     message_burst: int = field(
-        default=200, metadata={"help": "frames a connection may send at once (bucket size)"}
+        default=200,
+        metadata={
+            "help": "frames a connection may send at once (bucket size); also JOINs from "
+            "one client address at once"
+        },
     )
     max_refusals: int = field(
         default=500, metadata={"help": "refused frames in a row before a connection is closed"}

@@ -48,7 +48,7 @@ from instantroom.protocol.join import ROOM_ID_SIZE, SIGNATURE_SIZE, verify_join_
 
 from .config import RelayConfig
 from .hub import Hub, HubUnavailable, MemoryHub
-from .logs import Redactor, log_event
+from .logs import Redactor, log_event, report_suppressed
 from .metrics import RelayMetrics, render_metrics
 from .rooms import RoomFacts
 from .tls import certificate_context, check_tls_options, self_signed_context
@@ -58,6 +58,11 @@ _ROOM_FIRST = {FrameType.JOIN, FrameType.PROOF}  # room id right after the type 
 CLOSE_TIMEOUT = 2.0  # seconds a peer has to answer our close frame or EOF
 # Fragments of one message: our clients send none; websockets bounds only their bytes.
 MAX_FRAGMENTS = 64
+# Bytes of a request head (request line and headers) read before it is answered 431.
+# websockets allows 128 lines of 8 KiB, about 1 MiB held by each socket before any
+# request: a few hundred addresses could fill the relay's memory. Browsers send 1-4 KiB.
+MAX_REQUEST_HEAD = 32 * 1024
+JOIN_BUCKETS_PRUNED = 10.0  # seconds between sweeps of the per-address JOIN buckets
 ACK_DELAY = 0.005  # seconds an ACK may wait for company
 LISTEN_BACKLOG = 100  # as asyncio's create_server
 FILES_KEPT = 64  # file descriptors the relay keeps for itself (logs, Redis, static files)
@@ -187,6 +192,19 @@ class TokenBucket:
         return True
 
 
+class _ServerProtocol(ServerProtocol):
+    """websockets' server side, except that EOF is sent once however often it is asked.
+
+    Bytes after a request in the same read are parsed as WebSocket frames at once; when
+    they are none, websockets fails the connection (and sends EOF) before the relay has
+    answered the request, and its answer asked for EOF again: an AssertionError.
+    """
+
+    def send_eof(self) -> None:
+        if not self.eof_sent:
+            super().send_eof()
+
+
 class RelayConnection(asyncio.Protocol):
     """One client connection: handshake, then frames."""
 
@@ -203,6 +221,7 @@ class RelayConnection(asyncio.Protocol):
         "ever_joined",
         "fragments",
         "hangup",
+        "head_bytes",
         "last_seen",
         "opened_at",
         "out",
@@ -219,7 +238,7 @@ class RelayConnection(asyncio.Protocol):
     def __init__(self, relay: Relay, counted_address: str = "") -> None:
         self.relay = relay
         self.transport: asyncio.Transport | None = None
-        self.ws = ServerProtocol(
+        self.ws = _ServerProtocol(
             subprotocols=[Subprotocol(SUBPROTOCOL)],
             max_size=relay.config.max_frame_size,
             logger=_ws_logger,
@@ -241,6 +260,7 @@ class RelayConnection(asyncio.Protocol):
         self.admitting: dict[bytes, object] = {}
         self.ever_joined = False
         self.fragments: list[bytes] | None = None
+        self.head_bytes = 0  # read before the request came; -1 once it came or was answered
         now = relay.now()
         self.opened_at = now
         self.last_seen = now
@@ -275,8 +295,14 @@ class RelayConnection(asyncio.Protocol):
                     self._frame_received(event)
                 elif isinstance(event, Request):
                     self._request_received(event)
+                    # Its answer goes before what frames sent with it make the relay say.
+                    self._pull_protocol_writes()
                 if self.transport is None:
                     return
+            if self.head_bytes >= 0 and not ws.eof_sent:  # no answer yet, nor given up
+                self.head_bytes += len(data)
+                if self.head_bytes > MAX_REQUEST_HEAD:
+                    self._answer_too_large()
             self._pull_protocol_writes()
         except Exception as exc:
             # A bug costs this connection and one log line (its type only: the message
@@ -373,6 +399,7 @@ class RelayConnection(asyncio.Protocol):
         not counted against its address (``reason`` names the rejection in /metrics)."""
         relay = self.relay
         relay.metrics.rejections[reason] += 1
+        self.head_bytes = -1  # its request is read and thrown away, however long
         address, self.address = self.address, ""
         if not relay.may_linger(self, address):
             # As many of its address's turned away are still open: no answer, or one
@@ -413,8 +440,14 @@ class RelayConnection(asyncio.Protocol):
 
     # HTTP
 
+    def _answer_too_large(self) -> None:
+        self.head_bytes = -1
+        self.relay.metrics.rejections["request_too_large"] += 1
+        self.ws.send_response(self.ws.reject(431, "The request's headers are too large.\n"))
+
     def _request_received(self, request: Request) -> None:
         relay = self.relay
+        self.head_bytes = -1
         headers = request.headers
         if any(len(headers.get_all(name)) > 1 for name in _SINGLE_HEADERS):
             relay.metrics.rejections["handshake"] += 1
@@ -590,6 +623,13 @@ class RelayConnection(asyncio.Protocol):
                 ErrorCode.TOO_MANY_ROOMS, "Too many rooms on one connection.", room_id=room_id
             )
             return
+        if not self.relay.may_join(self.address):
+            self.refuse(
+                ErrorCode.RATE_LIMITED,
+                "Too many joins from your address: slow down.",
+                room_id=room_id,
+            )
+            return
         challenge = secrets.token_bytes(32)
         self.pending[room_id] = (frame.room_public_key, frame.expires_at_ms, challenge)
         self.push(encode_wire(frames.encode_frame(frames.Challenge(room_id, challenge))))
@@ -635,6 +675,11 @@ class Relay:
         self.connections: set[RelayConnection] = set()
         self.per_address: Counter[str] = Counter()
         self.refused_per_address: Counter[str] = Counter()  # turned away, still open
+        # JOINs of each address, all its connections together: each costs a join proof
+        # check (~0.2 ms, the relay's costliest work, and a bad PROOF is free), and an
+        # address's 64 connections would otherwise have it check 3,200 a second.
+        self.joins_per_address: dict[str, TokenBucket] = {}
+        self._joins_pruned = 0.0
         self._dirty: list[RelayConnection] = []
         self._flush_scheduled = False
         self._acks: list[RelayConnection] = []
@@ -741,6 +786,7 @@ class Relay:
         await self.hub.close()
         self._server = None
         self._listeners, self._accepting = [], []
+        report_suppressed()
         log_event("relay.stopped")
 
     async def _listen(self) -> list[socket.socket]:
@@ -870,6 +916,29 @@ class Relay:
             return False
         self.per_address[conn.address] += 1
         return True
+
+    def may_join(self, address: str) -> bool:
+        """Whether ``address`` may be challenged once more: its connections together
+        join at most as fast as one connection may send frames."""
+        now = self.now()
+        bucket = self.joins_per_address.get(address)
+        if bucket is None:
+            config = self.config
+            bucket = TokenBucket(config.messages_per_second, config.message_burst, now)
+            self.joins_per_address[address] = bucket
+        return bucket.take(now)
+
+    def _prune_join_buckets(self, now: float) -> None:
+        """Forget the buckets that have filled up again: they say nothing more. (Kept
+        until then, so that hanging up and coming back does not fill one.)"""
+        if now - self._joins_pruned < JOIN_BUCKETS_PRUNED:
+            return
+        self._joins_pruned = now
+        self.joins_per_address = {
+            address: bucket
+            for address, bucket in self.joins_per_address.items()
+            if bucket.tokens + (now - bucket.stamp) * bucket.rate < bucket.burst
+        }
 
     def may_linger(self, conn: RelayConnection, address: str) -> bool:
         """Whether ``conn``, turned away, may stay open for its answer (until its peer
@@ -1123,8 +1192,10 @@ class Relay:
         """Once a second: expiries, handshake deadlines, idle pings and timeouts."""
         assert self._loop is not None
         self._sweeper = self._loop.call_later(1.0, self._sweep)
+        report_suppressed()
         self._expire_rooms(self.now_ms())
         now = self.now()
+        self._prune_join_buckets(now)
         config = self.config
         for conn in list(self.connections):
             if conn.closing:
