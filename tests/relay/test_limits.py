@@ -638,6 +638,36 @@ def test_the_relay_raises_its_open_files_limit_to_the_hard_one() -> None:
     assert done.stdout.split() == [str(expected), str(expected)]
 
 
+def test_a_connection_waiting_for_a_place_in_a_full_room_outlasts_the_handshake_timeout() -> None:
+    """Its proof was good and the room is full for now: the client asks again on the same
+    connection every 15 s (PROTOCOL.md 10.6), and is not cut off (4001) meanwhile. One
+    refused for good (an expired room) still is."""
+    full, gone = fresh_room(), fresh_room()
+    flags = ("--members-per-room", "1", "--handshake-timeout", "1")
+    with running_relay(*flags) as relay:
+
+        async def scenario() -> None:
+            async with (
+                raw_client(relay.ws_url) as alice,
+                raw_client(relay.ws_url) as bob,
+                raw_client(relay.ws_url) as carol,
+            ):
+                await alice.join(full)
+                await bob.send(RawClient.proof(full, await bob.challenge(full)))
+                await bob.expect_error(ErrorCode.ROOM_FULL)
+                expired = int(time.time() * 1000) - 1
+                await carol.send(RawClient.proof(gone, await carol.challenge(gone, expired)))
+                await carol.expect_error(ErrorCode.ROOM_EXPIRED)
+                assert (await carol.closed()).code == CloseCode.HANDSHAKE_TIMEOUT
+                assert await bob.barrier() == []  # still open, past the timeout
+                await alice.send(frames.Leave(full.room_id))
+                await alice.barrier()
+                assert (await bob.join(full)).members == 1
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
 def test_members_per_room_and_rooms_per_connection() -> None:
     full = fresh_room()
     with running_relay("--members-per-room", "2", "--rooms-per-connection", "2") as relay:

@@ -218,13 +218,13 @@ class RelayConnection(asyncio.Protocol):
         "closing_queued",
         "closing_since",
         "dirty",
-        "ever_joined",
         "fragments",
         "hangup",
         "head_bytes",
         "last_seen",
         "opened_at",
         "out",
+        "past_handshake",
         "pending",
         "ping_sent",
         "refusals",
@@ -258,7 +258,8 @@ class RelayConnection(asyncio.Protocol):
         # Proven, waiting for the backplane's answer: room id -> that admission's token
         # (a LEAVE meanwhile removes it, and the admission then ends with nothing).
         self.admitting: dict[bytes, object] = {}
-        self.ever_joined = False
+        # Joined a room, or waits for a place in one: the handshake timeout is over.
+        self.past_handshake = False
         self.fragments: list[bytes] | None = None
         self.head_bytes = 0  # read before the request came; -1 once it came or was answered
         now = relay.now()
@@ -653,7 +654,16 @@ class RelayConnection(asyncio.Protocol):
         try:
             self.relay.admit(self, room_id, expires_at_ms)
         except RoomRefused as exc:
-            self.refuse(exc.code, exc.reason, room_id=room_id)
+            self.refuse_admission(exc, room_id)
+
+    def refuse_admission(self, refused: RoomRefused, room_id: bytes) -> None:
+        """Refuse a JOIN whose proof verified. One refused for now (the room or the relay
+        is full) is asked again on this connection every 15 s (PROTOCOL.md 10.6): it is
+        past its handshake, as a member's is, rather than cut off by its timeout. Anyone
+        may be a member of a room of their own, so this lets nobody stay longer."""
+        if refused.code in (ErrorCode.ROOM_FULL, ErrorCode.RELAY_FULL):
+            self.past_handshake = True
+        self.refuse(refused.code, refused.reason, room_id=room_id)
 
 
 class Relay:
@@ -1052,7 +1062,7 @@ class Relay:
                 room = self._enter(conn, room_id, expires)
                 conn.refusals = 0
             except RoomRefused as exc:
-                conn.refuse(exc.code, exc.reason, room_id=room_id)
+                conn.refuse_admission(exc, room_id)
                 return
         finally:
             if conn.admitting.get(room_id) is token:
@@ -1086,7 +1096,7 @@ class Relay:
         room.expires_at_ms = room.expires_at_ms or expires
         room.members.add(conn)
         conn.rooms[room_id] = room
-        conn.ever_joined = True
+        conn.past_handshake = True
         return room
 
     def _joined(self, conn: RelayConnection, room: Room, total: int) -> None:
@@ -1213,7 +1223,7 @@ class Relay:
                 elif now - conn.closing_since > CLOSE_TIMEOUT and transport is not None:
                     transport.abort()
                 continue
-            if not conn.ever_joined and now - conn.opened_at > config.handshake_timeout:
+            if not conn.past_handshake and now - conn.opened_at > config.handshake_timeout:
                 self.metrics.rejections["handshake_timeout"] += 1
                 if conn.ws.state is State.OPEN:
                     conn.close(CloseCode.HANDSHAKE_TIMEOUT, "join a room sooner")
