@@ -87,7 +87,8 @@ class RelayConfig:
         default=False,
         metadata={
             "help": "serve TLS with a certificate made in memory at start (30 days, for "
-            "localhost, 127.0.0.1, ::1 and this hostname; never written to disk) and log its "
+            "localhost, 127.0.0.1, ::1 and this hostname; loaded from an in-memory file, or "
+            "where none can be made from a private temporary one for an instant) and log its "
             "SHA-256 fingerprint. For a LAN: browsers warn, so users check that the "
             "fingerprint their phone shows equals the logged one before going on; "
             "installing the web client as an app and starting it offline need a "

@@ -118,7 +118,8 @@ def self_signed_context() -> tuple[ssl.SSLContext, str]:
 
 
 def _load_chain(context: ssl.SSLContext, pem: bytes) -> None:
-    """``load_cert_chain`` takes only a file name: give it one no disk ever holds."""
+    """``load_cert_chain`` takes only a file name: give it one no disk holds where the
+    system allows (an anonymous in-memory file), else a private temporary one."""
     if hasattr(os, "memfd_create"):  # Linux: a file in memory, named through /proc
         try:
             descriptor = os.memfd_create("instantroom-tls", os.MFD_CLOEXEC)
