@@ -228,6 +228,44 @@ def test_a_flood_is_rate_limited_then_closed_while_the_room_flows() -> None:
     assert_exited_cleanly(relay)
 
 
+def test_a_flood_with_a_good_frame_now_and_then_is_closed_too() -> None:
+    """Refused frames are counted in a row, which each good frame restarts, and within a
+    second: a good frame each time the bucket refills would otherwise keep a connection
+    sending refused frames, each answered, at any rate."""
+    room = fresh_room()
+    flags = ("--messages-per-second", "20", "--message-burst", "5", "--max-refusals", "30")
+    with running_relay(*flags) as relay:
+
+        async def scenario() -> None:
+            async with three_members(relay, room) as (alice, bob, flooder):
+                await flooder.barrier()
+                started = time.monotonic()
+                closing = asyncio.create_task(flooder.closed())  # read all along
+                with contextlib.suppress(ConnectionClosed):
+                    while time.monotonic() - started < 3 and not closing.done():
+                        # A token comes back each 50 ms: the first PING of each batch is
+                        # answered, the 19 after it refused, fewer than 30 in a row.
+                        await asyncio.sleep(0.06)
+                        for token in range(20):
+                            await flooder.send(frames.Ping(token))
+                closed = await closing
+                assert closed.code == CloseCode.POLICY_VIOLATION
+                assert time.monotonic() - started < 1.5
+                answered = [f for f in closed.frames if isinstance(f, frames.Pong)]
+                refused = [f for f in closed.frames if isinstance(f, frames.Error)]
+                assert answered
+                assert {e.code for e in refused} == {ErrorCode.RATE_LIMITED}
+                # 31 within a second closes it (the count of a second may start anew once
+                # on the way: the relay counts from one sweep to the next).
+                assert len(refused) <= 2 * 31
+                await alice.barrier()
+                await bob.barrier()
+                await still_flowing(alice, bob, room)
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
 def test_a_leave_past_the_rate_is_honoured_and_counted_toward_the_refusals() -> None:
     """A refused LEAVE would keep a client in a room it believes it left, and its ERROR
     could not be told from one for the client's next JOIN (PROTOCOL.md 8.5)."""

@@ -40,7 +40,10 @@ class RelayConfig:
         },
     )
     max_refusals: int = field(
-        default=500, metadata={"help": "refused frames in a row before a connection is closed"}
+        default=500,
+        metadata={
+            "help": "refused frames in a row, or within a second, before a connection is closed"
+        },
     )
     connections_per_address: int = field(
         default=64, metadata={"help": "open connections from one client address"}

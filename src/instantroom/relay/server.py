@@ -229,6 +229,7 @@ class RelayConnection(asyncio.Protocol):
         "ping_sent",
         "refusals",
         "refused_from",
+        "refused_lately",
         "relay",
         "rooms",
         "transport",
@@ -266,7 +267,8 @@ class RelayConnection(asyncio.Protocol):
         self.opened_at = now
         self.last_seen = now
         self.ping_sent = False
-        self.refusals = 0
+        self.refusals = 0  # refused frames in a row
+        self.refused_lately = 0  # refused frames since the last sweep (once a second)
         self.refused_from = ""  # turned away: the address it waits on to close, for
         self.bucket = TokenBucket(relay.config.messages_per_second, relay.config.message_burst, now)
 
@@ -526,19 +528,28 @@ class RelayConnection(asyncio.Protocol):
             # websockets answers pings itself; they still cost a token, or a flood of them
             # would cost the relay CPU and bandwidth for free.
             self.relay.metrics.rejections["rate_limited"] += 1
-            self.refusals += 1
-            if self.refusals > self.relay.config.max_refusals:
-                self.close(CloseCode.POLICY_VIOLATION, "too many frames")
+            self._count_refusal()
         # CLOSE is answered by websockets itself.
+
+    def _count_refusal(self) -> bool:
+        """Count one refused frame, and close a flood of them: more than --max-refusals in
+        a row, or within a second. (In a row alone, one good frame now and then would let
+        a connection send refused ones at any rate; our clients, with at most 100 in
+        flight and a pause after a refusal, have far fewer in a second.)"""
+        self.refusals += 1
+        self.refused_lately += 1
+        limit = self.relay.config.max_refusals
+        if self.refusals > limit or self.refused_lately > limit:
+            self.close(CloseCode.POLICY_VIOLATION, "too many refused frames")
+            return True
+        return False
 
     def refuse(
         self, code: ErrorCode, reason: str, ref: int = 0, room_id: bytes = frames.NO_ROOM
     ) -> None:
         relay = self.relay
         relay.metrics.rejections[code.name.lower()] += 1
-        self.refusals += 1
-        if self.refusals > relay.config.max_refusals:
-            self.close(CloseCode.POLICY_VIOLATION, "too many refused frames")
+        if self._count_refusal():
             return
         self.push(_error_wire(code, reason, ref, room_id))
 
@@ -560,9 +571,7 @@ class RelayConnection(asyncio.Protocol):
             # A LEAVE is honoured all the same: refused, it would keep the client in a room
             # it believes it left, and its ERROR could not be told from one for its next
             # JOIN. It still counts toward the refusals that close a flood.
-            self.refusals += 1
-            if self.refusals > relay.config.max_refusals:
-                self.close(CloseCode.POLICY_VIOLATION, "too many refused frames")
+            if self._count_refusal():
                 return
             relay.metrics.rejections["leave_over_rate"] += 1
         if is_publish and frames.PUBLISH_HEADER_SIZE < len(data) <= frames.MAX_FRAME_SIZE:
@@ -1230,6 +1239,7 @@ class Relay:
                 else:
                     conn.drop("handshake_timeout")
                 continue
+            conn.refused_lately = 0
             quiet = now - conn.last_seen
             if quiet > config.idle_timeout:
                 conn.close(CloseCode.IDLE_TIMEOUT, "idle")
