@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import io
 import json
+import math
 import os
 import secrets
 import signal
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__, rooms_cli
 from .client.keystore import IDS_SAVED_WITHIN, KeyStore, KeyStoreError, StoredRoom
 from .display import printable
+from .protocol.codes import ErrorCode
 from .protocol.errors import MiniKeyError, ProtocolError, UsageError
 from .protocol.kdf import DeviceKey, RoomKeys
 from .protocol.minikey import format_minikey, make_minikey, parse_minikey, spell_minikey
@@ -25,6 +27,44 @@ from .relay.config import add_relay_options
 
 if TYPE_CHECKING:
     from .protocol.session import MessageReceived
+
+# The exit statuses of send and listen: each failure a script meets has its own, so that
+# it can tell "try again later" (3, 4, 5) from "give up" (1, 2, 6). --help lists them.
+EXIT_REFUSED = 1  # the relay refused the room or this client, for good
+EXIT_USAGE = 2  # a mistyped key, a bad address, message or option, the key store
+EXIT_UNREACHABLE = 3  # no connection to the relay within --timeout
+EXIT_TIMEOUT = 4  # connected, but the relay did not take the message within --timeout
+EXIT_FULL = 5  # the room or the relay has no place now
+EXIT_EXPIRED = 6  # the room's lifetime is over
+_SEND_STATUSES = """exit status:
+  0    the relay took the message (not a proof that anyone received it)
+  1    the relay refused the room or this client (not a relay, a bad URL, ...)
+  2    a mistyped key, a bad server address, message or option, or a key store
+       error: nothing was sent
+  3    the relay was out of reach until --timeout
+  4    the relay was reached but did not say it took the message within
+       --timeout (what it had may still reach the room)
+  5    the room or the relay is full for now: try later
+  6    the room has expired
+  130  stopped by SIGINT (^C)"""
+_LISTEN_STATUSES = """listen runs until stopped, and keeps reconnecting to a relay out of reach.
+
+exit status:
+  1    the relay refused the room or this client (not a relay, a bad URL, ...)
+  2    a mistyped key, a bad server address or option, or a key store error
+  5    the room or the relay is full for now: try later
+  6    the room has expired
+  129, 130, 143  stopped by SIGHUP, SIGINT (^C) or SIGTERM
+  141  what read its output went away (listen | head -1)"""
+
+
+def _refusal_status(code: int) -> int:
+    """The exit status for a room the relay refused with ``code``."""
+    if code in (ErrorCode.ROOM_FULL, ErrorCode.RELAY_FULL):
+        return EXIT_FULL
+    if code == ErrorCode.ROOM_EXPIRED:
+        return EXIT_EXPIRED
+    return EXIT_REFUSED
 
 
 def _key_new(args: argparse.Namespace) -> int:
@@ -169,13 +209,17 @@ async def _send(args: argparse.Namespace) -> int:
             sent.save()
         except JoinRefused as exc:
             print(f"instantroom: the relay refused to join: {printable(str(exc))}", file=sys.stderr)
-            return 1
+            return _refusal_status(exc.code)
         except (RelayRefused, RoomGone) as exc:
             print(f"instantroom: {printable(str(exc))}", file=sys.stderr)
-            return 1
+            return EXIT_REFUSED
         except TimeoutError:
+            if not client.connected.is_set():
+                print(f"instantroom: the relay at {printable(client.url)} could not be reached "
+                      f"within {args.timeout:g} s (--timeout).", file=sys.stderr)  # fmt: skip
+                return EXIT_UNREACHABLE
             print("instantroom: the relay did not take the message in time.", file=sys.stderr)
-            return 1
+            return EXIT_TIMEOUT
     return 0
 
 
@@ -235,19 +279,19 @@ async def _listen(args: argparse.Namespace) -> int:
                             printed.record(message.message_id, message.timestamp_ms)
                     case RoomExpired(room_id=room.room_id):
                         print("instantroom: the room has expired.", file=sys.stderr)
-                        return 1
-                    case Refused(room_id=room.room_id, reason=reason) if (
+                        return EXIT_EXPIRED
+                    case Refused(room_id=room.room_id, code=code, reason=reason) if (
                         room.room_id not in client.session.rooms
                     ):
                         refusal = f"the relay refused the room: {printable(reason)}"
                         print(f"instantroom: {refusal}", file=sys.stderr)
-                        return 1
+                        return _refusal_status(code)
         except JoinRefused as exc:
             print(f"instantroom: the relay refused to join: {printable(str(exc))}", file=sys.stderr)
-            return 1
+            return _refusal_status(exc.code)
         except (RelayRefused, RoomGone) as exc:
             print(f"instantroom: {printable(str(exc))}", file=sys.stderr)
-            return 1
+            return EXIT_REFUSED
         except asyncio.CancelledError:
             if stopped_by:
                 return 128 + stopped_by[0]
@@ -325,6 +369,17 @@ def _run_async(
     return run
 
 
+def _seconds(text: str) -> float:
+    """A time limit: a number of seconds, more than zero (nan and inf are none)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (0 < seconds < math.inf):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above zero")
+    return seconds
+
+
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server",
@@ -370,11 +425,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_relay_options(serve)
     serve.set_defaults(run=_serve)
 
-    send = commands.add_parser("send", help="send one message; exit 0 once the relay took it")
+    send = commands.add_parser(
+        "send",
+        help="send one message; exit 0 once the relay took it",
+        epilog=_SEND_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_client_options(send)
     send.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=30.0,
         help="seconds to wait for the relay, to join and send in all (default 30)",
     )
@@ -388,7 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     rooms_cli.add_commands(commands)
 
-    listen = commands.add_parser("listen", help="print each message of a room as it arrives")
+    listen = commands.add_parser(
+        "listen",
+        help="print each message of a room as it arrives",
+        epilog=_LISTEN_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_client_options(listen)
     listen.add_argument("--json", action="store_true", help="one JSON object per line")
     listen.set_defaults(run=_run_async(_listen))
@@ -401,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.run(args)
     except (ProtocolError, KeyStoreError) as exc:
         print(f"instantroom: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except BrokenPipeError:
         # What read the output went away (`listen | head -1`): stop quietly, as a writer
         # killed by SIGPIPE would, and let nothing more try the pipe at exit.

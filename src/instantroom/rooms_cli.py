@@ -203,7 +203,7 @@ def _throwaway_device() -> DeviceKey:
 def cmd_new(args: argparse.Namespace) -> int:
     key = make_minikey(secrets.randbelow)
     check_server(args.server)
-    format_invite(args.server, key)  # an invite link is http:// or https://
+    format_invite(args.server, key)  # refuses an address no invite link can be made of
     store = open_store(args, create=True)
     room = StoredRoom(
         key=key,
@@ -264,6 +264,10 @@ def cmd_join(args: argparse.Namespace) -> int:
         print(f"Stored room {printable(room.label)!r} on {printable(room.server)}, but the "
               f"relay has no place for us now: {looked.reason}")  # fmt: skip
         print("`instantroom chat` gets in once someone leaves.")
+    elif looked is None:
+        # Not "Joined": nothing answered. The key is stored all the same, as for `new`.
+        print(f"Stored room {printable(room.label)!r} on {printable(room.server)}, but the "
+              "relay is out of reach now: the chat gets in once it answers.")  # fmt: skip
     else:
         print(f"Joined room {printable(room.label)!r} on {printable(room.server)}, "
               f"{_when(room.expires_at_ms)}.")  # fmt: skip

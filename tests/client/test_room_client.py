@@ -1378,3 +1378,89 @@ def test_a_floor_given_to_join_refuses_what_is_stamped_at_or_below_it(relay: Rel
                 assert (await next_message(alice)).message.text == "after the floor"
 
     run(scenario())
+
+
+class Frozen:
+    """A relay that lets us in, then hears nothing more (a process stopped, a network
+    gone): our close frame goes unanswered until ``thaw`` is set."""
+
+    def __init__(self) -> None:
+        self.thaw = asyncio.Event()
+
+    async def __call__(self, peer: Peer) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await peer.answer(await peer.recv())  # JOIN
+            await peer.answer(await peer.recv())  # PROOF: JOINED
+            peer.ws.transport.pause_reading()
+            await self.thaw.wait()
+            peer.ws.transport.resume_reading()
+            await peer.ws.wait_closed()
+
+
+def test_close_waits_a_moment_at_most_for_a_relay_that_stopped_answering() -> None:
+    """websockets waits 10 seconds for the answer to a close frame: close(), and with it a
+    script's --timeout or SIGTERM, waited as long for a relay that had stopped answering."""
+    room = fresh_room()
+
+    async def scenario() -> None:
+        frozen = Frozen()
+        async with FakeRelay(frozen) as relay:
+            alice = RoomClient(relay.url, device(), "alice", reconnect_delays=fast_retries)
+            alice.start()
+            await alice.join(room)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                await alice.close()
+            finally:
+                frozen.thaw.set()
+            assert loop.time() - started < connection.CLOSE_TIMEOUT + 3
+
+    run(scenario(), timeout=30)
+
+
+def test_close_passes_its_caller_s_cancellation_on() -> None:
+    """A timeout or TaskGroup that cancels a task inside close() cancels it: close() took
+    the CancelledError for its own task's and swallowed it, and the caller ran on as if
+    never cancelled. The connection is not left open either."""
+    room = fresh_room()
+
+    async def scenario() -> None:
+        frozen = Frozen()
+        async with FakeRelay(frozen) as relay:
+            alice = RoomClient(relay.url, device(), "alice", reconnect_delays=fast_retries)
+            alice.start()
+            await alice.join(room)
+            # Frozen, the relay holds close() for CLOSE_TIMEOUT: the timeout falls inside it.
+            try:
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(connection.CLOSE_TIMEOUT / 5):
+                        await alice.close()
+            finally:
+                frozen.thaw.set()
+            # The socket was dropped, not left to finish its close: the relay sees it go.
+            async with asyncio.timeout(5):
+                await relay.peers[0].ws.wait_closed()
+            with pytest.raises(RoomGone, match="closed"):
+                await alice.join(room)
+            await alice.close()  # and again, to its end
+
+    run(scenario(), timeout=30)
+
+
+def test_a_closed_client_is_not_started_again() -> None:
+    """``async with`` a client already closed connected again, serving nothing."""
+    room = fresh_room()
+
+    async def scenario() -> None:
+        async with FakeRelay(serving) as relay:
+            alice = RoomClient(relay.url, device(), "alice", reconnect_delays=fast_retries)
+            async with alice:
+                await alice.join(room)
+            with pytest.raises(RoomGone, match="closed"):
+                async with alice:
+                    pass
+            await alice.close()
+            assert len(relay.peers) == 1
+
+    run(scenario(), timeout=10)

@@ -87,6 +87,11 @@ EXPIRY_CHECK = 1.0
 # drop starts the backoff afresh. Before that, a drop takes the backoff's next delay.
 STABLE_AFTER = 10.0
 CLOSED = "The client was closed."
+# How long a hang-up waits for the relay's answer to our close frame. websockets waits 10
+# seconds: for a relay that has stopped answering (frozen, or its network gone), close(),
+# and a script's --timeout or SIGTERM, would wait as long. A relay that answers does so
+# within a round trip; one that does not loses only the courtesy of a clean close.
+CLOSE_TIMEOUT = 1.0
 # Close codes after which trying again would fail the same way: this client sent what the
 # relay (or the WebSocket layer) will never take. PROTOCOL.md 11.2 says "fix the bug; do
 # not reconnect in a loop" for 1008 and 1009; 1002, 1003 and 1007 are the WebSocket
@@ -325,6 +330,8 @@ class RoomClient:
         return self._failure
 
     def start(self) -> None:
+        # Once closed, for good: a client started again would connect and serve nothing.
+        self._check_running()
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="instantroom-client")
             self._schedule_expiry()
@@ -339,15 +346,22 @@ class RoomClient:
         # Cancelled, the task closes its connection on the way out; closing it here as well
         # makes sure it is closed, not left to the garbage collector, when close() returns.
         ws = self._ws
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if ws is not None:
-            await ws.close()
-        self._fail_waiting(lambda: RoomGone(CLOSED))
-        self._stop_readers()
+        try:
+            if self._task is not None:
+                self._task.cancel()
+                # wait(), not await: the task's CancelledError is its own, while one that
+                # reaches us here is our caller's (a timeout, a TaskGroup) and must go on.
+                await asyncio.wait([self._task])
+                self._task = None
+            if ws is not None:
+                await ws.close()
+        except asyncio.CancelledError:
+            if ws is not None:  # no time left for a clean close: no socket left open
+                ws.transport.abort()
+            raise
+        finally:
+            self._fail_waiting(lambda: RoomGone(CLOSED))
+            self._stop_readers()
 
     # rooms and messages
 
@@ -517,6 +531,7 @@ class RoomClient:
                     max_size=MAX_FRAME_SIZE,
                     proxy=None,
                     open_timeout=10,
+                    close_timeout=CLOSE_TIMEOUT,
                     ssl=self._ssl,
                 )
             except Exception as exc:
