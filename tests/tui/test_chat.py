@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import pytest
 from rich.console import Console
+from textual import events
 from textual.pilot import Pilot
 from textual.widgets import Input, RichLog, Static
 
@@ -1098,6 +1099,15 @@ def test_a_message_waiting_for_a_room_the_relay_refuses_for_good_shows_as_not_se
                 await alice.until(
                     lambda: not KeyStore.open(path, PASSWORD).rooms[0].outbox, "saved"
                 )
+                # Connected to the relay, which refused the room: the status line says so,
+                # and a message written now says why it cannot go.
+                assert "✗ the relay refused this room: This relay keeps rooms" in alice.status()
+                await alice.say("written after")
+                flat = " ".join(alice.conversation().split())
+                assert "written after (not sent: the relay refused this room: This relay" in flat
+                assert "Join the room" not in flat
+                assert "waiting to send" not in alice.status()
+                assert not KeyStore.open(path, PASSWORD).rooms[0].outbox
 
     run(scenario())
 
@@ -1126,6 +1136,9 @@ def test_a_message_waiting_for_a_room_full_for_now_keeps_waiting(tmp_path: Path)
                 assert "This room is full. Trying again." in " ".join(alice.conversation().split())
                 assert not any("(not sent: " in line for line in alice.lines_with("written"))
                 assert "waiting to send" in alice.status()
+                # Connected to the relay, not in the room: the status line says so.
+                assert "no place in the room for now" in alice.status()
+                assert "connected" not in alice.status()
                 assert KeyStore.open(path, PASSWORD).rooms[0].outbox  # kept for the retry
 
     run(scenario())
@@ -1220,3 +1233,234 @@ def drain(controller: int, screen: bytearray) -> None:
     with contextlib.suppress(OSError):  # EIO: nothing has the terminal open any more
         while chunk := os.read(controller, 65536):
             screen += chunk
+
+
+def test_a_pasted_text_goes_whole_with_its_line_breaks(tmp_path: Path, relay: RelayProcess) -> None:
+    """Textual's input line keeps only the first line of a paste: a pasted paragraph went
+    out as its first line, the rest dropped without a word. The chat's keeps it whole,
+    shows its breaks as ⏎ on one line, and sends it as it was pasted."""
+    alice_store, bob_store = two_stores(tmp_path, relay)
+    pasted = "first line\r\nsecond line\rthird line\n"  # as terminals paste, or copy lines
+
+    async def scenario() -> None:
+        async with (
+            on_screen(ChatApp(alice_store, "alice")) as alice,
+            on_screen(ChatApp(bob_store, "bob")) as bob,
+        ):
+            await bob.until(lambda: "Online: 2" in bob.members(), "both joined")
+            field = alice.app.query_one("#input", Input)
+            assert alice.app.focused is field
+            alice.app.post_message(events.Paste(pasted))
+            await alice.until(lambda: bool(field.value), "the paste")
+            assert field.value == "first line\nsecond line\nthird line"
+            shown = field.render_line(0).text
+            assert "first line⏎second line⏎third line" in shown
+            # The cursor is where a key typed goes: at the end, after three breaks.
+            await alice.press("left", "backspace")
+            assert field.value == "first line\nsecond line\nthird lie"
+            await alice.press("enter")
+            await bob.until(lambda: bool(bob.lines_with("third lie")), "the message")
+            (first,) = bob.lines_with("first line")
+            assert "alice" in first
+            assert [line.strip() for line in bob.conversation().splitlines()[1:3]] == [
+                "second line",
+                "third lie",
+            ]
+
+    run(scenario())
+
+
+def long_history(count: int) -> list[HistoryEntry]:
+    words = " ".join(f"word{n}" for n in range(60))
+    return [
+        HistoryEntry(f"{n:032x}", now_ms() - 60_000 + n, "bob", "AAAA-BBBB-CCCC-DDDD", words)
+        for n in range(count)
+    ]
+
+
+def test_the_conversation_is_drawn_again_for_a_new_width(tmp_path: Path) -> None:
+    """Lines drawn for a wide terminal were cut at the edge of a narrower one (a pane
+    split, a window made smaller): they are drawn again for the new width."""
+    store = new_store(
+        tmp_path / "store.json",
+        room(make_minikey(secrets.randbelow), NOWHERE, keep_history=True, history=long_history(3)),
+    )
+
+    async def scenario() -> None:
+        async with on_screen(ChatApp(store, "alice")) as member:
+            log = member.app.query_one("#conversation", RichLog)
+
+            def fits() -> bool:
+                width = log.scrollable_content_region.width
+                return bool(log.lines) and all(line.cell_length <= width for line in log.lines)
+
+            await member.until(lambda: "word59" in member.conversation(), "the history")
+            assert fits()
+            await member.do(member.pilot.resize_terminal(70, 30))
+            await member.until(fits, "the lines drawn for 70 columns")
+            words = member.conversation().split()
+            assert all(words.count(f"word{n}") == 3 for n in range(60))  # nothing cut
+
+    run(scenario())
+
+
+def test_a_narrow_or_short_terminal_keeps_the_conversation_and_the_input_line(
+    tmp_path: Path,
+) -> None:
+    """The rooms' list took 30 columns of any terminal, and the input line went below the
+    edge of a short one: too narrow, the list goes (Ctrl+Down still changes rooms), and
+    the input line stays in view however short."""
+    store = new_store(
+        tmp_path / "store.json",
+        room(make_minikey(secrets.randbelow), NOWHERE, "one"),
+        room(make_minikey(secrets.randbelow), NOWHERE, "two"),
+    )
+
+    async def scenario() -> None:
+        async with on_screen(ChatApp(store, "alice")) as member:
+            rooms = member.app.query_one("#rooms")
+            field = member.app.query_one("#input", Input)
+            log = member.app.query_one("#conversation", RichLog)
+            assert rooms.region.width == 30
+            await member.do(member.pilot.resize_terminal(50, 6))
+            await member.until(lambda: rooms.region.width == 0, "the rooms hidden")
+            assert log.region.width == 50
+            assert field.region.height == 3
+            assert field.region.bottom == 6  # on screen, at the bottom
+            await member.press("ctrl+down")
+            await member.until(lambda: "two on" in member.status(), "the other room")
+            await member.press("alt+up")  # where the terminal keeps Ctrl+arrows
+            await member.until(lambda: "one on" in member.status(), "the first room")
+            await member.do(member.pilot.resize_terminal(80, 24))
+            await member.until(lambda: rooms.region.width > 0, "the rooms back")
+            assert log.region.width >= 55  # the list takes a quarter at most
+
+    run(scenario())
+
+
+def test_page_keys_scroll_the_conversation_while_the_input_line_has_the_focus(
+    tmp_path: Path,
+) -> None:
+    store = new_store(
+        tmp_path / "store.json",
+        room(make_minikey(secrets.randbelow), NOWHERE, keep_history=True, history=long_history(40)),
+    )
+
+    async def scenario() -> None:
+        async with on_screen(ChatApp(store, "alice")) as member:
+            log = member.app.query_one("#conversation", RichLog)
+            await member.until(lambda: log.max_scroll_y > 0 and log.is_vertical_scroll_end, "end")
+            assert member.app.focused is member.app.query_one("#input", Input)
+            await member.press("pageup")
+            await member.until(lambda: not log.is_vertical_scroll_end, "scrolled up")
+            await member.press("pagedown")
+            await member.until(lambda: log.is_vertical_scroll_end, "scrolled down again")
+
+    run(scenario())
+
+
+def test_a_chat_with_no_rooms_says_how_to_get_one(tmp_path: Path) -> None:
+    store = new_store(tmp_path / "store.json")
+
+    async def scenario() -> None:
+        async with on_screen(ChatApp(store, "alice")) as member:
+            await member.until(lambda: "No rooms here" in member.conversation(), "why")
+            assert "instantroom new" in member.conversation()
+            assert "no room" in member.status()
+            await member.say("hello?")
+            await member.until(lambda: "no room here to send to" in member.conversation(), "no")
+            await member.say("/help")
+            await member.until(lambda: "/leave" in member.conversation(), "the help")
+            await member.say("/key")
+            await member.until(lambda: "Open a room first" in member.conversation(), "why")
+            assert member.app.is_running
+
+    run(scenario())
+
+
+def test_the_status_line_shows_no_user_name_or_password_of_the_relay(tmp_path: Path) -> None:
+    """The client never shows a relay address's credentials; the status line did."""
+    server = "http://someone:hunter2@127.0.0.1:9/"
+    store = new_store(tmp_path / "store.json", room(make_minikey(secrets.randbelow), server))
+
+    async def scenario() -> None:
+        async with on_screen(ChatApp(store, "alice")) as member:
+            await member.until(lambda: "on http://127.0.0.1:9/" in member.status(), "the relay")
+            screen = member.status() + member.members() + member.conversation()
+            assert "hunter2" not in screen
+            assert "someone" not in screen
+
+    run(scenario())
+
+
+def test_keys_typed_fast_after_enter_are_the_next_message_not_part_of_this_one(
+    tmp_path: Path,
+) -> None:
+    """Keys come in faster than the chat handles them (typed fast, or a pasted text from a
+    terminal without bracketed paste): Input submitted what it held once Enter had gone
+    round the app, by which time the keys after it were in the line too. Each message
+    went out holding the next ones, twice, and the last was cleared away unsent."""
+    store = new_store(tmp_path / "store.json", room(make_minikey(secrets.randbelow), NOWHERE))
+
+    def key(char: str) -> events.Key:
+        names = {" ": "space", "\r": "enter"}
+        return events.Key(names.get(char, char), char)
+
+    async def scenario() -> None:
+        async with on_screen(ChatApp(store, "alice")) as member:
+            field = member.app.query_one("#input", Input)
+            for char in "msg 1\rmsg 2\rmsg 3":  # all queued before the chat handles one
+                member.app.post_message(key(char))
+            await member.until(lambda: field.value == "msg 3", "the third, not sent yet")
+            await member.until(lambda: bool(member.lines_with("msg 2")), "the second")
+            assert [line.split("(you)")[1].split()[:2] for line in member.lines_with("msg")] == [
+                ["msg", "1"],
+                ["msg", "2"],
+            ]
+
+    run(scenario())
+
+
+def test_a_name_from_a_terminal_that_is_not_utf_8_is_refused_in_words(tmp_path: Path) -> None:
+    """A name typed in a Latin-1 terminal reaches Python with surrogates: encoding it
+    ended the command with a traceback."""
+    path = tmp_path / "store.json"
+    new_store(path, room(make_minikey(secrets.randbelow), NOWHERE, "team"))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
+    environ |= {"INSTANTROOM_PASSWORD": PASSWORD, "INSTANTROOM_KEYSTORE": str(path)}
+    result = subprocess.run(
+        [sys.executable.encode(), b"-m", b"instantroom", b"chat", b"--name", b"Zo\xeb"],
+        capture_output=True, text=True, env=environ, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "A name is UTF-8" in result.stderr
+
+
+def test_a_narrow_terminal_says_in_the_status_line_what_came_in_other_rooms(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    """The rooms' list, with each room's count of new messages, is hidden when the
+    terminal is narrow: the status line counts them instead."""
+    one, two = make_minikey(secrets.randbelow), make_minikey(secrets.randbelow)
+    store = new_store(
+        tmp_path / "store.json", room(one, relay.url, "one"), room(two, relay.url, "two")
+    )
+    keys = RoomKeys.from_minikey(two)
+    bob = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+
+    async def scenario() -> None:
+        async with raw_client(relay.ws_url) as raw:
+            await raw.join(keys)
+            async with on_screen(ChatApp(store, "alice", room="one")) as alice:
+                await alice.do(alice.pilot.resize_terminal(50, 20))
+                await alice.until(lambda: "Online: 1" in alice.members(), "room one joined")
+                await raw.send(text_publish(keys, bob, 1, "in room two"))
+                await alice.until(lambda: "1 new in other rooms" in alice.status(), "the count")
+                await alice.press("ctrl+down")
+                await alice.until(  # the line wraps
+                    lambda: "in room two" in " ".join(alice.conversation().split()), "room two"
+                )
+                assert "new in other rooms" not in alice.status()
+
+    run(scenario())

@@ -40,12 +40,17 @@ from datetime import datetime
 from typing import ClassVar, Literal, TypeVar
 
 import segno
+from rich.cells import get_character_cell_size
 from rich.segment import Segments
 from rich.text import Text
 from rich.traceback import Traceback
+from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.expand_tabs import expand_tabs_inline
+from textual.geometry import clamp
+from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Input, ListItem, ListView, RichLog, Static
 
@@ -56,6 +61,7 @@ from instantroom.client.connection import (
     RoomGone,
     now_ms,
     websocket_url,
+    without_credentials,
 )
 from instantroom.client.invite import format_invite
 from instantroom.client.keystore import (
@@ -96,7 +102,9 @@ Commands:
   /wipe           delete every room and all messages from this device, then quit
   /help           this list
 Enter sends what you typed to the room shown (start with // to send a line that starts
-with /). Ctrl+Up and Ctrl+Down change rooms; Ctrl+Q quits."""
+with /); a pasted text goes whole, its line breaks shown as ⏎. Ctrl+Up and Ctrl+Down (or
+Alt+Up and Alt+Down) change rooms; Page Up and Page Down scroll the conversation; Ctrl+Q
+quits."""
 
 # Why one of ours kept as not taken, and no longer waiting, was not sent.
 NEVER_TAKEN = "the relay never took it"
@@ -155,6 +163,85 @@ def item_id(room_id: bytes) -> str:
     return f"room-{room_id.hex()}"
 
 
+def shown_server(server: str) -> str:
+    """A relay's address as shown: without the user name and password it may hold."""
+    try:
+        return printable(without_credentials(server))
+    except ValueError:  # no URL (an unclosed [IPv6): it may be anything, a secret too
+        return "(an address that is no URL)"
+
+
+# How a line break of a pasted text shows in the input line (one cell, as the break is one
+# character: the cursor's place stays right).
+SHOWN_BREAK = "\u23ce"
+
+
+class MessageInput(Input):
+    """The input line, which takes a pasted text whole. Textual's Input keeps the first line
+    of a paste and drops the others without a word: a pasted paragraph went out as its
+    first line. Its line breaks are kept, shown as ⏎, and sent.
+
+    Enter submits what was typed before it, and empties the line, there and then: Input
+    submits once the key has gone round the app, and the keys typed meanwhile (fast, or
+    as a terminal without bracketed paste sends a pasted text) were sent with it, twice,
+    then cleared away unsent."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        if event.key == "enter":
+            event.prevent_default()  # Input's own handler, and its binding, would submit later
+            event.stop()
+            await self.action_submit()
+
+    async def action_submit(self) -> None:
+        value, self.value = self.value, ""
+        self.post_message(self.Submitted(self, value))
+
+    def _on_paste(self, event: events.Paste) -> None:
+        event.prevent_default()  # Input's own handler would insert the first line again
+        event.stop()
+        # A terminal's paste ends lines with \r, or \r\n; a line copied whole ends with one.
+        text = event.text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
+        if not text:
+            return
+        if self.selection.is_empty:
+            self.insert_text_at_cursor(text)
+        else:
+            self.replace(text, *self.selection)
+
+    @property
+    def _value(self) -> Text:
+        return Text(self.value.replace("\n", SHOWN_BREAK), no_wrap=True, overflow="ignore", end="")
+
+    def _position_to_cell(self, position: int) -> int:
+        shown = self.value[:position].replace("\n", SHOWN_BREAK)
+        return Text(expand_tabs_inline(shown, 4)).cell_len
+
+    def _cell_offset_to_index(self, offset: int) -> int:
+        offset += self.scroll_offset.x
+        cell = 0
+        for index, char in enumerate(self.value.replace("\n", SHOWN_BREAK)):
+            width = get_character_cell_size(char)
+            if cell <= offset < cell + width:
+                return index
+            cell += width
+        return clamp(offset, 0, len(self.value))
+
+
+class Conversation(RichLog):
+    """The conversation. A RichLog keeps its lines as drawn for the width it had: they are
+    drawn again for a new width (a resized terminal), else they would be cut at its edge."""
+
+    class Resized(Message):
+        """The conversation's width changed."""
+
+    _drawn_width = 0
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._drawn_width and event.size.width != self._drawn_width:
+            self.post_message(self.Resized())
+        self._drawn_width = event.size.width
+
+
 @dataclass
 class Line:
     """One entry of a conversation: a message (numbered on screen) or a note from us."""
@@ -196,6 +283,8 @@ class RoomView:
 
     online: int | None = None
     unread: int = 0
+    no_place: bool = False  # the relay said the room (or it) is full: not in the room yet
+    refused: str = ""  # why the relay refused the room for good (till the next chat)
 
     @property
     def room_id(self) -> bytes:
@@ -214,12 +303,24 @@ class ChatApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "InstantRoom"
     AUTO_FOCUS = "#input"
+    # Below this many columns the rooms' list is hidden (app.tcss).
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (60, "-wide")]  # noqa: RUF012 (as App has it)
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+up", "previous_room", "Previous room"),
         Binding("ctrl+down", "next_room", "Next room"),
+        # For terminals that keep Ctrl+arrows for themselves (macOS: Mission Control).
+        Binding("alt+up", "previous_room", "Previous room", show=False),
+        Binding("alt+down", "next_room", "Next room", show=False),
+        # The input line has the focus, and takes no page keys: they scroll what was said.
+        Binding("pageup", "page_conversation(-1)", "Scroll up", show=False),
+        Binding("pagedown", "page_conversation(1)", "Scroll down", show=False),
     ]
 
     def __init__(self, store: KeyStore, name: str, room: str | bytes | None = None) -> None:
+        # A name given by a terminal (or environment) that is not UTF-8 holds surrogates:
+        # said, rather than a traceback from encoding it.
+        if any("\ud800" <= char <= "\udfff" for char in name):
+            raise UsageError("A name is UTF-8: this one is not (is the terminal set to UTF-8?).")
         if not name.strip() or len(name.encode("utf-8")) > MAX_NAME_BYTES:
             raise UsageError(f"A name is 1 to {MAX_NAME_BYTES} bytes of UTF-8.")
         super().__init__()
@@ -328,10 +429,10 @@ class ChatApp(App[None]):
                 initial_index=initial,
             )
             with Vertical(id="main"):
-                yield RichLog(id="conversation", wrap=True, min_width=20)
+                yield Conversation(id="conversation", wrap=True, min_width=20)
                 yield Static(id="members")
                 yield Static(id="status")
-                yield Input(placeholder="Write a message; /help for commands", id="input")
+                yield MessageInput(placeholder="Write a message; /help for commands", id="input")
 
     def _room_item(self, view: RoomView) -> ListItem:
         label = Static(self._room_label(view), classes="room-label")
@@ -428,7 +529,7 @@ class ChatApp(App[None]):
             case Joined(room_id=room_id, expires_at_ms=expires, members=members):
                 self._ever_connected.add(client.url)
                 if (view := self._views.get(room_id)) is not None:
-                    view.online = members
+                    view.online, view.no_place = members, False
                     known = [t for t in (view.stored.expires_at_ms, expires) if t]
                     if min(known, default=0) != view.stored.expires_at_ms:
                         view.stored.expires_at_ms = min(known)
@@ -454,9 +555,13 @@ class ChatApp(App[None]):
                 elif not ref and code in (ErrorCode.ROOM_FULL, ErrorCode.RELAY_FULL):
                     # The client asks again every 15 s: said once, not once a try.
                     said = f"No place for us now: {printable(reason)} Trying again."
+                    view.no_place = True
                     if not view.lines or view.lines[-1].text != said:
                         self._add_line(view, Line("notice", said))
                 else:
+                    if view.client is client and room_id not in client.session.rooms:
+                        # The client gave the room up: nothing goes to it in this chat.
+                        view.refused = printable(reason)
                     self._add_line(view, Line("error", f"The relay refused: {printable(reason)}"))
             case _:
                 pass
@@ -631,11 +736,21 @@ class ChatApp(App[None]):
 
     def _status_text(self, view: RoomView) -> Text:
         shown = self._connection_state(view.client)
-        shown.append(f"  ·  {printable(view.stored.label)} on {printable(view.stored.server)}")
-        shown.append(f"  ·  {expiry_text(view.stored.expires_at_ms, now_ms())}")
-        shown.append("  ·  history kept" if view.stored.keep_history else "  ·  no history kept")
+        if view.refused and view.client is not None and view.client.failure is None:
+            shown = Text(f"✗ the relay refused this room: {view.refused}", style="bold red")
+        elif view.no_place and view.client is not None and view.client.connected.is_set():
+            # Connected, but not in the room: "connected" would say the opposite.
+            shown = Text("○ no place in the room for now, trying again", style="bold yellow")
+        # What matters most first: the line shows two rows, and a narrow one cuts the rest.
         if view.sending:
             shown.append(f"  ·  {view.sending} waiting to send", style="bold")
+        if self.screen.has_class("-narrow"):  # the rooms' list, with its counts, is hidden
+            unread = sum(other.unread for other in self._views.values() if other is not view)
+            if unread:
+                shown.append(f"  ·  {unread} new in other rooms", style="bold")
+        shown.append(f"  ·  {printable(view.stored.label)} on {shown_server(view.stored.server)}")
+        shown.append(f"  ·  {expiry_text(view.stored.expires_at_ms, now_ms())}")
+        shown.append("  ·  history kept" if view.stored.keep_history else "  ·  no history kept")
         return shown
 
     def _connection_state(self, client: RoomClient | None) -> Text:
@@ -692,6 +807,9 @@ class ChatApp(App[None]):
             if room_id in self._views:
                 self._select(room_id)
 
+    def on_conversation_resized(self, event: Conversation.Resized) -> None:
+        self._redraw_soon()  # once for a window dragged through many widths
+
     def on_list_view_selected(self, event: ListView.Selected) -> None:
         self.query_one("#input", Input).focus()
 
@@ -714,6 +832,13 @@ class ChatApp(App[None]):
 
     def action_previous_room(self) -> None:
         self.query_one("#rooms", ListView).action_cursor_up()
+
+    def action_page_conversation(self, direction: int) -> None:
+        log = self.query_one("#conversation", RichLog)
+        if direction < 0:
+            log.scroll_page_up()
+        else:
+            log.scroll_page_down()
 
     # the store
 
@@ -823,8 +948,7 @@ class ChatApp(App[None]):
     # what the user types
 
     async def on_input_submitted(self, event: Input.Submitted) -> None:
-        text = event.value
-        event.input.value = ""
+        text = event.value  # the input line is empty already, or holds what was typed since
         if not text.strip():
             return
         if text.startswith("/") and not text.startswith("//"):
@@ -835,10 +959,17 @@ class ChatApp(App[None]):
 
     def _send(self, text: str) -> None:
         view = self._current()
-        if view is None or view.client is None:
+        if view is None:
+            self._note(None, "There is no room here to send to: nothing was sent.", "error")
+            return
+        if view.client is None:
             self._note(view, "This room has no connection: nothing was sent.", "error")
             return
         line = Line("message", text, now_ms(), self._user, self._fingerprint, own=True)
+        if view.refused:  # the client would say "join the room first", which cannot help
+            line.failed = f"the relay refused this room: {view.refused}"
+            self._add_line(view, line)
+            return
         try:
             message, envelope = view.client.post_text(view.room_id, text)
         except (RoomGone, RelayRefused, UsageError) as exc:
