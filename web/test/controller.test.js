@@ -23,19 +23,73 @@ const PASSWORD = "a long unique password";
 const randomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
 const INVITED_KEY = makeMinikey(randomBytes);
 
-/** A page of relay A whose address ends in `hash`: a window of its own for each app. */
+/**
+ * A page of relay A whose address ends in `hash`: a window of its own for each app. Its
+ * history is a browser's: entries of a state and a URL; go() moves a task later, with a
+ * popstate; going back past the first entry leaves the page (`left`).
+ */
 function pageOfRelayA(hash) {
   const page = Object.assign(new EventTarget(), {
     location: { origin: RELAY_A, pathname: "/", search: "", hash },
-    history: {
-      replaceState(_state, _title, url) {
-        page.location.hash = new URL(url, RELAY_A).hash;
-      },
-    },
     isSecureContext: true,
   });
+  const entries = [{ state: null, url: `${RELAY_A}/${hash}` }];
+  let index = 0;
+  const show = () => {
+    const url = new URL(entries[index].url);
+    Object.assign(page.location, { pathname: url.pathname, search: url.search, hash: url.hash });
+  };
+  const entry = (state, url) => ({ state: structuredClone(state), url: new URL(url ?? entries[index].url, entries[index].url).href });
+  page.history = {
+    entries,
+    left: false,
+    get index() {
+      return index;
+    },
+    get state() {
+      return structuredClone(entries[index].state);
+    },
+    replaceState(state, _title, url) {
+      entries[index] = entry(state, url);
+      show();
+    },
+    pushState(state, _title, url) {
+      const next = entry(state, url);
+      entries.length = index + 1;
+      entries.push(next);
+      index += 1;
+      show();
+    },
+    go(delta) {
+      setTimeout(() => {
+        if (index + delta < 0) {
+          page.history.left = true;
+          return;
+        }
+        if (index + delta >= entries.length) return;
+        index += delta;
+        show();
+        page.dispatchEvent(Object.assign(new Event("popstate"), { state: page.history.state }));
+      }, 0);
+    },
+    back() {
+      page.history.go(-1);
+    },
+    forward() {
+      page.history.go(1);
+    },
+  };
+  /** A link to `fragment` opened in the page: a new entry, a popstate, then a hashchange. */
+  page.openFragment = (fragment) => {
+    page.history.pushState(null, "", `${page.location.pathname}${page.location.search}${fragment}`);
+    page.dispatchEvent(Object.assign(new Event("popstate"), { state: null }));
+    page.dispatchEvent(new Event("hashchange"));
+  };
   return page;
 }
+
+/** Until the page's pending Back, Forward or go() has happened. */
+const traversed = () => new Promise((resolve) => setTimeout(resolve, 5));
 
 // The page as opened from an invite link; capture.js takes the key when imported.
 const invitedPage = pageOfRelayA(`#${INVITED_KEY}`);
@@ -112,8 +166,7 @@ describe("App: an opened invite link", () => {
     await app.unlock(PASSWORD, PASSWORD);
     app.store.data.serverUrl = RELAY_B;
     const key = makeMinikey(randomBytes);
-    window.location.hash = `#${key}`;
-    window.dispatchEvent(new Event("hashchange"));
+    window.openFragment(`#${key}`);
     assert.equal(app.state.screen, "join");
     assert.equal(app.joinServerFor({ server: null, key }), RELAY_A);
     assert.equal(app.joinServerFor({ server: null, key: makeMinikey(randomBytes) }), RELAY_B);
@@ -122,6 +175,161 @@ describe("App: an opened invite link", () => {
     assert.equal(app.room(app.state.current).serverUrl, RELAY_A);
     // Joined: the link's relay applies to nothing typed later.
     assert.equal(app.joinServerFor({ server: null, key }), RELAY_B);
+  });
+});
+
+describe("App: screens are history entries", () => {
+  /** An unlocked app with a room, on the rooms list; its page's history. */
+  async function withRoom() {
+    const { app } = await startApp();
+    const { history } = window;
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Trip", nickname: "Ann", lifetime: "day" });
+    const id = app.state.current;
+    app.go("rooms", null);
+    await traversed();
+    assert.equal(app.state.screen, "rooms");
+    assert.equal(history.index, 0);
+    return { app, history, id };
+  }
+
+  const back = async (history) => {
+    history.back();
+    await traversed();
+  };
+  const shown = (app) => [app.state.screen, app.state.current];
+
+  it("Back goes to the previous screen, and leaves the page from the rooms list", async () => {
+    const { app, history, id } = await withRoom();
+    app.go("room", id);
+    app.go("share", id);
+    app.go("settings");
+    await back(history);
+    assert.deepEqual(shown(app), ["share", id]);
+    await back(history);
+    assert.deepEqual(shown(app), ["room", id]);
+    await back(history);
+    assert.deepEqual(shown(app), ["rooms", null]);
+    assert.equal(history.left, false);
+    await back(history);
+    assert.equal(history.left, true);
+    // Forward again, as a browser allows.
+    history.forward();
+    await traversed();
+    assert.deepEqual(shown(app), ["room", id]);
+    // The entries carry neither the room's id nor its key, and no URL has a fragment.
+    const room = app.room(id);
+    const written = JSON.stringify(history.entries);
+    assert.ok(!written.includes(id) && !written.includes(room.key) && !written.includes(room.roomId.slice(0, 8)));
+    assert.ok(history.entries.every((e) => !e.url.includes("#")));
+  });
+
+  it("a finished form gives its place to what it made; Rooms goes back to the first entry", async () => {
+    const { app, history, id } = await withRoom();
+    app.go("new");
+    await app.createRoom({ label: "Second", nickname: "Ann", lifetime: "day" });
+    assert.equal(app.state.screen, "share");
+    await back(history);
+    assert.deepEqual(shown(app), ["rooms", null]);
+
+    app.go("room", id);
+    app.go("share", id);
+    app.go("rooms", null); // the app's own ‹ Rooms
+    await traversed();
+    assert.equal(history.index, 0);
+    await back(history);
+    assert.equal(history.left, true);
+  });
+
+  it("a screen opened while the browser goes back to the list gets its entry once there", async () => {
+    const { app, history, id } = await withRoom();
+    app.go("room", id);
+    app.go("rooms", null);
+    app.go("settings"); // before the browser is back
+    await traversed();
+    assert.equal(app.state.screen, "settings");
+    assert.equal(history.index, 1);
+    await back(history);
+    assert.deepEqual(shown(app), ["rooms", null]);
+  });
+
+  it("a lock goes back to the first entry, and no entry reopens a room without the password", async () => {
+    const { app, history, id } = await withRoom();
+    app.go("room", id);
+    app.go("settings");
+    app.lock();
+    await traversed();
+    assert.equal(history.index, 0);
+    assert.equal(app.state.screen, "unlock");
+    history.forward(); // the entries of the room and of Settings are still there
+    await traversed();
+    assert.equal(app.state.screen, "unlock");
+    history.forward();
+    await traversed();
+    assert.equal(app.state.screen, "unlock");
+
+    await app.unlock(PASSWORD);
+    assert.equal(app.state.screen, "rooms");
+    await back(history); // an entry from before the lock: the list, never the room
+    assert.deepEqual(shown(app), ["rooms", null]);
+    history.forward();
+    await traversed();
+    assert.deepEqual(shown(app), ["rooms", null]);
+  });
+
+  it("an entry of a room forgotten since shows the list, as the first entry", async () => {
+    const { app, history } = await withRoom();
+    await app.createRoom({ label: "Gone", nickname: "Ann", lifetime: "day" });
+    const gone = app.state.current;
+    app.go("room", gone);
+    app.go("settings");
+    await app.store.removeRoom(gone);
+    await back(history);
+    await traversed();
+    assert.deepEqual(shown(app), ["rooms", null]);
+    assert.equal(history.index, 0);
+  });
+
+  it("an invite link opened in the open page is the Join screen's entry, without its key", async () => {
+    const { app, history, id } = await withRoom();
+    app.go("room", id);
+    const key = makeMinikey(randomBytes);
+    window.openFragment(`#${key}`);
+    assert.equal(app.state.screen, "join");
+    assert.equal(window.location.hash, "");
+    assert.ok(!JSON.stringify(history.entries).includes(key));
+    await app.joinRoom({ text: key, nickname: "Ann" });
+    assert.equal(app.state.screen, "room");
+    await back(history);
+    assert.deepEqual(shown(app), ["room", id]);
+    await back(history);
+    assert.deepEqual(shown(app), ["rooms", null]);
+    assert.ok(!JSON.stringify(history.entries).includes(key));
+  });
+});
+
+describe("App: a key typed in one case", () => {
+  it("says that keys mix capital and small letters, after what is wrong with it", async () => {
+    const { app } = await startApp();
+    await app.unlock(PASSWORD, PASSWORD);
+    app.go("join");
+    const key = makeMinikey(randomBytes);
+    for (const [typed, which] of [
+      [key.toLowerCase(), "small"],
+      [`https://a.relay.test/#${key.toLowerCase()}`, "small"],
+      [key.toUpperCase(), "capital"],
+      [`S${key.slice(1).toLowerCase()}`, "small after the S"],
+    ]) {
+      await app.joinRoom({ text: typed, nickname: "Ann" });
+      assert.equal(app.state.screen, "join");
+      assert.match(app.state.error, new RegExp(`^(A room key|Character|This room key).*case-sensitive.* are all ${which}:`));
+    }
+    // Wrong for another reason: said as before, without a word on case.
+    for (const typed of [key.toLowerCase().slice(1), `${key.slice(0, 29)}0`]) {
+      await app.joinRoom({ text: typed, nickname: "Ann" });
+      assert.doesNotMatch(app.state.error, /case-sensitive/);
+    }
+    assert.deepEqual(app.rooms, []);
   });
 });
 

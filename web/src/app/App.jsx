@@ -351,6 +351,38 @@ function joinRelayHost(app, text) {
   }
 }
 
+const NOT_AN_INVITE = "That QR code is not an InstantRoom invite: ";
+
+/**
+ * Why the scanned `value` is not an invite, `error` being what parseInvite threw. What
+ * the code holds is never quoted: a Wi-Fi code holds its password.
+ */
+function notAnInvite(value, error) {
+  const text = value.trim();
+  if (/^WIFI:/i.test(text)) return `${NOT_AN_INVITE}it is a Wi-Fi network's code.`;
+  const hash = text.indexOf("#");
+  const address = hash < 0 ? text : text.slice(0, hash);
+  const link = /^[a-z][a-z0-9+.-]*:\/\/\S*$/i.test(address) || /^[A-Za-z0-9.-]+(:\d+)?(\/\S*)?$/.test(address);
+  // A link with a key, or what may be a key: what is wrong with it, in parseInvite's words.
+  if (hash >= 0 ? address === "" || link : /^[A-Za-z0-9 \t.\-_]+$/.test(text)) {
+    return NOT_AN_INVITE + error.message;
+  }
+  if (/^https?:\/\/\S*$/i.test(text)) return `${NOT_AN_INVITE}it is a web address with no room key in it.`;
+  return `${NOT_AN_INVITE}it holds something else (a contact, a payment…).`;
+}
+
+/** Why scanning stopped, for people. */
+function scanFailure(error) {
+  if (error?.name === "NotAllowedError") {
+    return "The camera was not allowed. Type the key instead, or allow the camera in the browser's settings.";
+  }
+  // The camera's own failures (getUserMedia, the video's play()) are DOMExceptions; the
+  // others (a QR reader that cannot run here: qr/scan.js) say what they are themselves.
+  if (error instanceof DOMException) return `The camera could not be used: ${error.message}`;
+  const message = String(error?.message ?? error);
+  return message.charAt(0).toUpperCase() + message.slice(1);
+}
+
 function Join({ app }) {
   const [text, setText] = useState(app.state.joinText || "");
   const [nickname, setNickname] = useState(app.store.data.nickname || "");
@@ -381,20 +413,19 @@ function Join({ app }) {
             const { server, key } = parseInvite(value);
             const here = server === null || server.replace(/\/$/, "") === app.store.data.serverUrl;
             setText(here ? formatMinikey(key) : value.trim());
-          } catch {
-            return false; // Some other QR code: keep looking.
+          } catch (error) {
+            // Some other QR code: say why it is refused, and keep looking.
+            setScanError(notAnInvite(value, error));
+            return false;
           }
+          setScanError(null);
           return true;
         },
         controller.signal,
       );
       nicknameRef.current?.focus();
     } catch (error) {
-      setScanError(
-        error?.name === "NotAllowedError"
-          ? "The camera was not allowed. Type the key instead, or allow the camera in the browser's settings."
-          : `The camera could not be used: ${error?.message ?? error}`,
-      );
+      setScanError(scanFailure(error));
     } finally {
       setScanning(false);
     }
@@ -416,7 +447,11 @@ function Join({ app }) {
             id="join-key"
             label="Room key or invite link"
             value={text}
-            onValue={setText}
+            onValue={(value) => {
+              setText(value);
+              // What was said of the key before no longer applies to the one being typed.
+              if (app.state.error) app.set({ error: null });
+            }}
             autocomplete="off"
             autocapitalize="off"
             autocorrect="off"
@@ -650,7 +685,17 @@ function Room({ app }) {
                 <button type="button" data-testid="clear-history" onClick={() => app.clearHistory(id)}>
                   Delete all messages
                 </button>
-                <button type="button" class="danger" data-testid="leave-room" onClick={() => app.forgetRoom(id)}>
+                <button
+                  type="button"
+                  class="danger"
+                  data-testid="leave-room"
+                  onClick={() =>
+                    // As the wipe: one tap would lose the key and any kept messages for good.
+                    window.confirm(
+                      `Leave “${room.label}” and delete its key and messages from this device? To come back you need its key again.`,
+                    ) && app.forgetRoom(id)
+                  }
+                >
                   Leave and forget room
                 </button>
               </div>

@@ -7,7 +7,8 @@ import { fromHex, hex, utf8, utf8Strict } from "../protocol/bytes.js";
 import { ErrorCode } from "../protocol/codes.js";
 import { Kind, MAX_NAME_BYTES, openEnvelope } from "../protocol/envelope.js";
 import { fingerprint, roomKeysFromMinikey } from "../protocol/kdf.js";
-import { makeMinikey } from "../protocol/minikey.js";
+import { ChecksumMismatch, MiniKeyError } from "../protocol/errors.js";
+import { BASE58_ALPHABET, makeMinikey, parseMinikey } from "../protocol/minikey.js";
 import { KeyStore, NoStore, StoreChanged, StoreExists, WrongPassword } from "../store/keystore.js";
 import { inviteFromLocation, takeCapturedInvite } from "./capture.js";
 import { formatInvite, parseInvite } from "./invite.js";
@@ -57,6 +58,41 @@ export function normalizeServerUrl(text) {
   return `${url.protocol}//${url.host}${path}`;
 }
 
+/**
+ * What to add when the key in `text` (a bare key or an invite link) is all in small or all
+ * in capital letters and would be a key if only its case were right: keys mix both, and
+ * parseMinikey's own message (a character never used, "starts with a capital S") would
+ * not say so. Null otherwise.
+ */
+export function keyCaseHint(text) {
+  const hash = text.indexOf("#");
+  const typed = hash < 0 ? text : text.slice(hash + 1);
+  const letters = (typed.match(/[A-Za-z0-9]/g) ?? []).slice(1).filter((c) => /[A-Za-z]/.test(c));
+  const lower = letters.every((c) => c === c.toLowerCase());
+  const upper = letters.every((c) => c === c.toUpperCase());
+  if (letters.length < 2 || (!lower && !upper)) return null;
+  // The same key with each letter in a case the alphabet has, and a capital S first.
+  let first = true;
+  const recased = typed.replace(/[A-Za-z0-9]/g, (c) => {
+    const was = first;
+    first = false;
+    if (was && c.toUpperCase() === "S") return "S";
+    if (BASE58_ALPHABET.includes(c)) return c;
+    return c === c.toLowerCase() ? c.toUpperCase() : c.toLowerCase();
+  });
+  try {
+    parseMinikey(recased);
+  } catch (error) {
+    if (!(error instanceof ChecksumMismatch)) return null; // wrong for another reason too
+  }
+  const which = lower ? "small" : "capital";
+  const afterS = lower && /^[^A-Za-z0-9]*S/.test(typed) ? " after the S" : "";
+  return (
+    `Room keys are case-sensitive, with capital and small letters mixed, and the letters of this one are all ` +
+    `${which}${afterS}: type each letter in its case, as the key shows it or as it is spelled out (“capital S”, “small c”).`
+  );
+}
+
 const TAB_NOTICES = {
   unlocked: "Locked: InstantRoom was unlocked in another tab.",
   wiped: "Everything was deleted from this device in another tab.",
@@ -64,6 +100,18 @@ const TAB_NOTICES = {
 };
 const CREATED_ELSEWHERE = "A key store was made in another tab meanwhile: unlock it with its password.";
 const WIPED_ELSEWHERE = "The key store was deleted in another tab meanwhile: set a new password.";
+
+// History entries (App._syncHistory): the screens the page shows while locked, which are
+// the first entry; those that show one room; forms whose result replaces their entry.
+const LOCKED_SCREENS = new Set(["loading", "insecure", "unlock"]);
+const ROOM_SCREENS = new Set(["room", "share"]);
+const REPLACED_BY = { new: "share", join: "room" };
+
+const navToken = () => hex(randomBytes(8));
+
+function sameEntry(a, b) {
+  return Boolean(a) && a.screen === b.screen && a.current === b.current;
+}
 
 /** Whether a tab's "unlocked" stamp `a` is later than `b` ([time, random tie-break]). */
 function laterThan(a, b) {
@@ -131,8 +179,106 @@ export class App {
   }
 
   set(patch) {
+    const before = { screen: this.state.screen, current: this.state.current };
     Object.assign(this.state, patch);
+    if ("screen" in patch || "current" in patch) this._syncHistory(before);
     this.changed();
+  }
+
+  // Screens as history entries, so that the browser's Back (Android's back gesture) goes to
+  // the previous screen, and leaves the page only from the top one: the rooms list, or the
+  // Unlock screen. Each entry's history.state is an opaque position in this tab's memory
+  // ({instantroom: token, at}); the screen and room it stands for stay here, never in the
+  // history. Every URL given is the address bar's without its fragment: no entry keeps an
+  // invite key (capture.js). A lock goes back to the first entry and draws a new token:
+  // the entries ahead of it then stand for nothing, and reopen no room without the password.
+
+  _startHistory() {
+    this._nav = { token: navToken(), stack: [null], at: 0, traversing: false };
+    this._navWrite("replaceState");
+    this._page.addEventListener("popstate", (event) => this._onPopState(event.state));
+  }
+
+  /** The address bar's URL without its fragment, for every entry written. */
+  _navWrite(method) {
+    const { location, history } = this._page;
+    const { token, at } = this._nav;
+    history[method]({ instantroom: token, at }, "", location.pathname + location.search);
+  }
+
+  /** Make the history follow a change of screen from `before` (set()). */
+  _syncHistory(before) {
+    const nav = this._nav;
+    if (!nav || this._fromHistory) return;
+    const { screen, current } = this.state;
+    const locked = LOCKED_SCREENS.has(screen);
+    if (locked && !LOCKED_SCREENS.has(before.screen)) {
+      // Locked: what the entries stood for is forgotten.
+      nav.token = navToken();
+      nav.stack = [null];
+    }
+    if (locked || screen === "rooms") return this._unwind();
+    // On the way back to the first entry: the screen gets its entry once there.
+    if (nav.traversing) return;
+    const entry = { screen, current: ROOM_SCREENS.has(screen) ? current : null };
+    if (sameEntry(nav.stack[nav.at], entry)) return;
+    if (nav.at > 0 && REPLACED_BY[before.screen] === screen) {
+      // A form done with (New room, Join): its result takes its place.
+      nav.stack[nav.at] = entry;
+      nav.stack.length = nav.at + 1;
+      this._navWrite("replaceState");
+      return;
+    }
+    nav.stack.length = nav.at + 1;
+    nav.stack.push(entry);
+    nav.at += 1;
+    this._navWrite("pushState");
+  }
+
+  /** Back to the first entry (the rooms list, or the Unlock screen). */
+  _unwind() {
+    const nav = this._nav;
+    if (nav.at === 0 || nav.traversing) return;
+    const steps = nav.at;
+    nav.at = 0;
+    nav.traversing = true;
+    this._page.history.go(-steps);
+  }
+
+  _onPopState(state) {
+    const nav = this._nav;
+    if (nav.traversing) {
+      // Back at the first entry (_unwind): written anew (a lock drew a new token), and a
+      // screen opened meanwhile gets its entry now.
+      nav.traversing = false;
+      this._navWrite("replaceState");
+      this._syncHistory({ screen: this.store ? "rooms" : "unlock", current: null });
+      return;
+    }
+    // An invite link opened in this page: the hashchange event that follows takes it.
+    if (state === null && this._page.location.hash.length > 1) return;
+    if (state?.instantroom === nav.token && Number.isInteger(state.at) && state.at < nav.stack.length) {
+      nav.at = state.at;
+    } else {
+      // An entry from before a lock or a reload: it stands for the first screen now.
+      nav.stack = [null];
+      nav.at = 0;
+      this._navWrite("replaceState");
+    }
+    if (!this.store) return; // locked: the Unlock screen stays
+    const entry = nav.stack[nav.at] ?? { screen: "rooms", current: null };
+    if (ROOM_SCREENS.has(entry.screen) && !this.room(entry.current)) {
+      // Forgotten or expired since: the list, which goes back to the first entry.
+      return this.set({ screen: "rooms", current: null, error: null, notice: null });
+    }
+    this._fromHistory = true;
+    try {
+      // Settings, New room and Join keep the room they were opened from, as go() does.
+      const current = ROOM_SCREENS.has(entry.screen) ? entry.current : entry.screen === "rooms" ? null : this.state.current;
+      this.set({ screen: entry.screen, current, error: null, notice: null });
+    } finally {
+      this._fromHistory = false;
+    }
   }
 
   async start() {
@@ -144,6 +290,7 @@ export class App {
     }
     if (invite) Object.assign(this.state, { joinText: invite.text, joinServer: invite.server });
     this._page = window;
+    this._startHistory();
     window.addEventListener("hashchange", () => this._onHashChange());
     // A page coming back from the background checks at once, before showing anything.
     document.addEventListener("visibilitychange", () => {
@@ -209,6 +356,15 @@ export class App {
     const invite = inviteFromLocation();
     if (!invite) return;
     window.history.replaceState(null, "", window.location.pathname + window.location.search);
+    // The browser made a new entry for the link, key-free now: the Join screen's (locked,
+    // the first screen's, the Join screen getting one of its own once unlocked).
+    const nav = this._nav;
+    if (nav && !nav.traversing) {
+      nav.stack.length = nav.at + 1;
+      nav.stack.push(this.store ? { screen: "join", current: null } : null);
+      nav.at += 1;
+      this._navWrite("replaceState");
+    }
     Object.assign(this.state, {
       joinText: invite.text,
       joinServer: invite.server,
@@ -675,7 +831,8 @@ export class App {
     try {
       parsed = parseInvite(text);
     } catch (error) {
-      return this.set({ error: error.message });
+      const hint = error instanceof MiniKeyError ? keyCaseHint(text) : null;
+      return this.set({ error: hint ? `${error.message} ${hint}` : error.message });
     }
     const problem = this._nicknameProblem(name);
     if (problem) return this.set({ error: problem });
