@@ -215,8 +215,13 @@ async def _send(args: argparse.Namespace) -> int:
             return EXIT_REFUSED
         except TimeoutError:
             if not client.connected.is_set():
-                print(f"instantroom: the relay at {printable(client.url)} could not be reached "
-                      f"within {args.timeout:g} s (--timeout).", file=sys.stderr)  # fmt: skip
+                if client.unreachable is not None:  # why the last try failed, in words
+                    print(f"instantroom: {client.unreachable} Gave up after {args.timeout:g} s "
+                          "(--timeout).", file=sys.stderr)  # fmt: skip
+                else:  # its first try was still under way
+                    print(f"instantroom: the relay at {printable(client.url)} could not be "
+                          f"reached within {args.timeout:g} s (--timeout).",
+                          file=sys.stderr)  # fmt: skip
                 return EXIT_UNREACHABLE
             print("instantroom: the relay did not take the message in time.", file=sys.stderr)
             return EXIT_TIMEOUT

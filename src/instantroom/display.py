@@ -12,6 +12,7 @@ between them).
 from __future__ import annotations
 
 import unicodedata
+from urllib.parse import urlsplit, urlunsplit
 
 import regex
 
@@ -86,3 +87,18 @@ def printable(text: str, *, newlines: bool = False) -> str:
         else:
             shown.append(char)
     return (_IN_MESSAGES if newlines else _IN_NAMES).sub(_escape, "".join(shown))
+
+
+def without_credentials(url: str) -> str:
+    """``url`` without a user name or password, to be shown or logged."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
+
+
+def shown_server(server: str) -> str:
+    """A relay's address as shown: without the user name and password it may hold."""
+    try:
+        return printable(without_credentials(server))
+    except ValueError:  # no URL (an unclosed [IPv6): it may be anything, a secret too
+        return "(an address that is no URL)"

@@ -24,7 +24,7 @@ import segno
 
 from instantroom.client.invite import format_invite, parse_invite
 from instantroom.client.keystore import KeyStore, StoredRoom, StoreExists
-from instantroom.display import printable
+from instantroom.display import printable, shown_server
 from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.errors import UsageError
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
@@ -121,10 +121,17 @@ def _when(expires_at_ms: int) -> str:
     return f"expires {stamp:%Y-%m-%d %H:%M} (in {left // 86400} days)"
 
 
+def in_a_terminal() -> bool:
+    """Whether the chat screen can run: it reads keys from standard input and draws on
+    standard error (as Textual does), so both must be a terminal. Without one, Textual
+    ran on at full CPU, reading nothing and drawing for no one."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
 def print_room_card(room: StoredRoom) -> None:
     invite = format_invite(room.server, room.key)
     # A label or relay address stored before either was checked could hold escapes.
-    print(f"Room {printable(room.label)!r} on {printable(room.server)}, "
+    print(f"Room {printable(room.label)!r} on {shown_server(room.server)}, "
           f"{_when(room.expires_at_ms)}")  # fmt: skip
     print()
     print(f"  Key:     {format_minikey(room.key)}")
@@ -224,7 +231,7 @@ def cmd_new(args: argparse.Namespace) -> int:
     store.add_room(room)
     store.save()
     if looked is None:
-        print(f"(The relay {printable(room.server)} is out of reach now; the room's lifetime "
+        print(f"(The relay {shown_server(room.server)} is out of reach now; the room's lifetime "
               "reaches it with the first member who joins.)", file=sys.stderr)  # fmt: skip
     print_room_card(room)
     return 0
@@ -261,17 +268,17 @@ def cmd_join(args: argparse.Namespace) -> int:
     if isinstance(looked, Refusal):
         # Full for now: the key is the member's all the same, and the chat gets in (it
         # keeps trying) once a place comes free.
-        print(f"Stored room {printable(room.label)!r} on {printable(room.server)}, but the "
+        print(f"Stored room {printable(room.label)!r} on {shown_server(room.server)}, but the "
               f"relay has no place for us now: {looked.reason}")  # fmt: skip
         print("`instantroom chat` gets in once someone leaves.")
     elif looked is None:
         # Not "Joined": nothing answered. The key is stored all the same, as for `new`.
-        print(f"Stored room {printable(room.label)!r} on {printable(room.server)}, but the "
+        print(f"Stored room {printable(room.label)!r} on {shown_server(room.server)}, but the "
               "relay is out of reach now: the chat gets in once it answers.")  # fmt: skip
     else:
-        print(f"Joined room {printable(room.label)!r} on {printable(room.server)}, "
+        print(f"Joined room {printable(room.label)!r} on {shown_server(room.server)}, "
               f"{_when(room.expires_at_ms)}.")  # fmt: skip
-    if args.chat and sys.stdin.isatty() and sys.stdout.isatty():
+    if args.chat and sys.stdout.isatty() and in_a_terminal():
         # By its id: another stored room may have the same label.
         return run_chat(store, args.name, room.room_id)
     return 0
@@ -296,7 +303,7 @@ def cmd_rooms(args: argparse.Namespace) -> int:
         else:  # the look itself is one of the members counted
             shown = str(max(0, looked.members - 1))
         print(f"{printable(room.label):20} {room.room_id.hex()[:8]}  "
-              f"{printable(room.server):28} {_when(room.expires_at_ms):34} "
+              f"{shown_server(room.server):28} {_when(room.expires_at_ms):34} "
               f"online: {shown}")  # fmt: skip
     return 0
 
@@ -341,6 +348,10 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    if not in_a_terminal():  # said before a password is asked for
+        print("instantroom: chat is a full-screen program: it needs a terminal for its "
+              "input and screen. Scripts use send and listen.", file=sys.stderr)  # fmt: skip
+        return 2
     store = open_store(args)
     return run_chat(store, args.name, args.room)
 

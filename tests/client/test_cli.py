@@ -50,6 +50,31 @@ def environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
 
 
+def signals_at_default() -> None:
+    """For ``preexec_fn``: the signals that stop a listen or a chat start at their default,
+    as from a terminal, whatever the test runner's are. A process inherits the signals its
+    parent ignores (nohup ignores SIGHUP, a shell's background job SIGINT), listen and chat
+    keep ignoring them, and a test that sends one waited for an end that never came."""
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+async def stop(process: asyncio.subprocess.Process, signum: int, within: float = 20.0) -> int:
+    """Send ``signum`` and return the exit status; a process still running ``within``
+    seconds, or when the test gives up, is killed (-9): none is left behind."""
+    try:
+        process.send_signal(signum)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode
+
+
 async def instantroom(
     *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
 ) -> tuple[int, str, str]:
@@ -103,6 +128,7 @@ def test_send_and_listen(relay: RelayProcess) -> None:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=environment(),
+                preexec_fn=signals_at_default,
             )
             assert listener.stdout is not None
             try:
@@ -250,7 +276,7 @@ async def start_listening(
     listener = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "instantroom", "listen", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=environment() | (env or {}),
+        env=environment() | (env or {}), preexec_fn=signals_at_default,
     )  # fmt: skip
     if "--json" not in args:
         assert listener.stderr is not None
@@ -451,7 +477,7 @@ def test_listen_on_a_stored_room_prints_no_replay_after_a_restart(
         listener = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "instantroom", "listen", "--room", "team", "--json",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=environment() | env,
+            env=environment() | env, preexec_fn=signals_at_default,
         )  # fmt: skip
         assert listener.stdout is not None
         try:
@@ -494,11 +520,14 @@ def test_listen_on_a_stored_room_prints_no_replay_after_a_restart(
 
 def test_listen_run_with_nohup_survives_its_terminal_closing(relay: RelayProcess) -> None:
     """SIGHUP ends a listen (writing what it printed first), unless it was told to
-    ignore it, as nohup does."""
+    ignore it, as nohup does. (Each starts as from a terminal, whatever the test
+    runner's own signals: run under nohup, the plain one ignored SIGHUP too, and was
+    left running.)"""
     key = make_minikey(secrets.randbelow)
     room = RoomKeys.from_minikey(key)
 
     def as_nohup() -> None:
+        signals_at_default()
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     async def scenario() -> None:
@@ -519,14 +548,11 @@ def test_listen_run_with_nohup_survives_its_terminal_closing(relay: RelayProcess
             assert len(await lines_until(listener, b"still there")) == 1
             assert listener.returncode is None
         finally:
-            listener.send_signal(signal.SIGINT)
-            await listener.wait()
-        assert listener.returncode == 130
+            status = await stop(listener, signal.SIGINT)
+        assert status == 130
 
         plain = await start_listening("--server", relay.url, "--key", key)
-        plain.send_signal(signal.SIGHUP)
-        await plain.wait()
-        assert plain.returncode == 128 + signal.SIGHUP
+        assert await stop(plain, signal.SIGHUP) == 128 + signal.SIGHUP
 
     run(scenario())
 
@@ -583,7 +609,7 @@ def test_listen_with_a_one_off_key_flags_no_member_for_sharing_its_name(
                 sys.executable, "-m", "instantroom", "listen", "--server", relay.url,
                 "--key", key, "--json",
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-                env=environment(),
+                env=environment(), preexec_fn=signals_at_default,
             )  # fmt: skip
             assert listener.stdout is not None
             try:

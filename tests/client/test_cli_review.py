@@ -25,7 +25,7 @@ from instantroom.testing import (
     run,
     running_relay,
 )
-from tests.client.test_cli import environment, instantroom, typo_of
+from tests.client.test_cli import environment, instantroom, signals_at_default, typo_of
 from tests.client.test_room_client import FakeRelay, Frozen, joining_only
 from tests.client.test_rooms_cli import PASSWORD, cli
 
@@ -68,8 +68,11 @@ def test_each_way_send_fails_has_its_own_exit_status_listed_by_help(
         seen: dict[str, int] = {}
         seen["refused"], _ = await send(f"{relay.url}/not/the/relay")
         seen["typo"], _ = await send(relay.url, typo_of(key))
-        seen["unreachable"], err = await send(f"http://{LOOPBACK}:{closed_port()}", limit="1")
-        assert "could not be reached" in err
+        port = closed_port()
+        seen["unreachable"], err = await send(f"http://user:s3cret@{LOOPBACK}:{port}", limit="1")
+        # Why, too: the last try's reason (the password left out).
+        assert f"The relay at {LOOPBACK}:{port} could not be reached: nothing answers" in err
+        assert "s3cret" not in err
         async with FakeRelay(joining_only) as never_takes:
             seen["timeout"], err = await send(never_takes.url, limit="1")
         assert "did not take the message in time" in err
@@ -165,7 +168,7 @@ def test_listen_stops_at_once_on_sigterm_when_the_relay_stops_answering() -> Non
                 sys.executable, "-m", "instantroom", "listen", "--server", relay.url,
                 "--key", key,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                env=environment(),
+                env=environment(), preexec_fn=signals_at_default,
             )  # fmt: skip
             assert listener.stderr is not None
             try:

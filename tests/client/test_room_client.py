@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
+import os
 import secrets
 import signal
+import socket
 from collections import Counter
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.http11 import Response
 from websockets.typing import Subprotocol
 
 from instantroom.client import connection
@@ -30,8 +35,9 @@ from instantroom.client.connection import (
     RoomGone,
     default_delays,
     now_ms,
-    without_credentials,
+    unreachable_reason,
 )
+from instantroom.display import without_credentials
 from instantroom.protocol import frames
 from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode
 from instantroom.protocol.envelope import Kind
@@ -433,7 +439,7 @@ def test_a_relay_restart_loses_and_duplicates_nothing() -> None:
     assert_exited_cleanly(first)
 
 
-async def cancelled(task: asyncio.Task[None]) -> None:
+async def cancelled(task: asyncio.Task[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
@@ -1464,3 +1470,87 @@ def test_a_closed_client_is_not_started_again() -> None:
             assert len(relay.peers) == 1
 
     run(scenario(), timeout=10)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then let go)."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def reason_of(member: RoomClient) -> str:
+    """Why ``member`` cannot reach its relay, once a try has failed."""
+    async with asyncio.timeout(15):
+        while member.unreachable is None:  # noqa: ASYNC110 (no event says a try failed)
+            await asyncio.sleep(0.02)
+    return member.unreachable
+
+
+def test_a_relay_out_of_reach_says_why_without_the_url_s_password() -> None:
+    """A client that cannot reach its relay said nothing of why (the chat showed
+    "connecting..." forever): ``unreachable`` says it, naming the relay's host and port
+    but never the URL's user name or password, and is None again once connected."""
+    room = fresh_room()
+    port = free_port()
+
+    async def scenario() -> None:
+        url = f"http://someone:s3cret@{LOOPBACK}:{port}/"
+        alice = RoomClient(url, device(), "alice", reconnect_delays=fast_retries)
+        async with alice, contextlib.AsyncExitStack() as stack:
+            assert alice.unreachable is None  # nothing tried yet
+            joining = asyncio.create_task(alice.join(room))
+            stack.push_async_callback(cancelled, joining)
+            reason = await reason_of(alice)
+            assert reason.startswith(f"The relay at {LOOPBACK}:{port} could not be reached: ")
+            assert "nothing answers on that port" in reason
+            assert "s3cret" not in reason
+            assert "someone" not in reason
+            with contextlib.ExitStack() as relays:  # the relay comes up where it was awaited
+                await asyncio.to_thread(relays.enter_context, running_relay(port=port))
+                async with asyncio.timeout(15):
+                    await joining
+                assert alice.unreachable is None
+
+    run(scenario(), timeout=60)
+
+
+def test_a_relay_reached_with_the_wrong_scheme_says_which_to_use(relay: RelayProcess) -> None:
+    """https:// to a relay without TLS, and http:// to one with it, kept trying in
+    silence: each says what is wrong."""
+
+    async def reason_for(url: str) -> str:
+        async with RoomClient(url, device(), "alice", reconnect_delays=fast_retries) as alice:
+            joining = asyncio.create_task(alice.join(fresh_room()))
+            try:
+                return await reason_of(alice)
+            finally:
+                await cancelled(joining)
+
+    async def scenario(tls: RelayProcess) -> None:
+        tls_url = relay.url.replace("http:", "https:")
+        reason = await reason_for(tls_url)
+        assert f"The relay at {LOOPBACK}:{relay.port} could not be reached" in reason
+        assert "TLS handshake failed" in reason
+        assert "http://" in reason
+        reason = await reason_for(tls.url)  # http:// to a relay that serves TLS
+        assert "no HTTP answer" in reason
+        assert "https://" in reason
+
+    with running_relay("--tls-self-signed") as tls:
+        run(scenario(tls), timeout=60)
+
+
+def test_an_unreachable_reason_holds_no_words_of_the_server_but_its_status() -> None:
+    """What a server answered, and an exception's own text, stay out of the reason: only
+    its HTTP status, and the system's words for an error number."""
+    url = "ws://relay.example:8080/ws"
+    answer = InvalidStatus(Response(502, "Bad <secret> Gateway", Headers(), b"<secret>"))
+    assert unreachable_reason(answer, url) == (
+        "The relay at relay.example:8080 could not be reached: it answered HTTP 502."
+    )
+    failed = OSError(errno.ENETUNREACH, "<secret>")
+    assert "<secret>" not in unreachable_reason(failed, url)
+    assert os.strerror(errno.ENETUNREACH).lower() in unreachable_reason(failed, url)
+    assert "<secret>" not in unreachable_reason(RuntimeError("<secret>"), url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import pty
 import secrets
 import subprocess
 import sys
@@ -465,7 +466,7 @@ OPEN_THE_CHAT = """
 import sys
 from instantroom.cli import main
 from instantroom.tui.app import ChatApp
-sys.stdin.isatty = sys.stdout.isatty = lambda: True  # as in a terminal
+sys.stdin.isatty = sys.stdout.isatty = sys.stderr.isatty = lambda: True  # a terminal
 def run(self, **options):
     print("chat on", self._selected.hex())
 ChatApp.run = run
@@ -509,3 +510,66 @@ def test_a_room_key_given_for_a_label_is_not_echoed(tmp_path: Path) -> None:
     # A label that is not a key is named, as before.
     result = cli(store, "send", "--room", "nosuch", "hi", check=False)
     assert "No stored room is labelled 'nosuch'" in result.stderr
+
+
+def test_new_join_and_rooms_print_the_relay_without_its_user_name_and_password(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    """A relay address may hold a user name and password (a proxy's): they are stored,
+    for connecting, but new, join and rooms printed them with the address."""
+    store = tmp_path / "store.json"
+    host = f"127.0.0.1:{relay.port}"
+    server = f"http://someone:hunter2@{host}/"
+    nowhere = "http://someone:hunter2@127.0.0.1:9/"
+    printed = [
+        cli(store, "new", "--label", "made", "--server", server),
+        cli(store, "new", "--label", "away", "--server", nowhere),  # out of reach
+        cli(store, "join", OTHER_KEY, "--label", "joined", "--server", server, "--no-chat"),
+        cli(store, "join", make_minikey(secrets.randbelow), "--server", nowhere, "--no-chat"),
+        cli(store, "rooms"),
+        cli(store, "rooms", "--offline"),
+    ]
+    assert f"Room 'made' on http://{host}/" in printed[0].stdout
+    assert "The relay http://127.0.0.1:9/ is out of reach" in printed[1].stderr
+    assert f"Joined room 'joined' on http://{host}/" in printed[2].stdout
+    assert "on http://127.0.0.1:9/, but the relay is out of reach" in printed[3].stdout
+    assert f"http://{host}/" in printed[4].stdout
+    for result in printed:
+        assert "hunter2" not in result.stdout + result.stderr
+        assert "someone" not in result.stdout + result.stderr
+    # Kept in the store all the same: the client needs them to connect.
+    assert {room.server for room in KeyStore.open(store, PASSWORD).rooms} == {server, nowhere}
+
+
+def chat_process(
+    store: Path, stdin: int, stderr: int, stdout: int = subprocess.PIPE
+) -> subprocess.CompletedProcess[bytes]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
+    environ |= {"INSTANTROOM_PASSWORD": PASSWORD, "INSTANTROOM_KEYSTORE": str(store)}
+    environ |= {"TERM": "xterm-256color"}
+    # Without the check the chat ran on, never to end: the timeout fails the test.
+    return subprocess.run(
+        [sys.executable, "-m", "instantroom", "chat"], stdin=stdin, stdout=stdout,
+        stderr=stderr, env=environ, timeout=30, check=False,
+    )  # fmt: skip
+
+
+def test_chat_without_a_terminal_says_so_and_exits_2(tmp_path: Path) -> None:
+    """``chat < /dev/null``, or run from a script, ran silently at full CPU and never
+    ended: it needs a terminal to read keys from and one to draw on (standard error, as
+    Textual draws), and says so before asking for the password."""
+    store = tmp_path / "store.json"
+    _store_with_a_room(store)
+    result = chat_process(store, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert result.returncode == 2
+    assert b"needs a terminal" in result.stderr
+    assert result.stdout == b""
+    # Keys from a terminal, but the screen drawn into a pipe (chat 2>log): refused too.
+    controller, terminal = pty.openpty()
+    try:
+        result = chat_process(store, stdin=terminal, stdout=terminal, stderr=subprocess.PIPE)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert result.returncode == 2
+    assert b"needs a terminal" in result.stderr

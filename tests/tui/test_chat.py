@@ -49,7 +49,8 @@ from instantroom.rooms_cli import cmd_chat
 from instantroom.testing import RelayProcess, raw_client, run, running_relay, text_publish
 from instantroom.tui import app as app_module
 from instantroom.tui.app import ChatApp, Line
-from tests.client.test_room_client import FakeRelay, Peer, joined_then_closed
+from tests.client.test_cli import signals_at_default
+from tests.client.test_room_client import FakeRelay, Peer, free_port, joined_then_closed
 from tests.client.test_rooms_cli import decode, rasterise_terminal
 
 PASSWORD = "a long enough password"
@@ -653,6 +654,25 @@ def test_history_shows_again_and_clear_leave_and_wipe_delete_it(tmp_path: Path) 
     assert app.return_code == 0
 
 
+def in_a_terminal(args: list[bytes] | list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run ``args`` with a terminal for its input and its screen (standard error), as the
+    chat needs, to its end: its exit status, and what it wrote there."""
+    controller, terminal = pty.openpty()
+    try:
+        try:
+            result = subprocess.run(
+                args, stdin=terminal, stdout=subprocess.PIPE, stderr=terminal, env=env,
+                timeout=60, check=False,
+            )  # fmt: skip
+        finally:
+            os.close(terminal)
+        said = bytearray()
+        drain(controller, said)  # what it wrote, until the terminal is gone
+    finally:
+        os.close(controller)
+    return result.returncode, said.decode(errors="replace")
+
+
 def test_the_chat_command_opens_the_store_and_names_a_missing_room(tmp_path: Path) -> None:
     args = build_parser().parse_args(["chat", "team", "--name", "carol", "--keystore", "s"])
     assert (args.run, args.room, args.name, args.keystore) == (cmd_chat, "team", "carol", "s")
@@ -660,16 +680,14 @@ def test_the_chat_command_opens_the_store_and_names_a_missing_room(tmp_path: Pat
     new_store(path, room(make_minikey(secrets.randbelow), NOWHERE, "team"))
     environ = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
     environ |= {"INSTANTROOM_PASSWORD": PASSWORD, "INSTANTROOM_KEYSTORE": str(path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "instantroom", "chat", "nosuch"],
-        capture_output=True, text=True, env=environ, timeout=60, check=False,
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert "No stored room is labelled 'nosuch'" in result.stderr
+    status, said = in_a_terminal([sys.executable, "-m", "instantroom", "chat", "nosuch"], environ)
+    assert status == 2
+    assert "No stored room is labelled 'nosuch'" in said
 
 
 CHAT_THAT = """
 import sys
+sys.stdin.isatty = sys.stderr.isatty = lambda: True  # as in a terminal (it runs headless)
 from instantroom.cli import main
 from instantroom.tui.app import ChatApp
 mounted = ChatApp.on_mount
@@ -1194,6 +1212,7 @@ def test_a_chat_whose_terminal_closes_writes_what_it_had_not_saved_yet(
         [sys.executable, "-m", "instantroom", "chat", "--name", "alice"],
         stdin=terminal, stdout=terminal, stderr=terminal,
         env=env | {"TERM": "xterm-256color"}, start_new_session=True,
+        preexec_fn=signals_at_default,  # SIGHUP not ignored, whatever the runner's is
     )  # fmt: skip
     os.close(terminal)
     screen = bytearray()
@@ -1428,13 +1447,12 @@ def test_a_name_from_a_terminal_that_is_not_utf_8_is_refused_in_words(tmp_path: 
     new_store(path, room(make_minikey(secrets.randbelow), NOWHERE, "team"))
     environ = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
     environ |= {"INSTANTROOM_PASSWORD": PASSWORD, "INSTANTROOM_KEYSTORE": str(path)}
-    result = subprocess.run(
-        [sys.executable.encode(), b"-m", b"instantroom", b"chat", b"--name", b"Zo\xeb"],
-        capture_output=True, text=True, env=environ, timeout=60, check=False,
-    )  # fmt: skip
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    assert "A name is UTF-8" in result.stderr
+    status, said = in_a_terminal(
+        [sys.executable.encode(), b"-m", b"instantroom", b"chat", b"--name", b"Zo\xeb"], environ
+    )
+    assert status == 2, said
+    assert "Traceback" not in said
+    assert "A name is UTF-8" in said
 
 
 def test_a_narrow_terminal_says_in_the_status_line_what_came_in_other_rooms(
@@ -1462,5 +1480,28 @@ def test_a_narrow_terminal_says_in_the_status_line_what_came_in_other_rooms(
                     lambda: "in room two" in " ".join(alice.conversation().split()), "room two"
                 )
                 assert "new in other rooms" not in alice.status()
+
+    run(scenario())
+
+
+def test_a_relay_that_cannot_be_reached_says_why_in_the_status_line(tmp_path: Path) -> None:
+    """A relay never reached (a refused port, a wrong host, https:// to a relay without
+    TLS) showed "connecting..." forever, with no reason: the status line says why, as
+    the web client does, and without the address's user name or password."""
+    port = free_port()
+    server = f"http://someone:hunter2@127.0.0.1:{port}/"
+    store = new_store(tmp_path / "store.json", room(make_minikey(secrets.randbelow), server))
+
+    async def scenario() -> None:
+        async with on_screen(ChatApp(store, "alice")) as member:
+            await member.until(lambda: "could not be reached" in member.status(), "the reason")
+            status = member.status()
+            assert status.startswith(
+                f"○ connecting… The relay at 127.0.0.1:{port} could not be reached: nothing "
+                "answers on that port"
+            )
+            screen = status + member.members() + member.conversation()
+            assert "hunter2" not in screen
+            assert "someone" not in screen
 
     run(scenario())

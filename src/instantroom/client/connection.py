@@ -32,7 +32,9 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import secrets
+import socket
 import ssl
 import time
 from collections import deque
@@ -43,11 +45,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import backoff, process_exception
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidMessage,
+    InvalidStatus,
+)
 from websockets.typing import Subprotocol
 
 from instantroom.client.invite import address_problem
-from instantroom.display import printable
+from instantroom.display import printable, without_credentials
 from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode
 from instantroom.protocol.envelope import Message
 from instantroom.protocol.errors import FrameError, UsageError
@@ -87,6 +94,8 @@ EXPIRY_CHECK = 1.0
 # drop starts the backoff afresh. Before that, a drop takes the backoff's next delay.
 STABLE_AFTER = 10.0
 CLOSED = "The client was closed."
+# Seconds a connection may take to open (TCP, TLS and the WebSocket handshake).
+OPEN_TIMEOUT = 10.0
 # How long a hang-up waits for the relay's answer to our close frame. websockets waits 10
 # seconds: for a relay that has stopped answering (frozen, or its network gone), close(),
 # and a script's --timeout or SIGTERM, would wait as long. A relay that answers does so
@@ -145,6 +154,36 @@ def _retry_or_give_up(exc: Exception, url: str) -> Exception | None:
             "at it."
         )
     return process_exception(exc)
+
+
+def unreachable_reason(exc: Exception, url: str) -> str:
+    """Why a try to reach the relay at ``url`` (shown as it is: give it one without
+    credentials) failed with ``exc``, in words for people. Nothing the server sent but its
+    status, and no exception text but the system's own words for an error number."""
+    parts = urlsplit(url)
+    tls = parts.scheme in ("wss", "https")
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        if status == 429:
+            why = "too many connections from this address"
+        else:  # 5xx (others are refusals): a proxy whose relay is down, or a relay in trouble
+            why = f"it answered HTTP {status}"
+    elif isinstance(exc, InvalidMessage):  # no HTTP answer: the one retried
+        why = "no HTTP answer" + ("" if tls else " (a relay with TLS needs https://)")
+    elif tls and isinstance(exc, ssl.SSLError | ConnectionResetError | EOFError):
+        # A relay without TLS cuts off a TLS handshake it cannot read.
+        why = "the TLS handshake failed (a relay without TLS needs http://)"
+    elif isinstance(exc, socket.gaierror):
+        why = "no such host name"
+    elif isinstance(exc, ConnectionRefusedError):
+        why = "nothing answers on that port"
+    elif isinstance(exc, TimeoutError):
+        why = f"no answer within {OPEN_TIMEOUT:g} s"
+    elif isinstance(exc, OSError) and isinstance(exc.errno, int) and exc.errno > 0:
+        why = os.strerror(exc.errno).lower()
+    else:
+        why = f"the connection failed ({type(exc).__name__})"
+    return f"The relay at {printable(parts.netloc)} could not be reached: {why}."
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -254,13 +293,6 @@ def default_delays() -> Generator[float]:
         yield delay * (0.5 + secrets.randbelow(1001) / 2000)
 
 
-def without_credentials(url: str) -> str:
-    """``url`` without a user name or password, to be shown or logged."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
-
-
 class RoomClient:
     """A connection to one relay, in any number of rooms, surviving reconnects."""
 
@@ -312,6 +344,7 @@ class RoomClient:
         self._flushes: set[asyncio.Task[None]] = set()
         self._send_lock = asyncio.Lock()
         self._failure: RelayRefused | None = None
+        self._unreachable: str | None = None
         self._closed = False
         self._readers_stopped = False
 
@@ -328,6 +361,12 @@ class RoomClient:
     def failure(self) -> RelayRefused | None:
         """Why the client stopped for good, or None while it keeps (re)connecting."""
         return self._failure
+
+    @property
+    def unreachable(self) -> str | None:
+        """Why the last try to connect failed, in words for people (``unreachable_reason``),
+        while the client keeps trying; None while connected, and before any try failed."""
+        return self._unreachable
 
     def start(self) -> None:
         # Once closed, for good: a client started again would connect and serve nothing.
@@ -530,7 +569,7 @@ class RoomClient:
                     compression=None,
                     max_size=MAX_FRAME_SIZE,
                     proxy=None,
-                    open_timeout=10,
+                    open_timeout=OPEN_TIMEOUT,
                     close_timeout=CLOSE_TIMEOUT,
                     ssl=self._ssl,
                 )
@@ -541,6 +580,7 @@ class RoomClient:
                 if refusal is not None:
                     raise refusal from exc
                 logger.info("could not connect to %s: %s", self.url, exc)
+                self._unreachable = unreachable_reason(exc, self.url)
             else:
                 async with ws:
                     if ws.subprotocol != SUBPROTOCOL:
@@ -558,6 +598,7 @@ class RoomClient:
     async def _serve(self, ws: ClientConnection) -> ConnectionClosed:
         """Run one connection until it closes; return how it closed."""
         self._ws = ws
+        self._unreachable = None
         self.session.connection_made()
         self.connected.set()
         try:

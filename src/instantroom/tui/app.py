@@ -61,7 +61,6 @@ from instantroom.client.connection import (
     RoomGone,
     now_ms,
     websocket_url,
-    without_credentials,
 )
 from instantroom.client.invite import format_invite
 from instantroom.client.keystore import (
@@ -72,7 +71,7 @@ from instantroom.client.keystore import (
     StoreChanged,
     StoredRoom,
 )
-from instantroom.display import printable
+from instantroom.display import printable, shown_server
 from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.envelope import MAX_NAME_BYTES, Kind, open_envelope
 from instantroom.protocol.errors import EnvelopeError, UsageError
@@ -161,14 +160,6 @@ def scripts_of(name: str) -> tuple[str, ...]:
 
 def item_id(room_id: bytes) -> str:
     return f"room-{room_id.hex()}"
-
-
-def shown_server(server: str) -> str:
-    """A relay's address as shown: without the user name and password it may hold."""
-    try:
-        return printable(without_credentials(server))
-    except ValueError:  # no URL (an unclosed [IPv6): it may be anything, a secret too
-        return "(an address that is no URL)"
 
 
 # How a line break of a pasted text shows in the input line (one cell, as the break is one
@@ -764,9 +755,10 @@ class ChatApp(App[None]):
         if client.connected.is_set():
             self._ever_connected.add(client.url)
             return Text("● connected", style="bold green")
-        if client.url in self._ever_connected:
-            return Text("○ reconnecting…", style="bold yellow")
-        return Text("○ connecting…", style="bold yellow")
+        state = "reconnecting…" if client.url in self._ever_connected else "connecting…"
+        if client.unreachable is not None:  # else "connecting…" forever, with no reason
+            return Text(f"○ {state} {client.unreachable}", style="bold yellow")
+        return Text(f"○ {state}", style="bold yellow")
 
     def _select(self, room_id: bytes | None) -> None:
         if room_id == self._selected:
