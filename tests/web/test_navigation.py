@@ -156,6 +156,49 @@ def test_an_invite_link_leaves_its_key_in_no_entry(
     expect_left(bob.page)
 
 
+def test_after_a_reload_back_from_the_first_screen_leaves(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    """A reload keeps the entries the page made before; what they stood for is gone, and
+    each showed the Unlock screen or the list once more before Back left."""
+    phone = phones()
+    opened_after_another_page(phone, relay.url)
+    phone.set_password(PASSWORD)
+    phone.create_room("Reloaded", "Kim")
+    phone.open_room()
+    phone.by("share-room").click()
+    expect_share(phone)
+    phone.page.reload()
+    expect_locked(phone)
+    phone.unlock(PASSWORD)
+    expect_rooms(phone)
+    back(phone.page)
+    expect_left(phone.page)
+
+
+def test_an_invite_link_opened_while_locked_adds_no_screen_to_go_back_through(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    alice, bob = phones(), phones()
+    alice.open(relay.url)
+    alice.set_password("alice's long password")
+    room = alice.create_room("Opened while locked", "Alice")
+
+    opened_after_another_page(bob, relay.url)
+    bob.set_password(PASSWORD)
+    bob.by("nav-settings").click()
+    bob.by("lock-now").click()
+    expect_locked(bob)
+    bob.page.goto(room.invite)  # in the open page: the browser makes an entry for it
+    expect(bob.page.get_by_text("You opened an invite link")).to_be_visible()
+    bob.unlock(PASSWORD, then="join-key")
+    history_is_clean(bob.page, room.key)
+    back(bob.page)
+    expect(bob.by("nav-new")).to_be_visible()  # the list, of no rooms yet
+    back(bob.page)
+    expect_left(bob.page)
+
+
 def test_leaving_a_room_asks_first(relay: RelayProcess, phones: Callable[..., Phone]) -> None:
     phone = phones()
     phone.open(relay.url)
@@ -282,6 +325,48 @@ def test_a_scanned_qr_code_that_is_not_an_invite_says_why_and_scanning_goes_on(
         assert len("".join(bob.by("join-key").input_value().split())) == MINIKEY_LENGTH
         expect(bob.by("scan-video")).to_be_hidden()
         expect(alert).to_have_count(0)
+    finally:
+        close_phones(made)
+
+
+# A reader that fails on every other picture (a frame the camera dropped, a reader short of
+# memory once), with the name the barcode-detector ponyfill gives any failure of its reader.
+FLAKY_QR_READER = """
+window.qrText = null;
+window.qrPictures = 0;
+globalThis.BarcodeDetector = class {
+  static async getSupportedFormats() { return ["qr_code"]; }
+  async detect(source) {
+    if (source instanceof ImageData) return [];
+    window.qrPictures += 1;
+    if (window.qrPictures % 2 === 1) throw new DOMException("one picture", "NotSupportedError");
+    return window.qrText === null ? [] : [{ rawValue: window.qrText, format: "qr_code" }];
+  }
+};
+"""
+
+
+def test_a_picture_the_reader_fails_on_now_and_then_does_not_end_scanning(
+    relay: RelayProcess, phones: Callable[..., Phone], camera_browser: Browser
+) -> None:
+    alice = phones()
+    alice.open(relay.url)
+    alice.set_password("alice's long password")
+    room = alice.create_room("Scanned at last", "Alice")
+
+    made: list[Phone] = []
+    try:
+        bob = new_phone(camera_browser, permissions=["camera"])
+        made.append(bob)
+        bob.context.add_init_script(FLAKY_QR_READER)
+        bob.open(relay.url)
+        bob.set_password(PASSWORD)
+        bob.by("nav-join").click()
+        bob.page.evaluate("(text) => { window.qrText = text; }", room.invite)
+        bob.by("scan-qr").click()
+        expect(bob.by("join-key")).to_have_value(room.grouped)
+        expect(bob.page.get_by_role("alert")).to_have_count(0)
+        assert bob.page.evaluate("window.qrPictures") >= 2
     finally:
         close_phones(made)
 

@@ -177,6 +177,57 @@ def test_the_conversation_follows_new_messages_unless_one_reads_back(
     expect(alice.message_locator("mine")).to_be_in_viewport(ratio=1)
 
 
+# The conversation scrolled to its end, and more of it (as a second message of a burst)
+# before the scroll event that follows a frame later: 200 px of padding the app does not
+# draw, taken away once that event was heard.
+GROWS_BEFORE_THE_SCROLL_EVENT = """(list) => new Promise((done) => {
+  list.addEventListener("scroll", () => {
+    list.addEventListener("scroll", () => {
+      requestAnimationFrame(() => { list.style.paddingBottom = ""; done(null); });
+    }, { once: true });
+    list.scrollTop = list.scrollHeight;
+    list.style.paddingBottom = "200px";
+  }, { once: true });
+  list.scrollTop = list.scrollHeight - list.clientHeight - 30;
+})"""
+
+
+def test_messages_that_arrive_together_are_followed_too(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    """A scroll event heard after more had arrived read as reading back: the conversation
+    stopped following, and a burst of messages left the newest out of view."""
+    alice, bob, _ = in_a_room(relay, phones)
+    for number in range(20):
+        bob.send(f"number {number}")
+    expect(alice.message_locator("number 19")).to_be_in_viewport(ratio=1)
+    alice.by("messages").evaluate(GROWS_BEFORE_THE_SCROLL_EVENT)
+    bob.send("after the burst")
+    expect(alice.message_locator("after the burst")).to_be_in_viewport(ratio=1)
+
+
+def test_a_longer_draft_or_the_room_options_keep_the_newest_message_in_view(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    """The conversation's box shrinks as the draft grows (field-sizing) or the options open:
+    the newest message slid out of view below it, where the newest message was shown."""
+    alice, bob, _ = in_a_room(relay, phones)
+    count = 20  # more than a phone's screen holds
+    for number in range(count):
+        bob.send(f"number {number}")
+    newest = alice.message_locator(f"number {count - 1}")
+    expect(newest).to_be_in_viewport(ratio=1)
+
+    alice.by("message-input").fill("one\ntwo\nthree\nfour\nfive")
+    expect(newest).to_be_in_viewport(ratio=1)
+    alice.page.get_by_role("button", name="Room options").click()
+    expect(alice.by("leave-room")).to_be_visible()
+    expect(newest).to_be_in_viewport(ratio=1)
+    alice.page.get_by_role("button", name="Room options").click()
+    expect(alice.by("leave-room")).to_have_count(0)
+    expect(newest).to_be_in_viewport(ratio=1)
+
+
 def test_a_draft_outlasts_other_screens_and_goes_with_the_lock(
     relay: RelayProcess, phones: Callable[..., Phone]
 ) -> None:

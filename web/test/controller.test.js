@@ -28,13 +28,15 @@ const INVITED_KEY = makeMinikey(randomBytes);
  * history is a browser's: entries of a state and a URL; go() moves a task later, with a
  * popstate; going back past the first entry leaves the page (`left`).
  */
-function pageOfRelayA(hash) {
+function pageOfRelayA(hash, reloaded = null) {
   const page = Object.assign(new EventTarget(), {
     location: { origin: RELAY_A, pathname: "/", search: "", hash },
     isSecureContext: true,
   });
-  const entries = [{ state: null, url: `${RELAY_A}/${hash}` }];
-  let index = 0;
+  // A reload keeps the entries and where the page is among them; a new page, with none
+  // of the old one's listeners, shows that entry.
+  const entries = reloaded ? structuredClone(reloaded.entries) : [{ state: null, url: `${RELAY_A}/${hash}` }];
+  let index = reloaded ? reloaded.index : 0;
   const show = () => {
     const url = new URL(entries[index].url);
     Object.assign(page.location, { pathname: url.pathname, search: url.search, hash: url.hash });
@@ -79,6 +81,9 @@ function pageOfRelayA(hash) {
       page.history.go(1);
     },
   };
+  show();
+  /** The page reloaded: a new page at the same entry, among the same entries. */
+  page.reload = () => pageOfRelayA("", { entries, index });
   /** A link to `fragment` opened in the page: a new entry, a popstate, then a hashchange. */
   page.openFragment = (fragment) => {
     page.history.pushState(null, "", `${page.location.pathname}${page.location.search}${fragment}`);
@@ -117,8 +122,13 @@ after(() => {
  * A started app on a database of its own; `beforeOpen(n, action)` runs `action` (another
  * tab's write) just before the app's n-th next opening of that database.
  */
-async function startApp({ WebSocketImpl = RecordedSocket, clock, connectionOptions = {} } = {}) {
-  const indexedDB = new IDBFactory();
+async function startApp({
+  WebSocketImpl = RecordedSocket,
+  clock,
+  connectionOptions = {},
+  page = pageOfRelayA(""),
+  indexedDB = new IDBFactory(),
+} = {}) {
   let pending = null;
   const opening = {
     open: (...args) => {
@@ -136,7 +146,7 @@ async function startApp({ WebSocketImpl = RecordedSocket, clock, connectionOptio
     clock,
   });
   started.push(app);
-  globalThis.window = pageOfRelayA("");
+  globalThis.window = page;
   await app.start();
   const otherTab = { indexedDB, insecureTestIterations: 1000 };
   const beforeOpen = (count, action) => (pending = { count, action });
@@ -181,7 +191,7 @@ describe("App: an opened invite link", () => {
 describe("App: screens are history entries", () => {
   /** An unlocked app with a room, on the rooms list; its page's history. */
   async function withRoom() {
-    const { app } = await startApp();
+    const { app, otherTab } = await startApp();
     const { history } = window;
     await app.unlock(PASSWORD, PASSWORD);
     await app.createRoom({ label: "Trip", nickname: "Ann", lifetime: "day" });
@@ -190,7 +200,7 @@ describe("App: screens are history entries", () => {
     await traversed();
     assert.equal(app.state.screen, "rooms");
     assert.equal(history.index, 0);
-    return { app, history, id };
+    return { app, history, id, otherTab };
   }
 
   const back = async (history) => {
@@ -277,6 +287,45 @@ describe("App: screens are history entries", () => {
     assert.deepEqual(shown(app), ["rooms", null]);
   });
 
+  it("a lock on the rooms list makes its entry the first of the new ones: Back and Forward go on as before", async () => {
+    const { app, history, id } = await withRoom(); // on the first entry
+    app.lock();
+    await traversed();
+    await app.unlock(PASSWORD);
+    app.go("room", id);
+    await back(history);
+    assert.deepEqual(shown(app), ["rooms", null]);
+    history.forward();
+    await traversed();
+    assert.deepEqual(shown(app), ["room", id]);
+    await back(history);
+    await back(history);
+    assert.equal(history.left, true);
+  });
+
+  it("a reloaded page goes back to the first entry it made before: Back from there leaves, Forward stays", async () => {
+    const { app, history, id, otherTab } = await withRoom();
+    app.go("room", id);
+    app.go("share", id);
+    app.go("settings");
+    assert.equal(history.index, 3);
+    const page = window.reload();
+    const { app: again } = await startApp({ page, indexedDB: otherTab.indexedDB });
+    await traversed();
+    assert.equal(page.history.index, 0);
+    assert.equal(again.state.screen, "unlock");
+    await again.unlock(PASSWORD);
+    assert.deepEqual(shown(again), ["rooms", null]);
+    // Forward to an entry of the page before the reload: it stands for nothing now.
+    page.history.forward();
+    await traversed();
+    await traversed();
+    assert.equal(page.history.index, 0);
+    assert.deepEqual(shown(again), ["rooms", null]);
+    await back(page.history);
+    assert.equal(page.history.left, true);
+  });
+
   it("an entry of a room forgotten since shows the list, as the first entry", async () => {
     const { app, history } = await withRoom();
     await app.createRoom({ label: "Gone", nickname: "Ann", lifetime: "day" });
@@ -305,6 +354,31 @@ describe("App: screens are history entries", () => {
     await back(history);
     assert.deepEqual(shown(app), ["rooms", null]);
     assert.ok(!JSON.stringify(history.entries).includes(key));
+  });
+});
+
+describe("App: an invite link opened while locked", () => {
+  it("leaves the Unlock screen the first entry: Back from the Join screen shows the list, once", async () => {
+    const { app } = await startApp();
+    const { history } = window;
+    await app.unlock(PASSWORD, PASSWORD);
+    app.go("settings");
+    app.lock();
+    await traversed();
+    const key = makeMinikey(randomBytes);
+    window.openFragment(`#${key}`);
+    await traversed();
+    assert.equal(history.index, 0);
+    assert.ok(!JSON.stringify(history.entries).includes(key));
+    await app.unlock(PASSWORD);
+    assert.equal(app.state.screen, "join");
+    assert.equal(app.state.joinText, key);
+    history.back();
+    await traversed();
+    assert.equal(app.state.screen, "rooms");
+    history.back();
+    await traversed();
+    assert.equal(history.left, true);
   });
 });
 
@@ -1276,6 +1350,25 @@ describe("App: a relay that cannot be reached", () => {
     const there = app.state.current;
     await stateOf(app, there, "reconnecting");
     assert.match(app.connectionReason(there), /^The relay at b\.relay\.test could not be reached: .* must also list this page's address in its --origins option\. Trying again\.$/);
+  });
+
+  it("still says so while the next try is made, rather than come and go with each", async () => {
+    // Reconnect timers that wait for the test (reconnectNow() makes the next try at once).
+    const connectionOptions = { setTimer: () => 1, clearTimer: () => {} };
+    const { app } = await startApp({ WebSocketImpl: RefusedSocket, connectionOptions });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Down", nickname: "Ann", lifetime: "day" });
+    const id = app.state.current;
+    await stateOf(app, id, "reconnecting");
+    const said = app.connectionReason(id);
+    assert.match(said, /could not be reached/);
+    for (let tries = 0; tries < 3; tries++) {
+      app.reconnectNow();
+      assert.equal(app.connectionState(id), "connecting");
+      assert.equal(app.connectionReason(id), said);
+      await stateOf(app, id, "reconnecting");
+      assert.equal(app.connectionReason(id), said);
+    }
   });
 
   it("a relay reached before and lost now says nothing more than 'reconnecting…'", async () => {

@@ -611,9 +611,26 @@ function Room({ app }) {
     const node = list.current;
     if (node && (atEnd.current || last?.mine)) node.scrollTop = node.scrollHeight;
   }, [last?.id]);
+  useEffect(() => {
+    const node = list.current;
+    if (!node || typeof ResizeObserver === "undefined") return undefined;
+    // The conversation's box shrinks as the draft grows by a line, the options open or a
+    // notice shows (and grows back): its end stays in view if it was, as for a message.
+    const observer = new ResizeObserver(() => {
+      if (atEnd.current) node.scrollTop = node.scrollHeight;
+    });
+    observer.observe(node);
+    return () => observer.disconnect();
+  }, []);
+  // Where the conversation was scrolled to when last heard of.
+  const lastTop = useRef(0);
   const onScroll = (event) => {
     const node = event.currentTarget;
-    atEnd.current = node.scrollHeight - node.scrollTop - node.clientHeight < 48;
+    // A scroll event comes a frame after the scroll: what arrived meanwhile (a burst of
+    // messages) is no reading back, only a move up is; near the end is at the end again.
+    if (node.scrollHeight - node.scrollTop - node.clientHeight < 48) atEnd.current = true;
+    else if (node.scrollTop < lastTop.current) atEnd.current = false;
+    lastTop.current = node.scrollTop;
   };
   if (!room) return <Rooms app={app} />;
   const state = app.connectionState(id);

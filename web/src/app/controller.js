@@ -113,6 +113,11 @@ function sameEntry(a, b) {
   return Boolean(a) && a.screen === b.screen && a.current === b.current;
 }
 
+/** Whether `state` is one of this app's entries, of any token ({instantroom, at}). */
+function isEntry(state) {
+  return typeof state?.instantroom === "string" && Number.isInteger(state.at) && state.at >= 0;
+}
+
 /** Whether a tab's "unlocked" stamp `a` is later than `b` ([time, random tie-break]). */
 function laterThan(a, b) {
   return a[0] > b[0] || (a[0] === b[0] && a[1] > b[1]);
@@ -135,6 +140,7 @@ export class App {
     this.store = null;
     this.connections = new Map(); // server URL -> RoomConnection
     this._reached = new WeakSet(); // the connections that were online at least once
+    this._failed = new WeakSet(); // those that lost a try (or a connection) at least once
     // room id hex -> { members, messages, error, draft }; the draft (what is typed and not
     // sent yet) lives here, in memory only, and so goes with a lock or the room
     this.live = new Map();
@@ -194,9 +200,14 @@ export class App {
   // the entries ahead of it then stand for nothing, and reopen no room without the password.
 
   _startHistory() {
+    // A reload, or a tab the browser brings back, keeps the entries this page made before:
+    // what they stood for went with the page's memory, and each would show the first
+    // screen once more before Back left. The page goes back to the first of them.
+    const before = this._page.history.state;
     this._nav = { token: navToken(), stack: [null], at: 0, traversing: false };
     this._navWrite("replaceState");
     this._page.addEventListener("popstate", (event) => this._onPopState(event.state));
+    if (isEntry(before) && before.at > 0) this._traverseToFirst(before.at);
   }
 
   /** The address bar's URL without its fragment, for every entry written. */
@@ -213,9 +224,11 @@ export class App {
     const { screen, current } = this.state;
     const locked = LOCKED_SCREENS.has(screen);
     if (locked && !LOCKED_SCREENS.has(before.screen)) {
-      // Locked: what the entries stood for is forgotten.
+      // Locked: what the entries stood for is forgotten. The first entry is written anew
+      // (with the new token) once there, or now if the page is there already.
       nav.token = navToken();
       nav.stack = [null];
+      if (nav.at === 0 && !nav.traversing) this._navWrite("replaceState");
     }
     if (locked || screen === "rooms") return this._unwind();
     // On the way back to the first entry: the screen gets its entry once there.
@@ -239,7 +252,12 @@ export class App {
   _unwind() {
     const nav = this._nav;
     if (nav.at === 0 || nav.traversing) return;
-    const steps = nav.at;
+    this._traverseToFirst(nav.at);
+  }
+
+  /** Go `steps` entries back, to the first entry; _onPopState hears when it is there. */
+  _traverseToFirst(steps) {
+    const nav = this._nav;
     nav.at = 0;
     nav.traversing = true;
     this._page.history.go(-steps);
@@ -260,10 +278,16 @@ export class App {
     if (state?.instantroom === nav.token && Number.isInteger(state.at) && state.at < nav.stack.length) {
       nav.at = state.at;
     } else {
-      // An entry from before a lock or a reload: it stands for the first screen now.
+      // An entry from before a lock or a reload: it stands for the first screen now. The
+      // page goes on to the first entry of its kind, `at` entries back, so that Back from
+      // there leaves (rather than show the first screen once for each such entry).
       nav.stack = [null];
-      nav.at = 0;
-      this._navWrite("replaceState");
+      if (isEntry(state) && state.at > 0) {
+        this._traverseToFirst(state.at);
+      } else {
+        nav.at = 0;
+        this._navWrite("replaceState");
+      }
     }
     if (!this.store) return; // locked: the Unlock screen stays
     const entry = nav.stack[nav.at] ?? { screen: "rooms", current: null };
@@ -356,14 +380,16 @@ export class App {
     const invite = inviteFromLocation();
     if (!invite) return;
     window.history.replaceState(null, "", window.location.pathname + window.location.search);
-    // The browser made a new entry for the link, key-free now: the Join screen's (locked,
-    // the first screen's, the Join screen getting one of its own once unlocked).
+    // The browser made a new entry for the link, key-free now: the Join screen's. Locked,
+    // the page goes back to the first entry, the Unlock screen's (a second one would show
+    // the rooms list twice on the way back); the Join screen gets its entry once unlocked.
     const nav = this._nav;
     if (nav && !nav.traversing) {
       nav.stack.length = nav.at + 1;
       nav.stack.push(this.store ? { screen: "join", current: null } : null);
       nav.at += 1;
       this._navWrite("replaceState");
+      if (!this.store) this._unwind();
     }
     Object.assign(this.state, {
       joinText: invite.text,
@@ -626,6 +652,7 @@ export class App {
     const on = (type, handler) => connection.addEventListener(type, (event) => handler(event.detail));
     on("state", ({ state }) => {
       if (state === "online") this._reached.add(connection);
+      if (state === "reconnecting") this._failed.add(connection);
       this.changed();
     });
     on("joined", (d) => this._onJoined(d));
@@ -659,8 +686,11 @@ export class App {
     if (!connection) return null;
     if (connection.reason) return connection.reason;
     // Never reached (down, a wrong address, or a relay that refuses this page's origin,
-    // which a page cannot tell apart): "reconnecting…" alone would say nothing of it.
-    if (connection.state !== "reconnecting" || this._reached.has(connection)) return null;
+    // which a page cannot tell apart): "reconnecting…" alone would say nothing of it. Said
+    // from the first failed try on, and while each next one is made ("connecting…") too:
+    // it would otherwise come and go with every try, and be read out again each time.
+    if (this._reached.has(connection) || !this._failed.has(connection)) return null;
+    if (connection.state !== "reconnecting" && connection.state !== "connecting") return null;
     const host = new URL(room.serverUrl).host;
     const elsewhere = host !== new URL(defaultServerUrl()).host;
     return (

@@ -67,10 +67,10 @@ export async function scanFromCamera(video, onText, signal) {
           codes = await detector.detect(video);
           failures = 0;
         } catch (error) {
-          // One frame may fail; a reader that fails on every frame has stopped working.
-          if (error?.name === "NotSupportedError" || ++failures >= MAX_FAILURES) {
-            throw new Error(CANNOT_SCAN, { cause: error });
-          }
+          // One frame may fail, whatever the error's name (the ponyfill calls any failure
+          // of its reader NotSupportedError; readyDetector found it working); a reader
+          // that fails on every frame has stopped working.
+          if (++failures >= MAX_FAILURES) throw new Error(CANNOT_SCAN, { cause: error });
         }
         for (const code of codes) {
           if (onText(code.rawValue)) return;
