@@ -353,16 +353,24 @@ def test_a_deleted_message_is_gone_from_the_screen_and_the_store(
             await bob.until(lambda: "Online: 2" in bob.members(), "both joined")
             await alice.say("first, to delete")
             await alice.say("second, to keep")
+            await alice.say("third, to delete")
             await bob.until(
-                lambda: kept(bob_store.path) == ["first, to delete", "second, to keep"],
-                "both messages kept in the store",
+                lambda: len(kept(bob_store.path)) == 3, "the three messages kept in the store"
             )
             assert bob.lines_with("first, to delete")
+            # By the numbers as read: deleting one does not renumber the others, so the
+            # second /delete hits the message it names, not the one after it.
             await bob.say("/delete 1")
-            assert kept(bob_store.path) == ["second, to keep"]  # written at once
+            assert kept(bob_store.path) == ["second, to keep", "third, to delete"]  # at once
+            await bob.say("/delete 3")
+            assert kept(bob_store.path) == ["second, to keep"]
             assert "first, to delete" not in bob.conversation()
+            assert "third, to delete" not in bob.conversation()
             (line,) = bob.lines_with("second, to keep")
-            assert line.lstrip().startswith("1 ")  # numbered again, as shown
+            assert line.lstrip().startswith("2 ")  # the number it had
+            await bob.say("/delete 1")
+            assert "1 to 3" not in bob.conversation()
+            assert "(2 here)" in bob.conversation()
 
     run(scenario())
     assert kept(bob_store.path) == ["second, to keep"]  # and it stays so after quitting

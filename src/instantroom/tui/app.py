@@ -247,6 +247,9 @@ class Line:
     failed: str = ""  # one of ours the relay never took: why
     waiting: bool = False  # one of ours the relay has not taken yet
     message_id: str = ""  # hex
+    # Its number on screen, for /delete: given once, so that deleting one leaves the others
+    # with the numbers the user read (deleting "3, then 5" deletes those two).
+    number: int = 0
 
 
 @dataclass
@@ -262,6 +265,14 @@ class RoomView:
     seen: dict[str, tuple[str, str]] = field(default_factory=dict)
     changed: set[str] = field(default_factory=set)  # canonical names that came with a new key
     flagged: set[str] = field(default_factory=set)  # canonical names warned of as mixing scripts
+    numbered: int = 0  # the number of the last message line added
+
+    def add(self, line: Line) -> None:
+        """Append ``line``, numbering it if it is a message."""
+        if line.kind == "message":
+            self.numbered += 1
+            line.number = self.numbered
+        self.lines.append(line)
 
     def saw(self, name: str, fingerprint: str) -> str | None:
         """Remember ``name`` with ``fingerprint``; the fingerprint it had before, if any."""
@@ -348,7 +359,7 @@ class ChatApp(App[None]):
         view = RoomView(stored, RoomKeys.from_minikey(stored.key))
         waiting = {entry.message_id for entry in stored.outbox}
         for entry in stored.history:
-            view.lines.append(
+            view.add(
                 Line(
                     "message",
                     entry.text,
@@ -394,7 +405,7 @@ class ChatApp(App[None]):
                 self._dirty = True
                 continue
             if message.kind == Kind.TEXT:
-                view.lines.append(
+                view.add(
                     Line(
                         "message",
                         message.body.decode("utf-8", errors="replace"),
@@ -599,7 +610,7 @@ class ChatApp(App[None]):
             if shown:
                 self._add_line(view, Line("warning", warning))
             else:
-                view.lines.append(Line("warning", warning))
+                view.add(Line("warning", warning))
 
     def _received(self, view: RoomView, received: MessageReceived) -> None:
         message = received.message
@@ -634,14 +645,14 @@ class ChatApp(App[None]):
 
     # the screen
 
-    def _render_line(self, line: Line, number: int) -> Text:
+    def _render_line(self, line: Line) -> Text:
         if line.kind == "code":
             return Text(line.text, no_wrap=True, overflow="ignore")
         if line.kind != "message":
             style = {"notice": "italic", "warning": "bold yellow", "error": "bold red"}
             return Text(line.text, style=style[line.kind])
         shown = Text()
-        shown.append(f"{number:>3} ", style="dim")
+        shown.append(f"{line.number:>3} ", style="dim")
         shown.append(f"{clock(line.timestamp_ms)} ", style="dim")
         shown.append(printable(line.name), style=f"bold {name_colour(line.fingerprint)}")
         if scripts_of(line.name):
@@ -658,17 +669,16 @@ class ChatApp(App[None]):
         return shown
 
     def _add_line(self, view: RoomView, line: Line) -> None:
-        view.lines.append(line)
+        view.add(line)
         log = self._widget("#conversation", RichLog)
         if view.room_id == self._selected and log is not None:
-            number = sum(1 for shown in view.lines if shown.kind == "message")
-            log.write(self._render_line(line, number))
+            log.write(self._render_line(line))
 
     def _note(self, view: RoomView | None, text: str, kind: LineKind = "notice") -> None:
         if view is not None:
             self._add_line(view, Line(kind, text))
         elif (log := self._widget("#conversation", RichLog)) is not None:
-            log.write(self._render_line(Line(kind, text), 0))
+            log.write(self._render_line(Line(kind, text)))
 
     def _show_conversation(self) -> None:
         log = self._widget("#conversation", RichLog)
@@ -685,11 +695,8 @@ class ChatApp(App[None]):
                 )
             )
             return
-        number = 0
         for line in view.lines:
-            if line.kind == "message":
-                number += 1
-            log.write(self._render_line(line, number))
+            log.write(self._render_line(line))
 
     def _refresh_panels(self) -> None:
         """Redraw the sidebar labels, the members line and the status line."""
@@ -1054,23 +1061,24 @@ class ChatApp(App[None]):
         await self._remove_view(view, "was left")
 
     def _delete(self, view: RoomView, rest: str) -> None:
-        messages = [line for line in view.lines if line.kind == "message"]
+        numbered = {line.number: line for line in view.lines if line.kind == "message"}
         try:
             number = int(rest)
         except ValueError:
             number = 0
-        if not messages:
+        if not numbered:
             self._note(view, "There is no message here to delete.", "error")
             return
-        if not 1 <= number <= len(messages):
+        if number not in numbered:
+            low, high = min(numbered), max(numbered)
+            here = f"{low} here" if low == high else f"{low} to {high} here"
             self._note(
                 view,
-                "Say which message: /delete N, N being the number before it "
-                f"(1 to {len(messages)} here).",
+                f"Say which message: /delete N, N being the number before it ({here}).",
                 "error",
             )
             return
-        gone = messages[number - 1]
+        gone = numbered[number]
         view.lines = [line for line in view.lines if line is not gone]
         # Remembered for the replay window, so that a relay cannot bring it back after a
         # restart; a room whose history is not kept gets this too.
@@ -1094,7 +1102,7 @@ class ChatApp(App[None]):
             if line.kind == "message":
                 view.stored.record_deleted(line.message_id, line.timestamp_ms)
         view.stored.history = []
-        view.lines = []
+        view.lines, view.numbered = [], 0
         self._save()
         self._show_conversation()
         still = " Yours still waiting for the relay are still sent." if waiting else ""
