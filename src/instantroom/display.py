@@ -12,6 +12,7 @@ between them).
 from __future__ import annotations
 
 import unicodedata
+from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import regex
@@ -102,3 +103,29 @@ def shown_server(server: str) -> str:
         return printable(without_credentials(server))
     except ValueError:  # no URL (an unclosed [IPv6): it may be anything, a secret too
         return "(an address that is no URL)"
+
+
+def _time_left(seconds: int) -> str:
+    """``seconds`` in the largest unit that suits, rounded to the nearest: a room made to
+    last 3 days is "in 3 days", not "in 2 days", a few seconds after it was made."""
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600 - 30:
+        return f"{(seconds + 30) // 60} min"
+    if seconds < 2 * 86400 - 1800:
+        return f"{(seconds + 1800) // 3600} h"
+    return f"{(seconds + 43200) // 86400} days"
+
+
+def expiry_text(expires_at_ms: int, now_ms: int, *, with_time: bool = True) -> str:
+    """When a room expires: with its local date or time, or (``with_time`` False, for a
+    narrow place) the time left alone."""
+    if not expires_at_ms:
+        return "expiry not known yet"
+    left = max(0, (expires_at_ms - now_ms) // 1000)
+    if not with_time or left < 60:
+        return f"expires in {_time_left(left)}"
+    # The date as far as it tells more than the time left does.
+    shape = "%H:%M" if left < 3600 else "%a %H:%M" if left < 2 * 86400 else "%Y-%m-%d %H:%M"
+    stamp = datetime.fromtimestamp(expires_at_ms / 1000).astimezone()
+    return f"expires {stamp.strftime(shape)} (in {_time_left(left)})"

@@ -16,7 +16,6 @@ import secrets
 import sys
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import platformdirs
@@ -24,7 +23,7 @@ import segno
 
 from instantroom.client.invite import format_invite, parse_invite
 from instantroom.client.keystore import KeyStore, StoredRoom, StoreExists
-from instantroom.display import printable, shown_server
+from instantroom.display import expiry_text, printable, shown_server
 from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.errors import UsageError
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
@@ -109,18 +108,6 @@ def open_store(args: argparse.Namespace, create: bool = False) -> KeyStore:
     return store
 
 
-def _when(expires_at_ms: int) -> str:
-    if not expires_at_ms:
-        return "expiry not known yet"
-    left = (expires_at_ms - now_ms()) // 1000
-    stamp = datetime.fromtimestamp(expires_at_ms / 1000, tz=UTC).astimezone()
-    if left < 3600:
-        return f"expires {stamp:%H:%M} (in {max(0, left) // 60} min)"
-    if left < 2 * 86400:
-        return f"expires {stamp:%a %H:%M} (in {left // 3600} h)"
-    return f"expires {stamp:%Y-%m-%d %H:%M} (in {left // 86400} days)"
-
-
 def in_a_terminal() -> bool:
     """Whether the chat screen can run: it reads keys from standard input and draws on
     standard error (as Textual does), so both must be a terminal. Without one, Textual
@@ -132,7 +119,7 @@ def print_room_card(room: StoredRoom) -> None:
     invite = format_invite(room.server, room.key)
     # A label or relay address stored before either was checked could hold escapes.
     print(f"Room {printable(room.label)!r} on {shown_server(room.server)}, "
-          f"{_when(room.expires_at_ms)}")  # fmt: skip
+          f"{expiry_text(room.expires_at_ms, now_ms())}")  # fmt: skip
     print()
     print(f"  Key:     {format_minikey(room.key)}")
     for number, line in enumerate(spell_minikey(room.key), start=1):
@@ -277,7 +264,7 @@ def cmd_join(args: argparse.Namespace) -> int:
               "relay is out of reach now: the chat gets in once it answers.")  # fmt: skip
     else:
         print(f"Joined room {printable(room.label)!r} on {shown_server(room.server)}, "
-              f"{_when(room.expires_at_ms)}.")  # fmt: skip
+              f"{expiry_text(room.expires_at_ms, now_ms())}.")  # fmt: skip
     if args.chat and sys.stdout.isatty() and in_a_terminal():
         # By its id: another stored room may have the same label.
         return run_chat(store, args.name, room.room_id)
@@ -303,7 +290,7 @@ def cmd_rooms(args: argparse.Namespace) -> int:
         else:  # the look itself is one of the members counted
             shown = str(max(0, looked.members - 1))
         print(f"{printable(room.label):20} {room.room_id.hex()[:8]}  "
-              f"{shown_server(room.server):28} {_when(room.expires_at_ms):34} "
+              f"{shown_server(room.server):28} {expiry_text(room.expires_at_ms, now_ms()):34} "
               f"online: {shown}")  # fmt: skip
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from instantroom.display import printable
+from instantroom.display import expiry_text, printable
 
 PERSIAN = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # with a zero-width non-joiner
 ENGLAND = "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"
@@ -66,3 +66,24 @@ def test_a_message_shows_invisible_characters_but_keeps_what_scripts_need(
     text: str, shown: str
 ) -> None:
     assert printable(text, newlines=True) == shown
+
+
+@pytest.mark.parametrize(
+    ("left_s", "shown"),
+    [
+        (3 * 86400 - 5, "3 days"),  # a room made to last 3 days, just made (was "2 days")
+        (2 * 3600 + 30 * 60, "3 h"),
+        (2 * 3600 + 29 * 60, "2 h"),
+        (40 * 60 - 10, "40 min"),
+        (59, "59 s"),
+    ],
+)
+def test_the_time_left_before_an_expiry_is_rounded_to_the_nearest_unit(
+    left_s: int, shown: str
+) -> None:
+    now = 1_795_620_656_365
+    expires = now + left_s * 1000
+    assert expiry_text(expires, now, with_time=False) == f"expires in {shown}"
+    if left_s >= 60:  # with the local time or date it expires at
+        assert expiry_text(expires, now).endswith(f" (in {shown})")
+    assert expiry_text(0, now) == "expiry not known yet"

@@ -71,7 +71,7 @@ from instantroom.client.keystore import (
     StoreChanged,
     StoredRoom,
 )
-from instantroom.display import printable, shown_server
+from instantroom.display import expiry_text, printable, shown_server
 from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.envelope import MAX_NAME_BYTES, Kind, open_envelope
 from instantroom.protocol.errors import EnvelopeError, UsageError
@@ -117,35 +117,6 @@ _NAME_COLOURS = ("cyan", "green", "magenta", "yellow", "bright_blue", "bright_re
 
 def clock(timestamp_ms: int) -> str:
     return datetime.fromtimestamp(timestamp_ms / 1000).astimezone().strftime("%H:%M")
-
-
-def expiry_text(expires_at_ms: int, now: int) -> str:
-    """When the room expires, for the status line."""
-    if not expires_at_ms:
-        return "expiry not known yet"
-    left = max(0, (expires_at_ms - now) // 1000)
-    stamp = datetime.fromtimestamp(expires_at_ms / 1000).astimezone()
-    if left < 60:
-        return f"expires in {left} s"
-    if left < 3600:
-        return f"expires {stamp:%H:%M} (in {left // 60} min)"
-    if left < 2 * 86400:
-        return f"expires {stamp:%a %H:%M} (in {left // 3600} h)"
-    return f"expires {stamp:%Y-%m-%d %H:%M} (in {left // 86400} days)"
-
-
-def short_expiry(expires_at_ms: int, now: int) -> str:
-    """When the room expires, for the sidebar."""
-    if not expires_at_ms:
-        return "expiry unknown"
-    left = max(0, (expires_at_ms - now) // 1000)
-    if left < 60:
-        return f"expires in {left} s"
-    if left < 3600:
-        return f"expires in {left // 60} min"
-    if left < 2 * 86400:
-        return f"expires in {left // 3600} h"
-    return f"expires in {left // 86400} days"
 
 
 def name_colour(fingerprint: str) -> str:
@@ -442,7 +413,9 @@ class ChatApp(App[None]):
 
     def _room_label(self, view: RoomView) -> Text:
         label = Text(printable(view.stored.label), style="bold", no_wrap=True, overflow="ellipsis")
-        label.append("\n" + short_expiry(view.stored.expires_at_ms, now_ms()), style="dim")
+        label.append(
+            "\n" + expiry_text(view.stored.expires_at_ms, now_ms(), with_time=False), style="dim"
+        )
         if view.unread:
             label.append(f"  {view.unread} new", style="bold")
         return label
