@@ -16,6 +16,7 @@ from playwright.sync_api import BrowserContext, Playwright, expect
 
 from instantroom.testing import RelayProcess
 from tests.web.conftest import Phone, close_phones, launch, new_phone
+from tests.web.test_scan import spaced
 from tests.web.video import FRAME, NEUTRAL_CHROMA, y4m_header
 
 DARK_BACKGROUND = (24, 24, 24)  # a photo gallery or a chat in dark mode
@@ -228,6 +229,50 @@ def test_a_reader_that_stops_working_while_scanning_says_so_and_releases_the_cam
         expect(bob.page.get_by_role("alert")).to_contain_text("cannot read QR codes")
         expect(bob.by("scan-qr")).to_be_visible()
         assert bob.page.evaluate("window.cameraReleased()")
+    finally:
+        try:
+            close_phones(made)
+        finally:
+            camera.close()
+
+
+# The browser's own reader, which fails from the start (its service is not there).
+BROKEN_NATIVE_DETECTOR = """
+globalThis.BarcodeDetector = class {
+  static async getSupportedFormats() { return ["qr_code"]; }
+  async detect() { throw new DOMException("no reader service", "NotSupportedError"); }
+};
+"""
+
+
+def test_a_browser_whose_own_reader_cannot_start_reads_with_the_built_in_one(
+    relay: RelayProcess,
+    phones: Callable[..., Phone],
+    playwright_driver: Playwright,
+    tmp_path: Path,
+) -> None:
+    """It said the browser cannot read QR codes, while the reader the app carries could."""
+    alice = phones()
+    alice.open(relay.url)
+    alice.set_password("alice's long password")
+    room = alice.create_room("Fallback", "Alice", expiry="hour")
+    video = camera_video(shown_on(saved_qr_image(alice), (255, 255, 255)), tmp_path / "qr.y4m", 255)
+    camera = launch(
+        playwright_driver,
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
+    )
+    made: list[Phone] = []
+    try:
+        bob = new_phone(camera, permissions=["camera"])
+        made.append(bob)
+        bob.context.add_init_script(BROKEN_NATIVE_DETECTOR)
+        bob.open(relay.url)
+        bob.set_password("bob's long password")
+        bob.by("nav-join").click()
+        bob.by("scan-qr").click()
+        expect(bob.by("join-key")).to_have_value(spaced(room.key), timeout=20_000)
     finally:
         try:
             close_phones(made)

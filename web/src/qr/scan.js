@@ -12,17 +12,12 @@ prepareZXingModule({
   },
 });
 
-async function makeDetector() {
+/** The browser's own reader, where it has one that reads QR codes; else null. */
+async function nativeDetector() {
   const Native = globalThis.BarcodeDetector;
-  if (Native) {
-    try {
-      const formats = await Native.getSupportedFormats();
-      if (formats.includes("qr_code")) return new Native({ formats: ["qr_code"] });
-    } catch {
-      // Fall through to the ponyfill.
-    }
-  }
-  return new PonyfillDetector({ formats: ["qr_code"] });
+  if (!Native) return null;
+  const formats = await Native.getSupportedFormats();
+  return formats.includes("qr_code") ? new Native({ formats: ["qr_code"] }) : null;
 }
 
 // A browser that cannot run the reader (no WebAssembly, as in iOS's Lockdown Mode, or a
@@ -32,15 +27,23 @@ const CANNOT_SCAN = "this browser cannot read QR codes here (type the key, or op
 // Failures in a row, at one try every 150 ms, before giving up on a reader that worked at first.
 const MAX_FAILURES = 20;
 
-/** The detector, once it has read a blank picture: it throws when it cannot work at all. */
+/**
+ * A reader that has read a blank picture: the browser's own, else (it has none, or its
+ * own fails even that) the ponyfill's. Throws when neither can work here at all.
+ */
 async function readyDetector() {
-  try {
-    const detector = await makeDetector();
-    await detector.detect(new ImageData(1, 1));
-    return detector;
-  } catch (error) {
-    throw new Error(CANNOT_SCAN, { cause: error });
+  let failure = null;
+  for (const make of [nativeDetector, () => new PonyfillDetector({ formats: ["qr_code"] })]) {
+    try {
+      const detector = await make();
+      if (detector === null) continue;
+      await detector.detect(new ImageData(1, 1));
+      return detector;
+    } catch (error) {
+      failure = error;
+    }
   }
+  throw new Error(CANNOT_SCAN, { cause: failure });
 }
 
 /**
