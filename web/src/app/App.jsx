@@ -121,8 +121,11 @@ function Unlock({ app }) {
   const first = app.state.firstVisit;
   const submit = (event) => {
     event.preventDefault();
+    // Not kept in the field once tried, whatever came of it: a try another tab's unlock
+    // superseded stays on this screen (with a notice), and would leave it for anyone to use.
     app.unlock(password, confirmation).then(() => {
-      if (app.state.error) setPassword("");
+      setPassword("");
+      setConfirmation("");
     });
   };
   return (
