@@ -1,5 +1,5 @@
 """Room lifetime: the first joiner's expiry holds; past it the relay refuses joins and tells
-the members (it sweeps once a second); an expiry past --max-room-lifetime is refused.
+the members (at the expiry, by a timer); an expiry past --max-room-lifetime is refused.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def test_a_room_expires_for_its_members_and_refuses_joins_after() -> None:
                 await alice.barrier()
 
                 for member in (alice, bob):
-                    member.timeout = 4  # the sweep runs once a second
+                    member.timeout = 4  # a loaded machine may be late
                     expired = await member.expect_error(ErrorCode.ROOM_EXPIRED)
                     assert expired.room_id == rid
                     assert now_ms() >= expires

@@ -73,6 +73,11 @@ class RoomFacts:
             heapq.heappush(self._heap, (expires_ms, room_id))
             self._stale += 1  # the later entry, skipped when due
 
+    def next_due(self) -> int | None:
+        """When ``due`` may next find something (ms), or None: nothing is kept. It may
+        find nothing then (an entry skipped as stale); never something earlier."""
+        return self._heap[0][0] if self._heap else None
+
     def due(self, now_ms: int) -> list[bytes]:
         """The rooms that have expired by ``now_ms``; forgets the ids kept long enough."""
         ended = []

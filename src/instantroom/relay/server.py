@@ -711,6 +711,9 @@ class Relay:
         self._handshaking = 0  # TLS handshakes under way
         self.connection_limit = config.max_connections
         self._sweeper: asyncio.TimerHandle | None = None
+        # Wakes at the next room's expiry: a room ends then, not at the next sweep.
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._expiry_due = 0  # ms since the epoch that timer is set for
         self._all_closed: asyncio.Event | None = None
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -797,6 +800,8 @@ class Relay:
                 conn.transport.abort()
         if self._sweeper:
             self._sweeper.cancel()
+        if self._expiry_timer:
+            self._expiry_timer.cancel()
         # Recounts and admissions still running would use the hub while it closes.
         for task in list(self._tasks):
             task.cancel()
@@ -1036,6 +1041,7 @@ class Relay:
             self._spawn(self._admit_shared(conn, room_id, requested_ms, token))
             return
         facts.record(room_id, requested_ms, conn.address)
+        self._schedule_expiry()
         room = self._enter(conn, room_id, facts.expiry(room_id) or 0)
         self._joined(conn, room, len(room.members))
 
@@ -1056,6 +1062,7 @@ class Relay:
                 expires = min(known, expires)
                 if expires < known:  # recorded here first, it would stand: brought forward
                     self.facts.shorten(room_id, expires)
+                    self._schedule_expiry()
                     if (open_room := self.rooms.get(room_id)) is not None:
                         open_room.expires_at_ms = expires
             if conn.closing or room_id in conn.rooms or conn.admitting.get(room_id) is not token:
@@ -1068,6 +1075,7 @@ class Relay:
                     # (An expiry from the backplane, not the joiner, is no room it made.)
                     self._check_space(conn, requested_ms)
                 self.facts.record(room_id, expires, conn.address)
+                self._schedule_expiry()
                 room = self._enter(conn, room_id, expires)
                 conn.refusals = 0
             except RoomRefused as exc:
@@ -1206,6 +1214,28 @@ class Relay:
             room.members.clear()
             self.hub.room_closed(room_id)
             log_event("room.expired", room=self.redact.room(room_id))
+        self._schedule_expiry()
+
+    def _schedule_expiry(self) -> None:
+        """Wake when the next room fact is due, if before the wake already set: at expiry
+        the members are told and taken out (PROTOCOL.md 9), rather than carried on until
+        the next sweep, up to a second later. (The sweep still runs: a wall clock that
+        jumps forward is caught there.)"""
+        due = self.facts.next_due()
+        if due is None or self._loop is None or self._stopping:
+            return
+        if self._expiry_timer is not None:
+            if self._expiry_due <= due:
+                return
+            self._expiry_timer.cancel()
+        self._expiry_due = due
+        # One ms late rather than early: a fact is due once the clock has reached it.
+        delay = max(0.0, (due - self.now_ms() + 1) / 1000)
+        self._expiry_timer = self._loop.call_later(delay, self._expiry_fired)
+
+    def _expiry_fired(self) -> None:
+        self._expiry_timer = None
+        self._expire_rooms(self.now_ms())
 
     def _sweep(self) -> None:
         """Once a second: expiries, handshake deadlines, idle pings and timeouts."""
