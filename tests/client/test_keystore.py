@@ -121,6 +121,13 @@ def test_a_wrong_password_is_refused_and_the_file_left_byte_for_byte(store_path:
         pytest.param(lambda data: data.replace(b'"version": 1', b'"version": 9'), id="version"),
         pytest.param(lambda data: data.replace(b'"nonce": "', b'"nonce": "!'), id="not-base64"),
         pytest.param(lambda data: b'{"format": "something else"}', id="not-a-store"),
+        # What json.loads refuses with other than JSONDecodeError: a traceback, or a chat
+        # that read the file ended.
+        pytest.param(
+            lambda data: data.replace(b'"iterations": 1', b'"iterations": 1' + b"0" * 5000),
+            id="number-too-long",
+        ),
+        pytest.param(lambda data: b"[" * 100_000, id="nested-too-deep"),
     ],
 )
 def test_a_damaged_file_is_said_and_never_reset(store_path: Path, damage: object) -> None:
@@ -235,6 +242,54 @@ def test_rooms_added_and_forgotten_by_another_program_are_merged(store_path: Pat
     # And the other way round: what the first one did reaches the second on its next save.
     assert second.save() == []
     assert sorted(r.label for r in second.rooms) == ["added there", "renamed here"]
+
+
+def test_a_room_forgotten_elsewhere_is_said_by_the_save_after_one_that_failed(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    first.add_room(room(label="kept"))
+    first.add_room(room(key=OTHER, label="forgotten there"))
+    first.save()
+    second = KeyStore.open(store_path, "pw")
+    second.forget(second.find("forgotten there"))
+    second.save()
+    first.rooms[0].label = "renamed here"
+    write = keystore._write_atomically
+
+    def full_disk(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keystore, "_write_atomically", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        first.save()  # merged, then not written
+    monkeypatch.setattr(keystore, "_write_atomically", write)
+    # The chat drops the room's view only when a save says so.
+    assert [r.label for r in first.save()] == ["forgotten there"]
+    assert first.save() == []
+    assert [r.label for r in KeyStore.open(store_path, "pw").rooms] == ["renamed here"]
+
+
+def test_the_file_s_size_does_not_tell_how_many_rooms_it_holds(store_path: Path) -> None:
+    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    sizes = {store_path.stat().st_size}
+    for key in (KEY, OTHER, THIRD):
+        store.add_room(room(key=key, label=f"room {key[:5]}"))
+        store.save()
+        sizes.add(store_path.stat().st_size)
+    assert len(sizes) == 1
+    # Large contents are rounded up too, by at most an eighth.
+    stored = store.rooms[0]
+    stored.keep_history = True
+    stored.history = [entry(number, "x" * (50 + number % 7)) for number in range(2000)]
+    store.save()
+    contents = json.dumps(
+        {"device_key": "00" * 32, "rooms": [keystore._plain(r) for r in store.rooms]}
+    )
+    size = store_path.stat().st_size
+    # (base64 of the ciphertext: four characters a three bytes)
+    assert len(contents) * 4 / 3 < size < len(contents) * 1.125 * 4 / 3 + 1000
+    assert len(KeyStore.open(store_path, "pw").rooms[0].history) == 2000
 
 
 def test_a_room_forgotten_here_stays_forgotten_when_the_file_changed(store_path: Path) -> None:

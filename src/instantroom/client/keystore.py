@@ -8,7 +8,7 @@ The ciphertext is AES-256-GCM under Argon2id(password, salt, params) of the cont
 JSON (this install's device key, the rooms with their keys, labels, servers, expiry and
 the history a person chose to keep, the ids and times of the messages received, sent or
 deleted within the last hour, and our own messages the relay has not taken yet, as sealed
-envelopes), with the header
+envelopes), padded with spaces to a size bucket (``_padded_size``), with the header
 above, minus nonce and ciphertext, as associated data: the parameters cannot be lowered
 by editing the file. Parameters are stored, so new stores can use stronger ones and old
 stores still open.
@@ -78,6 +78,9 @@ MAX_FUTURE_MS = 5 * 60 * 1000
 # keeps no more of them than that, per room. One too old to send stays until a chat gives
 # it up (ClientSession.restore) and says so: pruned unseen, it would vanish unsaid.
 MAX_OUTBOX_PER_ROOM = MAX_OUTBOX
+# The contents are padded to at least this many bytes (a device key and a dozen rooms or
+# so), so that the file's size does not tell a thief how many rooms it holds.
+PADDED_AT_LEAST = 4096
 
 
 class KeyStoreError(Exception):
@@ -279,6 +282,10 @@ class KeyStore:
         self._revision = revision
         self._seen_stat: tuple[int, int, int] | None = None  # the file's, when it matched
         self._base = _snapshot(rooms)
+        # Rooms a merge found forgotten elsewhere, until a save or take_in returns them: a
+        # merge whose write then failed (a full disk) finds them gone from self.rooms on
+        # the next try, and would not say so again.
+        self._forgotten: list[StoredRoom] = []
 
     def __repr__(self) -> str:
         return f"KeyStore({str(self.path)!r}, {len(self.rooms)} rooms)"
@@ -367,22 +374,23 @@ class KeyStore:
             raw = self._theirs()
             if raw is None:
                 return []
-            forgotten = self._merge(self._decode_theirs(raw))
+            self._forgotten += self._merge(self._decode_theirs(raw))
             self._revision = _digest(raw)
             self._base = _snapshot(self.rooms)
+        forgotten, self._forgotten = self._forgotten, []
         return forgotten
 
     def _save(self, *, wipe: bool) -> list[StoredRoom]:
         with _locked(self.path):
-            forgotten: list[StoredRoom] = []
             raw = self._theirs()
             if raw is not None:
                 rooms = self._decode_theirs(raw)
                 if not wipe:
-                    forgotten = self._merge(rooms)
+                    self._forgotten += self._merge(rooms)
             if wipe:
                 self.rooms = []
             self._write()
+        forgotten, self._forgotten = ([] if wipe else self._forgotten), []
         return forgotten
 
     def _theirs(self) -> bytes | None:
@@ -446,6 +454,8 @@ class KeyStore:
         }
         nonce = secrets.token_bytes(12)
         plain = json.dumps(contents, ensure_ascii=False).encode("utf-8")
+        # Trailing spaces are JSON still: stores written before padding open as they were.
+        plain += b" " * (_padded_size(len(plain)) - len(plain))
         ciphertext = AESGCM(key).encrypt(nonce, plain, _aad(_header(kdf)))
         document = {**_header(kdf), "nonce": _b64(nonce), "ciphertext": _b64(ciphertext)}
         data = json.dumps(document, indent=1).encode("ascii")
@@ -530,7 +540,9 @@ def _decode(
     are the file's)."""
     try:
         document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    # ValueError too: a number of more than 4300 digits; RecursionError: arrays nested
+    # thousands deep. Either would be a traceback, or end a chat that read the file.
+    except (ValueError, RecursionError) as exc:
         raise DamagedStore(f"The key store at {path} is damaged: it is not JSON.") from exc
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise DamagedStore(f"The file at {path} is not an InstantRoom key store.")
@@ -701,6 +713,15 @@ def _entry_key(entry: HistoryEntry) -> str:
     """What tells kept messages apart: the id, or, for one of ours the relay has not taken
     yet (no id so far), when and what it was."""
     return entry.message_id or f"unsent {entry.timestamp_ms} {entry.name} {entry.text}"
+
+
+def _padded_size(length: int) -> int:
+    """``length`` rounded up by Padmé (Nikitin et al., PETS 2019): the size then tells
+    O(log log length) bits, for at most 12% more; at least ``PADDED_AT_LEAST``."""
+    length = max(length, PADDED_AT_LEAST)
+    exponent = length.bit_length() - 1
+    mask = (1 << (exponent - exponent.bit_length())) - 1
+    return (length + mask) & ~mask
 
 
 def _digest(raw: bytes) -> bytes:
