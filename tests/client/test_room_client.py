@@ -1554,3 +1554,12 @@ def test_an_unreachable_reason_holds_no_words_of_the_server_but_its_status() -> 
     assert "<secret>" not in unreachable_reason(failed, url)
     assert os.strerror(errno.ENETUNREACH).lower() in unreachable_reason(failed, url)
     assert "<secret>" not in unreachable_reason(RuntimeError("<secret>"), url)
+
+
+def test_a_name_that_could_not_be_looked_up_is_not_called_unknown() -> None:
+    """Offline, or with the DNS server down (EAI_AGAIN), the name may well exist."""
+    url = "ws://relay.example:8080/ws"
+    unknown = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert unreachable_reason(unknown, url).endswith(": no such host name.")
+    offline = socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+    assert unreachable_reason(offline, url).endswith(": the host name could not be looked up.")

@@ -174,7 +174,9 @@ def unreachable_reason(exc: Exception, url: str) -> str:
         # A relay without TLS cuts off a TLS handshake it cannot read.
         why = "the TLS handshake failed (a relay without TLS needs http://)"
     elif isinstance(exc, socket.gaierror):
-        why = "no such host name"
+        # EAI_AGAIN (offline, a DNS server down) is no verdict on the name.
+        no_name = exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None))
+        why = "no such host name" if no_name else "the host name could not be looked up"
     elif isinstance(exc, ConnectionRefusedError):
         why = "nothing answers on that port"
     elif isinstance(exc, TimeoutError):

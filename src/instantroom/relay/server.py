@@ -1224,13 +1224,17 @@ class Relay:
         due = self.facts.next_due()
         if due is None or self._loop is None or self._stopping:
             return
+        now = self.now_ms()
         if self._expiry_timer is not None:
-            if self._expiry_due <= due:
+            # A timer set for a time already past is set again: it waits on the monotonic
+            # clock, which stood still while a host slept (or the wall clock was stepped
+            # forward), and would leave rooms to the sweep until it fired, maybe hours on.
+            if now < self._expiry_due <= due:
                 return
             self._expiry_timer.cancel()
         self._expiry_due = due
         # One ms late rather than early: a fact is due once the clock has reached it.
-        delay = max(0.0, (due - self.now_ms() + 1) / 1000)
+        delay = max(0.0, (due - now + 1) / 1000)
         self._expiry_timer = self._loop.call_later(delay, self._expiry_fired)
 
     def _expiry_fired(self) -> None:

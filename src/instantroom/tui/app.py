@@ -389,6 +389,13 @@ class ChatApp(App[None]):
                     )
                 )
         view.lines.sort(key=lambda line: line.timestamp_ms)  # stable: notes have none yet
+        # Numbered again as they now read (nothing is on screen yet): the waiting ones got
+        # numbers after the kept ones, and may have moved before them.
+        view.numbered = 0
+        for line in view.lines:
+            if line.kind == "message":
+                view.numbered += 1
+                line.number = view.numbered
 
     # layout
 
