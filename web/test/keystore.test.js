@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { IDBFactory } from "fake-indexeddb";
+import { IDBFactory, IDBObjectStore } from "fake-indexeddb";
 import { fromHex, hex } from "../src/protocol/bytes.js";
 import { ChecksumMismatch, UsageError } from "../src/protocol/errors.js";
 import { deviceKeyFromSeed, fingerprint, roomKeysFromMinikey } from "../src/protocol/kdf.js";
@@ -181,6 +181,39 @@ describe("KeyStore: failures write nothing", () => {
   });
 });
 
+/**
+ * Run `work` while every put fails as a browser's can (quota, a disk error): as a failed
+ * request, whose error event comes before the transaction's abort.
+ */
+async function withFailingPuts(work) {
+  const put = IDBObjectStore.prototype.put;
+  // add over the stored record: a ConstraintError on the request, not a thrown one.
+  IDBObjectStore.prototype.put = function (...args) {
+    return this.add(...args);
+  };
+  try {
+    return await work();
+  } finally {
+    IDBObjectStore.prototype.put = put;
+  }
+}
+
+describe("KeyStore: a write the browser refuses", () => {
+  it("fails with the browser's error (not null), keeps the record, and the next save lands", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const before = JSON.stringify(await readRecord(options));
+    store.data.nickname = "not written yet";
+    const error = await withFailingPuts(() => store.save().then(() => null, (e) => e));
+    // A null reason left the app's error handlers (error.message) throwing in their turn.
+    assert.ok(error instanceof Error, `the save failed with ${error}`);
+    assert.equal(error.name, "ConstraintError");
+    assert.equal(JSON.stringify(await readRecord(options)), before);
+    await store.save();
+    assert.equal((await storedContents(options)).nickname, "not written yet");
+  });
+});
+
 describe("KeyStore: saving", () => {
   it("uses a fresh nonce for every save and keeps the salt", async () => {
     const options = fresh();
@@ -247,6 +280,19 @@ describe("KeyStore: saving", () => {
     const second = store.save();
     await Promise.all([first, changing, second]);
     assert.equal((await storedContents(options, "a new long password")).nickname, "after");
+  });
+
+  it("writes a record whose size does not tell how many rooms or recent messages it holds", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const size = async () => (await readRecord(options)).ciphertext.length;
+    const empty = await size();
+    for (let i = 0; i < 3; i++) {
+      const room = store.addRoom({ key: makeMinikey(randomBytes), label: `room ${i}`, keepHistory: false });
+      for (let j = 0; j < 10; j++) store.recordRecent(room.roomId, hex(randomBytes(16)), Date.now());
+    }
+    await store.save();
+    assert.equal(await size(), empty);
   });
 
   it("writes nothing readable: no nickname, key, label, message or seed in the record", async () => {

@@ -9,10 +9,12 @@ import { base64urlnopad } from "@scure/base";
 import { UsageError } from "../src/protocol/errors.js";
 import {
   DamagedStore,
+  PADDED_AT_LEAST,
   PBKDF2_ITERATIONS,
   WrongPassword,
   createVault,
   openVault,
+  paddedSize,
   sealVault,
 } from "../src/store/vault.js";
 
@@ -113,6 +115,70 @@ describe("vault records", () => {
     await assert.rejects(openVault(record, "nope", FAST), WrongPassword);
     await openVault(record, "pw", FAST);
     assert.equal(JSON.stringify(record), before);
+  });
+});
+
+/** The key and associated data of a FAST record, derived by hand from the documented format. */
+async function handKey(record, password) {
+  const material = await crypto.subtle.importKey("raw", new TextEncoder().encode(password), "PBKDF2", false, ["deriveKey"]);
+  const key = await crypto.subtle.deriveKey(
+    { name: "PBKDF2", hash: "SHA-256", salt: base64urlnopad.decode(record.kdf.salt), iterations: record.kdf.iterations },
+    material,
+    { name: "AES-GCM", length: 256 },
+    false,
+    ["encrypt", "decrypt"],
+  );
+  const { nonce, ciphertext, ...header } = record;
+  return { key, aad: new TextEncoder().encode(JSON.stringify(header)) };
+}
+
+const ciphertextSize = (record) => base64urlnopad.decode(record.ciphertext).length;
+
+describe("vault padding (the record's size tells little of its contents)", () => {
+  it("gives small contents of any size the same size", async () => {
+    const { record, key } = await createVault("pw", { a: 1 }, FAST);
+    const sizes = new Set([ciphertextSize(record)]);
+    for (const length of [10, 500, 3000, PADDED_AT_LEAST - 200]) {
+      sizes.add(ciphertextSize(await sealVault(record, key, { text: "x".repeat(length) })));
+    }
+    assert.deepEqual([...sizes], [PADDED_AT_LEAST + 16]);
+  });
+
+  it("rounds larger contents up by at most 12%, with spaces that are JSON still", async () => {
+    const big = { text: "y".repeat(100_000) };
+    const json = new TextEncoder().encode(JSON.stringify(big));
+    const { record } = await createVault("pw", big, FAST);
+    const plainSize = ciphertextSize(record) - 16;
+    assert.equal(plainSize, paddedSize(json.length));
+    assert.ok(plainSize >= json.length && plainSize <= json.length * 1.12, `${plainSize} for ${json.length}`);
+    const { key, aad } = await handKey(record, "pw");
+    const plain = new Uint8Array(
+      await crypto.subtle.decrypt(
+        { name: "AES-GCM", iv: base64urlnopad.decode(record.nonce), additionalData: aad },
+        key,
+        base64urlnopad.decode(record.ciphertext),
+      ),
+    );
+    assert.deepEqual(plain.subarray(0, json.length), json);
+    assert.ok(plain.subarray(json.length).every((byte) => byte === 0x20));
+    assert.deepEqual((await openVault(record, "pw", FAST)).contents, big);
+  });
+
+  it("still opens a record written before the padding (the JSON alone)", async () => {
+    const { record } = await createVault("pw", {}, FAST);
+    const { key, aad } = await handKey(record, "pw");
+    const nonce = crypto.getRandomValues(new Uint8Array(12));
+    const unpadded = await crypto.subtle.encrypt(
+      { name: "AES-GCM", iv: nonce, additionalData: aad },
+      key,
+      new TextEncoder().encode(JSON.stringify(contents)),
+    );
+    const old = {
+      ...record,
+      nonce: base64urlnopad.encode(nonce),
+      ciphertext: base64urlnopad.encode(new Uint8Array(unpadded)),
+    };
+    assert.deepEqual((await openVault(old, "pw", FAST)).contents, contents);
   });
 });
 

@@ -50,7 +50,10 @@ async function transact(mode, options, work) {
       const tx = db.transaction(STORE_NAME, mode, { durability: "strict" });
       const outcome = work(tx.objectStore(STORE_NAME));
       tx.oncomplete = () => resolve(typeof outcome === "function" ? outcome() : outcome);
-      tx.onerror = () => reject(tx.error);
+      // A failed request (quota, a disk or read error) says so here, before the abort,
+      // while tx.error is still null: the request holds the error.
+      tx.onerror = (event) =>
+        reject(event?.target?.error ?? tx.error ?? new Error("The key store could not be read or written."));
       tx.onabort = () => reject(tx.error ?? new Error("The key store transaction was aborted."));
     });
   } finally {
@@ -84,13 +87,6 @@ export function writeRecord(record, options = {}) {
 }
 
 /**
- * Store `record` only if there is none yet, checked and written in one transaction (two
- * tabs creating a store at once cannot overwrite each other). Resolves true if written.
- * @param {object} record
- * @param {DbOptions} [options]
- * @returns {Promise<boolean>}
- */
-/**
  * Store `record` in place of `expected`, only if the stored record is still `expected`
  * (same nonce: every save has a fresh one); false, writing nothing, if another tab
  * replaced or deleted it meanwhile. One transaction: nothing can slip in between.
@@ -109,6 +105,13 @@ export function replaceRecord(expected, record, options = {}) {
   });
 }
 
+/**
+ * Store `record` only if there is none yet, checked and written in one transaction (two
+ * tabs creating a store at once cannot overwrite each other). Resolves true if written.
+ * @param {object} record
+ * @param {DbOptions} [options]
+ * @returns {Promise<boolean>}
+ */
 export function addRecord(record, options = {}) {
   return transact("readwrite", options, (store) => {
     let written = false;

@@ -5,6 +5,8 @@
 //     kdf: { name: "PBKDF2", hash: "SHA-256", iterations: 600000, salt: b64url (16) },
 //     nonce: b64url (12), ciphertext: b64url (AES-256-GCM, tag included) }
 //
+// The plaintext is the contents as JSON, padded with spaces to a size bucket (paddedSize).
+//
 // The key is PBKDF2-SHA256(NFC(password), salt, iterations), non-extractable. The header
 // (everything but nonce and ciphertext, as JSON in the order above, no spaces) is the
 // associated data, so a header that was edited, say to fewer iterations, does not open. The parameters are stored so that a
@@ -26,6 +28,10 @@ export const MAX_ITERATIONS = 10_000_000;
 export const SALT_SIZE = 16;
 export const NONCE_SIZE = 12;
 const TAG_SIZE = 16;
+// The contents are padded to at least this many bytes (a device key and a dozen rooms or
+// so), so that the record's size does not tell how many rooms it holds, nor how many
+// messages came in the last hour (the ids in `recent`): see paddedSize.
+export const PADDED_AT_LEAST = 4096;
 
 /** Base of the key store's errors; messages are for people and hold no secret. */
 export class KeyStoreError extends Error {
@@ -172,6 +178,26 @@ function parseRecord(record, minIterations) {
   return { aad: associatedData(record), kdf, nonce, ciphertext };
 }
 
+/**
+ * `length` rounded up by Padmé (Nikitin et al., PETS 2019), to at least PADDED_AT_LEAST:
+ * the size then tells O(log log length) bits, for at most 12% more. As the terminal
+ * client's key store (keystore.py, _padded_size).
+ */
+export function paddedSize(length) {
+  const atLeast = Math.max(length, PADDED_AT_LEAST);
+  const exponent = 31 - Math.clz32(atLeast); // floor(log2), for any length below 2**32
+  const step = 2 ** (exponent - (32 - Math.clz32(exponent)));
+  return Math.ceil(atLeast / step) * step;
+}
+
+// The JSON followed by spaces up to paddedSize: JSON still, so records written before the
+// padding open as they were, and these open in a build from before it.
+function padded(bytes) {
+  const out = new Uint8Array(paddedSize(bytes.length)).fill(0x20);
+  out.set(bytes);
+  return out;
+}
+
 async function encrypt(key, aad, contents) {
   const json = JSON.stringify(contents);
   if (typeof json !== "string") throw new UsageError("The vault's contents must be JSON.");
@@ -179,7 +205,7 @@ async function encrypt(key, aad, contents) {
   const ciphertext = await crypto.subtle.encrypt(
     { name: "AES-GCM", iv: nonce, additionalData: utf8.encode(aad) },
     key,
-    utf8.encode(json),
+    padded(utf8.encode(json)),
   );
   return { nonce: encode(nonce), ciphertext: encode(new Uint8Array(ciphertext)) };
 }
