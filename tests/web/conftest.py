@@ -320,6 +320,28 @@ def close_phones(made: list[Phone]) -> None:
     assert errors == [], "\n".join(errors)
 
 
+@contextlib.contextmanager
+def phone_with_camera(driver: Playwright, video: os.PathLike[str] | str) -> Iterator[Phone]:
+    """A user whose camera, allowed without asking, plays ``video`` (a Y4M file) through
+    Chromium's fake camera: a browser of its own, closed with the phone."""
+    camera = launch(
+        driver,
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={os.fspath(video)}",
+    )
+    made: list[Phone] = []
+    try:
+        phone = new_phone(camera, permissions=["camera"])
+        made.append(phone)
+        yield phone
+    finally:
+        try:
+            close_phones(made)
+        finally:
+            camera.close()
+
+
 @pytest.fixture
 def phones(browser: Browser, web_client: None) -> Iterator[Callable[..., Phone]]:
     """``phones()`` makes a user in the shared browser; context options override the phone's."""

@@ -11,7 +11,7 @@ import zxingcpp
 from playwright.sync_api import Playwright, expect
 
 from instantroom.testing import RelayProcess
-from tests.web.conftest import Phone, close_phones, launch, new_phone
+from tests.web.conftest import Phone, phone_with_camera
 from tests.web.video import read_frame, write_y4m_from_png
 
 
@@ -41,16 +41,7 @@ def test_join_by_scanning_the_qr_code(
     assert [found.text for found in zxingcpp.read_barcodes(first_frame)] == [room.invite]
     alice.open_room()
 
-    camera = launch(
-        playwright_driver,
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-video-capture={video}",
-    )
-    made: list[Phone] = []
-    try:
-        bob = new_phone(camera, permissions=["camera"])
-        made.append(bob)
+    with phone_with_camera(playwright_driver, video) as bob:
         bob.open(relay.url)
         bob.set_password("bob's long password")
         bob.by("nav-join").click()
@@ -68,8 +59,3 @@ def test_join_by_scanning_the_qr_code(
         assert alice.expect_message("scanned and in").sender == "Bob"
         alice.send("welcome, Bob")
         assert bob.expect_message("welcome, Bob").sender == "Alice"
-    finally:
-        try:
-            close_phones(made)
-        finally:
-            camera.close()

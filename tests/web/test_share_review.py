@@ -15,7 +15,7 @@ from PIL import Image
 from playwright.sync_api import BrowserContext, Playwright, expect
 
 from instantroom.testing import RelayProcess
-from tests.web.conftest import Phone, close_phones, launch, new_phone
+from tests.web.conftest import Phone, phone_with_camera
 from tests.web.test_scan import spaced
 from tests.web.video import FRAME, NEUTRAL_CHROMA, y4m_header
 
@@ -64,26 +64,12 @@ def test_the_saved_qr_image_reads_on_a_dark_background(
         assert [code.text for code in found] == [room.invite], background
 
     video = camera_video(shown_on(saved, DARK_BACKGROUND), tmp_path / "qr.y4m", DARK_BACKGROUND[0])
-    camera = launch(
-        playwright_driver,
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-video-capture={video}",
-    )
-    made: list[Phone] = []
-    try:
-        bob = new_phone(camera, permissions=["camera"])
-        made.append(bob)
+    with phone_with_camera(playwright_driver, video) as bob:
         bob.open(relay.url)
         bob.set_password("bob's long password")
         bob.by("nav-join").click()
         bob.by("scan-qr").click()
         expect(bob.by("join-key")).to_have_value(room.grouped)
-    finally:
-        try:
-            close_phones(made)
-        finally:
-            camera.close()
 
 
 def test_a_relay_set_by_its_websocket_address_makes_invite_links_that_open_the_app(
@@ -147,16 +133,7 @@ def test_a_browser_that_cannot_read_qr_codes_says_so_and_leaves_the_camera_off(
     alice.set_password("alice's long password")
     alice.create_room("Unread", "Alice", expiry="hour")
     video = camera_video(shown_on(saved_qr_image(alice), (255, 255, 255)), tmp_path / "qr.y4m", 255)
-    camera = launch(
-        playwright_driver,
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-video-capture={video}",
-    )
-    made: list[Phone] = []
-    try:
-        bob = new_phone(camera, permissions=["camera"])
-        made.append(bob)
+    with phone_with_camera(playwright_driver, video) as bob:
         break_reader(bob.context)
         bob.context.add_init_script(COUNT_CAMERA_STARTS)
         bob.open(relay.url)
@@ -169,11 +146,6 @@ def test_a_browser_that_cannot_read_qr_codes_says_so_and_leaves_the_camera_off(
         expect(bob.by("scan-video")).to_be_hidden()
         assert bob.page.evaluate("window.cameraStarts") == 0
         expect(bob.by("join-key")).to_have_value("")
-    finally:
-        try:
-            close_phones(made)
-        finally:
-            camera.close()
 
 
 # A reader that starts, then fails on every picture of the camera (the browser's own
@@ -211,16 +183,7 @@ def test_a_reader_that_stops_working_while_scanning_says_so_and_releases_the_cam
     alice.set_password("alice's long password")
     alice.create_room("Unread", "Alice", expiry="hour")
     video = camera_video(shown_on(saved_qr_image(alice), (255, 255, 255)), tmp_path / "qr.y4m", 255)
-    camera = launch(
-        playwright_driver,
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-video-capture={video}",
-    )
-    made: list[Phone] = []
-    try:
-        bob = new_phone(camera, permissions=["camera"])
-        made.append(bob)
+    with phone_with_camera(playwright_driver, video) as bob:
         bob.context.add_init_script(FAILING_DETECTOR.replace("ERROR_NAME", repr(error_name)))
         bob.open(relay.url)
         bob.set_password("bob's long password")
@@ -229,11 +192,6 @@ def test_a_reader_that_stops_working_while_scanning_says_so_and_releases_the_cam
         expect(bob.page.get_by_role("alert")).to_contain_text("cannot read QR codes")
         expect(bob.by("scan-qr")).to_be_visible()
         assert bob.page.evaluate("window.cameraReleased()")
-    finally:
-        try:
-            close_phones(made)
-        finally:
-            camera.close()
 
 
 # The browser's own reader, which fails from the start (its service is not there).
@@ -257,24 +215,10 @@ def test_a_browser_whose_own_reader_cannot_start_reads_with_the_built_in_one(
     alice.set_password("alice's long password")
     room = alice.create_room("Fallback", "Alice", expiry="hour")
     video = camera_video(shown_on(saved_qr_image(alice), (255, 255, 255)), tmp_path / "qr.y4m", 255)
-    camera = launch(
-        playwright_driver,
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-video-capture={video}",
-    )
-    made: list[Phone] = []
-    try:
-        bob = new_phone(camera, permissions=["camera"])
-        made.append(bob)
+    with phone_with_camera(playwright_driver, video) as bob:
         bob.context.add_init_script(BROKEN_NATIVE_DETECTOR)
         bob.open(relay.url)
         bob.set_password("bob's long password")
         bob.by("nav-join").click()
         bob.by("scan-qr").click()
         expect(bob.by("join-key")).to_have_value(spaced(room.key), timeout=20_000)
-    finally:
-        try:
-            close_phones(made)
-        finally:
-            camera.close()
