@@ -306,6 +306,25 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
     return int(parts[1]), headers
 
 
+async def send_raw(port: int, data: bytes) -> bytes:
+    """Write ``data`` at once on a fresh TCP connection to the relay on ``port``; return
+    all it answers before EOF (within ``TIMEOUT``)."""
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        chunks = []
+        async with asyncio.timeout(TIMEOUT):
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := await reader.read(65536):
+                    chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
 async def read_response_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
     """Read an HTTP response's status and headers from a raw socket."""
     async with asyncio.timeout(TIMEOUT):

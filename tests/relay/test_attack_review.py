@@ -28,6 +28,7 @@ from instantroom.testing import (
     read_response_head,
     run,
     running_relay,
+    send_raw,
     upgrade_request,
 )
 from tests.relay.test_limits import healthy, metric, metrics, still_flowing
@@ -44,23 +45,6 @@ def rss_kib(pid: int) -> int:
 def masked(data: bytes) -> bytes:
     """One binary WebSocket frame as a client sends it."""
     return Frame(Opcode.BINARY, data).serialize(mask=True, extensions=None)
-
-
-async def answer_of(port: int, data: bytes) -> bytes:
-    """Write ``data`` at once on a fresh connection; return what comes back before EOF."""
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
-        writer.write(data)
-        chunks = []
-        async with asyncio.timeout(TIMEOUT):
-            with contextlib.suppress(ConnectionResetError):
-                while chunk := await reader.read(65536):
-                    chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
 
 
 def test_bytes_after_a_request_in_the_same_read_get_its_answer_not_an_internal_error(
@@ -81,7 +65,7 @@ def test_bytes_after_a_request_in_the_same_read_get_its_answer_not_an_internal_e
                 f"GET /healthz HTTP/1.1\r\n{host}\r\n\r\n",  # a stray CRLF
                 f"GET /healthz HTTP/1.1\r\n{host}\r\nGET /metrics HTTP/1.1\r\n{host}\r\n",
             ):
-                answer = await answer_of(relay.port, data.encode())
+                answer = await send_raw(relay.port, data.encode())
                 assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
                 assert b'"status": "ok"' in answer
             await still_flowing(bob, alice, room)
@@ -97,7 +81,7 @@ def test_frames_sent_with_a_refused_upgrade_are_not_read(relay: RelayProcess) ->
 
     async def scenario() -> None:
         request = upgrade_request(relay.port, origin="https://elsewhere.example")
-        answer = await answer_of(relay.port, request + masked(frames.encode_frame(frames.Ping(7))))
+        answer = await send_raw(relay.port, request + masked(frames.encode_frame(frames.Ping(7))))
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 403 "), answer[:100]
         length = re.search(rb"Content-Length: (\d+)", head)

@@ -37,6 +37,7 @@ from instantroom.testing import (
     read_response_head,
     run,
     running_relay,
+    send_raw,
     upgrade_request,
 )
 
@@ -360,23 +361,6 @@ def test_refused_joins_and_proofs_count_toward_the_refusals_that_close() -> None
 
         run(scenario())
     assert_exited_cleanly(relay)
-
-
-async def send_raw(port: int, data: bytes) -> bytes:
-    """Write ``data`` on a fresh TCP connection; return all the relay answers before EOF."""
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        chunks = []
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := await reader.read(65536):
-                chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
 
 
 def test_garbage_on_the_socket_gets_a_400_or_a_close() -> None:
