@@ -306,6 +306,20 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
     return int(parts[1]), headers
 
 
+async def response_status(port: int, request: bytes) -> int:
+    """Send ``request`` on a fresh TCP connection to the relay on ``port``; return the
+    status of its answer."""
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        writer.write(request)
+        status, _ = await read_response_head(reader)
+        return status
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
 async def send_raw(port: int, data: bytes) -> bytes:
     """Write ``data`` at once on a fresh TCP connection to the relay on ``port``; return
     all it answers before EOF (within ``TIMEOUT``)."""

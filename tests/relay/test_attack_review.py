@@ -26,6 +26,7 @@ from instantroom.testing import (
     fresh_room,
     raw_client,
     read_response_head,
+    response_status,
     run,
     running_relay,
     send_raw,
@@ -102,24 +103,15 @@ def test_a_request_head_that_grows_past_the_limit_is_answered_431_at_once() -> N
     room = fresh_room()
     with running_relay("--connections-per-address", str(sockets + 10)) as relay:
 
-        async def attack(index: int) -> int:
-            reader, writer = await asyncio.open_connection(LOOPBACK, relay.port)
-            try:
-                writer.write(endless)
-                status, _ = await read_response_head(reader)
-                return status
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-
         async def scenario() -> None:
             async with raw_client(relay.ws_url) as alice, raw_client(relay.ws_url) as bob:
                 await alice.join(room)
                 await bob.join(room)
                 await alice.barrier()  # Bob's arrival
                 before = rss_kib(relay.pid)
-                statuses = await asyncio.gather(*(attack(i) for i in range(sockets)))
+                statuses = await asyncio.gather(
+                    *(response_status(relay.port, endless) for _ in range(sockets))
+                )
                 assert statuses == [431] * sockets
                 grown = rss_kib(relay.pid) - before
                 # Unbounded, each socket had the relay hold ~1 MiB: 100 MiB.

@@ -4,8 +4,6 @@ Origin policy of the WebSocket endpoint.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
 import re
@@ -25,23 +23,11 @@ from instantroom.testing import (
     fresh_room,
     http_request,
     raw_client,
-    read_response_head,
+    response_status,
     run,
     running_relay,
     upgrade_request,
 )
-
-
-async def upgrade_status(port: int, request: bytes) -> int:
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
-        writer.write(request)
-        status, _ = await read_response_head(reader)
-        return status
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
 
 
 def samples(exposition: str) -> dict[str, float]:
@@ -137,16 +123,17 @@ def test_origins_same_site_by_default_and_a_list_by_option() -> None:
         port = relay.port
 
         async def by_default() -> None:
-            assert await upgrade_status(port, upgrade_request(port)) == 101  # no Origin: no browser
+            # No Origin: no browser.
+            assert await response_status(port, upgrade_request(port)) == 101
             same = f"http://{LOOPBACK}:{port}"
-            assert await upgrade_status(port, upgrade_request(port, origin=same)) == 101
-            assert await upgrade_status(port, upgrade_request(port, origin=evil)) == 403
-            assert await upgrade_status(port, upgrade_request(port, origin=friend)) == 403
+            assert await response_status(port, upgrade_request(port, origin=same)) == 101
+            assert await response_status(port, upgrade_request(port, origin=evil)) == 403
+            assert await response_status(port, upgrade_request(port, origin=friend)) == 403
             # Same host, other port: another origin.
             other_port = f"http://{LOOPBACK}:{port + 1}"
-            assert await upgrade_status(port, upgrade_request(port, origin=other_port)) == 403
+            assert await response_status(port, upgrade_request(port, origin=other_port)) == 403
             # Without our subprotocol, no WebSocket either.
-            assert await upgrade_status(port, upgrade_request(port, subprotocol=None)) == 400
+            assert await response_status(port, upgrade_request(port, subprotocol=None)) == 400
             exposition = (await http_request(port, "/metrics")).body.decode()
             assert samples(exposition)['instantroom_rejections_total{reason="origin"}'] == 3
 
@@ -157,21 +144,21 @@ def test_origins_same_site_by_default_and_a_list_by_option() -> None:
         port = relay.port
 
         async def with_a_list() -> None:
-            assert await upgrade_status(port, upgrade_request(port, origin=friend)) == 101
+            assert await response_status(port, upgrade_request(port, origin=friend)) == 101
             other = "https://other.example"
-            assert await upgrade_status(port, upgrade_request(port, origin=other)) == 101
-            assert await upgrade_status(port, upgrade_request(port, origin=evil)) == 403
-            assert await upgrade_status(port, upgrade_request(port)) == 101
+            assert await response_status(port, upgrade_request(port, origin=other)) == 101
+            assert await response_status(port, upgrade_request(port, origin=evil)) == 403
+            assert await response_status(port, upgrade_request(port)) == 101
             # The relay's own pages stay allowed: the list adds origins, it removes none.
             same = f"http://{LOOPBACK}:{port}"
-            assert await upgrade_status(port, upgrade_request(port, origin=same)) == 101
+            assert await response_status(port, upgrade_request(port, origin=same)) == 101
 
         run(with_a_list())
     assert_exited_cleanly(relay)
 
     with running_relay(env={"INSTANTROOM_ORIGINS": evil}) as relay:
         port = relay.port
-        assert run(upgrade_status(port, upgrade_request(port, origin=evil))) == 101
+        assert run(response_status(port, upgrade_request(port, origin=evil))) == 101
     assert_exited_cleanly(relay)
 
 
@@ -221,11 +208,11 @@ def test_a_bad_environment_variable_stops_serve_alone_and_names_itself() -> None
 def test_a_request_with_a_header_twice_is_refused_with_400(relay: RelayProcess) -> None:
     async def scenario() -> None:
         twice_upgrade = b"GET /healthz HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nUpgrade: y\r\n\r\n"
-        assert await upgrade_status(relay.port, twice_upgrade) == 400
+        assert await response_status(relay.port, twice_upgrade) == 400
         request = upgrade_request(relay.port)
         twice_host = request.replace(b"\r\n\r\n", b"\r\nHost: elsewhere\r\n\r\n")
-        assert await upgrade_status(relay.port, twice_host) == 400
-        assert await upgrade_status(relay.port, request) == 101  # and the relay is fine
+        assert await response_status(relay.port, twice_host) == 400
+        assert await response_status(relay.port, request) == 101  # and the relay is fine
 
     run(scenario())
     assert relay.problems() == []
