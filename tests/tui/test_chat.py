@@ -1386,6 +1386,56 @@ def test_page_keys_scroll_the_conversation_while_the_input_line_has_the_focus(
     run(scenario())
 
 
+def test_reading_back_stays_put_when_a_message_comes_and_following_resumes_at_the_end(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    """A message arriving, or an ACK redrawing the lines, jumped to the end while one was
+    reading back. Scrolled up, the view stays; back at the end, it follows again."""
+    key = make_minikey(secrets.randbelow)
+    alice_store = new_store(
+        tmp_path / "alice.json",
+        room(key, relay.url, keep_history=True, history=long_history(40)),
+    )
+    bob_store = new_store(tmp_path / "bob.json", room(key, relay.url))
+
+    async def scenario() -> None:
+        async with (
+            on_screen(ChatApp(alice_store, "alice")) as alice,
+            on_screen(ChatApp(bob_store, "bob")) as bob,
+        ):
+            await bob.until(lambda: "Online: 2" in bob.members(), "both joined")
+            log = alice.app.query_one("#conversation", RichLog)
+            await alice.until(lambda: log.max_scroll_y > 0 and log.is_vertical_scroll_end, "end")
+            await alice.press("pageup", "pageup")
+            await alice.until(lambda: not log.is_vertical_scroll_end, "scrolled up")
+            await alice.do(alice.pilot.pause(0.3))  # the scroll settled
+            where = log.scroll_y
+            await bob.say("while alice reads back")
+            await alice.until(lambda: bool(alice.lines_with("while alice reads")), "it")
+
+            async def redraw() -> None:
+                alice.app._redraw_soon()  # as an ACK of hers does
+
+            await alice.do(redraw())
+            await alice.do(alice.pilot.pause(0.5))  # the redraw, and any scroll it asked for
+            assert log.scroll_y == where
+            assert not log.is_vertical_scroll_end
+            # Back at the end, new lines are followed again.
+            while not log.is_vertical_scroll_end:
+                await alice.press("pagedown")
+            await bob.say("once she is back")
+            await alice.until(lambda: bool(alice.lines_with("once she is back")), "it")
+            await alice.until(lambda: log.is_vertical_scroll_end, "the view at the new end")
+            # One's own message brings the view to the end, as a reply is read there.
+            await alice.press("pageup")
+            await alice.until(lambda: not log.is_vertical_scroll_end, "scrolled up")
+            await alice.say("her own")
+            await alice.until(lambda: "waiting" not in alice.conversation(), "the ACK")
+            await alice.until(lambda: log.is_vertical_scroll_end, "the view at the end")
+
+    run(scenario())
+
+
 def test_a_chat_with_no_rooms_says_how_to_get_one(tmp_path: Path) -> None:
     store = new_store(tmp_path / "store.json")
 

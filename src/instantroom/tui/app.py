@@ -35,6 +35,7 @@ import io
 import signal
 import time
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, Literal, TypeVar
@@ -191,17 +192,48 @@ class MessageInput(Input):
 
 class Conversation(RichLog):
     """The conversation. A RichLog keeps its lines as drawn for the width it had: they are
-    drawn again for a new width (a resized terminal), else they would be cut at its edge."""
+    drawn again for a new width (a resized terminal), else they would be cut at its edge.
+
+    It follows new lines while it shows the end, and stays where it is while one reads
+    back: a message arriving, or an ACK redrawing the lines, no longer jumps to the end.
+    """
 
     class Resized(Message):
         """The conversation's width changed."""
 
     _drawn_width = 0
+    # Kept apart from the scroll position: a line just written is below the end until
+    # the scroll to it is done, and one more line then must still follow.
+    following = True
 
     def on_resize(self, event: events.Resize) -> None:
         if self._drawn_width and event.size.width != self._drawn_width:
             self.post_message(self.Resized())
         self._drawn_width = event.size.width
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if not self._redrawing:
+            self.following = round(new_value) >= self.max_scroll_y
+
+    _redrawing = False
+
+    def add(self, line: Text) -> None:
+        """Write ``line`` at the end; scroll to it only if following."""
+        self.write(line, scroll_end=self.following)
+
+    def show(self, lines: Iterable[Text]) -> None:
+        """Draw ``lines`` instead of what is shown, at the same place if one reads back."""
+        following, where = self.following, self.scroll_y
+        self._redrawing = True  # clearing scrolls to the top: not the reader's doing
+        try:
+            self.clear()
+            for line in lines:
+                self.write(line, scroll_end=following)
+        finally:
+            self._redrawing = False
+        if not following:
+            self.scroll_to(y=where, animate=False, immediate=True)
 
 
 @dataclass
@@ -650,33 +682,34 @@ class ChatApp(App[None]):
 
     def _add_line(self, view: RoomView, line: Line) -> None:
         view.add(line)
-        log = self._widget("#conversation", RichLog)
+        log = self._widget("#conversation", Conversation)
         if view.room_id == self._selected and log is not None:
-            log.write(self._render_line(line))
+            log.add(self._render_line(line))
 
     def _note(self, view: RoomView | None, text: str, kind: LineKind = "notice") -> None:
         if view is not None:
             self._add_line(view, Line(kind, text))
-        elif (log := self._widget("#conversation", RichLog)) is not None:
-            log.write(self._render_line(Line(kind, text)))
+        elif (log := self._widget("#conversation", Conversation)) is not None:
+            log.add(self._render_line(Line(kind, text)))
 
     def _show_conversation(self) -> None:
-        log = self._widget("#conversation", RichLog)
+        log = self._widget("#conversation", Conversation)
         if log is None:
             return
-        log.clear()
         view = self._current()
         if view is None:
-            log.write(
-                Text(
-                    "No rooms here. Make one with `instantroom new`, or join one with "
-                    "`instantroom join KEY`, then come back.",
-                    style="italic",
-                )
+            log.following = True
+            log.show(
+                [
+                    Text(
+                        "No rooms here. Make one with `instantroom new`, or join one with "
+                        "`instantroom join KEY`, then come back.",
+                        style="italic",
+                    )
+                ]
             )
             return
-        for line in view.lines:
-            log.write(self._render_line(line))
+        log.show(self._render_line(line) for line in view.lines)
 
     def _refresh_panels(self) -> None:
         """Redraw the sidebar labels, the members line and the status line."""
@@ -753,6 +786,8 @@ class ChatApp(App[None]):
         self._selected = room_id
         if (view := self._current()) is not None:
             view.unread = 0
+        if (log := self._widget("#conversation", Conversation)) is not None:
+            log.following = True  # another room opens at its end
         self._show_conversation()
         self._refresh_panels()
 
@@ -944,6 +979,8 @@ class ChatApp(App[None]):
         if view.client is None:
             self._note(view, "This room has no connection: nothing was sent.", "error")
             return
+        if (log := self._widget("#conversation", Conversation)) is not None:
+            log.following = True  # one's own message is read at the end, as replies are
         line = Line("message", text, now_ms(), self._user, self._fingerprint, own=True)
         if view.refused:  # the client would say "join the room first", which cannot help
             line.failed = f"the relay refused this room: {view.refused}"
