@@ -214,7 +214,9 @@ async def _send(args: argparse.Namespace) -> int:
             print(f"instantroom: {printable(str(exc))}", file=sys.stderr)
             return EXIT_REFUSED
         except TimeoutError:
-            if not client.connected.is_set():
+            # Out of reach only if never reached: a message sent before the connection
+            # broke may have been taken, and a script that sends again must know it.
+            if not client.reached:
                 if client.unreachable is not None:  # why the last try failed, in words
                     print(f"instantroom: {client.unreachable} Gave up after {args.timeout:g} s "
                           "(--timeout).", file=sys.stderr)  # fmt: skip

@@ -4,6 +4,7 @@ listed by --help, and a time limit that holds when the relay stops answering."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 import signal
@@ -13,8 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from instantroom.client.keystore import KeyStore
+from instantroom.protocol import frames
 from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.kdf import RoomKeys
 from instantroom.protocol.minikey import make_minikey
@@ -26,7 +29,7 @@ from instantroom.testing import (
     running_relay,
 )
 from tests.client.test_cli import environment, instantroom, signals_at_default, typo_of
-from tests.client.test_room_client import FakeRelay, Frozen, joining_only
+from tests.client.test_room_client import FakeRelay, Frozen, Peer, joining_only
 from tests.client.test_rooms_cli import PASSWORD, cli
 
 
@@ -98,6 +101,34 @@ def test_each_way_send_fails_has_its_own_exit_status_listed_by_help(
         "full": 5,
         "expired": 6,
     }
+
+
+def test_send_whose_relay_went_away_after_taking_the_publish_says_it_may_have_been_sent() -> None:
+    """A relay reached, then gone before it said it took the message: exit 4 ("may still
+    reach the room"), not 3 ("out of reach"). It was 3 whenever the connection was down at
+    the deadline, and a script would send again, sure that nothing went."""
+    key = make_minikey(secrets.randbelow)
+    relay: FakeRelay
+
+    async def takes_the_publish_then_vanishes(peer: Peer) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await peer.answer(await peer.recv())  # JOIN
+            await peer.answer(await peer.recv())  # PROOF: JOINED
+            assert isinstance(await peer.recv(), frames.Publish)
+        assert relay._server is not None
+        relay._server.close()  # the relay's host went away: nothing answers any more
+
+    async def scenario() -> tuple[int, str]:
+        nonlocal relay
+        async with FakeRelay(takes_the_publish_then_vanishes) as relay:
+            status, _, err = await instantroom(
+                "send", "--server", relay.url, "--key", key, "--timeout", "3", "hi"
+            )
+        return status, err
+
+    status, err = run(scenario())
+    assert status == 4, err
+    assert "did not take the message in time" in err
 
 
 def test_listen_tells_a_full_room_from_a_refused_one(relay: RelayProcess) -> None:

@@ -347,6 +347,7 @@ class RoomClient:
         self._send_lock = asyncio.Lock()
         self._failure: RelayRefused | None = None
         self._unreachable: str | None = None
+        self._reached = False
         self._closed = False
         self._readers_stopped = False
 
@@ -363,6 +364,12 @@ class RoomClient:
     def failure(self) -> RelayRefused | None:
         """Why the client stopped for good, or None while it keeps (re)connecting."""
         return self._failure
+
+    @property
+    def reached(self) -> bool:
+        """Whether a connection to the relay was ever made: what was sent may have reached
+        it, connected now or not."""
+        return self._reached
 
     @property
     def unreachable(self) -> str | None:
@@ -601,6 +608,7 @@ class RoomClient:
         """Run one connection until it closes; return how it closed."""
         self._ws = ws
         self._unreachable = None
+        self._reached = True
         self.session.connection_made()
         self.connected.set()
         try:
