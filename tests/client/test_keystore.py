@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import random
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from instantroom.cli import main
 from instantroom.client import keystore
 from instantroom.client.keystore import (
     IDS_KEPT_MS,
@@ -268,6 +270,34 @@ def test_a_room_forgotten_elsewhere_is_said_by_the_save_after_one_that_failed(
     assert [r.label for r in first.save()] == ["forgotten there"]
     assert first.save() == []
     assert [r.label for r in KeyStore.open(store_path, "pw").rooms] == ["renamed here"]
+
+
+def test_a_file_system_without_locks_is_said_with_the_lock_file_and_the_store_kept(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On NFS mounted without locking, flock fails with "No locks available" and no file
+    name: the user was not told which file, nor that it is the lock."""
+    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    store.add_room(room())
+    store.save()
+    before = store_path.read_bytes()
+
+    def no_locks(descriptor: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr("fcntl.flock", no_locks)
+    lock = f"{store_path}.lock"
+    store.add_room(room(key=OTHER, label="more"))
+    with pytest.raises(OSError, match="No locks available") as caught:
+        store.save()
+    assert (caught.value.errno, caught.value.filename) == (errno.ENOLCK, lock)
+    assert store_path.read_bytes() == before
+    # As the command line says it.
+    monkeypatch.setenv("INSTANTROOM_KEYSTORE", str(store_path))
+    monkeypatch.setenv("INSTANTROOM_PASSWORD", "pw")
+    assert main(["forget", "team"]) == 2
+    assert f"No locks available: {lock}" in capsys.readouterr().err
+    assert store_path.read_bytes() == before
 
 
 def test_the_file_s_size_does_not_tell_how_many_rooms_it_holds(store_path: Path) -> None:

@@ -733,9 +733,13 @@ def _locked(path: Path) -> Iterator[None]:
     """Hold the store's write lock (a separate file, never deleted: deleting races)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    descriptor = os.open(path.with_name(path.name + ".lock"), flags, 0o600)
+    lock = path.with_name(path.name + ".lock")
+    descriptor = os.open(lock, flags, 0o600)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError as exc:  # "No locks available" (NFS without locking) names no file
+            raise OSError(exc.errno, exc.strerror, str(lock)) from None
         yield
     finally:
         os.close(descriptor)  # releases the lock
