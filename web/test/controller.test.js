@@ -645,6 +645,54 @@ function aliceIn(app, id) {
   return { envelopeOf, deliver, texts };
 }
 
+describe("App: unread messages", () => {
+  it("are counted per room and in the tab's title until the room is seen in sight", async () => {
+    const { app } = await startApp({ WebSocketImpl: RelaySocket });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Weekend", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    const { envelopeOf, deliver } = aliceIn(app, id);
+    const connection = await joined(app, id);
+    const unread = () => [app.liveRoom(id).unread, document.title];
+
+    // The room's key shows first (the Share screen): what comes meanwhile is not seen.
+    assert.equal(app.state.screen, "share");
+    await deliver(connection, await envelopeOf("while the key shows"));
+    assert.deepEqual(unread(), [1, "(1) InstantRoom"]);
+    app.go("room", id);
+    assert.deepEqual(unread(), [0, "InstantRoom"]);
+    await deliver(connection, await envelopeOf("read as it comes"));
+    assert.deepEqual(unread(), [0, "InstantRoom"]);
+
+    app.go("rooms");
+    const two = await envelopeOf("two");
+    await deliver(connection, two, await envelopeOf("three"));
+    assert.deepEqual(unread(), [2, "(2) InstantRoom"]);
+    await deliver(connection, two); // the same message again counts once
+    assert.deepEqual(unread(), [2, "(2) InstantRoom"]);
+    app.go("room", id);
+    assert.deepEqual(unread(), [0, "InstantRoom"]);
+
+    // On the room's screen, in a tab out of sight: unread until the tab is seen.
+    document.visibilityState = "hidden";
+    try {
+      await deliver(connection, await envelopeOf("while away"));
+      assert.deepEqual(unread(), [1, "(1) InstantRoom"]);
+      assert.ok(!document.title.includes("Weekend") && !document.title.includes("away"));
+    } finally {
+      document.visibilityState = "visible";
+    }
+    document.dispatchEvent(new Event("visibilitychange"));
+    assert.deepEqual(unread(), [0, "InstantRoom"]);
+
+    app.go("rooms");
+    await deliver(connection, await envelopeOf("before the lock"));
+    assert.equal(document.title, "(1) InstantRoom");
+    app.lock();
+    assert.equal(document.title, "InstantRoom"); // a lock shows no count
+  });
+});
+
 describe("App: a relay replaying messages after an unlock", () => {
   it("a deleted message stays deleted and a kept one is not shown twice", async () => {
     const { app } = await startApp({ WebSocketImpl: RelaySocket });

@@ -141,9 +141,10 @@ export class App {
     this.connections = new Map(); // server URL -> RoomConnection
     this._reached = new WeakSet(); // the connections that were online at least once
     this._failed = new WeakSet(); // those that lost a try (or a connection) at least once
-    // room id hex -> { members, messages, error, draft }; the draft (what is typed and not
-    // sent yet) lives here, in memory only, and so goes with a lock or the room
+    // room id hex -> { members, messages, error, draft, unread }; the draft (what is typed
+    // and not sent yet) lives here, in memory only, and so goes with a lock or the room
     this.live = new Map();
+    this._title = globalThis.document?.title || "InstantRoom";
     this.lastActivity = Date.now();
     this.installPrompt = null;
     this.state = {
@@ -181,7 +182,23 @@ export class App {
   }
 
   changed() {
+    this._countUnread();
     for (const listener of this.listeners) listener();
+  }
+
+  /** The room on screen, in a tab in sight, is read; the tab's title counts the messages
+   * that came in any other, or while the tab was hidden: "(3) InstantRoom". A count, never
+   * a room's name or a sender's: a title shows in the task switcher and the history. */
+  _countUnread() {
+    const doc = globalThis.document;
+    if (this.state.screen === "room" && doc?.visibilityState === "visible") {
+      const reading = this.live.get(this.state.current);
+      if (reading) reading.unread = 0;
+    }
+    let unread = 0;
+    for (const live of this.live.values()) unread += live.unread;
+    const title = unread ? `(${unread}) ${this._title}` : this._title;
+    if (doc && doc.title !== title) doc.title = title;
   }
 
   set(patch) {
@@ -321,6 +338,7 @@ export class App {
       if (document.visibilityState === "visible") {
         this._checkIdle();
         this.reconnectNow();
+        this.changed(); // the room on screen is read now
       } else {
         this.flushSave(); // the browser may freeze or end a hidden page before the wait is over
       }
@@ -629,7 +647,7 @@ export class App {
   liveRoom(id) {
     let live = this.live.get(id);
     if (!live) {
-      live = { members: 0, messages: [], error: null, draft: "" };
+      live = { members: 0, messages: [], error: null, draft: "", unread: 0 };
       const stored = this.room(id);
       // What the relay had not taken when the tab locked or closed waits in the stored
       // outbox, and is sent again (_restoreOutbox); anything else it never took was given up.
@@ -1080,6 +1098,9 @@ export class App {
       keyChanged: Boolean(keyChanged),
       status: "sent",
     };
+    // Unread until seen: _append's changed() clears it for the room on screen.
+    const live = this.liveRoom(id);
+    if (!live.messages.some((m) => m.id === entry.id)) live.unread += 1;
     // Its id, kept history or not, for the replay filter after a reload or an unlock (see
     // _seedReplayFilter); one throttled save for it and the kept message, never one each.
     let save = this.store.recordRecent(id, entry.id, entry.timestampMs);
