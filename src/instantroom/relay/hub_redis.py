@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any, TypeVar
 
 import redis.asyncio as redis
@@ -67,6 +67,12 @@ SUBSCRIBE_DEADLINE = 1.0
 BULK_DEADLINE = 5.0
 PING_TOKEN = b"ir-live"
 COUNTS_AT_ONCE = 32  # member counts read at once (redis-py's pool holds 100 connections)
+# Expiries and counts written at once, for joins and leaves. Past the pool's 100
+# connections redis-py fails a call at once (MaxConnectionsError): a burst of joins (the
+# members of a relay that restarted, coming here) was decided alone, with expiries the
+# joiners claimed, and a burst of leaves left counts in Redis that the others showed.
+# With COUNTS_AT_ONCE and the few of the hub's own tasks, this stays within the pool.
+CALLS_AT_ONCE = 60
 MOST_MEMBERS = 0xFFFF_FFFF  # a count the frames can carry (u32)
 # Deletes a relay's count only if it is still the stale value we read: a relay that was
 # slow, not gone, may have written a fresh one meanwhile.
@@ -125,6 +131,9 @@ class RedisHub:
         # Rooms closed here whose count we wrote and have not taken back: at a shutdown
         # they close without a last count, and the other relays must hear that they did.
         self._unwithdrawn: set[bytes] = set()
+        # Open rooms whose count changed here and could not be written: the others recount
+        # only when told, so the refresh that writes it tells them.
+        self._untold: set[bytes] = set()
         self._outbox: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
         self._outbox_bytes = 0
         # Channels subscribed on the current connection; the listener keeps them equal to
@@ -142,6 +151,7 @@ class RedisHub:
         self._reported: bool | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._counting = asyncio.Semaphore(COUNTS_AT_ONCE)
+        self._calls = asyncio.Semaphore(CALLS_AT_ONCE)
         self._closing = False
         self._deliver: RemoteDelivery = lambda room_id, wire: None
         self._members_changed: MembersChanged = lambda room_id: None
@@ -228,6 +238,7 @@ class RedisHub:
         # (A count only ever kept here, in a room opened and closed while Redis was away,
         # has nothing to take back: remembering it would grow with every such room.)
         self._local_members.pop(room_id, None)
+        self._untold.discard(room_id)  # taking its count back tells the others
         if room_id in self._stored:
             self._stored.discard(room_id)
             self._unwithdrawn.add(room_id)
@@ -259,12 +270,13 @@ class RedisHub:
         if self._closing or not self.healthy:
             raise HubUnavailable
         key = _expiry_key(room_id)
-        pipe = self._redis.pipeline(transaction=True)
-        if proposed_ms:  # 0 proposes nothing: it only asks
-            ttl = max(1, proposed_ms + keep_ms - _now_ms())
-            pipe.set(key, str(proposed_ms), nx=True, px=ttl)
-        pipe.get(key)
-        stored = (await self._call(pipe.execute()))[-1]
+        async with self._turn():
+            pipe = self._redis.pipeline(transaction=True)
+            if proposed_ms:  # 0 proposes nothing: it only asks
+                ttl = max(1, proposed_ms + keep_ms - _now_ms())
+                pipe.set(key, str(proposed_ms), nx=True, px=ttl)
+            pipe.get(key)
+            stored = (await self._call(pipe.execute()))[-1]
         try:
             return int(stored) if stored is not None else proposed_ms
         except ValueError as exc:
@@ -278,21 +290,35 @@ class RedisHub:
             self._local_members[room_id] = count
         else:
             self._local_members.pop(room_id, None)
-        if self._closing or not self.healthy:
+        if self._closing or not self.healthy:  # all are told when it answers again
             raise HubUnavailable
-        self._unwithdrawn.discard(room_id)
-        if count:
-            self._stored.add(room_id)
-        key = _presence_key(room_id)
-        pipe = self._redis.pipeline(transaction=True)
-        if count:
-            pipe.hset(key, self.relay_id, f"{count}:{_now_ms()}")
-            pipe.pexpire(key, PRESENCE_TTL_MS)
-        else:
-            pipe.hdel(key, self.relay_id)
-        pipe.hgetall(key)
-        pipe.publish(_channel(room_id), KIND_MEMBERS + self.relay_id)
-        results = await self._call(pipe.execute())
+        try:
+            async with self._turn():
+                # The count as it is now: members may have come or gone while we waited.
+                count = self._local_members.get(room_id, 0)
+                if count:
+                    # A fresh count needs no taking back (it would be taken out again).
+                    self._unwithdrawn.discard(room_id)
+                    self._stored.add(room_id)
+                key = _presence_key(room_id)
+                pipe = self._redis.pipeline(transaction=True)
+                if count:
+                    pipe.hset(key, self.relay_id, f"{count}:{_now_ms()}")
+                    pipe.pexpire(key, PRESENCE_TTL_MS)
+                else:
+                    pipe.hdel(key, self.relay_id)
+                pipe.hgetall(key)
+                pipe.publish(_channel(room_id), KIND_MEMBERS + self.relay_id)
+                results = await self._call(pipe.execute())
+        except HubUnavailable:
+            # Not written: a count is written at the next refresh, which tells the others;
+            # a room closed here stays to be taken back (it did not, and its count stayed
+            # in Redis, counted by the others, until it went stale 30 s later).
+            if room_id in self._local_members:
+                self._untold.add(room_id)
+            raise
+        if not count:
+            self._unwithdrawn.discard(room_id)
         return self._total(results[-2])
 
     async def members(self, room_id: bytes) -> int:
@@ -303,6 +329,23 @@ class RedisHub:
         async with self._counting:
             entries = await self._call(self._redis.hgetall(_presence_key(room_id)))
         return self._total(entries)
+
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """One of CALLS_AT_ONCE places to call Redis in. A wait for one is the relay's
+        own queue, no sign of a lost Redis, but a join waits in it no longer than it
+        would for Redis."""
+        try:
+            async with asyncio.timeout(CALL_DEADLINE):
+                await self._calls.acquire()
+        except TimeoutError as exc:
+            raise HubUnavailable from exc
+        try:
+            if self._closing or not self.healthy:  # lost while we waited
+                raise HubUnavailable
+            yield
+        finally:
+            self._calls.release()
 
     async def _call(self, command: Awaitable[T], deadline: float = CALL_DEADLINE) -> T:
         """Await a Redis command for the relay, at most ``deadline``; a command that
@@ -480,12 +523,17 @@ class RedisHub:
         pipe = self._redis.pipeline(transaction=False)
         stamp = _now_ms()
         self._stored.update(self._local_members)
+        untold, self._untold = self._untold, set()
         for room_id, count in self._local_members.items():
             pipe.hset(_presence_key(room_id), self.relay_id, f"{count}:{stamp}")
             pipe.pexpire(_presence_key(room_id), PRESENCE_TTL_MS)
-            if announce:
+            if announce or room_id in untold:
                 pipe.publish(_channel(room_id), KIND_MEMBERS + self.relay_id)
-        await pipe.execute()
+        try:
+            await pipe.execute()
+        except BaseException:
+            self._untold |= untold & self._local_members.keys()  # told next time
+            raise
 
     async def _resync_presence(self) -> None:
         """After (re)connecting: write our counts again and let every room recount."""

@@ -164,13 +164,17 @@ class RoomRefused(Exception):
 
 
 class Room:
-    __slots__ = ("announced", "expires_at_ms", "members", "room_id")
+    __slots__ = ("announced", "counts_asked", "counts_told", "expires_at_ms", "members", "room_id")
 
     def __init__(self, room_id: bytes, expires_at_ms: int) -> None:
         self.room_id = room_id
         self.expires_at_ms = expires_at_ms
         self.members: set[RelayConnection] = set()
         self.announced = 0  # the member count last told to members
+        # With a backplane, counts asked of it (numbered) and the last one told: answers
+        # come back in any order, and an older one must not undo a newer one.
+        self.counts_asked = 0
+        self.counts_told = 0
 
 
 class TokenBucket:
@@ -1086,9 +1090,17 @@ class Relay:
                 del conn.admitting[room_id]
         with contextlib.suppress(HubUnavailable):
             await self.hub.subscribed(room_id)
+        room.counts_asked += 1
+        asked = room.counts_asked
         total = await self._shared_count(room)
         if conn.rooms.get(room_id) is room:
-            self._joined(conn, room, total)
+            if asked > room.counts_told:
+                room.counts_told = asked
+                self._joined(conn, room, total)
+            else:
+                # A newer count was told meanwhile, to the joiner too: JOINED says that one.
+                joined = frames.Joined(room_id, room.expires_at_ms, room.announced)
+                conn.push(encode_wire(frames.encode_frame(joined)))
 
     def _check_space(self, conn: RelayConnection, requested_ms: int) -> None:
         """Raise ``RoomRefused`` unless one more fact fits, and, for one with an expiry,
@@ -1146,6 +1158,8 @@ class Relay:
             return count
 
     async def _recount(self, room: Room, local_changed: bool = False) -> None:
+        room.counts_asked += 1
+        asked = room.counts_asked
         if local_changed:
             total = await self._shared_count(room)
         else:
@@ -1153,7 +1167,8 @@ class Relay:
                 total = await self.hub.members(room.room_id)
             except HubUnavailable:
                 total = len(room.members)
-        if self.rooms.get(room.room_id) is room:
+        if self.rooms.get(room.room_id) is room and asked > room.counts_told:
+            room.counts_told = asked
             self._presence(room, total)
 
     def _members_changed(self, room_id: bytes) -> None:
