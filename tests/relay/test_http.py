@@ -12,6 +12,9 @@ import subprocess
 import sys
 import time
 from importlib import resources
+from pathlib import Path
+
+import pytest
 
 from instantroom.protocol import frames
 from instantroom.protocol.codes import ErrorCode
@@ -114,6 +117,57 @@ def test_metrics_count_connections_frames_bytes_and_rejections(relay: RelayProce
         assert rid.hex()[:8] not in response.body.decode()
 
     run(scenario())
+
+
+def test_metrics_behind_a_token_answer_only_its_bearer(tmp_path: Path) -> None:
+    """/metrics was public on the relay's port, and a relay with one room told its member
+    count to anyone. With --metrics-token-file only the token's bearer reads it."""
+    token = "a2b4c6d8e0f1a3b5c7d9e1f3"
+    token_file = tmp_path / "metrics-token"
+    token_file.write_text(token + "\n")
+
+    async def scenario(port: int) -> None:
+        refused = await http_request(port, "/metrics")
+        assert refused.status == 401
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+        assert b"instantroom_" not in refused.body
+        wrongs = (f"Bearer {token[:-1]}", f"Bearer {token}0", f"Basic {token}", token,
+                  "Bearer " + "\xff" * len(token))  # fmt: skip
+        for wrong in wrongs:
+            answer = await http_request(port, "/metrics", headers={"Authorization": wrong})
+            assert answer.status == 401, wrong
+        right = await http_request(port, "/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert right.status == 200
+        assert "instantroom_connections_total" in right.body.decode()
+        counted = samples(right.body.decode())
+        assert counted['instantroom_rejections_total{reason="metrics_unauthorized"}'] == 6
+        assert (await http_request(port, "/healthz")).status == 200  # health stays public
+
+    with running_relay("--metrics-token-file", str(token_file)) as relay:
+        run(scenario(relay.port))
+        assert token not in relay.log_text()
+    assert_exited_cleanly(relay)
+
+
+@pytest.mark.parametrize(
+    "content", [None, "", "short", "with a space in it, long enough", "x" * 257, "\x00" * 20]
+)
+def test_a_metrics_token_file_that_cannot_serve_stops_serve_naming_the_file(
+    tmp_path: Path, content: str | None
+) -> None:
+    token_file = tmp_path / "metrics-token"
+    if content is not None:
+        token_file.write_text(content)
+    serve = [sys.executable, "-m", "instantroom", "serve", "--host", LOOPBACK, "--port", "0"]
+    done = subprocess.run(
+        [*serve, "--metrics-token-file", str(token_file)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert str(token_file) in done.stderr
+    assert "Traceback" not in done.stderr
+    if content:
+        assert content not in done.stderr
 
 
 def test_origins_same_site_by_default_and_a_list_by_option() -> None:

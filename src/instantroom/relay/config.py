@@ -106,6 +106,14 @@ class RelayConfig:
         default=False,
         metadata={"help": "take the client address from X-Forwarded-For (behind a proxy)"},
     )
+    metrics_token_file: str = field(
+        default="",
+        metadata={
+            "help": "file holding a token (16 to 256 visible ASCII characters): /metrics "
+            "then answers only a request with 'Authorization: Bearer <token>' (default: "
+            "anyone)"
+        },
+    )
     backplane: str = field(
         default="",
         metadata={"help": "redis://HOST:PORT/DB to share rooms with other relays (default: none)"},
@@ -121,6 +129,29 @@ class RelayConfig:
     @property
     def origin_list(self) -> list[str]:
         return [o.strip() for o in self.origins.split(",") if o.strip()]
+
+
+_TOKEN_SIZES = range(16, 257)
+
+
+def read_metrics_token(config: RelayConfig) -> bytes | None:
+    """The token ``--metrics-token-file`` holds (one line; the line break dropped), or None
+    without one. ConfigError names the file, never what it holds."""
+    if not config.metrics_token_file:
+        return None
+    named = f"--metrics-token-file {config.metrics_token_file}"
+    try:
+        with open(config.metrics_token_file, "rb") as file:
+            raw = file.read(1024)
+    except OSError as exc:
+        raise ConfigError(f"{named}: cannot read it ({exc.strerror}).") from None
+    token = raw.removesuffix(b"\n").removesuffix(b"\r")
+    if len(token) not in _TOKEN_SIZES or not all(0x21 <= byte <= 0x7E for byte in token):
+        raise ConfigError(
+            f"{named}: a token is one line of {_TOKEN_SIZES.start} to {_TOKEN_SIZES.stop - 1} "
+            "visible ASCII characters, with no space (openssl rand -hex 32 makes one)."
+        )
+    return token
 
 
 def env_name(name: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import http
 import ipaddress
 import json
@@ -46,7 +47,7 @@ from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode, FrameT
 from instantroom.protocol.errors import FrameError, JoinProofError
 from instantroom.protocol.join import ROOM_ID_SIZE, SIGNATURE_SIZE, verify_join_proof
 
-from .config import RelayConfig
+from .config import RelayConfig, read_metrics_token
 from .hub import Hub, HubUnavailable, MemoryHub
 from .logs import Redactor, log_event, report_suppressed
 from .metrics import RelayMetrics, render_metrics
@@ -477,7 +478,8 @@ class RelayConnection(asyncio.Protocol):
         if path == WEBSOCKET_PATH and upgrade:
             self._accept_websocket(request)
             return
-        self.ws.send_response(relay.http_response(self.ws, path))
+        authorization = headers.get_all("Authorization")
+        self.ws.send_response(relay.http_response(path, authorization))
 
     def _accept_websocket(self, request: Request) -> None:
         ws = self.ws
@@ -688,6 +690,7 @@ class Relay:
         self.config = config
         self.hub: Hub = hub or MemoryHub()
         self.metrics = RelayMetrics()
+        self._metrics_token = read_metrics_token(config)
         self.redact = Redactor(config.log_ids)
         self.rooms: dict[bytes, Room] = {}
         self.facts = RoomFacts(
@@ -1335,18 +1338,38 @@ class Relay:
             "room_facts": len(self.facts),
         }
 
-    def http_response(self, ws: ServerProtocol, path: str) -> Response:
+    def http_response(self, path: str, authorization: list[str]) -> Response:
+        """The answer to a plain GET of ``path``; ``authorization``, the request's
+        Authorization headers."""
         if path == "/healthz":
             status = "ok" if self.hub.healthy else "degraded"
             body = json.dumps({"status": status, "version": __version__}).encode()
             return self._response(200, body, "application/json")
         if path == "/metrics":
+            if not self._may_read_metrics(authorization):
+                self.metrics.rejections["metrics_unauthorized"] += 1
+                response = self._response(
+                    401, b"/metrics needs this relay's token.\n", "text/plain; charset=utf-8"
+                )
+                response.headers["WWW-Authenticate"] = 'Bearer realm="instantroom metrics"'
+                return response
             body = render_metrics(self.metrics, self.gauges)
             return self._response(200, body, "text/plain; version=0.0.4; charset=utf-8")
         found = self._static.get(path)
         if found is None:
             return self._response(404, b"Not found.\n", "text/plain; charset=utf-8")
         return self._response(200, found[0], found[1])
+
+    def _may_read_metrics(self, authorization: list[str]) -> bool:
+        if self._metrics_token is None:
+            return True
+        if len(authorization) != 1:
+            return False
+        scheme, _, given = authorization[0].partition(" ")
+        # Compared in constant time; a scheme is case-blind (RFC 9110 11.1). websockets
+        # reads header values as ISO-8859-1: any byte is a character, and back.
+        matches = hmac.compare_digest(given.strip().encode("latin-1"), self._metrics_token)
+        return scheme.lower() == "bearer" and matches
 
     @staticmethod
     def _response(status: int, body: bytes, content_type: str) -> Response:

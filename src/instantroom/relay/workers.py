@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import uvloop
 
-from .config import ConfigError, RelayConfig
+from .config import ConfigError, RelayConfig, read_metrics_token
 from .hub import Hub, MemoryHub
 from .logs import setup_logging
 from .tls import certificate_context, check_tls_options
@@ -43,6 +43,7 @@ def _run_one(config: RelayConfig, reuse_port: bool) -> None:
 def serve(config: RelayConfig) -> int:
     """Run the relay (or its workers) until SIGTERM or SIGINT."""
     make_hub(config.backplane)  # fail early on a bad URL
+    read_metrics_token(config)  # and on a token file that cannot serve
     check_tls_options(config, shared_port=config.workers > 1)
     if config.tls_cert:
         # Here, not only in each worker: a worker's ConfigError is its traceback, and exit 1.
