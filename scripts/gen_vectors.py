@@ -17,6 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nacl.bindings import crypto_core_ed25519_add, crypto_scalarmult_ed25519_base_noclamp
 
+from instantroom.client.invite import parse_invite
 from instantroom.protocol import frames
 from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.envelope import (
@@ -27,7 +28,13 @@ from instantroom.protocol.envelope import (
     pad,
     seal_envelope,
 )
-from instantroom.protocol.errors import FrameError, ReplayedMessage, StaleMessage
+from instantroom.protocol.errors import (
+    FrameError,
+    MiniKeyError,
+    ReplayedMessage,
+    StaleMessage,
+    UsageError,
+)
 from instantroom.protocol.join import sign_join_proof
 from instantroom.protocol.kdf import DeviceKey, RoomKeys, fingerprint, private_key_bytes
 from instantroom.protocol.minikey import (
@@ -439,6 +446,50 @@ def canonical_names() -> list[dict[str, Any]]:
             for key, name in NAMES.items()]  # fmt: skip
 
 
+def invites() -> list[dict[str, Any]]:
+    grouped = format_minikey(KEY_A)
+    texts = {
+        "bare-key": KEY_A,
+        "bare-key-grouped-in-white-space": f" \u3000{grouped}\n",
+        "hash-and-key": f"#{KEY_A}",
+        "link": f"https://chat.example.org/#{KEY_A}",
+        "link-in-a-folder-with-index-html": f"https://example.org/chat/index.html#{KEY_A}",
+        "no-scheme": f"chat.example.org#{KEY_A}",
+        "no-scheme-with-port": f"127.0.0.1:8080/#{KEY_A}",
+        "websocket-scheme": f"wss://chat.example.org/#{KEY_A}",
+        "written-one-way": f"HTTPS://Chat.Example.ORG:08443/Team/index.html?x=1#{KEY_A}",
+        "ipv6": f"http://[::1]:8765#{KEY_A}",
+        "byte-order-mark-and-next-line-around": f"\ufeffhttps://chat.example.org/#{KEY_A}\x85",
+        "typo-in-the-key": f"https://chat.example.org/#{KEY_A[:-1]}z",
+        "key-error-before-address-error": f"ftp://chat.example.org/#{KEY_A[:20]}",
+        "scheme-not-a-relays": f"ftp://chat.example.org/#{KEY_A}",
+        "no-host": f"https:///chat#{KEY_A}",
+        "scheme-relative": f"//chat.example.org/#{KEY_A}",
+        "user-and-password": f"https://someone:secret@chat.example.org/#{KEY_A}",
+        "empty-user-name": f"https://@chat.example.org/#{KEY_A}",
+        "port-out-of-range": f"https://chat.example.org:65536/#{KEY_A}",
+        "port-zero": f"https://chat.example.org:0/#{KEY_A}",
+        "port-not-a-number": f"https:chat.example.org#{KEY_A}",
+        "backslash-in-host": f"https://chat.example.org\\team#{KEY_A}",
+        "unclosed-ipv6": f"https://[::1/#{KEY_A}",
+        "space-in-path": f"https://chat.example.org/a b/#{KEY_A}",
+        "direction-override": f"https://chat.exa\u202eelpmaxe.org/#{KEY_A}",
+        "host-in-another-script": f"https://\u0441hat.example.org/#{KEY_A}",
+        "separator-around-a-bare-key-is-not-white-space": f"\x1c{KEY_A}",
+    }
+    cases: list[dict[str, Any]] = []
+    for case, text in texts.items():
+        try:
+            server, key = parse_invite(text)
+        except MiniKeyError as exc:
+            cases.append({"id": case, "text": text, "error": type(exc).__name__})
+        except UsageError:
+            cases.append({"id": case, "text": text, "error": "BadRelayAddress"})
+        else:
+            cases.append({"id": case, "text": text, "server": server, "key": key})
+    return cases
+
+
 def _replay_scenario(
     case: str, steps: list[tuple[Any, ...]], *, capacity: int = 100_000,
     max_age_ms: int = 3_600_000, max_future_ms: int = 300_000,
@@ -530,6 +581,7 @@ def build() -> dict[str, Any]:
         "frames": frame_cases(),
         "frame_failures": frame_failures(),
         "canonical_names": canonical_names(),
+        "invites": invites(),
         "replay_filter": replay_filter(),
     }
 

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -772,24 +771,11 @@ ADDRESSES = [
 ]  # fmt: skip
 
 
-def _same_place(server: str | None) -> str | None:
-    """A relay's address as both clients connect to it: they write it differently (case,
-    a default port, "/" for an empty path) and reach the same place."""
-    if server is None:
-        return None
-    parts = urlsplit(server)
-    default = {"http": 80, "ws": 80, "https": 443, "wss": 443}[parts.scheme.lower()]
-    port = "" if parts.port in (None, default) else f":{parts.port}"
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme.lower()}://{host}{port}{parts.path or '/'}"
-
-
 def _invite_answer(answer: Answer) -> Answer:
     if answer.get("error") == "Error":  # the web client's plain Error is the UsageError here
         return {"error": "UsageError", "code": None}
     if "ok" in answer:
-        return {"ok": {"server": _same_place(answer["ok"]["server"]), "key": answer["ok"]["key"]}}
+        return {"ok": {"server": answer["ok"]["server"], "key": answer["ok"]["key"]}}
     return answer
 
 
@@ -811,38 +797,47 @@ def draw_hash(key: str) -> bool:
 
 
 KEY = KEY_A
-# Where the two readers of invite links disagree today (reported, not fixed here: the
-# readers live in client/invite.py and web/src/app/invite.js). Each case says which side
-# PROTOCOL.md 3.7 or the terminal client's documented rule (address_problem) backs; when
-# one is fixed its case passes, and strict xfail asks for the mark to go.
-INVITE_DISAGREEMENTS = {
-    # PROTOCOL.md 3.7: "an address with no host ... or one with a user name": the web
-    # client reads "path" as the host, and an empty user name as none.
-    "no-host": f"https:///path#{KEY}",
-    "empty-user-name": f"https://@relay.example/#{KEY}",
-    "scheme-relative": f"//relay.example/#{KEY}",
-    # "a malformed one": the terminal client takes a port past 65535, a port that is not a
-    # number, and a backslash in the host (it fails only later, when it connects).
-    "port-out-of-range": f"https://relay.example:99999/#{KEY}",
-    "port-not-a-number": f"https:relay.example#{KEY}",
-    "backslash-in-host": f"https://relay.example\\path#{KEY}",
-    # address_problem: a host in another script (a homoglyph of a known relay), and
-    # spaces, bidi controls or a byte order mark in the address: the terminal client
-    # refuses them, the web client writes them in punycode or %-escapes, or trims them.
-    "cyrillic-homoglyph-host": f"ex\u0430mple.com#{KEY}",
-    "space-in-path": f"https://relay.example/a b/#{KEY}",
-    "bidi-override-in-path": f"https://relay.example/\u202e/#{KEY}",
-    "byte-order-mark-first": f"\ufeffhttps://relay.example/#{KEY}",
-    # str.strip and String.trim differ: U+001C to U+001F and U+0085 are whitespace to one.
-    "information-separator-around-a-bare-key": f"\x1c{KEY}",
+# Where the two readers of invite links disagreed, each reading with its language's URL
+# parser (PROTOCOL.md 3.7 now spells out the grammar both follow).
+# Where the two readers of invite links disagreed while each read with its language's URL
+# parser; PROTOCOL.md 3.7 now spells out the grammar both follow. Each case: what both
+# must say, a server or the error.
+INVITE_EDGES = {
+    # No host, or a user name (an empty one too): refused.
+    "no-host": (f"https:///path#{KEY}", "UsageError"),
+    "empty-user-name": (f"https://@relay.example/#{KEY}", "UsageError"),
+    "scheme-relative": (f"//relay.example/#{KEY}", "UsageError"),
+    # Malformed: a port past 65535, or not a number; a backslash in the host.
+    "port-out-of-range": (f"https://relay.example:99999/#{KEY}", "UsageError"),
+    "port-zero": (f"https://relay.example:0/#{KEY}", "UsageError"),
+    "port-not-a-number": (f"https:relay.example#{KEY}", "UsageError"),
+    "backslash-in-host": (f"https://relay.example\\path#{KEY}", "UsageError"),
+    "unclosed-ipv6": (f"https://[::1/#{KEY}", "UsageError"),
+    # Not printable ASCII: a host in another script (a homoglyph of a known relay), a
+    # space or a direction override: refused, not written in punycode or %-escapes.
+    "cyrillic-homoglyph-host": (f"ex\u0430mple.com#{KEY}", "UsageError"),
+    "space-in-path": (f"https://relay.example/a b/#{KEY}", "UsageError"),
+    "bidi-override-in-path": (f"https://relay.example/\u202e/#{KEY}", "UsageError"),
+    # Around it, White_Space and U+FEFF are dropped, and nothing else.
+    "byte-order-mark-first": (f"\ufeffhttps://relay.example/#{KEY}", "https://relay.example/"),
+    "next-line-around": (f"\x85https://relay.example#{KEY}\u3000", "https://relay.example/"),
+    "information-separator-around-a-bare-key": (f"\x1c{KEY}", "NotBase58"),
+    # Written one way: scheme and host in lower case, the port without leading zeros, "/"
+    # for an empty path, no "index.html" at its end, no query.
+    "written-one-way": (
+        f"HTTPS://Relay.Example:08443/Chat/index.html?x=1#{KEY}",
+        "https://relay.example:8443/Chat/",
+    ),
+    "ipv6": (f"http://[::1]:8765#{KEY}", "http://[::1]:8765/"),
 }
 
 
-@pytest.mark.xfail(strict=True, reason="the invite readers disagree: see the report")
-@pytest.mark.parametrize("text", INVITE_DISAGREEMENTS.values(), ids=INVITE_DISAGREEMENTS.keys())
-def test_invite_readers_disagree_today(js: JsCore, text: str) -> None:
-    expected = py(lambda: dict(zip(("server", "key"), parse_invite(text), strict=True)))
-    assert _invite_answer(js("parse_invite", text=text)) == _invite_answer(expected)
+@pytest.mark.parametrize(("text", "expected"), INVITE_EDGES.values(), ids=INVITE_EDGES.keys())
+def test_invite_readers_agree_at_the_edges(js: JsCore, text: str, expected: str) -> None:
+    read = py(lambda: dict(zip(("server", "key"), parse_invite(text), strict=True)))
+    python = _invite_answer(read)
+    assert _invite_answer(js("parse_invite", text=text)) == python
+    assert (python["ok"]["server"] if "ok" in python else python["error"]) == expected
 
 
 SERVERS = [

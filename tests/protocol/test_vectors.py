@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from instantroom.client.invite import parse_invite
 from instantroom.protocol import errors, frames
 from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.envelope import Kind, Message, ReplayFilter, open_envelope, seal_envelope
-from instantroom.protocol.errors import FrameError, JoinProofError, MiniKeyError
+from instantroom.protocol.errors import FrameError, JoinProofError, MiniKeyError, UsageError
 from instantroom.protocol.join import room_id_for, sign_join_proof, verify_join_proof
 from instantroom.protocol.kdf import DeviceKey, RoomKeys, fingerprint, private_key_bytes
 from instantroom.protocol.minikey import (
@@ -47,7 +48,7 @@ def test_every_section_is_checked() -> None:
     checked = {
         "about", "derivations", "fingerprints", "devices", "minikey_parsing", "envelopes",
         "envelope_failures", "join_proofs", "frames", "frame_failures", "canonical_names",
-        "replay_filter",
+        "invites", "replay_filter",
     }  # fmt: skip
     assert set(PROTOCOL) == checked, "a new vector section needs its tests here"
     assert all(PROTOCOL[section] for section in checked - {"about"})
@@ -246,6 +247,17 @@ def test_frame_failure(entry: dict[str, Any]) -> None:
     with pytest.raises(FrameError) as caught:
         frames.decode_frame(data)
     assert caught.value.code == ErrorCode[entry["error_code"]]
+
+
+@pytest.mark.parametrize("entry", cases("invites"))
+def test_invite(entry: dict[str, Any]) -> None:
+    if "error" not in entry:
+        assert parse_invite(entry["text"]) == (entry["server"], entry["key"])
+        return
+    wanted = UsageError if entry["error"] == "BadRelayAddress" else getattr(errors, entry["error"])
+    with pytest.raises(wanted) as refused:
+        parse_invite(entry["text"])
+    assert type(refused.value) is wanted
 
 
 @pytest.mark.parametrize("entry", cases("canonical_names"))

@@ -20,6 +20,7 @@ import {
 } from "../src/protocol/minikey.js";
 import { ErrorCode } from "../src/protocol/codes.js";
 import { canonicalName, mixedScripts } from "../src/protocol/names.js";
+import { parseInvite } from "../src/app/invite.js";
 
 const load = (name) => JSON.parse(readFileSync(new URL(`../../vectors/${name}`, import.meta.url), "utf8"));
 const corpus = load("protocol.json");
@@ -193,6 +194,20 @@ describe("frames", () => {
   }
 });
 
+describe("invites", () => {
+  for (const vector of corpus.invites) {
+    it(vector.id, () => {
+      if (vector.error === undefined) {
+        assert.deepEqual(parseInvite(vector.text), { server: vector.server, key: vector.key });
+        return;
+      }
+      const name = errorName(() => parseInvite(vector.text));
+      // A relay address refused is a plain Error, in words for people.
+      assert.equal(name === "Error" ? "BadRelayAddress" : name, vector.error);
+    });
+  }
+});
+
 describe("canonical names", () => {
   for (const vector of corpus.canonical_names) {
     it(vector.id, () => {
@@ -235,7 +250,7 @@ describe("the replay filter", () => {
 describe("every section of the corpus is checked here", () => {
   it("has no section this file does not know", () => {
     const known = ["about", "derivations", "fingerprints", "devices", "minikey_parsing", "envelopes",
-      "envelope_failures", "join_proofs", "frames", "frame_failures", "canonical_names", "replay_filter"];
+      "envelope_failures", "join_proofs", "frames", "frame_failures", "canonical_names", "invites", "replay_filter"];
     assert.deepEqual(Object.keys(corpus).sort(), known.sort());
   });
 });

@@ -7,6 +7,7 @@ link is.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from urllib.parse import urlsplit, urlunsplit
 
@@ -62,10 +63,25 @@ def format_invite(server: str, key: str) -> str:
     return urlunsplit((scheme, host, path, "", key))
 
 
+# Around a link or key: Unicode's White_Space, and U+FEFF, which copying adds. Spelled
+# out, as in invite.js: Python's str.strip and JavaScript's trim each take another set.
+TRIMMED = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+# PROTOCOL.md 3.7: scheme "://" authority path, then a query, which is dropped.
+_ADDRESS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^?#]*)(?:\?[^#]*)?")
+_AUTHORITY = re.compile(r"([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
+_PATH = re.compile(r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?")
+
+
 def parse_invite(text: str) -> tuple[str | None, str]:
     """``(server or None, key)`` from an invite link or a bare key; raises MiniKeyError for
-    the key, UsageError for a relay address that is not one."""
-    text = text.strip()
+    the key, UsageError for a relay address that is not one (PROTOCOL.md 3.7).
+
+    The server is written one way: its scheme and host in lower case, its port without
+    leading zeros, its path ``/`` if empty and without a last ``index.html``."""
+    text = text.strip(TRIMMED)
     if "#" not in text:
         return None, parse_minikey(text)
     address, _, fragment = text.partition("#")
@@ -76,17 +92,24 @@ def parse_invite(text: str) -> tuple[str | None, str]:
         raise UsageError(f"The link's relay address {wrong}.")
     if "://" not in address:
         address = "https://" + address  # a link copied without its scheme, as chats show them
-    problem = f"The link's relay address {address!r} is not one: it should start with https://."
-    try:
-        parts = urlsplit(address)
-        host = parts.hostname
-    except ValueError:  # a malformed host, such as an unclosed [IPv6
-        raise UsageError(problem) from None
-    if parts.scheme.lower() not in RELAY_SCHEMES or not host:
+    problem = (
+        f'The link\'s relay address "{address}" is not one: it should be like '
+        "https://relay.example/."
+    )
+    parts = _ADDRESS.fullmatch(address)
+    if parts is None or parts[1].lower() not in RELAY_SCHEMES:
         raise UsageError(problem)
-    if "@" in parts.netloc:
+    scheme, authority, path = parts[1].lower(), parts[2], parts[3]
+    if "@" in authority:
         raise UsageError("An invite link's relay address carries no user name or password.")
-    path = parts.path
+    where = _AUTHORITY.fullmatch(authority)
+    if where is None or _PATH.fullmatch(path) is None:
+        raise UsageError(problem)
+    host, port = where[1].lower(), where[2]
+    if port is not None:
+        if not 1 <= int(port) <= 65535:
+            raise UsageError(problem)
+        host += f":{int(port)}"
     if path.endswith("/index.html"):  # the relay serves the web client there too
         path = path.removesuffix("index.html")
-    return urlunsplit((parts.scheme.lower(), parts.netloc, path, "", "")), key
+    return f"{scheme}://{host}{path or '/'}", key
