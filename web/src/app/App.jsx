@@ -1,6 +1,7 @@
 // The screens. Each one is a function of the App's state; actions go to the App.
-// Every input has a label, errors are role="alert", the conversation is role="log", and
-// each screen moves focus to its heading so that a screen reader announces it.
+// Every input has a label, errors are role="alert", notices are read from one live region
+// that outlasts the screens (Announcer), the conversation is role="log", and each screen
+// moves focus to its heading so that a screen reader announces it.
 
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { formatMinikey, spellMinikey } from "../protocol/minikey.js";
@@ -28,8 +29,9 @@ function Heading({ children }) {
   );
 }
 
-/** A labelled text input; its data-testid is its id unless given. */
-function Field({ id, label, value, onValue, testid = id, inputRef, ...input }) {
+/** A labelled text input; its data-testid is its id unless given. `invalid`: the screen's
+ * error (Alert) is about this field, which then says so and is described by it. */
+function Field({ id, label, value, onValue, testid = id, inputRef, invalid = false, ...input }) {
   return (
     <>
       <label for={id}>{label}</label>
@@ -38,6 +40,8 @@ function Field({ id, label, value, onValue, testid = id, inputRef, ...input }) {
         data-testid={testid}
         ref={inputRef}
         value={value}
+        aria-invalid={invalid ? "true" : undefined}
+        aria-describedby={invalid ? ERROR_ID : undefined}
         onInput={(e) => onValue(e.currentTarget.value)}
         {...input}
       />
@@ -62,21 +66,38 @@ function NicknameField({ value, onValue, inputRef }) {
   );
 }
 
+const ERROR_ID = "screen-error";
+
+/** The screen's error and notice, where they show. The notice is no live region of its own:
+ * one drawn with its text (as a new screen's is, or a notice that comes) is read by no
+ * screen reader; the Announcer reads it. */
 function Alert({ app }) {
   const { error, notice } = app.state;
   return (
     <>
       {error && (
-        <p class="alert" role="alert" data-testid="error">
+        <p class="alert" role="alert" data-testid="error" id={ERROR_ID}>
           {error}
         </p>
       )}
       {notice && !error && (
-        <p class="notice" role="status">
+        <p class="notice" data-testid="notice">
           {notice}
         </p>
       )}
     </>
+  );
+}
+
+/** The live region that reads each notice as it comes: drawn once, beside the screens, so
+ * that it is there before its text (a notice that comes with a new screen too: "Locked after
+ * a while without use."). */
+function Announcer({ app }) {
+  const { error, notice } = app.state;
+  return (
+    <div class="visually-hidden" role="status" data-testid="announcer">
+      {notice && !error ? notice : ""}
+    </div>
   );
 }
 
@@ -85,7 +106,8 @@ function Nav({ app, back = true }) {
     <nav class="topbar" aria-label="Main">
       {back ? (
         <button type="button" class="link" data-testid="nav-rooms" onClick={() => app.go("rooms", null)}>
-          ‹ Rooms
+          {/* The arrow is drawn, not read: "Rooms", not "single left-pointing angle quotation mark Rooms". */}
+          <span aria-hidden="true">‹ </span>Rooms
         </button>
       ) : (
         <span class="brand">InstantRoom</span>
@@ -118,6 +140,7 @@ function formatTime(ms) {
 function Unlock({ app }) {
   const [password, setPassword] = useState("");
   const [confirmation, setConfirmation] = useState("");
+  const passwordRef = useRef(null);
   const first = app.state.firstVisit;
   const submit = (event) => {
     event.preventDefault();
@@ -126,8 +149,13 @@ function Unlock({ app }) {
     app.unlock(password, confirmation).then(() => {
       setPassword("");
       setConfirmation("");
+      // Still here (a wrong password...): the emptied field has the focus, to type again. The
+      // button, disabled while busy, had lost it to the page, and a keyboard started over.
+      passwordRef.current?.focus();
     });
   };
+  // Every error of this screen is about the password.
+  const invalid = Boolean(app.state.error);
   return (
     <main class="screen unlock">
       <div class="logo" aria-hidden="true" />
@@ -145,6 +173,8 @@ function Unlock({ app }) {
           autocomplete={first ? "new-password" : "current-password"}
           value={password}
           onValue={setPassword}
+          inputRef={passwordRef}
+          invalid={invalid}
           required
         />
         {first && (
@@ -155,6 +185,7 @@ function Unlock({ app }) {
             autocomplete="new-password"
             value={confirmation}
             onValue={setConfirmation}
+            invalid={invalid}
             required
           />
         )}
@@ -440,6 +471,8 @@ function Join({ app }) {
     app.joinRoom({ text, nickname });
   };
   const relayHost = joinRelayHost(app, text);
+  // The error is the key's while what is typed is no key or link (the error goes as it changes).
+  const keyInvalid = Boolean(app.state.error) && relayHost === null;
   return (
     <>
       <Nav app={app} />
@@ -460,6 +493,7 @@ function Join({ app }) {
             autocorrect="off"
             spellcheck={false}
             placeholder="S1234 abcde …"
+            invalid={keyInvalid}
             required
           />
           <div class="scan">
@@ -566,7 +600,15 @@ function Message({ app, roomId, message }) {
           class="link small"
           data-testid="delete-message"
           aria-label="Delete this message from this device"
-          onClick={() => app.deleteMessage(roomId, message.id)}
+          onClick={(event) => {
+            // The focus goes to the next message's Delete (else the one before, else the
+            // message box), not with this button to the page's start.
+            const item = event.currentTarget.closest("li");
+            const neighbour = item?.nextElementSibling ?? item?.previousElementSibling;
+            const next = neighbour?.querySelector('[data-testid="delete-message"]');
+            (next ?? document.getElementById("message-input"))?.focus();
+            app.deleteMessage(roomId, message.id);
+          }}
         >
           Delete
         </button>
@@ -606,6 +648,7 @@ function Room({ app }) {
   const sending = useRef(false);
   const [details, setDetails] = useState(false);
   const list = useRef(null);
+  const input = useRef(null);
   // Whether the conversation shows its end: only then does a new message scroll it into
   // view (or when it is one's own), so that someone reading back is not pulled away.
   const atEnd = useRef(true);
@@ -674,7 +717,10 @@ function Room({ app }) {
               {STATE_LABELS[state] ?? state}
             </span>
             {" · "}
-            <span data-testid="members">{live.members} online</span>
+            {/* Read out as it changes: someone came or went. */}
+            <span data-testid="members" aria-live="polite" aria-atomic="true">
+              {live.members} online
+            </span>
             {" · "}
             <span>{formatRemaining(room.expiresAtMs)}</span>
           </p>
@@ -726,24 +772,36 @@ function Room({ app }) {
               Reconnect now
             </button>
           )}
-          {state !== "online" && app.connectionReason(id) && (
-            <p class="notice" role="status" data-testid="connection-reason">
-              {shown(app.connectionReason(id))}
-            </p>
-          )}
+          {/* A live region there before its text, so that the reason is read as it comes. */}
+          <div class="live-slot" role="status">
+            {state !== "online" && app.connectionReason(id) && (
+              <p class="notice" data-testid="connection-reason">
+                {shown(app.connectionReason(id))}
+              </p>
+            )}
+          </div>
           {live.error && (
             <p class="alert" role="alert">
               {shown(live.error)}
             </p>
           )}
           <Alert app={app} />
+          {/* Past every message's Delete button in one Tab: the keyboard's way to the message
+              box, which comes after the conversation. Shows when it has the focus. */}
+          <button type="button" class="link small skip" data-testid="skip-to-composer" onClick={() => input.current?.focus()}>
+            Skip to the message box
+          </button>
         </header>
-        <ol class="messages" data-testid="messages" role="log" aria-live="polite" aria-label="Messages" ref={list} onScroll={onScroll}>
-          {live.messages.length === 0 && <li class="empty">No messages yet. Messages are not stored by the relay.</li>}
-          {live.messages.map((message) => (
-            <Message key={message.id} app={app} roomId={id} message={message} />
-          ))}
-        </ol>
+        {/* A log (read out as messages come) holding a list (that a reader can walk and
+            count): a list given the log's role is no list any more. */}
+        <div class="messages" data-testid="messages" role="log" aria-live="polite" aria-label="Messages" ref={list} onScroll={onScroll}>
+          <ol class="message-list">
+            {live.messages.length === 0 && <li class="empty">No messages yet. Messages are not stored by the relay.</li>}
+            {live.messages.map((message) => (
+              <Message key={message.id} app={app} roomId={id} message={message} />
+            ))}
+          </ol>
+        </div>
         <form class="composer" onSubmit={send}>
           <label for="message-input" class="visually-hidden">
             Message
@@ -753,6 +811,7 @@ function Room({ app }) {
           <textarea
             id="message-input"
             data-testid="message-input"
+            ref={input}
             spellcheck={false}
             rows={1}
             value={draft}
@@ -778,16 +837,28 @@ function Settings({ app }) {
   const [oldPassword, setOldPassword] = useState("");
   const [newPassword, setNewPassword] = useState("");
   const [newConfirmation, setNewConfirmation] = useState("");
+  // Which form the error or notice is about: it shows beside that one, in view of whoever
+  // just used it (on a small or zoomed screen, the top of the page is far from the password
+  // form).
+  const [about, setAbout] = useState("relay");
+  const oldPasswordRef = useRef(null);
+  const changeButton = useRef(null);
   const save = (event) => {
     event.preventDefault();
+    setAbout("relay");
     app.saveSettings({ serverUrl, idleLockMinutes: Number(idle) });
   };
   const change = (event) => {
     event.preventDefault();
+    setAbout("password");
     app.changePassword(oldPassword, newPassword, newConfirmation).then(() => {
       setOldPassword("");
       setNewPassword("");
       setNewConfirmation("");
+      // The button, disabled while busy, lost the focus to the page: to the emptied form
+      // after an error, else back to the button.
+      if (app.state.error) oldPasswordRef.current?.focus();
+      else if (document.activeElement === document.body) changeButton.current?.focus();
     });
   };
   const install = async () => {
@@ -801,7 +872,6 @@ function Settings({ app }) {
       <Nav app={app} />
       <main class="screen">
         <Heading>Settings</Heading>
-        <Alert app={app} />
         <form onSubmit={save}>
           <Field
             id="server-url"
@@ -824,6 +894,7 @@ function Settings({ app }) {
             <option value="15">15 minutes without use</option>
             <option value="60">1 hour without use</option>
           </select>
+          {about === "relay" && <Alert app={app} />}
           <button type="submit" class="primary" data-testid="save-settings">
             Save
           </button>
@@ -851,6 +922,7 @@ function Settings({ app }) {
             autocomplete="current-password"
             value={oldPassword}
             onValue={setOldPassword}
+            inputRef={oldPasswordRef}
             required
           />
           <Field
@@ -871,7 +943,8 @@ function Settings({ app }) {
             onValue={setNewConfirmation}
             required
           />
-          <button type="submit" disabled={app.state.busy}>
+          {about === "password" && <Alert app={app} />}
+          <button type="submit" ref={changeButton} disabled={app.state.busy}>
             Change password
           </button>
         </form>
@@ -920,14 +993,22 @@ export function App({ app }) {
   }, [app]);
   if (app.state.screen === "loading") {
     return (
-      <main class="screen">
-        <p role="status">Loading…</p>
-      </main>
+      <>
+        <main class="screen">
+          <p role="status">Loading…</p>
+        </main>
+        <Announcer app={app} />
+      </>
     );
   }
   const needsStore = !["unlock", "insecure"].includes(app.state.screen);
   const Screen = needsStore && !app.store ? Unlock : SCREENS[app.state.screen];
   // A new invite link opened on the Join screen builds it anew, with the link's key.
   const invite = app.state.screen === "join" ? app.state.invites : "";
-  return <Screen key={`${app.state.screen}:${app.state.current ?? ""}:${invite}`} app={app} />;
+  return (
+    <>
+      <Screen key={`${app.state.screen}:${app.state.current ?? ""}:${invite}`} app={app} />
+      <Announcer app={app} />
+    </>
+  );
 }
