@@ -262,3 +262,49 @@ def test_a_double_enter_or_tap_sends_once(
     bob.expect_message("and then once")
     expected = ["pressed Enter twice", "tapped Send twice", "and then once"]
     assert texts_in_order(bob) == texts_in_order(alice) == expected
+
+
+def test_messages_that_come_are_read_out_short_and_counted_while_unseen(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    """The conversation read each new message whole (fingerprint, the Delete button's name,
+    then "sending…" and "sent"); a room's list showed nothing of messages not seen yet,
+    and a tab in the background said nothing either."""
+    alice, bob = phones(), phones()
+    alice.open(relay.url)
+    alice.set_password("alice's long password")
+    room = alice.create_room("Weekend trip", "Alice")
+    alice.open_room()
+    bob.open(relay.url)
+    bob.set_password("bob's long password")
+    bob.join(room.key, "Bob")
+    alice.expect_members(2)
+
+    announcer = alice.by("message-announcer")
+    expect(alice.by("messages")).to_have_attribute("aria-live", "off")
+    bob.send("first from bob")
+    alice.expect_message("first from bob")
+    expect(announcer).to_have_text("Bob: first from bob")
+    alice.send("mine is not read out to me")
+    expect(announcer).to_have_text("Bob: first from bob")
+
+    # On the rooms list: counted on the room and in the tab's title.
+    alice.by("nav-rooms").click()
+    expect(alice.by("room-list")).to_be_visible()
+    expect(alice.by("room-unread")).to_have_count(0)
+    bob.send("second")
+    bob.send("third")
+    bob.expect_message("third")
+    expect(alice.by("room-unread")).to_have_text("2 new")
+    expect(alice.page).to_have_title("(2) InstantRoom")
+    expect(alice.by("room-item")).to_contain_text("2 new")  # in the button's name
+    alice.by("room-item").click()
+    alice.expect_message("third")
+    expect(alice.page).to_have_title("InstantRoom")
+    # What was there when the room opened is not read out again.
+    expect(announcer).to_have_text("")
+    bob.send("fourth")
+    expect(announcer).to_have_text("Bob: fourth")
+    alice.by("nav-rooms").click()
+    expect(alice.by("room-list")).to_be_visible()
+    expect(alice.by("room-unread")).to_have_count(0)

@@ -251,6 +251,14 @@ function Rooms({ app }) {
                     <span class="room-label">{room.label}</span>
                     <span class="room-meta">
                       {live?.members ?? 0} online · {formatRemaining(room.expiresAtMs)}
+                      {live?.unread > 0 && (
+                        <>
+                          {" · "}
+                          <strong class="unread" data-testid="room-unread">
+                            {live.unread} new
+                          </strong>
+                        </>
+                      )}
                     </span>
                   </button>
                 </li>
@@ -652,6 +660,11 @@ function Room({ app }) {
   // Whether the conversation shows its end: only then does a new message scroll it into
   // view (or when it is one's own), so that someone reading back is not pulled away.
   const atEnd = useRef(true);
+  // Messages there when the room opened are not read out; those that come after are, one
+  // by one, as "name: text" (the conversation itself read each whole: fingerprint, the
+  // Delete button's name, then "sending…" and "sent" again).
+  const [before] = useState(() => new Set(live?.messages.map((m) => m.id) ?? []));
+  const arrivals = live ? live.messages.filter((m) => !m.mine && !before.has(m.id)).slice(-5) : [];
   const last = live?.messages.at(-1);
   useEffect(() => {
     const node = list.current;
@@ -792,15 +805,24 @@ function Room({ app }) {
             Skip to the message box
           </button>
         </header>
-        {/* A log (read out as messages come) holding a list (that a reader can walk and
-            count): a list given the log's role is no list any more. */}
-        <div class="messages" data-testid="messages" role="log" aria-live="polite" aria-label="Messages" ref={list} onScroll={onScroll}>
+        {/* A log holding a list (that a reader can walk and count): a list given the
+            log's role is no list any more. It is not read out itself: the announcer below
+            reads each message that comes, shorter. */}
+        <div class="messages" data-testid="messages" role="log" aria-live="off" aria-label="Messages" ref={list} onScroll={onScroll}>
           <ol class="message-list">
             {live.messages.length === 0 && <li class="empty">No messages yet. Messages are not stored by the relay.</li>}
             {live.messages.map((message) => (
               <Message key={message.id} app={app} roomId={id} message={message} />
             ))}
           </ol>
+        </div>
+        <div class="visually-hidden" aria-live="polite" aria-relevant="additions" data-testid="message-announcer">
+          {arrivals.map((message) => (
+            <p key={message.id} translate={false}>
+              {shown(message.senderName)}
+              {message.keyChanged ? ", from another device key" : ""}: {shown(message.text)}
+            </p>
+          ))}
         </div>
         <form class="composer" onSubmit={send}>
           <label for="message-input" class="visually-hidden">
