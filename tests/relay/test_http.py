@@ -4,6 +4,7 @@ Origin policy of the WebSocket endpoint.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import os
 import re
@@ -49,6 +50,9 @@ def test_healthz_the_page_and_not_found(relay: RelayProcess) -> None:
         assert health.status == 200
         assert health.headers["content-type"] == "application/json"
         assert json.loads(health.body)["status"] == "ok"
+        # The relay's clock, which clients compare theirs with (RFC 9110 6.6.1).
+        stated = email.utils.parsedate_to_datetime(health.headers["date"]).timestamp()
+        assert abs(stated - time.time()) < 5
 
         page = await http_request(relay.port, "/")
         assert page.status == 200

@@ -6,6 +6,7 @@ where the page is not a secure context."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -394,3 +395,21 @@ def test_a_nickname_too_long_for_the_protocol_is_refused_before_any_room_is_made
     phone.shared_room()
     phone.by("nav-rooms").click()
     expect(phone.by("room-item")).to_have_count(1)
+
+
+def test_a_device_clock_far_from_the_relays_is_said(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    """A phone 10 minutes fast sent messages every other member dropped as dated in the
+    future (PROTOCOL.md 7), and was told nothing: the relay took them. Its clock is now
+    compared with the relay's, and said to be off; a phone on time is told nothing."""
+    fast, on_time = phones(), phones()
+    fast.page.clock.install(time=time.time() + 10 * 60)
+    for phone in (fast, on_time):
+        phone.open(relay.url)
+        phone.set_password("a long unique password")
+    expect(fast.by("clock-warning")).to_contain_text("clock is 10 minutes fast")
+    fast.by("nav-new").click()  # on every screen while it holds
+    expect(fast.by("clock-warning")).to_be_visible()
+    expect(on_time.by("nav-new")).to_be_visible()
+    expect(on_time.by("clock-warning")).to_have_count(0)

@@ -100,7 +100,7 @@ const traversed = () => new Promise((resolve) => setTimeout(resolve, 5));
 const invitedPage = pageOfRelayA(`#${INVITED_KEY}`);
 globalThis.window = invitedPage;
 globalThis.document = Object.assign(new EventTarget(), { visibilityState: "visible" });
-const { App, SAVE_THROTTLE_MS, TAB_LOCK } = await import("../src/app/controller.js");
+const { App, CLOCK_WARNING_MS, SAVE_THROTTLE_MS, TAB_LOCK } = await import("../src/app/controller.js");
 
 /** WebSockets that never open: each records the URL it was made for. */
 const socketUrls = [];
@@ -128,6 +128,7 @@ async function startApp({
   connectionOptions = {},
   page = pageOfRelayA(""),
   indexedDB = new IDBFactory(),
+  relayTime = async () => null, // no relay behind the page: no clock to compare with
 } = {}) {
   let pending = null;
   const opening = {
@@ -144,6 +145,7 @@ async function startApp({
     storeOptions: { indexedDB: opening, insecureTestIterations: 1000 },
     connectionOptions: { WebSocketImpl, setTimer: () => null, clearTimer: () => {}, ...connectionOptions },
     clock,
+    relayTime,
   });
   started.push(app);
   globalThis.window = page;
@@ -644,6 +646,46 @@ function aliceIn(app, id) {
   const texts = () => app.liveRoom(id).messages.map((m) => m.text);
   return { envelopeOf, deliver, texts };
 }
+
+describe("App: a device clock far from the relay's", () => {
+  const relayOff = (ms) => async () => Date.now() - ms;
+  const settled = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+  it("is said, fast or slow, and not when it is near", async () => {
+    for (const [offset, said] of [
+      [0, null],
+      [CLOCK_WARNING_MS - 5_000, null],
+      [-(CLOCK_WARNING_MS - 5_000), null],
+      [12 * 60_000, /clock is 12 minutes fast\. Others drop messages dated more than 5 minutes ahead/],
+      [-7 * 60_000, /clock is 7 minutes slow\. Messages from others then look more than 5 minutes ahead/],
+      [3 * 3_600_000, /clock is about 3 hours fast/],
+    ]) {
+      const { app } = await startApp({ relayTime: relayOff(offset) });
+      await settled();
+      if (said === null) assert.equal(app.clockWarning, null, `${offset}`);
+      else assert.match(app.clockWarning ?? "", said);
+      app.lock();
+    }
+  });
+
+  it("is measured again when the page comes back, and kept when the relay cannot tell", async () => {
+    let offset = 20 * 60_000;
+    let answers = true;
+    const { app } = await startApp({ relayTime: async () => (answers ? Date.now() - offset : null) });
+    await settled();
+    assert.match(app.clockWarning ?? "", /20 minutes fast/);
+    offset = 0; // set right meanwhile
+    document.dispatchEvent(new Event("visibilitychange"));
+    await settled();
+    assert.equal(app.clockWarning, null);
+    offset = -30 * 60_000;
+    answers = false;
+    document.dispatchEvent(new Event("visibilitychange"));
+    await settled();
+    assert.equal(app.clockWarning, null); // no answer: nothing new to say
+    app.lock();
+  });
+});
 
 describe("App: unread messages", () => {
   it("are counted per room and in the tab's title until the room is seen in sight", async () => {

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import hmac
 import http
 import ipaddress
@@ -1375,6 +1376,8 @@ class Relay:
     def _response(status: int, body: bytes, content_type: str) -> Response:
         headers = Headers(
             [
+                # Clients compare their clock with it, to warn of one set wrong (PROTOCOL.md 7).
+                ("Date", email.utils.formatdate(usegmt=True)),
                 ("Content-Type", content_type),
                 ("Content-Length", str(len(body))),
                 ("Connection", "close"),

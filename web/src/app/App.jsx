@@ -75,6 +75,12 @@ function Alert({ app }) {
   const { error, notice } = app.state;
   return (
     <>
+      {/* On every screen while it holds; no live region, or each screen would say it again. */}
+      {app.clockWarning && (
+        <p class="warning" data-testid="clock-warning">
+          ⚠ {app.clockWarning}
+        </p>
+      )}
       {error && (
         <p class="alert" role="alert" data-testid="error" id={ERROR_ID}>
           {error}

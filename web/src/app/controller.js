@@ -123,6 +123,25 @@ function laterThan(a, b) {
   return a[0] > b[0] || (a[0] === b[0] && a[1] > b[1]);
 }
 
+/** A device clock this far from its relay's is said: receivers drop messages dated more
+ * than 5 minutes ahead of their clocks (PROTOCOL.md 7), so at 5 minutes either way one
+ * side's messages go unseen; 2 leaves room for the others' clocks and the relay's. */
+export const CLOCK_WARNING_MS = 120_000;
+
+/** The clock of the relay that served the page, in ms, from its answer's Date header (whole
+ * seconds, so the middle of the second is taken); null when it gives none. */
+async function pageRelayTime() {
+  const response = await fetch("/healthz", { cache: "no-store" });
+  const stated = Date.parse(response.headers.get("Date") ?? "");
+  return Number.isNaN(stated) ? null : stated + 500;
+}
+
+/** "12 minutes", "about 3 hours": how far off a clock is, in words. */
+function howFar(ms) {
+  const minutes = Math.round(ms / 60_000);
+  return minutes < 120 ? `${minutes} minutes` : `about ${Math.round(minutes / 60)} hours`;
+}
+
 export class App {
   /**
    * @param {object} [options]
@@ -132,9 +151,13 @@ export class App {
    *   the time and the timer of the throttled saves (tests: a fake clock)
    * @param {{manager?: LockManager | null, waitMs?: number}} [options.locks] the Web Locks
    *   shared with the other tabs (navigator.locks; tests: a fake) and TAB_LOCK_WAIT_MS
+   * @param {() => Promise<number | null>} [options.relayTime] the page's relay's clock, to
+   *   compare the device's with (tests: a stand-in)
    */
-  constructor({ storeOptions = {}, connectionOptions = {}, clock = {}, locks = {} } = {}) {
+  constructor({ storeOptions = {}, connectionOptions = {}, clock = {}, locks = {}, relayTime = pageRelayTime } = {}) {
     this.storeOptions = storeOptions;
+    this._relayTime = relayTime;
+    this.clockOffsetMs = 0; // the device's clock less the relay's, as last measured
     this.connectionOptions = connectionOptions;
     this.listeners = new Set();
     this.store = null;
@@ -179,6 +202,31 @@ export class App {
   subscribe(listener) {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /** Compare the device's clock with the relay's; a failure leaves it as it was. The
+   * relay's clock is trusted for this warning only: a relay that lies can make it show,
+   * and nothing else. */
+  async _checkClock() {
+    try {
+      const asked = Date.now();
+      const relayMs = await this._relayTime();
+      const answered = Date.now();
+      if (relayMs === null || answered - asked > 10_000) return; // too slow to tell
+      this.clockOffsetMs = Math.round((asked + answered) / 2 - relayMs);
+      this.changed();
+    } catch {
+      // No answer (offline, no relay behind the page): nothing to say.
+    }
+  }
+
+  /** What to tell the user of this device's clock, or null when it is near the relay's. */
+  get clockWarning() {
+    const offset = this.clockOffsetMs;
+    if (Math.abs(offset) < CLOCK_WARNING_MS) return null;
+    return offset > 0
+      ? `This device's clock is ${howFar(offset)} fast. Others drop messages dated more than 5 minutes ahead of their own clocks, so they may not see yours. Set it to the right time (automatic time).`
+      : `This device's clock is ${howFar(-offset)} slow. Messages from others then look more than 5 minutes ahead and are dropped, so you may not see theirs. Set it to the right time (automatic time).`;
   }
 
   changed() {
@@ -331,6 +379,7 @@ export class App {
     }
     if (invite) Object.assign(this.state, { joinText: invite.text, joinServer: invite.server });
     this._page = window;
+    this._checkClock();
     this._startHistory();
     window.addEventListener("hashchange", () => this._onHashChange());
     // A page coming back from the background checks at once, before showing anything.
@@ -338,6 +387,7 @@ export class App {
       if (document.visibilityState === "visible") {
         this._checkIdle();
         this.reconnectNow();
+        this._checkClock(); // set right meanwhile, or wrong (a device back from a trip)
         this.changed(); // the room on screen is read now
       } else {
         this.flushSave(); // the browser may freeze or end a hidden page before the wait is over
