@@ -287,6 +287,18 @@ def test_messages_that_come_are_read_out_short_and_counted_while_unseen(
     expect(announcer).to_have_text("Bob: first from bob")
     alice.send("mine is not read out to me")
     expect(announcer).to_have_text("Bob: first from bob")
+    # Each Delete button says whose message it deletes, and of when.
+    deletes = {
+        text: alice.message_locator(text).get_by_test_id("delete-message")
+        for text in ("first from bob", "mine is not read out to me")
+    }
+    when = r"\d\d:\d\d( [AP]M)?"
+    expect(deletes["first from bob"]).to_have_accessible_name(
+        re.compile(rf"^Delete Bob's message of {when} from this device$")
+    )
+    expect(deletes["mine is not read out to me"]).to_have_accessible_name(
+        re.compile(rf"^Delete your message of {when} from this device$")
+    )
 
     # On the rooms list: counted on the room and in the tab's title.
     alice.by("nav-rooms").click()

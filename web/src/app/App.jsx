@@ -613,7 +613,8 @@ function Message({ app, roomId, message }) {
           type="button"
           class="link small"
           data-testid="delete-message"
-          aria-label="Delete this message from this device"
+          // Which message: a list of buttons all named alike says nothing.
+          aria-label={`Delete ${message.mine ? "your" : `${shown(message.senderName)}'s`} message of ${formatTime(message.timestampMs)} from this device`}
           onClick={(event) => {
             // The focus goes to the next message's Delete (else the one before, else the
             // message box), not with this button to the page's start.
