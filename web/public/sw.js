@@ -6,7 +6,18 @@ const SHELL = ["/", "/manifest.webmanifest", "/icon.svg", "/icon-192.png"];
 const NEVER = ["/ws", "/healthz", "/metrics"];
 
 self.addEventListener("install", (event) => {
-  event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(SHELL)));
+  // The page's own script and stylesheet too: the first visit fetched them before this
+  // worker was there to keep them, and an app installed then must still start offline.
+  event.waitUntil(
+    (async () => {
+      const cache = await caches.open(CACHE);
+      await cache.addAll(SHELL.filter((path) => path !== "/"));
+      const page = await fetch("/", { cache: "no-cache" });
+      if (!page.ok) throw new Error(`the page: HTTP ${page.status}`);
+      await cache.addAll([...assetsNamed(await page.clone().text())]);
+      await keep(new Request("/"), page, true);
+    })(),
+  );
   self.skipWaiting();
 });
 
@@ -30,6 +41,11 @@ self.addEventListener("fetch", (event) => {
     !navigation ||
     (["/", "/index.html"].includes(url.pathname) &&
       (response.headers.get("Content-Type") || "").startsWith("text/html"));
+  // The kept copy also stands in for a server error (a proxy's 502 while the relay
+  // restarts or is down) and for a hashed file of an older build that an open page of
+  // that build still asks for (its bytes cannot have changed under the same name).
+  const stale = (response) =>
+    response.status >= 500 || (response.status === 404 && url.pathname.startsWith("/assets/"));
   event.respondWith(
     fetch(event.request)
       .then((response) => {
@@ -37,7 +53,8 @@ self.addEventListener("fetch", (event) => {
           // Kept before the worker may stop: waitUntil while the response is pending.
           event.waitUntil(keep(shellRequest, response.clone(), navigation));
         }
-        return response;
+        if (!stale(response)) return response;
+        return caches.match(shellRequest).then((hit) => hit || response);
       })
       .catch(() => caches.match(shellRequest).then((hit) => hit || Response.error())),
   );
@@ -56,9 +73,14 @@ async function keep(request, response, page) {
   const before = await cache.match(request);
   await cache.put(request, response);
   if (!before || (await before.text()) === text) return;
-  const named = new Set([...text.matchAll(/\/assets\/[^"'\s)>]+/g)].map((found) => found[0]));
+  const named = assetsNamed(text);
   for (const kept of await cache.keys()) {
     const path = new URL(kept.url).pathname;
     if (path.startsWith("/assets/") && !named.has(path)) await cache.delete(kept);
   }
+}
+
+/** The paths of the hashed files (/assets/...) that a page names. */
+function assetsNamed(text) {
+  return new Set([...text.matchAll(/\/assets\/[^"'\s)>]+/g)].map((found) => found[0]));
 }

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import hashlib
 import hmac
 import http
 import ipaddress
@@ -33,7 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Coroutine
 from importlib import resources
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from websockets.datastructures import Headers
 from websockets.frames import Frame, Opcode
@@ -101,8 +102,13 @@ _SECURITY_HEADERS = [
     ("Cross-Origin-Opener-Policy", "same-origin"),
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "no-referrer"),
-    ("Cache-Control", "no-cache"),
 ]
+# Every answer is checked with the relay before use (a relay upgrade shows at once), but
+# Vite's hashed files, whose names change with their bytes, are kept for good: a phone
+# does not fetch the scanner's megabyte of WebAssembly again each time.
+_REVALIDATE = "no-cache"
+_HASHED_ASSETS = "/assets/"
+_IMMUTABLE = "public, max-age=31536000, immutable"
 # Served at / when the web client was not built into the package (scripts/setup builds it).
 _PLACEHOLDER_PAGE = b"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -117,6 +123,25 @@ terminal client: <code>instantroom join</code>, <code>send</code> and <code>list
 # websockets logs every connection at INFO with no way to hide addresses; keep it quiet.
 _ws_logger = logging.getLogger("instantroom.relay.websockets")
 _ws_logger.setLevel(logging.WARNING)
+
+
+class StaticFile(NamedTuple):
+    """One file of the web client, as the relay serves it."""
+
+    body: bytes
+    content_type: str
+    etag: str
+    cache_control: str
+
+
+def _etag_matches(if_none_match: list[str], etag: str) -> bool:
+    """Whether If-None-Match names ``etag``; weak comparison, as RFC 9110 13.1.2 asks."""
+    for header in if_none_match:
+        for tag in header.split(","):
+            tag = tag.strip()
+            if tag == "*" or tag.removeprefix("W/") == etag:
+                return True
+    return False
 
 
 def address_key(address: str) -> str:
@@ -479,8 +504,7 @@ class RelayConnection(asyncio.Protocol):
         if path == WEBSOCKET_PATH and upgrade:
             self._accept_websocket(request)
             return
-        authorization = headers.get_all("Authorization")
-        self.ws.send_response(relay.http_response(path, authorization))
+        self.ws.send_response(relay.http_response(request.method, path, headers))
 
     def _accept_websocket(self, request: Request) -> None:
         ws = self.ws
@@ -1306,9 +1330,15 @@ class Relay:
     # HTTP
 
     @staticmethod
-    def _load_static() -> dict[str, tuple[bytes, str]]:
-        files: dict[str, tuple[bytes, str]] = {}
+    def _load_static() -> dict[str, StaticFile]:
+        files: dict[str, StaticFile] = {}
         root = resources.files("instantroom.relay") / "static"
+
+        def static_file(body: bytes, content_type: str, name: str) -> StaticFile:
+            # From the bytes, not a file time: relays of one build behind a proxy agree.
+            etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+            hashed = name.startswith(_HASHED_ASSETS)
+            return StaticFile(body, content_type, etag, _IMMUTABLE if hashed else _REVALIDATE)
 
         def walk(node: Any, prefix: str) -> None:
             for child in node.iterdir():
@@ -1317,15 +1347,13 @@ class Relay:
                     walk(child, name)
                 else:
                     suffix = "." + child.name.rsplit(".", 1)[-1]
-                    files[name] = (
-                        child.read_bytes(),
-                        _CONTENT_TYPES.get(suffix, "application/octet-stream"),
-                    )
+                    content_type = _CONTENT_TYPES.get(suffix, "application/octet-stream")
+                    files[name] = static_file(child.read_bytes(), content_type, name)
 
         if root.is_dir():
             walk(root, "")
         if "/index.html" not in files:
-            files["/index.html"] = (_PLACEHOLDER_PAGE, _CONTENT_TYPES[".html"])
+            files["/index.html"] = static_file(_PLACEHOLDER_PAGE, _CONTENT_TYPES[".html"], "/")
         files["/"] = files["/index.html"]
         return files
 
@@ -1339,15 +1367,26 @@ class Relay:
             "room_facts": len(self.facts),
         }
 
-    def http_response(self, path: str, authorization: list[str]) -> Response:
-        """The answer to a plain GET of ``path``; ``authorization``, the request's
-        Authorization headers."""
+    def http_response(self, method: str, path: str, headers: Headers) -> Response:
+        """The answer to a plain (no upgrade) request: GET or HEAD of ``path``."""
+        if method not in ("GET", "HEAD"):
+            response = self._response(
+                405, b"Only GET and HEAD are answered here.\n", "text/plain; charset=utf-8"
+            )
+            response.headers["Allow"] = "GET, HEAD"
+            return response
+        response = self._get_response(path, headers)
+        if method == "HEAD":  # GET's headers, Content-Length included; no body
+            return Response(response.status_code, response.reason_phrase, response.headers)
+        return response
+
+    def _get_response(self, path: str, headers: Headers) -> Response:
         if path == "/healthz":
             status = "ok" if self.hub.healthy else "degraded"
             body = json.dumps({"status": status, "version": __version__}).encode()
             return self._response(200, body, "application/json")
         if path == "/metrics":
-            if not self._may_read_metrics(authorization):
+            if not self._may_read_metrics(headers.get_all("Authorization")):
                 self.metrics.rejections["metrics_unauthorized"] += 1
                 response = self._response(
                     401, b"/metrics needs this relay's token.\n", "text/plain; charset=utf-8"
@@ -1359,7 +1398,15 @@ class Relay:
         found = self._static.get(path)
         if found is None:
             return self._response(404, b"Not found.\n", "text/plain; charset=utf-8")
-        return self._response(200, found[0], found[1])
+        if _etag_matches(headers.get_all("If-None-Match"), found.etag):
+            # The browser's copy is this one (RFC 9110 13.1.2, 15.4.5): no body to send.
+            response = self._response(304, b"", found.content_type, found.cache_control)
+            del response.headers["Content-Type"]
+            del response.headers["Content-Length"]
+        else:
+            response = self._response(200, found.body, found.content_type, found.cache_control)
+        response.headers["ETag"] = found.etag
+        return response
 
     def _may_read_metrics(self, authorization: list[str]) -> bool:
         if self._metrics_token is None:
@@ -1373,7 +1420,9 @@ class Relay:
         return scheme.lower() == "bearer" and matches
 
     @staticmethod
-    def _response(status: int, body: bytes, content_type: str) -> Response:
+    def _response(
+        status: int, body: bytes, content_type: str, cache_control: str = _REVALIDATE
+    ) -> Response:
         headers = Headers(
             [
                 # Clients compare their clock with it, to warn of one set wrong (PROTOCOL.md 7).
@@ -1382,6 +1431,7 @@ class Relay:
                 ("Content-Length", str(len(body))),
                 ("Connection", "close"),
                 *_SECURITY_HEADERS,
+                ("Cache-Control", cache_control),
             ]
         )
         return Response(status, http.HTTPStatus(status).phrase, headers, body)
