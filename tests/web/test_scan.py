@@ -59,3 +59,23 @@ def test_join_by_scanning_the_qr_code(
         assert alice.expect_message("scanned and in").sender == "Bob"
         alice.send("welcome, Bob")
         assert bob.expect_message("welcome, Bob").sender == "Alice"
+
+
+def test_a_qr_reader_gone_with_an_update_says_to_reload(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    """The reader is loaded when first used: a page of a build the relay replaced since
+    finds it gone, and showed "Failed to fetch dynamically imported module"."""
+    phone = phones(service_workers="block")  # no kept copy of it either
+    phone.page.route(
+        re.compile(r"/assets/scan-[^/]*\.js$"), lambda route: route.fulfill(status=404)
+    )
+    phone.open(relay.url)
+    phone.set_password("a long unique password")
+    phone.by("nav-join").click()
+    phone.by("scan-qr").click()
+    expect(phone.page.get_by_role("alert")).to_contain_text(
+        "The QR reader could not be loaded: the app was updated on the relay"
+    )
+    expect(phone.by("scan-qr")).to_be_enabled()  # and it can be tried again
+    expect(phone.by("scan-video")).to_be_hidden()

@@ -451,7 +451,16 @@ function Join({ app }) {
     const controller = new AbortController();
     abort.current = controller;
     try {
-      const { scanFromCamera } = await import("../qr/scan.js");
+      // Loaded when first used: a page of a build the relay replaced since (an update) may
+      // find it gone, which the browser calls "Failed to fetch dynamically imported module".
+      const scanner = await import("../qr/scan.js").catch(() => null);
+      if (scanner === null) {
+        setScanError(
+          "The QR reader could not be loaded: the app was updated on the relay, or the network is down. Reload the page, then scan again (or type the key).",
+        );
+        return;
+      }
+      const { scanFromCamera } = scanner;
       await scanFromCamera(
         video.current,
         (value) => {
