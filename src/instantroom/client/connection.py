@@ -15,8 +15,9 @@ connections and closes them at once, or lets us in and then fails, is not hammer
 
 It stops for good, raising ``RelayRefused`` to whoever waits and to every later call,
 when trying again would fail the same way (PROTOCOL.md 10.1, 11.2): the handshake was
-refused (not a relay, a bad URL), the server did not select the ``instantroom.v1``
-subprotocol, the relay closed the connection with a code that says "your data was
+refused (not a relay, a bad URL), the server answered with a redirect (never followed:
+a browser's WebSocket follows none either), the server did not select the
+``instantroom.v1`` subprotocol, the relay closed the connection with a code that says "your data was
 wrong" (1008 policy violation, 1009 message too big, and the WebSocket layer's 1002,
 1003, 1007), or the relay sent a text message (every frame is binary: the client closes
 the connection with 1008). ``failure`` then says why, and ``messages()`` and
@@ -71,6 +72,7 @@ from instantroom.protocol.session import (
     PresenceChanged,
     Refused,
     RoomExpired,
+    RoomState,
 )
 
 logger = logging.getLogger("instantroom.client")
@@ -108,6 +110,11 @@ CLOSE_TIMEOUT = 1.0
 FATAL_CLOSE_CODES = frozenset(
     {1002, 1003, 1007, CloseCode.POLICY_VIOLATION, CloseCode.MESSAGE_TOO_BIG}
 )
+# Bytes waiting to be written to the relay, at most, before the connection is cut off. Our
+# own frames wait for the socket to drain past websockets' write limit (32 KiB), but its
+# answers to the relay's WebSocket pings do not: a relay that sends pings and never reads
+# would grow this buffer without end (each 2-byte ping costs us a 6-byte pong).
+MAX_WRITE_BUFFER = 1024 * 1024
 
 
 class RoomGone(Exception):
@@ -142,11 +149,38 @@ class RelayRefused(Exception):
         self.close_code = close_code
 
 
+class _Connection(ClientConnection):
+    """A websockets connection that a relay cannot make buffer without end."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # answers pings at once, whether the relay reads or not
+        if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            self.transport.abort()  # seen as a lost connection: reconnected with backoff
+
+
+class _Connect(connect):
+    """websockets' connect, without following redirects. A browser's WebSocket follows
+    none, and the relay is the one the person named: an answer that sends us elsewhere
+    would have this machine connect, from inside its network, to any host and port the
+    server chose, and take it for the relay."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
+
+
 def _retry_or_give_up(exc: Exception, url: str) -> Exception | None:
     """Back off and retry on whatever may pass, a 429 (too many connections) too; a
-    certificate that cannot be verified will not pass on the next try either."""
+    certificate that cannot be verified will not pass on the next try either, nor will a
+    redirect, which is not followed."""
     if isinstance(exc, InvalidStatus) and exc.response.status_code == 429:
         return None
+    if isinstance(exc, InvalidStatus) and 300 <= exc.response.status_code < 400:
+        # Where it points is the server's word: not shown.
+        return RelayRefused(
+            f"The server at {url} answered with a redirect (HTTP "
+            f"{exc.response.status_code}), which the client does not follow: give it the "
+            "relay's own address."
+        )
     if isinstance(exc, ssl.SSLCertVerificationError):
         return RelayRefused(
             f"The relay at {url} has a certificate this machine does not trust "
@@ -186,6 +220,12 @@ def unreachable_reason(exc: Exception, url: str) -> str:
     else:
         why = f"the connection failed ({type(exc).__name__})"
     return f"The relay at {printable(parts.netloc)} could not be reached: {why}."
+
+
+def _close_code(closed: ConnectionClosed) -> int | None:
+    """The close code that ended a connection: the relay's, else ours, else None."""
+    frame = closed.rcvd or closed.sent
+    return frame.code if frame is not None else None
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -339,6 +379,9 @@ class RoomClient:
         self._accepted: dict[bytes, tuple[bytes, asyncio.Future[None]]] = {}
         # Retries and hold releases: they belong to one connection and die with it.
         self._timers: set[asyncio.TimerHandle] = set()
+        # room id -> the room's state a JOIN retry is timed for: one at a time per room,
+        # however many refusals the relay sends.
+        self._join_retries: dict[bytes, RoomState] = {}
         # The one retry of refused PUBLISHes (RATE_LIMITED), and the backoff's restart.
         self._resend_timer: asyncio.TimerHandle | None = None
         self._stable_timer: asyncio.TimerHandle | None = None
@@ -572,8 +615,9 @@ class RoomClient:
         """Connect, serve the connection, back off, and again, until refused for good."""
         while True:
             try:
-                ws = await connect(
+                ws = await _Connect(
                     self._connect_url,
+                    create_connection=_Connection,
                     subprotocols=[Subprotocol(SUBPROTOCOL)],
                     compression=None,
                     max_size=MAX_FRAME_SIZE,
@@ -601,7 +645,9 @@ class RoomClient:
                         )
                     closed = await self._serve(ws)
                 self._check_close(closed)
-                logger.info("the connection to %s closed: %s", self.url, closed)
+                # Its code only: the reason is the relay's text, which a log line shown in
+                # a terminal must not carry (escape sequences).
+                logger.info("the connection to %s closed (%s)", self.url, _close_code(closed))
             await asyncio.sleep(self._next_delay())
 
     async def _serve(self, ws: ClientConnection) -> ConnectionClosed:
@@ -611,6 +657,7 @@ class RoomClient:
         self._reached = True
         self.session.connection_made()
         self.connected.set()
+        bad_frames = 0
         try:
             await self._flush()
             while True:
@@ -627,7 +674,13 @@ class RoomClient:
                 try:
                     self.session.receive(data, now_ms())
                 except FrameError as exc:
-                    logger.warning("relay sent a bad frame: %s", exc)
+                    # Once a connection: a relay could send bad frames by the thousand, and
+                    # a program without logging set up prints each warning.
+                    bad_frames += 1
+                    if bad_frames == 1:
+                        logger.warning("relay sent a bad frame: %s", exc)
+                    else:
+                        logger.debug("relay sent a bad frame: %s", exc)
                 self._dispatch(self.session.events())
                 await self._flush()
         except ConnectionClosed as exc:
@@ -691,6 +744,7 @@ class RoomClient:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        self._join_retries.clear()
         if self._resend_timer is not None:
             self._resend_timer.cancel()
             self._resend_timer = None
@@ -778,10 +832,17 @@ class RoomClient:
     def _retry_join_later(self, delay: float, room_id: bytes) -> None:
         """Send the room's JOIN again after ``delay``: only for this very room, as one left
         and joined again meanwhile has a JOIN, and a retry, of its own (two would double
-        its JOINs for as long as it waits)."""
+        its JOINs for as long as it waits). One retry at a time per room, and none for a
+        room we are not in: each refusal is the relay's to send, by the thousand, and one
+        timer each would pile up for as long as the delay."""
         state = self.session.rooms.get(room_id)
+        if state is None or self._join_retries.get(room_id) is state:
+            return
+        self._join_retries[room_id] = state
 
         def retry() -> None:
+            if self._join_retries.get(room_id) is state:
+                del self._join_retries[room_id]
             if self.session.rooms.get(room_id) is state:
                 self.session.retry_join(room_id)
 

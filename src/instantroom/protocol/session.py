@@ -35,6 +35,8 @@ while ``MAX_OUTBOX`` messages wait.
 A CHALLENGE is answered only for a room whose JOIN is outstanding, and once per JOIN; any
 other is ignored (PROTOCOL.md 8.6): a proof is not bound to the relay, so a relay that got
 one for a challenge it relayed from another relay could join the room there.
+A JOINED, likewise, counts only as the answer to an outstanding JOIN: another is ignored,
+so that a relay cannot make news (an expiry, a count, a Joined event) of every frame.
 
 Timers are the caller's: after RATE_LIMITED it calls ``retry_join`` or (once for all the
 refused PUBLISHes, while ``waiting_to_resend``) ``resend_unacknowledged`` a little later,
@@ -499,7 +501,10 @@ class ClientSession:
                 state = self.rooms.get(room_id)
                 if self._answered_after_leave(room_id):
                     pass
-                elif state is not None:
+                elif state is not None and state.join_sent:
+                    # Only the answer to our JOIN, once: a JOINED the relay adds would
+                    # count as news (a new expiry, a new count) at each, as often as it
+                    # likes to send them.
                     state.joined = True
                     state.join_sent = False
                     # The earlier of what we knew and what the relay says; 0 says nothing.

@@ -185,6 +185,9 @@ export class RoomConnection extends EventTarget {
     this._unanswered = false;
     /** Timers that die with the connection: hold releases and retries. */
     this._timers = new Set();
+    /** Room key -> the room's state a JOIN retry is timed for: one at a time per room,
+     * however many refusals the relay sends. */
+    this._joinRetries = new Map();
     /** Frames are handled one at a time, in order, on this chain. */
     this._chain = Promise.resolve();
     /** @type {Map<string, {promise: Promise<object>, resolve: Function, reject: Function}>} */
@@ -546,6 +549,24 @@ export class RoomConnection extends EventTarget {
   _clearLater() {
     for (const timer of this._timers) this._clearTimer(timer);
     this._timers.clear();
+    this._joinRetries.clear();
+  }
+
+  /**
+   * Send the room's JOIN again after `ms`: only for this very room, as one left and joined
+   * again meanwhile has a JOIN, and a retry, of its own (two would double its JOINs for as
+   * long as it waits). One retry at a time per room, and none for a room we are not in:
+   * each refusal is the relay's to send, by the thousand, and one timer each would pile up
+   * for as long as the delay.
+   */
+  _retryJoinLater(ms, key, roomId) {
+    const state = this.session.rooms.get(key);
+    if (state === undefined || this._joinRetries.get(key) === state) return;
+    this._joinRetries.set(key, state);
+    this._later(ms, () => {
+      if (this._joinRetries.get(key) === state) this._joinRetries.delete(key);
+      if (this.session.rooms.get(key) === state) this.session.retryJoin(roomId);
+    });
   }
 
   /**
@@ -590,7 +611,7 @@ export class RoomConnection extends EventTarget {
         case "refused":
           // A refused PUBLISH (detail.ref set) pauses the session: see after the loop.
           if (!detail.ref && detail.code === ErrorCode.RATE_LIMITED) {
-            this._later(RETRY_AFTER_RATE_LIMIT_MS, () => this.session.retryJoin(detail.roomId));
+            this._retryJoinLater(RETRY_AFTER_RATE_LIMIT_MS, key, detail.roomId);
           } else if (detail.fatal) {
             // The session gave the room up.
             this._roomGone(key, new JoinRefused(detail.code, detail.reason));
@@ -599,12 +620,7 @@ export class RoomConnection extends EventTarget {
             const waiting = this._joining.get(key);
             this._joining.delete(key);
             waiting?.reject(new JoinRefused(detail.code, detail.reason));
-            // Only for this very room: one left and joined again meanwhile has a JOIN and a
-            // retry of its own, and this one would double its JOINs for as long as it waits.
-            const state = this.session.rooms.get(key);
-            this._later(RETRY_AFTER_FULL_MS, () => {
-              if (this.session.rooms.get(key) === state) this.session.retryJoin(detail.roomId);
-            });
+            this._retryJoinLater(RETRY_AFTER_FULL_MS, key, detail.roomId);
           }
           break;
         case "expired":

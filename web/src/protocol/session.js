@@ -37,6 +37,8 @@
 // A CHALLENGE is answered only for a room whose JOIN is outstanding, and once per JOIN;
 // any other is ignored (PROTOCOL.md 8.6): a proof is not bound to the relay, so a relay
 // that got one for a challenge it relayed from another relay could join the room there.
+// A JOINED, likewise, counts only as the answer to an outstanding JOIN: another is
+// ignored, so that a relay cannot make news (an expiry, a count, an event) of every frame.
 //
 // Sealing and opening use WebCrypto, so `sendText`, `send` and `receive` are async. The
 // session runs them one at a time, in call order, on an internal promise chain: a caller
@@ -566,7 +568,9 @@ export class ClientSession {
         this._proved.delete(key);
         const state = this.rooms.get(key);
         if (this._answeredAfterLeave(frame.roomId, true)) return;
-        if (state !== undefined) {
+        // Only the answer to our JOIN, once: a JOINED the relay adds would count as news
+        // (a new expiry, a new count) at each, as often as it likes to send them.
+        if (state !== undefined && state.joining) {
           state.joined = true;
           state.joining = false;
           // The earlier of what we knew and what the relay says; 0 says nothing.
