@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, rooms_cli
 from .client.keystore import IDS_SAVED_WITHIN, KeyStore, KeyStoreError, StoredRoom
-from .display import printable
+from .display import clock_warning, printable
 from .protocol.codes import ErrorCode
 from .protocol.errors import MiniKeyError, ProtocolError, UsageError
 from .protocol.kdf import DeviceKey, RoomKeys
@@ -26,6 +26,7 @@ from .protocol.minikey import format_minikey, make_minikey, parse_minikey, spell
 from .relay.config import add_relay_options
 
 if TYPE_CHECKING:
+    from .client.connection import RoomClient
     from .protocol.session import MessageReceived
 
 # The exit statuses of send and listen: each failure a script meets has its own, so that
@@ -193,6 +194,15 @@ class _KnownIds:
         self._unsaved = False
 
 
+def _warn_of_clock(client: RoomClient) -> None:
+    """Say on standard error when this computer's clock is far from the relay's: what it
+    sends, or what others send it, would be dropped unseen (PROTOCOL.md 7)."""
+    from .client.connection import CLOCK_WARNING_MS
+
+    if (warning := clock_warning(client.clock_offset_ms, CLOCK_WARNING_MS)) is not None:
+        print(f"instantroom: warning: {warning}", file=sys.stderr)
+
+
 async def _send(args: argparse.Namespace) -> int:
     from .client.connection import JoinRefused, RelayRefused, RoomClient, RoomGone
 
@@ -204,6 +214,7 @@ async def _send(args: argparse.Namespace) -> int:
         try:
             async with asyncio.timeout(args.timeout):  # for the join and the send together
                 await client.join(room, target.expires_at_ms)
+                _warn_of_clock(client)
                 message = await client.send_text(room.room_id, text)
             sent.record(message.message_id, message.timestamp_ms)
             sent.save()
@@ -272,6 +283,7 @@ async def _listen(args: argparse.Namespace) -> int:
     async with RoomClient(target.server, target.device, name) as client:
         try:
             await client.join(room, target.expires_at_ms, printed.known(), floor_ms=printed.floor())
+            _warn_of_clock(client)
             if not args.json:
                 print(
                     f"listening in room {room.room_id.hex()[:12]}...", file=sys.stderr, flush=True

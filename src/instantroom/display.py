@@ -129,3 +129,23 @@ def expiry_text(expires_at_ms: int, now_ms: int, *, with_time: bool = True) -> s
     shape = "%H:%M" if left < 3600 else "%a %H:%M" if left < 2 * 86400 else "%Y-%m-%d %H:%M"
     stamp = datetime.fromtimestamp(expires_at_ms / 1000).astimezone()
     return f"expires {stamp.strftime(shape)} (in {_time_left(left)})"
+
+
+def clock_warning(offset_ms: int | None, warning_ms: int) -> str | None:
+    """What to tell the user of this machine's clock, ``offset_ms`` away from its relay's
+    (``RoomClient.clock_offset_ms``), or None while it is less than ``warning_ms`` away."""
+    if offset_ms is None or abs(offset_ms) < warning_ms:
+        return None
+    minutes = round(abs(offset_ms) / 60_000)
+    far = f"{minutes} minutes" if minutes < 120 else f"about {round(minutes / 60)} hours"
+    if offset_ms > 0:
+        return (
+            f"This computer's clock is {far} fast. Others drop messages dated more than 5 "
+            "minutes ahead of their own clocks, so they may not see yours. Set it to the "
+            "right time (automatic time, NTP)."
+        )
+    return (
+        f"This computer's clock is {far} slow. Messages from others then look more than 5 "
+        "minutes ahead and are dropped, so you may not see theirs. Set it to the right "
+        "time (automatic time, NTP)."
+    )

@@ -29,7 +29,7 @@ from instantroom.testing import (
     running_relay,
 )
 from tests.client.test_cli import environment, instantroom, signals_at_default, typo_of
-from tests.client.test_room_client import FakeRelay, Frozen, Peer, joining_only
+from tests.client.test_room_client import FakeRelay, Frozen, Peer, joining_only, serving
 from tests.client.test_rooms_cli import PASSWORD, cli
 
 
@@ -129,6 +129,38 @@ def test_send_whose_relay_went_away_after_taking_the_publish_says_it_may_have_be
     status, err = run(scenario())
     assert status == 4, err
     assert "did not take the message in time" in err
+
+
+def test_send_and_listen_say_when_this_computers_clock_is_far_from_the_relays(
+    relay: RelayProcess,
+) -> None:
+    """A computer 10 minutes fast had every message it sent dropped by the others as
+    dated in the future, and send said nothing: the relay took it (PROTOCOL.md 7)."""
+    key = make_minikey(secrets.randbelow)
+
+    async def scenario() -> tuple[tuple[int, str], tuple[int, str], str]:
+        async with FakeRelay(serving, clock_off_by=-600) as behind:  # ours is 10 min fast
+            status, _, err = await instantroom("send", "--server", behind.url, "--key", key, "hi")
+            off = (status, err)
+            listening = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "instantroom", "listen", "--server", behind.url,
+                "--key", key, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            assert listening.stderr is not None
+            async with asyncio.timeout(20):
+                said = ""
+                while "listening in room" not in said:
+                    said += (await listening.stderr.readline()).decode()
+            listening.terminate()
+            await listening.wait()
+        status, _, err = await instantroom("send", "--server", relay.url, "--key", key, "hi")
+        return off, (status, err), said
+
+    (status, err), on_time, said = run(scenario())
+    assert status == 0, err  # taken: sent all the same
+    assert "warning: This computer's clock is 10 minutes fast" in err
+    assert "clock is 10 minutes fast" in said
+    assert on_time == (0, "")
 
 
 def test_listen_tells_a_full_room_from_a_refused_one(relay: RelayProcess) -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import errno
 import itertools
 import os
 import secrets
 import signal
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
@@ -23,11 +25,12 @@ import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.http11 import Response
+from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from instantroom.client import connection
 from instantroom.client.connection import (
+    CLOCK_WARNING_MS,
     JoinRefused,
     MessageNotSent,
     RelayRefused,
@@ -37,7 +40,7 @@ from instantroom.client.connection import (
     now_ms,
     unreachable_reason,
 )
-from instantroom.display import without_credentials
+from instantroom.display import clock_warning, without_credentials
 from instantroom.protocol import frames
 from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode
 from instantroom.protocol.envelope import Kind
@@ -515,9 +518,13 @@ class FakeRelay:
     """A WebSocket server on loopback that runs ``scripts[n - 1]`` for its n-th connection
     (the last script for any after), selecting ``instantroom.v1`` unless told not to."""
 
-    def __init__(self, *scripts: Script, subprotocol: bool = True) -> None:
+    def __init__(
+        self, *scripts: Script, subprotocol: bool = True, clock_off_by: float = 0.0
+    ) -> None:
+        """``clock_off_by``: seconds the Date of its handshake answers is off by."""
         self.scripts = scripts
         self.subprotocol = subprotocol
+        self.clock_off_by = clock_off_by
         self.peers: list[Peer] = []
         self.url = ""
         self._server: Server | None = None
@@ -531,6 +538,7 @@ class FakeRelay:
             subprotocols=[Subprotocol(SUBPROTOCOL)] if self.subprotocol else None,
             compression=None,
             ping_interval=None,
+            process_response=self._dated,
         )
         port = self._server.sockets[0].getsockname()[1]
         self.url = f"http://{LOOPBACK}:{port}"
@@ -540,6 +548,13 @@ class FakeRelay:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
+
+    def _dated(self, ws: ServerConnection, request: Request, response: Response) -> Response:
+        if self.clock_off_by:
+            del response.headers["Date"]
+            stamp = email.utils.formatdate(time.time() + self.clock_off_by, usegmt=True)
+            response.headers["Date"] = stamp
+        return response
 
     async def wait_for_connections(self, count: int) -> None:
         async with self._connected:
@@ -1563,3 +1578,28 @@ def test_a_name_that_could_not_be_looked_up_is_not_called_unknown() -> None:
     assert unreachable_reason(unknown, url).endswith(": no such host name.")
     offline = socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
     assert unreachable_reason(offline, url).endswith(": the host name could not be looked up.")
+
+
+def test_the_clock_offset_is_read_from_the_relays_date() -> None:
+    """This machine's clock against the relay's, from the handshake's Date (PROTOCOL.md 7):
+    a warning says so when they are 2 minutes or more apart."""
+    room = fresh_room()
+
+    async def offset(clock_off_by: float) -> int | None:
+        async with (
+            FakeRelay(serving, clock_off_by=clock_off_by) as relay,
+            RoomClient(relay.url, device(), "alice") as alice,
+        ):
+            assert alice.clock_offset_ms is None  # not connected yet
+            await alice.join(room)
+            return alice.clock_offset_ms
+
+    behind, on_time = run(offset(-600)), run(offset(0))
+    assert behind is not None
+    assert abs(behind - 600_000) < 2_000  # ours is 10 minutes fast
+    assert on_time is not None
+    assert abs(on_time) < 2_000
+    assert clock_warning(on_time, CLOCK_WARNING_MS) is None
+    assert "10 minutes fast" in (clock_warning(behind, CLOCK_WARNING_MS) or "")
+    assert "about 3 hours slow" in (clock_warning(-3 * 3_600_000, CLOCK_WARNING_MS) or "")
+    assert clock_warning(None, CLOCK_WARNING_MS) is None

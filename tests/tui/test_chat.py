@@ -50,7 +50,13 @@ from instantroom.testing import RelayProcess, raw_client, run, running_relay, te
 from instantroom.tui import app as app_module
 from instantroom.tui.app import ChatApp, Line
 from tests.client.test_cli import signals_at_default
-from tests.client.test_room_client import FakeRelay, Peer, free_port, joined_then_closed
+from tests.client.test_room_client import (
+    FakeRelay,
+    Peer,
+    free_port,
+    joined_then_closed,
+    serving,
+)
 from tests.client.test_rooms_cli import decode, rasterise_terminal
 
 PASSWORD = "a long enough password"
@@ -1432,6 +1438,30 @@ def test_reading_back_stays_put_when_a_message_comes_and_following_resumes_at_th
             await alice.say("her own")
             await alice.until(lambda: "waiting" not in alice.conversation(), "the ACK")
             await alice.until(lambda: log.is_vertical_scroll_end, "the view at the end")
+
+    run(scenario())
+
+
+def test_a_clock_far_from_the_relays_is_said_once_in_each_room(tmp_path: Path) -> None:
+    """Messages from a computer 10 minutes fast are dropped by every other member as dated
+    in the future (PROTOCOL.md 7); the chat said nothing."""
+    store = new_store(
+        tmp_path / "store.json",
+        room(make_minikey(secrets.randbelow), NOWHERE, "one"),
+        room(make_minikey(secrets.randbelow), NOWHERE, "two"),
+    )
+
+    async def scenario() -> None:
+        async with FakeRelay(serving, clock_off_by=-600) as behind:
+            for stored in store.rooms:
+                stored.server = behind.url
+            async with on_screen(ChatApp(store, "alice")) as member:
+                await member.until(lambda: "connected" in member.status(), "the first room")
+                warning = "This computer's clock is 10 minutes fast"
+                await member.until(lambda: warning in member.conversation(), "the warning")
+                await member.press("ctrl+down")
+                await member.until(lambda: warning in member.conversation(), "in the other")
+                assert member.conversation().count(warning) == 1
 
     run(scenario())
 

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import email.utils
 import functools
 import logging
 import os
@@ -115,6 +117,10 @@ FATAL_CLOSE_CODES = frozenset(
 # answers to the relay's WebSocket pings do not: a relay that sends pings and never reads
 # would grow this buffer without end (each 2-byte ping costs us a 6-byte pong).
 MAX_WRITE_BUFFER = 1024 * 1024
+# A clock this far from the relay's is said (PROTOCOL.md 7): receivers drop messages dated
+# more than 5 minutes ahead of their clocks, so at 5 minutes either way one side goes
+# unheard; 2 leaves room for the others' clocks and the relay's.
+CLOCK_WARNING_MS = 120_000
 
 
 class RoomGone(Exception):
@@ -220,6 +226,23 @@ def unreachable_reason(exc: Exception, url: str) -> str:
     else:
         why = f"the connection failed ({type(exc).__name__})"
     return f"The relay at {printable(parts.netloc)} could not be reached: {why}."
+
+
+def relay_clock_offset(ws: ClientConnection, received_ms: int) -> int | None:
+    """This machine's clock less the relay's, in ms, from the Date header of the relay's
+    handshake answer (whole seconds: the middle of the second is taken); None without one.
+    The relay's clock is believed for a warning only, never to date or judge a message."""
+    response = ws.response
+    stated = response.headers.get("Date") if response is not None else None
+    if not stated:
+        return None
+    try:
+        relay = email.utils.parsedate_to_datetime(stated)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if relay.tzinfo is None:  # "-0000": no zone said; HTTP dates are UTC
+        relay = relay.replace(tzinfo=datetime.UTC)
+    return received_ms - (int(relay.timestamp() * 1000) + 500)
 
 
 def _close_code(closed: ConnectionClosed) -> int | None:
@@ -391,6 +414,7 @@ class RoomClient:
         self._failure: RelayRefused | None = None
         self._unreachable: str | None = None
         self._reached = False
+        self._clock_offset_ms: int | None = None
         self._closed = False
         self._readers_stopped = False
 
@@ -407,6 +431,13 @@ class RoomClient:
     def failure(self) -> RelayRefused | None:
         """Why the client stopped for good, or None while it keeps (re)connecting."""
         return self._failure
+
+    @property
+    def clock_offset_ms(self) -> int | None:
+        """This machine's clock less the relay's, in ms, as the last connection's handshake
+        told it (``relay_clock_offset``); None before one, or from a relay that gave no
+        time. ``CLOCK_WARNING_MS`` or more either way is worth telling the user."""
+        return self._clock_offset_ms
 
     @property
     def reached(self) -> bool:
@@ -655,6 +686,9 @@ class RoomClient:
         self._ws = ws
         self._unreachable = None
         self._reached = True
+        offset = relay_clock_offset(ws, now_ms())
+        if offset is not None:
+            self._clock_offset_ms = offset
         self.session.connection_made()
         self.connected.set()
         bad_frames = 0

@@ -56,6 +56,7 @@ from textual.widget import Widget
 from textual.widgets import Input, ListItem, ListView, RichLog, Static
 
 from instantroom.client.connection import (
+    CLOCK_WARNING_MS,
     JoinRefused,
     RelayRefused,
     RoomClient,
@@ -72,7 +73,7 @@ from instantroom.client.keystore import (
     StoreChanged,
     StoredRoom,
 )
-from instantroom.display import expiry_text, printable, shown_server
+from instantroom.display import clock_warning, expiry_text, printable, shown_server
 from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.envelope import MAX_NAME_BYTES, Kind, open_envelope
 from instantroom.protocol.errors import EnvelopeError, UsageError
@@ -269,6 +270,7 @@ class RoomView:
     changed: set[str] = field(default_factory=set)  # canonical names that came with a new key
     flagged: set[str] = field(default_factory=set)  # canonical names warned of as mixing scripts
     numbered: int = 0  # the number of the last message line added
+    clock_warning: str | None = None  # what the room was last told of this computer's clock
 
     def add(self, line: Line) -> None:
         """Append ``line``, numbering it if it is a message."""
@@ -544,6 +546,11 @@ class ChatApp(App[None]):
                 self._ever_connected.add(client.url)
                 if (view := self._views.get(room_id)) is not None:
                     view.online, view.no_place = members, False
+                    # Said in each room once, and again only after it was set right.
+                    warning = clock_warning(client.clock_offset_ms, CLOCK_WARNING_MS)
+                    if warning is not None and view.clock_warning is None:
+                        self._add_line(view, Line("warning", f"⚠ {warning}"))
+                    view.clock_warning = warning
                     known = [t for t in (view.stored.expires_at_ms, expires) if t]
                     if min(known, default=0) != view.stored.expires_at_ms:
                         view.stored.expires_at_ms = min(known)
