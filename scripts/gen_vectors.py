@@ -495,8 +495,9 @@ def _replay_scenario(
     max_age_ms: int = 3_600_000, max_future_ms: int = 300_000,
 ) -> dict[str, Any]:  # fmt: skip
     """Run ``steps`` through the reference filter and record each outcome. A step is
-    ("accept", id, t, now), ("remember", id, t, now) or ("raise_floor", floor); ids are
-    small numbers, written as 16 big-endian bytes (so they sort as the numbers do)."""
+    ("accept", id, t, now), ("check", id, t, now), ("remember", id, t, now) or
+    ("raise_floor", floor); ids are small numbers, written as 16 big-endian bytes (so they
+    sort as the numbers do)."""
     replay = ReplayFilter(max_age_ms=max_age_ms, max_future_ms=max_future_ms, capacity=capacity)
     recorded = []
     for op, *args in steps:
@@ -512,7 +513,7 @@ def _replay_scenario(
         else:
             message = Message(message_id, t, Kind.TEXT, bytes(32), "", b"")
             try:
-                replay.accept(message, now)
+                (replay.check if op == "check" else replay.accept)(message, now)
                 step["result"] = "accepted"
             except (StaleMessage, ReplayedMessage) as exc:
                 step["result"] = type(exc).__name__
@@ -542,6 +543,18 @@ def replay_filter() -> list[dict[str, Any]]:
                 ("accept", 1, now + 1, now + 1),  # its id is kept: a replay, whatever its time
                 ("accept", 2, now, now + 1),  # at the floor: stale
                 ("accept", 3, now + 1, now + 1),  # above it: in
+            ],
+        ),
+        _replay_scenario(
+            "check-remembers-nothing",
+            [
+                ("check", 1, now, now),  # would be accepted
+                ("check", 1, now, now),  # still: the check remembered nothing
+                ("accept", 1, now, now),  # the signature verified: now it is remembered
+                ("check", 1, now, now),  # a replay, seen before its signature is checked
+                ("check", 2, now - 3_600_001, now),  # stale
+                ("check", 3, now + 300_001, now),  # stale
+                ("accept", 3, now + 300_000, now),  # the check left nothing behind
             ],
         ),
         _replay_scenario(

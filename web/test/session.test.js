@@ -5,9 +5,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { hex } from "../src/protocol/bytes.js";
+import { concat, hex } from "../src/protocol/bytes.js";
 import { ErrorCode } from "../src/protocol/codes.js";
-import { Kind, sealEnvelope } from "../src/protocol/envelope.js";
+import { Kind, pad, sealEnvelope, unpad } from "../src/protocol/envelope.js";
 import { FrameError, UsageError } from "../src/protocol/errors.js";
 import { decodeFrame, encodeFrame, NO_ROOM } from "../src/protocol/frames.js";
 import { verifyJoinProof } from "../src/protocol/join.js";
@@ -40,6 +40,18 @@ function counterBytes(start) {
     for (let i = n - 1; i >= 0 && value > 0n; i--, value >>= 8n) out[i] = Number(value & 0xffn);
     return out;
   };
+}
+
+/** `envelope` sealed again for `room` with the last byte of its signature flipped. */
+async function withBrokenSignature(room, envelope) {
+  const key = await crypto.subtle.importKey("raw", room.messageKey, "AES-GCM", false, ["encrypt", "decrypt"]);
+  const additionalData = concat(envelope.subarray(0, 1), room.roomId);
+  const iv = envelope.subarray(1, 13);
+  const inner = unpad(new Uint8Array(await crypto.subtle.decrypt({ name: "AES-GCM", iv, additionalData }, key, envelope.subarray(13))));
+  inner[inner.length - 1] ^= 1;
+  const nonce = new Uint8Array(12).fill(7);
+  const sealed = await crypto.subtle.encrypt({ name: "AES-GCM", iv: nonce, additionalData }, key, pad(inner));
+  return concat(envelope.subarray(0, 1), nonce, new Uint8Array(sealed));
 }
 
 function makeSession(seed) {
@@ -489,6 +501,27 @@ describe("receiving", () => {
     assert.deepEqual(
       bob.events().map((e) => [e.type, e.reason]),
       [["message", undefined], ["rejected", "ReplayedMessage"], ["rejected", "StaleMessage"]],
+    );
+  });
+
+  it("drops a replayed or stale envelope before its signature is checked (PROTOCOL.md 5.6)", async () => {
+    // A relay can send one recorded envelope again and again: each cost a signature check
+    // (3 ms here) before the replay filter dropped it. Its signature is now never reached:
+    // a copy whose signature is broken is still a replay, or stale, and not a BadSignature.
+    const alice = await connectedAndJoined(1, roomA);
+    const bob = await connectedAndJoined(2, roomA);
+    await alice.sendText(roomA.roomId, "once", NOW);
+    const [publish] = decoded(alice);
+    const broken = await withBrokenSignature(roomA, publish.envelope);
+    await bob.receive(deliverFrom(publish), NOW);
+    await bob.receive(deliverFrom({ ...publish, envelope: broken }), NOW + 1000);
+    await bob.receive(deliverFrom({ ...publish, envelope: broken }), NOW + HOUR + 1);
+    // Not seen before, and in the window: its signature is checked, and fails.
+    const carol = await connectedAndJoined(3, roomA);
+    await carol.receive(deliverFrom({ ...publish, envelope: broken }), NOW);
+    assert.deepEqual(
+      [...bob.events(), ...carol.events()].map((e) => [e.type, e.reason]),
+      [["message", undefined], ["rejected", "ReplayedMessage"], ["rejected", "StaleMessage"], ["rejected", "BadSignature"]],
     );
   });
 

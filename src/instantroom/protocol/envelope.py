@@ -144,12 +144,16 @@ def seal_envelope(room: RoomKeys, device: DeviceKey, message: Message, nonce: by
     return header + nonce + ciphertext
 
 
-def open_envelope(room: RoomKeys, envelope: bytes) -> Message:
+def open_envelope(
+    room: RoomKeys, envelope: bytes, before_signature: Callable[[Message], None] | None = None
+) -> Message:
     """Decrypt, check and return the message in ``envelope``.
 
     Raises an ``EnvelopeError``: ``MalformedEnvelope`` for a bad layout,
     ``DecryptionFailed`` when the bytes were not sealed for this room or were altered,
-    ``BadSignature`` when the named sender did not sign it.
+    ``BadSignature`` when the named sender did not sign it. ``before_signature`` (a
+    receiver's ``ReplayFilter.check``, PROTOCOL.md 5.6) runs on the message before its
+    signature is verified, and may raise to drop it there.
     """
     if len(envelope) < 1 + NONCE_SIZE + PADDING_BUCKETS[0] + TAG_SIZE:
         raise MalformedEnvelope("The envelope is too short.")
@@ -164,6 +168,10 @@ def open_envelope(room: RoomKeys, envelope: bytes) -> Message:
         raise DecryptionFailed("The message was not sealed for this room, or was altered.") from exc
     inner = unpad(padded)
     message, signed, signature = _parse_inner(inner)
+    if before_signature is not None:
+        # A relay can send one recorded envelope again and again: each would cost a
+        # signature check (some 30 times the rest of opening) to be dropped after it.
+        before_signature(message)
     if not signature_is_good(message.sender_key, signature, _signature_input(room.room_id, signed)):
         raise BadSignature("The message's signature does not match its sender.")
     return message
@@ -219,14 +227,20 @@ class ReplayFilter:
         self._by_time: list[tuple[int, bytes]] = []
         self._floor_ms = -1
 
-    def accept(self, message: Message, now_ms: int) -> None:
-        """Remember ``message`` or raise ``ReplayedMessage`` / ``StaleMessage``."""
+    def check(self, message: Message, now_ms: int) -> None:
+        """Raise ``StaleMessage`` or ``ReplayedMessage`` as ``accept`` would for a message
+        out of the window or already received, remembering nothing of it: run before its
+        signature is verified (PROTOCOL.md 5.6), then ``accept`` once it is."""
         oldest = max(now_ms - self.max_age_ms, self._floor_ms + 1)
         if message.timestamp_ms < oldest or message.timestamp_ms > now_ms + self.max_future_ms:
             raise StaleMessage("The message's time is too far from the present.")
-        self._forget_old(now_ms)
+        self._forget_old(now_ms)  # what time alone forgets: no sender's doing
         if message.message_id in self._seen:
             raise ReplayedMessage("This message was already received.")
+
+    def accept(self, message: Message, now_ms: int) -> None:
+        """Remember ``message`` or raise ``ReplayedMessage`` / ``StaleMessage``."""
+        self.check(message, now_ms)
         if not self._make_room(message.timestamp_ms):
             raise StaleMessage("The message's time is too far from the present.")
         self._seen.add(message.message_id)

@@ -633,7 +633,11 @@ class ClientSession:
         if state is None:
             return
         try:
-            message = open_envelope(state.keys, envelope)
+            # Stale or already received: dropped before its signature costs anything;
+            # remembered only once it is verified.
+            message = open_envelope(
+                state.keys, envelope, lambda opened: state.replays.check(opened, now_ms)
+            )
             state.replays.accept(message, now_ms)
         except EnvelopeError as exc:
             self._events.append(MessageRejected(room_id, type(exc).__name__))

@@ -106,7 +106,7 @@ export async function sealEnvelope(room, device, message, nonce) {
 }
 
 /** Decrypt and check an envelope; throws an EnvelopeError subclass. */
-export async function openEnvelope(room, envelope) {
+export async function openEnvelope(room, envelope, beforeSignature = null) {
   if (envelope.length < 1 + NONCE_SIZE + PADDING_BUCKETS[0] + TAG_SIZE) {
     throw new MalformedEnvelope("The envelope is too short.");
   }
@@ -131,6 +131,9 @@ export async function openEnvelope(room, envelope) {
   }
   const inner = unpad(padded);
   const { message, signed, signature } = parseInner(inner);
+  // A receiver's ReplayFilter.check (PROTOCOL.md 5.6): a relay can send one recorded
+  // envelope again and again, and each would cost a signature check to be dropped after it.
+  if (beforeSignature !== null) beforeSignature(message);
   // Every client must agree on which messages are authentic: the one rule of both cores.
   if (!signatureIsGood(message.senderKey, signature, concat(LABEL_MESSAGE_SIGNATURE, room.roomId, signed))) {
     throw new BadSignature("The message's signature does not match its sender.");
@@ -204,16 +207,26 @@ export class ReplayFilter {
     return this._byTime.length;
   }
 
-  /** Remember `message` or throw ReplayedMessage / StaleMessage. */
-  accept(message, nowMs) {
+  /**
+   * Throw StaleMessage or ReplayedMessage as `accept` would for a message out of the window
+   * or already received, remembering nothing of it: run before its signature is verified
+   * (PROTOCOL.md 5.6), then `accept` once it is.
+   */
+  check(message, nowMs) {
     const t = message.timestampMs;
     const oldest = Math.max(nowMs - this.maxAgeMs, this._floorMs + 1);
     if (t < oldest || t > nowMs + this.maxFutureMs) {
       throw new StaleMessage("The message's time is too far from the present.");
     }
-    this._forgetOld(nowMs);
+    this._forgetOld(nowMs); // what time alone forgets: no sender's doing
+    if (this._seen.has(hex(message.messageId))) throw new ReplayedMessage("This message was already received.");
+  }
+
+  /** Remember `message` or throw ReplayedMessage / StaleMessage. */
+  accept(message, nowMs) {
+    this.check(message, nowMs);
+    const t = message.timestampMs;
     const id = hex(message.messageId);
-    if (this._seen.has(id)) throw new ReplayedMessage("This message was already received.");
     if (!this._makeRoom(t)) throw new StaleMessage("The message's time is too far from the present.");
     this._seen.add(id);
     this._push({ t, id });

@@ -715,7 +715,9 @@ export class ClientSession {
     if (state === undefined) return;
     let message;
     try {
-      message = await openEnvelope(state.keys, envelope);
+      // Stale or already received: dropped before its signature costs anything;
+      // remembered only once it is verified.
+      message = await openEnvelope(state.keys, envelope, (opened) => state.replays.check(opened, nowMs));
       // Left or expired while WebCrypto worked: nothing of the room is kept or shown.
       if (this.rooms.get(key) !== state) return;
       state.replays.accept(message, nowMs);
