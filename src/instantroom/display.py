@@ -131,13 +131,27 @@ def expiry_text(expires_at_ms: int, now_ms: int, *, with_time: bool = True) -> s
     return f"expires {stamp.strftime(shape)} (in {_time_left(left)})"
 
 
+def _how_far(ms: int) -> str:
+    minutes = round(ms / 60_000)
+    return f"{minutes} minutes" if minutes < 120 else f"about {round(minutes / 60)} hours"
+
+
+def dropped_ahead_warning(ahead_ms: int) -> str:
+    """What to tell the user of a message dropped as dated ``ahead_ms`` ahead of this
+    clock (``MessageRejected.ahead_ms``)."""
+    return (
+        f"A message dated {_how_far(ahead_ms)} ahead of this computer's clock was dropped: "
+        "its sender's clock is probably fast, or this one slow. Ask them to set it to the "
+        "right time."
+    )
+
+
 def clock_warning(offset_ms: int | None, warning_ms: int) -> str | None:
     """What to tell the user of this machine's clock, ``offset_ms`` away from its relay's
     (``RoomClient.clock_offset_ms``), or None while it is less than ``warning_ms`` away."""
     if offset_ms is None or abs(offset_ms) < warning_ms:
         return None
-    minutes = round(abs(offset_ms) / 60_000)
-    far = f"{minutes} minutes" if minutes < 120 else f"about {round(minutes / 60)} hours"
+    far = _how_far(abs(offset_ms))
     if offset_ms > 0:
         return (
             f"This computer's clock is {far} fast. Others drop messages dated more than 5 "

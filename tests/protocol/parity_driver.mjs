@@ -105,7 +105,7 @@ function eventOf(event) {
     case "presence":
       return { type: "presence", room_id: room, members: event.members };
     case "rejected":
-      return { type: "rejected", room_id: room, reason: event.reason };
+      return { type: "rejected", room_id: room, reason: event.reason, ahead_ms: event.aheadMs };
     case "accepted":
       return { type: "accepted", room_id: room, message_id: hex(event.messageId) };
     case "notSent":

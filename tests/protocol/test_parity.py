@@ -909,8 +909,8 @@ def _event(event: Any) -> dict[str, Any]:
             }
         case session.PresenceChanged(_, members):
             return {"type": "presence", "room_id": room, "members": members}
-        case session.MessageRejected(_, reason):
-            return {"type": "rejected", "room_id": room, "reason": reason}
+        case session.MessageRejected(_, reason, ahead_ms):
+            return {"type": "rejected", "room_id": room, "reason": reason, "ahead_ms": ahead_ms}
         case session.Accepted(_, message_id):
             return {"type": "accepted", "room_id": room, "message_id": message_id.hex()}
         case session.NotSent(_, message_id, reason):

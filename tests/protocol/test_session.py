@@ -146,6 +146,23 @@ def test_a_replayed_or_stale_envelope_is_dropped_before_its_signature_is_checked
     assert len(checked) == 1
 
 
+def test_a_message_dropped_as_dated_ahead_says_by_how_much(room: RoomKeys) -> None:
+    """A sender whose clock is 12 minutes fast has every message dropped (PROTOCOL.md 7):
+    the event says how far ahead, for the user to be told of a clock set wrong."""
+    alice, bob, carol = make_session(1, "alice"), make_session(2, "bob"), make_session(3, "c")
+    for session in (alice, bob, carol):
+        session.connection_made()
+        join_fully(session, room, members=3)
+    alice.send_text(room.room_id, "from a clock 12 minutes fast", NOW)
+    (publish,) = alice.frames_to_send()
+    bob.receive(relay_deliver(publish), NOW - 12 * 60_000)
+    carol.receive(relay_deliver(publish), NOW - 5 * 60_000)  # just inside the window
+    assert bob.events() == [MessageRejected(room.room_id, "StaleMessage", 12 * 60_000)]
+    assert [type(e) for e in carol.events()] == [MessageReceived]
+    bob.receive(relay_deliver(publish), NOW + 2 * 3_600_000)  # too old: not ahead
+    assert bob.events() == [MessageRejected(room.room_id, "StaleMessage", 0)]
+
+
 def test_the_outbox_holds_a_message_until_the_relay_acknowledges_it(room: RoomKeys) -> None:
     alice = make_session(1, "alice")
     alice.connection_made()

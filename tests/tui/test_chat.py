@@ -1466,6 +1466,31 @@ def test_a_clock_far_from_the_relays_is_said_once_in_each_room(tmp_path: Path) -
     run(scenario())
 
 
+def test_messages_dropped_as_dated_ahead_are_said_once(tmp_path: Path, relay: RelayProcess) -> None:
+    """A member whose clock is 12 minutes fast is dropped by everyone (PROTOCOL.md 7), and
+    the chat showed nothing: the others did not know why they heard nothing."""
+    key = make_minikey(secrets.randbelow)
+    bob_store = new_store(tmp_path / "bob.json", room(key, relay.url))
+    keys = RoomKeys.from_minikey(key)
+    alice = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+    fast = now_ms() + 12 * 60_000
+
+    async def scenario() -> None:
+        async with raw_client(relay.ws_url) as raw:
+            await raw.join(keys)
+            async with on_screen(ChatApp(bob_store, "bob")) as bob:
+                await bob.until(lambda: "Online: 2" in bob.members(), "both joined")
+                for ref in range(1, 6):
+                    await raw.send(text_publish(keys, alice, ref, f"fast {ref}", at_ms=fast))
+                await raw.send(text_publish(keys, alice, 6, "on time"))
+                await bob.until(lambda: bool(bob.lines_with("on time")), "the one on time")
+                said = "A message dated 12 minutes ahead of this computer's clock was dropped"
+                assert bob.conversation().count(said) == 1
+                assert not bob.lines_with("fast ")
+
+    run(scenario())
+
+
 def test_a_chat_with_no_rooms_says_how_to_get_one(tmp_path: Path) -> None:
     store = new_store(tmp_path / "store.json")
 

@@ -56,16 +56,16 @@ class RawMember:
         self.ws.send(frames.encode_frame(frames.Proof(self.keys.room_id, signature)))
         self.expect(frames.Joined)
 
-    def sealed(self, ref: int, text: str) -> tuple[int, bytes]:
-        """A PUBLISH frame of a text message of ours, sealed now: its ref, and its bytes
-        to send (again)."""
+    def sealed(self, ref: int, text: str, *, ahead_ms: int = 0) -> tuple[int, bytes]:
+        """A PUBLISH frame of a text message of ours, sealed now (or dated ``ahead_ms``
+        ahead, by a clock that fast): its ref, and its bytes to send (again)."""
         message = new_message(
             self.device,
             "alice",
             Kind.TEXT,
             text.encode(),
             token_bytes=secrets.token_bytes,
-            now_ms=int(time.time() * 1000),
+            now_ms=int(time.time() * 1000) + ahead_ms,
         )
         envelope = seal_envelope(self.keys, self.device, message, secrets.token_bytes(12))
         return ref, frames.encode_frame(frames.Publish(ref, self.keys.room_id, envelope))
@@ -167,3 +167,25 @@ def test_a_message_shown_just_before_a_reload_is_kept_and_not_shown_twice(
         bob.expect_message("the one before")
         bob.expect_message("the last one")
         expect(bob.by("message")).to_have_count(3)
+
+
+def test_a_message_dropped_as_dated_ahead_is_said_in_its_room(
+    phones: Callable[..., Phone], relay: RelayProcess
+) -> None:
+    """A member whose clock is 12 minutes fast is dropped by everyone (PROTOCOL.md 7): the
+    room now says so, rather than leave the others wondering."""
+    bob = phones()
+    bob.open(relay.url)
+    bob.set_password(PASSWORD)
+    room = bob.create_room("Clocks", "Bob")
+    bob.open_room()
+    with raw_member(relay, RoomKeys.from_minikey(room.key)) as alice:
+        bob.expect_members(2)
+        expect(bob.by("dropped-ahead")).to_have_count(0)
+        alice.publish(alice.sealed(1, "from a fast clock", ahead_ms=12 * 60_000))
+        alice.publish(alice.sealed(2, "on time"))
+        bob.expect_message("on time")
+        expect(bob.by("dropped-ahead")).to_contain_text(
+            "A message dated 12 minutes ahead of this device's clock was dropped"
+        )
+        expect(bob.message_locator("from a fast clock")).to_have_count(0)

@@ -687,6 +687,28 @@ describe("App: a device clock far from the relay's", () => {
   });
 });
 
+describe("App: a message dropped as dated ahead", () => {
+  it("is said in its room, once however many come", async () => {
+    const { app } = await startApp({ WebSocketImpl: RelaySocket });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Clocks", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    const { envelopeOf, deliver, texts } = aliceIn(app, id);
+    const connection = await joined(app, id);
+    await deliver(connection, await envelopeOf("on time"), await envelopeOf("a little ahead", Date.now() + 60_000));
+    assert.equal(app.liveRoom(id).droppedAhead, null);
+    let draws = 0;
+    app.subscribe(() => draws++);
+    const fast = [];
+    for (let n = 0; n < 5; n++) fast.push(await envelopeOf(`fast ${n}`, Date.now() + 12 * 60_000 + n));
+    await deliver(connection, ...fast);
+    assert.match(app.liveRoom(id).droppedAhead ?? "", /^A message dated 12 minutes ahead of this device's clock was dropped/);
+    assert.equal(draws, 1);
+    assert.deepEqual(texts(), ["on time", "a little ahead"]); // the fast ones are not shown
+    app.lock();
+  });
+});
+
 describe("App: unread messages", () => {
   it("are counted per room and in the tab's title until the room is seen in sight", async () => {
     const { app } = await startApp({ WebSocketImpl: RelaySocket });

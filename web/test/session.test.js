@@ -499,9 +499,24 @@ describe("receiving", () => {
     await bob.receive(deliverFrom(fresh), NOW + 1000);
     await bob.receive(deliverFrom(old), NOW);
     assert.deepEqual(
-      bob.events().map((e) => [e.type, e.reason]),
-      [["message", undefined], ["rejected", "ReplayedMessage"], ["rejected", "StaleMessage"]],
+      bob.events().map((e) => [e.type, e.reason, e.aheadMs]),
+      [["message", undefined, undefined], ["rejected", "ReplayedMessage", 0], ["rejected", "StaleMessage", 0]],
     );
+  });
+
+  it("says how far ahead a message dropped as dated in the future was (a clock set wrong)", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    const bob = await connectedAndJoined(2, roomA);
+    const carol = await connectedAndJoined(3, roomA);
+    await alice.sendText(roomA.roomId, "from a clock 12 minutes fast", NOW);
+    const [fast] = decoded(alice);
+    await bob.receive(deliverFrom(fast), NOW - 12 * 60_000);
+    await carol.receive(deliverFrom(fast), NOW - 5 * 60_000); // just inside the window
+    assert.deepEqual(
+      bob.events().map((e) => [e.type, e.reason, e.aheadMs]),
+      [["rejected", "StaleMessage", 12 * 60_000]],
+    );
+    assert.deepEqual(carol.events().map((e) => e.type), ["message"]);
   });
 
   it("drops a replayed or stale envelope before its signature is checked (PROTOCOL.md 5.6)", async () => {
@@ -537,9 +552,9 @@ describe("receiving", () => {
     await bob.receive(frame({ type: "Deliver", roomId: roomB.roomId, envelope: flipped }), NOW);
     await bob.receive(frame({ type: "Deliver", roomId: roomB.roomId, envelope: new Uint8Array(10) }), NOW);
     assert.deepEqual(bob.events(), [
-      { type: "rejected", roomId: roomA.roomId, reason: "DecryptionFailed" },
-      { type: "rejected", roomId: roomB.roomId, reason: "DecryptionFailed" },
-      { type: "rejected", roomId: roomB.roomId, reason: "MalformedEnvelope" },
+      { type: "rejected", roomId: roomA.roomId, reason: "DecryptionFailed", aheadMs: 0 },
+      { type: "rejected", roomId: roomB.roomId, reason: "DecryptionFailed", aheadMs: 0 },
+      { type: "rejected", roomId: roomB.roomId, reason: "MalformedEnvelope", aheadMs: 0 },
     ]);
     // The untouched envelope still opens in its own room.
     await bob.receive(deliverFrom(publish), NOW);

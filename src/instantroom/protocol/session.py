@@ -64,7 +64,7 @@ from .envelope import (
     open_envelope,
     seal_envelope,
 )
-from .errors import EnvelopeError, FrameError, UsageError
+from .errors import EnvelopeError, FrameError, StaleMessage, UsageError
 from .join import sign_join_proof
 from .kdf import DeviceKey, RoomKeys, fingerprint
 from .names import canonical_name
@@ -124,10 +124,15 @@ class MessageReceived:
 
 @dataclass(frozen=True)
 class MessageRejected:
-    """A DELIVER that could not be trusted; ``reason`` is the error's class name."""
+    """A DELIVER that could not be trusted; ``reason`` is the error's class name.
+
+    ``ahead_ms``: for a ``StaleMessage`` dated ahead of the receiver's clock (more than
+    the 5 minutes of PROTOCOL.md 7), by how much; else 0. Such drops are a clock set wrong,
+    the sender's or this one's, far more often than an attack: worth telling the user."""
 
     room_id: bytes
     reason: str
+    ahead_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -632,15 +637,24 @@ class ClientSession:
         state = self.rooms.get(room_id)
         if state is None:
             return
+        dated: list[int] = []  # the timestamp, once decrypted (not yet authenticated)
+
+        def check(opened: Message) -> None:
+            dated.append(opened.timestamp_ms)
+            state.replays.check(opened, now_ms)
+
         try:
             # Stale or already received: dropped before its signature costs anything;
             # remembered only once it is verified.
-            message = open_envelope(
-                state.keys, envelope, lambda opened: state.replays.check(opened, now_ms)
-            )
+            message = open_envelope(state.keys, envelope, check)
             state.replays.accept(message, now_ms)
         except EnvelopeError as exc:
-            self._events.append(MessageRejected(room_id, type(exc).__name__))
+            ahead = dated[0] - now_ms if dated and isinstance(exc, StaleMessage) else 0
+            if ahead <= state.replays.max_future_ms:
+                ahead = 0  # not dropped for being ahead
+            elif dated[0] >= 2**53:
+                ahead = 2**53 - 1  # past what JavaScript's numbers hold exactly
+            self._events.append(MessageRejected(room_id, type(exc).__name__, ahead))
             return
         # Names that look alike are one name here (PROTOCOL.md 4.4); shown as sent.
         name = canonical_name(message.sender_name)

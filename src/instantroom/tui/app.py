@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import functools
 import io
+import math
 import signal
 import time
 import zlib
@@ -73,7 +74,13 @@ from instantroom.client.keystore import (
     StoreChanged,
     StoredRoom,
 )
-from instantroom.display import clock_warning, expiry_text, printable, shown_server
+from instantroom.display import (
+    clock_warning,
+    dropped_ahead_warning,
+    expiry_text,
+    printable,
+    shown_server,
+)
 from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.envelope import MAX_NAME_BYTES, Kind, open_envelope
 from instantroom.protocol.errors import EnvelopeError, UsageError
@@ -86,6 +93,7 @@ from instantroom.protocol.session import (
     Event,
     Joined,
     MessageReceived,
+    MessageRejected,
     NotSent,
     PresenceChanged,
     Refused,
@@ -271,6 +279,7 @@ class RoomView:
     flagged: set[str] = field(default_factory=set)  # canonical names warned of as mixing scripts
     numbered: int = 0  # the number of the last message line added
     clock_warning: str | None = None  # what the room was last told of this computer's clock
+    dropped_ahead_at: float = -math.inf  # when a message dated ahead was last said dropped
 
     def add(self, line: Line) -> None:
         """Append ``line``, numbering it if it is a message."""
@@ -558,6 +567,13 @@ class ChatApp(App[None]):
             case PresenceChanged(room_id=room_id, members=members):
                 if (view := self._views.get(room_id)) is not None:
                     view.online = members
+            case MessageRejected(room_id=room_id, ahead_ms=ahead_ms) if ahead_ms:
+                # A clock set wrong, the sender's or ours: said, at most every 10 minutes
+                # (a relay could send such a message by the thousand).
+                view = self._views.get(room_id)
+                if view is not None and time.monotonic() - view.dropped_ahead_at > 600:
+                    view.dropped_ahead_at = time.monotonic()
+                    self._add_line(view, Line("warning", f"⚠ {dropped_ahead_warning(ahead_ms)}"))
             case Accepted(room_id=room_id, message_id=message_id):
                 if (view := self._views.get(room_id)) is not None:
                     self._taken(view, message_id, "")

@@ -814,6 +814,11 @@ function Room({ app }) {
               {shown(live.error)}
             </p>
           )}
+          {live.droppedAhead && (
+            <p class="warning" data-testid="dropped-ahead">
+              ⚠ {live.droppedAhead}
+            </p>
+          )}
           <Alert app={app} />
           {/* Past every message's Delete button in one Tab: the keyboard's way to the message
               box, which comes after the conversation. Shows when it has the focus. */}

@@ -167,7 +167,8 @@ export class App {
     // room id hex -> { members, messages, error, draft, unread }; the draft (what is typed
     // and not sent yet) lives here, in memory only, and so goes with a lock or the room
     this.live = new Map();
-    this._title = globalThis.document?.title || "InstantRoom";
+    // The page's own title, without a count one shown before (a page restored from cache).
+    this._title = (globalThis.document?.title || "InstantRoom").replace(/^\(\d+\) /, "");
     this.lastActivity = Date.now();
     this.installPrompt = null;
     this.state = {
@@ -697,7 +698,7 @@ export class App {
   liveRoom(id) {
     let live = this.live.get(id);
     if (!live) {
-      live = { members: 0, messages: [], error: null, draft: "", unread: 0 };
+      live = { members: 0, messages: [], error: null, draft: "", unread: 0, droppedAhead: null };
       const stored = this.room(id);
       // What the relay had not taken when the tab locked or closed waits in the stored
       // outbox, and is sent again (_restoreOutbox); anything else it never took was given up.
@@ -730,6 +731,7 @@ export class App {
     on("notSent", (d) => this._onNotSent(d));
     on("expired", (d) => this._onExpired(hex(d.roomId)));
     on("refused", (d) => this._onRefused(d));
+    on("rejected", (d) => this._onRejected(d));
     on("error", () => this.changed());
     this.connections.set(serverUrl, connection);
     connection.start();
@@ -1125,6 +1127,21 @@ export class App {
       room.expiresAtMs = expiresAtMs;
       this.save();
     }
+    this.changed();
+  }
+
+  /** A message dropped as dated ahead of this clock (PROTOCOL.md 7): said in its room, as
+   * a clock set wrong, the sender's or this one's, is its likely cause. Others: dropped
+   * without a word, as the protocol asks. */
+  _onRejected({ roomId, aheadMs }) {
+    const id = hex(roomId);
+    if (!aheadMs || !this.room(id)) return;
+    const said =
+      `A message dated ${howFar(aheadMs)} ahead of this device's clock was dropped: its sender's clock ` +
+      "is probably fast, or this one slow. Ask them to set it to the right time.";
+    const live = this.liveRoom(id);
+    if (live.droppedAhead === said) return; // a flood of them draws nothing more
+    live.droppedAhead = said;
     this.changed();
   }
 

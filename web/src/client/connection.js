@@ -129,7 +129,8 @@ function randomToken(randomBytes) {
  * - "notSent" {roomId, messageId, reason}: given up 55 minutes after it was written, or
  *   with its room when the relay refused the room for good
  * - "refused" {code, roomId, ref, reason, fatal}
- * - "rejected" {roomId, reason}
+ * - "rejected" {roomId, reason, aheadMs}: aheadMs, how far ahead of this clock a message
+ *   dropped as stale was dated (0 unless past the 5 minutes allowed)
  * - "expired" {roomId}
  * - "pong" {token}
  * - "error" {message}: something went wrong that the connection survived

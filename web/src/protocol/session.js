@@ -63,7 +63,7 @@
 import { equal, hex, utf8, utf8Strict } from "./bytes.js";
 import { ErrorCode } from "./codes.js";
 import { Kind, MESSAGE_ID_SIZE, MAX_NAME_BYTES, ReplayFilter, openEnvelope, sealEnvelope } from "./envelope.js";
-import { EnvelopeError, FrameError, UsageError } from "./errors.js";
+import { EnvelopeError, FrameError, StaleMessage, UsageError } from "./errors.js";
 import { decodeFrame, encodeFrame } from "./frames.js";
 import { signJoinProof } from "./join.js";
 import { deviceKeyFromSeed, fingerprint } from "./kdf.js";
@@ -714,16 +714,25 @@ export class ClientSession {
     const state = this.rooms.get(key);
     if (state === undefined) return;
     let message;
+    let dated = null; // the timestamp, once decrypted (not yet authenticated)
     try {
       // Stale or already received: dropped before its signature costs anything;
       // remembered only once it is verified.
-      message = await openEnvelope(state.keys, envelope, (opened) => state.replays.check(opened, nowMs));
+      message = await openEnvelope(state.keys, envelope, (opened) => {
+        dated = opened.timestampMs;
+        state.replays.check(opened, nowMs);
+      });
       // Left or expired while WebCrypto worked: nothing of the room is kept or shown.
       if (this.rooms.get(key) !== state) return;
       state.replays.accept(message, nowMs);
     } catch (error) {
       if (!(error instanceof EnvelopeError)) throw error;
-      this._events.push({ type: "rejected", roomId: state.keys.roomId, reason: error.name });
+      // Dated ahead of this clock past the window: a clock set wrong, the sender's or this
+      // one's, far more often than an attack, and worth telling the user (aheadMs).
+      let aheadMs = dated !== null && error instanceof StaleMessage ? dated - nowMs : 0;
+      if (aheadMs <= state.replays.maxFutureMs) aheadMs = 0;
+      else if (dated >= 2 ** 53) aheadMs = Number.MAX_SAFE_INTEGER; // as Python's, exactly
+      this._events.push({ type: "rejected", roomId: state.keys.roomId, reason: error.name, aheadMs });
       return;
     }
     const senderKey = hex(message.senderKey);
