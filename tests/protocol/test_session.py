@@ -562,6 +562,26 @@ def test_not_joined_joins_again_then_resends(room: RoomKeys) -> None:
     ]
 
 
+def test_not_joined_naming_no_publish_of_ours_in_that_room_sends_no_join(room: RoomKeys) -> None:
+    """Each JOIN costs a join proof the relay keeps (PROTOCOL.md 8.6): a NOT_JOINED naming
+    a ref never used, ref 0, or a PUBLISH of another room got one each, as fast as the
+    relay liked to ask."""
+    other = RoomKeys.from_minikey(KEY_B)
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    join_fully(alice, other)
+    alice.send_text(other.room_id, "in the other room", NOW)
+    (publish,) = decoded(alice)
+    assert isinstance(publish, frames.Publish)
+    for ref in (7777, 0, publish.ref):  # the last: our PUBLISH, but of the other room
+        refusal = frames.Error(ErrorCode.NOT_JOINED, ref, room.room_id, "not a member")
+        alice.receive(frames.encode_frame(refusal), NOW)
+    # The refused PUBLISH goes again (it was not taken); no JOIN goes anywhere.
+    assert [type(f) for f in decoded(alice)] == [frames.Publish]
+    assert alice.rooms[room.room_id].joined
+
+
 def test_not_joined_for_a_room_not_joined_yet_sends_no_join(room: RoomKeys) -> None:
     alice = joining(room)
     refusal = frames.Error(ErrorCode.NOT_JOINED, 7, room.room_id, "not a member")

@@ -449,6 +449,19 @@ describe("publishing", () => {
     assert.deepEqual(resent.map((f) => hex(f.envelope)), [hex(first.envelope), hex(second.envelope)]);
   });
 
+  it("a NOT_JOINED naming no PUBLISH of ours in that room sends no JOIN (each costs a proof)", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    await joinFully(alice, roomB);
+    await alice.sendText(roomB.roomId, "in the other room", NOW);
+    const [publish] = decoded(alice);
+    for (const ref of [7777, 0, publish.ref]) {
+      await alice.receive(errorFrame(ErrorCode.NOT_JOINED, roomA.roomId, { ref }), NOW);
+    }
+    // The refused PUBLISH goes again (it was not taken); no JOIN goes anywhere.
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Publish"]);
+    assert.equal(alice.rooms.get(roomHex(roomA.roomId)).joined, true);
+  });
+
   it("leaving sends LEAVE and forgets the room's outbox", async () => {
     const alice = await connectedAndJoined(1, roomA);
     await alice.sendText(roomA.roomId, "never acknowledged", NOW);

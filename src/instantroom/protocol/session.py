@@ -717,8 +717,11 @@ class ClientSession:
             # The relay does not count us in a room we thought we were in: join again;
             # the outbox (the refused message too, its ref now 0) follows the JOINED.
             # Only once: further PUBLISHes sent before it are refused too, and a second
-            # JOIN would replace the challenge under the first PROOF.
-            if state.joined and self.connected:
+            # JOIN would replace the challenge under the first PROOF. Only as the answer
+            # to a PUBLISH of ours in that room: each JOIN costs a proof the relay keeps
+            # (PROTOCOL.md 8.6), and one naming no such PUBLISH would get one at will.
+            answers_ours = outgoing is not None and outgoing.room_id == room_id
+            if state.joined and self.connected and answers_ours:
                 state.joined = False
                 self._send_join(room_id)
         elif code == ErrorCode.ROOM_EXPIRED:

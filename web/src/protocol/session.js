@@ -161,7 +161,7 @@ export class ClientSession {
     this._outbox = [];
     /** The refs of PUBLISHes on the wire, not answered yet: at most MAX_IN_FLIGHT. A ref
      * stays until its ACK or ERROR, even when its room is left meanwhile. */
-    this._inFlight = new Set();
+    this._inFlight = new Map(); // ref -> the room (hex) of the PUBLISH it names
     /** A PUBLISH was refused: none goes until the caller's pause is over (resendUnacknowledged). */
     this._paused = false;
     /** Keys of rooms left while their JOIN was unanswered: the LEAVE waits for the answer,
@@ -691,7 +691,7 @@ export class ClientSession {
     while (this._inFlight.has(this._nextRef)) this._nextRef = (this._nextRef % MAX_REF) + 1;
     outgoing.ref = this._nextRef;
     this._nextRef = (this._nextRef % MAX_REF) + 1;
-    this._inFlight.add(outgoing.ref);
+    this._inFlight.set(outgoing.ref, outgoing.key);
     this._frames.push(
       encodeFrame({ type: "Publish", ref: outgoing.ref, roomId: outgoing.roomId, envelope: outgoing.envelope }),
     );
@@ -787,6 +787,8 @@ export class ClientSession {
   }
 
   _refusedFor(code, ref, roomId, reason) {
+    // A PUBLISH of ours in that room (given up since, or not).
+    const answersOurs = Boolean(ref) && this._inFlight.get(ref) === roomHex(roomId);
     if (ref && this._inFlight.delete(ref)) {
       for (const outgoing of this._outbox) {
         if (outgoing.ref === ref) outgoing.ref = 0; // not taken: stays in the outbox
@@ -801,11 +803,12 @@ export class ClientSession {
     // The relay will not let us in: do not ask again.
     const fatal = expired || (state !== undefined && FATAL_FOR_ROOM.has(code) && !state.joined);
     this._events.push({ type: "refused", code, roomId, ref, reason, fatal });
-    if (code === ErrorCode.NOT_JOINED && state !== undefined && state.joined && this.connected) {
+    if (code === ErrorCode.NOT_JOINED && state !== undefined && state.joined && this.connected && answersOurs) {
       // The relay does not count us in a room we thought we were in: join again; the
       // outbox (the refused message too, its ref now 0) follows the JOINED. Only once: the
       // PUBLISHes sent before it are refused too, and a second JOIN would replace the
-      // challenge under the first PROOF (PROTOCOL.md 10.6).
+      // challenge under the first PROOF (PROTOCOL.md 10.6). Only as the answer to a
+      // PUBLISH of ours in that room: each JOIN costs a proof the relay keeps (8.6).
       state.joined = false;
       this._sendJoin(key);
       return;
