@@ -203,11 +203,13 @@ def test_a_relay_that_pings_and_never_reads_is_cut_off() -> None:
             alice = RoomClient(relay.url, device(), "alice", reconnect_delays=fast_retries)
             async with alice:
                 await alice.join(room)
-                async with asyncio.timeout(40):
+                # Well before the client's own keepalive (a ping unanswered for 20 s after
+                # 20 s of quiet) would have it reconnect anyway.
+                async with asyncio.timeout(15):
                     await relay.wait_for_connections(2)
                 assert alice.failure is None
 
-    run(scenario(), timeout=60)
+    run(scenario(), timeout=30)
 
 
 async def serving_forever(peer: Peer) -> None:
@@ -249,3 +251,25 @@ def test_the_relay_s_words_stay_out_of_the_log_and_bad_frames_warn_once(
     assert not [r for r in records if "\x1b" in r.getMessage()]
     assert len([r for r in records if r.levelno >= logging.WARNING]) == 1
     assert any("closed" in r.getMessage() for r in records)
+
+
+def test_two_dates_in_the_handshake_are_no_clock_and_no_failure() -> None:
+    """A second Date header (a proxy's beside the relay's, or a relay's doing) raised
+    MultipleValuesError in the connection task: the client stopped for good."""
+    room = fresh_room()
+
+    class TwoDates(FakeRelay):
+        def _dated(self, ws: ServerConnection, request: Request, response: Response) -> Response:
+            response.headers["Date"] = "Thu, 01 Jan 2026 00:00:00 GMT"  # added beside its own
+            return response
+
+    async def scenario() -> None:
+        async with (
+            TwoDates(serving_forever) as relay,
+            RoomClient(relay.url, device(), "alice", reconnect_delays=fast_retries) as alice,
+        ):
+            await asyncio.wait_for(alice.join(room), 5)
+            assert alice.failure is None
+            assert alice.clock_offset_ms is None
+
+    run(scenario())

@@ -233,9 +233,10 @@ def relay_clock_offset(ws: ClientConnection, received_ms: int) -> int | None:
     handshake answer (whole seconds: the middle of the second is taken); None without one.
     The relay's clock is believed for a warning only, never to date or judge a message."""
     response = ws.response
-    stated = response.headers.get("Date") if response is not None else None
-    if not stated:
+    dates = response.headers.get_all("Date") if response is not None else []
+    if len(dates) != 1:  # none, or several (a proxy's and the relay's): no clock to believe
         return None
+    stated = dates[0]
     try:
         relay = email.utils.parsedate_to_datetime(stated)
     except (TypeError, ValueError, IndexError):
