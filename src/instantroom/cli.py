@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 # it can tell "try again later" (3, 4, 5) from "give up" (1, 2, 6). --help lists them.
 EXIT_REFUSED = 1  # the relay refused the room or this client, for good
 EXIT_USAGE = 2  # a mistyped key, a bad address, message or option, the key store
-EXIT_UNREACHABLE = 3  # no connection to the relay within --timeout
+EXIT_UNREACHABLE = 3  # not into the room (no connection, or no JOINED) within --timeout
 EXIT_TIMEOUT = 4  # connected, but the relay did not take the message within --timeout
 EXIT_FULL = 5  # the room or the relay has no place now
 EXIT_EXPIRED = 6  # the room's lifetime is over
@@ -42,9 +42,10 @@ _SEND_STATUSES = """exit status:
   1    the relay refused the room or this client (not a relay, a bad URL, ...)
   2    a mistyped key, a bad server address, message or option, or a key store
        error: nothing was sent
-  3    the relay was out of reach until --timeout
-  4    the relay was reached but did not say it took the message within
-       --timeout (what it had may still reach the room)
+  3    the relay was out of reach, or did not let this client into the room,
+       until --timeout: nothing was sent
+  4    the message went to the relay, which did not say it took it within
+       --timeout (it may still reach the room)
   5    the room or the relay is full for now: try later
   6    the room has expired
   130  stopped by SIGINT (^C)"""
@@ -210,11 +211,13 @@ async def _send(args: argparse.Namespace) -> int:
     text = _message_text(args.text)
     room = target.keys
     sent = _KnownIds(target.stored)
+    handed_over = False  # to the client, which may have written its PUBLISH since
     async with RoomClient(target.server, target.device, args.name) as client:
         try:
             async with asyncio.timeout(args.timeout):  # for the join and the send together
                 await client.join(room, target.expires_at_ms)
                 _warn_of_clock(client)
+                handed_over = True
                 message = await client.send_text(room.room_id, text)
             sent.record(message.message_id, message.timestamp_ms)
             sent.save()
@@ -225,8 +228,9 @@ async def _send(args: argparse.Namespace) -> int:
             print(f"instantroom: {printable(str(exc))}", file=sys.stderr)
             return EXIT_REFUSED
         except TimeoutError:
-            # Out of reach only if never reached: a message sent before the connection
-            # broke may have been taken, and a script that sends again must know it.
+            # 4 only once the message may have gone: one sent before the connection broke
+            # may have been taken, and a script that sends again must know it. Before
+            # that, nothing was sent, reached or not.
             if not client.reached:
                 if client.unreachable is not None:  # why the last try failed, in words
                     print(f"instantroom: {client.unreachable} Gave up after {args.timeout:g} s "
@@ -235,6 +239,11 @@ async def _send(args: argparse.Namespace) -> int:
                     print(f"instantroom: the relay at {printable(client.url)} could not be "
                           f"reached within {args.timeout:g} s (--timeout).",
                           file=sys.stderr)  # fmt: skip
+                return EXIT_UNREACHABLE
+            if not handed_over:
+                print(f"instantroom: the relay at {printable(client.url)} did not let this "
+                      f"client into the room within {args.timeout:g} s (--timeout): nothing "
+                      "was sent.", file=sys.stderr)  # fmt: skip
                 return EXIT_UNREACHABLE
             print("instantroom: the relay did not take the message in time.", file=sys.stderr)
             return EXIT_TIMEOUT

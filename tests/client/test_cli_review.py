@@ -29,7 +29,14 @@ from instantroom.testing import (
     running_relay,
 )
 from tests.client.test_cli import environment, instantroom, signals_at_default, typo_of
-from tests.client.test_room_client import FakeRelay, Frozen, Peer, joining_only, serving
+from tests.client.test_room_client import (
+    FakeRelay,
+    Frozen,
+    Peer,
+    joining_only,
+    serving,
+    silent,
+)
 from tests.client.test_rooms_cli import PASSWORD, cli
 
 
@@ -129,6 +136,23 @@ def test_send_whose_relay_went_away_after_taking_the_publish_says_it_may_have_be
     status, err = run(scenario())
     assert status == 4, err
     assert "did not take the message in time" in err
+
+
+def test_send_never_let_into_the_room_says_nothing_was_sent() -> None:
+    """Reached, but never let in (no JOINED): exit 4 said the message may have gone, and a
+    careful script dropped it; nothing had been sent. It is 3, as out of reach."""
+    key = make_minikey(secrets.randbelow)
+
+    async def scenario() -> tuple[int, str]:
+        async with FakeRelay(silent) as never_lets_in:
+            status, _, err = await instantroom(
+                "send", "--server", never_lets_in.url, "--key", key, "--timeout", "1", "hi"
+            )
+        return status, err
+
+    status, err = run(scenario())
+    assert status == 3, err
+    assert "did not let this client into the room within 1 s (--timeout): nothing was sent" in err
 
 
 def test_send_and_listen_say_when_this_computers_clock_is_far_from_the_relays(
