@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -245,3 +245,55 @@ def test_a_joiner_is_told_the_newest_count() -> None:
             await relay.shutdown()
 
     run(scenario())
+
+
+async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Poll ``condition``, a state of the relay or hub no event tells, until it holds."""
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110 - no event to wait on: polled
+            await asyncio.sleep(0.01)
+
+
+def test_a_joiners_count_read_late_is_not_lost_to_a_recount_read_early(
+    redis_server: RedisServer,
+) -> None:
+    """Asked earlier is not read earlier: a joiner's count write waits for a place to
+    call Redis in, a recount asked after it only reads and does not wait. The recount's
+    total, without the joiner, was told as the newest, and the joiner's own dropped: the
+    room showed one member fewer than it had until it changed again."""
+    room = fresh_room()
+
+    async def scenario() -> None:
+        async with started_hub(redis_server.url) as there:
+            hub = hub_redis.RedisHub(redis_server.url)
+            relay = Relay(RelayConfig(host=LOOPBACK, port=0), hub)
+            await relay.start()
+            await until(lambda: hub.healthy)
+            url = f"ws://{LOOPBACK}:{relay.port}/ws"
+            try:
+                async with raw_client(url) as alice, raw_client(url) as bob:
+                    await alice.join(room)
+                    there.room_opened(room.room_id)
+                    await there.subscribed(room.room_id)
+                    # A burst: every place to call Redis in is taken.
+                    for _ in range(hub_redis.CALLS_AT_ONCE):
+                        await hub._calls.acquire()
+                    challenge = await bob.challenge(room)
+                    await bob.send(bob.proof(room, challenge))
+                    held = relay.rooms[room.room_id]
+                    # Bob in, his count waiting for a place.
+                    await until(lambda: len(held.members) == 2 and bool(hub._calls._waiters))
+                    # Another relay's member comes: this relay is told, and recounts at once.
+                    assert await there.set_members(room.room_id, 1) == 2
+                    await until(lambda: held.announced == 2)  # read without Bob, and told
+                    for _ in range(hub_redis.CALLS_AT_ONCE):
+                        hub._calls.release()
+                    truth = 3
+                    await until(lambda: held.announced == truth)
+                    assert await there.members(room.room_id) == truth
+                    assert (await presences(alice))[-1] == truth
+                    assert (await presences(bob))[-1] == truth
+            finally:
+                await relay.shutdown()
+
+    run(scenario(), 30)

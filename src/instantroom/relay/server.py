@@ -1129,6 +1129,7 @@ class Relay:
                 # A newer count was told meanwhile, to the joiner too: JOINED says that one.
                 joined = frames.Joined(room_id, room.expires_at_ms, room.announced)
                 conn.push(encode_wire(frames.encode_frame(joined)))
+                self._ask_again_if_differs(room, total)
 
     def _check_space(self, conn: RelayConnection, requested_ms: int) -> None:
         """Raise ``RoomRefused`` unless one more fact fits, and, for one with an expiry,
@@ -1195,9 +1196,20 @@ class Relay:
                 total = await self.hub.members(room.room_id)
             except HubUnavailable:
                 total = len(room.members)
-        if self.rooms.get(room.room_id) is room and asked > room.counts_told:
+        if self.rooms.get(room.room_id) is not room:
+            return
+        if asked > room.counts_told:
             room.counts_told = asked
             self._presence(room, total)
+        else:
+            self._ask_again_if_differs(room, total)
+
+    def _ask_again_if_differs(self, room: Room, total: int) -> None:
+        """An older answer came after a newer one was told. Asked earlier is not read
+        earlier (a write waits for a place to call Redis in, a read does not): if they
+        differ, the one told may be the stale one, so Redis is read once more."""
+        if total != room.announced:
+            self._spawn(self._recount(room))
 
     def _members_changed(self, room_id: bytes) -> None:
         """Another relay's members of ``room_id`` came or went."""
