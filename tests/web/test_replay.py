@@ -21,7 +21,7 @@ from instantroom.protocol.envelope import Kind, new_message, seal_envelope
 from instantroom.protocol.join import sign_join_proof
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.testing import RelayProcess
-from tests.web.conftest import TIMEOUT_MS, Phone, open_vault, wait_for_stored
+from tests.web.conftest import TIMEOUT_MS, Phone, wait_for_stored
 
 PASSWORD = "bob's long password"
 F = TypeVar("F", bound=frames.Frame)
@@ -150,7 +150,10 @@ def test_a_message_shown_just_before_a_reload_is_kept_and_not_shown_twice(
         bob.expect_message("the last one")
         bob.page.reload()  # at once: the waiting save is written as the page goes
 
-        contents = open_vault(bob.page, PASSWORD)
+        # The old page's last write may commit a moment after the new page is up.
+        contents = wait_for_stored(
+            bob.page, PASSWORD, lambda stored: len(stored["rooms"][0]["messages"]) == 2
+        )
         kept = contents["rooms"][0]
         assert [m["text"] for m in kept["messages"]] == ["the one before", "the last one"]
         assert len(kept["recent"]) == 2
