@@ -472,6 +472,8 @@ def invites() -> list[dict[str, Any]]:
         "port-not-a-number": f"https:chat.example.org#{KEY_A}",
         "backslash-in-host": f"https://chat.example.org\\team#{KEY_A}",
         "unclosed-ipv6": f"https://[::1/#{KEY_A}",
+        "ipv6-that-is-no-address": f"https://[1.2.3.4]/#{KEY_A}",
+        "ipv6-with-ipv4-end": f"https://[::ffff:127.0.0.1]:8443/#{KEY_A}",
         "space-in-path": f"https://chat.example.org/a b/#{KEY_A}",
         "direction-override": f"https://chat.exa\u202eelpmaxe.org/#{KEY_A}",
         "host-in-another-script": f"https://\u0441hat.example.org/#{KEY_A}",

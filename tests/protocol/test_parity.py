@@ -840,6 +840,27 @@ def test_invite_readers_agree_at_the_edges(js: JsCore, text: str, expected: str)
     assert (python["ok"]["server"] if "ok" in python else python["error"]) == expected
 
 
+@FEW
+@given(inside=st.text(alphabet="0123456789abcdefABCDEF:.", max_size=45))
+def test_ipv6_hosts_agree(js: JsCore, inside: str) -> None:
+    """What is an IPv6 address between the brackets: Python's ipaddress and the URL
+    Standard's parser, each client's, must agree (PROTOCOL.md 3.7)."""
+    text = f"https://[{inside}]:8443/#{KEY}"
+    read = py(lambda: dict(zip(("server", "key"), parse_invite(text), strict=True)))
+    assert _invite_answer(js("parse_invite", text=text)) == _invite_answer(read)
+
+
+@pytest.mark.parametrize(
+    "inside",
+    ["::1", "::", "::ffff:1.2.3.4", "1:2:3:4:5:6:7:8", "0001::", "1:2:3:4:5:6:1.2.3.4",
+     "1.2.3.4", ":", ".", "1::2::3", "::1.2.3", "12345::", "::01.2.3.4", "1:2:3:4:5:6:7:8:9"],
+)  # fmt: skip
+def test_ipv6_hosts_agree_at_the_edges(js: JsCore, inside: str) -> None:
+    text = f"https://[{inside}]/#{KEY}"
+    read = py(lambda: dict(zip(("server", "key"), parse_invite(text), strict=True)))
+    assert _invite_answer(js("parse_invite", text=text)) == _invite_answer(read)
+
+
 SERVERS = [
     "https://relay.example", "https://relay.example/", "http://127.0.0.1:8765/",
     "https://relay.example/chat/ws", "https://relay.example/chat//", "https://[::1]:8765",

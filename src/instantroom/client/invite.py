@@ -7,6 +7,7 @@ link is.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import unicodedata
 from urllib.parse import urlsplit, urlunsplit
@@ -75,6 +76,16 @@ _AUTHORITY = re.compile(r"([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?
 _PATH = re.compile(r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?")
 
 
+def _is_ipv6(text: str) -> bool:
+    """Whether ``text`` is an IPv6 address as RFC 4291 writes one (as the URL Standard's
+    IPv6 parser, which the web client uses, takes it)."""
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_invite(text: str) -> tuple[str | None, str]:
     """``(server or None, key)`` from an invite link or a bare key; raises MiniKeyError for
     the key, UsageError for a relay address that is not one (PROTOCOL.md 3.7).
@@ -106,6 +117,8 @@ def parse_invite(text: str) -> tuple[str | None, str]:
     if where is None or _PATH.fullmatch(path) is None:
         raise UsageError(problem)
     host, port = where[1].lower(), where[2]
+    if host.startswith("[") and not _is_ipv6(host[1:-1]):
+        raise UsageError(problem)
     if port is not None:
         if not 1 <= int(port) <= 65535:
             raise UsageError(problem)

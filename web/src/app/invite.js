@@ -56,6 +56,17 @@ export function addressProblem(address) {
   return null;
 }
 
+/** Whether `text` is an IPv6 address, by the URL Standard's IPv6 parser (only to check
+ * it: the address is written as it was given, as invite.py writes it). */
+function isIpv6(text) {
+  try {
+    new URL(`http://[${text}]/`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * `{ server, key }` from an invite link or a bare key; `server` is null for a bare key.
  * Throws the MiniKeyError that names what is wrong with the key, or an Error for a relay
@@ -84,6 +95,7 @@ export function parseInvite(text) {
   const where = AUTHORITY.exec(authority);
   if (where === null || !PATH.test(given)) throw new Error(problem);
   let host = where[1].toLowerCase();
+  if (host.startsWith("[") && !isIpv6(host.slice(1, -1))) throw new Error(problem);
   if (where[2] !== undefined) {
     const port = Number(where[2]);
     if (port < 1 || port > 65535) throw new Error(problem);
