@@ -114,6 +114,13 @@ function Nav({ app, back = true }) {
         <button type="button" class="link" data-testid="nav-rooms" onClick={() => app.go("rooms", null)}>
           {/* The arrow is drawn, not read: "Rooms", not "single left-pointing angle quotation mark Rooms". */}
           <span aria-hidden="true">‹ </span>Rooms
+          {/* On a phone the tab's title, which counts them too, is out of sight. */}
+          {app.unread > 0 && (
+            <strong class="unread" data-testid="nav-unread">
+              {" · "}
+              {app.unread} new
+            </strong>
+          )}
         </button>
       ) : (
         <span class="brand">InstantRoom</span>
@@ -345,6 +352,7 @@ function Share({ app }) {
       <Nav app={app} />
       <main class="screen share">
         <Heading>Share “{room.label}”</Heading>
+        <Alert app={app} />
         <p class="hint">
           Anyone with this key can read and write in the room. Hand it over in person: show the QR code, or
           read the key aloud.
@@ -814,11 +822,14 @@ function Room({ app }) {
               {shown(live.error)}
             </p>
           )}
-          {live.droppedAhead && (
-            <p class="warning" data-testid="dropped-ahead">
-              ⚠ {live.droppedAhead}
-            </p>
-          )}
+          {/* Read out as it comes, as the reason above (a screen reader would not see it). */}
+          <div class="live-slot" role="status">
+            {live.droppedAhead && (
+              <p class="warning" data-testid="dropped-ahead">
+                ⚠ {live.droppedAhead}
+              </p>
+            )}
+          </div>
           <Alert app={app} />
           {/* Past every message's Delete button in one Tab: the keyboard's way to the message
               box, which comes after the conversation. Shows when it has the focus. */}
@@ -862,7 +873,9 @@ function Room({ app }) {
             onInput={(e) => setDraft(e.currentTarget.value)}
             onKeyDown={onKeyDown}
           />
-          <button type="submit" class="primary" data-testid="send">
+          {/* A tap leaves the focus in the message box: on a phone, a button that took it
+              would close the keyboard after every message. */}
+          <button type="submit" class="primary" data-testid="send" onMouseDown={(event) => event.preventDefault()}>
             Send
           </button>
         </form>

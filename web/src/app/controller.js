@@ -136,10 +136,18 @@ async function pageRelayTime() {
   return Number.isNaN(stated) ? null : stated + 500;
 }
 
-/** "12 minutes", "about 3 hours": how far off a clock is, in words. */
-function howFar(ms) {
+/** How often the device's clock is watched for a jump (CLOCK_JUMP_MS): set right, or wrong,
+ * while the page shows, it is compared with the relay's again. */
+const CLOCK_JUMP_CHECK_MS = 5_000;
+const CLOCK_JUMP_MS = 30_000;
+
+/** "12 minutes", "about 3 hours", "about 400 days": how far off a clock is, in words (a
+ * phone whose clock went back to 1970 is not "about 492000 hours" slow). */
+export function howFar(ms) {
   const minutes = Math.round(ms / 60_000);
-  return minutes < 120 ? `${minutes} minutes` : `about ${Math.round(minutes / 60)} hours`;
+  if (minutes < 120) return `${minutes} minutes`;
+  const hours = Math.round(minutes / 60);
+  return hours < 48 ? `about ${hours} hours` : `about ${Math.round(hours / 24)} days`;
 }
 
 export class App {
@@ -158,6 +166,7 @@ export class App {
     this.storeOptions = storeOptions;
     this._relayTime = relayTime;
     this.clockOffsetMs = 0; // the device's clock less the relay's, as last measured
+    this._clockKnown = false; // whether it was ever measured (not on an offline start)
     this.connectionOptions = connectionOptions;
     this.listeners = new Set();
     this.store = null;
@@ -167,6 +176,7 @@ export class App {
     // room id hex -> { members, messages, error, draft, unread }; the draft (what is typed
     // and not sent yet) lives here, in memory only, and so goes with a lock or the room
     this.live = new Map();
+    this.unread = 0; // the messages not seen yet, in every room (_countUnread)
     // The page's own title, without a count one shown before (a page restored from cache).
     this._title = (globalThis.document?.title || "InstantRoom").replace(/^\(\d+\) /, "");
     this.lastActivity = Date.now();
@@ -215,6 +225,7 @@ export class App {
       const answered = Date.now();
       if (relayMs === null || answered - asked > 10_000) return; // too slow to tell
       this.clockOffsetMs = Math.round((asked + answered) / 2 - relayMs);
+      this._clockKnown = true;
       this.changed();
     } catch {
       // No answer (offline, no relay behind the page): nothing to say.
@@ -246,6 +257,7 @@ export class App {
     }
     let unread = 0;
     for (const live of this.live.values()) unread += live.unread;
+    this.unread = unread;
     const title = unread ? `(${unread}) ${this._title}` : this._title;
     if (doc && doc.title !== title) doc.title = title;
   }
@@ -381,6 +393,7 @@ export class App {
     if (invite) Object.assign(this.state, { joinText: invite.text, joinServer: invite.server });
     this._page = window;
     this._checkClock();
+    this._watchClock();
     this._startHistory();
     window.addEventListener("hashchange", () => this._onHashChange());
     // A page coming back from the background checks at once, before showing anything.
@@ -395,8 +408,12 @@ export class App {
       }
     });
     window.addEventListener("pagehide", () => this.flushSave());
-    // Back on the network: try the relays now rather than at the end of their backoff.
-    window.addEventListener("online", () => this.reconnectNow());
+    // Back on the network: try the relays now rather than at the end of their backoff, and
+    // compare the clocks if that could not be done (an installed app started offline).
+    window.addEventListener("online", () => {
+      this.reconnectNow();
+      if (!this._clockKnown) this._checkClock();
+    });
     for (const type of ["pointerdown", "keydown", "touchstart"]) {
       window.addEventListener(type, () => (this.lastActivity = Date.now()), { passive: true });
     }
@@ -412,6 +429,21 @@ export class App {
     this.tabs?.addEventListener("message", (event) => this._onTabMessage(event.data));
     const exists = await KeyStore.exists(this.storeOptions);
     this.set({ screen: "unlock", firstVisit: !exists });
+  }
+
+  /** Compare the clocks again when the device's clock jumps against the page's monotonic
+   * one: set right (or wrong) while the page shows, as a computer's clock is by its time
+   * service after a wake-up, a warning would otherwise hold until the page was hidden. */
+  _watchClock() {
+    const wallLessMonotonic = () => Date.now() - performance.now();
+    let last = wallLessMonotonic();
+    const watch = setInterval(() => {
+      const now = wallLessMonotonic();
+      if (Math.abs(now - last) > CLOCK_JUMP_MS) this._checkClock();
+      last = now;
+    }, CLOCK_JUMP_CHECK_MS);
+    // For as long as the page lives; in Node (the tests), it keeps no process alive.
+    watch?.unref?.();
   }
 
   /** Forgot the password: delete the locked store, and start again. */
@@ -720,7 +752,11 @@ export class App {
     connection = new RoomConnection({ ...this.connectionOptions, serverUrl, deviceSeed: this.store.deviceKey().seed });
     const on = (type, handler) => connection.addEventListener(type, (event) => handler(event.detail));
     on("state", ({ state }) => {
-      if (state === "online") this._reached.add(connection);
+      if (state === "online") {
+        this._reached.add(connection);
+        // A relay answers now: the clocks could not be compared at the start (offline).
+        if (!this._clockKnown) this._checkClock();
+      }
       if (state === "reconnecting") this._failed.add(connection);
       this.changed();
     });
