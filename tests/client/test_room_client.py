@@ -1603,3 +1603,27 @@ def test_the_clock_offset_is_read_from_the_relays_date() -> None:
     assert "10 minutes fast" in (clock_warning(behind, CLOCK_WARNING_MS) or "")
     assert "about 3 hours slow" in (clock_warning(-3 * 3_600_000, CLOCK_WARNING_MS) or "")
     assert clock_warning(None, CLOCK_WARNING_MS) is None
+
+
+def test_a_clock_the_relay_says_is_fast_expires_no_room_early() -> None:
+    """A room's key is deleted at its expiry, for good: by a clock a day fast, every room
+    went at once. Rooms expire by this clock read back by what the relay's says; one on
+    time expires them as before."""
+
+    async def expired_within(clock_off_by: float) -> bool:
+        room = fresh_room()
+        async with (
+            FakeRelay(serving, clock_off_by=clock_off_by) as relay,
+            RoomClient(relay.url, device(), "alice") as alice,
+        ):
+            await alice.join(room, now_ms() + 1_500)  # over in 1.5 s, by this clock
+            try:
+                await asyncio.wait_for(
+                    wait_for(alice, lambda e: isinstance(e, RoomExpired)), timeout=4
+                )
+            except TimeoutError:
+                return False
+            return True
+
+    assert not run(expired_within(-24 * 3600))  # ours is a day fast: kept
+    assert run(expired_within(0))

@@ -687,6 +687,25 @@ describe("App: a device clock far from the relay's", () => {
   });
 });
 
+describe("App: rooms expire by a clock the relay's says is right", () => {
+  it("a device clock a day fast deletes no room early; one on time does", async () => {
+    const DAY = 24 * 3_600_000;
+    for (const [fastBy, kept] of [[DAY, true], [0, false]]) {
+      const { app } = await startApp({ relayTime: async () => Date.now() - fastBy });
+      await new Promise((resolve) => setTimeout(resolve, 0)); // the clocks compared
+      await app.unlock(PASSWORD, PASSWORD);
+      await app.createRoom({ label: "Trip", nickname: "Bob", lifetime: "day" });
+      const id = app.state.current;
+      // Made by the relay's time: a day's lifetime from then, not from a clock a day ahead.
+      assert.ok(app.room(id).expiresAtMs <= Date.now() - fastBy + DAY + 1000);
+      app.room(id).expiresAtMs = Date.now() - 60_000; // over, by this device's clock
+      app._checkExpiry();
+      assert.equal(app.room(id) !== null, kept, `fast by ${fastBy}`);
+      app.lock();
+    }
+  });
+});
+
 describe("App: a message dropped as dated ahead", () => {
   it("is said in its room, once however many come", async () => {
     const { app } = await startApp({ WebSocketImpl: RelaySocket });

@@ -440,6 +440,14 @@ class RoomClient:
         time. ``CLOCK_WARNING_MS`` or more either way is worth telling the user."""
         return self._clock_offset_ms
 
+    def expiry_now(self) -> int:
+        """The time rooms expire by, in ms: this machine's clock, read back by as much as the
+        relay's says it is fast (``CLOCK_WARNING_MS`` or more). A room's key is deleted at
+        its expiry, for good, and by a clock days fast every room would go at once; a
+        relay's word never deletes one early (a clock said slow is not read forward)."""
+        now, offset = now_ms(), self._clock_offset_ms
+        return now - offset if offset is not None and offset >= CLOCK_WARNING_MS else now
+
     @property
     def reached(self) -> bool:
         """Whether a connection to the relay was ever made: what was sent may have reached
@@ -516,7 +524,7 @@ class RoomClient:
         finds the outbox full gets ``NotSent`` at once."""
         self._check_running()
         now = now_ms()
-        if 0 < expires_at_ms <= now:
+        if 0 < expires_at_ms <= self.expiry_now():
             raise RoomGone("The room has expired.")
         state = self.session.rooms.get(room.room_id)
         future = self._joined.get(room.room_id)
@@ -898,7 +906,7 @@ class RoomClient:
     def _expire(self) -> None:
         """Once a second: rooms whose time is over are forgotten, here and now, and left
         on the relay."""
-        self.session.expire(now_ms())
+        self.session.expire(self.expiry_now())
         self._dispatch(self.session.events())
         self._flush_soon()
         self._schedule_expiry()

@@ -263,7 +263,7 @@ function Rooms({ app }) {
                   >
                     <span class="room-label">{room.label}</span>
                     <span class="room-meta">
-                      {live?.members ?? 0} online · {formatRemaining(room.expiresAtMs)}
+                      {live?.members ?? 0} online · {formatRemaining(room.expiresAtMs, app.expiryNow())}
                       {live?.unread > 0 && (
                         <>
                           {" · "}
@@ -759,7 +759,7 @@ function Room({ app }) {
               {live.members} online
             </span>
             {" · "}
-            <span>{formatRemaining(room.expiresAtMs)}</span>
+            <span>{formatRemaining(room.expiresAtMs, app.expiryNow())}</span>
           </p>
           <div class="actions small">
             <button type="button" data-testid="share-room" onClick={() => app.go("share", id)}>

@@ -232,6 +232,14 @@ export class App {
     }
   }
 
+  /** The time rooms expire by here. A room's key is deleted at its expiry, for good: by a
+   * clock days fast, every room would go at the next unlock. So a device's clock that the
+   * relay's says is fast is read back by that much; one said slow is not read forward (a
+   * relay's word never deletes a key early, and the relay refuses an expired room itself). */
+  expiryNow(now = Date.now()) {
+    return this._clockKnown && this.clockOffsetMs >= CLOCK_WARNING_MS ? now - this.clockOffsetMs : now;
+  }
+
   /** What to tell the user of this device's clock, or null when it is near the relay's. */
   get clockWarning() {
     const offset = this.clockOffsetMs;
@@ -556,7 +564,7 @@ export class App {
     this._releaseTabLock = release;
     if (!store.data.serverUrl) store.data.serverUrl = defaultServerUrl();
     this.lastActivity = Date.now();
-    const removed = store.purgeExpired(Date.now());
+    const removed = store.purgeExpired(this.expiryNow());
     if (removed.length) {
       await this.save();
       // Locked meanwhile (another tab wrote the store first): lock() said why.
@@ -749,7 +757,13 @@ export class App {
   connectionFor(serverUrl) {
     let connection = this.connections.get(serverUrl);
     if (connection) return connection;
-    connection = new RoomConnection({ ...this.connectionOptions, serverUrl, deviceSeed: this.store.deviceKey().seed });
+    const now = this.connectionOptions.now ?? (() => Date.now());
+    connection = new RoomConnection({
+      expiryNow: () => this.expiryNow(now()),
+      ...this.connectionOptions,
+      serverUrl,
+      deviceSeed: this.store.deviceKey().seed,
+    });
     const on = (type, handler) => connection.addEventListener(type, (event) => handler(event.detail));
     on("state", ({ state }) => {
       if (state === "online") {
@@ -943,7 +957,7 @@ export class App {
     if (!chosen) return this.set({ error: "Choose how long the room lives." });
     const store = this.store;
     const key = makeMinikey(randomBytes);
-    const now = Date.now();
+    const now = this.expiryNow(); // a clock known to be fast would stretch the lifetime
     const room = store.addRoom({
       key,
       label: label.trim() || "Room",
@@ -1272,7 +1286,7 @@ export class App {
 
   _checkExpiry() {
     if (!this.store) return;
-    const removed = this.store.purgeExpired(Date.now());
+    const removed = this.store.purgeExpired(this.expiryNow());
     if (!removed.length) return;
     for (const room of removed) {
       this.connections.get(room.serverUrl)?.leave(fromHex(room.roomId));
