@@ -11,6 +11,7 @@ import os
 import secrets
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, rooms_cli
 from .client.keystore import IDS_SAVED_WITHIN, KeyStore, KeyStoreError, StoredRoom
-from .display import clock_warning, printable
+from .display import clock_warning, dropped_ahead_warning, printable
 from .protocol.codes import ErrorCode
 from .protocol.errors import MiniKeyError, ProtocolError, UsageError
 from .protocol.kdf import DeviceKey, RoomKeys
@@ -37,6 +38,8 @@ EXIT_UNREACHABLE = 3  # not into the room (no connection, or no JOINED) within -
 EXIT_TIMEOUT = 4  # connected, but the relay did not take the message within --timeout
 EXIT_FULL = 5  # the room or the relay has no place now
 EXIT_EXPIRED = 6  # the room's lifetime is over
+# listen says a message dropped as dated ahead at most this often (seconds), as the chat.
+DROPPED_AHEAD_SAID_EVERY = 600.0
 _SEND_STATUSES = """exit status:
   0    the relay took the message (not a proof that anyone received it)
   1    the relay refused the room or this client (not a relay, a bad URL, ...)
@@ -133,15 +136,13 @@ class _Target:
 def _target(args: argparse.Namespace) -> _Target:
     """``--room`` takes the room from the key store (this install's device key, so members
     see the same fingerprint each time); ``--key`` makes a one-off device."""
-    from .client.invite import parse_invite
-
     if args.room:
         store = rooms_cli.open_store(args)
         stored = store.find(args.room)
         keys = RoomKeys.from_minikey(stored.key)
         server = args.server or stored.server
         return _Target(keys, server, store.device, stored.expires_at_ms, (store, stored))
-    linked_server, key = parse_invite(rooms_cli.key_text(args.key, "--room, --key"))
+    linked_server, key = rooms_cli.invite_or_key(rooms_cli.key_text(args.key, "--room, --key"))
     # INSTANTROOM_SERVER only where neither --server nor the link says: a setting for
     # bare keys must not send a stored room's or a link's messages elsewhere.
     server = args.server or linked_server or rooms_cli.default_server()
@@ -262,10 +263,13 @@ def _message_text(given: str) -> str:
             text = sys.stdin.read().removesuffix("\n").removesuffix("\r")
         except UnicodeDecodeError:
             raise refusal from None
-        if not text:
-            raise UsageError("Nothing to send: standard input held no text.")
     else:
         text = given
+    # As the chat sends no blank line: `send "$MSG"` with MSG unset is a script's mistake,
+    # not a message (it went out as an empty one, and exited 0).
+    if not text.strip():
+        said = "standard input held no text" if given == "-" else "the message is blank"
+        raise UsageError(f"Nothing to send: {said}.")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -275,7 +279,7 @@ def _message_text(given: str) -> str:
 
 async def _listen(args: argparse.Namespace) -> int:
     from .client.connection import JoinRefused, RelayRefused, RoomClient, RoomGone
-    from .protocol.session import MessageReceived, Refused, RoomExpired
+    from .protocol.session import MessageReceived, MessageRejected, Refused, RoomExpired
 
     target = _target(args)
     room = target.keys
@@ -289,6 +293,7 @@ async def _listen(args: argparse.Namespace) -> int:
     # ours, and the session would flag every member of --name's (default "anonymous") as
     # one writing under ours. A stored room's device key is the member's own.
     name = args.name if target.stored is not None else ""
+    dropped_ahead_at = -math.inf  # when a message dated ahead was last said dropped
     async with RoomClient(target.server, target.device, name) as client:
         try:
             await client.join(room, target.expires_at_ms, printed.known(), floor_ms=printed.floor())
@@ -305,6 +310,13 @@ async def _listen(args: argparse.Namespace) -> int:
                         if _print_received(received, as_json=args.json):
                             message = received.message
                             printed.record(message.message_id, message.timestamp_ms)
+                    case MessageRejected(room_id=room.room_id, ahead_ms=ahead_ms) if ahead_ms:
+                        # A clock set wrong, the sender's or ours: said as the chat says it,
+                        # at most every 10 minutes (a relay could send such by the thousand).
+                        if time.monotonic() - dropped_ahead_at > DROPPED_AHEAD_SAID_EVERY:
+                            dropped_ahead_at = time.monotonic()
+                            warning = dropped_ahead_warning(ahead_ms)
+                            print(f"instantroom: warning: {warning}", file=sys.stderr, flush=True)
                     case RoomExpired(room_id=room.room_id):
                         print("instantroom: the room has expired.", file=sys.stderr)
                         return EXIT_EXPIRED

@@ -73,6 +73,18 @@ def key_text(given: str | None, options: str = "KEY") -> str:
     return text
 
 
+def invite_or_key(text: str) -> tuple[str | None, str]:
+    """``parse_invite``, which also says so of a link that lost its ``#KEY`` (a chat app
+    that cuts it off, an address bar the web client took it out of): read as a key, it
+    was "a room key has 30 characters; this one has 20", a puzzle."""
+    if "#" not in text and "/" in text:  # no key holds a slash
+        raise UsageError(
+            "This link holds no room key: an invite link ends with # and the key, and that "
+            "part was cut off on the way. Ask for the whole link, or the key itself."
+        )
+    return parse_invite(text)
+
+
 def _password(prompt: str, confirm: bool = False) -> str:
     given = os.environ.get("INSTANTROOM_PASSWORD")
     if given is not None:
@@ -225,7 +237,7 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 
 def cmd_join(args: argparse.Namespace) -> int:
-    server, key = parse_invite(key_text(args.invite))
+    server, key = invite_or_key(key_text(args.invite))
     if server or args.server:
         check_server(server or args.server)  # before a store is made for it
     store = open_store(args, create=True)

@@ -825,8 +825,20 @@ class ChatApp(App[None]):
             (i for i, item in enumerate(rooms.children) if item.id == item_id(view.room_id)),
             None,
         )
+        draft = ""
         if view.room_id == self._selected:
+            # What was being written to this room must not go to the one shown next on
+            # Enter (the input line is shared): it is taken out, and shown there unsent.
+            if (line_in := self._widget("#input", MessageInput)) is not None:
+                draft, line_in.value = line_in.value, ""
             self._select(next(iter(self._views), None))
+        if draft.strip():
+            self._note(
+                self._current(),
+                f"What you were writing to {printable(view.stored.label)!r} was not sent: "
+                f"{printable(draft, newlines=True)}",
+                "warning",
+            )
         if index is not None:
             await rooms.remove_items([index])
         if self._selected is not None:
