@@ -132,8 +132,13 @@ def expiry_text(expires_at_ms: int, now_ms: int, *, with_time: bool = True) -> s
 
 
 def _how_far(ms: int) -> str:
+    """ "12 minutes", "about 3 hours", "about 400 days" (a clock back in 1970 is not "about
+    492000 hours" slow), as the web client says it."""
     minutes = round(ms / 60_000)
-    return f"{minutes} minutes" if minutes < 120 else f"about {round(minutes / 60)} hours"
+    if minutes < 120:
+        return f"{minutes} minutes"
+    hours = round(minutes / 60)
+    return f"about {hours} hours" if hours < 48 else f"about {round(hours / 24)} days"
 
 
 def dropped_ahead_warning(ahead_ms: int) -> str:

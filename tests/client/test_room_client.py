@@ -1602,6 +1602,7 @@ def test_the_clock_offset_is_read_from_the_relays_date() -> None:
     assert clock_warning(on_time, CLOCK_WARNING_MS) is None
     assert "10 minutes fast" in (clock_warning(behind, CLOCK_WARNING_MS) or "")
     assert "about 3 hours slow" in (clock_warning(-3 * 3_600_000, CLOCK_WARNING_MS) or "")
+    assert "about 20610 days slow" in (clock_warning(-1_780_700_000_000, CLOCK_WARNING_MS) or "")
     assert clock_warning(None, CLOCK_WARNING_MS) is None
 
 

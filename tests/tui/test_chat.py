@@ -607,6 +607,31 @@ def test_an_expired_room_is_gone_from_the_screen_and_the_store(
     run(scenario())
 
 
+def test_a_clock_the_relay_says_is_a_day_fast_deletes_no_room_early(tmp_path: Path) -> None:
+    """A room's key is deleted at its expiry, for good: by a clock a day ahead, every room
+    went at once. The chat expires rooms by this clock read back by what the relay's says;
+    a relay that says it is on time has them go as before."""
+
+    async def gone_within(clock_off_by: float) -> bool:
+        soon = now_ms() + 1_500  # over in 1.5 s, by this clock
+        store = new_store(
+            tmp_path / f"store{clock_off_by:g}.json",
+            room(make_minikey(secrets.randbelow), NOWHERE, "soon", expires_at_ms=soon),
+        )
+        async with FakeRelay(serving, clock_off_by=clock_off_by) as relay:
+            store.rooms[0].server = relay.url
+            async with on_screen(ChatApp(store, "alice")) as member:
+                await member.until(lambda: "connected" in member.status(), "connected")
+                try:
+                    await member.until(lambda: member.sidebar() == [], "the room to go")
+                except AssertionError:
+                    return False
+                return True
+
+    assert not run(gone_within(-24 * 3600))
+    assert run(gone_within(0))
+
+
 def test_key_and_qr_show_the_key_and_a_code_that_scans_to_the_invite(tmp_path: Path) -> None:
     key = make_minikey(secrets.randbelow)
     store = new_store(tmp_path / "store.json", room(key, NOWHERE))
