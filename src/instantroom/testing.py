@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -567,3 +568,32 @@ async def raw_client(url: str, **options: Any) -> AsyncIterator[RawClient]:
     }
     async with connect(url, **settings) as ws:
         yield RawClient(ws)
+
+
+@contextlib.contextmanager
+def fixed_answer(status: int, body: bytes, content_type: str, port: int = 0) -> Iterator[int]:
+    """A plain HTTP server on loopback ``port`` (0: a free one) that answers every GET with
+    ``status`` and ``body``: a relay of another build (404), a proxy whose relay is down
+    (502). Yields its port."""
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # no line on standard error per request
+
+    server = ThreadingHTTPServer((LOOPBACK, port), Answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -15,19 +15,9 @@ from instantroom.relay.config import RelayConfig
 from instantroom.relay.hub import HubUnavailable, MembersChanged, MemoryHub, RemoteDelivery
 from instantroom.relay.server import Relay
 from instantroom.testing import LOOPBACK, RawClient, fresh_room, raw_client, run
-from tests.backplane.test_redis_backplane import RedisServer, free_port, started_hub
+from tests.backplane.test_redis_backplane import RedisServer, started_hub
 
 BURST = 300  # joins or leaves at once: past the 100 connections of redis-py's pool
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer(free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_a_burst_of_joins_is_decided_with_redis(redis_server: RedisServer) -> None:

@@ -96,16 +96,6 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port)
 
 
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer(free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @contextlib.contextmanager
 def relays(count: int, backplane: str, *args: str) -> Iterator[list[RelayProcess]]:
     with contextlib.ExitStack() as stack:

@@ -5,15 +5,11 @@ that name no file, and nginx in front while relays of two builds serve side by s
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from instantroom.testing import (
-    LOOPBACK,
     RelayProcess,
+    fixed_answer,
     http_request,
     run,
     running_relay,
@@ -181,42 +177,14 @@ def test_content_types_and_paths_that_name_no_file(relay: RelayProcess) -> None:
     run(scenario())
 
 
-class OtherBuild(BaseHTTPRequestHandler):
-    """A relay of another build, as far as the hashed files go: it has none of these."""
-
-    def do_GET(self) -> None:
-        body = b"Not found.\n"
-        self.send_response(404)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def other_build() -> Iterator[int]:
-    server = ThreadingHTTPServer((LOOPBACK, 0), OtherBuild)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
 def test_nginx_finds_a_builds_files_while_relays_are_upgraded_one_at_a_time(
     tmp_path: Path,
 ) -> None:
     """The template's nginx spreads requests over the relays by turn: during a rolling
     upgrade the page comes from one build and its script, by turn, from a relay of the
     other, which 404s it (a blank page). A hashed file one relay lacks is asked of the next."""
-    with running_relay() as relay, other_build() as other_port:
+    other_build = fixed_answer(404, b"Not found.\n", "text/plain; charset=utf-8")
+    with running_relay() as relay, other_build as other_port:
         page = run(http_request(relay.port, "/"))
         assets = page_assets(page.body)
         if not assets:

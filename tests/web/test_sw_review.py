@@ -5,14 +5,11 @@ files of its own build that the worker kept."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 
 from playwright.sync_api import expect
 
-from instantroom.testing import LOOPBACK, running_relay
+from instantroom.testing import fixed_answer, running_relay
 from tests.web.conftest import Phone
 
 CACHE = "instantroom-shell-v1"
@@ -41,35 +38,6 @@ def evict_http_cache(phone: Phone) -> None:
         session.send("Network.clearBrowserCache")
     finally:
         session.detach()
-
-
-class BadGateway(BaseHTTPRequestHandler):
-    """What nginx says for a relay that is restarting or down."""
-
-    def do_GET(self) -> None:
-        body = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
-        self.send_response(502)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def bad_gateway(port: int) -> Iterator[None]:
-    server = ThreadingHTTPServer((LOOPBACK, port), BadGateway)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def test_an_app_installed_on_a_first_visit_starts_offline(
@@ -111,7 +79,8 @@ def test_an_error_page_from_a_proxy_does_not_take_the_apps_place(
         assert set(files) <= set(phone.page.evaluate(KEPT_WHEN, [CACHE, ["/", *files]]))
         port = relay.port
     evict_http_cache(phone)
-    with bad_gateway(port):
+    bad_gateway = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+    with fixed_answer(502, bad_gateway, "text/html", port):
         phone.page.reload()
         expect(phone.by("password-confirm")).to_be_visible()
         # The error page was not kept in the app's place.
