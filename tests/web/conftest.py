@@ -303,6 +303,16 @@ class Phone:
         )
 
 
+@contextlib.contextmanager
+def offline(phone: Phone) -> Iterator[None]:
+    """``phone`` with no network for the block (the relay still runs)."""
+    phone.context.set_offline(True)
+    try:
+        yield
+    finally:
+        phone.context.set_offline(False)
+
+
 def new_phone(browser: Browser, **options: Any) -> Phone:
     """A user: a phone-sized page in a new context of ``browser`` (``options`` override)."""
     context = browser.new_context(**{**PHONE, **options})

@@ -14,7 +14,15 @@ from playwright.sync_api import Browser, Playwright, expect
 
 from instantroom.protocol.kdf import RoomKeys
 from instantroom.testing import RelayProcess
-from tests.web.conftest import Phone, close_phones, launch, new_phone, read_vault, wait_for_stored
+from tests.web.conftest import (
+    Phone,
+    close_phones,
+    launch,
+    new_phone,
+    offline,
+    read_vault,
+    wait_for_stored,
+)
 from tests.web.test_replay import raw_member
 
 PASSWORD = "a long enough password"
@@ -281,12 +289,9 @@ def test_the_app_is_installable_and_its_shell_starts_offline(
     phone.page.reload()
     expect(phone.by("password-confirm")).to_be_visible()
     assert phone.page.evaluate("navigator.serviceWorker.controller !== null")
-    phone.context.set_offline(True)
-    try:
+    with offline(phone):
         phone.page.reload()
         expect(phone.by("password-confirm")).to_be_visible()
-    finally:
-        phone.context.set_offline(False)
 
 
 def test_a_new_build_of_the_app_takes_the_old_builds_files_out_of_the_cache(
@@ -347,12 +352,9 @@ def test_a_new_build_of_the_app_takes_the_old_builds_files_out_of_the_cache(
     assert "/" in cached
     # Opening another file of the relay's does not take the app's place offline.
     phone.page.goto(relay.url.rstrip("/") + "/icon.svg")
-    phone.context.set_offline(True)
-    try:
+    with offline(phone):
         phone.page.goto(relay.url)
         expect(phone.by("password-confirm")).to_be_visible()
-    finally:
-        phone.context.set_offline(False)
     assert not [path for path in cached if path.startswith(("/ws", "/healthz", "/metrics"))]
     assert json.dumps(cached).count("/assets/") >= 2  # the script and the stylesheet
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from playwright.sync_api import expect
 
 from instantroom.testing import fixed_answer, running_relay
-from tests.web.conftest import Phone
+from tests.web.conftest import Phone, offline
 
 CACHE = "instantroom-shell-v1"
 
@@ -55,12 +55,9 @@ def test_an_app_installed_on_a_first_visit_starts_offline(
         assert set(files) <= set(paths)
     # The relay is gone and the browser's HTTP cache with it: only the worker's cache.
     evict_http_cache(phone)
-    phone.context.set_offline(True)
-    try:
+    with offline(phone):
         phone.page.reload()
         expect(phone.by("password-confirm")).to_be_visible()
-    finally:
-        phone.context.set_offline(False)
 
 
 def test_an_error_page_from_a_proxy_does_not_take_the_apps_place(

@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 
 from instantroom.protocol.kdf import RoomKeys
 from instantroom.testing import RelayProcess, running_relay
-from tests.web.conftest import Phone
+from tests.web.conftest import Phone, offline
 from tests.web.test_replay import raw_member
 from tests.web.test_sw_review import CACHE, KEPT_WHEN, PAGE_FILES, evict_http_cache
 
@@ -72,15 +72,12 @@ def test_an_app_started_offline_compares_the_clocks_once_a_relay_answers(
         files = phone.page.evaluate(PAGE_FILES)
         assert set(files) <= set(phone.page.evaluate(KEPT_WHEN, [CACHE, files]))
         evict_http_cache(phone)
-        phone.context.set_offline(True)
-        try:
+        with offline(phone):
             phone.page.reload()
             phone.unlock(PASSWORD)
             phone.by("room-item").click()
             expect(phone.by("reconnect-now")).to_be_visible()
             expect(phone.by("clock-warning")).to_have_count(0)  # nothing known yet
-        finally:
-            phone.context.set_offline(False)
         phone.by("reconnect-now").click()
         phone.expect_online()
         expect(phone.by("clock-warning")).to_contain_text("clock is 10 minutes fast")
