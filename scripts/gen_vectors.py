@@ -45,6 +45,7 @@ from instantroom.protocol.minikey import (
     spell_minikey,
 )
 from instantroom.protocol.names import canonical_name, mixed_scripts
+from instantroom.protocol.roster import ROLL_CALL_WINDOW_MS, Roster, answer_delay_ms
 
 OUT = Path(__file__).resolve().parent.parent / "vectors" / "protocol.json"
 KEY_A = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy"  # the published example of the format
@@ -576,6 +577,260 @@ def replay_filter() -> list[dict[str, Any]]:
     ]
 
 
+# Members of the presence scenarios: device keys from labels, as the devices above.
+PRESENCE_KEYS = {
+    who: DeviceKey.from_private_bytes(fixed_bytes(f"presence-{who}", 32)).public_key
+    for who in ("bob", "carol", "dave", "erin", "frank", "grace", "heidi")
+}
+
+
+def _kind_name(kind: int) -> str | int:
+    return Kind(kind).name if kind in Kind._value2member_map_ else kind
+
+
+def _presence_scenario(
+    case: str, own_key: bytes, steps: list[tuple[Any, ...]], *, announce: bool = True
+) -> dict[str, Any]:
+    """Run ``steps`` through the reference roster and record, after each, what it sends
+    and holds. A step is ("joined", count, now), ("count", count, now), ("heard", kind,
+    who, name, key_changed, now) with ``who`` a name of PRESENCE_KEYS or a key, ("tick",
+    now) or ("leaving",)."""
+    roster = Roster(own_key, announce=announce)
+    recorded = []
+    clock = 0
+    for op, *args in steps:
+        step: dict[str, Any] = {"op": op}
+        if op != "leaving":
+            assert args[-1] >= clock, f"{case}: time goes back"
+            clock = args[-1]
+        if op == "joined":
+            roster.joined(*args)
+            step |= {"count": args[0], "now": args[1]}
+        elif op == "count":
+            roster.count_changed(*args)
+            step |= {"count": args[0], "now": args[1]}
+        elif op == "heard":
+            kind, who, name, key_changed, now = args
+            key = PRESENCE_KEYS[who] if isinstance(who, str) else who
+            roster.heard(kind, key, name, key_changed, now)
+            step |= {"kind": _kind_name(kind), "from": key.hex(), "name": name,
+                     "key_changed": key_changed, "now": now}  # fmt: skip
+        elif op == "tick":
+            roster.tick(args[0])
+            step["now"] = args[0]
+        else:
+            assert op == "leaving"
+            roster.leaving()
+        step["sends"] = [kind.name for kind in roster.take_sends()]
+        step["members"] = [
+            {"key": m.device_key.hex(), "name": m.name, "key_changed": m.key_changed}
+            for m in roster.members
+        ]
+        recorded.append(step)
+    return {"id": case, "own_key": own_key.hex(), "announce": announce, "steps": recorded}
+
+
+def presence() -> list[dict[str, Any]]:
+    now = 1_790_000_000_000
+    own = DEVICE_A.public_key
+    window = ROLL_CALL_WINDOW_MS
+
+    def d(who: str) -> int:
+        return answer_delay_ms(own, PRESENCE_KEYS[who])
+
+    d0 = answer_delay_ms(own, bytes(32))  # a roll call of our own
+    assert min(d0, *(d(who) for who in PRESENCE_KEYS)) > 1, "the ticks below need d > 1"
+    j, h, lv, text, typing = Kind.JOIN, Kind.HERE, Kind.LEAVE, Kind.TEXT, Kind.TYPING
+    return [
+        _presence_scenario(
+            "answer-delay-and-coalescing",
+            own,
+            [
+                ("joined", 1, now),  # our own JOIN, at once
+                ("heard", j, "bob", "bob", False, now + 100),  # a HERE in d(bob)
+                ("heard", j, "carol", "carol", False, now + 150),  # the same HERE answers
+                ("tick", now + 100 + d("bob") - 1),
+                ("tick", now + 100 + d("bob")),  # one HERE for both JOINs
+                ("tick", now + 3500),  # nothing more
+                ("heard", j, "dave", "dave", False, now + 4000),  # after it: a new HERE
+                ("tick", now + 4000 + d("dave") - 1),
+                ("tick", now + 4000 + d("dave")),
+            ],
+        ),
+        _presence_scenario(
+            "own-join-on-each-joined-answers-too",
+            own,
+            [
+                ("joined", 2, now),
+                ("heard", h, "bob", "bob", False, now + 300),
+                ("heard", j, "carol", "carol", False, now + 10_000),  # a HERE waits...
+                ("joined", 3, now + 10_001),  # ...a reconnect: our JOIN answers instead
+                ("tick", now + 10_000 + d("carol")),  # so no HERE
+                ("heard", h, "carol", "carol", False, now + 10_200),
+                ("tick", now + 10_001 + window),  # bob, silent since, is gone
+            ],
+        ),
+        _presence_scenario(
+            "a-join-due-with-a-here-goes-alone",
+            own,
+            [
+                ("joined", 3, now),
+                ("heard", h, "bob", "bob", False, now + 10),
+                ("heard", j, "carol", "carol", False, now + 20),  # a HERE in d(carol)
+                ("count", 2, now + 30),  # someone went: our JOIN planned in d0
+                ("tick", now + max(20 + d("carol"), 30 + d0)),  # both due: the JOIN only
+                ("tick", now + 5000),
+            ],
+        ),
+        _presence_scenario(
+            "leave-and-kinds",
+            own,
+            [
+                ("joined", 4, now),
+                ("heard", typing, "bob", "bob", False, now + 1),  # any kind adds
+                ("heard", 9, "carol", "carol", False, now + 2),  # one v1 does not name too
+                ("heard", text, "dave", "dave", False, now + 3),
+                ("heard", h, "bob", "Bob", True, now + 4),  # a new name: kept in its place
+                ("heard", 255, "bob", "Bob", True, now + 5),  # heard again: no change
+                ("heard", lv, "carol", "carol", False, now + 6),  # removed
+                ("heard", lv, "erin", "erin", False, now + 7),  # not known: nothing to remove
+                ("leaving",),  # our LEAVE; from now on we answer nothing
+                ("heard", j, "frank", "frank", False, now + 8),
+                ("tick", now + 8 + d("frank")),
+                ("tick", now + 9 + window),
+                ("joined", 3, now + 20_000),  # let in again: announcing again
+            ],
+        ),
+        _presence_scenario(
+            "roll-call-removes-who-did-not-answer",
+            own,
+            [
+                ("joined", 3, now),
+                ("heard", h, "bob", "bob", False, now + 100),
+                ("heard", h, "carol", "carol", False, now + 200),
+                ("tick", now + window),  # our JOIN's roll call: both answered
+                ("heard", j, "dave", "dave", False, now + 10_000),  # dave's roll call
+                ("heard", h, "bob", "bob", False, now + 10_500),  # bob answers, carol not
+                ("tick", now + 10_000 + d("dave")),  # our answer
+                ("tick", now + 10_000 + window - 1),
+                ("tick", now + 10_000 + window),  # carol, last heard before it, goes
+            ],
+        ),
+        _presence_scenario(
+            "one-roll-call-judged-at-a-time",
+            own,
+            [
+                ("joined", 6, now),
+                ("heard", text, "erin", "erin", False, now + 1000),
+                ("tick", now + window),  # the first roll call
+                ("heard", j, "bob", "bob", False, now + 10_000),  # judged at +15 000
+                ("heard", text, "grace", "grace", False, now + 10_500),
+                ("heard", j, "carol", "carol", False, now + 11_000),  # remembered...
+                ("heard", text, "frank", "frank", False, now + 11_500),
+                ("heard", j, "dave", "dave", False, now + 12_000),  # ...then replaced
+                ("heard", text, "heidi", "heidi", False, now + 12_500),
+                ("heard", h, "bob", "bob", False, now + 13_000),
+                ("tick", now + 10_000 + window),  # erin goes
+                ("tick", now + 11_000 + window),  # carol's roll call is not judged
+                ("tick", now + 12_000 + window - 1),
+                ("tick", now + 12_000 + window),  # dave's: grace, carol and frank go
+            ],
+        ),
+        _presence_scenario(
+            "count-down-calls-a-roll-call",
+            own,
+            [
+                ("joined", 3, now),
+                ("heard", h, "bob", "bob", False, now + 100),
+                ("heard", h, "carol", "carol", False, now + 200),
+                ("tick", now + window),
+                ("count", 3, now + 9000),  # the same count again: nothing
+                ("count", 4, now + 9500),  # up: nothing
+                ("count", 3, now + 10_000),  # down: our JOIN in d0
+                ("count", 2, now + 10_100),  # down again: the plan stands
+                ("tick", now + 10_000 + d0 - 1),
+                ("tick", now + 10_000 + d0),  # the roll call
+                ("heard", h, "bob", "bob", False, now + 10_000 + d0 + 300),
+                ("tick", now + 10_000 + d0 + window),  # carol goes
+                ("heard", lv, "bob", "bob", False, now + 20_000),
+                ("count", 1, now + 30_000),  # down, but the roster is empty...
+                ("tick", now + 30_000 + d0 + 1000),  # ...so no roll call
+            ],
+        ),
+        _presence_scenario(
+            "count-down-a-leave-explains",
+            own,
+            [
+                ("joined", 5, now),
+                ("heard", h, "bob", "bob", False, now + 1),
+                ("heard", h, "carol", "carol", False, now + 2),
+                ("heard", h, "dave", "dave", False, now + 3),
+                ("heard", h, "erin", "erin", False, now + 4),
+                ("heard", lv, "bob", "bob", False, now + 1000),
+                ("count", 4, now + 1000 + window),  # explained: 3 others, 3 entries
+                ("tick", now + 1000 + window + d0),
+                ("count", 3, now + 7000),  # not: 2 others for 3 entries
+                ("tick", now + 7000 + d0),  # the roll call
+                ("heard", h, "carol", "carol", False, now + 7600),
+                ("heard", h, "dave", "dave", False, now + 7700),
+                ("heard", h, "erin", "erin", False, now + 7800),
+                ("count", 4, now + 10_000),  # someone came, silent
+                ("heard", lv, "carol", "carol", False, now + 20_000),
+                ("count", 3, now + 20_001 + window),  # 3 others for 2, but 5 001 ms late
+                ("tick", now + 20_001 + window + d0),
+            ],
+        ),
+        _presence_scenario(
+            "count-down-plan-dropped-by-a-join",
+            own,
+            [
+                ("joined", 3, now),
+                ("heard", h, "bob", "bob", False, now + 1),
+                ("heard", h, "carol", "carol", False, now + 2),
+                ("count", 2, now + 10_000),
+                ("heard", j, "dave", "dave", False, now + 10_001),  # the roll call: no JOIN
+                ("tick", now + 10_000 + d0),
+                ("tick", now + 10_001 + d("dave")),  # only the answer
+                ("count", 1, now + 20_000),
+                ("joined", 2, now + 20_001),  # our own JOIN (a reconnect) drops it too
+                ("tick", now + 20_000 + d0),
+            ],
+        ),
+        _presence_scenario(
+            "a-member-that-announces-nothing",
+            DEVICE_B.public_key,
+            [
+                ("heard", text, "bob", "bob", False, now),
+                ("joined", 3, now + 10),  # no JOIN, so no roll call of its own
+                ("tick", now + 10 + window),  # bob stays
+                ("heard", j, "carol", "carol", False, now + 6000),  # no HERE; a roll call
+                ("heard", h, "dave", "dave", False, now + 6030),
+                ("tick", now + 6000 + 2000),
+                ("count", 2, now + 8500),  # no roll call of its own either
+                ("tick", now + 6000 + window),  # carol's: bob goes
+                ("heard", lv, "dave", "dave", False, now + 12_000),
+                ("leaving",),
+            ],
+            announce=False,
+        ),
+        _presence_scenario(
+            "own-key-heard-is-ignored",
+            own,
+            [
+                ("joined", 3, now),
+                ("heard", h, "bob", "bob", False, now + 1),
+                ("tick", now + window),
+                ("heard", j, own, "me", False, now + 10_000),  # no entry, HERE nor roll call
+                ("heard", text, own, "me", False, now + 10_001),
+                ("tick", now + 10_000 + window),  # bob stays
+                ("heard", lv, own, "me", False, now + 20_000),  # explains nothing
+                ("count", 2, now + 20_001),
+                ("tick", now + 20_001 + d0),  # a roll call
+            ],
+        ),
+    ]
+
+
 def build() -> dict[str, Any]:
     return {
         "about": "InstantRoom protocol v1 test vectors. Made by scripts/gen_vectors.py; "
@@ -598,6 +853,7 @@ def build() -> dict[str, Any]:
         "canonical_names": canonical_names(),
         "invites": invites(),
         "replay_filter": replay_filter(),
+        "presence": presence(),
     }
 
 

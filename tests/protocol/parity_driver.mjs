@@ -18,6 +18,7 @@ import { signatureIsGood, signJoinProof, verifyJoinProof } from "../../web/src/p
 import { deviceKeyFromSeed, fingerprint, roomKeysFromMinikey } from "../../web/src/protocol/kdf.js";
 import { formatMinikey, parseMinikey, rootSecret, spellMinikey } from "../../web/src/protocol/minikey.js";
 import { canonicalName, mixedScripts } from "../../web/src/protocol/names.js";
+import { Roster } from "../../web/src/protocol/roster.js";
 import { ClientSession } from "../../web/src/protocol/session.js";
 
 const BYTE_FIELDS = new Set(["room_id", "room_public_key", "challenge", "signature", "envelope"]);
@@ -89,6 +90,28 @@ function randomStream() {
   };
 }
 
+/** A kind as the presence vectors write it: its name, or its number if v1 names none. */
+const kindName = (kind) => Object.keys(envelopes.Kind).find((name) => envelopes.Kind[name] === kind) ?? kind;
+
+/** Roster members as both sides write them. */
+const membersOf = (members) =>
+  members.map((m) => ({ key: hex(m.deviceKey), name: m.name, fingerprint: m.fingerprint, key_changed: m.keyChanged }));
+
+/** A roster driven step by step (the ops of the presence vectors, kinds as numbers); after
+ * each, what it sends and holds. */
+function roster({ own_key, announce, steps }) {
+  const r = new Roster(fromHex(own_key), { announce });
+  return steps.map((step) => {
+    if (step.op === "joined") r.joined(step.count, step.now);
+    else if (step.op === "count") r.countChanged(step.count, step.now);
+    else if (step.op === "heard") r.heard(step.kind, fromHex(step.from), step.name, step.key_changed, step.now);
+    else if (step.op === "tick") r.tick(step.now);
+    else if (step.op === "leaving") r.leaving();
+    else throw new Error(`no op ${step.op}`);
+    return { sends: r.takeSends().map(kindName), members: membersOf(r.members), version: r.version };
+  });
+}
+
 /** An event as the Python side writes its own: type, then the fields both have. */
 function eventOf(event) {
   const room = hex(event.roomId ?? new Uint8Array());
@@ -116,14 +139,17 @@ function eventOf(event) {
       return { type: "expired", room_id: room };
     case "pong":
       return { type: "pong", token: String(event.token) };
+    case "members":
+      return { type: "members", room_id: room, members: membersOf(event.members) };
     default:
       return { type: event.type };
   }
 }
 
-/** A client session driven step by step; after each, the frames it sends and its events. */
-async function session({ seed, name, key, expires_at_ms, steps }) {
-  const client = new ClientSession({ deviceSeed: fromHex(seed), randomBytes: randomStream() });
+/** A client session driven step by step; after each, the frames it sends, its events and
+ * the room's members. */
+async function session({ seed, name, key, expires_at_ms, announce = false, steps }) {
+  const client = new ClientSession({ deviceSeed: fromHex(seed), randomBytes: randomStream(), announce });
   const room = roomKeysFromMinikey(key);
   const results = [];
   for (const step of steps) {
@@ -137,13 +163,20 @@ async function session({ seed, name, key, expires_at_ms, steps }) {
       else if (step.do === "send_text") await client.sendText(room.roomId, step.text, step.now);
       else if (step.do === "remember") client.remember(room.roomId, fromHex(step.id), step.t, step.now);
       else if (step.do === "remember_floor") client.rememberFloor(room.roomId, step.floor, step.now);
-      else if (step.do === "leave") client.leave(room.roomId);
+      else if (step.do === "leave") await client.leave(room.roomId, step.now ?? undefined);
+      else if (step.do === "tick") await client.tick(step.now);
+      else if (step.do === "announce_leaving") await client.announceLeaving(step.now ?? undefined);
       else throw new Error(`no step ${step.do}`);
     } catch (caught) {
       if (!(caught instanceof ProtocolError)) throw caught;
       error = caught.name;
     }
-    results.push({ frames: client.framesToSend().map(hex), events: client.events().map(eventOf), error });
+    results.push({
+      frames: client.framesToSend().map(hex),
+      events: client.events().map(eventOf),
+      error,
+      members: membersOf(client.members(room.roomId)), // as members() answers after the step
+    });
   }
   return results;
 }
@@ -189,6 +222,7 @@ const ops = {
   },
   unpad: ({ padded }) => envelopes.unpad(fromHex(padded)),
   replay,
+  roster,
   parse_invite: ({ text }) => parseInvite(text),
   format_invite: ({ server, key }) => formatInvite(server, key),
   session,

@@ -58,6 +58,7 @@ from instantroom.protocol.minikey import (
     spell_minikey,
 )
 from instantroom.protocol.names import canonical_name, mixed_scripts
+from instantroom.protocol.roster import ROLL_CALL_WINDOW_MS, Member, Roster
 from tests.strategies import any_frame
 
 from .corpus import KEY_A, KEY_B, PROTOCOL
@@ -910,6 +911,19 @@ SESSION_NAMES = [
 ]
 
 
+def _members(members: tuple[Member, ...]) -> list[dict[str, Any]]:
+    """Roster entries as the driver writes them."""
+    return [
+        {
+            "key": member.device_key.hex(),
+            "name": member.name,
+            "fingerprint": member.fingerprint,
+            "key_changed": member.key_changed,
+        }
+        for member in members
+    ]
+
+
 def _event(event: Any) -> dict[str, Any]:
     from instantroom.protocol import session
 
@@ -947,6 +961,8 @@ def _event(event: Any) -> dict[str, Any]:
             return {"type": "expired", "room_id": room}
         case session.PongReceived(token):
             return {"type": "pong", "token": str(token)}
+        case session.MembersChanged(_, members):
+            return {"type": "members", "room_id": room, "members": _members(members)}
     raise AssertionError(f"an event the test does not know: {type(event).__name__}")
 
 
@@ -954,7 +970,8 @@ def _session_in_python(script: dict[str, Any]) -> list[dict[str, Any]]:
     from instantroom.protocol.session import ClientSession
 
     device = DeviceKey.from_private_bytes(bytes.fromhex(script["seed"]))
-    client = ClientSession(device, script["name"], token_bytes=_stream())
+    announce = script.get("announce", False)
+    client = ClientSession(device, script["name"], token_bytes=_stream(), announce=announce)
     room = RoomKeys.from_minikey(script["key"])
     results = []
     for step in script["steps"]:
@@ -978,7 +995,11 @@ def _session_in_python(script: dict[str, Any]) -> list[dict[str, Any]]:
                 case "remember_floor":
                     client.remember_floor(room.room_id, step["floor"], step["now"])
                 case "leave":
-                    client.leave(room.room_id)
+                    client.leave(room.room_id, step.get("now"))
+                case "tick":
+                    client.tick(step["now"])
+                case "announce_leaving":
+                    client.announce_leaving(step.get("now"))
         except ProtocolError as exc:
             error = type(exc).__name__
         results.append(
@@ -986,6 +1007,7 @@ def _session_in_python(script: dict[str, Any]) -> list[dict[str, Any]]:
                 "frames": [frame.hex() for frame in client.frames_to_send()],
                 "events": [_event(event) for event in client.events()],
                 "error": error,
+                "members": _members(client.members(room.room_id)),
             }
         )
     return results
@@ -994,8 +1016,9 @@ def _session_in_python(script: dict[str, Any]) -> list[dict[str, Any]]:
 @st.composite
 def session_scripts(draw: st.DrawFn) -> dict[str, Any]:
     """A member's session: it joins (knowing an expiry or not), the relay names an expiry
-    of its own, other members write under look-alike names from clocks hours off, the
-    member's own clock jumps, it writes, the relay acknowledges or refuses, reconnects."""
+    of its own, other members write under look-alike names from clocks hours off, and say
+    who they are (JOIN, HERE, LEAVE), the member's own clock jumps, it writes, ticks,
+    announces itself or not, leaves, the relay acknowledges or refuses, reconnects."""
     room = ROOMS[KEY_A]
     seed = draw(st.sampled_from(SESSION_SEEDS))
     clock = NOW
@@ -1019,10 +1042,19 @@ def session_scripts(draw: st.DrawFn) -> dict[str, Any]:
         st.integers(-4 * HOUR, 4 * HOUR),
     )
     for _ in range(draw(st.integers(1, 14))):
-        action = draw(st.integers(0, 13))
+        action = draw(st.integers(0, 16))
         if action in (12, 13):  # a name written again, by another key, of another kind
             action = 0
-        if action == 10:
+        if action == 14:
+            # Time passes as a member's timer sees it: answers and roll calls come due.
+            clock += draw(st.sampled_from([0, 1, 999, 1000, 2000, 4999, 5000, 5001, 7000]))
+            steps.append({"do": "tick", "now": clock})
+        elif action == 15:
+            steps.append({"do": "announce_leaving", "now": clock})
+        elif action == 16:
+            # Leaving with no time: the LEAVE message is stamped with the last one given.
+            steps.append({"do": "leave", "now": draw(st.sampled_from([None, clock]))})
+        elif action == 10:
             steps.append({"do": "send_text", "text": "later", "now": clock})
             steps.append(
                 {
@@ -1038,7 +1070,9 @@ def session_scripts(draw: st.DrawFn) -> dict[str, Any]:
             message = Message(
                 draw(st.sampled_from([b"\x01" * 16, b"\x02" * 16, b"\x03" * 16])),
                 max(0, clock + draw(skews)),
-                draw(st.sampled_from([Kind.TEXT, Kind.TEXT, Kind.TYPING, 9])),
+                draw(
+                    st.sampled_from([Kind.TEXT, Kind.TYPING, 9, Kind.JOIN, Kind.HERE, Kind.LEAVE])
+                ),
                 sender.public_key,
                 draw(st.sampled_from(SESSION_NAMES[:2] if draw(st.booleans()) else SESSION_NAMES)),
                 b"hi",
@@ -1083,6 +1117,7 @@ def session_scripts(draw: st.DrawFn) -> dict[str, Any]:
         "name": draw(st.sampled_from(SESSION_NAMES)),
         "key": KEY_A,
         "expires_at_ms": draw(expiries),
+        "announce": draw(st.booleans()),
         "steps": steps,
     }
 
@@ -1093,7 +1128,9 @@ def test_sessions_agree(js: JsCore, script: dict[str, Any]) -> None:
     assert js("session", **script) == {"ok": _session_in_python(script)}
 
 
-def _joined_script(expiry: int, relay_expiry: int, steps: list[dict[str, Any]]) -> dict[str, Any]:
+def _joined_script(
+    expiry: int, relay_expiry: int, steps: list[dict[str, Any]], *, announce: bool = False
+) -> dict[str, Any]:
     room = ROOMS[KEY_A]
     challenge = frames.encode_frame(frames.Challenge(room.room_id, bytes(32)))
     joined = frames.encode_frame(frames.Joined(room.room_id, relay_expiry, 2))
@@ -1102,6 +1139,7 @@ def _joined_script(expiry: int, relay_expiry: int, steps: list[dict[str, Any]]) 
         "name": "alice",
         "key": KEY_A,
         "expires_at_ms": expiry,
+        "announce": announce,
         "steps": [
             {"do": "join"},
             {"do": "connect"},
@@ -1129,6 +1167,13 @@ def _delivery(
 
 
 MINUTE = 60_000
+
+
+def _presence(members: int, now: int) -> dict[str, Any]:
+    frame = frames.encode_frame(frames.Presence(ROOMS[KEY_A].room_id, members))
+    return {"do": "receive", "frame": frame.hex(), "now": now}
+
+
 SESSION_EDGES = {
     # A room's expiry, by the client's own clock: at it, and a millisecond before.
     "expiry-edge": _joined_script(
@@ -1215,6 +1260,50 @@ SESSION_EDGES = {
             ),
         ],
     ),
+    # An announcing member (PROTOCOL.md 5.7): its JOIN at JOINED, before the outbox; a HERE
+    # for bob's JOIN at a tick; carol silent past a roll call; the count going down; its
+    # LEAVE message before the LEAVE frame.
+    "announcing-member": _joined_script(
+        0,
+        0,
+        [
+            {"do": "send_text", "text": "hi", "now": NOW},
+            {"do": "lost"},
+            {"do": "connect"},
+            {
+                "do": "receive",
+                "frame": frames.encode_frame(
+                    frames.Challenge(ROOMS[KEY_A].room_id, bytes(32))
+                ).hex(),
+                "now": NOW,
+            },
+            {
+                "do": "receive",
+                "frame": frames.encode_frame(frames.Joined(ROOMS[KEY_A].room_id, 0, 3)).hex(),
+                "now": NOW,
+            },
+            _delivery(NOW, NOW, b"\x01" * 16, seed=SESSION_SEEDS[2], name="carol", kind=Kind.TEXT),
+            _delivery(NOW, NOW + 1, b"\x02" * 16, kind=Kind.JOIN),
+            *({"do": "tick", "now": NOW + t} for t in range(0, 7001, 1000)),
+            _presence(2, NOW + 7000),
+            *({"do": "tick", "now": NOW + t} for t in range(8000, 16001, 1000)),
+            {"do": "leave"},
+        ],
+        announce=True,
+    ),
+    # A member that announces nothing hears the others, tells no "members", and leaves at once.
+    "silent-member": _joined_script(
+        0,
+        0,
+        [
+            _delivery(NOW, NOW, b"\x02" * 16, kind=Kind.JOIN),
+            {"do": "tick", "now": NOW + 3000},
+            _presence(1, NOW + 3000),
+            {"do": "tick", "now": NOW + 6000},
+            {"do": "announce_leaving"},
+            {"do": "leave", "now": NOW + 6000},
+        ],
+    ),
 }
 
 
@@ -1239,3 +1328,98 @@ def test_opening_any_body_agrees(js: JsCore, body: bytes, kind: int) -> None:
     assert js("open", key=KEY_A, envelope=envelope.hex()) == py(
         lambda: message_fields(open_envelope(room, envelope))
     )
+
+
+# Who is in a room (PROTOCOL.md 5.7): the two cores' rosters fed the same steps
+
+
+def _roster_keys() -> list[bytes]:
+    """The member's own key, other members' keys, and keys whose first two bytes make the
+    answer's delay (PROTOCOL.md 5.7) 0, 1, 1999 and 0 again (2000) against the own key."""
+    own = DeviceKey.from_private_bytes(SESSION_SEEDS[0]).public_key
+    others = [DeviceKey.from_private_bytes(seed).public_key for seed in SESSION_SEEDS[1:3]]
+    crafted = [
+        bytes([own[0] ^ (delay >> 8), own[1] ^ (delay & 0xFF)]) + bytes([n]) * 30
+        for n, delay in enumerate([0, 1, 1999, 2000])
+    ]
+    return [own, *others, *crafted]
+
+
+ROSTER_KEYS = _roster_keys()
+# Steps of time around the answer's spread and the roll call's window.
+ROSTER_STEPS = [0, 0, 1, 2, 999, 1000, 1999, 2000, ROLL_CALL_WINDOW_MS - 1, ROLL_CALL_WINDOW_MS]
+
+
+@st.composite
+def roster_histories(draw: st.DrawFn) -> dict[str, Any]:
+    """A member's view of a room: JOINED now and then (reconnects), counts that rise and
+    fall, messages of every kind from a few keys (its own among them) under changing names
+    and flags, ticks as time goes on, and leaving."""
+    now = NOW
+    steps: list[dict[str, Any]] = []
+    for _ in range(draw(st.integers(1, 40))):
+        now += draw(
+            st.one_of(st.sampled_from(ROSTER_STEPS), st.integers(0, 3 * ROLL_CALL_WINDOW_MS))
+        )
+        op = draw(
+            st.sampled_from(["heard"] * 5 + ["tick"] * 4 + ["count"] * 2 + ["joined", "leaving"])
+        )
+        if op == "heard":
+            kind = draw(
+                st.sampled_from(
+                    [Kind.JOIN, Kind.JOIN, Kind.HERE, Kind.LEAVE, Kind.TEXT, Kind.TYPING, 9]
+                )
+            )
+            steps.append({
+                "op": op, "kind": int(kind), "from": draw(st.sampled_from(ROSTER_KEYS)).hex(),
+                "name": draw(st.sampled_from(["bob", "Bob", "carol", ""])),
+                "key_changed": draw(st.booleans()), "now": now,
+            })  # fmt: skip
+        elif op in ("joined", "count"):
+            steps.append({"op": op, "count": draw(st.integers(0, 6)), "now": now})
+        elif op == "tick":
+            steps.append({"op": op, "now": now})
+        else:
+            steps.append({"op": op})
+    return {"own_key": ROSTER_KEYS[0].hex(), "announce": draw(st.booleans()), "steps": steps}
+
+
+def _roster_in_python(history: dict[str, Any]) -> list[dict[str, Any]]:
+    roster = Roster(bytes.fromhex(history["own_key"]), announce=history["announce"])
+    results = []
+    for step in history["steps"]:
+        match step["op"]:
+            case "joined":
+                roster.joined(step["count"], step["now"])
+            case "count":
+                roster.count_changed(step["count"], step["now"])
+            case "heard":
+                sender = bytes.fromhex(step["from"])
+                roster.heard(step["kind"], sender, step["name"], step["key_changed"], step["now"])
+            case "tick":
+                roster.tick(step["now"])
+            case "leaving":
+                roster.leaving()
+        sends = [Kind(kind).name for kind in roster.take_sends()]
+        results.append(
+            {"sends": sends, "members": _members(roster.members), "version": roster.version}
+        )
+    return results
+
+
+def _changes(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each step's sends and members, and whether the version went up: when, not by how
+    much (the numbers themselves are each core's own)."""
+    versions = [0] + [result["version"] for result in results]
+    return [
+        {"sends": r["sends"], "members": r["members"], "changed": versions[n + 1] != versions[n]}
+        for n, r in enumerate(results)
+    ]
+
+
+@settings(FEW, max_examples=300)
+@given(history=roster_histories())
+def test_rosters_agree(js: JsCore, history: dict[str, Any]) -> None:
+    answer = js("roster", **history)
+    assert "ok" in answer, answer
+    assert _changes(answer["ok"]) == _changes(_roster_in_python(history))

@@ -8,10 +8,11 @@ import pytest
 
 from instantroom.protocol import frames
 from instantroom.protocol.codes import ErrorCode
-from instantroom.protocol.envelope import Kind, new_message, seal_envelope
+from instantroom.protocol.envelope import Kind, Message, new_message, open_envelope, seal_envelope
 from instantroom.protocol.errors import UsageError
 from instantroom.protocol.join import signature_is_good, verify_join_proof
-from instantroom.protocol.kdf import DeviceKey, RoomKeys
+from instantroom.protocol.kdf import DeviceKey, RoomKeys, fingerprint
+from instantroom.protocol.roster import ROLL_CALL_WINDOW_MS, Member, answer_delay_ms
 from instantroom.protocol.session import (
     MAX_IN_FLIGHT,
     MAX_NAMES_PER_ROOM,
@@ -22,6 +23,7 @@ from instantroom.protocol.session import (
     Accepted,
     ClientSession,
     Joined,
+    MembersChanged,
     MessageReceived,
     MessageRejected,
     NotSent,
@@ -1286,3 +1288,264 @@ def test_a_restored_message_too_old_is_given_up_and_the_outbox_bound_holds(
         alice.restore(room.room_id, kept[0], kept[1], kept[2], NOW)
     with pytest.raises(UsageError):
         make_session(3, "carol").restore(room.room_id, *kept, NOW)  # not joined
+
+
+# Presence (PROTOCOL.md 5.7): JOIN, HERE and LEAVE messages, and the roster of each room.
+
+
+def announcing(seed: int, name: str) -> ClientSession:
+    device = DeviceKey.from_private_bytes(bytes([seed]) * 32)
+    counter = itertools.count(seed * 1_000_000)
+    return ClientSession(
+        device, name, token_bytes=lambda n: next(counter).to_bytes(n, "big"), announce=True
+    )
+
+
+def announced(session: ClientSession, room: RoomKeys) -> list[Message]:
+    """The messages ``session`` publishes now (every frame must be a PUBLISH), opened."""
+    return [open_envelope(room, publish.envelope) for publish in sent_publishes(session)]
+
+
+def in_room(room: RoomKeys, *sessions: ClientSession) -> None:
+    """Connect and let in each of ``sessions``; their own JOIN messages are dropped."""
+    for session in sessions:
+        session.connection_made()
+        join_fully(session, room, members=len(sessions))
+        session.frames_to_send()
+
+
+def member(session: ClientSession) -> Member:
+    key = session.device.public_key
+    return Member(key, session.name, fingerprint(key), False)
+
+
+def test_an_announcing_session_publishes_a_join_at_once_on_joined(room: RoomKeys) -> None:
+    alice = announcing(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room, members=2)
+    (publish,) = sent_publishes(alice)
+    join = open_envelope(room, publish.envelope)
+    assert (join.kind, join.body, join.sender_name) == (Kind.JOIN, b"", "alice")
+    assert join.sender_key == alice.device.public_key
+    assert join.timestamp_ms == NOW
+    # Not the user's message: not kept, not reported when the relay takes it.
+    assert alice.outbox_of(room.room_id) == []
+    assert alice.unacknowledged == 0
+    assert alice.in_flight == 1
+    alice.receive(frames.encode_frame(frames.Ack(publish.ref)), NOW)
+    assert alice.in_flight == 0
+    assert alice.events() == []
+
+
+def test_the_join_message_goes_before_what_waited_in_the_outbox(room: RoomKeys) -> None:
+    alice = announcing(1, "alice")
+    alice.join(room)
+    alice.send_text(room.room_id, "written offline", NOW)
+    connect_and_join_again(alice, room, members=1)
+    assert [m.kind for m in announced(alice, room)] == [Kind.JOIN, Kind.TEXT]
+    assert len(alice.outbox_of(room.room_id)) == 1
+
+
+def test_a_join_is_answered_with_a_here_after_the_delay(room: RoomKeys) -> None:
+    alice, bob = announcing(1, "alice"), announcing(2, "bob")
+    in_room(room, bob)
+    alice.connection_made()
+    join_fully(alice, room, members=2)
+    (join,) = alice.frames_to_send()
+    bob.receive(relay_deliver(join), NOW + 5)
+    heard, changed = bob.events()
+    assert isinstance(heard, MessageReceived)
+    assert changed == MembersChanged(room.room_id, (member(alice),))
+    assert bob.members(room.room_id) == (member(alice),)
+    delay = answer_delay_ms(bob.device.public_key, alice.device.public_key)
+    bob.tick(NOW + 5 + delay - 1)
+    assert bob.frames_to_send() == []
+    bob.tick(NOW + 5 + delay)
+    (here_publish,) = bob.frames_to_send()
+    publish = frames.decode_frame(here_publish)
+    assert isinstance(publish, frames.Publish)
+    here = open_envelope(room, publish.envelope)
+    assert (here.kind, here.body, here.sender_name) == (Kind.HERE, b"", "bob")
+    assert here.timestamp_ms == NOW + 5 + delay
+    assert bob.events() == []
+    alice.receive(relay_deliver(here_publish), NOW + 5 + delay)
+    assert alice.events()[1:] == [MembersChanged(room.room_id, (member(bob),))]
+    # The relay answers the HERE: no Accepted, nothing kept.
+    bob.receive(frames.encode_frame(frames.Ack(publish.ref)), NOW)
+    assert bob.events() == []
+    assert bob.outbox_of(room.room_id) == []
+
+
+def test_an_announcement_sent_back_to_its_sender_is_a_replay(room: RoomKeys) -> None:
+    alice = announcing(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    (join,) = alice.frames_to_send()
+    alice.receive(relay_deliver(join), NOW + 1)
+    assert alice.events() == [MessageRejected(room.room_id, "ReplayedMessage")]
+    assert alice.members(room.room_id) == ()
+
+
+def test_an_announcement_refused_for_the_rate_pauses_and_is_not_resent(room: RoomKeys) -> None:
+    alice = announcing(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    (join,) = sent_publishes(alice)
+    limited = frames.Error(ErrorCode.RATE_LIMITED, join.ref, room.room_id, "slow down")
+    alice.receive(frames.encode_frame(limited), NOW)
+    assert alice.events() == [Refused(ErrorCode.RATE_LIMITED, room.room_id, join.ref, "slow down")]
+    assert alice.waiting_to_resend
+    assert alice.in_flight == 0
+    # Paused: a HERE due now is dropped, and the one retry sends nothing of it.
+    alice.receive(deliver_as(3, "carol", room, 1, Kind.JOIN), NOW)
+    alice.events()
+    alice.tick(NOW + 2000)
+    alice.resend_unacknowledged()
+    assert alice.frames_to_send() == []
+
+
+def test_an_announcement_refused_as_not_joined_joins_again(room: RoomKeys) -> None:
+    alice = announcing(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    (join,) = sent_publishes(alice)
+    refusal = frames.Error(ErrorCode.NOT_JOINED, join.ref, room.room_id, "not a member")
+    alice.receive(frames.encode_frame(refusal), NOW)
+    assert decoded(alice) == [frames.Join(room.room_id, room.public_key, NOW + 3_600_000)]
+
+
+def test_announcements_due_while_disconnected_are_dropped(room: RoomKeys) -> None:
+    alice = announcing(1, "alice")
+    in_room(room, alice)
+    alice.receive(deliver_as(3, "carol", room, 1, Kind.JOIN), NOW)
+    alice.events()
+    alice.connection_lost()
+    alice.tick(NOW + 2000)  # the HERE is due: nobody to send it to
+    alice.announce_leaving(NOW + 2000)
+    assert alice.frames_to_send() == []
+    alice.connection_made()
+    (join,) = decoded(alice)
+    assert isinstance(join, frames.Join)
+    alice.receive(frames.encode_frame(frames.Challenge(room.room_id, bytes(32))), NOW + 3000)
+    decoded(alice)
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 2)), NOW + 3000)
+    assert [m.kind for m in announced(alice, room)] == [Kind.JOIN]  # not the HERE
+    alice.tick(NOW + 10_000)
+    assert alice.frames_to_send() == []
+
+
+def test_announcements_past_max_in_flight_are_dropped(room: RoomKeys) -> None:
+    alice = announcing(1, "alice")
+    in_room(room, alice)
+    for n in range(MAX_IN_FLIGHT):  # with her JOIN message, one more than go at once
+        alice.send_text(room.room_id, f"m{n}", NOW)
+    first = sent_publishes(alice)
+    assert alice.in_flight == MAX_IN_FLIGHT
+    alice.receive(deliver_as(3, "carol", room, 1, Kind.JOIN), NOW)
+    alice.tick(NOW + 2000)
+    assert alice.frames_to_send() == []
+    alice.receive(frames.encode_frame(frames.Ack(first[0].ref)), NOW)
+    # The place that came free goes to the outbox; the HERE was not kept for it.
+    assert [m.text for m in announced(alice, room)] == [f"m{MAX_IN_FLIGHT - 1}"]
+    alice.tick(NOW + 4000)
+    assert alice.frames_to_send() == []
+
+
+def test_leave_sends_the_leave_message_before_the_leave_frame(room: RoomKeys) -> None:
+    alice, bob = announcing(1, "alice"), announcing(2, "bob")
+    in_room(room, alice, bob)
+    alice.send_text(room.room_id, "bye", NOW)
+    (text,) = alice.frames_to_send()
+    bob.receive(relay_deliver(text), NOW)
+    assert bob.members(room.room_id) == (member(alice),)
+    bob.events()
+    alice.leave(room.room_id, NOW + 10)
+    publish, leave = decoded(alice)
+    assert leave == frames.Leave(room.room_id)
+    assert isinstance(publish, frames.Publish)
+    message = open_envelope(room, publish.envelope)
+    assert (message.kind, message.timestamp_ms) == (Kind.LEAVE, NOW + 10)
+    bob.receive(frames.encode_frame(frames.Deliver(room.room_id, publish.envelope)), NOW + 10)
+    assert bob.events()[1:] == [MembersChanged(room.room_id, ())]
+
+
+def test_a_leave_without_a_time_is_stamped_with_the_latest_one_given(room: RoomKeys) -> None:
+    alice = announcing(1, "alice")
+    in_room(room, alice)
+    alice.tick(NOW + 7000)
+    alice.leave(room.room_id)
+    publish, _ = decoded(alice)
+    assert isinstance(publish, frames.Publish)
+    assert open_envelope(room, publish.envelope).timestamp_ms == NOW + 7000
+
+
+def test_announce_leaving_says_so_in_every_joined_room(room: RoomKeys) -> None:
+    other, waiting = RoomKeys.from_minikey(KEY_B), RoomKeys.from_root(bytes([7]) * 32)
+    alice = announcing(1, "alice")
+    in_room(room, alice)
+    join_fully(alice, other)
+    alice.frames_to_send()
+    alice.join(waiting)  # its JOIN not answered yet: not in it
+    alice.frames_to_send()
+    alice.announce_leaving(NOW + 20)
+    publishes = sent_publishes(alice)  # LEAVE messages, no LEAVE frame
+    assert [p.room_id for p in publishes] == [room.room_id, other.room_id]
+    kinds = [
+        open_envelope(r, p.envelope).kind for r, p in zip((room, other), publishes, strict=True)
+    ]
+    assert kinds == [Kind.LEAVE, Kind.LEAVE]
+    assert set(alice.rooms) == {room.room_id, other.room_id, waiting.room_id}
+    # Leaving: nothing more, not even an answer to a JOIN, until let in again.
+    alice.receive(deliver_as(3, "carol", room, 1, Kind.JOIN), NOW + 30)
+    alice.tick(NOW + 10_000)
+    assert alice.frames_to_send() == []
+
+
+def test_a_roll_call_removes_a_silent_member_at_a_tick(room: RoomKeys) -> None:
+    bob = announcing(2, "bob")
+    in_room(room, bob)
+    bob.receive(deliver_as(3, "carol", room, 1, Kind.HERE), NOW + 100)
+    bob.receive(deliver_as(4, "dave", room, 1, Kind.JOIN), NOW + 1000)  # dave's roll call
+    bob.events()
+    bob.tick(NOW + ROLL_CALL_WINDOW_MS)  # bob's own roll call: carol answered it
+    assert [m.name for m in bob.members(room.room_id)] == ["carol", "dave"]
+    assert not any(isinstance(e, MembersChanged) for e in bob.events())
+    bob.tick(NOW + 1000 + ROLL_CALL_WINDOW_MS)  # dave's: carol did not answer
+    (changed,) = bob.events()
+    assert isinstance(changed, MembersChanged)
+    assert [m.name for m in changed.members] == ["dave"]
+
+
+def test_a_session_that_announces_nothing_sends_nothing_but_keeps_the_roster(
+    room: RoomKeys,
+) -> None:
+    alice, bob = announcing(1, "alice"), make_session(2, "bob")
+    assert not bob.announce
+    bob.connection_made()
+    join_fully(bob, room, members=2)
+    assert bob.frames_to_send() == []  # no JOIN message
+    alice.connection_made()
+    join_fully(alice, room, members=2)
+    (join,) = alice.frames_to_send()
+    bob.receive(relay_deliver(join), NOW)
+    (event,) = bob.events()  # no MembersChanged: its events are as they were
+    assert isinstance(event, MessageReceived)
+    assert bob.members(room.room_id) == (member(alice),)
+    bob.receive(frames.encode_frame(frames.Presence(room.room_id, 1)), NOW + 1)
+    bob.tick(NOW + 60_000)
+    bob.announce_leaving(NOW + 60_000)
+    assert bob.frames_to_send() == []
+    bob.leave(room.room_id, NOW + 60_000)
+    assert decoded(bob) == [frames.Leave(room.room_id)]
+
+
+def test_members_of_a_room_not_known_is_empty(room: RoomKeys) -> None:
+    assert make_session(1, "alice").members(room.room_id) == ()
+
+
+def test_an_announcing_session_needs_a_name_it_can_seal() -> None:
+    device = DeviceKey.from_private_bytes(bytes([1]) * 32)
+    for name in ("x" * 65, "\ud800"):
+        with pytest.raises(UsageError):
+            ClientSession(device, name, token_bytes=bytes, announce=True)
+        ClientSession(device, name, token_bytes=bytes)  # sends nothing itself

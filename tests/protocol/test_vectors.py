@@ -23,6 +23,7 @@ from instantroom.protocol.minikey import (
     spell_minikey,
 )
 from instantroom.protocol.names import canonical_name, mixed_scripts, spoken_list
+from instantroom.protocol.roster import Roster
 
 from .corpus import (
     ENVELOPE_OVERHEAD,
@@ -48,7 +49,7 @@ def test_every_section_is_checked() -> None:
     checked = {
         "about", "derivations", "fingerprints", "devices", "minikey_parsing", "envelopes",
         "envelope_failures", "join_proofs", "frames", "frame_failures", "canonical_names",
-        "invites", "replay_filter",
+        "invites", "replay_filter", "presence",
     }  # fmt: skip
     assert set(PROTOCOL) == checked, "a new vector section needs its tests here"
     assert all(PROTOCOL[section] for section in checked - {"about"})
@@ -290,6 +291,66 @@ def test_replay_filter(entry: dict[str, Any]) -> None:
             except (errors.StaleMessage, errors.ReplayedMessage) as exc:
                 outcome = type(exc).__name__
             assert outcome == step["result"], f"step {number}"
+
+
+def _kind(named: str | int) -> int:
+    """A kind as the vectors write it: its name, or its number for one v1 does not name."""
+    if isinstance(named, int):
+        assert named not in set(Kind), "a kind v1 names is written by its name"
+        return named
+    return Kind[named]
+
+
+@pytest.mark.parametrize("entry", cases("presence"))
+def test_presence(entry: dict[str, Any]) -> None:
+    roster = Roster(bytes.fromhex(entry["own_key"]), announce=entry["announce"])
+    for number, step in enumerate(entry["steps"]):
+        match step["op"]:
+            case "joined":
+                roster.joined(step["count"], step["now"])
+            case "count":
+                roster.count_changed(step["count"], step["now"])
+            case "heard":
+                roster.heard(
+                    _kind(step["kind"]),
+                    bytes.fromhex(step["from"]),
+                    step["name"],
+                    step["key_changed"],
+                    step["now"],
+                )
+            case "tick":
+                roster.tick(step["now"])
+            case "leaving":
+                roster.leaving()
+            case other:
+                pytest.fail(f"step {number}: no op {other!r}")
+        assert [kind.name for kind in roster.take_sends()] == step["sends"], f"step {number}"
+        members = [
+            {"key": m.device_key.hex(), "name": m.name, "key_changed": m.key_changed}
+            for m in roster.members
+        ]
+        assert members == step["members"], f"step {number}"
+        assert [m.fingerprint for m in roster.members] == [
+            fingerprint(m.device_key) for m in roster.members
+        ]
+
+
+def test_presence_vectors_cover_what_protocol_md_lists() -> None:
+    """Section 13.2: every op, every kind (and one v1 does not name), both kinds of
+    roster, and each of what a roster sends."""
+    steps = [step for entry in PROTOCOL["presence"] for step in entry["steps"]]
+    assert {step["op"] for step in steps} == {"joined", "count", "heard", "tick", "leaving"}
+    heard = {step["kind"] for step in steps if step["op"] == "heard"}
+    assert {"JOIN", "HERE", "LEAVE", "TEXT", "TYPING"} <= heard
+    assert any(isinstance(kind, int) for kind in heard)
+    assert {entry["announce"] for entry in PROTOCOL["presence"]} == {True, False}
+    assert {kind for step in steps for kind in step["sends"]} == {"JOIN", "HERE", "LEAVE"}
+    own_heard = [
+        step for entry in PROTOCOL["presence"] for step in entry["steps"]
+        if step["op"] == "heard" and step["from"] == entry["own_key"]
+    ]  # fmt: skip
+    assert own_heard
+    assert any(m["key_changed"] for step in steps for m in step["members"])
 
 
 def test_names_that_look_alike_share_a_canonical_form() -> None:

@@ -44,7 +44,7 @@ from instantroom.protocol.codes import CloseCode, ErrorCode
 from instantroom.protocol.envelope import Kind, new_message, seal_envelope
 from instantroom.protocol.kdf import DeviceKey, RoomKeys, private_key_bytes
 from instantroom.protocol.minikey import format_minikey, make_minikey
-from instantroom.protocol.session import PresenceChanged
+from instantroom.protocol.session import MessageReceived, PresenceChanged
 from instantroom.rooms_cli import cmd_chat
 from instantroom.testing import RelayProcess, raw_client, run, running_relay, text_publish
 from instantroom.tui import app as app_module
@@ -220,22 +220,26 @@ def test_two_members_chat_and_see_each_others_name_and_fingerprint(
     run(scenario())
 
 
-def test_the_members_line_shows_who_was_seen_with_their_fingerprints(
+def test_the_members_line_shows_who_is_online_with_their_fingerprints(
     tmp_path: Path, relay: RelayProcess
 ) -> None:
+    """Each chat announces itself (PROTOCOL.md 5.7): alice is named on bob's members line
+    before she writes anything, and is gone from it once she quits."""
     alice_store, bob_store = two_stores(tmp_path, relay)
-    alice_seen = f"alice {alice_store.device.fingerprint}"
+    alice_here = f"alice {alice_store.device.fingerprint}"
 
     async def scenario() -> None:
-        async with (
-            on_screen(ChatApp(alice_store, "alice")) as alice,
-            on_screen(ChatApp(bob_store, "bob")) as bob,
-        ):
-            await alice.until(lambda: "Online: 2" in alice.members(), "both joined")
-            assert alice_seen not in bob.members()  # not seen yet
-            await alice.say("here I am")
-            await bob.until(lambda: alice_seen in bob.members(), "alice's fingerprint")
-            assert f"you: bob {bob_store.device.fingerprint}" in bob.members()
+        async with on_screen(ChatApp(bob_store, "bob")) as bob:
+            async with on_screen(ChatApp(alice_store, "alice")) as alice:
+                await bob.until(lambda: alice_here in bob.members(), "alice's fingerprint")
+                assert "Online: 2" in bob.members()
+                assert f"you: bob {bob_store.device.fingerprint}" in bob.members()
+                assert "not named" not in bob.members()  # both said who they are
+                bob_here = f"bob {bob_store.device.fingerprint}"
+                await alice.until(lambda: bob_here in alice.members(), "bob's fingerprint")
+                assert not alice.conversation()  # nobody wrote a word
+            await bob.until(lambda: "Online: 1" in bob.members(), "alice to quit")
+            assert "alice" not in bob.members()
 
     run(scenario())
 
@@ -981,6 +985,14 @@ def test_a_crash_report_shows_neither_keys_nor_the_password(
             assert secret[start : start + 16] not in flat, "16 characters of a key in a row"
 
 
+async def next_text(messages: AsyncIterator[MessageReceived]) -> MessageReceived:
+    """The next text message: the chat's announcements (PROTOCOL.md 5.7) are messages too."""
+    async for received in messages:
+        if received.message.kind == Kind.TEXT:
+            return received
+    raise AssertionError("no more messages")
+
+
 @pytest.mark.parametrize("keep_history", [False, True], ids=["no history", "history kept"])
 def test_a_message_the_relay_had_not_taken_goes_with_the_next_chat_exactly_once(
     tmp_path: Path, keep_history: bool
@@ -1032,7 +1044,7 @@ def test_a_message_the_relay_had_not_taken_goes_with_the_next_chat_exactly_once(
             messages = bob.messages()
             app = ChatApp(KeyStore.open(path, PASSWORD), "alice")
             async with on_screen(app) as alice:
-                received = await asyncio.wait_for(anext(messages), 10)
+                received = await asyncio.wait_for(next_text(messages), 10)
                 assert (received.message.sender_name, received.message.text) == (
                     "alice",
                     "written offline",
@@ -1045,7 +1057,7 @@ def test_a_message_the_relay_had_not_taken_goes_with_the_next_chat_exactly_once(
                     lambda: not KeyStore.open(path, PASSWORD).rooms[0].outbox, "it left the store"
                 )
                 await alice.say("written online")
-                received = await asyncio.wait_for(anext(messages), 10)
+                received = await asyncio.wait_for(next_text(messages), 10)
                 assert received.message.text == "written online"  # the first came once
 
     with running_relay(port=port) as relay:

@@ -42,12 +42,13 @@ class RawMember:
         return frames.decode_frame(data)
 
     def expect(self, kind: type[F]) -> F:
-        """The next frame of ``kind``, skipping presence updates."""
+        """The next frame of ``kind``, skipping presence updates and the page's own
+        announcements (JOIN, HERE and LEAVE messages, PROTOCOL.md 5.7)."""
         while True:
             frame = self.recv()
             if isinstance(frame, kind):
                 return frame
-            assert isinstance(frame, frames.Presence), frame
+            assert isinstance(frame, frames.Presence | frames.Deliver), frame
 
     def join(self) -> None:
         self.ws.send(frames.encode_frame(frames.Join(self.keys.room_id, self.keys.public_key, 0)))

@@ -71,6 +71,7 @@ def test_screenshots_of_the_main_screens(
     alice.expect_message("I will. And snacks!")
     alice.send("Perfect, see you there!")
     bob.expect_message("Perfect, see you there!")
+    expect(alice.by("members-summary")).to_contain_text("Bob")  # who is here, by name
     shot(alice, "05-room")
 
     alice.by("nav-rooms").click()

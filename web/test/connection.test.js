@@ -6,7 +6,9 @@ import { describe, it } from "node:test";
 
 import {
   backoffDelays,
+  EXPIRY_CHECK_MS,
   JoinRefused,
+  LEAVING_WAIT_MS,
   RelayRefused,
   RoomConnection,
   RETRY_AFTER_FULL_MS,
@@ -19,8 +21,10 @@ import { hex } from "../src/protocol/bytes.js";
 import { ErrorCode, SUBPROTOCOL } from "../src/protocol/codes.js";
 import { UsageError } from "../src/protocol/errors.js";
 import { decodeFrame, encodeFrame } from "../src/protocol/frames.js";
+import { Kind, openEnvelope } from "../src/protocol/envelope.js";
 import { verifyJoinProof } from "../src/protocol/join.js";
 import { roomKeysFromMinikey } from "../src/protocol/kdf.js";
+import { ANSWER_SPREAD_MS, ROLL_CALL_WINDOW_MS } from "../src/protocol/roster.js";
 import { roomHex } from "../src/protocol/session.js";
 
 const KEY_A = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy";
@@ -270,7 +274,7 @@ function world() {
       await new Promise((resolve) => setImmediate(resolve));
     }
   };
-  const connect = ({ seed = 1, delays = [100, 200, 400], pingIntervalMs = 0 } = {}) => {
+  const connect = ({ seed = 1, delays = [100, 200, 400], pingIntervalMs = 0, announce = false, expiryNow } = {}) => {
     const connection = new RoomConnection({
       serverUrl: "https://relay.example",
       deviceSeed: new Uint8Array(32).fill(seed),
@@ -280,9 +284,11 @@ function world() {
       setTimer: clock.setTimer,
       clearTimer: clock.clearTimer,
       pingIntervalMs,
+      announce,
+      ...(expiryNow ? { expiryNow } : {}),
     });
     connection.seen = [];
-    const types = ["state", "joined", "presence", "message", "accepted", "refused", "rejected", "expired", "pong", "error"];
+    const types = ["state", "joined", "presence", "members", "message", "accepted", "refused", "rejected", "expired", "pong", "error"];
     for (const type of types) {
       connection.addEventListener(type, (event) => {
         assert.ok(event instanceof CustomEvent);
@@ -786,5 +792,149 @@ describe("RoomConnection", () => {
     assert.equal(errors.length, 3);
     assert.equal(alice.state, "reconnecting");
     alice.close();
+  });
+});
+
+describe("RoomConnection: who is here (PROTOCOL.md 5.7)", () => {
+  /** The names and fingerprints of the last "members" event of `connection`. */
+  const namesOf = (connection) => (connection.of("members").at(-1)?.members ?? []).map((m) => [m.name, m.fingerprint, m.keyChanged]);
+  /** The kinds `connection` published, in order, opened with the room's keys. */
+  const publishedKinds = async (w, connection) => {
+    const kinds = [];
+    for (const [socket, frame] of w.relay.received) {
+      if (frame.type !== "Publish" || !connection.sockets.includes(socket)) continue;
+      kinds.push((await openEnvelope(roomA, frame.envelope)).kind);
+    }
+    return kinds;
+  };
+  /** Settle until `what()` holds: a seal takes WebCrypto a while, and a busy machine longer. */
+  const until = async (w, what) => {
+    const deadline = Date.now() + 5_000;
+    while (!what() && Date.now() < deadline) await w.settle();
+    assert.ok(what(), "it never happened");
+  };
+  /** Alice then Bob, announcing, in room A, until each has heard the other. */
+  async function aliceAndBob(w, options = {}) {
+    const alice = w.connect({ seed: 1, announce: true, ...options });
+    const bob = w.connect({ seed: 2, announce: true, ...options });
+    alice.sockets = [];
+    bob.sockets = [];
+    await online(w, alice, { name: "alice" });
+    alice.sockets.push(w.relay.last);
+    await online(w, bob, { name: "bob" });
+    bob.sockets.push(w.relay.last);
+    // Alice's HERE is due within ANSWER_SPREAD_MS of Bob's JOIN, and goes at a tick.
+    await w.clock.advance(ANSWER_SPREAD_MS + EXPIRY_CHECK_MS);
+    await until(w, () => alice.members(roomA.roomId).length === 1 && bob.members(roomA.roomId).length === 1);
+    return { alice, bob };
+  }
+
+  it("announcing connections learn each other's names and fingerprints, the answer at a tick of `now`", async () => {
+    const w = world();
+    // Rooms expire by a clock a day behind: the rosters go by `now` all the same.
+    const { alice, bob } = await aliceAndBob(w, { expiryNow: () => w.clock.now - 86_400_000 });
+    assert.deepEqual(namesOf(alice), [["bob", bob.session.fingerprint, false]]);
+    assert.deepEqual(namesOf(bob), [["alice", alice.session.fingerprint, false]]);
+    assert.deepEqual(alice.members(roomA.roomId).map((m) => m.name), ["bob"]);
+    assert.ok(alice.of("members").at(-1).roomId instanceof Uint8Array);
+    assert.deepEqual(await publishedKinds(w, alice), [Kind.JOIN, Kind.HERE]);
+    assert.deepEqual(await publishedKinds(w, bob), [Kind.JOIN]);
+    // Announcements are no messages of the user's: nothing accepted, nothing shown.
+    assert.deepEqual([...alice.of("accepted"), ...bob.of("accepted")], []);
+    assert.deepEqual(alice.of("error"), []);
+  });
+
+  it("a connection that does not announce says nothing, and is counted but not named", async () => {
+    const w = world();
+    const silent = w.connect({ seed: 3 });
+    const alice = w.connect({ seed: 1, announce: true });
+    silent.sockets = [];
+    alice.sockets = [];
+    await online(w, silent, { name: "sam" });
+    silent.sockets.push(w.relay.last);
+    await online(w, alice, { name: "alice" });
+    alice.sockets.push(w.relay.last);
+    await w.clock.advance(3 * EXPIRY_CHECK_MS);
+    await until(w, () => silent.members(roomA.roomId).length === 1);
+    assert.deepEqual(await publishedKinds(w, silent), []);
+    assert.deepEqual(alice.of("joined").at(-1).members, 2);
+    assert.deepEqual(namesOf(alice), []);
+    // It still hears who the others are, when asked; it shows no roster, so no events.
+    assert.deepEqual(silent.members(roomA.roomId).map((m) => [m.name, m.fingerprint]), [["alice", alice.session.fingerprint]]);
+    assert.deepEqual(silent.of("members"), []);
+  });
+
+  it("close() says LEAVE on the socket before hanging up: the others drop the member at once", async () => {
+    const w = world();
+    const { alice, bob } = await aliceAndBob(w);
+    const socket = w.relay.last;
+    bob.close();
+    // Closed for the caller at once; the socket waits for the LEAVE message's seal.
+    assert.equal(bob.state, "closed");
+    assert.equal(socket.closedWith, undefined);
+    await until(w, () => socket.closedWith !== undefined);
+    assert.deepEqual(socket.closedWith, { code: 1000, reason: "" });
+    assert.deepEqual(await publishedKinds(w, bob), [Kind.JOIN, Kind.LEAVE]);
+    // Heard before the count went down, and long before any roll call could judge.
+    assert.deepEqual(namesOf(alice), []);
+    assert.deepEqual(bob.of("error"), []);
+    // No timer of bob's is left (the wait's included); alice's go with her.
+    alice.close();
+    await until(w, () => w.relay.sockets.every((s) => s.readyState === 3));
+    assert.deepEqual(w.clock.timers, []);
+  });
+
+  it("close() hangs up after LEAVING_WAIT_MS when the LEAVE messages do not come", async () => {
+    const w = world();
+    const { bob } = await aliceAndBob(w);
+    const socket = w.relay.last;
+    bob.session.announceLeaving = () => new Promise(() => {}); // a seal that never ends
+    bob.close();
+    await w.clock.advance(LEAVING_WAIT_MS - 1);
+    assert.equal(socket.closedWith, undefined);
+    await w.clock.advance(1);
+    assert.deepEqual(socket.closedWith, { code: 1000, reason: "" });
+    assert.equal(bob.session.connected, false);
+  });
+
+  it("a connection started again after close() hangs up the last socket first", async () => {
+    const w = world();
+    const { bob } = await aliceAndBob(w);
+    const socket = w.relay.last;
+    bob.session.announceLeaving = () => new Promise(() => {});
+    bob.close();
+    bob.start();
+    assert.deepEqual(socket.closedWith, { code: 1000, reason: "" });
+    assert.notEqual(w.relay.last, socket);
+    w.relay.last.accept();
+    await w.settle();
+    assert.equal(bob.state, "online");
+    assert.equal(bob.rooms.get(roomHex(roomA.roomId)).joined, true);
+  });
+
+  it("leave() sends the LEAVE message before the relay's LEAVE frame", async () => {
+    const w = world();
+    const { alice, bob } = await aliceAndBob(w);
+    bob.leave(roomA.roomId);
+    await until(w, () => w.relay.sent("Leave").length === 1);
+    const order = w.relay.received.filter(([socket]) => bob.sockets.includes(socket)).map(([, f]) => f.type);
+    assert.deepEqual(order.slice(-2), ["Publish", "Leave"]);
+    assert.deepEqual(await publishedKinds(w, bob), [Kind.JOIN, Kind.LEAVE]);
+    assert.deepEqual(namesOf(alice), []);
+    assert.deepEqual(alice.of("presence").at(-1).members, 1);
+  });
+
+  it("a member that vanishes without a word is dropped by the roll call its going starts", async () => {
+    const w = world();
+    const { alice, bob } = await aliceAndBob(w);
+    w.relay.last.drop(1006); // bob's line, cut
+    bob.close();
+    await w.settle();
+    assert.deepEqual(alice.of("presence").at(-1).members, 1);
+    assert.deepEqual(namesOf(alice), [["bob", bob.session.fingerprint, false]]);
+    // Its JOIN within ANSWER_SPREAD_MS, at a tick; judged at the first tick after the window.
+    await w.clock.advance(ANSWER_SPREAD_MS + ROLL_CALL_WINDOW_MS + 2 * EXPIRY_CHECK_MS);
+    await until(w, () => namesOf(alice).length === 0);
+    assert.deepEqual(await publishedKinds(w, alice), [Kind.JOIN, Kind.HERE, Kind.JOIN]);
   });
 });

@@ -9,9 +9,9 @@ import { after, describe, it } from "node:test";
 import { IDBFactory } from "fake-indexeddb";
 import { fromHex, hex, utf8 } from "../src/protocol/bytes.js";
 import { ErrorCode, SUBPROTOCOL } from "../src/protocol/codes.js";
-import { Kind, sealEnvelope } from "../src/protocol/envelope.js";
+import { Kind, openEnvelope, sealEnvelope } from "../src/protocol/envelope.js";
 import { decodeFrame, encodeFrame } from "../src/protocol/frames.js";
-import { deviceKeyFromSeed, roomKeysFromMinikey } from "../src/protocol/kdf.js";
+import { deviceKeyFromSeed, fingerprint, roomKeysFromMinikey } from "../src/protocol/kdf.js";
 import { makeMinikey } from "../src/protocol/minikey.js";
 import { OUTBOX_MAX_AGE_MS } from "../src/protocol/session.js";
 import { deleteRecord } from "../src/store/db.js";
@@ -120,11 +120,14 @@ after(() => {
 
 /**
  * A started app on a database of its own; `beforeOpen(n, action)` runs `action` (another
- * tab's write) just before the app's n-th next opening of that database.
+ * tab's write) just before the app's n-th next opening of that database. Its connections
+ * do not announce who is here (PROTOCOL.md 5.7) unless `announcing`: the tests that count
+ * the user's PUBLISHes would otherwise count the announcements among them.
  */
 async function startApp({
   WebSocketImpl = RecordedSocket,
   clock,
+  announcing = false,
   connectionOptions = {},
   page = pageOfRelayA(""),
   indexedDB = new IDBFactory(),
@@ -143,7 +146,13 @@ async function startApp({
   };
   const app = new App({
     storeOptions: { indexedDB: opening, insecureTestIterations: 1000 },
-    connectionOptions: { WebSocketImpl, setTimer: () => null, clearTimer: () => {}, ...connectionOptions },
+    connectionOptions: {
+      WebSocketImpl,
+      setTimer: () => null,
+      clearTimer: () => {},
+      ...(announcing ? {} : { announce: false }),
+      ...connectionOptions,
+    },
     clock,
     relayTime,
   });
@@ -573,6 +582,7 @@ class RelaySocket extends EventTarget {
   constructor() {
     super();
     this.published = []; // the PUBLISH frames it got, never acknowledged unless the test does
+    this.closed = false;
     this.protocol = SUBPROTOCOL;
     this.readyState = 0;
     liveSockets.push(this);
@@ -591,7 +601,10 @@ class RelaySocket extends EventTarget {
     const bytes = encodeFrame(frame);
     this.dispatchEvent(Object.assign(new Event("message"), { data: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) }));
   }
-  close() {}
+  close() {
+    this.closed = true;
+    this.readyState = 3;
+  }
 }
 
 /** Let the app's connection run until its session has joined room `id`. */
@@ -1511,5 +1524,127 @@ describe("App: a relay that cannot be reached", () => {
     liveSockets.at(-1).dispatchEvent(Object.assign(new Event("close"), { code: 1006, reason: "" }));
     await stateOf(app, id, "reconnecting");
     assert.equal(app.connectionReason(id), null);
+  });
+});
+
+describe("App: who is here (PROTOCOL.md 5.7)", () => {
+  /** A member's announcement (JOIN, HERE, LEAVE: an empty body) in room `id`, sealed now. */
+  const announcement = (app, id, device, name, kind) => {
+    const room = roomKeysFromMinikey(app.room(id).key);
+    const message = { messageId: randomBytes(16), timestampMs: Date.now(), kind, senderKey: device.publicKey, senderName: name, body: new Uint8Array(0) };
+    return sealEnvelope(room, device, message, randomBytes(12));
+  };
+  const deliver = async (app, id, connection, envelope) => {
+    liveSockets.at(-1).push({ type: "Deliver", roomId: fromHex(id), envelope });
+    await connection.idle();
+  };
+  /** The kinds and names of what `socket` got published, opened with `room`'s keys. */
+  const announced = async (room, socket) => {
+    const opened = await Promise.all(socket.published.map((frame) => openEnvelope(room, frame.envelope)));
+    return opened.map((message) => [message.kind, message.senderName]);
+  };
+  const until = async (what) => {
+    const deadline = Date.now() + 5_000;
+    while (!what() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 1));
+    assert.ok(what(), "it never happened");
+  };
+
+  it("the room's roster follows its members' announcements, names as they were sent", async () => {
+    const { app } = await startApp({ WebSocketImpl: RelaySocket, announcing: true });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Who", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    const connection = await joined(app, id);
+    assert.deepEqual(app.liveRoom(id).roster, []);
+    let draws = 0;
+    app.subscribe(() => draws++);
+
+    const alice = deviceKeyFromSeed(randomBytes(32));
+    const carol = deviceKeyFromSeed(randomBytes(32));
+    await deliver(app, id, connection, await announcement(app, id, alice, "alice\u202e", Kind.JOIN));
+    await deliver(app, id, connection, await announcement(app, id, carol, "carol", Kind.HERE));
+    assert.deepEqual(app.liveRoom(id).roster, [
+      { id: hex(alice.publicKey), name: "alice\u202e", fingerprint: fingerprint(alice.publicKey), keyChanged: false },
+      { id: hex(carol.publicKey), name: "carol", fingerprint: fingerprint(carol.publicKey), keyChanged: false },
+    ]);
+    assert.ok(draws >= 2);
+    // Another device under a name known with alice's key: flagged, as a message would be.
+    const other = deviceKeyFromSeed(randomBytes(32));
+    await deliver(app, id, connection, await announcement(app, id, other, "alice\u202e", Kind.JOIN));
+    assert.deepEqual(app.liveRoom(id).roster.map((m) => [m.id, m.keyChanged]).at(-1), [hex(other.publicKey), true]);
+    // Announcements are not messages: nothing shows, nothing unread.
+    assert.deepEqual(app.liveRoom(id).messages, []);
+    assert.equal(app.liveRoom(id).unread, 0);
+
+    await deliver(app, id, connection, await announcement(app, id, carol, "carol", Kind.LEAVE));
+    assert.deepEqual(app.liveRoom(id).roster.map((m) => m.name), ["alice\u202e", "alice\u202e"]);
+    app.lock();
+    assert.equal(app.live.size, 0); // the roster goes with the lock
+  });
+
+  it("the app says who it is once joined, and that it leaves as it locks, before hanging up", async () => {
+    const { app } = await startApp({ WebSocketImpl: RelaySocket, announcing: true });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Who", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    const keys = roomKeysFromMinikey(app.room(id).key);
+    await joined(app, id);
+    const socket = liveSockets.at(-1);
+    await published(app, socket, 1);
+    assert.deepEqual(await announced(keys, socket), [[Kind.JOIN, "Bob"]]);
+
+    let publishedWhenClosed = null;
+    const close = socket.close.bind(socket);
+    socket.close = () => {
+      publishedWhenClosed = socket.published.length;
+      close();
+    };
+    app.lock();
+    assert.equal(app.state.screen, "unlock"); // at once: the LEAVE message does not hold the lock up
+    await until(() => socket.closed);
+    assert.equal(publishedWhenClosed, 2);
+    assert.deepEqual(await announced(keys, socket), [[Kind.JOIN, "Bob"], [Kind.LEAVE, "Bob"]]);
+  });
+
+  it("a page that goes for good says it leaves; one kept in the back-forward cache does not", async () => {
+    const page = pageOfRelayA("");
+    const { app } = await startApp({ WebSocketImpl: RelaySocket, announcing: true, page });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Who", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    const keys = roomKeysFromMinikey(app.room(id).key);
+    const connection = await joined(app, id);
+    const socket = liveSockets.at(-1);
+    await published(app, socket, 1);
+
+    page.dispatchEvent(Object.assign(new Event("pagehide"), { persisted: true }));
+    assert.equal(connection.state, "online");
+    page.dispatchEvent(Object.assign(new Event("pagehide"), { persisted: false }));
+    assert.equal(connection.state, "closed");
+    await until(() => socket.closed);
+    assert.deepEqual(await announced(keys, socket), [[Kind.JOIN, "Bob"], [Kind.LEAVE, "Bob"]]);
+    app.lock();
+  });
+
+  it("forgetting a room says so to its members before leaving it on the relay", async () => {
+    const { app } = await startApp({ WebSocketImpl: RelaySocket, announcing: true });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Who", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    await joined(app, id);
+    const socket = liveSockets.at(-1);
+    const sent = [];
+    const send = socket.send.bind(socket);
+    socket.send = (data) => {
+      sent.push(decodeFrame(data).type);
+      send(data);
+    };
+    await published(app, socket, 1);
+    const keys = roomKeysFromMinikey(app.room(id).key);
+    await app.forgetRoom(id);
+    await until(() => sent.includes("Leave"));
+    assert.deepEqual(sent.slice(-2), ["Publish", "Leave"]);
+    assert.deepEqual((await announced(keys, socket)).map(([kind]) => kind), [Kind.JOIN, Kind.LEAVE]);
+    app.lock();
   });
 });

@@ -20,6 +20,7 @@ import {
 } from "../src/protocol/minikey.js";
 import { ErrorCode } from "../src/protocol/codes.js";
 import { canonicalName, mixedScripts } from "../src/protocol/names.js";
+import { Roster } from "../src/protocol/roster.js";
 import { parseInvite } from "../src/app/invite.js";
 
 const load = (name) => JSON.parse(readFileSync(new URL(`../../vectors/${name}`, import.meta.url), "utf8"));
@@ -249,10 +250,36 @@ describe("the replay filter", () => {
   }
 });
 
+describe("presence: the roster of PROTOCOL.md 5.7", () => {
+  // A kind by its name in the file, or by its number for one v1 does not name.
+  const kindOf = (kind) => (typeof kind === "number" ? kind : envelopes.Kind[kind]);
+  const kindName = (kind) => Object.keys(envelopes.Kind).find((name) => envelopes.Kind[name] === kind) ?? kind;
+  for (const vector of corpus.presence) {
+    it(vector.id, () => {
+      const roster = new Roster(fromHex(vector.own_key), { announce: vector.announce });
+      vector.steps.forEach((step, number) => {
+        if (step.op === "joined") roster.joined(step.count, step.now);
+        else if (step.op === "count") roster.countChanged(step.count, step.now);
+        else if (step.op === "heard") {
+          assert.notEqual(kindOf(step.kind), undefined, `step ${number}: a kind this core does not name`);
+          roster.heard(kindOf(step.kind), fromHex(step.from), step.name, step.key_changed, step.now);
+        } else if (step.op === "tick") roster.tick(step.now);
+        else if (step.op === "leaving") roster.leaving();
+        else assert.fail(`step ${number}: no op ${step.op}`);
+        assert.deepEqual(roster.takeSends().map(kindName), step.sends, `step ${number} (${step.op}): sends`);
+        const members = roster.members.map(({ deviceKey, name, keyChanged }) => ({ key: hex(deviceKey), name, key_changed: keyChanged }));
+        assert.deepEqual(members, step.members, `step ${number} (${step.op}): members`);
+        for (const member of roster.members) assert.equal(member.fingerprint, fingerprint(member.deviceKey));
+      });
+    });
+  }
+});
+
 describe("every section of the corpus is checked here", () => {
   it("has no section this file does not know", () => {
     const known = ["about", "derivations", "fingerprints", "devices", "minikey_parsing", "envelopes",
-      "envelope_failures", "join_proofs", "frames", "frame_failures", "canonical_names", "invites", "replay_filter"];
+      "envelope_failures", "join_proofs", "frames", "frame_failures", "canonical_names", "invites", "replay_filter",
+      "presence"];
     assert.deepEqual(Object.keys(corpus).sort(), known.sort());
   });
 });

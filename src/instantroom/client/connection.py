@@ -25,6 +25,12 @@ the connection with 1008). ``failure`` then says why, and ``messages()`` and
 
 ``close()`` ends the client: whoever waits in ``join()`` or ``send_text()``, and every later
 call, gets ``RoomGone``; ``messages()`` and ``next_event()`` raise it too.
+
+A client made with ``announce=True`` tells the others in its rooms who it is (PROTOCOL.md
+5.7): a JOIN message at each JOINED, a HERE to answer theirs, a LEAVE message when it
+leaves a room or closes. ``members(room_id)`` is who the others said they are, and a
+``MembersChanged`` event comes whenever that changes; every client, announcing or not,
+hears the others. Scripts keep the default (False): they are counted, not named.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ from instantroom.protocol.envelope import Message
 from instantroom.protocol.errors import FrameError, UsageError
 from instantroom.protocol.frames import MAX_FRAME_SIZE
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
+from instantroom.protocol.roster import Member
 from instantroom.protocol.session import (
     MAX_OUTBOX,
     Accepted,
@@ -92,8 +99,9 @@ RETRY_AFTER_RATE_LIMIT = 1.0
 RETRY_AFTER_FULL = 15.0
 # Refusals of a JOIN that the client tries again later, keeping the room and its outbox.
 _TRY_LATER = frozenset({ErrorCode.RELAY_FULL, ErrorCode.ROOM_FULL})
-# How often rooms whose time is over are looked for.
-EXPIRY_CHECK = 1.0
+# How often rooms whose time is over are looked for, and what presence has due is done
+# (a HERE, a roll call, a removal: ClientSession.tick).
+TICK_EVERY = 1.0
 # A connection up this long after its first JOINED shows that the relay works: the next
 # drop starts the backoff afresh. Before that, a drop takes the backoff's next delay.
 STABLE_AFTER = 10.0
@@ -105,6 +113,14 @@ OPEN_TIMEOUT = 10.0
 # and a script's --timeout or SIGTERM, would wait as long. A relay that answers does so
 # within a round trip; one that does not loses only the courtesy of a clean close.
 CLOSE_TIMEOUT = 1.0
+# How long close() waits, at most, for the connection to close cleanly: the close frame
+# written, and the relay's answer (CLOSE_TIMEOUT). A connection whose buffers the relay
+# does not empty (it stopped reading) would keep the close frame from going out at all.
+HANG_UP_TIMEOUT = 2 * CLOSE_TIMEOUT
+# How long close() waits, at most, for its LEAVE messages to be written before it hangs up.
+# They are a courtesy (one that vanishes without one is found by the next roll call): a
+# connection too backed up to take them in this long is not waited for.
+LEAVING_TIMEOUT = 0.5
 # Close codes after which trying again would fail the same way: this client sent what the
 # relay (or the WebSocket layer) will never take. PROTOCOL.md 11.2 says "fix the bug; do
 # not reconnect in a loop" for 1008 and 1009; 1002, 1003 and 1007 are the WebSocket
@@ -373,10 +389,16 @@ class RoomClient:
         retry_after_rate_limit: float = RETRY_AFTER_RATE_LIMIT,
         retry_after_full: float = RETRY_AFTER_FULL,
         stable_after: float = STABLE_AFTER,
+        announce: bool = False,
     ) -> None:
+        """``announce``: tell the others in each room who we are (PROTOCOL.md 5.7); a
+        script that only sends or listens keeps the default, and is counted, not named."""
         self._connect_url = websocket_url(server)  # with credentials, if any
         self.url = without_credentials(self._connect_url)  # what is shown
-        self.session = ClientSession(device, name, token_bytes=secrets.token_bytes)
+        self._announce = announce
+        self.session = ClientSession(
+            device, name, token_bytes=secrets.token_bytes, announce=announce
+        )
         self.connected = asyncio.Event()
         self.presence: dict[bytes, int] = {}
         # websockets takes ssl=None for "no TLS", and refuses it for wss://: a wss:// URL
@@ -409,7 +431,7 @@ class RoomClient:
         # The one retry of refused PUBLISHes (RATE_LIMITED), and the backoff's restart.
         self._resend_timer: asyncio.TimerHandle | None = None
         self._stable_timer: asyncio.TimerHandle | None = None
-        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._tick_timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
         self._send_lock = asyncio.Lock()
         self._failure: RelayRefused | None = None
@@ -465,24 +487,36 @@ class RoomClient:
         self._check_running()
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="instantroom-client")
-            self._schedule_expiry()
+            self._schedule_tick()
 
     async def close(self) -> None:
-        """Hang up and stop for good: waiting and later calls get ``RoomGone``."""
+        """Hang up and stop for good: waiting and later calls get ``RoomGone``. An
+        announcing client first tells its rooms it leaves (best effort: for
+        ``LEAVING_TIMEOUT`` at most)."""
         self._closed = True
         self._cancel_timers()
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-            self._expiry_timer = None
+        if self._tick_timer is not None:
+            self._tick_timer.cancel()
+            self._tick_timer = None
         # Cancelled, the task closes its connection on the way out; closing it here as well
         # makes sure it is closed, not left to the garbage collector, when close() returns.
         ws = self._ws
         try:
+            if self._announce and ws is not None:
+                self.session.announce_leaving(now_ms())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(LEAVING_TIMEOUT):
+                        await self._flush()
             if self._task is not None:
                 self._task.cancel()
                 # wait(), not await: the task's CancelledError is its own, while one that
                 # reaches us here is our caller's (a timeout, a TaskGroup) and must go on.
-                await asyncio.wait([self._task])
+                done, _ = await asyncio.wait([self._task], timeout=HANG_UP_TIMEOUT)
+                if not done and ws is not None:
+                    # Its close frame waits behind what the relay does not read, and
+                    # websockets' close timeout starts only once it is written.
+                    ws.transport.abort()
+                    await asyncio.wait([self._task])
                 self._task = None
             if ws is not None:
                 await ws.close()
@@ -550,9 +584,17 @@ class RoomClient:
         return await asyncio.shield(future)
 
     async def leave(self, room_id: bytes) -> None:
-        self.session.leave(room_id)
+        """Leave ``room_id`` (an announcing client tells the others first)."""
+        self.session.leave(room_id, now_ms())
         self._room_gone(room_id, "You left the room.")
         await self._flush()
+
+    def members(self, room_id: bytes) -> tuple[Member, ...]:
+        """Who the others in ``room_id`` said they are and are believed present, oldest
+        first (PROTOCOL.md 5.7); never ourselves, and empty for a room we are not in. Each
+        is a claim: the relay's count (``presence``) says how many are online, and those
+        who announce nothing are counted there only."""
+        return self.session.members(room_id)
 
     def post_text(self, room_id: bytes, text: str) -> tuple[Message, bytes]:
         """Seal ``text`` into the outbox and return at once the message and its envelope
@@ -814,8 +856,8 @@ class RoomClient:
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
-    def _schedule_expiry(self) -> None:
-        self._expiry_timer = asyncio.get_running_loop().call_later(EXPIRY_CHECK, self._expire)
+    def _schedule_tick(self) -> None:
+        self._tick_timer = asyncio.get_running_loop().call_later(TICK_EVERY, self._tick)
 
     def _dispatch(self, events: list[Event]) -> None:
         for event in events:
@@ -903,10 +945,12 @@ class RoomClient:
                 if not future.done():
                     future.set_exception(RoomGone(reason))
 
-    def _expire(self) -> None:
+    def _tick(self) -> None:
         """Once a second: rooms whose time is over are forgotten, here and now, and left
-        on the relay."""
+        on the relay; then what presence has due is done (by this clock as it reads:
+        presence times are this device's own, never compared with another's)."""
         self.session.expire(self.expiry_now())
+        self.session.tick(now_ms())
         self._dispatch(self.session.events())
         self._flush_soon()
-        self._schedule_expiry()
+        self._schedule_tick()

@@ -53,6 +53,7 @@ class Kind(IntEnum):
     JOIN = 2
     LEAVE = 3
     TYPING = 4
+    HERE = 5  # the answer to a JOIN (PROTOCOL.md 5.7)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,17 @@ Those belong to one connection: the caller drops them in ``connection_lost``, as
 ``connection_made`` joins every room anyway. ``retry_join`` does nothing while a JOIN for
 the room is unanswered, so a late timer cannot send a second JOIN, which would replace the
 relay's challenge under the first PROOF.
+
+Each room has a roster too (PROTOCOL.md 5.7): who is there, from the members' JOIN, HERE
+and LEAVE messages (``members``, ``MembersChanged`` events). A session made with
+``announce=True`` announces itself: a JOIN on each JOINED, a HERE in answer to others'
+JOINs (``tick``, about once a second, sends what is due), a LEAVE before leaving a room
+(``leave``) or closing (``announce_leaving``). Announcements are news, not the user's
+messages: published at once or dropped (room not joined, disconnected, publishing paused,
+``MAX_IN_FLIGHT`` on the wire), never kept in the outbox, resent or reported (no
+``Accepted`` or ``NotSent``). A session that announces nothing still keeps the rosters of
+what others announce (``members``), but tells no ``MembersChanged``: its events are what
+they were before rosters.
 """
 
 from __future__ import annotations
@@ -56,6 +67,7 @@ from dataclasses import dataclass, field
 from . import frames
 from .codes import ErrorCode
 from .envelope import (
+    MAX_NAME_BYTES,
     MESSAGE_ID_SIZE,
     Kind,
     Message,
@@ -68,6 +80,7 @@ from .errors import EnvelopeError, FrameError, StaleMessage, UsageError
 from .join import sign_join_proof
 from .kdf import DeviceKey, RoomKeys, fingerprint
 from .names import canonical_name
+from .roster import Member, Roster
 
 MAX_REF = 2**32 - 1
 # PUBLISHes sent and not yet answered (ACK or ERROR) on one connection, at most
@@ -171,9 +184,18 @@ class PongReceived:
     token: int
 
 
+@dataclass(frozen=True)
+class MembersChanged:
+    """The roster of ``room_id`` changed (PROTOCOL.md 5.7): ``members`` is it now. Only
+    from a session that announces."""
+
+    room_id: bytes
+    members: tuple[Member, ...]
+
+
 Event = (
     Joined | PresenceChanged | MessageReceived | MessageRejected | Accepted | NotSent
-    | Refused | RoomExpired | PongReceived
+    | Refused | RoomExpired | PongReceived | MembersChanged
 )  # fmt: skip
 
 # Refusals of a JOIN after which the session stops trying the room. Not ROOM_FULL or
@@ -191,6 +213,7 @@ _FATAL_FOR_ROOM = {
 class RoomState:
     keys: RoomKeys = field(repr=False)
     expires_at_ms: int  # 0: not known
+    roster: Roster = field(repr=False)
     joined: bool = False
     # A JOIN was sent and neither JOINED nor a refusal has answered it yet.
     join_sent: bool = False
@@ -206,6 +229,18 @@ class RoomState:
     names: dict[str, bytes] = field(default_factory=dict, repr=False)
     # One filter per room: a member of one room cannot make us drop another's messages.
     replays: ReplayFilter = field(default_factory=ReplayFilter, repr=False)
+
+
+def _sealable_name(name: str) -> bool:
+    try:
+        return len(name.encode("utf-8")) <= MAX_NAME_BYTES
+    except UnicodeEncodeError:  # lone surrogates
+        return False
+
+
+# The number of an announcement on the wire: never a place in the outbox, so its ACK
+# reports nothing.
+_NOT_IN_OUTBOX = -1
 
 
 @dataclass
@@ -227,9 +262,15 @@ class ClientSession:
         name: str,
         *,
         token_bytes: Callable[[int], bytes],
+        announce: bool = False,
     ) -> None:
+        if announce and not _sealable_name(name):
+            # Checked now: announcements are sealed inside receive() and tick().
+            raise UsageError(f"A name is at most {MAX_NAME_BYTES} bytes of UTF-8.")
         self.device = device
         self.name = name
+        # Send JOIN, HERE and LEAVE messages (PROTOCOL.md 5.7); scripts do not.
+        self.announce = announce
         self.rooms: dict[bytes, RoomState] = {}
         self.connected = False
         self._token_bytes = token_bytes
@@ -254,6 +295,8 @@ class ClientSession:
         self._next_ref = 1
         self._frames: list[bytes] = []
         self._events: list[Event] = []
+        # The latest time a caller gave: the timestamp of a LEAVE sent without one.
+        self._now_ms = 0
 
     # what the caller takes
 
@@ -287,7 +330,8 @@ class ClientSession:
         """Join ``room`` now if connected, and again after every reconnect."""
         if room.room_id in self.rooms:
             return
-        state = self.rooms[room.room_id] = RoomState(room, expires_at_ms)
+        roster = Roster(self.device.public_key, announce=self.announce)
+        state = self.rooms[room.room_id] = RoomState(room, expires_at_ms, roster)
         if room.room_id in self._leave_on_answer:
             # Left and joined again before the relay answered the first JOIN: its answer
             # serves this join too.
@@ -318,9 +362,41 @@ class ClientSession:
             raise UsageError("Join the room before telling it the messages it has.")
         state.replays.raise_floor(min(floor_ms, now_ms))
 
-    def leave(self, room_id: bytes) -> None:
+    def leave(self, room_id: bytes, now_ms: int | None = None) -> None:
+        """Leave ``room_id`` and forget it. An announcing session first sends the room a
+        LEAVE message (stamped ``now_ms``, or the latest time it was given), ahead of the
+        LEAVE frame that takes it out of the room."""
+        state = self.rooms.get(room_id)
+        if state is not None:
+            state.roster.leaving()
+            self._announce(room_id, self._clock(now_ms))
         self._leave_on_wire(room_id)
         self._forget(room_id)
+
+    def announce_leaving(self, now_ms: int | None = None) -> None:
+        """Send every joined room a LEAVE message (an announcing session only): the client
+        is about to close. Best effort: what cannot go now is dropped."""
+        now_ms = self._clock(now_ms)
+        for room_id, state in self.rooms.items():
+            if state.joined:
+                state.roster.leaving()
+                self._announce(room_id, now_ms)
+
+    def members(self, room_id: bytes) -> tuple[Member, ...]:
+        """Who is in ``room_id`` as its members announce (PROTOCOL.md 5.7), oldest entry
+        first, never ourselves; empty for a room not known."""
+        state = self.rooms.get(room_id)
+        return state.roster.members if state is not None else ()
+
+    def tick(self, now_ms: int) -> None:
+        """Do what the rosters have due (PROTOCOL.md 5.7): answer JOINs with a HERE, call a
+        roll call, remove who did not answer one. Call it about once a second."""
+        self._now_ms = now_ms
+        for room_id, state in list(self.rooms.items()):
+            version = state.roster.version
+            state.roster.tick(now_ms)
+            self._announce(room_id, now_ms)
+            self._members_changed(room_id, version)
 
     def send(self, room_id: bytes, kind: int, body: bytes, now_ms: int) -> Message:
         """Seal a message into the outbox; it leaves as soon as the room is joined. Raises
@@ -328,6 +404,7 @@ class ClientSession:
         state = self.rooms.get(room_id)
         if state is None:
             raise UsageError("Join the room before sending to it.")
+        self._now_ms = now_ms
         if len(self._outbox) >= MAX_OUTBOX:
             raise UsageError(
                 f"{MAX_OUTBOX} messages are waiting for the relay to take them: wait for "
@@ -493,6 +570,7 @@ class ClientSession:
         taken then would count us in a room the next connection has not let us into)."""
         if not self.connected:
             return
+        self._now_ms = now_ms
         frame = frames.decode_frame(data)
         match frame:
             case frames.Deliver(room_id, envelope):
@@ -517,6 +595,10 @@ class ClientSession:
                     state.expires_at_ms = min(known, default=0)
                     state.members = members
                     self._events.append(Joined(room_id, state.expires_at_ms, members))
+                    # Our JOIN message first: the others learn who we are before they
+                    # read what waited in the outbox.
+                    state.roster.joined(members, now_ms)
+                    self._announce(room_id, now_ms)
                     self._ready(room_id)  # once the members are back, wait no more
                     self._pump()
             case frames.Presence(room_id, members):
@@ -524,6 +606,7 @@ class ClientSession:
                 if state is not None:
                     state.members = members
                     self._events.append(PresenceChanged(room_id, members))
+                    state.roster.count_changed(members, now_ms)
                     self._ready(room_id)  # once the members are back, wait no more
                     self._pump()
             case frames.Pong(token):
@@ -536,6 +619,39 @@ class ClientSession:
                 )
 
     # inside
+
+    def _clock(self, now_ms: int | None) -> int:
+        if now_ms is not None:
+            self._now_ms = now_ms
+        return self._now_ms
+
+    def _announce(self, room_id: bytes, now_ms: int) -> None:
+        """Publish now what the roster of ``room_id`` has to send, or drop it: presence is
+        news, and the next JOINED announces anyway (PROTOCOL.md 5.7). Like any PUBLISH it
+        takes a ref and a place in flight until answered, but no place in the outbox."""
+        state = self.rooms[room_id]
+        for kind in state.roster.take_sends():
+            if (
+                not self.connected
+                or not state.joined
+                or self._paused
+                or len(self._in_flight) >= MAX_IN_FLIGHT
+            ):
+                continue
+            message = new_message(
+                self.device, self.name, kind, b"", token_bytes=self._token_bytes, now_ms=now_ms
+            )
+            envelope = seal_envelope(state.keys, self.device, message, self._token_bytes(12))
+            state.replays.remember(message.message_id, message.timestamp_ms, now_ms)
+            self._publish(_Outgoing(_NOT_IN_OUTBOX, room_id, message.message_id, now_ms, envelope))
+
+    def _members_changed(self, room_id: bytes, version: int) -> None:
+        """A MembersChanged event if the roster of ``room_id`` is not at ``version`` now.
+        Not from a session that announces nothing: scripts show no roster, and their events
+        stay as they were before rosters (``members`` still answers)."""
+        state = self.rooms.get(room_id)
+        if self.announce and state is not None and state.roster.version != version:
+            self._events.append(MembersChanged(room_id, state.roster.members))
 
     def _leave_on_wire(self, room_id: bytes) -> None:
         """Tell the relay we leave ``room_id``: now, or once its unanswered JOIN is
@@ -678,6 +794,11 @@ class ClientSession:
         self._events.append(
             MessageReceived(room_id, message, fingerprint(message.sender_key), key_changed)
         )
+        version = state.roster.version
+        state.roster.heard(
+            message.kind, message.sender_key, message.sender_name, key_changed, now_ms
+        )
+        self._members_changed(room_id, version)  # an answer, if any, waits for a tick
 
     def _refused(self, code: int, ref: int, room_id: bytes, reason: str) -> None:
         if not ref:

@@ -24,6 +24,11 @@ keeps history or not: quit before then, and the next chat sends it again, byte f
 Everything a member sent (names, text) is shown as plain text, never as markup, with
 control and bidirectional-override characters replaced (a member cannot draw on the
 screen or reorder it), and a message's further lines are indented under it.
+
+The chat announces itself in its rooms (PROTOCOL.md 5.7), and the members line shows who
+is online: the relay's count, the names and fingerprints the others announced (a name
+known with another key, or mixing look-alike scripts, marked ⚠ and warned of in the
+conversation as a message under it would be), and how many of those counted said nothing.
 """
 
 from __future__ import annotations
@@ -87,11 +92,13 @@ from instantroom.protocol.errors import EnvelopeError, UsageError
 from instantroom.protocol.kdf import RoomKeys
 from instantroom.protocol.minikey import format_minikey, spell_minikey
 from instantroom.protocol.names import canonical_name, mixed_scripts, spoken_list
+from instantroom.protocol.roster import Member
 from instantroom.protocol.session import (
     MAX_NAMES_PER_ROOM,
     Accepted,
     Event,
     Joined,
+    MembersChanged,
     MessageReceived,
     MessageRejected,
     NotSent,
@@ -117,6 +124,9 @@ quits."""
 
 # Why one of ours kept as not taken, and no longer waiting, was not sent.
 NEVER_TAKEN = "the relay never took it"
+# Members named on the members line, at most: it shows four rows, and what follows the
+# names (how many said nothing, ourselves) must not be cut off by a big room.
+MEMBERS_SHOWN = 20
 
 W = TypeVar("W", bound=Widget)
 
@@ -273,9 +283,19 @@ class RoomView:
     client: RoomClient | None = None
     lines: list[Line] = field(default_factory=list)
     # canonical name (PROTOCOL.md 4.4) -> (the name as last sent, its latest fingerprint),
-    # least recently seen first, at most MAX_NAMES_PER_ROOM
+    # least recently seen first, at most MAX_NAMES_PER_ROOM: from messages (kept history
+    # too) and ourselves, to tell a name that comes with another key than before
     seen: dict[str, tuple[str, str]] = field(default_factory=dict)
     changed: set[str] = field(default_factory=set)  # canonical names that came with a new key
+    # canonical name -> the fingerprint last warned of as its new key, as long as no
+    # message under the name came from another key since: a member announced with a new
+    # key, then writing, is warned of once. At most MAX_NAMES_PER_ROOM.
+    key_warned: dict[str, str] = field(default_factory=dict)
+    # (canonical name, fingerprint) of the members announced with a new key and warned of:
+    # once each, however often the roster changes. At most MAX_NAMES_PER_ROOM.
+    announced_warned: dict[tuple[str, str], None] = field(default_factory=dict)
+    # Who the others said they are (PROTOCOL.md 5.7), oldest first: the session's roster.
+    roster: tuple[Member, ...] = ()
     flagged: set[str] = field(default_factory=set)  # canonical names warned of as mixing scripts
     numbered: int = 0  # the number of the last message line added
     clock_warning: str | None = None  # what the room was last told of this computer's clock
@@ -510,7 +530,7 @@ class ChatApp(App[None]):
         client = self._clients.get(url)
         if client is None:
             client = self._clients[url] = RoomClient(
-                view.stored.server, self._store.device, self._user
+                view.stored.server, self._store.device, self._user, announce=True
             )
             client.start()
             self.run_worker(self._listen(client), group="events")
@@ -567,6 +587,9 @@ class ChatApp(App[None]):
             case PresenceChanged(room_id=room_id, members=members):
                 if (view := self._views.get(room_id)) is not None:
                     view.online = members
+            case MembersChanged(room_id=room_id, members=roster):
+                if (view := self._views.get(room_id)) is not None:
+                    self._members_changed(view, roster)
             case MessageRejected(room_id=room_id, ahead_ms=ahead_ms) if ahead_ms:
                 # A clock set wrong, the sender's or ours: said, at most every 10 minutes
                 # (a relay could send such a message by the thousand).
@@ -656,14 +679,10 @@ class ChatApp(App[None]):
         name, fingerprint = message.sender_name, received.fingerprint
         before = view.saw(name, fingerprint)
         if received.key_changed or (before is not None and before != fingerprint):
-            was = f" (before: {before})" if before and before != fingerprint else ""
-            warning = (
-                f"⚠ {printable(name)} now writes with a NEW device key {fingerprint}{was}. "
-                "It may be someone else using that name: check with them another way "
-                "before you trust it."
-            )
-            self._add_line(view, Line("warning", warning))
-            view.changed.add(canonical_name(name))
+            self._warn_of_new_key(view, name, fingerprint, before, "now writes")
+        elif view.key_warned.get(canonical_name(name), fingerprint) != fingerprint:
+            # Another key wrote under the name since its warning: the next is news again.
+            del view.key_warned[canonical_name(name)]
         self._flag_mixed_scripts(view, name, fingerprint)
         entry = None
         if view.stored.keep_history:
@@ -677,6 +696,69 @@ class ChatApp(App[None]):
         self._add_line(view, line)
         if view.room_id != self._selected:
             view.unread += 1
+
+    def _warn_of_new_key(
+        self, view: RoomView, name: str, fingerprint: str, before: str | None, doing: str
+    ) -> None:
+        """Warn that ``name`` ``doing`` ("now writes") with a new device key, unless the
+        last warning for the name was of this very key (announced, then writing)."""
+        key = canonical_name(name)
+        view.changed.add(key)
+        if view.key_warned.get(key) == fingerprint:
+            return
+        view.key_warned.pop(key, None)  # now the most recent
+        view.key_warned[key] = fingerprint
+        if len(view.key_warned) > MAX_NAMES_PER_ROOM:
+            del view.key_warned[next(iter(view.key_warned))]
+        was = f" (before: {before})" if before and before != fingerprint else ""
+        warning = (
+            f"⚠ {printable(name)} {doing} with a NEW device key {fingerprint}{was}. "
+            "It may be someone else using that name: check with them another way "
+            "before you trust it."
+        )
+        self._add_line(view, Line("warning", warning))
+
+    def _known_key(self, view: RoomView, name: str) -> str | None:
+        """The fingerprint this chat last saw ``name`` write with (or ours, for our name)."""
+        seen = view.seen.get(canonical_name(name))
+        return seen[1] if seen is not None else None
+
+    def _members_changed(self, view: RoomView, roster: tuple[Member, ...]) -> None:
+        """The others' announcements changed who is named online. One who came (or took
+        another name) under a name known with another key (to the session, or to this
+        chat from kept history), or mixing look-alike scripts, is warned of as a message
+        under it would be: a member can announce and never write, and the members line
+        alone would show them as the one the name belongs to. A member already there
+        whose flag changes is not: another key's message under the name made it, and
+        was warned of."""
+        there = {(member.device_key, member.name) for member in view.roster}
+        view.roster = roster
+        for member in roster:
+            self._flag_mixed_scripts(view, member.name, member.fingerprint)
+            if (member.device_key, member.name) in there:
+                continue
+            before = self._known_key(view, member.name)
+            announced = (canonical_name(member.name), member.fingerprint)
+            new_key = member.key_changed or (before is not None and before != member.fingerprint)
+            if new_key and announced not in view.announced_warned:
+                view.announced_warned[announced] = None
+                if len(view.announced_warned) > MAX_NAMES_PER_ROOM:
+                    del view.announced_warned[next(iter(view.announced_warned))]
+                self._warn_of_new_key(
+                    view, member.name, member.fingerprint, before, "is in the room"
+                )
+
+    def _suspect(self, view: RoomView, member: Member) -> bool:
+        """Whether ``member`` is marked ⚠ on the members line: a name that came with a new
+        key (now or before, this member's or another's: every member who claims it is
+        marked), known here with another, or mixing look-alike scripts."""
+        before = self._known_key(view, member.name)
+        return (
+            member.key_changed
+            or canonical_name(member.name) in view.changed
+            or (before is not None and before != member.fingerprint)
+            or bool(scripts_of(member.name))
+        )
 
     # the screen
 
@@ -752,19 +834,24 @@ class ChatApp(App[None]):
             status.update(self._status_text(current))
 
     def _members_text(self, view: RoomView) -> Text:
+        """The relay's count; who announced themselves (those marked ⚠ first: the line
+        may be cut); how many of those counted did not; ourselves."""
         online = "?" if view.online is None else str(view.online)
         shown = Text(f"Online: {online} (you included)", style="bold")
-        me = (self._user, self._fingerprint)
-        others = [seen for seen in view.seen.values() if seen != me]
-        if others:
-            shown.append("  ·  seen: ")
-        for index, (name, fingerprint) in enumerate(others):
-            if index:
-                shown.append(", ")
-            if canonical_name(name) in view.changed or scripts_of(name):
+        listed = [(self._suspect(view, member), member) for member in view.roster]
+        listed.sort(key=lambda pair: not pair[0])  # stable: otherwise oldest first
+        for index, (suspect, member) in enumerate(listed[:MEMBERS_SHOWN]):
+            shown.append(", " if index else "  ·  ")
+            if suspect:
                 shown.append("⚠ ", style="bold yellow")
-            shown.append(printable(name), style=f"bold {name_colour(fingerprint)}")
-            shown.append(f" {fingerprint}")
+            shown.append(printable(member.name), style=f"bold {name_colour(member.fingerprint)}")
+            shown.append(f" {member.fingerprint}")
+        if len(listed) > MEMBERS_SHOWN:
+            shown.append(f" and {len(listed) - MEMBERS_SHOWN} more")
+        # Counted by the relay, and silent: scripts, or clients that announce nothing.
+        silent = 0 if view.online is None else view.online - 1 - len(view.roster)
+        if silent > 0:
+            shown.append(f"  ·  {silent} not named")
         shown.append(f"  ·  you: {printable(self._user)} {self._fingerprint}", style="dim")
         return shown
 

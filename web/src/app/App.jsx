@@ -649,6 +649,79 @@ function Message({ app, roomId, message }) {
   );
 }
 
+/** How many of the names a closed members line shows; the rest are counted. */
+const NAMES_IN_SUMMARY = 3;
+
+/**
+ * Who is in the room with this device: the relay's count says how many, the members'
+ * own JOIN and HERE messages say who (PROTOCOL.md 5.7). A name is a claim, untrusted text:
+ * shown as a message's sender is, flagged alike (another device key, look-alike letters),
+ * beside the fingerprint to check it by; those counted who said nothing are counted apart.
+ * One line, a phone's width, that opens to the list.
+ */
+function Members({ live }) {
+  const roster = live.roster;
+  // Once per roster heard, not on every redraw of the room.
+  const members = useMemo(() => roster.map((member) => ({ ...member, scripts: mixedScripts(member.name) })), [roster]);
+  const unnamed = Math.max(0, live.members - 1 - roster.length);
+  if (roster.length === 0 && unnamed === 0) return null;
+  const warned = members.some((member) => member.keyChanged || member.scripts.length > 0);
+  const more = Math.max(0, roster.length - NAMES_IN_SUMMARY) + unnamed;
+  return (
+    <details class="members" data-testid="member-details">
+      <summary data-testid="members-summary">
+        Who is here:{" "}
+        <span translate={false}>
+          {members
+            .slice(0, NAMES_IN_SUMMARY)
+            .map((member) => shown(member.name))
+            .join(", ")}
+        </span>
+        {more > 0 && (roster.length > 0 ? ` and ${more} more` : `${more} unnamed`)}
+        {warned && (
+          <>
+            <span aria-hidden="true"> ⚠</span>
+            <span class="visually-hidden">, with a warning: open the list</span>
+          </>
+        )}
+      </summary>
+      {roster.length > 0 && (
+        <ul class="member-list" data-testid="member-list" aria-label="Members who said who they are">
+          {members.map((member) => (
+            <Member key={member.id} member={member} />
+          ))}
+        </ul>
+      )}
+      {unnamed > 0 && (
+        <p class="hint" data-testid="members-unnamed">
+          {unnamed === 1 ? "1 more online has not said who they are." : `${unnamed} more online have not said who they are.`}
+        </p>
+      )}
+    </details>
+  );
+}
+
+function Member({ member }) {
+  return (
+    <li class="member" data-testid="member">
+      <span class="sender" data-testid="member-name" translate={false}>
+        {shown(member.name)}
+      </span>
+      {member.scripts.length > 0 && <MixedScriptsFlag scripts={member.scripts} />}
+      <span class="visually-hidden">, fingerprint</span>
+      <span class="fingerprint" data-testid="member-fingerprint" title="Their device fingerprint">
+        {member.fingerprint}
+      </span>
+      {member.keyChanged && (
+        <p class="warning" data-testid="member-key-change-warning" role="note">
+          ⚠ <span translate={false}>{shown(member.name)}</span> is here with another device key than before. It may be a new
+          device, or someone else using that name: check the fingerprint with them.
+        </p>
+      )}
+    </li>
+  );
+}
+
 function RenameRoom({ app, room }) {
   const [label, setLabel] = useState(room.label);
   const submit = (event) => {
@@ -761,6 +834,7 @@ function Room({ app }) {
             {" · "}
             <span>{formatRemaining(room.expiresAtMs, app.expiryNow())}</span>
           </p>
+          <Members live={live} />
           <div class="actions small">
             <button type="button" data-testid="share-room" onClick={() => app.go("share", id)}>
               Share key

@@ -173,8 +173,9 @@ export class App {
     this.connections = new Map(); // server URL -> RoomConnection
     this._reached = new WeakSet(); // the connections that were online at least once
     this._failed = new WeakSet(); // those that lost a try (or a connection) at least once
-    // room id hex -> { members, messages, error, draft, unread }; the draft (what is typed
-    // and not sent yet) lives here, in memory only, and so goes with a lock or the room
+    // room id hex -> { members, roster, messages, error, draft, unread }: members, the
+    // relay's count; roster, the others who said who they are (_onMembers). The draft (what
+    // is typed and not sent yet) lives here, in memory only, and so goes with a lock or the room
     this.live = new Map();
     this.unread = 0; // the messages not seen yet, in every room (_countUnread)
     // The page's own title, without a count one shown before (a page restored from cache).
@@ -415,7 +416,7 @@ export class App {
         this.flushSave(); // the browser may freeze or end a hidden page before the wait is over
       }
     });
-    window.addEventListener("pagehide", () => this.flushSave());
+    window.addEventListener("pagehide", (event) => this._onPageHide(event));
     // Back on the network: try the relays now rather than at the end of their backoff, and
     // compare the clocks if that could not be done (an installed app started offline).
     window.addEventListener("online", () => {
@@ -437,6 +438,18 @@ export class App {
     this.tabs?.addEventListener("message", (event) => this._onTabMessage(event.data));
     const exists = await KeyStore.exists(this.storeOptions);
     this.set({ screen: "unlock", firstVisit: !exists });
+  }
+
+  /**
+   * The page is going (closed, reloaded, left): the throttled save is written, and a page
+   * that will not come back says to its rooms that it leaves (PROTOCOL.md 5.7, best
+   * effort: the browser may end it first; the others then find it gone at their next roll
+   * call). One kept in the back-forward cache stays as it is, to be shown again.
+   */
+  _onPageHide(event) {
+    this.flushSave();
+    if (event?.persisted) return;
+    for (const connection of this.connections.values()) connection.close();
   }
 
   /** Compare the clocks again when the device's clock jumps against the page's monotonic
@@ -738,7 +751,7 @@ export class App {
   liveRoom(id) {
     let live = this.live.get(id);
     if (!live) {
-      live = { members: 0, messages: [], error: null, draft: "", unread: 0, droppedAhead: null };
+      live = { members: 0, roster: [], messages: [], error: null, draft: "", unread: 0, droppedAhead: null };
       const stored = this.room(id);
       // What the relay had not taken when the tab locked or closed waits in the stored
       // outbox, and is sent again (_restoreOutbox); anything else it never took was given up.
@@ -760,6 +773,7 @@ export class App {
     const now = this.connectionOptions.now ?? (() => Date.now());
     connection = new RoomConnection({
       expiryNow: () => this.expiryNow(now()),
+      announce: true, // the others see who is here, by name and fingerprint
       ...this.connectionOptions,
       serverUrl,
       deviceSeed: this.store.deviceKey().seed,
@@ -776,6 +790,7 @@ export class App {
     });
     on("joined", (d) => this._onJoined(d));
     on("presence", (d) => this._onPresence(d));
+    on("members", (d) => this._onMembers(d));
     on("message", (d) => this._onMessage(d));
     on("accepted", (d) => this._onAccepted(d));
     on("notSent", (d) => this._onNotSent(d));
@@ -1199,6 +1214,20 @@ export class App {
     const id = hex(roomId);
     if (!this.room(id)) return;
     this.liveRoom(id).members = members;
+    this.changed();
+  }
+
+  /** Who else is in the room, by their own word (PROTOCOL.md 5.7): shown beside the count.
+   * Names are untrusted text, shown as the senders' of messages are. */
+  _onMembers({ roomId, members }) {
+    const id = hex(roomId);
+    if (!this.room(id)) return;
+    this.liveRoom(id).roster = members.map((member) => ({
+      id: hex(member.deviceKey),
+      name: member.name,
+      fingerprint: member.fingerprint,
+      keyChanged: Boolean(member.keyChanged),
+    }));
     this.changed();
   }
 

@@ -9,6 +9,11 @@
 //
 // It reconnects by itself with backoff, joins its rooms again, and resends what the relay
 // had not acknowledged; receivers drop duplicates by message id.
+//
+// With `announce: true` the session tells each room's members who this device is
+// (PROTOCOL.md 5.7): a JOIN message after each JOINED, a HERE to answer others' JOINs (the
+// once-a-second timer sends what is due), and a LEAVE message before leaving a room or
+// closing. "members" events say who the others are.
 
 import { CloseCode, ErrorCode, SUBPROTOCOL } from "../protocol/codes.js";
 import { UsageError } from "../protocol/errors.js";
@@ -22,6 +27,12 @@ export const RETRY_AFTER_RATE_LIMIT_MS = 1000;
 /** RELAY_FULL and ROOM_FULL say "try later"; a place does not come free in a second. */
 export const RETRY_AFTER_FULL_MS = 15_000;
 export const EXPIRY_CHECK_MS = 1000;
+/**
+ * How long close() keeps the socket open for the LEAVE messages to be sealed and written
+ * (PROTOCOL.md 5.7, best effort): sealing takes milliseconds; a member who misses them is
+ * found gone by the next roll call anyway. The caller never waits for it.
+ */
+export const LEAVING_WAIT_MS = 500;
 /**
  * A connection that stays up this long after a JOINED restarts the backoff. Not at once:
  * a relay that lets us in and then closes (say, on a message it cannot take) would
@@ -123,7 +134,10 @@ function randomToken(randomBytes) {
  * - "state" {state, reason}: state is "connecting" | "online" | "reconnecting" | "closed";
  *   reason is a sentence for people, or null
  * - "joined" {roomId, expiresAtMs, members}
- * - "presence" {roomId, members}
+ * - "presence" {roomId, members}: the relay's count of the room's connections, ours too
+ * - "members" {roomId, members}: the others who said who they are (PROTOCOL.md 5.7), an
+ *   array of {deviceKey, name, fingerprint, keyChanged}, oldest first; names are the
+ *   members' own claims, untrusted text
  * - "message" {roomId, kind, message, text, fingerprint, keyChanged}
  * - "accepted" {roomId, messageId}
  * - "notSent" {roomId, messageId, reason}: given up 55 minutes after it was written, or
@@ -152,6 +166,8 @@ export class RoomConnection extends EventTarget {
    * @param {(n: number) => Uint8Array} [options.randomBytes] a CSPRNG
    * @param {() => number} [options.expiryNow] the time rooms expire by: `now`, unless the
    *   device's clock is known to be fast (a room's key is not deleted early for it)
+   * @param {boolean} [options.announce] say who this device is in its rooms, by the name
+   *   each was joined with (PROTOCOL.md 5.7); scripts and tests may stay silent
    */
   constructor({
     serverUrl,
@@ -164,10 +180,12 @@ export class RoomConnection extends EventTarget {
     pingIntervalMs = DEFAULT_PING_INTERVAL_MS,
     randomBytes,
     expiryNow = now,
+    announce = false,
   }) {
     super();
     this.url = websocketUrl(serverUrl);
-    this.session = new ClientSession(randomBytes ? { deviceSeed, randomBytes } : { deviceSeed });
+    this.session = new ClientSession(randomBytes ? { deviceSeed, randomBytes, announce } : { deviceSeed, announce });
+    this._announce = announce;
     this._randomBytes = randomBytes ?? ((n) => crypto.getRandomValues(new Uint8Array(n)));
     this._WebSocket = WebSocketImpl;
     this._now = now;
@@ -199,6 +217,8 @@ export class RoomConnection extends EventTarget {
     this._joining = new Map();
     this._failure = null;
     this._stable = false;
+    /** After close(), the socket kept open until the LEAVE messages are written: hangs it up. */
+    this._hangUp = null;
   }
 
   /** "connecting" | "online" | "reconnecting" | "closed" */
@@ -219,6 +239,7 @@ export class RoomConnection extends EventTarget {
   /** Connect, and keep connecting until close(). */
   start() {
     if (this._started) return;
+    this._hangUp?.(); // the last close()'s socket goes first: the session has one at a time
     this._started = true;
     this._failure = null;
     this._everOpened = false;
@@ -227,9 +248,16 @@ export class RoomConnection extends EventTarget {
     this._connect();
   }
 
-  /** Hang up and stop reconnecting. Waiting joins are rejected. */
+  /**
+   * Hang up and stop reconnecting. Waiting joins are rejected. An announcing connection
+   * that is online first tells its rooms it leaves (LEAVE messages): the socket stays
+   * open until they are written, at most LEAVING_WAIT_MS, while everything else stops now.
+   */
   close() {
-    this._stop("closed", null, new RoomGone("The connection was closed."));
+    const ws = this._ws;
+    const online = ws !== null && ws.readyState === OPEN && this.session.connected;
+    const leaving = this._announce && online ? this._settled(() => this.session.announceLeaving()) : null;
+    this._stop("closed", null, new RoomGone("The connection was closed."), leaving);
   }
 
   /** Resolves once every frame received so far has been handled (and its answers sent). */
@@ -283,10 +311,22 @@ export class RoomConnection extends EventTarget {
     }
   }
 
+  /** Leave a room; an announcing session says so to its members first (a LEAVE message,
+   * sealed before the relay's LEAVE frame goes). */
   leave(roomId) {
-    this.session.leave(roomId);
+    const done = this._settled(() => this.session.leave(roomId));
     this._roomGone(roomHex(roomId), new RoomGone("You left the room."));
     this._flush();
+    this._afterSettling(done);
+  }
+
+  /**
+   * The others in a room who said who they are (see the "members" event); empty for a
+   * room the session does not know.
+   * @returns {{deviceKey: Uint8Array, name: string, fingerprint: string, keyChanged: boolean}[]}
+   */
+  members(roomId) {
+    return this.session.members(roomId);
   }
 
   /**
@@ -455,8 +495,11 @@ export class RoomConnection extends EventTarget {
     this._scheduleReconnect();
   }
 
-  /** Stop for good: by close(), or because the relay refused us. */
-  _stop(state, reason, rejection = new RelayRefused(reason)) {
+  /**
+   * Stop for good: by close(), or because the relay refused us. `leaving`: the LEAVE
+   * messages being sealed (a promise), which the socket is kept open for.
+   */
+  _stop(state, reason, rejection = new RelayRefused(reason), leaving = null) {
     this._started = false;
     this._clearLater();
     if (this._reconnectTimer !== null) this._clearTimer(this._reconnectTimer);
@@ -464,19 +507,47 @@ export class RoomConnection extends EventTarget {
     this._reconnectTimer = this._expiryTimer = null;
     this._clearPing();
     const ws = this._ws;
-    this._ws = null;
-    if (ws !== null) {
-      this.session.connectionLost();
-      try {
-        ws.close(CloseCode.NORMAL);
-      } catch {
-        // already closing
-      }
-    }
+    this._ws = null; // what it still says is not heard: _received and _lost ignore it
+    if (ws !== null && leaving !== null) this._hangUpAfter(ws, leaving);
+    else if (ws !== null) this._hangUpNow(ws);
     if (reason !== null) this._failure = rejection;
     for (const waiting of this._joining.values()) waiting.reject(rejection);
     this._joining.clear();
     this._setState(state, reason);
+  }
+
+  _hangUpNow(ws) {
+    this.session.connectionLost();
+    try {
+      ws.close(CloseCode.NORMAL);
+    } catch {
+      // already closing
+    }
+  }
+
+  /**
+   * Write what the session has to send on `ws` once `leaving` settles (the frames the
+   * LEAVE messages went into), then hang up; or hang up after LEAVING_WAIT_MS without
+   * them. Whichever comes first; start() hangs up at once.
+   */
+  _hangUpAfter(ws, leaving) {
+    let timer = null;
+    const hangUp = (write) => {
+      if (this._hangUp !== hangUp) return;
+      this._hangUp = null;
+      if (timer !== null) this._clearTimer(timer);
+      if (write && ws.readyState === OPEN) {
+        try {
+          for (const frame of this.session.framesToSend()) ws.send(frame);
+        } catch {
+          // closing already: the others find us gone at their next roll call
+        }
+      }
+      this._hangUpNow(ws);
+    };
+    this._hangUp = hangUp;
+    timer = this._setTimer(() => hangUp(false), LEAVING_WAIT_MS);
+    leaving.then(() => hangUp(true));
   }
 
   _nextDelay() {
@@ -498,9 +569,12 @@ export class RoomConnection extends EventTarget {
     this._expiryTimer = this._setTimer(() => {
       this._expiryTimer = null;
       this._guard(() => {
-        // Once a second: rooms whose time is over are forgotten, here and now.
+        // Once a second: rooms whose time is over are forgotten, here and now; what the
+        // rosters have due (PROTOCOL.md 5.7) goes, by this device's own clock.
         this.session.expire(this._expiryNow());
+        const ticked = this._settled(() => this.session.tick(this._now()));
         this._afterSession();
+        this._afterSettling(ticked);
       });
       if (this._started) this._scheduleExpiry();
     }, EXPIRY_CHECK_MS);
@@ -579,8 +653,10 @@ export class RoomConnection extends EventTarget {
    * sends it again after reconnecting.
    */
   _flush() {
-    const frames = this.session.framesToSend();
     const ws = this._ws;
+    // A socket closing after close() takes what comes meanwhile: its LEAVE messages.
+    if (ws === null && this._hangUp !== null) return;
+    const frames = this.session.framesToSend();
     if (ws === null || ws.readyState !== OPEN) return;
     try {
       for (const frame of frames) ws.send(frame);
@@ -592,6 +668,26 @@ export class RoomConnection extends EventTarget {
   _afterSession() {
     this._dispatch(this.session.events());
     this._flush();
+  }
+
+  /**
+   * Make a session call that may seal (announcements, PROTOCOL.md 5.7: WebCrypto, so it
+   * may answer with a promise), now: a promise that settles when it is done, and never
+   * rejects (a failure is said as an "error" event).
+   */
+  _settled(call) {
+    const failed = (error) => this._error(`The client failed: ${error?.message ?? error}`);
+    try {
+      return Promise.resolve(call()).catch(failed);
+    } catch (error) {
+      failed(error);
+      return Promise.resolve();
+    }
+  }
+
+  /** Once `done` settles: dispatch the session's events and send its frames. */
+  _afterSettling(done) {
+    done.then(() => this._guard(() => this._afterSession()));
   }
 
   _dispatch(events) {

@@ -11,7 +11,7 @@ import { ENVELOPE_VERSION, NONCE_SIZE, PADDING_BUCKETS, SIGNATURE_SIZE, TAG_SIZE
 import { BadSignature, DecryptionFailed, MalformedEnvelope, ReplayedMessage, StaleMessage, UsageError } from "./errors.js";
 import { signatureIsGood } from "./join.js";
 
-export const Kind = Object.freeze({ TEXT: 1, JOIN: 2, LEAVE: 3, TYPING: 4 });
+export const Kind = Object.freeze({ TEXT: 1, JOIN: 2, LEAVE: 3, TYPING: 4, HERE: 5 });
 export const MESSAGE_ID_SIZE = 16;
 export const MAX_NAME_BYTES = 64;
 export const MAX_BODY_BYTES = 60000;

@@ -40,11 +40,27 @@
 // A JOINED, likewise, counts only as the answer to an outstanding JOIN: another is
 // ignored, so that a relay cannot make news (an expiry, a count, an event) of every frame.
 //
-// Sealing and opening use WebCrypto, so `sendText`, `send` and `receive` are async. The
-// session runs them one at a time, in call order, on an internal promise chain: a caller
-// may fire them without awaiting and frames are still handled in the order they came.
-// Everything else is synchronous and may be called at any time, also while one of those
-// is in flight; the async methods look at the room again after each await.
+// Who is in each room (PROTOCOL.md 5.7): every room has a Roster (roster.js), fed with the
+// relay's counts and every message that passes the checks; `members(roomId)` reads it.
+// A session made with `announce: true` says who it is too: a JOIN at each JOINED, a HERE
+// to answer others' JOINs, a LEAVE before `leave` (and for all rooms with
+// `announceLeaving`, before the client closes); a "members" event follows each change of
+// a roster. One that announces nothing (scripts) keeps its events as they were before
+// rosters: no "members". `tick(nowMs)`, about once a second, sends what is due and judges
+// roll calls. Announcements are sealed and published at once or never: they wait in no
+// outbox (no "accepted" or "notSent", not in `outboxOf`, not resent after a reconnect),
+// are dropped while the room is not joined, publishing is paused or MAX_IN_FLIGHT are on
+// the wire, and take a ref in flight like any PUBLISH (an ERROR for one is handled as for
+// any).
+//
+// Sealing and opening use WebCrypto, so `sendText`, `send`, `receive`, `tick`, `leave` and
+// `announceLeaving` are async. The session runs them one at a time, in call order, on an
+// internal promise chain: a caller may fire them without awaiting and frames are still
+// handled in the order they came. Everything else is synchronous and may be called at any
+// time, also while one of those is in flight; the async methods look at the room again
+// after each await. `leave` takes the room out of the session at once; an announcing
+// session's frames for it (the LEAVE message, then the LEAVE frame) are queued when its
+// promise resolves, any other's at once, as before rosters.
 //
 // Events are plain objects with a `type`:
 //   joined   {roomId, expiresAtMs, members}
@@ -59,6 +75,8 @@
 //   refused  {code, roomId, ref, reason, fatal}  fatal: the session gave the room up
 //   expired  {roomId}
 //   pong     {token}
+//   members  {roomId, members}          the room's roster changed: members, oldest first, each
+//            {deviceKey, name, fingerprint, keyChanged} (roster.js); announcing sessions only
 
 import { equal, hex, utf8, utf8Strict } from "./bytes.js";
 import { ErrorCode } from "./codes.js";
@@ -68,6 +86,7 @@ import { decodeFrame, encodeFrame } from "./frames.js";
 import { signJoinProof } from "./join.js";
 import { deviceKeyFromSeed, fingerprint } from "./kdf.js";
 import { canonicalName } from "./names.js";
+import { Roster } from "./roster.js";
 
 export const MAX_REF = 2 ** 32 - 1;
 /**
@@ -137,6 +156,8 @@ const defaultRandomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
  * @property {Map<string, string>} names canonical sender name -> hex of the device key last
  *   seen with it, least recently seen first; at most MAX_NAMES_PER_ROOM
  * @property {ReplayFilter} replays
+ * @property {Roster} roster who is in the room (PROTOCOL.md 5.7)
+ * @property {number} rosterShown the roster's version of the last "members" event
  */
 
 /** A client's protocol state across any number of rooms and reconnects. */
@@ -145,13 +166,16 @@ export class ClientSession {
    * @param {object} options
    * @param {Uint8Array} options.deviceSeed this install's 32-byte device key seed
    * @param {(n: number) => Uint8Array} [options.randomBytes] a CSPRNG, for message ids and nonces
+   * @param {boolean} [options.announce] say who this member is: JOIN, HERE and LEAVE
+   *   (PROTOCOL.md 5.7); scripts do not
    */
-  constructor({ deviceSeed, randomBytes = defaultRandomBytes } = {}) {
+  constructor({ deviceSeed, randomBytes = defaultRandomBytes, announce = false } = {}) {
     if (!(deviceSeed instanceof Uint8Array) || deviceSeed.length !== 32) {
       throw new UsageError("The device seed is 32 bytes.");
     }
     this.device = deviceKeyFromSeed(deviceSeed);
     this.fingerprint = fingerprint(this.device.publicKey);
+    this.announce = Boolean(announce);
     /** @type {Map<string, RoomState>} keyed by roomHex(roomId) */
     this.rooms = new Map();
     this.connected = false;
@@ -174,6 +198,11 @@ export class ClientSession {
      * JOIN. Kept across leave() and join() while that JOIN is unanswered (its answer serves
      * the new join too), dropped when it is answered or a new JOIN goes out. */
     this._proved = new Set();
+    /** Keys of rooms left whose LEAVE message is being sealed: their LEAVE frame follows it,
+     * and a JOIN for the room (joined again meanwhile) follows that. */
+    this._sealingLeave = new Set();
+    /** The latest time a caller gave: the timestamp of a LEAVE message sent without one. */
+    this._lastNowMs = 0;
     /** Counts connections lost: what a lost connection sent is not handled after it. */
     this._connections = 0;
     this._nextRef = 1;
@@ -240,12 +269,15 @@ export class ClientSession {
       names: new Map(),
       // One filter per room: a member of one room cannot make us drop another's messages.
       replays: new ReplayFilter(),
+      roster: new Roster(this.device.publicKey, { announce: this.announce }),
+      rosterShown: 0,
     });
     if (this._leaveOnAnswer.delete(key)) {
       // Left and joined again before the relay answered the first JOIN: its answer serves
       // this join too.
       this.rooms.get(key).joining = true;
-    } else if (this.connected) {
+    } else if (this.connected && !this._sealingLeave.has(key)) {
+      // (Else the JOIN goes once the LEAVE before it has: see leave.)
       this._sendJoin(key);
     }
   }
@@ -359,10 +391,92 @@ export class ClientSession {
       }));
   }
 
-  leave(roomId) {
+  /**
+   * Leave a room: it is out of the session at once (its outbox and roster too). On the
+   * wire, the LEAVE frame; announcing and joined, a LEAVE message first (PROTOCOL.md 5.7),
+   * which must reach the relay before the LEAVE frame that ends our membership: both are
+   * queued once it is sealed, when the promise resolves. Otherwise the LEAVE frame is
+   * queued before leave() returns. Joined again meanwhile, the room's JOIN follows them.
+   * @param {Uint8Array} roomId
+   * @param {number} [nowMs] the LEAVE message's timestamp; by default the latest time the
+   *   session was given
+   * @returns {Promise<void>}
+   */
+  leave(roomId, nowMs = undefined) {
     const key = roomHex(roomId);
-    this._leaveOnWire(key);
+    const state = this.rooms.get(key);
+    if (state !== undefined) nowMs = this._clock(nowMs);
+    if (state === undefined || !this.announce || !this._mayAnnounce(key, state)) {
+      this._leaveOnWire(key);
+      this._forget(key);
+      return Promise.resolve();
+    }
+    state.roster.leaving();
     this._forget(key);
+    this._sealingLeave.add(key);
+    const connection = this._connections;
+    return this._serialized(async () => {
+      try {
+        await this._announce(key, state, nowMs, connection);
+      } finally {
+        // A connection lost meanwhile took our place in the room, and the JOINs it makes
+        // go on the next, with nothing to wait for.
+        if (connection === this._connections) {
+          this._sealingLeave.delete(key);
+          this._frames.push(encodeFrame({ type: "Leave", roomId: state.keys.roomId }));
+          const again = this.rooms.get(key);
+          if (again !== undefined && !again.joined && !again.joining) this._sendJoin(key);
+        }
+      }
+    });
+  }
+
+  /**
+   * Say goodbye in every joined room (a LEAVE message each), announcing: the client is
+   * about to close. The rooms stay; best effort, as any announcement.
+   * @param {number} [nowMs] the messages' timestamp; by default the latest time the
+   *   session was given
+   * @returns {Promise<void>}
+   */
+  announceLeaving(nowMs = undefined) {
+    nowMs = this._clock(nowMs);
+    return this._serialized(async () => {
+      for (const [key, state] of [...this.rooms]) {
+        if (this.rooms.get(key) !== state || !state.joined) continue;
+        state.roster.leaving(); // and no HERE after it
+        await this._announce(key, state, nowMs);
+      }
+    });
+  }
+
+  /**
+   * Do what the rooms' rosters have due (PROTOCOL.md 5.7): send a HERE or a roll call's
+   * JOIN, take out who did not answer a roll call ("members" events). Call it about once a
+   * second.
+   * @param {number} nowMs
+   * @returns {Promise<void>}
+   */
+  tick(nowMs) {
+    if (!Number.isSafeInteger(nowMs)) return Promise.reject(new UsageError("The time now is a whole number of ms."));
+    this._lastNowMs = nowMs;
+    return this._serialized(async () => {
+      for (const [key, state] of [...this.rooms]) {
+        if (this.rooms.get(key) !== state) continue; // left meanwhile
+        state.roster.tick(nowMs);
+        await this._announce(key, state, nowMs);
+        this._membersNews(key, state);
+      }
+    });
+  }
+
+  /**
+   * Who is in a room: the members heard and believed present (PROTOCOL.md 5.7), oldest
+   * entry first, never this device; empty for a room the session does not have.
+   * @param {Uint8Array} roomId
+   * @returns {import("./roster.js").Member[]}
+   */
+  members(roomId) {
+    return this.rooms.get(roomHex(roomId))?.roster.members ?? [];
   }
 
   /**
@@ -378,6 +492,7 @@ export class ClientSession {
     if (!Number.isInteger(kind) || kind < 0 || kind > 255) return Promise.reject(new UsageError("A kind is one byte."));
     if (!(body instanceof Uint8Array)) return Promise.reject(new UsageError("A body is a Uint8Array."));
     if (!Number.isSafeInteger(nowMs) || nowMs < 0) return Promise.reject(new UsageError("A time in ms is below 2^53."));
+    if (this.rooms.has(roomHex(roomId))) this._lastNowMs = nowMs;
     return this._serialized(() => this._send(roomId, kind, body, nowMs));
   }
 
@@ -411,6 +526,7 @@ export class ClientSession {
       state.joining = false;
     }
     this._leaveOnAnswer.clear(); // the relay forgot this connection's rooms
+    this._sealingLeave.clear();
     this._joinAfterLeaves = [];
     this._proved.clear();
     for (const outgoing of this._outbox) outgoing.ref = 0;
@@ -474,6 +590,7 @@ export class ClientSession {
     const state = this.rooms.get(key);
     if (!this.connected || state === undefined || state.joined || state.joining) return;
     if (this._joinAfterLeaves.includes(key)) return; // it goes once the held LEAVEs have
+    if (this._sealingLeave.has(key)) return; // it goes once the LEAVE before it has
     this._sendJoin(key);
   }
 
@@ -504,6 +621,7 @@ export class ClientSession {
     const live = this.connected;
     const connection = this._connections;
     const current = () => live && connection === this._connections;
+    if (live) this._lastNowMs = nowMs;
     return this._serialized(() => (current() ? this._receive(data, nowMs) : undefined));
   }
 
@@ -583,6 +701,10 @@ export class ClientSession {
             expiresAtMs: state.expiresAtMs,
             members: frame.members,
           });
+          // Our JOIN before the outbox: a full one would leave it no place in flight.
+          state.roster.joined(frame.members, nowMs);
+          const announcing = this._announce(key, state, nowMs);
+          if (announcing !== undefined) await announcing;
           this._flushRoom(key);
         }
         return;
@@ -593,6 +715,7 @@ export class ClientSession {
         if (state !== undefined) {
           state.members = frame.members;
           this._events.push({ type: "presence", roomId: state.keys.roomId, members: frame.members });
+          state.roster.countChanged(frame.members, nowMs);
           this._flushRoom(key);
         }
         return;
@@ -618,6 +741,7 @@ export class ClientSession {
   _leaveOnWire(key) {
     const state = this.rooms.get(key);
     if (state === undefined || !this.connected) return;
+    if (this._sealingLeave.has(key)) return; // joined again, its JOIN not sent: nothing to leave
     const waiting = this._joinAfterLeaves.indexOf(key);
     if (waiting >= 0) this._joinAfterLeaves.splice(waiting, 1); // its JOIN was refused: nothing to leave
     else if (state.joining) this._leaveOnAnswer.add(key);
@@ -687,14 +811,84 @@ export class ClientSession {
   }
 
   _publish(outgoing) {
-    // Unique among the refs in flight, even after the counter wraps; never 0.
-    while (this._inFlight.has(this._nextRef)) this._nextRef = (this._nextRef % MAX_REF) + 1;
-    outgoing.ref = this._nextRef;
-    this._nextRef = (this._nextRef % MAX_REF) + 1;
-    this._inFlight.set(outgoing.ref, outgoing.key);
+    outgoing.ref = this._takeRef(outgoing.key);
     this._frames.push(
       encodeFrame({ type: "Publish", ref: outgoing.ref, roomId: outgoing.roomId, envelope: outgoing.envelope }),
     );
+  }
+
+  /** A ref for a PUBLISH in `key`'s room, now in flight until its ACK or ERROR. */
+  _takeRef(key) {
+    // Unique among the refs in flight, even after the counter wraps; never 0.
+    while (this._inFlight.has(this._nextRef)) this._nextRef = (this._nextRef % MAX_REF) + 1;
+    const ref = this._nextRef;
+    this._nextRef = (this._nextRef % MAX_REF) + 1;
+    this._inFlight.set(ref, key);
+    return ref;
+  }
+
+  /** `nowMs` if given (and now the latest time), else the latest time a caller gave. */
+  _clock(nowMs) {
+    if (nowMs !== undefined) this._lastNowMs = nowMs;
+    return this._lastNowMs;
+  }
+
+  /** An announcement may go now: presence is news, so one that cannot is dropped. */
+  _mayAnnounce(key, state) {
+    return (
+      this.rooms.get(key) === state &&
+      state.joined &&
+      this.connected &&
+      !this._paused &&
+      this._inFlight.size < MAX_IN_FLIGHT
+    );
+  }
+
+  /**
+   * Seal and publish what a room's roster has to send (PROTOCOL.md 5.7): now or never,
+   * outside the outbox. `leftOn`: the connection (its count) of a room just taken out of
+   * the session by leave(), whose LEAVE message goes on that connection only. Returns a
+   * promise while there is something to seal, else undefined: with nothing to announce,
+   * nothing waits.
+   */
+  _announce(key, state, nowMs, leftOn = null) {
+    const kinds = state.roster.takeSends();
+    return kinds.length > 0 ? this._sealAnnouncements(key, state, kinds, nowMs, leftOn) : undefined;
+  }
+
+  async _sealAnnouncements(key, state, kinds, nowMs, leftOn) {
+    const connection = leftOn ?? this._connections;
+    const mayGo = () =>
+      leftOn !== null
+        ? connection === this._connections && !this._paused && this._inFlight.size < MAX_IN_FLIGHT
+        : this._mayAnnounce(key, state);
+    for (const kind of kinds) {
+      if (!mayGo()) continue;
+      const message = {
+        messageId: this._randomBytes(MESSAGE_ID_SIZE),
+        timestampMs: nowMs,
+        kind,
+        senderKey: this.device.publicKey,
+        senderName: state.name,
+        body: new Uint8Array(0),
+      };
+      const envelope = await sealEnvelope(state.keys, this.device, message, this._randomBytes(12));
+      // The room may have been left, or the connection lost, while WebCrypto worked.
+      if (connection !== this._connections || !mayGo()) continue;
+      // Our own, sent back to us by a relay, is a replay too.
+      state.replays.remember(message.messageId, message.timestampMs, nowMs);
+      this._frames.push(
+        encodeFrame({ type: "Publish", ref: this._takeRef(key), roomId: state.keys.roomId, envelope }),
+      );
+    }
+  }
+
+  /** A "members" event if the room's roster changed since the last one; none from a
+   * session that announces nothing (scripts show no roster; `members` still answers). */
+  _membersNews(key, state) {
+    if (!this.announce || this.rooms.get(key) !== state || state.roster.version === state.rosterShown) return;
+    state.rosterShown = state.roster.version;
+    this._events.push({ type: "members", roomId: state.keys.roomId, members: state.roster.members });
   }
 
   _acknowledged(ref) {
@@ -764,6 +958,8 @@ export class ClientSession {
       fingerprint: fingerprint(message.senderKey),
       keyChanged,
     });
+    state.roster.heard(message.kind, message.senderKey, message.senderName, keyChanged, nowMs);
+    this._membersNews(key, state);
   }
 
   _refused(code, ref, roomId, reason) {
