@@ -45,7 +45,12 @@ from instantroom.protocol.minikey import (
     spell_minikey,
 )
 from instantroom.protocol.names import canonical_name, mixed_scripts
-from instantroom.protocol.roster import ROLL_CALL_WINDOW_MS, Roster, answer_delay_ms
+from instantroom.protocol.roster import (
+    OUTGROWN_CALL_EVERY_MS,
+    ROLL_CALL_WINDOW_MS,
+    Roster,
+    answer_delay_ms,
+)
 
 OUT = Path(__file__).resolve().parent.parent / "vectors" / "protocol.json"
 KEY_A = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy"  # the published example of the format
@@ -589,7 +594,12 @@ def _kind_name(kind: int) -> str | int:
 
 
 def _presence_scenario(
-    case: str, own_key: bytes, steps: list[tuple[Any, ...]], *, announce: bool = True
+    case: str,
+    own_key: bytes,
+    steps: list[tuple[Any, ...]],
+    *,
+    announce: bool = True,
+    clock_goes_back: bool = False,
 ) -> dict[str, Any]:
     """Run ``steps`` through the reference roster and record, after each, what it sends
     and holds. A step is ("joined", count, now), ("count", count, now), ("heard", kind,
@@ -601,7 +611,7 @@ def _presence_scenario(
     for op, *args in steps:
         step: dict[str, Any] = {"op": op}
         if op != "leaving":
-            assert args[-1] >= clock, f"{case}: time goes back"
+            assert clock_goes_back or args[-1] >= clock, f"{case}: time goes back"
             clock = args[-1]
         if op == "joined":
             roster.joined(*args)
@@ -823,9 +833,85 @@ def presence() -> list[dict[str, Any]]:
                 ("heard", j, own, "me", False, now + 10_000),  # no entry, HERE nor roll call
                 ("heard", text, own, "me", False, now + 10_001),
                 ("tick", now + 10_000 + window),  # bob stays
-                ("heard", lv, own, "me", False, now + 20_000),  # explains nothing
+                ("heard", lv, own, "me", False, now + 20_000),  # explains nothing...
+                ("tick", now + 20_000),  # ...and is another window of ours: a HERE
                 ("count", 2, now + 20_001),
                 ("tick", now + 20_001 + d0),  # a roll call
+            ],
+        ),
+        _presence_scenario(
+            "a-clock-set-back",
+            own,
+            [
+                ("joined", 3, now),
+                ("heard", h, "bob", "bob", False, now + 100),
+                ("heard", j, "carol", "carol", False, now + 10_000),  # a roll call
+                ("heard", h, "bob", "bob", False, now + 10_500 - 3_600_000),  # an hour back
+                ("tick", now + 10_000 + window - 3_600_000),  # still 5 s after: bob stays
+                ("tick", now + 10_000 + window + 600 - 3_600_000),
+            ],
+            clock_goes_back=True,
+        ),
+        _presence_scenario(
+            "leaves-explain-one-step-each",
+            own,
+            [
+                ("joined", 5, now),
+                ("heard", h, "bob", "bob", False, now + 1),
+                ("heard", h, "carol", "carol", False, now + 2),
+                ("heard", lv, "erin", "erin", False, now + 3),  # not listed: explains nothing
+                ("count", 4, now + 4),
+                ("tick", now + 4 + d0),  # so a roll call
+                ("heard", h, "bob", "bob", False, now + 1000),
+                ("heard", h, "carol", "carol", False, now + 1001),
+                ("tick", now + 4 + d0 + window),
+                ("heard", lv, "bob", "bob", False, now + 20_000),
+                ("count", 2, now + 20_001),  # two steps down, one LEAVE
+                ("tick", now + 20_001 + d0),  # a roll call
+                ("heard", h, "carol", "carol", False, now + 21_000),
+                ("heard", lv, "carol", "carol", False, now + 30_000),
+                ("count", 1, now + 30_001),  # explained, and the roster is empty
+                ("tick", now + 30_001 + d0),
+            ],
+        ),
+        _presence_scenario(
+            "a-name-two-keys-claim",
+            own,
+            [
+                ("joined", 4, now),
+                ("heard", h, "bob", "bob", False, now + 1),
+                ("heard", h, "carol", "Bob", False, now + 2),  # both flagged
+                ("heard", h, "dave", "BOB ", True, now + 3),  # flagged as heard
+                ("heard", lv, "carol", "Bob", False, now + 4),  # bob and dave still
+                ("heard", lv, "dave", "BOB ", True, now + 5),  # bob alone: not flagged
+            ],
+        ),
+        _presence_scenario(
+            "outgrown-roster-calls-a-roll-call-now-and-then",
+            own,
+            [
+                ("joined", 2, now),  # one other counted
+                ("heard", h, "bob", "bob", False, now + 1),
+                ("tick", now + window),
+                ("heard", h, "carol", "carol", False, now + OUTGROWN_CALL_EVERY_MS),  # two
+                ("tick", now + OUTGROWN_CALL_EVERY_MS + d0),  # a roll call
+                ("heard", h, "bob", "bob", False, now + OUTGROWN_CALL_EVERY_MS + d0 + 1),
+                ("heard", h, "carol", "carol", False, now + OUTGROWN_CALL_EVERY_MS + d0 + 2),
+                ("tick", now + OUTGROWN_CALL_EVERY_MS + d0 + window),  # both answered
+                ("tick", now + 2 * OUTGROWN_CALL_EVERY_MS + d0 - 1),  # not yet again
+                ("tick", now + 2 * OUTGROWN_CALL_EVERY_MS + d0),  # planned in d0
+                ("tick", now + 2 * OUTGROWN_CALL_EVERY_MS + 2 * d0),
+                ("count", 3, now + 2 * OUTGROWN_CALL_EVERY_MS + 2 * d0 + 1),  # covered now
+                ("heard", h, "bob", "bob", False, now + 2 * OUTGROWN_CALL_EVERY_MS + 2 * d0 + 2),
+                (
+                    "heard",
+                    h,
+                    "carol",
+                    "carol",
+                    False,
+                    now + 2 * OUTGROWN_CALL_EVERY_MS + 2 * d0 + 3,
+                ),
+                ("tick", now + 4 * OUTGROWN_CALL_EVERY_MS),  # both stay; no roll call
             ],
         ),
     ]

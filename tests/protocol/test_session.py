@@ -12,7 +12,12 @@ from instantroom.protocol.envelope import Kind, Message, new_message, open_envel
 from instantroom.protocol.errors import UsageError
 from instantroom.protocol.join import signature_is_good, verify_join_proof
 from instantroom.protocol.kdf import DeviceKey, RoomKeys, fingerprint
-from instantroom.protocol.roster import ROLL_CALL_WINDOW_MS, Member, answer_delay_ms
+from instantroom.protocol.roster import (
+    MAX_HEARD_AGE_MS,
+    ROLL_CALL_WINDOW_MS,
+    Member,
+    answer_delay_ms,
+)
 from instantroom.protocol.session import (
     MAX_IN_FLIGHT,
     MAX_NAMES_PER_ROOM,
@@ -1034,7 +1039,12 @@ def test_each_reconnect_answers_its_own_join_once(room: RoomKeys) -> None:
 
 
 def deliver_as(
-    device_seed: int, name: str, room: RoomKeys, number: int, kind: int = Kind.TEXT
+    device_seed: int,
+    name: str,
+    room: RoomKeys,
+    number: int,
+    kind: int = Kind.TEXT,
+    now_ms: int = NOW,
 ) -> bytes:
     """A DELIVER of a message by the device of ``device_seed`` under ``name``."""
     device = DeviceKey.from_private_bytes(bytes([device_seed]) * 32)
@@ -1045,7 +1055,7 @@ def deliver_as(
         kind,
         b"hi" if kind == Kind.TEXT else b"",
         token_bytes=lambda n: next(counter).to_bytes(n, "big"),
-        now_ms=NOW,
+        now_ms=now_ms,
     )
     envelope = seal_envelope(room, device, message, next(counter).to_bytes(12, "big"))
     return frames.encode_frame(frames.Deliver(room.room_id, envelope))
@@ -1306,6 +1316,10 @@ def announced(session: ClientSession, room: RoomKeys) -> list[Message]:
     return [open_envelope(room, publish.envelope) for publish in sent_publishes(session)]
 
 
+def kinds_published(session: ClientSession, room: RoomKeys) -> list[int]:
+    return [message.kind for message in announced(session, room)]
+
+
 def in_room(room: RoomKeys, *sessions: ClientSession) -> None:
     """Connect and let in each of ``sessions``; their own JOIN messages are dropped."""
     for session in sessions:
@@ -1386,7 +1400,7 @@ def test_an_announcement_sent_back_to_its_sender_is_a_replay(room: RoomKeys) -> 
     assert alice.members(room.room_id) == ()
 
 
-def test_an_announcement_refused_for_the_rate_pauses_and_is_not_resent(room: RoomKeys) -> None:
+def test_an_announcement_refused_for_the_rate_pauses_and_the_next_waits(room: RoomKeys) -> None:
     alice = announcing(1, "alice")
     alice.connection_made()
     join_fully(alice, room)
@@ -1396,22 +1410,66 @@ def test_an_announcement_refused_for_the_rate_pauses_and_is_not_resent(room: Roo
     assert alice.events() == [Refused(ErrorCode.RATE_LIMITED, room.room_id, join.ref, "slow down")]
     assert alice.waiting_to_resend
     assert alice.in_flight == 0
-    # Paused: a HERE due now is dropped, and the one retry sends nothing of it.
+    # Paused: a HERE due now waits for the next tick after the retry; the refused JOIN,
+    # not in the outbox, is not resent.
     alice.receive(deliver_as(3, "carol", room, 1, Kind.JOIN), NOW)
     alice.events()
     alice.tick(NOW + 2000)
+    assert alice.frames_to_send() == []
+    alice.tick(NOW + 3000)
+    assert alice.frames_to_send() == []
     alice.resend_unacknowledged()
     assert alice.frames_to_send() == []
+    alice.tick(NOW + 4000)
+    assert kinds_published(alice, room) == [Kind.HERE]
+    alice.tick(NOW + 5000)
+    assert alice.frames_to_send() == []  # once
 
 
-def test_an_announcement_refused_as_not_joined_joins_again(room: RoomKeys) -> None:
+def test_announcements_wait_while_max_in_flight_publishes_are_unanswered(room: RoomKeys) -> None:
+    alice = announcing(1, "alice")
+    in_room(room, alice)
+    for n in range(MAX_IN_FLIGHT - 1):  # our JOIN holds the last place
+        alice.send_text(room.room_id, f"m{n}", NOW)
+    refs = [publish.ref for publish in sent_publishes(alice)]
+    assert len(refs) == MAX_IN_FLIGHT - 1 == alice.in_flight - 1
+    alice.receive(deliver_as(3, "carol", room, 1, Kind.JOIN), NOW)
+    alice.events()
+    alice.tick(NOW + 2000)
+    alice.tick(NOW + 2500)
+    assert alice.frames_to_send() == []  # no place on the wire
+    alice.receive(frames.encode_frame(frames.Ack(refs[0])), NOW + 2600)
+    alice.tick(NOW + 3000)
+    assert kinds_published(alice, room) == [Kind.HERE]
+
+
+def test_an_announcement_refused_as_not_joined_joins_again_for_nothing(room: RoomKeys) -> None:
+    """PROTOCOL.md 10.6: only a PUBLISH from the outbox, refused as NOT_JOINED, joins
+    again. The session publishes announcements on its own, and each JOIN costs a proof
+    (8.6): a hostile relay refusing announcements would get proofs at will."""
     alice = announcing(1, "alice")
     alice.connection_made()
     join_fully(alice, room)
     (join,) = sent_publishes(alice)
     refusal = frames.Error(ErrorCode.NOT_JOINED, join.ref, room.room_id, "not a member")
     alice.receive(frames.encode_frame(refusal), NOW)
+    assert decoded(alice) == []
+    # A message of the outbox refused so does join again, once.
+    alice.events()
+    alice.send_text(room.room_id, "hi", NOW + 1)
+    (publish,) = sent_publishes(alice)
+    refusal = frames.Error(ErrorCode.NOT_JOINED, publish.ref, room.room_id, "not a member")
+    alice.receive(frames.encode_frame(refusal), NOW + 2)
     assert decoded(alice) == [frames.Join(room.room_id, room.public_key, NOW + 3_600_000)]
+
+
+def test_announcements_sent_long_ago_say_nothing_of_who_is_here(room: RoomKeys) -> None:
+    alice = announcing(1, "alice")
+    in_room(room, alice)
+    old = NOW - MAX_HEARD_AGE_MS - 1
+    alice.receive(deliver_as(3, "carol", room, 1, Kind.HERE, now_ms=old), NOW)
+    alice.receive(deliver_as(4, "dave", room, 1, Kind.HERE, now_ms=NOW - MAX_HEARD_AGE_MS), NOW)
+    assert [m.name for m in alice.members(room.room_id)] == ["dave"]
 
 
 def test_announcements_due_while_disconnected_are_dropped(room: RoomKeys) -> None:

@@ -75,11 +75,24 @@ describe("hearing members", () => {
     const roster = announcing();
     roster.heard(Kind.JOIN, OWN, "me", false, T);
     roster.heard(Kind.TEXT, BOB, "bob", false, T + 1);
-    roster.heard(Kind.LEAVE, OWN, "me", false, T + 2);
     roster.heard(Kind.JOIN, OWN, "me", false, T + 3);
     roster.tick(T + 10 * ROLL_CALL_WINDOW_MS);
     assert.deepEqual(roster.takeSends(), []); // no HERE for it, and no removal of bob
     assert.deepEqual(names(roster), ["bob"]);
+  });
+
+  it("takes a LEAVE under its own key for another window of ours leaving, and says it is here", () => {
+    const roster = announcing();
+    roster.heard(Kind.TEXT, BOB, "bob", false, T + 1);
+    roster.heard(Kind.LEAVE, OWN, "me", false, T + 2);
+    assert.deepEqual([roster.takeSends(), names(roster)], [[], ["bob"]]);
+    roster.tick(T + 2);
+    assert.deepEqual(roster.takeSends(), [Kind.HERE]);
+    roster.leaving(); // left ourselves: nothing more
+    roster.takeSends();
+    roster.heard(Kind.LEAVE, OWN, "me", false, T + 3);
+    roster.tick(T + 3);
+    assert.deepEqual(roster.takeSends(), []);
   });
 
   it("goes up in version when the members would differ, not when one is heard again", () => {
@@ -239,8 +252,8 @@ describe("roll calls", () => {
       roster.heard(Kind.TEXT, other, name, false, T + 1);
     }
     roster.heard(Kind.JOIN, BOB, "bob", false, T + 1000); // remembered...
-    roster.heard(Kind.JOIN, CAROL, "carol", false, T + 2000); // ...replaced by the latest
     roster.heard(Kind.HERE, DAVE, "dave", false, T + 1500);
+    roster.heard(Kind.JOIN, CAROL, "carol", false, T + 2000); // ...replaced by the latest
     roster.tick(T + ROLL_CALL_WINDOW_MS); // T's, not put off by the JOINs since
     assert.deepEqual(names(roster), ["bob", "carol", "dave"]);
     // Bob's (T + 1000) is forgotten: dave, heard at T + 1500, would pass it and stays...

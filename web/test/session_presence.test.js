@@ -10,7 +10,7 @@ import { ErrorCode } from "../src/protocol/codes.js";
 import { Kind, openEnvelope } from "../src/protocol/envelope.js";
 import { decodeFrame, encodeFrame } from "../src/protocol/frames.js";
 import { fingerprint, roomKeysFromMinikey } from "../src/protocol/kdf.js";
-import { ROLL_CALL_WINDOW_MS, answerDelay } from "../src/protocol/roster.js";
+import { MAX_HEARD_AGE_MS, ROLL_CALL_WINDOW_MS, answerDelay } from "../src/protocol/roster.js";
 import { ClientSession, MAX_IN_FLIGHT, roomHex } from "../src/protocol/session.js";
 
 const KEY_A = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy";
@@ -230,7 +230,7 @@ describe("announcing (PROTOCOL.md 5.7)", () => {
 });
 
 describe("announcements on a busy wire", () => {
-  it("are dropped while publishing is paused, and take a ref in flight like any PUBLISH", async () => {
+  it("wait for a place in flight, which they take like any PUBLISH", async () => {
     const alice = makeSession(1);
     alice.join(roomA);
     alice.connectionMade();
@@ -246,37 +246,63 @@ describe("announcements on a busy wire", () => {
     await alice.receive(frame({ type: "Ack", ref: wire[0].ref }), NOW);
     assert.deepEqual(await described(decoded(alice)), [`Publish ${Kind.TEXT}`]);
     assert.deepEqual(alice.events(), []);
-    // MAX_IN_FLIGHT on the wire: a HERE due now is dropped, not kept for later.
+    // MAX_IN_FLIGHT on the wire: a HERE due now waits for the next tick with a place.
     const bob = makeSession(2);
     await joinRoom(bob, roomA, { members: 2 });
     await alice.receive(deliverFrom(decoded(bob)[0]), NOW);
     await alice.tick(NOW + 2000);
     assert.deepEqual(decoded(alice), []);
     await alice.receive(frame({ type: "Ack", ref: wire[1].ref }), NOW + 2001);
-    await alice.tick(NOW + 2001);
     assert.deepEqual(decoded(alice), []);
+    await alice.tick(NOW + 2002);
+    assert.deepEqual(await described(decoded(alice)), [`Publish ${Kind.HERE}`]);
+    await alice.tick(NOW + 3000);
+    assert.deepEqual(decoded(alice), []); // once
   });
 
-  it("a refusal of one pauses publishing (RATE_LIMITED) or joins again (NOT_JOINED), as for any", async () => {
+  it("a refusal of one pauses publishing (RATE_LIMITED), but NOT_JOINED does not join again", async () => {
     const alice = makeSession(1);
     await joinRoom(alice, roomA);
     const [join] = decoded(alice);
     await alice.receive(errorFrame(ErrorCode.RATE_LIMITED, roomA.roomId, join.ref), NOW);
     assert.equal(alice.waitingToResend, true);
-    // Paused: a HERE due meanwhile is dropped.
+    // Paused: a HERE due meanwhile waits for the next tick after the retry; the refused
+    // JOIN, no message of the outbox, is not resent.
     const carol = makeSession(3);
     await joinRoom(carol, roomA, { members: 2 });
     await alice.receive(deliverFrom(decoded(carol)[0]), NOW);
     await alice.tick(NOW + 2000);
+    await alice.tick(NOW + 3000);
     assert.deepEqual(decoded(alice), []);
     alice.resendUnacknowledged();
+    assert.deepEqual(decoded(alice), []);
     await alice.tick(NOW + 4000);
-    assert.deepEqual(decoded(alice), []); // nothing to resend: it was no message of the outbox
+    assert.deepEqual(await described(decoded(alice)), [`Publish ${Kind.HERE}`]);
+    // The session publishes announcements on its own, and each JOIN costs a proof (8.6):
+    // a hostile relay refusing them as NOT_JOINED gets no JOIN (PROTOCOL.md 10.6)...
     const bob = makeSession(2);
     await joinRoom(bob, roomA);
     const [bobsJoin] = decoded(bob);
     await bob.receive(errorFrame(ErrorCode.NOT_JOINED, roomA.roomId, bobsJoin.ref), NOW);
+    assert.deepEqual(decoded(bob), []);
+    // ...as a message of the outbox refused so does.
+    await bob.sendText(roomA.roomId, "hi", NOW + 1);
+    const [text] = decoded(bob);
+    await bob.receive(errorFrame(ErrorCode.NOT_JOINED, roomA.roomId, text.ref), NOW + 2);
     assert.deepEqual(decoded(bob).map((f) => f.type), ["Join"]);
+  });
+
+  it("sent long ago say nothing of who is here", async () => {
+    const alice = makeSession(1);
+    await joinRoom(alice, roomA, { members: 3 });
+    decoded(alice);
+    const bob = makeSession(2);
+    await joinRoom(bob, roomA, { members: 3, name: "bob", at: NOW - MAX_HEARD_AGE_MS - 1 });
+    const carol = makeSession(3);
+    await joinRoom(carol, roomA, { members: 3, name: "carol", at: NOW - MAX_HEARD_AGE_MS });
+    await alice.receive(deliverFrom(decoded(bob)[0]), NOW);
+    await alice.receive(deliverFrom(decoded(carol)[0]), NOW);
+    assert.deepEqual(namesIn(alice), ["carol"]);
   });
 });
 

@@ -80,7 +80,7 @@ from .errors import EnvelopeError, FrameError, StaleMessage, UsageError
 from .join import sign_join_proof
 from .kdf import DeviceKey, RoomKeys, fingerprint
 from .names import canonical_name
-from .roster import Member, Roster
+from .roster import MAX_HEARD_AGE_MS, Member, Roster
 
 MAX_REF = 2**32 - 1
 # PUBLISHes sent and not yet answered (ACK or ERROR) on one connection, at most
@@ -229,6 +229,9 @@ class RoomState:
     names: dict[str, bytes] = field(default_factory=dict, repr=False)
     # One filter per room: a member of one room cannot make us drop another's messages.
     replays: ReplayFilter = field(default_factory=ReplayFilter, repr=False)
+    # Announcements that found publishing paused or MAX_IN_FLIGHT on the wire: tried again
+    # at the next tick, while the room stays joined (PROTOCOL.md 5.7). Each kind once.
+    unsent: list[Kind] = field(default_factory=list, repr=False)
 
 
 def _sealable_name(name: str) -> bool:
@@ -597,6 +600,7 @@ class ClientSession:
                     self._events.append(Joined(room_id, state.expires_at_ms, members))
                     # Our JOIN message first: the others learn who we are before they
                     # read what waited in the outbox.
+                    state.unsent = []  # our JOIN says it all
                     state.roster.joined(members, now_ms)
                     self._announce(room_id, now_ms)
                     self._ready(room_id)  # once the members are back, wait no more
@@ -630,13 +634,13 @@ class ClientSession:
         news, and the next JOINED announces anyway (PROTOCOL.md 5.7). Like any PUBLISH it
         takes a ref and a place in flight until answered, but no place in the outbox."""
         state = self.rooms[room_id]
-        for kind in state.roster.take_sends():
-            if (
-                not self.connected
-                or not state.joined
-                or self._paused
-                or len(self._in_flight) >= MAX_IN_FLIGHT
-            ):
+        kinds, state.unsent = state.unsent, []
+        kinds += [kind for kind in state.roster.take_sends() if kind not in kinds]
+        for kind in kinds:
+            if not self.connected or not state.joined:
+                continue  # news no more: the next JOINED announces anyway
+            if self._paused or len(self._in_flight) >= MAX_IN_FLIGHT:
+                state.unsent.append(kind)  # the relay is busy, not gone: at the next tick
                 continue
             message = new_message(
                 self.device, self.name, kind, b"", token_bytes=self._token_bytes, now_ms=now_ms
@@ -794,6 +798,8 @@ class ClientSession:
         self._events.append(
             MessageReceived(room_id, message, fingerprint(message.sender_key), key_changed)
         )
+        if now_ms - message.timestamp_ms > MAX_HEARD_AGE_MS:
+            return  # sent long ago: it says nothing of who is here now (PROTOCOL.md 5.7)
         version = state.roster.version
         state.roster.heard(
             message.kind, message.sender_key, message.sender_name, key_changed, now_ms
@@ -841,7 +847,14 @@ class ClientSession:
             # JOIN would replace the challenge under the first PROOF. Only as the answer
             # to a PUBLISH of ours in that room: each JOIN costs a proof the relay keeps
             # (PROTOCOL.md 8.6), and one naming no such PUBLISH would get one at will.
-            answers_ours = outgoing is not None and outgoing.room_id == room_id
+            # Nor as the answer to an announcement, published by the session on its own
+            # (at each tick, after each JOINED): a hostile relay refusing those would get
+            # a proof per JOIN message we send.
+            answers_ours = (
+                outgoing is not None
+                and outgoing.room_id == room_id
+                and outgoing.number != _NOT_IN_OUTBOX
+            )
             if state.joined and self.connected and answers_ours:
                 state.joined = False
                 self._send_join(room_id)

@@ -23,6 +23,7 @@ import { hex } from "./bytes.js";
 import { Kind } from "./envelope.js";
 import { UsageError } from "./errors.js";
 import { fingerprint } from "./kdf.js";
+import { canonicalName } from "./names.js";
 
 /** Answers to a JOIN are spread over this long: the delay is below it. */
 export const ANSWER_SPREAD_MS = 2000;
@@ -36,6 +37,17 @@ export const ROLL_CALL_WINDOW_MS = 5000;
  * end. Far more than a room's members (a relay admits 256 by default).
  */
 export const MAX_ROSTER = 1000;
+/**
+ * A message sent longer ago than this (its timestamp, by this clock) says nothing of who is
+ * here now: the session does not pass it to `heard` (a relay could keep and replay the old
+ * HERE of a member long gone).
+ */
+export const MAX_HEARD_AGE_MS = 120_000;
+/**
+ * A roster that outgrows the relay's count (more entries than others counted) holds keys
+ * that are not connected: an announcing member calls a roll call, at most this often.
+ */
+export const OUTGROWN_CALL_EVERY_MS = 30_000;
 
 /** `their` for the delay of a roll call we call ourselves: no one's JOIN to answer. */
 const NO_ONE = new Uint8Array(32);
@@ -76,19 +88,31 @@ export class Roster {
     this._own = ownKey.slice();
     this._ownHex = hex(ownKey);
     this._announce = Boolean(announce);
-    /** hex of a device key -> {member, heardMs}, in the order they were added: the order shown.
-     * @type {Map<string, {member: Member, heardMs: number}>} */
+    /** hex of a device key -> its entry, in the order they were added: the order shown.
+     * `member` as heard (shown flagged too while another entry claims its name), `canonical`
+     * its canonical name, `heardMs` roster time (`_time`) it was last heard, `confirmed`:
+     * it answered a roll call (a key that was connected, not only announced).
+     * @type {Map<string, {member: Member, canonical: string, heardMs: number, confirmed: boolean}>} */
     this._entries = new Map();
     /** The same keys, least recently heard first: who goes first past MAX_ROSTER. By call
      * order, not by time: no ties, and a clock set back changes nothing.
      * @type {Set<string>} */
     this._recency = new Set();
     this._version = 0;
+    /** `members` as last worked out, and the version it was worked out at. */
+    this._members = [];
+    this._membersVersion = 0;
     this._sends = [];
     /** The relay's last count (JOINED or PRESENCE); null before the first. */
     this._count = null;
-    /** When a LEAVE was last heard: it may explain the count going down. */
-    this._leaveHeardMs = null;
+    /** When each LEAVE that took an entry out was heard, oldest first: each may explain one
+     * step down of the count, once. */
+    this._leaves = [];
+    /** When we last sent a JOIN (a roll call), for OUTGROWN_CALL_EVERY_MS. */
+    this._calledMs = null;
+    /** Roster time: the caller's clock with every step back taken out (`_time`). */
+    this._offsetMs = 0;
+    this._lastMs = null;
     /** When our HERE is due; null: none waits. */
     this._hereAtMs = null;
     /** When our own roll call's JOIN is due; null: none planned. */
@@ -100,13 +124,25 @@ export class Roster {
     this._left = false;
   }
 
-  /** @returns {Member[]} the members heard and believed present, oldest entry first */
+  /**
+   * The members heard and believed present, oldest entry first. A name claimed by two
+   * entries is flagged in both: either may be the impostor, whoever spoke first.
+   * @returns {Member[]}
+   */
   get members() {
-    return [...this._entries.values()].map((entry) => entry.member);
+    if (this._membersVersion !== this._version) {
+      const claims = new Map();
+      for (const { canonical } of this._entries.values()) claims.set(canonical, (claims.get(canonical) ?? 0) + 1);
+      this._members = [...this._entries.values()].map(({ member, canonical }) =>
+        claims.get(canonical) > 1 && !member.keyChanged ? Object.freeze({ ...member, keyChanged: true }) : member,
+      );
+      this._membersVersion = this._version;
+    }
+    return [...this._members];
   }
 
   /** Goes up whenever `members` would differ (an entry added or removed, a name or flag
-   * changed); not when a member is merely heard again. */
+   * changed); not when a member is merely heard again with the same name and flag. */
   get version() {
     return this._version;
   }
@@ -126,6 +162,7 @@ export class Roster {
    * @param {number} nowMs
    */
   joined(count, nowMs) {
+    nowMs = this._time(nowMs);
     this._count = count;
     this._left = false;
     this._callAtMs = null;
@@ -136,27 +173,29 @@ export class Roster {
   /**
    * The relay's count of the room (PRESENCE). A count going down with members in the
    * roster may be one of them gone without a LEAVE: an announcing member plans a roll
-   * call, unless a LEAVE heard within ROLL_CALL_WINDOW_MS explains it (the count still
-   * covers the roster and this member).
+   * call, unless LEAVEs heard within ROLL_CALL_WINDOW_MS explain it, one step down each
+   * (and the count still covers the roster and this member).
    * @param {number} count
    * @param {number} nowMs
    */
   countChanged(count, nowMs) {
+    nowMs = this._time(nowMs);
     const before = this._count;
     this._count = count;
-    if (!this._maySend() || before === null || count >= before || this._entries.size === 0) return;
-    const explained =
-      this._leaveHeardMs !== null &&
-      nowMs - this._leaveHeardMs <= ROLL_CALL_WINDOW_MS &&
-      count - 1 >= this._entries.size;
-    if (explained || this._callAtMs !== null) return; // one planned is as early
-    this._callAtMs = nowMs + answerDelay(this._own, NO_ONE);
+    if (before === null || count >= before) return;
+    const steps = before - count;
+    const recent = this._leaves.filter((at) => nowMs - at <= ROLL_CALL_WINDOW_MS);
+    const explained = recent.length >= steps && count - 1 >= this._entries.size;
+    this._leaves = recent.slice(steps); // each LEAVE explains one step, once
+    if (!explained && this._entries.size > 0 && this._maySend()) this._planRollCall(nowMs);
   }
 
   /**
-   * A message from `deviceKey` passed every check (PROTOCOL.md 5.6). A LEAVE takes its
-   * sender out of the roster; any other kind puts it in (at the end, if new) or refreshes
-   * it. Another's JOIN is a roll call, and asks for our HERE. Our own key is ignored.
+   * A message from `deviceKey` passed every check (PROTOCOL.md 5.6), sent at most
+   * MAX_HEARD_AGE_MS ago. A LEAVE takes its sender out of the roster; any other kind puts
+   * it in (at the end, if new) or refreshes it. Another's JOIN is a roll call, and asks for
+   * our HERE. Our own key is never an entry; but a LEAVE under it is another window of
+   * ours leaving, not us, and we say at once that we are still here.
    * @param {number} kind
    * @param {Uint8Array} deviceKey
    * @param {string} name
@@ -165,14 +204,19 @@ export class Roster {
    */
   heard(kind, deviceKey, name, keyChanged, nowMs) {
     checkKey(deviceKey);
+    nowMs = this._time(nowMs);
     const key = hex(deviceKey);
     // Our own JOIN sent back is no roll call, and we are never a member of our roster.
-    if (key === this._ownHex) return;
+    if (key === this._ownHex) {
+      if (kind === Kind.LEAVE && this._maySend()) this._hereAtMs = nowMs;
+      return;
+    }
     if (kind === Kind.LEAVE) {
-      this._leaveHeardMs = nowMs;
       if (this._entries.delete(key)) {
         this._recency.delete(key);
         this._version += 1;
+        this._leaves.push(nowMs);
+        if (this._leaves.length > MAX_ROSTER) this._leaves.shift();
       }
       return;
     }
@@ -190,11 +234,13 @@ export class Roster {
    * @param {number} nowMs
    */
   tick(nowMs) {
+    nowMs = this._time(nowMs);
     while (this._rollCallMs !== null && nowMs >= this._rollCallMs + ROLL_CALL_WINDOW_MS) {
       this._judge(this._rollCallMs);
       this._rollCallMs = this._nextRollCallMs;
       this._nextRollCallMs = null;
     }
+    this._checkOutgrown(nowMs);
     if (this._callAtMs !== null && nowMs >= this._callAtMs) {
       this._callAtMs = null;
       this._sendJoin(nowMs);
@@ -222,13 +268,45 @@ export class Roster {
     return this._announce && !this._left;
   }
 
+  /** Roster time: `nowMs` with every step back of the caller's clock taken out, so that a
+   * clock set back never makes members look long unheard. */
+  _time(nowMs) {
+    nowMs += this._offsetMs;
+    if (this._lastMs !== null && nowMs < this._lastMs) {
+      this._offsetMs += this._lastMs - nowMs;
+      nowMs = this._lastMs;
+    }
+    this._lastMs = nowMs;
+    return nowMs;
+  }
+
   _sendJoin(nowMs) {
     this._sends.push(Kind.JOIN);
     this._hereAtMs = null; // the JOIN says we are here too
+    this._calledMs = nowMs;
     this._startRollCall(nowMs);
   }
 
-  /** A roll call of `callMs` is over: whoever was not heard since did not answer. */
+  /** Our JOIN in d ms, with no one's key as `their`; one planned earlier goes as planned. */
+  _planRollCall(nowMs) {
+    if (this._callAtMs === null) this._callAtMs = nowMs + answerDelay(this._own, NO_ONE);
+  }
+
+  /** More entries than the relay counts others: some are not connected (announced by a
+   * hostile member, or gone unseen). A roll call sorts them out, at most every
+   * OUTGROWN_CALL_EVERY_MS: a hostile member may keep answering for its keys. */
+  _checkOutgrown(nowMs) {
+    if (
+      this._maySend() &&
+      this._count !== null &&
+      this._entries.size > this._count - 1 &&
+      (this._calledMs === null || nowMs - this._calledMs >= OUTGROWN_CALL_EVERY_MS)
+    )
+      this._planRollCall(nowMs);
+  }
+
+  /** A roll call of `callMs` is over: whoever was not heard since did not answer; the
+   * others did, and are confirmed. */
   _judge(callMs) {
     let removed = false;
     for (const [key, entry] of this._entries) {
@@ -236,7 +314,7 @@ export class Roster {
         this._entries.delete(key);
         this._recency.delete(key);
         removed = true;
-      }
+      } else entry.confirmed = true;
     }
     if (removed) this._version += 1;
   }
@@ -249,18 +327,31 @@ export class Roster {
       entry.heardMs = nowMs;
       if (entry.member.name !== name || entry.member.keyChanged !== keyChanged) {
         entry.member = Object.freeze({ ...entry.member, name, keyChanged });
+        entry.canonical = canonicalName(name);
         this._version += 1;
       }
       return;
     }
     const member = Object.freeze({ deviceKey: deviceKey.slice(), name, fingerprint: fingerprint(deviceKey), keyChanged });
-    this._entries.set(key, { member, heardMs: nowMs });
+    this._entries.set(key, { member, canonical: canonicalName(name), heardMs: nowMs, confirmed: false });
     this._version += 1;
-    if (this._entries.size > MAX_ROSTER) {
-      const leastRecent = this._recency.values().next().value;
-      this._recency.delete(leastRecent);
-      this._entries.delete(leastRecent);
+    if (this._entries.size > MAX_ROSTER) this._dropOne(key);
+    this._checkOutgrown(nowMs);
+  }
+
+  /** Past MAX_ROSTER: the least recently heard entry that no roll call confirmed goes
+   * (never the one just `added`), else the least recently heard. Keys a hostile member
+   * announces by the thousand never push out members who answer roll calls. */
+  _dropOne(added) {
+    let victim = this._recency.values().next().value;
+    for (const key of this._recency) {
+      if (key !== added && !this._entries.get(key).confirmed) {
+        victim = key;
+        break;
+      }
     }
+    this._recency.delete(victim);
+    this._entries.delete(victim);
   }
 
   /** A JOIN heard or sent at `atMs` starts a roll call: judged next if none is being

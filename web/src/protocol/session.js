@@ -86,7 +86,7 @@ import { decodeFrame, encodeFrame } from "./frames.js";
 import { signJoinProof } from "./join.js";
 import { deviceKeyFromSeed, fingerprint } from "./kdf.js";
 import { canonicalName } from "./names.js";
-import { Roster } from "./roster.js";
+import { MAX_HEARD_AGE_MS, Roster } from "./roster.js";
 
 export const MAX_REF = 2 ** 32 - 1;
 /**
@@ -185,7 +185,8 @@ export class ClientSession {
     this._outbox = [];
     /** The refs of PUBLISHes on the wire, not answered yet: at most MAX_IN_FLIGHT. A ref
      * stays until its ACK or ERROR, even when its room is left meanwhile. */
-    this._inFlight = new Map(); // ref -> the room (hex) of the PUBLISH it names
+    // ref -> the PUBLISH it names: its room (hex), and whether it is an announcement
+    this._inFlight = new Map();
     /** A PUBLISH was refused: none goes until the caller's pause is over (resendUnacknowledged). */
     this._paused = false;
     /** Keys of rooms left while their JOIN was unanswered: the LEAVE waits for the answer,
@@ -271,6 +272,9 @@ export class ClientSession {
       replays: new ReplayFilter(),
       roster: new Roster(this.device.publicKey, { announce: this.announce }),
       rosterShown: 0,
+      // Announcements that found publishing paused or MAX_IN_FLIGHT on the wire: tried
+      // again at the next tick, while the room stays joined (PROTOCOL.md 5.7). Each kind once.
+      unsent: [],
     });
     if (this._leaveOnAnswer.delete(key)) {
       // Left and joined again before the relay answered the first JOIN: its answer serves
@@ -702,6 +706,7 @@ export class ClientSession {
             members: frame.members,
           });
           // Our JOIN before the outbox: a full one would leave it no place in flight.
+          state.unsent = []; // our JOIN says it all
           state.roster.joined(frame.members, nowMs);
           const announcing = this._announce(key, state, nowMs);
           if (announcing !== undefined) await announcing;
@@ -811,19 +816,20 @@ export class ClientSession {
   }
 
   _publish(outgoing) {
-    outgoing.ref = this._takeRef(outgoing.key);
+    outgoing.ref = this._takeRef(outgoing.key, false);
     this._frames.push(
       encodeFrame({ type: "Publish", ref: outgoing.ref, roomId: outgoing.roomId, envelope: outgoing.envelope }),
     );
   }
 
-  /** A ref for a PUBLISH in `key`'s room, now in flight until its ACK or ERROR. */
-  _takeRef(key) {
+  /** A ref for a PUBLISH in `key`'s room (an `announcement`, or from the outbox), now in
+   * flight until its ACK or ERROR. */
+  _takeRef(key, announcement) {
     // Unique among the refs in flight, even after the counter wraps; never 0.
     while (this._inFlight.has(this._nextRef)) this._nextRef = (this._nextRef % MAX_REF) + 1;
     const ref = this._nextRef;
     this._nextRef = (this._nextRef % MAX_REF) + 1;
-    this._inFlight.set(ref, key);
+    this._inFlight.set(ref, { key, announcement });
     return ref;
   }
 
@@ -852,7 +858,9 @@ export class ClientSession {
    * nothing waits.
    */
   _announce(key, state, nowMs, leftOn = null) {
-    const kinds = state.roster.takeSends();
+    const kinds = state.unsent;
+    state.unsent = [];
+    for (const kind of state.roster.takeSends()) if (!kinds.includes(kind)) kinds.push(kind);
     return kinds.length > 0 ? this._sealAnnouncements(key, state, kinds, nowMs, leftOn) : undefined;
   }
 
@@ -862,8 +870,17 @@ export class ClientSession {
       leftOn !== null
         ? connection === this._connections && !this._paused && this._inFlight.size < MAX_IN_FLIGHT
         : this._mayAnnounce(key, state);
+    // The relay busy, not gone (publishing paused, or MAX_IN_FLIGHT on the wire): the kind
+    // waits for the next tick. A room left, or not joined: news no more, dropped.
+    const keep = (kind) => {
+      const busy = this.rooms.get(key) === state && state.joined && this.connected && leftOn === null;
+      if (busy && !state.unsent.includes(kind)) state.unsent.push(kind);
+    };
     for (const kind of kinds) {
-      if (!mayGo()) continue;
+      if (!mayGo()) {
+        keep(kind);
+        continue;
+      }
       const message = {
         messageId: this._randomBytes(MESSAGE_ID_SIZE),
         timestampMs: nowMs,
@@ -874,11 +891,14 @@ export class ClientSession {
       };
       const envelope = await sealEnvelope(state.keys, this.device, message, this._randomBytes(12));
       // The room may have been left, or the connection lost, while WebCrypto worked.
-      if (connection !== this._connections || !mayGo()) continue;
+      if (connection !== this._connections || !mayGo()) {
+        keep(kind);
+        continue;
+      }
       // Our own, sent back to us by a relay, is a replay too.
       state.replays.remember(message.messageId, message.timestampMs, nowMs);
       this._frames.push(
-        encodeFrame({ type: "Publish", ref: this._takeRef(key), roomId: state.keys.roomId, envelope }),
+        encodeFrame({ type: "Publish", ref: this._takeRef(key, true), roomId: state.keys.roomId, envelope }),
       );
     }
   }
@@ -958,6 +978,8 @@ export class ClientSession {
       fingerprint: fingerprint(message.senderKey),
       keyChanged,
     });
+    // Sent long ago: it says nothing of who is here now (PROTOCOL.md 5.7).
+    if (nowMs - message.timestampMs > MAX_HEARD_AGE_MS) return;
     state.roster.heard(message.kind, message.senderKey, message.senderName, keyChanged, nowMs);
     this._membersNews(key, state);
   }
@@ -983,8 +1005,11 @@ export class ClientSession {
   }
 
   _refusedFor(code, ref, roomId, reason) {
-    // A PUBLISH of ours in that room (given up since, or not).
-    const answersOurs = Boolean(ref) && this._inFlight.get(ref) === roomHex(roomId);
+    // A PUBLISH of ours in that room (given up since, or not), from the outbox: not an
+    // announcement, which the session publishes on its own (at each tick, after each
+    // JOINED), so that a hostile relay refusing those would get a proof per JOIN message.
+    const inFlight = ref ? this._inFlight.get(ref) : undefined;
+    const answersOurs = inFlight !== undefined && inFlight.key === roomHex(roomId) && !inFlight.announcement;
     if (ref && this._inFlight.delete(ref)) {
       for (const outgoing of this._outbox) {
         if (outgoing.ref === ref) outgoing.ref = 0; // not taken: stays in the outbox
