@@ -46,6 +46,7 @@ from instantroom.protocol.minikey import (
 )
 from instantroom.protocol.names import canonical_name, mixed_scripts
 from instantroom.protocol.roster import (
+    ANSWER_GAP_MS,
     OUTGROWN_CALL_EVERY_MS,
     ROLL_CALL_WINDOW_MS,
     Roster,
@@ -644,6 +645,7 @@ def presence() -> list[dict[str, Any]]:
     now = 1_790_000_000_000
     own = DEVICE_A.public_key
     window = ROLL_CALL_WINDOW_MS
+    gap = ANSWER_GAP_MS
 
     def d(who: str) -> int:
         return answer_delay_ms(own, PRESENCE_KEYS[who])
@@ -657,14 +659,15 @@ def presence() -> list[dict[str, Any]]:
             own,
             [
                 ("joined", 1, now),  # our own JOIN, at once
-                ("heard", j, "bob", "bob", False, now + 100),  # a HERE in d(bob)
-                ("heard", j, "carol", "carol", False, now + 150),  # the same HERE answers
-                ("tick", now + 100 + d("bob") - 1),
-                ("tick", now + 100 + d("bob")),  # one HERE for both JOINs
-                ("tick", now + 3500),  # nothing more
-                ("heard", j, "dave", "dave", False, now + 4000),  # after it: a new HERE
-                ("tick", now + 4000 + d("dave") - 1),
-                ("tick", now + 4000 + d("dave")),
+                ("heard", j, "bob", "bob", False, now + 6000),  # a HERE in d(bob)
+                ("heard", j, "carol", "carol", False, now + 6050),  # the same HERE answers
+                ("tick", now + 6000 + d("bob") - 1),
+                ("tick", now + 6000 + d("bob")),  # one HERE for both JOINs
+                ("tick", now + 9500),  # nothing more
+                ("heard", j, "dave", "dave", False, now + 10_000),  # after it: a new HERE,
+                ("tick", now + 10_000 + d("dave")),  # not before ANSWER_GAP_MS since ours
+                ("tick", now + 6000 + d("bob") + gap - 1),
+                ("tick", now + 6000 + d("bob") + gap),
             ],
         ),
         _presence_scenario(
@@ -686,10 +689,10 @@ def presence() -> list[dict[str, Any]]:
             [
                 ("joined", 3, now),
                 ("heard", h, "bob", "bob", False, now + 10),
-                ("heard", j, "carol", "carol", False, now + 20),  # a HERE in d(carol)
-                ("count", 2, now + 30),  # someone went: our JOIN planned in d0
-                ("tick", now + max(20 + d("carol"), 30 + d0)),  # both due: the JOIN only
-                ("tick", now + 5000),
+                ("heard", j, "carol", "carol", False, now + gap + 20),  # a HERE in d(carol)
+                ("count", 2, now + gap + 30),  # someone went: our JOIN planned in d0
+                ("tick", now + gap + max(20 + d("carol"), 30 + d0)),  # both due: the JOIN only
+                ("tick", now + gap + 5000),
             ],
         ),
         _presence_scenario(
@@ -779,12 +782,12 @@ def presence() -> list[dict[str, Any]]:
                 ("heard", lv, "bob", "bob", False, now + 1000),
                 ("count", 4, now + 1000 + window),  # explained: 3 others, 3 entries
                 ("tick", now + 1000 + window + d0),
-                ("count", 3, now + 7000),  # not: 2 others for 3 entries
-                ("tick", now + 7000 + d0),  # the roll call
-                ("heard", h, "carol", "carol", False, now + 7600),
-                ("heard", h, "dave", "dave", False, now + 7700),
-                ("heard", h, "erin", "erin", False, now + 7800),
-                ("count", 4, now + 10_000),  # someone came, silent
+                ("count", 3, now + 11_000),  # not: 2 others for 3 entries
+                ("tick", now + 11_000 + d0),  # the roll call
+                ("heard", h, "carol", "carol", False, now + 11_600),
+                ("heard", h, "dave", "dave", False, now + 11_700),
+                ("heard", h, "erin", "erin", False, now + 11_800),
+                ("count", 4, now + 14_000),  # someone came, silent
                 ("heard", lv, "carol", "carol", False, now + 20_000),
                 ("count", 3, now + 20_001 + window),  # 3 others for 2, but 5 001 ms late
                 ("tick", now + 20_001 + window + d0),
@@ -813,12 +816,12 @@ def presence() -> list[dict[str, Any]]:
                 ("heard", text, "bob", "bob", False, now),
                 ("joined", 3, now + 10),  # no JOIN, so no roll call of its own
                 ("tick", now + 10 + window),  # bob stays
-                ("heard", j, "carol", "carol", False, now + 6000),  # no HERE; a roll call
-                ("heard", h, "dave", "dave", False, now + 6030),
-                ("tick", now + 6000 + 2000),
-                ("count", 2, now + 8500),  # no roll call of its own either
-                ("tick", now + 6000 + window),  # carol's: bob goes
-                ("heard", lv, "dave", "dave", False, now + 12_000),
+                ("heard", j, "carol", "carol", False, now + 9000),  # no HERE; a roll call
+                ("heard", h, "dave", "dave", False, now + 9030),
+                ("tick", now + 9000 + gap),
+                ("count", 2, now + 9000 + gap + 500),  # no roll call of its own either
+                ("tick", now + 9000 + window),  # carol's: bob goes
+                ("heard", lv, "dave", "dave", False, now + 20_000),
                 ("leaving",),
             ],
             announce=False,

@@ -6,6 +6,7 @@ checked by itself, and Hypothesis runs random histories against the invariants.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from instantroom.protocol.envelope import Kind
 from instantroom.protocol.errors import UsageError
 from instantroom.protocol.kdf import fingerprint
 from instantroom.protocol.roster import (
+    ANSWER_GAP_MS,
     ANSWER_SPREAD_MS,
     MAX_ROSTER,
     OUTGROWN_CALL_EVERY_MS,
@@ -293,8 +295,22 @@ def test_leaving_sends_a_leave_then_nothing_until_joined_again() -> None:
     roster.joined(2, NOW + 30_000)
     assert roster.take_sends() == [Kind.JOIN]
     roster.heard(Kind.JOIN, BOB, "bob", False, NOW + 30_001)
-    roster.tick(NOW + 30_001 + D_BOB)
+    roster.tick(NOW + 30_000 + ANSWER_GAP_MS)  # not sooner after our JOIN
     assert roster.take_sends() == [Kind.HERE]
+
+
+def test_a_member_answers_at_most_once_per_gap_however_many_joins() -> None:
+    roster = announcing()
+    heres = []
+    for second in range(60):  # bob sends a JOIN every second
+        now = NOW + 10_000 + second * 1000
+        roster.heard(Kind.JOIN, BOB, "bob", False, now)
+        roster.tick(now)
+        heres += [now for kind in roster.take_sends() if kind == Kind.HERE]
+    assert heres[0] == NOW + 10_000 + -(-D_BOB // 1000) * 1000  # the first in d
+    gaps = {later - earlier for earlier, later in itertools.pairwise(heres)}
+    assert gaps == {ANSWER_GAP_MS}
+    assert names(roster) == ["bob"]  # carol, silent, went at a roll call
 
 
 def test_a_silent_roster_sends_nothing_yet_judges_others_roll_calls() -> None:

@@ -13,6 +13,7 @@ from instantroom.protocol.errors import UsageError
 from instantroom.protocol.join import signature_is_good, verify_join_proof
 from instantroom.protocol.kdf import DeviceKey, RoomKeys, fingerprint
 from instantroom.protocol.roster import (
+    ANSWER_GAP_MS,
     MAX_HEARD_AGE_MS,
     ROLL_CALL_WINDOW_MS,
     Member,
@@ -1316,6 +1317,10 @@ def announced(session: ClientSession, room: RoomKeys) -> list[Message]:
     return [open_envelope(room, publish.envelope) for publish in sent_publishes(session)]
 
 
+# A member answers no JOIN sooner than ANSWER_GAP_MS after its own JOIN (at NOW here).
+AFTER_GAP = NOW + ANSWER_GAP_MS
+
+
 def kinds_published(session: ClientSession, room: RoomKeys) -> list[int]:
     return [message.kind for message in announced(session, room)]
 
@@ -1361,28 +1366,29 @@ def test_the_join_message_goes_before_what_waited_in_the_outbox(room: RoomKeys) 
 
 
 def test_a_join_is_answered_with_a_here_after_the_delay(room: RoomKeys) -> None:
+    """Once ANSWER_GAP_MS has passed since bob's own JOIN: none sooner."""
     alice, bob = announcing(1, "alice"), announcing(2, "bob")
     in_room(room, bob)
     alice.connection_made()
     join_fully(alice, room, members=2)
     (join,) = alice.frames_to_send()
-    bob.receive(relay_deliver(join), NOW + 5)
+    bob.receive(relay_deliver(join), AFTER_GAP)
     heard, changed = bob.events()
     assert isinstance(heard, MessageReceived)
     assert changed == MembersChanged(room.room_id, (member(alice),))
     assert bob.members(room.room_id) == (member(alice),)
     delay = answer_delay_ms(bob.device.public_key, alice.device.public_key)
-    bob.tick(NOW + 5 + delay - 1)
+    bob.tick(AFTER_GAP + delay - 1)
     assert bob.frames_to_send() == []
-    bob.tick(NOW + 5 + delay)
+    bob.tick(AFTER_GAP + delay)
     (here_publish,) = bob.frames_to_send()
     publish = frames.decode_frame(here_publish)
     assert isinstance(publish, frames.Publish)
     here = open_envelope(room, publish.envelope)
     assert (here.kind, here.body, here.sender_name) == (Kind.HERE, b"", "bob")
-    assert here.timestamp_ms == NOW + 5 + delay
+    assert here.timestamp_ms == AFTER_GAP + delay
     assert bob.events() == []
-    alice.receive(relay_deliver(here_publish), NOW + 5 + delay)
+    alice.receive(relay_deliver(here_publish), AFTER_GAP + delay)
     assert alice.events()[1:] == [MembersChanged(room.room_id, (member(bob),))]
     # The relay answers the HERE: no Accepted, nothing kept.
     bob.receive(frames.encode_frame(frames.Ack(publish.ref)), NOW)
@@ -1414,15 +1420,15 @@ def test_an_announcement_refused_for_the_rate_pauses_and_the_next_waits(room: Ro
     # not in the outbox, is not resent.
     alice.receive(deliver_as(3, "carol", room, 1, Kind.JOIN), NOW)
     alice.events()
-    alice.tick(NOW + 2000)
+    alice.tick(AFTER_GAP)
     assert alice.frames_to_send() == []
-    alice.tick(NOW + 3000)
+    alice.tick(AFTER_GAP + 1000)
     assert alice.frames_to_send() == []
     alice.resend_unacknowledged()
     assert alice.frames_to_send() == []
-    alice.tick(NOW + 4000)
+    alice.tick(AFTER_GAP + 2000)
     assert kinds_published(alice, room) == [Kind.HERE]
-    alice.tick(NOW + 5000)
+    alice.tick(AFTER_GAP + 3000)
     assert alice.frames_to_send() == []  # once
 
 
@@ -1435,11 +1441,11 @@ def test_announcements_wait_while_max_in_flight_publishes_are_unanswered(room: R
     assert len(refs) == MAX_IN_FLIGHT - 1 == alice.in_flight - 1
     alice.receive(deliver_as(3, "carol", room, 1, Kind.JOIN), NOW)
     alice.events()
-    alice.tick(NOW + 2000)
-    alice.tick(NOW + 2500)
+    alice.tick(AFTER_GAP)
+    alice.tick(AFTER_GAP + 500)
     assert alice.frames_to_send() == []  # no place on the wire
-    alice.receive(frames.encode_frame(frames.Ack(refs[0])), NOW + 2600)
-    alice.tick(NOW + 3000)
+    alice.receive(frames.encode_frame(frames.Ack(refs[0])), AFTER_GAP + 600)
+    alice.tick(AFTER_GAP + 1000)
     assert kinds_published(alice, room) == [Kind.HERE]
 
 

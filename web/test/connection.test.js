@@ -24,7 +24,7 @@ import { decodeFrame, encodeFrame } from "../src/protocol/frames.js";
 import { Kind, openEnvelope } from "../src/protocol/envelope.js";
 import { verifyJoinProof } from "../src/protocol/join.js";
 import { roomKeysFromMinikey } from "../src/protocol/kdf.js";
-import { ANSWER_SPREAD_MS, ROLL_CALL_WINDOW_MS } from "../src/protocol/roster.js";
+import { ANSWER_GAP_MS, ANSWER_SPREAD_MS, ROLL_CALL_WINDOW_MS } from "../src/protocol/roster.js";
 import { roomHex } from "../src/protocol/session.js";
 
 const KEY_A = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy";
@@ -821,6 +821,8 @@ describe("RoomConnection: who is here (PROTOCOL.md 5.7)", () => {
     bob.sockets = [];
     await online(w, alice, { name: "alice" });
     alice.sockets.push(w.relay.last);
+    // Bob comes ANSWER_GAP_MS after Alice's JOIN: her answer then waits only d.
+    await w.clock.advance(ANSWER_GAP_MS);
     await online(w, bob, { name: "bob" });
     bob.sockets.push(w.relay.last);
     // Alice's HERE is due within ANSWER_SPREAD_MS of Bob's JOIN, and goes at a tick.

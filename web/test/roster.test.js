@@ -8,7 +8,14 @@ import { hex } from "../src/protocol/bytes.js";
 import { Kind } from "../src/protocol/envelope.js";
 import { UsageError } from "../src/protocol/errors.js";
 import { fingerprint } from "../src/protocol/kdf.js";
-import { ANSWER_SPREAD_MS, MAX_ROSTER, ROLL_CALL_WINDOW_MS, Roster, answerDelay } from "../src/protocol/roster.js";
+import {
+  ANSWER_GAP_MS,
+  ANSWER_SPREAD_MS,
+  MAX_ROSTER,
+  ROLL_CALL_WINDOW_MS,
+  Roster,
+  answerDelay,
+} from "../src/protocol/roster.js";
 
 const T = 1_790_000_000_000;
 /** A device key starting with the bytes `first` and `second`, then `fill`. */
@@ -24,6 +31,8 @@ const D_ROLL_CALL = (0x12 * 256 + 0x34) % 2000; // their = 32 zero bytes: 660
 
 const names = (roster) => roster.members.map((member) => member.name);
 const announcing = () => new Roster(OWN, { announce: true });
+/** ANSWER_GAP_MS after T: a roster joined at T answers JOINs with no wait but d's. */
+const U = T + ANSWER_GAP_MS;
 /** An announcing roster let in, with `others` heard (TEXT) at T + 1, and its JOIN taken. */
 function joinedWith(others, count = others.length + 1) {
   const roster = announcing();
@@ -147,28 +156,41 @@ describe("announcing", () => {
 
   it("answers another's JOIN with a HERE d ms later, at a tick", () => {
     const roster = joinedWith([]);
-    roster.heard(Kind.JOIN, BOB, "bob", false, T + 10);
+    roster.heard(Kind.JOIN, BOB, "bob", false, U + 10);
     assert.deepEqual(roster.takeSends(), []); // due later, and only at a tick
-    roster.tick(T + 10 + D_BOB - 1);
+    roster.tick(U + 10 + D_BOB - 1);
     assert.deepEqual(roster.takeSends(), []);
-    roster.tick(T + 10 + D_BOB);
+    roster.tick(U + 10 + D_BOB);
     assert.deepEqual(roster.takeSends(), [Kind.HERE]);
-    roster.tick(T + 10 + D_BOB + 1000);
+    roster.tick(U + 10 + D_BOB + 1000);
     assert.deepEqual(roster.takeSends(), []);
+  });
+
+  it("answers no sooner than ANSWER_GAP_MS after its last JOIN or HERE", () => {
+    const roster = joinedWith([]); // its JOIN at T
+    roster.heard(Kind.JOIN, BOB, "bob", false, T + 10);
+    roster.tick(T + 10 + D_BOB);
+    assert.deepEqual(roster.takeSends(), []);
+    roster.tick(U - 1);
+    assert.deepEqual(roster.takeSends(), []);
+    roster.tick(U);
+    assert.deepEqual(roster.takeSends(), [Kind.HERE]);
   });
 
   it("answers all the JOINs heard before its HERE goes with that one HERE", () => {
     const roster = joinedWith([]);
-    roster.heard(Kind.JOIN, BOB, "bob", false, T + 10);
+    roster.heard(Kind.JOIN, BOB, "bob", false, U + 10);
     // carol's would be due sooner, but a HERE waits already: bob's delay holds.
-    roster.heard(Kind.JOIN, CAROL, "carol", false, T + 20);
-    roster.tick(T + 20 + D_CAROL);
+    roster.heard(Kind.JOIN, CAROL, "carol", false, U + 20);
+    roster.tick(U + 20 + D_CAROL);
     assert.deepEqual(roster.takeSends(), []);
-    roster.tick(T + 10 + D_BOB);
+    roster.tick(U + 10 + D_BOB);
     assert.deepEqual(roster.takeSends(), [Kind.HERE]);
-    // A JOIN after the HERE went gets a HERE of its own.
-    roster.heard(Kind.JOIN, CAROL, "carol", false, T + 3000);
-    roster.tick(T + 3000 + D_CAROL);
+    // A JOIN after the HERE went gets a HERE of its own, ANSWER_GAP_MS after the first.
+    roster.heard(Kind.JOIN, CAROL, "carol", false, U + 3000);
+    roster.tick(U + 3000 + D_CAROL);
+    assert.deepEqual(roster.takeSends(), []);
+    roster.tick(U + 10 + D_BOB + ANSWER_GAP_MS);
     assert.deepEqual(roster.takeSends(), [Kind.HERE]);
   });
 
@@ -193,7 +215,7 @@ describe("announcing", () => {
     assert.deepEqual(roster.takeSends(), []);
     roster.joined(3, T + 20_000);
     roster.heard(Kind.JOIN, BOB, "bob", false, T + 20_001);
-    roster.tick(T + 20_001 + D_BOB);
+    roster.tick(T + 20_000 + ANSWER_GAP_MS);
     assert.deepEqual(roster.takeSends(), [Kind.JOIN, Kind.HERE]);
   });
 

@@ -10,7 +10,7 @@ import { ErrorCode } from "../src/protocol/codes.js";
 import { Kind, openEnvelope } from "../src/protocol/envelope.js";
 import { decodeFrame, encodeFrame } from "../src/protocol/frames.js";
 import { fingerprint, roomKeysFromMinikey } from "../src/protocol/kdf.js";
-import { MAX_HEARD_AGE_MS, ROLL_CALL_WINDOW_MS, answerDelay } from "../src/protocol/roster.js";
+import { ANSWER_GAP_MS, MAX_HEARD_AGE_MS, ROLL_CALL_WINDOW_MS, answerDelay } from "../src/protocol/roster.js";
 import { ClientSession, MAX_IN_FLIGHT, roomHex } from "../src/protocol/session.js";
 
 const KEY_A = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy";
@@ -96,16 +96,21 @@ class Relay {
 }
 
 /** Alice, Bob and Carol, announcing, joined to room A one after the other, each heard. */
+/** A member let in at NOW answers no JOIN before this. */
+const AFTER_GAP = NOW + ANSWER_GAP_MS;
+
 async function threeMembers() {
   const [alice, bob, carol] = [makeSession(1), makeSession(2), makeSession(3)];
   const relay = new Relay();
+  // Let in ANSWER_GAP_MS before NOW, so that the answers are due by NOW + d.
+  const at = NOW - ANSWER_GAP_MS;
   for (const [n, [session, name]] of [[alice, "alice"], [bob, "bob"], [carol, "carol"]].entries()) {
     relay.kinds.set(session, []);
-    await joinRoom(session, roomA, { members: n + 1, name });
+    await joinRoom(session, roomA, { members: n + 1, name, at });
     const presence = frame({ type: "Presence", roomId: roomA.roomId, members: n + 1 });
-    for (const other of relay.members) await other.receive(presence, NOW);
+    for (const other of relay.members) await other.receive(presence, at);
     relay.members.add(session);
-    await relay.pump(NOW);
+    await relay.pump(at);
   }
   // Each answers the JOINs it heard: after a tick past every delay.
   for (const session of [alice, bob, carol]) await session.tick(NOW + 2000);
@@ -157,9 +162,9 @@ describe("announcing (PROTOCOL.md 5.7)", () => {
   it("two members learn who the other is: JOIN, then a HERE at a tick", async () => {
     const alice = makeSession(1);
     const bob = makeSession(2);
-    await joinRoom(alice, roomA, { name: "alice" });
+    await joinRoom(alice, roomA, { name: "alice", at: NOW - ANSWER_GAP_MS }); // so, no wait but d
     const relay = new Relay(alice);
-    await relay.pump(NOW);
+    await relay.pump(NOW - ANSWER_GAP_MS);
     alice.events();
     await joinRoom(bob, roomA, { members: 2, name: "bob" });
     relay.members.add(bob);
@@ -250,13 +255,13 @@ describe("announcements on a busy wire", () => {
     const bob = makeSession(2);
     await joinRoom(bob, roomA, { members: 2 });
     await alice.receive(deliverFrom(decoded(bob)[0]), NOW);
-    await alice.tick(NOW + 2000);
+    await alice.tick(AFTER_GAP);
     assert.deepEqual(decoded(alice), []);
-    await alice.receive(frame({ type: "Ack", ref: wire[1].ref }), NOW + 2001);
+    await alice.receive(frame({ type: "Ack", ref: wire[1].ref }), AFTER_GAP + 1);
     assert.deepEqual(decoded(alice), []);
-    await alice.tick(NOW + 2002);
+    await alice.tick(AFTER_GAP + 2);
     assert.deepEqual(await described(decoded(alice)), [`Publish ${Kind.HERE}`]);
-    await alice.tick(NOW + 3000);
+    await alice.tick(AFTER_GAP + 1000);
     assert.deepEqual(decoded(alice), []); // once
   });
 
@@ -271,12 +276,12 @@ describe("announcements on a busy wire", () => {
     const carol = makeSession(3);
     await joinRoom(carol, roomA, { members: 2 });
     await alice.receive(deliverFrom(decoded(carol)[0]), NOW);
-    await alice.tick(NOW + 2000);
-    await alice.tick(NOW + 3000);
+    await alice.tick(AFTER_GAP);
+    await alice.tick(AFTER_GAP + 1000);
     assert.deepEqual(decoded(alice), []);
     alice.resendUnacknowledged();
     assert.deepEqual(decoded(alice), []);
-    await alice.tick(NOW + 4000);
+    await alice.tick(AFTER_GAP + 2000);
     assert.deepEqual(await described(decoded(alice)), [`Publish ${Kind.HERE}`]);
     // The session publishes announcements on its own, and each JOIN costs a proof (8.6):
     // a hostile relay refusing them as NOT_JOINED gets no JOIN (PROTOCOL.md 10.6)...

@@ -9,7 +9,8 @@ to send (``take_sends``: kinds, to seal with an empty body) and who is there
 (``members``).
 
     joined (JOINED) ------> JOIN sent, a roll call starts
-    heard JOIN ------------> the sender added, a roll call starts, a HERE in d ms
+    heard JOIN ------------> the sender added, a roll call starts, a HERE in d ms (not
+                             sooner than ANSWER_GAP_MS after our last JOIN or HERE)
     count_changed (down) --> a roll call's JOIN planned in d ms, unless a LEAVE explains it
     tick -----------------> what is due: a HERE, a planned JOIN, a roll call judged
 
@@ -34,9 +35,13 @@ from .names import canonical_name
 
 # Answers to one JOIN are spread over this many ms, by the XOR of the two device keys.
 ANSWER_SPREAD_MS = 2000
-# A roll call is judged this long after its JOIN: the longest answer delay, a second for
-# the answering client's timer, and the way there and back.
-ROLL_CALL_WINDOW_MS = 5000
+# A member announces itself (JOIN or HERE) at most once in this many ms but for its own
+# JOINs: a member sending JOINs without end must not make the whole room answer each.
+ANSWER_GAP_MS = 5000
+# A roll call is judged this long after its JOIN: the longest wait for an answer (the gap,
+# which is longer than the spread), a second for the answering client's timer, and the way
+# there and back.
+ROLL_CALL_WINDOW_MS = 8000
 # Entries kept per room, at most: a hostile member can announce keys without end.
 MAX_ROSTER = 1000
 # A message sent longer ago than this (by its timestamp and our clock) says nothing of who
@@ -110,8 +115,10 @@ class Roster:
         # When each LEAVE that took an entry out was heard, oldest first: each may explain
         # one step down of the count, once.
         self._leaves: list[int] = []
-        # When we last sent a JOIN (a roll call), for OUTGROWN_CALL_EVERY_MS.
+        # When we last sent a JOIN (a roll call), for OUTGROWN_CALL_EVERY_MS, and a JOIN or
+        # a HERE, for ANSWER_GAP_MS.
         self._called_ms: int | None = None
+        self._announced_ms: int | None = None
         # Roster time: the caller's clock with every step back taken out (``_time``).
         self._offset_ms = 0
         self._last_ms: int | None = None
@@ -170,7 +177,10 @@ class Roster:
             self._join_due_ms = None  # this JOIN is the roll call
             self._start_roll_call(now_ms)
             if self._may_send() and self._here_due_ms is None:
-                self._here_due_ms = now_ms + answer_delay_ms(self.own_key, device_key)
+                due = now_ms + answer_delay_ms(self.own_key, device_key)
+                if self._announced_ms is not None:
+                    due = max(due, self._announced_ms + ANSWER_GAP_MS)
+                self._here_due_ms = due
 
     def tick(self, now_ms: int) -> None:
         """Do what is due by ``now_ms``: judge roll calls, then send a planned JOIN (which
@@ -186,6 +196,7 @@ class Roster:
         elif self._here_due_ms is not None and now_ms >= self._here_due_ms:
             self._here_due_ms = None
             self._sends.append(Kind.HERE)
+            self._announced_ms = now_ms
 
     def leaving(self) -> None:
         """We are about to leave the room on purpose: say so (if announcing), and send
@@ -242,7 +253,7 @@ class Roster:
     def _send_join(self, now_ms: int) -> None:
         self._sends.append(Kind.JOIN)
         self._here_due_ms = None  # the JOIN says we are here too
-        self._called_ms = now_ms
+        self._called_ms = self._announced_ms = now_ms
         self._start_roll_call(now_ms)
 
     def _plan_roll_call(self, now_ms: int) -> None:

@@ -28,10 +28,16 @@ import { canonicalName } from "./names.js";
 /** Answers to a JOIN are spread over this long: the delay is below it. */
 export const ANSWER_SPREAD_MS = 2000;
 /**
- * A roll call is judged this long after its JOIN: the longest answer delay, a second for
- * the answering client's timer, and the way there and back.
+ * A member announces itself (JOIN or HERE) at most once in this long but for its own
+ * JOINs: a member sending JOINs without end must not make the whole room answer each.
  */
-export const ROLL_CALL_WINDOW_MS = 5000;
+export const ANSWER_GAP_MS = 5000;
+/**
+ * A roll call is judged this long after its JOIN: the longest wait for an answer (the
+ * gap, which is longer than the spread), a second for the answering client's timer, and
+ * the way there and back.
+ */
+export const ROLL_CALL_WINDOW_MS = 8000;
 /**
  * Entries kept, at most: anyone holding the room key can announce device keys without
  * end. Far more than a room's members (a relay admits 256 by default).
@@ -108,8 +114,10 @@ export class Roster {
     /** When each LEAVE that took an entry out was heard, oldest first: each may explain one
      * step down of the count, once. */
     this._leaves = [];
-    /** When we last sent a JOIN (a roll call), for OUTGROWN_CALL_EVERY_MS. */
+    /** When we last sent a JOIN (a roll call), for OUTGROWN_CALL_EVERY_MS, and a JOIN or a
+     * HERE, for ANSWER_GAP_MS. */
     this._calledMs = null;
+    this._announcedMs = null;
     /** Roster time: the caller's clock with every step back taken out (`_time`). */
     this._offsetMs = 0;
     this._lastMs = null;
@@ -224,7 +232,10 @@ export class Roster {
     if (kind !== Kind.JOIN) return;
     this._callAtMs = null; // that JOIN is a roll call for us too
     this._startRollCall(nowMs);
-    if (this._maySend() && this._hereAtMs === null) this._hereAtMs = nowMs + answerDelay(this._own, deviceKey);
+    if (this._maySend() && this._hereAtMs === null) {
+      const due = nowMs + answerDelay(this._own, deviceKey);
+      this._hereAtMs = this._announcedMs === null ? due : Math.max(due, this._announcedMs + ANSWER_GAP_MS);
+    }
   }
 
   /**
@@ -247,6 +258,7 @@ export class Roster {
     } else if (this._hereAtMs !== null && nowMs >= this._hereAtMs) {
       this._hereAtMs = null;
       this._sends.push(Kind.HERE);
+      this._announcedMs = nowMs;
     }
   }
 
@@ -284,6 +296,7 @@ export class Roster {
     this._sends.push(Kind.JOIN);
     this._hereAtMs = null; // the JOIN says we are here too
     this._calledMs = nowMs;
+    this._announcedMs = nowMs;
     this._startRollCall(nowMs);
   }
 
