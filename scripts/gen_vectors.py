@@ -850,7 +850,7 @@ def presence() -> list[dict[str, Any]]:
                 ("heard", h, "bob", "bob", False, now + 100),
                 ("heard", j, "carol", "carol", False, now + 10_000),  # a roll call
                 ("heard", h, "bob", "bob", False, now + 10_500 - 3_600_000),  # an hour back
-                ("tick", now + 10_000 + window - 3_600_000),  # still 5 s after: bob stays
+                ("tick", now + 10_000 + window - 3_600_000),  # still a window after: bob stays
                 ("tick", now + 10_000 + window + 600 - 3_600_000),
             ],
             clock_goes_back=True,

@@ -647,15 +647,7 @@ export class ClientSession {
           "taken (or given up) before sending more. Nothing was sent.",
       );
     }
-    const message = {
-      messageId: this._randomBytes(MESSAGE_ID_SIZE),
-      timestampMs: nowMs,
-      kind,
-      senderKey: this.device.publicKey,
-      senderName: state.name,
-      body,
-    };
-    const envelope = await sealEnvelope(state.keys, this.device, message, this._randomBytes(12));
+    const { message, envelope } = await this._seal(state, kind, body, nowMs);
     // The room may have expired or been left while WebCrypto worked.
     if (this.rooms.get(key) !== state) throw new UsageError("The room is gone: the message was not sent.");
     // Our own message, sent back to us by a relay, is a replay too.
@@ -881,15 +873,7 @@ export class ClientSession {
         keep(kind);
         continue;
       }
-      const message = {
-        messageId: this._randomBytes(MESSAGE_ID_SIZE),
-        timestampMs: nowMs,
-        kind,
-        senderKey: this.device.publicKey,
-        senderName: state.name,
-        body: new Uint8Array(0),
-      };
-      const envelope = await sealEnvelope(state.keys, this.device, message, this._randomBytes(12));
+      const { message, envelope } = await this._seal(state, kind, new Uint8Array(0), nowMs);
       // The room may have been left, or the connection lost, while WebCrypto worked.
       if (connection !== this._connections || !mayGo()) {
         keep(kind);
@@ -901,6 +885,19 @@ export class ClientSession {
         encodeFrame({ type: "Publish", ref: this._takeRef(key, true), roomId: state.keys.roomId, envelope }),
       );
     }
+  }
+
+  /** A new message of ours in a room, and its envelope, sealed with a fresh nonce. */
+  async _seal(state, kind, body, nowMs) {
+    const message = {
+      messageId: this._randomBytes(MESSAGE_ID_SIZE),
+      timestampMs: nowMs,
+      kind,
+      senderKey: this.device.publicKey,
+      senderName: state.name,
+      body,
+    };
+    return { message, envelope: await sealEnvelope(state.keys, this.device, message, this._randomBytes(12)) };
   }
 
   /** A "members" event if the room's roster changed since the last one; none from a
