@@ -203,6 +203,16 @@ def _throwaway_device() -> DeviceKey:
     return DeviceKey.from_private_bytes(secrets.token_bytes(32))
 
 
+def _label_taken(store: KeyStore, label: str | None, key: str = "") -> bool:
+    """Say so if another stored room has ``label``: two rooms under one label could be
+    told apart only by their room ids."""
+    if label and any(room.label == label and room.key != key for room in store.rooms):
+        print(f"instantroom: a stored room is labelled {printable(label)!r} already; give "
+              "this one another --label.", file=sys.stderr)  # fmt: skip
+        return True
+    return False
+
+
 # commands
 
 
@@ -211,6 +221,8 @@ def cmd_new(args: argparse.Namespace) -> int:
     check_server(args.server)
     format_invite(args.server, key)  # refuses an address no invite link can be made of
     store = open_store(args, create=True)
+    if _label_taken(store, args.label):
+        return 2
     room = StoredRoom(
         key=key,
         label=args.label or f"room-{RoomKeys.from_minikey(key).room_id.hex()[:6]}",
@@ -241,6 +253,8 @@ def cmd_join(args: argparse.Namespace) -> int:
     if server or args.server:
         check_server(server or args.server)  # before a store is made for it
     store = open_store(args, create=True)
+    if _label_taken(store, args.label, key):
+        return 2
     stored = next((room for room in store.rooms if room.key == key), None)
     if stored is not None:
         # A room stored already keeps its label and relay unless told otherwise.

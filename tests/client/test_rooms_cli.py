@@ -239,6 +239,24 @@ def test_joining_a_stored_room_again_keeps_its_label_and_relay(tmp_path: Path) -
     assert servers == {key: NOWHERE, OTHER_KEY: "http://127.0.0.1:10/"}
 
 
+def test_a_label_another_stored_room_has_is_refused_and_nothing_is_stored(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store.json"
+    key = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy"
+    cli(store, "join", key, "--label", "team", "--server", NOWHERE, "--no-chat")
+    for args in (
+        ("join", OTHER_KEY, "--label", "team", "--server", NOWHERE, "--no-chat"),
+        ("new", "--label", "team", "--server", NOWHERE),
+    ):
+        result = cli(store, *args, check=False)
+        assert result.returncode == 2
+        assert "labelled 'team' already" in result.stderr
+    assert [room.key for room in KeyStore.open(store, PASSWORD).rooms] == [key]
+    # The same room joined again under its own label is no clash.
+    cli(store, "join", key, "--label", "team", "--no-chat")
+
+
 def test_join_reads_the_key_from_standard_input(tmp_path: Path) -> None:
     store = tmp_path / "store.json"
     result = cli(store, "join", "-", "--server", NOWHERE, "--no-chat", stdin=OTHER_KEY + "\n")
@@ -474,7 +492,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_join_opens_the_chat_on_the_room_joined_even_when_its_label_is_taken(
+def test_join_with_a_label_taken_opens_no_chat_and_stores_nothing(
     tmp_path: Path, relay: RelayProcess
 ) -> None:
     store = tmp_path / "store.json"
@@ -487,9 +505,10 @@ def test_join_opens_the_chat_on_the_room_joined_even_when_its_label_is_taken(
          "--label", "team"],
         capture_output=True, text=True, env=environ, timeout=60, check=False,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert f"chat on {RoomKeys.from_minikey(key).room_id.hex()}" in result.stdout
-    assert [room.label for room in KeyStore.open(store, PASSWORD).rooms] == ["team", "team"]
+    assert result.returncode == 2
+    assert "chat on" not in result.stdout
+    assert "labelled 'team' already" in result.stderr
+    assert [room.label for room in KeyStore.open(store, PASSWORD).rooms] == ["team"]
 
 
 def test_a_room_key_given_for_a_label_is_not_echoed(tmp_path: Path) -> None:
