@@ -129,6 +129,7 @@ NEVER_TAKEN = "the relay never took it"
 MEMBERS_SHOWN = 20
 
 W = TypeVar("W", bound=Widget)
+K = TypeVar("K")
 
 LineKind = Literal["message", "notice", "warning", "error", "code"]
 
@@ -151,6 +152,18 @@ def scripts_of(name: str) -> tuple[str, ...]:
 
 def item_id(room_id: bytes) -> str:
     return f"room-{room_id.hex()}"
+
+
+def remember(bounded: dict[K, None], key: K) -> K | None:
+    """Add ``key`` to ``bounded``, an ordered set of at most ``MAX_NAMES_PER_ROOM`` (added
+    again, it is the most recent); the least recently added one it dropped, if any."""
+    bounded.pop(key, None)
+    bounded[key] = None
+    if len(bounded) <= MAX_NAMES_PER_ROOM:
+        return None
+    dropped = next(iter(bounded))
+    del bounded[dropped]
+    return dropped
 
 
 # How a line break of a pasted text shows in the input line (one cell, as the break is one
@@ -274,6 +287,46 @@ class Line:
     number: int = 0
 
 
+@dataclass(eq=False, repr=False)  # no names in a repr
+class MembersLine:
+    """What a room's members line shows, kept between redraws: worked out again only when
+    the roster, the relay's count, or what the room knows of a name in the roster changed,
+    so that an event costs no more with a thousand members than with two."""
+
+    roster: tuple[Member, ...] = ()  # the roster it is of (that very tuple)
+    # Each member of it -> its canonical name, and whether it is marked ⚠ by itself (the
+    # session said its key is new, or it mixes look-alike scripts): each worked out once.
+    marks: dict[Member, tuple[str, bool]] = field(default_factory=dict)
+    names: set[str] = field(default_factory=set)  # the canonical names in the roster
+    # The members named on the line (those marked ⚠ first), and how many more there are;
+    # None: to be chosen again.
+    named: Text | None = None
+    online: int | None = None
+    text: Text | None = None  # the line for ``named`` and ``online``; None: to be made
+
+    def mark(self, member: Member) -> tuple[str, bool]:
+        """``member``'s canonical name, and whether it is marked ⚠ by itself."""
+        mark = self.marks.get(member)
+        if mark is None:
+            marked = member.key_changed or bool(scripts_of(member.name))
+            mark = (canonical_name(member.name), marked)
+        return mark
+
+    def take(self, roster: tuple[Member, ...]) -> None:
+        """Be of ``roster`` (the members' marks known are kept)."""
+        if roster is self.roster:
+            return
+        self.marks = {member: self.mark(member) for member in roster}
+        self.names = {name for name, _ in self.marks.values()}
+        self.roster, self.named, self.text = roster, None, None
+
+    def touched(self, key: str) -> None:
+        """What the room knows of the canonical name ``key`` changed (it came with a new
+        key, or another fingerprint was seen with it): chosen again if a member has it."""
+        if key in self.names:
+            self.named = self.text = None
+
+
 @dataclass
 class RoomView:
     """What the screen knows of one stored room."""
@@ -286,7 +339,9 @@ class RoomView:
     # least recently seen first, at most MAX_NAMES_PER_ROOM: from messages (kept history
     # too) and ourselves, to tell a name that comes with another key than before
     seen: dict[str, tuple[str, str]] = field(default_factory=dict)
-    changed: set[str] = field(default_factory=set)  # canonical names that came with a new key
+    # Canonical names that came with a new key (an ordered set), at most MAX_NAMES_PER_ROOM,
+    # the least recently added dropped.
+    changed: dict[str, None] = field(default_factory=dict)
     # canonical name -> the fingerprint last warned of as its new key, as long as no
     # message under the name came from another key since: a member announced with a new
     # key, then writing, is warned of once. At most MAX_NAMES_PER_ROOM.
@@ -296,7 +351,10 @@ class RoomView:
     announced_warned: dict[tuple[str, str], None] = field(default_factory=dict)
     # Who the others said they are (PROTOCOL.md 5.7), oldest first: the session's roster.
     roster: tuple[Member, ...] = ()
-    flagged: set[str] = field(default_factory=set)  # canonical names warned of as mixing scripts
+    members_line: MembersLine = field(default_factory=MembersLine, repr=False)
+    # Canonical names warned of as mixing scripts (an ordered set), at most
+    # MAX_NAMES_PER_ROOM, the least recently added dropped.
+    flagged: dict[str, None] = field(default_factory=dict)
     numbered: int = 0  # the number of the last message line added
     clock_warning: str | None = None  # what the room was last told of this computer's clock
     dropped_ahead_at: float = -math.inf  # when a message dated ahead was last said dropped
@@ -313,9 +371,21 @@ class RoomView:
         key = canonical_name(name)
         before = self.seen.pop(key, None)
         self.seen[key] = (name, fingerprint)
+        if before is None or before[1] != fingerprint:
+            self.members_line.touched(key)
         if len(self.seen) > MAX_NAMES_PER_ROOM:
-            del self.seen[next(iter(self.seen))]
+            dropped = next(iter(self.seen))
+            del self.seen[dropped]
+            self.members_line.touched(dropped)
         return before[1] if before is not None else None
+
+    def key_changed(self, key: str) -> None:
+        """The canonical name ``key`` came with a new key."""
+        if key not in self.changed:
+            self.members_line.touched(key)
+        dropped = remember(self.changed, key)
+        if dropped is not None:
+            self.members_line.touched(dropped)
 
     online: int | None = None
     unread: int = 0
@@ -388,6 +458,7 @@ class ChatApp(App[None]):
         self._ever_connected: set[str] = set()
         self._failures: dict[str, str] = {}
         self._own_ids: set[bytes] = set()
+        self._members_shown: Text | None = None  # the members line on the screen
 
     def _view_of(self, stored: StoredRoom) -> RoomView:
         view = RoomView(stored, RoomKeys.from_minikey(stored.key))
@@ -659,7 +730,7 @@ class ChatApp(App[None]):
         screen too if ``shown``: not while the view is being made)."""
         scripts = scripts_of(name)
         if scripts and canonical_name(name) not in view.flagged:
-            view.flagged.add(canonical_name(name))
+            remember(view.flagged, canonical_name(name))
             warning = (
                 f"⚠ The name {printable(name)} mixes {spoken_list(scripts)} letters: it may "
                 f"imitate another name. Its device key is {fingerprint}: check it with them "
@@ -703,7 +774,7 @@ class ChatApp(App[None]):
         """Warn that ``name`` ``doing`` ("now writes") with a new device key, unless the
         last warning for the name was of this very key (announced, then writing)."""
         key = canonical_name(name)
-        view.changed.add(key)
+        view.key_changed(key)
         if view.key_warned.get(key) == fingerprint:
             return
         view.key_warned.pop(key, None)  # now the most recent
@@ -734,9 +805,9 @@ class ChatApp(App[None]):
         there = {(member.device_key, member.name) for member in view.roster}
         view.roster = roster
         for member in roster:
-            self._flag_mixed_scripts(view, member.name, member.fingerprint)
             if (member.device_key, member.name) in there:
-                continue
+                continue  # flagged, or found not to need it, as it came
+            self._flag_mixed_scripts(view, member.name, member.fingerprint)
             before = self._known_key(view, member.name)
             announced = (canonical_name(member.name), member.fingerprint)
             new_key = member.key_changed or (before is not None and before != member.fingerprint)
@@ -752,13 +823,9 @@ class ChatApp(App[None]):
         """Whether ``member`` is marked ⚠ on the members line: a name that came with a new
         key (now or before, this member's or another's: every member who claims it is
         marked), known here with another, or mixing look-alike scripts."""
-        before = self._known_key(view, member.name)
-        return (
-            member.key_changed
-            or canonical_name(member.name) in view.changed
-            or (before is not None and before != member.fingerprint)
-            or bool(scripts_of(member.name))
-        )
+        key, marked = view.members_line.mark(member)
+        seen = view.seen.get(key)
+        return marked or key in view.changed or (seen is not None and seen[1] != member.fingerprint)
 
     # the screen
 
@@ -828,31 +895,53 @@ class ChatApp(App[None]):
             return
         if current is None:
             members.update("")
+            self._members_shown = None
             status.update(Text("no room", style="dim"))
         else:
-            members.update(self._members_text(current))
+            # Drawn again only when it changed (the same line is kept till then).
+            if (text := self._members_text(current)) is not self._members_shown:
+                members.update(text)
+                self._members_shown = text
             status.update(self._status_text(current))
 
     def _members_text(self, view: RoomView) -> Text:
         """The relay's count; who announced themselves (those marked ⚠ first: the line
-        may be cut); how many of those counted did not; ourselves."""
+        may be cut); how many of those counted did not; ourselves. The line last made,
+        unless what it shows changed (``MembersLine``)."""
+        line = view.members_line
+        line.take(view.roster)
+        if line.named is None:
+            # Each member's mark is known (MembersLine.marks): one pass finds those marked
+            # ⚠, and the first others, oldest first; only those shown are drawn.
+            marked: list[Member] = []
+            others: list[Member] = []
+            for member in view.roster:
+                if self._suspect(view, member):
+                    marked.append(member)
+                elif len(others) < MEMBERS_SHOWN:
+                    others.append(member)
+            named = Text()
+            for index, member in enumerate((marked + others)[:MEMBERS_SHOWN]):
+                named.append(", " if index else "  ·  ")
+                if index < len(marked):
+                    named.append("⚠ ", style="bold yellow")
+                colour = name_colour(member.fingerprint)
+                named.append(printable(member.name), style=f"bold {colour}")
+                named.append(f" {member.fingerprint}")
+            if len(view.roster) > MEMBERS_SHOWN:
+                named.append(f" and {len(view.roster) - MEMBERS_SHOWN} more")
+            line.named, line.text = named, None
+        elif line.text is not None and line.online == view.online:
+            return line.text
         online = "?" if view.online is None else str(view.online)
         shown = Text(f"Online: {online} (you included)", style="bold")
-        listed = [(self._suspect(view, member), member) for member in view.roster]
-        listed.sort(key=lambda pair: not pair[0])  # stable: otherwise oldest first
-        for index, (suspect, member) in enumerate(listed[:MEMBERS_SHOWN]):
-            shown.append(", " if index else "  ·  ")
-            if suspect:
-                shown.append("⚠ ", style="bold yellow")
-            shown.append(printable(member.name), style=f"bold {name_colour(member.fingerprint)}")
-            shown.append(f" {member.fingerprint}")
-        if len(listed) > MEMBERS_SHOWN:
-            shown.append(f" and {len(listed) - MEMBERS_SHOWN} more")
+        shown.append_text(line.named)
         # Counted by the relay, and silent: scripts, or clients that announce nothing.
         silent = 0 if view.online is None else view.online - 1 - len(view.roster)
         if silent > 0:
             shown.append(f"  ·  {silent} not named")
         shown.append(f"  ·  you: {printable(self._user)} {self._fingerprint}", style="dim")
+        line.online, line.text = view.online, shown
         return shown
 
     def _status_text(self, view: RoomView) -> Text:

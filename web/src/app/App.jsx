@@ -3,9 +3,10 @@
 // that outlasts the screens (Announcer), the conversation is role="log", and each screen
 // moves focus to its heading so that a screen reader announces it.
 
+import { Fragment } from "preact";
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { formatMinikey, spellMinikey } from "../protocol/minikey.js";
-import { mixedScripts } from "../protocol/names.js";
+import { canonicalName, mixedScripts } from "../protocol/names.js";
 import { qrDataUrl } from "../qr/draw.js";
 import { LIFETIMES } from "./controller.js";
 import { parseInvite } from "./invite.js";
@@ -651,6 +652,51 @@ function Message({ app, roomId, message }) {
 
 /** How many of the names a closed members line shows; the rest are counted. */
 const NAMES_IN_SUMMARY = 3;
+/** How many members the open list shows, at most; the rest are counted. A hostile member can
+ * announce a thousand throwaway keys (as many as a roster keeps): the list is not drawn
+ * whole, and a cut one shows those with a warning first, so that the cut hides none of them
+ * (unless there are more than this). */
+const MEMBERS_LISTED = 50;
+
+/** What the members line shows of `roster`: worked out once per roster heard (the controller
+ * makes a new one each time), not on every redraw of the room. The look-alike scripts of
+ * each name (mixedScripts) are taken from `before`, what it was for the roster before, when
+ * it has them: a roster heard again, a member more or less, is not worked out again. */
+function membersOf(roster, before) {
+  const scriptsByName = new Map();
+  const canonicalByName = new Map();
+  const claims = new Map(); // canonical name -> how many members claim it
+  const named = roster.map((member) => {
+    const scripts = scriptsByName.get(member.name) ?? before?.scriptsByName.get(member.name) ?? mixedScripts(member.name);
+    scriptsByName.set(member.name, scripts);
+    const canonical =
+      canonicalByName.get(member.name) ?? before?.canonicalByName.get(member.name) ?? canonicalName(member.name);
+    canonicalByName.set(member.name, canonical);
+    claims.set(canonical, (claims.get(canonical) ?? 0) + 1);
+    return { member, scripts, canonical };
+  });
+  // A name two members claim: either may be the impostor, whoever answered first.
+  const members = named.map(({ member, scripts, canonical }) => ({
+    ...member,
+    scripts,
+    shared: claims.get(canonical) > 1,
+    warned: member.keyChanged || scripts.length > 0,
+  }));
+  const warned = members.filter((member) => member.warned);
+  // Oldest first; cut, those with a warning first.
+  const listed =
+    members.length <= MEMBERS_LISTED
+      ? members
+      : [...warned, ...members.filter((member) => !member.warned)].slice(0, MEMBERS_LISTED);
+  return {
+    count: members.length,
+    inSummary: members.slice(0, NAMES_IN_SUMMARY),
+    listed,
+    warned: warned.length > 0,
+    scriptsByName,
+    canonicalByName,
+  };
+}
 
 /**
  * Who is in the room with this device: the relay's count says how many, the members'
@@ -661,43 +707,70 @@ const NAMES_IN_SUMMARY = 3;
  */
 function Members({ live }) {
   const roster = live.roster;
-  // Once per roster heard, not on every redraw of the room.
-  const members = useMemo(() => roster.map((member) => ({ ...member, scripts: mixedScripts(member.name) })), [roster]);
+  const last = useRef(null);
+  const members = useMemo(() => (last.current = membersOf(roster, last.current)), [roster]);
   const unnamed = Math.max(0, live.members - 1 - roster.length);
   if (roster.length === 0 && unnamed === 0) return null;
-  const warned = members.some((member) => member.keyChanged || member.scripts.length > 0);
-  const more = Math.max(0, roster.length - NAMES_IN_SUMMARY) + unnamed;
+  return <MemberDetails members={members} unnamed={unnamed} />;
+}
+
+function MemberDetails({ members, unnamed }) {
+  // The list is drawn only while it is open, and again only when the roster changed: not
+  // on every redraw of the room (a message, a count, a keystroke).
+  const [open, setOpen] = useState(false);
+  const list = useMemo(() => open && members.count > 0 && <MemberList members={members} />, [open, members]);
+  const more = Math.max(0, members.count - NAMES_IN_SUMMARY) + unnamed;
   return (
-    <details class="members" data-testid="member-details">
+    <details class="members" data-testid="member-details" onToggle={(event) => setOpen(event.currentTarget.open)}>
       <summary data-testid="members-summary">
         Who is here:{" "}
-        <span translate={false}>
-          {members
-            .slice(0, NAMES_IN_SUMMARY)
-            .map((member) => shown(member.name))
-            .join(", ")}
-        </span>
-        {more > 0 && (roster.length > 0 ? ` and ${more} more` : `${more} unnamed`)}
-        {warned && (
+        {/* Each name in a box of its own, quoted: a name is any text ("Alice, Bob"), and
+            must not read as two people, or as the start of the next. */}
+        {members.inSummary.map((member, index) => (
+          <Fragment key={member.id}>
+            {index > 0 && ", "}
+            <span class="summary-name">
+              “
+              <span data-testid="members-summary-name" translate={false}>
+                {shown(member.name)}
+              </span>
+              ”
+            </span>
+          </Fragment>
+        ))}
+        {more > 0 && (members.count > 0 ? ` and ${more} more` : `${more} unnamed`)}
+        {members.warned && (
           <>
             <span aria-hidden="true"> ⚠</span>
             <span class="visually-hidden">, with a warning: open the list</span>
           </>
         )}
       </summary>
-      {roster.length > 0 && (
-        <ul class="member-list" data-testid="member-list" aria-label="Members who said who they are">
-          {members.map((member) => (
-            <Member key={member.id} member={member} />
-          ))}
-        </ul>
-      )}
+      {list}
       {unnamed > 0 && (
         <p class="hint" data-testid="members-unnamed">
           {unnamed === 1 ? "1 more online has not said who they are." : `${unnamed} more online have not said who they are.`}
         </p>
       )}
     </details>
+  );
+}
+
+function MemberList({ members }) {
+  const notListed = members.count - members.listed.length;
+  return (
+    <>
+      <ul class="member-list" data-testid="member-list" aria-label="Members who said who they are">
+        {members.listed.map((member) => (
+          <Member key={member.id} member={member} />
+        ))}
+      </ul>
+      {notListed > 0 && (
+        <p class="hint" data-testid="members-not-listed">
+          {notListed === 1 ? "1 more member is not listed here." : `${notListed} more members are not listed here.`}
+        </p>
+      )}
+    </>
   );
 }
 
@@ -712,11 +785,18 @@ function Member({ member }) {
       <span class="fingerprint" data-testid="member-fingerprint" title="Their device fingerprint">
         {member.fingerprint}
       </span>
-      {member.keyChanged && (
+      {member.shared ? (
         <p class="warning" data-testid="member-key-change-warning" role="note">
-          ⚠ <span translate={false}>{shown(member.name)}</span> is here with another device key than before. It may be a new
-          device, or someone else using that name: check the fingerprint with them.
+          ⚠ More than one device here says it is <span translate={false}>{shown(member.name)}</span>. Any of them may be
+          someone else using that name: check the fingerprints with them.
         </p>
+      ) : (
+        member.keyChanged && (
+          <p class="warning" data-testid="member-key-change-warning" role="note">
+            ⚠ <span translate={false}>{shown(member.name)}</span> is here with another device key than before. It may be a
+            new device, or someone else using that name: check the fingerprint with them.
+          </p>
+        )
       )}
     </li>
   );
