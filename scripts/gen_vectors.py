@@ -47,7 +47,7 @@ from instantroom.protocol.minikey import (
 from instantroom.protocol.names import canonical_name, mixed_scripts
 from instantroom.protocol.roster import (
     ANSWER_GAP_MS,
-    OUTGROWN_CALL_EVERY_MS,
+    DOUBT_CALL_EVERY_MS,
     ROLL_CALL_WINDOW_MS,
     Roster,
     answer_delay_ms,
@@ -604,16 +604,18 @@ def _presence_scenario(
 ) -> dict[str, Any]:
     """Run ``steps`` through the reference roster and record, after each, what it sends
     and holds. A step is ("joined", count, now), ("count", count, now), ("heard", kind,
-    who, name, key_changed, now) with ``who`` a name of PRESENCE_KEYS or a key, ("tick",
-    now) or ("leaving",)."""
+    who, name, key_changed, now[, sent]) with ``who`` a name of PRESENCE_KEYS or a key and
+    ``sent`` the message's timestamp (``now`` if not given), ("tick", now) or
+    ("leaving",)."""
     roster = Roster(own_key, announce=announce)
     recorded = []
     clock = 0
     for op, *args in steps:
         step: dict[str, Any] = {"op": op}
         if op != "leaving":
-            assert clock_goes_back or args[-1] >= clock, f"{case}: time goes back"
-            clock = args[-1]
+            now = args[4] if op == "heard" else args[-1]
+            assert clock_goes_back or now >= clock, f"{case}: time goes back"
+            clock = now
         if op == "joined":
             roster.joined(*args)
             step |= {"count": args[0], "now": args[1]}
@@ -621,11 +623,12 @@ def _presence_scenario(
             roster.count_changed(*args)
             step |= {"count": args[0], "now": args[1]}
         elif op == "heard":
-            kind, who, name, key_changed, now = args
+            kind, who, name, key_changed, now, *sent_given = args
+            sent = sent_given[0] if sent_given else now  # sent as heard, unless said
             key = PRESENCE_KEYS[who] if isinstance(who, str) else who
-            roster.heard(kind, key, name, key_changed, now)
+            roster.heard(kind, key, name, key_changed, now, sent)
             step |= {"kind": _kind_name(kind), "from": key.hex(), "name": name,
-                     "key_changed": key_changed, "now": now}  # fmt: skip
+                     "key_changed": key_changed, "now": now, "sent": sent}  # fmt: skip
         elif op == "tick":
             roster.tick(args[0])
             step["now"] = args[0]
@@ -646,6 +649,7 @@ def presence() -> list[dict[str, Any]]:
     own = DEVICE_A.public_key
     window = ROLL_CALL_WINDOW_MS
     gap = ANSWER_GAP_MS
+    doubt = DOUBT_CALL_EVERY_MS
 
     def d(who: str) -> int:
         return answer_delay_ms(own, PRESENCE_KEYS[who])
@@ -838,8 +842,9 @@ def presence() -> list[dict[str, Any]]:
                 ("tick", now + 10_000 + window),  # bob stays
                 ("heard", lv, own, "me", False, now + 20_000),  # explains nothing...
                 ("tick", now + 20_000),  # ...and is another window of ours: a HERE
-                ("count", 2, now + 20_001),
-                ("tick", now + 20_001 + d0),  # a roll call
+                ("count", 2, now + 20_001),  # a roll call, in d0 and the gap after our HERE
+                ("tick", now + 20_000 + gap - 1),
+                ("tick", now + 20_000 + gap),
             ],
         ),
         _presence_scenario(
@@ -862,12 +867,12 @@ def presence() -> list[dict[str, Any]]:
                 ("joined", 5, now),
                 ("heard", h, "bob", "bob", False, now + 1),
                 ("heard", h, "carol", "carol", False, now + 2),
-                ("heard", lv, "erin", "erin", False, now + 3),  # not listed: explains nothing
-                ("count", 4, now + 4),
-                ("tick", now + 4 + d0),  # so a roll call
-                ("heard", h, "bob", "bob", False, now + 1000),
-                ("heard", h, "carol", "carol", False, now + 1001),
-                ("tick", now + 4 + d0 + window),
+                ("heard", lv, "erin", "erin", False, now + 10_000),  # not listed: explains
+                ("count", 4, now + 10_001),  # nothing, so a roll call
+                ("tick", now + 10_001 + d0),
+                ("heard", h, "bob", "bob", False, now + 11_000),
+                ("heard", h, "carol", "carol", False, now + 11_001),
+                ("tick", now + 10_001 + d0 + window),
                 ("heard", lv, "bob", "bob", False, now + 20_000),
                 ("count", 2, now + 20_001),  # two steps down, one LEAVE
                 ("tick", now + 20_001 + d0),  # a roll call
@@ -875,6 +880,19 @@ def presence() -> list[dict[str, Any]]:
                 ("heard", lv, "carol", "carol", False, now + 30_000),
                 ("count", 1, now + 30_001),  # explained, and the roster is empty
                 ("tick", now + 30_001 + d0),
+            ],
+        ),
+        _presence_scenario(
+            "too-late-by-their-timestamps",
+            own,
+            [
+                ("joined", 3, now),
+                ("heard", h, "bob", "bob", False, now + 1),
+                ("heard", lv, "bob", "bob", False, now + 10_000),
+                ("heard", h, "bob", "bob", False, now + 10_001, now + 9000),  # sent before
+                ("heard", h, "carol", "carol", False, now + 10_002, now + 10_002),
+                ("heard", lv, "carol", "carol", False, now + 10_003, now + 10_001),  # overtaken
+                ("heard", h, "bob", "bob", False, now + 10_004, now + 10_004),  # back after it
             ],
         ),
         _presence_scenario(
@@ -896,25 +914,19 @@ def presence() -> list[dict[str, Any]]:
                 ("joined", 2, now),  # one other counted
                 ("heard", h, "bob", "bob", False, now + 1),
                 ("tick", now + window),
-                ("heard", h, "carol", "carol", False, now + OUTGROWN_CALL_EVERY_MS),  # two
-                ("tick", now + OUTGROWN_CALL_EVERY_MS + d0),  # a roll call
-                ("heard", h, "bob", "bob", False, now + OUTGROWN_CALL_EVERY_MS + d0 + 1),
-                ("heard", h, "carol", "carol", False, now + OUTGROWN_CALL_EVERY_MS + d0 + 2),
-                ("tick", now + OUTGROWN_CALL_EVERY_MS + d0 + window),  # both answered
-                ("tick", now + 2 * OUTGROWN_CALL_EVERY_MS + d0 - 1),  # not yet again
-                ("tick", now + 2 * OUTGROWN_CALL_EVERY_MS + d0),  # planned in d0
-                ("tick", now + 2 * OUTGROWN_CALL_EVERY_MS + 2 * d0),
-                ("count", 3, now + 2 * OUTGROWN_CALL_EVERY_MS + 2 * d0 + 1),  # covered now
-                ("heard", h, "bob", "bob", False, now + 2 * OUTGROWN_CALL_EVERY_MS + 2 * d0 + 2),
-                (
-                    "heard",
-                    h,
-                    "carol",
-                    "carol",
-                    False,
-                    now + 2 * OUTGROWN_CALL_EVERY_MS + 2 * d0 + 3,
-                ),
-                ("tick", now + 4 * OUTGROWN_CALL_EVERY_MS),  # both stay; no roll call
+                ("heard", h, "carol", "carol", False, now + 30_000),  # two listed
+                ("tick", now + 30_000),  # seen at a tick: a roll call in d0
+                ("tick", now + 30_000 + d0),
+                ("heard", h, "bob", "bob", False, now + 30_000 + d0 + 1),
+                ("heard", h, "carol", "carol", False, now + 30_000 + d0 + 2),
+                ("tick", now + 30_000 + d0 + window),  # both answered
+                ("tick", now + 30_000 + d0 + doubt - 1),  # not yet again
+                ("tick", now + 30_000 + d0 + doubt),  # planned in d0
+                ("count", 3, now + 30_000 + 2 * d0 - 1 + doubt),  # counted now: dropped
+                ("tick", now + 30_000 + 2 * d0 + doubt),
+                ("count", 2, now + 30_000 + 2 * d0 + doubt + 1),  # a lagging count...
+                ("heard", j, "dave", "dave", False, now + 30_000 + 2 * d0 + doubt + 2),
+                ("tick", now + 30_000 + 3 * d0 + doubt + 2),  # ...and dave's roll call
             ],
         ),
     ]

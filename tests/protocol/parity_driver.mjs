@@ -104,7 +104,7 @@ function roster({ own_key, announce, steps }) {
   return steps.map((step) => {
     if (step.op === "joined") r.joined(step.count, step.now);
     else if (step.op === "count") r.countChanged(step.count, step.now);
-    else if (step.op === "heard") r.heard(step.kind, fromHex(step.from), step.name, step.key_changed, step.now);
+    else if (step.op === "heard") r.heard(step.kind, fromHex(step.from), step.name, step.key_changed, step.now, step.sent ?? null);
     else if (step.op === "tick") r.tick(step.now);
     else if (step.op === "leaving") r.leaving();
     else throw new Error(`no op ${step.op}`);

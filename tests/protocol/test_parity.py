@@ -1374,6 +1374,8 @@ def roster_histories(draw: st.DrawFn) -> dict[str, Any]:
                 "op": op, "kind": int(kind), "from": draw(st.sampled_from(ROSTER_KEYS)).hex(),
                 "name": draw(st.sampled_from(["bob", "Bob", "carol", ""])),
                 "key_changed": draw(st.booleans()), "now": now,
+                # Its timestamp: none known, or around now (out of order, clocks off).
+                "sent": draw(st.one_of(st.none(), st.integers(now - 5000, now + 5000))),
             })  # fmt: skip
         elif op in ("joined", "count"):
             steps.append({"op": op, "count": draw(st.integers(0, 6)), "now": now})
@@ -1395,7 +1397,14 @@ def _roster_in_python(history: dict[str, Any]) -> list[dict[str, Any]]:
                 roster.count_changed(step["count"], step["now"])
             case "heard":
                 sender = bytes.fromhex(step["from"])
-                roster.heard(step["kind"], sender, step["name"], step["key_changed"], step["now"])
+                roster.heard(
+                    step["kind"],
+                    sender,
+                    step["name"],
+                    step["key_changed"],
+                    step["now"],
+                    step["sent"],
+                )
             case "tick":
                 roster.tick(step["now"])
             case "leaving":

@@ -20,8 +20,8 @@ from instantroom.protocol.kdf import fingerprint
 from instantroom.protocol.roster import (
     ANSWER_GAP_MS,
     ANSWER_SPREAD_MS,
+    DOUBT_CALL_EVERY_MS,
     MAX_ROSTER,
-    OUTGROWN_CALL_EVERY_MS,
     ROLL_CALL_WINDOW_MS,
     Member,
     Roster,
@@ -397,30 +397,86 @@ def test_past_max_roster_keys_no_roll_call_confirmed_go_first(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(roster_module, "MAX_ROSTER", 4)
-    roster = announcing(count=300)  # bob and carol answered our roll call
+    roster = announcing(count=300)
+    # Bob and carol, there when dave's roll call starts, answer it: confirmed, as dave.
+    roster.heard(Kind.JOIN, DAVE, "dave", False, NOW + 10_000)
+    roster.heard(Kind.HERE, BOB, "bob", False, NOW + 10_001)
+    roster.heard(Kind.HERE, CAROL, "carol", False, NOW + 10_002)
     junk = [bytes([0xEE]) + n.to_bytes(31, "big") for n in range(50)]
-    for n, key in enumerate(junk):
-        roster.heard(Kind.HERE, key, f"x{n}", False, NOW + 10_000 + n)
-    assert names(roster) == ["bob", "carol", "x48", "x49"]
+    roster.heard(Kind.HERE, junk[0], "x0", False, NOW + 10_003)  # came during it
+    roster.tick(NOW + 10_000 + ROLL_CALL_WINDOW_MS)
+    for n, key in enumerate(junk[1:], start=1):
+        roster.heard(Kind.HERE, key, f"x{n}", False, NOW + 20_000 + n)
+    assert names(roster) == ["bob", "carol", "dave", "x49"]
 
 
 def test_a_roster_past_the_relays_count_calls_a_roll_call_now_and_then() -> None:
     roster = announcing(count=3)  # two others counted, bob and carol listed
     roster.heard(Kind.HERE, DAVE, "dave", False, NOW + 40_000)  # one too many
+    roster.tick(NOW + 40_000)  # seen at a tick: a roll call in d
     assert roster.take_sends() == []
-    roster.tick(NOW + 40_000 + D_OWN_CALL)
+    called = NOW + 40_000 + D_OWN_CALL
+    roster.tick(called)
     assert roster.take_sends() == [Kind.JOIN]
     roster.heard(Kind.HERE, BOB, "bob", False, NOW + 41_000)
     roster.heard(Kind.HERE, DAVE, "dave", False, NOW + 41_001)  # dave answers too
-    roster.tick(NOW + 40_000 + D_OWN_CALL + ROLL_CALL_WINDOW_MS)
+    roster.tick(called + ROLL_CALL_WINDOW_MS)
     assert names(roster) == ["bob", "dave"]  # carol did not answer
     mallory = bytes([0x01, 0x02]) + bytes(30)
     roster.heard(Kind.HERE, mallory, "mallory", False, NOW + 50_000)
+    roster.tick(NOW + 50_000)
     roster.tick(NOW + 50_000 + D_OWN_CALL)
     assert roster.take_sends() == []  # not again so soon
-    roster.tick(NOW + 40_000 + D_OWN_CALL + OUTGROWN_CALL_EVERY_MS)
-    roster.tick(NOW + 40_000 + 2 * D_OWN_CALL + OUTGROWN_CALL_EVERY_MS)
+    roster.tick(called + DOUBT_CALL_EVERY_MS)
+    roster.tick(called + DOUBT_CALL_EVERY_MS + D_OWN_CALL)
     assert roster.take_sends() == [Kind.JOIN]
+
+
+def test_a_roll_call_heard_from_another_member_counts_as_ours() -> None:
+    """A roster that outgrew the count (a count lagging by one, a ghost key) does not make
+    every member call a roll call of its own: anyone's counts."""
+    roster = announcing(count=3)
+    roster.heard(Kind.HERE, DAVE, "dave", False, NOW + 40_000)
+    roster.tick(NOW + 40_000)  # planned...
+    roster.heard(Kind.JOIN, BOB, "bob", False, NOW + 40_100)  # ...and bob's comes first
+    for second in range(1, 30):
+        roster.tick(NOW + 40_000 + second * 1000)
+    assert Kind.JOIN not in roster.take_sends()
+
+
+def test_a_planned_roll_call_for_an_outgrown_roster_is_dropped_if_the_count_catches_up() -> None:
+    roster = announcing(count=3)
+    roster.heard(Kind.HERE, DAVE, "dave", False, NOW + 40_000)  # before the PRESENCE...
+    roster.tick(NOW + 40_000)
+    roster.count_changed(4, NOW + 40_001)  # ...that counts dave
+    roster.tick(NOW + 40_000 + D_OWN_CALL)
+    assert roster.take_sends() == []
+
+
+def test_leaves_that_explain_the_count_going_down_bring_a_roll_call_later() -> None:
+    """A hostile member's LEAVEs of keys it announced could explain, for ever, the count
+    going down as a member vanishes without a word: a roll call comes all the same."""
+    roster = announcing(count=4)
+    roster.heard(Kind.HERE, DAVE, "dave", False, NOW + 40_000)
+    roster.heard(Kind.LEAVE, DAVE, "dave", False, NOW + 40_001)
+    roster.count_changed(3, NOW + 40_002)  # explained
+    roster.tick(NOW + 40_002 + D_OWN_CALL)
+    assert roster.take_sends() == []
+    roster.tick(NOW + 40_002 + DOUBT_CALL_EVERY_MS)
+    roster.tick(NOW + 40_002 + DOUBT_CALL_EVERY_MS + D_OWN_CALL)
+    assert roster.take_sends() == [Kind.JOIN]
+
+
+def test_messages_sent_before_a_leave_and_a_leave_sent_before_a_message_do_not_count() -> None:
+    roster = announcing()
+    roster.heard(Kind.LEAVE, BOB, "bob", False, NOW + 10_000, sent_ms=NOW + 10_000)
+    roster.heard(Kind.HERE, BOB, "bob", False, NOW + 10_001, sent_ms=NOW + 9_000)  # brought back
+    assert names(roster) == ["carol"]
+    roster.heard(Kind.HERE, CAROL, "carol", False, NOW + 10_002, sent_ms=NOW + 10_002)
+    roster.heard(Kind.LEAVE, CAROL, "carol", False, NOW + 10_003, sent_ms=NOW + 10_001)
+    assert names(roster) == ["carol"]  # that LEAVE was overtaken by a later HERE
+    roster.heard(Kind.HERE, BOB, "bob", False, NOW + 10_004, sent_ms=NOW + 10_004)
+    assert names(roster) == ["carol", "bob"]  # back, after his LEAVE
 
 
 def test_a_member_shows_neither_name_nor_key() -> None:

@@ -26,6 +26,7 @@ from instantroom.protocol.session import (
     NOT_SENT_IN_TIME,
     NOT_SENT_REFUSED,
     OUTBOX_MAX_AGE_MS,
+    REJOIN_PAUSE_MS,
     Accepted,
     ClientSession,
     Joined,
@@ -568,6 +569,42 @@ def test_not_joined_joins_again_then_resends(room: RoomKeys) -> None:
         first.envelope,
         second.envelope,
     ]
+
+
+def test_a_relay_refusing_as_not_joined_again_and_again_gets_one_proof_per_pause(
+    room: RoomKeys,
+) -> None:
+    """PROTOCOL.md 10.6: a relay that lets the member back in, then refuses its message as
+    NOT_JOINED again, got a proof per round trip, at will. Once a connection a NOT_JOINED
+    joins again at once; sooner than REJOIN_PAUSE_MS after, the room waits out the pause."""
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    alice.send_text(room.room_id, "one", NOW)
+    proofs = 0
+    for n in range(20):
+        now = NOW + n * 100  # twenty round trips in two seconds
+        alice.tick(now)
+        for frame in decoded(alice):
+            if isinstance(frame, frames.Publish):
+                refusal = frames.Error(ErrorCode.NOT_JOINED, frame.ref, room.room_id, "no")
+                alice.receive(frames.encode_frame(refusal), now)
+            elif isinstance(frame, frames.Join):
+                challenge = frames.Challenge(room.room_id, n.to_bytes(32, "big"))
+                alice.receive(frames.encode_frame(challenge), now)
+                proofs += sum(isinstance(f, frames.Proof) for f in decoded(alice))
+                joined = frames.Joined(room.room_id, NOW + 3_600_000, 1)
+                alice.receive(frames.encode_frame(joined), now)
+    assert proofs == 1
+    assert alice.unacknowledged == 1  # the message waits, kept
+    alice.tick(NOW + REJOIN_PAUSE_MS - 1)  # the first JOIN again went at NOW
+    assert decoded(alice) == []
+    alice.tick(NOW + REJOIN_PAUSE_MS)
+    assert [type(f) for f in decoded(alice)] == [frames.Join]  # the pause is over
+    # A new connection starts afresh: its JOIN, and one more at once after a NOT_JOINED.
+    alice.connection_lost()
+    alice.connection_made()
+    assert [type(f) for f in decoded(alice)] == [frames.Join]
 
 
 def test_not_joined_naming_no_publish_of_ours_in_that_room_sends_no_join(room: RoomKeys) -> None:

@@ -317,6 +317,7 @@ def test_presence(entry: dict[str, Any]) -> None:
                     step["name"],
                     step["key_changed"],
                     step["now"],
+                    step["sent"],
                 )
             case "tick":
                 roster.tick(step["now"])

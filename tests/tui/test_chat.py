@@ -48,7 +48,7 @@ from instantroom.protocol.session import MessageReceived, PresenceChanged
 from instantroom.rooms_cli import cmd_chat
 from instantroom.testing import RelayProcess, raw_client, run, running_relay, text_publish
 from instantroom.tui import app as app_module
-from instantroom.tui.app import ChatApp, Line
+from instantroom.tui.app import HELP, ChatApp, Line
 from tests.client.test_cli import signals_at_default
 from tests.client.test_room_client import (
     FakeRelay,
@@ -147,8 +147,8 @@ class Member:
 
 
 @contextlib.asynccontextmanager
-async def on_screen(app: ChatApp) -> AsyncIterator[Member]:
-    """Run ``app`` headless, 120x40, in a task of its own.
+async def on_screen(app: ChatApp, size: tuple[int, int] = (120, 40)) -> AsyncIterator[Member]:
+    """Run ``app`` headless, ``size`` (columns, rows), in a task of its own.
 
     Textual keeps the running app in a context variable: each app gets its task (and
     context), and whatever drives it runs in that context (``Member.do``).
@@ -158,7 +158,7 @@ async def on_screen(app: ChatApp) -> AsyncIterator[Member]:
 
     async def host() -> None:
         try:
-            async with app.run_test(size=(120, 40)) as pilot:
+            async with app.run_test(size=size) as pilot:
                 started.set_result(Member(app, pilot, contextvars.copy_context()))
                 await done.wait()
         except Exception as exc:
@@ -684,6 +684,12 @@ def test_history_shows_again_and_clear_leave_and_wipe_delete_it(tmp_path: Path) 
             assert {e.message_id for e in stored().rooms[0].deleted} == {"00" * 16, "11" * 16}
             await member.say("/history off")
             assert not stored().rooms[0].keep_history
+            await member.say("/leave")
+            assert "Type /leave again" in member.conversation()
+            assert len(stored().rooms) == 2  # asked, not done yet
+            await member.say("/help")  # anything else between: asked again
+            await member.say("/leave")
+            assert len(stored().rooms) == 2
             await member.say("/leave")
             assert [r.label for r in stored().rooms] == ["two"]
             await member.until(lambda: member.sidebar() == ["two"], "the sidebar without it")
@@ -1543,6 +1549,22 @@ def test_a_chat_with_no_rooms_says_how_to_get_one(tmp_path: Path) -> None:
             await member.say("/key")
             await member.until(lambda: "Open a room first" in member.conversation(), "why")
             assert member.app.is_running
+
+    run(scenario())
+
+
+def test_the_help_fits_an_80_column_terminal_line_for_line(tmp_path: Path) -> None:
+    """Beside the list of rooms, no line of /help wraps: each is drawn whole, as written."""
+    store = new_store(tmp_path / "store.json", room(make_minikey(secrets.randbelow), NOWHERE))
+
+    async def scenario() -> None:
+        async with on_screen(ChatApp(store, "alice"), size=(80, 24)) as member:
+            await member.until(lambda: member.sidebar() != [], "the list of rooms")
+            await member.say("/help")
+            await member.until(lambda: "/leave" in member.conversation(), "the help")
+            drawn = [line.rstrip() for line in member.conversation().splitlines()]
+            for line in HELP.splitlines():
+                assert line in drawn
 
     run(scenario())
 

@@ -294,10 +294,21 @@ def test_messages_that_come_are_read_out_short_and_counted_while_unseen(
     }
     when = r"\d\d:\d\d( [AP]M)?"
     expect(deletes["first from bob"]).to_have_accessible_name(
-        re.compile(rf"^Delete Bob's message of {when} from this device$")
+        re.compile(rf"^Delete Bob's message of {when}, “first from bob”, from this device$")
     )
     expect(deletes["mine is not read out to me"]).to_have_accessible_name(
-        re.compile(rf"^Delete your message of {when} from this device$")
+        re.compile(
+            rf"^Delete your message of {when}, “mine is not read out to me”, from this device$"
+        )
+    )
+    # Two of one sender in one minute differ by their first words, cut at 40 characters.
+    long = "a second one from bob, long enough to be cut short here"
+    bob.send(long)
+    alice.expect_message(long)
+    expect(alice.message_locator(long).get_by_test_id("delete-message")).to_have_accessible_name(
+        re.compile(
+            rf"^Delete Bob's message of {when}, “a second one from bob, long enough to be…”, from"
+        )
     )
 
     # On the rooms list: counted on the room and in the tab's title.

@@ -21,6 +21,7 @@ import {
   NOT_SENT_IN_TIME,
   NOT_SENT_REFUSED,
   OUTBOX_MAX_AGE_MS,
+  REJOIN_PAUSE_MS,
   roomHex,
 } from "../src/protocol/session.js";
 
@@ -447,6 +448,36 @@ describe("publishing", () => {
     await alice.receive(frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 2 }), NOW);
     const resent = decoded(alice).filter((f) => f.type === "Publish");
     assert.deepEqual(resent.map((f) => hex(f.envelope)), [hex(first.envelope), hex(second.envelope)]);
+  });
+
+  it("a relay refusing as NOT_JOINED again and again gets one proof per REJOIN_PAUSE_MS", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    await alice.sendText(roomA.roomId, "one", NOW);
+    let proofs = 0;
+    for (let n = 0; n < 20; n++) {
+      const now = NOW + n * 100; // twenty round trips in two seconds
+      await alice.tick(now);
+      for (const sent of decoded(alice)) {
+        if (sent.type === "Publish") {
+          await alice.receive(errorFrame(ErrorCode.NOT_JOINED, roomA.roomId, { ref: sent.ref }), now);
+        } else if (sent.type === "Join") {
+          const challenge = new Uint8Array(32).fill(n);
+          await alice.receive(frame({ type: "Challenge", roomId: roomA.roomId, challenge }), now);
+          proofs += decoded(alice).filter((f) => f.type === "Proof").length;
+          await alice.receive(frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 1 }), now);
+        }
+      }
+    }
+    assert.equal(proofs, 1);
+    assert.equal(alice.unacknowledged, 1); // the message waits, kept
+    await alice.tick(NOW + REJOIN_PAUSE_MS - 1); // the first JOIN again went at NOW
+    assert.deepEqual(decoded(alice), []);
+    await alice.tick(NOW + REJOIN_PAUSE_MS);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
+    // A new connection starts afresh.
+    alice.connectionLost();
+    alice.connectionMade();
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
   });
 
   it("a NOT_JOINED naming no PUBLISH of ours in that room sends no JOIN (each costs a proof)", async () => {

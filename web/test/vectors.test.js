@@ -262,7 +262,7 @@ describe("presence: the roster of PROTOCOL.md 5.7", () => {
         else if (step.op === "count") roster.countChanged(step.count, step.now);
         else if (step.op === "heard") {
           assert.notEqual(kindOf(step.kind), undefined, `step ${number}: a kind this core does not name`);
-          roster.heard(kindOf(step.kind), fromHex(step.from), step.name, step.key_changed, step.now);
+          roster.heard(kindOf(step.kind), fromHex(step.from), step.name, step.key_changed, step.now, step.sent);
         } else if (step.op === "tick") roster.tick(step.now);
         else if (step.op === "leaving") roster.leaving();
         else assert.fail(`step ${number}: no op ${step.op}`);

@@ -11,7 +11,7 @@ to send (``take_sends``: kinds, to seal with an empty body) and who is there
     joined (JOINED) ------> JOIN sent, a roll call starts
     heard JOIN ------------> the sender added, a roll call starts, a HERE in d ms (not
                              sooner than ANSWER_GAP_MS after our last JOIN or HERE)
-    count_changed (down) --> a roll call's JOIN planned in d ms, unless a LEAVE explains it
+    count_changed (down) --> a roll call's JOIN planned in d ms, unless LEAVEs explain it
     tick -----------------> what is due: a HERE, a planned JOIN, a roll call judged
 
 A roll call started at ``t`` is judged at ``t + ROLL_CALL_WINDOW_MS``: every entry last
@@ -36,7 +36,8 @@ from .names import canonical_name
 # Answers to one JOIN are spread over this many ms, by the XOR of the two device keys.
 ANSWER_SPREAD_MS = 2000
 # A member announces itself (JOIN or HERE) at most once in this many ms but for its own
-# JOINs: a member sending JOINs without end must not make the whole room answer each.
+# JOIN on each JOINED: a member sending JOINs without end, or a relay's count going up and
+# down, must not make the whole room answer each.
 ANSWER_GAP_MS = 5000
 # A roll call is judged this long after its JOIN: the longest wait for an answer (the gap,
 # which is longer than the spread), a second for the answering client's timer, and the way
@@ -45,12 +46,15 @@ ROLL_CALL_WINDOW_MS = 8000
 # Entries kept per room, at most: a hostile member can announce keys without end.
 MAX_ROSTER = 1000
 # A message sent longer ago than this (by its timestamp and our clock) says nothing of who
-# is here now: the caller does not pass it to ``heard`` (a relay could keep and replay
-# an old HERE of a member long gone).
-MAX_HEARD_AGE_MS = 120_000
-# A roster that outgrows the relay's count (more entries than others counted) holds keys
-# that are not connected: an announcing member calls a roll call, at most this often.
-OUTGROWN_CALL_EVERY_MS = 30_000
+# is here now: the caller does not pass it to ``heard`` (a relay could keep and replay an
+# old HERE of a member long gone). Twice the 5 minutes a sender's clock may be ahead or
+# behind ours (the replay filter's), so that a member whose clock is off is still heard.
+MAX_HEARD_AGE_MS = 600_000
+# Roll calls a member calls for a roster it doubts (more entries than the relay counts
+# others; LEAVEs that explained the count going down): at most this often, counted from
+# the last roll call heard or sent. A hostile member may keep answering for keys that are
+# not connected, and each roll call costs every member a HERE.
+DOUBT_CALL_EVERY_MS = 30_000
 
 DEVICE_KEY_SIZE = 32
 # ``their`` key for a roll call after the count went down: nobody's in particular.
@@ -80,8 +84,11 @@ class Member:
 class _Entry:
     member: Member  # as heard; shown flagged too while another entry claims its name
     canonical: str  # canonical_name(member.name)
-    heard_ms: int  # roster time (``Roster._time``) it was last heard
-    # It answered a roll call: a key that was connected, not only announced.
+    added_ms: int  # roster time (``Roster._time``) it was added
+    heard_ms: int  # roster time it was last heard
+    sent_ms: int  # the newest timestamp (the sender's clock) heard from it
+    # It was there when a roll call started, and answered it: a key that is connected,
+    # not only announced.
     confirmed: bool = False
 
 
@@ -96,9 +103,12 @@ class Roster:
         # By when each was added, oldest first: the order shown.
         self._entries: dict[bytes, _Entry] = {}
         # The same keys by when each was last heard, least recently first: who goes first
-        # past MAX_ROSTER. Call order, not ``now_ms``: no ties, and a clock set back
-        # changes nothing.
+        # past MAX_ROSTER. Call order, not ``now_ms``: no ties.
         self._recency: dict[bytes, None] = {}
+        # Each key's last LEAVE, by its timestamp (the sender's clock), least recently
+        # heard first, at most MAX_ROSTER: a message it sent before is not heard (a relay
+        # bringing back an old HERE; another window's HERE overtaken by its LEAVE).
+        self._left_at: dict[bytes, int] = {}
         self._version = 0
         self._members: tuple[Member, ...] = ()
         self._members_version = 0
@@ -107,18 +117,22 @@ class Roster:
         self._count: int | None = None
         # When the HERE that answers every JOIN heard so far is due; None: none waits.
         self._here_due_ms: int | None = None
-        # When the JOIN of a roll call of our own (the count went down) is due.
+        # When the JOIN of a roll call of our own is due; for a roster that outgrew the
+        # count, only if it still has when it is due (a count that lagged a JOIN).
         self._join_due_ms: int | None = None
+        self._join_if_outgrown = False
         # The roll call being judged (its JOIN's time), and the latest one started since.
         self._roll_call_ms: int | None = None
         self._next_roll_call_ms: int | None = None
         # When each LEAVE that took an entry out was heard, oldest first: each may explain
         # one step down of the count, once.
         self._leaves: list[int] = []
-        # When we last sent a JOIN (a roll call), for OUTGROWN_CALL_EVERY_MS, and a JOIN or
-        # a HERE, for ANSWER_GAP_MS.
+        # When a roll call was last heard or sent (DOUBT_CALL_EVERY_MS), and when we last
+        # sent a JOIN or a HERE (ANSWER_GAP_MS).
         self._called_ms: int | None = None
         self._announced_ms: int | None = None
+        # When to make sure a roll call came after LEAVEs explained the count going down.
+        self._doubt_ms: int | None = None
         # Roster time: the caller's clock with every step back taken out (``_time``).
         self._offset_ms = 0
         self._last_ms: int | None = None
@@ -141,7 +155,7 @@ class Roster:
         """The relay's count of the room (PRESENCE). When it goes down, someone may have
         gone without a LEAVE: an announcing member calls a roll call, in ``d`` ms, unless
         LEAVEs heard within ROLL_CALL_WINDOW_MS explain it, one step down each (and the
-        count still covers the roster and us)."""
+        count still covers the roster and us); then it makes sure of it later."""
         now_ms = self._time(now_ms)
         before, self._count = self._count, count
         if before is None or count >= before:
@@ -150,37 +164,58 @@ class Roster:
         recent = [at for at in self._leaves if now_ms - at <= ROLL_CALL_WINDOW_MS]
         explained = len(recent) >= steps and count - 1 >= len(self._entries)
         self._leaves = recent[steps:]  # each LEAVE explains one step, once
-        if not explained and self._entries and self._may_send():
+        if not self._entries or not self._may_send():
+            return
+        if not explained:
             self._plan_roll_call(now_ms)
+        elif self._doubt_ms is None:
+            # LEAVEs of keys a hostile member announced could explain a member gone
+            # without a word: a roll call comes, later.
+            self._doubt_ms = now_ms + DOUBT_CALL_EVERY_MS
 
     def heard(
-        self, kind: int, device_key: bytes, name: str, key_changed: bool, now_ms: int
+        self,
+        kind: int,
+        device_key: bytes,
+        name: str,
+        key_changed: bool,
+        now_ms: int,
+        sent_ms: int | None = None,
     ) -> None:
         """A message of ``kind`` from ``device_key`` passed every check (PROTOCOL.md 5.6),
-        sent at most MAX_HEARD_AGE_MS ago. Our own key is never an entry: our own messages,
-        sent back, change nothing; but a LEAVE under it is another window of ours leaving,
-        not us, and we say at once that we are still here."""
+        sent at ``sent_ms`` (its timestamp; None: not known), at most MAX_HEARD_AGE_MS ago.
+        Our own key is never an entry: our own messages, sent back, change nothing; but a
+        LEAVE under it is another window of ours leaving, not us, and we say at once that
+        we are still here. A message sent before the last LEAVE heard from its key, or a
+        LEAVE sent before the newest message heard from it, comes too late to count."""
         now_ms = self._time(now_ms)
         if device_key == self.own_key:
             if kind == Kind.LEAVE and self._may_send():
                 self._here_due_ms = now_ms
             return
+        entry = self._entries.get(device_key)
         if kind == Kind.LEAVE:
+            if sent_ms is not None:
+                if entry is not None and sent_ms < entry.sent_ms:
+                    return
+                self._left_at.pop(device_key, None)
+                self._left_at[device_key] = sent_ms
+                if len(self._left_at) > MAX_ROSTER:
+                    del self._left_at[next(iter(self._left_at))]
             if self._entries.pop(device_key, None) is not None:
                 del self._recency[device_key]
                 self._version += 1
                 self._leaves.append(now_ms)
                 del self._leaves[:-MAX_ROSTER]
             return
-        self._keep(device_key, name, key_changed, now_ms)
+        if sent_ms is not None and sent_ms < self._left_at.get(device_key, sent_ms):
+            return
+        self._keep(device_key, name, key_changed, now_ms, sent_ms)
         if kind == Kind.JOIN:
             self._join_due_ms = None  # this JOIN is the roll call
             self._start_roll_call(now_ms)
             if self._may_send() and self._here_due_ms is None:
-                due = now_ms + answer_delay_ms(self.own_key, device_key)
-                if self._announced_ms is not None:
-                    due = max(due, self._announced_ms + ANSWER_GAP_MS)
-                self._here_due_ms = due
+                self._here_due_ms = self._answer_at(now_ms, device_key)
 
     def tick(self, now_ms: int) -> None:
         """Do what is due by ``now_ms``: judge roll calls, then send a planned JOIN (which
@@ -189,11 +224,17 @@ class Roster:
         while self._roll_call_ms is not None and now_ms >= self._roll_call_ms + ROLL_CALL_WINDOW_MS:
             self._judge(self._roll_call_ms)
             self._roll_call_ms, self._next_roll_call_ms = self._next_roll_call_ms, None
-        self._check_outgrown(now_ms)
+        if self._doubt_ms is not None and now_ms >= self._doubt_ms:
+            self._doubt_ms = None
+            if self._entries and self._may_send() and not self._called_since(now_ms):
+                self._plan_roll_call(now_ms)
+        if self._outgrown() and not self._called_since(now_ms):
+            self._plan_roll_call(now_ms, if_outgrown=True)
         if self._join_due_ms is not None and now_ms >= self._join_due_ms:
             self._join_due_ms = None
-            self._send_join(now_ms)
-        elif self._here_due_ms is not None and now_ms >= self._here_due_ms:
+            if not self._join_if_outgrown or self._outgrown():
+                self._send_join(now_ms)
+        if self._here_due_ms is not None and now_ms >= self._here_due_ms:
             self._here_due_ms = None
             self._sends.append(Kind.HERE)
             self._announced_ms = now_ms
@@ -253,71 +294,82 @@ class Roster:
     def _send_join(self, now_ms: int) -> None:
         self._sends.append(Kind.JOIN)
         self._here_due_ms = None  # the JOIN says we are here too
-        self._called_ms = self._announced_ms = now_ms
+        self._announced_ms = now_ms
         self._start_roll_call(now_ms)
 
-    def _plan_roll_call(self, now_ms: int) -> None:
-        """A JOIN of ours in ``d`` ms, with nobody's key as ``their``; one planned earlier
-        goes as planned."""
-        if self._join_due_ms is None:
-            self._join_due_ms = now_ms + answer_delay_ms(self.own_key, _NOBODY)
+    def _answer_at(self, now_ms: int, their_key: bytes) -> int:
+        """When our answer to ``their_key`` is due: ``d`` ms from now, and ANSWER_GAP_MS
+        at least since our last JOIN or HERE."""
+        due = now_ms + answer_delay_ms(self.own_key, their_key)
+        if self._announced_ms is not None:
+            due = max(due, self._announced_ms + ANSWER_GAP_MS)
+        return due
 
-    def _check_outgrown(self, now_ms: int) -> None:
+    def _plan_roll_call(self, now_ms: int, *, if_outgrown: bool = False) -> None:
+        """A JOIN of ours, answering no one's in particular (``their``: nobody's key); one
+        planned earlier goes as planned (and goes whatever the count then, if either
+        plan was not only for a roster that outgrew it)."""
+        if self._join_due_ms is None:
+            self._join_due_ms = self._answer_at(now_ms, _NOBODY)
+            self._join_if_outgrown = if_outgrown
+        elif not if_outgrown:
+            self._join_if_outgrown = False
+
+    def _outgrown(self) -> bool:
         """More entries than the relay counts others: some are not connected (announced
-        by a hostile member, or gone unseen). A roll call sorts them out, at most every
-        OUTGROWN_CALL_EVERY_MS: a hostile member may keep answering for its keys."""
-        if (
-            self._may_send()
-            and self._count is not None
-            and len(self._entries) > self._count - 1
-            and (self._called_ms is None or now_ms - self._called_ms >= OUTGROWN_CALL_EVERY_MS)
-        ):
-            self._plan_roll_call(now_ms)
+        by a hostile member, or gone unseen), or the count lags."""
+        return self._may_send() and self._count is not None and len(self._entries) > self._count - 1
+
+    def _called_since(self, now_ms: int) -> bool:
+        """A roll call was heard or sent within DOUBT_CALL_EVERY_MS."""
+        return self._called_ms is not None and now_ms - self._called_ms < DOUBT_CALL_EVERY_MS
 
     def _start_roll_call(self, now_ms: int) -> None:
+        self._called_ms = now_ms
         if self._roll_call_ms is None:
             self._roll_call_ms = now_ms
         else:
             self._next_roll_call_ms = now_ms  # the latest only: it covers those before
 
     def _judge(self, call_ms: int) -> None:
-        """The roll call of ``call_ms`` is over: who was not heard since goes; the others
-        answered it, and are confirmed."""
+        """The roll call of ``call_ms`` is over: who was not heard since goes; who was there
+        when it started, and answered, is confirmed."""
         gone = [key for key, entry in self._entries.items() if entry.heard_ms < call_ms]
         for key in gone:
             del self._entries[key]
             del self._recency[key]
         for entry in self._entries.values():
-            entry.confirmed = True
+            if entry.added_ms <= call_ms:
+                entry.confirmed = True
         if gone:
             self._version += 1
 
-    def _keep(self, device_key: bytes, name: str, key_changed: bool, now_ms: int) -> None:
+    def _keep(
+        self, device_key: bytes, name: str, key_changed: bool, now_ms: int, sent_ms: int | None
+    ) -> None:
         entry = self._entries.get(device_key)
         self._recency.pop(device_key, None)
         self._recency[device_key] = None  # now the most recently heard
+        sent = -1 if sent_ms is None else sent_ms
         if entry is None:
             member = Member(device_key, name, fingerprint(device_key), key_changed)
-            self._entries[device_key] = _Entry(member, canonical_name(name), now_ms)
+            self._entries[device_key] = _Entry(member, canonical_name(name), now_ms, now_ms, sent)
             self._version += 1
             if len(self._entries) > MAX_ROSTER:
-                self._drop_one(device_key)
-            self._check_outgrown(now_ms)
+                self._drop_one()
             return
         entry.heard_ms = now_ms
+        entry.sent_ms = max(entry.sent_ms, sent)
         old = entry.member
         if (old.name, old.key_changed) != (name, key_changed):
             entry.member = Member(device_key, name, old.fingerprint, key_changed)
             entry.canonical = canonical_name(name)
             self._version += 1
 
-    def _drop_one(self, added: bytes) -> None:
-        """Past MAX_ROSTER: the least recently heard entry that no roll call confirmed goes
-        (never the one just ``added``), else the least recently heard. Keys a hostile member
-        announces by the thousand never push out members who answer roll calls."""
-        victim = next(
-            (key for key in self._recency if key != added and not self._entries[key].confirmed),
-            next(iter(self._recency)),
-        )
+    def _drop_one(self) -> None:
+        """Past MAX_ROSTER: the least recently heard entry that no roll call confirmed
+        goes, the one just added if no other. Keys a hostile member announces by the
+        thousand never push out members who answered roll calls."""
+        victim = next(key for key in self._recency if not self._entries[key].confirmed)
         del self._recency[victim]
         del self._entries[victim]

@@ -232,6 +232,10 @@ class RoomState:
     # Announcements that found publishing paused or MAX_IN_FLIGHT on the wire: tried again
     # at the next tick, while the room stays joined (PROTOCOL.md 5.7). Each kind once.
     unsent: list[Kind] = field(default_factory=list, repr=False)
+    # When a NOT_JOINED made us join again on this connection, and when the next may
+    # (PROTOCOL.md 10.6): None, none yet / none waits.
+    rejoined_ms: int | None = None
+    rejoin_due_ms: int | None = None
 
 
 def _sealable_name(name: str) -> bool:
@@ -244,6 +248,16 @@ def _sealable_name(name: str) -> bool:
 # The number of an announcement on the wire: never a place in the outbox, so its ACK
 # reports nothing.
 _NOT_IN_OUTBOX = -1
+# After a NOT_JOINED made us join a room again, another joins again only this much later
+# (PROTOCOL.md 10.6): each JOIN costs a proof the relay keeps, as a reconnect does, whose
+# pause grows to as much.
+REJOIN_PAUSE_MS = 10_000
+
+
+def _past(due_ms: int, now_ms: int) -> bool:
+    """``due_ms`` has come by ``now_ms``, or the clock was set back past the pause before
+    it: a room must not wait an hour for a clock set back an hour."""
+    return not 0 < due_ms - now_ms <= REJOIN_PAUSE_MS
 
 
 @dataclass
@@ -396,6 +410,11 @@ class ClientSession:
         roll call, remove who did not answer one. Call it about once a second."""
         self._now_ms = now_ms
         for room_id, state in list(self.rooms.items()):
+            if state.rejoin_due_ms is not None and _past(state.rejoin_due_ms, now_ms):
+                state.rejoin_due_ms = None
+                if self.connected and not state.joined and not state.join_sent:
+                    state.rejoined_ms = now_ms
+                    self._send_join(room_id)
             version = state.roster.version
             state.roster.tick(now_ms)
             self._announce(room_id, now_ms)
@@ -507,6 +526,7 @@ class ClientSession:
                 state.awaited_members = state.members
             state.joined = False
             state.join_sent = False
+            state.rejoined_ms = state.rejoin_due_ms = None  # a new connection joins anyway
         self._leave_on_answer.clear()  # the relay forgot this connection's rooms
         self._join_after_leaves.clear()
         self._proved.clear()
@@ -630,9 +650,11 @@ class ClientSession:
         return self._now_ms
 
     def _announce(self, room_id: bytes, now_ms: int) -> None:
-        """Publish now what the roster of ``room_id`` has to send, or drop it: presence is
-        news, and the next JOINED announces anyway (PROTOCOL.md 5.7). Like any PUBLISH it
-        takes a ref and a place in flight until answered, but no place in the outbox."""
+        """Publish now what the roster of ``room_id`` has to send (PROTOCOL.md 5.7): while
+        publishing is paused or MAX_IN_FLIGHT are on the wire it waits for the next tick;
+        while the room is not joined it is dropped: presence is news, and the next JOINED
+        announces anyway. Like any PUBLISH it takes a ref and a place in flight until
+        answered, but no place in the outbox."""
         state = self.rooms[room_id]
         kinds, state.unsent = state.unsent, []
         kinds += [kind for kind in state.roster.take_sends() if kind not in kinds]
@@ -802,7 +824,12 @@ class ClientSession:
             return  # sent long ago: it says nothing of who is here now (PROTOCOL.md 5.7)
         version = state.roster.version
         state.roster.heard(
-            message.kind, message.sender_key, message.sender_name, key_changed, now_ms
+            message.kind,
+            message.sender_key,
+            message.sender_name,
+            key_changed,
+            now_ms,
+            message.timestamp_ms,
         )
         self._members_changed(room_id, version)  # an answer, if any, waits for a tick
 
@@ -857,7 +884,16 @@ class ClientSession:
             )
             if state.joined and self.connected and answers_ours:
                 state.joined = False
-                self._send_join(room_id)
+                if state.rejoined_ms is None or _past(
+                    state.rejoined_ms + REJOIN_PAUSE_MS, self._now_ms
+                ):
+                    state.rejoined_ms = self._now_ms
+                    self._send_join(room_id)
+                else:
+                    # Refused again soon after it let us back in: a relay that keeps
+                    # doing so would get a proof per round trip. The room's messages
+                    # wait out the pause (tick), as after a reconnect.
+                    state.rejoin_due_ms = state.rejoined_ms + REJOIN_PAUSE_MS
         elif code == ErrorCode.ROOM_EXPIRED:
             self._forget(room_id)
             self._events.append(RoomExpired(room_id))

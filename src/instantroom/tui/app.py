@@ -107,20 +107,27 @@ from instantroom.protocol.session import (
     RoomExpired,
 )
 
+# At most 57 columns: the conversation's width in an 80-column terminal, beside the
+# list of rooms (a quarter, and a border) and its scroll bar, so that no line wraps there.
 HELP = """\
 Commands:
-  /key            show the room key, grouped and spelled out, and the invite link
-  /qr             show the invite link as a QR code, to scan with a phone
-  /leave          leave the room and delete its key and messages from this device
-  /delete N       delete message N (the number before it) here and from kept history
-  /clear          delete this room's kept history and clear the screen
-  /history on|off keep this room's messages on this device (encrypted), or stop and delete
-  /wipe           delete every room and all messages from this device, then quit
-  /help           this list
-Enter sends what you typed to the room shown (start with // to send a line that starts
-with /); a pasted text goes whole, its line breaks shown as ⏎. Ctrl+Up and Ctrl+Down (or
-Alt+Up and Alt+Down) change rooms; Page Up and Page Down scroll the conversation; Ctrl+Q
-quits."""
+  /key          the room key, spelled out, and its link
+  /qr           the invite link as a QR code, for a phone
+  /leave        leave the room, and delete its key and
+                messages from this device
+  /delete N     delete message N (the number before it)
+                here and from kept history
+  /clear        delete kept history, clear the screen
+  /history on   keep this room's messages (encrypted)
+  /history off  stop keeping them, delete those kept
+  /wipe         delete every room and message from this
+                device, then quit
+  /help         this list
+Enter sends what you typed to the room shown; // sends a
+line that starts with /. A pasted text goes whole, its
+line breaks shown as \u23ce. Ctrl+Up and Ctrl+Down (or
+Alt+Up and Alt+Down) change rooms; Page Up and Page Down
+scroll; Ctrl+Q quits."""
 
 # Why one of ours kept as not taken, and no longer waiting, was not sent.
 NEVER_TAKEN = "the relay never took it"
@@ -440,6 +447,8 @@ class ChatApp(App[None]):
         self._save_problem: str | None = None  # why the last write failed, said once
         self._saving_stopped = False
         self._wipe_armed = False
+        # The room a first /leave asked about: the next /leave there leaves it.
+        self._leave_armed: bytes | None = None
         self._quit_armed = False
         self._redraw_pending = False
         self._selected: bytes | None = None
@@ -1189,6 +1198,7 @@ class ChatApp(App[None]):
             await self._command(text)
             return
         self._wipe_armed = self._quit_armed = False
+        self._leave_armed = None
         self._send(text.removeprefix("/"))
 
     def _send(self, text: str) -> None:
@@ -1232,6 +1242,8 @@ class ChatApp(App[None]):
         word, rest = word.lower(), rest.strip()
         if word != "wipe":
             self._wipe_armed = False
+        if word != "leave":
+            self._leave_armed = None
         view = self._current()
         if word == "help":
             self._note(view, HELP)
@@ -1291,6 +1303,17 @@ class ChatApp(App[None]):
         self._add_line(view, Line("code", drawing.getvalue().rstrip("\n")))
 
     async def _leave(self, view: RoomView) -> None:
+        if self._leave_armed != view.room_id:
+            self._leave_armed = view.room_id
+            self._note(
+                view,
+                f"/leave deletes the key and messages of {printable(view.stored.label)!r} "
+                "from this device: you can come back only with the key from someone in the "
+                "room. Type /leave again to leave.",
+                "warning",
+            )
+            return
+        self._leave_armed = None
         if view.client is not None:
             await view.client.leave(view.room_id)
         self._store.forget(view.stored)

@@ -599,6 +599,16 @@ function MixedScriptsFlag({ scripts }) {
   );
 }
 
+/** Words a Delete button names its message by: its first DELETE_NAME_CHARACTERS, on one line. */
+const DELETE_NAME_CHARACTERS = 40;
+function opening(text) {
+  const line = shown(text.replace(/\s+/gu, " ").trim());
+  const characters = [...line];
+  return characters.length > DELETE_NAME_CHARACTERS
+    ? `${characters.slice(0, DELETE_NAME_CHARACTERS).join("").trimEnd()}…`
+    : line;
+}
+
 function Message({ app, roomId, message }) {
   // Once per message shown, not on every redraw of the room.
   const scripts = useMemo(() => mixedScripts(message.senderName), [message.senderName]);
@@ -631,8 +641,9 @@ function Message({ app, roomId, message }) {
           type="button"
           class="link small"
           data-testid="delete-message"
-          // Which message: a list of buttons all named alike says nothing.
-          aria-label={`Delete ${message.mine ? "your" : `${shown(message.senderName)}'s`} message of ${formatTime(message.timestampMs)} from this device`}
+          // Which message: a list of buttons all named alike says nothing, and two of one
+          // sender in one minute differ by their words.
+          aria-label={`Delete ${message.mine ? "your" : `${shown(message.senderName)}'s`} message of ${formatTime(message.timestampMs)}, “${opening(message.text)}”, from this device`}
           onClick={(event) => {
             // The focus goes to the next message's Delete (else the one before, else the
             // message box), not with this button to the page's start.

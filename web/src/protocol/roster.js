@@ -12,8 +12,8 @@
 //                                 heard before it goes
 //   joined() (each JOINED)     -> our JOIN now, which is a roll call and says we are here
 //   roll call at t, tick at t + ROLL_CALL_WINDOW_MS -> every entry last heard before t goes
-//   the count goes down        -> our own roll call's JOIN at now + d, unless a LEAVE
-//                                 explains it or another JOIN comes first
+//   the count goes down        -> our own roll call's JOIN at now + d, unless LEAVEs
+//                                 explain it or another JOIN comes first
 //   leaving()                  -> our LEAVE now, and nothing more until the next joined()
 //
 // A roster that does not announce sends nothing, but still keeps what it hears and judges
@@ -28,8 +28,9 @@ import { canonicalName } from "./names.js";
 /** Answers to a JOIN are spread over this long: the delay is below it. */
 export const ANSWER_SPREAD_MS = 2000;
 /**
- * A member announces itself (JOIN or HERE) at most once in this long but for its own
- * JOINs: a member sending JOINs without end must not make the whole room answer each.
+ * A member announces itself (JOIN or HERE) at most once in this long but for its own JOIN
+ * on each JOINED: a member sending JOINs without end, or a relay's count going up and
+ * down, must not make the whole room answer each.
  */
 export const ANSWER_GAP_MS = 5000;
 /**
@@ -46,14 +47,17 @@ export const MAX_ROSTER = 1000;
 /**
  * A message sent longer ago than this (its timestamp, by this clock) says nothing of who is
  * here now: the session does not pass it to `heard` (a relay could keep and replay the old
- * HERE of a member long gone).
+ * HERE of a member long gone). Twice the 5 minutes a sender's clock may be ahead or behind
+ * ours (the replay filter's), so that a member whose clock is off is still heard.
  */
-export const MAX_HEARD_AGE_MS = 120_000;
+export const MAX_HEARD_AGE_MS = 600_000;
 /**
- * A roster that outgrows the relay's count (more entries than others counted) holds keys
- * that are not connected: an announcing member calls a roll call, at most this often.
+ * Roll calls a member calls for a roster it doubts (more entries than the relay counts
+ * others; LEAVEs that explained the count going down): at most this often, counted from the
+ * last roll call heard or sent. A hostile member may keep answering for keys that are not
+ * connected, and each roll call costs every member a HERE.
  */
-export const OUTGROWN_CALL_EVERY_MS = 30_000;
+export const DOUBT_CALL_EVERY_MS = 30_000;
 
 /** `their` for the delay of a roll call we call ourselves: no one's JOIN to answer. */
 const NO_ONE = new Uint8Array(32);
@@ -96,14 +100,21 @@ export class Roster {
     this._announce = Boolean(announce);
     /** hex of a device key -> its entry, in the order they were added: the order shown.
      * `member` as heard (shown flagged too while another entry claims its name), `canonical`
-     * its canonical name, `heardMs` roster time (`_time`) it was last heard, `confirmed`:
-     * it answered a roll call (a key that was connected, not only announced).
-     * @type {Map<string, {member: Member, canonical: string, heardMs: number, confirmed: boolean}>} */
+     * its canonical name, `addedMs` and `heardMs` roster time (`_time`) it was added and
+     * last heard, `sentMs` the newest timestamp (the sender's clock) heard from it (-1:
+     * none known), `confirmed`: it was there when a roll call started, and answered it (a
+     * key that is connected, not only announced).
+     * @type {Map<string, {member: Member, canonical: string, addedMs: number, heardMs: number, sentMs: number, confirmed: boolean}>} */
     this._entries = new Map();
     /** The same keys, least recently heard first: who goes first past MAX_ROSTER. By call
-     * order, not by time: no ties, and a clock set back changes nothing.
+     * order, not by time: no ties.
      * @type {Set<string>} */
     this._recency = new Set();
+    /** Each key's last LEAVE, by its timestamp (the sender's clock), least recently heard
+     * first, at most MAX_ROSTER: a message it sent before is not heard (a relay bringing
+     * back an old HERE; another window's HERE overtaken by its LEAVE).
+     * @type {Map<string, number>} */
+    this._leftAt = new Map();
     this._version = 0;
     /** `members` as last worked out, and the version it was worked out at. */
     this._members = [];
@@ -114,17 +125,21 @@ export class Roster {
     /** When each LEAVE that took an entry out was heard, oldest first: each may explain one
      * step down of the count, once. */
     this._leaves = [];
-    /** When we last sent a JOIN (a roll call), for OUTGROWN_CALL_EVERY_MS, and a JOIN or a
-     * HERE, for ANSWER_GAP_MS. */
+    /** When a roll call was last heard or sent (DOUBT_CALL_EVERY_MS), and when we last
+     * sent a JOIN or a HERE (ANSWER_GAP_MS). */
     this._calledMs = null;
     this._announcedMs = null;
+    /** When to make sure a roll call came after LEAVEs explained the count going down. */
+    this._doubtMs = null;
     /** Roster time: the caller's clock with every step back taken out (`_time`). */
     this._offsetMs = 0;
     this._lastMs = null;
     /** When our HERE is due; null: none waits. */
     this._hereAtMs = null;
-    /** When our own roll call's JOIN is due; null: none planned. */
+    /** When our own roll call's JOIN is due; null: none planned. For a roster that outgrew
+     * the count, only if it still has when it is due (a count that lagged a JOIN). */
     this._callAtMs = null;
+    this._callIfOutgrown = false;
     /** The roll call being judged (the time of its JOIN), and the latest one after it. */
     this._rollCallMs = null;
     this._nextRollCallMs = null;
@@ -182,7 +197,8 @@ export class Roster {
    * The relay's count of the room (PRESENCE). A count going down with members in the
    * roster may be one of them gone without a LEAVE: an announcing member plans a roll
    * call, unless LEAVEs heard within ROLL_CALL_WINDOW_MS explain it, one step down each
-   * (and the count still covers the roster and this member).
+   * (and the count still covers the roster and this member); then it makes sure of it
+   * later.
    * @param {number} count
    * @param {number} nowMs
    */
@@ -195,22 +211,29 @@ export class Roster {
     const recent = this._leaves.filter((at) => nowMs - at <= ROLL_CALL_WINDOW_MS);
     const explained = recent.length >= steps && count - 1 >= this._entries.size;
     this._leaves = recent.slice(steps); // each LEAVE explains one step, once
-    if (!explained && this._entries.size > 0 && this._maySend()) this._planRollCall(nowMs);
+    if (this._entries.size === 0 || !this._maySend()) return;
+    if (!explained) this._planRollCall(nowMs);
+    // LEAVEs of keys a hostile member announced could explain a member gone without a
+    // word: a roll call comes, later.
+    else if (this._doubtMs === null) this._doubtMs = nowMs + DOUBT_CALL_EVERY_MS;
   }
 
   /**
-   * A message from `deviceKey` passed every check (PROTOCOL.md 5.6), sent at most
-   * MAX_HEARD_AGE_MS ago. A LEAVE takes its sender out of the roster; any other kind puts
-   * it in (at the end, if new) or refreshes it. Another's JOIN is a roll call, and asks for
-   * our HERE. Our own key is never an entry; but a LEAVE under it is another window of
-   * ours leaving, not us, and we say at once that we are still here.
+   * A message from `deviceKey` passed every check (PROTOCOL.md 5.6), sent at `sentMs`
+   * (its timestamp; null: not known), at most MAX_HEARD_AGE_MS ago. A LEAVE takes its
+   * sender out of the roster; any other kind puts it in (at the end, if new) or refreshes
+   * it. Another's JOIN is a roll call, and asks for our HERE. Our own key is never an
+   * entry; but a LEAVE under it is another window of ours leaving, not us, and we say at
+   * once that we are still here. A message sent before the last LEAVE heard from its key,
+   * or a LEAVE sent before the newest message heard from it, comes too late to count.
    * @param {number} kind
    * @param {Uint8Array} deviceKey
    * @param {string} name
    * @param {boolean} keyChanged
    * @param {number} nowMs
+   * @param {number | null} [sentMs]
    */
-  heard(kind, deviceKey, name, keyChanged, nowMs) {
+  heard(kind, deviceKey, name, keyChanged, nowMs, sentMs = null) {
     checkKey(deviceKey);
     nowMs = this._time(nowMs);
     const key = hex(deviceKey);
@@ -219,7 +242,14 @@ export class Roster {
       if (kind === Kind.LEAVE && this._maySend()) this._hereAtMs = nowMs;
       return;
     }
+    const entry = this._entries.get(key);
     if (kind === Kind.LEAVE) {
+      if (sentMs !== null) {
+        if (entry !== undefined && sentMs < entry.sentMs) return;
+        this._leftAt.delete(key);
+        this._leftAt.set(key, sentMs);
+        if (this._leftAt.size > MAX_ROSTER) this._leftAt.delete(this._leftAt.keys().next().value);
+      }
       if (this._entries.delete(key)) {
         this._recency.delete(key);
         this._version += 1;
@@ -228,14 +258,12 @@ export class Roster {
       }
       return;
     }
-    this._hear(deviceKey, key, name, Boolean(keyChanged), nowMs);
+    if (sentMs !== null && sentMs < (this._leftAt.get(key) ?? sentMs)) return;
+    this._hear(deviceKey, key, name, Boolean(keyChanged), nowMs, sentMs);
     if (kind !== Kind.JOIN) return;
     this._callAtMs = null; // that JOIN is a roll call for us too
     this._startRollCall(nowMs);
-    if (this._maySend() && this._hereAtMs === null) {
-      const due = nowMs + answerDelay(this._own, deviceKey);
-      this._hereAtMs = this._announcedMs === null ? due : Math.max(due, this._announcedMs + ANSWER_GAP_MS);
-    }
+    if (this._maySend() && this._hereAtMs === null) this._hereAtMs = this._answerAt(nowMs, deviceKey);
   }
 
   /**
@@ -251,11 +279,16 @@ export class Roster {
       this._rollCallMs = this._nextRollCallMs;
       this._nextRollCallMs = null;
     }
-    this._checkOutgrown(nowMs);
+    if (this._doubtMs !== null && nowMs >= this._doubtMs) {
+      this._doubtMs = null;
+      if (this._entries.size > 0 && this._maySend() && !this._calledSince(nowMs)) this._planRollCall(nowMs);
+    }
+    if (this._outgrown() && !this._calledSince(nowMs)) this._planRollCall(nowMs, true);
     if (this._callAtMs !== null && nowMs >= this._callAtMs) {
       this._callAtMs = null;
-      this._sendJoin(nowMs);
-    } else if (this._hereAtMs !== null && nowMs >= this._hereAtMs) {
+      if (!this._callIfOutgrown || this._outgrown()) this._sendJoin(nowMs);
+    }
+    if (this._hereAtMs !== null && nowMs >= this._hereAtMs) {
       this._hereAtMs = null;
       this._sends.push(Kind.HERE);
       this._announcedMs = nowMs;
@@ -295,31 +328,40 @@ export class Roster {
   _sendJoin(nowMs) {
     this._sends.push(Kind.JOIN);
     this._hereAtMs = null; // the JOIN says we are here too
-    this._calledMs = nowMs;
     this._announcedMs = nowMs;
     this._startRollCall(nowMs);
   }
 
-  /** Our JOIN in d ms, with no one's key as `their`; one planned earlier goes as planned. */
-  _planRollCall(nowMs) {
-    if (this._callAtMs === null) this._callAtMs = nowMs + answerDelay(this._own, NO_ONE);
+  /** When our answer to `their` is due: d ms from now, and ANSWER_GAP_MS at least since our
+   * last JOIN or HERE. */
+  _answerAt(nowMs, their) {
+    const due = nowMs + answerDelay(this._own, their);
+    return this._announcedMs === null ? due : Math.max(due, this._announcedMs + ANSWER_GAP_MS);
+  }
+
+  /** A JOIN of ours, answering no one's in particular (`their`: no one's key); one planned
+   * earlier goes as planned (and goes whatever the count then, if either plan was not only
+   * for a roster that outgrew it). */
+  _planRollCall(nowMs, ifOutgrown = false) {
+    if (this._callAtMs === null) {
+      this._callAtMs = this._answerAt(nowMs, NO_ONE);
+      this._callIfOutgrown = ifOutgrown;
+    } else if (!ifOutgrown) this._callIfOutgrown = false;
   }
 
   /** More entries than the relay counts others: some are not connected (announced by a
-   * hostile member, or gone unseen). A roll call sorts them out, at most every
-   * OUTGROWN_CALL_EVERY_MS: a hostile member may keep answering for its keys. */
-  _checkOutgrown(nowMs) {
-    if (
-      this._maySend() &&
-      this._count !== null &&
-      this._entries.size > this._count - 1 &&
-      (this._calledMs === null || nowMs - this._calledMs >= OUTGROWN_CALL_EVERY_MS)
-    )
-      this._planRollCall(nowMs);
+   * hostile member, or gone unseen), or the count lags. */
+  _outgrown() {
+    return this._maySend() && this._count !== null && this._entries.size > this._count - 1;
   }
 
-  /** A roll call of `callMs` is over: whoever was not heard since did not answer; the
-   * others did, and are confirmed. */
+  /** A roll call was heard or sent within DOUBT_CALL_EVERY_MS. */
+  _calledSince(nowMs) {
+    return this._calledMs !== null && nowMs - this._calledMs < DOUBT_CALL_EVERY_MS;
+  }
+
+  /** A roll call of `callMs` is over: whoever was not heard since did not answer; who was
+   * there when it started, and answered, is confirmed. */
   _judge(callMs) {
     let removed = false;
     for (const [key, entry] of this._entries) {
@@ -327,17 +369,19 @@ export class Roster {
         this._entries.delete(key);
         this._recency.delete(key);
         removed = true;
-      } else entry.confirmed = true;
+      } else if (entry.addedMs <= callMs) entry.confirmed = true;
     }
     if (removed) this._version += 1;
   }
 
-  _hear(deviceKey, key, name, keyChanged, nowMs) {
+  _hear(deviceKey, key, name, keyChanged, nowMs, sentMs) {
     const entry = this._entries.get(key);
     this._recency.delete(key);
     this._recency.add(key); // now the most recently heard
+    const sent = sentMs ?? -1;
     if (entry !== undefined) {
       entry.heardMs = nowMs;
+      entry.sentMs = Math.max(entry.sentMs, sent);
       if (entry.member.name !== name || entry.member.keyChanged !== keyChanged) {
         entry.member = Object.freeze({ ...entry.member, name, keyChanged });
         entry.canonical = canonicalName(name);
@@ -346,31 +390,30 @@ export class Roster {
       return;
     }
     const member = Object.freeze({ deviceKey: deviceKey.slice(), name, fingerprint: fingerprint(deviceKey), keyChanged });
-    this._entries.set(key, { member, canonical: canonicalName(name), heardMs: nowMs, confirmed: false });
+    const canonical = canonicalName(name);
+    this._entries.set(key, { member, canonical, addedMs: nowMs, heardMs: nowMs, sentMs: sent, confirmed: false });
     this._version += 1;
-    if (this._entries.size > MAX_ROSTER) this._dropOne(key);
-    this._checkOutgrown(nowMs);
+    if (this._entries.size > MAX_ROSTER) this._dropOne();
   }
 
-  /** Past MAX_ROSTER: the least recently heard entry that no roll call confirmed goes
-   * (never the one just `added`), else the least recently heard. Keys a hostile member
-   * announces by the thousand never push out members who answer roll calls. */
-  _dropOne(added) {
-    let victim = this._recency.values().next().value;
+  /** Past MAX_ROSTER: the least recently heard entry that no roll call confirmed goes, the
+   * one just added if no other. Keys a hostile member announces by the thousand never push
+   * out members who answered roll calls. */
+  _dropOne() {
     for (const key of this._recency) {
-      if (key !== added && !this._entries.get(key).confirmed) {
-        victim = key;
-        break;
+      if (!this._entries.get(key).confirmed) {
+        this._recency.delete(key);
+        this._entries.delete(key);
+        return;
       }
     }
-    this._recency.delete(victim);
-    this._entries.delete(victim);
   }
 
   /** A JOIN heard or sent at `atMs` starts a roll call: judged next if none is being
    * judged, else after the one that is. Only the latest waits, so a stream of JOINs costs
    * no memory and cannot put the judging off for ever. */
   _startRollCall(atMs) {
+    this._calledMs = atMs;
     if (this._rollCallMs === null) this._rollCallMs = atMs;
     else this._nextRollCallMs = atMs;
   }

@@ -96,6 +96,18 @@ export const MAX_REF = 2 ** 32 - 1;
  */
 export const MAX_IN_FLIGHT = 100;
 /**
+ * After a NOT_JOINED made us join a room again, another joins again only this much later
+ * (PROTOCOL.md 10.6): each JOIN costs a proof the relay keeps, as a reconnect does, whose
+ * pause grows to as much.
+ */
+export const REJOIN_PAUSE_MS = 10_000;
+
+/** `dueMs` has come by `nowMs`, or the clock was set back past the pause before it: a room
+ * must not wait an hour for a clock set back an hour. */
+function past(dueMs, nowMs) {
+  return !(dueMs - nowMs > 0 && dueMs - nowMs <= REJOIN_PAUSE_MS);
+}
+/**
  * How old a message in the outbox may get before the session gives it up ("notSent"):
  * receivers refuse a message whose timestamp is over an hour old (PROTOCOL.md 7), and one
  * sent later than this might reach them after that, with 5 minutes left for clock skew
@@ -275,6 +287,10 @@ export class ClientSession {
       // Announcements that found publishing paused or MAX_IN_FLIGHT on the wire: tried
       // again at the next tick, while the room stays joined (PROTOCOL.md 5.7). Each kind once.
       unsent: [],
+      // When a NOT_JOINED made us join again on this connection, and when the next may
+      // (PROTOCOL.md 10.6): null, none yet / none waits.
+      rejoinedMs: null,
+      rejoinDueMs: null,
     });
     if (this._leaveOnAnswer.delete(key)) {
       // Left and joined again before the relay answered the first JOIN: its answer serves
@@ -466,6 +482,13 @@ export class ClientSession {
     return this._serialized(async () => {
       for (const [key, state] of [...this.rooms]) {
         if (this.rooms.get(key) !== state) continue; // left meanwhile
+        if (state.rejoinDueMs !== null && past(state.rejoinDueMs, nowMs)) {
+          state.rejoinDueMs = null;
+          if (this.connected && !state.joined && !state.joining) {
+            state.rejoinedMs = nowMs;
+            this._sendJoin(key);
+          }
+        }
         state.roster.tick(nowMs);
         await this._announce(key, state, nowMs);
         this._membersNews(key, state);
@@ -528,6 +551,8 @@ export class ClientSession {
       if (state.joined) state.awaitedMembers = state.members;
       state.joined = false;
       state.joining = false;
+      state.rejoinedMs = null; // a new connection joins anyway
+      state.rejoinDueMs = null;
     }
     this._leaveOnAnswer.clear(); // the relay forgot this connection's rooms
     this._sealingLeave.clear();
@@ -831,7 +856,8 @@ export class ClientSession {
     return this._lastNowMs;
   }
 
-  /** An announcement may go now: presence is news, so one that cannot is dropped. */
+  /** An announcement may go now (else it waits for the next tick, or, the room not joined,
+   * is dropped: presence is news). */
   _mayAnnounce(key, state) {
     return (
       this.rooms.get(key) === state &&
@@ -977,7 +1003,7 @@ export class ClientSession {
     });
     // Sent long ago: it says nothing of who is here now (PROTOCOL.md 5.7).
     if (nowMs - message.timestampMs > MAX_HEARD_AGE_MS) return;
-    state.roster.heard(message.kind, message.senderKey, message.senderName, keyChanged, nowMs);
+    state.roster.heard(message.kind, message.senderKey, message.senderName, keyChanged, nowMs, message.timestampMs);
     this._membersNews(key, state);
   }
 
@@ -1028,7 +1054,15 @@ export class ClientSession {
       // challenge under the first PROOF (PROTOCOL.md 10.6). Only as the answer to a
       // PUBLISH of ours in that room: each JOIN costs a proof the relay keeps (8.6).
       state.joined = false;
-      this._sendJoin(key);
+      if (state.rejoinedMs === null || past(state.rejoinedMs + REJOIN_PAUSE_MS, this._lastNowMs)) {
+        state.rejoinedMs = this._lastNowMs;
+        this._sendJoin(key);
+      } else {
+        // Refused again soon after it let us back in: a relay that keeps doing so would get
+        // a proof per round trip. The room's messages wait out the pause (tick), as after
+        // a reconnect.
+        state.rejoinDueMs = state.rejoinedMs + REJOIN_PAUSE_MS;
+      }
       return;
     }
     if (!fatal) return;
