@@ -143,6 +143,8 @@ def print_room_card(room: StoredRoom) -> None:
 
 
 LOOK_TIMEOUT = 5.0
+# How often a look checks whether the relay's first try failed (seconds).
+UNREACHABLE_CHECK = 0.05
 
 
 @dataclass(frozen=True)
@@ -171,9 +173,18 @@ async def look_in(room: StoredRoom) -> Joined | Refusal | None:
     except UsageError:
         return None
     client.start()
+    joining = asyncio.ensure_future(
+        client.join(RoomKeys.from_minikey(room.key), room.expires_at_ms)
+    )
     try:
         async with asyncio.timeout(LOOK_TIMEOUT):
-            return await client.join(RoomKeys.from_minikey(room.key), room.expires_at_ms)
+            # A relay that cannot be reached (nothing listens, no such host) is out of
+            # reach at its first try: said at once, not after the client's retries.
+            while not joining.done() and client.unreachable is None:
+                await asyncio.wait({joining}, timeout=UNREACHABLE_CHECK)
+            if not joining.done():
+                return None
+            return joining.result()
     except JoinRefused as exc:
         return Refusal(printable(str(exc)), exc.code)
     except RelayRefused as exc:
@@ -181,6 +192,7 @@ async def look_in(room: StoredRoom) -> Joined | Refusal | None:
     except (TimeoutError, OSError, RoomGone):
         return None
     finally:
+        joining.cancel()
         await client.close()
 
 

@@ -107,12 +107,12 @@ from instantroom.protocol.session import (
     RoomExpired,
 )
 
-# At most 57 columns: the conversation's width in an 80-column terminal, beside the
+# At most 56 columns: the conversation's width in an 80-column terminal, beside the
 # list of rooms (a quarter, and a border) and its scroll bar, so that no line wraps there.
 HELP = """\
 Commands:
   /key          the room key, spelled out, and its link
-  /qr           the invite link as a QR code, for a phone
+  /qr           the invite link as a QR code, for phones
   /leave        leave the room, and delete its key and
                 messages from this device
   /delete N     delete message N (the number before it)
