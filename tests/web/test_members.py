@@ -7,19 +7,15 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable
-from typing import TypeVar
 
 from playwright.sync_api import expect
-from websockets.sync.client import ClientConnection, connect
-from websockets.typing import Subprotocol
 
 from instantroom.protocol import frames
-from instantroom.protocol.codes import SUBPROTOCOL
 from instantroom.protocol.envelope import Kind
-from instantroom.protocol.join import sign_join_proof
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.testing import RelayProcess, member_publish
-from tests.web.conftest import FINGERPRINT, TIMEOUT_MS, Phone, listening
+from tests.web.conftest import FINGERPRINT, Phone, listening
+from tests.web.test_replay import raw_member
 
 # A page closed without a word is found gone by the others' next roll call: the relay's
 # count goes down, a JOIN within 2 s, 8 s for the answers, a tick of the clock.
@@ -30,7 +26,6 @@ ROLL_CALL_TIMEOUT_MS = 20_000
 SAID_LEAVING_TIMEOUT_MS = 4_000
 # The members the open list shows, at most (MEMBERS_LISTED in web/src/app/App.jsx).
 MEMBERS_LISTED = 50
-F = TypeVar("F", bound=frames.Frame)
 
 
 def in_room(phone: Phone, url: str, key: str, nickname: str) -> None:
@@ -46,17 +41,6 @@ def open_members(phone: Phone) -> None:
     if phone.by("member-details").get_attribute("open") is None:
         phone.by("members-summary").click()
     expect(phone.by("member-details")).to_have_attribute("open", "")
-
-
-def frame_of(ws: ClientConnection, kind: type[F]) -> F:
-    """The next frame of ``kind`` from the relay, past presence updates and messages."""
-    while True:
-        data = ws.recv(timeout=TIMEOUT_MS / 1000)
-        assert isinstance(data, bytes), data
-        frame = frames.decode_frame(data)
-        if isinstance(frame, kind):
-            return frame
-        assert isinstance(frame, frames.Presence | frames.Deliver), frame
 
 
 def fingerprint_of_sender(reader: Phone, writer: Phone, text: str) -> str:
@@ -233,22 +217,10 @@ def test_a_thousand_throwaway_names_list_in_brief_warnings_first(
     keys = RoomKeys.from_minikey(room.key)
     throwaway = [DeviceKey.from_private_bytes(secrets.token_bytes(32)) for _ in range(53)]
     names = [f"t{n}" for n in range(len(throwaway) - 1)] + ["\u0412\u043eb"]  # look-alike last
-    with connect(
-        relay.ws_url,
-        subprotocols=[Subprotocol(SUBPROTOCOL)],
-        compression=None,
-        proxy=None,
-        open_timeout=5,
-        close_timeout=2,
-    ) as ws:
-        ws.send(frames.encode_frame(frames.Join(keys.room_id, keys.public_key, 0)))
-        challenge = frame_of(ws, frames.Challenge)
-        proof = sign_join_proof(keys.signing_key, keys.room_id, challenge.challenge)
-        ws.send(frames.encode_frame(frames.Proof(keys.room_id, proof)))
-        frame_of(ws, frames.Joined)
+    with raw_member(relay, keys) as member:
         for ref, (device, name) in enumerate(zip(throwaway, names, strict=True), start=1):
-            ws.send(member_publish(keys, device, ref, Kind.HERE, b"", name=name))
-            assert frame_of(ws, frames.Ack) == frames.Ack(ref)
+            member.ws.send(member_publish(keys, device, ref, Kind.HERE, b"", name=name))
+            assert member.expect(frames.Ack) == frames.Ack(ref)
         alice.expect_members(2)  # one connection, 53 names
         expect(alice.by("members-summary")).to_contain_text(f"and {len(names) - 3} more")
         expect(alice.by("members-summary")).to_contain_text("with a warning")
