@@ -48,6 +48,8 @@ from instantroom.protocol.names import canonical_name, mixed_scripts
 from instantroom.protocol.roster import (
     ANSWER_GAP_MS,
     DOUBT_CALL_EVERY_MS,
+    MAX_HEARD_AGE_MS,
+    ROLL_CALL_EVERY_MS,
     ROLL_CALL_WINDOW_MS,
     Roster,
     answer_delay_ms,
@@ -650,6 +652,8 @@ def presence() -> list[dict[str, Any]]:
     window = ROLL_CALL_WINDOW_MS
     gap = ANSWER_GAP_MS
     doubt = DOUBT_CALL_EVERY_MS
+    every = ROLL_CALL_EVERY_MS
+    max_age = MAX_HEARD_AGE_MS
 
     def d(who: str) -> int:
         return answer_delay_ms(own, PRESENCE_KEYS[who])
@@ -893,6 +897,33 @@ def presence() -> list[dict[str, Any]]:
                 ("heard", h, "carol", "carol", False, now + 10_002, now + 10_002),
                 ("heard", lv, "carol", "carol", False, now + 10_003, now + 10_001),  # overtaken
                 ("heard", h, "bob", "bob", False, now + 10_004, now + 10_004),  # back after it
+            ],
+        ),
+        _presence_scenario(
+            "the-newest-leave-counts-for-ten-minutes",
+            own,
+            [
+                ("joined", 3, now),
+                ("heard", lv, "bob", "bob", False, now + 10_000, now + 9_000),
+                ("heard", lv, "bob", "bob", False, now + 10_001, now + 5_000),  # older
+                ("heard", h, "bob", "bob", False, now + 10_002, now + 6_000),  # still before
+                ("heard", h, "bob", "bob", False, now + 10_003 + max_age, now + 8_000),  # the
+                # LEAVE heard over ten minutes ago: a clock set right since may stamp earlier
+            ],
+        ),
+        _presence_scenario(
+            "a-roll-call-every-five-minutes",
+            own,
+            [
+                ("joined", 2, now),
+                ("heard", h, "bob", "bob", False, now + 1),
+                ("tick", now + window),
+                ("tick", now + every - 1),
+                ("tick", now + every),  # nobody called one: ours, in d0
+                ("tick", now + every + d0),
+                ("heard", h, "bob", "bob", False, now + every + d0 + 1),
+                ("heard", j, "carol", "carol", False, now + 2 * every - 1),  # carol's counts
+                ("tick", now + 2 * every + d0),
             ],
         ),
         _presence_scenario(

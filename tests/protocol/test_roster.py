@@ -21,7 +21,9 @@ from instantroom.protocol.roster import (
     ANSWER_GAP_MS,
     ANSWER_SPREAD_MS,
     DOUBT_CALL_EVERY_MS,
+    MAX_HEARD_AGE_MS,
     MAX_ROSTER,
+    ROLL_CALL_EVERY_MS,
     ROLL_CALL_WINDOW_MS,
     Member,
     Roster,
@@ -408,6 +410,42 @@ def test_past_max_roster_keys_no_roll_call_confirmed_go_first(
     for n, key in enumerate(junk[1:], start=1):
         roster.heard(Kind.HERE, key, f"x{n}", False, NOW + 20_000 + n)
     assert names(roster) == ["bob", "carol", "dave", "x49"]
+
+
+def test_a_roll_call_confirms_no_more_entries_than_the_relay_counts_others_oldest_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(roster_module, "MAX_ROSTER", 3)
+    roster = announcing(count=3)  # two others counted
+    roster.heard(Kind.JOIN, DAVE, "dave", False, NOW + 10_000)  # a third, with a roll call
+    roster.heard(Kind.HERE, BOB, "bob", False, NOW + 10_001)
+    roster.heard(Kind.HERE, CAROL, "carol", False, NOW + 10_002)
+    roster.tick(NOW + 10_000 + ROLL_CALL_WINDOW_MS)  # bob and carol confirmed, not dave
+    roster.heard(Kind.HERE, bytes([0xEE]) + bytes(31), "x", False, NOW + 20_000)
+    assert names(roster) == ["bob", "carol", "x"]  # dave, unconfirmed, made way
+
+
+def test_the_newest_leave_of_a_key_counts_for_max_heard_age() -> None:
+    roster = announcing()
+    roster.heard(Kind.LEAVE, BOB, "bob", False, NOW + 10_000, sent_ms=NOW + 9_000)
+    roster.heard(Kind.LEAVE, BOB, "bob", False, NOW + 10_001, sent_ms=NOW + 5_000)  # held back
+    roster.heard(Kind.HERE, BOB, "bob", False, NOW + 10_002, sent_ms=NOW + 6_000)
+    assert names(roster) == ["carol"]
+    later = NOW + 10_001 + MAX_HEARD_AGE_MS
+    roster.heard(Kind.HERE, BOB, "bob", False, later, sent_ms=NOW + 8_000)  # clock set right
+    assert names(roster) == ["carol", "bob"]
+
+
+def test_a_roll_call_comes_every_five_minutes_unless_someone_called_one() -> None:
+    roster = announcing()
+    roster.tick(NOW + ROLL_CALL_EVERY_MS - 1)
+    assert roster.take_sends() == []
+    roster.tick(NOW + ROLL_CALL_EVERY_MS)
+    roster.tick(NOW + ROLL_CALL_EVERY_MS + D_OWN_CALL)
+    assert roster.take_sends() == [Kind.JOIN]
+    roster.heard(Kind.JOIN, DAVE, "dave", False, NOW + 2 * ROLL_CALL_EVERY_MS)
+    roster.tick(NOW + 2 * ROLL_CALL_EVERY_MS + D_OWN_CALL + 1)
+    assert Kind.JOIN not in roster.take_sends()
 
 
 def test_a_roster_past_the_relays_count_calls_a_roll_call_now_and_then() -> None:

@@ -576,7 +576,7 @@ def test_a_relay_refusing_as_not_joined_again_and_again_gets_one_proof_per_pause
 ) -> None:
     """PROTOCOL.md 10.6: a relay that lets the member back in, then refuses its message as
     NOT_JOINED again, got a proof per round trip, at will. Once a connection a NOT_JOINED
-    joins again at once; sooner than REJOIN_PAUSE_MS after, the room waits out the pause."""
+    joins again at once; then not sooner than REJOIN_PAUSE_MS after the last proof."""
     alice = make_session(1, "alice")
     alice.connection_made()
     join_fully(alice, room)
@@ -597,14 +597,38 @@ def test_a_relay_refusing_as_not_joined_again_and_again_gets_one_proof_per_pause
                 alice.receive(frames.encode_frame(joined), now)
     assert proofs == 1
     assert alice.unacknowledged == 1  # the message waits, kept
-    alice.tick(NOW + REJOIN_PAUSE_MS - 1)  # the first JOIN again went at NOW
+    proved = NOW + 100  # the proof for the first JOIN again
+    alice.tick(proved + REJOIN_PAUSE_MS - 1)
     assert decoded(alice) == []
-    alice.tick(NOW + REJOIN_PAUSE_MS)
+    alice.tick(proved + REJOIN_PAUSE_MS)
     assert [type(f) for f in decoded(alice)] == [frames.Join]  # the pause is over
     # A new connection starts afresh: its JOIN, and one more at once after a NOT_JOINED.
     alice.connection_lost()
     alice.connection_made()
     assert [type(f) for f in decoded(alice)] == [frames.Join]
+
+
+def test_a_relay_refusing_each_proof_as_rate_limited_gets_one_per_pause(room: RoomKeys) -> None:
+    """PROTOCOL.md 10.6: the client retries a JOIN refused as RATE_LIMITED (retry_join): a
+    relay refusing every PROOF so got one a retry. Not sooner than REJOIN_PAUSE_MS after
+    the last one, but for the first retry on a connection."""
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    alice.join(room)
+    proofs = []
+    for n in range(20):
+        now = NOW + n * 1000  # the client retries a second after each refusal
+        alice.tick(now)
+        alice.retry_join(room.room_id)
+        for frame in decoded(alice):
+            assert isinstance(frame, frames.Join)
+            alice.receive(frames.encode_frame(frames.Challenge(room.room_id, bytes(32))), now)
+            (proof,) = decoded(alice)
+            assert isinstance(proof, frames.Proof)
+            proofs.append(now)
+            limited = frames.Error(ErrorCode.RATE_LIMITED, 0, room.room_id, "slow down")
+            alice.receive(frames.encode_frame(limited), now)
+    assert proofs == [NOW, NOW + 1000, NOW + 11_000]
 
 
 def test_not_joined_naming_no_publish_of_ours_in_that_room_sends_no_join(room: RoomKeys) -> None:

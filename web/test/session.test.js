@@ -470,14 +470,35 @@ describe("publishing", () => {
     }
     assert.equal(proofs, 1);
     assert.equal(alice.unacknowledged, 1); // the message waits, kept
-    await alice.tick(NOW + REJOIN_PAUSE_MS - 1); // the first JOIN again went at NOW
+    const proved = NOW + 100; // the proof for the first JOIN again
+    await alice.tick(proved + REJOIN_PAUSE_MS - 1);
     assert.deepEqual(decoded(alice), []);
-    await alice.tick(NOW + REJOIN_PAUSE_MS);
+    await alice.tick(proved + REJOIN_PAUSE_MS);
     assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
     // A new connection starts afresh.
     alice.connectionLost();
     alice.connectionMade();
     assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
+  });
+
+  it("a relay refusing each PROOF as RATE_LIMITED gets one per REJOIN_PAUSE_MS, but for the first retry", async () => {
+    const alice = makeSession(1);
+    alice.connectionMade();
+    alice.join(roomA, {});
+    const proofs = [];
+    for (let n = 0; n < 20; n++) {
+      const now = NOW + n * 1000; // the client retries a second after each refusal
+      await alice.tick(now);
+      alice.retryJoin(roomA.roomId);
+      for (const sent of decoded(alice)) {
+        assert.equal(sent.type, "Join");
+        await alice.receive(frame({ type: "Challenge", roomId: roomA.roomId, challenge: new Uint8Array(32) }), now);
+        assert.deepEqual(decoded(alice).map((f) => f.type), ["Proof"]);
+        proofs.push(now);
+        await alice.receive(errorFrame(ErrorCode.RATE_LIMITED, roomA.roomId), now);
+      }
+    }
+    assert.deepEqual(proofs, [NOW, NOW + 1000, NOW + 11_000]);
   });
 
   it("a NOT_JOINED naming no PUBLISH of ours in that room sends no JOIN (each costs a proof)", async () => {

@@ -55,6 +55,10 @@ MAX_HEARD_AGE_MS = 600_000
 # the last roll call heard or sent. A hostile member may keep answering for keys that are
 # not connected, and each roll call costs every member a HERE.
 DOUBT_CALL_EVERY_MS = 30_000
+# A roll call at least this often while the roster is not empty (anyone's counts): a
+# relay that holds back a member's LEAVE, and keeps the count as it was, would keep a
+# member long gone listed for ever.
+ROLL_CALL_EVERY_MS = 300_000
 
 DEVICE_KEY_SIZE = 32
 # ``their`` key for a roll call after the count went down: nobody's in particular.
@@ -105,10 +109,11 @@ class Roster:
         # The same keys by when each was last heard, least recently first: who goes first
         # past MAX_ROSTER. Call order, not ``now_ms``: no ties.
         self._recency: dict[bytes, None] = {}
-        # Each key's last LEAVE, by its timestamp (the sender's clock), least recently
-        # heard first, at most MAX_ROSTER: a message it sent before is not heard (a relay
-        # bringing back an old HERE; another window's HERE overtaken by its LEAVE).
-        self._left_at: dict[bytes, int] = {}
+        # Each key's newest LEAVE: its timestamp (the sender's clock) and when it was
+        # heard (roster time), least recently heard first, at most MAX_ROSTER, each for
+        # MAX_HEARD_AGE_MS: a message the key sent before is not heard (a relay bringing
+        # back an old HERE; another window's HERE overtaken by its LEAVE).
+        self._left_at: dict[bytes, tuple[int, int]] = {}
         self._version = 0
         self._members: tuple[Member, ...] = ()
         self._members_version = 0
@@ -194,12 +199,19 @@ class Roster:
                 self._here_due_ms = now_ms
             return
         entry = self._entries.get(device_key)
+        left_at = self._left_at.pop(device_key, None)
+        if left_at is not None and now_ms - left_at[1] > MAX_HEARD_AGE_MS:
+            left_at = None  # long ago: a clock set right since may stamp earlier
         if kind == Kind.LEAVE:
             if sent_ms is not None:
                 if entry is not None and sent_ms < entry.sent_ms:
+                    if left_at is not None:
+                        self._left_at[device_key] = left_at
                     return
-                self._left_at.pop(device_key, None)
-                self._left_at[device_key] = sent_ms
+                if left_at is None or sent_ms >= left_at[0]:
+                    left_at = (sent_ms, now_ms)
+            if left_at is not None:
+                self._left_at[device_key] = left_at
                 if len(self._left_at) > MAX_ROSTER:
                     del self._left_at[next(iter(self._left_at))]
             if self._entries.pop(device_key, None) is not None:
@@ -208,8 +220,10 @@ class Roster:
                 self._leaves.append(now_ms)
                 del self._leaves[:-MAX_ROSTER]
             return
-        if sent_ms is not None and sent_ms < self._left_at.get(device_key, sent_ms):
-            return
+        if left_at is not None:
+            self._left_at[device_key] = left_at
+            if sent_ms is not None and sent_ms < left_at[0]:
+                return
         self._keep(device_key, name, key_changed, now_ms, sent_ms)
         if kind == Kind.JOIN:
             self._join_due_ms = None  # this JOIN is the roll call
@@ -218,8 +232,9 @@ class Roster:
                 self._here_due_ms = self._answer_at(now_ms, device_key)
 
     def tick(self, now_ms: int) -> None:
-        """Do what is due by ``now_ms``: judge roll calls, then send a planned JOIN (which
-        answers as a HERE would) or else a HERE."""
+        """Do what is due by ``now_ms``: judge roll calls; plan one of ours for a roster
+        we doubt; then send a planned JOIN (which answers as a HERE would) or else a
+        HERE."""
         now_ms = self._time(now_ms)
         while self._roll_call_ms is not None and now_ms >= self._roll_call_ms + ROLL_CALL_WINDOW_MS:
             self._judge(self._roll_call_ms)
@@ -230,6 +245,12 @@ class Roster:
                 self._plan_roll_call(now_ms)
         if self._outgrown() and not self._called_since(now_ms):
             self._plan_roll_call(now_ms, if_outgrown=True)
+        elif (
+            self._entries
+            and self._may_send()
+            and not self._called_since(now_ms, ROLL_CALL_EVERY_MS)
+        ):
+            self._plan_roll_call(now_ms)
         if self._join_due_ms is not None and now_ms >= self._join_due_ms:
             self._join_due_ms = None
             if not self._join_if_outgrown or self._outgrown():
@@ -320,9 +341,9 @@ class Roster:
         by a hostile member, or gone unseen), or the count lags."""
         return self._may_send() and self._count is not None and len(self._entries) > self._count - 1
 
-    def _called_since(self, now_ms: int) -> bool:
-        """A roll call was heard or sent within DOUBT_CALL_EVERY_MS."""
-        return self._called_ms is not None and now_ms - self._called_ms < DOUBT_CALL_EVERY_MS
+    def _called_since(self, now_ms: int, within_ms: int = DOUBT_CALL_EVERY_MS) -> bool:
+        """A roll call was heard or sent within ``within_ms``."""
+        return self._called_ms is not None and now_ms - self._called_ms < within_ms
 
     def _start_roll_call(self, now_ms: int) -> None:
         self._called_ms = now_ms
@@ -332,15 +353,19 @@ class Roster:
             self._next_roll_call_ms = now_ms  # the latest only: it covers those before
 
     def _judge(self, call_ms: int) -> None:
-        """The roll call of ``call_ms`` is over: who was not heard since goes; who was there
-        when it started, and answered, is confirmed."""
+        """The roll call of ``call_ms`` is over: who was not heard since goes. Who was there
+        when it started and answered (or was confirmed before) is confirmed, oldest entry
+        first, as many as the relay counts others: a hostile member answering for keys by
+        the hundred confirms no more than the room holds, and those there first keep
+        their places."""
         gone = [key for key, entry in self._entries.items() if entry.heard_ms < call_ms]
         for key in gone:
             del self._entries[key]
             del self._recency[key]
+        places = len(self._entries) if self._count is None else self._count - 1
         for entry in self._entries.values():
-            if entry.added_ms <= call_ms:
-                entry.confirmed = True
+            entry.confirmed = places > 0 and (entry.confirmed or entry.added_ms <= call_ms)
+            places -= entry.confirmed
         if gone:
             self._version += 1
 

@@ -232,9 +232,11 @@ class RoomState:
     # Announcements that found publishing paused or MAX_IN_FLIGHT on the wire: tried again
     # at the next tick, while the room stays joined (PROTOCOL.md 5.7). Each kind once.
     unsent: list[Kind] = field(default_factory=list, repr=False)
-    # When a NOT_JOINED made us join again on this connection, and when the next may
+    # When we last signed a join proof for the room on this connection, whether we joined
+    # it again on this connection, and when a JOIN asked for again sooner goes
     # (PROTOCOL.md 10.6): None, none yet / none waits.
-    rejoined_ms: int | None = None
+    proved_ms: int | None = None
+    joined_again: bool = False
     rejoin_due_ms: int | None = None
 
 
@@ -413,7 +415,6 @@ class ClientSession:
             if state.rejoin_due_ms is not None and _past(state.rejoin_due_ms, now_ms):
                 state.rejoin_due_ms = None
                 if self.connected and not state.joined and not state.join_sent:
-                    state.rejoined_ms = now_ms
                     self._send_join(room_id)
             version = state.roster.version
             state.roster.tick(now_ms)
@@ -526,7 +527,8 @@ class ClientSession:
                 state.awaited_members = state.members
             state.joined = False
             state.join_sent = False
-            state.rejoined_ms = state.rejoin_due_ms = None  # a new connection joins anyway
+            state.proved_ms = state.rejoin_due_ms = None  # a new connection joins anyway
+            state.joined_again = False
         self._leave_on_answer.clear()  # the relay forgot this connection's rooms
         self._join_after_leaves.clear()
         self._proved.clear()
@@ -579,7 +581,7 @@ class ClientSession:
             and not state.join_sent
             and room_id not in self._join_after_leaves
         ):
-            self._send_join(room_id)
+            self._join_again(room_id)
 
     def resend_unacknowledged(self) -> None:
         """Publish again, oldest first, what the relay refused for the moment (it said:
@@ -720,8 +722,26 @@ class ClientSession:
         if state is None or not state.join_sent:
             return  # no JOIN of ours waits for it
         self._proved.add(room_id)
+        state.proved_ms = self._now_ms
         signature = sign_join_proof(state.keys.signing_key, room_id, challenge)
         self._frames.append(frames.encode_frame(frames.Proof(room_id, signature)))
+
+    def _join_again(self, room_id: bytes) -> None:
+        """JOIN a room again on this connection (a NOT_JOINED, a retry): at once the first
+        time, and whenever we signed no proof for it in the last REJOIN_PAUSE_MS; else
+        once the pause is over (tick), the room's messages waiting meanwhile as after a
+        reconnect. A relay that lets us in, or challenges us, and then refuses, again and
+        again, gets a proof per pause, not one per round trip (PROTOCOL.md 10.6)."""
+        state = self.rooms[room_id]
+        first, state.joined_again = not state.joined_again, True
+        if (
+            first
+            or state.proved_ms is None
+            or _past(state.proved_ms + REJOIN_PAUSE_MS, self._now_ms)
+        ):
+            self._send_join(room_id)
+        else:
+            state.rejoin_due_ms = state.proved_ms + REJOIN_PAUSE_MS
 
     def _send_join(self, room_id: bytes) -> None:
         state = self.rooms[room_id]
@@ -884,16 +904,7 @@ class ClientSession:
             )
             if state.joined and self.connected and answers_ours:
                 state.joined = False
-                if state.rejoined_ms is None or _past(
-                    state.rejoined_ms + REJOIN_PAUSE_MS, self._now_ms
-                ):
-                    state.rejoined_ms = self._now_ms
-                    self._send_join(room_id)
-                else:
-                    # Refused again soon after it let us back in: a relay that keeps
-                    # doing so would get a proof per round trip. The room's messages
-                    # wait out the pause (tick), as after a reconnect.
-                    state.rejoin_due_ms = state.rejoined_ms + REJOIN_PAUSE_MS
+                self._join_again(room_id)
         elif code == ErrorCode.ROOM_EXPIRED:
             self._forget(room_id)
             self._events.append(RoomExpired(room_id))

@@ -58,6 +58,12 @@ export const MAX_HEARD_AGE_MS = 600_000;
  * connected, and each roll call costs every member a HERE.
  */
 export const DOUBT_CALL_EVERY_MS = 30_000;
+/**
+ * A roll call at least this often while the roster is not empty (anyone's counts): a relay
+ * that holds back a member's LEAVE, and keeps the count as it was, would keep a member long
+ * gone listed for ever.
+ */
+export const ROLL_CALL_EVERY_MS = 300_000;
 
 /** `their` for the delay of a roll call we call ourselves: no one's JOIN to answer. */
 const NO_ONE = new Uint8Array(32);
@@ -110,10 +116,11 @@ export class Roster {
      * order, not by time: no ties.
      * @type {Set<string>} */
     this._recency = new Set();
-    /** Each key's last LEAVE, by its timestamp (the sender's clock), least recently heard
-     * first, at most MAX_ROSTER: a message it sent before is not heard (a relay bringing
-     * back an old HERE; another window's HERE overtaken by its LEAVE).
-     * @type {Map<string, number>} */
+    /** Each key's newest LEAVE: its timestamp (the sender's clock) and when it was heard
+     * (roster time), least recently heard first, at most MAX_ROSTER, each for
+     * MAX_HEARD_AGE_MS: a message the key sent before is not heard (a relay bringing back an
+     * old HERE; another window's HERE overtaken by its LEAVE).
+     * @type {Map<string, {sentMs: number, heardMs: number}>} */
     this._leftAt = new Map();
     this._version = 0;
     /** `members` as last worked out, and the version it was worked out at. */
@@ -243,13 +250,23 @@ export class Roster {
       return;
     }
     const entry = this._entries.get(key);
+    let leftAt = this._leftAt.get(key) ?? null;
+    this._leftAt.delete(key);
+    if (leftAt !== null && nowMs - leftAt.heardMs > MAX_HEARD_AGE_MS) leftAt = null; // a clock set right since may stamp earlier
+    const keepLeftAt = () => {
+      if (leftAt === null) return;
+      this._leftAt.set(key, leftAt);
+      if (this._leftAt.size > MAX_ROSTER) this._leftAt.delete(this._leftAt.keys().next().value);
+    };
     if (kind === Kind.LEAVE) {
       if (sentMs !== null) {
-        if (entry !== undefined && sentMs < entry.sentMs) return;
-        this._leftAt.delete(key);
-        this._leftAt.set(key, sentMs);
-        if (this._leftAt.size > MAX_ROSTER) this._leftAt.delete(this._leftAt.keys().next().value);
+        if (entry !== undefined && sentMs < entry.sentMs) {
+          keepLeftAt();
+          return;
+        }
+        if (leftAt === null || sentMs >= leftAt.sentMs) leftAt = { sentMs, heardMs: nowMs };
       }
+      keepLeftAt();
       if (this._entries.delete(key)) {
         this._recency.delete(key);
         this._version += 1;
@@ -258,7 +275,8 @@ export class Roster {
       }
       return;
     }
-    if (sentMs !== null && sentMs < (this._leftAt.get(key) ?? sentMs)) return;
+    keepLeftAt();
+    if (sentMs !== null && leftAt !== null && sentMs < leftAt.sentMs) return;
     this._hear(deviceKey, key, name, Boolean(keyChanged), nowMs, sentMs);
     if (kind !== Kind.JOIN) return;
     this._callAtMs = null; // that JOIN is a roll call for us too
@@ -284,6 +302,9 @@ export class Roster {
       if (this._entries.size > 0 && this._maySend() && !this._calledSince(nowMs)) this._planRollCall(nowMs);
     }
     if (this._outgrown() && !this._calledSince(nowMs)) this._planRollCall(nowMs, true);
+    else if (this._entries.size > 0 && this._maySend() && !this._calledSince(nowMs, ROLL_CALL_EVERY_MS)) {
+      this._planRollCall(nowMs);
+    }
     if (this._callAtMs !== null && nowMs >= this._callAtMs) {
       this._callAtMs = null;
       if (!this._callIfOutgrown || this._outgrown()) this._sendJoin(nowMs);
@@ -355,13 +376,16 @@ export class Roster {
     return this._maySend() && this._count !== null && this._entries.size > this._count - 1;
   }
 
-  /** A roll call was heard or sent within DOUBT_CALL_EVERY_MS. */
-  _calledSince(nowMs) {
-    return this._calledMs !== null && nowMs - this._calledMs < DOUBT_CALL_EVERY_MS;
+  /** A roll call was heard or sent within `withinMs`. */
+  _calledSince(nowMs, withinMs = DOUBT_CALL_EVERY_MS) {
+    return this._calledMs !== null && nowMs - this._calledMs < withinMs;
   }
 
-  /** A roll call of `callMs` is over: whoever was not heard since did not answer; who was
-   * there when it started, and answered, is confirmed. */
+  /** A roll call of `callMs` is over: whoever was not heard since did not answer. Who was
+   * there when it started and answered (or was confirmed before) is confirmed, oldest
+   * entry first, as many as the relay counts others: a hostile member answering for keys
+   * by the hundred confirms no more than the room holds, and those there first keep their
+   * places. */
   _judge(callMs) {
     let removed = false;
     for (const [key, entry] of this._entries) {
@@ -369,7 +393,12 @@ export class Roster {
         this._entries.delete(key);
         this._recency.delete(key);
         removed = true;
-      } else if (entry.addedMs <= callMs) entry.confirmed = true;
+      }
+    }
+    let places = this._count === null ? this._entries.size : this._count - 1;
+    for (const entry of this._entries.values()) {
+      entry.confirmed = places > 0 && (entry.confirmed || entry.addedMs <= callMs);
+      if (entry.confirmed) places -= 1;
     }
     if (removed) this._version += 1;
   }

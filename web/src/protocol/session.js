@@ -287,9 +287,11 @@ export class ClientSession {
       // Announcements that found publishing paused or MAX_IN_FLIGHT on the wire: tried
       // again at the next tick, while the room stays joined (PROTOCOL.md 5.7). Each kind once.
       unsent: [],
-      // When a NOT_JOINED made us join again on this connection, and when the next may
+      // When we last signed a join proof for the room on this connection, whether we
+      // joined it again on this connection, and when a JOIN asked for again sooner goes
       // (PROTOCOL.md 10.6): null, none yet / none waits.
-      rejoinedMs: null,
+      provedMs: null,
+      joinedAgain: false,
       rejoinDueMs: null,
     });
     if (this._leaveOnAnswer.delete(key)) {
@@ -484,10 +486,7 @@ export class ClientSession {
         if (this.rooms.get(key) !== state) continue; // left meanwhile
         if (state.rejoinDueMs !== null && past(state.rejoinDueMs, nowMs)) {
           state.rejoinDueMs = null;
-          if (this.connected && !state.joined && !state.joining) {
-            state.rejoinedMs = nowMs;
-            this._sendJoin(key);
-          }
+          if (this.connected && !state.joined && !state.joining) this._sendJoin(key);
         }
         state.roster.tick(nowMs);
         await this._announce(key, state, nowMs);
@@ -551,7 +550,8 @@ export class ClientSession {
       if (state.joined) state.awaitedMembers = state.members;
       state.joined = false;
       state.joining = false;
-      state.rejoinedMs = null; // a new connection joins anyway
+      state.provedMs = null; // a new connection joins anyway
+      state.joinedAgain = false;
       state.rejoinDueMs = null;
     }
     this._leaveOnAnswer.clear(); // the relay forgot this connection's rooms
@@ -620,7 +620,23 @@ export class ClientSession {
     if (!this.connected || state === undefined || state.joined || state.joining) return;
     if (this._joinAfterLeaves.includes(key)) return; // it goes once the held LEAVEs have
     if (this._sealingLeave.has(key)) return; // it goes once the LEAVE before it has
-    this._sendJoin(key);
+    this._joinAgain(key);
+  }
+
+  /**
+   * JOIN a room again on this connection (a NOT_JOINED, a retry): at once the first time,
+   * and whenever we signed no proof for it in the last REJOIN_PAUSE_MS; else once the
+   * pause is over (tick), the room's messages waiting meanwhile as after a reconnect. A
+   * relay that lets us in, or challenges us, and then refuses, again and again, gets a
+   * proof per pause, not one per round trip (PROTOCOL.md 10.6).
+   */
+  _joinAgain(key) {
+    const state = this.rooms.get(key);
+    const first = !state.joinedAgain;
+    state.joinedAgain = true;
+    if (first || state.provedMs === null || past(state.provedMs + REJOIN_PAUSE_MS, this._lastNowMs)) {
+      this._sendJoin(key);
+    } else state.rejoinDueMs = state.provedMs + REJOIN_PAUSE_MS;
   }
 
   /** The pause after a refusal is over: send again what the relay refused (PROTOCOL.md 10.6). */
@@ -793,6 +809,7 @@ export class ClientSession {
     const state = this.rooms.get(key);
     if (state === undefined || !state.joining) return; // no JOIN of ours waits for it
     this._proved.add(key);
+    state.provedMs = this._lastNowMs;
     const signature = signJoinProof(state.keys.signingSeed, roomId, challenge);
     this._frames.push(encodeFrame({ type: "Proof", roomId, signature }));
   }
@@ -1054,15 +1071,7 @@ export class ClientSession {
       // challenge under the first PROOF (PROTOCOL.md 10.6). Only as the answer to a
       // PUBLISH of ours in that room: each JOIN costs a proof the relay keeps (8.6).
       state.joined = false;
-      if (state.rejoinedMs === null || past(state.rejoinedMs + REJOIN_PAUSE_MS, this._lastNowMs)) {
-        state.rejoinedMs = this._lastNowMs;
-        this._sendJoin(key);
-      } else {
-        // Refused again soon after it let us back in: a relay that keeps doing so would get
-        // a proof per round trip. The room's messages wait out the pause (tick), as after
-        // a reconnect.
-        state.rejoinDueMs = state.rejoinedMs + REJOIN_PAUSE_MS;
-      }
+      this._joinAgain(key);
       return;
     }
     if (!fatal) return;
