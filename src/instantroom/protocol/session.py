@@ -237,6 +237,9 @@ class RoomState:
     # (PROTOCOL.md 10.6): None, none yet / none waits.
     proved_ms: int | None = None
     joined_again: bool = False
+    # The relay's last refusal of our JOIN said the room or the relay is full for now:
+    # the caller tries again after its own pause (RETRY_AFTER_FULL), not ours.
+    full_for_now: bool = False
     rejoin_due_ms: int | None = None
 
 
@@ -581,7 +584,7 @@ class ClientSession:
             and not state.join_sent
             and room_id not in self._join_after_leaves
         ):
-            self._join_again(room_id)
+            self._join_again(room_id, paused=not state.full_for_now)
 
     def resend_unacknowledged(self) -> None:
         """Publish again, oldest first, what the relay refused for the moment (it said:
@@ -726,16 +729,18 @@ class ClientSession:
         signature = sign_join_proof(state.keys.signing_key, room_id, challenge)
         self._frames.append(frames.encode_frame(frames.Proof(room_id, signature)))
 
-    def _join_again(self, room_id: bytes) -> None:
+    def _join_again(self, room_id: bytes, *, paused: bool = True) -> None:
         """JOIN a room again on this connection (a NOT_JOINED, a retry): at once the first
         time, and whenever we signed no proof for it in the last REJOIN_PAUSE_MS; else
         once the pause is over (tick), the room's messages waiting meanwhile as after a
         reconnect. A relay that lets us in, or challenges us, and then refuses, again and
-        again, gets a proof per pause, not one per round trip (PROTOCOL.md 10.6)."""
+        again, gets a proof per pause, not one per round trip (PROTOCOL.md 10.6). Not
+        ``paused``: a retry the caller paces itself (a room or relay full for now)."""
         state = self.rooms[room_id]
         first, state.joined_again = not state.joined_again, True
         if (
             first
+            or not paused
             or state.proved_ms is None
             or _past(state.proved_ms + REJOIN_PAUSE_MS, self._now_ms)
         ):
@@ -887,6 +892,7 @@ class ClientSession:
             return
         if not ref:
             state.join_sent = False  # a refusal of its JOIN or PROOF answers the JOIN
+            state.full_for_now = code in (ErrorCode.ROOM_FULL, ErrorCode.RELAY_FULL)
         if code == ErrorCode.NOT_JOINED:
             # The relay does not count us in a room we thought we were in: join again;
             # the outbox (the refused message too, its ref now 0) follows the JOINED.

@@ -292,6 +292,9 @@ export class ClientSession {
       // (PROTOCOL.md 10.6): null, none yet / none waits.
       provedMs: null,
       joinedAgain: false,
+      // The relay's last refusal of our JOIN said the room or the relay is full for now:
+      // the caller tries again after its own pause (RETRY_AFTER_FULL), not ours.
+      fullForNow: false,
       rejoinDueMs: null,
     });
     if (this._leaveOnAnswer.delete(key)) {
@@ -620,7 +623,7 @@ export class ClientSession {
     if (!this.connected || state === undefined || state.joined || state.joining) return;
     if (this._joinAfterLeaves.includes(key)) return; // it goes once the held LEAVEs have
     if (this._sealingLeave.has(key)) return; // it goes once the LEAVE before it has
-    this._joinAgain(key);
+    this._joinAgain(key, !state.fullForNow);
   }
 
   /**
@@ -628,13 +631,14 @@ export class ClientSession {
    * and whenever we signed no proof for it in the last REJOIN_PAUSE_MS; else once the
    * pause is over (tick), the room's messages waiting meanwhile as after a reconnect. A
    * relay that lets us in, or challenges us, and then refuses, again and again, gets a
-   * proof per pause, not one per round trip (PROTOCOL.md 10.6).
+   * proof per pause, not one per round trip (PROTOCOL.md 10.6). Not `paused`: a retry the
+   * caller paces itself (a room or relay full for now).
    */
-  _joinAgain(key) {
+  _joinAgain(key, paused = true) {
     const state = this.rooms.get(key);
     const first = !state.joinedAgain;
     state.joinedAgain = true;
-    if (first || state.provedMs === null || past(state.provedMs + REJOIN_PAUSE_MS, this._lastNowMs)) {
+    if (first || !paused || state.provedMs === null || past(state.provedMs + REJOIN_PAUSE_MS, this._lastNowMs)) {
       this._sendJoin(key);
     } else state.rejoinDueMs = state.provedMs + REJOIN_PAUSE_MS;
   }
@@ -1059,7 +1063,10 @@ export class ClientSession {
     }
     const key = roomHex(roomId);
     const state = this.rooms.get(key);
-    if (state !== undefined && !ref) state.joining = false; // the JOIN (or PROOF) was refused
+    if (state !== undefined && !ref) {
+      state.joining = false; // the JOIN (or PROOF) was refused
+      state.fullForNow = code === ErrorCode.ROOM_FULL || code === ErrorCode.RELAY_FULL;
+    }
     const expired = state !== undefined && code === ErrorCode.ROOM_EXPIRED;
     // The relay will not let us in: do not ask again.
     const fatal = expired || (state !== undefined && FATAL_FOR_ROOM.has(code) && !state.joined);
