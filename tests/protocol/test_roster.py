@@ -448,6 +448,17 @@ def test_a_roll_call_comes_every_five_minutes_unless_someone_called_one() -> Non
     assert Kind.JOIN not in roster.take_sends()
 
 
+def test_a_roster_never_let_in_calls_no_roll_call_of_its_own() -> None:
+    """Found by the silent-against-announcing property: a roster not let into the room
+    (no JOINED yet) has no JOIN of its own behind it, and must not time one out."""
+    roster = Roster(OWN, announce=True)
+    roster.heard(Kind.HERE, BOB, "bob", False, NOW)
+    for after in (0, 661, ROLL_CALL_EVERY_MS, ROLL_CALL_EVERY_MS + ROLL_CALL_WINDOW_MS):
+        roster.tick(NOW + after)
+    assert roster.take_sends() == []
+    assert names(roster) == ["bob"]
+
+
 def test_a_roster_past_the_relays_count_calls_a_roll_call_now_and_then() -> None:
     roster = announcing(count=3)  # two others counted, bob and carol listed
     roster.heard(Kind.HERE, DAVE, "dave", False, NOW + 40_000)  # one too many

@@ -248,6 +248,7 @@ class Roster:
         elif (
             self._entries
             and self._may_send()
+            and self._count is not None  # let in: our own JOIN was the first roll call
             and not self._called_since(now_ms, ROLL_CALL_EVERY_MS)
         ):
             self._plan_roll_call(now_ms)

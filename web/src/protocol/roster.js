@@ -302,7 +302,12 @@ export class Roster {
       if (this._entries.size > 0 && this._maySend() && !this._calledSince(nowMs)) this._planRollCall(nowMs);
     }
     if (this._outgrown() && !this._calledSince(nowMs)) this._planRollCall(nowMs, true);
-    else if (this._entries.size > 0 && this._maySend() && !this._calledSince(nowMs, ROLL_CALL_EVERY_MS)) {
+    else if (
+      this._entries.size > 0 &&
+      this._maySend() &&
+      this._count !== null && // let in: our own JOIN was the first roll call
+      !this._calledSince(nowMs, ROLL_CALL_EVERY_MS)
+    ) {
       this._planRollCall(nowMs);
     }
     if (this._callAtMs !== null && nowMs >= this._callAtMs) {
