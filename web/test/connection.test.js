@@ -926,6 +926,31 @@ describe("RoomConnection: who is here (PROTOCOL.md 5.7)", () => {
     assert.deepEqual(alice.of("presence").at(-1).members, 1);
   });
 
+  it("a tab whose once-a-second tick the browser slows to once a minute still answers a roll call in its window", async () => {
+    const w = world();
+    // Chrome's intensive throttling of a tab hidden for a while: a chain of timers, as the
+    // tick is, runs once a minute; a timer set from a frame's handling runs on time.
+    const setTimer = w.clock.setTimer;
+    w.clock.setTimer = (action, ms) => setTimer(action, ms === EXPIRY_CHECK_MS ? 60_000 : ms);
+    const alice = w.connect({ seed: 1, announce: true });
+    const bob = w.connect({ seed: 2, announce: true });
+    alice.sockets = [];
+    bob.sockets = [];
+    await online(w, alice, { name: "alice" });
+    alice.sockets.push(w.relay.last);
+    await w.clock.advance(ANSWER_GAP_MS);
+    await online(w, bob, { name: "bob" });
+    bob.sockets.push(w.relay.last);
+    // Bob's JOIN is a roll call: Alice's HERE is due within ANSWER_SPREAD_MS of it.
+    await w.clock.advance(ANSWER_SPREAD_MS);
+    await until(w, () => bob.members(roomA.roomId).length === 1);
+    assert.deepEqual(await publishedKinds(w, alice), [Kind.JOIN, Kind.HERE]);
+    // Judged at Bob's next tick, a minute on: Alice answered, so she stays on his list.
+    await w.clock.advance(60_000);
+    assert.deepEqual(namesOf(bob), [["alice", alice.session.fingerprint, false]]);
+    assert.deepEqual(await publishedKinds(w, alice), [Kind.JOIN, Kind.HERE]);
+  });
+
   it("a member that vanishes without a word is dropped by the roll call its going starts", async () => {
     const w = world();
     const { alice, bob } = await aliceAndBob(w);

@@ -166,6 +166,26 @@ describe("announcing", () => {
     assert.deepEqual(roster.takeSends(), []);
   });
 
+  it("says when its next HERE or JOIN is due, by the caller's clock even after it stepped back", () => {
+    const roster = joinedWith([]);
+    assert.equal(roster.nextSendMs(), null);
+    roster.heard(Kind.JOIN, BOB, "bob", false, U + 10);
+    assert.equal(roster.nextSendMs(), U + 10 + D_BOB);
+    roster.tick(U + 10 + D_BOB);
+    assert.deepEqual(roster.takeSends(), [Kind.HERE]);
+    assert.equal(roster.nextSendMs(), null);
+    // The clock set back 60 s: what is due comes as many ms after the heard JOIN by it.
+    roster.heard(Kind.JOIN, CAROL, "carol", false, U - 60_000 + 20);
+    roster.tick(U - 60_000 + 20);
+    const due = roster.nextSendMs();
+    assert.ok(due !== null && due > U - 60_000 + 20 && due <= U - 60_000 + 20 + ANSWER_GAP_MS, String(due));
+    roster.tick(due - 1);
+    assert.deepEqual(roster.takeSends(), []);
+    roster.tick(due);
+    assert.deepEqual(roster.takeSends(), [Kind.HERE]);
+    assert.equal(roster.nextSendMs(), null);
+  });
+
   it("answers no sooner than ANSWER_GAP_MS after its last JOIN or HERE", () => {
     const roster = joinedWith([]); // its JOIN at T
     roster.heard(Kind.JOIN, BOB, "bob", false, T + 10);

@@ -204,6 +204,9 @@ export class RoomConnection extends EventTarget {
     this._reconnectTimer = null;
     this._pingTimer = null;
     this._expiryTimer = null;
+    /** A one-off tick for the earliest announcement due (_tickWhenDue), and its time. */
+    this._dueTimer = null;
+    this._dueAtMs = null;
     /** A PING was sent and nothing came back since. */
     this._unanswered = false;
     /** Timers that die with the connection: hold releases and retries. */
@@ -504,7 +507,8 @@ export class RoomConnection extends EventTarget {
     this._clearLater();
     if (this._reconnectTimer !== null) this._clearTimer(this._reconnectTimer);
     if (this._expiryTimer !== null) this._clearTimer(this._expiryTimer);
-    this._reconnectTimer = this._expiryTimer = null;
+    if (this._dueTimer !== null) this._clearTimer(this._dueTimer);
+    this._reconnectTimer = this._expiryTimer = this._dueTimer = this._dueAtMs = null;
     this._clearPing();
     const ws = this._ws;
     this._ws = null; // what it still says is not heard: _received and _lost ignore it
@@ -668,6 +672,26 @@ export class RoomConnection extends EventTarget {
   _afterSession() {
     this._dispatch(this.session.events());
     this._flush();
+    this._tickWhenDue();
+  }
+
+  /**
+   * A tick of its own at the time the session's earliest announcement is due. The
+   * once-a-second tick is a chain of timers, which a browser slows to one a minute in a
+   * tab hidden for a while (Chrome's intensive throttling): an answer to a roll call would
+   * then come after its window, and others would take us off their lists. A timer set
+   * from the frame that planned the answer is no such chain, and runs on time.
+   */
+  _tickWhenDue() {
+    if (!this._started) return;
+    const due = this.session.nextSendMs();
+    if (due === null || (this._dueTimer !== null && this._dueAtMs <= due)) return;
+    if (this._dueTimer !== null) this._clearTimer(this._dueTimer);
+    this._dueAtMs = due;
+    this._dueTimer = this._setTimer(() => {
+      this._dueTimer = this._dueAtMs = null;
+      this._guard(() => this._afterSettling(this._settled(() => this.session.tick(this._now()))));
+    }, Math.max(0, due - this._now()));
   }
 
   /**

@@ -177,6 +177,15 @@ export class Roster {
     return this._version;
   }
 
+  /** When a HERE or a roll call's JOIN of ours is next due, by the caller's clock (as
+   * `tick` is given it), or null when none is planned. A page runs `tick` from a timer
+   * that a browser may slow to once a minute in a background tab; a timer set for this
+   * time from the frame that planned the answer keeps it within the roll call's window. */
+  nextSendMs() {
+    const due = [this._hereAtMs, this._callAtMs].filter((ms) => ms !== null);
+    return due.length === 0 ? null : Math.min(...due) - this._offsetMs;
+  }
+
   /** @returns {number[]} the kinds to send now, in order; each call empties the list */
   takeSends() {
     const out = this._sends;

@@ -499,6 +499,20 @@ export class ClientSession {
   }
 
   /**
+   * When the earliest announcement of any room is due (a HERE, a roll call's JOIN), by the
+   * clock `tick` is given; null when none is planned. `tick` at that time sends it.
+   * @returns {number | null}
+   */
+  nextSendMs() {
+    let earliest = null;
+    for (const state of this.rooms.values()) {
+      const due = state.roster.nextSendMs();
+      if (due !== null && (earliest === null || due < earliest)) earliest = due;
+    }
+    return earliest;
+  }
+
+  /**
    * Who is in a room: the members heard and believed present (PROTOCOL.md 5.7), oldest
    * entry first, never this device; empty for a room the session does not have.
    * @param {Uint8Array} roomId
