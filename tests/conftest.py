@@ -49,3 +49,12 @@ def relay() -> Iterator[RelayProcess]:
     with running_relay() as process:
         yield process
     assert_exited_cleanly(process)
+
+
+@pytest.fixture(autouse=True)
+def _no_relay_clock_remembered() -> None:
+    """What relays said of this clock is remembered per process (by relay URL): a test's
+    relay must not pass its clock to a later test's relay that got the same port."""
+    from instantroom.client import connection
+
+    connection._clock_offsets.clear()

@@ -213,7 +213,8 @@ async def _send(args: argparse.Namespace) -> int:
     room = target.keys
     sent = _KnownIds(target.stored)
     handed_over = False  # to the client, which may have written its PUBLISH since
-    async with RoomClient(target.server, target.device, args.name) as client:
+    name = rooms_cli.chosen_name(args, target.stored[0] if target.stored is not None else None)
+    async with RoomClient(target.server, target.device, name) as client:
         try:
             async with asyncio.timeout(args.timeout):  # for the join and the send together
                 await client.join(room, target.expires_at_ms)
@@ -292,7 +293,7 @@ async def _listen(args: argparse.Namespace) -> int:
     # listen writes nothing: with a device key made for this run, no name in the room is
     # ours, and the session would flag every member of --name's (default "anonymous") as
     # one writing under ours. A stored room's device key is the member's own.
-    name = args.name if target.stored is not None else ""
+    name = rooms_cli.chosen_name(args, target.stored[0]) if target.stored is not None else ""
     dropped_ahead_at = -math.inf  # when a message dated ahead was last said dropped
     async with RoomClient(target.server, target.device, name) as client:
         try:
@@ -432,9 +433,7 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
     )
     which.add_argument("--room", help="a room of your key store: its label or room id start")
     rooms_cli.add_store_option(parser)
-    parser.add_argument(
-        "--name", default=os.environ.get("INSTANTROOM_NAME", "anonymous"), help="your name"
-    )
+    rooms_cli.add_name_option(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

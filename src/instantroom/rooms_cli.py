@@ -9,22 +9,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import getpass
 import os
 import re
 import secrets
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import platformdirs
 import segno
 
 from instantroom.client.invite import format_invite, parse_invite
 from instantroom.client.keystore import KeyStore, StoredRoom, StoreExists
-from instantroom.display import expiry_text, printable, shown_server
+from instantroom.display import clock_warning, expiry_text, printable, shown_server
 from instantroom.protocol.codes import ErrorCode
+from instantroom.protocol.envelope import MAX_NAME_BYTES
 from instantroom.protocol.errors import UsageError
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.protocol.minikey import format_minikey, make_minikey, spell_minikey
@@ -34,6 +38,7 @@ DEFAULT_SERVER = "http://127.0.0.1:8080"
 LIFETIMES = {"1h": 3600, "1d": 86400, "1w": 7 * 86400}
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+T = TypeVar("T")
 
 
 def parse_duration(text: str) -> int:
@@ -111,13 +116,55 @@ def open_store(args: argparse.Namespace, create: bool = False) -> KeyStore:
             print(f"Made a key store at {path}, locked by your password.", file=sys.stderr)
             return store
     store = KeyStore.open(path, _password("Password for your InstantRoom key store: "))
-    expired = store.purge_expired(now_ms())
+    purge_expired(store)
+    return store
+
+
+def purge_expired(store: KeyStore) -> list[StoredRoom]:
+    """Delete (and save, and say so) the rooms whose lifetime is over; return them.
+
+    A room's key goes for good, and by a clock days fast every room would go at once: so
+    when some look over by this clock, their relays are asked theirs (``CLOCK_ASK_TIMEOUT``
+    in all), and the rooms of a relay that says this clock is fast by ``CLOCK_WARNING_MS``
+    or more are judged by this clock read back by as much, as ``RoomClient.expiry_now``
+    does. A relay's word never deletes a room early; one out of reach leaves this clock to
+    judge. Nothing looks over: no relay is asked.
+    """
+    now = now_ms()
+    over = [room for room in store.rooms if room.expired(now)]
+    if not over:
+        return []
+    from instantroom.client.connection import CLOCK_WARNING_MS, relay_clock_offsets
+
+    offsets = _run_apart(relay_clock_offsets(room.server for room in over))
+    fast = {server: offset for server, offset in offsets.items() if offset >= CLOCK_WARNING_MS}
+    expired = [room for room in over if room.expired(now - fast.get(room.server, 0))]
     if expired:
+        for room in expired:
+            store.forget(room)
         store.save()
         for room in expired:
             print(f"Room {printable(room.label)!r} has expired: its key and messages are "
                   "deleted.", file=sys.stderr)  # fmt: skip
-    return store
+    kept_by = {room.server for room in over if all(room is not e for e in expired)}
+    for server in sorted(kept_by):
+        # Never None: that relay says this clock is fast by CLOCK_WARNING_MS or more.
+        warning = clock_warning(fast[server], CLOCK_WARNING_MS)
+        print(f"instantroom: warning: {warning} (So says the relay at {shown_server(server)}; "
+              "its rooms are judged by the relay's time.)", file=sys.stderr)  # fmt: skip
+    return expired
+
+
+def _run_apart(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to its end from code that is not async: in a loop of its own, on
+    another thread if this one runs a loop already (``send`` and ``listen`` open the store
+    from theirs)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as worker:
+        return worker.submit(asyncio.run, coroutine).result()
 
 
 def in_a_terminal() -> bool:
@@ -127,11 +174,19 @@ def in_a_terminal() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty()
 
 
+def _expiry(room: StoredRoom) -> str:
+    """When ``room`` expires, in words, by its relay's reading of this clock if it gave one
+    (``relay_expiry_now``): a room its relay kept is not shown as over."""
+    from instantroom.client.connection import relay_expiry_now
+
+    return expiry_text(room.expires_at_ms, relay_expiry_now(room.server))
+
+
 def print_room_card(room: StoredRoom) -> None:
     invite = format_invite(room.server, room.key)
     # A label or relay address stored before either was checked could hold escapes.
     print(f"Room {printable(room.label)!r} on {shown_server(room.server)}, "
-          f"{expiry_text(room.expires_at_ms, now_ms())}")  # fmt: skip
+          f"{_expiry(room)}")  # fmt: skip
     print()
     print(f"  Key:     {format_minikey(room.key)}")
     for number, line in enumerate(spell_minikey(room.key), start=1):
@@ -264,6 +319,8 @@ def cmd_join(args: argparse.Namespace) -> int:
     server, key = invite_or_key(key_text(args.invite))
     if server or args.server:
         check_server(server or args.server)  # before a store is made for it
+    if args.name is not None:
+        check_name(args.name)  # likewise
     store = open_store(args, create=True)
     if _label_taken(store, args.label, key):
         return 2
@@ -289,6 +346,8 @@ def cmd_join(args: argparse.Namespace) -> int:
     room = store.add_room(room)
     if isinstance(looked, Joined):
         room.expires_at_ms = looked.expires_at_ms
+    if args.name is not None:
+        store.name = args.name  # kept for the next chat, send or listen
     store.save()
     if isinstance(looked, Refusal):
         # Full for now: the key is the member's all the same, and the chat gets in (it
@@ -302,10 +361,10 @@ def cmd_join(args: argparse.Namespace) -> int:
               "relay is out of reach now: the chat gets in once it answers.")  # fmt: skip
     else:
         print(f"Joined room {printable(room.label)!r} on {shown_server(room.server)}, "
-              f"{expiry_text(room.expires_at_ms, now_ms())}.")  # fmt: skip
+              f"{_expiry(room)}.")  # fmt: skip
     if args.chat and sys.stdout.isatty() and in_a_terminal():
         # By its id: another stored room may have the same label.
-        return run_chat(store, args.name, room.room_id)
+        return run_chat(store, chosen_name(args, store), room.room_id)
     return 0
 
 
@@ -328,7 +387,7 @@ def cmd_rooms(args: argparse.Namespace) -> int:
         else:  # the look itself is one of the members counted
             shown = str(max(0, looked.members - 1))
         print(f"{printable(room.label):20} {room.room_id.hex()[:8]}  "
-              f"{shown_server(room.server):28} {expiry_text(room.expires_at_ms, now_ms()):34} "
+              f"{shown_server(room.server):28} {_expiry(room):34} "
               f"online: {shown}")  # fmt: skip
     return 0
 
@@ -378,7 +437,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
               "input and screen. Scripts use send and listen.", file=sys.stderr)  # fmt: skip
         return 2
     store = open_store(args)
-    return run_chat(store, args.name, args.room)
+    return run_chat(store, chosen_name(args, store), args.room)
 
 
 def run_chat(store: KeyStore, name: str, room: str | bytes | None) -> int:
@@ -394,6 +453,43 @@ def run_chat(store: KeyStore, name: str, room: str | bytes | None) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     return app.return_code or 0
+
+
+DEFAULT_NAME = "anonymous"
+
+
+def add_name_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--name",
+        help="your name in the rooms, kept in the key store for the next time [env "
+        "INSTANTROOM_NAME; default: the name given last, else anonymous]",
+    )
+
+
+def check_name(name: str) -> str:
+    """``name``, if it can be one: 1 to MAX_NAME_BYTES bytes of UTF-8, not blank."""
+    # A name given by a terminal (or environment) that is not UTF-8 holds surrogates:
+    # said, rather than a traceback from encoding it.
+    if any("\ud800" <= char <= "\udfff" for char in name):
+        raise UsageError("A name is UTF-8: this one is not (is the terminal set to UTF-8?).")
+    if not name.strip() or len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise UsageError(f"A name is 1 to {MAX_NAME_BYTES} bytes of UTF-8.")
+    return name
+
+
+def chosen_name(args: argparse.Namespace, store: KeyStore | None) -> str:
+    """The name to go by: ``--name``, else INSTANTROOM_NAME, else the one ``store`` kept,
+    else DEFAULT_NAME. A ``--name`` given is kept in ``store`` (saved if it changed), so
+    that the next command goes by it too."""
+    if args.name is not None:
+        name = check_name(args.name)
+        if store is not None and store.name != name:
+            store.name = name
+            store.save()
+        return name
+    if name := os.environ.get("INSTANTROOM_NAME", ""):
+        return check_name(name)
+    return (store.name if store is not None else "") or DEFAULT_NAME
 
 
 def add_store_option(parser: argparse.ArgumentParser) -> None:
@@ -445,9 +541,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_false",
         help="only store the room (in a terminal, join opens the chat screen)",
     )
-    join.add_argument(
-        "--name", default=os.environ.get("INSTANTROOM_NAME", "anonymous"), help="your name"
-    )
+    add_name_option(join)
     join.set_defaults(run=cmd_join)
 
     rooms = commands.add_parser("rooms", help="list your rooms, with members online")
@@ -470,9 +564,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     chat = commands.add_parser("chat", help="the full-screen chat over your rooms")
     chat.add_argument("room", metavar="ROOM", nargs="?", help="the room to show first")
-    chat.add_argument(
-        "--name", default=os.environ.get("INSTANTROOM_NAME", "anonymous"), help="your name"
-    )
+    add_name_option(chat)
     chat.set_defaults(run=cmd_chat)
 
     for parser in (new, join, rooms, qr, forget, passwd, chat):

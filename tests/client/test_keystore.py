@@ -927,3 +927,64 @@ def test_a_floor_that_is_no_time_is_damage(
     monkeypatch.undo()
     with pytest.raises(DamagedStore, match="damaged inside"):
         KeyStore.open(store_path, "pw")
+
+
+def test_the_name_given_last_is_kept_merged_and_wiped(store_path: Path) -> None:
+    """The name to go by is kept in the store, sealed like the rest; a program that did not
+    change it takes another's; one that did keeps its own; a wipe forgets it."""
+    first = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    assert first.name == ""
+    first.name = "Alice"
+    first.save()
+    assert b"Alice" not in store_path.read_bytes()
+    second = KeyStore.open(store_path, "pw")
+    assert second.name == "Alice"
+    second.name = "Alice B."
+    second.save()
+    first.add_room(room(label="kept"))  # saves with a name it did not change
+    first.save()
+    assert first.name == "Alice B."
+    assert KeyStore.open(store_path, "pw").name == "Alice B."
+    # Changed on both sides: the one saved last is the one kept, in both programs.
+    first.name = "Ali"
+    second.name = "A."
+    second.save()
+    first.save()
+    assert KeyStore.open(store_path, "pw").name == "Ali"
+    assert second.take_in() == []
+    assert second.name == "Ali"
+    # A name changed, and nothing else: take_in writes it rather than drop it.
+    second.name = "Al"
+    second.take_in()
+    assert KeyStore.open(store_path, "pw").name == "Al"
+    second.wipe()
+    assert KeyStore.open(store_path, "pw").name == ""
+
+
+def test_a_store_written_before_names_were_kept_opens_with_none(store_path: Path) -> None:
+    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    store.add_room(room())
+    store.save()
+    # The contents as an older version wrote them: no "name".
+    sealing = store._sealing
+    assert sealing is not None
+    document = json.loads(store_path.read_bytes())
+    plain = keystore.AESGCM(sealing.key).decrypt(
+        keystore._unb64(document["nonce"]),
+        keystore._unb64(document["ciphertext"]),
+        keystore._aad(keystore._header(document["kdf"])),
+    )
+    contents = json.loads(plain)
+    del contents["name"]
+    nonce = os.urandom(12)
+    document["nonce"] = keystore._b64(nonce)
+    document["ciphertext"] = keystore._b64(
+        keystore.AESGCM(sealing.key).encrypt(
+            nonce,
+            json.dumps(contents).encode(),
+            keystore._aad(keystore._header(document["kdf"])),
+        )
+    )
+    store_path.write_bytes(json.dumps(document).encode())
+    opened = KeyStore.open(store_path, "pw")
+    assert (opened.name, [r.label for r in opened.rooms]) == ("", ["team"])

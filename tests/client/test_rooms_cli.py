@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import pty
@@ -592,3 +593,58 @@ def test_chat_without_a_terminal_says_so_and_exits_2(tmp_path: Path) -> None:
         os.close(controller)
     assert result.returncode == 2
     assert b"needs a terminal" in result.stderr
+
+
+def test_the_name_given_to_join_is_kept_for_the_next_send_and_env_still_wins(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    """``join --name`` is remembered: a later ``send --room`` without one goes by it, and
+    so does the chat (``chosen_name``); INSTANTROOM_NAME, a setting of this shell, goes
+    first, and another ``--name`` replaces the one kept."""
+    from instantroom.client.connection import RoomClient
+    from instantroom.protocol.kdf import DeviceKey
+
+    store = tmp_path / "store.json"
+    key = make_minikey(secrets.randbelow)
+    room = RoomKeys.from_minikey(key)
+    cli(store, "join", format_invite(relay.url, key), "--label", "team", "--name", "Bob",
+        "--no-chat")  # fmt: skip
+    assert KeyStore.open(store, PASSWORD).name == "Bob"
+
+    async def names_heard() -> list[str]:
+        device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+        async with RoomClient(relay.url, device, "alice") as alice:
+            await alice.join(room)
+            runs: list[tuple[dict[str, str], tuple[str, ...]]] = [
+                ({}, ()),
+                ({"INSTANTROOM_NAME": "Env"}, ()),
+                ({"INSTANTROOM_NAME": "Env"}, ("--name", "Carol")),
+                ({}, ()),
+            ]
+            for env, extra in runs:
+                await asyncio.to_thread(cli, store, "send", "--room", "team", *extra, "hi", env=env)
+            heard = []
+            async with asyncio.timeout(10):
+                async for received in alice.messages():
+                    heard.append(received.message.sender_name)
+                    if len(heard) == len(runs):
+                        return heard
+            raise AssertionError("never")
+
+    assert run(names_heard()) == ["Bob", "Env", "Carol", "Carol"]
+    assert KeyStore.open(store, PASSWORD).name == "Carol"
+
+
+def test_a_name_that_cannot_be_one_is_refused_before_anything_is_stored(tmp_path: Path) -> None:
+    store = tmp_path / "store.json"
+    key = make_minikey(secrets.randbelow)
+    result = cli(store, "join", format_invite("http://127.0.0.1:9", key), "--name", "x" * 65,
+                 "--no-chat", check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert "A name is 1 to 64 bytes of UTF-8." in result.stderr
+    assert not store.exists()
+    cli(store, "join", format_invite("http://127.0.0.1:9", key), "--label", "team", "--no-chat")
+    result = cli(store, "send", "--room", "team", "--name", "   ", "hi", check=False)
+    assert result.returncode == 2
+    assert "A name is 1 to 64 bytes" in result.stderr
+    assert KeyStore.open(store, PASSWORD).name == ""

@@ -262,6 +262,75 @@ def relay_clock_offset(ws: ClientConnection, received_ms: int) -> int | None:
     return received_ms - (int(relay.timestamp() * 1000) + 500)
 
 
+def _connect(url: str, tls: ssl.SSLContext | None, open_timeout: float) -> _Connect:
+    """A connection to the relay at ``url``, as every client here makes one: the
+    subprotocol, no compression, no proxy, frames up to MAX_FRAME_SIZE."""
+    return _Connect(
+        url,
+        create_connection=_Connection,
+        subprotocols=[Subprotocol(SUBPROTOCOL)],
+        compression=None,
+        max_size=MAX_FRAME_SIZE,
+        proxy=None,
+        open_timeout=open_timeout,
+        close_timeout=CLOSE_TIMEOUT,
+        ssl=tls,
+    )
+
+
+# How long relay_clock_offsets waits for all the relays it asks, in seconds.
+CLOCK_ASK_TIMEOUT = 3.0
+# What each relay last said of this machine's clock in this process (relay_clock_offsets,
+# each connection), by its WebSocket URL without credentials. A client starts from it: a
+# room that its relay's clock kept when the store opened is not judged over by this clock
+# alone before the client has connected.
+_clock_offsets: dict[str, int] = {}
+
+
+def _expiry_now(offset: int | None) -> int:
+    now = now_ms()
+    return now - offset if offset is not None and offset >= CLOCK_WARNING_MS else now
+
+
+def relay_expiry_now(server: str) -> int:
+    """The time the rooms of ``server`` expire by, as ``RoomClient.expiry_now``, from what
+    its relay last said of this clock in this process: this machine's clock when it said
+    nothing yet (or ``server`` is no relay's address)."""
+    try:
+        url = without_credentials(websocket_url(server))
+    except UsageError:
+        return now_ms()
+    return _expiry_now(_clock_offsets.get(url))
+
+
+async def relay_clock_offsets(servers: Iterable[str]) -> dict[str, int]:
+    """This machine's clock less each relay's, in ms (``relay_clock_offset``), by server as
+    given: one WebSocket handshake with each, all at once, connecting as ``RoomClient``
+    does, then closed. Within ``CLOCK_ASK_TIMEOUT`` seconds in all; a relay not answered by then,
+    out of reach, refusing, not a relay, or giving no Date, is left out."""
+    offsets: dict[str, int] = {}
+
+    async def ask(server: str) -> None:
+        try:
+            url = websocket_url(server)
+        except UsageError:
+            return
+        tls = ssl.create_default_context() if url.startswith("wss:") else None
+        async with _connect(url, tls, CLOCK_ASK_TIMEOUT) as ws:
+            offset = relay_clock_offset(ws, now_ms())
+            if ws.subprotocol == SUBPROTOCOL and offset is not None:  # a relay's word only
+                offsets[server] = _clock_offsets[without_credentials(url)] = offset
+
+    asks = [asyncio.ensure_future(ask(server)) for server in dict.fromkeys(servers)]
+    if not asks:
+        return offsets
+    _, late = await asyncio.wait(asks, timeout=CLOCK_ASK_TIMEOUT)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*asks, return_exceptions=True)  # out of reach, refused: no offset
+    return offsets
+
+
 def _close_code(closed: ConnectionClosed) -> int | None:
     """The close code that ended a connection: the relay's, else ours, else None."""
     frame = closed.rcvd or closed.sent
@@ -437,7 +506,7 @@ class RoomClient:
         self._failure: RelayRefused | None = None
         self._unreachable: str | None = None
         self._reached = False
-        self._clock_offset_ms: int | None = None
+        self._clock_offset_ms: int | None = _clock_offsets.get(self.url)
         self._closed = False
         self._readers_stopped = False
 
@@ -467,8 +536,7 @@ class RoomClient:
         relay's says it is fast (``CLOCK_WARNING_MS`` or more). A room's key is deleted at
         its expiry, for good, and by a clock days fast every room would go at once; a
         relay's word never deletes one early (a clock said slow is not read forward)."""
-        now, offset = now_ms(), self._clock_offset_ms
-        return now - offset if offset is not None and offset >= CLOCK_WARNING_MS else now
+        return _expiry_now(self._clock_offset_ms)
 
     @property
     def reached(self) -> bool:
@@ -697,17 +765,7 @@ class RoomClient:
         """Connect, serve the connection, back off, and again, until refused for good."""
         while True:
             try:
-                ws = await _Connect(
-                    self._connect_url,
-                    create_connection=_Connection,
-                    subprotocols=[Subprotocol(SUBPROTOCOL)],
-                    compression=None,
-                    max_size=MAX_FRAME_SIZE,
-                    proxy=None,
-                    open_timeout=OPEN_TIMEOUT,
-                    close_timeout=CLOSE_TIMEOUT,
-                    ssl=self._ssl,
-                )
+                ws = await _connect(self._connect_url, self._ssl, OPEN_TIMEOUT)
             except Exception as exc:
                 refusal = _retry_or_give_up(exc, self.url)
                 if refusal is exc:
@@ -739,7 +797,7 @@ class RoomClient:
         self._reached = True
         offset = relay_clock_offset(ws, now_ms())
         if offset is not None:
-            self._clock_offset_ms = offset
+            self._clock_offset_ms = _clock_offsets[self.url] = offset
         self.session.connection_made()
         self.connected.set()
         bad_frames = 0

@@ -5,7 +5,8 @@
      "nonce": b64, "ciphertext": b64}
 
 The ciphertext is AES-256-GCM under Argon2id(password, salt, params) of the contents as
-JSON (this install's device key, the rooms with their keys, labels, servers, expiry and
+JSON (this install's device key, the name last given with ``--name``, the rooms with
+their keys, labels, servers, expiry and
 the history a person chose to keep, the ids and times of the messages received, sent or
 deleted within the last hour, and our own messages the relay has not taken yet, as sealed
 envelopes), padded with spaces to a size bucket (``_padded_size``), with the header
@@ -266,11 +267,14 @@ class KeyStore:
     def __init__(
         self, path: Path, password: str, device: DeviceKey, rooms: list[StoredRoom],
         kdf: dict[str, Any], revision: bytes | None = None,
-        sealing: _Sealing | None = None,
+        sealing: _Sealing | None = None, name: str = "",
     ) -> None:  # fmt: skip
         self.path = path
         self.device = device
         self.rooms = rooms
+        # The name to go by when a command is given none: the last one given (empty: none).
+        self.name = name
+        self._base_name = name
         self._password = password  # the one that opens the file as it is on disk
         self._new_password: str | None = None
         self._kdf = kdf
@@ -314,13 +318,13 @@ class KeyStore:
             raw = path.read_bytes()
         except FileNotFoundError:
             raise KeyStoreError(f"There is no key store at {path}.") from None
-        device, rooms, params, sealing = _decode(path, raw, password)
+        device, rooms, name, params, sealing = _decode(path, raw, password)
         with contextlib.suppress(OSError):  # not ours to change (read-only media): as it is
             if path.stat().st_mode & 0o077:
                 # Copied or restored with loose modes: owner-only now, not at the next save
                 # (commands that only read, such as rooms or qr, never save).
                 os.chmod(path, 0o600)
-        return cls(path, password, device, rooms, params, _digest(raw), sealing)
+        return cls(path, password, device, rooms, params, _digest(raw), sealing, name)
 
     @classmethod
     def open_or_create(cls, path: Path, password: str) -> KeyStore:
@@ -355,28 +359,32 @@ class KeyStore:
         in first, room by room, against what this program last read: a room it added is
         added here, a room it forgot is forgotten here too (and returned), and within a
         room each side keeps what it changed, history entries by message id, the earlier
-        known expiry. If the other program changed the password, or put another store
-        there, ``StoreChanged`` is raised and nothing is written.
+        known expiry; the name is this program's if it changed it, else the other's. If
+        the other program changed the password, or put another store there,
+        ``StoreChanged`` is raised and nothing is written.
         """
         return self._save(wipe=False)
 
     def wipe(self) -> None:
-        """Forget every room, those another program added meanwhile too, and save."""
+        """Forget every room, those another program added meanwhile too, and the name;
+        save."""
         self._save(wipe=True)
 
     def take_in(self) -> list[StoredRoom]:
         """Take in what another program saved, as ``save`` does, without writing when this
         one has nothing of its own to add (or else save): two programs that each answered
         the other's write with one of their own would write for ever."""
-        if _snapshot(self.rooms) != self._base:
+        if _snapshot(self.rooms) != self._base or self.name != self._base_name:
             return self.save()
         with _locked(self.path):
             raw = self._theirs()
             if raw is None:
                 return []
-            self._forgotten += self._merge(self._decode_theirs(raw))
+            rooms, self.name = self._decode_theirs(raw)
+            self._forgotten += self._merge(rooms)
             self._revision = _digest(raw)
             self._base = _snapshot(self.rooms)
+            self._base_name = self.name
         forgotten, self._forgotten = self._forgotten, []
         return forgotten
 
@@ -384,11 +392,14 @@ class KeyStore:
         with _locked(self.path):
             raw = self._theirs()
             if raw is not None:
-                rooms = self._decode_theirs(raw)
+                rooms, name = self._decode_theirs(raw)
                 if not wipe:
+                    if self.name == self._base_name:  # not changed here
+                        self.name = name
                     self._forgotten += self._merge(rooms)
             if wipe:
                 self.rooms = []
+                self.name = ""
             self._write()
         forgotten, self._forgotten = ([] if wipe else self._forgotten), []
         return forgotten
@@ -401,9 +412,9 @@ class KeyStore:
             return None
         return raw if _digest(raw) != self._revision else None
 
-    def _decode_theirs(self, raw: bytes) -> list[StoredRoom]:
+    def _decode_theirs(self, raw: bytes) -> tuple[list[StoredRoom], str]:
         try:
-            device, rooms, _, _ = _decode(self.path, raw, self._password, self._sealing)
+            device, rooms, name, _, _ = _decode(self.path, raw, self._password, self._sealing)
         except WrongPassword:
             raise StoreChanged(
                 "Another InstantRoom changed the key store's password since this one "
@@ -415,7 +426,7 @@ class KeyStore:
                 f"The key store at {self.path} was replaced by another one since this "
                 "program opened it: nothing was saved here."
             )
-        return rooms
+        return rooms, name
 
     def _merge(self, theirs: list[StoredRoom]) -> list[StoredRoom]:
         """Take in what another program saved; this one's rooms keep their identity."""
@@ -450,6 +461,7 @@ class KeyStore:
         kdf = {**self._kdf, "salt": _b64(salt)}
         contents = {
             "device_key": private_key_bytes(self.device.private_key).hex(),
+            "name": self.name,
             "rooms": [_plain(room) for room in self.rooms],
         }
         nonce = secrets.token_bytes(12)
@@ -464,6 +476,7 @@ class KeyStore:
         self._sealing = sealing  # once written: a failed write keeps the old password's
         self._revision = _digest(data)
         self._base = _snapshot(self.rooms)
+        self._base_name = self.name
 
     def change_password(self, new_password: str) -> None:
         if not new_password:
@@ -534,8 +547,8 @@ class _Sealing:
 
 def _decode(
     path: Path, raw: bytes, password: str, known: _Sealing | None = None
-) -> tuple[DeviceKey, list[StoredRoom], dict[str, Any], _Sealing]:
-    """The device key, rooms and key settings in the file's bytes ``raw``, and the key
+) -> tuple[DeviceKey, list[StoredRoom], str, dict[str, Any], _Sealing]:
+    """The device key, rooms, name and key settings in the file's bytes ``raw``, and the key
     that opened them (``known``'s, without deriving it again, when its salt and settings
     are the file's)."""
     try:
@@ -579,6 +592,9 @@ def _decode(
     try:
         contents = json.loads(plain)
         device = DeviceKey.from_private_bytes(bytes.fromhex(contents["device_key"]))
+        name = contents.get("name", "")  # none in stores written before it was kept
+        if not isinstance(name, str):
+            raise DamagedStore("not a name")
         rooms = [
             StoredRoom(
                 key=parse_minikey(room["key"]),
@@ -596,7 +612,7 @@ def _decode(
         ]
     except (KeyError, TypeError, ValueError, DamagedStore) as exc:
         raise DamagedStore(f"The key store at {path} is damaged inside.") from exc
-    return device, rooms, params, sealing
+    return device, rooms, name, params, sealing
 
 
 def _plain(room: StoredRoom) -> dict[str, Any]:

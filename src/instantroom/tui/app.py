@@ -68,6 +68,7 @@ from instantroom.client.connection import (
     RoomClient,
     RoomGone,
     now_ms,
+    relay_expiry_now,
     websocket_url,
 )
 from instantroom.client.invite import format_invite
@@ -87,7 +88,7 @@ from instantroom.display import (
     shown_server,
 )
 from instantroom.protocol.codes import ErrorCode
-from instantroom.protocol.envelope import MAX_NAME_BYTES, Kind, open_envelope
+from instantroom.protocol.envelope import Kind, open_envelope
 from instantroom.protocol.errors import EnvelopeError, UsageError
 from instantroom.protocol.kdf import RoomKeys
 from instantroom.protocol.minikey import format_minikey, spell_minikey
@@ -106,6 +107,7 @@ from instantroom.protocol.session import (
     Refused,
     RoomExpired,
 )
+from instantroom.rooms_cli import check_name
 
 # At most 56 columns: the conversation's width in an 80-column terminal, beside the
 # list of rooms (a quarter, and a border) and its scroll bar, so that no line wraps there.
@@ -430,18 +432,14 @@ class ChatApp(App[None]):
     ]
 
     def __init__(self, store: KeyStore, name: str, room: str | bytes | None = None) -> None:
-        # A name given by a terminal (or environment) that is not UTF-8 holds surrogates:
-        # said, rather than a traceback from encoding it.
-        if any("\ud800" <= char <= "\udfff" for char in name):
-            raise UsageError("A name is UTF-8: this one is not (is the terminal set to UTF-8?).")
-        if not name.strip() or len(name.encode("utf-8")) > MAX_NAME_BYTES:
-            raise UsageError(f"A name is 1 to {MAX_NAME_BYTES} bytes of UTF-8.")
+        check_name(name)
         super().__init__()
         self._store = store
         self._user = name
         self._fingerprint = store.device.fingerprint
-        if store.purge_expired(now_ms()):
-            store.save()
+        # The store comes purged (rooms_cli.open_store: each room by its relay's reading of
+        # this clock): purged here again by this clock alone, a clock days fast would
+        # delete what its relays kept. What is over yet goes at the first tick (_tick).
         self._dirty = False
         self._ids_unsaved_since: float | None = None  # monotonic time of the first
         self._save_problem: str | None = None  # why the last write failed, said once
@@ -1168,7 +1166,11 @@ class ChatApp(App[None]):
         expired = [
             stored
             for stored in self._store.rooms
-            if stored.expired(c.expiry_now() if (c := clients.get(stored.key)) else now_ms())
+            if stored.expired(
+                c.expiry_now()
+                if (c := clients.get(stored.key))
+                else relay_expiry_now(stored.server)
+            )
         ]
         for stored in expired:
             self._store.forget(stored)

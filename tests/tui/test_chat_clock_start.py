@@ -1,0 +1,34 @@
+"""The chat as it starts: a room its relay says is not over yet, though this computer's
+clock (days fast) says so, is not deleted (the store comes purged by ``open_store``)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from instantroom.client.keystore import KeyStore
+from instantroom.protocol.minikey import make_minikey
+from instantroom.testing import run
+from instantroom.tui.app import ChatApp
+from tests.client.test_room_client import FakeRelay, serving
+from tests.tui.test_chat import PASSWORD, new_store, now_ms, on_screen, room
+
+DAY_S = 86_400
+
+
+def test_the_chat_deletes_no_room_at_start_that_its_relay_keeps(tmp_path: Path) -> None:
+    path = tmp_path / "store.json"
+
+    async def scenario() -> list[str]:
+        async with FakeRelay(serving, clock_off_by=-3 * DAY_S) as behind:  # 3 days fast
+            ended = now_ms() - 2 * DAY_S * 1000  # by this clock; a day left by the relay's
+            store = new_store(
+                path, room(make_minikey(secrets.randbelow), behind.url, "team", expires_at_ms=ended)
+            )
+            async with on_screen(ChatApp(store, "alice")) as member:
+                await member.until(lambda: "connected" in member.status(), "connected")
+                await member.do(member.pilot.pause(1.0))  # a tick, which deletes what is over
+                return member.sidebar()
+
+    assert run(scenario()) == ["team"]
+    assert [r.label for r in KeyStore.open(path, PASSWORD).rooms] == ["team"]
