@@ -619,6 +619,7 @@ export class RoomConnection extends EventTarget {
       this._guard(() => {
         action();
         this._flush();
+        this._tickWhenDue(); // announcements the pause held back may go now
       });
     }, ms);
     this._timers.add(timer);

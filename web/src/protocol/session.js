@@ -500,13 +500,16 @@ export class ClientSession {
 
   /**
    * When the earliest announcement of any room is due (a HERE, a roll call's JOIN), by the
-   * clock `tick` is given; null when none is planned. `tick` at that time sends it.
+   * clock `tick` is given; null when none is planned. `tick` at that time sends it. One
+   * that found the relay busy is due at once when it may go now (not while it may not:
+   * `tick` would only keep it waiting).
    * @returns {number | null}
    */
   nextSendMs() {
     let earliest = null;
-    for (const state of this.rooms.values()) {
-      const due = state.roster.nextSendMs();
+    for (const [key, state] of this.rooms) {
+      const waiting = state.unsent.length > 0 && this._mayAnnounce(key, state);
+      const due = waiting ? this._lastNowMs : state.roster.nextSendMs();
       if (due !== null && (earliest === null || due < earliest)) earliest = due;
     }
     return earliest;
