@@ -25,7 +25,7 @@ import platformdirs
 import segno
 
 from instantroom.client.invite import format_invite, parse_invite
-from instantroom.client.keystore import KeyStore, StoredRoom, StoreExists
+from instantroom.client.keystore import KeyStore, KeyStoreError, StoredRoom, StoreExists
 from instantroom.display import clock_warning, expiry_text, printable, shown_server
 from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.envelope import MAX_NAME_BYTES
@@ -134,10 +134,18 @@ def purge_expired(store: KeyStore) -> list[StoredRoom]:
     over = [room for room in store.rooms if room.expired(now)]
     if not over:
         return []
-    from instantroom.client.connection import CLOCK_WARNING_MS, relay_clock_offsets
+    from instantroom.client.connection import (
+        CLOCK_WARNING_MS,
+        MAX_CLOCK_READ_BACK_MS,
+        relay_clock_offsets,
+    )
 
     offsets = _run_apart(relay_clock_offsets(room.server for room in over))
-    fast = {server: offset for server, offset in offsets.items() if offset >= CLOCK_WARNING_MS}
+    fast = {
+        server: offset
+        for server, offset in offsets.items()
+        if CLOCK_WARNING_MS <= offset <= MAX_CLOCK_READ_BACK_MS
+    }
     expired = [room for room in over if room.expired(now - fast.get(room.server, 0))]
     if expired:
         for room in expired:
@@ -485,7 +493,12 @@ def chosen_name(args: argparse.Namespace, store: KeyStore | None) -> str:
         name = check_name(args.name)
         if store is not None and store.name != name:
             store.name = name
-            store.save()
+            try:
+                store.save()
+            except (KeyStoreError, OSError) as exc:  # it goes by it all the same
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                print(f"instantroom: the name could not be kept in the key store "
+                      f"({printable(why)}).", file=sys.stderr)  # fmt: skip
         return name
     if name := os.environ.get("INSTANTROOM_NAME", ""):
         return check_name(name)
@@ -545,7 +558,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     join.set_defaults(run=cmd_join)
 
     rooms = commands.add_parser("rooms", help="list your rooms, with members online")
-    rooms.add_argument("--offline", action="store_true", help="do not ask the relays")
+    rooms.add_argument(
+        "--offline",
+        action="store_true",
+        help="do not ask the relays who is online (a room that looks expired by this "
+        "computer's clock still has its relay asked the time)",
+    )
     rooms.set_defaults(run=cmd_rooms)
 
     qr = commands.add_parser("qr", help="show a room's invite QR code, or save it")

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from instantroom.cli import main
 from instantroom.client import keystore
@@ -969,7 +970,7 @@ def test_a_store_written_before_names_were_kept_opens_with_none(store_path: Path
     sealing = store._sealing
     assert sealing is not None
     document = json.loads(store_path.read_bytes())
-    plain = keystore.AESGCM(sealing.key).decrypt(
+    plain = AESGCM(sealing.key).decrypt(
         keystore._unb64(document["nonce"]),
         keystore._unb64(document["ciphertext"]),
         keystore._aad(keystore._header(document["kdf"])),
@@ -979,7 +980,7 @@ def test_a_store_written_before_names_were_kept_opens_with_none(store_path: Path
     nonce = os.urandom(12)
     document["nonce"] = keystore._b64(nonce)
     document["ciphertext"] = keystore._b64(
-        keystore.AESGCM(sealing.key).encrypt(
+        AESGCM(sealing.key).encrypt(
             nonce,
             json.dumps(contents).encode(),
             keystore._aad(keystore._header(document["kdf"])),

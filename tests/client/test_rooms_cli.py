@@ -648,3 +648,34 @@ def test_a_name_that_cannot_be_one_is_refused_before_anything_is_stored(tmp_path
     assert result.returncode == 2
     assert "A name is 1 to 64 bytes" in result.stderr
     assert KeyStore.open(store, PASSWORD).name == ""
+
+
+def test_send_with_a_new_name_sends_all_the_same_when_the_store_cannot_be_written(
+    tmp_path: Path,
+    relay: RelayProcess,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Keeping the name is a convenience: a store on read-only media (or changed by another
+    program's password change) costs it, not the message."""
+    import errno
+
+    from instantroom import cli as cli_module
+
+    store = tmp_path / "store.json"
+    opened = KeyStore.create(store, PASSWORD, kdf={"name": "argon2id", "iterations": 1,
+                                                   "lanes": 1, "memory_kib": 1024})  # fmt: skip
+    opened.add_room(StoredRoom(make_minikey(secrets.randbelow), "team", relay.url, 0))
+    opened.save()
+    monkeypatch.setenv("INSTANTROOM_PASSWORD", PASSWORD)
+    monkeypatch.setenv("INSTANTROOM_KEYSTORE", str(store))
+    monkeypatch.delenv("INSTANTROOM_NAME", raising=False)
+
+    def read_only(self: KeyStore) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(KeyStore, "_write", read_only)
+    status = cli_module.main(["send", "--room", "team", "--name", "deploybot", "hi"])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert "the name could not be kept in the key store (Read-only file system)" in err

@@ -178,3 +178,24 @@ def test_rooms_shows_a_room_its_relay_kept_with_the_time_left_by_the_relay(
     status, out, err = run(scenario())
     assert status == 0, err
     assert "(in 24 h)" in out, out
+
+
+def test_a_relay_saying_the_clock_is_more_than_31_days_fast_keeps_no_room(
+    tmp_path: Path,
+) -> None:
+    """Read back by at most MAX_CLOCK_READ_BACK_MS: a relay whose Date says 1990 (or that
+    lies) cannot keep a room's key on this computer for as long as it likes."""
+    path = tmp_path / "store.json"
+
+    async def scenario() -> tuple[int, str, str]:
+        async with FakeRelay(serving, clock_off_by=-40 * DAY_S) as behind:
+            store_with(path, behind.url, real_now_ms() - 2 * DAY_MS)
+            return await rooms(path, "--offline")
+
+    status, out, err = run(scenario())
+    assert status == 0, err
+    assert "Room 'team' has expired" in err
+    assert "team" not in out
+    assert labels(path) == []
+    connection._clock_offsets["ws://relay.example:1/ws"] = 40 * DAY_MS
+    assert abs(connection.relay_expiry_now("http://relay.example:1") - real_now_ms()) < 1000

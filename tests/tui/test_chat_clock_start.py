@@ -6,6 +6,8 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+from textual.widgets import Static
+
 from instantroom.client.keystore import KeyStore
 from instantroom.protocol.minikey import make_minikey
 from instantroom.testing import run
@@ -32,3 +34,25 @@ def test_the_chat_deletes_no_room_at_start_that_its_relay_keeps(tmp_path: Path) 
 
     assert run(scenario()) == ["team"]
     assert [r.label for r in KeyStore.open(path, PASSWORD).rooms] == ["team"]
+
+
+def test_the_chat_shows_a_room_its_relay_kept_with_the_time_left_by_the_relay(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.json"
+
+    async def scenario() -> tuple[list[str], str]:
+        async with FakeRelay(serving, clock_off_by=-3 * DAY_S) as behind:  # 3 days fast
+            ended = now_ms() - 2 * DAY_S * 1000
+            store = new_store(
+                path, room(make_minikey(secrets.randbelow), behind.url, "team", expires_at_ms=ended)
+            )
+            async with on_screen(ChatApp(store, "alice")) as member:
+                await member.until(lambda: "connected" in member.status(), "connected")
+                await member.do(member.pilot.pause(1.0))
+                labels = member.app.query(".room-label").results(Static)
+                return [str(label.content) for label in labels], member.status()
+
+    sidebar, status = run(scenario())
+    assert sidebar == ["team\nexpires in 24 h"]
+    assert "(in 24 h)" in status

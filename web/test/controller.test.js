@@ -719,6 +719,23 @@ describe("App: rooms expire by a clock the relay's says is right", () => {
   });
 });
 
+describe("App: a relay that says the clock is more than 31 days fast", () => {
+  it("is not believed for expiry: it cannot keep a room's key for as long as it likes", async () => {
+    const DAY = 24 * 3_600_000;
+    const { app } = await startApp({ relayTime: async () => Date.now() - 40 * DAY });
+    await new Promise((resolve) => setTimeout(resolve, 0)); // the clocks compared
+    assert.match(app.clockWarning ?? "", /about 40 days fast/); // said all the same
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Trip", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    assert.ok(app.room(id).expiresAtMs >= Date.now() + DAY - 60_000); // by this clock
+    app.room(id).expiresAtMs = Date.now() - 60_000;
+    app._checkExpiry();
+    assert.equal(app.room(id), null);
+    app.lock();
+  });
+});
+
 describe("App: a message dropped as dated ahead", () => {
   it("is said in its room, once however many come", async () => {
     const { app } = await startApp({ WebSocketImpl: RelaySocket });

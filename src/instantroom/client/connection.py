@@ -137,6 +137,10 @@ MAX_WRITE_BUFFER = 1024 * 1024
 # more than 5 minutes ahead of their clocks, so at 5 minutes either way one side goes
 # unheard; 2 leaves room for the others' clocks and the relay's.
 CLOCK_WARNING_MS = 120_000
+# Rooms expire by this clock read back by as much as the relay's says it is fast, but by no
+# more than this: the longest lifetime a relay gives a room by default (31 days). A relay
+# saying more would keep keys past their room's end for as long as it liked.
+MAX_CLOCK_READ_BACK_MS = 31 * 86_400_000
 
 
 class RoomGone(Exception):
@@ -289,7 +293,9 @@ _clock_offsets: dict[str, int] = {}
 
 def _expiry_now(offset: int | None) -> int:
     now = now_ms()
-    return now - offset if offset is not None and offset >= CLOCK_WARNING_MS else now
+    if offset is not None and CLOCK_WARNING_MS <= offset <= MAX_CLOCK_READ_BACK_MS:
+        return now - offset
+    return now
 
 
 def relay_expiry_now(server: str) -> int:
@@ -533,9 +539,10 @@ class RoomClient:
 
     def expiry_now(self) -> int:
         """The time rooms expire by, in ms: this machine's clock, read back by as much as the
-        relay's says it is fast (``CLOCK_WARNING_MS`` or more). A room's key is deleted at
-        its expiry, for good, and by a clock days fast every room would go at once; a
-        relay's word never deletes one early (a clock said slow is not read forward)."""
+        relay's says it is fast (``CLOCK_WARNING_MS`` or more, ``MAX_CLOCK_READ_BACK_MS`` at
+        most). A room's key is deleted at its expiry, for good, and by a clock days fast
+        every room would go at once; a relay's word never deletes one early (a clock said
+        slow is not read forward), nor keeps one for more than a room's longest life."""
         return _expiry_now(self._clock_offset_ms)
 
     @property

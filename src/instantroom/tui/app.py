@@ -559,10 +559,17 @@ class ChatApp(App[None]):
         label = Static(self._room_label(view), classes="room-label")
         return ListItem(label, id=item_id(view.room_id))
 
+    @staticmethod
+    def _expiry_now(view: RoomView) -> int:
+        """The time the room expires by: by its relay's reading of this clock, once told."""
+        client = view.client
+        return client.expiry_now() if client is not None else relay_expiry_now(view.stored.server)
+
     def _room_label(self, view: RoomView) -> Text:
         label = Text(printable(view.stored.label), style="bold", no_wrap=True, overflow="ellipsis")
         label.append(
-            "\n" + expiry_text(view.stored.expires_at_ms, now_ms(), with_time=False), style="dim"
+            "\n" + expiry_text(view.stored.expires_at_ms, self._expiry_now(view), with_time=False),
+            style="dim",
         )
         if view.unread:
             label.append(f"  {view.unread} new", style="bold")
@@ -966,7 +973,7 @@ class ChatApp(App[None]):
             if unread:
                 shown.append(f"  ·  {unread} new in other rooms", style="bold")
         shown.append(f"  ·  {printable(view.stored.label)} on {shown_server(view.stored.server)}")
-        shown.append(f"  ·  {expiry_text(view.stored.expires_at_ms, now_ms())}")
+        shown.append(f"  ·  {expiry_text(view.stored.expires_at_ms, self._expiry_now(view))}")
         shown.append("  ·  history kept" if view.stored.keep_history else "  ·  no history kept")
         return shown
 

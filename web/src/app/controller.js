@@ -127,6 +127,10 @@ function laterThan(a, b) {
  * than 5 minutes ahead of their clocks (PROTOCOL.md 7), so at 5 minutes either way one
  * side's messages go unseen; 2 leaves room for the others' clocks and the relay's. */
 export const CLOCK_WARNING_MS = 120_000;
+/** Rooms expire by this device's clock read back by no more than this (the longest lifetime
+ * a relay gives a room by default): a relay saying more would keep keys for as long as it
+ * liked. */
+export const MAX_CLOCK_READ_BACK_MS = 31 * 86_400_000;
 
 /** The clock of the relay that served the page, in ms, from its answer's Date header (whole
  * seconds, so the middle of the second is taken); null when it gives none. */
@@ -235,10 +239,12 @@ export class App {
 
   /** The time rooms expire by here. A room's key is deleted at its expiry, for good: by a
    * clock days fast, every room would go at the next unlock. So a device's clock that the
-   * relay's says is fast is read back by that much; one said slow is not read forward (a
-   * relay's word never deletes a key early, and the relay refuses an expired room itself). */
+   * relay's says is fast is read back by that much, up to MAX_CLOCK_READ_BACK_MS; one said
+   * slow is not read forward (a relay's word never deletes a key early, and the relay
+   * refuses an expired room itself). */
   expiryNow(now = Date.now()) {
-    return this._clockKnown && this.clockOffsetMs >= CLOCK_WARNING_MS ? now - this.clockOffsetMs : now;
+    const offset = this.clockOffsetMs;
+    return this._clockKnown && offset >= CLOCK_WARNING_MS && offset <= MAX_CLOCK_READ_BACK_MS ? now - offset : now;
   }
 
   /** What to tell the user of this device's clock, or null when it is near the relay's. */
