@@ -165,17 +165,22 @@ def test_send_asks_the_relay_too_before_deleting_and_sends_to_the_room_it_kept(
     assert labels(path) == ["team"]
 
 
-def test_rooms_shows_a_room_its_relay_kept_with_the_time_left_by_the_relay(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "store.json"
+def rooms_ended_2_days_ago(path: Path, fast_by_days: int) -> tuple[int, str, str]:
+    """``rooms --offline`` on a room over 2 days ago by this clock, its relay saying this
+    clock is ``fast_by_days`` fast."""
 
     async def scenario() -> tuple[int, str, str]:
-        async with FakeRelay(serving, clock_off_by=-3 * DAY_S) as behind:
+        async with FakeRelay(serving, clock_off_by=-fast_by_days * DAY_S) as behind:
             store_with(path, behind.url, real_now_ms() - 2 * DAY_MS)
             return await rooms(path, "--offline")
 
-    status, out, err = run(scenario())
+    return run(scenario())
+
+
+def test_rooms_shows_a_room_its_relay_kept_with_the_time_left_by_the_relay(
+    tmp_path: Path,
+) -> None:
+    status, out, err = rooms_ended_2_days_ago(tmp_path / "store.json", 3)
     assert status == 0, err
     assert "(in 24 h)" in out, out
 
@@ -186,13 +191,7 @@ def test_a_relay_saying_the_clock_is_more_than_31_days_fast_keeps_no_room(
     """Read back by at most MAX_CLOCK_READ_BACK_MS: a relay whose Date says 1990 (or that
     lies) cannot keep a room's key on this computer for as long as it likes."""
     path = tmp_path / "store.json"
-
-    async def scenario() -> tuple[int, str, str]:
-        async with FakeRelay(serving, clock_off_by=-40 * DAY_S) as behind:
-            store_with(path, behind.url, real_now_ms() - 2 * DAY_MS)
-            return await rooms(path, "--offline")
-
-    status, out, err = run(scenario())
+    status, out, err = rooms_ended_2_days_ago(path, 40)
     assert status == 0, err
     assert "Room 'team' has expired" in err
     assert "team" not in out
