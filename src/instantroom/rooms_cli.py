@@ -96,7 +96,8 @@ def _password(prompt: str, confirm: bool = False) -> str:
         return given
     password = getpass.getpass(prompt)
     if confirm and getpass.getpass("Once more: ") != password:
-        raise SystemExit("instantroom: the two passwords differ; nothing was changed.")
+        print("instantroom: the two passwords differ; nothing was changed.", file=sys.stderr)
+        raise SystemExit(2)  # a mistyped input, as a mistyped key
     return password
 
 
@@ -433,7 +434,7 @@ def cmd_passwd(args: argparse.Namespace) -> int:
         new = getpass.getpass("New password: ")
         if getpass.getpass("Once more: ") != new:
             print("instantroom: the two passwords differ; nothing was changed.", file=sys.stderr)
-            return 1
+            return 2
     store.change_password(new)
     print("The key store now opens with the new password.")
     return 0

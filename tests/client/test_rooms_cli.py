@@ -679,3 +679,26 @@ def test_send_with_a_new_name_sends_all_the_same_when_the_store_cannot_be_writte
     err = capsys.readouterr().err
     assert status == 0, err
     assert "the name could not be kept in the key store (Read-only file system)" in err
+
+
+def test_two_passwords_that_differ_change_nothing_and_exit_2(tmp_path: Path) -> None:
+    """As any mistyped input: status 2, one line, the store as it was (or none made)."""
+    store = tmp_path / "store.json"
+    _store_with_a_room(store)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
+    environ |= {"INSTANTROOM_KEYSTORE": str(store)}
+    runs = [
+        (["passwd"], f"{PASSWORD}\nnew password one\nnew password two\n"),
+        (["new", "--keystore", str(tmp_path / "new.json")], "password one\npassword two\n"),
+    ]
+    for args, typed in runs:
+        result = subprocess.run(
+            [sys.executable, "-m", "instantroom", *args], input=typed,
+            start_new_session=True,  # no terminal for getpass to open: it reads stdin
+            capture_output=True, text=True, env=environ, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().endswith("the two passwords differ; nothing was changed.")
+        assert "Traceback" not in result.stderr
+    assert [room.label for room in KeyStore.open(store, PASSWORD).rooms] == ["team"]
+    assert not (tmp_path / "new.json").exists()
