@@ -100,7 +100,9 @@ const traversed = () => new Promise((resolve) => setTimeout(resolve, 5));
 const invitedPage = pageOfRelayA(`#${INVITED_KEY}`);
 globalThis.window = invitedPage;
 globalThis.document = Object.assign(new EventTarget(), { visibilityState: "visible" });
-const { App, CLOCK_WARNING_MS, SAVE_THROTTLE_MS, TAB_LOCK } = await import("../src/app/controller.js");
+const { App, CLOCK_WARNING_MS, DROPPED_AHEAD_SHOWN_MS, SAVE_THROTTLE_MS, TAB_LOCK } = await import(
+  "../src/app/controller.js"
+);
 
 /** WebSockets that never open: each records the URL it was made for. */
 const socketUrls = [];
@@ -754,6 +756,39 @@ describe("App: a message dropped as dated ahead", () => {
     assert.match(app.liveRoom(id).droppedAhead ?? "", /^A message dated 12 minutes ahead of this device's clock was dropped/);
     assert.equal(draws, 1);
     assert.deepEqual(texts(), ["on time", "a little ahead"]); // the fast ones are not shown
+    app.lock();
+  });
+});
+
+describe("App: a message dropped as dated ahead, some time ago", () => {
+  it("is no longer said DROPPED_AHEAD_SHOWN_MS after the last one", async () => {
+    const { app } = await startApp({ WebSocketImpl: RelaySocket });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Clocks", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    const { envelopeOf, deliver } = aliceIn(app, id);
+    const connection = await joined(app, id);
+    const realNow = Date.now;
+    const later = (ms) => {
+      Date.now = () => realNow() + ms;
+      app._checkExpiry();
+      Date.now = realNow;
+      return app.liveRoom(id).droppedAhead;
+    };
+    try {
+      await deliver(connection, await envelopeOf("fast", Date.now() + 12 * 60_000));
+      assert.match(app.liveRoom(id).droppedAhead ?? "", /12 minutes ahead/);
+      assert.match(later(DROPPED_AHEAD_SHOWN_MS - 5_000) ?? "", /12 minutes ahead/);
+      // Another one keeps it said for as long again.
+      const then = realNow() + DROPPED_AHEAD_SHOWN_MS - 4_000;
+      Date.now = () => realNow() + DROPPED_AHEAD_SHOWN_MS - 4_000;
+      await deliver(connection, await envelopeOf("fast again", then + 12 * 60_000));
+      Date.now = realNow;
+      assert.match(later(DROPPED_AHEAD_SHOWN_MS + 5_000) ?? "", /12 minutes ahead/);
+      assert.equal(later(2 * DROPPED_AHEAD_SHOWN_MS), null);
+    } finally {
+      Date.now = realNow;
+    }
     app.lock();
   });
 });

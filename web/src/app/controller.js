@@ -20,6 +20,8 @@ export const LIFETIMES = Object.freeze({
 });
 const IDLE_CHECK_MS = 5_000;
 const EXPIRY_CHECK_MS = 1_000;
+/** How long a room says a message was dropped as dated ahead, after the last one. */
+export const DROPPED_AHEAD_SHOWN_MS = 10 * 60_000;
 const MIN_PASSWORD_LENGTH = 8;
 // Saves that arriving messages and acknowledgements cause happen at most this often (the
 // last change is written at the end of the wait): every save re-encrypts the whole store,
@@ -757,7 +759,16 @@ export class App {
   liveRoom(id) {
     let live = this.live.get(id);
     if (!live) {
-      live = { members: 0, roster: [], messages: [], error: null, draft: "", unread: 0, droppedAhead: null };
+      live = {
+        members: 0,
+        roster: [],
+        messages: [],
+        error: null,
+        draft: "",
+        unread: 0,
+        droppedAhead: null,
+        droppedAheadAt: 0, // when the last message dated ahead was dropped (Date.now())
+      };
       const stored = this.room(id);
       // What the relay had not taken when the tab locked or closed waits in the stored
       // outbox, and is sent again (_restoreOutbox); anything else it never took was given up.
@@ -1211,9 +1222,24 @@ export class App {
       `A message dated ${howFar(aheadMs)} ahead of this device's clock was dropped: its sender's clock ` +
       "is probably fast, or this one slow. Ask them to set it to the right time.";
     const live = this.liveRoom(id);
+    live.droppedAheadAt = Date.now();
     if (live.droppedAhead === said) return; // a flood of them draws nothing more
     live.droppedAhead = said;
     this.changed();
+  }
+
+  /** A room's word of messages dropped as dated ahead goes DROPPED_AHEAD_SHOWN_MS after the
+   * last one: a clock set right since has nothing more to say. */
+  _forgetDroppedAhead() {
+    const before = Date.now() - DROPPED_AHEAD_SHOWN_MS;
+    let forgotten = false;
+    for (const live of this.live.values()) {
+      if (live.droppedAhead !== null && live.droppedAheadAt <= before) {
+        live.droppedAhead = null;
+        forgotten = true;
+      }
+    }
+    if (forgotten) this.changed();
   }
 
   _onPresence({ roomId, members }) {
@@ -1321,6 +1347,7 @@ export class App {
 
   _checkExpiry() {
     if (!this.store) return;
+    this._forgetDroppedAhead();
     const removed = this.store.purgeExpired(this.expiryNow());
     if (!removed.length) return;
     for (const room of removed) {
