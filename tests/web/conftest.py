@@ -403,6 +403,34 @@ async () => {
 """
 
 
+COUNT_JOURNAL = """
+async () => {
+  const db = await new Promise((resolve, reject) => {
+    const request = indexedDB.open("instantroom");
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error);
+  });
+  try {
+    return await new Promise((resolve, reject) => {
+      const request = db.transaction("vault", "readonly").objectStore("vault").getAllKeys();
+      request.onsuccess = () =>
+        resolve(request.result.filter((k) => Array.isArray(k) && k[0] === "journal").length);
+      request.onerror = () => reject(request.error);
+    });
+  } finally {
+    db.close();
+  }
+}
+"""
+
+
+def journal_entries(page: Page) -> int:
+    """How many entries the key store's journal holds (web/src/store/db.js)."""
+    count = page.evaluate(COUNT_JOURNAL)
+    assert isinstance(count, int)
+    return count
+
+
 def read_vault(page: Page) -> str:
     """The IndexedDB record "main" of the store "vault", as canonical JSON (bytes in hex)."""
     text = page.evaluate(READ_VAULT)

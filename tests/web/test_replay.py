@@ -21,7 +21,7 @@ from instantroom.protocol.envelope import Kind, new_message, seal_envelope
 from instantroom.protocol.join import sign_join_proof
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.testing import RelayProcess
-from tests.web.conftest import TIMEOUT_MS, Phone, wait_for_stored
+from tests.web.conftest import TIMEOUT_MS, Phone, journal_entries, wait_for_stored
 
 PASSWORD = "bob's long password"
 F = TypeVar("F", bound=frames.Frame)
@@ -131,17 +131,22 @@ def test_a_message_a_relay_sends_again_after_a_reload_is_not_shown_again(
         expect(bob.by("message")).to_have_count(1)
 
 
-def test_a_message_shown_just_before_a_reload_is_kept_and_not_shown_twice(
-    phones: Callable[..., Phone], relay: RelayProcess
-) -> None:
-    bob = phones()
+def in_a_room_keeping_history(bob: Phone, relay: RelayProcess) -> RoomKeys:
+    """Bob's first visit: a room of his that keeps its messages, on screen; its keys."""
     bob.open(relay.url)
     bob.set_password(PASSWORD)
     room = bob.create_room("Kept", "Bob")
     bob.open_room()
     bob.page.get_by_role("button", name="Room options").click()
     bob.by("keep-history").check()
-    keys = RoomKeys.from_minikey(room.key)
+    return RoomKeys.from_minikey(room.key)
+
+
+def test_a_message_shown_just_before_a_reload_is_kept_and_not_shown_twice(
+    phones: Callable[..., Phone], relay: RelayProcess
+) -> None:
+    bob = phones()
+    keys = in_a_room_keeping_history(bob, relay)
 
     with raw_member(relay, keys) as alice:
         bob.expect_members(2)
@@ -151,15 +156,15 @@ def test_a_message_shown_just_before_a_reload_is_kept_and_not_shown_twice(
         bob.expect_message("the last one")
         bob.page.reload()  # at once: the waiting save is written as the page goes
 
-        # The old page's last write may commit a moment after the new page is up.
+        # The old page's last write may not land: the journal, written as the message came,
+        # holds it then, and the unlock writes it into the record.
+        bob.unlock(PASSWORD)
         contents = wait_for_stored(
             bob.page, PASSWORD, lambda stored: len(stored["rooms"][0]["messages"]) == 2
         )
         kept = contents["rooms"][0]
         assert [m["text"] for m in kept["messages"]] == ["the one before", "the last one"]
         assert len(kept["recent"]) == 2
-
-        bob.unlock(PASSWORD)
         bob.by("room-item").first.click()
         bob.expect_online()
         bob.expect_members(2)
@@ -171,6 +176,54 @@ def test_a_message_shown_just_before_a_reload_is_kept_and_not_shown_twice(
         bob.expect_message("the one before")
         bob.expect_message("the last one")
         expect(bob.by("message")).to_have_count(3)
+
+
+# Every "strict" write of the page (the key store's saves) fails from then on; the journal's
+# "relaxed" writes go on.
+REFUSE_SAVES = """
+() => {
+  const transaction = IDBDatabase.prototype.transaction;
+  IDBDatabase.prototype.transaction = function (names, mode, options) {
+    if (mode === "readwrite" && options?.durability === "strict") {
+      throw new DOMException("Held back by the test.", "AbortError");
+    }
+    return transaction.call(this, names, mode, options);
+  };
+}
+"""
+
+
+def test_a_message_shown_before_the_tab_ends_is_kept_though_no_save_landed(
+    phones: Callable[..., Phone], relay: RelayProcess
+) -> None:
+    """A tab that ends before its waiting save lands (a crash, a phone ending it, a slow
+    device) keeps what it showed: the journal entry was written before it showed."""
+    bob = phones()
+    keys = in_a_room_keeping_history(bob, relay)
+
+    with raw_member(relay, keys) as alice:
+        bob.expect_members(2)
+        alice.publish(alice.sealed(1, "the one before"))
+        bob.expect_message("the one before")
+        wait_for_stored(bob.page, PASSWORD, lambda stored: len(stored["rooms"][0]["messages"]) == 1)
+        # From now on no save of this page lands: it is as good as gone.
+        bob.page.evaluate(REFUSE_SAVES)
+        alice.publish(alice.sealed(2, "the last one"))
+        bob.expect_message("the last one")  # shown once its journal entry is written
+        bob.page.close()
+
+    page = bob.context.new_page()
+    bob.page = page
+    bob.open(relay.url)
+    bob.unlock(PASSWORD)
+    contents = wait_for_stored(
+        page, PASSWORD, lambda stored: len(stored["rooms"][0]["messages"]) == 2
+    )
+    assert [m["text"] for m in contents["rooms"][0]["messages"]] == [
+        "the one before",
+        "the last one",
+    ]
+    assert journal_entries(page) == 0  # written into the record, and gone
 
 
 def test_a_message_dropped_as_dated_ahead_is_said_in_its_room(

@@ -657,6 +657,7 @@ function aliceIn(app, id) {
   const deliver = async (connection, ...sealed) => {
     for (const { envelope } of sealed) liveSockets.at(-1).push({ type: "Deliver", roomId: room.roomId, envelope });
     await connection.idle();
+    await app._shown; // each shows once its journal entry is written
   };
   const texts = () => app.liveRoom(id).messages.map((m) => m.text);
   return { envelopeOf, deliver, texts };

@@ -9,7 +9,7 @@ import { fromHex, hex } from "../src/protocol/bytes.js";
 import { ChecksumMismatch, UsageError } from "../src/protocol/errors.js";
 import { deviceKeyFromSeed, fingerprint, roomKeysFromMinikey } from "../src/protocol/kdf.js";
 import { formatMinikey, makeMinikey } from "../src/protocol/minikey.js";
-import { readRecord, writeRecord } from "../src/store/db.js";
+import { addJournalEntry, readRecord, readRecordAndJournal, writeRecord } from "../src/store/db.js";
 import {
   DamagedStore,
   DELETED_KEPT_MS,
@@ -1011,3 +1011,117 @@ it("a save queued before a failed password change and a lock still writes the co
   const again = await KeyStore.unlock(PASSWORD, options); // not damaged, not emptied
   assert.equal(again.data.nickname, "kept");
 });
+
+describe("KeyStore: the journal (what came since the last save)", () => {
+  /** A store with one room keeping history, saved, and a message that came after. */
+  async function withAnArrival(options, { keepHistory = true } = {}) {
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: Date.now(), keepHistory });
+    await store.save();
+    const came = message(1, { timestampMs: Date.now() - 1000 });
+    store.recordRecent(room.roomId, came.id, came.timestampMs);
+    if (keepHistory) store.addMessage(room.roomId, came);
+    await store.journal(room.roomId, { recent: { id: came.id, timestampMs: came.timestampMs }, message: keepHistory ? came : null });
+    return { store, room, came };
+  }
+  const journalKeys = async (options) => (await readRecordAndJournal(options)).journal.map(([key]) => key);
+
+  it("keeps a message whose save never came (a reload, a closed tab): the next unlock takes it in", async () => {
+    const options = fresh();
+    const { room, came } = await withAnArrival(options); // and the tab goes: no save, no lock
+    assert.deepEqual((await storedContents(options)).rooms[0].messages, []);
+    assert.equal((await journalKeys(options)).length, 1);
+    const next = await KeyStore.unlock(PASSWORD, options);
+    assert.deepEqual(next.room(room.roomId).messages.map((m) => m.text), [came.text]);
+    assert.deepEqual(next.room(room.roomId).recent.map((r) => r.id), [came.id]);
+    assert.equal(next.journalWaiting, true);
+    await next.save(); // the record holds it now, and the journal goes
+    assert.deepEqual((await storedContents(options)).rooms[0].messages.map((m) => m.text), [came.text]);
+    assert.deepEqual(await journalKeys(options), []);
+    assert.equal(next.journalWaiting, false);
+  });
+
+  it("is deleted by the save that holds its entries, and says nothing readable", async () => {
+    const options = fresh();
+    const { store, came } = await withAnArrival(options);
+    const { journal } = await readRecordAndJournal(options);
+    const bytes = JSON.stringify(journal);
+    for (const secret of [came.text, came.id, came.senderName]) assert.ok(!bytes.includes(secret));
+    await store.save();
+    assert.deepEqual(await journalKeys(options), []);
+  });
+
+  it("takes only the id into a room that keeps no history, nothing into a room forgotten", async () => {
+    const options = fresh();
+    const { room, came } = await withAnArrival(options, { keepHistory: false });
+    const next = await KeyStore.unlock(PASSWORD, options);
+    assert.deepEqual(next.room(room.roomId).messages, []);
+    assert.deepEqual(next.room(room.roomId).recent.map((r) => r.id), [came.id]);
+    // Forgotten and saved, the entry still there (its write landed after that save):
+    // nothing comes back, and the entry goes with the next save.
+    const otherOptions = fresh();
+    const other = await withAnArrival(otherOptions);
+    const { journal } = await readRecordAndJournal(otherOptions);
+    other.store.removeRoom(other.room.roomId);
+    await other.store.save();
+    await writeJournalBack(otherOptions, journal);
+    const reopened = await KeyStore.unlock(PASSWORD, otherOptions);
+    assert.deepEqual(reopened.data.rooms, []);
+    assert.equal(reopened.journalWaiting, true);
+    await reopened.save();
+    assert.deepEqual(await journalKeys(otherOptions), []);
+  });
+
+  it("does not bring back a message deleted since, nor open after a password change", async () => {
+    const options = fresh();
+    const { store, room, came } = await withAnArrival(options);
+    // Deleted, and the deletion saved, while the entry's write was taken as not held.
+    const { journal } = await readRecordAndJournal(options);
+    store.deleteMessage(room.roomId, came.id);
+    await store.save();
+    await writeJournalBack(options, journal); // as if the save had not deleted it
+    const next = await KeyStore.unlock(PASSWORD, options);
+    assert.deepEqual(next.room(room.roomId).messages, []);
+    // Sealed under the old password's key: read, not taken in, and deleted by a save.
+    await next.changePassword(PASSWORD, "another long password");
+    await writeJournalBack(options, journal);
+    const changed = await KeyStore.unlock("another long password", options);
+    assert.equal((await journalKeys(options)).length, 1);
+    await changed.save();
+    assert.deepEqual(await journalKeys(options), []);
+  });
+
+  it("is taken in in the order it was written: messages of the same ms keep their order", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: Date.now(), keepHistory: true });
+    await store.save();
+    const at = Date.now() - 1000;
+    const came = Array.from({ length: 12 }, (_, n) => message(n, { timestampMs: at }));
+    for (const m of came) {
+      store.recordRecent(room.roomId, m.id, m.timestampMs);
+      store.addMessage(room.roomId, m);
+      store.journal(room.roomId, { recent: { id: m.id, timestampMs: m.timestampMs }, message: m });
+    }
+    const next = await waitForJournal(options, came.length);
+    assert.deepEqual(next.room(room.roomId).messages.map((m) => m.text), came.map((m) => m.text));
+  });
+
+  it("goes with a wipe", async () => {
+    const options = fresh();
+    const { store } = await withAnArrival(options);
+    await store.wipe();
+    assert.deepEqual(await readRecordAndJournal(options), { record: null, journal: [] });
+  });
+});
+
+/** Unlock once the journal holds `count` entries. */
+async function waitForJournal(options, count) {
+  while ((await readRecordAndJournal(options)).journal.length < count) await new Promise((r) => setTimeout(r, 5));
+  return KeyStore.unlock(PASSWORD, options);
+}
+
+/** Put journal entries back under their keys, as they were read. */
+async function writeJournalBack(options, journal) {
+  for (const [key, value] of journal) await addJournalEntry(key.slice(1), value, options).catch(() => {});
+}

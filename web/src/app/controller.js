@@ -22,6 +22,8 @@ const IDLE_CHECK_MS = 5_000;
 const EXPIRY_CHECK_MS = 1_000;
 /** How long a room says a message was dropped as dated ahead, after the last one. */
 export const DROPPED_AHEAD_SHOWN_MS = 10 * 60_000;
+/** How long an arrival waits to show for its journal entry, at most (_onMessage). */
+const JOURNAL_WAIT_MS = 1_000;
 const MIN_PASSWORD_LENGTH = 8;
 // Saves that arriving messages and acknowledgements cause happen at most this often (the
 // last change is written at the end of the wait): every save re-encrypts the whole store,
@@ -209,6 +211,7 @@ export class App {
     };
     this._lastSaveAt = -Infinity; // when the last save was asked for, by the clock above
     this._saveTimer = null; // a throttled save waiting for its time (saveSoon)
+    this._shown = Promise.resolve(); // the arrivals shown so far, in order (_onMessage)
     this._onBeforeUnload = () => this.flushSave();
     this._locks = { manager: globalThis.navigator?.locks ?? null, waitMs: TAB_LOCK_WAIT_MS, ...locks };
     this._releaseTabLock = null; // lets go of TAB_LOCK, held while unlocked
@@ -586,7 +589,9 @@ export class App {
     if (!store.data.serverUrl) store.data.serverUrl = defaultServerUrl();
     this.lastActivity = Date.now();
     const removed = store.purgeExpired(this.expiryNow());
-    if (removed.length) {
+    // What the journal held (arrivals that a reload or a closed tab kept from their save)
+    // goes into the record now, and out of the journal.
+    if (removed.length || store.journalWaiting) {
       await this.save();
       // Locked meanwhile (another tab wrote the store first): lock() said why.
       if (this.store !== store) return;
@@ -1184,16 +1189,22 @@ export class App {
   /** Show `entry` in room `id`, and keep it if the room keeps history; `saving` writes
    * the store (an arrival: throttled, saveSoon). */
   _append(id, entry, { saving = () => this.saveSoon() } = {}) {
-    const live = this.liveRoom(id);
-    if (live.messages.some((m) => m.id === entry.id)) return;
-    live.messages.push(entry);
-    if (live.messages.length > MAX_LIVE_MESSAGES) live.messages.splice(0, live.messages.length - MAX_LIVE_MESSAGES);
-    const room = this.room(id);
-    if (room?.keepHistory) {
+    if (this.liveRoom(id).messages.some((m) => m.id === entry.id)) return;
+    if (this.room(id)?.keepHistory) {
       this.store.addMessage(id, this._storable(entry));
       saving();
     }
+    this._show(id, entry);
+  }
+
+  /** Show `entry` in room `id` (once: false if it shows already), and draw. */
+  _show(id, entry) {
+    const live = this.liveRoom(id);
+    if (live.messages.some((m) => m.id === entry.id)) return false;
+    live.messages.push(entry);
+    if (live.messages.length > MAX_LIVE_MESSAGES) live.messages.splice(0, live.messages.length - MAX_LIVE_MESSAGES);
     this.changed();
+    return true;
   }
 
   // Connection events
@@ -1276,14 +1287,27 @@ export class App {
       keyChanged: Boolean(keyChanged),
       status: "sent",
     };
-    // Unread until seen: _append's changed() clears it for the room on screen.
-    const live = this.liveRoom(id);
-    if (!live.messages.some((m) => m.id === entry.id)) live.unread += 1;
     // Its id, kept history or not, for the replay filter after a reload or an unlock (see
-    // _seedReplayFilter); one throttled save for it and the kept message, never one each.
-    let save = this.store.recordRecent(id, entry.id, entry.timestampMs);
-    this._append(id, entry, { saving: () => (save = true) });
-    if (save) this.saveSoon();
+    // _seedReplayFilter), and the message if the room keeps history; one throttled save
+    // for both, never one each.
+    const store = this.store;
+    const recorded = store.recordRecent(id, entry.id, entry.timestampMs);
+    const kept = this.room(id).keepHistory ? store.addMessage(id, this._storable(entry)) !== null : false;
+    // Shown once written beside the record (the journal), a few ms on, in the order they
+    // came: the save waits its turn (saveSoon), and the page may be reloaded or closed a
+    // moment after it shows. What shows is kept.
+    const recent = { id: entry.id, timestampMs: entry.timestampMs };
+    const written = recorded || kept ? store.journal(id, { recent, message: kept ? this._storable(entry) : null }) : null;
+    // A database that never answers holds nothing back for long.
+    const late = new Promise((resolve) => setTimeout(resolve, JOURNAL_WAIT_MS));
+    this._shown = Promise.all([this._shown, written && Promise.race([written, late])]).then(() => {
+      if (this.store !== store || !this.room(id)) return; // locked or forgotten meanwhile
+      // Unread until seen: _show's changed() clears it for the room on screen.
+      const live = this.liveRoom(id);
+      if (!live.messages.some((m) => m.id === entry.id)) live.unread += 1;
+      this._show(id, entry);
+    });
+    if (recorded || kept) this.saveSoon();
   }
 
   _onAccepted({ roomId, messageId }) {

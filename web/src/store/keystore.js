@@ -45,15 +45,17 @@ import { UsageError } from "../protocol/errors.js";
 import { deviceKeyFromSeed, fingerprint as fingerprintOf, roomKeysFromMinikey } from "../protocol/kdf.js";
 import { parseMinikey } from "../protocol/minikey.js";
 import { MAX_OUTBOX } from "../protocol/session.js";
-import { addRecord, deleteRecord, readRecord, replaceRecord } from "./db.js";
+import { addJournalEntry, addRecord, deleteRecord, readRecord, readRecordAndJournal, replaceRecord } from "./db.js";
 import {
   DamagedStore,
   KeyStoreError,
   WrongPassword,
   checkPassword,
   createVault,
+  openJournalEntry,
   openVault,
   reopenVault,
+  sealJournalEntry,
   sealVault,
 } from "./vault.js";
 
@@ -357,8 +359,16 @@ export class KeyStore {
   #writes = Promise.resolve();
   // The save asked for but not started yet, which later saves join: a burst of saves (a
   // room flooding a kept history) costs one write in flight and one more, never one each.
-  /** @type {{snapshot: any, done: Promise<void>} | null} */
+  /** @type {{snapshot: any, journal: Array<any> | null, done: Promise<void>} | null} */
   #pendingSave = null;
+  // The journal's entries this store holds in its contents (taken in at unlock, or written
+  // by journal()), by their keys as JSON: the next save that holds them deletes them.
+  /** @type {Map<string, Array<number | string>>} */
+  #journaled = new Map();
+  // journal() writes under way: a save waits for them, and deletes the entries it holds.
+  /** @type {Set<Promise<Array<number | string> | null>>} */
+  #journaling = new Set();
+  #journalCount = 0;
 
   /** Use KeyStore.create or KeyStore.unlock. */
   constructor(token, record, key, data, options) {
@@ -407,10 +417,12 @@ export class KeyStore {
    */
   static async unlock(password, options = {}) {
     checkPassword(password);
-    const record = await readRecord(options);
+    const { record, journal } = await readRecordAndJournal(options);
     if (record === null) throw new NoStore("There is no key store in this browser.");
     const { contents, key } = await openVault(record, password, options);
-    return new KeyStore(constructing, record, key, loadContents(contents), options);
+    const store = new KeyStore(constructing, record, key, loadContents(contents), options);
+    await store.#takeInJournal(journal);
+    return store;
   }
 
   /**
@@ -424,7 +436,7 @@ export class KeyStore {
     if (this.locked) throw new StoreLocked("The key store is locked.");
     if (this.#pendingSave) throw new UsageError("reload() comes before any change and save().");
     await this.#writes;
-    const record = await readRecord(this.#options);
+    const { record, journal } = await readRecordAndJournal(this.#options);
     if (record === null) throw new NoStore("There is no key store in this browser any more.");
     if (this.locked || record.nonce === this.#record?.nonce) return false;
     const contents = await reopenVault(record, this.#key);
@@ -436,7 +448,73 @@ export class KeyStore {
     this.#record = record;
     this.#data = data;
     this.#publicKey = null;
+    this.#journaled.clear();
+    await this.#takeInJournal(journal);
     return true;
+  }
+
+  /** Whether the contents hold journal entries that no save holds yet: save() soon. */
+  get journalWaiting() {
+    return this.#journaled.size > 0;
+  }
+
+  /**
+   * Write at once, beside the record, what just came into a room: a message's id and
+   * time (`recent`), and the message itself when the room keeps history (`message`, as
+   * addMessage takes it), both already in the contents. The saves that hold arrivals wait
+   * (the app throttles them), and a reload or a closed tab a moment after one came would
+   * lose it; the next unlock takes the journal in, and the first save that holds an entry
+   * deletes it. Never rejects: an entry not written leaves the save to keep it.
+   * @param {string} roomIdHex
+   * @param {{recent: {id: string, timestampMs: number}, message?: StoredMessage | null}} entry
+   * @returns {Promise<void>}
+   */
+  journal(roomIdHex, entry) {
+    const writing = this.#writeJournal(roomIdHex, entry);
+    this.#journaling.add(writing);
+    return writing.then(() => {
+      this.#journaling.delete(writing);
+    });
+  }
+
+  /** Seal and add one entry; its key once written, else null. */
+  async #writeJournal(roomIdHex, { recent, message = null }) {
+    if (this.locked) return null;
+    try {
+      const sealed = await sealJournalEntry(this.#record, this.#key, { roomId: roomIdHex, recent, message });
+      // In the order they came: taken in so, messages of the same ms keep their order.
+      const order = [Date.now(), this.#journalCount++, hex(crypto.getRandomValues(new Uint8Array(8)))];
+      const key = await addJournalEntry(order, sealed, this.#options);
+      // Locked meanwhile: the lock's save holds it, and the next unlock deletes it.
+      if (!this.locked) this.#journaled.set(JSON.stringify(key), key);
+      return key;
+    } catch {
+      // Locked meanwhile (no key), or the database refused: the throttled save keeps it.
+      return null;
+    }
+  }
+
+  /** Take in the journal's entries (see journal()): those that open with this key and
+   * belong to a stored room; every entry read goes with the next save, opened or not. */
+  async #takeInJournal(journal) {
+    for (const [key, sealed] of journal) {
+      if (this.locked) return;
+      this.#journaled.set(JSON.stringify(key), key);
+      const entry = await openJournalEntry(this.#record, this.#key, sealed);
+      if (entry === null || this.locked) continue;
+      const room = typeof entry.roomId === "string" ? this.room(entry.roomId) : null;
+      if (room === null) continue; // forgotten since, or not one of ours
+      const id = typeof entry.recent?.id === "string" ? entry.recent.id.toLowerCase() : "";
+      try {
+        this.recordRecent(entry.roomId, id, entry.recent?.timestampMs);
+        // Not into a history turned off since, nor a message deleted since.
+        if (entry.message && room.keepHistory && !room.deleted?.some((d) => d.id === id)) {
+          if (entry.message.id?.toLowerCase() === id) this.addMessage(entry.roomId, entry.message);
+        }
+      } catch {
+        // Malformed: an entry of ours always is well formed; take nothing from it.
+      }
+    }
   }
 
   /**
@@ -476,11 +554,17 @@ export class KeyStore {
     return done;
   }
 
-  async #replace(record) {
-    if (!(await replaceRecord(this.#record, record, this.#options))) {
+  async #replace(record, journal = []) {
+    if (!(await replaceRecord(this.#record, record, this.#options, journal))) {
       throw new StoreChanged("The key store was changed in another tab: unlock it again.");
     }
     this.#record = record;
+    for (const key of journal) this.#journaled.delete(JSON.stringify(key));
+  }
+
+  /** The journal's entries the contents hold now: those a save of them may delete. */
+  #journalHeld() {
+    return [...this.#journaled.values()];
   }
 
   /**
@@ -491,15 +575,19 @@ export class KeyStore {
   async save() {
     if (this.locked) throw new StoreLocked("The key store is locked.");
     if (this.#pendingSave) return this.#pendingSave.done;
-    const pending = { snapshot: null, done: null };
+    const pending = { snapshot: null, journal: null, done: null };
     pending.done = this.#enqueue(async () => {
       if (this.#pendingSave === pending) this.#pendingSave = null;
       // Locked with no snapshot taken: there is nothing to write (never null contents).
       if (!pending.snapshot && this.#data === null) return;
       if (!pending.snapshot) this.#pruneWindows();
       const snapshot = pending.snapshot ?? structuredClone(this.#data);
+      // The journal's entries for what the snapshot holds go with it: those written, and
+      // those being written now (for what came before it), once they are.
+      const writing = pending.snapshot ? [] : [...this.#journaling];
+      const journal = [...(pending.journal ?? this.#journalHeld()), ...(await Promise.all(writing)).filter(Boolean)];
       const record = await sealVault(this.#record, this.#key, snapshot);
-      await this.#replace(record);
+      await this.#replace(record, journal);
     });
     this.#pendingSave = pending;
     return pending.done;
@@ -516,14 +604,17 @@ export class KeyStore {
     checkPassword(newPassword);
     this.#pruneWindows();
     const snapshot = structuredClone(this.data);
+    // Entries sealed under the old password's key would not open under the new one: the
+    // new record holds them, and they go with it.
+    const journal = this.#journalHeld();
     // A save asked for after this must land after it, not join one queued before it; the
     // one queued before it writes the contents as they are now, as a lock would have it.
-    if (this.#pendingSave) this.#pendingSave.snapshot = snapshot;
+    if (this.#pendingSave) Object.assign(this.#pendingSave, { snapshot, journal });
     this.#pendingSave = null;
     return this.#enqueue(async () => {
       await openVault(this.#record, oldPassword, this.#options);
       const { record, key } = await createVault(newPassword, snapshot, this.#options);
-      await this.#replace(record);
+      await this.#replace(record, journal);
       this.#key = key;
     });
   }
@@ -539,7 +630,7 @@ export class KeyStore {
     // A save asked for but not started yet still writes the contents as they are now.
     if (this.#pendingSave) {
       this.#pruneWindows();
-      this.#pendingSave.snapshot = structuredClone(this.#data);
+      Object.assign(this.#pendingSave, { snapshot: structuredClone(this.#data), journal: this.#journalHeld() });
     }
     this.#pendingSave = null;
     this.#data = null;
@@ -554,7 +645,7 @@ export class KeyStore {
   /** Delete the stored record (after any pending save) and lock. */
   async wipe() {
     if (this.locked) throw new StoreLocked("The key store is locked: use KeyStore.wipe.");
-    const done = this.#enqueue(() => deleteRecord(this.#options));
+    const done = this.#enqueue(() => deleteRecord(this.#options)); // its journal too
     this.lock();
     return done;
   }

@@ -310,3 +310,44 @@ export async function sealVault(record, key, contents) {
   }
   return recordFrom(record, await encrypt(key, parsed.aad, contents));
 }
+
+// A journal entry's associated data: the vault's header, marked as a journal entry's, so
+// that an entry never opens as a record (nor a record as an entry), and one sealed before
+// a password change (another salt) never opens after it.
+const JOURNAL_AAD = "instantroom-web-journal ";
+
+/**
+ * `entry` sealed under the key of `record` (as sealVault), padded as the contents are:
+ * {nonce, ciphertext}, for the key store's journal (keystore.js).
+ * @param {VaultRecord} record
+ * @param {CryptoKey} key
+ * @param {unknown} entry anything JSON.stringify accepts
+ * @returns {Promise<{nonce: string, ciphertext: string}>}
+ */
+export async function sealJournalEntry(record, key, entry) {
+  const parsed = parseRecord(record, 1);
+  if (keyHeaders.get(key) !== parsed.aad) {
+    throw new UsageError("This key was not derived for this vault record.");
+  }
+  return encrypt(key, JOURNAL_AAD + parsed.aad, entry);
+}
+
+/**
+ * What sealJournalEntry sealed, or null when it does not open with the key of `record`
+ * (sealed before a password change, malformed or altered).
+ * @param {VaultRecord} record
+ * @param {CryptoKey} key
+ * @param {unknown} sealed
+ * @returns {Promise<any>}
+ */
+export async function openJournalEntry(record, key, sealed) {
+  const parsed = parseRecord(record, 1);
+  if (keyHeaders.get(key) !== parsed.aad || !isPlainObject(sealed)) return null;
+  try {
+    const nonce = bytesField(sealed.nonce, "the nonce", (n) => n === NONCE_SIZE);
+    const ciphertext = bytesField(sealed.ciphertext, "the ciphertext", (n) => n >= TAG_SIZE);
+    return await decrypt(key, { nonce, ciphertext, aad: JOURNAL_AAD + parsed.aad });
+  } catch {
+    return null;
+  }
+}
