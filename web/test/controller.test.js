@@ -761,6 +761,30 @@ describe("App: a message dropped as dated ahead", () => {
   });
 });
 
+describe("App: arrivals, shown once their journal entry is written", () => {
+  it("show in the order they came, and one that fails to draw stops none after it", async () => {
+    const { app } = await startApp({ WebSocketImpl: RelaySocket });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Order", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    app.setKeepHistory(id, true);
+    const { envelopeOf, deliver, texts } = aliceIn(app, id);
+    const connection = await joined(app, id);
+    let throwOnce = true;
+    app.subscribe(() => {
+      if (throwOnce && texts().includes("one")) {
+        throwOnce = false;
+        throw new Error("a screen that failed to draw");
+      }
+    });
+    const at = Date.now() - 1000;
+    await deliver(connection, ...(await Promise.all(["one", "two", "three"].map((t) => envelopeOf(t, at)))));
+    assert.deepEqual(texts(), ["one", "two", "three"]);
+    assert.deepEqual(app.room(id).messages.map((m) => m.text), ["one", "two", "three"]);
+    app.lock();
+  });
+});
+
 describe("App: a message dropped as dated ahead, some time ago", () => {
   it("is no longer said DROPPED_AHEAD_SHOWN_MS after the last one", async () => {
     const { app } = await startApp({ WebSocketImpl: RelaySocket });

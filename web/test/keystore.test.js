@@ -89,8 +89,9 @@ describe("KeyStore: creating and unlocking", () => {
     assert.equal(await KeyStore.exists(options), false);
     const store = await KeyStore.create(PASSWORD, options);
     assert.equal(await KeyStore.exists(options), true);
-    const { deviceSeed, ...rest } = store.data;
+    const { deviceSeed, journalKey, ...rest } = store.data;
     assert.match(deviceSeed, /^[0-9a-f]{64}$/);
+    assert.match(journalKey, /^[0-9a-f]{64}$/);
     assert.deepEqual(rest, {
       version: 1,
       nickname: "",
@@ -100,6 +101,7 @@ describe("KeyStore: creating and unlocking", () => {
     });
     const other = await KeyStore.create(PASSWORD, fresh());
     assert.notEqual(other.data.deviceSeed, deviceSeed);
+    assert.notEqual(other.data.journalKey, journalKey);
   });
 
   it("round-trips everything through a save", async () => {
@@ -1072,7 +1074,7 @@ describe("KeyStore: the journal (what came since the last save)", () => {
     assert.deepEqual(await journalKeys(otherOptions), []);
   });
 
-  it("does not bring back a message deleted since, nor open after a password change", async () => {
+  it("does not bring back a message deleted since, even after a password change", async () => {
     const options = fresh();
     const { store, room, came } = await withAnArrival(options);
     // Deleted, and the deletion saved, while the entry's write was taken as not held.
@@ -1107,6 +1109,41 @@ describe("KeyStore: the journal (what came since the last save)", () => {
     assert.deepEqual(next.room(room.roomId).messages.map((m) => m.text), came.map((m) => m.text));
   });
 
+  it("keeps a message that came during a password change (its key is the contents', not the password's)", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: Date.now(), keepHistory: true });
+    await store.save();
+    const changing = store.changePassword(PASSWORD, "another long password"); // its snapshot: now
+    const came = message(1, { timestampMs: Date.now() - 1000 });
+    store.recordRecent(room.roomId, came.id, came.timestampMs);
+    store.addMessage(room.roomId, came);
+    await store.journal(room.roomId, { recent: { id: came.id, timestampMs: came.timestampMs }, message: came });
+    await changing; // and the tab goes before its next save
+    const next = await KeyStore.unlock("another long password", options);
+    assert.deepEqual(next.room(room.roomId).messages.map((m) => m.text), [came.text]);
+  });
+
+  it("written while a wipe starts, goes with it", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: Date.now(), keepHistory: true });
+    await store.save();
+    const came = message(1);
+    store.addMessage(room.roomId, came);
+    const writing = store.journal(room.roomId, { recent: { id: came.id, timestampMs: came.timestampMs }, message: came });
+    await store.wipe();
+    await writing;
+    assert.deepEqual(await readRecordAndJournal(options), { record: null, journal: [] });
+  });
+
+  it("written by another tab after this one's unlock read, is taken in by reload()", async () => {
+    const options = fresh();
+    const { room, came } = await withAnArrivalLater(options);
+    assert.deepEqual(room.b.room(room.id).messages.map((m) => m.text), [came.text]);
+    assert.equal(room.b.journalWaiting, true);
+  });
+
   it("goes with a wipe", async () => {
     const options = fresh();
     const { store } = await withAnArrival(options);
@@ -1114,6 +1151,20 @@ describe("KeyStore: the journal (what came since the last save)", () => {
     assert.deepEqual(await readRecordAndJournal(options), { record: null, journal: [] });
   });
 });
+
+/** Tab B unlocks; tab A then journals a message and goes without a save; B reads again. */
+async function withAnArrivalLater(options) {
+  const a = await KeyStore.create(PASSWORD, options);
+  const made = a.addRoom({ key: makeMinikey(randomBytes), nowMs: Date.now(), keepHistory: true });
+  await a.save();
+  const b = await KeyStore.unlock(PASSWORD, options);
+  const came = message(1, { timestampMs: Date.now() - 1000 });
+  a.recordRecent(made.roomId, came.id, came.timestampMs);
+  a.addMessage(made.roomId, came);
+  await a.journal(made.roomId, { recent: { id: came.id, timestampMs: came.timestampMs }, message: came });
+  assert.equal(await b.reload(), false); // the record is as B read it
+  return { room: { b, id: made.roomId }, came };
+}
 
 /** Unlock once the journal holds `count` entries. */
 async function waitForJournal(options, count) {

@@ -758,7 +758,8 @@ export class App {
   }
 
   room(id) {
-    return this.store?.room(id) ?? null;
+    // Locked but not let go of yet (a wipe under way): no room, rather than StoreLocked.
+    return this.store && !this.store.locked ? this.store.room(id) : null;
   }
 
   liveRoom(id) {
@@ -1300,13 +1301,18 @@ export class App {
     const written = recorded || kept ? store.journal(id, { recent, message: kept ? this._storable(entry) : null }) : null;
     // A database that never answers holds nothing back for long.
     const late = new Promise((resolve) => setTimeout(resolve, JOURNAL_WAIT_MS));
-    this._shown = Promise.all([this._shown, written && Promise.race([written, late])]).then(() => {
-      if (this.store !== store || !this.room(id)) return; // locked or forgotten meanwhile
-      // Unread until seen: _show's changed() clears it for the room on screen.
-      const live = this.liveRoom(id);
-      if (!live.messages.some((m) => m.id === entry.id)) live.unread += 1;
-      this._show(id, entry);
-    });
+    this._shown = Promise.all([this._shown, written && Promise.race([written, late])])
+      .then(() => {
+        // Locked, wiped or forgotten meanwhile, or deleted ("Delete all messages") before
+        // it showed: nothing to show.
+        if (this.store !== store || store.locked || !this.room(id)) return;
+        if (this.room(id).deleted?.some((d) => d.id === entry.id)) return;
+        // Unread until seen: _show's changed() clears it for the room on screen.
+        const live = this.liveRoom(id);
+        if (!live.messages.some((m) => m.id === entry.id)) live.unread += 1;
+        this._show(id, entry);
+      })
+      .catch((error) => this.set({ error: `Could not show a message: ${error?.message ?? error}` }));
     if (recorded || kept) this.saveSoon();
   }
 

@@ -52,6 +52,7 @@ import {
   WrongPassword,
   checkPassword,
   createVault,
+  importJournalKey,
   openJournalEntry,
   openVault,
   reopenVault,
@@ -256,6 +257,8 @@ function loadContents(raw) {
   if (!Array.isArray(raw.rooms)) throw damagedInside("the room list is missing");
   return {
     ...raw,
+    // A store from before the journal gets its key here; it is saved at unlock.
+    journalKey: typeof raw.journalKey === "string" && HEX_SEED.test(raw.journalKey) ? raw.journalKey : newJournalKey(),
     nickname: text(raw.nickname),
     serverUrl: typeof raw.serverUrl === "string" ? raw.serverUrl : null,
     idleLockMinutes:
@@ -301,11 +304,17 @@ function pruneFloor(room, nowMs) {
   if (floor < nowMs - RECENT_KEPT_MS || floor > nowMs + RECENT_FUTURE_MS) room.recentFloorMs = 0;
 }
 
+/** 32 random bytes, in hex: the key of a store's journal (KeyStore.journal). */
+function newJournalKey() {
+  return hex(crypto.getRandomValues(new Uint8Array(32)));
+}
+
 function freshContents() {
   const seed = crypto.getRandomValues(new Uint8Array(DEVICE_SEED_SIZE));
   return {
     version: CONTENTS_VERSION,
     deviceSeed: hex(seed),
+    journalKey: newJournalKey(),
     nickname: "",
     serverUrl: null,
     idleLockMinutes: DEFAULT_IDLE_LOCK_MINUTES,
@@ -359,7 +368,7 @@ export class KeyStore {
   #writes = Promise.resolve();
   // The save asked for but not started yet, which later saves join: a burst of saves (a
   // room flooding a kept history) costs one write in flight and one more, never one each.
-  /** @type {{snapshot: any, journal: Array<any> | null, done: Promise<void>} | null} */
+  /** @type {{snapshot: any, journal: Array<any> | null, writing: Array<Promise<any>> | null, done: Promise<void>} | null} */
   #pendingSave = null;
   // The journal's entries this store holds in its contents (taken in at unlock, or written
   // by journal()), by their keys as JSON: the next save that holds them deletes them.
@@ -369,6 +378,10 @@ export class KeyStore {
   /** @type {Set<Promise<Array<number | string> | null>>} */
   #journaling = new Set();
   #journalCount = 0;
+  /** @type {CryptoKey | null} the journal's key, from the contents (journalKey) */
+  #journalKey = null;
+  // The contents got their journal key at this unlock: no entry opens until it is saved.
+  #journalKeyUnsaved = false;
 
   /** Use KeyStore.create or KeyStore.unlock. */
   constructor(token, record, key, data, options) {
@@ -405,7 +418,9 @@ export class KeyStore {
     if (!(await addRecord(record, options))) {
       throw new StoreExists("There is a key store in this browser already.");
     }
-    return new KeyStore(constructing, record, key, data, options);
+    const store = new KeyStore(constructing, record, key, data, options);
+    await store.#openJournal(data, []);
+    return store;
   }
 
   /**
@@ -421,7 +436,7 @@ export class KeyStore {
     if (record === null) throw new NoStore("There is no key store in this browser.");
     const { contents, key } = await openVault(record, password, options);
     const store = new KeyStore(constructing, record, key, loadContents(contents), options);
-    await store.#takeInJournal(journal);
+    await store.#openJournal(contents, journal);
     return store;
   }
 
@@ -438,7 +453,11 @@ export class KeyStore {
     await this.#writes;
     const { record, journal } = await readRecordAndJournal(this.#options);
     if (record === null) throw new NoStore("There is no key store in this browser any more.");
-    if (this.locked || record.nonce === this.#record?.nonce) return false;
+    if (this.locked) return false;
+    if (record.nonce === this.#record?.nonce) {
+      await this.#takeInJournal(journal); // what another tab wrote since the unlock read
+      return false;
+    }
     const contents = await reopenVault(record, this.#key);
     if (contents === null) {
       throw new StoreChanged("The password was changed in another tab: unlock with the new one.");
@@ -449,13 +468,22 @@ export class KeyStore {
     this.#data = data;
     this.#publicKey = null;
     this.#journaled.clear();
-    await this.#takeInJournal(journal);
+    await this.#openJournal(contents, journal);
     return true;
   }
 
-  /** Whether the contents hold journal entries that no save holds yet: save() soon. */
+  /** Whether the contents hold journal entries, or a journal key, that no save holds
+   * yet: save() soon. */
   get journalWaiting() {
-    return this.#journaled.size > 0;
+    return this.#journaled.size > 0 || this.#journalKeyUnsaved;
+  }
+
+  /** Take up the journal's key from the contents (`raw`: as read, before loadContents),
+   * and take in `journal`. */
+  async #openJournal(raw, journal) {
+    this.#journalKey = await importJournalKey(fromHex(this.#data.journalKey));
+    this.#journalKeyUnsaved = raw.journalKey !== this.#data.journalKey;
+    await this.#takeInJournal(journal);
   }
 
   /**
@@ -481,7 +509,7 @@ export class KeyStore {
   async #writeJournal(roomIdHex, { recent, message = null }) {
     if (this.locked) return null;
     try {
-      const sealed = await sealJournalEntry(this.#record, this.#key, { roomId: roomIdHex, recent, message });
+      const sealed = await sealJournalEntry(this.#journalKey, { roomId: roomIdHex, recent, message });
       // In the order they came: taken in so, messages of the same ms keep their order.
       const order = [Date.now(), this.#journalCount++, hex(crypto.getRandomValues(new Uint8Array(8)))];
       const key = await addJournalEntry(order, sealed, this.#options);
@@ -494,13 +522,15 @@ export class KeyStore {
     }
   }
 
-  /** Take in the journal's entries (see journal()): those that open with this key and
-   * belong to a stored room; every entry read goes with the next save, opened or not. */
+  /** Take in the journal's entries (see journal()) not held yet: those that open with its
+   * key and belong to a stored room; every entry read goes with the next save, opened or
+   * not (another store's, after a wipe). */
   async #takeInJournal(journal) {
     for (const [key, sealed] of journal) {
       if (this.locked) return;
+      if (this.#journaled.has(JSON.stringify(key))) continue;
       this.#journaled.set(JSON.stringify(key), key);
-      const entry = await openJournalEntry(this.#record, this.#key, sealed);
+      const entry = await openJournalEntry(this.#journalKey, sealed);
       if (entry === null || this.locked) continue;
       const room = typeof entry.roomId === "string" ? this.room(entry.roomId) : null;
       if (room === null) continue; // forgotten since, or not one of ours
@@ -560,11 +590,23 @@ export class KeyStore {
     }
     this.#record = record;
     for (const key of journal) this.#journaled.delete(JSON.stringify(key));
+    this.#journalKeyUnsaved = false;
   }
 
   /** The journal's entries the contents hold now: those a save of them may delete. */
   #journalHeld() {
     return [...this.#journaled.values()];
+  }
+
+  /** `snapshot` of the contents with the journal's entries it holds: those written, and
+   * those being written (for what came before it), for #heldBy once they are. */
+  #frozen(snapshot) {
+    return { snapshot, journal: this.#journalHeld(), writing: [...this.#journaling] };
+  }
+
+  /** The keys of the entries `frozen` holds, once those being written are. */
+  async #heldBy({ journal, writing }) {
+    return [...journal, ...(await Promise.all(writing)).filter(Boolean)];
   }
 
   /**
@@ -575,7 +617,7 @@ export class KeyStore {
   async save() {
     if (this.locked) throw new StoreLocked("The key store is locked.");
     if (this.#pendingSave) return this.#pendingSave.done;
-    const pending = { snapshot: null, journal: null, done: null };
+    const pending = { snapshot: null, journal: null, writing: null, done: null };
     pending.done = this.#enqueue(async () => {
       if (this.#pendingSave === pending) this.#pendingSave = null;
       // Locked with no snapshot taken: there is nothing to write (never null contents).
@@ -584,8 +626,10 @@ export class KeyStore {
       const snapshot = pending.snapshot ?? structuredClone(this.#data);
       // The journal's entries for what the snapshot holds go with it: those written, and
       // those being written now (for what came before it), once they are.
-      const writing = pending.snapshot ? [] : [...this.#journaling];
-      const journal = [...(pending.journal ?? this.#journalHeld()), ...(await Promise.all(writing)).filter(Boolean)];
+      const journal = await this.#heldBy({
+        journal: pending.journal ?? this.#journalHeld(),
+        writing: pending.writing ?? [...this.#journaling],
+      });
       const record = await sealVault(this.#record, this.#key, snapshot);
       await this.#replace(record, journal);
     });
@@ -604,17 +648,15 @@ export class KeyStore {
     checkPassword(newPassword);
     this.#pruneWindows();
     const snapshot = structuredClone(this.data);
-    // Entries sealed under the old password's key would not open under the new one: the
-    // new record holds them, and they go with it.
-    const journal = this.#journalHeld();
+    const frozen = this.#frozen(snapshot);
     // A save asked for after this must land after it, not join one queued before it; the
     // one queued before it writes the contents as they are now, as a lock would have it.
-    if (this.#pendingSave) Object.assign(this.#pendingSave, { snapshot, journal });
+    if (this.#pendingSave) Object.assign(this.#pendingSave, frozen);
     this.#pendingSave = null;
     return this.#enqueue(async () => {
       await openVault(this.#record, oldPassword, this.#options);
       const { record, key } = await createVault(newPassword, snapshot, this.#options);
-      await this.#replace(record, journal);
+      await this.#replace(record, await this.#heldBy(frozen));
       this.#key = key;
     });
   }
@@ -630,7 +672,7 @@ export class KeyStore {
     // A save asked for but not started yet still writes the contents as they are now.
     if (this.#pendingSave) {
       this.#pruneWindows();
-      Object.assign(this.#pendingSave, { snapshot: structuredClone(this.#data), journal: this.#journalHeld() });
+      Object.assign(this.#pendingSave, this.#frozen(structuredClone(this.#data)));
     }
     this.#pendingSave = null;
     this.#data = null;
@@ -645,7 +687,11 @@ export class KeyStore {
   /** Delete the stored record (after any pending save) and lock. */
   async wipe() {
     if (this.locked) throw new StoreLocked("The key store is locked: use KeyStore.wipe.");
-    const done = this.#enqueue(() => deleteRecord(this.#options)); // its journal too
+    const writing = [...this.#journaling]; // entries still being written go too
+    const done = this.#enqueue(async () => {
+      await Promise.all(writing);
+      await deleteRecord(this.#options); // its journal too
+    });
     this.lock();
     return done;
   }

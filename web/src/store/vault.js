@@ -311,42 +311,44 @@ export async function sealVault(record, key, contents) {
   return recordFrom(record, await encrypt(key, parsed.aad, contents));
 }
 
-// A journal entry's associated data: the vault's header, marked as a journal entry's, so
-// that an entry never opens as a record (nor a record as an entry), and one sealed before
-// a password change (another salt) never opens after it.
-const JOURNAL_AAD = "instantroom-web-journal ";
+// A journal entry's associated data: an entry never opens as anything else.
+const JOURNAL_AAD = "instantroom-web-journal v1";
 
 /**
- * `entry` sealed under the key of `record` (as sealVault), padded as the contents are:
- * {nonce, ciphertext}, for the key store's journal (keystore.js).
- * @param {VaultRecord} record
- * @param {CryptoKey} key
- * @param {unknown} entry anything JSON.stringify accepts
- * @returns {Promise<{nonce: string, ciphertext: string}>}
+ * The key journal entries are sealed under, from its 32 random bytes (the key store keeps
+ * them in its contents, so that a password change leaves the journal readable, and a new
+ * store reads none of an old one's). Non-extractable.
+ * @param {Uint8Array} bytes
+ * @returns {Promise<CryptoKey>}
  */
-export async function sealJournalEntry(record, key, entry) {
-  const parsed = parseRecord(record, 1);
-  if (keyHeaders.get(key) !== parsed.aad) {
-    throw new UsageError("This key was not derived for this vault record.");
-  }
-  return encrypt(key, JOURNAL_AAD + parsed.aad, entry);
+export function importJournalKey(bytes) {
+  return crypto.subtle.importKey("raw", bytes, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
 }
 
 /**
- * What sealJournalEntry sealed, or null when it does not open with the key of `record`
- * (sealed before a password change, malformed or altered).
- * @param {VaultRecord} record
+ * `entry` sealed under the journal key, padded as the contents are: {nonce, ciphertext},
+ * for the key store's journal (keystore.js).
+ * @param {CryptoKey} key from importJournalKey
+ * @param {unknown} entry anything JSON.stringify accepts
+ * @returns {Promise<{nonce: string, ciphertext: string}>}
+ */
+export function sealJournalEntry(key, entry) {
+  return encrypt(key, JOURNAL_AAD, entry);
+}
+
+/**
+ * What sealJournalEntry sealed, or null when it does not open with `key` (another store's,
+ * malformed or altered).
  * @param {CryptoKey} key
  * @param {unknown} sealed
  * @returns {Promise<any>}
  */
-export async function openJournalEntry(record, key, sealed) {
-  const parsed = parseRecord(record, 1);
-  if (keyHeaders.get(key) !== parsed.aad || !isPlainObject(sealed)) return null;
+export async function openJournalEntry(key, sealed) {
+  if (!isPlainObject(sealed)) return null;
   try {
     const nonce = bytesField(sealed.nonce, "the nonce", (n) => n === NONCE_SIZE);
     const ciphertext = bytesField(sealed.ciphertext, "the ciphertext", (n) => n >= TAG_SIZE);
-    return await decrypt(key, { nonce, ciphertext, aad: JOURNAL_AAD + parsed.aad });
+    return await decrypt(key, { nonce, ciphertext, aad: JOURNAL_AAD });
   } catch {
     return null;
   }
