@@ -1300,8 +1300,8 @@ export class App {
     const recent = { id: entry.id, timestampMs: entry.timestampMs };
     const written = recorded || kept ? store.journal(id, { recent, message: kept ? this._storable(entry) : null }) : null;
     // A database that never answers holds nothing back for long.
-    const late = new Promise((resolve) => setTimeout(resolve, JOURNAL_WAIT_MS));
-    this._shown = Promise.all([this._shown, written && Promise.race([written, late])])
+    const waited = written && Promise.race([written, new Promise((resolve) => setTimeout(resolve, JOURNAL_WAIT_MS))]);
+    this._shown = Promise.all([this._shown, waited])
       .then(() => {
         // Locked, wiped or forgotten meanwhile, or deleted ("Delete all messages") before
         // it showed: nothing to show.
