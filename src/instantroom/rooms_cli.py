@@ -137,17 +137,13 @@ def purge_expired(store: KeyStore) -> list[StoredRoom]:
         return []
     from instantroom.client.connection import (
         CLOCK_WARNING_MS,
-        MAX_CLOCK_READ_BACK_MS,
+        clock_read_back_ms,
         relay_clock_offsets,
     )
 
     offsets = _run_apart(relay_clock_offsets(room.server for room in over))
-    fast = {
-        server: offset
-        for server, offset in offsets.items()
-        if CLOCK_WARNING_MS <= offset <= MAX_CLOCK_READ_BACK_MS
-    }
-    expired = [room for room in over if room.expired(now - fast.get(room.server, 0))]
+    read_back = {server: clock_read_back_ms(offset) for server, offset in offsets.items()}
+    expired = [room for room in over if room.expired(now - read_back.get(room.server, 0))]
     if expired:
         for room in expired:
             store.forget(room)
@@ -158,7 +154,7 @@ def purge_expired(store: KeyStore) -> list[StoredRoom]:
     kept_by = {room.server for room in over if all(room is not e for e in expired)}
     for server in sorted(kept_by):
         # Never None: that relay says this clock is fast by CLOCK_WARNING_MS or more.
-        warning = clock_warning(fast[server], CLOCK_WARNING_MS)
+        warning = clock_warning(read_back[server], CLOCK_WARNING_MS)
         print(f"instantroom: warning: {warning} (So says the relay at {shown_server(server)}; "
               "its rooms are judged by the relay's time.)", file=sys.stderr)  # fmt: skip
     return expired

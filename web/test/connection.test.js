@@ -839,18 +839,25 @@ describe("RoomConnection: who is here (PROTOCOL.md 5.7)", () => {
     while (!what() && Date.now() < deadline) await w.settle();
     assert.ok(what(), "it never happened");
   };
-  /** Alice then Bob, announcing, in room A, until each has heard the other. */
-  async function aliceAndBob(w, options = {}) {
+  /** Alice, announcing, in room A (and `alsoIn`, a key); Bob comes ANSWER_GAP_MS after
+   * her JOIN, so that her answer to his, a roll call, then waits only d. */
+  async function bobJoinsAfterAlice(w, { alsoIn = null, ...options } = {}) {
     const alice = w.connect({ seed: 1, announce: true, ...options });
     const bob = w.connect({ seed: 2, announce: true, ...options });
     alice.sockets = [];
     bob.sockets = [];
     await online(w, alice, { name: "alice" });
     alice.sockets.push(w.relay.last);
-    // Bob comes ANSWER_GAP_MS after Alice's JOIN: her answer then waits only d.
+    if (alsoIn !== null) await alice.join(alsoIn, { name: "alice" });
     await w.clock.advance(ANSWER_GAP_MS);
     await online(w, bob, { name: "bob" });
     bob.sockets.push(w.relay.last);
+    return { alice, bob };
+  }
+
+  /** Alice then Bob, announcing, in room A, until each has heard the other. */
+  async function aliceAndBob(w, options = {}) {
+    const { alice, bob } = await bobJoinsAfterAlice(w, options);
     // Alice's HERE is due within ANSWER_SPREAD_MS of Bob's JOIN, and goes at a tick.
     await w.clock.advance(ANSWER_SPREAD_MS + EXPIRY_CHECK_MS);
     await until(w, () => alice.members(roomA.roomId).length === 1 && bob.members(roomA.roomId).length === 1);
@@ -955,15 +962,7 @@ describe("RoomConnection: who is here (PROTOCOL.md 5.7)", () => {
   it("a tab whose once-a-second tick the browser slows to once a minute still answers a roll call in its window", async () => {
     const w = world();
     throttleChains(w.clock);
-    const alice = w.connect({ seed: 1, announce: true });
-    const bob = w.connect({ seed: 2, announce: true });
-    alice.sockets = [];
-    bob.sockets = [];
-    await online(w, alice, { name: "alice" });
-    alice.sockets.push(w.relay.last);
-    await w.clock.advance(ANSWER_GAP_MS);
-    await online(w, bob, { name: "bob" });
-    bob.sockets.push(w.relay.last);
+    const { alice, bob } = await bobJoinsAfterAlice(w);
     // Bob's JOIN is a roll call: Alice's HERE is due within ANSWER_SPREAD_MS of it.
     await w.clock.advance(ANSWER_SPREAD_MS);
     await until(w, () => bob.members(roomA.roomId).length === 1);
@@ -977,17 +976,8 @@ describe("RoomConnection: who is here (PROTOCOL.md 5.7)", () => {
   it("in such a tab, an answer that found publishing paused goes when the pause ends, not a minute on", async () => {
     const w = world();
     throttleChains(w.clock);
-    const alice = w.connect({ seed: 1, announce: true });
-    const bob = w.connect({ seed: 2, announce: true });
-    alice.sockets = [];
-    bob.sockets = [];
-    await online(w, alice, { name: "alice" });
-    alice.sockets.push(w.relay.last);
     const KEY_B = "SDehB97fmBnFwezqLcANLCCQkQyfz1";
-    await alice.join(KEY_B, { name: "alice" });
-    await w.clock.advance(ANSWER_GAP_MS);
-    await online(w, bob, { name: "bob" });
-    bob.sockets.push(w.relay.last);
+    const { alice, bob } = await bobJoinsAfterAlice(w, { alsoIn: KEY_B });
     // Just before Alice's answer to Bob's roll call is due, a message of hers in another
     // room is refused: publishing pauses, and the answer finds the relay busy.
     w.relay.refusePublishes = 1;

@@ -291,11 +291,17 @@ CLOCK_ASK_TIMEOUT = 3.0
 _clock_offsets: dict[str, int] = {}
 
 
-def _expiry_now(offset: int | None) -> int:
-    now = now_ms()
+def clock_read_back_ms(offset: int | None) -> int:
+    """How far rooms' expiry reads this clock back, for a relay's ``offset`` (this clock
+    less the relay's): all of it when this clock is fast by ``CLOCK_WARNING_MS`` to
+    ``MAX_CLOCK_READ_BACK_MS``, else nothing (a clock said slow is not read forward)."""
     if offset is not None and CLOCK_WARNING_MS <= offset <= MAX_CLOCK_READ_BACK_MS:
-        return now - offset
-    return now
+        return offset
+    return 0
+
+
+def _expiry_now(offset: int | None) -> int:
+    return now_ms() - clock_read_back_ms(offset)
 
 
 def relay_expiry_now(server: str) -> int:

@@ -172,16 +172,12 @@ export function addRecord(record, options = {}) {
 }
 
 /**
- * Delete the stored record, if any.
+ * Delete the stored record, if any, and its journal.
  * @param {DbOptions} [options]
  * @returns {Promise<void>}
  */
 export function deleteRecord(options = {}) {
   return transact("readwrite", options, (store) => {
-    store.delete(RECORD_KEY);
-    const keys = store.getAllKeys();
-    keys.onsuccess = () => {
-      for (const key of keys.result.filter(isJournalKey)) store.delete(key);
-    };
+    store.clear(); // the record and its journal: all the object store holds
   });
 }
