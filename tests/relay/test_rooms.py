@@ -6,7 +6,10 @@ did before, so a DELIVER that was coming would arrive before the PONG.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import secrets
+import signal
 
 from instantroom.protocol import frames
 from instantroom.protocol.codes import ErrorCode
@@ -169,5 +172,37 @@ def test_a_fragmented_message_is_one_frame(relay: RelayProcess) -> None:
             await alice.ws.send([publish[:3], publish[3:40], publish[40:4000], publish[4000:]])
             assert await alice.barrier() == [frames.Presence(rid, 2), frames.Ack(5)]
             assert await bob.barrier() == [frames.Deliver(rid, sealed)]
+
+    run(scenario())
+
+
+def test_frames_to_a_member_arrive_in_the_order_the_relay_decided_them(
+    relay: RelayProcess,
+) -> None:
+    """Bob's PROOF and first PUBLISH, read in one pass of the relay's loop: Alice hears
+    that the room has two members before Bob's message, though the DELIVER could be
+    written at once and the PRESENCE waits in her queue for the pass's flush."""
+    room = fresh_room()
+
+    async def scenario() -> None:
+        async with raw_client(relay.ws_url) as alice, raw_client(relay.ws_url) as bob:
+            await alice.join(room)
+            challenge = await bob.challenge(room)
+            assert await alice.barrier() == []
+            sealed = envelope()
+            # Both frames wait in the relay's socket while it is stopped.
+            os.kill(relay.pid, signal.SIGSTOP)
+            try:
+                await bob.send(bob.proof(room, challenge))
+                await bob.send(frames.Publish(1, room.room_id, sealed))
+                await asyncio.sleep(0.05)
+            finally:
+                os.kill(relay.pid, signal.SIGCONT)
+            assert await alice.barrier() == [
+                frames.Presence(room.room_id, 2),
+                frames.Deliver(room.room_id, sealed),
+            ]
+            heard = await bob.barrier()
+            assert [type(frame) for frame in heard] == [frames.Joined, frames.Ack]
 
     run(scenario())

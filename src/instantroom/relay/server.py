@@ -32,7 +32,7 @@ import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from importlib import resources
 from typing import Any, NamedTuple, cast
 
@@ -263,6 +263,7 @@ class RelayConnection(asyncio.Protocol):
         "refused_lately",
         "relay",
         "rooms",
+        "sent_in_pass",
         "transport",
         "ws",
     )
@@ -279,6 +280,7 @@ class RelayConnection(asyncio.Protocol):
         self.address = counted_address
         self.out: list[bytes] = []
         self.dirty = False
+        self.sent_in_pass = -2  # the last event-loop pass with a frame for this member
         self.acks_waiting = False
         self.closing = False
         self.closing_first = 0.0  # set by the sweeper: when it first saw us closing,
@@ -358,8 +360,12 @@ class RelayConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         # Before the upgrade, only our own HTTP response is queued (at most the largest
         # static file): a phone on a slow link must get all of the QR scanner's wasm.
-        if self.ws.state is not State.CONNECTING:
-            self.drop("too_slow")
+        if self.ws.state is not State.CONNECTING and not self.closing:
+            # Called from inside a write, maybe in a loop over the room's members: the
+            # drop, which leaves the room, waits until that loop is over.
+            self.closing = True
+            self.out.clear()
+            self.relay.call_soon(self.drop, "too_slow")
 
     # sending
 
@@ -733,6 +739,8 @@ class Relay:
         self._joins_pruned = 0.0
         self._dirty: list[RelayConnection] = []
         self._flush_scheduled = False
+        # Counts event-loop passes in which frames went out (see fan_out).
+        self.pass_number = 0
         self._acks: list[RelayConnection] = []
         self._ack_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -1020,12 +1028,20 @@ class Relay:
         if self._all_closed is not None and not self.connections:
             self._all_closed.set()
 
+    def call_soon(self, callback: Callable[..., object], *args: object) -> None:
+        assert self._loop is not None
+        self._loop.call_soon(callback, *args)
+
     def mark_dirty(self, conn: RelayConnection) -> None:
         self._dirty.append(conn)
         if not self._flush_scheduled:
-            self._flush_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._flush)
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Flush at the end of this event-loop pass, and count the pass."""
+        self._flush_scheduled = True
+        assert self._loop is not None
+        self._loop.call_soon(self._flush)
 
     def ack_later(self, conn: RelayConnection) -> None:
         self._acks.append(conn)
@@ -1043,6 +1059,7 @@ class Relay:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self.pass_number += 1
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
             conn.flush()
@@ -1243,10 +1260,30 @@ class Relay:
                 member.push(wire)
 
     def fan_out(self, room: Room, sender: RelayConnection | None, wire: bytes) -> None:
+        # A frame to a member that got none in the last event-loop pass with deliveries,
+        # and has nothing queued, is written at once: a member of a small room gets
+        # frames far apart, and queueing each would cost more than the write. A member
+        # that got frames in the last pass too (a big room under load) gets this pass's
+        # frames queued, to leave with the pass's flush in one write.
         members = room.members
+        this_pass = self.pass_number
+        written = 0
         for member in members:
-            if member is not sender:
+            if member is sender:
+                continue
+            last = member.sent_in_pass
+            member.sent_in_pass = this_pass
+            if last < this_pass - 1 and not member.out and not member.closing:
+                member.transport.write(wire)  # type: ignore[union-attr]  # open: not closing
+                written += 1
+            else:
                 member.push(wire)
+        if written:
+            metrics = self.metrics
+            metrics.frames_out += written
+            metrics.bytes_out += written * len(wire)
+            if not self._flush_scheduled:  # the pass's end must be counted
+                self._flush_soon()
         self.metrics.messages_delivered += len(members) - (sender is not None)
         if sender is not None:
             self.hub.publish(room.room_id, wire)
