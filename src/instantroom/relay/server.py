@@ -71,6 +71,9 @@ LISTEN_BACKLOG = 100  # as asyncio's create_server
 FILES_KEPT = 64  # file descriptors the relay keeps for itself (logs, Redis, static files)
 MOST_FILES = 1_048_576  # raised to at most this when the hard limit is unlimited
 _ACK = bytes([FrameType.ACK])
+# A member's frames closer together than this (seconds) are queued for one write per
+# event-loop pass; further apart, each is written at once (Relay.fan_out).
+DIRECT_WRITE_GAP = 0.005
 _PROOF_SIZE = 1 + ROOM_ID_SIZE + SIGNATURE_SIZE
 # Headers read here that must come once; a request with two of one is refused.
 _SINGLE_HEADERS = ("Host", "Upgrade")
@@ -263,7 +266,7 @@ class RelayConnection(asyncio.Protocol):
         "refused_lately",
         "relay",
         "rooms",
-        "sent_in_pass",
+        "sent_at",
         "transport",
         "ws",
     )
@@ -280,7 +283,7 @@ class RelayConnection(asyncio.Protocol):
         self.address = counted_address
         self.out: list[bytes] = []
         self.dirty = False
-        self.sent_in_pass = -2  # the last event-loop pass with a frame for this member
+        self.sent_at = 0.0  # when fan_out last had a frame for this member
         self.acks_waiting = False
         self.closing = False
         self.closing_first = 0.0  # set by the sweeper: when it first saw us closing,
@@ -739,8 +742,6 @@ class Relay:
         self._joins_pruned = 0.0
         self._dirty: list[RelayConnection] = []
         self._flush_scheduled = False
-        # Counts event-loop passes in which frames went out (see fan_out).
-        self.pass_number = 0
         self._acks: list[RelayConnection] = []
         self._ack_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -1035,13 +1036,9 @@ class Relay:
     def mark_dirty(self, conn: RelayConnection) -> None:
         self._dirty.append(conn)
         if not self._flush_scheduled:
-            self._flush_soon()
-
-    def _flush_soon(self) -> None:
-        """Flush at the end of this event-loop pass, and count the pass."""
-        self._flush_scheduled = True
-        assert self._loop is not None
-        self._loop.call_soon(self._flush)
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
 
     def ack_later(self, conn: RelayConnection) -> None:
         self._acks.append(conn)
@@ -1059,7 +1056,6 @@ class Relay:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        self.pass_number += 1
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
             conn.flush()
@@ -1260,20 +1256,20 @@ class Relay:
                 member.push(wire)
 
     def fan_out(self, room: Room, sender: RelayConnection | None, wire: bytes) -> None:
-        # A frame to a member that got none in the last event-loop pass with deliveries,
-        # and has nothing queued, is written at once: a member of a small room gets
-        # frames far apart, and queueing each would cost more than the write. A member
-        # that got frames in the last pass too (a big room under load) gets this pass's
-        # frames queued, to leave with the pass's flush in one write.
+        # A frame to a member that had none for DIRECT_WRITE_GAP, and has nothing queued,
+        # is written at once: members of small or quiet rooms get frames far apart, and
+        # queueing each would cost more than the write. A member getting frames closer
+        # than that (a big room under load) has them queued, to leave with the event-loop
+        # pass's flush: several frames in one write. Neither is held back past the pass.
         members = room.members
-        this_pass = self.pass_number
+        now = time.monotonic()
         written = 0
         for member in members:
             if member is sender:
                 continue
-            last = member.sent_in_pass
-            member.sent_in_pass = this_pass
-            if last < this_pass - 1 and not member.out and not member.closing:
+            last = member.sent_at
+            member.sent_at = now
+            if now - last > DIRECT_WRITE_GAP and not member.out and not member.closing:
                 member.transport.write(wire)  # type: ignore[union-attr]  # open: not closing
                 written += 1
             else:
@@ -1282,8 +1278,6 @@ class Relay:
             metrics = self.metrics
             metrics.frames_out += written
             metrics.bytes_out += written * len(wire)
-            if not self._flush_scheduled:  # the pass's end must be counted
-                self._flush_soon()
         self.metrics.messages_delivered += len(members) - (sender is not None)
         if sender is not None:
             self.hub.publish(room.room_id, wire)
