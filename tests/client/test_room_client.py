@@ -442,6 +442,39 @@ def test_a_relay_restart_loses_and_duplicates_nothing() -> None:
     assert_exited_cleanly(first)
 
 
+def test_a_member_backing_off_for_seconds_still_hears_what_was_said_while_it_was_away() -> None:
+    """After a restart, bob's next try comes 5 s after alice is back (a backoff grown
+    during a longer outage; the reference clients' reaches 10 s): what alice says
+    meanwhile waits in her outbox for him, past the 3 s that it used to wait."""
+    room = fresh_room()
+    rid = room.room_id
+
+    def five_seconds() -> Generator[float]:
+        while True:
+            yield 5.0
+
+    with running_relay() as first, contextlib.ExitStack() as relays:
+
+        async def scenario() -> None:
+            alice = RoomClient(first.url, device(), "alice", reconnect_delays=fast_retries)
+            bob = RoomClient(first.url, device(), "bob", reconnect_delays=five_seconds)
+            async with alice, bob:
+                await alice.join(room)
+                await bob.join(room)
+                await alice.send_text(rid, "before")
+                assert (await next_message(bob)).message.text == "before"
+                assert await asyncio.to_thread(first.terminate) == 0
+                outage = asyncio.gather(*(alice.send_text(rid, f"away {n}") for n in range(2)))
+                await asyncio.to_thread(relays.enter_context, running_relay(port=first.port))
+                async with asyncio.timeout(15):
+                    await outage  # taken by the relay once bob was back
+                async with asyncio.timeout(5):
+                    heard = [(await next_message(bob)).message.text for _ in range(2)]
+                assert sorted(heard) == ["away 0", "away 1"]
+
+        run(scenario())
+
+
 async def cancelled(task: asyncio.Task[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

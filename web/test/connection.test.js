@@ -10,6 +10,7 @@ import {
   JoinRefused,
   LEAVING_WAIT_MS,
   RelayRefused,
+  REJOIN_GRACE_MS,
   RoomConnection,
   RETRY_AFTER_FULL_MS,
   RETRY_AFTER_RATE_LIMIT_MS,
@@ -527,11 +528,19 @@ describe("RoomConnection", () => {
     w.relay.last.accept();
     await w.settle();
     assert.equal(w.relay.sent("Publish").length, 0);
-    await w.clock.advance(2999);
+    await w.clock.advance(REJOIN_GRACE_MS - 1);
     assert.equal(w.relay.sent("Publish").length, 0);
     await w.clock.advance(1);
     assert.equal(w.relay.sent("Publish").length, 1);
     assert.equal(alice.of("accepted").length, 1);
+  });
+
+  it("holds the outbox longer than any reconnect delay, so members still backing off are back in time", () => {
+    const delays = backoffDelays({ random: () => 1 });
+    let longest = 0;
+    for (let n = 0; n < 50; n += 1) longest = Math.max(longest, delays.next().value);
+    assert.ok(longest >= 10_000);
+    assert.ok(REJOIN_GRACE_MS >= longest + 2000);
   });
 
   for (const code of [1008, 1009]) {

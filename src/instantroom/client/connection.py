@@ -85,8 +85,10 @@ from instantroom.protocol.session import (
 )
 
 logger = logging.getLogger("instantroom.client")
-# How long the outbox waits, after a reconnect, for the room's members to come back.
-REJOIN_GRACE = 3.0
+# How long the outbox waits, after a reconnect, for the room's members to come back:
+# longer than the longest reconnect delay of either reference client (10 s) and a
+# handshake, so that a member still backing off when the relay came back is back in time.
+REJOIN_GRACE = 12.0
 # What waits for readers of messages() and of next_event(), each: bounded in count and
 # in message bytes, the oldest dropped first, so that a room flooding a reader that does
 # not keep up (or one that reads only one of them) costs no more memory than this.

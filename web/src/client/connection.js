@@ -21,8 +21,10 @@ import { roomKeysFromMinikey } from "../protocol/kdf.js";
 import { parseMinikey } from "../protocol/minikey.js";
 import { ClientSession, roomHex } from "../protocol/session.js";
 
-/** How long the outbox waits, after a reconnect, for the room's members to come back. */
-export const REJOIN_GRACE_MS = 3000;
+/** How long the outbox waits, after a reconnect, for the room's members to come back:
+ * longer than the longest reconnect delay of either reference client (10 s) and a
+ * handshake, so that a member still backing off when the relay came back is back in time. */
+export const REJOIN_GRACE_MS = 12_000;
 export const RETRY_AFTER_RATE_LIMIT_MS = 1000;
 /** RELAY_FULL and ROOM_FULL say "try later"; a place does not come free in a second. */
 export const RETRY_AFTER_FULL_MS = 15_000;
