@@ -40,6 +40,8 @@ EXIT_FULL = 5  # the room or the relay has no place now
 EXIT_EXPIRED = 6  # the room's lifetime is over
 # listen says a message dropped as dated ahead at most this often (seconds), as the chat.
 DROPPED_AHEAD_SAID_EVERY = 600.0
+# How often listen looks whether its relay has gone out of reach, or come back (seconds).
+OUTAGE_CHECK = 0.25
 _SEND_STATUSES = """exit status:
   0    the relay took the message (not a proof that anyone received it)
   1    the relay refused the room or this client (not a relay, a bad URL, ...)
@@ -52,11 +54,13 @@ _SEND_STATUSES = """exit status:
   5    the room or the relay is full for now: try later
   6    the room has expired
   130  stopped by SIGINT (^C)"""
-_LISTEN_STATUSES = """listen runs until stopped, and keeps reconnecting to a relay out of reach.
+_LISTEN_STATUSES = """listen runs until stopped, and keeps reconnecting to a relay out of reach:
+standard error says so once an outage, and again when it is back.
 
 exit status:
   1    the relay refused the room or this client (not a relay, a bad URL, ...)
-  2    a mistyped key, a bad server address or option, or a key store error
+  2    a mistyped key, a bad server address or option, a key store error, or
+       standard output closed
   5    the room or the relay is full for now: try later
   6    the room has expired
   129, 130, 143  stopped by SIGHUP, SIGINT (^C) or SIGTERM
@@ -234,10 +238,8 @@ async def _send(args: argparse.Namespace) -> int:
             # may have been taken, and a script that sends again must know it. Before
             # that, nothing was sent, reached or not.
             if not client.reached:
-                if client.unreachable is not None:  # why the last try failed, in words
-                    print(f"instantroom: {client.unreachable} Gave up after {args.timeout:g} s "
-                          "(--timeout).", file=sys.stderr)  # fmt: skip
-                else:  # its first try was still under way
+                if not _say_unreachable(client, f"Gave up after {args.timeout:g} s (--timeout)."):
+                    # its first try was still under way
                     print(f"instantroom: the relay at {printable(client.url)} could not be "
                           f"reached within {args.timeout:g} s (--timeout).",
                           file=sys.stderr)  # fmt: skip
@@ -252,18 +254,40 @@ async def _send(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_unreachable(client: RoomClient, then: str) -> bool:
+    """Say on standard error why the relay is out of reach (``RoomClient.unreachable``:
+    why its last try failed, in words, without credentials), and ``then`` what comes of
+    it; False, saying nothing, while no try has failed."""
+    if client.unreachable is None:
+        return False
+    print(f"instantroom: {client.unreachable} {then}", file=sys.stderr, flush=True)
+    return True
+
+
 def _message_text(given: str) -> str:
     """The text to send: ``-`` reads it from standard input, to its end (a message on the
-    command line shows in ``ps`` and shell history), without the line break it ends on."""
+    command line shows in ``ps`` and shell history), without the line break it ends on.
+    Refused before anything is connected to when it is more than a message body can hold
+    (``MAX_BODY_BYTES``): standard input is read no further than that shows."""
+    from .protocol.envelope import MAX_BODY_BYTES
+
     where = "The message" if given != "-" else "Standard input"
     # Bytes that are not text in this locale reach Python as lone surrogates (or fail to
     # decode): refused here, sending nothing, and said without quoting the message.
     refusal = UsageError(f"{where} is not UTF-8 text: nothing was sent.")
+    too_big = UsageError(f"A message body is at most {MAX_BODY_BYTES} bytes.")
     if given == "-":
+        # A character is a byte at least: a body that fits, and the line break it may end
+        # on ("\r\n"), is MAX_BODY_BYTES + 2 characters at most. One more shows that it
+        # does not fit, however much follows (`yes | instantroom send -` ends too).
+        most = MAX_BODY_BYTES + 2
         try:
-            text = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+            text = sys.stdin.read(most + 1)
         except UnicodeDecodeError:
             raise refusal from None
+        if len(text) > most:
+            raise too_big
+        text = text.removesuffix("\n").removesuffix("\r")
     else:
         text = given
     # As the chat sends no blank line: `send "$MSG"` with MSG unset is a script's mistake,
@@ -272,9 +296,11 @@ def _message_text(given: str) -> str:
         said = "standard input held no text" if given == "-" else "the message is blank"
         raise UsageError(f"Nothing to send: {said}.")
     try:
-        text.encode("utf-8")
+        body = text.encode("utf-8")
     except UnicodeEncodeError:
         raise refusal from None
+    if len(body) > MAX_BODY_BYTES:
+        raise too_big
     return text
 
 
@@ -282,6 +308,10 @@ async def _listen(args: argparse.Namespace) -> int:
     from .client.connection import JoinRefused, RelayRefused, RoomClient, RoomGone
     from .protocol.session import MessageReceived, MessageRejected, Refused, RoomExpired
 
+    if sys.stdout is None:  # started with it closed (>&-): every message would be lost
+        print("instantroom: standard output is closed: listen prints the messages there.",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     target = _target(args)
     room = target.keys
     printed = _KnownIds(target.stored)
@@ -296,6 +326,7 @@ async def _listen(args: argparse.Namespace) -> int:
     name = rooms_cli.chosen_name(args, target.stored[0]) if target.stored is not None else ""
     dropped_ahead_at = -math.inf  # when a message dated ahead was last said dropped
     async with RoomClient(target.server, target.device, name) as client:
+        outages = asyncio.create_task(_tell_outages(client))
         try:
             await client.join(room, target.expires_at_ms, printed.known(), floor_ms=printed.floor())
             _warn_of_clock(client)
@@ -338,7 +369,24 @@ async def _listen(args: argparse.Namespace) -> int:
                 return 128 + stopped_by[0]
             raise
         finally:
+            outages.cancel()
             printed.save()
+
+
+async def _tell_outages(client: RoomClient) -> None:
+    """Say on standard error, once an outage, that the relay is out of reach (and why),
+    and once it answers again that it does: to a listen whose relay is out of reach (a
+    mistyped port, a restart), the room does not only look quiet. A connection that
+    drops and comes back at its first try is no outage. Runs until cancelled."""
+    out_of_reach = False
+    while True:
+        await asyncio.sleep(OUTAGE_CHECK)
+        if not out_of_reach:
+            out_of_reach = _say_unreachable(client, "Still trying.")
+        elif client.connected.is_set():
+            out_of_reach = False
+            print(f"instantroom: reconnected to the relay at {printable(client.url)}.",
+                  file=sys.stderr, flush=True)  # fmt: skip
 
 
 def _stop_on_signals(*signals: signal.Signals) -> list[int]:

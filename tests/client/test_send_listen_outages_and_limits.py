@@ -1,0 +1,168 @@
+"""``send`` and ``listen`` where what they need is missing: a relay out of reach, a
+message too big for a body, standard output closed. Each is said on standard error,
+before anything is connected to when it cannot be sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import sys
+
+from instantroom.client.connection import RoomClient
+from instantroom.protocol.envelope import MAX_BODY_BYTES
+from instantroom.protocol.kdf import DeviceKey, RoomKeys
+from instantroom.protocol.minikey import make_minikey
+from instantroom.testing import LOOPBACK, RelayProcess, assert_exited_cleanly, run, running_relay
+from tests.client.test_cli import environment, instantroom, signals_at_default, stop
+from tests.client.test_cli_review import closed_port
+
+TOO_BIG = f"instantroom: A message body is at most {MAX_BODY_BYTES} bytes.\n"
+
+
+async def said(listener: asyncio.subprocess.Process) -> str:
+    """The next line ``listener`` says on standard error."""
+    assert listener.stderr is not None
+    async with asyncio.timeout(20):
+        line = await listener.stderr.readline()
+    assert line, "listen ended"
+    return line.decode().rstrip("\n")
+
+
+async def sent_to(listener: asyncio.subprocess.Process, relay: RelayProcess, key: str) -> str:
+    """Send a message into the room once ``listener`` is in it; the text it prints."""
+    room = RoomKeys.from_minikey(key)
+    assert listener.stdout is not None
+    device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+    async with RoomClient(relay.url, device, "carol") as carol:
+        await carol.join(room)
+        async with asyncio.timeout(20):
+            while carol.presence.get(room.room_id) != 2:
+                await carol.next_event()
+            await carol.send_text(room.room_id, "still here")
+            text: str = json.loads(await listener.stdout.readline())["text"]
+    return text
+
+
+def test_listen_says_once_an_outage_that_its_relay_is_out_of_reach_and_when_it_is_back() -> None:
+    """A mistyped port or a relay restart is said on standard error, once however many
+    tries fail, and so is the relay's return; the messages on standard output are all
+    that is there."""
+    key = make_minikey(secrets.randbelow)
+    port = closed_port()
+    out_of_reach = (
+        f"instantroom: The relay at {LOOPBACK}:{port} could not be reached: nothing answers "
+        "on that port. Still trying."
+    )
+    back = f"instantroom: reconnected to the relay at ws://{LOOPBACK}:{port}/ws."
+
+    async def scenario() -> None:
+        listener = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "instantroom", "listen",
+            "--server", f"http://{LOOPBACK}:{port}", "--key", key, "--json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=environment(), preexec_fn=signals_at_default,
+        )  # fmt: skip
+        try:
+            assert await said(listener) == out_of_reach
+            for _ in range(2):  # out of reach from the start, then a relay restart
+                await asyncio.sleep(0.5)  # some more tries fail meanwhile: not said again
+                with running_relay(port=port) as relay:
+                    assert await said(listener) == back
+                    assert await sent_to(listener, relay, key) == "still here"
+                    relay.terminate()
+                    assert await said(listener) == out_of_reach
+                assert_exited_cleanly(relay)
+        finally:
+            status = await stop(listener, signal.SIGTERM)
+        assert status == 128 + signal.SIGTERM
+
+    run(scenario())
+
+
+def test_send_refuses_a_message_too_big_before_connecting() -> None:
+    """Over MAX_BODY_BYTES, on the command line or stdin, is refused at once (exit 2), not
+    after --timeout spent on an unreachable relay; stdin is read no further than that
+    shows, so input that never ends (`yes | send -`) is refused too."""
+    key = make_minikey(secrets.randbelow)
+    server = f"http://{LOOPBACK}:{closed_port()}"
+    send = ("send", "--server", server, "--key", key, "--timeout", "30")
+
+    async def scenario() -> None:
+        async with asyncio.timeout(20):  # well within --timeout
+            status, out, err = await instantroom(*send, "-", stdin=b"x" * 70_000)
+            assert (status, out, err) == (2, "", TOO_BIG)
+            status, out, err = await instantroom(*send, "é" * (MAX_BODY_BYTES // 2) + "x")
+            assert (status, out, err) == (2, "", TOO_BIG)
+
+            endless = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "instantroom", *send, "-",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=environment(),
+            )  # fmt: skip
+            assert endless.stdin is not None
+            assert endless.stderr is not None
+            try:
+                endless.stdin.write(b"y\n" * (MAX_BODY_BYTES // 2 + 2))  # and never closed
+                assert await endless.stderr.read() == TOO_BIG.encode()
+                assert await endless.wait() == 2
+            finally:
+                if endless.returncode is None:
+                    endless.kill()
+                    await endless.wait()
+                endless.stdin.close()
+
+    run(scenario())
+
+
+def test_send_from_stdin_takes_a_full_body_and_refuses_one_byte_more(relay: RelayProcess) -> None:
+    """Bounded as it is, reading stdin still takes a body of MAX_BODY_BYTES whole, with the
+    line break it ends on; one byte more is refused."""
+    key = make_minikey(secrets.randbelow)
+    room = RoomKeys.from_minikey(key)
+    send = ("send", "--server", relay.url, "--key", key, "-")
+    full = ["é" * (MAX_BODY_BYTES // 2), "a" * MAX_BODY_BYTES]
+
+    async def scenario() -> None:
+        device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+        async with RoomClient(relay.url, device, "carol") as carol:
+            await carol.join(room)
+            received = carol.messages()
+            for text, ending in zip(full, ("\n", "\r\n"), strict=True):
+                status, _, err = await instantroom(*send, stdin=(text + ending).encode())
+                assert status == 0, err
+                assert (await anext(received)).message.text == text
+            for text in ("é" * (MAX_BODY_BYTES // 2) + "a\r\n", "a" * (MAX_BODY_BYTES + 1)):
+                status, out, err = await instantroom(*send, stdin=text.encode())
+                assert (status, out, err) == (2, "", TOO_BIG)
+
+    run(scenario())
+
+
+def test_listen_with_standard_output_closed_exits_at_once(relay: RelayProcess) -> None:
+    """``listen >&-`` would print every message to nowhere (and, with --room, record them
+    as printed): it says so and exits 2 before joining."""
+    key = make_minikey(secrets.randbelow)
+
+    async def scenario() -> None:
+        listener = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "instantroom", "listen", "--server", relay.url, "--key", key,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE, env=environment(),
+            preexec_fn=lambda: os.close(1),
+        )  # fmt: skip
+        assert listener.stderr is not None
+        try:
+            async with asyncio.timeout(20):
+                err = await listener.stderr.read()
+                await listener.wait()
+        finally:
+            if listener.returncode is None:
+                listener.kill()
+                await listener.wait()
+        assert listener.returncode == 2
+        assert err == b"instantroom: standard output is closed: listen prints the messages there.\n"
+
+    run(scenario())
