@@ -12,6 +12,7 @@ import contextlib
 import email.utils
 import errno
 import itertools
+import logging
 import os
 import secrets
 import signal
@@ -1661,3 +1662,26 @@ def test_a_clock_the_relay_says_is_fast_expires_no_room_early() -> None:
 
     assert not run(expired_within(-24 * 3600))  # ours is a day fast: kept
     assert run(expired_within(0))
+
+
+def test_no_log_line_holds_credentials_room_ids_or_text_with_debug_on_everywhere(
+    relay: RelayProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A program using the client turns DEBUG on for every logger: websockets' own DEBUG
+    lines (request headers, the first bytes of frames) stay off."""
+    room = fresh_room()
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario() -> None:
+        url = f"http://someone:pw-canary@{LOOPBACK}:{relay.port}"
+        async with RoomClient(url, device(), "alice") as alice, client(relay, "bob") as bob:
+            await alice.join(room)
+            await bob.join(room)
+            await alice.send_text(room.room_id, "text-canary")
+            assert (await next_message(bob)).message.text == "text-canary"
+
+    run(scenario())
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert caplog.records  # DEBUG was on (asyncio says which selector it uses)
+    for secret in ("pw-canary", "text-canary", room.room_id.hex()[:8], "Authorization"):
+        assert secret not in logged

@@ -268,11 +268,19 @@ def relay_clock_offset(ws: ClientConnection, received_ms: int) -> int | None:
     return received_ms - (int(relay.timestamp() * 1000) + 500)
 
 
+# websockets logs, at DEBUG, each request's headers (an Authorization from a URL's
+# credentials) and the first bytes of each frame (room ids): not even when a program
+# that uses this client turns DEBUG on for every logger.
+_ws_logger = logging.getLogger("instantroom.client.websockets")
+_ws_logger.setLevel(logging.WARNING)
+
+
 def _connect(url: str, tls: ssl.SSLContext | None, open_timeout: float) -> _Connect:
     """A connection to the relay at ``url``, as every client here makes one: the
     subprotocol, no compression, no proxy, frames up to MAX_FRAME_SIZE."""
     return _Connect(
         url,
+        logger=_ws_logger,
         create_connection=_Connection,
         subprotocols=[Subprotocol(SUBPROTOCOL)],
         compression=None,
