@@ -477,9 +477,15 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
-        "--key", help="the room key or an invite link; - reads it from stdin [env INSTANTROOM_KEY]"
+        "--key",
+        help="the room key or an invite link, with a one-off device key each run; - reads "
+        "it from stdin [env INSTANTROOM_KEY]",
     )
-    which.add_argument("--room", help="a room of your key store: its label or room id start")
+    which.add_argument(
+        "--room",
+        help="a room of your key store (its label or room id start), with your device key: "
+        "a bot posting under one name uses this, or members see its key as new each time",
+    )
     rooms_cli.add_store_option(parser)
     rooms_cli.add_name_option(parser)
 
