@@ -17,13 +17,14 @@ from instantroom.client import connection
 from instantroom.client.connection import RoomClient
 from instantroom.protocol.kdf import DeviceKey
 from instantroom.protocol.session import MembersChanged, PresenceChanged
-from instantroom.testing import LOOPBACK, RelayProcess, TcpProxy, fresh_room, run
+from instantroom.testing import LOOPBACK, RelayProcess, TcpProxy, fresh_room, run, running_relay
 from tests.client.test_room_client import (
     FakeRelay,
     Peer,
     device,
     events_until_pong,
     fast_retries,
+    next_message,
     wait_for,
 )
 
@@ -221,3 +222,41 @@ def test_close_says_it_leaves_for_a_moment_at_most_when_the_connection_is_stuck(
                 await alice.close()
 
     run(scenario(), timeout=30)
+
+
+def test_a_one_shot_sender_filling_the_count_does_not_release_the_outbox_early() -> None:
+    """After a restart carol, who was not in the room, sends once while bob is still
+    backing off: the count is back to two, yet alice's outbox waits for bob himself
+    (her roster had him), and he hears what she said while he was away."""
+    room = fresh_room()
+    rid = room.room_id
+
+    def four_seconds() -> Generator[float]:
+        while True:
+            yield 4.0
+
+    with running_relay() as first, contextlib.ExitStack() as relays:
+
+        async def scenario() -> None:
+            alice = announcing(first.url, "alice", device())
+            bob = announcing(first.url, "bob", device(), four_seconds)
+            async with alice, bob:
+                await alice.join(room)
+                await bob.join(room)
+                await until(lambda: bool(alice.members(rid)), "alice to hear bob's JOIN")
+                assert await asyncio.to_thread(first.terminate) == 0
+                away = asyncio.create_task(alice.send_text(rid, "said while bob was away"))
+                await asyncio.to_thread(relays.enter_context, running_relay(port=first.port))
+                await until(lambda: alice.presence.get(rid) == 1, "alice to be back, alone")
+                async with RoomClient(first.url, device(), "carol") as carol:
+                    await carol.join(room)
+                    await carol.send_text(rid, "one-shot")
+                    await until(lambda: alice.presence.get(rid) == 2, "alice to count two")
+                    await events_until_pong(alice)  # an ACK for her message would be in
+                    assert not away.done()  # the count is back, bob is not
+                async with asyncio.timeout(10):
+                    await away
+                    received = await next_message(bob)
+                assert received.message.text == "said while bob was away"
+
+        run(scenario())

@@ -257,6 +257,23 @@ def test_release_ends_the_wait_for_members(room: RoomKeys) -> None:
     assert isinstance(publish, frames.Publish)
 
 
+def test_a_drop_during_the_wait_keeps_waiting_for_the_count_before_the_first(
+    room: RoomKeys,
+) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room, members=3)
+    alice.connection_lost()
+    alice.send_text(room.room_id, "anyone?", NOW)
+    connect_and_join_again(alice, room, members=1)
+    alice.connection_lost()  # again, before the others are back
+    connect_and_join_again(alice, room, members=2)
+    assert alice.holding(room.room_id)
+    assert alice.frames_to_send() == []
+    alice.receive(frames.encode_frame(frames.Presence(room.room_id, 3)), NOW)
+    assert [type(f) for f in decoded(alice)] == [frames.Publish]
+
+
 def test_a_rate_limited_message_stays_in_the_outbox_and_is_resent(room: RoomKeys) -> None:
     alice = make_session(1, "alice")
     alice.connection_made()
@@ -1455,6 +1472,54 @@ def test_a_join_is_answered_with_a_here_after_the_delay(room: RoomKeys) -> None:
     bob.receive(frames.encode_frame(frames.Ack(publish.ref)), NOW)
     assert bob.events() == []
     assert bob.outbox_of(room.room_id) == []
+
+
+def test_after_a_reconnect_the_outbox_waits_for_the_roster_not_only_the_count(
+    room: RoomKeys,
+) -> None:
+    """A one-shot sender that joins while bob is still reconnecting brings the count back
+    to what it was: alice's outbox still waits until bob himself is heard again."""
+    alice, bob = announcing(1, "alice"), announcing(2, "bob")
+    in_room(room, alice, bob)
+    bob.send_text(room.room_id, "hello", NOW)
+    (hello,) = bob.frames_to_send()
+    publish = frames.decode_frame(hello)
+    assert isinstance(publish, frames.Publish)
+    bob.receive(frames.encode_frame(frames.Ack(publish.ref)), NOW)
+    alice.receive(relay_deliver(hello), NOW)
+    alice.events()
+    assert alice.members(room.room_id) == (member(bob),)
+    alice.connection_lost()
+    alice.send_text(room.room_id, "said while away", NOW + 1)
+    connect_and_join_again(alice, room, members=1)
+    assert kinds_published(alice, room) == [Kind.JOIN]  # her JOIN goes; her text waits
+    alice.receive(frames.encode_frame(frames.Presence(room.room_id, 2)), NOW + 2)
+    alice.events()
+    assert alice.holding(room.room_id)
+    assert alice.frames_to_send() == []
+    # bob is back, and says so.
+    bob.connection_lost()
+    connect_and_join_again(bob, room, members=3)
+    (bob_join,) = bob.frames_to_send()
+    alice.receive(relay_deliver(bob_join), NOW + 3)
+    assert not alice.holding(room.room_id)
+    assert [m.body for m in announced(alice, room)] == [b"said while away"]
+
+
+def test_release_ends_the_wait_for_the_roster_too(room: RoomKeys) -> None:
+    alice, bob = announcing(1, "alice"), announcing(2, "bob")
+    in_room(room, alice, bob)
+    bob.send_text(room.room_id, "hello", NOW)
+    (hello,) = bob.frames_to_send()
+    alice.receive(relay_deliver(hello), NOW)
+    alice.events()
+    alice.connection_lost()
+    alice.send_text(room.room_id, "anyone?", NOW + 1)
+    connect_and_join_again(alice, room, members=2)
+    assert kinds_published(alice, room) == [Kind.JOIN]
+    assert alice.holding(room.room_id)
+    alice.release(room.room_id)
+    assert [m.body for m in announced(alice, room)] == [b"anyone?"]
 
 
 def test_an_announcement_sent_back_to_its_sender_is_a_replay(room: RoomKeys) -> None:

@@ -835,6 +835,19 @@ describe("reconnecting", () => {
     assert.deepEqual(decoded(alice).map((f) => f.type), ["Publish"]);
   });
 
+  it("a drop during the wait keeps waiting for the count before the first", async () => {
+    const alice = await connectedAndJoined(1, roomA, { members: 3 });
+    alice.connectionLost();
+    await alice.sendText(roomA.roomId, "anyone?", NOW);
+    await rejoin(alice, roomA, 1);
+    alice.connectionLost(); // again, before the others are back
+    await rejoin(alice, roomA, 2);
+    assert.equal(alice.holding(roomA.roomId), true);
+    assert.deepEqual(alice.framesToSend(), []);
+    await alice.receive(frame({ type: "Presence", roomId: roomA.roomId, members: 3 }), NOW);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Publish"]);
+  });
+
   it("a room that was never joined before the drop is not held", async () => {
     const alice = makeSession(1);
     alice.connectionMade();

@@ -411,3 +411,38 @@ describe("a session that does not announce", () => {
     assert.deepEqual(ofType(alice.events(), "members"), []);
   });
 });
+
+describe("the outbox after a reconnect (PROTOCOL.md 10.6)", () => {
+  it("waits for each member of the roster to be heard again, not only for the count", async () => {
+    const { alice, bob, carol } = await threeMembers();
+    const at = NOW + 3000;
+    alice.connectionLost();
+    await alice.sendText(roomA.roomId, "said while away", at);
+    await joinRoom(alice, roomA, { members: 1, at });
+    assert.deepEqual(await described(decoded(alice)), [`Publish ${Kind.JOIN}`]); // her text waits
+    // One-shot senders bring the count back to 3: bob and carol are not back yet.
+    await alice.receive(frame({ type: "Presence", roomId: roomA.roomId, members: 3 }), at + 1);
+    assert.equal(alice.holding(roomA.roomId), true);
+    assert.deepEqual(alice.framesToSend(), []);
+    for (const [i, session] of [bob, carol].entries()) {
+      session.connectionLost();
+      await joinRoom(session, roomA, { members: 3, at: at + 2 + i });
+      const [join] = decoded(session);
+      assert.equal((await openEnvelope(roomA, join.envelope)).kind, Kind.JOIN);
+      await alice.receive(deliverFrom(join), at + 2 + i);
+      assert.equal(alice.holding(roomA.roomId), i === 0); // carol is still awaited after bob
+    }
+    assert.deepEqual(await described(decoded(alice)), [`Publish ${Kind.TEXT}`]);
+  });
+
+  it("release ends the wait for the roster too", async () => {
+    const { alice } = await threeMembers();
+    alice.connectionLost();
+    await alice.sendText(roomA.roomId, "anyone?", NOW + 3000);
+    await joinRoom(alice, roomA, { members: 3, at: NOW + 3000 });
+    assert.deepEqual(await described(decoded(alice)), [`Publish ${Kind.JOIN}`]);
+    assert.equal(alice.holding(roomA.roomId), true);
+    alice.release(roomA.roomId);
+    assert.deepEqual(await described(decoded(alice)), [`Publish ${Kind.TEXT}`]);
+  });
+});

@@ -222,8 +222,11 @@ class RoomState:
     behind_held_leave: bool = False
     members: int = 0
     # After a reconnect the outbox waits until the room has as many members as before,
-    # so that what was written during the outage reaches those who come back.
+    # so that what was written during the outage reaches those who come back,
     awaited_members: int = 0
+    # and until each member of the roster then has been heard again: the count alone
+    # cannot tell a member back from one who was not there (a one-shot ``send``).
+    awaited_keys: set[bytes] = field(default_factory=set, repr=False)
     # canonical name -> device key last seen with it, least recently seen first; at most
     # MAX_NAMES_PER_ROOM.
     names: dict[str, bytes] = field(default_factory=dict, repr=False)
@@ -526,8 +529,9 @@ class ClientSession:
         self.connected = False
         self._frames.clear()
         for state in self.rooms.values():
-            if state.joined:
-                state.awaited_members = state.members
+            if state.joined:  # those still awaited from an earlier drop stay awaited
+                state.awaited_members = max(state.members, state.awaited_members)
+                state.awaited_keys.update(member.device_key for member in state.roster.members)
             state.joined = False
             state.join_sent = False
             state.proved_ms = state.rejoin_due_ms = None  # a new connection joins anyway
@@ -543,13 +547,18 @@ class ClientSession:
     def holding(self, room_id: bytes) -> bool:
         """True while the outbox of ``room_id`` waits for members to come back."""
         state = self.rooms.get(room_id)
-        return state is not None and state.joined and state.members < state.awaited_members
+        return (
+            state is not None
+            and state.joined
+            and (state.members < state.awaited_members or bool(state.awaited_keys))
+        )
 
     def release(self, room_id: bytes) -> None:
         """Stop waiting for members of ``room_id`` (the caller's grace time is over)."""
         state = self.rooms.get(room_id)
         if state is not None:
             state.awaited_members = 0
+            state.awaited_keys.clear()
             self._pump()
 
     def expire(self, now_ms: int) -> None:
@@ -847,6 +856,10 @@ class ClientSession:
         )
         if now_ms - message.timestamp_ms > MAX_HEARD_AGE_MS:
             return  # sent long ago: it says nothing of who is here now (PROTOCOL.md 5.7)
+        if message.sender_key in state.awaited_keys:  # back (or gone, for a LEAVE)
+            state.awaited_keys.discard(message.sender_key)
+            if self._ready(room_id):
+                self._pump()
         version = state.roster.version
         state.roster.heard(
             message.kind,

@@ -165,6 +165,8 @@ const defaultRandomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
  * @property {boolean} joining a JOIN is on its way, unanswered (PROTOCOL.md 8.5)
  * @property {number} members
  * @property {number} awaitedMembers after a reconnect, the count the outbox waits for
+ * @property {Set<string>} awaitedKeys after a reconnect, the hex device keys of the roster
+ *   then, each of which the outbox waits to hear again
  * @property {Map<string, string>} names canonical sender name -> hex of the device key last
  *   seen with it, least recently seen first; at most MAX_NAMES_PER_ROOM
  * @property {ReplayFilter} replays
@@ -277,8 +279,11 @@ export class ClientSession {
       behindHeldLeave: false,
       members: 0,
       // After a reconnect the outbox waits until the room has as many members as
-      // before, so that what was written during the outage reaches those who come back.
+      // before, so that what was written during the outage reaches those who come back,
       awaitedMembers: 0,
+      // and until each member of the roster then has been heard again: the count alone
+      // cannot tell a member back from one who was not there (a one-shot `send`).
+      awaitedKeys: new Set(),
       names: new Map(),
       // One filter per room: a member of one room cannot make us drop another's messages.
       replays: new ReplayFilter(),
@@ -567,7 +572,11 @@ export class ClientSession {
     this._connections += 1;
     this._frames = [];
     for (const state of this.rooms.values()) {
-      if (state.joined) state.awaitedMembers = state.members;
+      if (state.joined) {
+        // Those still awaited from an earlier drop stay awaited.
+        state.awaitedMembers = Math.max(state.members, state.awaitedMembers);
+        for (const member of state.roster.members) state.awaitedKeys.add(hex(member.deviceKey));
+      }
       state.joined = false;
       state.joining = false;
       state.provedMs = null; // a new connection joins anyway
@@ -594,6 +603,7 @@ export class ClientSession {
     const state = this.rooms.get(key);
     if (state !== undefined) {
       state.awaitedMembers = 0;
+      state.awaitedKeys.clear();
       this._flushRoom(key);
     }
   }
@@ -792,7 +802,7 @@ export class ClientSession {
 
   _holding(key) {
     const state = this.rooms.get(key);
-    return state !== undefined && state.joined && state.members < state.awaitedMembers;
+    return state !== undefined && state.joined && (state.members < state.awaitedMembers || state.awaitedKeys.size > 0);
   }
 
   /** Tell the relay we leave a room: now, or once its unanswered JOIN is answered (a LEAVE
@@ -1041,6 +1051,8 @@ export class ClientSession {
     });
     // Sent long ago: it says nothing of who is here now (PROTOCOL.md 5.7).
     if (nowMs - message.timestampMs > MAX_HEARD_AGE_MS) return;
+    // Back (or gone, for a LEAVE): the outbox waits for this member no more.
+    if (state.awaitedKeys.delete(hex(message.senderKey))) this._flushRoom(key);
     state.roster.heard(message.kind, message.senderKey, message.senderName, keyChanged, nowMs, message.timestampMs);
     this._membersNews(key, state);
   }
