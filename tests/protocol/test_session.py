@@ -1481,12 +1481,9 @@ def test_after_a_reconnect_the_outbox_waits_for_the_roster_not_only_the_count(
     to what it was: alice's outbox still waits until bob himself is heard again."""
     alice, bob = announcing(1, "alice"), announcing(2, "bob")
     in_room(room, alice, bob)
-    bob.send_text(room.room_id, "hello", NOW)
-    (hello,) = bob.frames_to_send()
-    publish = frames.decode_frame(hello)
-    assert isinstance(publish, frames.Publish)
-    bob.receive(frames.encode_frame(frames.Ack(publish.ref)), NOW)
-    alice.receive(relay_deliver(hello), NOW)
+    bob.connection_lost()  # bob announces himself when he is back
+    connect_and_join_again(bob, room, members=2)
+    alice.receive(relay_deliver(bob.frames_to_send()[0]), NOW)
     alice.events()
     assert alice.members(room.room_id) == (member(bob),)
     alice.connection_lost()
@@ -1509,17 +1506,73 @@ def test_after_a_reconnect_the_outbox_waits_for_the_roster_not_only_the_count(
 def test_release_ends_the_wait_for_the_roster_too(room: RoomKeys) -> None:
     alice, bob = announcing(1, "alice"), announcing(2, "bob")
     in_room(room, alice, bob)
-    bob.send_text(room.room_id, "hello", NOW)
-    (hello,) = bob.frames_to_send()
-    alice.receive(relay_deliver(hello), NOW)
+    bob.connection_lost()  # bob announces himself when he is back
+    connect_and_join_again(bob, room, members=2)
+    alice.receive(relay_deliver(bob.frames_to_send()[0]), NOW)
     alice.events()
     alice.connection_lost()
     alice.send_text(room.room_id, "anyone?", NOW + 1)
-    connect_and_join_again(alice, room, members=2)
+    connect_and_join_again(alice, room, members=1)
     assert kinds_published(alice, room) == [Kind.JOIN]
+    alice.receive(frames.encode_frame(frames.Presence(room.room_id, 2)), NOW + 2)
     assert alice.holding(room.room_id)
+    assert alice.held_since(room.room_id) == NOW
     alice.release(room.room_id)
+    assert alice.held_since(room.room_id) is None
     assert [m.body for m in announced(alice, room)] == [b"anyone?"]
+
+
+def test_a_room_that_never_emptied_waits_for_nobody(room: RoomKeys) -> None:
+    """Only our connection dropped: the count is as it was, and nobody left."""
+    alice, bob = announcing(1, "alice"), announcing(2, "bob")
+    in_room(room, alice, bob)
+    bob.connection_lost()
+    connect_and_join_again(bob, room, members=2)
+    alice.receive(relay_deliver(bob.frames_to_send()[0]), NOW)
+    alice.events()
+    alice.connection_lost()
+    alice.send_text(room.room_id, "back", NOW + 1)
+    connect_and_join_again(alice, room, members=2)
+    assert not alice.holding(room.room_id)
+    assert kinds_published(alice, room) == [Kind.JOIN, Kind.TEXT]
+
+
+def test_a_member_that_never_announced_is_only_counted(room: RoomKeys) -> None:
+    """A script's message put it in alice's roster; back after a restart, it says nothing,
+    and the outbox does not wait for it past the count."""
+    alice, bot = announcing(1, "alice"), make_session(9, "bot")
+    in_room(room, alice, bot)
+    bot.send_text(room.room_id, "build ok", NOW)
+    (post,) = bot.frames_to_send()
+    alice.receive(relay_deliver(post), NOW)
+    alice.events()
+    assert [m.name for m in alice.members(room.room_id)] == ["bot"]
+    alice.connection_lost()
+    alice.send_text(room.room_id, "after the restart", NOW + 1)
+    connect_and_join_again(alice, room, members=1)
+    assert kinds_published(alice, room) == [Kind.JOIN]
+    alice.receive(frames.encode_frame(frames.Presence(room.room_id, 2)), NOW + 2)
+    assert not alice.holding(room.room_id)
+    assert [m.body for m in announced(alice, room)] == [b"after the restart"]
+
+
+def test_the_wait_starts_at_the_first_joined_after_a_drop_whatever_drops_follow(
+    room: RoomKeys,
+) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room, members=3)
+    alice.connection_lost()
+    alice.send_text(room.room_id, "patience", NOW)
+    connect_and_join_again(alice, room, members=1)
+    assert alice.held_since(room.room_id) == NOW
+    alice.connection_lost()
+    alice.connection_made()
+    decoded(alice)
+    alice.receive(frames.encode_frame(frames.Challenge(room.room_id, bytes(32))), NOW + 8000)
+    decoded(alice)
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 1)), NOW + 8000)
+    assert alice.held_since(room.room_id) == NOW
 
 
 def test_an_announcement_sent_back_to_its_sender_is_a_replay(room: RoomKeys) -> None:

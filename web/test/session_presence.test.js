@@ -439,10 +439,77 @@ describe("the outbox after a reconnect (PROTOCOL.md 10.6)", () => {
     const { alice } = await threeMembers();
     alice.connectionLost();
     await alice.sendText(roomA.roomId, "anyone?", NOW + 3000);
-    await joinRoom(alice, roomA, { members: 3, at: NOW + 3000 });
+    await joinRoom(alice, roomA, { members: 1, at: NOW + 3000 });
     assert.deepEqual(await described(decoded(alice)), [`Publish ${Kind.JOIN}`]);
+    await alice.receive(frame({ type: "Presence", roomId: roomA.roomId, members: 3 }), NOW + 3001);
     assert.equal(alice.holding(roomA.roomId), true);
+    assert.equal(alice.heldSince(roomA.roomId), NOW + 3000);
     alice.release(roomA.roomId);
+    assert.equal(alice.heldSince(roomA.roomId), null);
     assert.deepEqual(await described(decoded(alice)), [`Publish ${Kind.TEXT}`]);
+  });
+
+  it("a room that never emptied waits for nobody: only our connection dropped", async () => {
+    const { alice } = await threeMembers();
+    alice.connectionLost();
+    await alice.sendText(roomA.roomId, "back", NOW + 3000);
+    await joinRoom(alice, roomA, { members: 3, at: NOW + 3000 });
+    assert.equal(alice.holding(roomA.roomId), false);
+    assert.deepEqual(await described(decoded(alice)), [`Publish ${Kind.JOIN}`, `Publish ${Kind.TEXT}`]);
+  });
+
+  it("a member that never announced (a script) is only counted", async () => {
+    const { alice, bob, carol } = await threeMembers();
+    const bot = makeSession(9, false);
+    await joinRoom(bot, roomA, { members: 4, name: "bot", at: NOW + 2500 });
+    await bot.sendText(roomA.roomId, "build ok", NOW + 2500);
+    const [post] = decoded(bot);
+    await alice.receive(deliverFrom(post), NOW + 2500);
+    assert.equal(namesIn(alice).includes("bot"), true);
+    alice.connectionLost();
+    await alice.sendText(roomA.roomId, "after the restart", NOW + 3000);
+    await joinRoom(alice, roomA, { members: 1, at: NOW + 3000 });
+    decoded(alice);
+    // bob and carol come back and announce themselves; the bot is back too, silent.
+    await alice.receive(frame({ type: "Presence", roomId: roomA.roomId, members: 4 }), NOW + 3001);
+    assert.equal(alice.holding(roomA.roomId), true);
+    for (const [n, back] of [bob, carol].entries()) {
+      back.connectionLost();
+      await joinRoom(back, roomA, { members: 4, at: NOW + 3002 + n });
+      const [join] = decoded(back);
+      await alice.receive(deliverFrom(join), NOW + 3002 + n);
+    }
+    assert.equal(alice.holding(roomA.roomId), false);
+    assert.deepEqual(await described(decoded(alice)), [`Publish ${Kind.TEXT}`]);
+  });
+
+  it("the wait starts at the first JOINED after a drop, whatever drops follow", async () => {
+    const { alice } = await threeMembers();
+    alice.connectionLost();
+    await alice.sendText(roomA.roomId, "patience", NOW + 3000);
+    await joinRoom(alice, roomA, { members: 1, at: NOW + 3000 });
+    assert.equal(alice.heldSince(roomA.roomId), NOW + 3000);
+    alice.connectionLost();
+    await joinRoom(alice, roomA, { members: 1, at: NOW + 11_000 });
+    assert.equal(alice.heldSince(roomA.roomId), NOW + 3000);
+  });
+
+  it("a message opened across a drop does not end the wait for its sender", async () => {
+    const { alice, bob, carol } = await threeMembers();
+    await bob.sendText(roomA.roomId, "sent before the drop", NOW + 2500);
+    const [before] = decoded(bob);
+    const opening = alice.receive(deliverFrom(before), NOW + 2500);
+    await new Promise((resolve) => setImmediate(resolve)); // WebCrypto opens it...
+    alice.connectionLost(); // ...while the connection drops
+    await opening;
+    await alice.sendText(roomA.roomId, "for bob", NOW + 3000);
+    await joinRoom(alice, roomA, { members: 1, at: NOW + 3000 });
+    decoded(alice);
+    await alice.receive(frame({ type: "Presence", roomId: roomA.roomId, members: 3 }), NOW + 3001);
+    carol.connectionLost();
+    await joinRoom(carol, roomA, { members: 3, at: NOW + 3002 });
+    const [join] = decoded(carol);
+    await alice.receive(deliverFrom(join), NOW + 3002);
+    assert.equal(alice.holding(roomA.roomId), true); // bob is still awaited
   });
 });

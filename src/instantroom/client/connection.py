@@ -964,8 +964,10 @@ class RoomClient:
                     joined = self._joined.get(room_id)
                     if joined is not None and not joined.done():
                         joined.set_result(event)
-                    if self.session.holding(room_id):
-                        self._later(REJOIN_GRACE, functools.partial(self.session.release, room_id))
+                    since = self.session.held_since(room_id)
+                    if since is not None:  # the grace counts from the first JOINED, not this one
+                        left = REJOIN_GRACE - max(0, now_ms() - since) / 1000
+                        self._later(left, functools.partial(self.session.release, room_id))
                 case Refused(code=ErrorCode.RATE_LIMITED, ref=ref, room_id=room_id):
                     if not ref:
                         self._retry_join_later(self._retry_after_rate_limit, room_id)

@@ -94,6 +94,9 @@ class _Entry:
     # It was there when a roll call started, and answered it: a key that is connected,
     # not only announced.
     confirmed: bool = False
+    # It announced itself (a JOIN or a HERE), as scripts do not: back from an outage, it
+    # says so at once (ClientSession waits for that, PROTOCOL.md 10.6).
+    announces: bool = False
 
 
 class Roster:
@@ -225,6 +228,8 @@ class Roster:
             if sent_ms is not None and sent_ms < left_at[0]:
                 return
         self._keep(device_key, name, key_changed, now_ms, sent_ms)
+        if kind in (Kind.JOIN, Kind.HERE) and (entry := self._entries.get(device_key)):
+            entry.announces = True
         if kind == Kind.JOIN:
             self._join_due_ms = None  # this JOIN is the roll call
             self._start_roll_call(now_ms)
@@ -291,6 +296,10 @@ class Roster:
             )
             self._members_version = self._version
         return self._members
+
+    def announcers(self) -> set[bytes]:
+        """The device keys of the entries that announced themselves (a JOIN or a HERE)."""
+        return {key for key, entry in self._entries.items() if entry.announces}
 
     @property
     def version(self) -> int:

@@ -224,9 +224,12 @@ class RoomState:
     # After a reconnect the outbox waits until the room has as many members as before,
     # so that what was written during the outage reaches those who come back,
     awaited_members: int = 0
-    # and until each member of the roster then has been heard again: the count alone
-    # cannot tell a member back from one who was not there (a one-shot ``send``).
+    # and, if the room had emptied, until each member of the roster then that announces
+    # itself has been heard again: the count alone cannot tell a member back from one who
+    # was not there (a one-shot ``send``). Since when it waits (``held_since``): the
+    # grace counts from there, whatever drops come in between.
     awaited_keys: set[bytes] = field(default_factory=set, repr=False)
+    hold_since_ms: int | None = None
     # canonical name -> device key last seen with it, least recently seen first; at most
     # MAX_NAMES_PER_ROOM.
     names: dict[str, bytes] = field(default_factory=dict, repr=False)
@@ -529,9 +532,10 @@ class ClientSession:
         self.connected = False
         self._frames.clear()
         for state in self.rooms.values():
-            if state.joined:  # those still awaited from an earlier drop stay awaited
+            if state.joined:  # the count awaited from an earlier drop stays awaited
                 state.awaited_members = max(state.members, state.awaited_members)
-                state.awaited_keys.update(member.device_key for member in state.roster.members)
+                # Only an announcing session hears them again: the others answer its JOIN.
+                state.awaited_keys = state.roster.announcers() if self.announce else set()
             state.joined = False
             state.join_sent = False
             state.proved_ms = state.rejoin_due_ms = None  # a new connection joins anyway
@@ -559,7 +563,14 @@ class ClientSession:
         if state is not None:
             state.awaited_members = 0
             state.awaited_keys.clear()
+            state.hold_since_ms = None
             self._pump()
+
+    def held_since(self, room_id: bytes) -> int | None:
+        """When the outbox of ``room_id`` began to wait for members (the JOINED after a
+        drop), while it does; None otherwise. The caller's grace time counts from it."""
+        state = self.rooms.get(room_id)
+        return state.hold_since_ms if state is not None and self.holding(room_id) else None
 
     def expire(self, now_ms: int) -> None:
         """Forget every room whose time is over, and its outbox (RoomExpired events), and
@@ -631,6 +642,10 @@ class ClientSession:
                     known = [t for t in (state.expires_at_ms, expires_at_ms) if t]
                     state.expires_at_ms = min(known, default=0)
                     state.members = members
+                    if members >= state.awaited_members:
+                        state.awaited_keys.clear()  # the room never emptied: nobody left it
+                    elif state.hold_since_ms is None:
+                        state.hold_since_ms = now_ms
                     self._events.append(Joined(room_id, state.expires_at_ms, members))
                     # Our JOIN message first: the others learn who we are before they
                     # read what waited in the outbox.
@@ -772,6 +787,7 @@ class ClientSession:
         if state is None or not state.joined or self.holding(room_id):
             return False
         state.awaited_members = 0
+        state.hold_since_ms = None
         return True
 
     def _pump(self) -> None:

@@ -731,8 +731,11 @@ export class RoomConnection extends EventTarget {
           const waiting = this._joining.get(key);
           this._joining.delete(key);
           waiting?.resolve(detail);
-          if (this.session.holding(detail.roomId)) {
-            this._later(REJOIN_GRACE_MS, () => this.session.release(detail.roomId));
+          const since = this.session.heldSince(detail.roomId);
+          if (since !== null) {
+            // The grace counts from the first JOINED of the wait, not from this one.
+            const left = REJOIN_GRACE_MS - Math.max(0, this._now() - since);
+            this._later(left, () => this.session.release(detail.roomId));
           }
           break;
         }

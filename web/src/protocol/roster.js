@@ -109,8 +109,10 @@ export class Roster {
      * its canonical name, `addedMs` and `heardMs` roster time (`_time`) it was added and
      * last heard, `sentMs` the newest timestamp (the sender's clock) heard from it (-1:
      * none known), `confirmed`: it was there when a roll call started, and answered it (a
-     * key that is connected, not only announced).
-     * @type {Map<string, {member: Member, canonical: string, addedMs: number, heardMs: number, sentMs: number, confirmed: boolean}>} */
+     * key that is connected, not only announced), `announces`: it announced itself (a JOIN
+     * or a HERE), as scripts do not: back from an outage, it says so at once (ClientSession
+     * waits for that, PROTOCOL.md 10.6).
+     * @type {Map<string, {member: Member, canonical: string, addedMs: number, heardMs: number, sentMs: number, confirmed: boolean, announces: boolean}>} */
     this._entries = new Map();
     /** The same keys, least recently heard first: who goes first past MAX_ROSTER. By call
      * order, not by time: no ties.
@@ -169,6 +171,12 @@ export class Roster {
       this._membersVersion = this._version;
     }
     return [...this._members];
+  }
+
+  /** The hex device keys of the entries that announced themselves (a JOIN or a HERE).
+   * @returns {Set<string>} */
+  announcers() {
+    return new Set([...this._entries].filter(([, entry]) => entry.announces).map(([key]) => key));
   }
 
   /** Goes up whenever `members` would differ (an entry added or removed, a name or flag
@@ -287,6 +295,8 @@ export class Roster {
     keepLeftAt();
     if (sentMs !== null && leftAt !== null && sentMs < leftAt.sentMs) return;
     this._hear(deviceKey, key, name, Boolean(keyChanged), nowMs, sentMs);
+    const heard = this._entries.get(key);
+    if (heard !== undefined && (kind === Kind.JOIN || kind === Kind.HERE)) heard.announces = true;
     if (kind !== Kind.JOIN) return;
     this._callAtMs = null; // that JOIN is a roll call for us too
     this._startRollCall(nowMs);
@@ -434,7 +444,7 @@ export class Roster {
     }
     const member = Object.freeze({ deviceKey: deviceKey.slice(), name, fingerprint: fingerprint(deviceKey), keyChanged });
     const canonical = canonicalName(name);
-    this._entries.set(key, { member, canonical, addedMs: nowMs, heardMs: nowMs, sentMs: sent, confirmed: false });
+    this._entries.set(key, { member, canonical, addedMs: nowMs, heardMs: nowMs, sentMs: sent, confirmed: false, announces: false });
     this._version += 1;
     if (this._entries.size > MAX_ROSTER) this._dropOne();
   }

@@ -165,8 +165,11 @@ const defaultRandomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
  * @property {boolean} joining a JOIN is on its way, unanswered (PROTOCOL.md 8.5)
  * @property {number} members
  * @property {number} awaitedMembers after a reconnect, the count the outbox waits for
- * @property {Set<string>} awaitedKeys after a reconnect, the hex device keys of the roster
- *   then, each of which the outbox waits to hear again
+ * @property {Set<string>} awaitedKeys after a reconnect to a room that had emptied, the hex
+ *   device keys of the roster's announcing members at the drop, each of which the outbox
+ *   waits to hear again
+ * @property {number | null} holdSinceMs when the outbox began to wait (the JOINED after a
+ *   drop): the grace counts from there, whatever drops come in between
  * @property {Map<string, string>} names canonical sender name -> hex of the device key last
  *   seen with it, least recently seen first; at most MAX_NAMES_PER_ROOM
  * @property {ReplayFilter} replays
@@ -281,9 +284,11 @@ export class ClientSession {
       // After a reconnect the outbox waits until the room has as many members as
       // before, so that what was written during the outage reaches those who come back,
       awaitedMembers: 0,
-      // and until each member of the roster then has been heard again: the count alone
-      // cannot tell a member back from one who was not there (a one-shot `send`).
+      // and, if the room had emptied, until each member of the roster then that announces
+      // itself has been heard again: the count alone cannot tell a member back from one
+      // who was not there (a one-shot `send`).
       awaitedKeys: new Set(),
+      holdSinceMs: null,
       names: new Map(),
       // One filter per room: a member of one room cannot make us drop another's messages.
       replays: new ReplayFilter(),
@@ -573,9 +578,10 @@ export class ClientSession {
     this._frames = [];
     for (const state of this.rooms.values()) {
       if (state.joined) {
-        // Those still awaited from an earlier drop stay awaited.
+        // The count awaited from an earlier drop stays awaited.
         state.awaitedMembers = Math.max(state.members, state.awaitedMembers);
-        for (const member of state.roster.members) state.awaitedKeys.add(hex(member.deviceKey));
+        // Only an announcing session hears them again: the others answer its JOIN.
+        state.awaitedKeys = this.announce ? state.roster.announcers() : new Set();
       }
       state.joined = false;
       state.joining = false;
@@ -597,6 +603,13 @@ export class ClientSession {
     return this._holding(roomHex(roomId));
   }
 
+  /** When the outbox of `roomId` began to wait for members (the JOINED after a drop),
+   * while it does; null otherwise. The caller's grace time counts from it. */
+  heldSince(roomId) {
+    const key = roomHex(roomId);
+    return this._holding(key) ? this.rooms.get(key).holdSinceMs : null;
+  }
+
   /** Stop waiting for members of `roomId` (the caller's grace time is over). */
   release(roomId) {
     const key = roomHex(roomId);
@@ -604,6 +617,7 @@ export class ClientSession {
     if (state !== undefined) {
       state.awaitedMembers = 0;
       state.awaitedKeys.clear();
+      state.holdSinceMs = null;
       this._flushRoom(key);
     }
   }
@@ -763,6 +777,8 @@ export class ClientSession {
           const known = [state.expiresAtMs, frame.expiresAtMs].filter((t) => t > 0);
           state.expiresAtMs = known.length > 0 ? Math.min(...known) : 0;
           state.members = frame.members;
+          if (frame.members >= state.awaitedMembers) state.awaitedKeys.clear(); // the room never emptied
+          else if (state.holdSinceMs === null) state.holdSinceMs = nowMs;
           this._events.push({
             type: "joined",
             roomId: state.keys.roomId,
@@ -866,6 +882,7 @@ export class ClientSession {
     const state = this.rooms.get(key);
     if (state === undefined || !state.joined || !this.connected || this._holding(key)) return;
     state.awaitedMembers = 0;
+    state.holdSinceMs = null;
     this._pump();
   }
 
@@ -998,6 +1015,7 @@ export class ClientSession {
     const key = roomHex(roomId);
     const state = this.rooms.get(key);
     if (state === undefined) return;
+    const connection = this._connections;
     let message;
     let dated = null; // the timestamp, once decrypted (not yet authenticated)
     try {
@@ -1051,8 +1069,9 @@ export class ClientSession {
     });
     // Sent long ago: it says nothing of who is here now (PROTOCOL.md 5.7).
     if (nowMs - message.timestampMs > MAX_HEARD_AGE_MS) return;
-    // Back (or gone, for a LEAVE): the outbox waits for this member no more.
-    if (state.awaitedKeys.delete(hex(message.senderKey))) this._flushRoom(key);
+    // Back (or gone, for a LEAVE): the outbox waits for this member no more. Unless the
+    // message came before a drop that happened while it was being opened.
+    if (connection === this._connections && state.awaitedKeys.delete(hex(message.senderKey))) this._flushRoom(key);
     state.roster.heard(message.kind, message.senderKey, message.senderName, keyChanged, nowMs, message.timestampMs);
     this._membersNews(key, state);
   }
