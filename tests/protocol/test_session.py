@@ -1556,23 +1556,28 @@ def test_a_member_that_never_announced_is_only_counted(room: RoomKeys) -> None:
     assert [m.body for m in announced(alice, room)] == [b"after the restart"]
 
 
-def test_the_wait_starts_at_the_first_joined_after_a_drop_whatever_drops_follow(
-    room: RoomKeys,
-) -> None:
+def test_the_grace_counts_the_time_joined_during_the_wait(room: RoomKeys) -> None:
+    """A relay down again during the wait does not use up the grace; a connection that
+    keeps dropping does not renew it."""
     alice = make_session(1, "alice")
     alice.connection_made()
     join_fully(alice, room, members=3)
-    alice.connection_lost()
+    alice.connection_lost(NOW - 100)
     alice.send_text(room.room_id, "patience", NOW)
-    connect_and_join_again(alice, room, members=1)
+    connect_and_join_again(alice, room, members=1)  # JOINED at NOW
     assert alice.held_since(room.room_id) == NOW
-    alice.connection_lost()
+    alice.connection_lost(NOW + 3000)  # 3 s joined, then down for 14 s
+    assert alice.held_since(room.room_id) is None  # not joined: nothing counts
     alice.connection_made()
     decoded(alice)
-    alice.receive(frames.encode_frame(frames.Challenge(room.room_id, bytes(32))), NOW + 8000)
+    alice.receive(frames.encode_frame(frames.Challenge(room.room_id, bytes(32))), NOW + 17_000)
     decoded(alice)
-    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 1)), NOW + 8000)
-    assert alice.held_since(room.room_id) == NOW
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 1)), NOW + 17_000)
+    assert alice.holding(room.room_id)
+    assert alice.held_since(room.room_id) == NOW + 14_000  # 3 s of the grace spent
+    alice.receive(frames.encode_frame(frames.Presence(room.room_id, 3)), NOW + 18_000)
+    assert alice.held_since(room.room_id) is None
+    assert [type(f) for f in decoded(alice)] == [frames.Publish]
 
 
 def test_an_announcement_sent_back_to_its_sender_is_a_replay(room: RoomKeys) -> None:

@@ -859,7 +859,7 @@ class RoomClient:
                 self._stable_timer = None
             # A retry or release timed for this connection must not act on the next one.
             self._cancel_timers()
-            self.session.connection_lost()
+            self.session.connection_lost(now_ms())
 
     def _check_close(self, closed: ConnectionClosed) -> None:
         """Raise RelayRefused if the relay closed the connection with a fatal code."""
@@ -965,7 +965,7 @@ class RoomClient:
                     if joined is not None and not joined.done():
                         joined.set_result(event)
                     since = self.session.held_since(room_id)
-                    if since is not None:  # the grace counts from the first JOINED, not this one
+                    if since is not None:  # the grace counts time joined during the wait
                         left = REJOIN_GRACE - max(0, now_ms() - since) / 1000
                         self._later(left, functools.partial(self.session.release, room_id))
                 case Refused(code=ErrorCode.RATE_LIMITED, ref=ref, room_id=room_id):

@@ -226,10 +226,11 @@ class RoomState:
     awaited_members: int = 0
     # and, if the room had emptied, until each member of the roster then that announces
     # itself has been heard again: the count alone cannot tell a member back from one who
-    # was not there (a one-shot ``send``). Since when it waits (``held_since``): the
-    # grace counts from there, whatever drops come in between.
+    # was not there (a one-shot ``send``). The grace counts the time joined while it
+    # waits (``held_since``): since the JOINED of this connection, and before that:
     awaited_keys: set[bytes] = field(default_factory=set, repr=False)
     hold_since_ms: int | None = None
+    hold_spent_ms: int = 0
     # canonical name -> device key last seen with it, least recently seen first; at most
     # MAX_NAMES_PER_ROOM.
     names: dict[str, bytes] = field(default_factory=dict, repr=False)
@@ -528,10 +529,17 @@ class ClientSession:
         for room_id in self.rooms:
             self._send_join(room_id)
 
-    def connection_lost(self) -> None:
+    def connection_lost(self, now_ms: int | None = None) -> None:
+        """The connection closed, at ``now_ms`` (None: not known; a wait for members
+        then counts its grace afresh from the next JOINED)."""
         self.connected = False
         self._frames.clear()
         for state in self.rooms.values():
+            if state.hold_since_ms is not None:
+                # A relay down again during the wait does not use up its grace.
+                if now_ms is not None:
+                    state.hold_spent_ms += max(0, now_ms - state.hold_since_ms)
+                state.hold_since_ms = None
             if state.joined:  # the count awaited from an earlier drop stays awaited
                 state.awaited_members = max(state.members, state.awaited_members)
                 # Only an announcing session hears them again: the others answer its JOIN.
@@ -564,13 +572,18 @@ class ClientSession:
             state.awaited_members = 0
             state.awaited_keys.clear()
             state.hold_since_ms = None
+            state.hold_spent_ms = 0
             self._pump()
 
     def held_since(self, room_id: bytes) -> int | None:
-        """When the outbox of ``room_id`` began to wait for members (the JOINED after a
-        drop), while it does; None otherwise. The caller's grace time counts from it."""
+        """While the outbox of ``room_id`` waits for members, when it would have begun to
+        wait had it been joined all along: the JOINED of this connection, less the time
+        joined during the wait before the last drop; None otherwise. The caller's grace
+        time counts from it: time joined, not time out of reach."""
         state = self.rooms.get(room_id)
-        return state.hold_since_ms if state is not None and self.holding(room_id) else None
+        if state is None or state.hold_since_ms is None or not self.holding(room_id):
+            return None
+        return state.hold_since_ms - state.hold_spent_ms
 
     def expire(self, now_ms: int) -> None:
         """Forget every room whose time is over, and its outbox (RoomExpired events), and
@@ -788,6 +801,7 @@ class ClientSession:
             return False
         state.awaited_members = 0
         state.hold_since_ms = None
+        state.hold_spent_ms = 0
         return True
 
     def _pump(self) -> None:

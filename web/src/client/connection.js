@@ -485,7 +485,7 @@ export class RoomConnection extends EventTarget {
     this._ws = null;
     this._clearPing();
     this._clearLater();
-    this.session.connectionLost();
+    this.session.connectionLost(this._now());
     if (FATAL_CLOSE_CODES.has(code)) {
       const why = reason ? `: ${reason}` : "";
       this._stop("closed", `The relay closed the connection for good (${code}${why}).`);
@@ -523,7 +523,7 @@ export class RoomConnection extends EventTarget {
   }
 
   _hangUpNow(ws) {
-    this.session.connectionLost();
+    this.session.connectionLost(this._now());
     try {
       ws.close(CloseCode.NORMAL);
     } catch {
@@ -733,7 +733,7 @@ export class RoomConnection extends EventTarget {
           waiting?.resolve(detail);
           const since = this.session.heldSince(detail.roomId);
           if (since !== null) {
-            // The grace counts from the first JOINED of the wait, not from this one.
+            // The grace counts the time joined during the wait, not time out of reach.
             const left = REJOIN_GRACE_MS - Math.max(0, this._now() - since);
             this._later(left, () => this.session.release(detail.roomId));
           }

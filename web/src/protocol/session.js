@@ -168,8 +168,9 @@ const defaultRandomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
  * @property {Set<string>} awaitedKeys after a reconnect to a room that had emptied, the hex
  *   device keys of the roster's announcing members at the drop, each of which the outbox
  *   waits to hear again
- * @property {number | null} holdSinceMs when the outbox began to wait (the JOINED after a
- *   drop): the grace counts from there, whatever drops come in between
+ * @property {number | null} holdSinceMs while the outbox waits, the JOINED of this
+ *   connection: the grace counts the time joined during the wait, this and
+ * @property {number} holdSpentMs the time joined during the wait before the last drop
  * @property {Map<string, string>} names canonical sender name -> hex of the device key last
  *   seen with it, least recently seen first; at most MAX_NAMES_PER_ROOM
  * @property {ReplayFilter} replays
@@ -289,6 +290,7 @@ export class ClientSession {
       // who was not there (a one-shot `send`).
       awaitedKeys: new Set(),
       holdSinceMs: null,
+      holdSpentMs: 0,
       names: new Map(),
       // One filter per room: a member of one room cannot make us drop another's messages.
       replays: new ReplayFilter(),
@@ -572,11 +574,18 @@ export class ClientSession {
     for (const key of this.rooms.keys()) this._sendJoin(key);
   }
 
-  connectionLost() {
+  /** The connection closed, at `nowMs` (null: not known; a wait for members then counts
+   * its grace afresh from the next JOINED). */
+  connectionLost(nowMs = null) {
     this.connected = false;
     this._connections += 1;
     this._frames = [];
     for (const state of this.rooms.values()) {
+      if (state.holdSinceMs !== null) {
+        // A relay down again during the wait does not use up its grace.
+        if (nowMs !== null) state.holdSpentMs += Math.max(0, nowMs - state.holdSinceMs);
+        state.holdSinceMs = null;
+      }
       if (state.joined) {
         // The count awaited from an earlier drop stays awaited.
         state.awaitedMembers = Math.max(state.members, state.awaitedMembers);
@@ -603,11 +612,15 @@ export class ClientSession {
     return this._holding(roomHex(roomId));
   }
 
-  /** When the outbox of `roomId` began to wait for members (the JOINED after a drop),
-   * while it does; null otherwise. The caller's grace time counts from it. */
+  /** While the outbox of `roomId` waits for members, when it would have begun to wait had
+   * it been joined all along: the JOINED of this connection, less the time joined during
+   * the wait before the last drop; null otherwise. The caller's grace time counts from it:
+   * time joined, not time out of reach. */
   heldSince(roomId) {
     const key = roomHex(roomId);
-    return this._holding(key) ? this.rooms.get(key).holdSinceMs : null;
+    const state = this.rooms.get(key);
+    if (state === undefined || state.holdSinceMs === null || !this._holding(key)) return null;
+    return state.holdSinceMs - state.holdSpentMs;
   }
 
   /** Stop waiting for members of `roomId` (the caller's grace time is over). */
@@ -618,6 +631,7 @@ export class ClientSession {
       state.awaitedMembers = 0;
       state.awaitedKeys.clear();
       state.holdSinceMs = null;
+      state.holdSpentMs = 0;
       this._flushRoom(key);
     }
   }
@@ -883,6 +897,7 @@ export class ClientSession {
     if (state === undefined || !state.joined || !this.connected || this._holding(key)) return;
     state.awaitedMembers = 0;
     state.holdSinceMs = null;
+    state.holdSpentMs = 0;
     this._pump();
   }
 
