@@ -1580,6 +1580,24 @@ def test_the_grace_counts_the_time_joined_during_the_wait(room: RoomKeys) -> Non
     assert [type(f) for f in decoded(alice)] == [frames.Publish]
 
 
+def test_a_join_announcement_refused_for_the_rate_goes_again_after_the_pause(
+    room: RoomKeys,
+) -> None:
+    """Others wait for a member coming back to say so (PROTOCOL.md 10.6): a JOIN message
+    the relay refused as rate limited is not dropped, as news would be."""
+    alice = announcing(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room, members=2)
+    (join,) = sent_publishes(alice)
+    limited = frames.Error(ErrorCode.RATE_LIMITED, join.ref, room.room_id, "slow down")
+    alice.receive(frames.encode_frame(limited), NOW)
+    alice.tick(NOW + 1)
+    assert alice.frames_to_send() == []  # paused
+    alice.resend_unacknowledged()
+    alice.tick(NOW + 2)
+    assert kinds_published(alice, room) == [Kind.JOIN]
+
+
 def test_an_announcement_sent_back_to_its_sender_is_a_replay(room: RoomKeys) -> None:
     alice = announcing(1, "alice")
     alice.connection_made()
@@ -1600,8 +1618,8 @@ def test_an_announcement_refused_for_the_rate_pauses_and_the_next_waits(room: Ro
     assert alice.events() == [Refused(ErrorCode.RATE_LIMITED, room.room_id, join.ref, "slow down")]
     assert alice.waiting_to_resend
     assert alice.in_flight == 0
-    # Paused: a HERE due now waits for the next tick after the retry; the refused JOIN,
-    # not in the outbox, is not resent.
+    # Paused: a HERE due now waits for the next tick after the retry, and so does the
+    # refused JOIN (not in the outbox): others may wait for it (PROTOCOL.md 10.6).
     alice.receive(deliver_as(3, "carol", room, 1, Kind.JOIN), NOW)
     alice.events()
     alice.tick(AFTER_GAP)
@@ -1611,7 +1629,7 @@ def test_an_announcement_refused_for_the_rate_pauses_and_the_next_waits(room: Ro
     alice.resend_unacknowledged()
     assert alice.frames_to_send() == []
     alice.tick(AFTER_GAP + 2000)
-    assert kinds_published(alice, room) == [Kind.HERE]
+    assert kinds_published(alice, room) == [Kind.JOIN, Kind.HERE]
     alice.tick(AFTER_GAP + 3000)
     assert alice.frames_to_send() == []  # once
 

@@ -280,6 +280,7 @@ class _Outgoing:
     timestamp_ms: int  # the message's own: its age decides when it is given up
     envelope: bytes = field(repr=False)
     ref: int = 0
+    kind: Kind = Kind.TEXT  # an announcement's (number _NOT_IN_OUTBOX) kind
 
 
 class ClientSession:
@@ -711,7 +712,9 @@ class ClientSession:
             )
             envelope = seal_envelope(state.keys, self.device, message, self._token_bytes(12))
             state.replays.remember(message.message_id, message.timestamp_ms, now_ms)
-            self._publish(_Outgoing(_NOT_IN_OUTBOX, room_id, message.message_id, now_ms, envelope))
+            self._publish(
+                _Outgoing(_NOT_IN_OUTBOX, room_id, message.message_id, now_ms, envelope, kind=kind)
+            )
 
     def _members_changed(self, room_id: bytes, version: int) -> None:
         """A MembersChanged event if the roster of ``room_id`` is not at ``version`` now.
@@ -933,6 +936,18 @@ class ClientSession:
         if state is None:
             self._pump()
             return
+        if (
+            outgoing is not None
+            and outgoing.number == _NOT_IN_OUTBOX
+            and outgoing.room_id == room_id
+            and code != ErrorCode.NOT_JOINED
+            and state.joined
+            and self.connected
+            and outgoing.kind not in state.unsent
+        ):
+            # A refused announcement (rate limited) goes again at the next tick after the
+            # pause: others wait for a member coming back to say so (PROTOCOL.md 10.6).
+            state.unsent.append(outgoing.kind)
         if not ref:
             state.join_sent = False  # a refusal of its JOIN or PROOF answers the JOIN
             state.full_for_now = code in (ErrorCode.ROOM_FULL, ErrorCode.RELAY_FULL)

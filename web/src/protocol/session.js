@@ -913,7 +913,7 @@ export class ClientSession {
   }
 
   _publish(outgoing) {
-    outgoing.ref = this._takeRef(outgoing.key, false);
+    outgoing.ref = this._takeRef(outgoing.key, null);
     this._frames.push(
       encodeFrame({ type: "Publish", ref: outgoing.ref, roomId: outgoing.roomId, envelope: outgoing.envelope }),
     );
@@ -921,12 +921,14 @@ export class ClientSession {
 
   /** A ref for a PUBLISH in `key`'s room (an `announcement`, or from the outbox), now in
    * flight until its ACK or ERROR. */
-  _takeRef(key, announcement) {
+  /** A ref for a PUBLISH in room `key`: of the outbox (`kind` null) or an announcement
+   * of that kind. */
+  _takeRef(key, kind) {
     // Unique among the refs in flight, even after the counter wraps; never 0.
     while (this._inFlight.has(this._nextRef)) this._nextRef = (this._nextRef % MAX_REF) + 1;
     const ref = this._nextRef;
     this._nextRef = (this._nextRef % MAX_REF) + 1;
-    this._inFlight.set(ref, { key, announcement });
+    this._inFlight.set(ref, { key, announcement: kind !== null, kind });
     return ref;
   }
 
@@ -988,7 +990,7 @@ export class ClientSession {
       // Our own, sent back to us by a relay, is a replay too.
       state.replays.remember(message.messageId, message.timestampMs, nowMs);
       this._frames.push(
-        encodeFrame({ type: "Publish", ref: this._takeRef(key, true), roomId: state.keys.roomId, envelope }),
+        encodeFrame({ type: "Publish", ref: this._takeRef(key, kind), roomId: state.keys.roomId, envelope }),
       );
     }
   }
@@ -1126,6 +1128,11 @@ export class ClientSession {
     }
     const key = roomHex(roomId);
     const state = this.rooms.get(key);
+    if (inFlight?.announcement && code !== ErrorCode.NOT_JOINED && inFlight.key === key) {
+      // A refused announcement (rate limited) goes again at the next tick after the
+      // pause: others wait for a member coming back to say so (PROTOCOL.md 10.6).
+      if (state?.joined && this.connected && !state.unsent.includes(inFlight.kind)) state.unsent.push(inFlight.kind);
+    }
     if (state !== undefined && !ref) {
       state.joining = false; // the JOIN (or PROOF) was refused
       state.fullForNow = code === ErrorCode.ROOM_FULL || code === ErrorCode.RELAY_FULL;
