@@ -226,9 +226,10 @@ class RoomState:
     awaited_members: int = 0
     # and, if the room had emptied, until each member of the roster then that announces
     # itself has been heard again: the count alone cannot tell a member back from one who
-    # was not there (a one-shot ``send``). The grace counts the time joined while it
-    # waits (``held_since``): since the JOINED of this connection, and before that:
+    # was not there (a one-shot ``send``).
     awaited_keys: set[bytes] = field(default_factory=set, repr=False)
+    # The caller's grace counts the time joined while it waits (``held_since``): since the
+    # JOINED of this connection (None: not joined now), plus the time joined before.
     hold_since_ms: int | None = None
     hold_spent_ms: int = 0
     # canonical name -> device key last seen with it, least recently seen first; at most
