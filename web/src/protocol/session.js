@@ -168,8 +168,9 @@ const defaultRandomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
  * @property {Set<string>} awaitedKeys after a reconnect to a room that had emptied, the hex
  *   device keys of the roster's announcing members at the drop, each of which the outbox
  *   waits to hear again
- * @property {number | null} holdSinceMs while the outbox waits, the JOINED of this
- *   connection: the grace counts the time joined during the wait, this and
+ * @property {number | null} holdSinceMs while the outbox waits and the room is joined, when
+ *   this connection's JOINED came (the caller's grace counts the time joined during the
+ *   wait: `heldSince`)
  * @property {number} holdSpentMs the time joined during the wait before the last drop
  * @property {Map<string, string>} names canonical sender name -> hex of the device key last
  *   seen with it, least recently seen first; at most MAX_NAMES_PER_ROOM
