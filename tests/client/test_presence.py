@@ -25,6 +25,7 @@ from tests.client.test_room_client import (
     events_until_pong,
     fast_retries,
     next_message,
+    retrying_every,
     wait_for,
 )
 
@@ -231,15 +232,11 @@ def test_a_one_shot_sender_filling_the_count_does_not_release_the_outbox_early()
     room = fresh_room()
     rid = room.room_id
 
-    def four_seconds() -> Generator[float]:
-        while True:
-            yield 4.0
-
     with running_relay() as first, contextlib.ExitStack() as relays:
 
         async def scenario() -> None:
             alice = announcing(first.url, "alice", device())
-            bob = announcing(first.url, "bob", device(), four_seconds)
+            bob = announcing(first.url, "bob", device(), retrying_every(4.0))
             async with alice, bob:
                 await alice.join(room)
                 await bob.join(room)

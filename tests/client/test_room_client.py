@@ -365,6 +365,16 @@ def slow_retries() -> Generator[float]:
         yield 0.4
 
 
+def retrying_every(seconds: float) -> Callable[[], Generator[float]]:
+    """Reconnect delays of ``seconds`` each: a member still backing off after a restart."""
+
+    def delays() -> Generator[float]:
+        while True:
+            yield seconds
+
+    return delays
+
+
 def test_a_relay_restart_loses_and_duplicates_nothing() -> None:
     """Messages sent while connected, in flight, and while reconnecting all arrive exactly
     once, across a graceful restart and a crash of the relay.
@@ -450,15 +460,11 @@ def test_a_member_backing_off_for_seconds_still_hears_what_was_said_while_it_was
     room = fresh_room()
     rid = room.room_id
 
-    def five_seconds() -> Generator[float]:
-        while True:
-            yield 5.0
-
     with running_relay() as first, contextlib.ExitStack() as relays:
 
         async def scenario() -> None:
             alice = RoomClient(first.url, device(), "alice", reconnect_delays=fast_retries)
-            bob = RoomClient(first.url, device(), "bob", reconnect_delays=five_seconds)
+            bob = RoomClient(first.url, device(), "bob", reconnect_delays=retrying_every(5.0))
             async with alice, bob:
                 await alice.join(room)
                 await bob.join(room)

@@ -1474,6 +1474,18 @@ def test_a_join_is_answered_with_a_here_after_the_delay(room: RoomKeys) -> None:
     assert bob.outbox_of(room.room_id) == []
 
 
+def back_and_heard(
+    member: ClientSession, listener: ClientSession, room: RoomKeys, members: int, at: int
+) -> None:
+    """``member`` drops and is let back in with ``members`` there; ``listener`` hears the
+    JOIN message it announces itself with, at ``at``."""
+    member.connection_lost()
+    connect_and_join_again(member, room, members)
+    (join,) = member.frames_to_send()
+    listener.receive(relay_deliver(join), at)
+    listener.events()
+
+
 def test_after_a_reconnect_the_outbox_waits_for_the_roster_not_only_the_count(
     room: RoomKeys,
 ) -> None:
@@ -1481,10 +1493,7 @@ def test_after_a_reconnect_the_outbox_waits_for_the_roster_not_only_the_count(
     to what it was: alice's outbox still waits until bob himself is heard again."""
     alice, bob = announcing(1, "alice"), announcing(2, "bob")
     in_room(room, alice, bob)
-    bob.connection_lost()  # bob announces himself when he is back
-    connect_and_join_again(bob, room, members=2)
-    alice.receive(relay_deliver(bob.frames_to_send()[0]), NOW)
-    alice.events()
+    back_and_heard(bob, alice, room, members=2, at=NOW)
     assert alice.members(room.room_id) == (member(bob),)
     alice.connection_lost()
     alice.send_text(room.room_id, "said while away", NOW + 1)
@@ -1494,11 +1503,7 @@ def test_after_a_reconnect_the_outbox_waits_for_the_roster_not_only_the_count(
     alice.events()
     assert alice.holding(room.room_id)
     assert alice.frames_to_send() == []
-    # bob is back, and says so.
-    bob.connection_lost()
-    connect_and_join_again(bob, room, members=3)
-    (bob_join,) = bob.frames_to_send()
-    alice.receive(relay_deliver(bob_join), NOW + 3)
+    back_and_heard(bob, alice, room, members=3, at=NOW + 3)  # bob is back, and says so
     assert not alice.holding(room.room_id)
     assert [m.body for m in announced(alice, room)] == [b"said while away"]
 
@@ -1506,10 +1511,7 @@ def test_after_a_reconnect_the_outbox_waits_for_the_roster_not_only_the_count(
 def test_release_ends_the_wait_for_the_roster_too(room: RoomKeys) -> None:
     alice, bob = announcing(1, "alice"), announcing(2, "bob")
     in_room(room, alice, bob)
-    bob.connection_lost()  # bob announces himself when he is back
-    connect_and_join_again(bob, room, members=2)
-    alice.receive(relay_deliver(bob.frames_to_send()[0]), NOW)
-    alice.events()
+    back_and_heard(bob, alice, room, members=2, at=NOW)
     alice.connection_lost()
     alice.send_text(room.room_id, "anyone?", NOW + 1)
     connect_and_join_again(alice, room, members=1)
@@ -1526,10 +1528,7 @@ def test_a_room_that_never_emptied_waits_for_nobody(room: RoomKeys) -> None:
     """Only our connection dropped: the count is as it was, and nobody left."""
     alice, bob = announcing(1, "alice"), announcing(2, "bob")
     in_room(room, alice, bob)
-    bob.connection_lost()
-    connect_and_join_again(bob, room, members=2)
-    alice.receive(relay_deliver(bob.frames_to_send()[0]), NOW)
-    alice.events()
+    back_and_heard(bob, alice, room, members=2, at=NOW)
     alice.connection_lost()
     alice.send_text(room.room_id, "back", NOW + 1)
     connect_and_join_again(alice, room, members=2)

@@ -414,6 +414,16 @@ describe("a session that does not announce", () => {
   });
 });
 
+/** `member` drops and is let back in with `members` there; `listener` hears the JOIN
+ * message it announces itself with, at `at`. */
+async function backAndHeard(member, listener, { members, at }) {
+  member.connectionLost();
+  await joinRoom(member, roomA, { members, at });
+  const [join] = decoded(member);
+  assert.equal((await openEnvelope(roomA, join.envelope)).kind, Kind.JOIN);
+  await listener.receive(deliverFrom(join), at);
+}
+
 describe("the outbox after a reconnect (PROTOCOL.md 10.6)", () => {
   it("waits for each member of the roster to be heard again, not only for the count", async () => {
     const { alice, bob, carol } = await threeMembers();
@@ -426,12 +436,8 @@ describe("the outbox after a reconnect (PROTOCOL.md 10.6)", () => {
     await alice.receive(frame({ type: "Presence", roomId: roomA.roomId, members: 3 }), at + 1);
     assert.equal(alice.holding(roomA.roomId), true);
     assert.deepEqual(alice.framesToSend(), []);
-    for (const [i, session] of [bob, carol].entries()) {
-      session.connectionLost();
-      await joinRoom(session, roomA, { members: 3, at: at + 2 + i });
-      const [join] = decoded(session);
-      assert.equal((await openEnvelope(roomA, join.envelope)).kind, Kind.JOIN);
-      await alice.receive(deliverFrom(join), at + 2 + i);
+    for (const [i, member] of [bob, carol].entries()) {
+      await backAndHeard(member, alice, { members: 3, at: at + 2 + i });
       assert.equal(alice.holding(roomA.roomId), i === 0); // carol is still awaited after bob
     }
     assert.deepEqual(await described(decoded(alice)), [`Publish ${Kind.TEXT}`]);
@@ -475,11 +481,8 @@ describe("the outbox after a reconnect (PROTOCOL.md 10.6)", () => {
     // bob and carol come back and announce themselves; the bot is back too, silent.
     await alice.receive(frame({ type: "Presence", roomId: roomA.roomId, members: 4 }), NOW + 3001);
     assert.equal(alice.holding(roomA.roomId), true);
-    for (const [n, back] of [bob, carol].entries()) {
-      back.connectionLost();
-      await joinRoom(back, roomA, { members: 4, at: NOW + 3002 + n });
-      const [join] = decoded(back);
-      await alice.receive(deliverFrom(join), NOW + 3002 + n);
+    for (const [n, member] of [bob, carol].entries()) {
+      await backAndHeard(member, alice, { members: 4, at: NOW + 3002 + n });
     }
     assert.equal(alice.holding(roomA.roomId), false);
     assert.deepEqual(await described(decoded(alice)), [`Publish ${Kind.TEXT}`]);
@@ -510,10 +513,7 @@ describe("the outbox after a reconnect (PROTOCOL.md 10.6)", () => {
     await joinRoom(alice, roomA, { members: 1, at: NOW + 3000 });
     decoded(alice);
     await alice.receive(frame({ type: "Presence", roomId: roomA.roomId, members: 3 }), NOW + 3001);
-    carol.connectionLost();
-    await joinRoom(carol, roomA, { members: 3, at: NOW + 3002 });
-    const [join] = decoded(carol);
-    await alice.receive(deliverFrom(join), NOW + 3002);
+    await backAndHeard(carol, alice, { members: 3, at: NOW + 3002 });
     assert.equal(alice.holding(roomA.roomId), true); // bob is still awaited
   });
 });
