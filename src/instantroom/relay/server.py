@@ -66,7 +66,6 @@ MAX_FRAGMENTS = 64
 # request: a few hundred addresses could fill the relay's memory. Browsers send 1-4 KiB.
 MAX_REQUEST_HEAD = 32 * 1024
 JOIN_BUCKETS_PRUNED = 10.0  # seconds between sweeps of the per-address JOIN buckets
-ACK_DELAY = 0.005  # seconds an ACK may wait for company
 LISTEN_BACKLOG = 100  # as asyncio's create_server
 FILES_KEPT = 64  # file descriptors the relay keeps for itself (logs, Redis, static files)
 MOST_FILES = 1_048_576  # raised to at most this when the hard limit is unlimited
@@ -243,7 +242,6 @@ class RelayConnection(asyncio.Protocol):
     """One client connection: handshake, then frames."""
 
     __slots__ = (
-        "acks_waiting",
         "address",
         "admitting",
         "bucket",
@@ -284,7 +282,6 @@ class RelayConnection(asyncio.Protocol):
         self.out: list[bytes] = []
         self.dirty = False
         self.sent_at = 0.0  # when fan_out last had a frame for this member
-        self.acks_waiting = False
         self.closing = False
         self.closing_first = 0.0  # set by the sweeper: when it first saw us closing,
         self.closing_since = 0.0  # when it last saw our queued bytes leave,
@@ -380,16 +377,6 @@ class RelayConnection(asyncio.Protocol):
         if not self.dirty:
             self.dirty = True
             self.relay.mark_dirty(self)
-
-    def push_ack(self, wire: bytes) -> None:
-        """Queue an ACK. It leaves with the next frame to this member, or within
-        ``ACK_DELAY``: a sender's ACKs then share writes instead of costing one each."""
-        if self.closing:
-            return
-        self.out.append(wire)
-        if not self.dirty and not self.acks_waiting:
-            self.acks_waiting = True
-            self.relay.ack_later(self)
 
     def flush(self) -> None:
         self.dirty = False
@@ -624,7 +611,10 @@ class RelayConnection(asyncio.Protocol):
                 return
             self.refusals = 0
             relay.fan_out(room, self, encode_wire(frames.deliver_from_publish(data)))
-            self.push_ack(encode_wire(_ACK + data[1:5]))
+            # The ACK leaves with this pass's flush, with anything else queued for the
+            # sender. Holding it 5 ms for company (as before) shared no write at the
+            # default rate limit and measured no cheaper (benchmarks/README.md).
+            self.push(encode_wire(_ACK + data[1:5]))
             return
         try:
             frame = frames.decode_frame(data)
@@ -742,8 +732,6 @@ class Relay:
         self._joins_pruned = 0.0
         self._dirty: list[RelayConnection] = []
         self._flush_scheduled = False
-        self._acks: list[RelayConnection] = []
-        self._ack_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         # With TLS, the relay accepts connections itself (see _accept_tls).
@@ -1039,20 +1027,6 @@ class Relay:
             self._flush_scheduled = True
             assert self._loop is not None
             self._loop.call_soon(self._flush)
-
-    def ack_later(self, conn: RelayConnection) -> None:
-        self._acks.append(conn)
-        if self._ack_timer is None:
-            assert self._loop is not None
-            self._ack_timer = self._loop.call_later(ACK_DELAY, self._flush_acks)
-
-    def _flush_acks(self) -> None:
-        self._ack_timer = None
-        waiting, self._acks = self._acks, []
-        for conn in waiting:
-            conn.acks_waiting = False
-            if not conn.dirty:
-                conn.flush()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
