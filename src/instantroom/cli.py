@@ -331,9 +331,10 @@ async def _listen(args: argparse.Namespace) -> int:
             await client.join(room, target.expires_at_ms, printed.known(), floor_ms=printed.floor())
             _warn_of_clock(client)
             if not args.json:
-                print(
-                    f"listening in room {room.room_id.hex()[:12]}...", file=sys.stderr, flush=True
-                )
+                # The stored room's label, never its id: stderr often ends up in a journal.
+                label = target.stored[1].label if target.stored is not None else ""
+                shown = f" {printable(label)!r}" if label else ""
+                print(f"listening in room{shown}...", file=sys.stderr, flush=True)
             # Until the room is gone, or the client stops for good (next_event then raises).
             # What the relay says is shown with printable(): it could carry escapes.
             while True:
