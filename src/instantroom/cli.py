@@ -42,6 +42,9 @@ EXIT_EXPIRED = 6  # the room's lifetime is over
 DROPPED_AHEAD_SAID_EVERY = 600.0
 # How often listen looks whether its relay has gone out of reach, or come back (seconds).
 OUTAGE_CHECK = 0.25
+# Seconds of send's --timeout kept for the relay to take the message: a message waiting
+# for the room's members to come back (a relay that was out of reach) goes no later.
+SEND_TIME_TO_TAKE = 5.0
 _SEND_STATUSES = """exit status:
   0    the relay took the message (not a proof that anyone received it)
   1    the relay refused the room or this client (not a relay, a bad URL, ...)
@@ -219,6 +222,9 @@ async def _send(args: argparse.Namespace) -> int:
     handed_over = False  # to the client, which may have written its PUBLISH since
     name = rooms_cli.chosen_name(args, target.stored[0] if target.stored is not None else None)
     async with RoomClient(target.server, target.device, name) as client:
+        last_call = asyncio.get_running_loop().call_later(
+            max(0.0, args.timeout - SEND_TIME_TO_TAKE), client.stop_waiting, room.room_id
+        )
         try:
             async with asyncio.timeout(args.timeout):  # for the join and the send together
                 await client.join(room, target.expires_at_ms)
@@ -251,6 +257,8 @@ async def _send(args: argparse.Namespace) -> int:
                 return EXIT_UNREACHABLE
             print("instantroom: the relay did not take the message in time.", file=sys.stderr)
             return EXIT_TIMEOUT
+        finally:
+            last_call.cancel()
     return 0
 
 

@@ -11,6 +11,9 @@ import secrets
 import signal
 import sys
 
+import pytest
+
+from instantroom.client import connection
 from instantroom.client.connection import RoomClient
 from instantroom.protocol.envelope import MAX_BODY_BYTES
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
@@ -164,5 +167,65 @@ def test_listen_with_standard_output_closed_exits_at_once(relay: RelayProcess) -
                 await listener.wait()
         assert listener.returncode == 2
         assert err == b"instantroom: standard output is closed: listen prints the messages there.\n"
+
+    run(scenario())
+
+
+async def first_message(relay: RelayProcess, room: RoomKeys, within: float) -> str:
+    """Join ``room`` as a listener and return the text of the first message it gets."""
+    device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+    async with RoomClient(relay.url, device, "") as listener:
+        await listener.join(room)
+        async with asyncio.timeout(within):
+            async for received in listener.messages():
+                return received.message.text
+    raise AssertionError("the listener stopped")
+
+
+def test_send_during_an_outage_waits_for_members_still_coming_back_within_its_timeout() -> None:
+    """A ``send`` started while its relay was out of reach (restarting) joins as soon as
+    the relay is back, and others may still be backing off: the message waits for them,
+    and goes in time for --timeout (5 s before it) rather than the whole grace (12 s)."""
+    key = make_minikey(secrets.randbelow)
+    port = closed_port()
+
+    async def scenario() -> None:
+        server = f"http://{LOOPBACK}:{port}"
+        text = "while you were away"
+        command = ["send", "--server", server, "--key", key, "--timeout", "10", text]
+        sending = asyncio.create_task(instantroom(*command))
+        await asyncio.sleep(1)  # its first tries fail
+        with running_relay(port=port) as relay:
+            await asyncio.sleep(2)  # a member still backing off when send got in
+            heard = await first_message(relay, RoomKeys.from_minikey(key), within=10)
+            status, out, err = await sending
+        assert (status, out, err) == (0, "", "")
+        assert heard == text
+
+    run(scenario())
+
+
+def test_a_client_that_found_the_relay_out_of_reach_holds_its_outbox_the_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The library's side: what a client wrote while its relay was out of reach waits,
+    after its JOINED, for the grace (here 3 s), then goes, to whoever came in meanwhile."""
+    monkeypatch.setattr(connection, "REJOIN_GRACE", 3.0)
+    room = RoomKeys.from_minikey(make_minikey(secrets.randbelow))
+    port = closed_port()
+
+    async def scenario() -> None:
+        device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+        async with RoomClient(f"http://{LOOPBACK}:{port}", device, "alice") as alice:
+            joined = asyncio.create_task(alice.join(room))
+            accepted = asyncio.create_task(alice.send_text(room.room_id, "back?"))
+            await asyncio.sleep(0.5)
+            with running_relay(port=port) as relay:
+                await joined
+                await asyncio.sleep(1)  # a member still backing off
+                assert not accepted.done()
+                text = await first_message(relay, room, within=10)
+                await accepted
+        assert text == "back?"
 
     run(scenario())

@@ -257,6 +257,49 @@ def test_release_ends_the_wait_for_members(room: RoomKeys) -> None:
     assert isinstance(publish, frames.Publish)
 
 
+@pytest.mark.parametrize("joined_after_the_failure", [False, True])
+def test_a_room_first_joined_after_the_relay_was_out_of_reach_waits_the_whole_grace(
+    room: RoomKeys, joined_after_the_failure: bool
+) -> None:
+    """A client that found the relay out of reach (restarting) has no count from before:
+    whoever else is in the room may be reconnecting too, so what it wrote waits until the
+    caller's grace is over, however many members the relay says are back."""
+    alice = make_session(1, "alice")
+    if not joined_after_the_failure:
+        alice.join(room)
+    alice.connect_failed()
+    alice.connect_failed()  # the backoff's next try
+    if joined_after_the_failure:
+        alice.join(room)
+    alice.send_text(room.room_id, "the relay is back?", NOW)
+    connect_and_join_again(alice, room, members=5)
+    assert alice.holding(room.room_id)
+    assert alice.held_since(room.room_id) == NOW
+    assert alice.frames_to_send() == []
+    alice.receive(frames.encode_frame(frames.Presence(room.room_id, 6)), NOW + 1)
+    assert alice.frames_to_send() == []  # no count says when all are back
+    alice.release(room.room_id)
+    assert [type(f) for f in decoded(alice)] == [frames.Publish]
+
+
+def test_a_room_joined_at_the_first_try_or_joined_before_waits_as_before(room: RoomKeys) -> None:
+    """Reached at its first try, a client sends at once; one that had been in the room
+    waits for the count from before, not the whole grace, after failed tries too."""
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room, members=2)
+    alice.send_text(room.room_id, "at once", NOW)
+    assert [type(f) for f in decoded(alice)] == [frames.Publish]
+    alice.connection_lost()
+    alice.connect_failed()
+    alice.send_text(room.room_id, "after the outage", NOW + 1)
+    connect_and_join_again(alice, room, members=1)
+    assert alice.holding(room.room_id)
+    alice.receive(frames.encode_frame(frames.Presence(room.room_id, 2)), NOW + 2)
+    assert not alice.holding(room.room_id)
+    assert [type(f) for f in decoded(alice)] == [frames.Publish, frames.Publish]
+
+
 def test_a_drop_during_the_wait_keeps_waiting_for_the_count_before_the_first(
     room: RoomKeys,
 ) -> None:

@@ -535,6 +535,40 @@ describe("RoomConnection", () => {
     assert.equal(alice.of("accepted").length, 1);
   });
 
+  it("a connection that found the relay out of reach holds what it wrote the whole grace, then sends it", async () => {
+    // The relay restarting: its others may be backing off still, and no count from
+    // before says when they are all back (PROTOCOL.md 10.6).
+    const w = world();
+    const bob = w.connect({ seed: 2 });
+    await online(w, bob);
+    const alice = w.connect({ seed: 1 });
+    alice.start();
+    const joined = alice.join(KEY_A, { name: "alice" });
+    joined.catch(() => {});
+    const message = await alice.sendText(roomA.roomId, "the relay is back?");
+    w.relay.last.drop(1006); // closed before it opened: out of reach
+    await w.clock.advance(100);
+    w.relay.last.accept();
+    await w.settle();
+    assert.equal(alice.state, "online");
+    assert.equal(alice.session.holding(roomA.roomId), true); // bob is there, others may not be
+    await w.clock.advance(REJOIN_GRACE_MS - 1);
+    assert.equal(w.relay.sent("Publish").length, 0);
+    await w.clock.advance(1);
+    assert.equal(w.relay.sent("Publish").length, 1);
+    assert.deepEqual(bob.of("message").map((e) => e.text), ["the relay is back?"]);
+    assert.deepEqual(alice.of("accepted").map((e) => hex(e.messageId)), [hex(message.messageId)]);
+  });
+
+  it("a connection that reached the relay at its first try sends at once", async () => {
+    const w = world();
+    const alice = w.connect({ seed: 1 });
+    await online(w, alice);
+    await alice.sendText(roomA.roomId, "hello");
+    await w.settle();
+    assert.equal(w.relay.sent("Publish").length, 1);
+  });
+
   it("holds the outbox longer than any reconnect delay, so members still backing off are back in time", () => {
     const delays = backoffDelays({ random: () => 1 });
     let longest = 0;

@@ -859,6 +859,38 @@ describe("reconnecting", () => {
     assert.deepEqual(decoded(alice).map((f) => f.type), ["Publish"]);
   });
 
+  for (const joinedAfterTheFailure of [false, true]) {
+    it(`a room first joined after the relay was out of reach waits the whole grace (joined ${joinedAfterTheFailure ? "after" : "before"} the failed try)`, async () => {
+      // No count from before: whoever else is in the room may be reconnecting too.
+      const alice = makeSession(1);
+      if (!joinedAfterTheFailure) alice.join(roomA);
+      alice.connectFailed();
+      alice.connectFailed(); // the backoff's next try
+      if (joinedAfterTheFailure) alice.join(roomA);
+      await alice.sendText(roomA.roomId, "the relay is back?", NOW);
+      await rejoin(alice, roomA, 5);
+      assert.equal(alice.holding(roomA.roomId), true);
+      assert.equal(alice.heldSince(roomA.roomId), NOW);
+      assert.deepEqual(alice.framesToSend(), []);
+      await alice.receive(frame({ type: "Presence", roomId: roomA.roomId, members: 6 }), NOW + 1);
+      assert.deepEqual(alice.framesToSend(), []); // no count says when all are back
+      alice.release(roomA.roomId);
+      assert.deepEqual(decoded(alice).map((f) => f.type), ["Publish"]);
+    });
+  }
+
+  it("a room joined before waits for its count after failed tries, not the whole grace", async () => {
+    const alice = await connectedAndJoined(1, roomA, { members: 2 });
+    alice.connectionLost();
+    alice.connectFailed();
+    await alice.sendText(roomA.roomId, "after the outage", NOW + 1);
+    await rejoin(alice, roomA, 1);
+    assert.equal(alice.holding(roomA.roomId), true);
+    await alice.receive(frame({ type: "Presence", roomId: roomA.roomId, members: 2 }), NOW + 2);
+    assert.equal(alice.holding(roomA.roomId), false);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Publish"]);
+  });
+
   it("drops what it had to send when the connection is lost", async () => {
     const alice = await connectedAndJoined(1, roomA);
     alice.ping(1n);

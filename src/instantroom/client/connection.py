@@ -680,6 +680,13 @@ class RoomClient:
         self._room_gone(room_id, "You left the room.")
         await self._flush()
 
+    def stop_waiting(self, room_id: bytes) -> None:
+        """Send what waits for ``room_id``'s members to come back (after a reconnect, or a
+        relay that was out of reach; PROTOCOL.md 10.6) now, without the rest of the grace:
+        for a caller that cannot wait that long."""
+        self.session.release(room_id)
+        self._flush_soon()
+
     def members(self, room_id: bytes) -> tuple[Member, ...]:
         """Who the others in ``room_id`` said they are and are believed present, oldest
         first (PROTOCOL.md 5.7); never ourselves, and empty for a room we are not in. Each
@@ -797,6 +804,7 @@ class RoomClient:
                     raise refusal from exc
                 logger.info("could not connect to %s: %s", self.url, exc)
                 self._unreachable = unreachable_reason(exc, self.url)
+                self.session.connect_failed()  # its rooms' members may be reconnecting too
             else:
                 async with ws:
                     if ws.subprotocol != SUBPROTOCOL:

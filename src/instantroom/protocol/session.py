@@ -228,6 +228,10 @@ class RoomState:
     # itself has been heard again: the count alone cannot tell a member back from one who
     # was not there (a one-shot ``send``).
     awaited_keys: set[bytes] = field(default_factory=set, repr=False)
+    # First joined after the relay was out of reach, with no count from before to await:
+    # if the relay restarted, the others are reconnecting too, one by one, and nothing
+    # says when all are back. The outbox waits the whole grace (``release``).
+    awaits_whole_grace: bool = False
     # The caller's grace counts the time joined while it waits (``held_since``): since the
     # JOINED of this connection (None: not joined now), plus the time joined before.
     hold_since_ms: int | None = None
@@ -328,6 +332,8 @@ class ClientSession:
         self._events: list[Event] = []
         # The latest time a caller gave: the timestamp of a LEAVE sent without one.
         self._now_ms = 0
+        # A try to connect failed, and no connection came since (``connect_failed``).
+        self._out_of_reach = False
 
     # what the caller takes
 
@@ -363,6 +369,7 @@ class ClientSession:
             return
         roster = Roster(self.device.public_key, announce=self.announce)
         state = self.rooms[room.room_id] = RoomState(room, expires_at_ms, roster)
+        state.awaits_whole_grace = self._out_of_reach
         if room.room_id in self._leave_on_answer:
             # Left and joined again before the relay answered the first JOIN: its answer
             # serves this join too.
@@ -526,8 +533,19 @@ class ClientSession:
 
     # what the connection does
 
+    def connect_failed(self) -> None:
+        """A try to connect failed: the relay, or the way to it, was out of reach. Each
+        room not joined on this session before (so with no count to await) then holds its
+        outbox from its next JOINED for the caller's whole grace (``held_since``,
+        ``release``): if the relay restarted, its members are reconnecting too."""
+        self._out_of_reach = True
+        for state in self.rooms.values():
+            if not state.joined and not state.awaited_members:
+                state.awaits_whole_grace = True
+
     def connection_made(self) -> None:
         self.connected = True
+        self._out_of_reach = False
         for room_id in self.rooms:
             self._send_join(room_id)
 
@@ -564,7 +582,11 @@ class ClientSession:
         return (
             state is not None
             and state.joined
-            and (state.members < state.awaited_members or bool(state.awaited_keys))
+            and (
+                state.awaits_whole_grace
+                or state.members < state.awaited_members
+                or bool(state.awaited_keys)
+            )
         )
 
     def release(self, room_id: bytes) -> None:
@@ -573,6 +595,7 @@ class ClientSession:
         if state is not None:
             state.awaited_members = 0
             state.awaited_keys.clear()
+            state.awaits_whole_grace = False
             state.hold_since_ms = None
             state.hold_spent_ms = 0
             self._pump()
@@ -659,7 +682,7 @@ class ClientSession:
                     state.members = members
                     if members >= state.awaited_members:
                         state.awaited_keys.clear()  # the room never emptied: nobody left it
-                    elif state.hold_since_ms is None:
+                    if self.holding(room_id) and state.hold_since_ms is None:
                         state.hold_since_ms = now_ms
                     self._events.append(Joined(room_id, state.expires_at_ms, members))
                     # Our JOIN message first: the others learn who we are before they

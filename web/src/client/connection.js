@@ -202,6 +202,7 @@ export class RoomConnection extends EventTarget {
     this._reason = null;
     this._started = false;
     this._ws = null;
+    this._wsOpened = false; // this._ws has opened
     this._everOpened = false;
     this._reconnectTimer = null;
     this._pingTimer = null;
@@ -418,10 +419,12 @@ export class RoomConnection extends EventTarget {
       ws.binaryType = "arraybuffer";
     } catch (error) {
       this._error(`Could not open a connection to ${this.url}: ${error.message}`);
+      this.session.connectFailed();
       this._scheduleReconnect();
       return;
     }
     this._ws = ws;
+    this._wsOpened = false;
     ws.addEventListener("open", () => this._guard(() => this._opened(ws)));
     ws.addEventListener("message", (event) => this._guard(() => this._received(ws, event)));
     ws.addEventListener("close", (event) => this._guard(() => this._lost(ws, event.code, event.reason)));
@@ -445,6 +448,7 @@ export class RoomConnection extends EventTarget {
       return;
     }
     this._everOpened = true;
+    this._wsOpened = true;
     this.session.connectionMade();
     this._setState("online");
     this._flush();
@@ -486,6 +490,9 @@ export class RoomConnection extends EventTarget {
     this._clearPing();
     this._clearLater();
     this.session.connectionLost(this._now());
+    // Closed before it opened: the relay was out of reach (its rooms' members may be
+    // reconnecting too, PROTOCOL.md 10.6).
+    if (!this._wsOpened) this.session.connectFailed();
     if (FATAL_CLOSE_CODES.has(code)) {
       const why = reason ? `: ${reason}` : "";
       this._stop("closed", `The relay closed the connection for good (${code}${why}).`);

@@ -168,6 +168,8 @@ const defaultRandomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
  * @property {Set<string>} awaitedKeys after a reconnect to a room that had emptied, the hex
  *   device keys of the roster's announcing members at the drop, each of which the outbox
  *   waits to hear again
+ * @property {boolean} awaitsWholeGrace first joined after the relay was out of reach, with
+ *   no count from before to await: the outbox waits the caller's whole grace (`release`)
  * @property {number | null} holdSinceMs while the outbox waits and the room is joined, when
  *   this connection's JOINED came (the caller's grace counts the time joined during the
  *   wait: `heldSince`)
@@ -223,6 +225,8 @@ export class ClientSession {
     this._sealingLeave = new Set();
     /** The latest time a caller gave: the timestamp of a LEAVE message sent without one. */
     this._lastNowMs = 0;
+    /** A try to connect failed, and no connection came since (`connectFailed`). */
+    this._outOfReach = false;
     /** Counts connections lost: what a lost connection sent is not handled after it. */
     this._connections = 0;
     this._nextRef = 1;
@@ -290,6 +294,10 @@ export class ClientSession {
       // itself has been heard again: the count alone cannot tell a member back from one
       // who was not there (a one-shot `send`).
       awaitedKeys: new Set(),
+      // First joined after the relay was out of reach, with no count from before to
+      // await: if the relay restarted, the others are reconnecting too, one by one, and
+      // nothing says when all are back. The outbox waits the whole grace (`release`).
+      awaitsWholeGrace: this._outOfReach,
       holdSinceMs: null,
       holdSpentMs: 0,
       names: new Map(),
@@ -570,8 +578,20 @@ export class ClientSession {
 
   // what the connection does
 
+  /** A try to connect failed: the relay, or the way to it, was out of reach. Each room
+   * not joined on this session before (so with no count to await) then holds its outbox
+   * from its next JOINED for the caller's whole grace (`heldSince`, `release`): if the
+   * relay restarted, its members are reconnecting too. */
+  connectFailed() {
+    this._outOfReach = true;
+    for (const state of this.rooms.values()) {
+      if (!state.joined && !state.awaitedMembers) state.awaitsWholeGrace = true;
+    }
+  }
+
   connectionMade() {
     this.connected = true;
+    this._outOfReach = false;
     for (const key of this.rooms.keys()) this._sendJoin(key);
   }
 
@@ -631,6 +651,7 @@ export class ClientSession {
     if (state !== undefined) {
       state.awaitedMembers = 0;
       state.awaitedKeys.clear();
+      state.awaitsWholeGrace = false;
       state.holdSinceMs = null;
       state.holdSpentMs = 0;
       this._flushRoom(key);
@@ -793,7 +814,7 @@ export class ClientSession {
           state.expiresAtMs = known.length > 0 ? Math.min(...known) : 0;
           state.members = frame.members;
           if (frame.members >= state.awaitedMembers) state.awaitedKeys.clear(); // the room never emptied
-          else if (state.holdSinceMs === null) state.holdSinceMs = nowMs;
+          if (this._holding(key) && state.holdSinceMs === null) state.holdSinceMs = nowMs;
           this._events.push({
             type: "joined",
             roomId: state.keys.roomId,
@@ -833,7 +854,11 @@ export class ClientSession {
 
   _holding(key) {
     const state = this.rooms.get(key);
-    return state !== undefined && state.joined && (state.members < state.awaitedMembers || state.awaitedKeys.size > 0);
+    return (
+      state !== undefined &&
+      state.joined &&
+      (state.awaitsWholeGrace || state.members < state.awaitedMembers || state.awaitedKeys.size > 0)
+    );
   }
 
   /** Tell the relay we leave a room: now, or once its unanswered JOIN is answered (a LEAVE
