@@ -734,6 +734,32 @@ def test_members_per_room_and_rooms_per_connection() -> None:
     assert_exited_cleanly(relay)
 
 
+def test_a_join_refused_as_room_full_records_nothing() -> None:
+    """A refused join leaves nothing behind (PROTOCOL.md 8.5): not the expiry the joiner
+    asked for, which would end the room at its time and throw its members out, nor a
+    room counted against the joiner's address."""
+    full = fresh_room()
+    options = ("--members-per-room", "1", "--max-rooms-per-address", "1")
+    with running_relay(*options) as relay:
+
+        async def scenario() -> None:
+            async with raw_client(relay.ws_url) as alice, raw_client(relay.ws_url) as carol:
+                assert (await alice.join(full)).expires_at_ms == 0
+                soon = int(time.time() * 1000) + 1_000
+                challenge = await carol.challenge(full, soon)
+                await carol.send(RawClient.proof(full, challenge))
+                await carol.expect_error(ErrorCode.ROOM_FULL)
+                # Its address has not used up its one room with an expiry.
+                own = fresh_room()
+                later = int(time.time() * 1000) + 3_600_000
+                assert (await carol.join(own, later)).expires_at_ms == later
+                await asyncio.sleep(1.5)  # past the expiry the refused join asked for
+                assert await alice.barrier() == []  # still in, told nothing
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
 class MuteClient:
     """A WebSocket client that joins, then never sends a byte again: not even a pong.
 

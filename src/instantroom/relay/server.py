@@ -1051,6 +1051,7 @@ class Relay:
             if requested_ms <= self.now_ms():
                 raise RoomRefused(ErrorCode.ROOM_EXPIRED, "This room has expired.")
 
+        self._check_room_space(room_id)
         # A new room, or a new fact: an open room without an expiry gets one recorded now.
         if facts.expiry(room_id) is None and (requested_ms or room_id not in self.rooms):
             self._check_space(conn, requested_ms)
@@ -1089,6 +1090,7 @@ class Relay:
             try:
                 if self.facts.expired(room_id):  # while the backplane was asked
                     raise RoomRefused(ErrorCode.ROOM_EXPIRED, "This room has expired.")
+                self._check_room_space(room_id)  # filled meanwhile
                 if expires and self.facts.expiry(room_id) is None:
                     # Again: admissions in flight together all passed the first check.
                     # (An expiry from the backplane, not the joiner, is no room it made.)
@@ -1129,15 +1131,21 @@ class Relay:
                 "This relay keeps no more new rooms from your address now: try later.",
             )
 
+    def _check_room_space(self, room_id: bytes) -> None:
+        """Raise ``RoomRefused`` if ``room_id`` is full: before anything about the joiner
+        is recorded (its expiry, its address's rooms), as for any refused join."""
+        room = self.rooms.get(room_id)
+        if room is not None and len(room.members) >= self.config.members_per_room:
+            raise RoomRefused(ErrorCode.ROOM_FULL, "This room is full.")
+
     def _enter(self, conn: RelayConnection, room_id: bytes, expires: int) -> Room:
+        """Put ``conn`` in ``room_id``, which has space (``_check_room_space``)."""
         if expires and expires <= self.now_ms():
             raise RoomRefused(ErrorCode.ROOM_EXPIRED, "This room has expired.")
         room = self.rooms.get(room_id)
         if room is None:
             room = self.rooms[room_id] = Room(room_id, expires)
             self.hub.room_opened(room_id)
-        elif len(room.members) >= self.config.members_per_room:
-            raise RoomRefused(ErrorCode.ROOM_FULL, "This room is full.")
         room.expires_at_ms = room.expires_at_ms or expires
         room.members.add(conn)
         conn.rooms[room_id] = room
