@@ -205,6 +205,24 @@ def test_send_during_an_outage_waits_for_members_still_coming_back_within_its_ti
     run(scenario())
 
 
+def test_send_with_a_short_timeout_after_an_outage_sends_rather_than_waits() -> None:
+    """With --timeout 4 there is no time to wait for members: once in, ``send`` sends at
+    once and exits 0, not 4 with the message never sent."""
+    key = make_minikey(secrets.randbelow)
+    port = closed_port()
+
+    async def scenario() -> None:
+        server = f"http://{LOOPBACK}:{port}"
+        command = ["send", "--server", server, "--key", key, "--timeout", "4", "quick"]
+        sending = asyncio.create_task(instantroom(*command))
+        await asyncio.sleep(1)  # its first tries fail
+        with running_relay(port=port):
+            status, out, err = await sending
+        assert (status, out, err) == (0, "", "")
+
+    run(scenario())
+
+
 def test_a_client_that_found_the_relay_out_of_reach_holds_its_outbox_the_grace(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -282,6 +282,24 @@ def test_a_room_first_joined_after_the_relay_was_out_of_reach_waits_the_whole_gr
     assert [type(f) for f in decoded(alice)] == [frames.Publish]
 
 
+def test_a_release_for_good_outlasts_later_failed_tries_and_drops(room: RoomKeys) -> None:
+    """A caller whose deadline is near (``send --timeout``) wants its message sent, not
+    held past that deadline by a try that fails after it said so, or by a later drop."""
+    alice = make_session(1, "alice")
+    alice.join(room)
+    alice.release(room.room_id, for_good=True)
+    alice.connect_failed()
+    alice.send_text(room.room_id, "now", NOW)
+    connect_and_join_again(alice, room, members=1)
+    assert not alice.holding(room.room_id)
+    assert [type(f) for f in decoded(alice)] == [frames.Publish]
+    alice.connection_lost()
+    alice.connect_failed()
+    connect_and_join_again(alice, room, members=1)
+    assert not alice.holding(room.room_id)
+    assert [type(f) for f in decoded(alice)] == [frames.Publish]  # resent at once
+
+
 def test_a_room_joined_at_the_first_try_or_joined_before_waits_as_before(room: RoomKeys) -> None:
     """Reached at its first try, a client sends at once; one that had been in the room
     waits for the count from before, not the whole grace, after failed tries too."""
@@ -1577,6 +1595,29 @@ def test_a_room_that_never_emptied_waits_for_nobody(room: RoomKeys) -> None:
     connect_and_join_again(alice, room, members=2)
     assert not alice.holding(room.room_id)
     assert kinds_published(alice, room) == [Kind.JOIN, Kind.TEXT]
+
+
+def test_after_failed_tries_a_full_count_still_waits_for_the_roster(room: RoomKeys) -> None:
+    """The relay was out of reach (restarting): a newcomer who got in before alice can
+    fill bob's place in the count, so the count alone no longer says that nobody left.
+    Alice's outbox waits for bob himself, who says so when he is back."""
+    alice, bob = announcing(1, "alice"), announcing(2, "bob")
+    in_room(room, alice, bob)
+    back_and_heard(bob, alice, room, members=2, at=NOW)
+    alice.connection_lost()
+    alice.connect_failed()
+    alice.send_text(room.room_id, "said while away", NOW + 1)
+    connect_and_join_again(alice, room, members=2)  # a newcomer, not bob
+    assert kinds_published(alice, room) == [Kind.JOIN]
+    assert alice.holding(room.room_id)
+    assert alice.held_since(room.room_id) == NOW
+    back_and_heard(bob, alice, room, members=3, at=NOW + 3)
+    assert not alice.holding(room.room_id)
+    assert [m.body for m in announced(alice, room)] == [b"said while away"]
+    alice.connection_lost()  # and, reached at the first try this time, waits for nobody
+    alice.send_text(room.room_id, "again", NOW + 4)
+    connect_and_join_again(alice, room, members=3)
+    assert not alice.holding(room.room_id)
 
 
 def test_a_member_that_never_announced_is_only_counted(room: RoomKeys) -> None:

@@ -466,6 +466,27 @@ describe("the outbox after a reconnect (PROTOCOL.md 10.6)", () => {
     assert.deepEqual(await described(decoded(alice)), [`Publish ${Kind.JOIN}`, `Publish ${Kind.TEXT}`]);
   });
 
+  it("after failed tries, a full count still waits for the roster: a newcomer may fill a place", async () => {
+    const { alice, bob, carol } = await threeMembers();
+    const at = NOW + 3000;
+    alice.connectionLost();
+    alice.connectFailed(); // the relay was out of reach: restarting, maybe
+    await alice.sendText(roomA.roomId, "said while away", at);
+    await joinRoom(alice, roomA, { members: 3, at }); // newcomers, not bob and carol
+    assert.deepEqual(await described(decoded(alice)), [`Publish ${Kind.JOIN}`]);
+    assert.equal(alice.holding(roomA.roomId), true);
+    for (const [i, member] of [bob, carol].entries()) {
+      await backAndHeard(member, alice, { members: 5, at: at + 2 + i });
+      assert.equal(alice.holding(roomA.roomId), i === 0);
+    }
+    assert.deepEqual(await described(decoded(alice)), [`Publish ${Kind.TEXT}`]);
+    // Reached at the first try this time: a full count waits for nobody.
+    alice.connectionLost();
+    await alice.sendText(roomA.roomId, "again", at + 10);
+    await joinRoom(alice, roomA, { members: 5, at: at + 10 });
+    assert.equal(alice.holding(roomA.roomId), false);
+  });
+
   it("a member that never announced (a script) is only counted", async () => {
     const { alice, bob, carol } = await threeMembers();
     const bot = makeSession(9, false);

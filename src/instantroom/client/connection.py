@@ -682,9 +682,9 @@ class RoomClient:
 
     def stop_waiting(self, room_id: bytes) -> None:
         """Send what waits for ``room_id``'s members to come back (after a reconnect, or a
-        relay that was out of reach; PROTOCOL.md 10.6) now, without the rest of the grace:
-        for a caller that cannot wait that long."""
-        self.session.release(room_id)
+        relay that was out of reach; PROTOCOL.md 10.6) now, without the rest of the grace,
+        and send at once after any later drop too: for a caller whose deadline is near."""
+        self.session.release(room_id, for_good=True)
         self._flush_soon()
 
     def members(self, room_id: bytes) -> tuple[Member, ...]:

@@ -228,10 +228,16 @@ class RoomState:
     # itself has been heard again: the count alone cannot tell a member back from one who
     # was not there (a one-shot ``send``).
     awaited_keys: set[bytes] = field(default_factory=set, repr=False)
+    # Tries to connect failed since the drop: the relay may have restarted, and a
+    # newcomer may fill a returning member's place in the count. The announcers are then
+    # awaited at any count (those still connected answer our JOIN within seconds).
+    keys_awaited_at_any_count: bool = False
     # First joined after the relay was out of reach, with no count from before to await:
     # if the relay restarted, the others are reconnecting too, one by one, and nothing
     # says when all are back. The outbox waits the whole grace (``release``).
     awaits_whole_grace: bool = False
+    # False once the caller said it can wait no more (``release(for_good=True)``).
+    may_hold: bool = True
     # The caller's grace counts the time joined while it waits (``held_since``): since the
     # JOINED of this connection (None: not joined now), plus the time joined before.
     hold_since_ms: int | None = None
@@ -540,7 +546,11 @@ class ClientSession:
         ``release``): if the relay restarted, its members are reconnecting too."""
         self._out_of_reach = True
         for state in self.rooms.values():
-            if not state.joined and not state.awaited_members:
+            if state.joined:
+                continue
+            if state.awaited_members:
+                state.keys_awaited_at_any_count = True
+            else:
                 state.awaits_whole_grace = True
 
     def connection_made(self) -> None:
@@ -582,6 +592,7 @@ class ClientSession:
         return (
             state is not None
             and state.joined
+            and state.may_hold
             and (
                 state.awaits_whole_grace
                 or state.members < state.awaited_members
@@ -589,13 +600,16 @@ class ClientSession:
             )
         )
 
-    def release(self, room_id: bytes) -> None:
-        """Stop waiting for members of ``room_id`` (the caller's grace time is over)."""
+    def release(self, room_id: bytes, *, for_good: bool = False) -> None:
+        """Stop waiting for members of ``room_id`` (the caller's grace time is over); with
+        ``for_good``, after any later drop or failed try too (the caller's own deadline
+        is near)."""
         state = self.rooms.get(room_id)
         if state is not None:
+            state.may_hold = state.may_hold and not for_good
             state.awaited_members = 0
             state.awaited_keys.clear()
-            state.awaits_whole_grace = False
+            state.keys_awaited_at_any_count = state.awaits_whole_grace = False
             state.hold_since_ms = None
             state.hold_spent_ms = 0
             self._pump()
@@ -680,7 +694,7 @@ class ClientSession:
                     known = [t for t in (state.expires_at_ms, expires_at_ms) if t]
                     state.expires_at_ms = min(known, default=0)
                     state.members = members
-                    if members >= state.awaited_members:
+                    if members >= state.awaited_members and not state.keys_awaited_at_any_count:
                         state.awaited_keys.clear()  # the room never emptied: nobody left it
                     if self.holding(room_id) and state.hold_since_ms is None:
                         state.hold_since_ms = now_ms
@@ -827,6 +841,7 @@ class ClientSession:
         if state is None or not state.joined or self.holding(room_id):
             return False
         state.awaited_members = 0
+        state.keys_awaited_at_any_count = False
         state.hold_since_ms = None
         state.hold_spent_ms = 0
         return True

@@ -168,6 +168,8 @@ const defaultRandomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
  * @property {Set<string>} awaitedKeys after a reconnect to a room that had emptied, the hex
  *   device keys of the roster's announcing members at the drop, each of which the outbox
  *   waits to hear again
+ * @property {boolean} keysAwaitedAtAnyCount tries to connect failed since the drop: the
+ *   announcers are awaited whatever the count (a newcomer may fill a returning member's place)
  * @property {boolean} awaitsWholeGrace first joined after the relay was out of reach, with
  *   no count from before to await: the outbox waits the caller's whole grace (`release`)
  * @property {number | null} holdSinceMs while the outbox waits and the room is joined, when
@@ -294,6 +296,10 @@ export class ClientSession {
       // itself has been heard again: the count alone cannot tell a member back from one
       // who was not there (a one-shot `send`).
       awaitedKeys: new Set(),
+      // Tries to connect failed since the drop: the relay may have restarted, and a
+      // newcomer may fill a returning member's place in the count. The announcers are
+      // then awaited at any count (those still connected answer our JOIN within seconds).
+      keysAwaitedAtAnyCount: false,
       // First joined after the relay was out of reach, with no count from before to
       // await: if the relay restarted, the others are reconnecting too, one by one, and
       // nothing says when all are back. The outbox waits the whole grace (`release`).
@@ -585,7 +591,9 @@ export class ClientSession {
   connectFailed() {
     this._outOfReach = true;
     for (const state of this.rooms.values()) {
-      if (!state.joined && !state.awaitedMembers) state.awaitsWholeGrace = true;
+      if (state.joined) continue;
+      if (state.awaitedMembers) state.keysAwaitedAtAnyCount = true;
+      else state.awaitsWholeGrace = true;
     }
   }
 
@@ -651,7 +659,7 @@ export class ClientSession {
     if (state !== undefined) {
       state.awaitedMembers = 0;
       state.awaitedKeys.clear();
-      state.awaitsWholeGrace = false;
+      state.keysAwaitedAtAnyCount = state.awaitsWholeGrace = false;
       state.holdSinceMs = null;
       state.holdSpentMs = 0;
       this._flushRoom(key);
@@ -813,7 +821,8 @@ export class ClientSession {
           const known = [state.expiresAtMs, frame.expiresAtMs].filter((t) => t > 0);
           state.expiresAtMs = known.length > 0 ? Math.min(...known) : 0;
           state.members = frame.members;
-          if (frame.members >= state.awaitedMembers) state.awaitedKeys.clear(); // the room never emptied
+          // The room never emptied: nobody left it.
+          if (frame.members >= state.awaitedMembers && !state.keysAwaitedAtAnyCount) state.awaitedKeys.clear();
           if (this._holding(key) && state.holdSinceMs === null) state.holdSinceMs = nowMs;
           this._events.push({
             type: "joined",
@@ -922,6 +931,7 @@ export class ClientSession {
     const state = this.rooms.get(key);
     if (state === undefined || !state.joined || !this.connected || this._holding(key)) return;
     state.awaitedMembers = 0;
+    state.keysAwaitedAtAnyCount = false;
     state.holdSinceMs = null;
     state.holdSpentMs = 0;
     this._pump();
