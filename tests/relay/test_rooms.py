@@ -7,13 +7,20 @@ did before, so a DELIVER that was coming would arrive before the PONG.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import secrets
 import signal
 
+import pytest
+
 from instantroom.protocol import frames
 from instantroom.protocol.codes import ErrorCode
-from instantroom.testing import RelayProcess, fresh_room, raw_client, run
+from instantroom.relay import server
+from instantroom.relay.config import RelayConfig
+from instantroom.relay.server import Relay, RelayConnection, encode_wire
+from instantroom.testing import LOOPBACK, RelayProcess, fresh_room, raw_client, run
+from tests.relay.test_input_guard import run_on_uvloop
 
 
 def envelope(size: int = 300) -> bytes:
@@ -208,3 +215,52 @@ def test_frames_to_a_member_arrive_in_the_order_the_relay_decided_them(
             ]
 
     run(scenario())
+
+
+def test_an_ack_leaves_after_the_delivers_of_its_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ACK says the relay passed the message on to the members (PROTOCOL.md 10.5), so it
+    is written after every DELIVER of its event-loop pass: a relay that died between the
+    two would otherwise have ACKed a message a member never got, and its sender would not
+    send it again. Here the sender was due a write in that pass already (a PONG) before
+    the fan-out queued the member's DELIVER. (In process: the order of writes to two
+    sockets cannot be seen from outside.)"""
+    monkeypatch.setattr(server, "DIRECT_WRITE_GAP", math.inf)  # every frame queued
+    written: list[tuple[RelayConnection, bytes]] = []
+    flush = RelayConnection.flush
+
+    def recorded_flush(conn: RelayConnection) -> None:
+        written.append((conn, b"".join(conn.out)))
+        flush(conn)
+
+    monkeypatch.setattr(RelayConnection, "flush", recorded_flush)
+    room, sealed = fresh_room(), envelope()
+    relay = Relay(RelayConfig(host=LOOPBACK, port=0))
+
+    async def scenario() -> None:
+        await relay.start()
+        try:
+            url = f"ws://{LOOPBACK}:{relay.port}/ws"
+            async with raw_client(url) as alice, raw_client(url) as bob:
+                await alice.join(room)
+                await bob.join(room)
+                assert await alice.barrier() == [frames.Presence(room.room_id, 2)]
+                written.clear()
+                # PING then PUBLISH in one write: read in one pass.
+                ping, publish = frames.Ping(7), frames.Publish(1, room.room_id, sealed)
+                alice.ws.protocol.send_binary(frames.encode_frame(ping))
+                alice.ws.protocol.send_binary(frames.encode_frame(publish))
+                alice.ws.send_data()
+                assert await alice.recv() == frames.Pong(7)
+                assert await alice.recv() == frames.Ack(1)
+                assert await bob.recv() == frames.Deliver(room.room_id, sealed)
+        finally:
+            await relay.shutdown()
+
+    run_on_uvloop(scenario())
+    ack = encode_wire(frames.encode_frame(frames.Ack(1)))
+    deliver = encode_wire(frames.encode_frame(frames.Deliver(room.room_id, sealed)))
+    flushed = [data for _, data in written]
+    acked = [i for i, data in enumerate(flushed) if ack in data]
+    delivered = [i for i, data in enumerate(flushed) if deliver in data]
+    assert len(acked) == len(delivered) == 1, flushed
+    assert delivered[0] < acked[0]

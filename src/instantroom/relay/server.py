@@ -242,6 +242,7 @@ class RelayConnection(asyncio.Protocol):
     """One client connection: handshake, then frames."""
 
     __slots__ = (
+        "ack_queued",
         "address",
         "admitting",
         "bucket",
@@ -281,6 +282,7 @@ class RelayConnection(asyncio.Protocol):
         self.address = counted_address
         self.out: list[bytes] = []
         self.dirty = False
+        self.ack_queued = False  # flushed after the pass's other connections
         self.sent_at = 0.0  # when fan_out last had a frame for this member
         self.closing = False
         self.closing_first = 0.0  # set by the sweeper: when it first saw us closing,
@@ -378,8 +380,15 @@ class RelayConnection(asyncio.Protocol):
             self.dirty = True
             self.relay.mark_dirty(self)
 
+    def push_ack(self, wire: bytes) -> None:
+        """Queue an ACK: it leaves with this pass's flush, after every other connection's
+        frames of the pass (an ACK says that the message was passed on to the members)."""
+        if not self.closing:
+            self.ack_queued = True
+            self.push(wire)
+
     def flush(self) -> None:
-        self.dirty = False
+        self.dirty = self.ack_queued = False
         out = self.out
         transport = self.transport
         if transport is None:
@@ -611,10 +620,9 @@ class RelayConnection(asyncio.Protocol):
                 return
             self.refusals = 0
             relay.fan_out(room, self, encode_wire(frames.deliver_from_publish(data)))
-            # The ACK leaves with this pass's flush, with anything else queued for the
-            # sender. Holding it 5 ms for company (as before) shared no write at the
-            # default rate limit and measured no cheaper (benchmarks/README.md).
-            self.push(encode_wire(_ACK + data[1:5]))
+            # Not held for company (5 ms, as before): that shared no write at the default
+            # rate limit and measured no cheaper (benchmarks/README.md).
+            self.push_ack(encode_wire(_ACK + data[1:5]))
             return
         try:
             frame = frames.decode_frame(data)
@@ -1031,7 +1039,15 @@ class Relay:
     def _flush(self) -> None:
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
+        acking = []
         for conn in dirty:
+            if conn.ack_queued:
+                acking.append(conn)
+            else:
+                conn.flush()
+        # ACKs last: a relay that dies during the flush has then sent no ACK for a message
+        # some member did not get, and the sender sends it again after reconnecting.
+        for conn in acking:
             conn.flush()
 
     # rooms
