@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 # it can tell "try again later" (3, 4, 5) from "give up" (1, 2, 6). --help lists them.
 EXIT_REFUSED = 1  # the relay refused the room or this client, for good
 EXIT_USAGE = 2  # a mistyped key, a bad address, message or option, the key store
-EXIT_UNREACHABLE = 3  # not into the room (no connection, or no JOINED) within --timeout
+EXIT_UNREACHABLE = 3  # nothing sent within --timeout: no connection, no JOINED, or held
 EXIT_TIMEOUT = 4  # connected, but the relay did not take the message within --timeout
 EXIT_FULL = 5  # the room or the relay has no place now
 EXIT_EXPIRED = 6  # the room's lifetime is over
@@ -51,7 +51,8 @@ _SEND_STATUSES = """exit status:
   2    a mistyped key, a bad server address, message or option, or a key store
        error: nothing was sent
   3    the relay was out of reach, or did not let this client into the room,
-       until --timeout: nothing was sent
+       until --timeout: nothing was sent (also when the message waited for
+       members coming back after an outage and the relay went away again)
   4    the message went to the relay, which did not say it took it within
        --timeout (it may still reach the room)
   5    the room or the relay is full for now: try later
@@ -219,7 +220,7 @@ async def _send(args: argparse.Namespace) -> int:
     text = _message_text(args.text)
     room = target.keys
     sent = _KnownIds(target.stored)
-    handed_over = False  # to the client, which may have written its PUBLISH since
+    message = None  # once handed to the client, which may have written its PUBLISH since
     name = rooms_cli.chosen_name(args, target.stored[0] if target.stored is not None else None)
     async with RoomClient(target.server, target.device, name) as client:
         last_call = asyncio.get_running_loop().call_later(
@@ -229,8 +230,8 @@ async def _send(args: argparse.Namespace) -> int:
             async with asyncio.timeout(args.timeout):  # for the join and the send together
                 await client.join(room, target.expires_at_ms)
                 _warn_of_clock(client)
-                handed_over = True
-                message = await client.send_text(room.room_id, text)
+                message, _ = client.post_text(room.room_id, text)
+                await client.taken(room.room_id, message.message_id)
             sent.record(message.message_id, message.timestamp_ms)
             sent.save()
         except JoinRefused as exc:
@@ -250,10 +251,16 @@ async def _send(args: argparse.Namespace) -> int:
                           f"reached within {args.timeout:g} s (--timeout).",
                           file=sys.stderr)  # fmt: skip
                 return EXIT_UNREACHABLE
-            if not handed_over:
+            if message is None:
                 print(f"instantroom: the relay at {printable(client.url)} did not let this "
                       f"client into the room within {args.timeout:g} s (--timeout): nothing "
                       "was sent.", file=sys.stderr)  # fmt: skip
+                return EXIT_UNREACHABLE
+            if not client.session.went_out(message.message_id):
+                # Held for members coming back after an outage, and the relay went away.
+                print(f"instantroom: the relay at {printable(client.url)} could not take the "
+                      f"message within {args.timeout:g} s (--timeout): nothing was sent.",
+                      file=sys.stderr)  # fmt: skip
                 return EXIT_UNREACHABLE
             print("instantroom: the relay did not take the message in time.", file=sys.stderr)
             return EXIT_TIMEOUT

@@ -223,6 +223,34 @@ def test_send_with_a_short_timeout_after_an_outage_sends_rather_than_waits() -> 
     run(scenario())
 
 
+def test_send_whose_held_message_never_went_says_nothing_was_sent() -> None:
+    """Held for members after an outage, then the relay gone again until --timeout: the
+    message never went, so ``send`` exits 3 (nothing sent), not 4 (it may have gone),
+    which would tell a script not to send it again."""
+    key = make_minikey(secrets.randbelow)
+    room = RoomKeys.from_minikey(key)
+    port = closed_port()
+
+    async def scenario() -> None:
+        server = f"http://{LOOPBACK}:{port}"
+        command = ["send", "--server", server, "--key", key, "--timeout", "8", "lost?"]
+        sending = asyncio.create_task(instantroom(*command))
+        await asyncio.sleep(0.5)  # its first tries fail
+        with running_relay(port=port) as relay:
+            device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+            async with RoomClient(relay.url, device, "") as carol:
+                await carol.join(room)
+                async with asyncio.timeout(5):
+                    while carol.presence.get(room.room_id) != 2:  # send is in, holding
+                        await carol.next_event()
+                relay.terminate()
+        status, out, err = await sending
+        assert (status, out) == (3, "")
+        assert err.endswith("(--timeout): nothing was sent.\n"), err
+
+    run(scenario())
+
+
 def test_a_client_that_found_the_relay_out_of_reach_holds_its_outbox_the_grace(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

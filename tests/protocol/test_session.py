@@ -257,20 +257,20 @@ def test_release_ends_the_wait_for_members(room: RoomKeys) -> None:
     assert isinstance(publish, frames.Publish)
 
 
-@pytest.mark.parametrize("joined_after_the_failure", [False, True])
+@pytest.mark.parametrize("joined_between_failed_tries", [False, True])
 def test_a_room_first_joined_after_the_relay_was_out_of_reach_waits_the_whole_grace(
-    room: RoomKeys, joined_after_the_failure: bool
+    room: RoomKeys, joined_between_failed_tries: bool
 ) -> None:
     """A client that found the relay out of reach (restarting) has no count from before:
     whoever else is in the room may be reconnecting too, so what it wrote waits until the
     caller's grace is over, however many members the relay says are back."""
     alice = make_session(1, "alice")
-    if not joined_after_the_failure:
+    if not joined_between_failed_tries:
         alice.join(room)
     alice.connect_failed()
-    alice.connect_failed()  # the backoff's next try
-    if joined_after_the_failure:
+    if joined_between_failed_tries:
         alice.join(room)
+    alice.connect_failed()  # the backoff's next try
     alice.send_text(room.room_id, "the relay is back?", NOW)
     connect_and_join_again(alice, room, members=5)
     assert alice.holding(room.room_id)
@@ -279,6 +279,21 @@ def test_a_room_first_joined_after_the_relay_was_out_of_reach_waits_the_whole_gr
     alice.receive(frames.encode_frame(frames.Presence(room.room_id, 6)), NOW + 1)
     assert alice.frames_to_send() == []  # no count says when all are back
     alice.release(room.room_id)
+    assert [type(f) for f in decoded(alice)] == [frames.Publish]
+
+
+def test_a_failed_try_long_ago_holds_no_room_joined_since(room: RoomKeys) -> None:
+    """Only rooms there when a try fails are held: a room joined later (the web client
+    stops trying while it has no room) sends at once once the relay lets it in."""
+    alice = make_session(1, "alice")
+    other = RoomKeys.from_minikey(KEY_B)
+    alice.join(other)
+    alice.connect_failed()
+    alice.leave(other.room_id)
+    alice.join(room)
+    alice.send_text(room.room_id, "an hour later", NOW)
+    connect_and_join_again(alice, room, members=2)
+    assert not alice.holding(room.room_id)
     assert [type(f) for f in decoded(alice)] == [frames.Publish]
 
 

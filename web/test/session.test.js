@@ -859,14 +859,14 @@ describe("reconnecting", () => {
     assert.deepEqual(decoded(alice).map((f) => f.type), ["Publish"]);
   });
 
-  for (const joinedAfterTheFailure of [false, true]) {
-    it(`a room first joined after the relay was out of reach waits the whole grace (joined ${joinedAfterTheFailure ? "after" : "before"} the failed try)`, async () => {
+  for (const joinedBetweenFailedTries of [false, true]) {
+    it(`a room first joined after the relay was out of reach waits the whole grace (joined ${joinedBetweenFailedTries ? "between" : "before"} failed tries)`, async () => {
       // No count from before: whoever else is in the room may be reconnecting too.
       const alice = makeSession(1);
-      if (!joinedAfterTheFailure) alice.join(roomA);
+      if (!joinedBetweenFailedTries) alice.join(roomA);
       alice.connectFailed();
+      if (joinedBetweenFailedTries) alice.join(roomA);
       alice.connectFailed(); // the backoff's next try
-      if (joinedAfterTheFailure) alice.join(roomA);
       await alice.sendText(roomA.roomId, "the relay is back?", NOW);
       await rejoin(alice, roomA, 5);
       assert.equal(alice.holding(roomA.roomId), true);
@@ -878,6 +878,36 @@ describe("reconnecting", () => {
       assert.deepEqual(decoded(alice).map((f) => f.type), ["Publish"]);
     });
   }
+
+  it("a failed try long ago holds no room joined since", async () => {
+    // The web client stops trying while it has no room: the next room sends at once.
+    const alice = makeSession(1);
+    alice.join(roomB);
+    alice.connectFailed();
+    await alice.leave(roomB.roomId);
+    alice.join(roomA);
+    await alice.sendText(roomA.roomId, "an hour later", NOW);
+    await rejoin(alice, roomA, 2);
+    assert.equal(alice.holding(roomA.roomId), false);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Publish"]);
+  });
+
+  it("a release for good outlasts later failed tries and drops", async () => {
+    // A caller whose deadline is near wants its message sent, not held past it.
+    const alice = makeSession(1);
+    alice.join(roomA);
+    alice.release(roomA.roomId, { forGood: true });
+    alice.connectFailed();
+    await alice.sendText(roomA.roomId, "now", NOW);
+    await rejoin(alice, roomA, 1);
+    assert.equal(alice.holding(roomA.roomId), false);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Publish"]);
+    alice.connectionLost();
+    alice.connectFailed();
+    await rejoin(alice, roomA, 1);
+    assert.equal(alice.holding(roomA.roomId), false);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Publish"]); // resent at once
+  });
 
   it("a room joined before waits for its count after failed tries, not the whole grace", async () => {
     const alice = await connectedAndJoined(1, roomA, { members: 2 });

@@ -718,10 +718,15 @@ class RoomClient:
         nothing, for a room not joined or while ``MAX_OUTBOX`` (10,000) messages wait for
         the relay."""
         message, _ = self.post_text(room_id, text)
-        future = asyncio.get_running_loop().create_future()
-        self._accepted[message.message_id] = (room_id, future)
-        await future
+        await self.taken(room_id, message.message_id)
         return message
+
+    async def taken(self, room_id: bytes, message_id: bytes) -> None:
+        """Return once the relay has taken the message ``message_id`` of ``room_id``, just
+        given to ``post_text`` (no await between the two); raises as ``send_text``."""
+        future = asyncio.get_running_loop().create_future()
+        self._accepted[message_id] = (room_id, future)
+        await future
 
     async def messages(self) -> AsyncIterator[MessageReceived]:
         """Every message received, as it comes. Once the client has stopped (refused for

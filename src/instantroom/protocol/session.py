@@ -292,6 +292,7 @@ class _Outgoing:
     envelope: bytes = field(repr=False)
     ref: int = 0
     kind: Kind = Kind.TEXT  # an announcement's (number _NOT_IN_OUTBOX) kind
+    went_out: bool = False  # a PUBLISH of it was handed to a connection
 
 
 class ClientSession:
@@ -338,8 +339,6 @@ class ClientSession:
         self._events: list[Event] = []
         # The latest time a caller gave: the timestamp of a LEAVE sent without one.
         self._now_ms = 0
-        # A try to connect failed, and no connection came since (``connect_failed``).
-        self._out_of_reach = False
 
     # what the caller takes
 
@@ -375,7 +374,6 @@ class ClientSession:
             return
         roster = Roster(self.device.public_key, announce=self.announce)
         state = self.rooms[room.room_id] = RoomState(room, expires_at_ms, roster)
-        state.awaits_whole_grace = self._out_of_reach
         if room.room_id in self._leave_on_answer:
             # Left and joined again before the relay answered the first JOIN: its answer
             # serves this join too.
@@ -527,6 +525,13 @@ class ClientSession:
             if o.room_id == room_id
         ]
 
+    def went_out(self, message_id: bytes) -> bool:
+        """True if a message still in the outbox was handed to a connection at least once:
+        the relay may have it (and passed it on) though no ACK came. False while it has
+        only waited (not joined, held for members, paused), and for one not in the
+        outbox."""
+        return any(o.went_out for o in self._outbox.values() if o.message_id == message_id)
+
     def send_text(self, room_id: bytes, text: str, now_ms: int) -> Message:
         try:
             body = text.encode("utf-8")
@@ -543,8 +548,8 @@ class ClientSession:
         """A try to connect failed: the relay, or the way to it, was out of reach. Each
         room not joined on this session before (so with no count to await) then holds its
         outbox from its next JOINED for the caller's whole grace (``held_since``,
-        ``release``): if the relay restarted, its members are reconnecting too."""
-        self._out_of_reach = True
+        ``release``): if the relay restarted, its members are reconnecting too. A room
+        joined before awaits its announcing members whatever the count."""
         for state in self.rooms.values():
             if state.joined:
                 continue
@@ -555,7 +560,6 @@ class ClientSession:
 
     def connection_made(self) -> None:
         self.connected = True
-        self._out_of_reach = False
         for room_id in self.rooms:
             self._send_join(room_id)
 
@@ -869,6 +873,7 @@ class ClientSession:
             ref = ref % MAX_REF + 1
         self._next_ref = ref % MAX_REF + 1
         outgoing.ref = ref
+        outgoing.went_out = True
         self._in_flight[ref] = outgoing
         publish = frames.Publish(ref, outgoing.room_id, outgoing.envelope)
         self._frames.append(frames.encode_frame(publish))

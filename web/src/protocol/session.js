@@ -172,6 +172,7 @@ const defaultRandomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
  *   announcers are awaited whatever the count (a newcomer may fill a returning member's place)
  * @property {boolean} awaitsWholeGrace first joined after the relay was out of reach, with
  *   no count from before to await: the outbox waits the caller's whole grace (`release`)
+ * @property {boolean} mayHold false once the caller said it can wait no more
  * @property {number | null} holdSinceMs while the outbox waits and the room is joined, when
  *   this connection's JOINED came (the caller's grace counts the time joined during the
  *   wait: `heldSince`)
@@ -227,8 +228,6 @@ export class ClientSession {
     this._sealingLeave = new Set();
     /** The latest time a caller gave: the timestamp of a LEAVE message sent without one. */
     this._lastNowMs = 0;
-    /** A try to connect failed, and no connection came since (`connectFailed`). */
-    this._outOfReach = false;
     /** Counts connections lost: what a lost connection sent is not handled after it. */
     this._connections = 0;
     this._nextRef = 1;
@@ -303,7 +302,9 @@ export class ClientSession {
       // First joined after the relay was out of reach, with no count from before to
       // await: if the relay restarted, the others are reconnecting too, one by one, and
       // nothing says when all are back. The outbox waits the whole grace (`release`).
-      awaitsWholeGrace: this._outOfReach,
+      awaitsWholeGrace: false,
+      // False once the caller said it can wait no more (`release(roomId, {forGood: true})`).
+      mayHold: true,
       holdSinceMs: null,
       holdSpentMs: 0,
       names: new Map(),
@@ -587,9 +588,9 @@ export class ClientSession {
   /** A try to connect failed: the relay, or the way to it, was out of reach. Each room
    * not joined on this session before (so with no count to await) then holds its outbox
    * from its next JOINED for the caller's whole grace (`heldSince`, `release`): if the
-   * relay restarted, its members are reconnecting too. */
+   * relay restarted, its members are reconnecting too. A room joined before awaits its
+   * announcing members whatever the count. */
   connectFailed() {
-    this._outOfReach = true;
     for (const state of this.rooms.values()) {
       if (state.joined) continue;
       if (state.awaitedMembers) state.keysAwaitedAtAnyCount = true;
@@ -599,7 +600,6 @@ export class ClientSession {
 
   connectionMade() {
     this.connected = true;
-    this._outOfReach = false;
     for (const key of this.rooms.keys()) this._sendJoin(key);
   }
 
@@ -652,11 +652,13 @@ export class ClientSession {
     return state.holdSinceMs - state.holdSpentMs;
   }
 
-  /** Stop waiting for members of `roomId` (the caller's grace time is over). */
-  release(roomId) {
+  /** Stop waiting for members of `roomId` (the caller's grace time is over); with
+   * `forGood`, after any later drop or failed try too (the caller's own deadline is near). */
+  release(roomId, { forGood = false } = {}) {
     const key = roomHex(roomId);
     const state = this.rooms.get(key);
     if (state !== undefined) {
+      state.mayHold = state.mayHold && !forGood;
       state.awaitedMembers = 0;
       state.awaitedKeys.clear();
       state.keysAwaitedAtAnyCount = state.awaitsWholeGrace = false;
@@ -866,6 +868,7 @@ export class ClientSession {
     return (
       state !== undefined &&
       state.joined &&
+      state.mayHold &&
       (state.awaitsWholeGrace || state.members < state.awaitedMembers || state.awaitedKeys.size > 0)
     );
   }
