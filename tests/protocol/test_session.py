@@ -1635,6 +1635,27 @@ def test_after_failed_tries_a_full_count_still_waits_for_the_roster(room: RoomKe
     assert not alice.holding(room.room_id)
 
 
+def test_a_member_awaited_stays_awaited_across_a_second_drop(room: RoomKeys) -> None:
+    """Bob, still reconnecting, is taken off alice's roster by the roll call her JOIN
+    started; when alice drops again, she still waits for him, not only for the count a
+    newcomer can fill."""
+    alice, bob = announcing(1, "alice"), announcing(2, "bob")
+    in_room(room, alice, bob)
+    back_and_heard(bob, alice, room, members=2, at=NOW - 10_000)
+    alice.connection_lost()
+    alice.send_text(room.room_id, "said while away", NOW + 1)
+    connect_and_join_again(alice, room, members=1)
+    alice.frames_to_send()
+    alice.tick(NOW + ROLL_CALL_WINDOW_MS)
+    assert alice.members(room.room_id) == ()  # bob was not heard since
+    alice.connection_lost()
+    connect_and_join_again(alice, room, members=1)
+    alice.receive(frames.encode_frame(frames.Presence(room.room_id, 2)), NOW + 2)  # a newcomer
+    assert alice.holding(room.room_id)
+    back_and_heard(bob, alice, room, members=3, at=NOW + 3)
+    assert not alice.holding(room.room_id)
+
+
 def test_a_member_that_never_announced_is_only_counted(room: RoomKeys) -> None:
     """A script's message put it in alice's roster; back after a restart, it says nothing,
     and the outbox does not wait for it past the count."""

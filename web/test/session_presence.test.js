@@ -487,6 +487,27 @@ describe("the outbox after a reconnect (PROTOCOL.md 10.6)", () => {
     assert.equal(alice.holding(roomA.roomId), false);
   });
 
+  it("a member awaited stays awaited across a second drop, though a roll call took it off the roster", async () => {
+    const { alice, bob, carol } = await threeMembers();
+    const at = NOW + 3000;
+    alice.connectionLost();
+    await alice.sendText(roomA.roomId, "said while away", at);
+    await joinRoom(alice, roomA, { members: 1, at });
+    decoded(alice);
+    await alice.tick(at + ROLL_CALL_WINDOW_MS); // bob and carol, not back, leave her roster
+    assert.deepEqual(alice.members(roomA.roomId), []);
+    alice.connectionLost();
+    await joinRoom(alice, roomA, { members: 1, at: at + ROLL_CALL_WINDOW_MS + 1 });
+    decoded(alice);
+    // Newcomers bring the count back to 3: bob and carol are still awaited.
+    await alice.receive(frame({ type: "Presence", roomId: roomA.roomId, members: 3 }), at + ROLL_CALL_WINDOW_MS + 2);
+    assert.equal(alice.holding(roomA.roomId), true);
+    for (const [i, member] of [bob, carol].entries()) {
+      await backAndHeard(member, alice, { members: 5, at: at + ROLL_CALL_WINDOW_MS + 3 + i });
+    }
+    assert.equal(alice.holding(roomA.roomId), false);
+  });
+
   it("a member that never announced (a script) is only counted", async () => {
     const { alice, bob, carol } = await threeMembers();
     const bot = makeSession(9, false);

@@ -577,7 +577,10 @@ class ClientSession:
             if state.joined:  # the count awaited from an earlier drop stays awaited
                 state.awaited_members = max(state.members, state.awaited_members)
                 # Only an announcing session hears them again: the others answer its JOIN.
-                state.awaited_keys = state.roster.announcers() if self.announce else set()
+                # Those awaited from an earlier drop stay awaited: a roll call since may
+                # have taken one still reconnecting off the roster.
+                if self.announce:
+                    state.awaited_keys |= state.roster.announcers()
             state.joined = False
             state.join_sent = False
             state.proved_ms = state.rejoin_due_ms = None  # a new connection joins anyway

@@ -618,8 +618,10 @@ export class ClientSession {
       if (state.joined) {
         // The count awaited from an earlier drop stays awaited.
         state.awaitedMembers = Math.max(state.members, state.awaitedMembers);
-        // Only an announcing session hears them again: the others answer its JOIN.
-        state.awaitedKeys = this.announce ? state.roster.announcers() : new Set();
+        // Only an announcing session hears them again: the others answer its JOIN. Those
+        // awaited from an earlier drop stay awaited: a roll call since may have taken one
+        // still reconnecting off the roster.
+        if (this.announce) for (const key of state.roster.announcers()) state.awaitedKeys.add(key);
       }
       state.joined = false;
       state.joining = false;
