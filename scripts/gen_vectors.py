@@ -382,6 +382,8 @@ def minikey_errors() -> list[dict[str, Any]]:
         "invisible-extra": "S6c56bnXQi\u200cBjk9mqSYE7ykVQ7NzrRy",
         "look-alike": "S6\u044156bnXQiBjk9mqSYE7ykVQ7NzrRy",
         "look-alike-and-short": "S6\u044156bnXQiBjk9mqSYE7ykVQ7NzrR",
+        # All small after the S, and passing the check (one in 256 does): typed in one case.
+        "one-case": "S6c56bnxqibjk9mqsye7ykvq7n113c",
     }
     out = []
     for name, text in cases.items():

@@ -14,6 +14,7 @@ from instantroom.protocol.errors import (
     ChecksumMismatch,
     MiniKeyError,
     NotBase58,
+    OneCase,
     PeerError,
     WrongLength,
     WrongPrefix,
@@ -33,6 +34,13 @@ keys = st.integers(min_value=0, max_value=2**64).map(
     lambda seed: make_minikey(random.Random(seed).randrange)
 )
 blanks = st.text(alphabet=" \t\r\n", max_size=4)
+# Typed in one case, each passing the check by chance (one in 256 does).
+ALL_SMALL = "S6c56bnxqibjk9mqsye7ykvq7n113c"
+ALL_CAPITAL = "S6C56BNXQJBJK9MQSYE7YKVQ7N112Q"
+
+
+def in_one_case(key: str) -> bool:
+    return key[1:] in (key[1:].lower(), key[1:].upper())
 
 
 def test_fresh_keys_are_valid_and_distinct() -> None:
@@ -101,7 +109,8 @@ def test_one_substituted_character(key: str, position: int, char: str) -> None:
     elif position == 0:
         expected = WrongPrefix
     elif passes_check(typo):
-        expected = None  # one typo in 256 slips past the check, as documented
+        # One typo in 256 slips past the check, as documented, unless it leaves one case.
+        expected = OneCase if in_one_case(typo) else None
     else:
         expected = ChecksumMismatch
     if expected is None:
@@ -141,6 +150,9 @@ def test_dropped_or_doubled_character_names_the_length(key: str, position: int) 
         pytest.param(KEY_A[:-1] + "z", ChecksumMismatch, id="typo"),
         pytest.param(KEY_A.swapcase(), NotBase58, id="caps-lock"),
         pytest.param(KEY_A.replace("i", "j"), ChecksumMismatch, id="typo-inside"),
+        pytest.param(ALL_SMALL, OneCase, id="all-small"),
+        pytest.param(ALL_CAPITAL, OneCase, id="all-capital"),
+        pytest.param(KEY_A[0] + KEY_A[1:].lower(), ChecksumMismatch, id="small-failing-check"),
     ],
 )
 def test_each_problem_has_its_own_error(text: str, error: type[MiniKeyError]) -> None:
@@ -162,6 +174,26 @@ def test_checks_run_in_documented_order() -> None:
         parse_minikey("T0" + KEY_A[2:])
     with pytest.raises(WrongPrefix):
         parse_minikey("T" + KEY_A[1:-1] + "z")
+    with pytest.raises(ChecksumMismatch):  # in one case too, but failing the check first
+        parse_minikey(ALL_SMALL[:-1] + "d")
+
+
+def test_a_key_in_one_case_is_never_made() -> None:
+    """The candidate that passes the check but is in one case is skipped: every key
+    made parses."""
+    tail = 0
+    for char in reversed(ALL_SMALL[1:]):  # least significant digit first
+        tail = tail * 58 + BASE58.index(char)
+    draws = [tail]  # the first candidate, then random ones
+    rng = random.Random(3)
+
+    def randbelow(n: int) -> int:
+        return draws.pop() if draws else rng.randrange(n)
+
+    made = make_minikey(randbelow)
+    assert made != ALL_SMALL
+    assert parse_minikey(made) == made
+    assert not in_one_case(made)
 
 
 @pytest.mark.parametrize(

@@ -411,6 +411,15 @@ describe("App: a key typed in one case", () => {
       assert.equal(app.state.screen, "join");
       assert.match(app.state.error, new RegExp(`^(A room key|Character|This room key).*case-sensitive.* are all ${which}:`));
     }
+    // Typed in one case and passing the check by chance (one in 256 does): refused too.
+    for (const [typed, which] of [
+      ["S6c56bnxqibjk9mqsye7ykvq7n113c", "small after the S"],
+      ["S6C56BNXQJBJK9MQSYE7YKVQ7N112Q", "capital"],
+    ]) {
+      await app.joinRoom({ text: typed, nickname: "Ann" });
+      assert.equal(app.state.screen, "join");
+      assert.match(app.state.error, new RegExp(`^This room key .*case-sensitive.* are all ${which}:`));
+    }
     // Wrong for another reason: said as before, without a word on case.
     for (const typed of [key.toLowerCase().slice(1), `${key.slice(0, 29)}0`]) {
       await app.joinRoom({ text: typed, nickname: "Ann" });

@@ -12,7 +12,8 @@ ever carries a key, a plaintext or a room id.
         │   ├── WrongLength
         │   ├── NotBase58
         │   ├── WrongPrefix
-        │   └── ChecksumMismatch   (most likely a typo)
+        │   ├── ChecksumMismatch   (most likely a typo)
+        │   └── OneCase            (typed in one case, passing the check by chance)
         ├── EnvelopeError          a message cannot be opened or trusted
         │   ├── DecryptionFailed
         │   ├── BadSignature
@@ -56,6 +57,11 @@ class WrongPrefix(MiniKeyError):
 
 class ChecksumMismatch(MiniKeyError):
     """The key's check fails: most likely a typo."""
+
+
+class OneCase(MiniKeyError):
+    """The key's letters are all capital or all small: typed in one case (it passed the
+    check by chance; no key made has its letters in one case)."""
 
 
 class EnvelopeError(PeerError):

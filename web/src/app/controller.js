@@ -7,7 +7,7 @@ import { fromHex, hex, utf8, utf8Strict } from "../protocol/bytes.js";
 import { ErrorCode } from "../protocol/codes.js";
 import { Kind, MAX_NAME_BYTES, openEnvelope } from "../protocol/envelope.js";
 import { fingerprint, roomKeysFromMinikey } from "../protocol/kdf.js";
-import { ChecksumMismatch, MiniKeyError } from "../protocol/errors.js";
+import { ChecksumMismatch, MiniKeyError, OneCase } from "../protocol/errors.js";
 import { BASE58_ALPHABET, makeMinikey, parseMinikey } from "../protocol/minikey.js";
 import { KeyStore, NoStore, StoreChanged, StoreExists, WrongPassword } from "../store/keystore.js";
 import { inviteFromLocation, takeCapturedInvite } from "./capture.js";
@@ -87,7 +87,8 @@ export function keyCaseHint(text) {
   try {
     parseMinikey(recased);
   } catch (error) {
-    if (!(error instanceof ChecksumMismatch)) return null; // wrong for another reason too
+    // Wrong for another reason too, unless that it is in one case (it passed the check).
+    if (!(error instanceof ChecksumMismatch || error instanceof OneCase)) return null;
   }
   const which = lower ? "small" : "capital";
   const afterS = lower && /^[^A-Za-z0-9]*S/.test(typed) ? " after the S" : "";

@@ -16,6 +16,7 @@ export class WrongLength extends MiniKeyError {}
 export class NotBase58 extends MiniKeyError {}
 export class WrongPrefix extends MiniKeyError {}
 export class ChecksumMismatch extends MiniKeyError {}
+export class OneCase extends MiniKeyError {}
 
 export class EnvelopeError extends PeerError {}
 export class MalformedEnvelope extends EnvelopeError {}
