@@ -86,6 +86,18 @@ def test_a_store_round_trips_and_is_owner_only(store_path: Path) -> None:
     assert again.rooms[0].history[0].text == "hi there"
 
 
+def test_a_room_stored_with_a_key_in_one_case_still_opens(store_path: Path) -> None:
+    """Typed keys in one case are refused now (PROTOCOL.md 3.5); one stored before, which
+    passed the check then, still loads, with the rest of the store."""
+    one_case = "S6c56bnxqibjk9mqsye7ykvq7n113c"  # passes the check, all small after the S
+    store = KeyStore.create(store_path, "correct horse", kdf=FAST_KDF)
+    store.add_room(room(one_case, "then"))
+    store.add_room(room())
+    store.save()
+    again = KeyStore.open(store_path, "correct horse")
+    assert [r.key for r in again.rooms] == [one_case, KEY]
+
+
 def test_the_file_holds_no_key_or_message_in_clear(store_path: Path) -> None:
     password = "a passphrase nobody guesses"
     store = KeyStore.create(store_path, password, kdf=FAST_KDF)

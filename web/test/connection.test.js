@@ -560,6 +560,16 @@ describe("RoomConnection", () => {
     assert.deepEqual(alice.of("accepted").map((e) => hex(e.messageId)), [hex(message.messageId)]);
   });
 
+  it("joins a stored room whose key is in one case (typed keys may no longer be)", async () => {
+    const w = world();
+    const alice = w.connect({ seed: 1 });
+    alice.start();
+    w.relay.last.accept();
+    const joined = alice.join("S6c56bnxqibjk9mqsye7ykvq7n113c", { name: "alice" });
+    await w.settle();
+    assert.equal((await joined).members, 1);
+  });
+
   it("a connection that reached the relay at its first try sends at once", async () => {
     const w = world();
     const alice = w.connect({ seed: 1 });

@@ -6,7 +6,7 @@ import { describe, it } from "node:test";
 
 import { IDBFactory, IDBObjectStore } from "fake-indexeddb";
 import { fromHex, hex } from "../src/protocol/bytes.js";
-import { ChecksumMismatch, UsageError } from "../src/protocol/errors.js";
+import { ChecksumMismatch, OneCase, UsageError } from "../src/protocol/errors.js";
 import { deviceKeyFromSeed, fingerprint, roomKeysFromMinikey } from "../src/protocol/kdf.js";
 import { formatMinikey, makeMinikey } from "../src/protocol/minikey.js";
 import { addJournalEntry, readRecord, readRecordAndJournal, writeRecord } from "../src/store/db.js";
@@ -454,6 +454,21 @@ describe("KeyStore: reading the store again after another tab's last save", () =
 });
 
 describe("KeyStore: rooms", () => {
+  it("still opens a room stored with a key in one case, which typed keys may no longer be", async () => {
+    // Passes the check, all small after the S: refused as typed (PROTOCOL.md 3.5), but a
+    // room joined before that check existed stays usable, with the rest of the store.
+    const oneCase = "S6c56bnxqibjk9mqsye7ykvq7n113c";
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), label: "then", nickname: "z", expiresAtMs: 9e12, nowMs: 1 });
+    room.key = oneCase;
+    room.roomId = hex(roomKeysFromMinikey(oneCase).roomId);
+    await store.save();
+    const again = await KeyStore.unlock(PASSWORD, options);
+    assert.deepEqual(again.data.rooms.map((r) => r.key), [oneCase]);
+    assert.throws(() => store.addRoom({ key: oneCase }), OneCase);
+  });
+
   it("adds a room under its derived room id, normalizing the key", async () => {
     const store = await KeyStore.create(PASSWORD, fresh());
     const key = makeMinikey(randomBytes);

@@ -597,7 +597,7 @@ def _decode(
             raise DamagedStore("not a name")
         rooms = [
             StoredRoom(
-                key=parse_minikey(room["key"]),
+                key=parse_minikey(room["key"], as_typed=False),
                 label=room["label"],
                 server=room["server"],
                 expires_at_ms=int(room["expires_at_ms"]),

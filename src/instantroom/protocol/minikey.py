@@ -64,7 +64,7 @@ def make_minikey(randbelow: Callable[[int], int]) -> str:
             return candidate
 
 
-def parse_minikey(text: str) -> str:
+def parse_minikey(text: str, *, as_typed: bool = True) -> str:
     """Return the key in ``text``, ignoring surrounding and grouping spaces and dashes.
 
     Separators are dropped anywhere in the text: spaces, tabs, line breaks, ``-``,
@@ -74,6 +74,10 @@ def parse_minikey(text: str) -> str:
     length, the other characters, the leading S, the typo check, then mixed case. A
     message may quote a character that is not base58: such a character cannot be part of
     any key, so it reveals nothing.
+
+    ``as_typed=False`` is for a key checked when it was entered (a key store's): the last
+    check, which catches a key typed in one case, is skipped, so that a room joined before
+    that check existed stays usable.
     """
     key = text.translate(_SEPARATORS)
     for position, char in enumerate(key, start=1):
@@ -103,7 +107,7 @@ def parse_minikey(text: str) -> str:
             "This room key does not pass its check: most likely a typo. "
             "Compare it character by character, minding upper and lower case."
         )
-    if _one_case(key):
+    if as_typed and _one_case(key):
         raise OneCase(
             "This room key has its letters all in one case, and room keys mix capital and "
             "small letters: most likely it was typed in the wrong case."

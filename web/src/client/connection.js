@@ -284,7 +284,8 @@ export class RoomConnection extends EventTarget {
    * For a full room or relay (JoinRefused's code ROOM_FULL or RELAY_FULL) the room and
    * what waits for it stay, its JOIN goes again every RETRY_AFTER_FULL_MS, and join()
    * again waits for the next answer.
-   * @param {string | object} minikeyOrRoomKeys a room key as typed, or kdf.js room keys
+   * @param {string | object} minikeyOrRoomKeys a room key (as stored: checked as typed when
+   *   it was entered, PROTOCOL.md 3.5), or kdf.js room keys
    * @param {{expiresAtMs?: number, name?: string}} [options]
    */
   join(minikeyOrRoomKeys, { expiresAtMs = 0, name = "" } = {}) {
@@ -292,7 +293,7 @@ export class RoomConnection extends EventTarget {
       if (this._failure !== null) throw this._failure;
       const room =
         typeof minikeyOrRoomKeys === "string"
-          ? roomKeysFromMinikey(parseMinikey(minikeyOrRoomKeys))
+          ? roomKeysFromMinikey(parseMinikey(minikeyOrRoomKeys, { asTyped: false }))
           : minikeyOrRoomKeys;
       // A client must not join a room it knows has expired (PROTOCOL.md 9).
       if (expiresAtMs > 0 && expiresAtMs <= this._expiryNow()) throw new RoomGone("The room has expired.");

@@ -48,9 +48,11 @@ export function makeMinikey(randomBytes) {
 /**
  * The key in `text`, ignoring separators; throws a MiniKeyError naming what is wrong,
  * checked in this order (PROTOCOL.md 3.5): characters beyond printable ASCII, length, the
- * other characters, the leading S, the typo check, then mixed case.
+ * other characters, the leading S, the typo check, then mixed case. `asTyped: false` is
+ * for a key checked when it was entered (a key store's): the last check, which catches a
+ * key typed in one case, is skipped, so that a room joined before it existed stays usable.
  */
-export function parseMinikey(text) {
+export function parseMinikey(text, { asTyped = true } = {}) {
   const key = text.replace(SEPARATORS, "");
   const characters = [...key];
   for (const [index, char] of characters.entries()) {
@@ -84,7 +86,7 @@ export function parseMinikey(text) {
         "Compare it character by character, minding upper and lower case.",
     );
   }
-  if (oneCase(key)) {
+  if (asTyped && oneCase(key)) {
     throw new OneCase(
       "This room key has its letters all in one case, and room keys mix capital and " +
         "small letters: most likely it was typed in the wrong case.",

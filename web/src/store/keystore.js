@@ -207,7 +207,7 @@ function loadRoom(raw) {
   }
   let key;
   try {
-    key = parseMinikey(raw.key);
+    key = parseMinikey(raw.key, { asTyped: false });
   } catch {
     throw damagedInside("a stored room key is not valid");
   }
