@@ -223,15 +223,20 @@ async def _send(args: argparse.Namespace) -> int:
     message = None  # once handed to the client, which may have written its PUBLISH since
     name = rooms_cli.chosen_name(args, target.stored[0] if target.stored is not None else None)
     async with RoomClient(target.server, target.device, name) as client:
-        last_call = asyncio.get_running_loop().call_later(
-            max(0.0, args.timeout - SEND_TIME_TO_TAKE), client.stop_waiting, room.room_id
-        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + args.timeout  # for the join and the send together
+        last_call = loop.call_at(deadline - SEND_TIME_TO_TAKE, client.stop_waiting, room.room_id)
         try:
-            async with asyncio.timeout(args.timeout):  # for the join and the send together
+            async with asyncio.timeout_at(deadline):
                 await client.join(room, target.expires_at_ms)
                 _warn_of_clock(client)
                 message, _ = client.post_text(room.room_id, text)
-                await client.taken(room.room_id, message.message_id)
+                taken = client.taken(room.room_id, message.message_id)
+            # Not cancelled at the deadline: an ACK handled in the same pass still counts.
+            await asyncio.wait([taken], timeout=max(0.0, deadline - loop.time()))
+            if not taken.done():
+                raise TimeoutError
+            taken.result()
             sent.record(message.message_id, message.timestamp_ms)
             sent.save()
         except JoinRefused as exc:

@@ -10,14 +10,17 @@ import os
 import secrets
 import signal
 import sys
+import time
 
 import pytest
 
+from instantroom.cli import main
 from instantroom.client import connection
 from instantroom.client.connection import RoomClient
 from instantroom.protocol.envelope import MAX_BODY_BYTES
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.protocol.minikey import make_minikey
+from instantroom.protocol.session import Accepted, Event
 from instantroom.testing import LOOPBACK, RelayProcess, assert_exited_cleanly, run, running_relay
 from tests.client.test_cli import environment, instantroom, signals_at_default, stop
 from tests.client.test_cli_review import closed_port
@@ -273,5 +276,45 @@ def test_a_client_that_found_the_relay_out_of_reach_holds_its_outbox_the_grace(
                 text = await first_message(relay, room, within=10)
                 await accepted
         assert text == "back?"
+
+    run(scenario())
+
+
+def test_send_whose_ack_is_handled_at_its_deadline_exits_0(
+    monkeypatch: pytest.MonkeyPatch, relay: RelayProcess
+) -> None:
+    """The relay's ACK handled in the same pass as --timeout's deadline (a slow pass does
+    that now and then): the relay took the message, and ``send`` says so (0), rather than
+    3 (nothing sent: a script would send it twice) or 4."""
+    key = make_minikey(secrets.randbelow)
+    dispatch = RoomClient._dispatch
+    held: list[bool] = []
+
+    def slow_dispatch(client: RoomClient, events: list[Event]) -> None:
+        if not held and any(isinstance(event, Accepted) for event in events):
+            held.append(True)
+            time.sleep(1.2)  # the deadline passes meanwhile
+            asyncio.get_running_loop().call_soon(dispatch, client, events)
+            return
+        dispatch(client, events)
+
+    monkeypatch.setattr(RoomClient, "_dispatch", slow_dispatch)
+    status = main(["send", "--server", relay.url, "--key", key, "--timeout", "1", "hello"])
+    assert held
+    assert status == 0
+
+
+def test_send_refused_for_the_rate_until_its_timeout_says_nothing_was_sent() -> None:
+    """Every copy refused as RATE_LIMITED: the relay has none, so ``send`` exits 3 (nothing
+    sent), not 4 (it may have gone)."""
+    key = make_minikey(secrets.randbelow)
+
+    async def scenario() -> None:
+        # A JOIN takes the one token; each PUBLISH after it is refused.
+        with running_relay("--message-burst", "1", "--messages-per-second", "0.01") as relay:
+            command = ["send", "--server", relay.url, "--key", key, "--timeout", "3", "hi"]
+            status, out, err = await instantroom(*command)
+        assert (status, out) == (3, "")
+        assert err.endswith("(--timeout): nothing was sent.\n"), err
 
     run(scenario())

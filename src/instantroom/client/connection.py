@@ -721,12 +721,15 @@ class RoomClient:
         await self.taken(room_id, message.message_id)
         return message
 
-    async def taken(self, room_id: bytes, message_id: bytes) -> None:
-        """Return once the relay has taken the message ``message_id`` of ``room_id``, just
-        given to ``post_text`` (no await between the two); raises as ``send_text``."""
-        future = asyncio.get_running_loop().create_future()
+    def taken(self, room_id: bytes, message_id: bytes) -> asyncio.Future[None]:
+        """A future done once the relay has taken the message ``message_id`` of
+        ``room_id``, just given to ``post_text`` (ask with no await between the two); it
+        fails as ``send_text`` raises. Waited for with a timeout (``asyncio.wait``), it
+        is not cancelled by it: an ACK in the same pass as the deadline still counts."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieve)  # a caller that gave up is not told of it
         self._accepted[message_id] = (room_id, future)
-        await future
+        return future
 
     async def messages(self) -> AsyncIterator[MessageReceived]:
         """Every message received, as it comes. Once the client has stopped (refused for

@@ -109,8 +109,8 @@ def parse_minikey(text: str, *, as_typed: bool = True) -> str:
         )
     if as_typed and _one_case(key):
         raise OneCase(
-            "This room key has its letters all in one case, and room keys mix capital and "
-            "small letters: most likely it was typed in the wrong case."
+            "This room key does not mix capital and small letters, as room keys do: most "
+            "likely it was typed in the wrong case."
         )
     return key
 

@@ -292,7 +292,8 @@ class _Outgoing:
     envelope: bytes = field(repr=False)
     ref: int = 0
     kind: Kind = Kind.TEXT  # an announcement's (number _NOT_IN_OUTBOX) kind
-    went_out: bool = False  # a PUBLISH of it was handed to a connection
+    # A PUBLISH of it was handed to a connection and not refused: the relay may have it.
+    went_out: bool = False
 
 
 class ClientSession:
@@ -526,10 +527,10 @@ class ClientSession:
         ]
 
     def went_out(self, message_id: bytes) -> bool:
-        """True if a message still in the outbox was handed to a connection at least once:
-        the relay may have it (and passed it on) though no ACK came. False while it has
-        only waited (not joined, held for members, paused), and for one not in the
-        outbox."""
+        """True if a message still in the outbox was handed to a connection in a PUBLISH
+        the relay did not refuse: it may have it (and passed it on) though no ACK came.
+        False while it has only waited (not joined, held for members, paused) or been
+        refused, and for one not in the outbox."""
         return any(o.went_out for o in self._outbox.values() if o.message_id == message_id)
 
     def send_text(self, room_id: bytes, text: str, now_ms: int) -> Message:
@@ -975,6 +976,7 @@ class ClientSession:
         outgoing = self._in_flight.pop(ref, None) if ref else None
         if outgoing is not None:
             outgoing.ref = 0  # not taken: stays in the outbox, in its place
+            outgoing.went_out = False  # this copy was refused: the relay has none
             if code != ErrorCode.NOT_JOINED:
                 # Rate limited (or refused for a reason we do not know): publish nothing
                 # more until the caller's timer says so, or the refusals pile up.

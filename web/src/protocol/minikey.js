@@ -88,8 +88,8 @@ export function parseMinikey(text, { asTyped = true } = {}) {
   }
   if (asTyped && oneCase(key)) {
     throw new OneCase(
-      "This room key has its letters all in one case, and room keys mix capital and " +
-        "small letters: most likely it was typed in the wrong case.",
+      "This room key does not mix capital and small letters, as room keys do: most " +
+        "likely it was typed in the wrong case.",
     );
   }
   return key;
