@@ -185,6 +185,16 @@ async def first_message(relay: RelayProcess, room: RoomKeys, within: float) -> s
     raise AssertionError("the listener stopped")
 
 
+def send_started_out_of_reach(
+    port: int, key: str, timeout: int, text: str
+) -> asyncio.Task[tuple[int, str, str]]:
+    """``send`` started now to a relay that will listen on ``port``, where nothing does
+    yet: its first tries fail."""
+    server = f"http://{LOOPBACK}:{port}"
+    command = ["send", "--server", server, "--key", key, "--timeout", str(timeout), text]
+    return asyncio.create_task(instantroom(*command))
+
+
 def test_send_during_an_outage_waits_for_members_still_coming_back_within_its_timeout() -> None:
     """A ``send`` started while its relay was out of reach (restarting) joins as soon as
     the relay is back, and others may still be backing off: the message waits for them,
@@ -193,10 +203,8 @@ def test_send_during_an_outage_waits_for_members_still_coming_back_within_its_ti
     port = closed_port()
 
     async def scenario() -> None:
-        server = f"http://{LOOPBACK}:{port}"
         text = "while you were away"
-        command = ["send", "--server", server, "--key", key, "--timeout", "10", text]
-        sending = asyncio.create_task(instantroom(*command))
+        sending = send_started_out_of_reach(port, key, 10, text)
         await asyncio.sleep(1)  # its first tries fail
         with running_relay(port=port) as relay:
             await asyncio.sleep(2)  # a member still backing off when send got in
@@ -215,9 +223,7 @@ def test_send_with_a_short_timeout_after_an_outage_sends_rather_than_waits() -> 
     port = closed_port()
 
     async def scenario() -> None:
-        server = f"http://{LOOPBACK}:{port}"
-        command = ["send", "--server", server, "--key", key, "--timeout", "4", "quick"]
-        sending = asyncio.create_task(instantroom(*command))
+        sending = send_started_out_of_reach(port, key, 4, "quick")
         await asyncio.sleep(1)  # its first tries fail
         with running_relay(port=port):
             status, out, err = await sending
@@ -235,9 +241,7 @@ def test_send_whose_held_message_never_went_says_nothing_was_sent() -> None:
     port = closed_port()
 
     async def scenario() -> None:
-        server = f"http://{LOOPBACK}:{port}"
-        command = ["send", "--server", server, "--key", key, "--timeout", "8", "lost?"]
-        sending = asyncio.create_task(instantroom(*command))
+        sending = send_started_out_of_reach(port, key, 8, "lost?")
         await asyncio.sleep(0.5)  # its first tries fail
         with running_relay(port=port) as relay:
             device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
