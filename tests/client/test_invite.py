@@ -11,7 +11,7 @@ from PIL import Image
 from instantroom.client.connection import websocket_url
 from instantroom.client.invite import format_invite, parse_invite
 from instantroom.client.keystore import KeyStore
-from instantroom.protocol.errors import ChecksumMismatch, UsageError, WrongLength
+from instantroom.protocol.errors import ChecksumMismatch, OneCase, UsageError, WrongLength
 from instantroom.testing import RelayProcess
 from tests.client.test_rooms_cli import PASSWORD, cli, decode
 
@@ -71,6 +71,15 @@ def test_a_link_gives_back_its_relay_and_key_and_a_bare_key_has_no_relay() -> No
     assert parse_invite(f"#{KEY}") == (None, KEY)
     grouped = " ".join(KEY[i : i + 5] for i in range(0, len(KEY), 5))
     assert parse_invite(f"https://chat.example.org/#{grouped}")[1] == KEY
+
+
+def test_a_link_carries_a_stored_key_in_one_case_which_a_typed_key_may_not_be() -> None:
+    """A room stored before keys in one case were refused can still be shared: a link is
+    copied or scanned, not typed (PROTOCOL.md 3.5)."""
+    one_case = "S6c56bnxqibjk9mqsye7ykvq7n113c"
+    assert parse_invite(f"https://chat.example.org/#{one_case}")[1] == one_case
+    with pytest.raises(OneCase):
+        parse_invite(one_case)
 
 
 def test_a_link_to_the_web_clients_index_html_gives_the_relays_folder() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -295,6 +296,30 @@ def test_a_failed_try_long_ago_holds_no_room_joined_since(room: RoomKeys) -> Non
     connect_and_join_again(alice, room, members=2)
     assert not alice.holding(room.room_id)
     assert [type(f) for f in decoded(alice)] == [frames.Publish]
+
+
+def test_went_out_says_whether_the_relay_may_have_a_message(room: RoomKeys) -> None:
+    """Refused copies are not on the relay; one on the wire when the connection dropped
+    may be, whatever becomes of the copies after it."""
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room, members=1)
+    alice.connection_lost()
+    message = alice.send_text(room.room_id, "went?", NOW)
+    assert not alice.went_out(message.message_id)  # only waited
+    connect_and_join_again(alice, room, members=1)
+    (copy,) = sent_publishes(alice)
+    assert alice.went_out(message.message_id)
+    limited = frames.Error(ErrorCode.RATE_LIMITED, copy.ref, room.room_id, "slow down")
+    alice.receive(frames.encode_frame(limited), NOW)
+    assert not alice.went_out(message.message_id)  # refused: the relay has none
+    alice.resend_unacknowledged()
+    (copy,) = sent_publishes(alice)
+    alice.connection_lost()  # on the wire: taken and passed on, maybe
+    connect_and_join_again(alice, room, members=1)
+    (copy,) = sent_publishes(alice)
+    alice.receive(frames.encode_frame(dataclasses.replace(limited, ref=copy.ref)), NOW)
+    assert alice.went_out(message.message_id)
 
 
 def test_a_release_for_good_outlasts_later_failed_tries_and_drops(room: RoomKeys) -> None:

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { formatInvite, parseInvite } from "../src/app/invite.js";
-import { ChecksumMismatch, NotBase58, WrongLength } from "../src/protocol/errors.js";
+import { ChecksumMismatch, NotBase58, OneCase, WrongLength } from "../src/protocol/errors.js";
 
 // The published key and its one-character typo (../vectors/minikey.json).
 const key = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy";
@@ -12,6 +12,14 @@ test("an invite link puts the key in the fragment, after the relay's path", () =
   assert.equal(formatInvite("https://chat.example.org", key), `https://chat.example.org/#${key}`);
   assert.equal(formatInvite("http://127.0.0.1:8080/", key), `http://127.0.0.1:8080/#${key}`);
   assert.equal(formatInvite("https://example.org/chat", key), `https://example.org/chat/#${key}`);
+});
+
+test("a link carries a stored key in one case, which a typed key may not be", () => {
+  // A room stored before keys in one case were refused can still be shared: a link is
+  // copied or scanned, not typed (PROTOCOL.md 3.5).
+  const oneCase = "S6c56bnxqibjk9mqsye7ykvq7n113c";
+  assert.equal(parseInvite(`https://chat.example.org/#${oneCase}`).key, oneCase);
+  assert.throws(() => parseInvite(oneCase), OneCase);
 });
 
 test("only http and https relays make invite links", () => {

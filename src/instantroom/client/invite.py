@@ -96,7 +96,9 @@ def parse_invite(text: str) -> tuple[str | None, str]:
     if "#" not in text:
         return None, parse_minikey(text)
     address, _, fragment = text.partition("#")
-    key = parse_minikey(fragment)
+    # A link is copied or scanned, not typed: the key it carries may be a stored room's
+    # from before keys in one case were refused (PROTOCOL.md 3.5).
+    key = parse_minikey(fragment, as_typed=False)
     if not address:
         return None, key
     if (wrong := address_problem(address)) is not None:

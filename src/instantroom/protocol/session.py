@@ -292,8 +292,11 @@ class _Outgoing:
     envelope: bytes = field(repr=False)
     ref: int = 0
     kind: Kind = Kind.TEXT  # an announcement's (number _NOT_IN_OUTBOX) kind
-    # A PUBLISH of it was handed to a connection and not refused: the relay may have it.
+    # A PUBLISH of it was handed to a connection and not refused: the relay may have it;
     went_out: bool = False
+    # or one was on the wire when a connection dropped (a later copy's refusal says
+    # nothing of that one).
+    lost_on_the_wire: bool = False
 
 
 class ClientSession:
@@ -528,10 +531,15 @@ class ClientSession:
 
     def went_out(self, message_id: bytes) -> bool:
         """True if a message still in the outbox was handed to a connection in a PUBLISH
-        the relay did not refuse: it may have it (and passed it on) though no ACK came.
-        False while it has only waited (not joined, held for members, paused) or been
-        refused, and for one not in the outbox."""
-        return any(o.went_out for o in self._outbox.values() if o.message_id == message_id)
+        the relay did not refuse, or that was on the wire when a connection dropped: the
+        relay may have it (and passed it on) though no ACK came. False while it has only
+        waited (not joined, held for members, paused) or had each copy refused, and for
+        one not in the outbox."""
+        return any(
+            o.went_out or o.lost_on_the_wire
+            for o in self._outbox.values()
+            if o.message_id == message_id
+        )
 
     def send_text(self, room_id: bytes, text: str, now_ms: int) -> Message:
         try:
@@ -589,6 +597,8 @@ class ClientSession:
         self._leave_on_answer.clear()  # the relay forgot this connection's rooms
         self._join_after_leaves.clear()
         self._proved.clear()
+        for outgoing in self._in_flight.values():
+            outgoing.lost_on_the_wire = True
         for outgoing in self._outbox.values():
             outgoing.ref = 0
         self._in_flight.clear()

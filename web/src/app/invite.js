@@ -78,7 +78,9 @@ export function parseInvite(text) {
   const trimmed = text.replace(AROUND, "");
   const hash = trimmed.indexOf("#");
   if (hash < 0) return { server: null, key: parseMinikey(trimmed) };
-  const key = parseMinikey(trimmed.slice(hash + 1));
+  // A link is copied or scanned, not typed: the key it carries may be a stored room's
+  // from before keys in one case were refused (PROTOCOL.md 3.5).
+  const key = parseMinikey(trimmed.slice(hash + 1), { asTyped: false });
   let address = trimmed.slice(0, hash);
   if (!address) return { server: null, key };
   const wrong = addressProblem(address);
