@@ -214,7 +214,13 @@ def _warn_of_clock(client: RoomClient) -> None:
 
 
 async def _send(args: argparse.Namespace) -> int:
-    from .client.connection import JoinRefused, RelayRefused, RoomClient, RoomGone
+    from .client.connection import (
+        JoinRefused,
+        RelayRefused,
+        RoomClient,
+        RoomExpiredError,
+        RoomGone,
+    )
 
     target = _target(args)
     text = _message_text(args.text)
@@ -242,6 +248,9 @@ async def _send(args: argparse.Namespace) -> int:
         except JoinRefused as exc:
             print(f"instantroom: the relay refused to join: {printable(str(exc))}", file=sys.stderr)
             return _refusal_status(exc.code)
+        except RoomExpiredError:
+            print("instantroom: the room has expired.", file=sys.stderr)
+            return EXIT_EXPIRED
         except (RelayRefused, RoomGone) as exc:
             print(f"instantroom: {printable(str(exc))}", file=sys.stderr)
             return EXIT_REFUSED
@@ -325,7 +334,13 @@ def _message_text(given: str) -> str:
 
 
 async def _listen(args: argparse.Namespace) -> int:
-    from .client.connection import JoinRefused, RelayRefused, RoomClient, RoomGone
+    from .client.connection import (
+        JoinRefused,
+        RelayRefused,
+        RoomClient,
+        RoomExpiredError,
+        RoomGone,
+    )
     from .protocol.session import MessageReceived, MessageRejected, Refused, RoomExpired
 
     if sys.stdout is None:  # started with it closed (>&-): every message would be lost
@@ -382,6 +397,9 @@ async def _listen(args: argparse.Namespace) -> int:
         except JoinRefused as exc:
             print(f"instantroom: the relay refused to join: {printable(str(exc))}", file=sys.stderr)
             return _refusal_status(exc.code)
+        except RoomExpiredError:
+            print("instantroom: the room has expired.", file=sys.stderr)
+            return EXIT_EXPIRED
         except (RelayRefused, RoomGone) as exc:
             print(f"instantroom: {printable(str(exc))}", file=sys.stderr)
             return EXIT_REFUSED

@@ -11,12 +11,14 @@ import secrets
 import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from instantroom.cli import main
 from instantroom.client import connection
 from instantroom.client.connection import RoomClient
+from instantroom.client.keystore import KeyStore, StoredRoom
 from instantroom.protocol.envelope import MAX_BODY_BYTES
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.protocol.minikey import make_minikey
@@ -24,6 +26,8 @@ from instantroom.protocol.session import Accepted, Event
 from instantroom.testing import LOOPBACK, RelayProcess, assert_exited_cleanly, run, running_relay
 from tests.client.test_cli import environment, instantroom, signals_at_default, stop
 from tests.client.test_cli_review import closed_port
+from tests.client.test_keystore import FAST_KDF
+from tests.client.test_rooms_cli import PASSWORD, cli
 
 TOO_BIG = f"instantroom: A message body is at most {MAX_BODY_BYTES} bytes.\n"
 
@@ -322,3 +326,20 @@ def test_send_refused_for_the_rate_until_its_timeout_says_nothing_was_sent() -> 
         assert err.endswith("(--timeout): nothing was sent.\n"), err
 
     run(scenario())
+
+
+def test_send_whose_room_expires_while_it_waits_exits_6(tmp_path: Path) -> None:
+    """The room's lifetime ends while the message waits for the relay (refused for the
+    rate here): ``send`` says the room has expired (6), as ``listen`` does, not 1."""
+    store = tmp_path / "keystore.json"
+    keys = KeyStore.create(store, PASSWORD, kdf=FAST_KDF)
+    expires_at_ms = int(time.time() * 1000) + 3_000
+    with running_relay("--message-burst", "1", "--messages-per-second", "0.01") as relay:
+        key = make_minikey(secrets.randbelow)
+        keys.add_room(
+            StoredRoom(key=key, label="soon", server=relay.url, expires_at_ms=expires_at_ms)
+        )
+        keys.save()
+        result = cli(store, "send", "--room", "soon", "--timeout", "15", "hi", check=False)
+    assert (result.returncode, result.stdout) == (6, "")
+    assert result.stderr == "instantroom: the room has expired.\n"

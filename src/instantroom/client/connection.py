@@ -150,6 +150,11 @@ class RoomGone(Exception):
     relay took the message."""
 
 
+class RoomExpiredError(RoomGone):
+    """The room's lifetime is over (PROTOCOL.md 9): it is gone for good, with its
+    messages."""
+
+
 class MessageNotSent(RoomGone):
     """The relay did not take the message in time (``OUTBOX_MAX_AGE_MS`` in
     ``instantroom.protocol.session``, 55 minutes): the others would refuse it as too old,
@@ -650,7 +655,7 @@ class RoomClient:
         self._check_running()
         now = now_ms()
         if 0 < expires_at_ms <= self.expiry_now():
-            raise RoomGone("The room has expired.")
+            raise RoomExpiredError("The room has expired.")
         state = self.session.rooms.get(room.room_id)
         future = self._joined.get(room.room_id)
         if state is not None and state.joined and future is not None and future.done():
@@ -1001,9 +1006,9 @@ class RoomClient:
                         waiting = self._joined.get(room_id)
                         if waiting is not None and not waiting.done():
                             waiting.set_exception(JoinRefused(code, said))
-                        self._room_gone(room_id, said)
+                        self._room_gone(room_id, said, expired=code == ErrorCode.ROOM_EXPIRED)
                 case RoomExpired(room_id=room_id):
-                    self._room_gone(room_id, "The room has expired.")
+                    self._room_gone(room_id, "The room has expired.", expired=True)
                     # Its messages are deleted at expiry (PROTOCOL.md 9), unread ones too.
                     self._messages.drop(functools.partial(_of_room, room_id))
                     self._events.drop(functools.partial(_of_room, room_id))
@@ -1032,17 +1037,18 @@ class RoomClient:
 
         self._later(delay, retry)
 
-    def _room_gone(self, room_id: bytes, reason: str) -> None:
+    def _room_gone(self, room_id: bytes, reason: str, *, expired: bool = False) -> None:
         """Nothing more will be sent to ``room_id``: tell whoever waits for it."""
+        gone = RoomExpiredError if expired else RoomGone
         self.presence.pop(room_id, None)
         joined = self._joined.pop(room_id, None)
         if joined is not None and not joined.done():
-            joined.set_exception(RoomGone(reason))
+            joined.set_exception(gone(reason))
         for message_id, (room, future) in list(self._accepted.items()):
             if room == room_id:
                 del self._accepted[message_id]
                 if not future.done():
-                    future.set_exception(RoomGone(reason))
+                    future.set_exception(gone(reason))
 
     def _tick(self) -> None:
         """Once a second: rooms whose time is over are forgotten, here and now, and left
