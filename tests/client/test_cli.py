@@ -75,6 +75,22 @@ async def stop(process: asyncio.subprocess.Process, signum: int, within: float =
     return process.returncode
 
 
+async def ended(process: asyncio.subprocess.Process, within: float = 20.0) -> tuple[int, bytes]:
+    """Wait for ``process`` to end by itself: its exit status and the rest of its standard
+    error. One still running ``within`` seconds, or when the test gives up, is killed."""
+    assert process.stderr is not None
+    try:
+        async with asyncio.timeout(within):
+            err = await process.stderr.read()
+            await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, err
+
+
 async def instantroom(
     *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
 ) -> tuple[int, str, str]:
@@ -688,14 +704,11 @@ def test_listen_stops_quietly_when_what_reads_it_goes_away(relay: RelayProcess) 
             async with RoomClient(relay.url, device, "carol") as carol:
                 await carol.join(room)
                 await carol.send_text(room.room_id, "second")
-            async with asyncio.timeout(20):
-                err = await listener.stderr.read()
-                await listener.wait()
-        finally:
-            if listener.returncode is None:
-                listener.kill()
-                await listener.wait()
-        assert listener.returncode == 128 + signal.SIGPIPE, err
+        except BaseException:
+            await stop(listener, signal.SIGKILL, within=0)
+            raise
+        status, err = await ended(listener)
+        assert status == 128 + signal.SIGPIPE, err
         assert err == b""
 
     run(scenario())

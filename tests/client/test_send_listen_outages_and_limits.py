@@ -24,7 +24,7 @@ from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.protocol.minikey import make_minikey
 from instantroom.protocol.session import Accepted, Event
 from instantroom.testing import LOOPBACK, RelayProcess, assert_exited_cleanly, run, running_relay
-from tests.client.test_cli import environment, instantroom, signals_at_default, stop
+from tests.client.test_cli import ended, environment, instantroom, signals_at_default, stop
 from tests.client.test_cli_review import closed_port
 from tests.client.test_keystore import FAST_KDF
 from tests.client.test_rooms_cli import PASSWORD, cli
@@ -163,16 +163,8 @@ def test_listen_with_standard_output_closed_exits_at_once(relay: RelayProcess) -
             stderr=asyncio.subprocess.PIPE, env=environment(),
             preexec_fn=lambda: os.close(1),
         )  # fmt: skip
-        assert listener.stderr is not None
-        try:
-            async with asyncio.timeout(20):
-                err = await listener.stderr.read()
-                await listener.wait()
-        finally:
-            if listener.returncode is None:
-                listener.kill()
-                await listener.wait()
-        assert listener.returncode == 2
+        status, err = await ended(listener)
+        assert status == 2
         assert err == b"instantroom: standard output is closed: listen prints the messages there.\n"
 
     run(scenario())

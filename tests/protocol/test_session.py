@@ -1587,21 +1587,29 @@ def back_and_heard(
     listener.events()
 
 
-def test_after_a_reconnect_the_outbox_waits_for_the_roster_not_only_the_count(
-    room: RoomKeys,
-) -> None:
-    """A one-shot sender that joins while bob is still reconnecting brings the count back
-    to what it was: alice's outbox still waits until bob himself is heard again."""
+def back_first_with_a_newcomer(room: RoomKeys, text: str) -> tuple[ClientSession, ClientSession]:
+    """Alice and bob, announcing, in ``room``; the relay restarts, and alice is back first
+    with ``text`` written while away; a newcomer (a one-shot sender) brings the count
+    back to 2 while bob is still reconnecting."""
     alice, bob = announcing(1, "alice"), announcing(2, "bob")
     in_room(room, alice, bob)
     back_and_heard(bob, alice, room, members=2, at=NOW)
     assert alice.members(room.room_id) == (member(bob),)
     alice.connection_lost()
-    alice.send_text(room.room_id, "said while away", NOW + 1)
+    alice.send_text(room.room_id, text, NOW + 1)
     connect_and_join_again(alice, room, members=1)
     assert kinds_published(alice, room) == [Kind.JOIN]  # her JOIN goes; her text waits
     alice.receive(frames.encode_frame(frames.Presence(room.room_id, 2)), NOW + 2)
     alice.events()
+    return alice, bob
+
+
+def test_after_a_reconnect_the_outbox_waits_for_the_roster_not_only_the_count(
+    room: RoomKeys,
+) -> None:
+    """A one-shot sender that joins while bob is still reconnecting brings the count back
+    to what it was: alice's outbox still waits until bob himself is heard again."""
+    alice, bob = back_first_with_a_newcomer(room, "said while away")
     assert alice.holding(room.room_id)
     assert alice.frames_to_send() == []
     back_and_heard(bob, alice, room, members=3, at=NOW + 3)  # bob is back, and says so
@@ -1610,14 +1618,7 @@ def test_after_a_reconnect_the_outbox_waits_for_the_roster_not_only_the_count(
 
 
 def test_release_ends_the_wait_for_the_roster_too(room: RoomKeys) -> None:
-    alice, bob = announcing(1, "alice"), announcing(2, "bob")
-    in_room(room, alice, bob)
-    back_and_heard(bob, alice, room, members=2, at=NOW)
-    alice.connection_lost()
-    alice.send_text(room.room_id, "anyone?", NOW + 1)
-    connect_and_join_again(alice, room, members=1)
-    assert kinds_published(alice, room) == [Kind.JOIN]
-    alice.receive(frames.encode_frame(frames.Presence(room.room_id, 2)), NOW + 2)
+    alice, _ = back_first_with_a_newcomer(room, "anyone?")
     assert alice.holding(room.room_id)
     assert alice.held_since(room.room_id) == NOW
     alice.release(room.room_id)
