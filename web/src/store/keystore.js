@@ -508,10 +508,11 @@ export class KeyStore {
   /** Seal and add one entry; its key once written, else null. */
   async #writeJournal(roomIdHex, { recent, message = null }) {
     if (this.locked) return null;
+    // In the order they came, so taken in: messages of the same ms keep their order. Taken
+    // before sealing, as seals may finish out of order.
+    const order = [Date.now(), this.#journalCount++, hex(crypto.getRandomValues(new Uint8Array(8)))];
     try {
       const sealed = await sealJournalEntry(this.#journalKey, { roomId: roomIdHex, recent, message });
-      // In the order they came: taken in so, messages of the same ms keep their order.
-      const order = [Date.now(), this.#journalCount++, hex(crypto.getRandomValues(new Uint8Array(8)))];
       const key = await addJournalEntry(order, sealed, this.#options);
       // Locked meanwhile: the lock's save holds it, and the next unlock deletes it.
       if (!this.locked) this.#journaled.set(JSON.stringify(key), key);
