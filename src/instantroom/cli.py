@@ -24,6 +24,7 @@ from .protocol.codes import ErrorCode
 from .protocol.errors import MiniKeyError, ProtocolError, UsageError
 from .protocol.kdf import DeviceKey, RoomKeys
 from .protocol.minikey import format_minikey, make_minikey, parse_minikey, spell_minikey
+from .protocol.session import OUTBOX_MAX_AGE_MS
 from .relay.config import add_relay_options
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ OUTAGE_CHECK = 0.25
 # Seconds of send's --timeout kept for the relay to take the message: a message waiting
 # for the room's members to come back (a relay that was out of reach) goes no later.
 SEND_TIME_TO_TAKE = 5.0
+# The longest --timeout of send, in seconds: a message older than this is refused by the
+# room's members, and given up by the client.
+SEND_TIMEOUT_MAX = OUTBOX_MAX_AGE_MS / 1000
 _SEND_STATUSES = """exit status:
   0    the relay took the message (not a proof that anyone received it)
   1    the relay refused the room or this client (not a relay, a bad URL, ...)
@@ -508,6 +512,18 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+def _send_timeout(text: str) -> float:
+    """send's --timeout: at most the age past which the room's members refuse a message
+    as too old, and the client gives it up (PROTOCOL.md 10.6)."""
+    seconds = _seconds(text)
+    if seconds > SEND_TIMEOUT_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is more than {SEND_TIMEOUT_MAX:g} seconds: the room's members refuse "
+            "a message that old"
+        )
+    return seconds
+
+
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server",
@@ -566,9 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_options(send)
     send.add_argument(
         "--timeout",
-        type=_seconds,
+        type=_send_timeout,
         default=30.0,
-        help="seconds to wait for the relay, to join and send in all (default 30)",
+        help="seconds to wait for the relay, to join and send in all (default 30, at "
+        f"most {SEND_TIMEOUT_MAX:g})",
     )
     send.add_argument(
         "text",

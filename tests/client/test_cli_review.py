@@ -207,9 +207,10 @@ def test_listen_tells_a_full_room_from_a_refused_one(relay: RelayProcess) -> Non
     run(scenario())
 
 
-@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "soon"])
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "soon", "3301"])
 def test_a_timeout_that_is_no_time_limit_is_refused(relay: RelayProcess, timeout: str) -> None:
-    """``--timeout nan`` sent with no limit at all, ``--timeout 0`` gave up at once."""
+    """``--timeout nan`` sent with no limit at all, ``--timeout 0`` gave up at once; past
+    55 minutes (3,300 s) a message is given up as too old, and send exited 1 for it."""
     key = make_minikey(secrets.randbelow)
 
     async def scenario() -> tuple[int, str]:
