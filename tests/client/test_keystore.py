@@ -1001,3 +1001,114 @@ def test_a_store_written_before_names_were_kept_opens_with_none(store_path: Path
     store_path.write_bytes(json.dumps(document).encode())
     opened = KeyStore.open(store_path, "pw")
     assert (opened.name, [r.label for r in opened.rooms]) == ("", ["team"])
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        pytest.param(f"https://relay.example/#{KEY}", id="link"),
+        pytest.param(f"instantroom://x#{KEY}", id="other-scheme"),
+        pytest.param(f"{KEY}!", id="key-and-a-character"),
+        pytest.param(f"key={KEY}", id="key-equals"),
+        pytest.param(" ".join(KEY[i : i + 5] for i in range(0, 30, 5)), id="grouped"),
+        pytest.param("\u2009-\u2009".join(KEY[i : i + 5] for i in range(0, 30, 5)), id="dashed"),
+        pytest.param(f"relay.example/#{KEY[:12]}0{KEY[13:]}", id="link-with-a-typo"),
+    ],
+)
+def test_text_holding_a_key_given_for_a_label_is_not_echoed(
+    store_path: Path, given: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A key, or a link or other text holding one, where a label goes (send --room, listen
+    --room, forget, qr, chat): the error says so without quoting it. Quoted, the key was on
+    the terminal, in its scrollback and in any log of it."""
+    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    store.add_room(room(key=OTHER))
+    store.save()
+    with pytest.raises(keystore.NoSuchRoom) as raised:
+        store.find(given)
+    monkeypatch.setenv("INSTANTROOM_KEYSTORE", str(store_path))
+    monkeypatch.setenv("INSTANTROOM_PASSWORD", "pw")
+    assert main(["forget", given]) == 2
+    said = capsys.readouterr().err
+    for message in (str(raised.value), said):
+        assert "looks like a room key or an invite link" in message
+        assert "--key" in message
+        shown = message.replace(" ", "").replace("-", "")
+        assert not any(KEY[i : i + 4] in shown for i in range(len(KEY) - 3)), message
+    assert len(KeyStore.open(store_path, "pw").rooms) == 1
+
+
+@pytest.mark.parametrize("given", ["nosuch", "team room", "abcdef0123456789abcdef0123"])
+def test_a_label_or_room_id_that_matches_no_room_is_quoted(store_path: Path, given: str) -> None:
+    """A label or a room id's start (hex) holds no key: it is named, as it was typed."""
+    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    store.add_room(room())
+    with pytest.raises(keystore.NoSuchRoom, match=f"No stored room is labelled '{given}'"):
+        store.find(given)
+
+
+def test_a_store_deleted_while_open_is_not_written_back(store_path: Path) -> None:
+    """Deleting the file is how a person discards the store (a forgotten password, rooms to
+    be rid of): a program that had it open wrote it all back, under the old password, at
+    its next save (a listen within 10 s, a chat within 1 s)."""
+    store = KeyStore.create(store_path, "old pw", kdf=FAST_KDF)
+    store.add_room(room())
+    store.save()
+    store_path.unlink()
+    store.rooms[0].record_recent(bytes(16), now_ms())
+    for write in (store.save, store.take_in, lambda: store.change_password("new pw")):
+        with pytest.raises(StoreChanged, match="deleted since this program opened it"):
+            write()
+        assert not store_path.exists()
+    store.wipe()  # what was asked is done: nothing is left, and nothing is written
+    assert not store_path.exists()
+    assert store.rooms == []
+    # A store made anew, there or after the deletion, is made.
+    KeyStore.create(store_path, "new pw", kdf=FAST_KDF).save()
+    assert KeyStore.open(store_path, "new pw").rooms == []
+
+
+@pytest.mark.parametrize("field", ["nonce", "ciphertext", "salt"])
+def test_a_header_field_holding_a_character_that_is_not_ascii_is_damage(
+    store_path: Path, field: str
+) -> None:
+    """base64 refuses such a character with a ValueError of its own, not binascii.Error:
+    the command line printed a traceback; a chat or listen whose store another program
+    damaged so ended on its next save."""
+    store = KeyStore.create(store_path, "pw", kdf=FAST_KDF)
+    document = json.loads(store_path.read_bytes())
+    where = document["kdf"] if field == "salt" else document
+    where[field] = "\u00e9" + where[field][1:]
+    damaged = json.dumps(document).encode()
+    store_path.write_bytes(damaged)  # by another program, while this one has it open
+    with pytest.raises(DamagedStore):
+        KeyStore.open(store_path, "pw")
+    store.add_room(room())
+    with pytest.raises(DamagedStore):
+        store.save()
+    assert store_path.read_bytes() == damaged
+
+
+def test_a_folder_that_cannot_be_flushed_after_the_rename_does_not_fail_the_write(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once renamed, the file is the new one: passwd said the change failed, and the
+    program went on with the old password, which no longer opened the file (its next save
+    was refused as a password changed elsewhere)."""
+    store = KeyStore.create(store_path, "old pw", kdf=FAST_KDF)
+    fsync = os.fsync
+
+    def folders_fail(descriptor: int) -> None:
+        if stat.S_ISDIR(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EIO, "Input/output error")
+        fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", folders_fail)
+    store.change_password("new pw")
+    store.add_room(room())
+    store.save()
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(WrongPassword):
+        KeyStore.open(store_path, "old pw")
+    assert [r.key for r in KeyStore.open(store_path, "new pw").rooms] == [KEY]

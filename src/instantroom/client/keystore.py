@@ -22,22 +22,25 @@ that is not a store raises ``DamagedStore`` and is never replaced or reset.
 Several programs may hold the store open at once (a chat screen for hours, a ``join`` in
 another terminal). Each write takes a lock (``flock`` on ``<store>.lock``), and if the file
 changed since this program read it, merges what the other one did first, room by room,
-instead of writing over it: see ``KeyStore.save``.
+instead of writing over it: see ``KeyStore.save``. A store deleted while a program has it
+open stays deleted: that program's next save is refused (``StoreChanged``).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import copy
 import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
+import string
 import tempfile
 import time
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -49,9 +52,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from instantroom.protocol.envelope import MESSAGE_ID_SIZE
-from instantroom.protocol.errors import MiniKeyError
 from instantroom.protocol.kdf import DeviceKey, RoomKeys, private_key_bytes
-from instantroom.protocol.minikey import BASE58_ALPHABET, parse_minikey
+from instantroom.protocol.minikey import parse_minikey
 from instantroom.protocol.session import MAX_OUTBOX
 
 FORMAT = "instantroom-keystore"
@@ -231,7 +233,8 @@ def _unb64(text: object) -> bytes:
         raise DamagedStore("The key store file is damaged: a field is missing.")
     try:
         return base64.b64decode(text, validate=True)
-    except binascii.Error as exc:
+    # ValueError too (binascii.Error is one): a character that is not ASCII.
+    except ValueError as exc:
         raise DamagedStore("The key store file is damaged: a field is not base64.") from exc
 
 
@@ -390,6 +393,11 @@ class KeyStore:
 
     def _save(self, *, wipe: bool) -> list[StoredRoom]:
         with _locked(self.path):
+            if wipe and self._revision is not None and not self.path.exists():
+                # Deleted since this program read it: nothing is left to wipe, and an empty
+                # store written now would bring the device key back.
+                self.rooms, self.name, self._forgotten = [], "", []
+                return []
             raw = self._theirs()
             if raw is not None:
                 rooms, name = self._decode_theirs(raw)
@@ -405,11 +413,20 @@ class KeyStore:
         return forgotten
 
     def _theirs(self) -> bytes | None:
-        """The file's bytes, if another program wrote it since this one read or wrote it."""
+        """The file's bytes, if another program wrote it since this one read or wrote it.
+
+        A file deleted since then is ``StoreChanged``: deleting it is how a person discards
+        the store (a forgotten password, rooms to be rid of), and a write would bring every
+        room back, under the old password. Only a store never written yet is made."""
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return None
+            if self._revision is None:  # being made (create)
+                return None
+            raise StoreChanged(
+                f"The key store at {self.path} was deleted since this program opened it: "
+                "nothing was saved here."
+            ) from None
         return raw if _digest(raw) != self._revision else None
 
     def _decode_theirs(self, raw: bytes) -> tuple[list[StoredRoom], str]:
@@ -514,12 +531,13 @@ class KeyStore:
         )
         if len(by_label) + len(by_id) == 1:
             return (by_label + by_id)[0]
-        if _looks_like_a_key(name):
+        if _may_hold_a_key(name):
             # Not echoed: a key on a terminal (or in a log of it) is the room.
             raise NoSuchRoom(
-                "What was given looks like a room key (not shown here), where a room's label "
-                "or the start of its room id was expected: give a key with --key (send, "
-                "listen), or store its room with `instantroom join`."
+                "No stored room is labelled so; what was given (not shown here) looks like a "
+                "room key or an invite link, where a room's label or the start of its room "
+                "id was expected: give a key or link with --key (send, listen), or store "
+                "its room with `instantroom join`."
             )
         if len(by_label) + len(by_id) > 1:
             raise NoSuchRoom(f"More than one room matches {name!r}: use more of its room id.")
@@ -640,17 +658,32 @@ def _snapshot(rooms: list[StoredRoom]) -> dict[str, StoredRoom]:
     }
 
 
-def _looks_like_a_key(text: str) -> bool:
-    """Whether ``text`` is a room key, or 22 characters or more (not counting spaces and
-    dashes) of base58, not all hex: a key, mistyped or cut short, more likely than a
-    label or a room id."""
-    try:
-        parse_minikey(text)
-    except MiniKeyError:
-        compact = "".join(char for char in text if not char.isspace() and char not in "-_.")
-        hex_only = all(char in "0123456789abcdefABCDEF" for char in compact)
-        return len(compact) >= 22 and set(compact) <= set(BASE58_ALPHABET) and not hex_only
-    return True
+def _may_hold_a_key(text: str) -> bool:
+    """Whether ``text`` may hold a room key: whole, grouped, mistyped or cut short, alone
+    or inside other text (an invite link, ``key=...``, a key with a character more). That
+    is 20 letters and digits or more in a row, not counting the spaces, dashes and other
+    separators a key is grouped with, and not all hex (a room id, which may be given by
+    its start, is hex; a key, ``S`` and 29 base58 characters, never is). Letters base58
+    leaves out (0, O, I, l) and letters of other scripts count too: a key mistyped with
+    one is still the key but for that one. Some long labels are taken for keys so: they
+    then go unquoted, which costs less than a key quoted."""
+    compact = "".join(char for char in text if not _separates(char))
+    return any(
+        len(run) >= _KEY_LIKE_RUN and not all(char in string.hexdigits for char in run)
+        for run in _ALNUM_RUNS.findall(compact)
+    )
+
+
+# Runs of letters and digits, of any script, in text without its separators.
+_ALNUM_RUNS = re.compile(r"[^\W_]+")
+_KEY_LIKE_RUN = 20
+
+
+def _separates(char: str) -> bool:
+    """Whether ``char`` is one of those that group a key (as ``parse_minikey`` drops them,
+    and more): a space of any kind, a dash, ``_``, ``.``, or an invisible format character
+    (zero-width space, soft hyphen, word joiner, U+FEFF)."""
+    return char.isspace() or char in "_." or unicodedata.category(char) in ("Pd", "Cf", "Zs")
 
 
 def _recent_ids(known: list[KnownMessage], now_ms: int) -> tuple[list[KnownMessage], int]:
@@ -793,8 +826,14 @@ def _write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    # The rename is done: the file is the new one, and the caller's state must follow it
+    # (a new password is the one that opens it now). Flushing the folder only makes the
+    # rename outlast a power cut; where that fails (a file system that cannot flush a
+    # folder, an I/O error) the write still happened, and is not reported as failed: at
+    # worst a power cut brings the old file back, as one just before the rename would.
+    with contextlib.suppress(OSError):
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
