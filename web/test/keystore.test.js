@@ -26,7 +26,7 @@ import {
   StoreLocked,
   WrongPassword,
 } from "../src/store/keystore.js";
-import { PBKDF2_ITERATIONS, openVault } from "../src/store/vault.js";
+import { PBKDF2_ITERATIONS, importJournalKey, openJournalEntry, openVault } from "../src/store/vault.js";
 
 const PASSWORD = "a long unique password";
 const randomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
@@ -94,6 +94,7 @@ describe("KeyStore: creating and unlocking", () => {
     assert.match(journalKey, /^[0-9a-f]{64}$/);
     assert.deepEqual(rest, {
       version: 1,
+      oldJournalKeys: [],
       nickname: "",
       serverUrl: null,
       idleLockMinutes: 5,
@@ -117,6 +118,35 @@ describe("KeyStore: creating and unlocking", () => {
     const again = await KeyStore.unlock(PASSWORD, options);
     assert.deepEqual(again.data, store.data);
     assert.equal(again.data.rooms[0].messages[1].text, "ünïcødé ✓");
+  });
+
+  it("keeps a newer build's fields at every level through an unlock and a save", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: 1 });
+    const now = Date.now();
+    store.addMessage(room.roomId, message(1));
+    store.recordDeleted(room.roomId, hex(randomBytes(16)), now);
+    store.recordRecent(room.roomId, hex(randomBytes(16)), now);
+    store.addOutgoing(room.roomId, { id: hex(randomBytes(16)), timestampMs: now, envelope: randomBytes(3) });
+    // A newer build adds a field at each level (and this build's fields stay as they are).
+    const newer = structuredClone(store.data);
+    const levels = (c) => {
+      const r = c.rooms[0];
+      return [c, r, r.messages[0], r.deleted[0], r.recent[0], r.outbox[0]];
+    };
+    levels(newer).forEach((level, n) => (level.fromANewerBuild = { n }));
+    store.data.rooms = newer.rooms;
+    Object.assign(store.data, { fromANewerBuild: newer.fromANewerBuild });
+    await store.save();
+
+    const again = await KeyStore.unlock(PASSWORD, options);
+    assert.deepEqual(again.data, newer);
+    again.data.nickname = "saved by this build";
+    await again.save();
+    const stored = await storedContents(options);
+    assert.deepEqual(levels(stored).map((level) => level.fromANewerBuild), [0, 1, 2, 3, 4, 5].map((n) => ({ n })));
+    assert.deepEqual((await KeyStore.unlock(PASSWORD, options)).data, { ...newer, nickname: "saved by this build" });
   });
 
   it("refuses to create over an existing record, even a damaged one", async () => {
@@ -1099,7 +1129,8 @@ describe("KeyStore: the journal (what came since the last save)", () => {
     await writeJournalBack(options, journal); // as if the save had not deleted it
     const next = await KeyStore.unlock(PASSWORD, options);
     assert.deepEqual(next.room(room.roomId).messages, []);
-    // Sealed under the old password's key: read, not taken in, and deleted by a save.
+    // Sealed under the journal key the password change retired: opened with it, not taken
+    // in (deleted since), and deleted by a save.
     await next.changePassword(PASSWORD, "another long password");
     await writeJournalBack(options, journal);
     const changed = await KeyStore.unlock("another long password", options);
@@ -1144,6 +1175,90 @@ describe("KeyStore: the journal (what came since the last save)", () => {
     await changing; // and the tab goes before its next save
     const next = await KeyStore.unlock("another long password", options);
     assert.deepEqual(next.room(room.roomId).messages.map((m) => m.text), [came.text]);
+  });
+
+  it("gets a new key with a password change: the old password's record opens none of what comes after", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: Date.now(), keepHistory: true });
+    await store.save();
+    const leftOver = await readRecord(options); // on the disk still, or in a backup
+    const oldKey = (await openVault(leftOver, PASSWORD, options)).contents.journalKey;
+    await store.changePassword(PASSWORD, "another long password");
+    const came = message(1, { timestampMs: Date.now() - 1000 });
+    store.recordRecent(room.roomId, came.id, came.timestampMs);
+    store.addMessage(room.roomId, came);
+    await store.journal(room.roomId, { recent: { id: came.id, timestampMs: came.timestampMs }, message: came });
+
+    const { journal } = await readRecordAndJournal(options);
+    assert.equal(journal.length, 1);
+    assert.equal(await openJournalEntry(await importJournalKey(fromHex(oldKey)), journal[0][1]), null);
+    const stored = await storedContents(options, "another long password");
+    assert.notEqual(stored.journalKey, oldKey);
+    assert.deepEqual(stored.oldJournalKeys, [oldKey]); // under the new password only
+    const newKey = await importJournalKey(fromHex(stored.journalKey));
+    assert.equal((await openJournalEntry(newKey, journal[0][1])).message.text, came.text);
+    const next = await KeyStore.unlock("another long password", options); // the tab went before a save
+    assert.deepEqual(next.room(room.roomId).messages.map((m) => m.text), [came.text]);
+  });
+
+  it("opens what a tab unlocked before a password change wrote after it, until a save holds what the old key opened", async () => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: Date.now(), keepHistory: true });
+    await store.save();
+    const stale = await KeyStore.unlock(PASSWORD, options); // a tab still unlocked from before
+    await store.changePassword(PASSWORD, "a second long password");
+    await store.changePassword("a second long password", "a third long password");
+    const arrive = async (tab, n) => {
+      const came = message(n, { timestampMs: Date.now() - 1000 });
+      tab.recordRecent(room.roomId, came.id, came.timestampMs);
+      tab.addMessage(room.roomId, came);
+      await tab.journal(room.roomId, { recent: { id: came.id, timestampMs: came.timestampMs }, message: came });
+      return came.text;
+    };
+    const first = await arrive(stale, 1); // under the first key
+    await assert.rejects(stale.save(), StoreChanged);
+    assert.equal((await storedContents(options, "a third long password")).oldJournalKeys.length, 2);
+
+    // The next unlock opens it with the old key, which its contents drop; and so does a
+    // reload, with the old key it keeps until it locks, for what was written since.
+    const next = await KeyStore.unlock("a third long password", options);
+    assert.deepEqual(next.data.oldJournalKeys, []);
+    assert.equal(next.journalWaiting, true);
+    const second = await arrive(stale, 2);
+    assert.equal(await next.reload(), false);
+    assert.deepEqual(next.room(room.roomId).messages.map((m) => m.text), [first, second]);
+    await next.save();
+    assert.deepEqual(await journalKeys(options), []);
+    assert.deepEqual((await storedContents(options, "a third long password")).oldJournalKeys, []);
+    assert.equal(next.journalWaiting, false);
+
+    // Once a save held what it opened, the old key opens nothing more: what is sealed under
+    // it after that is not taken in, and goes with the next save.
+    await next.lock();
+    await arrive(stale, 3);
+    const later = await KeyStore.unlock("a third long password", options);
+    assert.deepEqual(later.room(room.roomId).messages.map((m) => m.text), [first, second]);
+    await later.save();
+    assert.deepEqual(await journalKeys(options), []);
+  });
+
+  it("lets lock() settle once the journal's writes under way have landed (the next tab reads them)", async (t) => {
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    const room = store.addRoom({ key: makeMinikey(randomBytes), nowMs: Date.now(), keepHistory: true });
+    await store.save();
+    const encrypt = crypto.subtle.encrypt.bind(crypto.subtle);
+    t.mock.method(crypto.subtle, "encrypt", async (...args) => {
+      await new Promise((resolve) => setTimeout(resolve, 20)); // a slow seal
+      return encrypt(...args);
+    });
+    const came = message(1, { timestampMs: Date.now() - 1000 });
+    store.addMessage(room.roomId, came);
+    store.journal(room.roomId, { recent: { id: came.id, timestampMs: came.timestampMs }, message: came });
+    await store.lock();
+    assert.equal((await journalKeys(options)).length, 1);
   });
 
   it("written while a wipe starts, goes with it", async () => {

@@ -1,7 +1,8 @@
 // The web client's key store: this install's device key, its rooms (keys, labels, expiry)
 // and the history kept for them, as one vault (vault.js) in IndexedDB (db.js).
 //
-//   { version: 1, deviceSeed: hex (32 bytes), nickname: "", serverUrl: null,
+//   { version: 1, deviceSeed: hex (32 bytes), journalKey: hex (32 bytes),
+//     oldJournalKeys: [ hex (32 bytes) ], nickname: "", serverUrl: null,
 //     idleLockMinutes: 5,
 //     rooms: [ { key, roomId: hex, label, nickname, createdAtMs, expiresAtMs,
 //                keepHistory, messages: [ { id: hex, senderName, fingerprint, text,
@@ -33,6 +34,15 @@
 // dropped only for their age need none, the freshness check refuses them): the app seeds
 // it as the replay filter's floor (PROTOCOL.md 7), so that nothing stamped at or before it,
 // a message whose id was dropped included, is accepted after a reload or an unlock.
+//
+// `journalKey` seals the journal (KeyStore.journal): entries written beside the record as
+// messages come, until the save that holds them. A password change makes a new one, so that
+// whoever knew the old password and gets hold of an old record (left on the disk, or in a
+// backup) reads none of the entries sealed after the change. The old one goes to
+// `oldJournalKeys`, sealed under the new password only: it opens the entries written under
+// it (during the change, or by a tab still unlocked from before it), never seals one, and
+// goes with the first save of a store that took the journal in with it (its unlock, or a
+// reload that read another record) and deletes what it read.
 //
 // Change `data` or use the helpers, then `save()`. A wrong password or a damaged record
 // throws and writes nothing; the password itself is not kept, only the derived,
@@ -177,14 +187,14 @@ function loadDeleted(raw) {
   if (!isPlainObject(raw) || typeof raw.id !== "string" || !HEX_MESSAGE_ID.test(raw.id) || !isTime(raw.timestampMs)) {
     throw damagedInside("a deleted message's record is not valid");
   }
-  return { id: raw.id, timestampMs: raw.timestampMs };
+  return { ...raw, id: raw.id, timestampMs: raw.timestampMs };
 }
 
 function loadRecent(raw) {
   if (!isPlainObject(raw) || typeof raw.id !== "string" || !HEX_MESSAGE_ID.test(raw.id) || !isTime(raw.timestampMs)) {
     throw damagedInside("a recent message's record is not valid");
   }
-  return { id: raw.id, timestampMs: raw.timestampMs };
+  return { ...raw, id: raw.id, timestampMs: raw.timestampMs };
 }
 
 function loadOutgoing(raw) {
@@ -198,7 +208,7 @@ function loadOutgoing(raw) {
   ) {
     throw damagedInside("a message waiting to be sent is not valid");
   }
-  return { id: raw.id, timestampMs: raw.timestampMs, envelope: raw.envelope };
+  return { ...raw, id: raw.id, timestampMs: raw.timestampMs, envelope: raw.envelope };
 }
 
 function loadRoom(raw) {
@@ -259,6 +269,10 @@ function loadContents(raw) {
     ...raw,
     // A store from before the journal gets its key here; it is saved at unlock.
     journalKey: typeof raw.journalKey === "string" && HEX_SEED.test(raw.journalKey) ? raw.journalKey : newJournalKey(),
+    // Only ever opens entries: one not well formed would open none, and is left out.
+    oldJournalKeys: Array.isArray(raw.oldJournalKeys)
+      ? raw.oldJournalKeys.filter((key) => typeof key === "string" && HEX_SEED.test(key))
+      : [],
     nickname: text(raw.nickname),
     serverUrl: typeof raw.serverUrl === "string" ? raw.serverUrl : null,
     idleLockMinutes:
@@ -315,6 +329,7 @@ function freshContents() {
     version: CONTENTS_VERSION,
     deviceSeed: hex(seed),
     journalKey: newJournalKey(),
+    oldJournalKeys: [],
     nickname: "",
     serverUrl: null,
     idleLockMinutes: DEFAULT_IDLE_LOCK_MINUTES,
@@ -380,7 +395,12 @@ export class KeyStore {
   #journalCount = 0;
   /** @type {CryptoKey | null} the journal's key, from the contents (journalKey) */
   #journalKey = null;
-  // The contents got their journal key at this unlock: no entry opens until it is saved.
+  // The keys the journal was sealed under before a password change (oldJournalKeys), kept
+  // until the store locks: they open the entries written under them, never seal one.
+  /** @type {CryptoKey[]} */
+  #oldJournalKeys = [];
+  // The contents' journal keys changed at this unlock (a key for a store from before the
+  // journal, or old keys dropped) and no save holds that yet.
   #journalKeyUnsaved = false;
 
   /** Use KeyStore.create or KeyStore.unlock. */
@@ -472,18 +492,37 @@ export class KeyStore {
     return true;
   }
 
-  /** Whether the contents hold journal entries, or a journal key, that no save holds
-   * yet: save() soon. */
+  /** Whether the contents hold journal entries, or a change of their journal keys, that no
+   * save holds yet: save() soon. */
   get journalWaiting() {
     return this.#journaled.size > 0 || this.#journalKeyUnsaved;
   }
 
-  /** Take up the journal's key from the contents (`raw`: as read, before loadContents),
-   * and take in `journal`. */
+  /** Take up the journal's keys from the contents (`raw`: as read, before loadContents),
+   * and take in `journal`. The old keys (oldJournalKeys) open what it holds, and stay in
+   * memory until the store locks, for what reload() reads; the contents drop them: the tab
+   * that sealed under them locked before this one's reload() (the tab lock, which it lets
+   * go of once its journal's writes have landed: see lock()), and the save that holds what
+   * was read deletes those entries. */
   async #openJournal(raw, journal) {
-    this.#journalKey = await importJournalKey(fromHex(this.#data.journalKey));
-    this.#journalKeyUnsaved = raw.journalKey !== this.#data.journalKey;
+    const data = this.#data;
+    const old = data.oldJournalKeys;
+    data.oldJournalKeys = [];
+    this.#journalKey = await importJournalKey(fromHex(data.journalKey));
+    const oldKeys = await Promise.all(old.map((key) => importJournalKey(fromHex(key))));
+    if (this.locked) return; // locked meanwhile (reload()): nothing to keep
+    this.#oldJournalKeys.push(...oldKeys);
+    this.#journalKeyUnsaved = raw.journalKey !== data.journalKey || old.length > 0;
     await this.#takeInJournal(journal);
+  }
+
+  /** What `sealed` holds, opened with the journal's key or an old one; null if none opens it. */
+  async #openEntry(sealed) {
+    for (const key of [this.#journalKey, ...this.#oldJournalKeys]) {
+      const entry = await openJournalEntry(key, sealed);
+      if (entry !== null) return entry;
+    }
+    return null;
   }
 
   /**
@@ -531,7 +570,7 @@ export class KeyStore {
       if (this.locked) return;
       if (this.#journaled.has(JSON.stringify(key))) continue;
       this.#journaled.set(JSON.stringify(key), key);
-      const entry = await openJournalEntry(this.#journalKey, sealed);
+      const entry = await this.#openEntry(sealed);
       if (entry === null || this.locked) continue;
       const room = typeof entry.roomId === "string" ? this.room(entry.roomId) : null;
       if (room === null) continue; // forgotten since, or not one of ours
@@ -640,7 +679,10 @@ export class KeyStore {
 
   /**
    * Check `oldPassword`, then store the contents as they are now under `newPassword`
-   * with a fresh salt. A wrong old password throws WrongPassword and writes nothing.
+   * with a fresh salt, and a new journal key: the old password's records (one left on the
+   * disk, or in a backup) open none of the entries sealed after the change. The old key
+   * goes to oldJournalKeys, for the entries written under it meanwhile (here, or by a tab
+   * unlocked before). A wrong old password throws WrongPassword and writes nothing.
    * @param {string} oldPassword
    * @param {string} newPassword
    */
@@ -656,17 +698,26 @@ export class KeyStore {
     this.#pendingSave = null;
     return this.#enqueue(async () => {
       await openVault(this.#record, oldPassword, this.#options);
-      const { record, key } = await createVault(newPassword, snapshot, this.#options);
+      const journalKey = newJournalKey();
+      const oldJournalKeys = [...(snapshot.oldJournalKeys ?? []), snapshot.journalKey];
+      const newKey = await importJournalKey(fromHex(journalKey));
+      const contents = { ...snapshot, journalKey, oldJournalKeys };
+      const { record, key } = await createVault(newPassword, contents, this.#options);
       await this.#replace(record, await this.#heldBy(frozen));
       this.#key = key;
+      // Entries are sealed under the new key from now on (the saves after this write it);
+      // those sealed under the old one until now open with it, here and in the record.
+      this.#oldJournalKeys.push(this.#journalKey);
+      this.#journalKey = newKey;
+      if (this.#data !== null) Object.assign(this.#data, { journalKey, oldJournalKeys: [...oldJournalKeys] });
     });
   }
 
   /**
    * Drop the contents and, once the writes already asked for are done, the key: every
    * later use throws StoreLocked. (JavaScript cannot zero strings; dropping the last
-   * reference is what there is.) The promise returned resolves once those writes are
-   * done, landed or failed (never rejects).
+   * reference is what there is.) The promise returned resolves once those writes, and the
+   * journal's under way, are done, landed or failed (never rejects).
    * @returns {Promise<void>}
    */
   lock() {
@@ -678,10 +729,16 @@ export class KeyStore {
     this.#pendingSave = null;
     this.#data = null;
     this.#publicKey = null;
-    this.#writes = this.#writes.then(() => {
-      this.#key = null;
-      this.#record = null;
-    });
+    // The journal's writes under way land first (they never reject): the tab that unlocks
+    // next waits for this (the tab lock) and reads them, with the keys they open with.
+    const writing = [...this.#journaling];
+    this.#writes = this.#writes
+      .then(() => Promise.all(writing))
+      .then(() => {
+        this.#key = null;
+        this.#record = null;
+        this.#oldJournalKeys = [];
+      });
     return this.#writes;
   }
 

@@ -316,8 +316,9 @@ const JOURNAL_AAD = "instantroom-web-journal v1";
 
 /**
  * The key journal entries are sealed under, from its 32 random bytes (the key store keeps
- * them in its contents, so that a password change leaves the journal readable, and a new
- * store reads none of an old one's). Non-extractable.
+ * them in its contents, so that a new store reads none of an old one's; a password change
+ * makes new ones, and keeps the old for the entries sealed under them: keystore.js).
+ * Non-extractable.
  * @param {Uint8Array} bytes
  * @returns {Promise<CryptoKey>}
  */
