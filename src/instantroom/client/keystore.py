@@ -35,12 +35,10 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import secrets
 import string
 import tempfile
 import time
-import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -534,10 +532,10 @@ class KeyStore:
         if _may_hold_a_key(name):
             # Not echoed: a key on a terminal (or in a log of it) is the room.
             raise NoSuchRoom(
-                "No stored room is labelled so; what was given (not shown here) looks like a "
-                "room key or an invite link, where a room's label or the start of its room "
-                "id was expected: give a key or link with --key (send, listen), or store "
-                "its room with `instantroom join`."
+                "No stored room matches what was given (not shown here: it may hold a room "
+                "key). Give a room's label or the start of its room id; a room key or an "
+                "invite link goes with --key (send, listen), or `instantroom join` stores "
+                "its room."
             )
         if len(by_label) + len(by_id) > 1:
             raise NoSuchRoom(f"More than one room matches {name!r}: use more of its room id.")
@@ -659,31 +657,17 @@ def _snapshot(rooms: list[StoredRoom]) -> dict[str, StoredRoom]:
 
 
 def _may_hold_a_key(text: str) -> bool:
-    """Whether ``text`` may hold a room key: whole, grouped, mistyped or cut short, alone
-    or inside other text (an invite link, ``key=...``, a key with a character more). That
-    is 20 letters and digits or more in a row, not counting the spaces, dashes and other
-    separators a key is grouped with, and not all hex (a room id, which may be given by
-    its start, is hex; a key, ``S`` and 29 base58 characters, never is). Letters base58
-    leaves out (0, O, I, l) and letters of other scripts count too: a key mistyped with
-    one is still the key but for that one. Some long labels are taken for keys so: they
-    then go unquoted, which costs less than a key quoted."""
-    compact = "".join(char for char in text if not _separates(char))
-    return any(
-        len(run) >= _KEY_LIKE_RUN and not all(char in string.hexdigits for char in run)
-        for run in _ALNUM_RUNS.findall(compact)
-    )
+    """Whether ``text`` may hold a room key: whole, grouped by any character, spelled out,
+    mistyped or cut short, alone or inside other text (an invite link, ``key=...``). That
+    is 20 letters and digits or more in all, of any script, not all hex (a room id, which
+    may be given by its start, is hex; a key, ``S`` and 29 base58 characters, never is).
+    Some long labels are taken for keys so: they then go unquoted, which costs less than a
+    key quoted."""
+    alnum = [char for char in text if char.isalnum()]
+    return len(alnum) >= _KEY_LIKE_LETTERS and not all(char in string.hexdigits for char in alnum)
 
 
-# Runs of letters and digits, of any script, in text without its separators.
-_ALNUM_RUNS = re.compile(r"[^\W_]+")
-_KEY_LIKE_RUN = 20
-
-
-def _separates(char: str) -> bool:
-    """Whether ``char`` is one of those that group a key (as ``parse_minikey`` drops them,
-    and more): a space of any kind, a dash, ``_``, ``.``, or an invisible format character
-    (zero-width space, soft hyphen, word joiner, U+FEFF)."""
-    return char.isspace() or char in "_." or unicodedata.category(char) in ("Pd", "Cf", "Zs")
+_KEY_LIKE_LETTERS = 20
 
 
 def _recent_ids(known: list[KnownMessage], now_ms: int) -> tuple[list[KnownMessage], int]:
