@@ -42,7 +42,10 @@
 // `oldJournalKeys`, sealed under the new password only: it opens the entries written under
 // it (during the change, or by a tab still unlocked from before it), never seals one, and
 // goes with the first save of a store that took the journal in with it (its unlock, or a
-// reload that read another record) and deletes what it read.
+// reload that read another record) and deletes what it read. What a tab unlocked before
+// the change seals after that save opens with no key the record holds: it is deleted
+// unread (SECURITY.md says so). Every write takes both fields from #journalKeyHex and
+// #oldJournalKeysHex as they are when it runs, not from the contents it was given.
 //
 // Change `data` or use the helpers, then `save()`. A wrong password or a damaged record
 // throws and writes nothing; the password itself is not kept, only the derived,
@@ -399,6 +402,14 @@ export class KeyStore {
   // until the store locks: they open the entries written under them, never seal one.
   /** @type {CryptoKey[]} */
   #oldJournalKeys = [];
+  // The journal keys every write puts in the contents it seals (journalKey, oldJournalKeys),
+  // hex, as they are when the write runs: never a copy of the contents taken before (a
+  // save frozen by lock() or queued before a password change lands after it, and must not
+  // bring back the key it retired, nor drop the one it made).
+  /** @type {string | null} */
+  #journalKeyHex = null;
+  /** @type {string[]} */
+  #oldJournalKeysHex = [];
   // The contents' journal keys changed at this unlock (a key for a store from before the
   // journal, or old keys dropped) and no save holds that yet.
   #journalKeyUnsaved = false;
@@ -508,9 +519,12 @@ export class KeyStore {
     const data = this.#data;
     const old = data.oldJournalKeys;
     data.oldJournalKeys = [];
-    this.#journalKey = await importJournalKey(fromHex(data.journalKey));
+    const journalKey = await importJournalKey(fromHex(data.journalKey));
     const oldKeys = await Promise.all(old.map((key) => importJournalKey(fromHex(key))));
     if (this.locked) return; // locked meanwhile (reload()): nothing to keep
+    this.#journalKey = journalKey;
+    this.#journalKeyHex = data.journalKey;
+    this.#oldJournalKeysHex = [];
     this.#oldJournalKeys.push(...oldKeys);
     this.#journalKeyUnsaved = raw.journalKey !== data.journalKey || old.length > 0;
     await this.#takeInJournal(journal);
@@ -633,6 +647,11 @@ export class KeyStore {
     this.#journalKeyUnsaved = false;
   }
 
+  /** `snapshot` of the contents, with the journal keys as they are now (see #journalKeyHex). */
+  #withJournalKeys(snapshot) {
+    return { ...snapshot, journalKey: this.#journalKeyHex, oldJournalKeys: [...this.#oldJournalKeysHex] };
+  }
+
   /** The journal's entries the contents hold now: those a save of them may delete. */
   #journalHeld() {
     return [...this.#journaled.values()];
@@ -670,7 +689,7 @@ export class KeyStore {
         journal: pending.journal ?? this.#journalHeld(),
         writing: pending.writing ?? [...this.#journaling],
       });
-      const record = await sealVault(this.#record, this.#key, snapshot);
+      const record = await sealVault(this.#record, this.#key, this.#withJournalKeys(snapshot));
       await this.#replace(record, journal);
     });
     this.#pendingSave = pending;
@@ -698,17 +717,22 @@ export class KeyStore {
     this.#pendingSave = null;
     return this.#enqueue(async () => {
       await openVault(this.#record, oldPassword, this.#options);
+      // The keys as they are now, not as at the call: a change queued behind another keeps
+      // the key that one made.
       const journalKey = newJournalKey();
-      const oldJournalKeys = [...(snapshot.oldJournalKeys ?? []), snapshot.journalKey];
+      const oldJournalKeys = [...this.#oldJournalKeysHex, this.#journalKeyHex];
       const newKey = await importJournalKey(fromHex(journalKey));
       const contents = { ...snapshot, journalKey, oldJournalKeys };
       const { record, key } = await createVault(newPassword, contents, this.#options);
       await this.#replace(record, await this.#heldBy(frozen));
       this.#key = key;
-      // Entries are sealed under the new key from now on (the saves after this write it);
-      // those sealed under the old one until now open with it, here and in the record.
+      // Entries are sealed under the new key from now on, and every write after this one
+      // (a save frozen before it too) holds it; those sealed under the old one until now
+      // open with it, here and in the record.
       this.#oldJournalKeys.push(this.#journalKey);
       this.#journalKey = newKey;
+      this.#journalKeyHex = journalKey;
+      this.#oldJournalKeysHex = oldJournalKeys;
       if (this.#data !== null) Object.assign(this.#data, { journalKey, oldJournalKeys: [...oldJournalKeys] });
     });
   }
@@ -737,7 +761,10 @@ export class KeyStore {
       .then(() => {
         this.#key = null;
         this.#record = null;
+        this.#journalKey = null;
         this.#oldJournalKeys = [];
+        this.#journalKeyHex = null;
+        this.#oldJournalKeysHex = [];
       });
     return this.#writes;
   }
