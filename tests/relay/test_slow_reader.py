@@ -85,6 +85,9 @@ def test_a_stalled_reader_is_dropped_and_the_room_keeps_flowing() -> None:
                 # ... and it keeps flowing.
                 after = secrets.token_bytes(300)
                 await sender.send(frames.Publish(0, rid, after))
+                # The publish is handled before the good member's PING: it reaches the relay
+                # on another socket, and could be read first.
+                await sender.barrier()
                 assert await good.barrier() == [frames.Deliver(rid, after)]
 
                 # The stalled reader, reading at last, finds its connection cut short.
