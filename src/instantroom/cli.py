@@ -43,6 +43,13 @@ EXIT_EXPIRED = 6  # the room's lifetime is over
 DROPPED_AHEAD_SAID_EVERY = 600.0
 # How often listen looks whether its relay has gone out of reach, or come back (seconds).
 OUTAGE_CHECK = 0.25
+# listen says a relay has not let it into the room this long (seconds) after it connected.
+# A relay lets a client in within a few round trips (JOIN, CHALLENGE, PROOF, JOINED), a
+# JOIN refused as rate limited going again a second later: 10 s, as long as a connection
+# may take to open (OPEN_TIMEOUT), is no slow relay but one holding the client back (or
+# one that never will), and a room that only looks quiet. Said "yet": a busy relay may
+# still let it in.
+NOT_LET_IN_SAID_AFTER = 10.0
 # Seconds of send's --timeout kept for the relay to take the message: a message waiting
 # for the room's members to come back (a relay that was out of reach) goes no later.
 SEND_TIME_TO_TAKE = 5.0
@@ -365,7 +372,9 @@ async def _listen(args: argparse.Namespace) -> int:
     name = rooms_cli.chosen_name(args, target.stored[0]) if target.stored is not None else ""
     dropped_ahead_at = -math.inf  # when a message dated ahead was last said dropped
     async with RoomClient(target.server, target.device, name) as client:
-        outages = asyncio.create_task(_tell_outages(client))
+        outages = asyncio.create_task(
+            _tell_outages(client, room.room_id, says_listening=not args.json)
+        )
         try:
             await client.join(room, target.expires_at_ms, printed.known(), floor_ms=printed.floor())
             _warn_of_clock(client)
@@ -416,12 +425,20 @@ async def _listen(args: argparse.Namespace) -> int:
             printed.save()
 
 
-async def _tell_outages(client: RoomClient) -> None:
+async def _tell_outages(client: RoomClient, room_id: bytes, *, says_listening: bool) -> None:
     """Say on standard error, once an outage, that the relay is out of reach (and why),
     and once it answers again that it does: to a listen whose relay is out of reach (a
     mistyped port, a restart), the room does not only look quiet. A connection that
-    drops and comes back at its first try is no outage. Runs until cancelled."""
+    drops and comes back at its first try is no outage. So too, once, a relay connected
+    to that has not let this client into room ``room_id`` ``NOT_LET_IN_SAID_AFTER``
+    seconds on (it answers, and never sends JOINED), and when it does let it in: for the
+    first time, unless ``says_listening`` (the caller's "listening in room..." says it).
+    Runs until cancelled."""
+    loop = asyncio.get_running_loop()
     out_of_reach = False
+    connected_at: float | None = None  # when this connection was first seen up
+    kept_out = False  # said that the relay has not let us in
+    been_in = False
     while True:
         await asyncio.sleep(OUTAGE_CHECK)
         if not out_of_reach:
@@ -430,6 +447,27 @@ async def _tell_outages(client: RoomClient) -> None:
             out_of_reach = False
             print(f"instantroom: reconnected to the relay at {printable(client.url)}.",
                   file=sys.stderr, flush=True)  # fmt: skip
+        state = client.session.rooms.get(room_id)
+        if state is not None and state.joined:
+            if kept_out and (been_in or not says_listening):
+                print(f"instantroom: the relay at {printable(client.url)} let this client "
+                      "into the room.", file=sys.stderr, flush=True)  # fmt: skip
+            kept_out = False
+            been_in = True
+        if not client.connected.is_set():
+            connected_at = None
+        elif connected_at is None:
+            connected_at = loop.time()
+        elif (
+            not kept_out
+            and state is not None
+            and not state.joined
+            and loop.time() - connected_at >= NOT_LET_IN_SAID_AFTER
+        ):
+            kept_out = True
+            print(f"instantroom: the relay at {printable(client.url)} has not let this "
+                  f"client into the room yet, {NOT_LET_IN_SAID_AFTER:g} s after it "
+                  "connected. Still waiting.", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def _stop_on_signals(*signals: signal.Signals) -> list[int]:

@@ -5,20 +5,25 @@ before anything is connected to when it cannot be sent."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import secrets
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from instantroom import cli as cli_module
 from instantroom.cli import main
 from instantroom.client import connection
 from instantroom.client.connection import RoomClient
 from instantroom.client.keystore import KeyStore, StoredRoom
+from instantroom.protocol import frames
+from instantroom.protocol.codes import CloseCode, ErrorCode
 from instantroom.protocol.envelope import MAX_BODY_BYTES
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.protocol.minikey import make_minikey
@@ -27,6 +32,7 @@ from instantroom.testing import LOOPBACK, RelayProcess, assert_exited_cleanly, r
 from tests.client.test_cli import ended, environment, instantroom, signals_at_default, stop
 from tests.client.test_cli_review import closed_port
 from tests.client.test_keystore import FAST_KDF
+from tests.client.test_room_client import FakeRelay, Peer
 from tests.client.test_rooms_cli import PASSWORD, cli
 
 TOO_BIG = f"instantroom: A message body is at most {MAX_BODY_BYTES} bytes.\n"
@@ -90,6 +96,79 @@ def test_listen_says_once_an_outage_that_its_relay_is_out_of_reach_and_when_it_i
         assert status == 128 + signal.SIGTERM
 
     run(scenario())
+
+
+class _Stderr(io.StringIO):
+    """Standard error of a command run in this process, waited on from another thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = threading.Condition()
+
+    def write(self, text: str) -> int:
+        with self._changed:
+            written = super().write(text)
+            self._changed.notify_all()
+        return written
+
+    def wait_for(self, part: str) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: part in self.getvalue(), timeout=20), part
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_listen_says_once_that_a_relay_connected_to_has_not_let_it_into_the_room(
+    monkeypatch: pytest.MonkeyPatch, as_json: bool
+) -> None:
+    """A relay that takes the connection and answers, and sends no JOINED: ``listen`` said
+    nothing, and the room only looked quiet. Said once, and then that it is in: by the
+    "listening in room" line, or with --json (which prints none) in so many words."""
+    monkeypatch.setattr(cli_module, "NOT_LET_IN_SAID_AFTER", 0.5)
+    stderr = _Stderr()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    key = make_minikey(secrets.randbelow)
+    kept_out = "has not let this client into the room yet, 0.5 s after it connected."
+    let_in = "let this client into the room." if as_json else "listening in room..."
+    addresses: list[str] = []
+    ready = threading.Event()
+
+    async def holding_back(peer: Peer) -> None:
+        join = await peer.recv()
+        assert isinstance(join, frames.Join)
+        try:
+            await asyncio.to_thread(stderr.wait_for, kept_out)
+            await asyncio.sleep(1)  # a few more looks at it: not said again
+            await peer.answer(join)
+            await peer.answer(await peer.recv())  # PROOF: JOINED
+            await asyncio.to_thread(stderr.wait_for, let_in)
+        except AssertionError:
+            await peer.ws.close(CloseCode.POLICY_VIOLATION)  # listen ends (1), and fails
+            raise
+        await peer.send(frames.Error(ErrorCode.ROOM_EXPIRED, 0, join.room_id, "over"))
+        await peer.ws.wait_closed()
+
+    async def relay_thread() -> None:
+        async with FakeRelay(holding_back) as relay:
+            addresses.append(relay.url)
+            ready.set()
+            await relay.wait_for_connections(1)
+            await relay.peers[0].ws.wait_closed()
+
+    relaying = threading.Thread(target=asyncio.run, args=(relay_thread(),))
+    relaying.start()
+    try:
+        assert ready.wait(20)
+        json_flag = ["--json"] if as_json else []
+        status = main(["listen", "--server", addresses[0], "--key", key, *json_flag])
+    finally:
+        relaying.join(20)
+    assert status == 6  # the room's end, which the relay said
+    relay_at = f"instantroom: the relay at ws{addresses[0].removeprefix('http')}/ws"
+    assert stderr.getvalue().splitlines()[:2] == [
+        f"{relay_at} {kept_out} Still waiting.",
+        f"{relay_at} {let_in}" if as_json else let_in,
+    ]
+    assert stderr.getvalue().count(kept_out) == 1
 
 
 def test_send_refuses_a_message_too_big_before_connecting() -> None:

@@ -9,6 +9,7 @@ import {
   EXPIRY_CHECK_MS,
   JoinRefused,
   LEAVING_WAIT_MS,
+  OPEN_TIMEOUT_MS,
   RelayRefused,
   REJOIN_GRACE_MS,
   RoomConnection,
@@ -869,6 +870,42 @@ describe("RoomConnection", () => {
     assert.equal(attempts, 3);
     assert.equal(errors.length, 3);
     assert.equal(alice.state, "reconnecting");
+    alice.close();
+  });
+
+  it("gives up on a socket that never opens after OPEN_TIMEOUT_MS, and tries again as after a relay out of reach", async () => {
+    // A relay, or a balancer before it, that takes the TCP connection and never answers
+    // the upgrade: without a limit of our own each try lasts the browser's (240 s).
+    const w = world();
+    const bob = w.connect({ seed: 2 });
+    await online(w, bob);
+    const alice = w.connect({ seed: 1 });
+    alice.start();
+    const joined = alice.join(KEY_A, { name: "alice" });
+    joined.catch(() => {});
+    const stalled = w.relay.last;
+    await w.clock.advance(OPEN_TIMEOUT_MS - 1);
+    assert.equal(alice.state, "connecting");
+    assert.equal(stalled.closedWith, undefined);
+    await w.clock.advance(1);
+    assert.deepEqual(stalled.closedWith, { code: 1000, reason: "" }); // the try is dropped
+    assert.equal(alice.state, "reconnecting");
+    const sockets = w.relay.sockets.length;
+    await w.clock.advance(100); // the first reconnect delay
+    assert.equal(w.relay.sockets.length, sockets + 1);
+    stalled.dispatchEvent(Object.assign(new Event("close"), { code: 1006, reason: "", wasClean: false }));
+    await w.clock.advance(1000); // the old try's late close speaks for nothing
+    assert.equal(w.relay.sockets.length, sockets + 1);
+    w.relay.last.accept();
+    await w.settle();
+    assert.equal(alice.state, "online");
+    assert.equal((await joined).members, 2);
+    // Counted as a try that found the relay out of reach (PROTOCOL.md 10.6): the outbox
+    // waits the whole grace from JOINED.
+    assert.equal(alice.session.holding(roomA.roomId), true);
+    await w.clock.advance(OPEN_TIMEOUT_MS); // an open connection is not given up
+    assert.equal(alice.state, "online");
+    assert.equal(w.relay.sockets.length, sockets + 1);
     alice.close();
   });
 });

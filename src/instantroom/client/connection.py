@@ -266,7 +266,9 @@ def relay_clock_offset(ws: ClientConnection, received_ms: int) -> int | None:
     stated = dates[0]
     try:
         relay = email.utils.parsedate_to_datetime(stated)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
+        # Not a date that can be read: no clock to believe. OverflowError from a number
+        # too big for datetime or timedelta ("+99999999999999999999" as the zone).
         return None
     if relay.tzinfo is None:  # "-0000": no zone said; HTTP dates are UTC
         relay = relay.replace(tzinfo=datetime.UTC)

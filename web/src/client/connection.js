@@ -41,6 +41,13 @@ export const LEAVING_WAIT_MS = 500;
  * otherwise be reconnected to as fast as the handshake goes.
  */
 export const STABLE_AFTER_MS = 10_000;
+/**
+ * How long a try to connect may take to open (TCP, TLS and the WebSocket handshake), as
+ * the Python client's OPEN_TIMEOUT. A relay or a balancer that takes the TCP connection
+ * and never answers the upgrade would otherwise hold each try for the browser's own limit
+ * (Chromium's: 240 s); given up, the try counts as one that closed before it opened.
+ */
+export const OPEN_TIMEOUT_MS = 10_000;
 /** Below the relay's default idle timeout (60 s); a PING unanswered for as long again means the line is dead. */
 export const DEFAULT_PING_INTERVAL_MS = 25_000;
 
@@ -205,6 +212,8 @@ export class RoomConnection extends EventTarget {
     this._wsOpened = false; // this._ws has opened
     this._everOpened = false;
     this._reconnectTimer = null;
+    /** Gives up on a socket that has not opened within OPEN_TIMEOUT_MS. */
+    this._openTimer = null;
     this._pingTimer = null;
     this._expiryTimer = null;
     /** A one-off tick for the earliest announcement due (_tickWhenDue), and its time. */
@@ -430,6 +439,23 @@ export class RoomConnection extends EventTarget {
     ws.addEventListener("message", (event) => this._guard(() => this._received(ws, event)));
     ws.addEventListener("close", (event) => this._guard(() => this._lost(ws, event.code, event.reason)));
     // An error is always followed by a close, which is where we act.
+    this._openTimer = this._setTimer(() => {
+      this._openTimer = null;
+      if (ws !== this._ws || this._wsOpened) return;
+      try {
+        ws.close(CloseCode.NORMAL); // while connecting: the browser drops the try
+      } catch {
+        // already closing
+      }
+      // Its close event comes later, or not at all, and is not heard: lost here, before it
+      // opened, as a relay out of reach (connectFailed), and tried again after a delay.
+      this._guard(() => this._lost(ws, CloseCode.ABNORMAL, "no answer to the handshake"));
+    }, OPEN_TIMEOUT_MS);
+  }
+
+  _clearOpenTimer() {
+    if (this._openTimer !== null) this._clearTimer(this._openTimer);
+    this._openTimer = null;
   }
 
   /** Never let an exception out of a socket handler: the connection must go on. */
@@ -443,6 +469,7 @@ export class RoomConnection extends EventTarget {
 
   _opened(ws) {
     if (ws !== this._ws) return;
+    this._clearOpenTimer();
     if (ws.protocol !== SUBPROTOCOL) {
       // Not a relay, or one speaking another version: trying again would not help.
       this._stop("closed", `The server at ${this.url} is not an InstantRoom relay (${SUBPROTOCOL}).`);
@@ -488,6 +515,7 @@ export class RoomConnection extends EventTarget {
   _lost(ws, code, reason) {
     if (ws !== this._ws) return;
     this._ws = null;
+    this._clearOpenTimer();
     this._clearPing();
     this._clearLater();
     this.session.connectionLost(this._now());
@@ -519,6 +547,7 @@ export class RoomConnection extends EventTarget {
     if (this._expiryTimer !== null) this._clearTimer(this._expiryTimer);
     if (this._dueTimer !== null) this._clearTimer(this._dueTimer);
     this._reconnectTimer = this._expiryTimer = this._dueTimer = this._dueAtMs = null;
+    this._clearOpenTimer();
     this._clearPing();
     const ws = this._ws;
     this._ws = null; // what it still says is not heard: _received and _lost ignore it
