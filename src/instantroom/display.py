@@ -117,18 +117,30 @@ def _time_left(seconds: int) -> str:
     return f"{(seconds + 43200) // 86400} days"
 
 
+# Past this the date and the time left tell nothing more. An expiry is whatever number a
+# store or a relay holds (a room joined by its key alone takes the relay's): one past the
+# year 9999 is no date at all, and cannot be shown as one.
+FAR_EXPIRY_YEARS = 100
+_FAR_EXPIRY_S = FAR_EXPIRY_YEARS * 365 * 86400
+
+
 def expiry_text(expires_at_ms: int, now_ms: int, *, with_time: bool = True) -> str:
     """When a room expires: with its local date or time, or (``with_time`` False, for a
-    narrow place) the time left alone."""
+    narrow place) the time left alone. Any integer gives a text."""
     if not expires_at_ms:
         return "expiry not known yet"
     left = max(0, (expires_at_ms - now_ms) // 1000)
+    if left >= _FAR_EXPIRY_S:
+        return f"expires in more than {FAR_EXPIRY_YEARS} years"
     if not with_time or left < 60:
         return f"expires in {_time_left(left)}"
     # The date as far as it tells more than the time left does.
     shape = "%H:%M" if left < 3600 else "%a %H:%M" if left < 2 * 86400 else "%Y-%m-%d %H:%M"
-    stamp = datetime.fromtimestamp(expires_at_ms / 1000).astimezone()
-    return f"expires {stamp.strftime(shape)} (in {_time_left(left)})"
+    try:
+        stamp = datetime.fromtimestamp(expires_at_ms / 1000).astimezone()
+        return f"expires {stamp.strftime(shape)} (in {_time_left(left)})"
+    except (ValueError, OverflowError, OSError):  # no date this platform can make
+        return f"expires in {_time_left(left)}"
 
 
 def _how_far(ms: int) -> str:

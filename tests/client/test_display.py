@@ -87,3 +87,24 @@ def test_the_time_left_before_an_expiry_is_rounded_to_the_nearest_unit(
     if left_s >= 60:  # with the local time or date it expires at
         assert expiry_text(expires, now).endswith(f" (in {shown})")
     assert expiry_text(0, now) == "expiry not known yet"
+
+
+@pytest.mark.parametrize("expires", [2**53 - 1, 2**63 - 1, 2**64 - 1, 253_402_300_800_000, 10**400])
+def test_an_expiry_past_any_date_is_shown_as_far(expires: int) -> None:
+    """A store or a relay can hold any number: one past the year 9999 made no date and
+    crashed `join`, `rooms` and the chat."""
+    now = 1_795_620_656_365
+    for with_time in (True, False):
+        assert expiry_text(expires, now, with_time=with_time) == "expires in more than 100 years"
+
+
+@pytest.mark.parametrize(
+    ("expires", "now", "shown"),
+    [(2**53 - 1, 2**53 - 1 - 3 * 86_400_000, "expires in 3 days"), (-5, 0, "expires in 0 s")],
+)
+def test_an_expiry_that_is_no_date_is_shown_by_the_time_left(
+    expires: int, now: int, shown: str
+) -> None:
+    """A clock read as far off as the expiry (no date either): the time left alone."""
+    assert expiry_text(expires, now) == shown
+    assert expiry_text(expires, now, with_time=False) == shown

@@ -702,3 +702,19 @@ def test_two_passwords_that_differ_change_nothing_and_exit_2(tmp_path: Path) -> 
         assert "Traceback" not in result.stderr
     assert [room.label for room in KeyStore.open(store, PASSWORD).rooms] == ["team"]
     assert not (tmp_path / "new.json").exists()
+
+
+def test_rooms_lists_a_room_whose_expiry_is_past_any_date(tmp_path: Path) -> None:
+    """A room joined by its key alone takes the relay's expiry: one past the year 9999
+    (2**53 - 1) made `rooms` crash for every listing after."""
+    store = tmp_path / "store.json"
+    opened = KeyStore.create(store, PASSWORD)
+    opened.add_room(StoredRoom(OTHER_KEY, "far", NOWHERE, 2**53 - 1))
+    opened.add_room(StoredRoom("S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy", "near", NOWHERE, 0))
+    opened.save()
+    for offline in (["--offline"], []):
+        result = cli(store, "rooms", *offline)
+        (far,) = [line for line in result.stdout.splitlines() if line.startswith("far ")]
+        assert "expires in more than 100 years" in far
+        assert "near" in result.stdout
+        assert "Traceback" not in result.stderr

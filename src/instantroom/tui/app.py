@@ -136,6 +136,19 @@ NEVER_TAKEN = "the relay never took it"
 # Members named on the members line, at most: it shows four rows, and what follows the
 # names (how many said nothing, ourselves) must not be cut off by a big room.
 MEMBERS_SHOWN = 20
+# Lines a room keeps (messages, and notes from us), the oldest dropped: as many as the web
+# client keeps messages (MAX_LIVE_MESSAGES). What a relay or a member sends, by the
+# thousand, must not grow the chat without bound.
+MAX_LINES_PER_ROOM = 1000
+# Rows the conversation keeps as drawn (a line can take several): it is drawn again from
+# the room's lines when another room is shown, or the terminal resized.
+MAX_CONVERSATION_ROWS = 20 * MAX_LINES_PER_ROOM
+# How long the chat handles events in a row (seconds) before the screen, the keys and the
+# relay's reader have their turn: a relay can send events faster than they are handled,
+# and those queued up come without a wait. Not a count: the reader adds a whole read of
+# frames in its turn, and the chat must take as many in its own, or the bounded queue
+# drops the oldest (a message among them).
+EVENTS_TURN = 0.02
 
 W = TypeVar("W", bound=Widget)
 K = TypeVar("K")
@@ -146,7 +159,12 @@ _NAME_COLOURS = ("cyan", "green", "magenta", "yellow", "bright_blue", "bright_re
 
 
 def clock(timestamp_ms: int) -> str:
-    return datetime.fromtimestamp(timestamp_ms / 1000).astimezone().strftime("%H:%M")
+    """``timestamp_ms`` as a local time; "--:--" for a time that is no date (a stored one
+    can be any number)."""
+    try:
+        return datetime.fromtimestamp(timestamp_ms / 1000).astimezone().strftime("%H:%M")
+    except (ValueError, OverflowError, OSError):
+        return "--:--"
 
 
 def name_colour(fingerprint: str) -> str:
@@ -369,11 +387,14 @@ class RoomView:
     dropped_ahead_at: float = -math.inf  # when a message dated ahead was last said dropped
 
     def add(self, line: Line) -> None:
-        """Append ``line``, numbering it if it is a message."""
+        """Append ``line``, numbering it if it is a message; the oldest dropped past
+        MAX_LINES_PER_ROOM."""
         if line.kind == "message":
             self.numbered += 1
             line.number = self.numbered
         self.lines.append(line)
+        if len(self.lines) > MAX_LINES_PER_ROOM:
+            del self.lines[: len(self.lines) - MAX_LINES_PER_ROOM]
 
     def saw(self, name: str, fingerprint: str) -> str | None:
         """Remember ``name`` with ``fingerprint``; the fingerprint it had before, if any."""
@@ -400,6 +421,9 @@ class RoomView:
     unread: int = 0
     no_place: bool = False  # the relay said the room (or it) is full: not in the room yet
     refused: str = ""  # why the relay refused the room for good (till the next chat)
+    # The codes of the refusals said in this room since it was last joined: each is said
+    # once (a relay can send the same ERROR by the thousand).
+    refusals_said: set[int] = field(default_factory=set)
 
     @property
     def room_id(self) -> bytes:
@@ -449,6 +473,7 @@ class ChatApp(App[None]):
         self._leave_armed: bytes | None = None
         self._quit_armed = False
         self._redraw_pending = False
+        self._refresh_pending = False
         self._selected: bytes | None = None
         if isinstance(room, bytes):
             if any(stored.room_id == room for stored in store.rooms):
@@ -550,7 +575,9 @@ class ChatApp(App[None]):
                 initial_index=initial,
             )
             with Vertical(id="main"):
-                yield Conversation(id="conversation", wrap=True, min_width=20)
+                yield Conversation(
+                    id="conversation", wrap=True, min_width=20, max_lines=MAX_CONVERSATION_ROWS
+                )
                 yield Static(id="members")
                 yield Static(id="status")
                 yield MessageInput(placeholder="Write a message; /help for commands", id="input")
@@ -643,9 +670,15 @@ class ChatApp(App[None]):
 
     async def _listen(self, client: RoomClient) -> None:
         try:
+            turn_began = time.monotonic()
             while True:
                 event = await client.next_event()
                 await self._on_event(client, event)
+                if time.monotonic() - turn_began >= EVENTS_TURN:
+                    # Events queued up return at once: without a turn for the screen and
+                    # the keys, a flood of them froze the chat till it was handled.
+                    await asyncio.sleep(0)
+                    turn_began = time.monotonic()
         except RelayRefused:
             self._refresh_panels()  # refused for good: the status line says why
         except RoomGone:
@@ -660,6 +693,7 @@ class ChatApp(App[None]):
                 self._ever_connected.add(client.url)
                 if (view := self._views.get(room_id)) is not None:
                     view.online, view.no_place = members, False
+                    view.refusals_said.clear()  # said again if they come again
                     # Said in each room once, and again only after it was set right.
                     warning = clock_warning(client.clock_offset_ms, CLOCK_WARNING_MS)
                     if warning is not None and view.clock_warning is None:
@@ -698,18 +732,37 @@ class ChatApp(App[None]):
                 if code == ErrorCode.RATE_LIMITED or view is None:
                     pass
                 elif not ref and code in (ErrorCode.ROOM_FULL, ErrorCode.RELAY_FULL):
-                    # The client asks again every 15 s: said once, not once a try.
-                    said = f"No place for us now: {printable(reason)} Trying again."
+                    # The client asks again every 15 s: said once till the room is
+                    # joined, not once a try (nor once a reason the relay varies).
                     view.no_place = True
-                    if not view.lines or view.lines[-1].text != said:
+                    if code not in view.refusals_said:
+                        view.refusals_said.add(code)
+                        said = f"No place for us now: {printable(reason)} Trying again."
                         self._add_line(view, Line("notice", said))
                 else:
                     if view.client is client and room_id not in client.session.rooms:
                         # The client gave the room up: nothing goes to it in this chat.
                         view.refused = printable(reason)
-                    self._add_line(view, Line("error", f"The relay refused: {printable(reason)}"))
+                    # Each refusal once till the room is joined again: the relay may send
+                    # it by the thousand, with another reason each time.
+                    if code not in view.refusals_said:
+                        view.refusals_said.add(code)
+                        self._add_line(
+                            view, Line("error", f"The relay refused: {printable(reason)}")
+                        )
             case _:
                 pass
+        self._refresh_soon()
+
+    def _refresh_soon(self) -> None:
+        """Refresh the panels once for all the events handled till the chat's next turn
+        (``_listen`` gives it one at least every EVENTS_TURN): a refresh takes far
+        longer than most events, and a relay can send a flood of them (PRESENCE)."""
+        if not self._refresh_pending:
+            self._refresh_pending = self.call_later(self._refresh_now)
+
+    def _refresh_now(self) -> None:
+        self._refresh_pending = False
         self._refresh_panels()
 
     def _taken(self, view: RoomView, message_id: bytes, failed: str) -> None:
@@ -1367,9 +1420,11 @@ class ChatApp(App[None]):
 
     def _clear(self, view: RoomView) -> None:
         waiting = any(line.waiting for line in view.lines)
-        for line in view.lines:
-            if line.kind == "message":
-                view.stored.record_deleted(line.message_id, line.timestamp_ms)
+        gone = {line.message_id: line.timestamp_ms for line in view.lines if line.kind == "message"}
+        # The kept ones no longer on screen too (a room shows MAX_LINES_PER_ROOM at most).
+        gone |= {entry.message_id: entry.timestamp_ms for entry in view.stored.history}
+        for message_id, timestamp_ms in gone.items():
+            view.stored.record_deleted(message_id, timestamp_ms)
         view.stored.history = []
         view.lines, view.numbered = [], 0
         self._save()
