@@ -330,6 +330,18 @@ function throttleChains(clock) {
 }
 
 /** Start `connection`, let the relay accept it, and join room A. */
+/** Bob online in room A, and Alice starting to connect and join it (her socket not open). */
+async function aliceJoiningWithBobOnline() {
+  const w = world();
+  const bob = w.connect({ seed: 2 });
+  await online(w, bob);
+  const alice = w.connect({ seed: 1 });
+  alice.start();
+  const joined = alice.join(KEY_A, { name: "alice" });
+  joined.catch(() => {});
+  return { w, bob, alice, joined };
+}
+
 async function online(w, connection, options = { name: "alice" }) {
   connection.start();
   w.relay.last.accept();
@@ -539,13 +551,7 @@ describe("RoomConnection", () => {
   it("a connection that found the relay out of reach holds what it wrote the whole grace, then sends it", async () => {
     // The relay restarting: its others may be backing off still, and no count from
     // before says when they are all back (PROTOCOL.md 10.6).
-    const w = world();
-    const bob = w.connect({ seed: 2 });
-    await online(w, bob);
-    const alice = w.connect({ seed: 1 });
-    alice.start();
-    const joined = alice.join(KEY_A, { name: "alice" });
-    joined.catch(() => {});
+    const { w, bob, alice, joined } = await aliceJoiningWithBobOnline();
     const message = await alice.sendText(roomA.roomId, "the relay is back?");
     w.relay.last.drop(1006); // closed before it opened: out of reach
     await w.clock.advance(100);
@@ -876,13 +882,7 @@ describe("RoomConnection", () => {
   it("gives up on a socket that never opens after OPEN_TIMEOUT_MS, and tries again as after a relay out of reach", async () => {
     // A relay, or a balancer before it, that takes the TCP connection and never answers
     // the upgrade: without a limit of our own each try lasts the browser's (240 s).
-    const w = world();
-    const bob = w.connect({ seed: 2 });
-    await online(w, bob);
-    const alice = w.connect({ seed: 1 });
-    alice.start();
-    const joined = alice.join(KEY_A, { name: "alice" });
-    joined.catch(() => {});
+    const { w, alice, joined } = await aliceJoiningWithBobOnline();
     const stalled = w.relay.last;
     await w.clock.advance(OPEN_TIMEOUT_MS - 1);
     assert.equal(alice.state, "connecting");
