@@ -403,6 +403,7 @@ async def _listen(args: argparse.Namespace) -> int:
                         return EXIT_EXPIRED
                     case Refused(room_id=room.room_id, code=code, reason=reason) if (
                         room.room_id not in client.session.rooms
+                        and code != ErrorCode.ROOM_EXPIRED  # said by RoomExpired, next
                     ):
                         refusal = f"the relay refused the room: {printable(reason)}"
                         print(f"instantroom: {refusal}", file=sys.stderr)

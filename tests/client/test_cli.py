@@ -431,7 +431,7 @@ def test_listen_stops_when_its_room_expires(relay: RelayProcess) -> None:
                     listener.kill()
                     await listener.wait()
         assert listener.returncode == 6
-        assert b"expired" in err
+        assert err.endswith(b"instantroom: the room has expired.\n")  # not "refused"
 
     run(scenario())
 
