@@ -39,12 +39,11 @@
 // messages come, until the save that holds them. A password change makes a new one, so that
 // whoever knew the old password and gets hold of an old record (left on the disk, or in a
 // backup) reads none of the entries sealed after the change. The old one goes to
-// `oldJournalKeys`, sealed under the new password only: it opens the entries written under
-// it (during the change, or by a tab still unlocked from before it), never seals one, and
-// goes with the first save of a store that took the journal in with it (its unlock, or a
-// reload that read another record) and deletes what it read. What a tab unlocked before
-// the change seals after that save opens with no key the record holds: it is deleted
-// unread (SECURITY.md says so). Every write takes both fields from #journalKeyHex and
+// `oldJournalKeys` (the last OLD_JOURNAL_KEYS_KEPT), sealed under the new password only:
+// it opens the entries written under it (during the change, or by a tab still unlocked
+// from before it, which may go on sealing under it for as long as it stays open), never
+// seals one. Keeping it costs nothing: whoever could read it knows the new password, and
+// an old record holds it anyway. Every write takes both fields from #journalKeyHex and
 // #oldJournalKeysHex as they are when it runs, not from the contents it was given.
 //
 // Change `data` or use the helpers, then `save()`. A wrong password or a damaged record
@@ -79,6 +78,9 @@ export const CONTENTS_VERSION = 1;
 export const DEVICE_SEED_SIZE = 32;
 export const MAX_MESSAGES_PER_ROOM = 1000;
 export const DEFAULT_IDLE_LOCK_MINUTES = 5;
+// Journal keys of past password changes the record keeps (oldJournalKeys): a tab unlocked
+// before a change may seal under its key for as long as it stays open.
+export const OLD_JOURNAL_KEYS_KEPT = 8;
 /** How long a deleted message's id is kept: the replay window and its clock skew. */
 export const DELETED_KEPT_MS = 60 * 60 * 1000 + 5 * 60 * 1000;
 export const MAX_DELETED_PER_ROOM = 10_000;
@@ -410,8 +412,8 @@ export class KeyStore {
   #journalKeyHex = null;
   /** @type {string[]} */
   #oldJournalKeysHex = [];
-  // The contents' journal keys changed at this unlock (a key for a store from before the
-  // journal, or old keys dropped) and no save holds that yet.
+  // The contents got their journal key at this unlock (a store from before the journal)
+  // and no save holds it yet.
   #journalKeyUnsaved = false;
 
   /** Use KeyStore.create or KeyStore.unlock. */
@@ -510,23 +512,19 @@ export class KeyStore {
   }
 
   /** Take up the journal's keys from the contents (`raw`: as read, before loadContents),
-   * and take in `journal`. The old keys (oldJournalKeys) open what it holds, and stay in
-   * memory until the store locks, for what reload() reads; the contents drop them: the tab
-   * that sealed under them locked before this one's reload() (the tab lock, which it lets
-   * go of once its journal's writes have landed: see lock()), and the save that holds what
-   * was read deletes those entries. */
+   * and take in `journal`. The old keys (oldJournalKeys) open what it holds, and what
+   * reload() reads: a tab unlocked before a password change may still seal under them. */
   async #openJournal(raw, journal) {
     const data = this.#data;
     const old = data.oldJournalKeys;
-    data.oldJournalKeys = [];
     const journalKey = await importJournalKey(fromHex(data.journalKey));
     const oldKeys = await Promise.all(old.map((key) => importJournalKey(fromHex(key))));
     if (this.locked) return; // locked meanwhile (reload()): nothing to keep
     this.#journalKey = journalKey;
     this.#journalKeyHex = data.journalKey;
-    this.#oldJournalKeysHex = [];
+    this.#oldJournalKeysHex = [...old];
     this.#oldJournalKeys.push(...oldKeys);
-    this.#journalKeyUnsaved = raw.journalKey !== data.journalKey || old.length > 0;
+    this.#journalKeyUnsaved = raw.journalKey !== data.journalKey;
     await this.#takeInJournal(journal);
   }
 
@@ -700,8 +698,9 @@ export class KeyStore {
    * Check `oldPassword`, then store the contents as they are now under `newPassword`
    * with a fresh salt, and a new journal key: the old password's records (one left on the
    * disk, or in a backup) open none of the entries sealed after the change. The old key
-   * goes to oldJournalKeys, for the entries written under it meanwhile (here, or by a tab
-   * unlocked before). A wrong old password throws WrongPassword and writes nothing.
+   * goes to oldJournalKeys (the last OLD_JOURNAL_KEYS_KEPT), for the entries written under
+   * it (here meanwhile, or by a tab unlocked before it, for as long as that stays open). A
+   * wrong old password throws WrongPassword and writes nothing.
    * @param {string} oldPassword
    * @param {string} newPassword
    */
@@ -720,7 +719,9 @@ export class KeyStore {
       // The keys as they are now, not as at the call: a change queued behind another keeps
       // the key that one made.
       const journalKey = newJournalKey();
-      const oldJournalKeys = [...this.#oldJournalKeysHex, this.#journalKeyHex];
+      const oldJournalKeys = [...this.#oldJournalKeysHex, this.#journalKeyHex].slice(
+        -OLD_JOURNAL_KEYS_KEPT,
+      );
       const newKey = await importJournalKey(fromHex(journalKey));
       const contents = { ...snapshot, journalKey, oldJournalKeys };
       const { record, key } = await createVault(newPassword, contents, this.#options);
