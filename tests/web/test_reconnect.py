@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import urllib.request
 from collections.abc import Callable
 
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
@@ -55,10 +56,10 @@ def test_pages_come_back_after_a_relay_restart(phones: Callable[..., Phone]) -> 
 def test_what_was_written_offline_all_arrives_after_the_relay_is_back(
     phones: Callable[..., Phone],
 ) -> None:
-    """More than the relay's burst (200) written while it was away: the page holds them
-    until the room refills, sends at most 100 at a time, waits out the rate limit, and
-    loses nothing."""
-    count = 220
+    """More than the relay's burst written while it was away: the page holds them until
+    the room refills, sends at most 100 at a time (MAX_IN_FLIGHT), waits out the rate
+    limit, and loses nothing. The burst is 60 here, not 200: fewer to type."""
+    count = 110
     with running_relay("--shutdown-grace", "0.2") as first:
         alice, bob = alice_and_bob(first.url, phones, "Backlog")
     for phone in (alice, bob):
@@ -66,7 +67,9 @@ def test_what_was_written_offline_all_arrives_after_the_relay_is_back(
     for n in range(count):
         alice.send(f"offline {n}")
 
-    with running_relay("--shutdown-grace", "0.2", port=first.port) as second:
+    with running_relay(
+        "--shutdown-grace", "0.2", "--message-burst", "60", port=first.port
+    ) as second:
         # Bob is back first ("Reconnect now" rather than the end of his backoff), so the
         # backlog Alice holds until the room refills reaches him.
         for phone in (bob, alice):
@@ -81,4 +84,10 @@ def test_what_was_written_offline_all_arrives_after_the_relay_is_back(
         expect(alice.by("connection-state")).to_have_text(ONLINE)
         texts = bob.by("message-text").all_inner_texts()
         assert [t.strip() for t in texts] == [f"offline {n}" for n in range(count)]
+        # And the rate limit was met, and waited out: the relay refused some as too fast.
+        with urllib.request.urlopen(f"{second.url}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        assert re.search(
+            r'^instantroom_rejections_total\{reason="rate_limited"\} [1-9]', metrics, re.M
+        )
     assert_exited_cleanly(second)

@@ -1199,11 +1199,15 @@ export class App {
     this._show(id, entry);
   }
 
-  /** Show `entry` in room `id` (once: false if it shows already), and draw. */
+  /** Show `entry` in room `id` (once: false if it shows already), in time order (PROTOCOL.md
+   * 10.4: a backlog whose sender was refused for the rate comes partly out of order), and
+   * draw. */
   _show(id, entry) {
     const live = this.liveRoom(id);
     if (live.messages.some((m) => m.id === entry.id)) return false;
-    live.messages.push(entry);
+    let at = live.messages.length; // mostly at the end: search from there
+    while (at > 0 && live.messages[at - 1].timestampMs > entry.timestampMs) at--;
+    live.messages.splice(at, 0, entry);
     if (live.messages.length > MAX_LIVE_MESSAGES) live.messages.splice(0, live.messages.length - MAX_LIVE_MESSAGES);
     this.changed();
     return true;
