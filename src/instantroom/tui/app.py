@@ -309,8 +309,9 @@ class Line:
     failed: str = ""  # one of ours the relay never took: why
     waiting: bool = False  # one of ours the relay has not taken yet
     message_id: str = ""  # hex
-    # Its number on screen, for /delete: given once, so that deleting one leaves the others
-    # with the numbers the user read (deleting "3, then 5" deletes those two).
+    # Its number on screen, for /delete: deleting one leaves the others with the numbers
+    # the user read (deleting "3, then 5" deletes those two). Only a message put above
+    # others by its timestamp (RoomView.add) moves their numbers, up by one.
     number: int = 0
 
 
@@ -382,19 +383,42 @@ class RoomView:
     # Canonical names warned of as mixing scripts (an ordered set), at most
     # MAX_NAMES_PER_ROOM, the least recently added dropped.
     flagged: dict[str, None] = field(default_factory=dict)
-    numbered: int = 0  # the number of the last message line added
+    numbered: int = 0  # the highest number given to a message line
     clock_warning: str | None = None  # what the room was last told of this computer's clock
     dropped_ahead_at: float = -math.inf  # when a message dated ahead was last said dropped
 
-    def add(self, line: Line) -> None:
-        """Append ``line``, numbering it if it is a message; the oldest dropped past
-        MAX_LINES_PER_ROOM."""
+    def add(self, line: Line) -> bool:
+        """Add ``line``, numbering it if it is a message; the oldest dropped past
+        MAX_LINES_PER_ROOM. Say whether it went at the end (else the screen must be
+        drawn again).
+
+        Messages are shown in the order of their timestamps (PROTOCOL.md 10.4), as a
+        room's are when its history is loaded: one sent before those shown last, but
+        arriving after them (a backlog whose refused PUBLISHes went again, PROTOCOL.md
+        10.6), goes before them. Only among the messages since the last note: a note
+        (a warning of the message under it, an error, a command's answer) stays where it
+        was said, and no message goes above it. The numbers below it go up by one, so
+        that they read in order from top to bottom, as /delete takes them."""
+        at = len(self.lines)
         if line.kind == "message":
+            while (
+                at
+                and self.lines[at - 1].kind == "message"
+                and self.lines[at - 1].timestamp_ms > line.timestamp_ms  # stable
+            ):
+                at -= 1
             self.numbered += 1
-            line.number = self.numbered
-        self.lines.append(line)
+            if at == len(self.lines):
+                line.number = self.numbered
+            else:
+                line.number = self.lines[at].number
+                for later in self.lines[at:]:  # messages all (passed over above)
+                    later.number += 1
+        at_end = at == len(self.lines)
+        self.lines.insert(at, line)
         if len(self.lines) > MAX_LINES_PER_ROOM:
             del self.lines[: len(self.lines) - MAX_LINES_PER_ROOM]
+        return at_end
 
     def saw(self, name: str, fingerprint: str) -> str | None:
         """Remember ``name`` with ``fingerprint``; the fingerprint it had before, if any."""
@@ -920,10 +944,13 @@ class ChatApp(App[None]):
         return shown
 
     def _add_line(self, view: RoomView, line: Line) -> None:
-        view.add(line)
+        at_end = view.add(line)
         log = self._widget("#conversation", Conversation)
         if view.room_id == self._selected and log is not None:
-            log.add(self._render_line(line))
+            if at_end:
+                log.add(self._render_line(line))
+            else:  # put in its place, and those below renumbered: drawn again
+                self._redraw_soon()
 
     def _note(self, view: RoomView | None, text: str, kind: LineKind = "notice") -> None:
         if view is not None:
