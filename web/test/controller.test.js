@@ -100,7 +100,7 @@ const traversed = () => new Promise((resolve) => setTimeout(resolve, 5));
 const invitedPage = pageOfRelayA(`#${INVITED_KEY}`);
 globalThis.window = invitedPage;
 globalThis.document = Object.assign(new EventTarget(), { visibilityState: "visible" });
-const { App, CLOCK_WARNING_MS, DROPPED_AHEAD_SHOWN_MS, SAVE_THROTTLE_MS, TAB_LOCK } = await import(
+const { App, CLOCK_WARNING_MS, DROPPED_AHEAD_SHOWN_MS, SAVE_THROTTLE_MS, TAB_LOCK, formatTime } = await import(
   "../src/app/controller.js"
 );
 
@@ -758,6 +758,7 @@ describe("App: a message dropped as dated ahead", () => {
     const connection = await joined(app, id);
     await deliver(connection, await envelopeOf("on time"), await envelopeOf("a little ahead", Date.now() + 60_000));
     assert.equal(app.liveRoom(id).droppedAhead, null);
+    await new Promise((resolve) => setTimeout(resolve, 0)); // the arrivals' own redraw (changedSoon)
     let draws = 0;
     app.subscribe(() => draws++);
     const fast = [];
@@ -767,6 +768,80 @@ describe("App: a message dropped as dated ahead", () => {
     assert.equal(draws, 1);
     assert.deepEqual(texts(), ["on time", "a little ahead"]); // the fast ones are not shown
     app.lock();
+  });
+});
+
+describe("App: redraws for what the relay sends", () => {
+  const settled = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+  it("PRESENCE with the count already shown draws nothing; a burst of new counts draws once", async () => {
+    const { app } = await startApp({ WebSocketImpl: RelaySocket });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Count", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    const connection = await joined(app, id);
+    await settled();
+    const members = app.liveRoom(id).members;
+    let draws = 0;
+    app.subscribe(() => draws++);
+    for (let n = 0; n < 50; n++) liveSockets.at(-1).push({ type: "Presence", roomId: fromHex(id), members });
+    await connection.idle();
+    await settled();
+    assert.equal(draws, 0);
+    // Counts that change, each frame a task of its own: one redraw, of the last count.
+    for (let n = 0; n < 50; n++) {
+      liveSockets.at(-1).push({ type: "Presence", roomId: fromHex(id), members: 3 + (n % 4) });
+      await connection.idle();
+    }
+    assert.equal(draws, 0); // not yet: at the next frame
+    await settled();
+    assert.equal(draws, 1);
+    assert.equal(app.liveRoom(id).members, 3 + (49 % 4));
+    app.lock();
+  });
+
+  it("a connection's error event draws nothing", async () => {
+    const { app } = await startApp({ WebSocketImpl: RelaySocket });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Errors", nickname: "Bob", lifetime: "day" });
+    const id = app.state.current;
+    const connection = await joined(app, id);
+    await settled();
+    let draws = 0;
+    let errors = 0;
+    app.subscribe(() => draws++);
+    connection.addEventListener("error", () => errors++);
+    for (let n = 0; n < 20; n++) {
+      // A frame that makes no sense: an unknown type.
+      const data = new Uint8Array([0x7f, 0, 0, 0, n]).buffer;
+      liveSockets.at(-1).dispatchEvent(Object.assign(new Event("message"), { data }));
+    }
+    await connection.idle();
+    await settled();
+    assert.equal(errors, 20);
+    assert.equal(draws, 0);
+    assert.equal(app.connectionState(id), "online");
+    app.lock();
+  });
+
+  it("a person's own action still draws at once", async () => {
+    const { app } = await startApp({ WebSocketImpl: RelaySocket });
+    await app.unlock(PASSWORD, PASSWORD);
+    let draws = 0;
+    app.subscribe(() => draws++);
+    app.go("settings");
+    assert.equal(draws, 1);
+    app.lock();
+  });
+});
+
+describe("formatTime", () => {
+  it("says a time as toLocaleTimeString with hour and minute did", () => {
+    const times = [0, Date.UTC(2024, 0, 1, 0, 5), Date.UTC(2024, 6, 15, 12, 0), Date.UTC(2025, 2, 30, 23, 59, 59), Date.now()];
+    for (const ms of times) {
+      assert.equal(formatTime(ms), new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }), `${ms}`);
+    }
+    assert.equal(formatTime(Date.UTC(2024, 0, 1, 9, 7)), formatTime(Date.UTC(2024, 0, 1, 9, 7, 59))); // minutes only
   });
 });
 
@@ -790,6 +865,10 @@ describe("App: arrivals, shown once their journal entry is written", () => {
     await deliver(connection, ...(await Promise.all(["one", "two", "three"].map((t) => envelopeOf(t, at)))));
     assert.deepEqual(texts(), ["one", "two", "three"]);
     assert.deepEqual(app.room(id).messages.map((m) => m.text), ["one", "two", "three"]);
+    // Arrivals are drawn at the next frame (changedSoon): the draw that failed is said.
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    assert.equal(throwOnce, false);
+    assert.match(app.state.error ?? "", /a screen that failed to draw/);
     app.lock();
   });
 });

@@ -3,12 +3,12 @@
 // that outlasts the screens (Announcer), the conversation is role="log", and each screen
 // moves focus to its heading so that a screen reader announces it.
 
-import { Fragment } from "preact";
+import { Component, Fragment } from "preact";
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { formatMinikey, spellMinikey } from "../protocol/minikey.js";
 import { canonicalName, mixedScripts } from "../protocol/names.js";
 import { qrDataUrl } from "../qr/draw.js";
-import { LIFETIMES } from "./controller.js";
+import { formatTime, LIFETIMES } from "./controller.js";
 import { parseInvite } from "./invite.js";
 import { shown } from "./text.js";
 
@@ -143,10 +143,6 @@ function formatRemaining(expiresAtMs, now = Date.now()) {
   const hours = Math.round(minutes / 60);
   if (hours < 48) return `expires in ${hours} h`;
   return `expires in ${Math.round(hours / 24)} days`;
-}
-
-function formatTime(ms) {
-  return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
 // Unlock, or set the password on a first visit.
@@ -661,6 +657,22 @@ function Message({ app, roomId, message }) {
   );
 }
 
+/**
+ * A message, drawn again only when it changed: a room of a thousand is redrawn for each
+ * count, arrival or keystroke. A message's entry is the same object all its life, its
+ * status ("sending", "sent", "not sent") changed in place: passed apart, to be compared.
+ */
+class ShownMessage extends Component {
+  shouldComponentUpdate(next) {
+    const now = this.props;
+    return next.message !== now.message || next.status !== now.status || next.roomId !== now.roomId || next.app !== now.app;
+  }
+
+  render({ app, roomId, message }) {
+    return <Message app={app} roomId={roomId} message={message} />;
+  }
+}
+
 /** How many of the names a closed members line shows; the rest are counted. */
 const NAMES_IN_SUMMARY = 3;
 /** How many members the open list shows, at most; the rest are counted. A hostile member can
@@ -1009,7 +1021,7 @@ function Room({ app }) {
           <ol class="message-list">
             {live.messages.length === 0 && <li class="empty">No messages yet. Messages are not stored by the relay.</li>}
             {live.messages.map((message) => (
-              <Message key={message.id} app={app} roomId={id} message={message} />
+              <ShownMessage key={message.id} app={app} roomId={id} message={message} status={message.status} />
             ))}
           </ol>
         </div>

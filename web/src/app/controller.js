@@ -42,6 +42,23 @@ export const TAB_LOCK_WAIT_MS = 5_000;
 
 const randomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
 
+// Message times ("14:05"): one formatter, made once. toLocaleTimeString with options builds
+// a new one on each call (~90 us), twice per message per redraw of a room; this is the
+// same text (the default locale, hour and minute) for ~1 us.
+const TIME_FORMAT = { hour: "2-digit", minute: "2-digit" };
+let timeFormatter = null;
+
+/** A message's time of day, as the page shows it: `new Date(ms).toLocaleTimeString([],
+ * {hour: "2-digit", minute: "2-digit"})`, from a formatter made once. */
+export function formatTime(ms) {
+  timeFormatter ??= new Intl.DateTimeFormat([], TIME_FORMAT);
+  return timeFormatter.format(new Date(ms));
+}
+
+/** How long a redraw asked for by the relay (changedSoon) waits at most for an animation
+ * frame: a tab hidden meanwhile gets none. */
+const DRAW_FALLBACK_MS = 100;
+
 /** The origin-relative default relay: the one that served this page. */
 export function defaultServerUrl() {
   return window.location.origin;
@@ -213,6 +230,7 @@ export class App {
     this._lastSaveAt = -Infinity; // when the last save was asked for, by the clock above
     this._saveTimer = null; // a throttled save waiting for its time (saveSoon)
     this._shown = Promise.resolve(); // the arrivals shown so far, in order (_onMessage)
+    this._drawSoon = null; // the redraw changedSoon asked for: {frame, timer}
     this._onBeforeUnload = () => this.flushSave();
     this._locks = { manager: globalThis.navigator?.locks ?? null, waitMs: TAB_LOCK_WAIT_MS, ...locks };
     this._releaseTabLock = null; // lets go of TAB_LOCK, held while unlocked
@@ -262,9 +280,43 @@ export class App {
       : `This device's clock is ${howFar(-offset)} slow. Messages from others then look more than 5 minutes ahead and are dropped, so you may not see theirs. Set it to the right time (automatic time).`;
   }
 
+  /** Draw now: what the person did shows at once (code after an action may rely on it). */
   changed() {
+    this._cancelDrawSoon();
     this._countUnread();
     for (const listener of this.listeners) listener();
+  }
+
+  /**
+   * Draw what the relay brought (a count, a roster, an arrival, an acknowledgement) at the
+   * next animation frame, once however many come before it: every frame of a flood is a
+   * task of its own, and a room of a thousand messages redrawn for each would keep the page
+   * busy for minutes. The count of unread messages (the tab's title) follows at once.
+   */
+  changedSoon() {
+    this._countUnread();
+    if (this._drawSoon) return;
+    const draw = () => {
+      try {
+        this.changed(); // cancels the other of the two
+      } catch (error) {
+        this.set({ error: `Could not show what the relay sent: ${error?.message ?? error}` });
+      }
+    };
+    const frame = globalThis.requestAnimationFrame;
+    const inSight = typeof frame === "function" && globalThis.document?.visibilityState === "visible";
+    this._drawSoon = {
+      frame: inSight ? frame(draw) : null,
+      timer: setTimeout(draw, inSight ? DRAW_FALLBACK_MS : 0),
+    };
+  }
+
+  _cancelDrawSoon() {
+    const soon = this._drawSoon;
+    if (!soon) return;
+    this._drawSoon = null;
+    if (soon.frame !== null) globalThis.cancelAnimationFrame?.(soon.frame);
+    clearTimeout(soon.timer);
   }
 
   /** The room on screen, in a tab in sight, is read; the tab's title counts the messages
@@ -821,7 +873,9 @@ export class App {
     on("expired", (d) => this._onExpired(hex(d.roomId)));
     on("refused", (d) => this._onRefused(d));
     on("rejected", (d) => this._onRejected(d));
-    on("error", () => this.changed());
+    // "error" ({message}): something the connection survived. Nothing shows it (a state
+    // or reason that changes comes as a "state" event): no redraw, which a relay sending
+    // frames that make no sense would otherwise cause for each.
     this.connections.set(serverUrl, connection);
     connection.start();
     return connection;
@@ -1202,14 +1256,15 @@ export class App {
   /** Show `entry` in room `id` (once: false if it shows already), in time order (PROTOCOL.md
    * 10.4: a backlog whose sender was refused for the rate comes partly out of order), and
    * draw. */
-  _show(id, entry) {
+  _show(id, entry, { soon = false } = {}) {
     const live = this.liveRoom(id);
     if (live.messages.some((m) => m.id === entry.id)) return false;
     let at = live.messages.length; // mostly at the end: search from there
     while (at > 0 && live.messages[at - 1].timestampMs > entry.timestampMs) at--;
     live.messages.splice(at, 0, entry);
     if (live.messages.length > MAX_LIVE_MESSAGES) live.messages.splice(0, live.messages.length - MAX_LIVE_MESSAGES);
-    this.changed();
+    if (soon) this.changedSoon();
+    else this.changed();
     return true;
   }
 
@@ -1226,7 +1281,7 @@ export class App {
       room.expiresAtMs = expiresAtMs;
       this.save();
     }
-    this.changed();
+    this.changedSoon();
   }
 
   /** A message dropped as dated ahead of this clock (PROTOCOL.md 7): said in its room, as
@@ -1262,8 +1317,10 @@ export class App {
   _onPresence({ roomId, members }) {
     const id = hex(roomId);
     if (!this.room(id)) return;
-    this.liveRoom(id).members = members;
-    this.changed();
+    const live = this.liveRoom(id);
+    if (live.members === members) return; // the same count: nothing to draw
+    live.members = members;
+    this.changedSoon();
   }
 
   /** Who else is in the room, by their own word (PROTOCOL.md 5.7): shown beside the count.
@@ -1277,7 +1334,7 @@ export class App {
       fingerprint: member.fingerprint,
       keyChanged: Boolean(member.keyChanged),
     }));
-    this.changed();
+    this.changedSoon();
   }
 
   _onMessage({ roomId, message, text, fingerprint: senderFingerprint, keyChanged }) {
@@ -1315,7 +1372,7 @@ export class App {
         // Unread until seen: _show's changed() clears it for the room on screen.
         const live = this.liveRoom(id);
         if (!live.messages.some((m) => m.id === entry.id)) live.unread += 1;
-        this._show(id, entry);
+        this._show(id, entry, { soon: true }); // an arrival: drawn with the others of this frame
       })
       .catch((error) => this.set({ error: `Could not show a message: ${error?.message ?? error}` }));
     if (recorded || kept) this.saveSoon();
@@ -1330,7 +1387,7 @@ export class App {
     if (entry) {
       entry.status = "sent";
       if (this.room(id)?.keepHistory && this.store.markSent(id, entry.id)) save = true;
-      this.changed();
+      this.changedSoon();
     }
     if (save) this.saveSoon();
   }
