@@ -362,7 +362,9 @@ def test_listen_json_is_one_ascii_line_per_message_in_any_encoding(relay: RelayP
             device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
             async with RoomClient(relay.url, device, "zo\u00eb") as sender:
                 await sender.join(room)
-                await asyncio.sleep(1)  # the listener has joined: it prints no "listening"
+                async with asyncio.timeout(20):  # until the listener is in too (--json
+                    while sender.presence.get(room.room_id, 0) < 2:  # prints no "listening")
+                        await sender.next_event()
                 for text in texts:
                     await sender.send_text(room.room_id, text)
             lines = await lines_until(listener, b"the end")

@@ -998,6 +998,7 @@ describe("RoomConnection: who is here (PROTOCOL.md 5.7)", () => {
     assert.equal(bob.state, "closed");
     assert.equal(socket.closedWith, undefined);
     await until(w, () => socket.closedWith !== undefined);
+    await w.settle(); // alice may still be opening the LEAVE delivered with the close
     assert.deepEqual(socket.closedWith, { code: 1000, reason: "" });
     assert.deepEqual(await publishedKinds(w, bob), [Kind.JOIN, Kind.LEAVE]);
     // Heard before the count went down, and long before any roll call could judge.
@@ -1042,6 +1043,7 @@ describe("RoomConnection: who is here (PROTOCOL.md 5.7)", () => {
     const { alice, bob } = await aliceAndBob(w);
     bob.leave(roomA.roomId);
     await until(w, () => w.relay.sent("Leave").length === 1);
+    await w.settle(); // alice may still be opening the LEAVE message
     const order = w.relay.received.filter(([socket]) => bob.sockets.includes(socket)).map(([, f]) => f.type);
     assert.deepEqual(order.slice(-2), ["Publish", "Leave"]);
     assert.deepEqual(await publishedKinds(w, bob), [Kind.JOIN, Kind.LEAVE]);
