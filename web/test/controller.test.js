@@ -100,7 +100,7 @@ const traversed = () => new Promise((resolve) => setTimeout(resolve, 5));
 const invitedPage = pageOfRelayA(`#${INVITED_KEY}`);
 globalThis.window = invitedPage;
 globalThis.document = Object.assign(new EventTarget(), { visibilityState: "visible" });
-const { App, CLOCK_WARNING_MS, DROPPED_AHEAD_SHOWN_MS, SAVE_THROTTLE_MS, TAB_LOCK, formatTime } = await import(
+const { App, CLOCK_WARNING_MS, DROPPED_AHEAD_SHOWN_MS, SAVE_THROTTLE_MS, TAB_LOCK, formatRemaining, formatTime } = await import(
   "../src/app/controller.js"
 );
 
@@ -832,6 +832,20 @@ describe("App: redraws for what the relay sends", () => {
     app.go("settings");
     assert.equal(draws, 1);
     app.lock();
+  });
+});
+
+describe("formatRemaining", () => {
+  it("says any expiry a relay may name, however far", () => {
+    const now = Date.UTC(2026, 10, 27);
+    assert.equal(formatRemaining(0, now), "lifetime not known yet");
+    assert.equal(formatRemaining(now - 1, now), "expired");
+    assert.equal(formatRemaining(now + 90_000, now), "expires in 2 min");
+    assert.equal(formatRemaining(now + 5 * 3_600_000, now), "expires in 5 h");
+    assert.equal(formatRemaining(now + 30 * 86_400_000, now), "expires in 30 days");
+    for (const far of [2 ** 53 - 1, 8.64e15 + 1, Date.UTC(10000, 0, 1)]) {
+      assert.equal(formatRemaining(far, now), "expires in more than 100 years");
+    }
   });
 });
 

@@ -8,7 +8,7 @@ import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { formatMinikey, spellMinikey } from "../protocol/minikey.js";
 import { canonicalName, mixedScripts } from "../protocol/names.js";
 import { qrDataUrl } from "../qr/draw.js";
-import { formatTime, LIFETIMES } from "./controller.js";
+import { formatRemaining, formatTime, LIFETIMES } from "./controller.js";
 import { parseInvite } from "./invite.js";
 import { shown } from "./text.js";
 
@@ -132,17 +132,6 @@ function Nav({ app, back = true }) {
       </button>
     </nav>
   );
-}
-
-function formatRemaining(expiresAtMs, now = Date.now()) {
-  if (!expiresAtMs) return "lifetime not known yet";
-  const left = expiresAtMs - now;
-  if (left <= 0) return "expired";
-  const minutes = Math.round(left / 60_000);
-  if (minutes < 60) return `expires in ${Math.max(minutes, 1)} min`;
-  const hours = Math.round(minutes / 60);
-  if (hours < 48) return `expires in ${hours} h`;
-  return `expires in ${Math.round(hours / 24)} days`;
 }
 
 // Unlock, or set the password on a first visit.

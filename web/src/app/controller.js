@@ -55,6 +55,22 @@ export function formatTime(ms) {
   return timeFormatter.format(new Date(ms));
 }
 
+/** Past this, an expiry is said as "more than 100 years" away: a relay may name any time. */
+export const FAR_EXPIRY_YEARS = 100;
+
+/** What is left of a room's lifetime, as the page says it; any number gives a text. */
+export function formatRemaining(expiresAtMs, now = Date.now()) {
+  if (!expiresAtMs) return "lifetime not known yet";
+  const left = expiresAtMs - now;
+  if (left <= 0) return "expired";
+  if (left >= FAR_EXPIRY_YEARS * 365 * 86_400_000) return `expires in more than ${FAR_EXPIRY_YEARS} years`;
+  const minutes = Math.round(left / 60_000);
+  if (minutes < 60) return `expires in ${Math.max(minutes, 1)} min`;
+  const hours = Math.round(minutes / 60);
+  if (hours < 48) return `expires in ${hours} h`;
+  return `expires in ${Math.round(hours / 24)} days`;
+}
+
 /** How long a redraw asked for by the relay (changedSoon) waits at most for an animation
  * frame: a tab hidden meanwhile gets none. */
 const DRAW_FALLBACK_MS = 100;
