@@ -1215,6 +1215,82 @@ def test_each_reconnect_answers_its_own_join_once(room: RoomKeys) -> None:
     assert alice.frames_to_send() == []
 
 
+# Likewise a refusal with ref 0 of a code that answers only a JOIN or PROOF counts only
+# as the answer to an outstanding JOIN (PROTOCOL.md 8.6): a relay sending them at will
+# would make a joined room "full for now", or have the client give a room up.
+_ANSWERS_A_JOIN = [
+    ErrorCode.RATE_LIMITED,
+    ErrorCode.PROOF_FAILED,
+    ErrorCode.NO_CHALLENGE,
+    ErrorCode.TOO_MANY_ROOMS,
+    ErrorCode.ROOM_FULL,
+    ErrorCode.ALREADY_JOINED,
+    ErrorCode.EXPIRY_TOO_FAR,
+    ErrorCode.RELAY_FULL,
+]
+
+
+@pytest.mark.parametrize("code", _ANSWERS_A_JOIN)
+def test_a_joined_room_ignores_a_refusal_of_a_join_it_did_not_send(
+    room: RoomKeys, code: ErrorCode
+) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room, members=2)
+    alice.receive(frames.encode_frame(frames.Error(code, 0, room.room_id, "no")), NOW)
+    assert alice.events() == []
+    state = alice.rooms[room.room_id]
+    assert state.joined
+    assert not state.join_sent
+    assert not state.full_for_now
+    alice.retry_join(room.room_id)
+    assert alice.frames_to_send() == []
+    message = alice.send_text(room.room_id, "still here", NOW)
+    (publish,) = decoded(alice)
+    assert isinstance(publish, frames.Publish)
+    alice.receive(frames.encode_frame(frames.Ack(publish.ref)), NOW)
+    assert alice.events() == [Accepted(room.room_id, message.message_id)]
+
+
+def test_a_joined_room_still_expires_when_the_relay_says_so(room: RoomKeys) -> None:
+    alice = make_session(1, "alice")
+    alice.connection_made()
+    join_fully(alice, room)
+    expired = frames.Error(ErrorCode.ROOM_EXPIRED, 0, room.room_id, "")
+    alice.receive(frames.encode_frame(expired), NOW)
+    assert room.room_id not in alice.rooms
+    assert alice.events() == [
+        Refused(ErrorCode.ROOM_EXPIRED, room.room_id, 0, ""),
+        RoomExpired(room.room_id),
+    ]
+
+
+def test_only_the_answer_to_a_join_makes_a_room_full_for_now(room: RoomKeys) -> None:
+    alice = joining(room)
+    alice.receive(challenge_frame(room), NOW)
+    assert [type(f) for f in decoded(alice)] == [frames.Proof]
+    full = frames.encode_frame(frames.Error(ErrorCode.ROOM_FULL, 0, room.room_id, "full"))
+    alice.receive(full, NOW)  # the answer to that PROOF
+    assert alice.events() == [Refused(ErrorCode.ROOM_FULL, room.room_id, 0, "full")]
+    assert alice.rooms[room.room_id].full_for_now
+    # While the caller waits to try again, no JOIN is outstanding: nothing answers one.
+    alice.receive(full, NOW)
+    failed = frames.Error(ErrorCode.PROOF_FAILED, 0, room.room_id, "bad")
+    alice.receive(frames.encode_frame(failed), NOW)
+    assert alice.events() == []
+    assert room.room_id in alice.rooms  # not given up
+    alice.retry_join(room.room_id)
+    assert [type(f) for f in decoded(alice)] == [frames.Join]
+    alice.receive(full, NOW)  # the answer to the retry's JOIN
+    assert alice.events() == [Refused(ErrorCode.ROOM_FULL, room.room_id, 0, "full")]
+    alice.retry_join(room.room_id)
+    assert [type(f) for f in decoded(alice)] == [frames.Join]
+    alice.receive(challenge_frame(room), NOW)
+    decoded(alice)
+    alice.receive(frames.encode_frame(frames.Joined(room.room_id, 0, 2)), NOW)
+    assert alice.events() == [Joined(room.room_id, 0, 2)]
+
+
 # Names compared in their canonical form (PROTOCOL.md 4.4), and how many are remembered.
 
 

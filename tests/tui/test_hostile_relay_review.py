@@ -80,7 +80,9 @@ def test_a_flood_of_one_refusal_is_said_once(tmp_path: Path) -> None:
             await peer.answer(join)
             await peer.answer(await peer.recv())  # PROOF -> JOINED
             for n in range(500):
-                error = frames.Error(ErrorCode.NO_CHALLENGE, 0, join.room_id, f"no. {n}")
+                # A code we do not know: a known one that answers only a JOIN answers
+                # none here, and is ignored unsaid (PROTOCOL.md 8.6).
+                error = frames.Error(99, 0, join.room_id, f"no. {n}")
                 await peer.send(error)
             await peer.send(frames.Presence(join.room_id, 9))  # after the flood
             await peer.serve()

@@ -1258,23 +1258,92 @@ describe("refusals", () => {
     });
   }
 
-  it("other refusals keep the room: NO_CHALLENGE, RATE_LIMITED, unknown ones, and a fatal code once joined", async () => {
+  it("other refusals keep the room: NO_CHALLENGE, RATE_LIMITED and unknown ones, before JOINED or after", async () => {
     const alice = makeSession(1);
     alice.connectionMade();
     alice.join(roomA);
     decoded(alice);
+    // Each refuses the JOIN then outstanding (one for each, by retryJoin).
     for (const code of [ErrorCode.NO_CHALLENGE, ErrorCode.RATE_LIMITED, 999]) {
       await alice.receive(errorFrame(code, roomA.roomId), NOW);
+      alice.retryJoin(roomA.roomId);
+      assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
     }
     assert.deepEqual(alice.events().map((e) => e.fatal), [false, false, false]);
-    alice.retryJoin(roomA.roomId);
-    assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
     await alice.receive(frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 1 }), NOW);
     alice.retryJoin(roomA.roomId); // joined: nothing to retry
     assert.deepEqual(alice.framesToSend(), []);
-    await alice.receive(errorFrame(ErrorCode.PROOF_FAILED, roomA.roomId), NOW);
-    assert.equal(alice.events().filter((e) => e.type === "refused")[0].fatal, false);
+    // Unknown codes, once joined, are reported and change nothing.
+    await alice.receive(errorFrame(999, roomA.roomId), NOW);
+    assert.deepEqual(alice.events().filter((e) => e.type === "refused").map((e) => e.fatal), [false]);
     assert.equal(alice.rooms.size, 1);
+  });
+
+  // Likewise a refusal with ref 0 of a code that answers only a JOIN or PROOF counts only
+  // as the answer to an outstanding JOIN (PROTOCOL.md 8.6): a relay sending them at will
+  // would make a joined room "full for now", or have the client give a room up.
+  const answersAJoin = [
+    "RATE_LIMITED",
+    "PROOF_FAILED",
+    "NO_CHALLENGE",
+    "TOO_MANY_ROOMS",
+    "ROOM_FULL",
+    "ALREADY_JOINED",
+    "EXPIRY_TOO_FAR",
+    "RELAY_FULL",
+  ];
+  for (const name of answersAJoin) {
+    it(`a joined room ignores ${name} for a JOIN it did not send`, async () => {
+      const alice = await connectedAndJoined(1, roomA, { members: 2 });
+      await alice.receive(errorFrame(ErrorCode[name], roomA.roomId, { reason: "no" }), NOW);
+      assert.deepEqual(alice.events(), []);
+      const state = alice.rooms.get(roomHex(roomA.roomId));
+      assert.equal(state.joined, true);
+      assert.equal(state.joining, false);
+      assert.equal(state.fullForNow, false);
+      alice.retryJoin(roomA.roomId);
+      assert.deepEqual(alice.framesToSend(), []);
+      const message = await alice.sendText(roomA.roomId, "still here", NOW);
+      const [publish, ...rest] = decoded(alice);
+      assert.equal(rest.length, 0);
+      assert.equal(publish.type, "Publish");
+      await alice.receive(frame({ type: "Ack", ref: publish.ref }), NOW);
+      assert.deepEqual(alice.events().map((e) => [e.type, hex(e.messageId)]), [["accepted", hex(message.messageId)]]);
+    });
+  }
+
+  it("a joined room still expires when the relay says so", async () => {
+    const alice = await connectedAndJoined(1, roomA);
+    await alice.receive(errorFrame(ErrorCode.ROOM_EXPIRED, roomA.roomId), NOW);
+    assert.equal(alice.rooms.size, 0);
+    assert.deepEqual(alice.events().map((e) => e.type), ["refused", "expired"]);
+  });
+
+  it("only the answer to a JOIN makes a room full for now", async () => {
+    const alice = joining(roomA);
+    const challenge = frame({ type: "Challenge", roomId: roomA.roomId, challenge: new Uint8Array(32).fill(7) });
+    await alice.receive(challenge, NOW);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Proof"]);
+    const full = errorFrame(ErrorCode.ROOM_FULL, roomA.roomId, { reason: "full" });
+    const refusedFull = { type: "refused", code: ErrorCode.ROOM_FULL, roomId: roomA.roomId, ref: 0, reason: "full", fatal: false };
+    await alice.receive(full, NOW); // the answer to that PROOF
+    assert.deepEqual(alice.events(), [refusedFull]);
+    assert.equal(alice.rooms.get(roomHex(roomA.roomId)).fullForNow, true);
+    // While the caller waits to try again, no JOIN is outstanding: nothing answers one.
+    await alice.receive(full, NOW);
+    await alice.receive(errorFrame(ErrorCode.PROOF_FAILED, roomA.roomId, { reason: "bad" }), NOW);
+    assert.deepEqual(alice.events(), []);
+    assert.equal(alice.rooms.size, 1); // not given up
+    alice.retryJoin(roomA.roomId);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
+    await alice.receive(full, NOW); // the answer to the retry's JOIN
+    assert.deepEqual(alice.events(), [refusedFull]);
+    alice.retryJoin(roomA.roomId);
+    assert.deepEqual(decoded(alice).map((f) => f.type), ["Join"]);
+    await alice.receive(challenge, NOW);
+    decoded(alice);
+    await alice.receive(frame({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 2 }), NOW);
+    assert.deepEqual(alice.events().map((e) => e.type), ["joined"]);
   });
 
   it("a refusal about no room is reported and changes nothing", async () => {

@@ -208,6 +208,20 @@ _FATAL_FOR_ROOM = {
     ErrorCode.EXPIRY_TOO_FAR,
 }
 
+# Refusals that answer only a JOIN or its PROOF (PROTOCOL.md 8.4, 11.1). With ref 0, for a
+# room with no JOIN of ours outstanding, one answers nothing and is ignored, as an unasked
+# JOINED is (8.6). Not ROOM_EXPIRED: the relay sends it unasked when the room expires.
+_ANSWERS_A_JOIN = {
+    ErrorCode.RATE_LIMITED,
+    ErrorCode.PROOF_FAILED,
+    ErrorCode.NO_CHALLENGE,
+    ErrorCode.TOO_MANY_ROOMS,
+    ErrorCode.ROOM_FULL,
+    ErrorCode.ALREADY_JOINED,
+    ErrorCode.EXPIRY_TOO_FAR,
+    ErrorCode.RELAY_FULL,
+}
+
 
 @dataclass
 class RoomState:
@@ -963,11 +977,16 @@ class ClientSession:
         self._members_changed(room_id, version)  # an answer, if any, waits for a tick
 
     def _refused(self, code: int, ref: int, room_id: bytes, reason: str) -> None:
+        state = self.rooms.get(room_id)
+        if not ref and code in _ANSWERS_A_JOIN and state is not None and not state.join_sent:
+            # No JOIN of ours waits for it: a relay sending them at will would make a
+            # joined room "full for now", or give it up (PROTOCOL.md 8.6). A room left
+            # with its JOIN unanswered is not in ``rooms`` (its answer is awaited below).
+            return
         if not ref:
             self._proved.discard(room_id)  # a refusal of its JOIN or PROOF answers the JOIN
         if not ref and self._answered_after_leave(room_id, code == ErrorCode.ALREADY_JOINED):
             return
-        state = self.rooms.get(room_id)
         if (
             code == ErrorCode.TOO_MANY_ROOMS
             and not ref

@@ -148,6 +148,22 @@ export const FATAL_FOR_ROOM = new Set([
   ErrorCode.EXPIRY_TOO_FAR,
 ]);
 
+/**
+ * Refusals that answer only a JOIN or its PROOF (PROTOCOL.md 8.4, 11.1). With ref 0, for a
+ * room with no JOIN of ours outstanding, one answers nothing and is ignored, as an unasked
+ * JOINED is (8.6). Not ROOM_EXPIRED: the relay sends it unasked when the room expires.
+ */
+const ANSWERS_A_JOIN = new Set([
+  ErrorCode.RATE_LIMITED,
+  ErrorCode.PROOF_FAILED,
+  ErrorCode.NO_CHALLENGE,
+  ErrorCode.TOO_MANY_ROOMS,
+  ErrorCode.ROOM_FULL,
+  ErrorCode.ALREADY_JOINED,
+  ErrorCode.EXPIRY_TOO_FAR,
+  ErrorCode.RELAY_FULL,
+]);
+
 /** The key of a room id in the session's maps: its lowercase hex. */
 export function roomHex(roomId) {
   return hex(roomId);
@@ -1135,6 +1151,11 @@ export class ClientSession {
   }
 
   _refused(code, ref, roomId, reason) {
+    const known = this.rooms.get(roomHex(roomId));
+    // No JOIN of ours waits for it: a relay sending them at will would make a joined room
+    // "full for now", or give it up (PROTOCOL.md 8.6). A room left with its JOIN unanswered
+    // is not in rooms (its answer is awaited below).
+    if (!ref && ANSWERS_A_JOIN.has(code) && known !== undefined && !known.joining) return;
     if (!ref) this._proved.delete(roomHex(roomId)); // a refusal of its JOIN or PROOF answers the JOIN
     if (!ref && this._answeredAfterLeave(roomId, code === ErrorCode.ALREADY_JOINED)) return;
     const key = roomHex(roomId);
