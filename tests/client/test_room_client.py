@@ -863,17 +863,26 @@ def test_a_full_room_left_and_joined_again_while_it_waits_is_asked_for_once() ->
     """The retry set for a full room is that room's: left and joined again meanwhile, the
     new one has a JOIN and a retry of its own, and the old retry must not add a second."""
     room = fresh_room()
-
-    async def always_full(peer: Peer) -> None:
-        while True:
-            frame = await peer.recv()
-            if isinstance(frame, frames.Join):
-                full = frames.Error(ErrorCode.ROOM_FULL, 0, room.room_id, "This room is full.")
-                await peer.send(full)
+    retry_after = 1.0
 
     async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        joins_at: list[float] = []  # when the relay heard each JOIN (and refused it)
+        third_join = asyncio.Event()
+
+        async def always_full(peer: Peer) -> None:
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    frame = await peer.recv()
+                    if isinstance(frame, frames.Join):
+                        joins_at.append(loop.time())
+                        if len(joins_at) == 3:
+                            third_join.set()
+                        full = frames.Error(ErrorCode.ROOM_FULL, 0, room.room_id, "Full.")
+                        await peer.send(full)
+
         async with FakeRelay(always_full) as relay:
-            alice = RoomClient(relay.url, device(), "alice", retry_after_full=1.0)
+            alice = RoomClient(relay.url, device(), "alice", retry_after_full=retry_after)
             async with alice:
                 with pytest.raises(JoinRefused):
                     await alice.join(room)  # a JOIN at 0 s: its retry comes at 1 s
@@ -881,9 +890,11 @@ def test_a_full_room_left_and_joined_again_while_it_waits_is_asked_for_once() ->
                 await alice.leave(room.room_id)
                 with pytest.raises(JoinRefused):
                     await alice.join(room)  # again at 0.5 s: its retry comes at 1.5 s
-                await asyncio.sleep(1.25)  # past that retry, before the next (2.5 s)
+                await third_join.wait()
+                # The new room's retry, a full delay after its refusal (set no sooner than
+                # its JOIN was heard); not the first room's, half a delay sooner.
+                assert joins_at[2] - joins_at[1] >= retry_after
                 (peer,) = relay.peers
-                # Not a fourth at 1 s, from the first room's retry.
                 assert peer.joins() == 3
 
     run(scenario(), timeout=10)
@@ -1170,31 +1181,38 @@ def test_a_join_retry_does_not_outlive_a_leave_and_join_again() -> None:
     """A JOIN retry timed after RATE_LIMITED, still pending when the room is left and
     joined again, must not send a second JOIN under the new one's PROOF."""
     room = fresh_room()
-
-    async def rate_limited_once(peer: Peer) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            join = await peer.recv()
-            assert isinstance(join, frames.Join)
-            await peer.send(frames.Error(ErrorCode.RATE_LIMITED, 0, join.room_id, "slow down"))
-            while True:
-                frame = await peer.recv()
-                if isinstance(frame, frames.Join):
-                    await asyncio.sleep(0.2)  # the old retry fires meanwhile
-                await peer.answer(frame)
+    retry_after = 0.5
 
     async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        answer_at = loop.create_future()  # when the second JOIN may be answered
+
+        async def rate_limited_once(peer: Peer) -> None:
+            with contextlib.suppress(ConnectionClosed):
+                join = await peer.recv()
+                assert isinstance(join, frames.Join)
+                await peer.send(frames.Error(ErrorCode.RATE_LIMITED, 0, join.room_id, "no"))
+                while True:
+                    frame = await peer.recv()
+                    if isinstance(frame, frames.Join):  # the old retry falls due meanwhile
+                        await asyncio.sleep(max(0.0, await answer_at - loop.time()))
+                    await peer.answer(frame)
+
         async with FakeRelay(rate_limited_once) as relay:
             alice = RoomClient(
                 relay.url,
                 device(),
                 "alice",
                 reconnect_delays=fast_retries,
-                retry_after_rate_limit=0.3,
+                retry_after_rate_limit=retry_after,
             )
             async with alice:
                 first = asyncio.create_task(alice.join(room))
-                await relay.wait_for_connections(1)
-                await asyncio.sleep(0.2)
+                await wait_for(
+                    alice, lambda e: isinstance(e, Refused) and e.code == ErrorCode.RATE_LIMITED
+                )
+                # The retry was set before the refusal was told: it is due by then.
+                answer_at.set_result(loop.time() + retry_after + 0.05)
                 await alice.leave(room.room_id)
                 with pytest.raises(RoomGone):
                     await first
