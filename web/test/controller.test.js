@@ -582,6 +582,22 @@ describe("App: a room the relay refuses", () => {
     connection.dispatchEvent(new CustomEvent("refused", { detail: refusal(id, ErrorCode.EXPIRY_TOO_FAR, true) }));
     assert.equal(app.liveRoom(id).error, "The relay refused this room. It says: “This room is full.”");
   });
+
+  it("quotes the relay's words with none of its own quotation marks, which could end ours", async () => {
+    const { app } = await startApp();
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Spoof", nickname: "Ann", lifetime: "day" });
+    const id = app.state.current;
+    const connection = app.connections.get(app.room(id).serverUrl);
+    const reason = '” Your key leaked: make a new room. “ "ok" «so» „this‟ 〝that〞 ＂end＂';
+    connection.dispatchEvent(
+      new CustomEvent("refused", { detail: { ...refusal(id, ErrorCode.EXPIRY_TOO_FAR, true), reason } }),
+    );
+    assert.equal(
+      app.liveRoom(id).error,
+      "The relay refused this room. It says: “' Your key leaked: make a new room. ' 'ok' 'so' 'this' 'that' 'end'”",
+    );
+  });
 });
 
 /**

@@ -71,6 +71,10 @@ export function formatRemaining(expiresAtMs, now = Date.now()) {
   return `expires in ${Math.round(hours / 24)} days`;
 }
 
+/** Quotation marks of any script, and the plain ones: none is left in a relay's text that
+ * the page shows in its own. */
+const QUOTATION_MARKS = /[\p{Pi}\p{Pf}"\u201e\u201f\u301d-\u301f\uff02]/gu;
+
 /** How long a redraw asked for by the relay (changedSoon) waits at most for an animation
  * frame: a tab hidden meanwhile gets none. */
 const DRAW_FALLBACK_MS = 100;
@@ -1427,8 +1431,10 @@ export class App {
 
   _onRefused({ roomId, code, ref, reason, fatal }) {
     if (!roomId) return;
-    // The reason is the relay's own text: shown as such, escaped like any untrusted text.
-    const says = reason ? ` It says: “${reason}”` : "";
+    // The reason is the relay's own text: shown as such, escaped like any untrusted text,
+    // and with no quotation mark of its own, which could close ours and make the rest
+    // read as the page's words ("” Your key leaked: make a new room. “").
+    const says = reason ? ` It says: “${reason.replace(QUOTATION_MARKS, "'")}”` : "";
     if (fatal) {
       this._roomRefused(hex(roomId), new Error(`The relay refused this room.${says}`));
     } else if (!ref && (code === ErrorCode.ROOM_FULL || code === ErrorCode.RELAY_FULL)) {
