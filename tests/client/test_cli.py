@@ -11,6 +11,7 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
@@ -59,18 +60,26 @@ def signals_at_default() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
-async def stop(process: asyncio.subprocess.Process, signum: int, within: float = 20.0) -> int:
-    """Send ``signum`` and return the exit status; a process still running ``within``
-    seconds, or when the test gives up, is killed (-9): none is left behind."""
+@contextlib.asynccontextmanager
+async def reaped(process: asyncio.subprocess.Process) -> AsyncIterator[None]:
+    """Kill ``process`` (-9) if it still runs when the block ends, however it ends: none
+    is left behind."""
     try:
-        process.send_signal(signum)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(within):
-                await process.wait()
+        yield
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def stop(process: asyncio.subprocess.Process, signum: int, within: float = 20.0) -> int:
+    """Send ``signum`` and return the exit status; a process still running ``within``
+    seconds, or when the test gives up, is killed (-9): none is left behind."""
+    async with reaped(process):
+        process.send_signal(signum)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await process.wait()
     assert process.returncode is not None
     return process.returncode
 
@@ -79,14 +88,9 @@ async def ended(process: asyncio.subprocess.Process, within: float = 20.0) -> tu
     """Wait for ``process`` to end by itself: its exit status and the rest of its standard
     error. One still running ``within`` seconds, or when the test gives up, is killed."""
     assert process.stderr is not None
-    try:
-        async with asyncio.timeout(within):
-            err = await process.stderr.read()
-            await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    async with reaped(process), asyncio.timeout(within):
+        err = await process.stderr.read()
+        await process.wait()
     assert process.returncode is not None
     return process.returncode, err
 
@@ -425,14 +429,8 @@ def test_listen_stops_when_its_room_expires(relay: RelayProcess) -> None:
             expires = int(datetime.now().timestamp() * 1000) + 3000
             await creator.join(room, expires)
             listener = await start_listening("--server", relay.url, "--key", key)
-            try:
-                async with asyncio.timeout(20):
-                    _, err = await listener.communicate()
-            finally:
-                if listener.returncode is None:
-                    listener.kill()
-                    await listener.wait()
-        assert listener.returncode == 6
+            status, err = await ended(listener)
+        assert status == 6
         assert err.endswith(b"instantroom: the room has expired.\n")  # not "refused"
 
     run(scenario())

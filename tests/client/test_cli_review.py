@@ -28,7 +28,7 @@ from instantroom.testing import (
     run,
     running_relay,
 )
-from tests.client.test_cli import environment, instantroom, signals_at_default, typo_of
+from tests.client.test_cli import environment, instantroom, reaped, signals_at_default, typo_of
 from tests.client.test_room_client import (
     FakeRelay,
     Frozen,
@@ -259,19 +259,17 @@ def test_listen_stops_at_once_on_sigterm_when_the_relay_stops_answering() -> Non
                 env=environment(), preexec_fn=signals_at_default,
             )  # fmt: skip
             assert listener.stderr is not None
-            try:
-                async with asyncio.timeout(20):
-                    assert b"listening" in await listener.stderr.readline()
-                started = time.monotonic()
-                listener.send_signal(signal.SIGTERM)
-                async with asyncio.timeout(20):
-                    _, err = await listener.communicate()
-                took = time.monotonic() - started
-            finally:
-                frozen.thaw.set()
-                if listener.returncode is None:
-                    listener.kill()
-                    await listener.wait()
+            async with reaped(listener):
+                try:
+                    async with asyncio.timeout(20):
+                        assert b"listening" in await listener.stderr.readline()
+                    started = time.monotonic()
+                    listener.send_signal(signal.SIGTERM)
+                    async with asyncio.timeout(20):
+                        _, err = await listener.communicate()
+                    took = time.monotonic() - started
+                finally:
+                    frozen.thaw.set()
         assert listener.returncode == 128 + signal.SIGTERM, err
         assert b"Traceback" not in err
         assert took < 5, took

@@ -29,7 +29,14 @@ from instantroom.protocol.kdf import DeviceKey, RoomKeys
 from instantroom.protocol.minikey import make_minikey
 from instantroom.protocol.session import Accepted, Event
 from instantroom.testing import LOOPBACK, RelayProcess, assert_exited_cleanly, run, running_relay
-from tests.client.test_cli import ended, environment, instantroom, signals_at_default, stop
+from tests.client.test_cli import (
+    ended,
+    environment,
+    instantroom,
+    reaped,
+    signals_at_default,
+    stop,
+)
 from tests.client.test_cli_review import closed_port
 from tests.client.test_keystore import FAST_KDF
 from tests.client.test_room_client import FakeRelay, Peer
@@ -194,13 +201,11 @@ def test_send_refuses_a_message_too_big_before_connecting() -> None:
             assert endless.stdin is not None
             assert endless.stderr is not None
             try:
-                endless.stdin.write(b"y\n" * (MAX_BODY_BYTES // 2 + 2))  # and never closed
-                assert await endless.stderr.read() == TOO_BIG.encode()
-                assert await endless.wait() == 2
+                async with reaped(endless):
+                    endless.stdin.write(b"y\n" * (MAX_BODY_BYTES // 2 + 2))  # and never closed
+                    assert await endless.stderr.read() == TOO_BIG.encode()
+                    assert await endless.wait() == 2
             finally:
-                if endless.returncode is None:
-                    endless.kill()
-                    await endless.wait()
                 endless.stdin.close()
 
     run(scenario())
