@@ -55,6 +55,15 @@ export function formatTime(ms) {
   return timeFormatter.format(new Date(ms));
 }
 
+/** Put `entry` among a room's shown `messages` in time order (PROTOCOL.md 10.4), the oldest
+ * dropped past MAX_LIVE_MESSAGES. */
+function placeByTime(messages, entry) {
+  let at = messages.length; // mostly at the end: search from there
+  while (at > 0 && messages[at - 1].timestampMs > entry.timestampMs) at--;
+  messages.splice(at, 0, entry);
+  if (messages.length > MAX_LIVE_MESSAGES) messages.splice(0, messages.length - MAX_LIVE_MESSAGES);
+}
+
 /** Past this, an expiry is said as "more than 100 years" away: a relay may name any time. */
 export const FAR_EXPIRY_YEARS = 100;
 
@@ -1018,10 +1027,7 @@ export class App {
       keyChanged: false,
       status: "sending",
     };
-    let at = live.messages.length;
-    while (at > 0 && live.messages[at - 1].timestampMs > entry.timestampMs) at--;
-    live.messages.splice(at, 0, entry);
-    if (live.messages.length > MAX_LIVE_MESSAGES) live.messages.splice(0, live.messages.length - MAX_LIVE_MESSAGES);
+    placeByTime(live.messages, entry);
   }
 
   /**
@@ -1279,10 +1285,7 @@ export class App {
   _show(id, entry, { soon = false } = {}) {
     const live = this.liveRoom(id);
     if (live.messages.some((m) => m.id === entry.id)) return false;
-    let at = live.messages.length; // mostly at the end: search from there
-    while (at > 0 && live.messages[at - 1].timestampMs > entry.timestampMs) at--;
-    live.messages.splice(at, 0, entry);
-    if (live.messages.length > MAX_LIVE_MESSAGES) live.messages.splice(0, live.messages.length - MAX_LIVE_MESSAGES);
+    placeByTime(live.messages, entry);
     if (soon) this.changedSoon();
     else this.changed();
     return true;
