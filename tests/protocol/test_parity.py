@@ -1095,6 +1095,9 @@ def session_scripts(draw: st.DrawFn) -> dict[str, Any]:
                 frames.Error(4, draw(st.integers(0, 3)), room.room_id, "slow down"),
                 frames.Error(5, draw(st.integers(0, 3)), room.room_id, "not joined"),
                 frames.Error(10, 0, room.room_id, "expired"),
+                # Answers to a JOIN, or to none when none is outstanding (PROTOCOL.md 8.6).
+                frames.Error(9, 0, room.room_id, "full"),
+                frames.Error(6, 0, room.room_id, "proof failed"),
                 frames.Presence(room.room_id, draw(st.integers(0, 5))),
                 frames.Pong(7),
                 frames.Ping(7),
