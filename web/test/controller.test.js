@@ -100,9 +100,16 @@ const traversed = () => new Promise((resolve) => setTimeout(resolve, 5));
 const invitedPage = pageOfRelayA(`#${INVITED_KEY}`);
 globalThis.window = invitedPage;
 globalThis.document = Object.assign(new EventTarget(), { visibilityState: "visible" });
-const { App, CLOCK_WARNING_MS, DROPPED_AHEAD_SHOWN_MS, SAVE_THROTTLE_MS, TAB_LOCK, formatRemaining, formatTime } = await import(
-  "../src/app/controller.js"
-);
+const {
+  App,
+  CLOCK_WARNING_MS,
+  DROPPED_AHEAD_SHOWN_MS,
+  SAVE_THROTTLE_MS,
+  TAB_LOCK,
+  formatRemaining,
+  formatTime,
+  relayTimeFromDate,
+} = await import("../src/app/controller.js");
 
 /** WebSockets that never open: each records the URL it was made for. */
 const socketUrls = [];
@@ -725,6 +732,27 @@ describe("App: a device clock far from the relay's", () => {
     await settled();
     assert.equal(app.clockWarning, null); // no answer: nothing new to say
     app.lock();
+  });
+});
+
+describe("relayTimeFromDate: the relay's clock from its Date header", () => {
+  it("reads an HTTP date, taking the middle of its second", () => {
+    assert.equal(relayTimeFromDate("Fri, 27 Nov 2026 18:00:00 GMT"), Date.UTC(2026, 10, 27, 18) + 500);
+  });
+
+  it("believes no clock from what is not one HTTP date", () => {
+    for (const header of [
+      null,
+      "",
+      "0", // Date.parse: the year 2000
+      "1",
+      "2026-11-27T18:00:00Z",
+      "Fri, 27 Nov 2026 18:00:00 GMT, Fri, 27 Nov 2026 18:00:00 GMT", // two, joined by fetch
+      "Fri, 27 Nov 2026 18:00:00 +0100",
+      " Fri, 27 Nov 2026 18:00:00 GMT",
+    ]) {
+      assert.equal(relayTimeFromDate(header), null, JSON.stringify(header));
+    }
   });
 });
 

@@ -183,12 +183,23 @@ export const CLOCK_WARNING_MS = 120_000;
  * liked. */
 export const MAX_CLOCK_READ_BACK_MS = 31 * 86_400_000;
 
-/** The clock of the relay that served the page, in ms, from its answer's Date header (whole
- * seconds, so the middle of the second is taken); null when it gives none. */
+/** An HTTP date as a relay sends it (IMF-fixdate, RFC 9110 5.6.7). Date.parse alone takes
+ * nearly anything: "0" is the year 2000, and two headers joined by a proxy read as one. */
+const HTTP_DATE =
+  /^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT$/;
+
+/** A relay's clock in ms from its Date header (whole seconds, so the middle of the second
+ * is taken); null for none, several, or one that is not an HTTP date. */
+export function relayTimeFromDate(header) {
+  if (header === null || !HTTP_DATE.test(header)) return null;
+  const stated = Date.parse(header);
+  return Number.isNaN(stated) ? null : stated + 500;
+}
+
+/** The clock of the relay that served the page, from its answer's Date header. */
 async function pageRelayTime() {
   const response = await fetch("/healthz", { cache: "no-store" });
-  const stated = Date.parse(response.headers.get("Date") ?? "");
-  return Number.isNaN(stated) ? null : stated + 500;
+  return relayTimeFromDate(response.headers.get("Date"));
 }
 
 /** How often the device's clock is watched for a jump (CLOCK_JUMP_MS): set right, or wrong,
