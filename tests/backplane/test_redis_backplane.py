@@ -346,6 +346,54 @@ def test_an_earlier_expiry_from_another_relay_holds_where_a_later_one_was_record
         run(scenario())
 
 
+def test_an_expiry_told_on_another_relay_holds_for_members_who_joined_without_one(
+    redis_server: RedisServer,
+) -> None:
+    """Members who joined by the key alone (no expiry known) on one relay, then the creator
+    telling it on another: at expiry every relay's members are told and taken out, as on
+    one relay (PROTOCOL.md 9, 10.8). Those on the first relay had talked on past it."""
+    with relays(2, redis_server.url) as (one, two):
+
+        async def scenario() -> None:
+            room = fresh_room()
+            async with (
+                raw_client(one.ws_url) as first,
+                raw_client(one.ws_url) as second,
+                raw_client(two.ws_url) as creator,
+            ):
+                assert (await first.join(room, 0)).expires_at_ms == 0
+                await second.join(room, 0)
+                expires = int(time.time() * 1000) + 2_000
+                assert (await creator.join(room, expires)).expires_at_ms == expires
+                for client in (first, second, creator):
+                    client.timeout = 6.0
+                    error = await expect_past_presence(client, frames.Error)
+                    assert error.code == ErrorCode.ROOM_EXPIRED
+                    assert error.room_id == room.room_id
+
+        run(scenario())
+
+
+def test_losing_redis_tells_each_relays_members_their_own_count_at_once(
+    redis_server: RedisServer,
+) -> None:
+    """Cut off from the other relays, a relay's count is its own members' (PROTOCOL.md
+    10.8): members must not go on seeing others who no longer get a word of theirs."""
+    with relays(2, redis_server.url) as (one, two):
+
+        async def scenario() -> None:
+            room = fresh_room()
+            async with talking_across(one, two, room) as (left1, left2, right):
+                assert await settle_presence([left1, left2, right], room, 3) == [3, 3, 3]
+                redis_server.stop()
+                for relay in (one, two):
+                    await asyncio.to_thread(relay.wait_for_log, "event=backplane.down", 5.0)
+                assert await settle_presence([left1, left2], room, 2) == [2, 2]
+                assert await settle_presence([right], room, 1) == [1]
+
+        run(scenario(), timeout=60)
+
+
 def test_losing_redis_keeps_local_delivery_and_resumes_when_it_returns(
     redis_server: RedisServer,
 ) -> None:

@@ -24,7 +24,7 @@ class Hub(Protocol):
     healthy: bool
     dropped: int  # frames for other relays lost because the backplane could not take them
     # False: room facts (expiry, member counts) are this relay's alone, and the relay
-    # never calls agree_expiry, set_members or members.
+    # never calls agree_expiry, set_members, members or expiry.
     shares_rooms: bool
 
     async def start(self, deliver: RemoteDelivery, members_changed: MembersChanged) -> None: ...
@@ -52,6 +52,10 @@ class Hub(Protocol):
 
     async def members(self, room_id: bytes) -> int:
         """The room's member count across relays."""
+        ...
+
+    async def expiry(self, room_id: bytes) -> int:
+        """The room's expiry as any relay recorded it, 0 if none (agree_expiry's, read)."""
         ...
 
     async def close(self) -> None: ...
@@ -86,6 +90,9 @@ class MemoryHub:
         return count
 
     async def members(self, room_id: bytes) -> int:
+        raise HubUnavailable
+
+    async def expiry(self, room_id: bytes) -> int:
         raise HubUnavailable
 
     async def close(self) -> None:

@@ -204,9 +204,16 @@ class RedisHub:
     def _lost(self) -> None:
         """Redis failed us or stopped answering: decide alone from now, until the listener
         has a connection that Redis answers on again."""
+        was_healthy = self.healthy
         self._set_health(False)
         self._reconnect = True
         self._reset_confirmations()
+        if was_healthy and not self._closing:
+            # Counts are now this relay's alone: every room recounts, and its members
+            # hear the local count at once, not the others' members, who no longer get
+            # a word of theirs, until someone here comes or goes.
+            for room_id in list(self._rooms):
+                self._members_changed(room_id)
 
     def _reset_confirmations(self) -> None:
         """Forget every confirmed subscription: they are made again on a new connection.
@@ -329,6 +336,18 @@ class RedisHub:
         async with self._counting:
             entries = await self._call(self._redis.hgetall(_presence_key(room_id)))
         return self._total(entries)
+
+    async def expiry(self, room_id: bytes) -> int:
+        """The room's expiry as recorded by any relay, 0 if none: read as counts are, in
+        no place a join waits for."""
+        if self._closing or not self.healthy:
+            raise HubUnavailable
+        async with self._counting:
+            stored = await self._call(self._redis.get(_expiry_key(room_id)))
+        try:
+            return int(stored) if stored is not None else 0
+        except ValueError as exc:
+            raise HubUnavailable from exc
 
     @contextlib.asynccontextmanager
     async def _turn(self) -> AsyncIterator[None]:

@@ -70,6 +70,8 @@ LISTEN_BACKLOG = 100  # as asyncio's create_server
 FILES_KEPT = 64  # file descriptors the relay keeps for itself (logs, Redis, static files)
 MOST_FILES = 1_048_576  # raised to at most this when the hard limit is unlimited
 _ACK = bytes([FrameType.ACK])
+# Who recorded an expiry learned from the other relays, in RoomFacts (no client address).
+_FROM_BACKPLANE = "backplane"
 # A member's frames closer together than this (seconds) are queued for one write per
 # event-loop pass; further apart, each is written at once (Relay.fan_out).
 DIRECT_WRITE_GAP = 0.005
@@ -1203,6 +1205,8 @@ class Relay:
         if local_changed:
             total = await self._shared_count(room)
         else:
+            if not room.expires_at_ms:
+                await self._learn_expiry(room)
             try:
                 total = await self.hub.members(room.room_id)
             except HubUnavailable:
@@ -1214,6 +1218,25 @@ class Relay:
             self._presence(room, total)
         else:
             self._ask_again_if_differs(room, total)
+
+    async def _learn_expiry(self, room: Room) -> None:
+        """A room open here with no expiry may have had one recorded by another relay, a
+        joiner there having told it; that relay's members came, so ours recount. The
+        first one recorded stands on every relay (PROTOCOL.md 10.8): its members here are
+        told and taken out at it too, not left talking in a room over elsewhere."""
+        try:
+            expires = await self.hub.expiry(room.room_id)
+        except HubUnavailable:
+            return
+        if not expires or self.rooms.get(room.room_id) is not room or room.expires_at_ms:
+            return
+        if self.facts.expiry(room.room_id) is None:
+            # No room made by anyone here: the room is open, and its fact is one more
+            # only for as long as it has members here (no place is asked of an address).
+            self.facts.make_space()
+            self.facts.record(room.room_id, expires, _FROM_BACKPLANE)
+        room.expires_at_ms = self.facts.expiry(room.room_id) or expires
+        self._schedule_expiry()
 
     def _ask_again_if_differs(self, room: Room, total: int) -> None:
         """An older answer came after a newer one was told. Asked earlier is not read
