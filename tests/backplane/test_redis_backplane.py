@@ -496,6 +496,22 @@ def test_workers_need_a_backplane() -> None:
     assert "--backplane" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["redis://:s3cret-word@127.0.0.1:6x/0", "redis://:s3cret-word@127.0.0.1:99999/0"],
+)
+def test_a_backplane_url_that_cannot_be_read_is_said_and_its_password_is_not(url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "instantroom", "serve", "--host", "127.0.0.1",
+         "--port", str(free_port()), "--backplane", url],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "backplane URL cannot be read" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "s3cret" not in result.stderr + result.stdout
+
+
 def test_workers_share_a_port_and_its_rooms(redis_server: RedisServer) -> None:
     port = free_port()
     with running_relay("--workers", "2", "--backplane", redis_server.url, port=port) as relay:

@@ -29,7 +29,13 @@ def make_hub(url: str) -> Hub:
     if scheme in ("redis", "rediss"):
         from .hub_redis import RedisHub
 
-        return RedisHub(url)
+        try:
+            return RedisHub(url)
+        except ValueError:  # a port, database or option redis-py cannot read
+            # Not quoted: the URL may hold Redis's password.
+            raise ConfigError(
+                "The backplane URL cannot be read (its port, database or options)."
+            ) from None
     raise ConfigError(f"A backplane is a redis:// or rediss:// URL, not {scheme}://.")
 
 
