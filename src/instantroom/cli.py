@@ -169,11 +169,13 @@ def _target(args: argparse.Namespace) -> _Target:
     return _Target(RoomKeys.from_minikey(key), server, device, 0)
 
 
-class _KnownIds:
-    """What ``listen --room`` printed, or ``send --room`` sent, kept as ids and times in
-    the store's room, so that a relay cannot have it shown again after a restart
-    (PROTOCOL.md 7). Written within ``IDS_SAVED_WITHIN`` seconds and at the end; a store
-    that cannot be written is said once, and the listening goes on."""
+class _StoredRoomUpdates:
+    """What ``listen --room`` and ``send --room`` learn of the stored room, written to the
+    store. What was printed or sent is kept as ids and times, so that a relay cannot have
+    it shown again after a restart (PROTOCOL.md 7): written within ``IDS_SAVED_WITHIN``
+    seconds and at the end. The room's expiry, as the chat keeps it, and the room's end
+    are written at once. A store that cannot be written is said once, and the listening
+    goes on."""
 
     def __init__(self, stored: tuple[KeyStore, StoredRoom] | None) -> None:
         self._stored = stored
@@ -198,6 +200,28 @@ class _KnownIds:
         if not self._unsaved:
             self._unsaved = True
             asyncio.get_running_loop().call_later(IDS_SAVED_WITHIN, self.save)
+
+    def adopt_expiry(self, expires_at_ms: int) -> None:
+        """Keep the earlier of the stored expiry and the relay's, ignoring 0 (PROTOCOL.md
+        9): a room stored with none learns it, and the key goes at it, Redis or no."""
+        if self._stored is None:
+            return
+        stored = self._stored[1]
+        known = [t for t in (stored.expires_at_ms, expires_at_ms) if t]
+        if min(known, default=0) != stored.expires_at_ms:
+            stored.expires_at_ms = min(known)
+            self._unsaved = True
+            self.save()
+
+    def forget_expired(self) -> None:
+        """The room's time is over: its key and messages are deleted (PROTOCOL.md 9), as
+        the chat deletes them, not kept until some later command opens the store."""
+        if self._stored is None:
+            return
+        store, stored = self._stored
+        store.forget(stored)
+        self._unsaved = True
+        self.save()
 
     def save(self) -> None:
         if self._stored is None or self._stopped or not self._unsaved:
@@ -236,7 +260,7 @@ async def _send(args: argparse.Namespace) -> int:
     target = _target(args)
     text = _message_text(args.text)
     room = target.keys
-    sent = _KnownIds(target.stored)
+    sent = _StoredRoomUpdates(target.stored)
     message = None  # once handed to the client, which may have written its PUBLISH since
     name = rooms_cli.chosen_name(args, target.stored[0] if target.stored is not None else None)
     async with RoomClient(target.server, target.device, name) as client:
@@ -245,7 +269,8 @@ async def _send(args: argparse.Namespace) -> int:
         last_call = loop.call_at(deadline - SEND_TIME_TO_TAKE, client.stop_waiting, room.room_id)
         try:
             async with asyncio.timeout_at(deadline):
-                await client.join(room, target.expires_at_ms)
+                joined = await client.join(room, target.expires_at_ms)
+                sent.adopt_expiry(joined.expires_at_ms)
                 _warn_of_clock(client)
                 message, _ = client.post_text(room.room_id, text)
                 taken = client.taken(room.room_id, message.message_id)
@@ -258,9 +283,12 @@ async def _send(args: argparse.Namespace) -> int:
             sent.save()
         except JoinRefused as exc:
             print(f"instantroom: the relay refused to join: {printable(str(exc))}", file=sys.stderr)
+            if exc.code == ErrorCode.ROOM_EXPIRED:
+                sent.forget_expired()
             return _refusal_status(exc.code)
         except RoomExpiredError:
             print("instantroom: the room has expired.", file=sys.stderr)
+            sent.forget_expired()
             return EXIT_EXPIRED
         except (RelayRefused, RoomGone) as exc:
             print(f"instantroom: {printable(str(exc))}", file=sys.stderr)
@@ -352,7 +380,13 @@ async def _listen(args: argparse.Namespace) -> int:
         RoomExpiredError,
         RoomGone,
     )
-    from .protocol.session import MessageReceived, MessageRejected, Refused, RoomExpired
+    from .protocol.session import (
+        Joined,
+        MessageReceived,
+        MessageRejected,
+        Refused,
+        RoomExpired,
+    )
 
     if sys.stdout is None:  # started with it closed (>&-): every message would be lost
         print("instantroom: standard output is closed: listen prints the messages there.",
@@ -360,7 +394,7 @@ async def _listen(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     target = _target(args)
     room = target.keys
-    printed = _KnownIds(target.stored)
+    printed = _StoredRoomUpdates(target.stored)
     # Stopped by a service manager or a closed terminal, it still writes what it printed.
     stopped_by = _stop_on_signals(signal.SIGTERM, signal.SIGHUP)
     # Whatever a member sent, the output stays one line per message in any encoding.
@@ -376,7 +410,10 @@ async def _listen(args: argparse.Namespace) -> int:
             _tell_outages(client, room.room_id, says_listening=not args.json)
         )
         try:
-            await client.join(room, target.expires_at_ms, printed.known(), floor_ms=printed.floor())
+            joined = await client.join(
+                room, target.expires_at_ms, printed.known(), floor_ms=printed.floor()
+            )
+            printed.adopt_expiry(joined.expires_at_ms)
             _warn_of_clock(client)
             if not args.json:
                 # The stored room's label, never its id: stderr often ends up in a journal.
@@ -398,8 +435,11 @@ async def _listen(args: argparse.Namespace) -> int:
                             dropped_ahead_at = time.monotonic()
                             warning = dropped_ahead_warning(ahead_ms)
                             print(f"instantroom: warning: {warning}", file=sys.stderr, flush=True)
+                    case Joined(room_id=room.room_id, expires_at_ms=expires):  # joined again
+                        printed.adopt_expiry(expires)
                     case RoomExpired(room_id=room.room_id):
                         print("instantroom: the room has expired.", file=sys.stderr)
+                        printed.forget_expired()
                         return EXIT_EXPIRED
                     case Refused(room_id=room.room_id, code=code, reason=reason) if (
                         room.room_id not in client.session.rooms
@@ -410,9 +450,12 @@ async def _listen(args: argparse.Namespace) -> int:
                         return _refusal_status(code)
         except JoinRefused as exc:
             print(f"instantroom: the relay refused to join: {printable(str(exc))}", file=sys.stderr)
+            if exc.code == ErrorCode.ROOM_EXPIRED:
+                printed.forget_expired()
             return _refusal_status(exc.code)
         except RoomExpiredError:
             print("instantroom: the room has expired.", file=sys.stderr)
+            printed.forget_expired()
             return EXIT_EXPIRED
         except (RelayRefused, RoomGone) as exc:
             print(f"instantroom: {printable(str(exc))}", file=sys.stderr)

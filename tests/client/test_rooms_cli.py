@@ -211,6 +211,52 @@ def test_send_and_listen_use_the_store(tmp_path: Path, relay: RelayProcess) -> N
         listener.stdout.close()
 
 
+def _told_expiry(relay: RelayProcess, key: str, expires_at_ms: int) -> None:
+    """The room's creator tells the relay its expiry (as ``new`` does)."""
+
+    async def tell() -> None:
+        async with raw_client(relay.ws_url) as creator:
+            assert (await creator.join(RoomKeys.from_minikey(key), expires_at_ms)).expires_at_ms
+
+    run(tell())
+
+
+def test_send_and_listen_keep_the_expiry_the_relay_says_for_a_room_stored_without_one(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    """A room joined by its key alone before its creator told the relay its lifetime is
+    stored with none; the relay's, learned by send or listen, is kept (PROTOCOL.md 9), as
+    the chat keeps it: the key then goes at expiry, whatever the relay forgets."""
+    store, key = tmp_path / "store.json", make_minikey(secrets.randbelow)
+    cli(store, "join", "--no-chat", "--label", "r", "--server", relay.url, key)
+    assert KeyStore.open(store, PASSWORD).rooms[0].expires_at_ms == 0
+    expires = int(time.time() * 1000) + 3_600_000
+    _told_expiry(relay, key, expires)
+    cli(store, "send", "--room", "r", "hello")
+    assert KeyStore.open(store, PASSWORD).rooms[0].expires_at_ms == expires
+
+
+def test_listen_and_send_delete_a_room_that_expires_or_has_expired(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    """At expiry a client deletes the room's key (PROTOCOL.md 9): listen when the relay
+    says so, send when the relay refuses the room as expired. The key was left in the
+    store, and rewritten to it, until some later command opened the store."""
+    store, key = tmp_path / "store.json", make_minikey(secrets.randbelow)
+    other = tmp_path / "other.json"
+    for path in (store, other):
+        cli(path, "join", "--no-chat", "--label", "r", "--server", relay.url, key)
+    _told_expiry(relay, key, int(time.time() * 1000) + 2_000)
+    listened = cli(store, "listen", "--room", "r", check=False)
+    assert listened.returncode == 6, listened.stderr
+    assert "the room has expired" in listened.stderr
+    assert KeyStore.open(store, PASSWORD).rooms == []
+    # A store that never learned the expiry: the relay refuses the room.
+    sent = cli(other, "send", "--room", "r", "too late", check=False)
+    assert sent.returncode == 6, sent.stderr
+    assert KeyStore.open(other, PASSWORD).rooms == []
+
+
 def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
     import selectors
 
