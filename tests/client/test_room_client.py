@@ -19,7 +19,7 @@ import signal
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import Any
 
 import pytest
@@ -1613,6 +1613,80 @@ def test_a_relay_reached_with_the_wrong_scheme_says_which_to_use(relay: RelayPro
 
     with running_relay("--tls-self-signed") as tls:
         run(scenario(tls), timeout=60)
+
+
+@contextlib.asynccontextmanager
+async def answering_status(port: int, status: str) -> AsyncIterator[None]:
+    """An HTTP server on ``port`` that answers every request ``status``, as a proxy
+    (or a CDN) does in front of a relay that is down or restarting."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n".encode())
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, LOOPBACK, port)
+    try:
+        yield
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_a_proxy_whose_relay_is_down_is_retried_whatever_5xx_it_answers() -> None:
+    """A CDN answers 520 to 526 for a server that is down: tried again, as 502 and 503
+    are, not given up for good."""
+    port = free_port()
+
+    async def scenario() -> None:
+        alice = RoomClient(f"http://{LOOPBACK}:{port}/", device(), "alice",
+                           reconnect_delays=fast_retries)  # fmt: skip
+        async with contextlib.AsyncExitStack() as stack:
+            async with answering_status(port, "521 Web Server Is Down"):
+                await stack.enter_async_context(alice)
+                joining = asyncio.create_task(alice.join(fresh_room()))
+                stack.push_async_callback(cancelled, joining)
+                assert "it answered HTTP 521" in await reason_of(alice)
+                await asyncio.sleep(0.3)  # tried again meanwhile, and still waiting
+                assert not joining.done()
+            with contextlib.ExitStack() as relays:
+                await asyncio.to_thread(relays.enter_context, running_relay(port=port))
+                async with asyncio.timeout(15):
+                    await joining
+
+    run(scenario(), timeout=60)
+
+
+def test_a_4xx_is_a_refusal_at_first_and_an_outage_once_the_relay_was_reached() -> None:
+    """A wrong URL's 404 is said at once. But once let in at that URL, a 404 is a proxy
+    whose relay is restarting: a listen or a chat that gave up then was gone for good."""
+    port = free_port()
+
+    async def scenario() -> None:
+        url = f"http://{LOOPBACK}:{port}/"
+        bob = RoomClient(url, device(), "bob", reconnect_delays=fast_retries)
+        async with answering_status(port, "404 Not Found"), bob:
+            with pytest.raises(RelayRefused):
+                await bob.join(fresh_room())
+        room = fresh_room()
+        alice = RoomClient(url, device(), "alice", reconnect_delays=fast_retries)
+        async with alice:
+            with contextlib.ExitStack() as relays:
+                await asyncio.to_thread(relays.enter_context, running_relay(port=port))
+                await alice.join(room)
+            alice.connected.clear()
+            async with answering_status(port, "404 Not Found"):
+                assert "it answered HTTP 404" in await reason_of(alice)
+                await asyncio.sleep(0.3)
+            with contextlib.ExitStack() as relays:
+                await asyncio.to_thread(relays.enter_context, running_relay(port=port))
+                async with asyncio.timeout(15):
+                    await alice.connected.wait()
+                assert (await alice.join(room)).room_id == room.room_id
+
+    run(scenario(), timeout=60)
 
 
 def test_an_unreachable_reason_holds_no_words_of_the_server_but_its_status() -> None:

@@ -201,18 +201,21 @@ class _Connect(connect):
         return exc
 
 
-def _retry_or_give_up(exc: Exception, url: str) -> Exception | None:
+def _retry_or_give_up(exc: Exception, url: str, *, reached: bool) -> Exception | None:
     """Back off and retry on whatever may pass, a 429 (too many connections) too; a
     certificate that cannot be verified will not pass on the next try either, nor will a
-    redirect, which is not followed."""
-    if isinstance(exc, InvalidStatus) and exc.response.status_code == 429:
+    redirect, which is not followed. Any 5xx is a relay down behind its proxy (520 to 526
+    from a CDN too); and once this client has been let in at ``url`` (``reached``), so is
+    any 4xx: a proxy answers 404 while the relay's container restarts, and a listen or a
+    chat that gave up then would be gone for good."""
+    status = exc.response.status_code if isinstance(exc, InvalidStatus) else 0
+    if status == 429 or 500 <= status < 600 or (reached and 400 <= status < 500):
         return None
-    if isinstance(exc, InvalidStatus) and 300 <= exc.response.status_code < 400:
+    if 300 <= status < 400:
         # Where it points is the server's word: not shown.
         return RelayRefused(
-            f"The server at {url} answered with a redirect (HTTP "
-            f"{exc.response.status_code}), which the client does not follow: give it the "
-            "relay's own address."
+            f"The server at {url} answered with a redirect (HTTP {status}), which the "
+            "client does not follow: give it the relay's own address."
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
         return RelayRefused(
@@ -233,7 +236,7 @@ def unreachable_reason(exc: Exception, url: str) -> str:
         status = exc.response.status_code
         if status == 429:
             why = "too many connections from this address"
-        else:  # 5xx (others are refusals): a proxy whose relay is down, or a relay in trouble
+        else:  # a proxy whose relay is down or restarting, or a relay in trouble
             why = f"it answered HTTP {status}"
     elif isinstance(exc, InvalidMessage):  # no HTTP answer: the one retried
         why = "no HTTP answer" + ("" if tls else " (a relay with TLS needs https://)")
@@ -812,7 +815,7 @@ class RoomClient:
             try:
                 ws = await _connect(self._connect_url, self._ssl, OPEN_TIMEOUT)
             except Exception as exc:
-                refusal = _retry_or_give_up(exc, self.url)
+                refusal = _retry_or_give_up(exc, self.url, reached=self._reached)
                 if refusal is exc:
                     raise
                 if refusal is not None:
