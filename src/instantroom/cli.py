@@ -43,6 +43,8 @@ EXIT_EXPIRED = 6  # the room's lifetime is over
 DROPPED_AHEAD_SAID_EVERY = 600.0
 # How often listen looks whether its relay has gone out of reach, or come back (seconds).
 OUTAGE_CHECK = 0.25
+# send says its relay is out of reach if it still is this long after it started (seconds).
+SEND_UNREACHABLE_SAID_AFTER = 3.0
 # listen says a relay has not let it into the room this long (seconds) after it connected.
 # A relay lets a client in within a few round trips (JOIN, CHALLENGE, PROOF, JOINED), a
 # JOIN refused as rate limited going again a second later: 10 s, as long as a connection
@@ -267,6 +269,11 @@ async def _send(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + args.timeout  # for the join and the send together
         last_call = loop.call_at(deadline - SEND_TIME_TO_TAKE, client.stop_waiting, room.room_id)
+        # A mistyped port is said soon, not --timeout later; a relay's restart, over in a
+        # moment, is not said at all (a script's standard error often goes to a mail).
+        outage = asyncio.create_task(
+            _say_once_unreachable(client, f"Still trying for up to {args.timeout:g} s (--timeout).")
+        )
         try:
             async with asyncio.timeout_at(deadline):
                 joined = await client.join(room, target.expires_at_ms)
@@ -319,7 +326,16 @@ async def _send(args: argparse.Namespace) -> int:
             return EXIT_TIMEOUT
         finally:
             last_call.cancel()
+            outage.cancel()
     return 0
+
+
+async def _say_once_unreachable(client: RoomClient, then: str) -> None:
+    """Say, once, why the relay is out of reach, if it still is ``SEND_UNREACHABLE_SAID_AFTER``
+    seconds on."""
+    await asyncio.sleep(SEND_UNREACHABLE_SAID_AFTER)
+    while not _say_unreachable(client, then):  # noqa: ASYNC110 - no event says a try failed
+        await asyncio.sleep(OUTAGE_CHECK)
 
 
 def _say_unreachable(client: RoomClient, then: str) -> bool:
@@ -345,6 +361,8 @@ def _message_text(given: str) -> str:
     refusal = UsageError(f"{where} is not UTF-8 text: nothing was sent.")
     too_big = UsageError(f"A message body is at most {MAX_BODY_BYTES} bytes.")
     if given == "-":
+        if sys.stdin is None:  # started with it closed (<&-)
+            raise UsageError("Standard input is closed: nothing was sent.")
         # A character is a byte at least: a body that fits, and the line break it may end
         # on ("\r\n"), is MAX_BODY_BYTES + 2 characters at most. One more shows that it
         # does not fit, however much follows (`yes | instantroom send -` ends too).

@@ -74,6 +74,8 @@ def key_text(given: str | None, options: str = "KEY") -> str:
     if text is None:
         raise UsageError(f"Say which room: {options}, or INSTANTROOM_KEY.")
     if text == "-":
+        if sys.stdin is None:  # started with it closed (<&-)
+            raise UsageError("Standard input is closed: nothing to read the key from.")
         return sys.stdin.readline().strip()
     return text
 

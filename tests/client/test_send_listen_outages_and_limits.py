@@ -254,6 +254,31 @@ def test_listen_with_standard_output_closed_exits_at_once(relay: RelayProcess) -
     run(scenario())
 
 
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["send", "--key", "SDehB97fmBnFwezqLcANLCCQkQyfz1", "-"], "nothing was sent"),
+        (["listen", "--key", "-"], "nothing to read the key from"),
+    ],
+)
+def test_a_dash_with_standard_input_closed_is_one_clear_line(
+    relay: RelayProcess, command: list[str], said: str
+) -> None:
+    """``send - <&-`` and ``listen --key - <&-`` ended in a traceback."""
+
+    async def scenario() -> None:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "instantroom", *command, "--server", relay.url,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            env=environment(), preexec_fn=lambda: os.close(0),
+        )  # fmt: skip
+        status, err = await ended(process)
+        assert status == 2
+        assert err == f"instantroom: Standard input is closed: {said}.\n".encode()
+
+    run(scenario())
+
+
 async def first_message(relay: RelayProcess, room: RoomKeys, within: float) -> str:
     """Join ``room`` as a listener and return the text of the first message it gets."""
     device = DeviceKey.from_private_bytes(secrets.token_bytes(32))
@@ -292,6 +317,34 @@ def test_send_during_an_outage_waits_for_members_still_coming_back_within_its_ti
             status, out, err = await sending
         assert (status, out, err) == (0, "", "")
         assert heard == text
+
+    run(scenario())
+
+
+def test_send_to_a_relay_out_of_reach_says_so_soon_and_not_only_at_its_timeout() -> None:
+    """A mistyped port: ``send`` said nothing for its whole --timeout (30 s by default).
+    Said once, a few seconds on; and again when it gives up."""
+    key = make_minikey(secrets.randbelow)
+    port = closed_port()
+    out_of_reach = (
+        f"instantroom: The relay at {LOOPBACK}:{port} could not be reached: nothing answers "
+        "on that port. Still trying for up to 30 s (--timeout).\n"
+    )
+
+    async def scenario() -> None:
+        sending = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "instantroom", "send", "--server",
+            f"http://{LOOPBACK}:{port}", "--key", key, "--timeout", "30", "hello",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            env=environment(),
+        )  # fmt: skip
+        try:
+            assert sending.stderr is not None
+            async with asyncio.timeout(cli_module.SEND_UNREACHABLE_SAID_AFTER + 5):
+                assert (await sending.stderr.readline()).decode() == out_of_reach
+        finally:
+            status = await stop(sending, signal.SIGTERM)
+        assert status != 0
 
     run(scenario())
 
