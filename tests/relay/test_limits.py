@@ -163,6 +163,92 @@ def test_a_ping_flood_is_rate_limited_then_closed_while_the_room_flows() -> None
     assert_exited_cleanly(relay)
 
 
+def test_a_connection_the_relay_closed_is_read_no_further_and_hung_up_on(
+    relay: RelayProcess,
+) -> None:
+    """Once the relay has sent its close frame, what comes in is not answered: it read on,
+    answering each PING with a PONG, at a whole core for as long as the PONGs drained (a
+    connection that kept pinging after its 1008 held the relay 37 s). EOF follows the
+    close frame, and the pinging peer is cut off."""
+
+    async def scenario() -> None:
+        reader, writer = await asyncio.open_connection(LOOPBACK, relay.port)
+        client = ClientProtocol(
+            parse_uri(f"ws://{LOOPBACK}/ws"), subprotocols=[Subprotocol(SUBPROTOCOL)]
+        )
+        client.send_request(client.connect())
+        writer.write(b"".join(client.data_to_send()))
+        while not any(isinstance(event, Response) for event in client.events_received()):
+            client.receive_data(await reader.read(65536))
+        client.send_text(b"binary frames only, says the relay")
+        writer.write(b"".join(client.data_to_send()))
+        pings = Frame(Opcode.PING, b"").serialize(mask=True) * 1000
+        closed_at, after_close = 0.0, 0
+
+        async def read() -> None:
+            nonlocal closed_at, after_close
+            with contextlib.suppress(ConnectionError):
+                while data := await reader.read(65536):
+                    if closed_at:
+                        after_close += len(data)
+                        continue
+                    client.receive_data(data)
+                    if client.close_rcvd is not None:
+                        closed_at = time.monotonic()
+
+        reading = asyncio.create_task(read())
+        started = time.monotonic()
+        with contextlib.suppress(ConnectionError):
+            while not reading.done() and time.monotonic() - started < 10:
+                writer.write(pings)
+                await writer.drain()
+        await asyncio.wait_for(reading, 5)
+        writer.close()
+        assert client.close_rcvd is not None
+        assert client.close_rcvd.code == CloseCode.POLICY_VIOLATION
+        assert time.monotonic() - closed_at < 4  # hung up, not kept on pinging
+        assert after_close == 0  # no PONG, nor anything else, after its close frame
+
+    run(scenario())
+    assert relay.problems() == []
+
+
+def test_fragments_cost_a_token_each_and_past_the_rate_the_message_is_refused() -> None:
+    """A message in 64 fragments was parsed for one token: a connection at the rate limit
+    cost the relay 64 times its share. Each fragment but the last now takes a token (the
+    message takes one for its last); past the rate the message is refused as a whole one
+    is, the rest of its fragments dropped, and the room flows."""
+    room = fresh_room()
+    rid = room.room_id
+    flags = ("--messages-per-second", "1", "--message-burst", "12", "--max-refusals", "1000")
+    with running_relay(*flags) as relay:
+
+        async def scenario() -> None:
+            async with three_members(relay, room) as (alice, bob, fragmenter):
+                await alice.barrier()
+                await bob.barrier()
+                await fragmenter.barrier()
+                # 11 tokens left (the JOIN took one): a message in 5 fragments goes, and
+                # then one in 9 does not.
+                small = frames.encode_frame(frames.Publish(1, rid, secrets.token_bytes(300)))
+                await fragmenter.ws.send([small[i : i + 80] for i in range(0, len(small), 80)])
+                assert await fragmenter.expect(frames.Ack) == frames.Ack(1)
+                big = frames.encode_frame(frames.Publish(2, rid, secrets.token_bytes(300)))
+                await fragmenter.ws.send([big[i : i + 40] for i in range(0, len(big), 40)])
+                refused = await fragmenter.expect(frames.Error)
+                assert (refused.code, refused.ref, refused.room_id) == (
+                    ErrorCode.RATE_LIMITED, 2, rid,
+                )  # fmt: skip
+                await asyncio.sleep(1.5)  # a token for the barrier's PING (1 a second)
+                assert await fragmenter.barrier() == []  # nothing more for the message
+                assert [type(f) for f in await alice.barrier()] == [frames.Deliver]
+            text = await metrics(relay)
+            assert metric(text, "instantroom_rejections_total", 'reason="rate_limited"') >= 1
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
 def test_a_malformed_proof_costs_a_token_like_any_frame() -> None:
     """A PROOF for a pending challenge rides free with its JOIN, but only a well-formed one:
     malformed ones, sent again and again, are rate limited."""

@@ -254,6 +254,7 @@ class RelayConnection(asyncio.Protocol):
         "closing_since",
         "dirty",
         "fragments",
+        "fragments_dropped",
         "hangup",
         "head_bytes",
         "last_seen",
@@ -299,6 +300,7 @@ class RelayConnection(asyncio.Protocol):
         # Joined a room, or waits for a place in one: the handshake timeout is over.
         self.past_handshake = False
         self.fragments: list[bytes] | None = None
+        self.fragments_dropped = False  # the rest of a message refused for the rate
         self.head_bytes = 0  # read before the request came; -1 once it came or was answered
         now = relay.now()
         self.opened_at = now
@@ -461,7 +463,11 @@ class RelayConnection(asyncio.Protocol):
         self.closing = True
         self.relay.leave_all(self)
         if self.ws.state is State.OPEN:
-            self.ws.send_close(code, reason)  # websockets asks for EOF when answered
+            # Failed, in RFC 6455's words: EOF follows the close frame, and what comes in
+            # after is thrown away unread. A peer answering is read for nothing; a peer
+            # sending PINGs on was answered PONG by PONG, a core's worth for as long as
+            # its output kept draining (up to --idle-timeout).
+            self.ws.fail(code, reason)
             self._pull_protocol_writes()
         else:  # no WebSocket yet, nothing to say goodbye with
             self.transport.close()
@@ -547,6 +553,13 @@ class RelayConnection(asyncio.Protocol):
                 self._message_received(bytes(frame.data))
             else:
                 self.fragments = [bytes(frame.data)]
+                self._fragment_paid()
+        elif opcode is Opcode.CONT and self.fragments_dropped:
+            # The rest of a message refused for the rate: paid for, frame by frame.
+            self.fragments_dropped = not frame.fin
+            if not frame.fin and not self.bucket.take(self.relay.now()):
+                self.relay.metrics.rejections["rate_limited"] += 1
+                self._count_refusal()
         elif opcode is Opcode.CONT and self.fragments is not None:
             # websockets bounds the bytes of a message, not its frames: empty ones are free.
             if len(self.fragments) >= MAX_FRAGMENTS:
@@ -559,6 +572,8 @@ class RelayConnection(asyncio.Protocol):
                 data = b"".join(self.fragments)
                 self.fragments = None
                 self._message_received(data)
+            else:
+                self._fragment_paid()
         elif opcode is Opcode.TEXT:
             self.relay.metrics.rejections["text_frame"] += 1
             self.close(CloseCode.POLICY_VIOLATION, "binary frames only")
@@ -568,6 +583,19 @@ class RelayConnection(asyncio.Protocol):
             self.relay.metrics.rejections["rate_limited"] += 1
             self._count_refusal()
         # CLOSE is answered by websockets itself.
+
+    def _fragment_paid(self) -> None:
+        """Take a token for a fragment that is not a message's last (the message takes
+        one for its last): a message of 64 fragments parsed for one token let a connection
+        at the rate limit cost the relay 64 times its share. Past the rate the message is
+        refused, as a whole one would be, and the rest of its fragments dropped."""
+        if self.bucket.take(self.relay.now()):
+            return
+        assert self.fragments is not None
+        first = self.fragments[0]
+        self.fragments = None
+        self.fragments_dropped = True
+        self._rate_limited(first)
 
     def _count_refusal(self) -> bool:
         """Count one refused frame, and close a flood of them: more than --max-refusals in
