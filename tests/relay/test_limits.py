@@ -121,6 +121,32 @@ def test_an_oversized_frame_closes_that_connection_with_1009() -> None:
     assert_exited_cleanly(relay)
 
 
+def test_closes_the_websocket_layer_makes_are_counted_as_the_relays_own() -> None:
+    """A message too big (1009) and a frame that breaks the WebSocket protocol (1002) are
+    closes by the relay too: /metrics left them out of instantroom_disconnects_total."""
+    with running_relay("--max-frame-size", "4096") as relay:
+
+        async def scenario() -> None:
+            async with raw_client(relay.ws_url) as big:
+                with contextlib.suppress(ConnectionClosed):
+                    await big.ws.send(b"\x10" + bytes(5000))
+                assert (await big.closed()).code == CloseCode.MESSAGE_TOO_BIG
+            reader, writer = await asyncio.open_connection(LOOPBACK, relay.port)
+            writer.write(upgrade_request(relay.port))
+            assert (await read_response_head(reader))[0] == 101
+            writer.write(Frame(Opcode.BINARY, b"\x20").serialize(mask=False))
+            async with asyncio.timeout(5):
+                assert await reader.read()  # its close frame, then EOF
+            writer.close()
+            text = await metrics(relay)
+            closes = "instantroom_disconnects_total"
+            assert metric(text, closes, 'reason="message_too_big"') == 1
+            assert metric(text, closes, 'reason="protocol_error"') == 1
+
+        run(scenario())
+    assert_exited_cleanly(relay)
+
+
 def test_endless_empty_fragments_are_cut_off_while_the_room_flows(relay: RelayProcess) -> None:
     """websockets bounds a message's bytes, not its frames: empty fragments would pile up."""
     room = fresh_room()

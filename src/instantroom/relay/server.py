@@ -423,13 +423,22 @@ class RelayConnection(asyncio.Protocol):
             transport.close()
 
     def _pull_protocol_writes(self) -> None:
-        for chunk in self.ws.data_to_send():
+        ws = self.ws
+        if not self.closing and ws.close_sent is not None and ws.close_rcvd is None:
+            # websockets failed the connection itself (a message too big, a protocol
+            # error): a close by the relay all the same, counted as its own are.
+            try:
+                name = CloseCode(ws.close_sent.code).name.lower()
+            except ValueError:  # 1002, 1007: the peer broke the WebSocket protocol
+                name = "protocol_error"
+            self.relay.metrics.disconnects[name] += 1
+        for chunk in ws.data_to_send():
             if chunk:
                 self.out.append(chunk)
             else:  # websockets asks for EOF: finish what is queued, then hang up
                 self.closing = True
                 self.hangup = True
-        if self.ws.state is State.CLOSED or self.ws.close_expected():
+        if ws.state is State.CLOSED or ws.close_expected():
             self.closing = True
             if self.rooms:  # a member saying goodbye has left: no need to wait for EOF
                 self.relay.leave_all(self)
