@@ -500,6 +500,21 @@ describe("KeyStore: rooms", () => {
     assert.throws(() => store.addRoom({ key: oneCase }), OneCase);
   });
 
+  it("adds a room of a key in one case only when told it was checked by a link's rules", async () => {
+    // An invite link's key may be in one case (PROTOCOL.md 3.7); one typed may not.
+    const oneCase = "S6C56BNXQJBJK9MQSYE7YKVQ7N112Q";
+    const options = fresh();
+    const store = await KeyStore.create(PASSWORD, options);
+    assert.throws(() => store.addRoom({ key: oneCase }), OneCase);
+    const room = store.addRoom({ key: formatMinikey(oneCase), asTyped: false, label: "linked" });
+    assert.equal(room.key, oneCase);
+    assert.equal(room.roomId, hex(roomKeysFromMinikey(oneCase).roomId));
+    // The rest of the checks hold all the same.
+    assert.throws(() => store.addRoom({ key: `${oneCase.slice(0, 29)}R`, asTyped: false }), ChecksumMismatch);
+    await store.save();
+    assert.deepEqual((await KeyStore.unlock(PASSWORD, options)).data.rooms.map((r) => r.key), [oneCase]);
+  });
+
   it("adds a room under its derived room id, normalizing the key", async () => {
     const store = await KeyStore.create(PASSWORD, fresh());
     const key = makeMinikey(randomBytes);

@@ -18,6 +18,7 @@ const STATE_LABELS = {
   reconnecting: "reconnecting…",
   closed: "offline",
   offline: "offline",
+  refused: "refused by the relay",
 };
 
 function Heading({ children }) {
@@ -276,9 +277,14 @@ function NewRoom({ app }) {
   const [label, setLabel] = useState("");
   const [nickname, setNickname] = useState(app.store.data.nickname || "");
   const [lifetime, setLifetime] = useState("day");
+  const createButton = useRef(null);
   const submit = (event) => {
     event.preventDefault();
-    app.createRoom({ label, nickname, lifetime });
+    app.createRoom({ label, nickname, lifetime }).then(() => {
+      // Still here (refused, or not saved): the button, disabled while the relay was
+      // asked, lost the focus to the page, and a keyboard would start over.
+      if (document.activeElement === document.body) createButton.current?.focus();
+    });
   };
   return (
     <>
@@ -307,8 +313,8 @@ function NewRoom({ app }) {
           </select>
           <p class="hint">When it ends, the relay refuses the room and every device deletes it.</p>
           <Alert app={app} />
-          <button type="submit" class="primary" data-testid="create-room">
-            Create room
+          <button type="submit" class="primary" data-testid="create-room" ref={createButton} disabled={app.state.creating}>
+            {app.state.creating ? "Creating…" : "Create room"}
           </button>
         </form>
       </main>
@@ -345,7 +351,8 @@ function Share({ app }) {
         </p>
         <img class="qr" data-testid="qr" src={qrDataUrl(link)} alt="QR code of the invite link" width="264" height="264" />
         <h2>Room key</h2>
-        <p class="key" data-testid="room-key" aria-label={`Room key: ${[...room.key].join(" ")}`}>
+        {/* Read letter by letter: a name, which a paragraph cannot have (ARIA), an image can. */}
+        <p class="key" data-testid="room-key" role="img" aria-label={`Room key: ${[...room.key].join(" ")}`}>
           {formatMinikey(room.key)}
         </p>
         <button type="button" class="link" aria-expanded={spelled} onClick={() => setSpelled(!spelled)}>
@@ -387,7 +394,7 @@ function Share({ app }) {
 /** The host of the relay that `text` would be joined on; null while it is not a key or link. */
 function joinRelayHost(app, text) {
   try {
-    return new URL(app.joinServerFor(parseInvite(text))).host;
+    return new URL(app.joinServerFor(app.parseJoinText(text))).host;
   } catch {
     return null;
   }
@@ -463,6 +470,8 @@ function Join({ app }) {
           try {
             const { server, key } = parseInvite(value);
             const here = server === null || server.replace(/\/$/, "") === app.store.data.serverUrl;
+            // Read still as a link's key, which may be in one case (parseJoinText).
+            if (here && server !== null) app.scannedInvite(formatMinikey(key), server);
             setText(here ? formatMinikey(key) : value.trim());
           } catch (error) {
             // Some other QR code: say why it is refused, and keep looking.
@@ -951,7 +960,15 @@ function Room({ app }) {
                 Your nickname here: {shown(room.nickname)}. Your fingerprint: {app.myFingerprint()}
               </p>
               <div class="actions small">
-                <button type="button" data-testid="clear-history" onClick={() => app.clearHistory(id)}>
+                <button
+                  type="button"
+                  data-testid="clear-history"
+                  onClick={() =>
+                    // As Leave: one tap would lose the kept messages for good.
+                    window.confirm(`Delete every message of “${room.label}” from this device? They cannot be brought back.`) &&
+                    app.clearHistory(id)
+                  }
+                >
                   Delete all messages
                 </button>
                 <button

@@ -2,7 +2,7 @@
 // connection per server, rooms, messages, the idle lock. Screens read `app.state` and call
 // its methods; every change calls the listeners, which redraw.
 
-import { JoinRefused, RETRY_AFTER_FULL_MS, RoomConnection } from "../client/connection.js";
+import { JoinRefused, RelayRefused, RETRY_AFTER_FULL_MS, RoomConnection } from "../client/connection.js";
 import { fromHex, hex, utf8, utf8Strict } from "../protocol/bytes.js";
 import { ErrorCode } from "../protocol/codes.js";
 import { Kind, MAX_NAME_BYTES, openEnvelope } from "../protocol/envelope.js";
@@ -19,6 +19,9 @@ export const LIFETIMES = Object.freeze({
   week: { label: "1 week", ms: 604_800_000 },
 });
 const IDLE_CHECK_MS = 5_000;
+/** How long a new room waits for its relay's answer to its first JOIN before its key shows,
+ * as the terminal client's `new` (LOOK_TIMEOUT): a relay silent for longer is out of reach. */
+export const NEW_ROOM_WAIT_MS = 5_000;
 const EXPIRY_CHECK_MS = 1_000;
 /** How long a room says a message was dropped as dated ahead, after the last one. */
 export const DROPPED_AHEAD_SHOWN_MS = 10 * 60_000;
@@ -79,6 +82,9 @@ export function formatRemaining(expiresAtMs, now = Date.now()) {
   if (hours < 48) return `expires in ${hours} h`;
   return `expires in ${Math.round(hours / 24)} days`;
 }
+
+/** What parseInvite drops at the start of a bare key and not after a "#" (white space). */
+const LEADING_SPACE = /^[\s\u0085]+/u;
 
 /** Quotation marks of any script, and the plain ones: none is left in a relay's text that
  * the page shows in its own. */
@@ -142,6 +148,19 @@ export function keyCaseHint(text) {
     `Room keys are case-sensitive, with capital and small letters mixed, and the letters of this one are all ` +
     `${which}${afterS}: type each letter in its case, as the key shows it or as it is spelled out (“capital S”, “small c”).`
   );
+}
+
+/** What is said of rooms deleted as expired: alike whether they expired while the app was
+ * unlocked (_checkExpiry) or while it was locked (unlock). */
+function expiredNotice(removed) {
+  return `${removed.map((r) => `“${r.label}”`).join(", ")} expired and ${removed.length > 1 ? "were" : "was"} deleted.`;
+}
+
+/** The relay's own words (an ERROR's reason), to show after the page's: escaped like any
+ * untrusted text, and with no quotation mark of its own, which could close ours and make
+ * the rest read as the page's words ("” Your key leaked: make a new room. “"). */
+function relaySays(reason) {
+  return reason ? ` It says: “${reason.replace(QUOTATION_MARKS, "'")}”` : "";
 }
 
 const TAB_NOTICES = {
@@ -227,9 +246,18 @@ export class App {
    *   shared with the other tabs (navigator.locks; tests: a fake) and TAB_LOCK_WAIT_MS
    * @param {() => Promise<number | null>} [options.relayTime] the page's relay's clock, to
    *   compare the device's with (tests: a stand-in)
+   * @param {number} [options.newRoomWaitMs] NEW_ROOM_WAIT_MS (tests: less)
    */
-  constructor({ storeOptions = {}, connectionOptions = {}, clock = {}, locks = {}, relayTime = pageRelayTime } = {}) {
+  constructor({
+    storeOptions = {},
+    connectionOptions = {},
+    clock = {},
+    locks = {},
+    relayTime = pageRelayTime,
+    newRoomWaitMs = NEW_ROOM_WAIT_MS,
+  } = {}) {
     this.storeOptions = storeOptions;
+    this._newRoomWaitMs = newRoomWaitMs;
     this._relayTime = relayTime;
     this.clockOffsetMs = 0; // the device's clock less the relay's, as last measured
     this._clockKnown = false; // whether it was ever measured (not on an offline start)
@@ -252,6 +280,7 @@ export class App {
       screen: "loading",
       firstVisit: false,
       busy: false,
+      creating: false, // a new room is being made (createRoom): its form waits
       error: null, // shown as role=alert on the current screen
       notice: null,
       current: null, // room id hex of the room or share screen
@@ -695,7 +724,9 @@ export class App {
       setInterval(() => this._checkExpiry(), EXPIRY_CHECK_MS),
     ];
     const screen = this.state.joinText ? "join" : "rooms";
-    this.set({ busy: false, firstVisit: false, screen, error: null });
+    // Rooms that expired while locked are said as those that expire while unlocked are.
+    const expired = removed.length ? { notice: expiredNotice(removed) } : {};
+    this.set({ busy: false, firstVisit: false, screen, error: null, ...expired });
   }
 
   async _unlockFailed(error) {
@@ -865,6 +896,7 @@ export class App {
         error: null,
         draft: "",
         unread: 0,
+        refused: false, // refused for good by the relay (_roomRefused)
         droppedAhead: null,
         droppedAheadAt: 0, // when the last message dated ahead was dropped (Date.now())
       };
@@ -928,6 +960,8 @@ export class App {
   connectionState(id) {
     const room = this.room(id);
     if (!room) return "offline";
+    // Not in the room, however the connection to its relay is (online, for other rooms).
+    if (this.live.get(id)?.refused) return "refused";
     const connection = this.connections.get(room.serverUrl);
     return connection ? connection.state : "offline";
   }
@@ -953,15 +987,19 @@ export class App {
     );
   }
 
+  /** Join `room` on its relay; the join (RoomConnection.join), whose failure is said in
+   * the room. */
   _connectRoom(room) {
     const connection = this.connectionFor(room.serverUrl);
     this.liveRoom(room.roomId);
-    connection.join(room.key, { expiresAtMs: room.expiresAtMs, name: room.nickname }).catch((error) => {
+    const joining = connection.join(room.key, { expiresAtMs: room.expiresAtMs, name: room.nickname });
+    joining.catch((error) => {
       // A refusal is said by its "refused" event (_onRefused), in the relay's words.
       if (!(error instanceof JoinRefused)) this._roomRefused(room.roomId, error);
     });
     this._seedReplayFilter(connection, room);
     this._restoreOutbox(connection, room).catch((error) => this.set({ error: `Could not send again: ${error.message}` }));
+    return joining;
   }
 
   /**
@@ -1063,10 +1101,14 @@ export class App {
     if (room.recentFloorMs > 0) session.rememberFloor(roomId, room.recentFloorMs, now);
   }
 
-  _roomRefused(id, error) {
+  /** Say why the relay does not let us into room `id`; `forGood`: the session gave the
+   * room up (PROTOCOL.md 11.1), and it is not in, however the connection is. */
+  _roomRefused(id, error, { forGood = false } = {}) {
     const room = this.room(id);
     if (!room) return;
-    this.liveRoom(id).error = error?.message ?? String(error);
+    const live = this.liveRoom(id);
+    live.error = error?.message ?? String(error);
+    if (forGood) live.refused = true;
     this.changed();
   }
 
@@ -1080,11 +1122,23 @@ export class App {
   }
 
   async createRoom({ label, nickname, lifetime }) {
+    // One room per tap: a second tap (or Enter) while one is being made does nothing.
+    if (this.state.creating) return;
     const name = nickname.trim();
     const problem = this._nicknameProblem(name);
     if (problem) return this.set({ error: problem });
     const chosen = LIFETIMES[lifetime];
     if (!chosen) return this.set({ error: "Choose how long the room lives." });
+    const screen = this.state.screen; // where the key shows, unless one goes elsewhere
+    this.set({ creating: true, error: null });
+    try {
+      await this._createRoom(label, name, chosen, screen);
+    } finally {
+      this.set({ creating: false });
+    }
+  }
+
+  async _createRoom(label, name, chosen, screen) {
     const store = this.store;
     const key = makeMinikey(randomBytes);
     const now = this.expiryNow(); // a clock known to be fast would stretch the lifetime
@@ -1101,15 +1155,82 @@ export class App {
     const saved = await this.save();
     if (this.store !== store) return this._lockedWhileAdding(room, saved, "make it again");
     if (!saved) return this._notSavedWhileAdding(room, "made");
-    this._connectRoom(room);
-    this.set({ screen: "share", current: room.roomId, error: null });
+    // The relay is asked before the key shows, as by the terminal's `new`: the first JOIN
+    // fixes the room's lifetime there, and a room it refuses (a lifetime beyond its
+    // --max-room-lifetime) would let in those the key was given to, and never its maker.
+    const connection = this.connectionFor(room.serverUrl);
+    const answer = await this._firstAnswer(connection, this._connectRoom(room));
+    if (this.store !== store) return this._lockedWhileAdding(room, true, "make it again");
+    if (answer.refused) return this._refusedWhileAdding(room, answer.refused, chosen);
+    // A relay out of reach (or silent) keeps the room, as the terminal's `new` does: its
+    // JOIN goes once the relay answers, and a refusal then is said in the room.
+    const host = new URL(room.serverUrl).host;
+    const notice = answer.reached ? null : `The relay at ${host} could not be reached yet: the room joins it once it answers.`;
+    // Gone elsewhere while the relay was asked: the room is in the list, not thrust up.
+    if (this.state.screen !== screen) return notice && this.set({ notice });
+    this.set({ screen: "share", current: room.roomId, error: null, notice });
+  }
+
+  /**
+   * The relay's answer to a new room's first JOIN (`joining`, on `connection`): {reached:
+   * true} once joined; {refused: error} when the relay refused the room (JoinRefused) or
+   * this client (RelayRefused); {reached: false} when a try to connect failed, the
+   * connection was lost, or nothing came within NEW_ROOM_WAIT_MS.
+   */
+  _firstAnswer(connection, joining) {
+    return new Promise((resolve) => {
+      let before = connection.state;
+      const onState = (event) => {
+        // "reconnecting" again is the next try starting, not one failing.
+        if (event.detail.state === "reconnecting" && before !== "reconnecting") done({ reached: false });
+        before = event.detail.state;
+      };
+      const done = (answer) => {
+        clearTimeout(timer);
+        connection.removeEventListener("state", onState);
+        resolve(answer);
+      };
+      const timer = setTimeout(() => done({ reached: false }), this._newRoomWaitMs);
+      connection.addEventListener("state", onState);
+      joining.then(
+        () => done({ reached: true }),
+        (error) => done(error instanceof JoinRefused || error instanceof RelayRefused ? { refused: error } : { reached: false }),
+      );
+    });
+  }
+
+  /**
+   * The relay refused a new room before its key showed: the room is deleted, and the New
+   * room screen stays, with what was typed and why, to make it again.
+   */
+  async _refusedWhileAdding(room, error, chosen) {
+    const store = this.store;
+    this.connections.get(room.serverUrl)?.leave(fromHex(room.roomId)); // a full relay's JOIN would go again
+    store.removeRoom(room.roomId);
+    this.live.delete(room.roomId);
+    await this.save();
+    if (this.store !== store) return; // locked meanwhile: lock() said why
+    let why;
+    if (error.code === ErrorCode.EXPIRY_TOO_FAR) {
+      const shorter = Object.values(LIFETIMES).some((other) => other.ms < chosen.ms);
+      why =
+        `This relay keeps rooms for less time than ${chosen.label}, so the room was not made. ` +
+        (shorter ? "Choose a shorter lifetime, and create it again." : "No lifetime offered here is short enough: choose another relay in Settings.");
+    } else if (error.code === ErrorCode.RELAY_FULL) {
+      why = `The relay has no place for a new room now, so it was not made.${relaySays(error.message)} Try again later, or choose another relay in Settings.`;
+    } else if (error instanceof JoinRefused) {
+      why = `The relay refused the new room, so it was not made.${relaySays(error.message)}`;
+    } else {
+      why = `${error.message} The room was not made.`;
+    }
+    this.set({ error: why });
   }
 
   async joinRoom({ text, nickname }) {
     const name = nickname.trim();
     let parsed;
     try {
-      parsed = parseInvite(text);
+      parsed = this.parseJoinText(text);
     } catch (error) {
       const hint = error instanceof MiniKeyError ? keyCaseHint(text) : null;
       return this.set({ error: hint ? `${error.message} ${hint}` : error.message });
@@ -1127,14 +1248,20 @@ export class App {
       return this.set({ error: error.message });
     }
     const store = this.store;
-    const room = store.addRoom({
-      key: parsed.key,
-      label: "",
-      nickname: name,
-      expiresAtMs: 0,
-      nowMs: Date.now(),
-      keepHistory: false,
-    });
+    let room;
+    try {
+      room = store.addRoom({
+        key: parsed.key,
+        asTyped: false, // checked as it was entered (parseJoinText): a link's may be in one case
+        label: "",
+        nickname: name,
+        expiresAtMs: 0,
+        nowMs: Date.now(),
+        keepHistory: false,
+      });
+    } catch (error) {
+      return this.set({ error: error.message });
+    }
     room.serverUrl = serverUrl;
     // The label is this device's own name for the room; the key does not carry one.
     room.label = `Room ${room.roomId.slice(0, 4)}`;
@@ -1162,9 +1289,28 @@ export class App {
     return this.store.data.serverUrl;
   }
 
+  /**
+   * `text` from the Join screen as parseInvite reads it. The key an invite link (or its QR
+   * code) put there, unchanged (joinText, of joinServer's link), is read by a link's rules
+   * (PROTOCOL.md 3.5 step 7, 3.7): copied or scanned, not typed, it may be the key of a
+   * room made before keys in one case were refused. A key typed is checked as typed.
+   */
+  parseJoinText(text) {
+    const { joinText, joinServer } = this.state;
+    const fromLink = joinServer !== null && text === joinText && !text.includes("#");
+    // An empty address: a link's key on no relay (the relay is joinServerFor's to choose).
+    return parseInvite(fromLink ? `#${text.replace(LEADING_SPACE, "")}` : text);
+  }
+
+  /** A scanned QR code's invite link, of `server`, put `text` (its key) on the Join screen:
+   * read as the key of the link it came in (parseJoinText). */
+  scannedInvite(text, server) {
+    Object.assign(this.state, { joinText: text, joinServer: server });
+  }
+
   _inviteKey(text) {
     try {
-      return parseInvite(text).key;
+      return this.parseJoinText(text).key;
     } catch {
       return null;
     }
@@ -1311,6 +1457,7 @@ export class App {
     const live = this.liveRoom(id);
     live.members = members;
     live.error = null;
+    live.refused = false;
     if (expiresAtMs && expiresAtMs !== room.expiresAtMs) {
       room.expiresAtMs = expiresAtMs;
       this.save();
@@ -1445,12 +1592,9 @@ export class App {
 
   _onRefused({ roomId, code, ref, reason, fatal }) {
     if (!roomId) return;
-    // The reason is the relay's own text: shown as such, escaped like any untrusted text,
-    // and with no quotation mark of its own, which could close ours and make the rest
-    // read as the page's words ("” Your key leaked: make a new room. “").
-    const says = reason ? ` It says: “${reason.replace(QUOTATION_MARKS, "'")}”` : "";
+    const says = relaySays(reason);
     if (fatal) {
-      this._roomRefused(hex(roomId), new Error(`The relay refused this room.${says}`));
+      this._roomRefused(hex(roomId), new Error(`The relay refused this room.${says}`), { forGood: true });
     } else if (!ref && (code === ErrorCode.ROOM_FULL || code === ErrorCode.RELAY_FULL)) {
       // The room and what waits for it stay; the JOIN goes again, and JOINED clears this.
       const every = Math.round(RETRY_AFTER_FULL_MS / 1000);
@@ -1484,10 +1628,7 @@ export class App {
     }
     this.save();
     const leaving = removed.some((room) => room.roomId === this.state.current);
-    this.set({
-      notice: `${removed.map((r) => `“${r.label}”`).join(", ")} expired and ${removed.length > 1 ? "were" : "was"} deleted.`,
-      ...(leaving ? { screen: "rooms", current: null } : {}),
-    });
+    this.set({ notice: expiredNotice(removed), ...(leaving ? { screen: "rooms", current: null } : {}) });
   }
 
   // Settings

@@ -785,17 +785,19 @@ export class KeyStore {
   // rooms
 
   /**
-   * Add a room (then save()). RoomExists if its key is stored already.
-   * @param {{key: string, label?: string, nickname?: string, expiresAtMs?: number,
-   *   nowMs?: number, keepHistory?: boolean}} room
+   * Add a room (then save()). RoomExists if its key is stored already. The key is checked
+   * as typed (PROTOCOL.md 3.5) unless `asTyped` is false: a key checked already by the
+   * rules of where it came from (an invite link's may be in one case, 3.7).
+   * @param {{key: string, asTyped?: boolean, label?: string, nickname?: string,
+   *   expiresAtMs?: number, nowMs?: number, keepHistory?: boolean}} room
    * @returns {StoredRoom}
    */
-  addRoom({ key, label = "", nickname = "", expiresAtMs = 0, nowMs = Date.now(), keepHistory = true }) {
+  addRoom({ key, asTyped = true, label = "", nickname = "", expiresAtMs = 0, nowMs = Date.now(), keepHistory = true }) {
     const data = this.data;
     if (typeof key !== "string" || typeof label !== "string" || typeof nickname !== "string") {
       throw new UsageError("A room's key, label and nickname are strings.");
     }
-    const normalized = parseMinikey(key); // throws a MiniKeyError naming the mistake
+    const normalized = parseMinikey(key, { asTyped: asTyped !== false }); // throws a MiniKeyError naming the mistake
     const roomId = hex(roomKeysFromMinikey(normalized).roomId);
     if (data.rooms.some((room) => room.roomId === roomId)) {
       throw new RoomExists("This room is stored already.");
