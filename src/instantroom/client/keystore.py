@@ -79,6 +79,10 @@ MAX_FUTURE_MS = 5 * 60 * 1000
 # keeps no more of them than that, per room. One too old to send stays until a chat gives
 # it up (ClientSession.restore) and says so: pruned unseen, it would vanish unsaid.
 MAX_OUTBOX_PER_ROOM = MAX_OUTBOX
+# Kept history, per room: the newest this many messages, the oldest dropped, as the web
+# client keeps them (MAX_MESSAGES_PER_ROOM). Every write is the whole file: a busy room
+# kept without end made each one longer, till the chat spent seconds a second on them.
+MAX_HISTORY_PER_ROOM = 1000
 # The contents are padded to at least this many bytes (a device key and a dozen rooms or
 # so), so that the file's size does not tell a thief how many rooms it holds.
 PADDED_AT_LEAST = 4096
@@ -173,6 +177,15 @@ class StoredRoom:
 
     def expired(self, now_ms: int) -> bool:
         return 0 < self.expires_at_ms <= now_ms
+
+    def keep(self, entry: HistoryEntry) -> None:
+        """Keep ``entry`` in the history (then save()), in time order, dropping the oldest
+        beyond ``MAX_HISTORY_PER_ROOM`` (``entry`` itself, if it is older than them all)."""
+        at = len(self.history)  # messages mostly come in order: searched from the end
+        while at and self.history[at - 1].timestamp_ms > entry.timestamp_ms:
+            at -= 1
+        self.history.insert(at, entry)
+        del self.history[:-MAX_HISTORY_PER_ROOM]
 
     def record_deleted(self, message_id: str, timestamp_ms: int) -> None:
         """Remember that the message ``message_id`` (hex) was deleted (then save())."""
@@ -739,7 +752,7 @@ def _merge_room(base: StoredRoom | None, mine: StoredRoom, theirs: StoredRoom) -
         entry.sent = entry.sent or _entry_key(entry) in taken
     history = [e for e in history if not e.message_id or e.message_id not in gone]
     history.sort(key=lambda entry: entry.timestamp_ms)  # stable: ties keep their order
-    mine.history = history
+    mine.history = history[-MAX_HISTORY_PER_ROOM:]
 
 
 def _entry_key(entry: HistoryEntry) -> str:

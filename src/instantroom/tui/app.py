@@ -44,7 +44,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 import segno
 from rich.cells import get_character_cell_size
@@ -56,7 +56,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.expand_tabs import expand_tabs_inline
-from textual.geometry import clamp
+from textual.geometry import Size, clamp
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Input, ListItem, ListView, RichLog, Static
@@ -277,18 +277,65 @@ class Conversation(RichLog):
 
     _redrawing = False
 
-    def add(self, line: Text) -> None:
-        """Write ``line`` at the end; scroll to it only if following."""
-        self.write(line, scroll_end=self.following)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        # Where the lines written with a key are: key -> (their first row, counted as
+        # RichLog counts the rows it dropped, and how many rows), so that an ACK draws
+        # that line again, not the whole conversation (a second with a thousand lines).
+        self._placed: dict[str, tuple[int, int]] = {}
 
-    def show(self, lines: Iterable[Text]) -> None:
-        """Draw ``lines`` instead of what is shown, at the same place if one reads back."""
+    def add(self, line: Text, key: str = "") -> None:
+        """Write ``line`` at the end (``key``: to ``replace`` it later); scroll to it only
+        if following."""
+        self._write(line, key, scroll_end=self.following)
+
+    def _write(self, line: Text, key: str, *, scroll_end: bool) -> None:
+        first = self._start_line + len(self.lines)
+        placed = self._size_known and not self._deferred_renders  # else written later
+        self.write(line, scroll_end=scroll_end)
+        if key and placed:
+            self._placed[key] = (first, self._start_line + len(self.lines) - first)
+
+    def replace(self, key: str, line: Text) -> bool:
+        """Draw the line written with ``key`` again, as ``line``, in its place, if it
+        still takes as many rows; say whether it did (else draw them all again)."""
+        placed = self._placed.pop(key, None)
+        if placed is None:
+            return False
+        first, rows = placed
+        at, end = first - self._start_line, len(self.lines)
+        if at < 0 or at + rows > end:
+            return False  # dropped from the top meanwhile
+        # Drawn as ``write`` draws (the width, the wrapping), at the end, then moved.
+        max_lines, self.max_lines = self.max_lines, None  # which would drop rows from the top
+        try:
+            self.write(line, scroll_end=False)
+        finally:
+            self.max_lines = max_lines
+        drawn = self.lines[end:]
+        del self.lines[end:]
+        self.virtual_size = Size(self._widest_line_width, len(self.lines))
+        if len(drawn) != rows:
+            return False
+        self.lines[at : at + rows] = drawn
+        self._placed[key] = placed
+        self._line_cache.clear()
+        self.refresh()
+        return True
+
+    def clear(self) -> Self:
+        self._placed.clear()
+        return super().clear()
+
+    def show(self, lines: Iterable[tuple[Text, str]]) -> None:
+        """Draw ``lines`` (each with its key, or "") instead of what is shown, at the same
+        place if one reads back."""
         following, where = self.following, self.scroll_y
         self._redrawing = True  # clearing scrolls to the top: not the reader's doing
         try:
             self.clear()
-            for line in lines:
-                self.write(line, scroll_end=following)
+            for line, key in lines:
+                self._write(line, key, scroll_end=following)
         finally:
             self._redrawing = False
         if not following:
@@ -468,6 +515,11 @@ class ChatApp(App[None]):
     AUTO_FOCUS = "#input"
     # Below this many columns the rooms' list is hidden (app.tcss).
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (60, "-wide")]  # noqa: RUF012 (as App has it)
+    # Below this many rows the members and status lines take one row each (app.tcss).
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (16, "-tall")]  # noqa: RUF012 (as App has it)
+    # Its Screenshot command writes what is on screen (a room key, /key; the messages) to
+    # an SVG file in ~/Downloads, readable by all; nor does the chat need its other ones.
+    ENABLE_COMMAND_PALETTE = False
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+up", "previous_room", "Previous room"),
         Binding("ctrl+down", "next_room", "Next room"),
@@ -749,8 +801,7 @@ class ChatApp(App[None]):
             case RoomExpired(room_id=room_id):
                 if (view := self._views.get(room_id)) is not None:
                     self._store.forget(view.stored)
-                    self._save()
-                    await self._remove_view(view, "has expired")
+                    await self._remove_view(view, "has expired", saved=self._save())
             case Refused(code=code, ref=ref, room_id=room_id, reason=reason):
                 view = self._views.get(room_id)
                 if code == ErrorCode.RATE_LIMITED or view is None:
@@ -796,11 +847,16 @@ class ChatApp(App[None]):
         hex_id = message_id.hex()
         for line in view.lines:
             if line.message_id == hex_id and line.own:
+                shown_before = (line.waiting, line.failed)
                 line.waiting, line.failed = False, failed
                 if line.entry is not None and not failed:
                     line.entry.sent = True
                     self._dirty = True
-                if view.room_id == self._selected:
+                if view.room_id != self._selected or shown_before == (False, failed):
+                    continue
+                # That one line drawn again: the whole conversation took a second.
+                log = self._widget("#conversation", Conversation)
+                if log is not None and not log.replace(hex_id, self._render_line(line)):
                     self._redraw_soon()
 
     def _redraw_soon(self) -> None:
@@ -851,7 +907,7 @@ class ChatApp(App[None]):
             entry = HistoryEntry(
                 message.message_id.hex(), message.timestamp_ms, name, fingerprint, message.text
             )
-            view.stored.history.append(entry)
+            view.stored.keep(entry)
             self._dirty = True
         line = Line("message", message.text, message.timestamp_ms, name, fingerprint, entry=entry)
         line.message_id = message.message_id.hex()
@@ -948,7 +1004,7 @@ class ChatApp(App[None]):
         log = self._widget("#conversation", Conversation)
         if view.room_id == self._selected and log is not None:
             if at_end:
-                log.add(self._render_line(line))
+                log.add(self._render_line(line), self._key_of(line))
             else:  # put in its place, and those below renumbered: drawn again
                 self._redraw_soon()
 
@@ -967,15 +1023,23 @@ class ChatApp(App[None]):
             log.following = True
             log.show(
                 [
-                    Text(
-                        "No rooms here. Make one with `instantroom new`, or join one with "
-                        "`instantroom join KEY`, then come back.",
-                        style="italic",
+                    (
+                        Text(
+                            "No rooms here. Make one with `instantroom new`, or join one "
+                            "with `instantroom join KEY`, then come back.",
+                            style="italic",
+                        ),
+                        "",
                     )
                 ]
             )
             return
-        log.show(self._render_line(line) for line in view.lines)
+        log.show((self._render_line(line), self._key_of(line)) for line in view.lines)
+
+    @staticmethod
+    def _key_of(line: Line) -> str:
+        """The key ``line`` is drawn with: ours are drawn again in place when taken."""
+        return line.message_id if line.own else ""
 
     def _refresh_panels(self) -> None:
         """Redraw the sidebar labels, the members line and the status line."""
@@ -1084,8 +1148,9 @@ class ChatApp(App[None]):
         self._show_conversation()
         self._refresh_panels()
 
-    async def _remove_view(self, view: RoomView, why: str) -> None:
-        """Take ``view`` off the screen (its room is already gone from the store)."""
+    async def _remove_view(self, view: RoomView, why: str, *, saved: bool = True) -> None:
+        """Take ``view`` off the screen (its room is already forgotten by the store, and
+        written so unless ``saved`` is false)."""
         if self._views.pop(view.room_id, None) is None:
             return  # gone already
         rooms = self._widget("#rooms", ListView)
@@ -1109,18 +1174,49 @@ class ChatApp(App[None]):
                 f"{printable(draft, newlines=True)}",
                 "warning",
             )
+        # The room shown highlighted before the item goes: the list would move its
+        # highlight to the next room, which would be marked as read, never seen.
+        shown = item_id(self._selected) if self._selected is not None else None
+        at = next((i for i, item in enumerate(rooms.children) if item.id == shown), None)
+        if at is not None:
+            rooms.index = at
         if index is not None:
             await rooms.remove_items([index])
         if self._selected is not None:
             rooms.index = list(self._views).index(self._selected)
-        self.notify(
-            f"Room {printable(view.stored.label)!r} {why}: its key and messages are deleted "
-            "from this device.",
-            markup=False,
-        )
+        if saved:
+            self.notify(
+                f"Room {printable(view.stored.label)!r} {why}: its key and messages are "
+                "deleted from this device.",
+                markup=False,
+            )
+        else:  # said as it is: a room "deleted" whose key is still on disk misleads
+            self.notify(
+                f"Room {printable(view.stored.label)!r} {why}, but is gone from this screen "
+                f"only: {self._not_written('its key and messages')}",
+                severity="error",
+                timeout=60,
+                markup=False,
+            )
         self._refresh_panels()
 
+    def _not_written(self, what: str) -> str:
+        """That the key store still holds ``what``, deleted here but not written."""
+        if self._saving_stopped:  # never written by this chat: another one must do it
+            return (
+                f"the key store could not be written, and still holds {what} "
+                "(do it again in a chat opened anew)."
+            )
+        return (
+            f"the key store could not be written, and holds {what} until it can be "
+            "(tried again each second)."
+        )
+
     def on_list_view_highlighted(self, event: ListView.Highlighted) -> None:
+        # Only a highlight that is still there: one passed through (a room removed, keys
+        # held down) is no room shown, and showing it would mark it read.
+        if event.item is not event.list_view.highlighted_child:
+            return
         if event.item is not None and event.item.id is not None:
             room_id = bytes.fromhex(event.item.id.removeprefix("room-"))
             if room_id in self._views:
@@ -1262,12 +1358,12 @@ class ChatApp(App[None]):
         for stored in expired:
             self._store.forget(stored)
         if expired:
-            self._save()
+            saved = self._save()
             for view in list(self._views.values()):
                 if any(view.stored is stored for stored in expired):
                     if view.client is not None:
                         await view.client.leave(view.room_id)
-                    await self._remove_view(view, "has expired")
+                    await self._remove_view(view, "has expired", saved=saved)
         elif self._dirty or (
             self._ids_unsaved_since is not None
             and time.monotonic() - self._ids_unsaved_since >= IDS_SAVED_WITHIN
@@ -1288,29 +1384,43 @@ class ChatApp(App[None]):
             return
         self._wipe_armed = self._quit_armed = False
         self._leave_armed = None
-        self._send(text.removeprefix("/"))
+        if not self._send(text.removeprefix("/")):
+            self._give_back(text)
+            self._note(self._current(), "What you wrote is back in the input line.")
 
-    def _send(self, text: str) -> None:
+    def _give_back(self, text: str) -> None:
+        """Put ``text``, taken from the input line by Enter and not sent, back into it, so
+        that it is not lost (before what was typed since, as the line after it)."""
+        if (line_in := self._widget("#input", MessageInput)) is not None:
+            line_in.value = f"{text}\n{line_in.value}" if line_in.value else text
+            line_in.cursor_position = len(text)
+
+    def _send(self, text: str) -> bool:
+        """Send ``text`` to the room shown. False if it went nowhere, not even as a line
+        marked not sent (too long, no room): it goes back to the input line, not lost."""
         view = self._current()
         if view is None:
             self._note(None, "There is no room here to send to: nothing was sent.", "error")
-            return
+            return False
         if view.client is None:
             self._note(view, "This room has no connection: nothing was sent.", "error")
-            return
+            return False
         if (log := self._widget("#conversation", Conversation)) is not None:
             log.following = True  # one's own message is read at the end, as replies are
         line = Line("message", text, now_ms(), self._user, self._fingerprint, own=True)
         if view.refused:  # the client would say "join the room first", which cannot help
             line.failed = f"the relay refused this room: {view.refused}"
             self._add_line(view, line)
-            return
+            return True
         try:
             message, envelope = view.client.post_text(view.room_id, text)
-        except (RoomGone, RelayRefused, UsageError) as exc:
+        except UsageError as exc:  # it cannot go as it is (too long): to be cut, not lost
+            self._note(view, f"Not sent: {printable(str(exc))}", "error")
+            return False
+        except (RoomGone, RelayRefused) as exc:
             line.failed = printable(str(exc))
             self._add_line(view, line)
-            return
+            return True
         # Kept, sealed, until the relay takes it (Accepted), kept history or not.
         self._own_ids.add(message.message_id)
         line.timestamp_ms, line.message_id = message.timestamp_ms, message.message_id.hex()
@@ -1321,10 +1431,11 @@ class ChatApp(App[None]):
             line.entry = HistoryEntry(
                 line.message_id, line.timestamp_ms, self._user, self._fingerprint, text, False
             )
-            view.stored.history.append(line.entry)
+            view.stored.keep(line.entry)
         self._dirty = True
         self._add_line(view, line)
         self._refresh_panels()
+        return True
 
     async def _command(self, text: str) -> None:
         word, _, rest = text[1:].strip().partition(" ")
@@ -1339,7 +1450,13 @@ class ChatApp(App[None]):
         elif word == "wipe":
             await self._wipe()
         elif word not in ("key", "qr", "leave", "delete", "clear", "history"):
-            self._note(view, f"There is no command /{printable(word)}: /help lists them.", "error")
+            self._note(
+                view,
+                f"There is no command /{printable(word)}: /help lists them. What you wrote "
+                "is back in the input line: / again at its start sends it as a message.",
+                "error",
+            )
+            self._give_back(text)  # a pasted path ("/var/log is full…") is not lost
         elif view is None:
             self._note(None, "Open a room first.", "error")
         elif word == "key":
@@ -1406,8 +1523,7 @@ class ChatApp(App[None]):
         if view.client is not None:
             await view.client.leave(view.room_id)
         self._store.forget(view.stored)
-        self._save()
-        await self._remove_view(view, "was left")
+        await self._remove_view(view, "was left on the relay", saved=self._save())
 
     def _delete(self, view: RoomView, rest: str) -> None:
         numbered = {line.number: line for line in view.lines if line.kind == "message"}
@@ -1434,10 +1550,16 @@ class ChatApp(App[None]):
         view.stored.record_deleted(gone.message_id, gone.timestamp_ms)
         if gone.entry is not None:
             view.stored.history = [e for e in view.stored.history if e is not gone.entry]
-        if gone.entry is not None or gone.message_id:
-            self._save()
+        saved = self._save() if gone.entry is not None or gone.message_id else True
         self._show_conversation()
-        if gone.waiting:  # the outbox keeps it: it went out as it was written
+        if not saved:
+            self.notify(
+                f"Message {number} is gone from this screen only: {self._not_written('it')}",
+                severity="error",
+                timeout=60,
+                markup=False,
+            )
+        elif gone.waiting:  # the outbox keeps it: it went out as it was written
             self.notify(
                 f"Message {number} deleted from this screen. It was waiting for the relay, "
                 "and is still sent to the others."
@@ -1454,10 +1576,19 @@ class ChatApp(App[None]):
             view.stored.record_deleted(message_id, timestamp_ms)
         view.stored.history = []
         view.lines, view.numbered = [], 0
-        self._save()
+        saved = self._save()
         self._show_conversation()
         still = " Yours still waiting for the relay are still sent." if waiting else ""
-        self.notify(f"This room's history is deleted from the screen and this device.{still}")
+        if saved:
+            self.notify(f"This room's history is deleted from the screen and this device.{still}")
+        else:
+            self.notify(
+                "This room's history is gone from this screen only: "
+                f"{self._not_written('it')}{still}",
+                severity="error",
+                timeout=60,
+                markup=False,
+            )
 
     def _set_history(self, view: RoomView, rest: str) -> None:
         choice = rest.lower()
@@ -1474,13 +1605,20 @@ class ChatApp(App[None]):
             view.stored.history = []
             for line in view.lines:
                 line.entry = None
-            self._save()
-            self._note(
-                view,
-                "This room's messages are no longer kept: the kept ones are "
-                "deleted from this device (they stay on this screen until you "
-                "quit).",
-            )
+            if self._save():
+                self._note(
+                    view,
+                    "This room's messages are no longer kept: the kept ones are "
+                    "deleted from this device (they stay on this screen until you "
+                    "quit).",
+                )
+            else:
+                self._note(
+                    view,
+                    "This room's messages are no longer kept here, but "
+                    + self._not_written("the kept ones"),
+                    "error",
+                )
         else:
             now = "on" if view.stored.keep_history else "off"
             self._note(view, f"History is {now} for this room: /history on or /history off.")
