@@ -496,6 +496,26 @@ def test_workers_need_a_backplane() -> None:
     assert "--backplane" in result.stderr
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_relay_with_a_backplane_whose_port_is_taken_says_so_and_exits(
+    redis_server: RedisServer, workers: str
+) -> None:
+    # Its hub's tasks had outlived the failed bind: the process stayed up for good,
+    # deaf to SIGTERM, and a service manager saw a relay that looked alive.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "instantroom", "serve", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", workers, "--backplane", redis_server.url],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert "address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     "url",
     ["redis://:s3cret-word@127.0.0.1:6x/0", "redis://:s3cret-word@127.0.0.1:99999/0"],

@@ -816,6 +816,25 @@ class Relay:
         if not self.connection_limit:
             self.connection_limit = max(1, files - FILES_KEPT)
         await self.hub.start(self._remote_delivery, self._members_changed)
+        try:
+            context = await self._open()
+        except BaseException:
+            # The hub's tasks would outlive the failure (a port in use), and the process
+            # would wait on them for good, deaf to SIGTERM.
+            await self.hub.close()
+            raise
+        self._sweeper = loop.call_later(1.0, self._sweep)
+        log_event(
+            "relay.started",
+            version=__version__,
+            port=self.port,
+            tls=bool(context),
+            max_connections=self.connection_limit,
+        )
+
+    async def _open(self) -> ssl.SSLContext | None:
+        """Listen on the relay's host and port; the TLS context served, if any."""
+        loop = asyncio.get_running_loop()
         context = None
         if self.config.tls_cert:
             context = certificate_context(self.config)
@@ -838,14 +857,7 @@ class Relay:
                 for listener in self._listeners
             ]
             self.port = self._listeners[0].getsockname()[1]
-        self._sweeper = loop.call_later(1.0, self._sweep)
-        log_event(
-            "relay.started",
-            version=__version__,
-            port=self.port,
-            tls=bool(context),
-            max_connections=self.connection_limit,
-        )
+        return context
 
     async def shutdown(self) -> None:
         """Stop accepting, tell every member to reconnect elsewhere or later, then stop."""

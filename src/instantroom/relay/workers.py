@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import sys
 from dataclasses import replace
+from multiprocessing.connection import wait
 from types import FrameType
 from urllib.parse import urlsplit
 
@@ -43,7 +45,16 @@ def _run_one(config: RelayConfig, reuse_port: bool) -> None:
     from .server import Relay
 
     setup_logging(config.log_level)
-    uvloop.run(Relay(config, make_hub(config.backplane), reuse_port=reuse_port).run_until_signal())
+    try:
+        uvloop.run(
+            Relay(config, make_hub(config.backplane), reuse_port=reuse_port).run_until_signal()
+        )
+    except OSError as exc:
+        if not reuse_port:
+            raise  # one process: the CLI says it
+        # A worker: said as the CLI says it for one process, not as a traceback.
+        print(f"instantroom: {exc.strerror or type(exc).__name__}", file=sys.stderr)
+        sys.exit(2)
 
 
 def serve(config: RelayConfig) -> int:
@@ -78,6 +89,13 @@ def serve(config: RelayConfig) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for worker in workers:
-        worker.join()
+    running = list(workers)
+    while running:
+        wait([worker.sentinel for worker in running])
+        for worker in [w for w in running if not w.is_alive()]:
+            running.remove(worker)
+            if worker.exitcode:
+                # One worker failed (its port taken, say): the rest would serve a part
+                # of the relay, or, as here, fail the same way.
+                forward(signal.SIGTERM, None)
     return max((w.exitcode or 0) for w in workers)
