@@ -133,9 +133,9 @@ def _serve(args: argparse.Namespace) -> int:
     from .relay.logs import setup_logging
     from .relay.workers import serve
 
-    config = config_from_args(args)
-    setup_logging(config.log_level)
     try:
+        config = config_from_args(args)
+        setup_logging(config.log_level)
         return serve(config)
     except ConfigError as exc:
         print(f"instantroom: {exc}", file=sys.stderr)

@@ -4,6 +4,7 @@ Origin policy of the WebSocket endpoint.
 
 from __future__ import annotations
 
+import argparse
 import email.utils
 import json
 import os
@@ -20,6 +21,7 @@ import pytest
 from instantroom.protocol import frames
 from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.join import sign_join_proof
+from instantroom.relay.config import RelayConfig, add_relay_options, config_from_args
 from instantroom.testing import (
     LOOPBACK,
     RelayProcess,
@@ -261,6 +263,39 @@ def test_a_bad_environment_variable_stops_serve_alone_and_names_itself() -> None
     with running_relay(env={"INSTANTROOM_MAX_FRAME_SIZE": "", "INSTANTROOM_LOG_IDS": ""}) as relay:
         assert "event=relay.started" in relay.log_text()
     assert_exited_cleanly(relay)
+
+
+def test_an_empty_environment_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An empty INSTANTROOM_HOST had listened on every address, IPv6 ones too.
+    monkeypatch.setenv("INSTANTROOM_HOST", "")
+    monkeypatch.setenv("INSTANTROOM_LOG_LEVEL", " ")
+    parser = argparse.ArgumentParser()
+    add_relay_options(parser)
+    config = config_from_args(parser.parse_args([]))
+    assert (config.host, config.log_level) == (RelayConfig.host, RelayConfig.log_level)
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--port", "70000"], "--port is 70000: it must be at least 0 and at most 65,535."),
+        (["--members-per-room", "0"], "--members-per-room is 0: it must be at least 1"),
+        (["--idle-timeout", "-1"], "--idle-timeout is -1.0: it must be at least 0.01"),
+        (["--handshake-timeout", "nan"], "--handshake-timeout is nan"),
+        (["--max-frame-size", "100000"], "at most 65,602"),
+        (["--tls-key", "key.pem"], "--tls-key needs --tls-cert"),
+    ],
+)
+def test_a_setting_out_of_its_range_stops_serve_with_what_it_must_be(
+    flags: list[str], said: str
+) -> None:
+    # A port of 70000 had wrapped round to 4464; a key without its certificate had been
+    # served as plain HTTP; 0 members a room refused everyone.
+    serve = [sys.executable, "-m", "instantroom", "serve", "--host", LOOPBACK, *flags]
+    done = subprocess.run(serve, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert said in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_request_with_a_header_twice_is_refused_with_400(relay: RelayProcess) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from instantroom.protocol.frames import MAX_FRAME_SIZE
+from instantroom.protocol.codes import NONCE_SIZE, PADDING_BUCKETS, TAG_SIZE
+from instantroom.protocol.frames import MAX_FRAME_SIZE, PUBLISH_HEADER_SIZE
 
 
 class ConfigError(Exception):
@@ -126,9 +128,52 @@ class RelayConfig:
         default=3.0, metadata={"help": "seconds to let members hear the shutdown"}
     )
 
+    def __post_init__(self) -> None:
+        for name, (low, high) in _RANGES.items():
+            value = getattr(self, name)
+            # Written so that NaN fails too.
+            if not (low <= value <= high):
+                flag = "--" + name.replace("_", "-")
+                upper = "" if high == math.inf else f" and at most {_said(high)}"
+                raise ConfigError(f"{flag} is {value!r}: it must be at least {_said(low)}{upper}.")
+        if self.tls_key and not self.tls_cert:
+            # Else it served plain HTTP without a word, to an operator who asked for TLS.
+            raise ConfigError("--tls-key needs --tls-cert, the certificate it is the key of.")
+
     @property
     def origin_list(self) -> list[str]:
         return [o.strip() for o in self.origins.split(",") if o.strip()]
+
+
+# The smallest frame setting that still carries the smallest message.
+_SMALLEST_FRAME = PUBLISH_HEADER_SIZE + 1 + NONCE_SIZE + PADDING_BUCKETS[0] + TAG_SIZE
+_NEVER = 10**9  # seconds: some 30 years, and a time every timer takes
+# Each number's range: outside it the relay would refuse everyone (0 members a room), time
+# out at once (a negative timeout), or fail later and obscurely (a port of 70000 wraps).
+_RANGES: dict[str, tuple[float, float]] = {
+    "port": (0, 65535),
+    "max_frame_size": (_SMALLEST_FRAME, MAX_FRAME_SIZE),
+    "messages_per_second": (1e-3, math.inf),
+    "message_burst": (1, math.inf),
+    "max_refusals": (1, math.inf),
+    "connections_per_address": (1, math.inf),
+    "max_connections": (0, math.inf),
+    "rooms_per_connection": (1, math.inf),
+    "members_per_room": (1, 0xFFFF_FFFF),
+    "handshake_timeout": (0.01, _NEVER),
+    "ping_interval": (0.01, _NEVER),
+    "idle_timeout": (0.01, _NEVER),
+    "send_buffer": (_SMALLEST_FRAME, math.inf),
+    "max_room_lifetime": (1, _NEVER),
+    "max_rooms": (1, math.inf),
+    "max_rooms_per_address": (1, math.inf),
+    "workers": (1, 1024),
+    "shutdown_grace": (0, _NEVER),
+}
+
+
+def _said(number: float) -> str:
+    return f"{int(number):,}" if float(number).is_integer() else f"{number:g}"
 
 
 _TOKEN_SIZES = range(16, 257)
@@ -199,8 +244,8 @@ def _option_type(parse: Callable[[str], Any], name: str) -> Callable[[str], Any]
 def add_relay_options(parser: argparse.ArgumentParser) -> None:
     """Add one flag per setting; each defaults to its environment variable, then the default.
 
-    A number or yes/no variable that is empty counts as unset (a compose file may list
-    one with no value).
+    A variable that is empty counts as unset (a compose file may list one with no value):
+    an empty INSTANTROOM_HOST had listened on every address, IPv6 ones too.
     """
     defaults = RelayConfig()
     for spec in fields(RelayConfig):
@@ -211,7 +256,7 @@ def add_relay_options(parser: argparse.ArgumentParser) -> None:
         help_text = f"{spec.metadata['help']} [env {env}; default {default!r}]"
         kind = type(default)
         value: Any = default
-        if raw is not None and (kind is str or raw.strip()):
+        if raw is not None and raw.strip():
             value = _FromEnvironment(raw)
             value.variable = env
         if isinstance(default, bool):
