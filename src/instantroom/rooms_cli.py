@@ -123,6 +123,12 @@ def open_store(args: argparse.Namespace, create: bool = False) -> KeyStore:
     return store
 
 
+def store_if_any(args: argparse.Namespace) -> KeyStore | None:
+    """The store, opened, if there is one: a command the relay may yet refuse makes none
+    until it is not refused (else a first refused `join` left an empty store behind)."""
+    return open_store(args) if keystore_path(args.keystore).exists() else None
+
+
 def purge_expired(store: KeyStore) -> list[StoredRoom]:
     """Delete (and save, and say so) the rooms whose lifetime is over; return them.
 
@@ -294,8 +300,8 @@ def cmd_new(args: argparse.Namespace) -> int:
     key = make_minikey(secrets.randbelow)
     check_server(args.server)
     format_invite(args.server, key)  # refuses an address no invite link can be made of
-    store = open_store(args, create=True)
-    if _label_taken(store, args.label):
+    store = store_if_any(args)
+    if store is not None and _label_taken(store, args.label):
         return 2
     room = StoredRoom(
         key=key,
@@ -313,6 +319,10 @@ def cmd_new(args: argparse.Namespace) -> int:
         if looked.code == ErrorCode.EXPIRY_TOO_FAR:
             print("instantroom: give it a shorter lifetime (--expires).", file=sys.stderr)
         return status
+    if store is None:
+        store = open_store(args, create=True)
+        if _label_taken(store, args.label):  # another program made the store meanwhile
+            return 2
     store.add_room(room)
     store.save()
     if looked is None:
@@ -328,10 +338,11 @@ def cmd_join(args: argparse.Namespace) -> int:
         check_server(server or args.server)  # before a store is made for it
     if args.name is not None:
         check_name(args.name)  # likewise
-    store = open_store(args, create=True)
-    if _label_taken(store, args.label, key):
+    store = store_if_any(args)
+    if store is not None and _label_taken(store, args.label, key):
         return 2
-    stored = next((room for room in store.rooms if room.key == key), None)
+    rooms = store.rooms if store is not None else []
+    stored = next((room for room in rooms if room.key == key), None)
     if stored is not None:
         # A room stored already keeps its label and relay unless told otherwise.
         label, server = args.label or "", server or args.server or ""
@@ -350,6 +361,10 @@ def cmd_join(args: argparse.Namespace) -> int:
     if isinstance(looked, Refusal) and not looked.for_now:
         kept = "it was not stored" if stored is None else "the stored room is left as it was"
         return _refused(looked, f"to let us into the room, so {kept}")
+    if store is None:
+        store = open_store(args, create=True)
+        if _label_taken(store, args.label, key):  # another program made the store meanwhile
+            return 2
     room = store.add_room(room)
     if isinstance(looked, Joined):
         room.expires_at_ms = looked.expires_at_ms

@@ -444,7 +444,7 @@ def test_a_new_room_beyond_the_relays_longest_lifetime_is_refused_and_not_kept(
     assert "--expires" in result.stderr
     assert "out of reach" not in result.stderr
     assert "Key:" not in result.stdout
-    assert KeyStore.open(store, PASSWORD).rooms == []
+    assert not store.exists()  # a first command refused makes no store
     # A relay out of reach does not refuse: the room is kept, as before.
     kept = cli(store, "new", "--label", "later", "--expires", "5w", "--server", NOWHERE)
     assert "out of reach" in kept.stderr
@@ -464,7 +464,13 @@ def test_joining_a_room_the_relay_refuses_says_so_and_fails(
     assert result.returncode == 2
     assert "the relay refused to let us into the room" in result.stderr
     assert "Joined" not in result.stdout
-    assert KeyStore.open(store, PASSWORD).rooms == []
+    assert not store.exists()  # a first command refused makes no store
+    # With a store, a refused join leaves it as it was.
+    cli(store, "new", "--label", "kept", "--server", relay.url)
+    before = store.read_bytes()
+    again = cli(store, "join", format_invite(relay.url, made.key), "--no-chat", check=False)
+    assert again.returncode == 2
+    assert store.read_bytes() == before
 
 
 def test_instantroom_server_does_not_move_a_stored_room_or_a_link_elsewhere(
