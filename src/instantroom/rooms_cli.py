@@ -396,9 +396,17 @@ def cmd_rooms(args: argparse.Namespace) -> int:
         print("No rooms. Make one with `instantroom new`, or join one with `instantroom join`.")
         return 0
 
+    def line(room: StoredRoom) -> str:
+        return (f"{printable(room.label):20} {room.room_id.hex()[:8]}  "
+                f"{shown_server(room.server):28} {_expiry(room):34}")  # fmt: skip
+
+    if args.offline:
+        # No "online: ?" here: that says the relay is out of reach, and none was asked.
+        for room in store.rooms:
+            print(line(room).rstrip())
+        return 0
+
     async def looks() -> list[Joined | Refusal | None]:
-        if args.offline:
-            return [None] * len(store.rooms)
         return list(await asyncio.gather(*(look_in(room) for room in store.rooms)))
 
     for room, looked in zip(store.rooms, asyncio.run(looks()), strict=True):
@@ -408,9 +416,7 @@ def cmd_rooms(args: argparse.Namespace) -> int:
             shown = "full" if looked.for_now else "refused"
         else:  # the look itself is one of the members counted
             shown = str(max(0, looked.members - 1))
-        print(f"{printable(room.label):20} {room.room_id.hex()[:8]}  "
-              f"{shown_server(room.server):28} {_expiry(room):34} "
-              f"online: {shown}")  # fmt: skip
+        print(f"{line(room)} online: {shown}")
     return 0
 
 

@@ -135,6 +135,10 @@ def test_join_rooms_and_forget(tmp_path: Path, relay: RelayProcess) -> None:
     assert "friends" in listing
     assert "online: 0" in listing
     assert key not in listing
+    # Offline, no relay is asked, so none is said to be out of reach ("online: ?").
+    (offline,) = cli(store, "rooms", "--offline").stdout.splitlines()
+    assert offline.startswith("friends")
+    assert "online" not in offline
     cli(store, "forget", "friends")
     assert KeyStore.open(store, PASSWORD).rooms == []
     assert "No rooms" in cli(store, "rooms").stdout
