@@ -282,7 +282,8 @@ def test_an_empty_environment_variable_counts_as_unset(monkeypatch: pytest.Monke
         (["--members-per-room", "0"], "--members-per-room is 0: it must be at least 1"),
         (["--idle-timeout", "-1"], "--idle-timeout is -1.0: it must be at least 0.01"),
         (["--handshake-timeout", "nan"], "--handshake-timeout is nan"),
-        (["--max-frame-size", "100000"], "at most 65,602"),
+        (["--max-frame-size", "2000000"], "at most 1,048,576"),
+        (["--max-frame-size", "100"], "at least 322"),
         (["--tls-key", "key.pem"], "--tls-key needs --tls-cert"),
     ],
 )

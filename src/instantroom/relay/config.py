@@ -152,7 +152,9 @@ _NEVER = 10**9  # seconds: some 30 years, and a time every timer takes
 # out at once (a negative timeout), or fail later and obscurely (a port of 70000 wraps).
 _RANGES: dict[str, tuple[float, float]] = {
     "port": (0, 65535),
-    "max_frame_size": (_SMALLEST_FRAME, MAX_FRAME_SIZE),
+    # Above the protocol's largest frame, the relay answers FRAME_TOO_LARGE itself; a
+    # MiB is room for that, and not a read buffer an attacker may make a gigabyte.
+    "max_frame_size": (_SMALLEST_FRAME, 1 << 20),
     "messages_per_second": (1e-3, math.inf),
     "message_burst": (1, math.inf),
     "max_refusals": (1, math.inf),
