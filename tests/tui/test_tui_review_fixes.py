@@ -298,3 +298,25 @@ def test_ctrl_p_offers_no_screenshot_of_the_keys_on_screen(tmp_path: Path) -> No
             assert not any("screenshot" in a or "command_palette" in a for a in actions)
 
     run(scenario())
+
+
+def test_textual_screenshot_in_the_environment_writes_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What TEXTUAL_SCREENSHOT and TEXTUAL_SCREENSHOT_LOCATION set, as Textual reads them
+    # at import: the screen, room key and messages, had gone to a file readable by all.
+    from textual import constants
+
+    monkeypatch.setattr(constants, "SCREENSHOT_DELAY", 0.1)  # 0 divides by zero
+    monkeypatch.setattr(constants, "SCREENSHOT_LOCATION", str(tmp_path / "shots"))
+    (tmp_path / "shots").mkdir()
+    key = make_minikey(secrets.randbelow)
+    store = new_store(tmp_path / "s.json", room(key, NOWHERE))
+
+    async def scenario() -> None:
+        app = ChatApp(store, "alice")
+        async with app.run_test() as pilot:
+            await pilot.pause(0.5)
+
+    run(scenario())
+    assert list((tmp_path / "shots").iterdir()) == []

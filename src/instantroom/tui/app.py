@@ -686,6 +686,18 @@ class ChatApp(App[None]):
     def _current(self) -> RoomView | None:
         return self._views.get(self._selected) if self._selected is not None else None
 
+    def save_screenshot(
+        self, filename: str | None = None, path: str | None = None, time_format: str | None = None
+    ) -> str:
+        """Write nothing: Textual's screenshots (TEXTUAL_SCREENSHOT in the environment, or a
+        screenshot action) would put a room key and the messages in a file readable by all."""
+        return ""
+
+    def deliver_screenshot(
+        self, filename: str | None = None, path: str | None = None, time_format: str | None = None
+    ) -> str | None:
+        return None
+
     async def on_mount(self) -> None:
         # A closed terminal (SIGHUP) or a service manager (SIGTERM) quits as Ctrl+Q does,
         # writing first what is not saved yet (ours not sent, ids received lately): their
