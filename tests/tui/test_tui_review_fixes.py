@@ -132,6 +132,21 @@ def test_kept_history_is_the_newest_1000_messages_as_the_web_client_keeps() -> N
     assert "late" in [e.text for e in stored.history]
 
 
+def test_a_store_holding_more_history_than_the_bound_opens_with_the_newest(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.json"
+    stored = room(make_minikey(secrets.randbelow), NOWHERE, keep_history=True)
+    # As a version without the bound wrote it: not through keep().
+    stored.history = [
+        HistoryEntry(f"{n:032x}", 10_000 + n, "bob", FINGERPRINT, f"m{n}") for n in range(1200)
+    ]
+    new_store(path, stored)
+    (opened,) = KeyStore.open(path, PASSWORD).rooms
+    assert len(opened.history) == 1000
+    assert (opened.history[0].text, opened.history[-1].text) == ("m200", "m1199")
+
+
 def test_the_chat_keeps_no_more_history_than_the_bound(
     tmp_path: Path, relay: RelayProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:

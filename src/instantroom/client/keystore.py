@@ -631,7 +631,9 @@ def _decode(
                 server=room["server"],
                 expires_at_ms=int(room["expires_at_ms"]),
                 keep_history=bool(room.get("keep_history", False)),
-                history=[_kept(entry) for entry in room.get("history", [])],
+                # Written by a version without the bound (or by hand), a store may hold
+                # more: the newest, as keep() leaves them, not at the next message kept.
+                history=[_kept(entry) for entry in room.get("history", [])][-MAX_HISTORY_PER_ROOM:],
                 deleted=[KnownMessage(**entry) for entry in room.get("deleted", [])],
                 recent=[KnownMessage(**entry) for entry in room.get("recent", [])],
                 recent_floor_ms=_time(room.get("recent_floor_ms", 0)),
