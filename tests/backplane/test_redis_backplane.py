@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -514,6 +515,26 @@ def test_a_relay_with_a_backplane_whose_port_is_taken_says_so_and_exits(
     assert result.returncode == 2
     assert "address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_worker_that_dies_stops_the_relay_with_a_failure_status(
+    redis_server: RedisServer,
+) -> None:
+    # One worker killed (the OOM killer, say) had its siblings stopped and serve exit 0:
+    # a service manager restarting on failure never started the relay again.
+    with running_relay(
+        "--workers", "2", "--backplane", redis_server.url, port=free_port()
+    ) as relay:
+        relay.wait_for_log("event=relay.started", count=2)
+        children = Path(f"/proc/{relay.pid}/task/{relay.pid}/children").read_text().split()
+        workers = [
+            int(pid)
+            for pid in children
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        assert relay.process.wait(timeout=20) == 128 + signal.SIGKILL
 
 
 @pytest.mark.parametrize(

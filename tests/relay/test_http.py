@@ -285,6 +285,7 @@ def test_an_empty_environment_variable_counts_as_unset(monkeypatch: pytest.Monke
         (["--max-frame-size", "2000000"], "at most 1,048,576"),
         (["--max-frame-size", "100"], "at least 322"),
         (["--tls-key", "key.pem"], "--tls-key needs --tls-cert"),
+        (["--tls-key", "key.pem", "--tls-self-signed"], "leave out --tls-cert and --tls-key"),
     ],
 )
 def test_a_setting_out_of_its_range_stops_serve_with_what_it_must_be(

@@ -136,8 +136,9 @@ class RelayConfig:
                 flag = "--" + name.replace("_", "-")
                 upper = "" if high == math.inf else f" and at most {_said(high)}"
                 raise ConfigError(f"{flag} is {value!r}: it must be at least {_said(low)}{upper}.")
-        if self.tls_key and not self.tls_cert:
+        if self.tls_key and not self.tls_cert and not self.tls_self_signed:
             # Else it served plain HTTP without a word, to an operator who asked for TLS.
+            # (With --tls-self-signed, check_tls_options says to leave --tls-key out.)
             raise ConfigError("--tls-key needs --tls-cert, the certificate it is the key of.")
 
     @property

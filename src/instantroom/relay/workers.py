@@ -79,23 +79,35 @@ def serve(config: RelayConfig) -> int:
         context.Process(target=_run_one, args=(replace(config, workers=1), True), daemon=False)
         for _ in range(config.workers)
     ]
-    for worker in workers:
-        worker.start()
+    stopping = False
 
-    def forward(signum: int, frame: FrameType | None) -> None:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
         for worker in workers:
             if worker.pid is not None and worker.is_alive():
                 worker.terminate()
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    running = list(workers)
+    # Before the workers start: a SIGTERM meanwhile had left them running, orphaned.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for worker in workers:
+        if not stopping:
+            worker.start()
+    status = 0
+    running = [worker for worker in workers if worker.pid is not None]
     while running:
         wait([worker.sentinel for worker in running])
         for worker in [w for w in running if not w.is_alive()]:
             running.remove(worker)
-            if worker.exitcode:
-                # One worker failed (its port taken, say): the rest would serve a part
-                # of the relay, or, as here, fail the same way.
-                forward(signal.SIGTERM, None)
-    return max((w.exitcode or 0) for w in workers)
+            code = worker.exitcode or 0
+            if stopping and code in (-signal.SIGTERM, -signal.SIGINT):
+                continue  # stopped before its own handler was set: stopped all the same
+            if code:
+                status = status or (code if code > 0 else 128 - code)  # as a shell says it
+            if code and not stopping:
+                # A worker that ended by itself (its port taken, a crash, the OOM killer):
+                # the others stop too, and the exit status says so, so that a service
+                # manager (Restart=on-failure) starts the relay again whole.
+                stop(signal.SIGTERM, None)
+    return status
