@@ -335,3 +335,23 @@ def test_textual_screenshot_in_the_environment_writes_no_file(
 
     run(scenario())
     assert list((tmp_path / "shots").iterdir()) == []
+
+
+def test_textual_log_in_the_environment_gets_nothing_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Textual appended every event to the file TEXTUAL_LOG names, each keystroke's input
+    # value included (and so each message sent), readable by all.
+    from textual import constants
+
+    log = tmp_path / "textual.log"
+    monkeypatch.setattr(constants, "LOG_FILE", str(log))
+    store = new_store(tmp_path / "s.json", room(make_minikey(secrets.randbelow), NOWHERE))
+
+    async def scenario() -> None:
+        async with on_screen(ChatApp(store, "alice")) as alice:
+            await alice.say("TOPSECRETPLAINTEXT")
+            await alice.until(lambda: "TOPSECRETPLAINTEXT" in alice.conversation(), "shown")
+
+    run(scenario())
+    assert "TOPSECRET" not in (log.read_text() if log.exists() else "")

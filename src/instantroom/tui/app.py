@@ -51,6 +51,7 @@ from rich.cells import get_character_cell_size
 from rich.segment import Segments
 from rich.text import Text
 from rich.traceback import Traceback
+from textual import constants as textual_constants
 from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -533,6 +534,9 @@ class ChatApp(App[None]):
 
     def __init__(self, store: KeyStore, name: str, room: str | bytes | None = None) -> None:
         check_name(name)
+        # TEXTUAL_LOG in the environment names a file Textual appends every event to, what
+        # is typed included, readable by all: Textual reads this at each line it logs.
+        setattr(textual_constants, "LOG_FILE", None)  # noqa: B010 (Final to mypy)
         super().__init__()
         self._store = store
         self._user = name
