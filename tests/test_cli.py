@@ -108,6 +108,32 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]
     assert "usage:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["listen", KEY],  # as `join KEY` takes it
+        [KEY],
+        ["send", "--key", KEY, "a secret", "said twice"],
+        ["send", "--key", KEY, "--timeout", KEY, "hello"],
+        ["new", "--expires", format_minikey(KEY)],
+    ],
+    ids=["listen KEY", "KEY", "message words", "--timeout KEY", "--expires KEY"],
+)
+def test_a_usage_error_quotes_no_key_or_message_given_in_the_wrong_place(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    # Standard error goes to logs (cron mail, journald, CI): the whole key, or the
+    # message, had been quoted back there.
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err
+    assert "not shown" in err
+    for secret in (KEY, format_minikey(KEY), "a secret", "said twice"):
+        assert secret not in err
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         main(["--version"])

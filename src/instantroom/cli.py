@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import re
 import secrets
 import signal
 import sys
@@ -15,10 +16,16 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__, rooms_cli
-from .client.keystore import IDS_SAVED_WITHIN, KeyStore, KeyStoreError, StoredRoom
+from .client.keystore import (
+    IDS_SAVED_WITHIN,
+    KeyStore,
+    KeyStoreError,
+    StoredRoom,
+    may_hold_a_key,
+)
 from .display import clock_warning, dropped_ahead_warning, printable
 from .protocol.codes import ErrorCode
 from .protocol.errors import MiniKeyError, ProtocolError, UsageError
@@ -645,8 +652,26 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
     rooms_cli.add_name_option(parser)
 
 
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_NOT_SHOWN = "(not shown: it may hold a room key)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Says what is wrong with the command line without quoting a room key or a message
+    given in the wrong place (`listen KEY`): standard error often goes to a log."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            message = "unrecognized arguments (not shown: they may hold a room key or a message)"
+        else:
+            message = _QUOTED.sub(
+                lambda quoted: _NOT_SHOWN if may_hold_a_key(quoted[0]) else quoted[0], message
+            )
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="instantroom",
         description="Private group chat: a room key made here, handed over by hand.",
     )

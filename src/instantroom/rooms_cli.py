@@ -539,7 +539,7 @@ def default_server() -> str:
     return os.environ.get("INSTANTROOM_SERVER") or DEFAULT_SERVER
 
 
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
 
     new = commands.add_parser("new", help="make a room: its key, invite link and QR code")
     new.add_argument("--label", help="a name for the room, for you")

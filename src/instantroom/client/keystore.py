@@ -542,7 +542,7 @@ class KeyStore:
         )
         if len(by_label) + len(by_id) == 1:
             return (by_label + by_id)[0]
-        if _may_hold_a_key(name):
+        if may_hold_a_key(name):
             # Not echoed: a key on a terminal (or in a log of it) is the room.
             raise NoSuchRoom(
                 "No stored room matches what was given (not shown here: it may hold a room "
@@ -671,7 +671,7 @@ def _snapshot(rooms: list[StoredRoom]) -> dict[str, StoredRoom]:
     }
 
 
-def _may_hold_a_key(text: str) -> bool:
+def may_hold_a_key(text: str) -> bool:
     """Whether ``text`` may hold a room key: whole, grouped by any character, spelled out,
     mistyped or cut short, alone or inside other text (an invite link, ``key=...``). That
     is 20 letters and digits or more in all, of any script, not all hex (a room id, which
