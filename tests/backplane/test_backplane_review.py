@@ -20,10 +20,20 @@ from tests.backplane.test_redis_backplane import RedisServer, started_hub
 BURST = 300  # joins or leaves at once: past the 100 connections of redis-py's pool
 
 
-def test_a_burst_of_joins_is_decided_with_redis(redis_server: RedisServer) -> None:
+def unhurried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give each call to Redis 10 s, not 1: what a burst test asks is whether every call
+    is made, not how fast Redis answers on a machine the other tests share (with the
+    suite's other processes and their browsers, 300 calls had outlasted 1 s)."""
+    monkeypatch.setattr(hub_redis, "CALL_DEADLINE", 10.0)
+
+
+def test_a_burst_of_joins_is_decided_with_redis(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Hundreds of admissions at once (a relay's members reconnecting here after it
     restarted): each one past the pool's 100 connections failed at once, and was decided
     alone, with the expiry its joiner claimed rather than the room's."""
+    unhurried(monkeypatch)
     rooms = [secrets.token_bytes(32) for _ in range(BURST)]
     now = int(time.time() * 1000)
     recorded, claimed = now + 60_000, now + 3_600_000
@@ -50,9 +60,12 @@ def test_a_burst_of_joins_is_decided_with_redis(redis_server: RedisServer) -> No
     run(scenario(), 60)
 
 
-def test_a_burst_of_leaves_takes_every_count_back(redis_server: RedisServer) -> None:
+def test_a_burst_of_leaves_takes_every_count_back(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A relay's members all gone at once (a network blip): the counts past the pool's
     size stayed in Redis, and the other relays showed those members for 30 s more."""
+    unhurried(monkeypatch)
     rooms = [secrets.token_bytes(32) for _ in range(BURST)]
 
     async def scenario() -> None:

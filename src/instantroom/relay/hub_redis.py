@@ -366,11 +366,12 @@ class RedisHub:
         finally:
             self._calls.release()
 
-    async def _call(self, command: Awaitable[T], deadline: float = CALL_DEADLINE) -> T:
-        """Await a Redis command for the relay, at most ``deadline``; a command that
-        outlasts it means Redis is lost. Raise ``HubUnavailable`` when it fails."""
+    async def _call(self, command: Awaitable[T], deadline: float | None = None) -> T:
+        """Await a Redis command for the relay, at most ``deadline`` (CALL_DEADLINE); a
+        command that outlasts it means Redis is lost. Raise ``HubUnavailable`` when it
+        fails."""
         try:
-            async with asyncio.timeout(deadline):
+            async with asyncio.timeout(CALL_DEADLINE if deadline is None else deadline):
                 return await command
         except (TimeoutError, RedisTimeoutError) as exc:
             self._lost()
