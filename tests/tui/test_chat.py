@@ -115,8 +115,9 @@ class Member:
         await self.do(typed())
 
     async def until(self, condition: Callable[[], bool], what: str) -> None:
-        """Let the app run until ``condition()`` holds; fail after 10 seconds."""
-        deadline = time.monotonic() + 10.0
+        """Let the app run until ``condition()`` holds; fail after 20 seconds (a chat
+        connecting while the suite's other processes hold both cores had taken over 10)."""
+        deadline = time.monotonic() + 20.0
         while not condition():
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}")
