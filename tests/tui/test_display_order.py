@@ -74,3 +74,32 @@ def test_a_message_arriving_after_later_ones_is_shown_and_numbered_in_its_place(
             assert [line.number for line in view.lines if line.kind == "message"] == [1, 3, 4]
 
     run(scenario())
+
+
+def test_a_room_view_and_its_lines_show_no_text_name_or_key_in_their_repr(
+    tmp_path: Path,
+) -> None:
+    """A traceback with locals, a debugger or a log line may print them."""
+    key = make_minikey(secrets.randbelow)
+    store = new_store(tmp_path / "s.json", room(key, NOWHERE, keep_history=True))
+    bob = DeviceKey.from_private_bytes(secrets.token_bytes(32))
+    message = new_message(
+        bob, "bobby-tables", Kind.TEXT, b"meet at the old mill", token_bytes=secrets.token_bytes,
+        now_ms=now_ms(),
+    )  # fmt: skip
+
+    async def scenario() -> None:
+        async with on_screen(ChatApp(store, "alice-cooper")) as alice:
+            (view,) = alice.app._views.values()
+            assert view.client is not None
+            received = MessageReceived(view.room_id, message, bob.fingerprint, False)
+            await feed(alice, view.client, [received])
+            await alice.until(lambda: "old mill" in alice.conversation(), "the message")
+            await alice.say("we will be there")
+            await alice.until(lambda: "be there" in alice.conversation(), "our message")
+            shown = repr(view) + repr(view.lines) + str(view.lines)
+            assert "Line(kind='message'" in repr(view.lines)
+            for secret in ("old mill", "be there", "bobby", "alice-cooper", key, bob.fingerprint):
+                assert secret not in shown
+
+    run(scenario())

@@ -355,3 +355,64 @@ def test_textual_log_in_the_environment_gets_nothing_typed(
 
     run(scenario())
     assert "TOPSECRET" not in (log.read_text() if log.exists() else "")
+
+
+def test_textual_devtools_in_the_environment_gets_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # TEXTUAL=devtools, with textual_dev installed (no dependency of ours, so stood in for
+    # here), streamed every log line and print, each keystroke's input included, to a
+    # console on this host.
+    import sys
+    import types
+
+    sent: list[str] = []
+
+    class DevtoolsClient:
+        url = "ws://127.0.0.1:1"
+        verbose = True
+        is_connected = False
+
+        def __init__(self, host: str) -> None:
+            pass
+
+        async def connect(self) -> None:
+            sent.append("connect")
+            self.is_connected = True
+
+        async def disconnect(self) -> None:
+            self.is_connected = False
+
+        def log(self, *args: object, **kwargs: object) -> None:
+            sent.append(repr(args))
+
+    class StdoutRedirector:
+        def __init__(self, devtools: DevtoolsClient) -> None:
+            pass
+
+        def write(self, text: str, *args: object) -> None:
+            sent.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    package = types.ModuleType("textual_dev")
+    client = types.ModuleType("textual_dev.client")
+    client.DevtoolsClient = DevtoolsClient  # type: ignore[attr-defined]
+    client.DevtoolsConnectionError = type("DevtoolsConnectionError", (Exception,), {})  # type: ignore[attr-defined]
+    client.DevtoolsLog = lambda *args, **kwargs: args  # type: ignore[attr-defined]
+    redirect = types.ModuleType("textual_dev.redirect_output")
+    redirect.StdoutRedirector = StdoutRedirector  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "textual_dev", package)
+    monkeypatch.setitem(sys.modules, "textual_dev.client", client)
+    monkeypatch.setitem(sys.modules, "textual_dev.redirect_output", redirect)
+    monkeypatch.setenv("TEXTUAL", "devtools")
+    store = new_store(tmp_path / "s.json", room(make_minikey(secrets.randbelow), NOWHERE))
+
+    async def scenario() -> None:
+        async with on_screen(ChatApp(store, "alice")) as alice:
+            await alice.say("TOPSECRETPLAINTEXT")
+            await alice.until(lambda: "TOPSECRETPLAINTEXT" in alice.conversation(), "shown")
+
+    run(scenario())
+    assert sent == []

@@ -343,7 +343,7 @@ class Conversation(RichLog):
             self.scroll_to(y=where, animate=False, immediate=True)
 
 
-@dataclass
+@dataclass(repr=False)  # no text or name in a repr: a traceback or a log may show it
 class Line:
     """One entry of a conversation: a message (numbered on screen) or a note from us."""
 
@@ -361,6 +361,9 @@ class Line:
     # the user read (deleting "3, then 5" deletes those two). Only a message put above
     # others by its timestamp (RoomView.add) moves their numbers, up by one.
     number: int = 0
+
+    def __repr__(self) -> str:
+        return f"Line(kind={self.kind!r}, number={self.number}, own={self.own})"
 
 
 @dataclass(eq=False, repr=False)  # no names in a repr
@@ -403,7 +406,7 @@ class MembersLine:
             self.named = self.text = None
 
 
-@dataclass
+@dataclass(repr=False)  # no message, name or key in a repr
 class RoomView:
     """What the screen knows of one stored room."""
 
@@ -538,6 +541,11 @@ class ChatApp(App[None]):
         # is typed included, readable by all: Textual reads this at each line it logs.
         setattr(textual_constants, "LOG_FILE", None)  # noqa: B010 (Final to mypy)
         super().__init__()
+        # TEXTUAL=devtools in the environment, with textual_dev installed, streams every
+        # log line and print, keystrokes included, to a console listening on this host.
+        self.features = self.features - {"devtools"}
+        self.devtools = None
+        self._devtools_redirector = None
         self._store = store
         self._user = name
         self._fingerprint = store.device.fingerprint
