@@ -498,16 +498,22 @@ export class RoomConnection extends EventTarget {
       );
       return;
     }
+    // Fed now, while its connection is the session's: the session takes frames in order,
+    // and judges which connection one belongs to when it is fed. A burst is still queued
+    // (each message waits for WebCrypto) when a close comes: a message in it is read, for
+    // the relay keeps none; any other frame of it speaks for the old connection, and is
+    // dropped.
+    const handled = this.session.receive(data, this._now());
+    handled.catch(() => {}); // said in its turn, below
     this._chain = this._chain
       .then(async () => {
-        // A frame from a connection that has since dropped would speak for the old one.
-        if (ws !== this._ws) return;
         try {
-          await this.session.receive(data, this._now());
+          await handled;
         } catch (error) {
           this._error(`The relay sent a frame that makes no sense: ${error.message}`);
         }
-        this._afterSession();
+        // Once stopped (closed, locked), nothing more is heard.
+        if (this._started || ws === this._ws) this._afterSession();
       })
       .catch((error) => this._error(`The client failed: ${error?.message ?? error}`));
   }
