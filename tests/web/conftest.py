@@ -229,6 +229,18 @@ class Phone:
         self.by("unlock").click()
         expect(self.by(then)).to_be_visible()
 
+    def answer(self, yes: bool) -> str:
+        """Answer the question asked in the page before a loss (leave, delete all, wipe):
+        its action, or Cancel. Returns the question."""
+        asked = self.by("ask")
+        expect(asked).to_be_visible()
+        # Modal: the rest of the page takes no input meanwhile.
+        expect(asked).to_have_js_property("open", True)
+        question = asked.locator("p").inner_text().strip()
+        self.by("ask-yes" if yes else "ask-no").click()
+        expect(asked).to_have_count(0)
+        return question
+
     # Rooms
 
     def create_room(self, label: str, nickname: str, expiry: str = "day") -> SharedRoom:

@@ -76,10 +76,10 @@ def test_a_notice_is_read_out_on_the_same_screen_and_with_a_new_one(
     # Leaving the room: a new screen, and its notice.
     phone.by("nav-rooms").click()
     phone.by("room-item").click()
-    phone.page.once("dialog", lambda dialog: dialog.accept())
     phone.page.get_by_role("button", name="Room options").click()
     regions = live_regions(phone.page)
     phone.by("leave-room").click()
+    phone.answer(yes=True)
     expect(phone.by("nav-new")).to_be_visible()
     wait_read_out(phone.page, regions, "Left and forgot")
 

@@ -73,8 +73,8 @@ def test_kept_history_survives_a_reload_and_deletes_one_message_or_all(
     expect(phone.by("message")).to_have_count(2)
 
     phone.page.get_by_role("button", name="Room options").click()
-    phone.page.once("dialog", lambda dialog: dialog.accept())  # "Delete every message … ?"
     phone.by("clear-history").click()
+    assert phone.answer(yes=True).startswith("Delete every message")
     expect(phone.by("message")).to_have_count(0)
     phone.page.reload()
     phone.unlock(PASSWORD)
@@ -95,6 +95,27 @@ def test_the_store_locks_itself_after_idle_time(
     expect(phone.by("password")).to_be_visible()
     expect(phone.by("room-title")).to_have_count(0)
     expect(phone.page.get_by_role("status")).to_contain_text("Locked after a while")
+
+
+def test_the_store_locks_itself_while_a_question_waits_for_its_answer(
+    relay: RelayProcess, phones: Callable[..., Phone]
+) -> None:
+    """The browser's own confirm() stopped the page's scripts, the idle lock's with them:
+    the room stayed on screen behind the question for as long as nobody answered it."""
+    phone = phones()
+    phone.page.clock.install()
+    start(phone, relay)
+    phone.page.get_by_role("button", name="Room options").click()
+    phone.by("leave-room").click()
+    expect(phone.by("ask")).to_be_visible()
+    phone.page.clock.fast_forward("06:00")
+    expect(phone.by("password")).to_be_visible()
+    expect(phone.by("ask")).to_have_count(0)
+    expect(phone.by("room-title")).to_have_count(0)
+    expect(phone.page.get_by_role("status")).to_contain_text("Locked after a while")
+    # The room was not left: the question went unanswered.
+    phone.unlock(PASSWORD)
+    expect(phone.by("room-item")).to_have_count(1)
 
 
 def test_an_expired_room_is_deleted_from_the_device(
@@ -188,9 +209,9 @@ def test_forgetting_the_password_in_one_tab_wipes_the_store_for_every_tab(
     second = Phone(first.context, first.context.new_page(), first.watch)
     second.open(relay.url)
     expect(second.by("password")).to_be_visible()
-    second.page.on("dialog", lambda dialog: dialog.accept())
     second.page.get_by_text("Forgot the password?").click()
     second.by("wipe-locked").click()
+    second.answer(yes=True)
     expect(second.by("password-confirm")).to_be_visible()
     # The tab that was unlocked locks, and nothing it does brings the store back.
     expect(first.by("password-confirm")).to_be_visible()

@@ -118,9 +118,9 @@ def test_a_member_who_leaves_locks_or_closes_the_page_goes_from_the_list(
     assert sorted(dan.by("member-name").all_text_contents()) == ["Alice", "Bob", "Carol"]
 
     # Bob leaves and forgets the room: he says so as he goes.
-    bob.page.once("dialog", lambda dialog: dialog.accept())
     bob.page.get_by_role("button", name="Room options").click()
     bob.by("leave-room").click()
+    bob.answer(yes=True)
     expect(bob.by("nav-new")).to_be_visible()
     expect(alice.by("member-name")).to_have_text(["Carol", "Dan"], timeout=SAID_LEAVING_TIMEOUT_MS)
     expect(dan.by("member-name")).to_have_count(2, timeout=SAID_LEAVING_TIMEOUT_MS)
@@ -174,9 +174,9 @@ def test_a_name_heard_with_another_key_or_in_look_alike_letters_is_flagged(
     fingerprints = alice.by("member-fingerprint").all_text_contents()
     assert len(set(fingerprints)) == 3
     # The first Bob leaves: the one left under the name came with another key than his.
-    bob.page.once("dialog", lambda dialog: dialog.accept())
     bob.page.get_by_role("button", name="Room options").click()
     bob.by("leave-room").click()
+    bob.answer(yes=True)
     expect(alice.by("member-name")).to_have_text(
         ["Bob", "\u0412\u043eb"], timeout=SAID_LEAVING_TIMEOUT_MS
     )

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Iterator
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Page, Playwright, expect
+from playwright.sync_api import Browser, Page, Playwright, expect
 
 from instantroom.protocol.errors import ChecksumMismatch
 from instantroom.protocol.minikey import BASE58_ALPHABET, MINIKEY_LENGTH, parse_minikey
@@ -206,14 +206,9 @@ def test_leaving_a_room_asks_first(relay: RelayProcess, phones: Callable[..., Ph
     phone.create_room("Precious", "Kim")
     phone.open_room()
     asked: list[str] = []
-
-    def dismiss(dialog: Dialog) -> None:
-        asked.append(dialog.message)
-        dialog.dismiss()
-
-    phone.page.once("dialog", dismiss)
     phone.page.get_by_role("button", name="Room options").click()
     phone.by("leave-room").click()
+    asked.append(phone.answer(yes=False))
     expect(phone.by("room-title")).to_have_text("Precious")
     assert len(asked) == 1
     assert "Precious" in asked[0]
@@ -223,8 +218,8 @@ def test_leaving_a_room_asks_first(relay: RelayProcess, phones: Callable[..., Ph
 
     phone.by("room-item").first.click()
     phone.page.get_by_role("button", name="Room options").click()
-    phone.page.once("dialog", lambda dialog: dialog.accept())
     phone.by("leave-room").click()
+    phone.answer(yes=True)
     expect(phone.page.get_by_role("status").filter(has_text="Left and forgot")).to_be_visible()
     expect(phone.by("room-item")).to_have_count(0)
 

@@ -100,8 +100,8 @@ def test_a_full_room_waits_with_what_was_written_and_lets_it_out_once_there_is_a
         expect(status).to_have_text("sending…")
 
         carol.page.get_by_role("button", name="Room options").click()
-        carol.page.once("dialog", lambda dialog: dialog.accept())  # "Leave … ?"
         carol.by("leave-room").click()
+        carol.answer(yes=True)  # "Leave … ?"
         # In at its next JOIN: the 15-second retry, on the same connection (the relay keeps
         # a connection waiting for a place open past its handshake timeout).
         message = alice.message_locator("written while the room was full")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import segno
-from playwright.sync_api import Dialog, Playwright, expect
+from playwright.sync_api import Playwright, expect
 
 from instantroom.protocol.minikey import format_minikey
 from instantroom.testing import RelayProcess, assert_exited_cleanly, running_relay
@@ -157,25 +157,14 @@ def test_delete_all_messages_asks_first(relay: RelayProcess, phones: Callable[..
         alice.expect_message(text)
 
     asked: list[str] = []
-
-    def answer(accept: bool) -> Callable[[Dialog], None]:
-        def handle(dialog: Dialog) -> None:
-            asked.append(dialog.message)
-            if accept:
-                dialog.accept()
-            else:
-                dialog.dismiss()
-
-        return handle
-
-    alice.page.once("dialog", answer(False))
     alice.by("clear-history").click()
+    asked.append(alice.answer(yes=False))
     expect(alice.by("message")).to_have_count(2)
     assert asked == [
         "Delete every message of “Kept” from this device? They cannot be brought back."
     ]
-    alice.page.once("dialog", answer(True))
     alice.by("clear-history").click()
+    asked.append(alice.answer(yes=True))
     expect(alice.by("message")).to_have_count(0)
     assert len(asked) == 2
 

@@ -51,6 +51,50 @@ function Field({ id, label, value, onValue, testid = id, inputRef, invalid = fal
   );
 }
 
+/**
+ * A button whose action is asked for first, in the page. Not with the browser's confirm():
+ * that stops the page's scripts while it is open, the idle lock's with them, and what is
+ * on screen would stay there, unlocked, for as long as nobody answers. A lock takes this
+ * dialog away with its screen. `yes` names the action; Escape or Cancel does nothing.
+ */
+function AskFirst({ question, yes, testid, danger = false, onYes, children }) {
+  const [open, setOpen] = useState(false);
+  const dialog = useRef(null);
+  useEffect(() => {
+    if (open && !dialog.current.open) dialog.current.showModal();
+  }, [open]);
+  const questionId = `${testid}-question`;
+  return (
+    <>
+      <button type="button" class={danger ? "danger" : undefined} data-testid={testid} onClick={() => setOpen(true)}>
+        {children}
+      </button>
+      {open && (
+        <dialog ref={dialog} class="ask" data-testid="ask" aria-labelledby={questionId} onClose={() => setOpen(false)}>
+          <p id={questionId}>{question}</p>
+          <div class="actions">
+            {/* The safe answer has the focus: Enter pressed out of habit loses nothing. */}
+            <button type="button" data-testid="ask-no" autofocus onClick={() => dialog.current.close()}>
+              Cancel
+            </button>
+            <button
+              type="button"
+              class={danger ? "danger" : "primary"}
+              data-testid="ask-yes"
+              onClick={() => {
+                dialog.current.close();
+                onYes();
+              }}
+            >
+              {yes}
+            </button>
+          </div>
+        </dialog>
+      )}
+    </>
+  );
+}
+
 /** The nickname a room's members see beside this device's messages. */
 function NicknameField({ value, onValue, inputRef }) {
   return (
@@ -202,14 +246,15 @@ function Unlock({ app }) {
             Nobody can recover it: the keys are encrypted with it on this device only. You can delete everything
             here and start again, then join your rooms again with their keys.
           </p>
-          <button
-            type="button"
-            class="danger"
-            data-testid="wipe-locked"
-            onClick={() => window.confirm("Delete every room and message from this device?") && app.wipeLocked()}
+          <AskFirst
+            testid="wipe-locked"
+            danger
+            question="Delete every room and message from this device?"
+            yes="Delete everything"
+            onYes={() => app.wipeLocked()}
           >
             Delete everything and start again
-          </button>
+          </AskFirst>
         </details>
       )}
     </main>
@@ -960,30 +1005,25 @@ function Room({ app }) {
                 Your nickname here: {shown(room.nickname)}. Your fingerprint: {app.myFingerprint()}
               </p>
               <div class="actions small">
-                <button
-                  type="button"
-                  data-testid="clear-history"
-                  onClick={() =>
-                    // As Leave: one tap would lose the kept messages for good.
-                    window.confirm(`Delete every message of “${room.label}” from this device? They cannot be brought back.`) &&
-                    app.clearHistory(id)
-                  }
+                {/* As Leave: one tap would lose the kept messages for good. */}
+                <AskFirst
+                  testid="clear-history"
+                  question={`Delete every message of “${room.label}” from this device? They cannot be brought back.`}
+                  yes="Delete all messages"
+                  onYes={() => app.clearHistory(id)}
                 >
                   Delete all messages
-                </button>
-                <button
-                  type="button"
-                  class="danger"
-                  data-testid="leave-room"
-                  onClick={() =>
-                    // As the wipe: one tap would lose the key and any kept messages for good.
-                    window.confirm(
-                      `Leave “${room.label}” and delete its key and messages from this device? To come back you need its key again.`,
-                    ) && app.forgetRoom(id)
-                  }
+                </AskFirst>
+                {/* As the wipe: one tap would lose the key and any kept messages for good. */}
+                <AskFirst
+                  testid="leave-room"
+                  danger
+                  question={`Leave “${room.label}” and delete its key and messages from this device? To come back you need its key again.`}
+                  yes="Leave and forget"
+                  onYes={() => app.forgetRoom(id)}
                 >
                   Leave and forget room
-                </button>
+                </AskFirst>
               </div>
             </div>
           )}
@@ -1189,14 +1229,15 @@ function Settings({ app }) {
         </form>
         <h2>Delete everything</h2>
         <p class="hint">Deletes every room key and message from this device. Other members keep theirs.</p>
-        <button
-          type="button"
-          class="danger"
-          data-testid="wipe"
-          onClick={() => window.confirm("Delete every room and message from this device?") && app.wipe()}
+        <AskFirst
+          testid="wipe"
+          danger
+          question="Delete every room and message from this device?"
+          yes="Delete everything"
+          onYes={() => app.wipe()}
         >
           Delete everything
-        </button>
+        </AskFirst>
       </main>
     </>
   );
