@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import urllib.request
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from instantroom.client.connection import websocket_url
 from instantroom.client.invite import format_invite, parse_invite
 from instantroom.client.keystore import KeyStore
 from instantroom.protocol.errors import ChecksumMismatch, OneCase, UsageError, WrongLength
+from instantroom.protocol.minikey import make_minikey
 from instantroom.testing import RelayProcess
 from tests.client.test_rooms_cli import PASSWORD, cli, decode
 
@@ -189,3 +191,43 @@ def test_a_room_joined_by_its_websocket_address_has_a_qr_code_that_opens_the_app
         with direct.open(page, timeout=10) as response:
             assert response.status == 200
             assert b"<script" in response.read()
+
+
+@pytest.mark.parametrize("page", ["index.html", "chat/index.html"])
+def test_the_web_clients_page_is_a_server_address_too(page: str, relay: RelayProcess) -> None:
+    """The address in the browser, copied: the relay serves the web client there, and an
+    invite link may name it (PROTOCOL.md 3.7). Its endpoint is beside it, not below it."""
+    assert websocket_url(f"https://relay.example/{page}") == (
+        f"wss://relay.example/{page.removesuffix('index.html')}ws"
+    )
+    sent = cli(Path("unused"), "send", "--server", f"{relay.url}/index.html", "--key", KEY, "hi")
+    assert sent.returncode == 0, sent.stderr
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        KEY,
+        "chat/S6c56-bnXQi-Bjk9m-qSYE7-ykVQ7-NzrRy",
+        "S6c56%20bnXQi%20Bjk9m%20qSYE7%20ykVQ7%20NzrRy",
+    ],
+)
+def test_a_key_in_the_servers_path_is_refused_unsent_and_unquoted(
+    path: str, relay: RelayProcess
+) -> None:
+    """An invite link that lost its #: the key went to the server in the request line, and
+    was quoted with the address in the error on standard error."""
+    with pytest.raises(UsageError, match="in an invite link the key comes after a #") as refused:
+        websocket_url(f"https://relay.example/{path}")
+    assert "S6c56" not in str(refused.value)
+    # A path that only is long is no key.
+    assert websocket_url("https://relay.example/instantroom-relay-for-friends/") == (
+        "wss://relay.example/instantroom-relay-for-friends/ws"
+    )
+    other = make_minikey(secrets.randbelow)
+    sent = cli(
+        Path("unused"), "send", "--server", f"{relay.url}/{path}", "--key", other, "hi", check=False
+    )
+    assert sent.returncode == 2
+    assert "S6c56" not in sent.stderr + sent.stdout
+    assert "comes after a #" in sent.stderr

@@ -43,11 +43,26 @@ describe("websocketUrl", () => {
     ["ws://relay.example:9000/ws/", "ws://relay.example:9000/ws"],
     ["https://relay.example/chat/", "wss://relay.example/chat/ws"],
     ["HTTPS://relay.example/a?b=c#d", "wss://relay.example/a/ws"],
+    // The web client's page, as an invite link may name it (PROTOCOL.md 3.7).
+    ["https://relay.example/index.html", "wss://relay.example/ws"],
+    ["https://relay.example/chat/index.html", "wss://relay.example/chat/ws"],
+    ["https://relay.example/instantroom-relay-for-friends/", "wss://relay.example/instantroom-relay-for-friends/ws"],
   ];
   for (const [server, expected] of cases) {
     it(`${server.trim()} -> ${expected}`, () => assert.equal(websocketUrl(server), expected));
   }
-  const refused = ["", "relay.example", "ftp://relay.example", "file:///etc/passwd", "https://", KEY_A];
+  const refused = [
+    "",
+    "relay.example",
+    "ftp://relay.example",
+    "file:///etc/passwd",
+    "https://",
+    KEY_A,
+    // An invite link that lost its #: the key would go to the server in the request.
+    `https://relay.example/${KEY_A}`,
+    "https://relay.example/chat/S6c56-bnXQi-Bjk9m-qSYE7-ykVQ7-NzrRy",
+    "https://relay.example/S6c56 bnXQi Bjk9m qSYE7 ykVQ7 NzrRy",
+  ];
   for (const bad of refused) {
     it(`refuses ${JSON.stringify(bad)} without echoing it`, () => {
       assert.throws(() => websocketUrl(bad), (error) => {

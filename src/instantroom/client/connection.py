@@ -42,6 +42,7 @@ import email.utils
 import functools
 import logging
 import os
+import re
 import secrets
 import socket
 import ssl
@@ -69,6 +70,7 @@ from instantroom.protocol.envelope import Message
 from instantroom.protocol.errors import FrameError, UsageError
 from instantroom.protocol.frames import MAX_FRAME_SIZE
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
+from instantroom.protocol.minikey import BASE58_ALPHABET
 from instantroom.protocol.roster import Member
 from instantroom.protocol.session import (
     MAX_OUTBOX,
@@ -459,10 +461,35 @@ def websocket_url(server: str) -> str:
         port = 0
     if port == 0:
         raise UsageError("The server's port is a number from 1 to 65535.")
-    path = parts.path.rstrip("/")
+    if any(_looks_like_a_key(segment) for segment in parts.path.split("/")):
+        # An invite link that lost its #: the key would go to the server in the request,
+        # and be quoted with the address in every message.
+        raise UsageError(
+            "The server's address has what looks like a room key in its path: in an invite "
+            "link the key comes after a #. Nothing was sent."
+        )
+    path = parts.path
+    if path.endswith("/index.html"):  # the web client's page, as an invite link may name it
+        path = path.removesuffix("index.html")
+    path = path.rstrip("/")
     if not path.endswith("/ws"):
         path += "/ws"
     return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+def _looks_like_a_key(segment: str) -> bool:
+    """Whether a path segment looks like a room key, grouped or not: 25 or more base58
+    characters, capital and small letters mixed (a path rarely is)."""
+    characters = re.sub(r"[\s\-_.]|%20", "", segment)
+    return (
+        len(characters) >= 25
+        and set(characters) <= _BASE58
+        and characters != characters.lower()
+        and characters != characters.upper()
+    )
+
+
+_BASE58 = frozenset(BASE58_ALPHABET)
 
 
 def now_ms() -> int:

@@ -104,13 +104,34 @@ export function websocketUrl(serverUrl) {
   }
   const scheme = { "http:": "ws:", "https:": "wss:", "ws:": "ws:", "wss:": "wss:" }[url.protocol];
   if (scheme === undefined || !url.host) throw refusal();
-  let path = url.pathname.replace(/\/+$/, "");
+  if (url.pathname.split("/").some(looksLikeAKey)) {
+    // An invite link that lost its #: the key would go to the server in the request.
+    throw new UsageError(
+      "The server's address has what looks like a room key in its path: in an invite link the key comes after a #.",
+    );
+  }
+  // The web client's page, as an invite link may name it.
+  let path = url.pathname.replace(/\/index\.html$/, "/").replace(/\/+$/, "");
   if (!path.endsWith("/ws")) path += "/ws";
   url.protocol = scheme;
   url.pathname = path;
   url.search = "";
   url.hash = "";
   return url.href;
+}
+
+const BASE58 = /^[1-9A-HJ-NP-Za-km-z]+$/;
+
+/** A path segment that looks like a room key, grouped or not: 25 or more base58
+ * characters, capital and small letters mixed (a path rarely is). */
+function looksLikeAKey(segment) {
+  const characters = segment.replace(/[\s\-_.]|%20/g, "");
+  return (
+    characters.length >= 25 &&
+    BASE58.test(characters) &&
+    characters !== characters.toLowerCase() &&
+    characters !== characters.toUpperCase()
+  );
 }
 
 /**
