@@ -173,6 +173,9 @@ def running_relay(
     ``env``. On exit the relay gets SIGTERM; ``returncode`` then holds its exit status.
     """
     environ = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
+    # A relay just started tells clients so, and what they send waits the rejoin grace
+    # (12 s) for members reconnecting: tests of that say it; the others start at once.
+    environ["INSTANTROOM_SAY_UPTIME_FOR"] = "0"
     environ.update(env or {})
     command = [
         sys.executable,

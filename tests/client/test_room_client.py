@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -43,7 +44,13 @@ from instantroom.client.connection import (
 )
 from instantroom.display import clock_warning, without_credentials
 from instantroom.protocol import frames
-from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode
+from instantroom.protocol.codes import (
+    SUBPROTOCOL,
+    UPTIME_HEADER,
+    UPTIME_SAID_FOR,
+    CloseCode,
+    ErrorCode,
+)
 from instantroom.protocol.envelope import Kind
 from instantroom.protocol.errors import JoinProofError
 from instantroom.protocol.join import verify_join_proof
@@ -62,6 +69,8 @@ from instantroom.protocol.session import (
     Refused,
     RoomExpired,
 )
+from instantroom.relay.config import RelayConfig
+from instantroom.relay.server import Relay
 from instantroom.testing import (
     LOOPBACK,
     RelayProcess,
@@ -480,6 +489,68 @@ def test_a_member_backing_off_for_seconds_still_hears_what_was_said_while_it_was
                 assert sorted(heard) == ["away 0", "away 1"]
 
         run(scenario())
+
+
+def test_a_client_new_to_a_relay_that_has_just_restarted_waits_for_its_members(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh client (a ``send``) whose first try gets in, right after a relay restart:
+    the relay says it has just started (PROTOCOL.md 10.1), so what the client writes waits
+    for the members still reconnecting, here bob, 2 s after it, for the grace (here 4 s).
+    It had gone at once, to nobody, and was lost though the relay took it."""
+    monkeypatch.setattr(connection, "REJOIN_GRACE", 4.0)
+    room = fresh_room()
+    rid = room.room_id
+
+    with running_relay() as first, contextlib.ExitStack() as relays:
+        says_uptime = ("--say-uptime-for", "60")
+
+        async def scenario() -> None:
+            bob = RoomClient(first.url, device(), "bob", reconnect_delays=retrying_every(2.0))
+            async with bob:
+                await bob.join(room)
+                first.process.kill()
+                await asyncio.to_thread(first.process.wait)
+                again = running_relay(*says_uptime, port=first.port)
+                await asyncio.to_thread(relays.enter_context, again)
+                async with RoomClient(first.url, device(), "alice") as alice:
+                    await alice.join(room)
+                    started = time.monotonic()
+                    await alice.send_text(rid, "are you back?")
+                    waited = time.monotonic() - started
+                async with asyncio.timeout(5):
+                    heard = await next_message(bob)
+                assert heard.message.text == "are you back?"
+                assert 3 < waited < 10  # the grace, not for ever
+
+        run(scenario())
+
+
+def test_a_relay_says_how_long_ago_it_started_in_its_first_minute_only() -> None:
+    relay = Relay(RelayConfig(host=LOOPBACK, port=0))
+    assert relay.config.say_uptime_for == UPTIME_SAID_FOR == 60
+
+    async def said() -> str | None:
+        url = f"ws://{LOOPBACK}:{relay.port}/ws"
+        async with connect(url, subprotocols=[Subprotocol(SUBPROTOCOL)]) as ws:
+            assert ws.response is not None
+            return ws.response.headers.get(UPTIME_HEADER)
+
+    async def scenario() -> None:
+        await relay.start()
+        try:
+            assert await said() == "0"
+            relay.started -= 30
+            assert await said() == "30"
+            relay.started -= UPTIME_SAID_FOR - 30  # a minute up
+            assert await said() is None
+            relay.started += UPTIME_SAID_FOR
+            object.__setattr__(relay.config, "say_uptime_for", 0)  # --say-uptime-for 0
+            assert await said() is None
+        finally:
+            await relay.shutdown()
+
+    run(scenario())
 
 
 async def cancelled(task: asyncio.Task[Any]) -> None:

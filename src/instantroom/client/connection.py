@@ -65,7 +65,7 @@ from websockets.typing import Subprotocol
 
 from instantroom.client.invite import address_problem
 from instantroom.display import printable, without_credentials
-from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode
+from instantroom.protocol.codes import SUBPROTOCOL, UPTIME_HEADER, CloseCode, ErrorCode
 from instantroom.protocol.envelope import Message
 from instantroom.protocol.errors import FrameError, UsageError
 from instantroom.protocol.frames import MAX_FRAME_SIZE
@@ -492,6 +492,13 @@ def _looks_like_a_key(segment: str) -> bool:
 _BASE58 = frozenset(BASE58_ALPHABET)
 
 
+def relay_uptime(ws: ClientConnection) -> int | None:
+    """How many seconds ago the relay started, if it said so in its handshake answer (a
+    relay says it in its first minute, PROTOCOL.md 10.1)."""
+    said = ws.response.headers.get(UPTIME_HEADER, "") if ws.response is not None else ""
+    return int(said) if said.isascii() and said.isdigit() and len(said) <= 6 else None
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -565,6 +572,9 @@ class RoomClient:
         self._failure: RelayRefused | None = None
         self._unreachable: str | None = None
         self._reached = False
+        # Until then (the event loop's time), the relay of this connection is one that
+        # has just started, its members maybe reconnecting: rooms joined hold their outbox.
+        self._relay_young_until = 0.0
         self._clock_offset_ms: int | None = _clock_offsets.get(self.url)
         self._closed = False
         self._readers_stopped = False
@@ -697,6 +707,8 @@ class RoomClient:
             future.add_done_callback(_retrieve)
         if state is None:
             self.session.join(room, expires_at_ms)
+            if self._relay_young_until > asyncio.get_running_loop().time():
+                self.session.connect_failed()  # joined on a relay that has just started
             for message_id, timestamp_ms in known:  # before any DELIVER can come
                 self.session.remember(room.room_id, message_id, timestamp_ms, now)
             if floor_ms:
@@ -874,6 +886,12 @@ class RoomClient:
         offset = relay_clock_offset(ws, now_ms())
         if offset is not None:
             self._clock_offset_ms = _clock_offsets[self.url] = offset
+        uptime = relay_uptime(ws)
+        now = asyncio.get_running_loop().time()
+        self._relay_young_until = 0.0 if uptime is None else now + REJOIN_GRACE - uptime
+        if self._relay_young_until > now:
+            # As after a try that failed: the members it had may be reconnecting still.
+            self.session.connect_failed()
         self.session.connection_made()
         self.connected.set()
         bad_frames = 0

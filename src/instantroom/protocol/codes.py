@@ -5,6 +5,11 @@ from __future__ import annotations
 from enum import IntEnum
 
 SUBPROTOCOL = "instantroom.v1"
+# A relay that started less than UPTIME_SAID_FOR seconds ago (by default) says how long
+# ago, in whole seconds, in this header of its handshake answer (PROTOCOL.md 10.1): the
+# members it had before may still be reconnecting.
+UPTIME_HEADER = "InstantRoom-Uptime"
+UPTIME_SAID_FOR = 60
 
 # Envelope sizes: the relay needs them to bound frames, clients to seal and open.
 ENVELOPE_VERSION = 1

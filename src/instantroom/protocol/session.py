@@ -568,7 +568,8 @@ class ClientSession:
     # what the connection does
 
     def connect_failed(self) -> None:
-        """A try to connect failed: the relay, or the way to it, was out of reach. Each
+        """A try to connect failed: the relay, or the way to it, was out of reach (or the
+        relay said it has just started, PROTOCOL.md 10.1; call it before connection_made). Each
         room not joined on this session before (so with no count to await) then holds its
         outbox from its next JOINED for the caller's whole grace (``held_since``,
         ``release``): if the relay restarted, its members are reconnecting too. A room

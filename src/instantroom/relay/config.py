@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from instantroom.protocol.codes import NONCE_SIZE, PADDING_BUCKETS, TAG_SIZE
+from instantroom.protocol.codes import NONCE_SIZE, PADDING_BUCKETS, TAG_SIZE, UPTIME_SAID_FOR
 from instantroom.protocol.frames import MAX_FRAME_SIZE, PUBLISH_HEADER_SIZE
 
 
@@ -127,6 +127,14 @@ class RelayConfig:
     shutdown_grace: float = field(
         default=3.0, metadata={"help": "seconds to let members hear the shutdown"}
     )
+    say_uptime_for: float = field(
+        default=UPTIME_SAID_FOR,
+        metadata={
+            "help": "seconds after it starts that the relay tells clients how long ago it "
+            "started, so that they hold what they send for members still reconnecting "
+            "after a restart; 0: never"
+        },
+    )
 
     def __post_init__(self) -> None:
         for name, (low, high) in _RANGES.items():
@@ -172,6 +180,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_rooms_per_address": (1, math.inf),
     "workers": (1, 1024),
     "shutdown_grace": (0, _NEVER),
+    "say_uptime_for": (0, 3600),
 }
 
 

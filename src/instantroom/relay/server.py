@@ -45,7 +45,13 @@ from websockets.typing import Origin, Subprotocol
 
 from instantroom import __version__
 from instantroom.protocol import frames
-from instantroom.protocol.codes import SUBPROTOCOL, CloseCode, ErrorCode, FrameType
+from instantroom.protocol.codes import (
+    SUBPROTOCOL,
+    UPTIME_HEADER,
+    CloseCode,
+    ErrorCode,
+    FrameType,
+)
 from instantroom.protocol.errors import FrameError, JoinProofError
 from instantroom.protocol.join import ROOM_ID_SIZE, SIGNATURE_SIZE, verify_join_proof
 
@@ -544,7 +550,11 @@ class RelayConnection(asyncio.Protocol):
         response = ws.accept(request)
         if response.status_code == 101 and ws.subprotocol is None:
             response = ws.reject(400, f"Speak the {SUBPROTOCOL} subprotocol.\n")
-        if response.status_code != 101:
+        if response.status_code == 101:
+            uptime = relay.now() - relay.started
+            if uptime < relay.config.say_uptime_for:
+                response.headers[UPTIME_HEADER] = str(int(uptime))
+        else:
             reason = (
                 "origin"
                 if ws.handshake_exc and "origin" in str(ws.handshake_exc).lower()
@@ -797,6 +807,7 @@ class Relay:
         self._lifetime_ms = int(config.max_room_lifetime * 1000)
         self._static = self._load_static()
         self.port = 0
+        self.started = self.now()  # when it began to listen, for UPTIME_HEADER
 
     @staticmethod
     def now() -> float:
@@ -816,6 +827,7 @@ class Relay:
         if not self.connection_limit:
             self.connection_limit = max(1, files - FILES_KEPT)
         await self.hub.start(self._remote_delivery, self._members_changed)
+        self.started = self.now()
         try:
             context = await self._open()
         except BaseException:
