@@ -210,6 +210,10 @@ def test_the_web_clients_page_is_a_server_address_too(page: str, relay: RelayPro
         KEY,
         "chat/S6c56-bnXQi-Bjk9m-qSYE7-ykVQ7-NzrRy",
         "S6c56%20bnXQi%20Bjk9m%20qSYE7%20ykVQ7%20NzrRy",
+        "S6c56+bnXQi+Bjk9m+qSYE7+ykVQ7+NzrRy",
+        "S6c56%2DbnXQi%2DBjk9m%2DqSYE7%2DykVQ7%2DNzrRy",
+        f"%23{KEY}",  # the # of an invite link, percent-encoded by a form
+        "S6c56bnXQiBjk9m/qSYE7ykVQ7NzrRy",
     ],
 )
 def test_a_key_in_the_servers_path_is_refused_unsent_and_unquoted(
@@ -221,9 +225,8 @@ def test_a_key_in_the_servers_path_is_refused_unsent_and_unquoted(
         websocket_url(f"https://relay.example/{path}")
     assert "S6c56" not in str(refused.value)
     # A path that only is long is no key.
-    assert websocket_url("https://relay.example/instantroom-relay-for-friends/") == (
-        "wss://relay.example/instantroom-relay-for-friends/ws"
-    )
+    for long in ("instantroom-relay-for-friends", "GroupChatServerForFriends"):
+        assert websocket_url(f"https://relay.example/{long}/") == f"wss://relay.example/{long}/ws"
     other = make_minikey(secrets.randbelow)
     sent = cli(
         Path("unused"), "send", "--server", f"{relay.url}/{path}", "--key", other, "hi", check=False

@@ -47,6 +47,7 @@ describe("websocketUrl", () => {
     ["https://relay.example/index.html", "wss://relay.example/ws"],
     ["https://relay.example/chat/index.html", "wss://relay.example/chat/ws"],
     ["https://relay.example/instantroom-relay-for-friends/", "wss://relay.example/instantroom-relay-for-friends/ws"],
+    ["https://relay.example/GroupChatServerForFriends/", "wss://relay.example/GroupChatServerForFriends/ws"],
   ];
   for (const [server, expected] of cases) {
     it(`${server.trim()} -> ${expected}`, () => assert.equal(websocketUrl(server), expected));
@@ -62,6 +63,10 @@ describe("websocketUrl", () => {
     `https://relay.example/${KEY_A}`,
     "https://relay.example/chat/S6c56-bnXQi-Bjk9m-qSYE7-ykVQ7-NzrRy",
     "https://relay.example/S6c56 bnXQi Bjk9m qSYE7 ykVQ7 NzrRy",
+    "https://relay.example/S6c56+bnXQi+Bjk9m+qSYE7+ykVQ7+NzrRy",
+    "https://relay.example/S6c56%2DbnXQi%2DBjk9m%2DqSYE7%2DykVQ7%2DNzrRy",
+    `https://relay.example/%23${KEY_A}`,
+    "https://relay.example/S6c56bnXQiBjk9m/qSYE7ykVQ7NzrRy",
   ];
   for (const bad of refused) {
     it(`refuses ${JSON.stringify(bad)} without echoing it`, () => {
@@ -810,6 +815,26 @@ describe("RoomConnection", () => {
     await w.settle();
     assert.deepEqual(alice.of("message").map((m) => m.text), texts);
     assert.equal(alice.state, "reconnecting");
+  });
+
+  it("messages queued when close() comes are not heard, then or after a later start()", async () => {
+    const w = world();
+    const bob = w.connect({ seed: 2 });
+    await online(w, bob, { name: "bob" });
+    const alice = w.connect({ seed: 1 });
+    await online(w, alice);
+    w.relay.paused = true;
+    for (const text of ["m0", "m1", "m2"]) await bob.sendText(roomA.roomId, text);
+    await w.settle();
+    w.relay.paused = false;
+    for (const release of w.relay.held.splice(0)) release();
+    alice.close(); // a lock, while the burst waits for WebCrypto
+    await w.settle();
+    assert.deepEqual(alice.of("message"), []);
+    alice.start(); // the same connection, started again
+    w.relay.last.accept();
+    await w.settle();
+    assert.deepEqual(alice.of("message"), []);
   });
 
   it("a join of a bad room key is rejected with the parser's error", async () => {

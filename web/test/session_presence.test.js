@@ -558,4 +558,26 @@ describe("the outbox after a reconnect (PROTOCOL.md 10.6)", () => {
     await backAndHeard(carol, alice, { members: 3, at: NOW + 3002 });
     assert.equal(alice.holding(roomA.roomId), true); // bob is still awaited
   });
+
+  it("a message whose turn comes after a drop is read, and does not end the wait for its sender", async () => {
+    const { alice, bob, carol } = await threeMembers();
+    await bob.sendText(roomA.roomId, "sent before the drop", NOW + 2500);
+    const [before] = decoded(bob);
+    // Fed while connected, as frames come; its turn comes once the relay restarted.
+    const opening = alice.receive(deliverFrom(before), NOW + 2500);
+    alice.connectionLost();
+    alice.connectFailed();
+    await opening;
+    // Read: the relay keeps none, so it would be lost for good.
+    assert.deepEqual(
+      alice.events().filter((e) => e.type === "message").map((e) => e.text),
+      ["sent before the drop"],
+    );
+    await alice.sendText(roomA.roomId, "for bob", NOW + 3000);
+    await joinRoom(alice, roomA, { members: 1, at: NOW + 3000 });
+    decoded(alice);
+    await alice.receive(frame({ type: "Presence", roomId: roomA.roomId, members: 3 }), NOW + 3001);
+    await backAndHeard(carol, alice, { members: 3, at: NOW + 3002 });
+    assert.equal(alice.holding(roomA.roomId), true); // bob, who sent it before, is still awaited
+  });
 });

@@ -104,7 +104,7 @@ export function websocketUrl(serverUrl) {
   }
   const scheme = { "http:": "ws:", "https:": "wss:", "ws:": "ws:", "wss:": "wss:" }[url.protocol];
   if (scheme === undefined || !url.host) throw refusal();
-  if (url.pathname.split("/").some(looksLikeAKey)) {
+  if (holdsAKey(url.pathname)) {
     // An invite link that lost its #: the key would go to the server in the request.
     throw new UsageError(
       "The server's address has what looks like a room key in its path: in an invite link the key comes after a #.",
@@ -120,18 +120,28 @@ export function websocketUrl(serverUrl) {
   return url.href;
 }
 
-const BASE58 = /^[1-9A-HJ-NP-Za-km-z]+$/;
-
-/** A path segment that looks like a room key, grouped or not: 25 or more base58
- * characters, capital and small letters mixed (a path rarely is). */
-function looksLikeAKey(segment) {
-  const characters = segment.replace(/[\s\-_.]|%20/g, "");
-  return (
-    characters.length >= 25 &&
-    BASE58.test(characters) &&
-    characters !== characters.toLowerCase() &&
-    characters !== characters.toUpperCase()
-  );
+/**
+ * Whether a URL's path holds a room key, however it is written there: grouped by any
+ * character, percent-encoded, across segments. A key is 30 letters and digits that pass
+ * its check, so an ordinary path passes for one once in 256 such runs, not more often.
+ */
+function holdsAKey(path) {
+  let decoded = path;
+  try {
+    decoded = decodeURIComponent(path);
+  } catch {
+    // a stray % is kept as it is
+  }
+  const text = decoded.replace(/[^\p{L}\p{N}]/gu, "");
+  for (let at = text.indexOf("S"); at >= 0; at = text.indexOf("S", at + 1)) {
+    try {
+      parseMinikey(text.slice(at, at + 30), { asTyped: false });
+      return true;
+    } catch {
+      // not a key here
+    }
+  }
+  return false;
 }
 
 /**
@@ -533,8 +543,10 @@ export class RoomConnection extends EventTarget {
         } catch (error) {
           this._error(`The relay sent a frame that makes no sense: ${error.message}`);
         }
-        // Once stopped (closed, locked), nothing more is heard.
-        if (this._started || ws === this._ws) this._afterSession();
+        // Once stopped (closed, locked), nothing more is heard: what the session read
+        // meanwhile goes, rather than out at the next start().
+        if (this._started) this._afterSession();
+        else this.session.events();
       })
       .catch((error) => this._error(`The client failed: ${error?.message ?? error}`));
   }

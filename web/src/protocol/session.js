@@ -779,7 +779,7 @@ export class ClientSession {
     const message = live && data[0] === FrameType.DELIVER;
     const current = () => message || (live && connection === this._connections);
     if (live) this._lastNowMs = nowMs;
-    return this._serialized(() => (current() ? this._receive(data, nowMs) : undefined));
+    return this._serialized(() => (current() ? this._receive(data, nowMs, connection) : undefined));
   }
 
   // inside
@@ -818,11 +818,12 @@ export class ClientSession {
     return message;
   }
 
-  async _receive(data, nowMs) {
+  /** `connection`: the one the frame came on (this._connections when it was fed). */
+  async _receive(data, nowMs, connection) {
     const frame = decodeFrame(data);
     switch (frame.type) {
       case "Deliver":
-        await this._deliver(frame.roomId, frame.envelope, nowMs);
+        await this._deliver(frame.roomId, frame.envelope, nowMs, connection);
         return;
       case "Ack":
         this._acknowledged(frame.ref);
@@ -1088,11 +1089,10 @@ export class ClientSession {
     this._pump();
   }
 
-  async _deliver(roomId, envelope, nowMs) {
+  async _deliver(roomId, envelope, nowMs, connection) {
     const key = roomHex(roomId);
     const state = this.rooms.get(key);
     if (state === undefined) return;
-    const connection = this._connections;
     let message;
     let dated = null; // the timestamp, once decrypted (not yet authenticated)
     try {
