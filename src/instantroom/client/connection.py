@@ -930,6 +930,7 @@ class RoomClient:
         finally:
             self.connected.clear()
             self._ws = None
+            self._relay_young_until = 0.0  # of this connection's relay; the next one says
             if self._stable_timer is not None:
                 self._stable_timer.cancel()
                 self._stable_timer = None
