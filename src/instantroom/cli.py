@@ -649,7 +649,8 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
         "a bot posting under one name uses this, or members see its key as new each time",
     )
     rooms_cli.add_store_option(parser)
-    rooms_cli.add_name_option(parser)
+    # With --key there is no store to keep it in, and nothing given last.
+    rooms_cli.add_name_option(parser, kept=" with --room")
 
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")

@@ -16,6 +16,7 @@ import re
 import secrets
 import sys
 import time
+import unicodedata
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -76,8 +77,15 @@ def key_text(given: str | None, options: str = "KEY") -> str:
     if text == "-":
         if sys.stdin is None:  # started with it closed (<&-)
             raise UsageError("Standard input is closed: nothing to read the key from.")
-        return sys.stdin.readline().strip()
+        try:
+            # Its first line: `send --key - -` reads the message from what follows.
+            return sys.stdin.readline(_MOST_READ).strip()
+        except UnicodeDecodeError:
+            raise UsageError("Standard input is not UTF-8 text: no key was read from it.") from None
     return text
+
+
+_MOST_READ = 4096  # characters of a key or link from standard input: no end of /dev/zero
 
 
 def invite_or_key(text: str) -> tuple[str | None, str]:
@@ -300,6 +308,7 @@ def cmd_new(args: argparse.Namespace) -> int:
     key = make_minikey(secrets.randbelow)
     check_server(args.server)
     format_invite(args.server, key)  # refuses an address no invite link can be made of
+    check_label(args.label)
     store = store_if_any(args)
     if store is not None and _label_taken(store, args.label):
         return 2
@@ -338,6 +347,7 @@ def cmd_join(args: argparse.Namespace) -> int:
         check_server(server or args.server)  # before a store is made for it
     if args.name is not None:
         check_name(args.name)  # likewise
+    check_label(args.label)
     store = store_if_any(args)
     if store is not None and _label_taken(store, args.label, key):
         return 2
@@ -425,6 +435,7 @@ def cmd_qr(args: argparse.Namespace) -> int:
     room = store.find(args.room)
     code = segno.make(format_invite(room.server, room.key), error="m")
     if args.png or args.svg:
+        _check_image_target(args.png or args.svg)
         # Owner-only from its first byte: the code is the room's key.
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         descriptor = os.open(args.png or args.svg, flags, 0o600)
@@ -434,6 +445,25 @@ def cmd_qr(args: argparse.Namespace) -> int:
     else:
         code.terminal(compact=True, border=2)
     return 0
+
+
+# How the files a QR code is saved as begin: one of them is written over without a word.
+_IMAGE_STARTS = (b"\x89PNG\r\n\x1a\n", b"<?xml", b"<svg")
+
+
+def _check_image_target(path: str) -> None:
+    """Refuse to write over a file that is there and is no image: the key store itself, or
+    a document named by mistake, would be replaced for good."""
+    try:
+        with open(path, "rb") as existing:
+            start = existing.read(len(_IMAGE_STARTS[0]))
+    except OSError:
+        return  # not there (or not readable: os.open says why)
+    if start and not start.startswith(_IMAGE_STARTS):
+        raise UsageError(
+            f"{printable(path)} is there already and is no image: it was left as it is. "
+            "Name another file for the QR code."
+        )
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
@@ -486,12 +516,29 @@ def run_chat(store: KeyStore, name: str, room: str | bytes | None) -> int:
 DEFAULT_NAME = "anonymous"
 
 
-def add_name_option(parser: argparse.ArgumentParser) -> None:
+def add_name_option(parser: argparse.ArgumentParser, kept: str = "") -> None:
+    """``kept``: when the name is kept in the key store, if not always."""
     parser.add_argument(
         "--name",
-        help="your name in the rooms, kept in the key store for the next time [env "
+        help=f"your name in the rooms, kept in the key store for the next time{kept} [env "
         "INSTANTROOM_NAME; default: the name given last, else anonymous]",
     )
+
+
+MAX_LABEL_CHARACTERS = 60  # as the web client's
+
+
+def check_label(label: str | None) -> None:
+    """Refuse a ``--label`` that could not be stored, shown or typed back (``forget``, ``qr``
+    take it): one that is not UTF-8, holds control characters, or is over long."""
+    if label is None:
+        return
+    if any("\ud800" <= char <= "\udfff" for char in label):
+        raise UsageError("A label is UTF-8: this one is not (is the terminal set to UTF-8?).")
+    if any(unicodedata.category(char) == "Cc" for char in label):
+        raise UsageError("A label holds no control characters (line breaks, tabs, escapes).")
+    if len(label) > MAX_LABEL_CHARACTERS:
+        raise UsageError(f"A label is at most {MAX_LABEL_CHARACTERS} characters.")
 
 
 def check_name(name: str) -> str:

@@ -146,12 +146,19 @@ def test_a_relay_address_with_control_or_formatting_characters_is_refused(addres
 
 @pytest.mark.parametrize(
     "server",
-    ["http://127.0.0.1:99999", "http://127.0.0.1:80a", "https://relay.example:0/", "http://:8080"],
+    [
+        "http://127.0.0.1:99999",
+        "http://127.0.0.1:80a",
+        "https://relay.example:0/",
+        "http://:8080",
+        "https://relay..example/",
+        f"http://{'a' * 64}.example/",
+    ],
 )
 def test_a_server_whose_port_or_host_is_no_such_thing_is_refused_at_once(server: str) -> None:
     """Refused before connecting: the client would otherwise stop at its first connection
     saying only "ValueError", or retry port 0 until its timeout."""
-    with pytest.raises(UsageError, match=r"port is a number|A server is an"):
+    with pytest.raises(UsageError, match=r"port is a number|A server is an|host name is not"):
         websocket_url(server)
     assert websocket_url("http://127.0.0.1:65535") == "ws://127.0.0.1:65535/ws"
 

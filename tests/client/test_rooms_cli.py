@@ -290,6 +290,40 @@ def test_joining_a_stored_room_again_keeps_its_label_and_relay(tmp_path: Path) -
     assert servers == {key: NOWHERE, OTHER_KEY: "http://127.0.0.1:10/"}
 
 
+@pytest.mark.parametrize(
+    ("label", "said"),
+    [
+        ("caf\udce9", "A label is UTF-8"),  # the byte 0xE9, from a Latin-1 terminal
+        ("red\x1b[31malert", "no control characters"),
+        ("x" * 61, "at most 60 characters"),
+    ],
+)
+def test_a_label_that_could_not_be_stored_or_typed_back_is_refused_first(
+    tmp_path: Path, label: str, said: str
+) -> None:
+    """A label not UTF-8 had ended in a traceback, after the relay was asked, and left an
+    empty key store behind; one with control characters could not be typed back."""
+    store = tmp_path / "store.json"
+    for command in (["new", "--server", NOWHERE], ["join", "--server", NOWHERE, OTHER_KEY]):
+        result = cli(store, *command, "--label", label, check=False)
+        assert result.returncode == 2, result.stderr
+        assert said in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not store.exists()
+
+
+def test_a_key_on_standard_input_that_is_not_utf_8_is_said(tmp_path: Path) -> None:
+    """In a UTF-8 locale that decodes strictly, it had ended in a traceback."""
+    result = subprocess.run(
+        [sys.executable, "-m", "instantroom", "key", "check", "-"],
+        input=b"S6c56\xe9bnXQiBjk9mqSYE7ykVQ7NzrRy\n", capture_output=True, timeout=60,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"}, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert b"Standard input is not UTF-8 text" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
 def test_a_label_another_stored_room_has_is_refused_and_nothing_is_stored(
     tmp_path: Path,
 ) -> None:
@@ -341,7 +375,7 @@ sys.exit(main(sys.argv[1:]))
 def test_a_qr_code_file_is_owner_only_from_its_first_byte(tmp_path: Path) -> None:
     store, png = tmp_path / "store.json", tmp_path / "room.png"
     _store_with_a_room(store)
-    png.write_bytes(b"an older picture")
+    png.write_bytes(b"\x89PNG\r\n\x1a\nan older picture")
     png.chmod(0o644)
     environ = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
     environ |= {"INSTANTROOM_PASSWORD": PASSWORD, "INSTANTROOM_KEYSTORE": str(store)}
@@ -364,6 +398,27 @@ def test_a_qr_code_is_not_written_through_a_symbolic_link(tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
     assert str(link) in result.stderr
     assert target.read_text() == "untouched"
+
+
+def test_a_qr_code_is_not_written_over_the_key_store_or_another_file(tmp_path: Path) -> None:
+    """``qr team --png STORE`` had replaced the key store, every key in it lost for good."""
+    store, notes = tmp_path / "store.json", tmp_path / "notes.txt"
+    _store_with_a_room(store)
+    notes.write_text("my notes")
+    kept = store.read_bytes()
+    for target in (store, notes):
+        for kind in ("--png", "--svg"):
+            result = cli(store, "qr", "team", kind, str(target), check=False)
+            assert result.returncode == 2, result.stderr
+            assert "is no image" in result.stderr
+    assert store.read_bytes() == kept
+    assert notes.read_text() == "my notes"
+    assert "team" in cli(store, "rooms", "--offline").stdout
+    # A QR code saved before is written over, as asked.
+    png = tmp_path / "room.png"
+    cli(store, "qr", "team", "--svg", str(png))
+    cli(store, "qr", "team", "--png", str(png))
+    assert png.read_bytes().startswith(b"\x89PNG")
 
 
 def test_a_folder_given_as_the_store_is_one_clear_line(tmp_path: Path) -> None:
@@ -425,8 +480,10 @@ def test_a_stored_label_or_relay_with_escapes_is_shown_without_them(tmp_path: Pa
     online = cli(store, "rooms")
     forgotten = cli(store, "forget", OTHER_KEY_ROOM_ID[:8])
     assert "Forgot room 'team" in forgotten.stdout
-    card = cli(store, "new", "--label", f"card{ESCAPES}", "--server", NOWHERE)
-    assert "Room 'card" in card.stdout
+    # A label typed so is refused now (and not echoed).
+    card = cli(store, "new", "--label", f"card{ESCAPES}", "--server", NOWHERE, check=False)
+    assert card.returncode == 2
+    assert "no control characters" in card.stderr
     for result in (listing, online, forgotten, card):
         for control in ("\x1b", "\x07"):
             assert control not in result.stdout + result.stderr

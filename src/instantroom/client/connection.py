@@ -453,6 +453,13 @@ def websocket_url(server: str) -> str:
     scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
     if scheme is None or not parts.hostname:
         raise refusal
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:  # else said at the first connection, as "the relay refused us"
+        raise UsageError(
+            "The server's host name is not one: a part between dots is empty or longer "
+            "than 63 characters."
+        ) from None
     # Refused here: the client would otherwise stop on its first connection with nothing
     # better to say than "ValueError" (or wait on port 0 until its timeout).
     try:
