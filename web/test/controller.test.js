@@ -499,6 +499,40 @@ describe("App: a key in one case from an invite link (PROTOCOL.md 3.5 step 7, 3.
   });
 });
 
+describe("App: a room key in a relay's address (an invite link that lost its #)", () => {
+  const key = makeMinikey(randomBytes);
+
+  it("is refused in Settings and in a link, and nothing is stored with it", async () => {
+    const { app } = await startApp();
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.saveSettings({ serverUrl: `${RELAY_B}/${key}`, idleLockMinutes: 5 });
+    assert.match(app.state.error, /comes after a #/);
+    assert.equal(app.store.data.serverUrl, RELAY_A);
+    app.go("join");
+    await app.joinRoom({ text: `${RELAY_B}/${key}#${makeMinikey(randomBytes)}`, nickname: "Bob" });
+    assert.match(app.state.error, /comes after a #/);
+    assert.equal(app.rooms.length, 0);
+  });
+
+  it("stored before it was refused, leaves the unlock and the other rooms going", async () => {
+    const { app } = await startApp();
+    await app.unlock(PASSWORD, PASSWORD);
+    app.go("join");
+    await app.joinRoom({ text: makeMinikey(randomBytes), nickname: "Bob" });
+    await app.joinRoom({ text: makeMinikey(randomBytes), nickname: "Bob" });
+    const [bad, good] = app.rooms;
+    bad.serverUrl = `${RELAY_B}/${key}`;
+    await app.save();
+    app.lock();
+    socketUrls.length = 0;
+    await app.unlock(PASSWORD);
+    assert.equal(app.state.screen, "rooms");
+    assert.match(app.liveRoom(bad.roomId).error, /comes after a #/);
+    assert.equal(app.liveRoom(good.roomId).error ?? null, null);
+    assert.deepEqual(socketUrls, ["wss://a.relay.test/ws"]); // the good room's relay, and only it
+  });
+});
+
 describe("App: rooms that expired while locked", () => {
   it("are said at unlocking, as those that expire while unlocked are", async () => {
     const { app, otherTab } = await startApp();

@@ -2,7 +2,7 @@
 // connection per server, rooms, messages, the idle lock. Screens read `app.state` and call
 // its methods; every change calls the listeners, which redraw.
 
-import { JoinRefused, RelayRefused, RETRY_AFTER_FULL_MS, RoomConnection } from "../client/connection.js";
+import { JoinRefused, RelayRefused, RETRY_AFTER_FULL_MS, RoomConnection, websocketUrl } from "../client/connection.js";
 import { fromHex, hex, utf8, utf8Strict } from "../protocol/bytes.js";
 import { ErrorCode } from "../protocol/codes.js";
 import { Kind, MAX_NAME_BYTES, openEnvelope } from "../protocol/envelope.js";
@@ -110,6 +110,9 @@ export function normalizeServerUrl(text) {
   if (!["http:", "https:", "ws:", "wss:"].includes(url.protocol)) {
     throw new Error("A relay URL starts with https://, http://, wss:// or ws://.");
   }
+  // What the connection will refuse is refused here, before a room is stored with it: a
+  // room key in the path (an invite link that lost its #) above all.
+  websocketUrl(url.href);
   const path = url.pathname.replace(/\/+$/, "");
   return `${url.protocol}//${url.host}${path}`;
 }
@@ -990,7 +993,17 @@ export class App {
   /** Join `room` on its relay; the join (RoomConnection.join), whose failure is said in
    * the room. */
   _connectRoom(room) {
-    const connection = this.connectionFor(room.serverUrl);
+    let connection;
+    try {
+      connection = this.connectionFor(room.serverUrl);
+    } catch (error) {
+      // A relay address the connection refuses (stored before it was checked): said in
+      // the room, and the other rooms go on.
+      this._roomRefused(room.roomId, error, { forGood: true });
+      const failed = Promise.reject(error);
+      failed.catch(() => {}); // said in the room already
+      return failed;
+    }
     this.liveRoom(room.roomId);
     const joining = connection.join(room.key, { expiresAtMs: room.expiresAtMs, name: room.nickname });
     joining.catch((error) => {
@@ -1140,6 +1153,11 @@ export class App {
 
   async _createRoom(label, name, chosen, screen) {
     const store = this.store;
+    try {
+      websocketUrl(store.data.serverUrl); // refused before the room is stored
+    } catch (error) {
+      return this.set({ error: `${error.message} Change the relay in Settings.` });
+    }
     const key = makeMinikey(randomBytes);
     const now = this.expiryNow(); // a clock known to be fast would stretch the lifetime
     const room = store.addRoom({
