@@ -107,7 +107,7 @@ def _key_new(args: argparse.Namespace) -> int:
 
 def _key_check(args: argparse.Namespace) -> int:
     try:
-        parse_minikey(rooms_cli.key_text(" ".join(args.key)))
+        rooms_cli.with_case_hint(parse_minikey, rooms_cli.key_text(" ".join(args.key)))
     except MiniKeyError as exc:
         print(f"instantroom: {exc}", file=sys.stderr)
         return 1
@@ -117,7 +117,7 @@ def _key_check(args: argparse.Namespace) -> int:
 
 def _key_show(args: argparse.Namespace) -> int:
     try:
-        key = parse_minikey(rooms_cli.key_text(" ".join(args.key)))
+        key = rooms_cli.with_case_hint(parse_minikey, rooms_cli.key_text(" ".join(args.key)))
     except MiniKeyError as exc:
         print(f"instantroom: {exc}", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ import secrets
 import sys
 import time
 import unicodedata
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,9 +30,15 @@ from instantroom.client.keystore import KeyStore, KeyStoreError, StoredRoom, Sto
 from instantroom.display import clock_warning, expiry_text, printable, shown_server
 from instantroom.protocol.codes import ErrorCode
 from instantroom.protocol.envelope import MAX_NAME_BYTES
-from instantroom.protocol.errors import UsageError
+from instantroom.protocol.errors import ChecksumMismatch, MiniKeyError, OneCase, UsageError
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
-from instantroom.protocol.minikey import format_minikey, make_minikey, spell_minikey
+from instantroom.protocol.minikey import (
+    BASE58_ALPHABET,
+    format_minikey,
+    make_minikey,
+    parse_minikey,
+    spell_minikey,
+)
 from instantroom.protocol.session import Joined
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
@@ -97,7 +103,58 @@ def invite_or_key(text: str) -> tuple[str | None, str]:
             "This link holds no room key: an invite link ends with # and the key, and that "
             "part was cut off on the way. Ask for the whole link, or the key itself."
         )
-    return parse_invite(text)
+    return with_case_hint(parse_invite, text)
+
+
+_Parsed = TypeVar("_Parsed")
+
+
+def with_case_hint(parse: Callable[[str], _Parsed], text: str) -> _Parsed:
+    """``parse(text)``, its MiniKeyError saying also, for a key typed all in one case, that
+    keys mix capital and small letters (``key_case_hint``)."""
+    try:
+        return parse(text)
+    except MiniKeyError as exc:
+        hint = key_case_hint(text)
+        if hint is None:
+            raise
+        raise type(exc)(f"{exc} {hint}") from None
+
+
+def key_case_hint(text: str) -> str | None:
+    """What to add when the key in ``text`` (a bare key or an invite link) is all in small
+    or all in capital letters and would be a key if only its case were right: keys mix
+    both, and parse_minikey's own message (a character never used, "starts with a capital
+    S") would not say so. None otherwise. Worded as the web client's ``keyCaseHint``."""
+    typed = text.partition("#")[2] if "#" in text else text
+    letters = [c for c in [c for c in typed if c.isascii() and c.isalnum()][1:] if c.isalpha()]
+    lower = all(c == c.lower() for c in letters)
+    upper = all(c == c.upper() for c in letters)
+    if len(letters) < 2 or not (lower or upper):
+        return None
+    # The same key with each letter in a case the alphabet has, and a capital S first.
+    recased, first = [], True
+    for char in typed:
+        if char.isascii() and char.isalnum():
+            if first and char.upper() == "S":
+                char = "S"
+            elif char not in BASE58_ALPHABET:
+                char = char.upper() if char == char.lower() else char.lower()
+            first = False
+        recased.append(char)
+    try:
+        parse_minikey("".join(recased))
+    except (ChecksumMismatch, OneCase):
+        pass  # wrong in its case only, as far as can be told
+    except MiniKeyError:
+        return None
+    which = "small" if lower else "capital"
+    after_s = " after the S" if lower and re.match(r"[^A-Za-z0-9]*S", typed) else ""
+    return (
+        "Room keys are case-sensitive, with capital and small letters mixed, and the letters "
+        f"of this one are all {which}{after_s}: type each letter in its case, as the key "
+        "shows it or as it is spelled out (\u201ccapital S\u201d, \u201csmall c\u201d)."
+    )
 
 
 def _password(prompt: str, confirm: bool = False) -> str:

@@ -23,6 +23,8 @@ from instantroom.protocol.kdf import RoomKeys
 from instantroom.protocol.minikey import make_minikey
 from instantroom.testing import RelayProcess, raw_client, run, running_relay
 
+ROOT = Path(__file__).resolve().parents[2]
+
 PASSWORD = "a long enough password"
 
 
@@ -310,6 +312,37 @@ def test_a_label_that_could_not_be_stored_or_typed_back_is_refused_first(
         assert said in result.stderr
         assert "Traceback" not in result.stderr
         assert not store.exists()
+
+
+CASE_HINT = (
+    "Room keys are case-sensitive, with capital and small letters mixed, and the letters of "
+    "this one "
+)
+
+
+def test_a_key_typed_in_one_case_is_said_to_be_so_whatever_fails_first(tmp_path: Path) -> None:
+    """Typed with Caps Lock on, or as heard, a key fails on an O, I or l, on its first
+    letter or on its check far more often than on its case: those messages did not say
+    what went wrong. Worded as the web client says it (keyCaseHint)."""
+    store = tmp_path / "store.json"
+    key = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy"
+    said = {
+        key.upper(): ("Character 10 ('I')", "are all capital:"),
+        key.lower(): ("starts with a capital S", "are all small:"),
+        "S" + key[1:].lower(): ("does not pass its check", "are all small after the S:"),
+    }
+    for typed, (what, case) in said.items():
+        for command in (["key", "check", typed], ["join", typed, "--server", NOWHERE]):
+            result = cli(store, *command, check=False)
+            assert result.returncode in (1, 2), result.stderr
+            assert what in result.stderr
+            assert f"{CASE_HINT}{case}" in result.stderr
+    # A typo in a key of both cases is only a typo.
+    typo = cli(store, "key", "check", key[:-1] + "z", check=False)
+    assert "case-sensitive" not in typo.stderr
+    web = (ROOT / "web" / "src" / "app" / "controller.js").read_text(encoding="utf-8")
+    assert f"{CASE_HINT}are all " in web
+    assert not store.exists()
 
 
 def test_a_key_on_standard_input_that_is_not_utf_8_is_said(tmp_path: Path) -> None:
