@@ -41,6 +41,9 @@ def test_pages_come_back_after_a_relay_restart(phones: Callable[..., Phone]) -> 
 
     for phone in (alice, bob):
         expect(phone.by("connection-state")).not_to_have_text(ONLINE)
+        # The relay's last count, and who it said was here, would be stale now.
+        expect(phone.by("members")).to_have_text("who is online is not known")
+        expect(phone.by("member-name")).to_have_count(0)
 
     with running_relay("--shutdown-grace", "0.2", port=first.port) as second:
         for phone in (alice, bob):

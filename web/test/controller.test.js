@@ -533,6 +533,40 @@ describe("App: a room key in a relay's address (an invite link that lost its #)"
   });
 });
 
+describe("App: an invite to a room already here, on another relay", () => {
+  it("opens the room where it is, and says so", async () => {
+    const { app } = await startApp();
+    await app.unlock(PASSWORD, PASSWORD);
+    const key = makeMinikey(randomBytes);
+    app.go("join");
+    await app.joinRoom({ text: key, nickname: "Bob" });
+    const room = app.room(app.state.current);
+    assert.equal(room.serverUrl, RELAY_A);
+    app.go("join");
+    await app.joinRoom({ text: `${RELAY_B}/#${key}`, nickname: "Bob" });
+    assert.equal(app.state.current, room.roomId);
+    assert.equal(app.room(room.roomId).serverUrl, RELAY_A);
+    assert.match(app.state.notice, /already, on the relay at a\.relay\.test: it stays there/);
+    app.go("join");
+    await app.joinRoom({ text: `${RELAY_A}/#${key}`, nickname: "Bob" });
+    assert.equal(app.state.notice, null);
+  });
+});
+
+describe("App: a message refused as too long", () => {
+  it("is said until the next one goes", async () => {
+    const { app } = await startApp();
+    await app.unlock(PASSWORD, PASSWORD);
+    app.go("join");
+    await app.joinRoom({ text: makeMinikey(randomBytes), nickname: "Bob" });
+    const id = app.state.current;
+    assert.equal(await app.sendText(id, "x".repeat(60_001)), false);
+    assert.match(app.state.error, /at most 60000 bytes/);
+    assert.notEqual(await app.sendText(id, "shorter"), false);
+    assert.equal(app.state.error, null);
+  });
+});
+
 describe("App: rooms that expired while locked", () => {
   it("are said at unlocking, as those that expire while unlocked are", async () => {
     const { app, otherTab } = await startApp();

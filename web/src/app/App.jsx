@@ -295,7 +295,8 @@ function Rooms({ app }) {
                   >
                     <span class="room-label">{room.label}</span>
                     <span class="room-meta">
-                      {live?.members ?? 0} online · {formatRemaining(room.expiresAtMs, app.expiryNow())}
+                      {app.connectionState(room.roomId) === "online" ? `${live?.members ?? 0} online · ` : ""}
+                      {formatRemaining(room.expiresAtMs, app.expiryNow())}
                       {live?.unread > 0 && (
                         <>
                           {" · "}
@@ -974,13 +975,14 @@ function Room({ app }) {
             </span>
             {" · "}
             {/* Read out as it changes: someone came or went. */}
+            {/* Counted by the relay: out of its reach, the last count would be stale. */}
             <span data-testid="members" aria-live="polite" aria-atomic="true">
-              {live.members} online
+              {state === "online" ? `${live.members} online` : "who is online is not known"}
             </span>
             {" · "}
             <span>{formatRemaining(room.expiresAtMs, app.expiryNow())}</span>
           </p>
-          <Members live={live} />
+          {state === "online" && <Members live={live} />}
           <div class="actions small">
             <button type="button" data-testid="share-room" onClick={() => app.go("share", id)}>
               Share key

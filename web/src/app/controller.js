@@ -1257,7 +1257,20 @@ export class App {
     if (problem) return this.set({ error: problem });
     const existing = this.rooms.find((room) => room.key === parsed.key);
     if (existing) {
-      return this.set({ screen: "room", current: existing.roomId, joinText: "", joinServer: null, error: null });
+      // The link names another relay: the room stays on its own, and the user is told so
+      // rather than left to think it moved (the Join screen said "joins on" the link's).
+      let elsewhere = null;
+      try {
+        elsewhere = this.joinServerFor(parsed);
+      } catch {
+        // an address that is no relay's: the room stays where it is all the same
+      }
+      const notice =
+        elsewhere && elsewhere !== existing.serverUrl
+          ? `You have this room already, on the relay at ${new URL(existing.serverUrl).host}: it stays there. ` +
+            "To move it, leave it and join it again with the link."
+          : null;
+      return this.set({ screen: "room", current: existing.roomId, joinText: "", joinServer: null, error: null, notice });
     }
     let serverUrl;
     try {
@@ -1415,6 +1428,7 @@ export class App {
       this.set({ error: error.message });
       return false;
     }
+    if (this.state.error !== null) this.set({ error: null }); // a send's error, said before
     if (this.store !== store) return false; // locked meanwhile: the closed connection drops it
     // Its id, kept history or not, for the replay filter after a reload or an unlock (see
     // _seedReplayFilter); saved below, with the rest. (Unless the room was forgotten meanwhile.)
