@@ -567,6 +567,19 @@ describe("App: a message refused as too long", () => {
   });
 });
 
+describe("App: what a person pastes on the Join screen", () => {
+  it("a link that lost its #KEY is said to, and a nickname too long names the limit", async () => {
+    const { app } = await startApp();
+    await app.unlock(PASSWORD, PASSWORD);
+    app.go("join");
+    await app.joinRoom({ text: `${RELAY_B}/`, nickname: "Bob" });
+    assert.match(app.state.error, /This link holds no room key: an invite link ends with # and the key/);
+    await app.joinRoom({ text: makeMinikey(randomBytes), nickname: "😀".repeat(17) });
+    assert.match(app.state.error, /at most 64 bytes/);
+    assert.equal(app.rooms.length, 0);
+  });
+});
+
 describe("App: rooms that expired while locked", () => {
   it("are said at unlocking, as those that expire while unlocked are", async () => {
     const { app, otherTab } = await startApp();

@@ -7,7 +7,7 @@ import { fromHex, hex, utf8, utf8Strict } from "../protocol/bytes.js";
 import { ErrorCode } from "../protocol/codes.js";
 import { Kind, MAX_NAME_BYTES, openEnvelope } from "../protocol/envelope.js";
 import { fingerprint, roomKeysFromMinikey } from "../protocol/kdf.js";
-import { ChecksumMismatch, MiniKeyError, OneCase } from "../protocol/errors.js";
+import { ChecksumMismatch, MiniKeyError, OneCase, UsageError } from "../protocol/errors.js";
 import { BASE58_ALPHABET, makeMinikey, parseMinikey } from "../protocol/minikey.js";
 import { KeyStore, NoStore, StoreChanged, StoreExists, WrongPassword } from "../store/keystore.js";
 import { inviteFromLocation, takeCapturedInvite } from "./capture.js";
@@ -1128,7 +1128,9 @@ export class App {
   /** Why `name` cannot be a nickname, or null. */
   _nicknameProblem(name) {
     if (!name) return "Choose a nickname: the others see it next to your messages.";
-    if (utf8.encode(name).length > MAX_NAME_BYTES) return "That nickname is too long: choose a shorter one.";
+    if (utf8.encode(name).length > MAX_NAME_BYTES) {
+      return `That nickname is too long: at most ${MAX_NAME_BYTES} bytes, and a letter with an accent takes 2, an emoji 4.`;
+    }
     // A broken character (half of an emoji, cut by the field's length limit): it could never be sent.
     if (/\p{Cs}/u.test(name)) return "That nickname has a broken character in it: type it again.";
     return null;
@@ -1329,6 +1331,14 @@ export class App {
   parseJoinText(text) {
     const { joinText, joinServer } = this.state;
     const fromLink = joinServer !== null && text === joinText && !text.includes("#");
+    if (!fromLink && !text.includes("#") && text.includes("/")) {
+      // A link that lost its #KEY (an app that cuts it off): read as a key, it was "a room
+      // key has 30 characters; this one has 50", a puzzle. As the terminal client says it.
+      throw new UsageError(
+        "This link holds no room key: an invite link ends with # and the key, and that part was cut off " +
+          "on the way. Ask for the whole link, or the key itself.",
+      );
+    }
     // An empty address: a link's key on no relay (the relay is joinServerFor's to choose).
     return parseInvite(fromLink ? `#${text.replace(LEADING_SPACE, "")}` : text);
   }
