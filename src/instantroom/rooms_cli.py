@@ -504,8 +504,12 @@ def cmd_qr(args: argparse.Namespace) -> int:
     return 0
 
 
-# How the files a QR code is saved as begin: one of them is written over without a word.
-_IMAGE_STARTS = (b"\x89PNG\r\n\x1a\n", b"<?xml", b"<svg")
+def _is_an_image(start: bytes) -> bool:
+    """Whether a file beginning with ``start`` is a PNG or an SVG image (an XML file that is
+    no SVG, a settings file or a password manager's export, is not)."""
+    if start.startswith(b"\x89PNG\r\n\x1a\n"):
+        return True
+    return start.lstrip().startswith((b"<?xml", b"<svg")) and b"<svg" in start
 
 
 def _check_image_target(path: str) -> None:
@@ -513,10 +517,10 @@ def _check_image_target(path: str) -> None:
     a document named by mistake, would be replaced for good."""
     try:
         with open(path, "rb") as existing:
-            start = existing.read(len(_IMAGE_STARTS[0]))
+            start = existing.read(4096)
     except OSError:
         return  # not there (or not readable: os.open says why)
-    if start and not start.startswith(_IMAGE_STARTS):
+    if start and not _is_an_image(start):
         raise UsageError(
             f"{printable(path)} is there already and is no image: it was left as it is. "
             "Name another file for the QR code."

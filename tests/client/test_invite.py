@@ -221,6 +221,7 @@ def test_the_web_clients_page_is_a_server_address_too(page: str, relay: RelayPro
         "S6c56%2DbnXQi%2DBjk9m%2DqSYE7%2DykVQ7%2DNzrRy",
         f"%23{KEY}",  # the # of an invite link, percent-encoded by a form
         "S6c56bnXQiBjk9m/qSYE7ykVQ7NzrRy",
+        "100%/S6c56%20bnXQi%20Bjk9m%20qSYE7%20ykVQ7%20NzrRy",  # a stray % before it
     ],
 )
 def test_a_key_in_the_servers_path_is_refused_unsent_and_unquoted(
@@ -232,8 +233,17 @@ def test_a_key_in_the_servers_path_is_refused_unsent_and_unquoted(
         websocket_url(f"https://relay.example/{path}")
     assert "S6c56" not in str(refused.value)
     # A path that only is long is no key.
-    for long in ("instantroom-relay-for-friends", "GroupChatServerForFriends"):
+    for long in (
+        "instantroom-relay-for-friends",
+        "GroupChatServerForFriends",
+        # One in 256 passes the check read in any case: keys are read as typed, mixed case.
+        "Services/instantroom/staging/home",
+        "Secure/private/websocket/instantroom",
+    ):
         assert websocket_url(f"https://relay.example/{long}/") == f"wss://relay.example/{long}/ws"
+    # Looked for in a bounded address: every S of a crafted one would cost a hash.
+    with pytest.raises(UsageError, match="at most 2048 characters"):
+        websocket_url("https://relay.example/" + "S" * 2048)
     other = make_minikey(secrets.randbelow)
     sent = cli(
         Path("unused"), "send", "--server", f"{relay.url}/{path}", "--key", other, "hi", check=False

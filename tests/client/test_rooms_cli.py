@@ -436,16 +436,19 @@ def test_a_qr_code_is_not_written_through_a_symbolic_link(tmp_path: Path) -> Non
 def test_a_qr_code_is_not_written_over_the_key_store_or_another_file(tmp_path: Path) -> None:
     """``qr team --png STORE`` had replaced the key store, every key in it lost for good."""
     store, notes = tmp_path / "store.json", tmp_path / "notes.txt"
+    settings = tmp_path / "settings.xml"  # XML, as an SVG file is, but no image
     _store_with_a_room(store)
     notes.write_text("my notes")
+    settings.write_text('<?xml version="1.0"?><settings><token>abc</token></settings>')
     kept = store.read_bytes()
-    for target in (store, notes):
+    for target in (store, notes, settings):
         for kind in ("--png", "--svg"):
             result = cli(store, "qr", "team", kind, str(target), check=False)
             assert result.returncode == 2, result.stderr
             assert "is no image" in result.stderr
     assert store.read_bytes() == kept
     assert notes.read_text() == "my notes"
+    assert "<token>abc</token>" in settings.read_text()
     assert "team" in cli(store, "rooms", "--offline").stdout
     # A QR code saved before is written over, as asked.
     png = tmp_path / "room.png"

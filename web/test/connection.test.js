@@ -48,6 +48,8 @@ describe("websocketUrl", () => {
     ["https://relay.example/chat/index.html", "wss://relay.example/chat/ws"],
     ["https://relay.example/instantroom-relay-for-friends/", "wss://relay.example/instantroom-relay-for-friends/ws"],
     ["https://relay.example/GroupChatServerForFriends/", "wss://relay.example/GroupChatServerForFriends/ws"],
+    // One in 256 passes the check read in any case: keys are read as typed, mixed case.
+    ["https://relay.example/Services/instantroom/staging/home", "wss://relay.example/Services/instantroom/staging/home/ws"],
   ];
   for (const [server, expected] of cases) {
     it(`${server.trim()} -> ${expected}`, () => assert.equal(websocketUrl(server), expected));
@@ -67,6 +69,8 @@ describe("websocketUrl", () => {
     "https://relay.example/S6c56%2DbnXQi%2DBjk9m%2DqSYE7%2DykVQ7%2DNzrRy",
     `https://relay.example/%23${KEY_A}`,
     "https://relay.example/S6c56bnXQiBjk9m/qSYE7ykVQ7NzrRy",
+    "https://relay.example/100%/S6c56%20bnXQi%20Bjk9m%20qSYE7%20ykVQ7%20NzrRy", // a stray % before it
+    `https://relay.example/${"S".repeat(2048)}`, // bounded: every S of a crafted one would cost a hash
   ];
   for (const bad of refused) {
     it(`refuses ${JSON.stringify(bad)} without echoing it`, () => {

@@ -530,6 +530,9 @@ describe("App: a room key in a relay's address (an invite link that lost its #)"
     assert.match(app.liveRoom(bad.roomId).error, /comes after a #/);
     assert.equal(app.liveRoom(good.roomId).error ?? null, null);
     assert.deepEqual(socketUrls, ["wss://a.relay.test/ws"]); // the good room's relay, and only it
+    // Writing there is said to fail, not thrown.
+    assert.equal(await app.sendText(bad.roomId, "hello?"), false);
+    assert.match(app.state.error, /comes after a #/);
   });
 });
 
@@ -549,6 +552,12 @@ describe("App: an invite to a room already here, on another relay", () => {
     assert.match(app.state.notice, /already, on the relay at a\.relay\.test: it stays there/);
     app.go("join");
     await app.joinRoom({ text: `${RELAY_A}/#${key}`, nickname: "Bob" });
+    assert.equal(app.state.notice, null);
+    // A bare key names no relay: the Settings one is not "another relay" for it.
+    app.store.data.serverUrl = RELAY_B;
+    app.go("join");
+    await app.joinRoom({ text: key, nickname: "Bob" });
+    assert.equal(app.state.current, room.roomId);
     assert.equal(app.state.notice, null);
   });
 });

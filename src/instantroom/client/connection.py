@@ -48,7 +48,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -70,7 +70,7 @@ from instantroom.protocol.envelope import Message
 from instantroom.protocol.errors import FrameError, MiniKeyError, UsageError
 from instantroom.protocol.frames import MAX_FRAME_SIZE
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
-from instantroom.protocol.minikey import MINIKEY_LENGTH, parse_minikey
+from instantroom.protocol.minikey import parse_minikey
 from instantroom.protocol.roster import Member
 from instantroom.protocol.session import (
     MAX_OUTBOX,
@@ -468,6 +468,8 @@ def websocket_url(server: str) -> str:
         port = 0
     if port == 0:
         raise UsageError("The server's port is a number from 1 to 65535.")
+    if len(server) > MAX_SERVER_LENGTH:
+        raise UsageError(f"A server's address is at most {MAX_SERVER_LENGTH} characters.")
     if _holds_a_key(parts.path):
         # An invite link that lost its #: the key would go to the server in the request,
         # and be quoted with the address in every message.
@@ -484,21 +486,25 @@ def websocket_url(server: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
+MAX_SERVER_LENGTH = 2048  # no relay's address is longer, and a key is looked for in it
+
+
 def _holds_a_key(path: str) -> bool:
     """Whether a URL's path holds a room key, however it is written there: grouped by any
-    character, percent-encoded, across segments. A key is 30 letters and digits that pass
-    its check, so an ordinary path passes for one once in 256 such runs, not more often."""
+    character, percent-encoded, across segments. A key is 30 letters and digits, mixed in
+    case, that pass its check: an ordinary path passes for one once in 256 such runs."""
     text = re.sub(r"[\W_]", "", unquote(path))
-    return any(_is_a_key(text[at : at + MINIKEY_LENGTH]) for at in _starts(text))
+    windows = {found[1] for found in _KEY_LIKE.finditer(text)}
+    return any(_is_a_key(window) for window in windows)
 
 
-def _starts(text: str) -> Iterator[int]:
-    return (at for at, char in enumerate(text) if char == "S")
+# A run that could be a key, at each S (overlapping): checked by its hash only then.
+_KEY_LIKE = re.compile(r"(?=(S[1-9A-HJ-NP-Za-km-z]{29}))")
 
 
 def _is_a_key(text: str) -> bool:
     try:
-        parse_minikey(text, as_typed=False)
+        parse_minikey(text)  # as typed: made keys mix capital and small letters
     except MiniKeyError:
         return False
     return True

@@ -1262,8 +1262,10 @@ export class App {
       // The link names another relay: the room stays on its own, and the user is told so
       // rather than left to think it moved (the Join screen said "joins on" the link's).
       let elsewhere = null;
+      const { joinText, joinServer } = this.state;
+      const linked = parsed.server || (joinServer && this._inviteKey(joinText) === parsed.key);
       try {
-        elsewhere = this.joinServerFor(parsed);
+        elsewhere = linked ? this.joinServerFor(parsed) : null; // a bare key names no relay
       } catch {
         // an address that is no relay's: the room stays where it is all the same
       }
@@ -1430,9 +1432,11 @@ export class App {
     const room = this.room(id);
     if (!body || !room) return false;
     const store = this.store;
-    const connection = this.connectionFor(room.serverUrl);
+    let connection;
     let message;
     try {
+      // In the try: a relay address the connection refuses is said, as any failure.
+      connection = this.connectionFor(room.serverUrl);
       message = await connection.sendText(fromHex(id), body);
     } catch (error) {
       this.set({ error: error.message });

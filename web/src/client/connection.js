@@ -104,6 +104,9 @@ export function websocketUrl(serverUrl) {
   }
   const scheme = { "http:": "ws:", "https:": "wss:", "ws:": "ws:", "wss:": "wss:" }[url.protocol];
   if (scheme === undefined || !url.host) throw refusal();
+  if (serverUrl.length > MAX_SERVER_LENGTH) {
+    throw new UsageError(`A server's address is at most ${MAX_SERVER_LENGTH} characters.`);
+  }
   if (holdsAKey(url.pathname)) {
     // An invite link that lost its #: the key would go to the server in the request.
     throw new UsageError(
@@ -126,16 +129,14 @@ export function websocketUrl(serverUrl) {
  * its check, so an ordinary path passes for one once in 256 such runs, not more often.
  */
 function holdsAKey(path) {
-  let decoded = path;
-  try {
-    decoded = decodeURIComponent(path);
-  } catch {
-    // a stray % is kept as it is
-  }
+  // Each %XX on its own: a stray % elsewhere leaves the rest decoded (a key is ASCII).
+  const decoded = path.replace(/%([0-9A-Fa-f]{2})/g, (_, code) => String.fromCharCode(parseInt(code, 16)));
   const text = decoded.replace(/[^\p{L}\p{N}]/gu, "");
-  for (let at = text.indexOf("S"); at >= 0; at = text.indexOf("S", at + 1)) {
+  // A run that could be a key, at each S (overlapping): checked by its hash only then.
+  const windows = new Set([...text.matchAll(/(?=(S[1-9A-HJ-NP-Za-km-z]{29}))/g)].map((found) => found[1]));
+  for (const window of windows) {
     try {
-      parseMinikey(text.slice(at, at + 30), { asTyped: false });
+      parseMinikey(window); // as typed: made keys mix capital and small letters
       return true;
     } catch {
       // not a key here
@@ -143,6 +144,9 @@ function holdsAKey(path) {
   }
   return false;
 }
+
+/** No relay's address is longer, and a key is looked for in it. */
+export const MAX_SERVER_LENGTH = 2048;
 
 /**
  * Reconnect delays in ms: a random first one (a crowd coming back after a relay restart
