@@ -494,8 +494,8 @@ def _holds_a_key(path: str) -> bool:
     character, percent-encoded, across segments. A key is 30 letters and digits, mixed in
     case, that pass its check: an ordinary path passes for one once in 256 such runs."""
     text = re.sub(r"[\W_]", "", unquote(path))
-    windows = {found[1] for found in _KEY_LIKE.finditer(text)}
-    return any(_is_a_key(window) for window in windows)
+    runs = {found[1] for found in _KEY_LIKE.finditer(text)}
+    return any(_is_a_key(run) for run in runs)
 
 
 # A run that could be a key, at each S (overlapping): checked by its hash only then.

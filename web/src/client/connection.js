@@ -125,18 +125,18 @@ export function websocketUrl(serverUrl) {
 
 /**
  * Whether a URL's path holds a room key, however it is written there: grouped by any
- * character, percent-encoded, across segments. A key is 30 letters and digits that pass
- * its check, so an ordinary path passes for one once in 256 such runs, not more often.
+ * character, percent-encoded, across segments. A key is 30 letters and digits, mixed in
+ * case, that pass its check: an ordinary path passes for one once in 256 such runs.
  */
 function holdsAKey(path) {
   // Each %XX on its own: a stray % elsewhere leaves the rest decoded (a key is ASCII).
   const decoded = path.replace(/%([0-9A-Fa-f]{2})/g, (_, code) => String.fromCharCode(parseInt(code, 16)));
   const text = decoded.replace(/[^\p{L}\p{N}]/gu, "");
   // A run that could be a key, at each S (overlapping): checked by its hash only then.
-  const windows = new Set([...text.matchAll(/(?=(S[1-9A-HJ-NP-Za-km-z]{29}))/g)].map((found) => found[1]));
-  for (const window of windows) {
+  const runs = new Set([...text.matchAll(/(?=(S[1-9A-HJ-NP-Za-km-z]{29}))/g)].map((found) => found[1]));
+  for (const run of runs) {
     try {
-      parseMinikey(window); // as typed: made keys mix capital and small letters
+      parseMinikey(run); // as typed: made keys mix capital and small letters
       return true;
     } catch {
       // not a key here
