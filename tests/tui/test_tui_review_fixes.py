@@ -337,6 +337,18 @@ def test_textual_screenshot_in_the_environment_writes_no_file(
     assert list((tmp_path / "shots").iterdir()) == []
 
 
+def type_a_secret(tmp_path: Path) -> None:
+    """Open the chat and send TOPSECRETPLAINTEXT, until it shows."""
+    store = new_store(tmp_path / "s.json", room(make_minikey(secrets.randbelow), NOWHERE))
+
+    async def scenario() -> None:
+        async with on_screen(ChatApp(store, "alice")) as alice:
+            await alice.say("TOPSECRETPLAINTEXT")
+            await alice.until(lambda: "TOPSECRETPLAINTEXT" in alice.conversation(), "shown")
+
+    run(scenario())
+
+
 def test_textual_log_in_the_environment_gets_nothing_typed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -346,14 +358,7 @@ def test_textual_log_in_the_environment_gets_nothing_typed(
 
     log = tmp_path / "textual.log"
     monkeypatch.setattr(constants, "LOG_FILE", str(log))
-    store = new_store(tmp_path / "s.json", room(make_minikey(secrets.randbelow), NOWHERE))
-
-    async def scenario() -> None:
-        async with on_screen(ChatApp(store, "alice")) as alice:
-            await alice.say("TOPSECRETPLAINTEXT")
-            await alice.until(lambda: "TOPSECRETPLAINTEXT" in alice.conversation(), "shown")
-
-    run(scenario())
+    type_a_secret(tmp_path)
     assert "TOPSECRET" not in (log.read_text() if log.exists() else "")
 
 
@@ -407,12 +412,5 @@ def test_textual_devtools_in_the_environment_gets_nothing(
     monkeypatch.setitem(sys.modules, "textual_dev.client", client)
     monkeypatch.setitem(sys.modules, "textual_dev.redirect_output", redirect)
     monkeypatch.setenv("TEXTUAL", "devtools")
-    store = new_store(tmp_path / "s.json", room(make_minikey(secrets.randbelow), NOWHERE))
-
-    async def scenario() -> None:
-        async with on_screen(ChatApp(store, "alice")) as alice:
-            await alice.say("TOPSECRETPLAINTEXT")
-            await alice.until(lambda: "TOPSECRETPLAINTEXT" in alice.conversation(), "shown")
-
-    run(scenario())
+    type_a_secret(tmp_path)
     assert sent == []
