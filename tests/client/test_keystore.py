@@ -74,6 +74,28 @@ def test_a_store_copied_with_loose_modes_is_owner_only_once_opened(store_path: P
     assert stat.S_IMODE(store_path.stat().st_mode) == 0o600
 
 
+@pytest.mark.parametrize(("made", "tightened"), [(0o444, 0o400), (0o400, 0o400)])
+def test_a_store_made_read_only_is_kept_as_it_is_and_says_so(
+    store_path: Path, made: int, tightened: int
+) -> None:
+    """Its owner made it read-only to keep it as it is: a save would have put a new,
+    writable file in its place (the rename asks only the folder)."""
+    KeyStore.create(store_path, "correct horse", kdf=FAST_KDF).save()
+    store_path.chmod(made)
+    before = store_path.read_bytes()
+    store = KeyStore.open(store_path, "correct horse")
+    assert stat.S_IMODE(store_path.stat().st_mode) == tightened  # owner-only, still read-only
+    store.add_room(room())
+    with pytest.raises(PermissionError, match="Read-only file") as raised:
+        store.save()
+    assert raised.value.filename == str(store_path.resolve())
+    assert store_path.read_bytes() == before
+    assert stat.S_IMODE(store_path.stat().st_mode) == tightened
+    store_path.chmod(0o600)  # made writable again: the same store saves
+    store.save()
+    assert [r.key for r in KeyStore.open(store_path, "correct horse").rooms] == [KEY]
+
+
 def test_a_store_round_trips_and_is_owner_only(store_path: Path) -> None:
     store = KeyStore.create(store_path, "correct horse", kdf=FAST_KDF)
     stored = store.add_room(room())

@@ -31,11 +31,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import secrets
+import stat
 import string
 import tempfile
 import time
@@ -334,10 +336,12 @@ class KeyStore:
             raise KeyStoreError(f"There is no key store at {path}.") from None
         device, rooms, name, params, sealing = _decode(path, raw, password)
         with contextlib.suppress(OSError):  # not ours to change (read-only media): as it is
-            if path.stat().st_mode & 0o077:
+            mode = path.stat().st_mode
+            if mode & 0o077:
                 # Copied or restored with loose modes: owner-only now, not at the next save
-                # (commands that only read, such as rooms or qr, never save).
-                os.chmod(path, 0o600)
+                # (commands that only read, such as rooms or qr, never save). A store made
+                # read-only stays so.
+                os.chmod(path, mode & 0o700 or 0o600)
         return cls(path, password, device, rooms, params, _digest(raw), sealing, name)
 
     @classmethod
@@ -477,6 +481,12 @@ class KeyStore:
 
     def _write(self) -> None:
         """Encrypt and write the store; the caller holds the lock."""
+        with contextlib.suppress(FileNotFoundError):
+            if not self.path.stat().st_mode & stat.S_IWUSR:
+                # Made read-only by its owner, to keep it as it is: the new file that a save
+                # puts in its place would not be (the rename asks only the folder).
+                why = "Read-only file (chmod u+w lets InstantRoom save it)"
+                raise PermissionError(errno.EACCES, why, str(self.path))
         now = time.time_ns() // 1_000_000
         for room in self.rooms:
             room.prune_known(now)
