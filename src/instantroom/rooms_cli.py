@@ -80,14 +80,22 @@ def key_text(given: str | None, options: str = "KEY") -> str:
     text = given if given is not None else os.environ.get("INSTANTROOM_KEY")
     if text is None:
         raise UsageError(f"Say which room: {options}, or INSTANTROOM_KEY.")
+    if given is None and not text.strip():
+        # Set to nothing (a variable that a script forgot to fill): not a key of 0 characters.
+        raise UsageError(
+            f"INSTANTROOM_KEY is empty: say which room ({options}), or set it to the key."
+        )
     if text == "-":
         if sys.stdin is None:  # started with it closed (<&-)
             raise UsageError("Standard input is closed: nothing to read the key from.")
         try:
             # Its first line: `send --key - -` reads the message from what follows.
-            return sys.stdin.readline(_MOST_READ).strip()
+            line = sys.stdin.readline(_MOST_READ).strip()
         except UnicodeDecodeError:
             raise UsageError("Standard input is not UTF-8 text: no key was read from it.") from None
+        if not line:
+            raise UsageError("No key was read: the first line of standard input is empty.")
+        return line
     return text
 
 
@@ -159,6 +167,13 @@ def key_case_hint(text: str) -> str | None:
 
 def _password(prompt: str, confirm: bool = False) -> str:
     given = os.environ.get("INSTANTROOM_PASSWORD")
+    if given == "" and not confirm:
+        # No key store opens with an empty password (none can be made with one): an empty
+        # variable is a script's mistake, not a wrong password to look for.
+        raise UsageError(
+            "INSTANTROOM_PASSWORD is empty: set it to the key store's password, or unset it "
+            "to be asked for it. Nothing was changed."
+        )
     if given is not None:
         return given
     password = getpass.getpass(prompt)
@@ -183,6 +198,8 @@ def open_store(args: argparse.Namespace, create: bool = False) -> KeyStore:
         else:
             print(f"Made a key store at {path}, locked by your password.", file=sys.stderr)
             return store
+    if not path.exists():  # said before a password is asked for one that is not there
+        raise KeyStoreError(f"There is no key store at {path.resolve()}.")
     store = KeyStore.open(path, _password("Password for your InstantRoom key store: "))
     purge_expired(store)
     return store

@@ -177,6 +177,68 @@ def test_a_wrong_password_at_the_command_line_changes_nothing(tmp_path: Path) ->
     assert store.read_bytes() == before
 
 
+def test_an_empty_password_variable_is_said_to_be_empty_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """No store opens with an empty password (none can be made with one): an empty
+    INSTANTROOM_PASSWORD is a script's mistake, said as such, not a wrong password."""
+    store = tmp_path / "store.json"
+    KeyStore.create(store, PASSWORD).save()
+    before = store.read_bytes()
+    result = cli(store, "rooms", "--offline", password="", check=False)
+    assert result.returncode == 2
+    assert "INSTANTROOM_PASSWORD is empty" in result.stderr
+    assert "Wrong password" not in result.stderr
+    assert store.read_bytes() == before
+
+
+def test_a_missing_store_is_said_before_a_password_is_asked_for(tmp_path: Path) -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
+    environ |= {"INSTANTROOM_KEYSTORE": str(tmp_path / "none.json")}
+    result = subprocess.run(
+        [sys.executable, "-m", "instantroom", "rooms", "--offline"], stdin=subprocess.DEVNULL,
+        start_new_session=True,  # no terminal: a password prompt would read stdin, and end
+        capture_output=True, text=True, env=environ, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "There is no key store at" in result.stderr
+    assert "password" not in result.stderr.lower()
+    assert not (tmp_path / "none.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "stdin", "said"),
+    [
+        (("join",), {"INSTANTROOM_KEY": ""}, "", "INSTANTROOM_KEY is empty"),
+        (("join",), {"INSTANTROOM_KEY": "  "}, "", "INSTANTROOM_KEY is empty"),
+        (("join", "-"), {}, "\n" + "S" * 30 + "\n", "the first line of standard input is empty"),
+        (("join", "-"), {}, "", "the first line of standard input is empty"),
+    ],
+)
+def test_an_empty_key_is_said_to_be_missing_not_a_key_of_no_characters(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], stdin: str, said: str
+) -> None:
+    store = tmp_path / "store.json"
+    result = cli(store, *args, env=env, stdin=stdin, check=False)
+    assert result.returncode == 2
+    assert said in result.stderr
+    assert "0 characters" not in result.stderr
+    assert not store.exists()
+
+
+def test_a_read_only_store_is_left_as_it_is_by_forget(tmp_path: Path) -> None:
+    store = tmp_path / "store.json"
+    _store_with_a_room(store)
+    store.chmod(0o400)
+    before = store.read_bytes()
+    result = cli(store, "forget", "team", check=False)
+    assert result.returncode == 2
+    assert "Read-only file (chmod u+w lets InstantRoom save it)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert store.read_bytes() == before
+    assert store.stat().st_mode & 0o777 == 0o400
+
+
 def test_passwd_changes_the_password(tmp_path: Path) -> None:
     store = tmp_path / "store.json"
     KeyStore.create(store, PASSWORD).save()
