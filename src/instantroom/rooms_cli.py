@@ -365,14 +365,14 @@ def _throwaway_device() -> DeviceKey:
     return DeviceKey.from_private_bytes(secrets.token_bytes(32))
 
 
-def _label_taken(store: KeyStore, label: str | None, key: str = "") -> bool:
-    """Say so if another stored room has ``label``: two rooms under one label could be
+def refuse_taken_label(store: KeyStore, label: str | None, key: str = "") -> None:
+    """UsageError if another stored room has ``label``: two rooms under one label could be
     told apart only by their room ids."""
     if label and any(room.label == label and room.key != key for room in store.rooms):
-        print(f"instantroom: a stored room is labelled {printable(label)!r} already; give "
-              "this one another --label.", file=sys.stderr)  # fmt: skip
-        return True
-    return False
+        raise UsageError(
+            f"a stored room is labelled {printable(label)!r} already; give this one another "
+            "--label."
+        )
 
 
 # commands
@@ -384,8 +384,8 @@ def cmd_new(args: argparse.Namespace) -> int:
     format_invite(args.server, key)  # refuses an address no invite link can be made of
     check_label(args.label)
     store = store_if_any(args)
-    if store is not None and _label_taken(store, args.label):
-        return 2
+    if store is not None:
+        refuse_taken_label(store, args.label)  # before the relay is asked
     room = StoredRoom(
         key=key,
         label=args.label or f"room-{RoomKeys.from_minikey(key).room_id.hex()[:6]}",
@@ -404,10 +404,9 @@ def cmd_new(args: argparse.Namespace) -> int:
         return status
     if store is None:
         store = open_store(args, create=True)
-        if _label_taken(store, args.label):  # another program made the store meanwhile
-            return 2
     store.add_room(room)
-    store.save()
+    # Looked at again as it is written: another program may have stored one meanwhile.
+    store.save(check=lambda written: refuse_taken_label(written, args.label, key))
     if looked is None:
         print(f"(The relay {shown_server(room.server)} is out of reach now; the room's lifetime "
               "reaches it with the first member who joins.)", file=sys.stderr)  # fmt: skip
@@ -423,8 +422,8 @@ def cmd_join(args: argparse.Namespace) -> int:
         check_name(args.name)  # likewise
     check_label(args.label)
     store = store_if_any(args)
-    if store is not None and _label_taken(store, args.label, key):
-        return 2
+    if store is not None:
+        refuse_taken_label(store, args.label, key)  # before the relay is asked
     rooms = store.rooms if store is not None else []
     stored = next((room for room in rooms if room.key == key), None)
     if stored is not None:
@@ -447,14 +446,13 @@ def cmd_join(args: argparse.Namespace) -> int:
         return _refused(looked, f"to let us into the room, so {kept}")
     if store is None:
         store = open_store(args, create=True)
-        if _label_taken(store, args.label, key):  # another program made the store meanwhile
-            return 2
     room = store.add_room(room)
     if isinstance(looked, Joined):
         room.expires_at_ms = looked.expires_at_ms
     if args.name is not None:
         store.name = args.name  # kept for the next chat, send or listen
-    store.save()
+    # Looked at again as it is written: another program may have stored one meanwhile.
+    store.save(check=lambda written: refuse_taken_label(written, args.label, key))
     if isinstance(looked, Refusal):
         # Full for now: the key is the member's all the same, and the chat gets in (it
         # keeps trying) once a place comes free.

@@ -723,6 +723,37 @@ def test_join_with_a_label_taken_opens_no_chat_and_stores_nothing(
     assert [room.label for room in KeyStore.open(store, PASSWORD).rooms] == ["team"]
 
 
+@pytest.mark.parametrize("command", ["new", "join"])
+def test_a_label_stored_by_another_program_while_the_relay_is_asked_is_not_taken_twice(
+    tmp_path: Path, command: str
+) -> None:
+    """The label is looked at before the relay is asked, and again under the store's lock
+    as the room is written: two `new --label X` run at once store one room X, not two."""
+    import socket
+
+    store = tmp_path / "store.json"
+    KeyStore.create(store, PASSWORD).save()
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # takes the connection, says nothing
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        args = ["--server", url] if command == "new" else [format_invite(url, OTHER_KEY)]
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("INSTANTROOM_")}
+        environ |= {"INSTANTROOM_PASSWORD": PASSWORD, "INSTANTROOM_KEYSTORE": str(store)}
+        asking = subprocess.Popen(
+            [sys.executable, "-m", "instantroom", command, *args, "--label", "team"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ,
+        )  # fmt: skip
+        silent.settimeout(30)
+        waiting, _ = silent.accept()  # it asks the relay now, its label looked at
+        with waiting:
+            other = KeyStore.open(store, PASSWORD)
+            other.add_room(StoredRoom(make_minikey(secrets.randbelow), "team", url, 0))
+            other.save()
+    out, err = asking.communicate(timeout=60)  # the relay hung up: out of reach, it goes on
+    assert asking.returncode == 2, out + err
+    assert "labelled 'team' already" in err
+    assert [room.label for room in KeyStore.open(store, PASSWORD).rooms] == ["team"]
+
+
 def test_a_room_key_given_for_a_label_is_not_echoed(tmp_path: Path) -> None:
     """``--room KEY`` (or a key where any command takes a room): the key is not printed
     back; what was wrong is said, and where a key goes."""

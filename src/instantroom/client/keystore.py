@@ -41,7 +41,7 @@ import stat
 import string
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -370,7 +370,7 @@ class KeyStore:
             self._seen_stat = seen
         return changed
 
-    def save(self) -> list[StoredRoom]:
+    def save(self, check: Callable[[KeyStore], None] | None = None) -> list[StoredRoom]:
         """Write the store atomically, owner-only; return the rooms forgotten elsewhere.
 
         If another program wrote the store since this one read it, its changes are merged
@@ -380,8 +380,11 @@ class KeyStore:
         known expiry; the name is this program's if it changed it, else the other's. If
         the other program changed the password, or put another store there,
         ``StoreChanged`` is raised and nothing is written.
+
+        ``check``, if given, sees the store as it is about to be written, with what others
+        wrote merged in, under the lock: what it raises goes up, and nothing is written.
         """
-        return self._save(wipe=False)
+        return self._save(wipe=False, check=check)
 
     def wipe(self) -> None:
         """Forget every room, those another program added meanwhile too, and the name;
@@ -406,7 +409,9 @@ class KeyStore:
         forgotten, self._forgotten = self._forgotten, []
         return forgotten
 
-    def _save(self, *, wipe: bool) -> list[StoredRoom]:
+    def _save(
+        self, *, wipe: bool, check: Callable[[KeyStore], None] | None = None
+    ) -> list[StoredRoom]:
         with _locked(self.path):
             if wipe and self._revision is not None and not self.path.exists():
                 # Deleted since this program read it: nothing is left to wipe, and an empty
@@ -423,6 +428,8 @@ class KeyStore:
             if wipe:
                 self.rooms = []
                 self.name = ""
+            if check is not None:
+                check(self)
             self._write()
         forgotten, self._forgotten = ([] if wipe else self._forgotten), []
         return forgotten
