@@ -106,6 +106,7 @@ const {
   DROPPED_AHEAD_SHOWN_MS,
   SAVE_THROTTLE_MS,
   TAB_LOCK,
+  customLifetime,
   formatRemaining,
   formatTime,
   relayTimeFromDate,
@@ -927,6 +928,82 @@ describe("relayTimeFromDate: the relay's clock from its Date header", () => {
     ]) {
       assert.equal(relayTimeFromDate(header), null, JSON.stringify(header));
     }
+  });
+});
+
+describe("App: a custom lifetime (New room, Custom…)", () => {
+  const MINUTE = 60_000;
+  const DAY = 24 * 60 * MINUTE;
+
+  it("is a whole number of minutes, hours, days or weeks, named in words", () => {
+    assert.deepEqual(customLifetime("3", "hours"), { label: "3 hours", ms: 3 * 60 * MINUTE });
+    assert.deepEqual(customLifetime(" 1 ", "days"), { label: "1 day", ms: DAY });
+    assert.deepEqual(customLifetime("90", "minutes"), { label: "90 minutes", ms: 90 * MINUTE });
+    assert.deepEqual(customLifetime(2, "weeks"), { label: "2 weeks", ms: 14 * DAY });
+    assert.deepEqual(customLifetime("007", "days"), { label: "7 days", ms: 7 * DAY });
+  });
+
+  it("lasts 5 minutes at least and 31 days at most", () => {
+    assert.equal(customLifetime("5", "minutes").ms, 5 * MINUTE);
+    assert.equal(customLifetime("31", "days").ms, 31 * DAY);
+    assert.equal(customLifetime("744", "hours").ms, 31 * DAY);
+    assert.throws(() => customLifetime("4", "minutes"), { message: "A room lives for 5 minutes at least." });
+    const longest = { message: "A room lives for 31 days at most: the longest a relay keeps a room by default." };
+    assert.throws(() => customLifetime("32", "days"), longest);
+    assert.throws(() => customLifetime("745", "hours"), longest);
+    assert.throws(() => customLifetime("5", "weeks"), longest);
+    assert.throws(() => customLifetime("99999999999999999999999", "weeks"), longest);
+  });
+
+  it("refuses what is not a whole number greater than zero, and units it does not know", () => {
+    const empty = { message: "Say how long the room lives: a whole number of minutes, hours, days or weeks." };
+    for (const amount of ["", "  ", undefined, null]) assert.throws(() => customLifetime(amount, "hours"), empty);
+    const whole = { message: "A room's lifetime is a whole number greater than zero, like 3 or 90." };
+    for (const amount of ["0", "000", "-1", "1.5", "2e3", "0x10", "3h", "three", "١", "+3", "Infinity", "NaN"]) {
+      assert.throws(() => customLifetime(amount, "hours"), whole, amount);
+    }
+    for (const unit of ["years", "hour", "", undefined, "constructor", "__proto__"]) {
+      assert.throws(() => customLifetime("3", unit), { message: "Choose minutes, hours, days or weeks." }, String(unit));
+    }
+  });
+
+  it("makes a room that expires that long from now", async () => {
+    const { app } = await startApp();
+    await app.unlock(PASSWORD, PASSWORD);
+    const before = Date.now();
+    await app.createRoom({ label: "Short", nickname: "Ann", lifetime: "custom", customAmount: "3", customUnit: "hours" });
+    const room = app.room(app.state.current);
+    assert.equal(app.state.error, null);
+    assert.equal(room.label, "Short");
+    assert.ok(room.expiresAtMs >= before + 3 * 60 * MINUTE && room.expiresAtMs <= Date.now() + 3 * 60 * MINUTE);
+    assert.equal(formatRemaining(room.expiresAtMs, Date.now()), "expires in 3 h");
+  });
+
+  it("one out of bounds, or not a number, is said and makes no room", async () => {
+    const { app, otherTab } = await startApp();
+    await app.unlock(PASSWORD, PASSWORD);
+    app.go("new");
+    const custom = (customAmount, customUnit) =>
+      app.createRoom({ label: "Bad", nickname: "Ann", lifetime: "custom", customAmount, customUnit });
+    await custom("0", "hours");
+    assert.equal(app.state.error, "A room's lifetime is a whole number greater than zero, like 3 or 90.");
+    await custom("40", "days");
+    assert.equal(app.state.error, "A room lives for 31 days at most: the longest a relay keeps a room by default.");
+    await custom("2", "minutes");
+    assert.equal(app.state.error, "A room lives for 5 minutes at least.");
+    await custom("", "hours");
+    assert.match(app.state.error, /^Say how long the room lives/);
+    assert.equal(app.state.screen, "new");
+    assert.equal(app.state.creating, false);
+    assert.deepEqual(app.rooms, []);
+    assert.deepEqual((await KeyStore.unlock(PASSWORD, otherTab)).data.rooms, []);
+    // The lifetimes of the list are as they were, and only they: nothing from Object's prototype.
+    await app.createRoom({ label: "Proto", nickname: "Ann", lifetime: "toString" });
+    assert.equal(app.state.error, "Choose how long the room lives.");
+    assert.deepEqual(app.rooms, []);
+    await app.createRoom({ label: "Hour", nickname: "Ann", lifetime: "hour", customAmount: "40", customUnit: "days" });
+    assert.equal(app.state.error, null, "the custom fields count only for Custom…");
+    assert.equal(app.rooms.length, 1);
   });
 });
 
@@ -1960,8 +2037,29 @@ describe("App: a new room is asked of its relay before its key shows", () => {
     assert.equal(app.live.size, 0);
     assert.deepEqual((await KeyStore.unlock(PASSWORD, otherTab)).data.rooms, []);
 
+    // No lifetime in the list is shorter than an hour, but a custom one can be.
     await app.createRoom({ label: "Hour", nickname: "Ann", lifetime: "hour" });
-    assert.match(app.state.error, /less time than 1 hour, .* No lifetime offered here is short enough: choose another relay in Settings\.$/);
+    assert.match(app.state.error, /less time than 1 hour, .* Choose a shorter custom lifetime, and create it again\.$/);
+    assert.deepEqual(app.rooms, []);
+  });
+
+  it("refused as lasting too long, a custom lifetime: said in words, with what is shorter", async () => {
+    const WebSocketImpl = refusingWith(ErrorCode.EXPIRY_TOO_FAR, "This relay keeps rooms for less time.");
+    const { app } = await startApp({ WebSocketImpl, ...asked });
+    await app.unlock(PASSWORD, PASSWORD);
+    app.go("new");
+    const custom = (customAmount, customUnit) =>
+      app.createRoom({ label: "Custom", nickname: "Ann", lifetime: "custom", customAmount, customUnit });
+    await custom("3", "days");
+    assert.equal(app.state.screen, "new");
+    assert.equal(
+      app.state.error,
+      "This relay keeps rooms for less time than 3 days, so the room was not made. Choose a shorter lifetime, and create it again.",
+    );
+    await custom("30", "minutes");
+    assert.match(app.state.error, /less time than 30 minutes, .* Choose a shorter custom lifetime, and create it again\.$/);
+    await custom("5", "minutes");
+    assert.match(app.state.error, /less time than 5 minutes, .* No lifetime offered here is short enough: choose another relay in Settings\.$/);
     assert.deepEqual(app.rooms, []);
   });
 

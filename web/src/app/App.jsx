@@ -8,7 +8,7 @@ import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { formatMinikey, spellMinikey } from "../protocol/minikey.js";
 import { canonicalName, mixedScripts } from "../protocol/names.js";
 import { qrDataUrl } from "../qr/draw.js";
-import { formatRemaining, formatTime, LIFETIMES } from "./controller.js";
+import { formatRemaining, formatTime, LIFETIME_UNITS, LIFETIMES } from "./controller.js";
 import { parseInvite } from "./invite.js";
 import { shown } from "./text.js";
 
@@ -323,10 +323,12 @@ function NewRoom({ app }) {
   const [label, setLabel] = useState("");
   const [nickname, setNickname] = useState(app.store.data.nickname || "");
   const [lifetime, setLifetime] = useState("day");
+  const [customAmount, setCustomAmount] = useState("");
+  const [customUnit, setCustomUnit] = useState("hours");
   const createButton = useRef(null);
   const submit = (event) => {
     event.preventDefault();
-    app.createRoom({ label, nickname, lifetime }).then(() => {
+    app.createRoom({ label, nickname, lifetime, customAmount, customUnit }).then(() => {
       // Still here (refused, or not saved): the button, disabled while the relay was
       // asked, lost the focus to the page, and a keyboard would start over.
       if (document.activeElement === document.body) createButton.current?.focus();
@@ -356,7 +358,34 @@ function NewRoom({ app }) {
                 {text}
               </option>
             ))}
+            <option value="custom">Custom…</option>
           </select>
+          {lifetime === "custom" && (
+            <div class="custom-lifetime">
+              {/* Checked by the controller, not the browser: its errors say what is wrong. */}
+              <Field
+                id="expiry-amount"
+                label="Custom lifetime"
+                value={customAmount}
+                onValue={setCustomAmount}
+                inputMode="numeric"
+                autocomplete="off"
+                maxLength={6}
+                aria-describedby="expiry-range"
+              />
+              <label for="expiry-unit">Unit</label>
+              <select id="expiry-unit" data-testid="expiry-unit" value={customUnit} onChange={(e) => setCustomUnit(e.currentTarget.value)}>
+                {Object.keys(LIFETIME_UNITS).map((unit) => (
+                  <option key={unit} value={unit}>
+                    {unit}
+                  </option>
+                ))}
+              </select>
+              <p class="hint" id="expiry-range">
+                From 5 minutes to 31 days.
+              </p>
+            </div>
+          )}
           <p class="hint">When it ends, the relay refuses the room and every device deletes it.</p>
           <Alert app={app} />
           <button type="submit" class="primary" data-testid="create-room" ref={createButton} disabled={app.state.creating}>

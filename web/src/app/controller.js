@@ -18,6 +18,40 @@ export const LIFETIMES = Object.freeze({
   day: { label: "1 day", ms: 86_400_000 },
   week: { label: "1 week", ms: 604_800_000 },
 });
+/** The units a custom lifetime is typed in (the New room screen's "Custom…"). */
+export const LIFETIME_UNITS = Object.freeze({
+  minutes: { one: "minute", ms: 60_000 },
+  hours: { one: "hour", ms: 3_600_000 },
+  days: { one: "day", ms: 86_400_000 },
+  weeks: { one: "week", ms: 604_800_000 },
+});
+/** The shortest custom lifetime: clients expire rooms by the minute, and a room must live
+ * long enough for its key to be shared. */
+export const MIN_CUSTOM_LIFETIME_MS = 5 * 60_000;
+/** The longest custom lifetime: the longest a relay gives a room by default (its
+ * --max-room-lifetime), and as far as this client reads its clock back (MAX_CLOCK_READ_BACK_MS). */
+export const MAX_CUSTOM_LIFETIME_MS = 31 * 86_400_000;
+
+/** A custom lifetime as typed: `amount` (a whole number, as the field gives it) of `unit`
+ * (a key of LIFETIME_UNITS), as {label, ms} like LIFETIMES'; or throws an Error a person
+ * can read. */
+export function customLifetime(amount, unit) {
+  const typed = String(amount ?? "").trim();
+  if (!typed) throw new Error("Say how long the room lives: a whole number of minutes, hours, days or weeks.");
+  if (!/^\d+$/.test(typed) || Number(typed) === 0) {
+    throw new Error("A room's lifetime is a whole number greater than zero, like 3 or 90.");
+  }
+  if (!Object.hasOwn(LIFETIME_UNITS, unit)) throw new Error("Choose minutes, hours, days or weeks.");
+  const count = Number(typed);
+  const { one, ms } = LIFETIME_UNITS[unit];
+  const total = count * ms;
+  if (total < MIN_CUSTOM_LIFETIME_MS) throw new Error("A room lives for 5 minutes at least.");
+  if (total > MAX_CUSTOM_LIFETIME_MS) {
+    throw new Error("A room lives for 31 days at most: the longest a relay keeps a room by default.");
+  }
+  return { label: `${count} ${count === 1 ? one : `${one}s`}`, ms: total };
+}
+
 const IDLE_CHECK_MS = 5_000;
 /** How long a new room waits for its relay's answer to its first JOIN before its key shows,
  * as the terminal client's `new` (LOOK_TIMEOUT): a relay silent for longer is out of reach. */
@@ -1136,13 +1170,22 @@ export class App {
     return null;
   }
 
-  async createRoom({ label, nickname, lifetime }) {
+  /** A new room. `lifetime` is a key of LIFETIMES, or "custom": `customAmount` (a whole
+   * number, as typed) of `customUnit` (a key of LIFETIME_UNITS). */
+  async createRoom({ label, nickname, lifetime, customAmount, customUnit }) {
     // One room per tap: a second tap (or Enter) while one is being made does nothing.
     if (this.state.creating) return;
     const name = nickname.trim();
     const problem = this._nicknameProblem(name);
     if (problem) return this.set({ error: problem });
-    const chosen = LIFETIMES[lifetime];
+    let chosen = Object.hasOwn(LIFETIMES, lifetime) ? LIFETIMES[lifetime] : null;
+    if (lifetime === "custom") {
+      try {
+        chosen = customLifetime(customAmount, customUnit);
+      } catch (error) {
+        return this.set({ error: error.message });
+      }
+    }
     if (!chosen) return this.set({ error: "Choose how long the room lives." });
     const screen = this.state.screen; // where the key shows, unless one goes elsewhere
     this.set({ creating: true, error: null });
@@ -1232,10 +1275,15 @@ export class App {
     if (this.store !== store) return; // locked meanwhile: lock() said why
     let why;
     if (error.code === ErrorCode.EXPIRY_TOO_FAR) {
+      // A custom lifetime can be as short as MIN_CUSTOM_LIFETIME_MS.
       const shorter = Object.values(LIFETIMES).some((other) => other.ms < chosen.ms);
       why =
         `This relay keeps rooms for less time than ${chosen.label}, so the room was not made. ` +
-        (shorter ? "Choose a shorter lifetime, and create it again." : "No lifetime offered here is short enough: choose another relay in Settings.");
+        (shorter
+          ? "Choose a shorter lifetime, and create it again."
+          : chosen.ms > MIN_CUSTOM_LIFETIME_MS
+            ? "Choose a shorter custom lifetime, and create it again."
+            : "No lifetime offered here is short enough: choose another relay in Settings.");
     } else if (error.code === ErrorCode.RELAY_FULL) {
       why = `The relay has no place for a new room now, so it was not made.${relaySays(error.message)} Try again later, or choose another relay in Settings.`;
     } else if (error instanceof JoinRefused) {
