@@ -48,7 +48,7 @@ from instantroom.protocol.session import MessageReceived, PresenceChanged
 from instantroom.rooms_cli import cmd_chat
 from instantroom.testing import RelayProcess, raw_client, run, running_relay, text_publish
 from instantroom.tui import app as app_module
-from instantroom.tui.app import HELP, ChatApp, Line
+from instantroom.tui.app import HELP, ChatApp, Line, PasswordScreen
 from tests.client.test_cli import signals_at_default
 from tests.client.test_room_client import (
     FakeRelay,
@@ -896,6 +896,86 @@ def test_a_password_changed_elsewhere_stops_the_saving_and_says_so_once(tmp_path
     reopened = KeyStore.open(path, "another password")
     assert [(r.label, r.keep_history) for r in reopened.rooms] == [("one", False), ("two", False)]
     assert reopened.device.fingerprint == store.device.fingerprint
+
+
+def test_the_new_password_given_by_slash_password_lets_the_chat_save_again(
+    tmp_path: Path,
+) -> None:
+    """Another program changed the store's password: /password asks for the new one (a
+    wrong one is said, and asked again), and the chat then writes what it changed
+    meanwhile, merged with what the other wrote. The password is never a message."""
+    path = tmp_path / "store.json"
+    one, two = make_minikey(secrets.randbelow), make_minikey(secrets.randbelow)
+    store = new_store(path, room(one, NOWHERE, "one"))
+    app = ChatApp(store, "alice")
+
+    async def scenario() -> None:
+        async with on_screen(app) as member:
+            await member.say("/password")  # nothing changed yet: nothing to ask
+            await member.until(lambda: "as this chat opened it" in member.conversation(), "no need")
+            assert not isinstance(app.screen, PasswordScreen)
+            other = KeyStore.open(path, PASSWORD)
+            other.add_room(room(two, NOWHERE, "two"))
+            other.change_password("another password")
+            await member.say("/history on")
+            await member.until(
+                lambda: any("type /password" in note for note in member.notes()), "the note"
+            )
+
+            async def typed(password: str) -> None:
+                field = app.screen.query_one("#password-input", Input)
+                field.value = password
+                await member.pilot.press("enter")
+
+            await member.say("/password")
+            await member.until(lambda: isinstance(app.screen, PasswordScreen), "the question")
+            await member.do(typed("not it"))
+            await member.until(
+                lambda: (
+                    "not the key store's password"
+                    in str(app.screen.query_one("#password-problem", Static).content)
+                ),
+                "wrong password said",
+            )
+            assert isinstance(app.screen, PasswordScreen)
+            await member.do(typed("another password"))
+            await member.until(lambda: not isinstance(app.screen, PasswordScreen), "taken")
+            await member.until(lambda: app.unsaved is None, "saved")
+            assert any("saves again" in note for note in member.notes())
+            assert "another password" not in member.conversation()
+            assert "not it" not in member.conversation()
+            await member.until(lambda: sorted(member.sidebar()) == ["one", "two"], "merged")
+
+    run(scenario())
+    reopened = KeyStore.open(path, "another password")
+    assert sorted((r.label, r.keep_history) for r in reopened.rooms) == [
+        ("one", True),  # what the chat changed meanwhile
+        ("two", False),  # what the other program added
+    ]
+
+
+def test_escape_leaves_the_chat_saving_nothing_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "store.json"
+    store = new_store(path, room(make_minikey(secrets.randbelow), NOWHERE, "one"))
+    app = ChatApp(store, "alice")
+
+    async def scenario() -> None:
+        async with on_screen(app) as member:
+            KeyStore.open(path, PASSWORD).change_password("another password")
+            await member.say("/history on")
+            await member.until(lambda: app.unsaved is not None, "stopped")
+            await member.say("/password")
+            await member.until(lambda: isinstance(app.screen, PasswordScreen), "the question")
+            await member.press("escape")
+            await member.until(lambda: not isinstance(app.screen, PasswordScreen), "gone")
+            await member.say("/history off")
+            await member.until(
+                lambda: "changed the key store's password" in (app.unsaved or ""), "still"
+            )
+            assert app.is_running
+
+    run(scenario())
+    assert [r.keep_history for r in KeyStore.open(path, "another password").rooms] == [False]
 
 
 def test_a_store_that_cannot_be_written_is_said_once_and_written_by_a_later_tick(

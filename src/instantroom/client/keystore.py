@@ -114,6 +114,11 @@ class StoreChanged(KeyStoreError):
     """Another program changed the store in a way that cannot be merged: nothing was saved."""
 
 
+class PasswordChanged(StoreChanged):
+    """Another program changed the store's password: nothing was saved; ``take_password``
+    with the new one lets this program save again."""
+
+
 @dataclass
 class HistoryEntry:
     message_id: str
@@ -445,26 +450,20 @@ class KeyStore:
         except FileNotFoundError:
             if self._revision is None:  # being made (create)
                 return None
-            raise StoreChanged(
-                f"The key store at {self.path} was deleted since this program opened it: "
-                "nothing was saved here."
-            ) from None
+            raise _deleted(self.path) from None
         return raw if _digest(raw) != self._revision else None
 
     def _decode_theirs(self, raw: bytes) -> tuple[list[StoredRoom], str]:
         try:
             device, rooms, name, _, _ = _decode(self.path, raw, self._password, self._sealing)
         except WrongPassword:
-            raise StoreChanged(
+            raise PasswordChanged(
                 "Another InstantRoom changed the key store's password since this one "
                 "opened it (or the file was altered): nothing was saved here. Open it "
                 "again with the new password."
             ) from None
         if device.public_key != self.device.public_key:
-            raise StoreChanged(
-                f"The key store at {self.path} was replaced by another one since this "
-                "program opened it: nothing was saved here."
-            )
+            raise _replaced(self.path)
         return rooms, name
 
     def _merge(self, theirs: list[StoredRoom]) -> list[StoredRoom]:
@@ -522,6 +521,21 @@ class KeyStore:
         self._revision = _digest(data)
         self._base = _snapshot(self.rooms)
         self._base_name = self.name
+
+    def take_password(self, password: str) -> None:
+        """Go on with ``password``, the one another program changed the store's to (a save
+        raised PasswordChanged). WrongPassword if it does not open the file as it is now,
+        StoreChanged if the file is another store or gone; this program's changes since it
+        last wrote are kept either way, and merged in by the next save."""
+        with _locked(self.path):
+            try:
+                raw = self.path.read_bytes()
+            except FileNotFoundError:
+                raise _deleted(self.path) from None
+            device, _, _, kdf, sealing = _decode(self.path, raw, password)
+            if device.public_key != self.device.public_key:
+                raise _replaced(self.path)
+            self._password, self._kdf, self._sealing = password, kdf, sealing
 
     def change_password(self, new_password: str) -> None:
         if not new_password:
@@ -589,6 +603,19 @@ class _Sealing:
     salt: bytes
     params: dict[str, Any]
     key: bytes = field(repr=False)
+
+
+def _deleted(path: Path) -> StoreChanged:
+    return StoreChanged(
+        f"The key store at {path} was deleted since this program opened it: nothing was saved here."
+    )
+
+
+def _replaced(path: Path) -> StoreChanged:
+    return StoreChanged(
+        f"The key store at {path} was replaced by another one since this program opened it: "
+        "nothing was saved here."
+    )
 
 
 def _decode(

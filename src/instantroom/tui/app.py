@@ -41,7 +41,7 @@ import math
 import signal
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal, Self, TypeVar
@@ -59,6 +59,7 @@ from textual.containers import Horizontal, Vertical
 from textual.expand_tabs import expand_tabs_inline
 from textual.geometry import Size, clamp
 from textual.message import Message
+from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Input, ListItem, ListView, RichLog, Static
 
@@ -78,8 +79,10 @@ from instantroom.client.keystore import (
     DamagedStore,
     HistoryEntry,
     KeyStore,
+    PasswordChanged,
     StoreChanged,
     StoredRoom,
+    WrongPassword,
 )
 from instantroom.display import (
     clock_warning,
@@ -125,6 +128,9 @@ Commands:
   /history off  stop keeping them, delete those kept
   /wipe         delete every room and message from this
                 device, then quit
+  /password     give the key store's new password, once
+                another program changed it (this chat
+                saves nothing until then)
   /help         this list
 Enter sends what you typed to the room shown; // sends a
 line that starts with /. A pasted text goes whole, its
@@ -197,6 +203,52 @@ def remember(bounded: dict[K, None], key: K) -> K | None:
 # How a line break of a pasted text shows in the input line (one cell, as the break is one
 # character: the cursor's place stays right).
 SHOWN_BREAK = "\u23ce"
+
+
+class PasswordScreen(ModalScreen[bool]):
+    """Asks for the key store's new password, changed by another program while this chat
+    was open. ``take`` tries one: None once it opens the store, else why not. Dismissed
+    with True once taken, False on Escape (the chat then saves nothing, as before)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "give_up", "Cancel")]
+
+    def __init__(self, take: Callable[[str], Awaitable[str | None]]) -> None:
+        super().__init__()
+        self._take = take
+        self._trying = False
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="password-box"):
+            yield Static(
+                "Another InstantRoom changed the key store's password. Type the new one, "
+                "and this chat saves again. Escape: it saves nothing (quit it and open it "
+                "again to go on).",
+                markup=False,
+            )
+            yield Input(password=True, id="password-input", placeholder="the new password")
+            yield Static("", id="password-problem", markup=False)
+
+    def on_mount(self) -> None:
+        self.query_one("#password-input", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()  # a password is never the chat's to send
+        if self._trying or not event.value:
+            return
+        self._trying = True
+        self.run_worker(self._try(event.input, event.value), exclusive=True)
+
+    async def _try(self, field: Input, password: str) -> None:
+        problem = await self._take(password)
+        self._trying = False
+        if problem is None:
+            self.dismiss(True)
+            return
+        field.value = ""
+        self.query_one("#password-problem", Static).update(problem)
+
+    def action_give_up(self) -> None:
+        self.dismiss(False)
 
 
 class MessageInput(Input):
@@ -556,6 +608,7 @@ class ChatApp(App[None]):
         self._ids_unsaved_since: float | None = None  # monotonic time of the first
         self._save_problem: str | None = None  # why the last write failed, said once
         self._saving_stopped = False
+        self._password_changed = False  # by another program: /password gives the new one
         self._wipe_armed = False
         # The room a first /leave asked about: the next /leave there leaves it.
         self._leave_armed: bytes | None = None
@@ -1302,8 +1355,14 @@ class ChatApp(App[None]):
             self._saving_stopped = True
             self._dirty = True
             self._save_problem = str(exc)
+            self._password_changed = isinstance(exc, PasswordChanged)
+            then = (
+                " until it has the new password: type /password."
+                if self._password_changed
+                else ": quit it and open it again."
+            )
             self.notify(
-                f"{exc} This chat saves nothing more: quit it and open it again.",
+                f"{exc} This chat saves nothing more{then}",
                 severity="error",
                 timeout=60,
                 markup=False,
@@ -1324,6 +1383,34 @@ class ChatApp(App[None]):
         if forgotten or added:
             self.run_worker(self._follow_store(forgotten, added), group="store")
         return True
+
+    def _ask_new_password(self, view: RoomView | None) -> None:
+        """/password: the store's new password, once another program changed it."""
+        if not self._password_changed:
+            self._note(
+                view,
+                "The key store's password is as this chat opened it: /password is for when "
+                "another program changed it. To change it, quit and run instantroom passwd.",
+            )
+            return
+
+        async def take(password: str) -> str | None:
+            try:
+                await asyncio.to_thread(self._store.take_password, password)
+            except WrongPassword:
+                return "That is not the key store's password: try again, or Escape."
+            except (StoreChanged, DamagedStore) as exc:  # gone, or another store: for good
+                self._password_changed = False
+                self._save_problem = str(exc)
+                self.notify(str(exc), severity="error", timeout=60, markup=False)
+                return None
+            self._password_changed = self._saving_stopped = False
+            self._save_problem = None
+            if self._save():  # what this chat changed meanwhile, merged and written
+                self.notify("The key store's new password is taken: this chat saves again.")
+            return None
+
+        self.push_screen(PasswordScreen(take))
 
     def _ids_changed(self) -> None:
         if self._ids_unsaved_since is None:
@@ -1400,6 +1487,8 @@ class ChatApp(App[None]):
     # what the user types
 
     async def on_input_submitted(self, event: Input.Submitted) -> None:
+        if not isinstance(event.input, MessageInput):
+            return  # another screen's field (a password): never a message
         text = event.value  # the input line is empty already, or holds what was typed since
         if not text.strip():
             return
@@ -1473,6 +1562,8 @@ class ChatApp(App[None]):
             self._note(view, HELP)
         elif word == "wipe":
             await self._wipe()
+        elif word == "password":
+            self._ask_new_password(view)
         elif word not in ("key", "qr", "leave", "delete", "clear", "history"):
             self._note(
                 view,
