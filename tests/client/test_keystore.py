@@ -96,6 +96,45 @@ def test_a_store_made_read_only_is_kept_as_it_is_and_says_so(
     assert [r.key for r in KeyStore.open(store_path, "correct horse").rooms] == [KEY]
 
 
+OTHER_KEY = "SDehB97fmBnFwezqLcANLCCQkQyfz1"
+THIRD_KEY = "SfG6xZjHh6aE7oHUMnmnqoEfyDARe1"
+
+
+def _refuse(store: KeyStore) -> None:
+    raise ValueError("refused")
+
+
+@pytest.mark.parametrize("failing", ["check", "read-only"])
+def test_a_save_that_failed_then_one_that_works_brings_back_no_room_forgotten_elsewhere(
+    store_path: Path, failing: str
+) -> None:
+    """A failed save (its check raised, the file was read-only, the disk full) has taken in
+    what the other program wrote: the next save does not take it in again against the
+    older base, as if a room it added, then forgot, had been added here."""
+    KeyStore.create(store_path, "correct horse", kdf=FAST_KDF)
+    mine = KeyStore.open(store_path, "correct horse")
+    other = KeyStore.open(store_path, "correct horse")
+    other.add_room(room(OTHER_KEY, "theirs"))
+    other.save()
+    mine.add_room(room(KEY, "mine"))
+    if failing == "check":
+        with pytest.raises(ValueError, match="refused"):
+            mine.save(check=_refuse)
+    else:
+        store_path.chmod(0o400)
+        with pytest.raises(PermissionError):
+            mine.save()
+        store_path.chmod(0o600)
+    other.forget(other.find("theirs"))
+    other.add_room(room(THIRD_KEY, "later"))
+    other.save()
+    assert [r.label for r in mine.save()] == ["theirs"]  # forgotten there, said here
+    assert sorted(r.label for r in KeyStore.open(store_path, "correct horse").rooms) == [
+        "later",
+        "mine",
+    ]
+
+
 def test_a_store_round_trips_and_is_owner_only(store_path: Path) -> None:
     store = KeyStore.create(store_path, "correct horse", kdf=FAST_KDF)
     stored = store.add_room(room())

@@ -427,9 +427,14 @@ class KeyStore:
             if raw is not None:
                 rooms, name = self._decode_theirs(raw)
                 if not wipe:
+                    base = _snapshot(rooms)
                     if self.name == self._base_name:  # not changed here
                         self.name = name
                     self._forgotten += self._merge(rooms)
+                    # Taken in now, written or not: if the write fails (a check, a full
+                    # disk, a read-only file), the next save must not take it in again
+                    # against the older base (a room forgotten there would come back).
+                    self._revision, self._base, self._base_name = _digest(raw), base, name
             if wipe:
                 self.rooms = []
                 self.name = ""
