@@ -80,11 +80,10 @@ def key_text(given: str | None, options: str = "KEY") -> str:
     text = given if given is not None else os.environ.get("INSTANTROOM_KEY")
     if text is None:
         raise UsageError(f"Say which room: {options}, or INSTANTROOM_KEY.")
-    if given is None and not text.strip():
+    if not text.strip():
         # Set to nothing (a variable that a script forgot to fill): not a key of 0 characters.
-        raise UsageError(
-            f"INSTANTROOM_KEY is empty: say which room ({options}), or set it to the key."
-        )
+        where = "INSTANTROOM_KEY is" if given is None else "The key given is"
+        raise UsageError(f"{where} empty: say which room ({options}).")
     if text == "-":
         if sys.stdin is None:  # started with it closed (<&-)
             raise UsageError("Standard input is closed: nothing to read the key from.")
@@ -237,10 +236,13 @@ def purge_expired(store: KeyStore) -> list[StoredRoom]:
     if expired:
         for room in expired:
             store.forget(room)
-        store.save()
+        try:
+            store.save()
+            gone = "its key and messages are deleted."
+        except PermissionError as exc:  # made read-only by its owner: as it is, then
+            gone = f"it is left out, but stays in the key store ({exc.strerror or exc})."
         for room in expired:
-            print(f"Room {printable(room.label)!r} has expired: its key and messages are "
-                  "deleted.", file=sys.stderr)  # fmt: skip
+            print(f"Room {printable(room.label)!r} has expired: {gone}", file=sys.stderr)
     kept_by = {room.server for room in over if all(room is not e for e in expired)}
     for server in sorted(kept_by):
         # Never None: that relay says this clock is fast by CLOCK_WARNING_MS or more.

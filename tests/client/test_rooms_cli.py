@@ -166,6 +166,27 @@ def test_an_expired_room_is_gone_from_rooms_and_from_the_store(tmp_path: Path) -
     assert [r.label for r in KeyStore.open(store, PASSWORD).rooms] == ["still"]
 
 
+def test_an_expired_room_in_a_read_only_store_is_left_out_and_the_store_kept(
+    tmp_path: Path,
+) -> None:
+    """Made read-only by its owner, the store is read as it is: `rooms` works, the
+    expired room is left out and said to stay in the file."""
+    store = tmp_path / "store.json"
+    opened = KeyStore.create(store, PASSWORD)
+    now = int(time.time() * 1000)
+    opened.add_room(StoredRoom(OTHER_KEY, "over", NOWHERE, now - 1000))
+    opened.add_room(StoredRoom(make_minikey(secrets.randbelow), "still", NOWHERE, now + 3_600_000))
+    opened.save()
+    store.chmod(0o400)
+    before = store.read_bytes()
+    result = cli(store, "rooms", "--offline", check=False)
+    assert result.returncode == 0, result.stderr
+    assert "still" in result.stdout
+    assert "over" not in result.stdout
+    assert "Room 'over' has expired: it is left out, but stays in the key store" in result.stderr
+    assert store.read_bytes() == before
+
+
 def test_a_wrong_password_at_the_command_line_changes_nothing(tmp_path: Path) -> None:
     store = tmp_path / "store.json"
     KeyStore.create(store, PASSWORD).save()
@@ -211,6 +232,13 @@ def test_a_missing_store_is_said_before_a_password_is_asked_for(tmp_path: Path) 
     [
         (("join",), {"INSTANTROOM_KEY": ""}, "", "INSTANTROOM_KEY is empty"),
         (("join",), {"INSTANTROOM_KEY": "  "}, "", "INSTANTROOM_KEY is empty"),
+        (("join", ""), {}, "", "The key given is empty"),
+        (
+            ("send", "--server", "http://127.0.0.1:9/", "--key", " ", "hi"),
+            {},
+            "",
+            "The key given is empty",
+        ),
         (("join", "-"), {}, "\n" + "S" * 30 + "\n", "the first line of standard input is empty"),
         (("join", "-"), {}, "", "the first line of standard input is empty"),
     ],
