@@ -39,6 +39,7 @@ import functools
 import io
 import math
 import signal
+import threading
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable
@@ -216,6 +217,7 @@ class PasswordScreen(ModalScreen[bool]):
         super().__init__()
         self._take = take
         self._trying = False
+        self._offered: str | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="password-box"):
@@ -230,21 +232,35 @@ class PasswordScreen(ModalScreen[bool]):
 
     def on_mount(self) -> None:
         self.query_one("#password-input", Input).focus()
+        if self._offered is not None:
+            offered, self._offered = self._offered, None
+            self._submit(offered)
+
+    def offer(self, password: str) -> None:
+        """Try what was entered in the chat's input line while this was being put up (keys
+        typed fast, or a paste, came before it showed): it is never sent."""
+        if self.is_mounted:
+            self._submit(password)
+        else:
+            self._offered = password
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()  # a password is never the chat's to send
-        if self._trying or not event.value:
+        self._submit(event.value)
+
+    def _submit(self, password: str) -> None:
+        if self._trying or not password:
             return
         self._trying = True
-        self.run_worker(self._try(event.input, event.value), exclusive=True)
+        self.run_worker(self._try(password), exclusive=True)
 
-    async def _try(self, field: Input, password: str) -> None:
+    async def _try(self, password: str) -> None:
         problem = await self._take(password)
         self._trying = False
         if problem is None:
             self.dismiss(True)
             return
-        field.value = ""
+        self.query_one("#password-input", Input).value = ""
         self.query_one("#password-problem", Static).update(problem)
 
     def action_give_up(self) -> None:
@@ -269,6 +285,9 @@ class MessageInput(Input):
 
     async def action_submit(self) -> None:
         value, self.value = self.value, ""
+        chat = self.app
+        if isinstance(chat, ChatApp) and chat.took_as_password(value):
+            return  # there and then: the keys typed next go to the question, not the room
         self.post_message(self.Submitted(self, value))
 
     def _on_paste(self, event: events.Paste) -> None:
@@ -609,6 +628,8 @@ class ChatApp(App[None]):
         self._save_problem: str | None = None  # why the last write failed, said once
         self._saving_stopped = False
         self._password_changed = False  # by another program: /password gives the new one
+        self._password_screen: PasswordScreen | None = None
+        self._adopting = threading.Lock()  # held while a new password is taken (a thread)
         self._wipe_armed = False
         # The room a first /leave asked about: the next /leave there leaves it.
         self._leave_armed: bytes | None = None
@@ -779,6 +800,8 @@ class ChatApp(App[None]):
         self.set_interval(1.0, self._tick)
 
     async def on_unmount(self) -> None:
+        with self._adopting:  # a new password being taken (quit meanwhile): then saved by it
+            pass
         if self._dirty or self._ids_unsaved_since is not None:
             self._save()
         for client in self._clients.values():
@@ -1384,33 +1407,73 @@ class ChatApp(App[None]):
             self.run_worker(self._follow_store(forgotten, added), group="store")
         return True
 
-    def _ask_new_password(self, view: RoomView | None) -> None:
-        """/password: the store's new password, once another program changed it."""
-        if not self._password_changed:
-            self._note(
-                view,
-                "The key store's password is as this chat opened it: /password is for when "
-                "another program changed it. To change it, quit and run instantroom passwd.",
-            )
-            return
+    def took_as_password(self, entered: str) -> bool:
+        """Whether ``entered``, submitted in the input line, goes to the question for the
+        key store's new password: /password itself, once another program changed it (what
+        follows it on the line is tried as the password), or anything entered while the
+        question is up or being put up. It is never sent, nor shown."""
+        if self._password_screen is not None:
+            self._password_screen.offer(entered)
+            return True
+        word, _, rest = entered.strip().partition(" ")
+        word, _, after_break = word.partition("\n")
+        if word.lower() != "/password" or not self._password_changed:
+            return False
+        screen = self._password_screen = PasswordScreen(self._take_password)
+        self.push_screen(screen, callback=self._password_question_gone)
+        if typed := (after_break + " " + rest).strip():
+            screen.offer(typed)
+        return True
 
-        async def take(password: str) -> str | None:
+    def _password_question_gone(self, taken: bool | None) -> None:
+        self._password_screen = None
+
+    async def _take_password(self, password: str) -> str | None:
+        """Try ``password`` for the key store (Argon2, in a thread): None once it is taken
+        (the chat then saves again) or cannot be (said), else why it is not."""
+        try:
+            # Shielded: the question closed meanwhile (Escape, Ctrl+Q) does not stop the
+            # thread, and the password it takes is taken (_adopt_password).
+            await asyncio.shield(asyncio.to_thread(self._adopt_password, password))
+        except WrongPassword:
+            return "That is not the key store's password: try again, or Escape."
+        except (StoreChanged, DamagedStore) as exc:  # gone, or another store: for good
+            self._save_problem = str(exc)
+            self.notify(str(exc), severity="error", timeout=60, markup=False)
+            return None
+        except OSError as exc:
+            return f"The key store could not be read ({exc.strerror or type(exc).__name__})."
+        if self._save():  # what this chat changed meanwhile, merged and written
+            self.notify("The key store's new password is taken: this chat saves again.")
+        return None
+
+    def _adopt_password(self, password: str) -> None:
+        """In a thread: take ``password`` for the store and let the chat save again (its
+        next save, or the one as it quits, which waits for this)."""
+        with self._adopting:
             try:
-                await asyncio.to_thread(self._store.take_password, password)
-            except WrongPassword:
-                return "That is not the key store's password: try again, or Escape."
-            except (StoreChanged, DamagedStore) as exc:  # gone, or another store: for good
-                self._password_changed = False
-                self._save_problem = str(exc)
-                self.notify(str(exc), severity="error", timeout=60, markup=False)
-                return None
+                self._store.take_password(password)
+            except (StoreChanged, DamagedStore):
+                self._password_changed = False  # nothing to give a password to any more
+                raise
             self._password_changed = self._saving_stopped = False
             self._save_problem = None
-            if self._save():  # what this chat changed meanwhile, merged and written
-                self.notify("The key store's new password is taken: this chat saves again.")
-            return None
 
-        self.push_screen(PasswordScreen(take))
+    def _ask_new_password(self, view: RoomView | None) -> None:
+        """/password when there is no new password to give."""
+        if self._saving_stopped:
+            self._note(
+                view,
+                f"{self._save_problem} A password cannot help: this chat saves nothing "
+                "more (quit it and open it again).",
+                "error",
+            )
+            return
+        self._note(
+            view,
+            "The key store's password is as this chat opened it: /password is for when "
+            "another program changed it. To change it, quit and run instantroom passwd.",
+        )
 
     def _ids_changed(self) -> None:
         if self._ids_unsaved_since is None:
@@ -1552,7 +1615,8 @@ class ChatApp(App[None]):
 
     async def _command(self, text: str) -> None:
         word, _, rest = text[1:].strip().partition(" ")
-        word, rest = word.lower(), rest.strip()
+        word, _, pasted = word.partition("\n")  # a paste's next lines are no command's
+        word, rest = word.lower(), f"{pasted} {rest}".strip()
         if word != "wipe":
             self._wipe_armed = False
         if word != "leave":
