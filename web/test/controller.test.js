@@ -12,7 +12,7 @@ import { ErrorCode, SUBPROTOCOL } from "../src/protocol/codes.js";
 import { Kind, openEnvelope, sealEnvelope } from "../src/protocol/envelope.js";
 import { decodeFrame, encodeFrame } from "../src/protocol/frames.js";
 import { deviceKeyFromSeed, fingerprint, roomKeysFromMinikey } from "../src/protocol/kdf.js";
-import { formatMinikey, makeMinikey } from "../src/protocol/minikey.js";
+import { formatMinikey, makeMinikey, parseMinikey } from "../src/protocol/minikey.js";
 import { OUTBOX_MAX_AGE_MS } from "../src/protocol/session.js";
 import { deleteRecord } from "../src/store/db.js";
 import { KeyStore, MAX_RECENT_PER_ROOM } from "../src/store/keystore.js";
@@ -587,6 +587,71 @@ describe("App: what a person pastes on the Join screen", () => {
     await app.joinRoom({ text: makeMinikey(randomBytes), nickname: "😀".repeat(17) });
     assert.match(app.state.error, /at most 64 bytes/);
     assert.equal(app.rooms.length, 0);
+  });
+});
+
+describe("App: a message pasted whole on the Join screen", () => {
+  it("joins the one link in it, on the link's relay only", async () => {
+    const { app } = await startApp();
+    await app.unlock(PASSWORD, PASSWORD);
+    app.go("join");
+    const key = makeMinikey(randomBytes);
+    const text = `Join me: ${RELAY_B}/#${key} see you`;
+    assert.equal(app.joinServerFor(app.parseJoinText(text)), RELAY_B); // "Joins on the relay at ..."
+    socketUrls.length = 0;
+    await app.joinRoom({ text, nickname: "Bob" });
+    assert.equal(app.state.error, null);
+    assert.equal(app.state.screen, "room");
+    assert.equal(app.room(app.state.current).key, key);
+    assert.equal(app.room(app.state.current).serverUrl, RELAY_B);
+    assert.deepEqual(socketUrls, ["wss://b.relay.test/ws"]);
+  });
+
+  it("joins a key after a label on the Settings relay; a relay only named around it is not used", async () => {
+    const { app } = await startApp();
+    await app.unlock(PASSWORD, PASSWORD);
+    app.go("join");
+    socketUrls.length = 0;
+    for (const text of [`Relay b.relay.test, key: ${makeMinikey(randomBytes)}`, `Key: ${makeMinikey(randomBytes)} on ${RELAY_B}/`]) {
+      await app.joinRoom({ text, nickname: "Bob" });
+      assert.equal(app.state.screen, "join");
+      assert.notEqual(app.state.error, null);
+    }
+    assert.deepEqual(app.rooms, []);
+    assert.deepEqual(socketUrls, []);
+    const key = makeMinikey(randomBytes);
+    await app.joinRoom({ text: `Room key: ${formatMinikey(key)}`, nickname: "Bob" });
+    assert.equal(app.state.error, null);
+    assert.equal(app.room(app.state.current).key, key);
+    assert.equal(app.room(app.state.current).serverUrl, RELAY_A);
+    assert.deepEqual(socketUrls, ["wss://a.relay.test/ws"]);
+  });
+
+  it("refuses two keys, and says what is wrong with a key mistyped among words", async () => {
+    const { app } = await startApp();
+    await app.unlock(PASSWORD, PASSWORD);
+    app.go("join");
+    const [key, other] = [makeMinikey(randomBytes), makeMinikey(randomBytes)];
+    await app.joinRoom({ text: `Join me: ${RELAY_B}/#${key}, or the other room: ${RELAY_B}/#${other}`, nickname: "Bob" });
+    assert.equal(app.state.error, "This text holds two room keys: paste only one.");
+    // One character changed: most often a typo the check catches (255 in 256).
+    const alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    const passes = (k) => {
+      try {
+        return parseMinikey(k) === k;
+      } catch {
+        return false;
+      }
+    };
+    const typo = [...alphabet].map((c) => `${key.slice(0, 29)}${c}`).find((k) => !passes(k));
+    await app.joinRoom({ text: `Join me: ${RELAY_B}/#${typo} see you`, nickname: "Bob" });
+    assert.match(app.state.error, /^This room key does not pass its check: most likely a typo/);
+    await app.joinRoom({ text: `Key: ${formatMinikey(typo)}`, nickname: "Bob" });
+    assert.match(app.state.error, /^This room key does not pass its check: most likely a typo/);
+    // Typed all in small letters after a label: said as for a bare key.
+    await app.joinRoom({ text: `Key: S${key.slice(1).toLowerCase()}`, nickname: "Bob" });
+    assert.match(app.state.error, /case-sensitive.* are all small after the S:/);
+    assert.deepEqual(app.rooms, []);
   });
 });
 

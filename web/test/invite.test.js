@@ -1,8 +1,9 @@
 // Invite links, as src/instantroom/client/invite.py makes and reads them.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { formatInvite, parseInvite } from "../src/app/invite.js";
+import { MAX_PASTED_CHARACTERS, findInvite, formatInvite, parseInvite } from "../src/app/invite.js";
 import { ChecksumMismatch, NotBase58, OneCase, WrongLength } from "../src/protocol/errors.js";
+import { makeMinikey } from "../src/protocol/minikey.js";
 
 // The published key and its one-character typo (../vectors/minikey.json).
 const key = "S6c56bnXQiBjk9mqSYE7ykVQ7NzrRy";
@@ -71,4 +72,110 @@ test("a link copied without its scheme is taken as https; other schemes are refu
 test("a relay address with a user name or password, or a broken host, is refused", () => {
   assert.throws(() => parseInvite(`https://someone:secret@chat.example.org/#${key}`), /no user name or password/);
   assert.throws(() => parseInvite(`https://[abc/#${key}`), /https:\/\//);
+});
+
+// What a friend sent, pasted whole: one link among other words, or a labelled key.
+const grouped = key.match(/.{5}/g).join(" ");
+const link = `https://relay.example/#${key}`;
+const ONE_CASE_KEY = "S6C56BNXQJBJK9MQSYE7YKVQ7N112Q"; // passes the check, in one case
+
+test("a link among other words gives the link's relay and key", () => {
+  for (const text of [
+    `Join me: ${link} see you`,
+    `Join me: ${link}`,
+    `Join me here (${link}), see you!`,
+    `Join me: <${link}>.`,
+    `“${link}”`,
+    `Join me:\n${link}\nsee you`,
+    `Join me: ${link} see you, or read https://docs.example/#joining first`,
+    `Join me: ${link} (the key: ${grouped})`, // the same key again
+    `${link} ${link}`, // the same link twice
+  ]) {
+    assert.deepEqual(findInvite(text), { server: "https://relay.example/", key }, text);
+  }
+  // A link carries a stored room's key in one case, as parseInvite takes it.
+  assert.deepEqual(findInvite(`Join: https://relay.example/#${ONE_CASE_KEY} bye`), {
+    server: "https://relay.example/",
+    key: ONE_CASE_KEY,
+  });
+});
+
+test("a short label before a key, grouped or not, gives the key on no relay", () => {
+  for (const text of [
+    `Key: ${key}`,
+    `key: ${grouped}`,
+    `Room key: ${grouped}`,
+    `  Key:     ${grouped}\n`, // as the terminal client's show prints it
+    `Room key:\n${grouped}`,
+    `Mini key - ${grouped}`,
+    `Mini key – ${key.match(/.{5}/g).join("-")}`,
+    `Clé : ${key}`,
+  ]) {
+    assert.deepEqual(findInvite(text), { server: null, key }, text);
+  }
+});
+
+test("two keys, or links to two relays, are refused, never one chosen", () => {
+  for (const other of [makeMinikey((n) => crypto.getRandomValues(new Uint8Array(n))), ONE_CASE_KEY]) {
+    for (const text of [
+      `Join me: ${link} or https://relay.example/#${other}`,
+      `Join me: ${link}, the key is ${other}`,
+      `Key: ${key}\nKey: ${other}`,
+    ]) {
+      assert.throws(() => findInvite(text), { message: "This text holds two room keys: paste only one." }, text);
+    }
+  }
+  for (const text of [
+    `Join me: ${link} or this one https://relay.example/#${typo}`, // one mistyped, or another
+    `Join me: ${link}, the key is ${typo}`,
+  ]) {
+    assert.throws(() => findInvite(text), { message: "This text holds two room keys: paste only one." }, text);
+  }
+  assert.throws(() => findInvite(`Join me: ${link} or https://b.example/#${key}`), /links to two relays: paste only one/);
+});
+
+test("a key mistyped among other words is said to be a typo, or of the wrong length", () => {
+  for (const text of [
+    `Join me: https://relay.example/#${typo} see you`,
+    `Key: ${typo}`,
+    `Room key: ${typo.match(/.{5}/g).join(" ")}`,
+  ]) {
+    assert.throws(() => findInvite(text), (error) => {
+      assert.ok(error instanceof ChecksumMismatch, text);
+      assert.match(error.message, /most likely a typo/);
+      return true;
+    });
+  }
+  assert.throws(() => findInvite(`Join me: https://relay.example/#${key.slice(0, 12)} see you`), (error) => {
+    assert.ok(error instanceof WrongLength);
+    assert.match(error.message, /this one has 12/);
+    return true;
+  });
+  // Typed in one case after a label: said so (the Join screen adds how to fix it).
+  assert.throws(() => findInvite(`Key: ${ONE_CASE_KEY}`), OneCase);
+});
+
+test("nothing else is taken for a key: what parseInvite said stands", () => {
+  for (const text of [
+    `the key is ${key}, see you`, // a key among words, without a label or link
+    `Key: ${key} see you`, // more than the key after the label
+    `This is a long label before the key: ${key}`,
+    `Relay: relay.example, Key: ${key}`,
+    `Join me: relay.example/#${key} see you`, // a link without http(s)://
+    `${key.slice(0, 5)} - ${typo.slice(5).match(/.{5}/g).join(" - ")}`, // a key, mistyped, not a label
+    `Key: ${key.slice(0, 20)}`,
+    "",
+    `Key: ${key}`.padEnd(MAX_PASTED_CHARACTERS + 1, " "), // too long to be looked into
+  ]) {
+    assert.equal(findInvite(text), null, text);
+  }
+});
+
+test("a long pasted text is read in linear time", () => {
+  // A run of white space inside (parseInvite trims the ends), and many words.
+  const start = performance.now();
+  assert.throws(() => parseInvite(`a${" ".repeat(200_000)}b`), WrongLength);
+  assert.equal(findInvite(`x${" ".repeat(MAX_PASTED_CHARACTERS - 2)}y`), null);
+  assert.equal(findInvite("Key: a b".repeat(MAX_PASTED_CHARACTERS / 8)), null);
+  assert.ok(performance.now() - start < 2000);
 });

@@ -11,7 +11,7 @@ import { ChecksumMismatch, MiniKeyError, OneCase, UsageError } from "../protocol
 import { BASE58_ALPHABET, makeMinikey, parseMinikey } from "../protocol/minikey.js";
 import { KeyStore, NoStore, StoreChanged, StoreExists, WrongPassword } from "../store/keystore.js";
 import { inviteFromLocation, takeCapturedInvite } from "./capture.js";
-import { formatInvite, parseInvite } from "./invite.js";
+import { findInvite, formatInvite, parseInvite } from "./invite.js";
 
 export const LIFETIMES = Object.freeze({
   hour: { label: "1 hour", ms: 3_600_000 },
@@ -1300,7 +1300,8 @@ export class App {
     try {
       parsed = this.parseJoinText(text);
     } catch (error) {
-      const hint = error instanceof MiniKeyError ? keyCaseHint(text) : null;
+      // Of the key itself when it was found among other words (findInvite).
+      const hint = error instanceof MiniKeyError ? keyCaseHint(error.keyText ?? text) : null;
       return this.set({ error: hint ? `${error.message} ${hint}` : error.message });
     }
     const problem = this._nicknameProblem(name);
@@ -1390,7 +1391,16 @@ export class App {
       );
     }
     // An empty address: a link's key on no relay (the relay is joinServerFor's to choose).
-    return parseInvite(fromLink ? `#${text.replace(LEADING_SPACE, "")}` : text);
+    if (fromLink) return parseInvite(`#${text.replace(LEADING_SPACE, "")}`);
+    try {
+      return parseInvite(text);
+    } catch (error) {
+      // What a friend sent, pasted whole ("Join me: https://…/#KEY see you", "Key: S…"):
+      // its one link, or labelled key, that passes the key's check; else what is wrong.
+      const found = findInvite(text);
+      if (found === null) throw error;
+      return found;
+    }
   }
 
   /** A scanned QR code's invite link, of `server`, put `text` (its key) on the Join screen:

@@ -1,7 +1,7 @@
 // Invite links: `https://<relay>/#<key>`. The key sits in the fragment, which browsers never
 // send to a server. Mirrors src/instantroom/client/invite.py.
 
-import { parseMinikey } from "../protocol/minikey.js";
+import { MINIKEY_LENGTH, parseMinikey } from "../protocol/minikey.js";
 
 /**
  * The invite link for `key` on the relay at `serverUrl` (http or https; the controller
@@ -24,7 +24,18 @@ const RELAY_SCHEMES = ["http", "https", "ws", "wss"];
 // Around a link or key: Unicode's White_Space, and U+FEFF, which copying adds. Spelled
 // out, as in invite.py: Python's str.strip and JavaScript's trim each take another set.
 const TRIMMED = "\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff";
-const AROUND = new RegExp(`^[${TRIMMED}]+|[${TRIMMED}]+$`, "g");
+const SPACE = new RegExp(`[${TRIMMED}]`);
+
+/** `text` without TRIMMED characters at its ends. Not by a regular expression, which
+ * tries a run of them at its end from each of its characters: a long run inside a pasted
+ * text took seconds (40,000 spaces: 3 s), on each render of the Join screen. */
+function trimAround(text) {
+  let start = 0;
+  let end = text.length;
+  while (start < end && SPACE.test(text[start])) start += 1;
+  while (end > start && SPACE.test(text[end - 1])) end -= 1;
+  return text.slice(start, end);
+}
 // PROTOCOL.md 3.7: scheme "://" authority path, then a query, which is dropped. Read here,
 // not by URL(), which takes what the protocol refuses ("https:///path", "//host", a user
 // name left empty) and writes a host in another script in punycode without a word.
@@ -75,7 +86,7 @@ function isIpv6(text) {
  * the path "/" if empty and without a last "index.html".
  */
 export function parseInvite(text) {
-  const trimmed = text.replace(AROUND, "");
+  const trimmed = trimAround(text);
   const hash = trimmed.indexOf("#");
   if (hash < 0) return { server: null, key: parseMinikey(trimmed) };
   // A link is copied or scanned, not typed: the key it carries may be a stored room's
@@ -106,4 +117,117 @@ export function parseInvite(text) {
   // The relay serves the app at /index.html too: its relay is the folder (as capture.js).
   const path = given.endsWith("/index.html") ? given.slice(0, -"index.html".length) : given;
   return { server: `${scheme.toLowerCase()}://${host}${path || "/"}`, key };
+}
+
+// What a friend sent, pasted whole (findInvite): "Join me: https://relay.example/#KEY see
+// you", or "Room key: S6c56 bnXQi ...". Looked into only up to this many characters: a
+// longer text is read whole, as parseInvite reads it, and so refused unless it is a key.
+export const MAX_PASTED_CHARACTERS = 4096;
+const WORDS = new RegExp(`[${TRIMMED}]+`, "u");
+const LINK_START = /https?:\/\//i;
+// What closes a link or a word in a sentence, and never ends a key ("." is one of a key's
+// separators, which parseMinikey drops, and may end a sentence after a ">").
+const CLOSING = /[)\]}>,;:!?.'"\u2019\u201d\u00bb]+$/u;
+const OPENING = /^[(\[{<'"\u2018\u201c\u00ab]+/u;
+// A key's characters and the ASCII separators a key is written with: one word.
+const KEY_WORD = /^[1-9A-HJ-NP-Za-km-z._-]+$/;
+// A short label, one to four words of letters, then ":" (or a dash between spaces), then
+// the key: "Key:", "Room key:", "Mini key -". At the start of the text only.
+const LABELED = /^(\p{L}[\p{L}\p{M}'\u2019]*(?: [\p{L}\p{M}'\u2019]+){0,3}) *(?:[:\uff1a]|\s[-\u2013\u2014]\s)(.*)$/su;
+const MAX_LABEL_CHARACTERS = 40;
+// parseMinikey's separators (PROTOCOL.md 3.5 step 1): what it does not count in a key.
+const KEY_SEPARATORS = /[ \t\r\n\-_.\u00a0\u00ad\u2009\u200b\u2010\u2011\u202f\u2013\u2014\u2060\ufeff]/gu;
+
+/** Whether `text` holds as many characters as a key, separators not counted: what is
+ * wrong with it is then what is wrong with a key, not that it is something else. */
+function keySized(text) {
+  return [...text.replace(KEY_SEPARATORS, "")].length === MINIKEY_LENGTH;
+}
+
+/** `error` (a key's) knowing the text of the key it is about, for keyCaseHint. */
+function about(error, keyText) {
+  error.keyText = keyText;
+  return error;
+}
+
+/**
+ * The one invite link or labelled key in `text`, a message pasted whole, that parseInvite
+ * refused read as one link or key: `{ server, key }` as parseInvite gives it, or null
+ * when nothing is found (what parseInvite said of the whole text is then said). Only two
+ * forms are taken: one http(s):// link with its #KEY among other words (its relay is the
+ * link's, never one only named in the words around it), or, with no link, a short label
+ * and ":" before the key (grouped or not); either only when its key passes its check.
+ * Throws an Error when the text holds two different keys (a key alone among the words
+ * counts, as does one mistyped), or links to two relays; and, when nothing passes, the
+ * error of the one link (or labelled key) that did not: a key mistyped in a sentence is
+ * said to be one. Linear in the text's length. The web client's Join field only: the
+ * terminal takes a key or a link as one argument.
+ */
+export function findInvite(text) {
+  if (text.length > MAX_PASTED_CHARACTERS) return null;
+  const trimmed = trimAround(text);
+  // Each key-sized thing, by its characters (separators dropped): what was made of it.
+  const keys = new Map();
+  const entry = (keyText) => {
+    const name = keyText.replace(KEY_SEPARATORS, "");
+    if (!keys.has(name)) {
+      keys.set(name, { key: null, servers: new Set(), linkError: null, labelled: null, labelError: null });
+    }
+    return keys.get(name);
+  };
+  const label = LABELED.exec(trimmed);
+  if (label !== null && label[1].length <= MAX_LABEL_CHARACTERS) {
+    const rest = label[2];
+    try {
+      const key = parseMinikey(rest);
+      Object.assign(entry(rest), { key, labelled: key });
+    } catch (error) {
+      // Said only of what has a key's length: "SDehB-97fmB-..." is no label and a key.
+      if (keySized(rest)) entry(rest).labelError = about(error, rest);
+    }
+  }
+  const otherLinks = new Map(); // each link whose #part is no key's length -> its error
+  for (const word of trimmed.split(WORDS)) {
+    const start = word.search(LINK_START);
+    if (start >= 0) {
+      const link = word.slice(start).replace(CLOSING, "");
+      const hash = link.indexOf("#");
+      if (hash < 0) continue;
+      const fragment = link.slice(hash + 1);
+      try {
+        const { server, key } = parseInvite(link);
+        const found = entry(fragment);
+        found.key = key;
+        found.servers.add(server);
+      } catch (error) {
+        if (keySized(fragment)) entry(fragment).linkError ??= about(error, link);
+        else if (!otherLinks.has(link)) otherLinks.set(link, about(error, link));
+      }
+      continue;
+    }
+    // A key alone among the words: not taken by itself, but a second key if it differs,
+    // even one in one case (which a link may carry: PROTOCOL.md 3.5 step 7), or mistyped.
+    const bare = word.replace(OPENING, "").replace(CLOSING, "");
+    if (bare.length > 40 || !KEY_WORD.test(bare) || !keySized(bare)) continue;
+    try {
+      const key = parseMinikey(bare, { asTyped: false });
+      entry(bare).key ??= key;
+    } catch {
+      if (/^[Ss]/.test(bare)) entry(bare); // a key mistyped, most likely
+    }
+  }
+  if (keys.size > 1) {
+    throw new Error(`This text holds ${keys.size === 2 ? "two" : "several"} room keys: paste only one.`);
+  }
+  if (keys.size === 1) {
+    const [{ key, servers, linkError, labelled, labelError }] = keys.values();
+    if (servers.size > 1) throw new Error("This text holds links to two relays: paste only one.");
+    if (linkError !== null) throw linkError; // what is wrong with a link of it: its relay
+    if (servers.size === 1) return { server: [...servers][0], key };
+    if (labelled !== null) return { server: null, key: labelled };
+    if (labelError !== null) throw labelError;
+    return null;
+  }
+  if (otherLinks.size === 1) throw [...otherLinks.values()][0];
+  return null;
 }
