@@ -531,10 +531,22 @@ def test_a_relay_says_how_long_ago_it_started_in_its_first_minute_only() -> None
     assert relay.config.say_uptime_for == UPTIME_SAID_FOR == 60
 
     async def said() -> str | None:
+        """What the 101 says; /healthz, which the web client reads (a page cannot read a
+        handshake's headers), says the same, to GET and HEAD."""
         url = f"ws://{LOOPBACK}:{relay.port}/ws"
         async with connect(url, subprotocols=[Subprotocol(SUBPROTOCOL)]) as ws:
             assert ws.response is not None
-            return ws.response.headers.get(UPTIME_HEADER)
+            in_101 = ws.response.headers.get(UPTIME_HEADER)
+        for method in ("GET", "HEAD"):
+            reader, writer = await asyncio.open_connection(LOOPBACK, relay.port)
+            writer.write(f"{method} /healthz HTTP/1.1\r\nHost: {LOOPBACK}\r\n\r\n".encode())
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+            writer.close()
+            assert head.startswith("http/1.1 200"), head
+            found = [line.partition(":")[2].strip() for line in head.split("\r\n")
+                     if line.startswith(UPTIME_HEADER.lower() + ":")]  # fmt: skip
+            assert found == ([] if in_101 is None else [in_101]), (method, head)
+        return in_101
 
     async def scenario() -> None:
         await relay.start()

@@ -300,7 +300,7 @@ function world() {
       await new Promise((resolve) => setImmediate(resolve));
     }
   };
-  const connect = ({ seed = 1, delays = [100, 200, 400], pingIntervalMs = 0, announce = false, expiryNow } = {}) => {
+  const connect = ({ seed = 1, delays = [100, 200, 400], pingIntervalMs = 0, announce = false, expiryNow, relayStartedAt } = {}) => {
     const connection = new RoomConnection({
       serverUrl: "https://relay.example",
       deviceSeed: new Uint8Array(32).fill(seed),
@@ -312,6 +312,7 @@ function world() {
       pingIntervalMs,
       announce,
       ...(expiryNow ? { expiryNow } : {}),
+      ...(relayStartedAt ? { relayStartedAt } : {}),
     });
     connection.seen = [];
     const types = ["state", "joined", "presence", "members", "message", "accepted", "refused", "rejected", "expired", "pong", "error"];
@@ -589,6 +590,51 @@ describe("RoomConnection", () => {
     assert.equal(w.relay.sent("Publish").length, 1);
     assert.deepEqual(bob.of("message").map((e) => e.text), ["the relay is back?"]);
     assert.deepEqual(alice.of("accepted").map((e) => hex(e.messageId)), [hex(message.messageId)]);
+  });
+
+  for (const joinedWhen of ["before", "after"]) {
+    it(`a first try that got into a relay said to have just started holds what it sends the whole grace (room joined ${joinedWhen} it opened)`, async () => {
+      // The page's relay says its uptime on /healthz (a page cannot read the 101's): its
+      // members from before the restart may be backing off still (PROTOCOL.md 10.6).
+      const w = world();
+      const bob = w.connect({ seed: 2 });
+      await online(w, bob);
+      const started = w.clock.now - 3000;
+      const alice = w.connect({ seed: 1, relayStartedAt: () => started });
+      alice.start();
+      let joined;
+      if (joinedWhen === "before") joined = alice.join(KEY_A, { name: "alice" });
+      w.relay.last.accept();
+      await w.settle();
+      if (joinedWhen === "after") joined = alice.join(KEY_A, { name: "alice" });
+      joined.catch(() => {});
+      await w.settle();
+      assert.equal(alice.state, "online");
+      await alice.sendText(roomA.roomId, "the relay is back?");
+      await w.settle();
+      assert.equal(alice.session.holding(roomA.roomId), true);
+      await w.clock.advance(REJOIN_GRACE_MS - 1);
+      assert.equal(w.relay.sent("Publish").length, 0);
+      await w.clock.advance(1);
+      assert.equal(w.relay.sent("Publish").length, 1);
+      assert.deepEqual(bob.of("message").map((e) => e.text), ["the relay is back?"]);
+    });
+  }
+
+  it("a relay that started longer than the grace ago, or did not say, holds nothing", async () => {
+    for (const said of ["a grace ago", "nothing"]) {
+      const w = world();
+      const started = w.clock.now - REJOIN_GRACE_MS;
+      const relayStartedAt = said === "nothing" ? () => null : () => started;
+      const bob = w.connect({ seed: 2 });
+      await online(w, bob);
+      const alice = w.connect({ seed: 1, relayStartedAt });
+      await online(w, alice);
+      await alice.sendText(roomA.roomId, "hello");
+      await w.settle();
+      assert.equal(w.relay.sent("Publish").length, 1);
+      assert.deepEqual(bob.of("message").map((e) => e.text), ["hello"]);
+    }
   });
 
   it("joins a stored room whose key is in one case (typed keys may no longer be)", async () => {

@@ -110,6 +110,7 @@ const {
   formatRemaining,
   formatTime,
   relayTimeFromDate,
+  uptimeFromHeader,
 } = await import("../src/app/controller.js");
 
 /** WebSockets that never open: each records the URL it was made for. */
@@ -144,6 +145,7 @@ async function startApp({
   page = pageOfRelayA(""),
   indexedDB = new IDBFactory(),
   relayTime = async () => null, // no relay behind the page: no clock to compare with
+  relayUptimeS = null, // nor its uptime
   newRoomWaitMs = 0,
 } = {}) {
   let pending = null;
@@ -167,7 +169,7 @@ async function startApp({
       ...connectionOptions,
     },
     clock,
-    relayTime,
+    pageRelay: async () => ({ timeMs: await relayTime(), uptimeS: relayUptimeS }),
     newRoomWaitMs,
   });
   started.push(app);
@@ -972,6 +974,17 @@ describe("App: a device clock far from the relay's", () => {
     await settled();
     assert.equal(app.clockWarning, null); // no answer: nothing new to say
     app.lock();
+  });
+});
+
+describe("uptimeFromHeader: how long ago the relay started, from InstantRoom-Uptime", () => {
+  it("reads 1 to 6 decimal digits, and nothing else (as the terminal client, PROTOCOL.md 10.1)", () => {
+    assert.equal(uptimeFromHeader("0"), 0);
+    assert.equal(uptimeFromHeader("42"), 42);
+    assert.equal(uptimeFromHeader("999999"), 999999);
+    for (const header of [null, "", "1234567", "-1", "1.5", " 3", "3 ", "0x10", "1e3", "\u0663", "3, 4"]) {
+      assert.equal(uptimeFromHeader(header), null, JSON.stringify(header));
+    }
   });
 });
 
@@ -2310,6 +2323,42 @@ describe("App: who is here (PROTOCOL.md 5.7)", () => {
     await until(() => socket.closed);
     assert.deepEqual(await announced(keys, socket), [[Kind.JOIN, "Bob"], [Kind.LEAVE, "Bob"]]);
     app.lock();
+  });
+
+  it("a room on the page's relay, which said on /healthz that it has just started, holds what is sent the grace; one on another relay does not", async () => {
+    // The page cannot read the handshake's InstantRoom-Uptime (PROTOCOL.md 10.1, 10.6).
+    const { app } = await startApp({ WebSocketImpl: RelaySocket, relayUptimeS: 2 });
+    await app.unlock(PASSWORD, PASSWORD);
+    await app.createRoom({ label: "Here", nickname: "Bob", lifetime: "day" });
+    const here = app.state.current;
+    assert.equal(app.room(here).serverUrl, RELAY_A);
+    app.store.data.serverUrl = RELAY_B;
+    await app.createRoom({ label: "There", nickname: "Bob", lifetime: "day" });
+    const there = app.state.current;
+    for (const [id, held] of [
+      [here, true],
+      [there, false],
+    ]) {
+      const connection = await joined(app, id);
+      assert.ok(await app.sendText(id, "anyone back yet?"));
+      await connection.idle();
+      assert.equal(connection.session.holding(fromHex(id)), held, app.room(id).label);
+    }
+    app.lock();
+  });
+
+  it("a relay that did not say its uptime, or said it long ago, holds nothing", async () => {
+    for (const relayUptimeS of [null, 12]) {
+      const { app } = await startApp({ WebSocketImpl: RelaySocket, relayUptimeS });
+      await app.unlock(PASSWORD, PASSWORD);
+      await app.createRoom({ label: "Here", nickname: "Bob", lifetime: "day" });
+      const id = app.state.current;
+      const connection = await joined(app, id);
+      assert.ok(await app.sendText(id, "hello"));
+      await published(app, liveSockets.at(-1), 1);
+      assert.equal(connection.session.holding(fromHex(id)), false);
+      app.lock();
+    }
   });
 
   it("forgetting a room says so to its members before leaving it on the relay", async () => {

@@ -32,7 +32,7 @@ describe("howFar: how far off a clock is", () => {
 
 describe("App.clockWarning for a clock days off", () => {
   it("is said in days, fast or slow", () => {
-    const app = new App({ relayTime: async () => null });
+    const app = new App({ pageRelay: async () => ({ timeMs: null, uptimeS: null }) });
     app.clockOffsetMs = -56 * 365 * DAY;
     assert.match(app.clockWarning ?? "", /^This device's clock is about \d+ days slow\./);
     app.clockOffsetMs = 2 * DAY;

@@ -551,9 +551,7 @@ class RelayConnection(asyncio.Protocol):
         if response.status_code == 101 and ws.subprotocol is None:
             response = ws.reject(400, f"Speak the {SUBPROTOCOL} subprotocol.\n")
         if response.status_code == 101:
-            uptime = relay.now() - relay.started
-            if uptime < relay.config.say_uptime_for:
-                response.headers[UPTIME_HEADER] = str(int(uptime))
+            relay.say_uptime(response)
         else:
             reason = (
                 "origin"
@@ -1505,11 +1503,19 @@ class Relay:
             return Response(response.status_code, response.reason_phrase, response.headers)
         return response
 
+    def say_uptime(self, response: Response) -> None:
+        """In the relay's first minute, how long ago it started (PROTOCOL.md 10.1)."""
+        uptime = self.now() - self.started
+        if uptime < self.config.say_uptime_for:
+            response.headers[UPTIME_HEADER] = str(int(uptime))
+
     def _get_response(self, path: str, headers: Headers) -> Response:
         if path == "/healthz":
             status = "ok" if self.hub.healthy else "degraded"
             body = json.dumps({"status": status, "version": __version__}).encode()
-            return self._response(200, body, "application/json")
+            response = self._response(200, body, "application/json")
+            self.say_uptime(response)  # to the web client, which cannot read the 101's
+            return response
         if path == "/metrics":
             if not self._may_read_metrics(headers.get_all("Authorization")):
                 self.metrics.rejections["metrics_unauthorized"] += 1

@@ -4,7 +4,7 @@
 
 import { JoinRefused, RelayRefused, RETRY_AFTER_FULL_MS, RoomConnection, websocketUrl } from "../client/connection.js";
 import { fromHex, hex, utf8, utf8Strict } from "../protocol/bytes.js";
-import { ErrorCode } from "../protocol/codes.js";
+import { ErrorCode, UPTIME_HEADER } from "../protocol/codes.js";
 import { Kind, MAX_NAME_BYTES, openEnvelope } from "../protocol/envelope.js";
 import { fingerprint, roomKeysFromMinikey } from "../protocol/kdf.js";
 import { ChecksumMismatch, MiniKeyError, OneCase, UsageError } from "../protocol/errors.js";
@@ -133,6 +133,15 @@ export function defaultServerUrl() {
   return window.location.origin;
 }
 
+/** Whether `serverUrl` is the relay that served this page. */
+function isPageRelay(serverUrl) {
+  try {
+    return websocketUrl(serverUrl) === websocketUrl(defaultServerUrl());
+  } catch {
+    return false; // no address (RoomConnection says why), or a page from no relay (file:)
+  }
+}
+
 /** `text` as a relay URL (http, https, ws or wss), or throws an Error a person can read. */
 export function normalizeServerUrl(text) {
   let url;
@@ -252,10 +261,21 @@ export function relayTimeFromDate(header) {
   return Number.isNaN(stated) ? null : stated + 500;
 }
 
-/** The clock of the relay that served the page, from its answer's Date header. */
-async function pageRelayTime() {
+/** How many seconds ago a relay started, from its InstantRoom-Uptime header (said in its
+ * first minute, PROTOCOL.md 10.1); null for none, or one that is not 1 to 6 digits. */
+export function uptimeFromHeader(header) {
+  return header !== null && /^[0-9]{1,6}$/.test(header) ? Number(header) : null;
+}
+
+/** What the relay that served the page says on /healthz: its clock (its answer's Date
+ * header), and how long ago it started, in its first minute (a page cannot read the
+ * WebSocket handshake's headers, where the terminal client learns it). */
+async function askPageRelay() {
   const response = await fetch("/healthz", { cache: "no-store" });
-  return relayTimeFromDate(response.headers.get("Date"));
+  return {
+    timeMs: relayTimeFromDate(response.headers.get("Date")),
+    uptimeS: uptimeFromHeader(response.headers.get(UPTIME_HEADER)),
+  };
 }
 
 /** How often the device's clock is watched for a jump (CLOCK_JUMP_MS): set right, or wrong,
@@ -281,8 +301,9 @@ export class App {
    *   the time and the timer of the throttled saves (tests: a fake clock)
    * @param {{manager?: LockManager | null, waitMs?: number}} [options.locks] the Web Locks
    *   shared with the other tabs (navigator.locks; tests: a fake) and TAB_LOCK_WAIT_MS
-   * @param {() => Promise<number | null>} [options.relayTime] the page's relay's clock, to
-   *   compare the device's with (tests: a stand-in)
+   * @param {() => Promise<{timeMs: number | null, uptimeS: number | null}>} [options.pageRelay]
+   *   the page's relay's clock, to compare the device's with, and how long ago it started
+   *   if it says (askPageRelay; tests: a stand-in)
    * @param {number} [options.newRoomWaitMs] NEW_ROOM_WAIT_MS (tests: less)
    */
   constructor({
@@ -290,12 +311,15 @@ export class App {
     connectionOptions = {},
     clock = {},
     locks = {},
-    relayTime = pageRelayTime,
+    pageRelay = askPageRelay,
     newRoomWaitMs = NEW_ROOM_WAIT_MS,
   } = {}) {
     this.storeOptions = storeOptions;
     this._newRoomWaitMs = newRoomWaitMs;
-    this._relayTime = relayTime;
+    this._pageRelay = pageRelay;
+    // When the page's relay started, if it said so (in its first minute): a connection to
+    // it made within the rejoin grace holds what it sends, its members maybe reconnecting.
+    this._pageRelayStartedAt = null;
     this.clockOffsetMs = 0; // the device's clock less the relay's, as last measured
     this._clockKnown = false; // whether it was ever measured (not on an offline start)
     this.connectionOptions = connectionOptions;
@@ -356,8 +380,10 @@ export class App {
   async _checkClock() {
     try {
       const asked = Date.now();
-      const relayMs = await this._relayTime();
+      const { timeMs: relayMs, uptimeS } = await this._pageRelay();
       const answered = Date.now();
+      // The latest it may have started: a wait too long rather than none.
+      if (uptimeS !== null) this._pageRelayStartedAt = answered - uptimeS * 1000;
       if (relayMs === null || answered - asked > 10_000) return; // too slow to tell
       this.clockOffsetMs = Math.round((asked + answered) / 2 - relayMs);
       this._clockKnown = true;
@@ -956,9 +982,15 @@ export class App {
     let connection = this.connections.get(serverUrl);
     if (connection) return connection;
     const now = this.connectionOptions.now ?? (() => Date.now());
+    const ofPage = isPageRelay(serverUrl);
     connection = new RoomConnection({
       expiryNow: () => this.expiryNow(now()),
       announce: true, // the others see who is here, by name and fingerprint
+      // Said by the page's relay only (on /healthz): another's is another origin's.
+      relayStartedAt: () => {
+        const started = ofPage ? this._pageRelayStartedAt : null;
+        return started === null ? null : now() - (Date.now() - started); // on `now`'s clock
+      },
       ...this.connectionOptions,
       serverUrl,
       deviceSeed: this.store.deviceKey().seed,

@@ -212,6 +212,10 @@ export class RoomConnection extends EventTarget {
    *   device's clock is known to be fast (a room's key is not deleted early for it)
    * @param {boolean} [options.announce] say who this device is in its rooms, by the name
    *   each was joined with (PROTOCOL.md 5.7); scripts and tests may stay silent
+   * @param {() => number | null} [options.relayStartedAt] when the relay started, in
+   *   `now`'s ms, if it said so (a page cannot read the handshake's InstantRoom-Uptime;
+   *   its own relay says it on /healthz too, PROTOCOL.md 10.1): a connection made within
+   *   the rejoin grace of it holds what it sends, as after a failed try (10.6)
    */
   constructor({
     serverUrl,
@@ -225,6 +229,7 @@ export class RoomConnection extends EventTarget {
     randomBytes,
     expiryNow = now,
     announce = false,
+    relayStartedAt = () => null,
   }) {
     super();
     this.url = websocketUrl(serverUrl);
@@ -234,6 +239,7 @@ export class RoomConnection extends EventTarget {
     this._WebSocket = WebSocketImpl;
     this._now = now;
     this._expiryNow = expiryNow;
+    this._relayStartedAt = relayStartedAt;
     this._delaySource = delays;
     this._delays = null;
     this._lastDelay = 0;
@@ -352,7 +358,10 @@ export class RoomConnection extends EventTarget {
         waiting.promise = new Promise((resolve, reject) => Object.assign(waiting, { resolve, reject }));
         this._joining.set(key, waiting);
       }
-      if (state === undefined) this.session.join(room, { expiresAtMs, name });
+      if (state === undefined) {
+        this.session.join(room, { expiresAtMs, name });
+        if (this._ws !== null && this._wsOpened && this._relayJustStarted()) this.session.connectFailed();
+      }
       this._flush();
       // A connection that went quiet for want of rooms comes back for this one.
       if (this._started && this._ws === null && this._reconnectTimer === null) this._connect();
@@ -512,10 +521,18 @@ export class RoomConnection extends EventTarget {
     }
     this._everOpened = true;
     this._wsOpened = true;
+    // As after a try that failed: the members it had may be reconnecting still.
+    if (this._relayJustStarted()) this.session.connectFailed();
     this.session.connectionMade();
     this._setState("online");
     this._flush();
     this._schedulePing();
+  }
+
+  /** Whether the relay started less than the rejoin grace ago, as far as it said. */
+  _relayJustStarted() {
+    const started = this._relayStartedAt();
+    return started !== null && this._now() - started < REJOIN_GRACE_MS;
   }
 
   _received(ws, event) {

@@ -1,6 +1,8 @@
 // Numbers both sides agree on (PROTOCOL.md sections 5, 10 and 11).
 
 export const SUBPROTOCOL = "instantroom.v1";
+// A relay in its first minute says how many seconds ago it started (PROTOCOL.md 10.1).
+export const UPTIME_HEADER = "InstantRoom-Uptime";
 export const ENVELOPE_VERSION = 1;
 export const NONCE_SIZE = 12;
 export const TAG_SIZE = 16;
