@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import regex
+
+from instantroom.protocol.minikey import holds_a_key
 
 _BIDI_CONTROLS = frozenset(
     "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
@@ -98,11 +100,17 @@ def without_credentials(url: str) -> str:
 
 
 def shown_server(server: str) -> str:
-    """A relay's address as shown: without the user name and password it may hold."""
+    """A relay's address as shown: without the user name and password it may hold, nor a
+    path that holds a room key (an invite link that lost its #, stored before such an
+    address was refused)."""
     try:
-        return printable(without_credentials(server))
+        shown = without_credentials(server)
+        parts = urlsplit(shown)
     except ValueError:  # no URL (an unclosed [IPv6): it may be anything, a secret too
         return "(an address that is no URL)"
+    if holds_a_key(unquote(parts.path + parts.query)):
+        return printable(f"{parts.scheme}://{parts.netloc}/… (its path holds a room key)")
+    return printable(shown)
 
 
 def _time_left(seconds: int) -> str:

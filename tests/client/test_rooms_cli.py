@@ -20,7 +20,7 @@ from PIL import Image
 from instantroom.client.invite import format_invite
 from instantroom.client.keystore import KeyStore, StoredRoom
 from instantroom.protocol.kdf import RoomKeys
-from instantroom.protocol.minikey import make_minikey
+from instantroom.protocol.minikey import format_minikey, make_minikey
 from instantroom.testing import RelayProcess, raw_client, run, running_relay
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -829,6 +829,27 @@ def test_new_join_and_rooms_print_the_relay_without_its_user_name_and_password(
         assert "someone" not in result.stdout + result.stderr
     # Kept in the store all the same: the client needs them to connect.
     assert {room.server for room in KeyStore.open(store, PASSWORD).rooms} == {server, nowhere}
+
+
+@pytest.mark.parametrize(
+    "path", [f"/{OTHER_KEY}", f"/chat/{format_minikey(OTHER_KEY)}/", f"/?k={OTHER_KEY}"]
+)
+def test_rooms_and_forget_never_print_a_room_key_held_in_a_stored_relay_address(
+    tmp_path: Path, path: str
+) -> None:
+    """An invite link that lost its #, stored as a room's relay before such an address was
+    refused: the key in its path is not shown (rooms, forget)."""
+    store = tmp_path / "store.json"
+    opened = KeyStore.create(store, PASSWORD)
+    opened.add_room(StoredRoom(make_minikey(secrets.randbelow), "old", NOWHERE + path[1:], 0))
+    opened.save()
+    printed = [cli(store, "rooms", "--offline"), cli(store, "forget", "old")]
+    assert "old" in printed[0].stdout
+    assert "http://127.0.0.1:9/… (its path holds a room key)" in printed[0].stdout
+    for result in printed:
+        assert result.returncode == 0, result.stderr
+        said = (result.stdout + result.stderr).replace(" ", "").replace("-", "")
+        assert OTHER_KEY not in said
 
 
 def chat_process(

@@ -42,7 +42,6 @@ import email.utils
 import functools
 import logging
 import os
-import re
 import secrets
 import socket
 import ssl
@@ -67,10 +66,10 @@ from instantroom.client.invite import address_problem
 from instantroom.display import printable, without_credentials
 from instantroom.protocol.codes import SUBPROTOCOL, UPTIME_HEADER, CloseCode, ErrorCode
 from instantroom.protocol.envelope import Message
-from instantroom.protocol.errors import FrameError, MiniKeyError, UsageError
+from instantroom.protocol.errors import FrameError, UsageError
 from instantroom.protocol.frames import MAX_FRAME_SIZE
 from instantroom.protocol.kdf import DeviceKey, RoomKeys
-from instantroom.protocol.minikey import parse_minikey
+from instantroom.protocol.minikey import holds_a_key
 from instantroom.protocol.roster import Member
 from instantroom.protocol.session import (
     MAX_OUTBOX,
@@ -470,7 +469,7 @@ def websocket_url(server: str) -> str:
         raise UsageError("The server's port is a number from 1 to 65535.")
     if len(server) > MAX_SERVER_LENGTH:
         raise UsageError(f"A server's address is at most {MAX_SERVER_LENGTH} characters.")
-    if _holds_a_key(parts.path):
+    if holds_a_key(unquote(parts.path)):
         # An invite link that lost its #: the key would go to the server in the request,
         # and be quoted with the address in every message.
         raise UsageError(
@@ -487,27 +486,6 @@ def websocket_url(server: str) -> str:
 
 
 MAX_SERVER_LENGTH = 2048  # no relay's address is longer, and a key is looked for in it
-
-
-def _holds_a_key(path: str) -> bool:
-    """Whether a URL's path holds a room key, however it is written there: grouped by any
-    character, percent-encoded, across segments. A key is 30 letters and digits, mixed in
-    case, that pass its check: an ordinary path passes for one once in 256 such runs."""
-    text = re.sub(r"[\W_]", "", unquote(path))
-    runs = {found[1] for found in _KEY_LIKE.finditer(text)}
-    return any(_is_a_key(run) for run in runs)
-
-
-# A run that could be a key, at each S (overlapping): checked by its hash only then.
-_KEY_LIKE = re.compile(r"(?=(S[1-9A-HJ-NP-Za-km-z]{29}))")
-
-
-def _is_a_key(text: str) -> bool:
-    try:
-        parse_minikey(text)  # as typed: made keys mix capital and small letters
-    except MiniKeyError:
-        return False
-    return True
 
 
 def relay_uptime(ws: ClientConnection) -> int | None:

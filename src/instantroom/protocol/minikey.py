@@ -11,9 +11,10 @@ refused as such.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 
-from .errors import ChecksumMismatch, NotBase58, OneCase, WrongLength, WrongPrefix
+from .errors import ChecksumMismatch, MiniKeyError, NotBase58, OneCase, WrongLength, WrongPrefix
 
 BASE58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 MINIKEY_LENGTH = 30
@@ -137,3 +138,25 @@ def spell_minikey(key: str) -> list[str]:
     """The key spelled out, one line per group of five."""
     groups = format_minikey(key).split(" ")
     return [", ".join(spell_character(c) for c in group) for group in groups]
+
+
+def holds_a_key(text: str) -> bool:
+    """Whether ``text`` (a URL's path, decoded) holds a room key, however it is written
+    there: grouped by any character, across segments. A key is 30 letters and digits,
+    mixed in case, that pass its check: an ordinary path passes for one once in 256 such
+    runs."""
+    letters = re.sub(r"[\W_]", "", text)
+    runs = {found[1] for found in _KEY_LIKE.finditer(letters)}
+    return any(_is_a_key(run) for run in runs)
+
+
+# A run that could be a key, at each S (overlapping): checked by its hash only then.
+_KEY_LIKE = re.compile(r"(?=(S[1-9A-HJ-NP-Za-km-z]{29}))")
+
+
+def _is_a_key(text: str) -> bool:
+    try:
+        parse_minikey(text)  # as typed: made keys mix capital and small letters
+    except MiniKeyError:
+        return False
+    return True
