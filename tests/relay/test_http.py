@@ -5,6 +5,7 @@ Origin policy of the WebSocket endpoint.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import email.utils
 import json
 import os
@@ -29,6 +30,7 @@ from instantroom.testing import (
     fresh_room,
     http_request,
     raw_client,
+    read_response_head,
     response_status,
     run,
     running_relay,
@@ -44,6 +46,43 @@ def samples(exposition: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             found[name] = float(value)
     return found
+
+
+async def answer_head(port: int, request: bytes) -> tuple[int, dict[str, str]]:
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        writer.write(request)
+        return await read_response_head(reader)
+    finally:
+        writer.close()
+
+
+def test_every_refusal_carries_the_security_headers_and_those_of_the_library_are_counted(
+    relay: RelayProcess,
+) -> None:
+    """websockets' own answers (a request line or a header line over 8 KiB: 414, 431) and
+    the relay's refusals made with it (a refused Origin, whose text quotes the header)
+    had none of the headers of the relay's other answers, and the first were not counted."""
+    host = f"Host: {LOOPBACK}:{relay.port}\r\n"
+    requests = {
+        403: upgrade_request(relay.port, origin="https://elsewhere.example"),
+        400: upgrade_request(relay.port, subprotocol=None),
+        414: f"GET /{'a' * 9000} HTTP/1.1\r\n{host}\r\n".encode(),
+        431: f"GET /ws HTTP/1.1\r\n{host}X-Big: {'b' * 9000}\r\n\r\n".encode(),
+    }
+
+    async def scenario() -> None:
+        for status, request in requests.items():
+            answered, headers = await answer_head(relay.port, request)
+            assert answered == status
+            assert headers["x-content-type-options"] == "nosniff", status
+            assert "frame-ancestors 'none'" in headers["content-security-policy"], status
+            assert headers["cache-control"] == "no-store", status
+        exposition = samples((await http_request(relay.port, "/metrics")).body.decode())
+        assert exposition['instantroom_rejections_total{reason="request_too_large"}'] == 2
+        assert exposition['instantroom_rejections_total{reason="origin"}'] == 1
+
+    run(scenario())
 
 
 def test_healthz_the_page_and_not_found(relay: RelayProcess) -> None:

@@ -37,11 +37,12 @@ from importlib import resources
 from typing import Any, NamedTuple, cast
 
 from websockets.datastructures import Headers
+from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
-from websockets.typing import Origin, Subprotocol
+from websockets.typing import Origin, StatusLike, Subprotocol
 
 from instantroom import __version__
 from instantroom.protocol import frames
@@ -233,8 +234,14 @@ class TokenBucket:
         return True
 
 
+# What websockets answers 414 or 431 by itself: a request line or a header line over
+# 8 KiB, or more than 128 headers.
+_HEAD_TOO_LARGE = (RequestLineTooLong, HeaderLineTooLong, TooManyHeaders)
+
+
 class _ServerProtocol(ServerProtocol):
-    """websockets' server side, except that EOF is sent once however often it is asked.
+    """websockets' server side, except that EOF is sent once however often it is asked,
+    and that its refusals carry the relay's security headers as its other answers do.
 
     Bytes after a request in the same read are parsed as WebSocket frames at once; when
     they are none, websockets fails the connection (and sends EOF) before the relay has
@@ -244,6 +251,15 @@ class _ServerProtocol(ServerProtocol):
     def send_eof(self) -> None:
         if not self.eof_sent:
             super().send_eof()
+
+    def reject(self, status: StatusLike, text: str) -> Response:
+        # Also those websockets makes itself (414, 431), and those that quote the request
+        # (a refused Origin): plain text, never sniffed, framed or kept.
+        response = super().reject(status, text)
+        for name, value in _SECURITY_HEADERS:
+            response.headers[name] = value
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
 
 class RelayConnection(asyncio.Protocol):
@@ -351,6 +367,9 @@ class RelayConnection(asyncio.Protocol):
                 self.head_bytes += len(data)
                 if self.head_bytes > MAX_REQUEST_HEAD:
                     self._answer_too_large()
+            elif self.head_bytes >= 0 and isinstance(ws.handshake_exc, _HEAD_TOO_LARGE):
+                self.head_bytes = -1  # answered by websockets (414, 431): counted here
+                relay.metrics.rejections["request_too_large"] += 1
             self._pull_protocol_writes()
         except Exception as exc:
             # A bug costs this connection and one log line (its type only: the message
