@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { RoomConnection } from "../src/client/connection.js";
+import { MAX_BACKLOG_BYTES, RoomConnection } from "../src/client/connection.js";
 import { ErrorCode, SUBPROTOCOL } from "../src/protocol/codes.js";
 import { decodeFrame, encodeFrame } from "../src/protocol/frames.js";
 import { roomKeysFromMinikey } from "../src/protocol/kdf.js";
@@ -108,6 +108,35 @@ describe("a hostile relay", () => {
     const joins = s.sockets[0].sent.filter((f) => f.type === "Join").length;
     s.fire(Infinity);
     assert.equal(s.sockets[0].sent.filter((f) => f.type === "Join").length, joins + 1);
+  });
+
+  it("sends faster than the page can read: what waits is bounded, the connection is made again, and what came before is read", async () => {
+    const s = stage();
+    s.connection.start();
+    s.sockets[0].accept();
+    const joined = s.connection.join(KEY_A, { name: "alice" });
+    await challenged(s, s.sockets[0]);
+    s.sockets[0].push({ type: "Joined", roomId: roomA.roomId, expiresAtMs: 0, members: 2 });
+    await joined;
+    const rejected = [];
+    s.connection.addEventListener("rejected", (event) => rejected.push(event.detail));
+    const states = [];
+    s.connection.addEventListener("state", (event) => states.push(event.detail));
+    // Envelopes of 60 KiB that each wait for WebCrypto, pushed all at once (a browser
+    // takes in what the socket brings before the page has read any of it).
+    const envelope = crypto.getRandomValues(new Uint8Array(60_000));
+    const frames = Math.ceil((2 * MAX_BACKLOG_BYTES) / envelope.length);
+    for (let n = 0; n < frames; n++) s.sockets[0].push({ type: "Deliver", roomId: roomA.roomId, envelope });
+    assert.ok(s.connection._backlogBytes <= MAX_BACKLOG_BYTES);
+    assert.equal(s.sockets[0].readyState, 3); // closed by the page
+    assert.equal(states.at(-1).state, "reconnecting");
+    assert.match(states.at(-1).reason, /^The relay sent more than this device could read: connecting again\./);
+    await s.connection.idle();
+    assert.equal(s.connection._backlogBytes, 0);
+    const read = Math.floor(MAX_BACKLOG_BYTES / (envelope.length + 33));
+    assert.ok(rejected.length >= read - 1 && rejected.length < frames / 2 + 1, `${rejected.length} read`);
+    s.fire(0);
+    assert.equal(s.sockets.length, 2); // and tried again
   });
 
   it("sends JOINED after JOINED: only the answer to our JOIN counts, and holds pile up no timers", async () => {

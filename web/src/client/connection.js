@@ -25,6 +25,11 @@ import { ClientSession, roomHex } from "../protocol/session.js";
  * longer than the longest reconnect delay of either reference client (10 s) and a
  * handshake, so that a member still backing off when the relay came back is back in time. */
 export const REJOIN_GRACE_MS = 12_000;
+/** Bytes of frames received and not yet read (each message waits for WebCrypto) past which
+ * the connection is dropped and made again: a relay sending faster than this device can
+ * read would otherwise fill the page's memory. 16 times what a relay queues for a reader
+ * before it cuts it off as too slow (--send-buffer): a well-behaved relay never gets there. */
+export const MAX_BACKLOG_BYTES = 16 * 1_048_576;
 export const RETRY_AFTER_RATE_LIMIT_MS = 1000;
 /** RELAY_FULL and ROOM_FULL say "try later"; a place does not come free in a second. */
 export const RETRY_AFTER_FULL_MS = 15_000;
@@ -269,6 +274,7 @@ export class RoomConnection extends EventTarget {
     this._joinRetries = new Map();
     /** Frames are handled one at a time, in order, on this chain. */
     this._chain = Promise.resolve();
+    this._backlogBytes = 0; // of frames fed to the session and not yet read (MAX_BACKLOG_BYTES)
     /** @type {Map<string, {promise: Promise<object>, resolve: Function, reject: Function}>} */
     this._joining = new Map();
     this._failure = null;
@@ -550,6 +556,21 @@ export class RoomConnection extends EventTarget {
       );
       return;
     }
+    if (this._backlogBytes + data.byteLength > MAX_BACKLOG_BYTES) {
+      // Not read: dropped with its connection, whose next one starts afresh (what was fed
+      // before is still read). As a relay cuts off a reader too slow for it.
+      try {
+        ws.close(CloseCode.NORMAL);
+      } catch {
+        // already closing
+      }
+      this._lost(ws, CloseCode.ABNORMAL, "too much to read");
+      if (this._state === "reconnecting") {
+        this._setState("reconnecting", "The relay sent more than this device could read: connecting again. Messages sent meanwhile may be missing.");
+      }
+      return;
+    }
+    this._backlogBytes += data.byteLength;
     // Fed now, while its connection is the session's: the session takes frames in order,
     // and judges which connection one belongs to when it is fed. A burst is still queued
     // (each message waits for WebCrypto) when a close comes: a message in it is read, for
@@ -563,6 +584,8 @@ export class RoomConnection extends EventTarget {
           await handled;
         } catch (error) {
           this._error(`The relay sent a frame that makes no sense: ${error.message}`);
+        } finally {
+          this._backlogBytes -= data.byteLength;
         }
         // Once stopped (closed, locked), nothing more is heard: what the session read
         // meanwhile goes, rather than out at the next start().
