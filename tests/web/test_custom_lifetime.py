@@ -29,7 +29,7 @@ def test_a_custom_lifetime_of_3_hours_makes_a_room_that_expires_in_3_hours(
     expect(alice.by("expiry-amount")).to_have_count(0)
     alice.by("expiry").select_option("custom")
     expect(alice.page.get_by_label("Custom lifetime")).to_have_accessible_description(
-        "From 5 minutes to 31 days."
+        "From 5 minutes to 30 days."
     )
     expect(alice.page.get_by_label("Unit")).to_have_value("hours")
 
@@ -39,7 +39,7 @@ def test_a_custom_lifetime_of_3_hours_makes_a_room_that_expires_in_3_hours(
         (
             "40",
             "days",
-            "A room lives for 31 days at most: the longest a relay keeps a room by default.",
+            "A room lives for 30 days at most: a relay keeps a room 31 days at most by default.",
         ),
     ]:
         alice.page.get_by_label("Custom lifetime").fill(amount)
@@ -48,6 +48,15 @@ def test_a_custom_lifetime_of_3_hours_makes_a_room_that_expires_in_3_hours(
         expect(alice.page.get_by_role("alert")).to_have_text(error)
         expect(alice.by("room-key")).to_have_count(0)
         expect(alice.by("expiry")).to_have_value("custom")
+        # The field is marked, and tied to what is wrong with it as well as to its range.
+        amount = alice.page.get_by_label("Custom lifetime")
+        expect(amount).to_have_attribute("aria-invalid", "true")
+        expect(amount).to_have_accessible_description(f"{error} From 5 minutes to 30 days.")
+
+    # Another choice: what was wrong with the custom one goes.
+    alice.by("expiry").select_option("day")
+    expect(alice.page.get_by_role("alert")).to_have_count(0)
+    alice.by("expiry").select_option("custom")
 
     alice.page.get_by_label("Custom lifetime").fill("3")
     alice.page.get_by_label("Unit").select_option("hours")

@@ -155,12 +155,36 @@ test("a key mistyped among other words is said to be a typo, or of the wrong len
   assert.throws(() => findInvite(`Key: ${ONE_CASE_KEY}`), OneCase);
 });
 
-test("nothing else is taken for a key: what parseInvite said stands", () => {
+test("a key among other words, neither in a link nor after a label, is said to be one", () => {
   for (const text of [
-    `the key is ${key}, see you`, // a key among words, without a label or link
+    `the key is ${key}, see you`,
     `Key: ${key} see you`, // more than the key after the label
     `This is a long label before the key: ${key}`,
     `Relay: relay.example, Key: ${key}`,
+    `Room key: ${key}\nThe app: https://relay.example/`,
+  ]) {
+    assert.throws(() => findInvite(text), /^Error: This text holds a room key among other words: paste the key alone/, text);
+  }
+});
+
+test("a second key in a link without its scheme, or a ws:// link, is a second key", () => {
+  const other = makeMinikey((n) => crypto.getRandomValues(new Uint8Array(n)));
+  for (const text of [
+    `New room: relay.example/#${other} (old one: https://relay.example/#${key})`,
+    `https://relay.example/#${key} or wss://relay.example/#${other}`,
+  ]) {
+    assert.throws(() => findInvite(text), /two room keys/, text);
+  }
+});
+
+test("words are not mistyped keys, and one relay written two ways is one", () => {
+  const link = `https://relay.example/#${key}`;
+  assert.deepEqual(findInvite(`${link} -- Sure-thing-see-you-at-the-park-at-nine`), { server: "https://relay.example/", key });
+  assert.equal(findInvite(`${link} and https://relay.example:443/#${key}`).key, key);
+});
+
+test("nothing else is taken for a key: what parseInvite said stands", () => {
+  for (const text of [
     `Join me: relay.example/#${key} see you`, // a link without http(s)://
     `${key.slice(0, 5)} - ${typo.slice(5).match(/.{5}/g).join(" - ")}`, // a key, mistyped, not a label
     `Key: ${key.slice(0, 20)}`,

@@ -8,7 +8,7 @@ import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { formatMinikey, spellMinikey } from "../protocol/minikey.js";
 import { canonicalName, mixedScripts } from "../protocol/names.js";
 import { qrDataUrl } from "../qr/draw.js";
-import { formatRemaining, formatTime, LIFETIME_UNITS, LIFETIMES } from "./controller.js";
+import { customLifetime, formatRemaining, formatTime, LIFETIME_UNITS, LIFETIMES } from "./controller.js";
 import { parseInvite } from "./invite.js";
 import { shown } from "./text.js";
 
@@ -326,6 +326,15 @@ function NewRoom({ app }) {
   const [customAmount, setCustomAmount] = useState("");
   const [customUnit, setCustomUnit] = useState("hours");
   const createButton = useRef(null);
+  // The error shown is the custom lifetime's while what is typed there is none.
+  let amountInvalid = false;
+  if (lifetime === "custom" && app.state.error) {
+    try {
+      customLifetime(customAmount, customUnit);
+    } catch {
+      amountInvalid = true;
+    }
+  }
   const submit = (event) => {
     event.preventDefault();
     app.createRoom({ label, nickname, lifetime, customAmount, customUnit }).then(() => {
@@ -352,7 +361,15 @@ function NewRoom({ app }) {
           />
           <NicknameField value={nickname} onValue={setNickname} />
           <label for="expiry">The room lives for</label>
-          <select id="expiry" data-testid="expiry" value={lifetime} onChange={(e) => setLifetime(e.currentTarget.value)}>
+          <select
+            id="expiry"
+            data-testid="expiry"
+            value={lifetime}
+            onChange={(e) => {
+              setLifetime(e.currentTarget.value);
+              if (app.state.error) app.set({ error: null }); // of the choice left, maybe
+            }}
+          >
             {Object.entries(LIFETIMES).map(([value, { label: text }]) => (
               <option key={value} value={value}>
                 {text}
@@ -371,7 +388,8 @@ function NewRoom({ app }) {
                 inputMode="numeric"
                 autocomplete="off"
                 maxLength={6}
-                aria-describedby="expiry-range"
+                invalid={amountInvalid}
+                aria-describedby={amountInvalid ? `${ERROR_ID} expiry-range` : "expiry-range"}
               />
               <label for="expiry-unit">Unit</label>
               <select id="expiry-unit" data-testid="expiry-unit" value={customUnit} onChange={(e) => setCustomUnit(e.currentTarget.value)}>
@@ -382,7 +400,7 @@ function NewRoom({ app }) {
                 ))}
               </select>
               <p class="hint" id="expiry-range">
-                From 5 minutes to 31 days.
+                From 5 minutes to 30 days.
               </p>
             </div>
           )}

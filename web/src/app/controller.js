@@ -28,9 +28,10 @@ export const LIFETIME_UNITS = Object.freeze({
 /** The shortest custom lifetime: clients expire rooms by the minute, and a room must live
  * long enough for its key to be shared. */
 export const MIN_CUSTOM_LIFETIME_MS = 5 * 60_000;
-/** The longest custom lifetime: the longest a relay gives a room by default (its
- * --max-room-lifetime), and as far as this client reads its clock back (MAX_CLOCK_READ_BACK_MS). */
-export const MAX_CUSTOM_LIFETIME_MS = 31 * 86_400_000;
+/** The longest custom lifetime: a day short of the longest a relay gives a room by default
+ * (its --max-room-lifetime, 31 days), which it counts to the second by its own clock: a
+ * room of 31 days made on a device a second fast would be refused. */
+export const MAX_CUSTOM_LIFETIME_MS = 30 * 86_400_000;
 
 /** A custom lifetime as typed: `amount` (a whole number, as the field gives it) of `unit`
  * (a key of LIFETIME_UNITS), as {label, ms} like LIFETIMES'; or throws an Error a person
@@ -47,7 +48,7 @@ export function customLifetime(amount, unit) {
   const total = count * ms;
   if (total < MIN_CUSTOM_LIFETIME_MS) throw new Error("A room lives for 5 minutes at least.");
   if (total > MAX_CUSTOM_LIFETIME_MS) {
-    throw new Error("A room lives for 31 days at most: the longest a relay keeps a room by default.");
+    throw new Error("A room lives for 30 days at most: a relay keeps a room 31 days at most by default.");
   }
   return { label: `${count} ${count === 1 ? one : `${one}s`}`, ms: total };
 }
@@ -317,8 +318,10 @@ export class App {
     this.storeOptions = storeOptions;
     this._newRoomWaitMs = newRoomWaitMs;
     this._pageRelay = pageRelay;
-    // When the page's relay started, if it said so (in its first minute): a connection to
-    // it made within the rejoin grace holds what it sends, its members maybe reconnecting.
+    // When the page's relay started, if it said so (in its first minute), on
+    // performance.now()'s clock, which a device clock set back or forward does not move: a
+    // connection to it made within the rejoin grace holds what it sends, its members maybe
+    // reconnecting.
     this._pageRelayStartedAt = null;
     this.clockOffsetMs = 0; // the device's clock less the relay's, as last measured
     this._clockKnown = false; // whether it was ever measured (not on an offline start)
@@ -383,7 +386,7 @@ export class App {
       const { timeMs: relayMs, uptimeS } = await this._pageRelay();
       const answered = Date.now();
       // The latest it may have started: a wait too long rather than none.
-      if (uptimeS !== null) this._pageRelayStartedAt = answered - uptimeS * 1000;
+      if (uptimeS !== null) this._pageRelayStartedAt = performance.now() - uptimeS * 1000;
       if (relayMs === null || answered - asked > 10_000) return; // too slow to tell
       this.clockOffsetMs = Math.round((asked + answered) / 2 - relayMs);
       this._clockKnown = true;
@@ -989,7 +992,7 @@ export class App {
       // Said by the page's relay only (on /healthz): another's is another origin's.
       relayStartedAt: () => {
         const started = ofPage ? this._pageRelayStartedAt : null;
-        return started === null ? null : now() - (Date.now() - started); // on `now`'s clock
+        return started === null ? null : now() - (performance.now() - started); // on `now`'s clock
       },
       ...this.connectionOptions,
       serverUrl,
@@ -1417,6 +1420,9 @@ export class App {
     if (!fromLink && !text.includes("#") && text.includes("/")) {
       // A link that lost its #KEY (an app that cuts it off): read as a key, it was "a room
       // key has 30 characters; this one has 50", a puzzle. As the terminal client says it.
+      // Unless a key is there among other words ("Key: S… The app: https://relay/").
+      const found = findInvite(text);
+      if (found !== null) return found;
       throw new UsageError(
         "This link holds no room key: an invite link ends with # and the key, and that part was cut off " +
           "on the way. Ask for the whole link, or the key itself.",

@@ -124,7 +124,7 @@ export function parseInvite(text) {
 // longer text is read whole, as parseInvite reads it, and so refused unless it is a key.
 export const MAX_PASTED_CHARACTERS = 4096;
 const WORDS = new RegExp(`[${TRIMMED}]+`, "u");
-const LINK_START = /https?:\/\//i;
+const LINK_START = /(?:https?|wss?):\/\//i;
 // What closes a link or a word in a sentence, and never ends a key ("." is one of a key's
 // separators, which parseMinikey drops, and may end a sentence after a ">").
 const CLOSING = /[)\]}>,;:!?.'"\u2019\u201d\u00bb]+$/u;
@@ -171,7 +171,7 @@ export function findInvite(text) {
   const entry = (keyText) => {
     const name = keyText.replace(KEY_SEPARATORS, "");
     if (!keys.has(name)) {
-      keys.set(name, { key: null, servers: new Set(), linkError: null, labelled: null, labelError: null });
+      keys.set(name, { key: null, servers: new Map(), linkError: null, labelled: null, labelError: null, alone: false });
     }
     return keys.get(name);
   };
@@ -187,7 +187,8 @@ export function findInvite(text) {
     }
   }
   const otherLinks = new Map(); // each link whose #part is no key's length -> its error
-  for (const word of trimmed.split(WORDS)) {
+  const words = trimmed.split(WORDS);
+  for (const word of words) {
     const start = word.search(LINK_START);
     if (start >= 0) {
       const link = word.slice(start).replace(CLOSING, "");
@@ -198,11 +199,17 @@ export function findInvite(text) {
         const { server, key } = parseInvite(link);
         const found = entry(fragment);
         found.key = key;
-        found.servers.add(server);
+        found.servers.set(new URL(server).href, server); // https://relay/ is https://relay:443/
       } catch (error) {
         if (keySized(fragment)) entry(fragment).linkError ??= about(error, link);
         else if (!otherLinks.has(link)) otherLinks.set(link, about(error, link));
       }
+      continue;
+    }
+    // A link without its scheme ("relay.example/#KEY"): not taken, but a second key.
+    const fragment = word.includes("#") ? word.slice(word.lastIndexOf("#") + 1).replace(CLOSING, "") : "";
+    if (fragment.length <= 40 && keySized(fragment)) {
+      entry(fragment);
       continue;
     }
     // A key alone among the words: not taken by itself, but a second key if it differs,
@@ -211,21 +218,27 @@ export function findInvite(text) {
     if (bare.length > 40 || !KEY_WORD.test(bare) || !keySized(bare)) continue;
     try {
       const key = parseMinikey(bare, { asTyped: false });
-      entry(bare).key ??= key;
+      const found = entry(bare);
+      found.key ??= key;
+      found.alone = true;
     } catch {
-      if (/^[Ss]/.test(bare)) entry(bare); // a key mistyped, most likely
+      // A key mistyped, most likely: its letters are random, with a digit or a capital
+      // after the S ("Sure-thing-see-you-at-the-park" has neither, and is words).
+      if (/^[Ss]/.test(bare) && /[0-9A-Z]/.test(bare.slice(1))) entry(bare);
     }
   }
   if (keys.size > 1) {
     throw new Error(`This text holds ${keys.size === 2 ? "two" : "several"} room keys: paste only one.`);
   }
   if (keys.size === 1) {
-    const [{ key, servers, linkError, labelled, labelError }] = keys.values();
+    const [{ key, servers, linkError, labelled, labelError, alone }] = keys.values();
     if (servers.size > 1) throw new Error("This text holds links to two relays: paste only one.");
     if (linkError !== null) throw linkError; // what is wrong with a link of it: its relay
-    if (servers.size === 1) return { server: [...servers][0], key };
+    if (servers.size === 1) return { server: [...servers.values()][0], key };
     if (labelled !== null) return { server: null, key: labelled };
     if (labelError !== null) throw labelError;
+    // Neither a link nor after a label: said, rather than the whole text's length.
+    if (alone && words.length > 1) throw new Error("This text holds a room key among other words: paste the key alone, or the whole invite link.");
     return null;
   }
   if (otherLinks.size === 1) throw [...otherLinks.values()][0];
