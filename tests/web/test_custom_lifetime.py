@@ -49,9 +49,9 @@ def test_a_custom_lifetime_of_3_hours_makes_a_room_that_expires_in_3_hours(
         expect(alice.by("room-key")).to_have_count(0)
         expect(alice.by("expiry")).to_have_value("custom")
         # The field is marked, and tied to what is wrong with it as well as to its range.
-        amount = alice.page.get_by_label("Custom lifetime")
-        expect(amount).to_have_attribute("aria-invalid", "true")
-        expect(amount).to_have_accessible_description(f"{error} From 5 minutes to 30 days.")
+        field = alice.page.get_by_label("Custom lifetime")
+        expect(field).to_have_attribute("aria-invalid", "true")
+        expect(field).to_have_accessible_description(f"{error} From 5 minutes to 30 days.")
 
     # Another choice: what was wrong with the custom one goes.
     alice.by("expiry").select_option("day")
