@@ -146,12 +146,12 @@ def holds_a_key(text: str) -> bool:
     mixed in case, that pass its check: an ordinary path passes for one once in 256 such
     runs."""
     letters = re.sub(r"[\W_]", "", text)
-    runs = {found[1] for found in _KEY_LIKE.finditer(letters)}
+    runs = {found[1] for found in re.finditer(_KEY_LIKE, letters)}
     return any(_is_a_key(run) for run in runs)
 
 
 # A run that could be a key, at each S (overlapping): checked by its hash only then.
-_KEY_LIKE = re.compile(r"(?=(S[1-9A-HJ-NP-Za-km-z]{29}))")
+_KEY_LIKE = r"(?=(S[1-9A-HJ-NP-Za-km-z]{29}))"
 
 
 def _is_a_key(text: str) -> bool:
